@@ -1,0 +1,1 @@
+"""keyward's HTTP API, one Blueprint per area a user sees."""

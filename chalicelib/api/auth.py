@@ -1,0 +1,42 @@
+"""Sign-in: the IdP step, the MFA step, and logout."""
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint
+
+from chalicelib import identity, mfa, sessions
+from chalicelib.api.http import ANY_STATE, caller_of, client_of, json_body, only_fields, route, string_field
+from chalicelib.api.views import login_body
+from chalicelib.sessions import SessionState
+
+auth = Blueprint(__name__)
+
+
+@route(auth, "/auth/login", methods=["POST"])
+def login() -> dict[str, Any]:
+    body = json_body(auth.current_request)
+    only_fields(body, {"id_token"})
+    signed_in = identity.sign_in(id_token=string_field(body, "id_token", limit=16384), client=client_of(auth.current_request))
+    return login_body(token=signed_in.issued.token, session=signed_in.issued.session, org=signed_in.org, member=signed_in.member)
+
+
+@route(auth, "/auth/mfa/options", methods=["POST"])
+def mfa_options() -> dict[str, Any]:
+    caller = caller_of(auth.current_request, allowed=[SessionState.MFA_REQUIRED])
+    started = mfa.options(caller=caller)
+    return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
+
+
+@route(auth, "/auth/mfa/verify", methods=["POST"])
+def mfa_verify() -> dict[str, Any]:
+    caller = caller_of(auth.current_request, allowed=[SessionState.MFA_REQUIRED])
+    body = json_body(auth.current_request)
+    only_fields(body, {"challenge_id", "credential"})
+    passed = mfa.verify(caller=caller, challenge_id=body.get("challenge_id"), credential=body.get("credential"))
+    return login_body(token=passed.token, session=caller.session, org=caller.org, member=caller.member)
+
+
+@route(auth, "/auth/logout", methods=["POST"], status=204)
+def logout() -> None:
+    sessions.end(caller=caller_of(auth.current_request, allowed=ANY_STATE))

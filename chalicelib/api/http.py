@@ -1,0 +1,111 @@
+"""What every endpoint shares: reading the request, authenticating it, and the one place that
+turns domain refusals into HTTP errors with a stable reason code."""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Callable, Iterable
+
+from chalice import Blueprint, Response
+from chalice.app import ChaliceViewError, Request
+
+from chalicelib import errors, sessions
+from chalicelib.config import settings
+from chalicelib.sessions import Caller, SessionState
+from chalicelib.storage import unavailable_on_failure
+
+_STATUS_BY_KIND: tuple[tuple[type[errors.Refusal], int], ...] = (
+    (errors.InvalidInput, 400),
+    (errors.NotAuthenticated, 401),
+    (errors.NotAllowed, 403),
+    (errors.NotFound, 404),
+    (errors.RuleViolation, 409),
+    (errors.TooLarge, 413),
+    (errors.Unavailable, 503),
+)
+_http_errors: dict[str, type[ChaliceViewError]] = {}
+
+ACTIVE_ONLY = (SessionState.ACTIVE,)
+ANY_STATE = tuple(SessionState)
+
+
+def http_error(refusal: errors.Refusal) -> ChaliceViewError:
+    """A Chalice error whose body is ``{"Code": <reason code>, "Message": ...}``.
+
+    Chalice names ``Code`` after the error's class, so each reason code gets a class of its own.
+    """
+    status = next(status for kind, status in _STATUS_BY_KIND if isinstance(refusal, kind))
+    code = refusal.code
+    error_class = _http_errors.get(code)
+    if error_class is None:
+        error_class = type(code, (ChaliceViewError,), {"STATUS_CODE": status})
+        _http_errors[code] = error_class
+    return error_class(str(refusal))
+
+
+def route(blueprint: Blueprint, path: str, *, methods: list[str], status: int = 200) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a handler; its refusals become HTTP errors and its result the response body.
+
+    DynamoDB failures that no domain function expected become 503 ``StorageUnavailable``: the
+    client learns that nothing was done, never a 500.
+    """
+    def register(handler: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(handler)
+        def endpoint(**params: Any) -> Response:
+            try:
+                with unavailable_on_failure():
+                    body = handler(**params)
+            except errors.Refusal as refusal:
+                raise http_error(refusal) from None
+            if status == 204:
+                return Response(body="", status_code=204)
+            return Response(body=body, status_code=status)
+
+        blueprint.route(path, methods=methods)(endpoint)
+        return handler
+
+    return register
+
+
+def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, refused when too large, malformed or not an object."""
+    raw = request.raw_body or b""
+    if len(raw) > settings().max_body_bytes:
+        raise errors.BodyTooLarge(f"The request body is larger than {settings().max_body_bytes} bytes.")
+    if not raw.strip():
+        raise errors.MalformedJson("A JSON object is required as the request body.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise errors.MalformedJson("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise errors.MalformedJson("The request body must be a JSON object.")
+    return body
+
+
+def string_field(body: dict[str, Any], name: str, *, limit: int = 4096) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise errors.MalformedRequest(f"'{name}' is required and must be a non-empty string.")
+    if len(value) > limit:
+        raise errors.MalformedRequest(f"'{name}' is too long.")
+    return value
+
+
+def only_fields(body: dict[str, Any], allowed: Iterable[str]) -> None:
+    """Refuse unknown fields, so a client never believes it changed something it did not."""
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise errors.MalformedRequest(f"Unknown field(s): {', '.join(unknown)}.")
+
+
+def client_of(request: Request) -> sessions.Client:
+    identity = (request.context or {}).get("identity") or {}
+    return sessions.Client(source_ip=identity.get("sourceIp"), user_agent=request.headers.get("user-agent"))
+
+
+def caller_of(request: Request, *, allowed: Iterable[SessionState] = ACTIVE_ONLY) -> Caller:
+    """The authenticated caller, refused unless their session state allows this endpoint."""
+    caller = sessions.resolve(authorization=request.headers.get("authorization"))
+    sessions.require_state(caller, allowed=allowed)
+    return caller

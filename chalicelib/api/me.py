@@ -1,0 +1,71 @@
+"""Personal settings → Multi-factor authentication: the caller's own security keys."""
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint
+
+from chalicelib import clock, keys
+from chalicelib.api.http import ANY_STATE, caller_of, json_body, only_fields, route
+from chalicelib.api.views import org_body, user_body
+from chalicelib.sessions import SessionState
+
+me = Blueprint(__name__)
+
+# A member made to register a key at login may do exactly that.
+_REGISTRATION_STATES = (SessionState.ACTIVE, SessionState.REGISTRATION_REQUIRED)
+
+
+@route(me, "/me", methods=["GET"])
+def who_am_i() -> dict[str, Any]:
+    caller = caller_of(me.current_request, allowed=ANY_STATE)
+    return {
+        "user": user_body(caller.member),
+        "org": org_body(caller.org),
+        "session": {
+            "state": caller.session.state,
+            "created_at": clock.iso(caller.session.created_at),
+            "expires_at": clock.iso(caller.session.expires_at),
+        },
+        "mfa": {"enabled": caller.member.key_count > 0, "key_count": caller.member.key_count},
+    }
+
+
+@route(me, "/me/mfa/keys", methods=["GET"])
+def list_keys() -> dict[str, Any]:
+    caller = caller_of(me.current_request)
+    return {"keys": [keys.describe(key) for key in keys.list_keys(caller=caller)]}
+
+
+@route(me, "/me/mfa/keys/options", methods=["POST"])
+def registration_options() -> dict[str, Any]:
+    caller = caller_of(me.current_request, allowed=_REGISTRATION_STATES)
+    started = keys.registration_options(caller=caller)
+    return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
+
+
+@route(me, "/me/mfa/keys", methods=["POST"], status=201)
+def register_key() -> dict[str, Any]:
+    caller = caller_of(me.current_request, allowed=_REGISTRATION_STATES)
+    body = json_body(me.current_request)
+    only_fields(body, {"challenge_id", "name", "credential"})
+    key = keys.register(caller=caller, challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"))
+    return {"key": keys.describe(key), "session": {"state": caller.session.state}}
+
+
+@route(me, "/me/mfa/keys/{key_id}", methods=["PATCH"])
+def rename_key(key_id: str) -> dict[str, Any]:
+    caller = caller_of(me.current_request)
+    body = json_body(me.current_request)
+    only_fields(body, {"name"})
+    return {"key": keys.describe(keys.rename(caller=caller, key_id=key_id, name=body.get("name")))}
+
+
+@route(me, "/me/mfa/keys/{key_id}", methods=["DELETE"], status=204)
+def delete_key(key_id: str) -> None:
+    keys.delete(caller=caller_of(me.current_request), key_id=key_id)
+
+
+@route(me, "/me/mfa", methods=["DELETE"], status=204)
+def disable_mfa() -> None:
+    keys.disable_mfa(caller=caller_of(me.current_request))

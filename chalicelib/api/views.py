@@ -1,0 +1,25 @@
+"""How the API shows users, organizations and sessions (the contract's JSON bodies)."""
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import clock
+from chalicelib.models import Member, Organization, Session
+
+
+def user_body(member: Member) -> dict[str, Any]:
+    return {"id": member.user_id, "name": member.name, "email": member.email, "admin": bool(member.admin)}
+
+
+def org_body(org: Organization) -> dict[str, Any]:
+    return {"id": org.org_id, "mfa_enforced": bool(org.mfa_enforced)}
+
+
+def login_body(*, token: str, session: Session, org: Organization, member: Member) -> dict[str, Any]:
+    return {
+        "token": token,
+        "state": session.state,
+        "expires_at": clock.iso(session.expires_at),
+        "user": user_body(member),
+        "org": org_body(org),
+    }

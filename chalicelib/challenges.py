@@ -1,0 +1,98 @@
+"""WebAuthn challenges: random, bound to one session, user and ceremony, expiring, single use.
+
+A challenge is consumed by one conditional delete that also checks the binding and the expiry,
+so of two requests racing with the same challenge exactly one gets it.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+
+from pynamodb.exceptions import DeleteError
+
+from chalicelib import clock
+from chalicelib.config import settings
+from chalicelib.errors import ChallengeExpired, ChallengeMismatch, ChallengeNotFound, MalformedRequest
+from chalicelib.models import Challenge, Session
+from chalicelib.storage import condition_failed
+
+_CHALLENGE_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+# How long an expired challenge lingers before DynamoDB's TTL may remove it.
+_HOUSEKEEPING_DELAY = timedelta(hours=1)
+
+
+class Ceremony(str, Enum):
+    REGISTRATION = "registration"
+    AUTHENTICATION = "authentication"
+
+
+@dataclass(frozen=True)
+class IssuedChallenge:
+    challenge_id: str
+    challenge: bytes
+
+
+def issue(*, ceremony: Ceremony, session: Session) -> IssuedChallenge:
+    """Store a fresh 256-bit challenge for one ceremony of this session."""
+    issued_at = clock.now()
+    expires_at = issued_at + timedelta(seconds=settings().challenge_lifetime_seconds)
+    challenge = Challenge(
+        secrets.token_urlsafe(16),
+        challenge=secrets.token_bytes(32),
+        ceremony=ceremony.value,
+        org_id=session.org_id,
+        user_id=session.user_id,
+        session_id=session.session_id,
+        expires_at=expires_at,
+        ttl=expires_at + _HOUSEKEEPING_DELAY,
+    )
+    challenge.save(condition=Challenge.challenge_id.does_not_exist())
+    return IssuedChallenge(challenge_id=challenge.challenge_id, challenge=challenge.challenge)
+
+
+def check_id(challenge_id: object) -> str:
+    """A challenge ID as the client sent it, refused early if it cannot be one of ours."""
+    if not isinstance(challenge_id, str) or not _CHALLENGE_ID.fullmatch(challenge_id):
+        raise MalformedRequest("'challenge_id' must be the ID returned with the options.")
+    return challenge_id
+
+
+def consume(*, challenge_id: str, ceremony: Ceremony, session: Session) -> bytes:
+    """Use up a challenge and return its bytes — once, for the session and ceremony it was issued to.
+
+    Raises:
+        ChallengeNotFound: unknown, or already used (a replay).
+        ChallengeExpired: older than the challenge lifetime.
+        ChallengeMismatch: issued to another session, user or ceremony; it stays usable for them.
+    """
+    condition = (
+        Challenge.challenge_id.exists()
+        & (Challenge.ceremony == ceremony.value)
+        & (Challenge.org_id == session.org_id)
+        & (Challenge.user_id == session.user_id)
+        & (Challenge.session_id == session.session_id)
+        & (Challenge.expires_at > clock.now())
+    )
+    try:
+        # PynamoDB's Model.delete cannot return the deleted item; the table connection can,
+        # and that makes "check, use and delete" a single atomic request.
+        response = Challenge._get_connection().delete_item(challenge_id, condition=condition, return_values="ALL_OLD")
+    except DeleteError as error:
+        if condition_failed(error):
+            raise _why_refused(challenge_id=challenge_id) from None
+        raise
+    return Challenge.from_raw_data(response["Attributes"]).challenge
+
+
+def _why_refused(*, challenge_id: str) -> Exception:
+    """Name the reason a consume failed; only for the error message, never to decide."""
+    try:
+        challenge = Challenge.get(challenge_id, consistent_read=True)
+    except Challenge.DoesNotExist:
+        return ChallengeNotFound("The challenge is unknown or was already used; request new options.")
+    if challenge.expires_at <= clock.now():
+        return ChallengeExpired("The challenge has expired; request new options.")
+    return ChallengeMismatch("The challenge was issued for another session or ceremony.")

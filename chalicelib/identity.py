@@ -1,0 +1,169 @@
+"""The IdP step: verify an organization's OIDC ID token and record who signed in.
+
+The IdP is trusted for who the user is, which organization they belong to and whether they are
+an admin; an organization and its members are created on the first login that names them.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from chalicelib import clock, sessions
+from chalicelib.config import Settings, settings
+from chalicelib.errors import ConfigurationError, IdentityProviderUnavailable, InvalidIdToken
+from chalicelib.models import Member, Organization
+
+# Symmetric algorithms are refused: a JWKS publishes public keys only.
+_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+_CLOCK_SKEW_SECONDS = 30
+_ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_MAX_TOKEN_LENGTH = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the IdP says the user is."""
+
+    org_id: str
+    user_id: str
+    name: str
+    email: str
+    admin: bool
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """The outcome of a login: the new session and whose it is."""
+
+    issued: sessions.IssuedSession
+    org: Organization
+    member: Member
+
+
+class _KeySource:
+    """The IdP's public keys, from an inline JWKS or fetched (and cached) from a URL."""
+
+    def __init__(self, config: Settings) -> None:
+        self._inline: jwt.PyJWKSet | None = None
+        self._client: jwt.PyJWKClient | None = None
+        if config.jwks_json:
+            try:
+                self._inline = jwt.PyJWKSet.from_json(config.jwks_json)
+            except (jwt.PyJWTError, ValueError) as error:
+                raise ConfigurationError(f"KEYWARD_JWKS_JSON is not a usable JWKS: {error}") from None
+        elif config.jwks_url:
+            self._client = jwt.PyJWKClient(config.jwks_url, cache_jwk_set=True, lifespan=600, timeout=5)
+        else:
+            raise ConfigurationError("Set KEYWARD_JWKS_URL or KEYWARD_JWKS_JSON to the IdP's signing keys.")
+
+    def key_for(self, id_token: str) -> jwt.PyJWK:
+        if self._client is not None:
+            try:
+                return self._client.get_signing_key_from_jwt(id_token)
+            except jwt.PyJWKClientConnectionError:
+                raise IdentityProviderUnavailable("The IdP's signing keys could not be fetched.") from None
+            except jwt.PyJWTError:
+                raise InvalidIdToken("The ID token is not signed by a key of the configured IdP.") from None
+        assert self._inline is not None
+        kid = jwt.get_unverified_header(id_token).get("kid")
+        if kid is None and len(self._inline.keys) == 1:
+            return self._inline.keys[0]
+        try:
+            return self._inline[kid]
+        except KeyError:
+            raise InvalidIdToken("The ID token is not signed by a key of the configured IdP.") from None
+
+
+@functools.cache
+def _key_source() -> _KeySource:
+    return _KeySource(settings())
+
+
+def _text_claim(claims: dict[str, Any], name: str, *, limit: int) -> str:
+    value = claims.get(name, "")
+    if not isinstance(value, str):
+        return ""
+    return value.strip()[:limit]
+
+
+def verify_id_token(*, id_token: str) -> Identity:
+    """Verify an OIDC ID token: signature against the JWKS, ``iss``, ``aud``, ``exp``, ``iat``.
+
+    Raises:
+        InvalidIdToken: any verification failure, or claims keyward cannot use.
+        IdentityProviderUnavailable: the JWKS URL did not answer.
+    """
+    config = settings()
+    if len(id_token) > _MAX_TOKEN_LENGTH:
+        raise InvalidIdToken("The ID token is too long.")
+    try:
+        key = _key_source().key_for(id_token)
+        algorithm = key.algorithm_name
+        if algorithm not in _ALGORITHMS:
+            raise InvalidIdToken(f"ID tokens signed with {algorithm} are not accepted.")
+        claims = jwt.decode(
+            id_token,
+            key=key.key,
+            algorithms=[algorithm],
+            audience=config.oidc_audience,
+            issuer=config.oidc_issuer,
+            leeway=_CLOCK_SKEW_SECONDS,
+            options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+        )
+    except jwt.PyJWTError as error:
+        raise InvalidIdToken(f"The ID token did not verify: {error}") from None
+
+    org_id = claims.get(config.org_claim)
+    if not isinstance(org_id, str) or not _ORG_ID.fullmatch(org_id):
+        raise InvalidIdToken(f"The ID token has no usable '{config.org_claim}' claim naming the organization.")
+    user_id = claims["sub"]
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= 255 or not user_id.isprintable():
+        raise InvalidIdToken("The ID token's 'sub' claim is not a usable user ID.")
+    groups = claims.get(config.groups_claim, [])
+    if isinstance(groups, str):
+        groups = [groups]
+    admin = isinstance(groups, list) and config.admin_group in groups
+    return Identity(
+        org_id=org_id,
+        user_id=user_id,
+        name=_text_claim(claims, config.name_claim, limit=256),
+        email=_text_claim(claims, config.email_claim, limit=256),
+        admin=admin,
+    )
+
+
+def record_sign_in(*, identity: Identity) -> tuple[Organization, Member]:
+    """Create or refresh the organization and member an ID token names.
+
+    Upserts keep what the IdP does not own (creation time, enforcement, key counts).
+    """
+    signed_in = clock.now()
+    org = Organization(identity.org_id)
+    org.update(actions=[
+        Organization.created_at.set(Organization.created_at | signed_in),
+        Organization.mfa_enforced.set(Organization.mfa_enforced | False),
+        Organization.enforcement_generation.set(Organization.enforcement_generation | 0),
+    ])
+    member = Member(identity.org_id, identity.user_id)
+    member.update(actions=[
+        Member.name.set(identity.name),
+        Member.email.set(identity.email),
+        Member.admin.set(identity.admin),
+        Member.last_login_at.set(signed_in),
+        Member.created_at.set(Member.created_at | signed_in),
+        Member.key_count.set(Member.key_count | 0),
+    ])
+    return org, member
+
+
+def sign_in(*, id_token: str, client: sessions.Client) -> SignIn:
+    """``POST /auth/login``: verify the ID token and start a session in the state it calls for."""
+    identity = verify_id_token(id_token=id_token)
+    org, member = record_sign_in(identity=identity)
+    issued = sessions.start(org=org, member=member, client=client)
+    return SignIn(issued=issued, org=org, member=member)

@@ -1,0 +1,251 @@
+"""A member's security keys: register (the WebAuthn registration ceremony), list, rename, delete,
+and the last-key rule under enforcement.
+
+Every write that adds or removes a key changes the member's ``key_count`` in the same
+transaction; conditions on that counter and on the organization's enforcement flag keep the
+rules true when requests race.
+"""
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.exceptions import UpdateError
+
+from chalicelib import ceremonies, challenges, clock
+from chalicelib.challenges import Ceremony
+from chalicelib.config import settings
+from chalicelib.errors import (
+    ConcurrentChange,
+    InvalidKeyName,
+    KeyAlreadyRegistered,
+    KeyNotFound,
+    LastKeyRequired,
+    TooManyKeys,
+)
+from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey, Session
+from chalicelib.sessions import Caller, SessionState
+from chalicelib.storage import ConditionsFailed, condition_failed, transaction
+
+MAX_NAME_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class CeremonyOptions:
+    """What a client needs to run a ceremony: the challenge's ID and the W3C options JSON."""
+
+    challenge_id: str
+    public_key: dict[str, Any]
+
+
+def check_name(name: object) -> str:
+    """A key name as stored: 1–64 printable characters after trimming (NFC-normalized)."""
+    if not isinstance(name, str):
+        raise InvalidKeyName("'name' must be a string.")
+    name = unicodedata.normalize("NFC", name).strip()
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise InvalidKeyName(f"'name' must be 1 to {MAX_NAME_LENGTH} characters long after trimming.")
+    if not name.isprintable():
+        raise InvalidKeyName("'name' may only contain printable characters.")
+    return name
+
+
+def check_key_id(key_id: str) -> str:
+    if not (len(key_id) == 22 and key_id.replace("-", "a").replace("_", "a").isalnum() and key_id.isascii()):
+        raise KeyNotFound("No such security key.")
+    return key_id
+
+
+def user_handle_for(*, org_id: str, user_id: str) -> bytes:
+    """WebAuthn's user.id: stable per member and free of personal data (§14.6.1)."""
+    return hashlib.sha256(b"keyward-user\x00" + org_id.encode() + b"\x00" + user_id.encode()).digest()
+
+
+def keys_of(*, org_id: str, user_id: str) -> list[SecurityKey]:
+    """A member's keys, oldest first, read with strong consistency."""
+    keys = SecurityKey.by_member.query(org_id, SecurityKey.user_id == user_id, consistent_read=True)
+    return sorted(keys, key=lambda key: key.created_at)
+
+
+def _known(keys: list[SecurityKey]) -> list[ceremonies.KnownCredential]:
+    return [ceremonies.KnownCredential(credential_id=key.credential_id, transports=key.transports) for key in keys]
+
+
+def registration_options(*, caller: Caller) -> CeremonyOptions:
+    """``POST /me/mfa/keys/options``: start adding a security key ("Enable" and "Add key")."""
+    member = caller.member
+    issued = challenges.issue(ceremony=Ceremony.REGISTRATION, session=caller.session)
+    options = ceremonies.registration_options(
+        challenge=issued.challenge,
+        user_handle=user_handle_for(org_id=member.org_id, user_id=member.user_id),
+        user_name=member.email or member.user_id,
+        display_name=member.name or member.email or member.user_id,
+        exclude=_known(keys_of(org_id=member.org_id, user_id=member.user_id)),
+    )
+    return CeremonyOptions(challenge_id=issued.challenge_id, public_key=options)
+
+
+def register(*, caller: Caller, challenge_id: object, name: object, credential: object) -> SecurityKey:
+    """``POST /me/mfa/keys``: verify the registration ceremony and store the new security key.
+
+    Everything is parsed before the challenge is used, so malformed input changes nothing. The
+    key, the global claim on its credential ID, the member's key count and (for a member who had
+    to register) the session's state are written in one transaction.
+
+    Raises:
+        MalformedRequest, InvalidKeyName, MalformedCredential, CredentialIdTooLong: bad input.
+        ChallengeNotFound, ChallengeExpired, ChallengeMismatch and the ceremony's refusals.
+        KeyAlreadyRegistered: the credential is already registered, by anyone.
+        TooManyKeys: the member holds the maximum number of keys.
+    """
+    name = check_name(name)
+    challenge_id = challenges.check_id(challenge_id)
+    response = ceremonies.parse_registration(credential=credential)
+
+    session = caller.session
+    expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
+    verified = ceremonies.verify_registration(response=response, expected_challenge=expected)
+
+    registered_at = clock.now()
+    key = SecurityKey(
+        session.org_id,
+        ceremonies.key_id_for(verified.credential_id),
+        user_id=session.user_id,
+        name=name,
+        credential_id=verified.credential_id,
+        public_key=verified.public_key,
+        algorithm=verified.algorithm,
+        sign_count=verified.sign_count,
+        aaguid=verified.aaguid,
+        attestation_format=verified.attestation_format,
+        transports=list(verified.transports),
+        backup_eligible=verified.backup_eligible,
+        backed_up=verified.backed_up,
+        created_at=registered_at,
+    )
+    claim = CredentialClaim(key.key_id, org_id=key.org_id, user_id=key.user_id)
+    activates_session = caller.state is SessionState.REGISTRATION_REQUIRED
+    try:
+        with transaction() as write:
+            write.save("claim", claim, condition=CredentialClaim.key_id.does_not_exist())
+            write.save("key", key, condition=SecurityKey.key_id.does_not_exist())
+            write.update(
+                "member",
+                Member(session.org_id, session.user_id),
+                actions=[Member.key_count.add(1)],
+                condition=Member.user_id.exists() & (Member.key_count < settings().max_keys_per_member),
+            )
+            if activates_session:
+                write.update(
+                    "session",
+                    Session(session.org_id, session.session_id),
+                    actions=[Session.state.set(SessionState.ACTIVE.value)],
+                    condition=(Session.state == SessionState.REGISTRATION_REQUIRED.value) & (Session.token_hash == caller.token_hash),
+                )
+    except ConditionsFailed as refused:
+        if refused.labels & {"claim", "key"}:
+            raise KeyAlreadyRegistered("This security key is already registered.") from None
+        if "member" in refused.labels:
+            raise TooManyKeys(f"A member can hold at most {settings().max_keys_per_member} security keys.") from None
+        raise ConcurrentChange("The session changed while the key was being registered; sign in again.") from None
+    if activates_session:
+        session.state = SessionState.ACTIVE.value
+    caller.member.key_count += 1
+    return key
+
+
+def list_keys(*, caller: Caller) -> list[SecurityKey]:
+    """``GET /me/mfa/keys``."""
+    return keys_of(org_id=caller.session.org_id, user_id=caller.session.user_id)
+
+
+def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
+    """``PATCH /me/mfa/keys/{id}``: only the name of one's own key can change."""
+    name = check_name(name)
+    key = SecurityKey(caller.session.org_id, check_key_id(key_id))
+    try:
+        key.update(
+            actions=[SecurityKey.name.set(name)],
+            condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == caller.session.user_id),
+        )
+    except UpdateError as error:
+        if condition_failed(error):
+            raise KeyNotFound("No such security key.") from None
+        raise
+    return key
+
+
+def delete(*, caller: Caller, key_id: str) -> None:
+    """``DELETE /me/mfa/keys/{id}``: remove one of one's own keys.
+
+    While the organization enforces MFA, the member's last key stays (409 LastKeyRequired).
+    The rule is a condition on the member's key count when enforcement is on, and a condition
+    that enforcement is still off otherwise — so it holds when deletes race each other or an
+    admin enforcing MFA.
+    """
+    org_id, user_id = caller.session.org_id, caller.session.user_id
+    key_id = check_key_id(key_id)
+    enforced = bool(caller.org.mfa_enforced)
+    try:
+        with transaction() as write:
+            write.delete(
+                "key",
+                SecurityKey(org_id, key_id),
+                condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
+            )
+            write.delete("claim", CredentialClaim(key_id))
+            member_condition = Member.user_id.exists()
+            if enforced:
+                member_condition &= Member.key_count > 1
+            write.update("member", Member(org_id, user_id), actions=[Member.key_count.add(-1)], condition=member_condition)
+            if not enforced:
+                write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
+    except ConditionsFailed as refused:
+        if "key" in refused.labels:
+            raise KeyNotFound("No such security key.") from None
+        raise LastKeyRequired("The organization enforces MFA: your last security key cannot be deleted.") from None
+
+
+def disable_mfa(*, caller: Caller) -> None:
+    """``DELETE /me/mfa``: delete all of one's keys; refused while the organization enforces MFA."""
+    org_id, user_id = caller.session.org_id, caller.session.user_id
+    if caller.org.mfa_enforced:
+        raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.")
+    keys = keys_of(org_id=org_id, user_id=user_id)
+    try:
+        with transaction() as write:
+            for key in keys:
+                write.delete("key", key, condition=SecurityKey.key_id.exists())
+                write.delete("claim", CredentialClaim(key.key_id))
+            # The count condition makes a key registered meanwhile fail the whole transaction
+            # rather than survive with a counter of zero.
+            write.update(
+                "member",
+                Member(org_id, user_id),
+                actions=[Member.key_count.set(0)],
+                condition=Member.user_id.exists() & (Member.key_count == len(keys)),
+            )
+            write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
+    except ConditionsFailed as refused:
+        if "not enforced" in refused.labels:
+            raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.") from None
+        raise ConcurrentChange("Your security keys changed meanwhile; try again.") from None
+    caller.member.key_count = 0
+
+
+def describe(key: SecurityKey) -> dict[str, Any]:
+    """A key as the API shows it."""
+    return {
+        "id": key.key_id,
+        "name": key.name,
+        "created_at": clock.iso(key.created_at),
+        "last_used_at": clock.iso(key.last_used_at),
+        "aaguid": key.aaguid,
+        "algorithm": key.algorithm,
+        "transports": list(key.transports or []),
+        "backup_eligible": bool(key.backup_eligible),
+        "backed_up": bool(key.backed_up),
+    }
+

@@ -1,0 +1,174 @@
+"""keyward's DynamoDB tables, as PynamoDB models.
+
+Table names and the endpoint come from :mod:`chalicelib.config`. Keys are chosen so that every
+hot path is a key lookup or a query on one partition: an organization's members, security keys
+and sessions all share the organization's ID as their partition key.
+"""
+from __future__ import annotations
+
+import functools
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    ListAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.connection import Connection
+from pynamodb.indexes import AllProjection, LocalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.config import settings
+
+_settings = settings()
+
+
+class _KeywardMeta:
+    region = _settings.region
+    host = _settings.dynamodb_endpoint
+    connect_timeout_seconds = 2
+    read_timeout_seconds = 5
+    # PynamoDB retries throttled and failed calls itself; a Lambda should give up quickly.
+    max_retry_attempts = 2
+
+
+class Organization(Model):
+    """An organization: its members sign in through its IdP; admins may enforce MFA."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.orgs
+        # The stream function reacts to enforcement being switched on, from the API or console.
+        stream_view_type = "NEW_AND_OLD_IMAGES"
+
+    org_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute()
+    mfa_enforced = BooleanAttribute(default=False)
+    enforced_at = UTCDateTimeAttribute(null=True)
+    enforced_by = UnicodeAttribute(null=True)
+    # The session that enforced MFA survives the enforcement it caused.
+    enforcing_session_id = UnicodeAttribute(null=True)
+    # Incremented by every enforcement; sessions older than the current one are ended.
+    enforcement_generation = NumberAttribute(default=0)
+
+
+class Member(Model):
+    """A user of an organization, created on their first login."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.members
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute(default="")
+    email = UnicodeAttribute(default="")
+    admin = BooleanAttribute(default=False)
+    # How many security keys the member holds; every key write changes it in the same
+    # transaction, so conditions on it protect the last-key rule under concurrency.
+    key_count = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+    last_login_at = UTCDateTimeAttribute(null=True)
+
+
+class KeysByMember(LocalSecondaryIndex["SecurityKey"]):
+    """A member's security keys, read with strong consistency."""
+
+    class Meta:
+        index_name = "by-member"
+        projection = AllProjection()
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+
+
+class SecurityKey(Model):
+    """A member's registered FIDO2/WebAuthn credential."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.keys
+
+    org_id = UnicodeAttribute(hash_key=True)
+    # Derived from the credential ID, so an assertion leads straight to its key.
+    key_id = UnicodeAttribute(range_key=True)
+    user_id = UnicodeAttribute()
+    by_member = KeysByMember()
+
+    name = UnicodeAttribute()
+    credential_id = BinaryAttribute(legacy_encoding=False)
+    public_key = BinaryAttribute(legacy_encoding=False)
+    algorithm = NumberAttribute()
+    sign_count = NumberAttribute(default=0)
+    aaguid = UnicodeAttribute()
+    attestation_format = UnicodeAttribute()
+    transports = ListAttribute(of=UnicodeAttribute, default=list)
+    backup_eligible = BooleanAttribute(default=False)
+    backed_up = BooleanAttribute(default=False)
+    created_at = UTCDateTimeAttribute()
+    last_used_at = UTCDateTimeAttribute(null=True)
+
+
+class CredentialClaim(Model):
+    """Which key holds a credential ID: makes credential IDs unique across all organizations."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.credentials
+
+    key_id = UnicodeAttribute(hash_key=True)
+    org_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+
+
+class Challenge(Model):
+    """A WebAuthn challenge, bound to one session, user and ceremony, usable once."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.challenges
+
+    challenge_id = UnicodeAttribute(hash_key=True)
+    challenge = BinaryAttribute(legacy_encoding=False)
+    ceremony = UnicodeAttribute()
+    org_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    session_id = UnicodeAttribute()
+    expires_at = UTCDateTimeAttribute()
+    # Only housekeeping: expiry is checked on use, DynamoDB TTL may lag by days.
+    ttl = TTLAttribute()
+
+
+class Session(Model):
+    """A login: the hash of its bearer token, its state and whose it is."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.sessions
+
+    org_id = UnicodeAttribute(hash_key=True)
+    session_id = UnicodeAttribute(range_key=True)
+    token_hash = UnicodeAttribute()
+    state = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    admin = BooleanAttribute(default=False)
+    created_at = UTCDateTimeAttribute()
+    expires_at = UTCDateTimeAttribute()
+    enforcement_generation = NumberAttribute(default=0)
+    # The key that passed this session's MFA ceremony.
+    verified_key_id = UnicodeAttribute(null=True)
+    source_ip = UnicodeAttribute(null=True)
+    user_agent = UnicodeAttribute(null=True)
+    ttl = TTLAttribute()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (Organization, Member, SecurityKey, CredentialClaim, Challenge, Session)
+
+
+@functools.cache
+def connection() -> Connection:
+    """The connection for transactions, which may span several tables."""
+    return Connection(
+        region=_KeywardMeta.region,
+        host=_KeywardMeta.host,
+        connect_timeout_seconds=_KeywardMeta.connect_timeout_seconds,
+        read_timeout_seconds=_KeywardMeta.read_timeout_seconds,
+        max_retry_attempts=_KeywardMeta.max_retry_attempts,
+    )

@@ -1,0 +1,228 @@
+"""Sessions: issue a bearer token at login, resolve it on every request, rotate it after MFA,
+end it at logout; and the request-time enforcement rule.
+
+A token is ``kw1.<org>.<user>.<session id>.<secret>``: the names in it let one DynamoDB round
+trip fetch the session together with its organization and member; the secret carries 256 random
+bits, and only the token's SHA-256 is stored.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+from typing import Iterable
+
+from pynamodb.exceptions import DeleteError, PutError
+from pynamodb.transactions import TransactGet
+
+from chalicelib import clock
+from chalicelib.config import settings
+from chalicelib.errors import (
+    InvalidToken,
+    MfaRequired,
+    MissingToken,
+    RegistrationRequired,
+    SessionEndedByEnforcement,
+    SessionExpired,
+    WrongSessionState,
+)
+from chalicelib.models import connection, Member, Organization, Session
+from chalicelib.storage import condition_failed
+
+_TOKEN_VERSION = "kw1"
+_MAX_TOKEN_LENGTH = 1024
+
+
+class SessionState(str, Enum):
+    ACTIVE = "active"
+    MFA_REQUIRED = "mfa_required"
+    REGISTRATION_REQUIRED = "registration_required"
+
+
+@dataclass(frozen=True)
+class Client:
+    """Where a request came from, recorded with the sessions it starts."""
+
+    source_ip: str | None
+    user_agent: str | None
+
+
+@dataclass
+class Caller:
+    """An authenticated request: its session, the organization and the member behind it."""
+
+    session: Session
+    org: Organization
+    member: Member
+    token_hash: str
+
+    @property
+    def state(self) -> SessionState:
+        return SessionState(self.session.state)
+
+    @property
+    def is_admin(self) -> bool:
+        return bool(self.member.admin)
+
+
+@dataclass(frozen=True)
+class IssuedSession:
+    """A session together with the only copy of its bearer token."""
+
+    token: str
+    session: Session
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _encode_name(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+def _decode_name(part: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidToken("The bearer token is not a keyward session token.") from None
+
+
+def _new_token(session: Session) -> str:
+    return ".".join((
+        _TOKEN_VERSION,
+        _encode_name(session.org_id),
+        _encode_name(session.user_id),
+        session.session_id,
+        secrets.token_urlsafe(32),
+    ))
+
+
+def _parse_token(token: str) -> tuple[str, str, str]:
+    """The organization, user and session a token names, or :class:`InvalidToken`."""
+    parts = token.split(".")
+    if len(token) > _MAX_TOKEN_LENGTH or len(parts) != 5 or parts[0] != _TOKEN_VERSION:
+        raise InvalidToken("The bearer token is not a keyward session token.")
+    org_id, user_id, session_id = _decode_name(parts[1]), _decode_name(parts[2]), parts[3]
+    if not org_id or not user_id or not session_id:
+        raise InvalidToken("The bearer token is not a keyward session token.")
+    return org_id, user_id, session_id
+
+
+def initial_state(*, org: Organization, member: Member) -> SessionState:
+    """The state a fresh login starts in: MFA first for key holders, registration when enforced."""
+    if member.key_count > 0:
+        return SessionState.MFA_REQUIRED
+    if org.mfa_enforced:
+        return SessionState.REGISTRATION_REQUIRED
+    return SessionState.ACTIVE
+
+
+def start(*, org: Organization, member: Member, client: Client, state: SessionState | None = None) -> IssuedSession:
+    """Create a session for a member who has just proved who they are to the IdP."""
+    started = clock.now()
+    expires = started + timedelta(seconds=settings().session_lifetime_seconds)
+    session = Session(
+        org.org_id,
+        secrets.token_urlsafe(16),
+        state=(state or initial_state(org=org, member=member)).value,
+        user_id=member.user_id,
+        admin=bool(member.admin),
+        created_at=started,
+        expires_at=expires,
+        # DynamoDB's TTL only tidies up; expiry itself is checked on every request.
+        ttl=expires + timedelta(days=1),
+        enforcement_generation=org.enforcement_generation,
+        source_ip=client.source_ip,
+        user_agent=(client.user_agent or "")[:512] or None,
+    )
+    token = _new_token(session)
+    session.token_hash = _hash(token)
+    try:
+        session.save(condition=Session.session_id.does_not_exist())
+    except PutError as error:
+        if condition_failed(error):  # 128 random bits collided: astronomically unlikely
+            raise InvalidToken("Could not start a session; try again.") from None
+        raise
+    return IssuedSession(token=token, session=session)
+
+
+def resolve(*, authorization: str | None) -> Caller:
+    """The caller behind an ``Authorization: Bearer`` header, in one DynamoDB round trip.
+
+    Raises:
+        MissingToken, InvalidToken: no header, or a token keyward did not issue or has ended.
+        SessionExpired: the session's absolute lifetime is over.
+        SessionEndedByEnforcement: the organization enforced MFA after this session started.
+    """
+    if not authorization:
+        raise MissingToken("Send the session token as 'Authorization: Bearer <token>'.")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise MissingToken("Send the session token as 'Authorization: Bearer <token>'.")
+    org_id, user_id, session_id = _parse_token(token)
+
+    with TransactGet(connection=connection()) as reads:
+        session_future = reads.get(Session, org_id, session_id)
+        org_future = reads.get(Organization, org_id)
+        member_future = reads.get(Member, org_id, user_id)
+    try:
+        session, org, member = session_future.get(), org_future.get(), member_future.get()
+    except (Session.DoesNotExist, Organization.DoesNotExist, Member.DoesNotExist):
+        raise InvalidToken("The session does not exist or has ended.") from None
+
+    token_hash = _hash(token)
+    # The hash comparison covers the whole token, so a forged user part cannot match.
+    if not hmac.compare_digest(session.token_hash, token_hash) or session.user_id != user_id:
+        raise InvalidToken("The session does not exist or has ended.")
+    if session.expires_at <= clock.now():
+        raise SessionExpired("The session has expired; sign in again.")
+    if ended_by_enforcement(session=session, org=org):
+        raise SessionEndedByEnforcement("The organization now enforces MFA; sign in again.")
+    return Caller(session=session, org=org, member=member, token_hash=token_hash)
+
+
+def ended_by_enforcement(*, session: Session, org: Organization) -> bool:
+    """The request-time enforcement rule: a session that started before the organization's latest
+    enforcement has ended, whether or not the stream function has deleted it yet — except the
+    session that enforced it."""
+    return (
+        bool(org.mfa_enforced)
+        and session.enforcement_generation < org.enforcement_generation
+        and session.session_id != org.enforcing_session_id
+    )
+
+
+def require_state(caller: Caller, *, allowed: Iterable[SessionState]) -> None:
+    """Refuse a call that the caller's session state does not allow yet."""
+    state = caller.state
+    if state in allowed:
+        return
+    if state is SessionState.MFA_REQUIRED:
+        raise MfaRequired("Complete the security key check first (POST /auth/mfa/options).")
+    if state is SessionState.REGISTRATION_REQUIRED:
+        raise RegistrationRequired("The organization enforces MFA: register a security key first.")
+    raise WrongSessionState(f"This call is not available in session state '{state.value}'.")
+
+
+def rotated_token(caller: Caller) -> tuple[str, str]:
+    """A new token for the caller's session and its hash, to be written with the MFA result."""
+    token = _new_token(caller.session)
+    return token, _hash(token)
+
+
+def end(*, caller: Caller) -> None:
+    """Log out: delete the session, unless its token changed in the meantime."""
+    try:
+        caller.session.delete(condition=Session.token_hash == caller.token_hash)
+    except DeleteError as error:
+        if condition_failed(error):
+            raise InvalidToken("The session does not exist or has ended.") from None
+        raise
+
