@@ -150,9 +150,10 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member]:
         Organization.enforcement_generation.set(Organization.enforcement_generation | 0),
     ])
     member = Member(identity.org_id, identity.user_id)
+    # An IdP may leave out profile claims; a missing one keeps what the member had.
     member.update(actions=[
-        Member.name.set(identity.name),
-        Member.email.set(identity.email),
+        Member.name.set(identity.name if identity.name else (Member.name | "")),
+        Member.email.set(identity.email if identity.email else (Member.email | "")),
         Member.admin.set(identity.admin),
         Member.last_login_at.set(signed_in),
         Member.created_at.set(Member.created_at | signed_in),

@@ -1,0 +1,28 @@
+# keyward: local development entry points. `make run` starts the whole stack on localhost.
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+# Lambda runs Python 3.11; an older or newer python3 still works for local development.
+BOOTSTRAP_PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3)
+
+.PHONY: install run test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(PYTHON) -m devstack run
+
+test: $(VENV)/.installed
+	$(PYTHON) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PYTHON) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

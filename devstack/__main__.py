@@ -1,0 +1,204 @@
+"""``python -m devstack``: run keyward locally, mint dev ID tokens, create local tables."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from devstack.dynamodb import dynamodb_environment, server_endpoint, start_moto, wait_until_up
+from devstack.environment import LOCAL_PORT, apply_environment, local_environment
+from devstack.idp import DevIdentityProvider
+from devstack.ports import ensure_free
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_HOST = "127.0.0.1"
+MOTO_PORT = 8001
+# How long chalice gets to stop after each of SIGINT and SIGTERM before the next, harsher one.
+STOP_GRACE_SECONDS = 5.0
+
+
+class _StopRequested(Exception):
+    """SIGINT or SIGTERM arrived: wind everything down."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    token = commands.add_parser("token", help="print an ID token from the dev IdP")
+    token.add_argument("--org", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--admin", action="store_true", help="put the user in the admin group")
+    token.add_argument("--name")
+    token.add_argument("--email")
+    token.add_argument("--lifetime-seconds", type=int, default=3600)
+
+    run = commands.add_parser("run", help="run keyward on chalice local, with DynamoDB on moto")
+    run.add_argument("--port", type=int, default=LOCAL_PORT)
+    run.add_argument("--dynamodb-port", type=int, default=MOTO_PORT, help="moto's port, unless DYNAMODB_ENDPOINT is set")
+    run.add_argument("--no-autoreload", dest="autoreload", action="store_false", help="don't restart chalice on file changes")
+
+    commands.add_parser("tables", help="create missing tables at DYNAMODB_ENDPOINT")
+
+    args = parser.parse_args(argv)
+    if args.command == "token":
+        print(
+            DevIdentityProvider.load_or_create().mint(
+                org=args.org,
+                user=args.user,
+                admin=args.admin,
+                name=args.name,
+                email=args.email,
+                lifetime_seconds=args.lifetime_seconds,
+            )
+        )
+        return 0
+    if args.command == "tables":
+        return _create_tables()
+    return _run(port=args.port, dynamodb_port=args.dynamodb_port, autoreload=args.autoreload)
+
+
+def _create_tables() -> int:
+    endpoint = os.environ.get("DYNAMODB_ENDPOINT")
+    if not endpoint:
+        print("DYNAMODB_ENDPOINT is not set; `python -m devstack run` makes its own tables", file=sys.stderr)
+        return 2
+    apply_environment(dynamodb_environment(endpoint=endpoint))
+    from devstack.tables import create_missing_tables
+
+    created = create_missing_tables()
+    print(f"created: {', '.join(created)}" if created else "all tables exist")
+    return 0
+
+
+def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+    moto = None
+    chalice: subprocess.Popen[bytes] | None = None
+    try:
+        ensure_free(host=LOCAL_HOST, port=port)
+        identity_provider = DevIdentityProvider.load_or_create()
+        endpoint = os.environ.get("DYNAMODB_ENDPOINT")
+        if endpoint:
+            wait_until_up(endpoint)
+        else:
+            moto = start_moto(host=LOCAL_HOST, port=dynamodb_port)
+            endpoint = server_endpoint(moto)
+        apply_environment(local_environment(endpoint=endpoint, jwks_json=identity_provider.jwks_json()))
+
+        # Only now may chalicelib.models be imported: it reads the endpoint at import time.
+        from devstack.seed import seed_demo_org
+        from devstack.tables import create_missing_tables
+
+        created = create_missing_tables()
+        seeded = seed_demo_org()
+        print(f"DynamoDB at {endpoint}; tables created: {', '.join(created) or 'none'}; seeded: {', '.join(seeded) or 'nothing'}")
+
+        # Stream pump hook: start the thread feeding DynamoDB stream records to the stream handler here.
+
+        chalice = _start_chalice(port=port, autoreload=autoreload)
+        try:
+            wait_until_up(f"http://{LOCAL_HOST}:{port}/", timeout_seconds=20)
+        except TimeoutError:
+            print("chalice local is not answering yet; see its output above", file=sys.stderr)
+        _print_how_to_log_in(port=port)
+        return chalice.wait()
+    except _StopRequested:
+        return 0
+    except (OSError, TimeoutError) as error:
+        print(f"devstack: {error}", file=sys.stderr)
+        return 1
+    finally:
+        # A second Ctrl-C must not cut the shutdown short and leave chalice or moto behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if chalice is not None:
+            _stop_chalice(chalice)
+        if moto is not None:
+            moto.stop()
+
+
+def _request_stop(signum: int, frame: FrameType | None) -> None:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
+def _start_chalice(*, port: int, autoreload: bool) -> subprocess.Popen[bytes]:
+    executable = Path(sys.executable).parent / "chalice"
+    command = [
+        str(executable) if executable.exists() else shutil.which("chalice") or "chalice",
+        "local",
+        "--stage",
+        "local",
+        "--host",
+        LOCAL_HOST,
+        "--port",
+        str(port),
+    ]
+    if not autoreload:
+        command.append("--no-autoreload")
+    # chalice's stat-based reloader restarts on every new file, .pyc files included.
+    environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    # Its own process group, so stopping reaches chalice's reloader and its worker alike.
+    return subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, start_new_session=True)
+
+
+def _stop_chalice(chalice: subprocess.Popen[bytes]) -> None:
+    for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(chalice.pid, stop_signal)
+        except ProcessLookupError:
+            return
+        if _group_gone(chalice, timeout_seconds=STOP_GRACE_SECONDS):
+            return
+
+
+def _group_gone(chalice: subprocess.Popen[bytes], *, timeout_seconds: float) -> bool:
+    # The reloader may exit while its worker lingers, so ask the group rather than the process.
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        chalice.poll()  # reaps the reloader, whose zombie would keep the group alive
+        try:
+            os.killpg(chalice.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _print_how_to_log_in(*, port: int) -> None:
+    python = Path(sys.executable)
+    shown_python = os.path.relpath(python, PROJECT_ROOT) if python.is_relative_to(PROJECT_ROOT) else str(python)
+    admin_token = f"{shown_python} -m devstack token --org acme --user alice --admin"
+    member_token = f"{shown_python} -m devstack token --org acme --user bob"
+    print(
+        f"""
+keyward runs at http://localhost:{port} (stage local). Demo org acme: admin alice, member bob.
+
+ID tokens from the dev IdP (run in {PROJECT_ROOT}):
+  {admin_token}
+  {member_token}
+
+Log in:
+  curl -s localhost:{port}/auth/login -H 'content-type: application/json' -d "{{\\"id_token\\": \\"$({admin_token})\\"}}"
+  curl -s localhost:{port}/auth/login -H 'content-type: application/json' -d "{{\\"id_token\\": \\"$({member_token})\\"}}"
+
+Ctrl-C stops keyward and DynamoDB.""",
+        flush=True,
+    )
+    if port != LOCAL_PORT:
+        print(
+            f"note: .chalice/config.json pins KEYWARD_ALLOWED_ORIGINS to http://localhost:{LOCAL_PORT}; "
+            f"WebAuthn ceremonies from http://localhost:{port} will be refused",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

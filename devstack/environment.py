@@ -1,0 +1,50 @@
+"""The environment of the ``local`` stage, and putting it in place before keyward's models load."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Mapping
+
+from devstack.dynamodb import dynamodb_environment
+
+LOCAL_PORT = 8000
+LOCAL_ORIGIN = f"http://localhost:{LOCAL_PORT}"
+
+# A named profile would win over, or fail next to, the fake credentials a local DynamoDB needs.
+_SHADOWING_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+
+
+def local_environment(*, endpoint: str, jwks_json: str) -> dict[str, str]:
+    """The variables the ``local`` stage needs: DynamoDB at ``endpoint``, the dev IdP's keys."""
+    # Issuer, audience and claim names are left to the defaults in chalicelib.config, so that
+    # `python -m devstack token` run from a plain shell mints tokens the local app accepts.
+    return {
+        **dynamodb_environment(endpoint=endpoint),
+        "KEYWARD_STAGE": "local",
+        "KEYWARD_JWKS_JSON": jwks_json,
+        "KEYWARD_ALLOWED_ORIGINS": LOCAL_ORIGIN,
+        "KEYWARD_RP_ID": "localhost",
+        "KEYWARD_RP_NAME": "keyward (local)",
+    }
+
+
+def apply_environment(environment: Mapping[str, str]) -> None:
+    """Make ``environment`` part of this process's, for itself and the processes it starts.
+
+    Must run before ``chalicelib.models`` is imported: the models read the endpoint and table
+    names once, at import time.
+    """
+    models = sys.modules.get("chalicelib.models")
+    endpoint = environment.get("DYNAMODB_ENDPOINT")
+    if models is not None and endpoint is not None and models.Organization.Meta.host != endpoint:
+        raise RuntimeError(
+            "chalicelib.models was imported before the local environment was applied; "
+            f"its tables point at {models.Organization.Meta.host!r}, not {endpoint!r}"
+        )
+    for name in _SHADOWING_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ.update(environment)
+
+    from chalicelib.config import settings
+
+    settings.cache_clear()

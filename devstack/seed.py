@@ -1,0 +1,55 @@
+"""The demo organization the local stack starts with: ``acme``, its admin alice and member bob."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+from pynamodb.attributes import Attribute
+from pynamodb.exceptions import PutError
+from pynamodb.models import Model
+
+from chalicelib.models import Member, Organization
+
+DEMO_ORG = "acme"
+DEMO_ADMIN = "alice"
+DEMO_MEMBER = "bob"
+
+
+class _DemoMember(NamedTuple):
+    user_id: str
+    name: str
+    email: str
+    admin: bool
+
+
+_DEMO_MEMBERS = (
+    _DemoMember(user_id=DEMO_ADMIN, name="Alice Admin", email="alice@acme.example", admin=True),
+    _DemoMember(user_id=DEMO_MEMBER, name="Bob Member", email="bob@acme.example", admin=False),
+)
+
+
+def seed_demo_org() -> list[str]:
+    """Create the demo organization and its members where missing; never overwrite them.
+
+    Returns what was created, e.g. ``["organization acme", "member acme/alice"]``.
+    """
+    now = datetime.now(timezone.utc)
+    created: list[str] = []
+    if _create_if_missing(Organization(org_id=DEMO_ORG, created_at=now), key=Organization.org_id):
+        created.append(f"organization {DEMO_ORG}")
+    for demo in _DEMO_MEMBERS:
+        member = Member(org_id=DEMO_ORG, created_at=now, **demo._asdict())
+        if _create_if_missing(member, key=Member.org_id):
+            created.append(f"member {DEMO_ORG}/{demo.user_id}")
+    return created
+
+
+def _create_if_missing(item: Model, *, key: Attribute[Any]) -> bool:
+    # Conditional, so a re-run keeps whatever keys, sessions or enforcement the demo org gathered.
+    try:
+        item.save(condition=key.does_not_exist())
+    except PutError as error:
+        if error.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True

@@ -1,0 +1,46 @@
+"""The test stack: moto's DynamoDB in this process, the local stage's environment, a dev IdP,
+and empty tables for every test.
+
+The environment is applied at import time, before any test module imports ``app``: keyward's
+models read the DynamoDB endpoint and table names when they are first imported.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from devstack.dynamodb import server_endpoint, start_moto
+from devstack.environment import apply_environment, local_environment
+from devstack.idp import DevIdentityProvider
+
+_moto = start_moto(port=0)
+IDP = DevIdentityProvider.ephemeral()
+apply_environment(local_environment(endpoint=server_endpoint(_moto), jwks_json=IDP.jwks_json()))
+
+from devstack.tables import create_missing_tables, truncate_tables  # noqa: E402  (after the environment)
+
+create_missing_tables()
+
+from tests.keyward_client import KeywardClient  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def empty_tables() -> Iterator[None]:
+    truncate_tables()
+    yield
+
+
+@pytest.fixture
+def idp() -> DevIdentityProvider:
+    return IDP
+
+
+@pytest.fixture
+def api() -> KeywardClient:
+    from chalice.test import Client
+
+    from app import app
+
+    with Client(app) as client:
+        yield KeywardClient(client=client, idp=IDP)

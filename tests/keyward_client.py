@@ -1,0 +1,98 @@
+"""A test client that speaks keyward's HTTP contract through Chalice's test client, with the
+steps most tests share (login, key registration, the MFA login) as one call each."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from devstack.idp import DevIdentityProvider
+from tests.authenticator import SoftwareAuthenticator
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def code(self) -> str | None:
+        return self.body.get("Code") if isinstance(self.body, dict) else None
+
+
+@dataclass
+class Member:
+    """A signed-in test user: their current token and their security keys."""
+
+    org: str
+    user: str
+    token: str
+    state: str
+    authenticators: list[SoftwareAuthenticator] = field(default_factory=list)
+
+
+class KeywardClient:
+    def __init__(self, *, client: Any, idp: DevIdentityProvider) -> None:
+        self.client = client
+        self.idp = idp
+
+    def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
+             raw: bytes | str | None = None, headers: dict[str, str] | None = None) -> Reply:
+        sent = {"content-type": "application/json", **(headers or {})}
+        if token is not None:
+            sent["authorization"] = f"Bearer {token}"
+        payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        response = self.client.http.request(method=method, path=path, headers=sent, body=payload)
+        text = response.body.decode() if isinstance(response.body, bytes) else response.body
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = text
+        return Reply(status=response.status_code, body=parsed, headers=dict(response.headers))
+
+    # --- the shared steps -------------------------------------------------------------------
+
+    def login_reply(self, *, org: str = "acme", user: str = "bob", admin: bool = False, **claims: Any) -> Reply:
+        token = self.idp.mint(org=org, user=user, admin=admin, name=claims.pop("name", user.title()),
+                              email=claims.pop("email", f"{user}@{org}.example"), **claims)
+        return self.call("POST", "/auth/login", body={"id_token": token})
+
+    def login(self, *, org: str = "acme", user: str = "bob", admin: bool = False) -> Member:
+        reply = self.login_reply(org=org, user=user, admin=admin)
+        assert reply.status == 200, reply.body
+        return Member(org=org, user=user, token=reply.body["token"], state=reply.body["state"])
+
+    def registration_options(self, member: Member) -> Reply:
+        return self.call("POST", "/me/mfa/keys/options", token=member.token)
+
+    def add_key(self, member: Member, authenticator: SoftwareAuthenticator | None = None, *, name: str = "My key") -> Reply:
+        """Run the whole registration ceremony; the authenticator joins the member's keys on success."""
+        authenticator = authenticator or SoftwareAuthenticator()
+        options = self.registration_options(member)
+        assert options.status == 200, options.body
+        credential = authenticator.register(options.body["publicKey"])
+        reply = self.call("POST", "/me/mfa/keys", token=member.token,
+                          body={"challenge_id": options.body["challenge_id"], "name": name, "credential": credential})
+        if reply.status == 201:
+            member.authenticators.append(authenticator)
+        return reply
+
+    def mfa_options(self, member: Member) -> Reply:
+        return self.call("POST", "/auth/mfa/options", token=member.token)
+
+    def mfa_verify(self, member: Member, challenge_id: str, credential: dict[str, Any]) -> Reply:
+        return self.call("POST", "/auth/mfa/verify", token=member.token,
+                         body={"challenge_id": challenge_id, "credential": credential})
+
+    def mfa_login(self, *, org: str, user: str, authenticator: SoftwareAuthenticator, admin: bool = False) -> Member:
+        """Log in and pass the MFA step with ``authenticator``; returns the active member."""
+        member = self.login(org=org, user=user, admin=admin)
+        assert member.state == "mfa_required"
+        options = self.mfa_options(member)
+        assert options.status == 200, options.body
+        reply = self.mfa_verify(member, options.body["challenge_id"], authenticator.authenticate(options.body["publicKey"]))
+        assert reply.status == 200, reply.body
+        member.token, member.state = reply.body["token"], reply.body["state"]
+        member.authenticators.append(authenticator)
+        return member

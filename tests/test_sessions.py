@@ -1,0 +1,139 @@
+"""Sessions: who may call what in which state, expiry, logout and the enforcement rule."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from chalicelib import clock
+from chalicelib.models import Organization, Session
+from tests.authenticator import SoftwareAuthenticator
+
+
+def _only_session() -> Session:
+    [session] = list(Session.scan(consistent_read=True))
+    return session
+
+
+def test_me_describes_the_caller(api):
+    bob = api.login()
+    reply = api.call("GET", "/me", token=bob.token)
+
+    assert reply.status == 200
+    assert reply.body["user"]["id"] == "bob"
+    assert reply.body["org"] == {"id": "acme", "mfa_enforced": False}
+    assert reply.body["session"]["state"] == "active"
+    assert reply.body["mfa"] == {"enabled": False, "key_count": 0}
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "MissingToken"),
+        ("Basic abc", "MissingToken"),
+        ("Bearer ", "MissingToken"),
+        ("Bearer garbage", "InvalidToken"),
+        ("Bearer kw1.!!.!!.x.y", "InvalidToken"),
+        ("Bearer kw1.YWNtZQ.Ym9i.nosuchsession.secret", "InvalidToken"),
+    ],
+)
+def test_requests_without_a_valid_token_are_refused(api, header, code):
+    api.login()
+    headers = {"authorization": header} if header is not None else {}
+    reply = api.call("GET", "/me", headers=headers)
+    assert (reply.status, reply.code) == (401, code)
+
+
+def test_a_token_with_a_wrong_secret_is_refused(api):
+    bob = api.login()
+    forged = bob.token[:-4] + ("AAAA" if not bob.token.endswith("AAAA") else "BBBB")
+    assert api.call("GET", "/me", token=forged).code == "InvalidToken"
+    assert api.call("GET", "/me", token=bob.token).status == 200
+
+
+def test_a_token_naming_another_user_is_refused(api):
+    bob = api.login(user="bob")
+    api.login(user="carol")
+    prefix, org, _user, session_id, secret = bob.token.split(".")
+    carol_part = "Y2Fyb2w"  # base64url("carol")
+    forged = ".".join((prefix, org, carol_part, session_id, secret))
+    assert api.call("GET", "/me", token=forged).code == "InvalidToken"
+
+
+def test_expiry_is_checked_on_every_request_not_left_to_ttl(api):
+    bob = api.login()
+    session = _only_session()
+    session.update(actions=[Session.expires_at.set(clock.now() - timedelta(seconds=1))])
+
+    reply = api.call("GET", "/me", token=bob.token)
+    assert (reply.status, reply.code) == (401, "SessionExpired")
+
+
+def test_the_session_lifetime_is_twelve_hours_by_default(api):
+    api.login()
+    session = _only_session()
+    assert session.expires_at - session.created_at == timedelta(hours=12)
+    assert session.ttl >= session.expires_at
+
+
+def test_logout_ends_the_session(api):
+    bob = api.login()
+    assert api.call("POST", "/auth/logout", token=bob.token).status == 204
+    assert list(Session.scan()) == []
+    reply = api.call("GET", "/me", token=bob.token)
+    assert (reply.status, reply.code) == (401, "InvalidToken")
+    assert api.call("POST", "/auth/logout", token=bob.token).status == 401
+
+
+def test_a_member_with_keys_logs_in_to_mfa_required_and_may_only_do_mfa(api):
+    bob = api.login()
+    assert api.add_key(bob).status == 201
+    pending = api.login()
+    assert pending.state == "mfa_required"
+
+    assert api.call("GET", "/me", token=pending.token).body["session"]["state"] == "mfa_required"
+    for method, path in [("GET", "/me/mfa/keys"), ("POST", "/me/mfa/keys/options"), ("DELETE", "/me/mfa")]:
+        reply = api.call(method, path, token=pending.token)
+        assert (reply.status, reply.code) == (403, "MfaRequired"), path
+    assert api.mfa_options(pending).status == 200
+    assert api.call("POST", "/auth/logout", token=pending.token).status == 204
+
+
+def test_an_active_session_cannot_run_the_mfa_step_again(api):
+    bob = api.login()
+    reply = api.mfa_options(bob)
+    assert (reply.status, reply.code) == (403, "WrongSessionState")
+
+
+def test_registration_required_allows_registration_and_registering_activates(api):
+    api.login()  # creates the organization
+    Organization("acme").update(actions=[Organization.mfa_enforced.set(True), Organization.enforcement_generation.add(1)])
+    bob = api.login()
+    assert bob.state == "registration_required"
+
+    reply = api.call("GET", "/me/mfa/keys", token=bob.token)
+    assert (reply.status, reply.code) == (403, "RegistrationRequired")
+    assert api.call("GET", "/me", token=bob.token).status == 200
+
+    registered = api.add_key(bob, SoftwareAuthenticator())
+    assert registered.status == 201
+    assert registered.body["session"]["state"] == "active"
+    assert api.call("GET", "/me/mfa/keys", token=bob.token).status == 200
+
+
+def test_sessions_from_before_an_enforcement_end_at_once_except_the_enforcing_one(api):
+    admin = api.login(user="alice", admin=True)
+    bob = api.login(user="bob")
+    admin_session = next(s for s in Session.scan() if s.user_id == "alice")
+
+    Organization("acme").update(actions=[
+        Organization.mfa_enforced.set(True),
+        Organization.enforcement_generation.add(1),
+        Organization.enforcing_session_id.set(admin_session.session_id),
+    ])
+
+    reply = api.call("GET", "/me", token=bob.token)
+    assert (reply.status, reply.code) == (401, "SessionEndedByEnforcement")
+    assert api.call("GET", "/me", token=admin.token).status == 200
+    # A login after the enforcement is not affected by it.
+    assert api.call("GET", "/me", token=api.login(user="bob").token).status == 200
