@@ -17,7 +17,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import Iterable
 
-from pynamodb.exceptions import DeleteError, PutError
+from pynamodb.exceptions import DeleteError, PutError, TransactGetError
 from pynamodb.transactions import TransactGet
 
 from chalicelib import clock
@@ -32,7 +32,7 @@ from chalicelib.errors import (
     WrongSessionState,
 )
 from chalicelib.models import connection, Member, Organization, Session
-from chalicelib.storage import condition_failed
+from chalicelib.storage import TRANSACTION_CANCELED, condition_failed
 
 _TOKEN_VERSION = "kw1"
 _MAX_TOKEN_LENGTH = 1024
@@ -168,10 +168,18 @@ def resolve(*, authorization: str | None) -> Caller:
         raise MissingToken("Send the session token as 'Authorization: Bearer <token>'.")
     org_id, user_id, session_id = _parse_token(token)
 
-    with TransactGet(connection=connection()) as reads:
-        session_future = reads.get(Session, org_id, session_id)
-        org_future = reads.get(Organization, org_id)
-        member_future = reads.get(Member, org_id, user_id)
+    for attempt in range(2):
+        try:
+            with TransactGet(connection=connection()) as reads:
+                session_future = reads.get(Session, org_id, session_id)
+                org_future = reads.get(Organization, org_id)
+                member_future = reads.get(Member, org_id, user_id)
+            break
+        except TransactGetError as error:
+            # A transactional read is cancelled while a transaction writes the same item
+            # (an MFA verify of this session, say); that write is done in milliseconds.
+            if attempt or error.cause_response_code != TRANSACTION_CANCELED:
+                raise
     try:
         session, org, member = session_future.get(), org_future.get(), member_future.get()
     except (Session.DoesNotExist, Organization.DoesNotExist, Member.DoesNotExist):
