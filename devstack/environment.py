@@ -8,21 +8,23 @@ from typing import Mapping
 from devstack.dynamodb import dynamodb_environment
 
 LOCAL_PORT = 8000
-LOCAL_ORIGIN = f"http://localhost:{LOCAL_PORT}"
 
 # A named profile would win over, or fail next to, the fake credentials a local DynamoDB needs.
 _SHADOWING_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
 
 
-def local_environment(*, endpoint: str, jwks_json: str) -> dict[str, str]:
-    """The variables the ``local`` stage needs: DynamoDB at ``endpoint``, the dev IdP's keys."""
+def local_environment(*, endpoint: str, jwks_json: str, port: int = LOCAL_PORT) -> dict[str, str]:
+    """The variables the ``local`` stage needs: DynamoDB at ``endpoint``, the dev IdP's keys, and
+    the origin of the API on ``port``."""
     # Issuer, audience and claim names are left to the defaults in chalicelib.config, so that
     # `python -m devstack token` run from a plain shell mints tokens the local app accepts.
     return {
         **dynamodb_environment(endpoint=endpoint),
         "KEYWARD_STAGE": "local",
         "KEYWARD_JWKS_JSON": jwks_json,
-        "KEYWARD_ALLOWED_ORIGINS": LOCAL_ORIGIN,
+        # The API serves its own origin locally, so ceremonies come from wherever it listens;
+        # .chalice/config.json leaves this out, as its values would override the environment.
+        "KEYWARD_ALLOWED_ORIGINS": f"http://localhost:{port}",
         "KEYWARD_RP_ID": "localhost",
         "KEYWARD_RP_NAME": "keyward (local)",
     }
