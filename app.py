@@ -1,9 +1,21 @@
 """keyward: IdP-independent MFA with FIDO2/WebAuthn security keys. This module only wires."""
-from chalice import Chalice
+from chalice.app import DynamoDBEvent
 
+from chalicelib import enforcement
 from chalicelib.api.auth import auth
+from chalicelib.api.http import KeywardApp, LambdaDeadline
 from chalicelib.api.me import me
+from chalicelib.api.org import org
+from chalicelib.config import settings
 
-app = Chalice(app_name="keyward")
+app = KeywardApp(app_name="keyward")
 app.register_blueprint(auth)
 app.register_blueprint(me)
+app.register_blueprint(org)
+
+
+@app.on_dynamodb_record(stream_arn=settings().orgs_stream_arn, batch_size=100, starting_position="TRIM_HORIZON")
+def end_sessions_on_enforcement(event: DynamoDBEvent) -> dict:
+    """The organizations table's stream: end an organization's sessions in bulk once it enforces MFA."""
+    failed = enforcement.process_org_changes(records=event.to_dict()["Records"], deadline=LambdaDeadline(event.context))
+    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}

@@ -54,6 +54,10 @@ class Settings:
     max_body_bytes: int
     max_keys_per_member: int
 
+    # The stream function that ends sessions in bulk after an enforcement.
+    orgs_stream_arn: str
+    invalidation_reserve_seconds: int
+
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -102,6 +106,11 @@ def load(env: Mapping[str, str]) -> Settings:
         challenge_lifetime_seconds=_integer(env, "KEYWARD_CHALLENGE_LIFETIME_SECONDS", 300),
         max_body_bytes=_integer(env, "KEYWARD_MAX_BODY_BYTES", 64 * 1024),
         max_keys_per_member=_integer(env, "KEYWARD_MAX_KEYS_PER_MEMBER", 20),
+        orgs_stream_arn=env.get(
+            "KEYWARD_ORGS_STREAM_ARN",
+            f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}orgs/stream/local",
+        ),
+        invalidation_reserve_seconds=_integer(env, "KEYWARD_INVALIDATION_RESERVE_SECONDS", 60),
     )
 
 

@@ -195,3 +195,15 @@ class StorageUnavailable(Unavailable):
 
 class IdentityProviderUnavailable(Unavailable):
     """The IdP's signing keys (JWKS) could not be fetched."""
+
+
+class SecurityKeyRequired(RuleViolation):
+    """An admin must hold a security key of their own before enforcing MFA."""
+
+
+class InvalidCursor(InvalidInput):
+    pass
+
+
+class InvalidationFailed(Exception):
+    """DynamoDB kept refusing the bulk deletion of sessions; the stream record is retried."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import ceremonies, challenges, clock
+from chalicelib import ceremonies, challenges, clock, pagination
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
 from chalicelib.errors import (
@@ -249,3 +249,46 @@ def describe(key: SecurityKey) -> dict[str, Any]:
         "backed_up": bool(key.backed_up),
     }
 
+
+
+# --- Organization settings: admins and every member's keys -------------------------------------
+
+def list_org_keys(*, org_id: str, limit: int, after: str | None, user_id: str | None = None) -> pagination.Page[SecurityKey]:
+    """One page of the organization's security keys (or one member's), with their owners."""
+    if user_id is not None:
+        start = {"org_id": {"S": org_id}, "key_id": {"S": after}, "user_id": {"S": user_id}} if after else None
+        results = SecurityKey.by_member.query(org_id, SecurityKey.user_id == user_id, limit=limit, page_size=limit,
+                                              last_evaluated_key=start, consistent_read=True)
+    else:
+        start = {"org_id": {"S": org_id}, "key_id": {"S": after}} if after else None
+        results = SecurityKey.query(org_id, limit=limit, page_size=limit, last_evaluated_key=start, consistent_read=True)
+    found = list(results)
+    last = results.last_evaluated_key
+    return pagination.Page(items=found, next=pagination.encode(last["key_id"]["S"]) if last else None)
+
+
+def owners_of(*, org_id: str, found: list[SecurityKey]) -> dict[str, Member]:
+    """The members who own these keys, read in one batch."""
+    user_ids = sorted({key.user_id for key in found})
+    return {member.user_id: member for member in Member.batch_get([(org_id, user_id) for user_id in user_ids])}
+
+
+def delete_by_admin(*, caller: Caller, user_id: str, key_id: str) -> None:
+    """``DELETE /org/members/{user_id}/mfa/keys/{id}``: an admin removes any member's key.
+
+    Always allowed, even a member's last key under enforcement: the member then registers a
+    new one at their next login.
+    """
+    org_id = caller.session.org_id
+    key_id = check_key_id(key_id)
+    try:
+        with transaction() as write:
+            write.delete(
+                "key",
+                SecurityKey(org_id, key_id),
+                condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
+            )
+            write.delete("claim", CredentialClaim(key_id))
+            write.update("member", Member(org_id, user_id), actions=[Member.key_count.add(-1)], condition=Member.user_id.exists())
+    except ConditionsFailed:
+        raise KeyNotFound("No such security key for this member.") from None

@@ -12,6 +12,7 @@ from pynamodb.attributes import (
     BinaryAttribute,
     BooleanAttribute,
     ListAttribute,
+    MapAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -35,6 +36,21 @@ class _KeywardMeta:
     max_retry_attempts = 2
 
 
+class Invalidation(MapAttribute):
+    """The bulk deletion of an organization's sessions after an enforcement, and how far it got."""
+
+    # The enforcement it belongs to: sessions of older generations are ended.
+    generation = NumberAttribute()
+    state = UnicodeAttribute()  # "running" | "done"
+    sessions_ended = NumberAttribute(default=0)
+    started_at = UTCDateTimeAttribute()
+    finished_at = UTCDateTimeAttribute(null=True)
+    # Where the next invocation resumes: the last session ID already handled.
+    cursor = UnicodeAttribute(null=True)
+    # Incremented when one invocation runs out of time; the stream record it causes starts the next.
+    handoffs = NumberAttribute(default=0)
+
+
 class Organization(Model):
     """An organization: its members sign in through its IdP; admins may enforce MFA."""
 
@@ -52,6 +68,7 @@ class Organization(Model):
     enforcing_session_id = UnicodeAttribute(null=True)
     # Incremented by every enforcement; sessions older than the current one are ended.
     enforcement_generation = NumberAttribute(default=0)
+    invalidation = Invalidation(null=True)
 
 
 class Member(Model):

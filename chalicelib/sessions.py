@@ -199,10 +199,15 @@ def resolve(*, authorization: str | None) -> Caller:
 def ended_by_enforcement(*, session: Session, org: Organization) -> bool:
     """The request-time enforcement rule: a session that started before the organization's latest
     enforcement has ended, whether or not the stream function has deleted it yet — except the
-    session that enforced it."""
+    session that enforced it. It stays ended when the enforcement is relaxed again.
+
+    An enforcement set outside the API (no ``enforced_at`` yet) ends every session at once,
+    until the stream function takes it over and records its generation.
+    """
+    if org.mfa_enforced and org.enforced_at is None:
+        return True
     return (
-        bool(org.mfa_enforced)
-        and session.enforcement_generation < org.enforcement_generation
+        session.enforcement_generation < org.enforcement_generation
         and session.session_id != org.enforcing_session_id
     )
 

@@ -20,7 +20,7 @@ log = logging.getLogger("keyward.storage")
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
 TRANSACTION_CANCELED = "TransactionCanceledException"
-_THROTTLED = frozenset({
+THROTTLED = frozenset({
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
     "RequestLimitExceeded",
@@ -108,7 +108,7 @@ def unavailable_on_failure() -> Iterator[None]:
         yield
     except PynamoDBException as error:
         code = error.cause_response_code
-        if code in _THROTTLED:
+        if code in THROTTLED:
             log.warning("DynamoDB throttled or unavailable: %s", code)
         else:
             log.error("DynamoDB call failed: %s", error, exc_info=True)

@@ -1,4 +1,5 @@
-"""``python -m devstack``: run keyward locally, mint dev ID tokens, create local tables."""
+"""``python -m devstack``: run keyward locally, mint dev ID tokens, create local tables, and act
+as a software security key."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,26 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("tables", help="create missing tables at DYNAMODB_ENDPOINT")
 
+    key = commands.add_parser(
+        "key",
+        help="a software security key: answer the API's WebAuthn options from stdin",
+        description="A software security key for trying the API: reads the API's WebAuthn options "
+        "on stdin and prints the request body to post back. Ceremonies claim the origin of $API "
+        "(default http://localhost:8000).",
+    )
+    key_actions = key.add_subparsers(dest="action", required=True)
+    register = key_actions.add_parser(
+        "register", help="answer POST /me/mfa/keys/options; print the body for POST /me/mfa/keys"
+    )
+    register.add_argument("--name", required=True, help="the name the key gets in keyward")
+    sign = key_actions.add_parser(
+        "sign", help="answer POST /auth/mfa/options; print the body for POST /auth/mfa/verify"
+    )
+    for action in (register, sign):
+        action.add_argument(
+            "--key-file", type=Path, help="where the key is kept (default: $KEYWARD_DEV_KEY_FILE, else .devstack/keys/default.json)"
+        )
+
     args = parser.parse_args(argv)
     if args.command == "token":
         print(
@@ -61,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "tables":
         return _create_tables()
+    if args.command == "key":
+        from devstack import key as security_key
+
+        return security_key.main(action=args.action, name=getattr(args, "name", None), key_file=args.key_file)
     return _run(port=args.port, dynamodb_port=args.dynamodb_port, autoreload=args.autoreload)
 
 
@@ -81,6 +106,7 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
     moto = None
+    pump = None
     chalice: subprocess.Popen[bytes] | None = None
     try:
         ensure_free(host=LOCAL_HOST, port=port)
@@ -91,7 +117,7 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
         else:
             moto = start_moto(host=LOCAL_HOST, port=dynamodb_port)
             endpoint = server_endpoint(moto)
-        apply_environment(local_environment(endpoint=endpoint, jwks_json=identity_provider.jwks_json()))
+        apply_environment(local_environment(endpoint=endpoint, jwks_json=identity_provider.jwks_json(), port=port))
 
         # Only now may chalicelib.models be imported: it reads the endpoint at import time.
         from devstack.seed import seed_demo_org
@@ -101,7 +127,12 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
         seeded = seed_demo_org()
         print(f"DynamoDB at {endpoint}; tables created: {', '.join(created) or 'none'}; seeded: {', '.join(seeded) or 'nothing'}")
 
-        # Stream pump hook: start the thread feeding DynamoDB stream records to the stream handler here.
+        # As on AWS, the organizations table's stream drives the stream function (within a second).
+        from devstack.stream import org_stream_pump
+
+        pump = org_stream_pump(endpoint=endpoint)
+        pump.start()
+        print("stream function: pumping the organizations table's stream")
 
         chalice = _start_chalice(port=port, autoreload=autoreload)
         try:
@@ -121,6 +152,8 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if chalice is not None:
             _stop_chalice(chalice)
+        if pump is not None:
+            pump.stop()
         if moto is not None:
             moto.stop()
 
@@ -192,12 +225,6 @@ Log in:
 Ctrl-C stops keyward and DynamoDB.""",
         flush=True,
     )
-    if port != LOCAL_PORT:
-        print(
-            f"note: .chalice/config.json pins KEYWARD_ALLOWED_ORIGINS to http://localhost:{LOCAL_PORT}; "
-            f"WebAuthn ceremonies from http://localhost:{port} will be refused",
-            file=sys.stderr,
-        )
 
 
 if __name__ == "__main__":

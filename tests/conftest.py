@@ -44,3 +44,14 @@ def api() -> KeywardClient:
 
     with Client(app) as client:
         yield KeywardClient(client=client, idp=IDP)
+
+
+@pytest.fixture
+def stream():
+    """The organizations table's stream, delivered to the stream function when a test drains it."""
+    from app import end_sessions_on_enforcement
+    from chalicelib.config import settings
+    from devstack.stream import StreamPump
+
+    return StreamPump(handler=end_sessions_on_enforcement, table_name=settings().tables.orgs,
+                      endpoint=server_endpoint(_moto))

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib import clock
+from chalicelib.models import Organization
 from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
 
@@ -96,3 +98,17 @@ class KeywardClient:
         member.token, member.state = reply.body["token"], reply.body["state"]
         member.authenticators.append(authenticator)
         return member
+
+
+def enforce_in_table(org_id: str, *, enforcing_session_id: str | None = None) -> None:
+    """Record an enforcement as PUT /org/mfa does, for tests about its effects on members."""
+    org = Organization.get(org_id, consistent_read=True)
+    actions = [
+        Organization.mfa_enforced.set(True),
+        Organization.enforced_at.set(clock.now()),
+        Organization.enforced_by.set("test"),
+        Organization.enforcement_generation.set(org.enforcement_generation + 1),
+    ]
+    if enforcing_session_id:
+        actions.append(Organization.enforcing_session_id.set(enforcing_session_id))
+    org.update(actions=actions)

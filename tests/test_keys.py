@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey
+from chalicelib.models import CredentialClaim, Member, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
+from tests.keyward_client import enforce_in_table
 
 
 def _enforce() -> None:
-    Organization("acme").update(actions=[Organization.mfa_enforced.set(True), Organization.enforcement_generation.add(1)])
+    enforce_in_table("acme")
 
 
 @pytest.fixture

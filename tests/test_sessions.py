@@ -8,6 +8,7 @@ import pytest
 from chalicelib import clock
 from chalicelib.models import Organization, Session
 from tests.authenticator import SoftwareAuthenticator
+from tests.keyward_client import enforce_in_table
 
 
 def _only_session() -> Session:
@@ -107,7 +108,7 @@ def test_an_active_session_cannot_run_the_mfa_step_again(api):
 
 def test_registration_required_allows_registration_and_registering_activates(api):
     api.login()  # creates the organization
-    Organization("acme").update(actions=[Organization.mfa_enforced.set(True), Organization.enforcement_generation.add(1)])
+    enforce_in_table("acme")
     bob = api.login()
     assert bob.state == "registration_required"
 
@@ -126,14 +127,23 @@ def test_sessions_from_before_an_enforcement_end_at_once_except_the_enforcing_on
     bob = api.login(user="bob")
     admin_session = next(s for s in Session.scan() if s.user_id == "alice")
 
-    Organization("acme").update(actions=[
-        Organization.mfa_enforced.set(True),
-        Organization.enforcement_generation.add(1),
-        Organization.enforcing_session_id.set(admin_session.session_id),
-    ])
+    enforce_in_table("acme", enforcing_session_id=admin_session.session_id)
 
     reply = api.call("GET", "/me", token=bob.token)
     assert (reply.status, reply.code) == (401, "SessionEndedByEnforcement")
     assert api.call("GET", "/me", token=admin.token).status == 200
     # A login after the enforcement is not affected by it.
     assert api.call("GET", "/me", token=api.login(user="bob").token).status == 200
+
+
+def test_sessions_ended_by_an_enforcement_stay_ended_when_it_is_relaxed(api):
+    bob = api.login()
+    enforce_in_table("acme")
+    Organization("acme").update(actions=[Organization.mfa_enforced.set(False), Organization.enforced_at.remove()])
+    assert api.call("GET", "/me", token=bob.token).code == "SessionEndedByEnforcement"
+
+
+def test_an_enforcement_set_outside_the_api_ends_every_session_at_once(api):
+    bob = api.login()
+    Organization("acme").update(actions=[Organization.mfa_enforced.set(True)])  # an operator, in the console
+    assert api.call("GET", "/me", token=bob.token).code == "SessionEndedByEnforcement"

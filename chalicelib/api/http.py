@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from typing import Any, Callable, Iterable
 
-from chalice import Blueprint, Response
+from chalice import Blueprint, Chalice, Response
 from chalice.app import ChaliceViewError, Request
 
 from chalicelib import errors, sessions
@@ -109,3 +110,28 @@ def caller_of(request: Request, *, allowed: Iterable[SessionState] = ACTIVE_ONLY
     caller = sessions.resolve(authorization=request.headers.get("authorization"))
     sessions.require_state(caller, allowed=allowed)
     return caller
+
+
+class KeywardApp(Chalice):
+    """Chalice keeps the current request on the app object. Lambda runs one request at a time,
+    but ``chalice local`` serves each request on its own thread, so each thread gets its own."""
+
+    _per_thread = threading.local()
+
+    @property  # type: ignore[override]
+    def current_request(self) -> Request | None:
+        return getattr(self._per_thread, "request", None)
+
+    @current_request.setter
+    def current_request(self, request: Request | None) -> None:
+        self._per_thread.request = request
+
+
+class LambdaDeadline:
+    """The time an invocation has left, from its Lambda context."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def seconds_left(self) -> float:
+        return self._context.get_remaining_time_in_millis() / 1000

@@ -1,0 +1,92 @@
+"""Organization settings → Multi-factor authentication: for the organization's admins only."""
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint
+
+from chalicelib import clock, enforcement, keys, members, pagination
+from chalicelib.api.http import caller_of, json_body, only_fields, route
+from chalicelib.errors import AdminRequired, MalformedRequest
+from chalicelib.models import Invalidation
+from chalicelib.sessions import Caller
+
+org = Blueprint(__name__)
+
+
+def _admin() -> Caller:
+    caller = caller_of(org.current_request)
+    if not caller.is_admin:
+        raise AdminRequired("Only the organization's admins may do this.")
+    return caller
+
+
+def _query(name: str) -> str | None:
+    return (org.current_request.query_params or {}).get(name)
+
+
+def _invalidation_body(invalidation: Invalidation | None) -> dict[str, Any] | None:
+    if invalidation is None:
+        return None
+    return {
+        "state": invalidation.state,
+        "sessions_ended": invalidation.sessions_ended,
+        "started_at": clock.iso(invalidation.started_at),
+        "finished_at": clock.iso(invalidation.finished_at),
+    }
+
+
+def _status_body(status: enforcement.MfaStatus) -> dict[str, Any]:
+    return {
+        "enforced": bool(status.org.mfa_enforced),
+        "enforced_at": clock.iso(status.org.enforced_at),
+        "enforced_by": status.org.enforced_by,
+        "members_total": status.members_total,
+        "members_compliant": status.members_compliant,
+        "invalidation": _invalidation_body(status.org.invalidation),
+    }
+
+
+@route(org, "/org/mfa", methods=["GET"])
+def mfa_status() -> dict[str, Any]:
+    return _status_body(enforcement.status(org_id=_admin().org.org_id))
+
+
+@route(org, "/org/mfa", methods=["PUT"])
+def set_enforcement() -> dict[str, Any]:
+    caller = _admin()
+    body = json_body(org.current_request)
+    only_fields(body, {"enforced"})
+    enforced = body.get("enforced")
+    if not isinstance(enforced, bool):
+        raise MalformedRequest("'enforced' must be true or false.")
+    return _status_body(enforcement.set_enforced(caller=caller, enforced=enforced))
+
+
+@route(org, "/org/members", methods=["GET"])
+def list_members() -> dict[str, Any]:
+    caller = _admin()
+    page = members.list_members(org_id=caller.org.org_id, limit=pagination.limit_from(_query("limit")),
+                                after=pagination.decode(_query("next")))
+    return {"members": [members.describe(member) for member in page.items], "next": page.next}
+
+
+@route(org, "/org/mfa/keys", methods=["GET"])
+def list_keys() -> dict[str, Any]:
+    caller = _admin()
+    org_id = caller.org.org_id
+    page = keys.list_org_keys(org_id=org_id, limit=pagination.limit_from(_query("limit")),
+                              after=pagination.decode(_query("next")), user_id=_query("user_id"))
+    owners = keys.owners_of(org_id=org_id, found=page.items)
+    return {
+        "keys": [
+            {**keys.describe(key), "user": {"id": key.user_id, "name": owners[key.user_id].name if key.user_id in owners else ""}}
+            for key in page.items
+        ],
+        "next": page.next,
+    }
+
+
+@route(org, "/org/members/{user_id}/mfa/keys/{key_id}", methods=["DELETE"], status=204)
+def delete_member_key(user_id: str, key_id: str) -> None:
+    keys.delete_by_admin(caller=_admin(), user_id=user_id, key_id=key_id)

@@ -1,0 +1,329 @@
+"""Enforcing MFA for an organization, and ending its older sessions in bulk afterwards.
+
+An enforcement increments the organization's ``enforcement_generation``. From that moment every
+session of an older generation is refused at request time (see ``sessions.ended_by_enforcement``);
+the stream function on the organizations table then deletes those sessions, in as many Lambda
+invocations as it takes: when one runs short of time it records where it stopped and bumps
+``invalidation.handoffs``, and the stream record of that write starts the next invocation.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Protocol
+
+from pynamodb.exceptions import PutError, UpdateError
+
+from chalicelib import clock
+from chalicelib.config import settings
+from chalicelib.errors import ConcurrentChange, InvalidationFailed, SecurityKeyRequired
+from chalicelib.models import Invalidation, Member, Organization, Session
+from chalicelib.sessions import Caller
+from chalicelib.storage import THROTTLED, ConditionsFailed, condition_failed, transaction
+
+log = logging.getLogger("keyward.enforcement")
+
+OPERATOR = "operator"
+# Sessions examined per query page; progress is saved after each page.
+PAGE_SIZE = 2000
+BATCH_SIZE = 25  # BatchWriteItem's limit
+PARALLEL_BATCHES = 8
+MAX_BATCH_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class MfaStatus:
+    """What ``GET /org/mfa`` shows."""
+
+    org: Organization
+    members_total: int
+    members_compliant: int
+
+
+class Deadline(Protocol):
+    """How much longer this invocation may run (a Lambda context provides it)."""
+
+    def seconds_left(self) -> float: ...
+
+
+def status(*, org_id: str) -> MfaStatus:
+    """The organization's enforcement and how many members hold a key, counted in one pass."""
+    org = Organization.get(org_id, consistent_read=True)
+    total = compliant = 0
+    for member in Member.query(org_id, attributes_to_get=["key_count"], consistent_read=True):
+        total += 1
+        compliant += member.key_count > 0
+    return MfaStatus(org=org, members_total=total, members_compliant=compliant)
+
+
+def set_enforced(*, caller: Caller, enforced: bool) -> MfaStatus:
+    """``PUT /org/mfa``: enforce MFA (ending every other session at once) or relax it.
+
+    Enforcing requires the admin to hold a key themselves — checked inside the transaction,
+    so a key deleted at the same moment cannot slip through. Repeating the current setting
+    changes nothing.
+
+    Raises:
+        SecurityKeyRequired: the admin has no security key of their own.
+        ConcurrentChange: another admin changed the setting at the same moment.
+    """
+    org = caller.org
+    if bool(org.mfa_enforced) == enforced:
+        return status(org_id=org.org_id)
+    if enforced:
+        _enforce(caller=caller)
+    else:
+        _relax(org=org)
+    return status(org_id=org.org_id)
+
+
+def _enforce(*, caller: Caller) -> None:
+    org, session = caller.org, caller.session
+    enforced_at = clock.now()
+    generation = org.enforcement_generation + 1
+    try:
+        with transaction() as write:
+            write.condition_check(
+                "own key", Member, session.org_id, session.user_id, condition=Member.key_count > 0,
+            )
+            write.update(
+                "org",
+                Organization(org.org_id),
+                actions=[
+                    Organization.mfa_enforced.set(True),
+                    Organization.enforced_at.set(enforced_at),
+                    Organization.enforced_by.set(session.user_id),
+                    Organization.enforcing_session_id.set(session.session_id),
+                    Organization.enforcement_generation.set(generation),
+                    Organization.invalidation.set(_new_invalidation(generation=generation, started_at=enforced_at)),
+                ],
+                condition=(Organization.mfa_enforced == False)  # noqa: E712
+                & (Organization.enforcement_generation == org.enforcement_generation),
+            )
+    except ConditionsFailed as refused:
+        if "own key" in refused.labels:
+            raise SecurityKeyRequired("Register a security key of your own before enforcing MFA.") from None
+        raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
+
+
+def _relax(*, org: Organization) -> None:
+    # The generation and the enforcing session stay: sessions ended by the enforcement stay ended.
+    try:
+        org.update(
+            actions=[
+                Organization.mfa_enforced.set(False),
+                Organization.enforced_at.remove(),
+                Organization.enforced_by.remove(),
+            ],
+            condition=Organization.mfa_enforced == True,  # noqa: E712
+        )
+    except UpdateError as error:
+        if condition_failed(error):
+            raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
+        raise
+
+
+def _new_invalidation(*, generation: int, started_at: Any) -> Invalidation:
+    return Invalidation(generation=generation, state="running", sessions_ended=0, started_at=started_at, handoffs=0)
+
+
+# --- the stream function ----------------------------------------------------------------------
+
+def process_org_changes(*, records: Iterable[Mapping[str, Any]], deadline: Deadline) -> list[str]:
+    """Handle a batch of the organizations table's stream records.
+
+    Each record is handled on its own: one that fails is logged and its sequence number
+    returned (for Lambda's ReportBatchItemFailures, which retries it), without holding back
+    the others. Handling a record twice is harmless.
+    """
+    failed: list[str] = []
+    for record in records:
+        change = record.get("dynamodb") or {}
+        try:
+            _process(old=change.get("OldImage"), new=change.get("NewImage"), deadline=deadline)
+        except Exception:  # any failure of one record must not lose the others; it is retried
+            log.exception("organization stream record %s failed; it will be retried", change.get("SequenceNumber"))
+            failed.append(str(change.get("SequenceNumber", "")))
+    return failed
+
+
+def _process(*, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, deadline: Deadline) -> None:
+    if not new:
+        return
+    org_id = new["org_id"]["S"]
+    if _enforced(new) and not _enforced(old):
+        _take_over_operator_enforcement(org_id=org_id)
+        continue_invalidation(org_id=org_id, deadline=deadline)
+    elif _handoffs(new) > _handoffs(old):
+        continue_invalidation(org_id=org_id, deadline=deadline, handoffs=_handoffs(new))
+
+
+def _enforced(image: Mapping[str, Any] | None) -> bool:
+    return bool(image) and image.get("mfa_enforced", {}).get("BOOL") is True
+
+
+def _handoffs(image: Mapping[str, Any] | None) -> int:
+    invalidation = (image or {}).get("invalidation", {}).get("M", {})
+    return int(invalidation.get("handoffs", {}).get("N", 0))
+
+
+def _take_over_operator_enforcement(*, org_id: str) -> None:
+    """Give an enforcement set outside the API (an operator in the console) what the API records.
+
+    It has no enforcing session to spare, so every session of the organization ends.
+    """
+    org = Organization.get(org_id, consistent_read=True)
+    if not org.mfa_enforced or org.enforced_at is not None:
+        return  # enforced through the API, or relaxed again meanwhile
+    enforced_at = clock.now()
+    generation = org.enforcement_generation + 1
+    try:
+        org.update(
+            actions=[
+                Organization.enforced_at.set(enforced_at),
+                Organization.enforced_by.set(OPERATOR),
+                Organization.enforcing_session_id.remove(),
+                Organization.enforcement_generation.set(generation),
+                Organization.invalidation.set(_new_invalidation(generation=generation, started_at=enforced_at)),
+            ],
+            condition=(Organization.mfa_enforced == True)  # noqa: E712
+            & Organization.enforced_at.does_not_exist()
+            & (Organization.enforcement_generation == org.enforcement_generation),
+        )
+    except UpdateError as error:
+        if not condition_failed(error):
+            raise
+        return  # another invocation took it over first
+    log.info("organization %s: enforcement set outside the API taken over (generation %d)", org_id, generation)
+
+
+def continue_invalidation(*, org_id: str, deadline: Deadline, handoffs: int | None = None) -> None:
+    """Delete the sessions the latest enforcement ended, from where the last invocation stopped.
+
+    ``handoffs`` is the continuation a stream record asks for; a record of an older one is stale.
+    """
+    org = Organization.get(org_id, consistent_read=True)
+    invalidation = org.invalidation
+    if invalidation is None or invalidation.state != "running":
+        return
+    if handoffs is not None and invalidation.handoffs != handoffs:
+        return
+    if invalidation.generation != org.enforcement_generation:
+        return  # a newer enforcement has its own invalidation, which covers this one
+    spared = org.enforcing_session_id
+    reserve = settings().invalidation_reserve_seconds
+    while True:
+        if deadline.seconds_left() < reserve:
+            _save_progress(org=org, invalidation=invalidation, handoff=True)
+            log.info("organization %s: %d sessions ended so far; continuing in the next invocation",
+                     org_id, invalidation.sessions_ended)
+            return
+        keys, cursor = _ended_sessions_page(org_id=org_id, generation=invalidation.generation, after=invalidation.cursor)
+        keys = [key for key in keys if key["session_id"]["S"] != spared]
+        _delete_sessions(keys)
+        invalidation.sessions_ended += len(keys)
+        invalidation.cursor = cursor
+        if cursor is None:
+            _finish(org=org, invalidation=invalidation)
+            return
+        if not _save_progress(org=org, invalidation=invalidation, handoff=False):
+            return
+
+
+def _ended_sessions_page(*, org_id: str, generation: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """One query page of sessions older than ``generation``: their keys, and the cursor after it."""
+    start = {"org_id": {"S": org_id}, "session_id": {"S": after}} if after else None
+    results = Session.query(
+        org_id,
+        filter_condition=Session.enforcement_generation < generation,
+        attributes_to_get=["org_id", "session_id"],
+        page_size=PAGE_SIZE,
+        last_evaluated_key=start,
+        consistent_read=True,
+    )
+    page = next(results.page_iter)
+    last = page.get("LastEvaluatedKey")
+    return list(page.get("Items", [])), (last["session_id"]["S"] if last else None)
+
+
+def _delete_sessions(keys: list[dict[str, Any]]) -> None:
+    """Delete sessions 25 at a time, several batches at once."""
+    batches = [keys[i:i + BATCH_SIZE] for i in range(0, len(keys), BATCH_SIZE)]
+    if len(batches) <= 1:
+        for batch in batches:
+            _delete_batch(batch)
+        return
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_BATCHES, len(batches))) as pool:
+        for done in pool.map(_delete_batch, batches):
+            pass
+
+
+def _delete_batch(keys: list[dict[str, Any]]) -> None:
+    """One BatchWriteItem, retrying unprocessed keys and throttling with jittered exponential backoff.
+
+    Raises:
+        InvalidationFailed: DynamoDB still refused after every attempt (the record is retried).
+    """
+    connection = Session._get_connection()
+    pending = keys
+    for attempt in range(MAX_BATCH_ATTEMPTS):
+        if attempt:
+            time.sleep(random.uniform(0, min(5.0, 0.05 * 2 ** attempt)))
+        try:
+            response = connection.batch_write_item(delete_items=pending)
+        except PutError as error:
+            if error.cause_response_code not in THROTTLED:
+                raise
+            log.warning("session deletion throttled (%s); retrying", error.cause_response_code)
+            continue
+        unprocessed = response.get("UnprocessedItems", {}).get(Session.Meta.table_name, [])
+        pending = [request["DeleteRequest"]["Key"] for request in unprocessed]
+        if not pending:
+            return
+    raise InvalidationFailed(f"{len(pending)} sessions could not be deleted after {MAX_BATCH_ATTEMPTS} attempts")
+
+
+def _progress_condition(invalidation: Invalidation, *, handoffs: int) -> Any:
+    return (Organization.invalidation.generation == invalidation.generation) & (
+        Organization.invalidation.handoffs == handoffs
+    )
+
+
+def _save_progress(*, org: Organization, invalidation: Invalidation, handoff: bool) -> bool:
+    """Record how far the deletion got; False if another enforcement or invocation took over."""
+    handoffs = invalidation.handoffs
+    actions = [
+        Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
+        Organization.invalidation.cursor.set(invalidation.cursor) if invalidation.cursor else Organization.invalidation.cursor.remove(),
+    ]
+    if handoff:
+        actions.append(Organization.invalidation.handoffs.set(handoffs + 1))
+    try:
+        Organization(org.org_id).update(actions=actions, condition=_progress_condition(invalidation, handoffs=handoffs))
+    except UpdateError as error:
+        if condition_failed(error):
+            log.info("organization %s: invalidation taken over elsewhere; stopping", org.org_id)
+            return False
+        raise
+    return True
+
+
+def _finish(*, org: Organization, invalidation: Invalidation) -> None:
+    try:
+        Organization(org.org_id).update(
+            actions=[
+                Organization.invalidation.state.set("done"),
+                Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
+                Organization.invalidation.finished_at.set(clock.now()),
+                Organization.invalidation.cursor.remove(),
+            ],
+            condition=_progress_condition(invalidation, handoffs=invalidation.handoffs),
+        )
+    except UpdateError as error:
+        if not condition_failed(error):
+            raise
+        return
+    log.info("organization %s: enforcement ended %d sessions", org.org_id, invalidation.sessions_ended)

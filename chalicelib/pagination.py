@@ -1,0 +1,52 @@
+"""Opaque ``next`` cursors for lists that can be long (an organization's members and keys).
+
+A cursor carries only the sort key where the next page starts; the partition (the caller's
+organization) is always the caller's own, so a cursor can never reach into another organization.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from chalicelib.errors import InvalidCursor, MalformedRequest
+
+T = TypeVar("T")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next: str | None
+
+
+def encode(position: str | None) -> str | None:
+    if position is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps({"after": position}).encode()).decode().rstrip("=")
+
+
+def decode(cursor: str | None) -> str | None:
+    """The sort key a cursor resumes after; ``None`` for the first page."""
+    if cursor is None or cursor == "":
+        return None
+    try:
+        document = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        position = document["after"]
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise InvalidCursor("'next' is not a cursor this API returned.") from None
+    if not isinstance(position, str) or not position or len(position) > 1024:
+        raise InvalidCursor("'next' is not a cursor this API returned.")
+    return position
+
+
+def limit_from(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise MalformedRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}.")
+    return int(raw)
