@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from pynamodb.exceptions import PutError, UpdateError
 
@@ -43,10 +42,13 @@ class MfaStatus:
     members_compliant: int
 
 
-class Deadline(Protocol):
-    """How much longer this invocation may run (a Lambda context provides it)."""
+if TYPE_CHECKING:
+    from typing import Protocol
 
-    def seconds_left(self) -> float: ...
+    class Deadline(Protocol):
+        """How much longer this invocation may run (a Lambda context provides it)."""
+
+        def seconds_left(self) -> float: ...
 
 
 def status(*, org_id: str) -> MfaStatus:
@@ -256,6 +258,8 @@ def _delete_sessions(keys: list[dict[str, Any]]) -> None:
         for batch in batches:
             _delete_batch(batch)
         return
+    from concurrent.futures import ThreadPoolExecutor  # only the stream function needs threads
+
     with ThreadPoolExecutor(max_workers=min(PARALLEL_BATCHES, len(batches))) as pool:
         for done in pool.map(_delete_batch, batches):
             pass

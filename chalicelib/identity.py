@@ -9,14 +9,15 @@ import functools
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
-
-import jwt
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import clock, sessions
 from chalicelib.config import Settings, settings
 from chalicelib.errors import ConfigurationError, IdentityProviderUnavailable, InvalidIdToken
 from chalicelib.models import Member, Organization
+
+if TYPE_CHECKING:
+    import jwt
 
 # Symmetric algorithms are refused: a JWKS publishes public keys only.
 _ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -49,6 +50,8 @@ class _KeySource:
     """The IdP's public keys, from an inline JWKS or fetched (and cached) from a URL."""
 
     def __init__(self, config: Settings) -> None:
+        import jwt
+
         self._inline: jwt.PyJWKSet | None = None
         self._client: jwt.PyJWKClient | None = None
         if config.jwks_json:
@@ -62,6 +65,8 @@ class _KeySource:
             raise ConfigurationError("Set KEYWARD_JWKS_URL or KEYWARD_JWKS_JSON to the IdP's signing keys.")
 
     def key_for(self, id_token: str) -> jwt.PyJWK:
+        import jwt
+
         if self._client is not None:
             try:
                 return self._client.get_signing_key_from_jwt(id_token)
@@ -98,6 +103,8 @@ def verify_id_token(*, id_token: str) -> Identity:
         InvalidIdToken: any verification failure, or claims keyward cannot use.
         IdentityProviderUnavailable: the JWKS URL did not answer.
     """
+    import jwt  # only logins need it, not every cold start
+
     config = settings()
     if len(id_token) > _MAX_TOKEN_LENGTH:
         raise InvalidIdToken("The ID token is too long.")

@@ -1,6 +1,7 @@
 """A member's security keys: register (the WebAuthn registration ceremony), list, rename, delete,
 and the last-key rule under enforcement.
 
+Ceremony code (and py_webauthn with it) is imported only by the functions that run one.
 Every write that adds or removes a key changes the member's ``key_count`` in the same
 transaction; conditions on that counter and on the organization's enforcement flag keep the
 rules true when requests race.
@@ -10,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import ceremonies, challenges, clock, pagination
+from chalicelib import challenges, clock, pagination
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
 from chalicelib.errors import (
@@ -28,6 +29,9 @@ from chalicelib.errors import (
 from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey, Session
 from chalicelib.sessions import Caller, SessionState
 from chalicelib.storage import ConditionsFailed, condition_failed, transaction
+
+if TYPE_CHECKING:
+    from chalicelib.ceremonies import KnownCredential
 
 MAX_NAME_LENGTH = 64
 
@@ -69,12 +73,16 @@ def keys_of(*, org_id: str, user_id: str) -> list[SecurityKey]:
     return sorted(keys, key=lambda key: key.created_at)
 
 
-def _known(keys: list[SecurityKey]) -> list[ceremonies.KnownCredential]:
+def _known(keys: list[SecurityKey]) -> list[KnownCredential]:
+    from chalicelib import ceremonies
+
     return [ceremonies.KnownCredential(credential_id=key.credential_id, transports=key.transports) for key in keys]
 
 
 def registration_options(*, caller: Caller) -> CeremonyOptions:
     """``POST /me/mfa/keys/options``: start adding a security key ("Enable" and "Add key")."""
+    from chalicelib import ceremonies
+
     member = caller.member
     issued = challenges.issue(ceremony=Ceremony.REGISTRATION, session=caller.session)
     options = ceremonies.registration_options(
@@ -100,6 +108,8 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
         KeyAlreadyRegistered: the credential is already registered, by anyone.
         TooManyKeys: the member holds the maximum number of keys.
     """
+    from chalicelib import ceremonies
+
     name = check_name(name)
     challenge_id = challenges.check_id(challenge_id)
     response = ceremonies.parse_registration(credential=credential)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from chalicelib import ceremonies, challenges, clock, sessions
+from chalicelib import challenges, clock, sessions
 from chalicelib.challenges import Ceremony
 from chalicelib.errors import InvalidToken, SignCountRegression, UnknownCredential
 from chalicelib.keys import CeremonyOptions, keys_of, user_handle_for
@@ -26,6 +26,8 @@ class MfaSuccess:
 
 def options(*, caller: Caller) -> CeremonyOptions:
     """``POST /auth/mfa/options``: a challenge for one of the caller's own keys."""
+    from chalicelib import ceremonies
+
     session = caller.session
     keys = keys_of(org_id=session.org_id, user_id=session.user_id)
     issued = challenges.issue(ceremony=Ceremony.AUTHENTICATION, session=session)
@@ -50,6 +52,8 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> MfaSu
         SignCountRegression: the counter did not increase (a cloned key?).
         and the ceremony's refusals (OriginMismatch, RpIdMismatch, CeremonyFailed, ...).
     """
+    from chalicelib import ceremonies
+
     challenge_id = challenges.check_id(challenge_id)
     response = ceremonies.parse_authentication(credential=credential)
     session = caller.session
