@@ -47,6 +47,6 @@ def decode(cursor: str | None) -> str | None:
 def limit_from(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise MalformedRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}.")
     return int(raw)
