@@ -22,6 +22,9 @@ class Tables:
     credentials: str
     challenges: str
     sessions: str
+    backup_credentials: str
+    throttles: str
+    audit: str
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class Settings:
     orgs_stream_arn: str
     invalidation_reserve_seconds: int
 
+    audit_retention_days: int
+    backup_login_max_failures: int
+    backup_login_window_seconds: int
+
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -89,6 +96,9 @@ def load(env: Mapping[str, str]) -> Settings:
             credentials=env.get("KEYWARD_CREDENTIALS_TABLE", prefix + "credentials"),
             challenges=env.get("KEYWARD_CHALLENGES_TABLE", prefix + "challenges"),
             sessions=env.get("KEYWARD_SESSIONS_TABLE", prefix + "sessions"),
+            backup_credentials=env.get("KEYWARD_BACKUP_CREDENTIALS_TABLE", prefix + "backup-credentials"),
+            throttles=env.get("KEYWARD_THROTTLES_TABLE", prefix + "throttles"),
+            audit=env.get("KEYWARD_AUDIT_TABLE", prefix + "audit"),
         ),
         rp_id=env.get("KEYWARD_RP_ID", "localhost"),
         rp_name=env.get("KEYWARD_RP_NAME", "keyward"),
@@ -111,6 +121,9 @@ def load(env: Mapping[str, str]) -> Settings:
             f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}orgs/stream/local",
         ),
         invalidation_reserve_seconds=_integer(env, "KEYWARD_INVALIDATION_RESERVE_SECONDS", 60),
+        audit_retention_days=_integer(env, "KEYWARD_AUDIT_RETENTION_DAYS", 400),
+        backup_login_max_failures=_integer(env, "KEYWARD_BACKUP_LOGIN_MAX_FAILURES", 5),
+        backup_login_window_seconds=_integer(env, "KEYWARD_BACKUP_LOGIN_WINDOW_SECONDS", 15 * 60),
     )
 
 

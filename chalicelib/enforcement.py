@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import clock
+from chalicelib import audit, clock
 from chalicelib.config import settings
 from chalicelib.errors import ConcurrentChange, InvalidationFailed, SecurityKeyRequired
 from chalicelib.models import Invalidation, Member, Organization, Session
@@ -25,7 +25,7 @@ from chalicelib.storage import THROTTLED, ConditionsFailed, condition_failed, tr
 
 log = logging.getLogger("keyward.enforcement")
 
-OPERATOR = "operator"
+OPERATOR = audit.OPERATOR
 # Sessions examined per query page; progress is saved after each page.
 PAGE_SIZE = 2000
 BATCH_SIZE = 25  # BatchWriteItem's limit
@@ -78,7 +78,7 @@ def set_enforced(*, caller: Caller, enforced: bool) -> MfaStatus:
     if enforced:
         _enforce(caller=caller)
     else:
-        _relax(org=org)
+        _relax(caller=caller)
     return status(org_id=org.org_id)
 
 
@@ -105,27 +105,35 @@ def _enforce(*, caller: Caller) -> None:
                 condition=(Organization.mfa_enforced == False)  # noqa: E712
                 & (Organization.enforcement_generation == org.enforcement_generation),
             )
+            write.save("audit", audit.event(
+                org_id=org.org_id, actor=caller.actor, action="enforcement.enabled", target=org.org_id,
+                client=caller.client, details={"generation": generation, "session_id": session.session_id},
+            ))
     except ConditionsFailed as refused:
         if "own key" in refused.labels:
             raise SecurityKeyRequired("Register a security key of your own before enforcing MFA.") from None
         raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
 
 
-def _relax(*, org: Organization) -> None:
+def _relax(*, caller: Caller) -> None:
+    org = caller.org
     # The generation and the enforcing session stay: sessions ended by the enforcement stay ended.
     try:
-        org.update(
-            actions=[
-                Organization.mfa_enforced.set(False),
-                Organization.enforced_at.remove(),
-                Organization.enforced_by.remove(),
-            ],
-            condition=Organization.mfa_enforced == True,  # noqa: E712
-        )
-    except UpdateError as error:
-        if condition_failed(error):
-            raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
-        raise
+        with transaction() as write:
+            write.update(
+                "org",
+                Organization(org.org_id),
+                actions=[
+                    Organization.mfa_enforced.set(False),
+                    Organization.enforced_at.remove(),
+                    Organization.enforced_by.remove(),
+                ],
+                condition=Organization.mfa_enforced == True,  # noqa: E712
+            )
+            write.save("audit", audit.event(org_id=org.org_id, actor=caller.actor, action="enforcement.disabled",
+                                            target=org.org_id, client=caller.client))
+    except ConditionsFailed:
+        raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
 
 
 def _new_invalidation(*, generation: int, started_at: Any) -> Invalidation:
@@ -183,21 +191,24 @@ def _take_over_operator_enforcement(*, org_id: str) -> None:
     enforced_at = clock.now()
     generation = org.enforcement_generation + 1
     try:
-        org.update(
-            actions=[
-                Organization.enforced_at.set(enforced_at),
-                Organization.enforced_by.set(OPERATOR),
-                Organization.enforcing_session_id.remove(),
-                Organization.enforcement_generation.set(generation),
-                Organization.invalidation.set(_new_invalidation(generation=generation, started_at=enforced_at)),
-            ],
-            condition=(Organization.mfa_enforced == True)  # noqa: E712
-            & Organization.enforced_at.does_not_exist()
-            & (Organization.enforcement_generation == org.enforcement_generation),
-        )
-    except UpdateError as error:
-        if not condition_failed(error):
-            raise
+        with transaction() as write:
+            write.update(
+                "org",
+                Organization(org_id),
+                actions=[
+                    Organization.enforced_at.set(enforced_at),
+                    Organization.enforced_by.set(OPERATOR),
+                    Organization.enforcing_session_id.remove(),
+                    Organization.enforcement_generation.set(generation),
+                    Organization.invalidation.set(_new_invalidation(generation=generation, started_at=enforced_at)),
+                ],
+                condition=(Organization.mfa_enforced == True)  # noqa: E712
+                & Organization.enforced_at.does_not_exist()
+                & (Organization.enforcement_generation == org.enforcement_generation),
+            )
+            write.save("audit", audit.event(org_id=org_id, actor=OPERATOR, action="enforcement.enabled",
+                                            target=org_id, details={"generation": generation}))
+    except ConditionsFailed:
         return  # another invocation took it over first
     log.info("organization %s: enforcement set outside the API taken over (generation %d)", org_id, generation)
 
@@ -317,17 +328,23 @@ def _save_progress(*, org: Organization, invalidation: Invalidation, handoff: bo
 
 def _finish(*, org: Organization, invalidation: Invalidation) -> None:
     try:
-        Organization(org.org_id).update(
-            actions=[
-                Organization.invalidation.state.set("done"),
-                Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
-                Organization.invalidation.finished_at.set(clock.now()),
-                Organization.invalidation.cursor.remove(),
-            ],
-            condition=_progress_condition(invalidation, handoffs=invalidation.handoffs),
-        )
-    except UpdateError as error:
-        if not condition_failed(error):
-            raise
+        with transaction() as write:
+            write.update(
+                "org",
+                Organization(org.org_id),
+                actions=[
+                    Organization.invalidation.state.set("done"),
+                    Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
+                    Organization.invalidation.finished_at.set(clock.now()),
+                    Organization.invalidation.cursor.remove(),
+                ],
+                condition=_progress_condition(invalidation, handoffs=invalidation.handoffs),
+            )
+            write.save("audit", audit.event(
+                org_id=org.org_id, actor=org.enforced_by or OPERATOR, action="enforcement.sessions_ended",
+                target=org.org_id, details={"sessions_ended": invalidation.sessions_ended,
+                                            "generation": invalidation.generation},
+            ))
+    except ConditionsFailed:
         return
     log.info("organization %s: enforcement ended %d sessions", org.org_id, invalidation.sessions_ended)

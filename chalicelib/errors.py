@@ -207,3 +207,27 @@ class InvalidCursor(InvalidInput):
 
 class InvalidationFailed(Exception):
     """DynamoDB kept refusing the bulk deletion of sessions; the stream record is retried."""
+
+
+class SessionNotFound(NotFound):
+    pass
+
+
+class BackupCredentialsNotFound(NotFound):
+    pass
+
+
+class InvalidBackupCredentials(NotAuthenticated):
+    pass
+
+
+class RateLimited(Refusal):
+    """Too many failed attempts; try again after the window passes."""
+
+
+class TooManyAttempts(RateLimited):
+    pass
+
+
+class NotForBackupSessions(NotAllowed):
+    """Backup credentials are for getting back in, not for holding security keys."""

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import clock, sessions
+from chalicelib import audit, clock, sessions
 from chalicelib.config import Settings, settings
 from chalicelib.errors import ConfigurationError, IdentityProviderUnavailable, InvalidIdToken
 from chalicelib.models import Member, Organization
@@ -173,5 +173,7 @@ def sign_in(*, id_token: str, client: sessions.Client) -> SignIn:
     """``POST /auth/login``: verify the ID token and start a session in the state it calls for."""
     identity = verify_id_token(id_token=id_token)
     org, member = record_sign_in(identity=identity)
-    issued = sessions.start(org=org, member=member, client=client)
+    login = audit.event(org_id=org.org_id, actor=member.user_id, action="login", target=member.user_id,
+                        user_id=member.user_id, client=client, details={"method": "idp"})
+    issued = sessions.start(org=org, member=member, client=client, audit_event=login)
     return SignIn(issued=issued, org=org, member=member)

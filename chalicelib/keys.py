@@ -13,9 +13,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pynamodb.exceptions import UpdateError
-
-from chalicelib import challenges, clock, pagination
+from chalicelib import audit, challenges, clock, pagination
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
 from chalicelib.errors import (
@@ -24,11 +22,12 @@ from chalicelib.errors import (
     KeyAlreadyRegistered,
     KeyNotFound,
     LastKeyRequired,
+    NotForBackupSessions,
     TooManyKeys,
 )
 from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey, Session
-from chalicelib.sessions import Caller, SessionState
-from chalicelib.storage import ConditionsFailed, condition_failed, transaction
+from chalicelib.sessions import Caller, SessionState, end_sessions, sessions_of
+from chalicelib.storage import ConditionsFailed, LabelledWrite, transaction
 
 if TYPE_CHECKING:
     from chalicelib.ceremonies import KnownCredential
@@ -67,6 +66,11 @@ def user_handle_for(*, org_id: str, user_id: str) -> bytes:
     return hashlib.sha256(b"keyward-user\x00" + org_id.encode() + b"\x00" + user_id.encode()).digest()
 
 
+def _refuse_backup_session(caller: Caller) -> None:
+    if caller.is_backup:
+        raise NotForBackupSessions("Sessions opened with backup credentials cannot hold security keys.")
+
+
 def keys_of(*, org_id: str, user_id: str) -> list[SecurityKey]:
     """A member's keys, oldest first, read with strong consistency."""
     keys = SecurityKey.by_member.query(org_id, SecurityKey.user_id == user_id, consistent_read=True)
@@ -83,6 +87,7 @@ def registration_options(*, caller: Caller) -> CeremonyOptions:
     """``POST /me/mfa/keys/options``: start adding a security key ("Enable" and "Add key")."""
     from chalicelib import ceremonies
 
+    _refuse_backup_session(caller)
     member = caller.member
     issued = challenges.issue(ceremony=Ceremony.REGISTRATION, session=caller.session)
     options = ceremonies.registration_options(
@@ -110,6 +115,7 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
     """
     from chalicelib import ceremonies
 
+    _refuse_backup_session(caller)
     name = check_name(name)
     challenge_id = challenges.check_id(challenge_id)
     response = ceremonies.parse_registration(credential=credential)
@@ -154,6 +160,10 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
                     actions=[Session.state.set(SessionState.ACTIVE.value)],
                     condition=(Session.state == SessionState.REGISTRATION_REQUIRED.value) & (Session.token_hash == caller.token_hash),
                 )
+            write.save("audit", audit.event(
+                org_id=session.org_id, actor=caller.actor, action="key.registered", target=key.key_id,
+                user_id=session.user_id, client=caller.client, details={"name": name, "by": "self"},
+            ))
     except ConditionsFailed as refused:
         if refused.labels & {"claim", "key"}:
             raise KeyAlreadyRegistered("This security key is already registered.") from None
@@ -174,17 +184,23 @@ def list_keys(*, caller: Caller) -> list[SecurityKey]:
 def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
     """``PATCH /me/mfa/keys/{id}``: only the name of one's own key can change."""
     name = check_name(name)
-    key = SecurityKey(caller.session.org_id, check_key_id(key_id))
+    org_id, user_id = caller.session.org_id, caller.session.user_id
+    key_id = check_key_id(key_id)
     try:
-        key.update(
-            actions=[SecurityKey.name.set(name)],
-            condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == caller.session.user_id),
-        )
-    except UpdateError as error:
-        if condition_failed(error):
-            raise KeyNotFound("No such security key.") from None
-        raise
-    return key
+        with transaction() as write:
+            write.update(
+                "key",
+                SecurityKey(org_id, key_id),
+                actions=[SecurityKey.name.set(name)],
+                condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
+            )
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="key.renamed", target=key_id, user_id=user_id,
+                client=caller.client, details={"name": name},
+            ))
+    except ConditionsFailed:
+        raise KeyNotFound("No such security key.") from None
+    return SecurityKey.get(org_id, key_id, consistent_read=True)
 
 
 def delete(*, caller: Caller, key_id: str) -> None:
@@ -212,10 +228,17 @@ def delete(*, caller: Caller, key_id: str) -> None:
             write.update("member", Member(org_id, user_id), actions=[Member.key_count.add(-1)], condition=member_condition)
             if not enforced:
                 write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
+            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
+                                                   sparing=caller.session.session_id)
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
+                client=caller.client, details={"by": "self"},
+            ))
     except ConditionsFailed as refused:
         if "key" in refused.labels:
             raise KeyNotFound("No such security key.") from None
         raise LastKeyRequired("The organization enforces MFA: your last security key cannot be deleted.") from None
+    end_sessions(overflow)
 
 
 def disable_mfa(*, caller: Caller) -> None:
@@ -238,10 +261,17 @@ def disable_mfa(*, caller: Caller) -> None:
                 condition=Member.user_id.exists() & (Member.key_count == len(keys)),
             )
             write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
+            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id,
+                                                   key_ids={key.key_id for key in keys}, sparing=caller.session.session_id)
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="mfa.disabled", target=user_id, user_id=user_id,
+                client=caller.client, details={"keys_deleted": len(keys)},
+            ))
     except ConditionsFailed as refused:
         if "not enforced" in refused.labels:
             raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.") from None
         raise ConcurrentChange("Your security keys changed meanwhile; try again.") from None
+    end_sessions(overflow)
     caller.member.key_count = 0
 
 
@@ -300,5 +330,31 @@ def delete_by_admin(*, caller: Caller, user_id: str, key_id: str) -> None:
             )
             write.delete("claim", CredentialClaim(key_id))
             write.update("member", Member(org_id, user_id), actions=[Member.key_count.add(-1)], condition=Member.user_id.exists())
+            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
+                                                   sparing=caller.session.session_id)
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
+                client=caller.client, details={"by": "admin"},
+            ))
     except ConditionsFailed:
         raise KeyNotFound("No such security key for this member.") from None
+    end_sessions(overflow)
+
+
+# Items a key deletion's transaction needs besides sessions (key, claim, member, org, audit),
+# within DynamoDB's 100 items per transaction.
+_SESSIONS_PER_TRANSACTION = 60
+
+
+def _end_sessions_verified_with(
+    write: LabelledWrite, *, org_id: str, user_id: str, key_ids: set[str], sparing: str,
+) -> list[Session]:
+    """Add to ``write`` the deletion of the member's other sessions that passed MFA with one of
+    these keys; returns the few that do not fit in one transaction, to end right after it."""
+    verified = [
+        session for session in sessions_of(org_id=org_id, user_id=user_id)
+        if session.verified_key_id in key_ids and session.session_id != sparing
+    ]
+    for session in verified[:_SESSIONS_PER_TRANSACTION]:
+        write.delete("verified session", session)
+    return verified[_SESSIONS_PER_TRANSACTION:]

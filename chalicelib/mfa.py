@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from chalicelib import challenges, clock, sessions
+from chalicelib import audit, challenges, clock, sessions
 from chalicelib.challenges import Ceremony
-from chalicelib.errors import InvalidToken, SignCountRegression, UnknownCredential
+from chalicelib.errors import InvalidToken, NotAuthenticated, SignCountRegression, UnknownCredential
 from chalicelib.keys import CeremonyOptions, keys_of, user_handle_for
 from chalicelib.models import SecurityKey, Session
 from chalicelib.sessions import Caller, SessionState
 from chalicelib.storage import ConditionsFailed, transaction
+
+if TYPE_CHECKING:
+    from chalicelib.ceremonies import AuthenticationResponse
 
 log = logging.getLogger("keyward.mfa")
 
@@ -56,6 +60,17 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> MfaSu
 
     challenge_id = challenges.check_id(challenge_id)
     response = ceremonies.parse_authentication(credential=credential)
+    try:
+        return _verify(caller=caller, challenge_id=challenge_id, response=response)
+    except NotAuthenticated as refusal:
+        audit.record(org_id=caller.session.org_id, actor=caller.actor, action="mfa.failed", target=caller.session.user_id,
+                     user_id=caller.session.user_id, client=caller.client, details={"reason": refusal.code})
+        raise
+
+
+def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationResponse) -> MfaSuccess:
+    from chalicelib import ceremonies
+
     session = caller.session
     expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session)
 
@@ -76,6 +91,9 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> MfaSu
             "sign-count regression: org=%s user=%s key=%s stored=%d presented=%d",
             session.org_id, session.user_id, key.key_id, key.sign_count, response.sign_count,
         )
+        audit.record(org_id=session.org_id, actor=caller.actor, action="key.sign_count_regression", target=key.key_id,
+                     user_id=session.user_id, client=caller.client,
+                     details={"stored": key.sign_count, "presented": response.sign_count})
         raise SignCountRegression("The security key's signature counter went backwards; it may have been cloned.")
 
     token, token_hash = sessions.rotated_token(caller)
@@ -102,6 +120,10 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> MfaSu
                 ],
                 condition=(Session.token_hash == caller.token_hash) & (Session.state == SessionState.MFA_REQUIRED.value),
             )
+            write.save("audit", audit.event(
+                org_id=session.org_id, actor=caller.actor, action="mfa.succeeded", target=key.key_id,
+                user_id=session.user_id, client=caller.client, details={"session_id": session.session_id},
+            ))
     except ConditionsFailed as refused:
         if "key" in refused.labels:
             raise SignCountRegression("The security key was used by another request at the same time.") from None

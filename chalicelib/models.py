@@ -16,6 +16,7 @@ from pynamodb.attributes import (
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
     UTCDateTimeAttribute,
 )
 from pynamodb.connection import Connection
@@ -69,6 +70,8 @@ class Organization(Model):
     # Incremented by every enforcement; sessions older than the current one are ended.
     enforcement_generation = NumberAttribute(default=0)
     invalidation = Invalidation(null=True)
+    # The organization's backup credentials (their table is keyed by the globally unique key ID).
+    backup_key_ids = UnicodeSetAttribute(null=True)
 
 
 class Member(Model):
@@ -154,6 +157,17 @@ class Challenge(Model):
     ttl = TTLAttribute()
 
 
+class SessionsByMember(LocalSecondaryIndex["Session"]):
+    """A member's sessions, read with strong consistency."""
+
+    class Meta:
+        index_name = "by-member"
+        projection = AllProjection()
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+
+
 class Session(Model):
     """A login: the hash of its bearer token, its state and whose it is."""
 
@@ -165,6 +179,7 @@ class Session(Model):
     token_hash = UnicodeAttribute()
     state = UnicodeAttribute()
     user_id = UnicodeAttribute()
+    by_member = SessionsByMember()
     admin = BooleanAttribute(default=False)
     created_at = UTCDateTimeAttribute()
     expires_at = UTCDateTimeAttribute()
@@ -173,10 +188,67 @@ class Session(Model):
     verified_key_id = UnicodeAttribute(null=True)
     source_ip = UnicodeAttribute(null=True)
     user_agent = UnicodeAttribute(null=True)
+    # Refreshed at most every few minutes, so that requests stay one round trip.
+    last_seen_at = UTCDateTimeAttribute(null=True)
     ttl = TTLAttribute()
 
 
-ALL_MODELS: tuple[type[Model], ...] = (Organization, Member, SecurityKey, CredentialClaim, Challenge, Session)
+class BackupCredential(Model):
+    """An organization's break-glass login for admins: a key ID and the slow hash of its secret."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.backup_credentials
+
+    # Globally unique: a backup login names no organization.
+    key_id = UnicodeAttribute(hash_key=True)
+    org_id = UnicodeAttribute()
+    created_by = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    last_used_at = UTCDateTimeAttribute(null=True)
+    # scrypt parameters are stored with the hash, so they can be raised for new credentials.
+    secret_hash = BinaryAttribute(legacy_encoding=False)
+    salt = BinaryAttribute(legacy_encoding=False)
+    scrypt_n = NumberAttribute()
+    scrypt_r = NumberAttribute()
+    scrypt_p = NumberAttribute()
+
+
+class Throttle(Model):
+    """Failed attempts against one subject (a backup key ID) in the current window."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.throttles
+
+    subject = UnicodeAttribute(hash_key=True)
+    window_start = UTCDateTimeAttribute()
+    failures = NumberAttribute(default=0)
+    ttl = TTLAttribute()
+
+
+class AuditEvent(Model):
+    """One security event of an organization, kept for the audit retention period."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.audit
+
+    org_id = UnicodeAttribute(hash_key=True)
+    # The event's time and a random suffix: sorts by time, never collides.
+    event_key = UnicodeAttribute(range_key=True)
+    at = UTCDateTimeAttribute()
+    actor = UnicodeAttribute()
+    action = UnicodeAttribute()
+    target = UnicodeAttribute(null=True)
+    # The member the event is about (for filtering), whoever the actor was.
+    user_id = UnicodeAttribute(null=True)
+    source_ip = UnicodeAttribute(null=True)
+    user_agent = UnicodeAttribute(null=True)
+    details = MapAttribute(null=True)
+    ttl = TTLAttribute()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (
+    Organization, Member, SecurityKey, CredentialClaim, Challenge, Session, BackupCredential, Throttle, AuditEvent,
+)
 
 
 @functools.cache

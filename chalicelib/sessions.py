@@ -11,18 +11,22 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from typing import Iterable
 
-from pynamodb.exceptions import DeleteError, PutError, TransactGetError
+from pynamodb.exceptions import DeleteError, TransactGetError, UpdateError
 from pynamodb.transactions import TransactGet
 
-from chalicelib import clock
+from chalicelib import audit, clock
+from chalicelib.audit import BACKUP_USER_PREFIX, Client, actor_name
 from chalicelib.config import settings
 from chalicelib.errors import (
+    MemberNotFound,
+    SessionNotFound,
     InvalidToken,
     MfaRequired,
     MissingToken,
@@ -31,10 +35,13 @@ from chalicelib.errors import (
     SessionExpired,
     WrongSessionState,
 )
-from chalicelib.models import connection, Member, Organization, Session
-from chalicelib.storage import TRANSACTION_CANCELED, condition_failed
+from chalicelib.models import AuditEvent, BackupCredential, Member, Organization, Session, connection
+from chalicelib.storage import TRANSACTION_CANCELED, ConditionsFailed, condition_failed, transaction
+
+log = logging.getLogger("keyward.sessions")
 
 _TOKEN_VERSION = "kw1"
+LAST_SEEN_RESOLUTION = timedelta(minutes=5)
 _MAX_TOKEN_LENGTH = 1024
 
 
@@ -42,14 +49,6 @@ class SessionState(str, Enum):
     ACTIVE = "active"
     MFA_REQUIRED = "mfa_required"
     REGISTRATION_REQUIRED = "registration_required"
-
-
-@dataclass(frozen=True)
-class Client:
-    """Where a request came from, recorded with the sessions it starts."""
-
-    source_ip: str | None
-    user_agent: str | None
 
 
 @dataclass
@@ -60,6 +59,7 @@ class Caller:
     org: Organization
     member: Member
     token_hash: str
+    client: Client = Client()
 
     @property
     def state(self) -> SessionState:
@@ -68,6 +68,16 @@ class Caller:
     @property
     def is_admin(self) -> bool:
         return bool(self.member.admin)
+
+    @property
+    def is_backup(self) -> bool:
+        """Signed in with backup credentials rather than as a member."""
+        return self.session.user_id.startswith(BACKUP_USER_PREFIX)
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return actor_name(self.session.user_id)
 
 
 @dataclass(frozen=True)
@@ -123,8 +133,12 @@ def initial_state(*, org: Organization, member: Member) -> SessionState:
     return SessionState.ACTIVE
 
 
-def start(*, org: Organization, member: Member, client: Client, state: SessionState | None = None) -> IssuedSession:
-    """Create a session for a member who has just proved who they are to the IdP."""
+def start(
+    *, org: Organization, member: Member, client: Client, audit_event: AuditEvent,
+    state: SessionState | None = None,
+) -> IssuedSession:
+    """Create a session for a member who has just proved who they are; the login's audit event
+    is written with it."""
     started = clock.now()
     expires = started + timedelta(seconds=settings().session_lifetime_seconds)
     session = Session(
@@ -140,19 +154,21 @@ def start(*, org: Organization, member: Member, client: Client, state: SessionSt
         enforcement_generation=org.enforcement_generation,
         source_ip=client.source_ip,
         user_agent=(client.user_agent or "")[:512] or None,
+        last_seen_at=started,
     )
     token = _new_token(session)
     session.token_hash = _hash(token)
+    audit.add_details(audit_event, session_id=session.session_id, state=session.state)
     try:
-        session.save(condition=Session.session_id.does_not_exist())
-    except PutError as error:
-        if condition_failed(error):  # 128 random bits collided: astronomically unlikely
-            raise InvalidToken("Could not start a session; try again.") from None
-        raise
+        with transaction() as write:
+            write.save("session", session, condition=Session.session_id.does_not_exist())
+            write.save("audit", audit_event)
+    except ConditionsFailed:  # 128 random bits collided: astronomically unlikely
+        raise InvalidToken("Could not start a session; try again.") from None
     return IssuedSession(token=token, session=session)
 
 
-def resolve(*, authorization: str | None) -> Caller:
+def resolve(*, authorization: str | None, client: Client = Client()) -> Caller:
     """The caller behind an ``Authorization: Bearer`` header, in one DynamoDB round trip.
 
     Raises:
@@ -168,12 +184,17 @@ def resolve(*, authorization: str | None) -> Caller:
         raise MissingToken("Send the session token as 'Authorization: Bearer <token>'.")
     org_id, user_id, session_id = _parse_token(token)
 
+    backup_key_id = user_id[len(BACKUP_USER_PREFIX):] if user_id.startswith(BACKUP_USER_PREFIX) else None
+
     for attempt in range(2):
         try:
             with TransactGet(connection=connection()) as reads:
                 session_future = reads.get(Session, org_id, session_id)
                 org_future = reads.get(Organization, org_id)
-                member_future = reads.get(Member, org_id, user_id)
+                # A backup session's "member" is its backup credentials: deleting them ends it.
+                member_future = (
+                    reads.get(BackupCredential, backup_key_id) if backup_key_id else reads.get(Member, org_id, user_id)
+                )
             break
         except TransactGetError as error:
             # A transactional read is cancelled while a transaction writes the same item
@@ -181,9 +202,12 @@ def resolve(*, authorization: str | None) -> Caller:
             if attempt or error.cause_response_code != TRANSACTION_CANCELED:
                 raise
     try:
-        session, org, member = session_future.get(), org_future.get(), member_future.get()
-    except (Session.DoesNotExist, Organization.DoesNotExist, Member.DoesNotExist):
+        session, org, found = session_future.get(), org_future.get(), member_future.get()
+    except (Session.DoesNotExist, Organization.DoesNotExist, Member.DoesNotExist, BackupCredential.DoesNotExist):
         raise InvalidToken("The session does not exist or has ended.") from None
+    member = backup_member(found) if isinstance(found, BackupCredential) else found
+    if member.org_id != org_id:
+        raise InvalidToken("The session does not exist or has ended.")
 
     token_hash = _hash(token)
     # The hash comparison covers the whole token, so a forged user part cannot match.
@@ -193,7 +217,33 @@ def resolve(*, authorization: str | None) -> Caller:
         raise SessionExpired("The session has expired; sign in again.")
     if ended_by_enforcement(session=session, org=org):
         raise SessionEndedByEnforcement("The organization now enforces MFA; sign in again.")
-    return Caller(session=session, org=org, member=member, token_hash=token_hash)
+    _note_activity(session)
+    return Caller(session=session, org=org, member=member, token_hash=token_hash, client=client)
+
+
+def backup_member(credential: BackupCredential) -> Member:
+    """The admin a backup-credentials session acts as; not stored as a member."""
+    return Member(
+        credential.org_id,
+        BACKUP_USER_PREFIX + credential.key_id,
+        name=f"Backup credentials {credential.key_id}",
+        email="",
+        admin=True,
+        key_count=0,
+        created_at=credential.created_at,
+    )
+
+
+def _note_activity(session: Session) -> None:
+    """Keep ``last_seen_at`` roughly current without a write on every request."""
+    seen = clock.now()
+    if session.last_seen_at is not None and seen - session.last_seen_at < LAST_SEEN_RESOLUTION:
+        return
+    try:
+        session.update(actions=[Session.last_seen_at.set(seen)], condition=Session.session_id.exists())
+    except UpdateError:
+        # Only bookkeeping: the request itself must not fail for it.
+        log.warning("could not record activity of session %s", session.session_id)
 
 
 def ended_by_enforcement(*, session: Session, org: Organization) -> bool:
@@ -239,3 +289,57 @@ def end(*, caller: Caller) -> None:
             raise InvalidToken("The session does not exist or has ended.") from None
         raise
 
+
+
+# --- session hygiene --------------------------------------------------------------------------
+
+def sessions_of(*, org_id: str, user_id: str) -> list[Session]:
+    """A member's live sessions, newest first (expired ones wait for DynamoDB's TTL)."""
+    now = clock.now()
+    found = Session.by_member.query(org_id, Session.user_id == user_id, consistent_read=True)
+    return sorted((s for s in found if s.expires_at > now), key=lambda s: s.created_at, reverse=True)
+
+
+def end_own_session(*, caller: Caller, session_id: str) -> None:
+    """``DELETE /me/sessions/{id}``: end one of one's own sessions (the current one too)."""
+    try:
+        with transaction() as write:
+            write.delete(
+                "session",
+                Session(caller.session.org_id, session_id),
+                condition=Session.session_id.exists() & (Session.user_id == caller.session.user_id),
+            )
+            write.save("audit", audit.event(
+                org_id=caller.session.org_id, actor=caller.actor, action="session.ended", target=session_id,
+                user_id=caller.session.user_id, client=caller.client,
+            ))
+    except ConditionsFailed:
+        raise SessionNotFound("No such session.") from None
+
+
+def end_sessions(sessions: Iterable[Session]) -> int:
+    """Delete sessions in batches of 25; returns how many."""
+    ended = 0
+    with Session.batch_write() as batch:
+        for session in sessions:
+            batch.delete(session)
+            ended += 1
+    return ended
+
+
+def end_member_sessions(*, caller: Caller, user_id: str) -> int:
+    """``DELETE /org/members/{user_id}/sessions``: an admin ends every session of a member.
+
+    The admin's own current session is spared when they end their own.
+    """
+    org_id = caller.session.org_id
+    if not user_id.startswith(BACKUP_USER_PREFIX):
+        try:
+            Member.get(org_id, user_id, consistent_read=True, attributes_to_get=["user_id"])
+        except Member.DoesNotExist:
+            raise MemberNotFound("No such member.") from None
+    ended = end_sessions(s for s in sessions_of(org_id=org_id, user_id=user_id)
+                         if s.session_id != caller.session.session_id)
+    audit.record(org_id=org_id, actor=caller.actor, action="member.sessions_ended", target=user_id,
+                 user_id=user_id, client=caller.client, details={"sessions_ended": ended})
+    return ended

@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import identity, mfa, sessions
+from chalicelib import backup, identity, mfa, sessions
 from chalicelib.api.http import ANY_STATE, caller_of, client_of, json_body, only_fields, route, string_field
 from chalicelib.api.views import login_body
 from chalicelib.sessions import SessionState
@@ -40,3 +40,12 @@ def mfa_verify() -> dict[str, Any]:
 @route(auth, "/auth/logout", methods=["POST"], status=204)
 def logout() -> None:
     sessions.end(caller=caller_of(auth.current_request, allowed=ANY_STATE))
+
+
+@route(auth, "/auth/backup-login", methods=["POST"])
+def backup_login() -> dict[str, Any]:
+    body = json_body(auth.current_request)
+    only_fields(body, {"key_id", "secret"})
+    signed_in = backup.sign_in(key_id=body.get("key_id"), secret=body.get("secret"), client=client_of(auth.current_request))
+    member = sessions.backup_member(signed_in.credential)
+    return login_body(token=signed_in.issued.token, session=signed_in.issued.session, org=signed_in.org, member=member)

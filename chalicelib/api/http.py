@@ -11,6 +11,7 @@ from chalice import Blueprint, Chalice, Response
 from chalice.app import ChaliceViewError, Request
 
 from chalicelib import errors, sessions
+from chalicelib.audit import Client
 from chalicelib.config import settings
 from chalicelib.sessions import Caller, SessionState
 from chalicelib.storage import unavailable_on_failure
@@ -22,6 +23,7 @@ _STATUS_BY_KIND: tuple[tuple[type[errors.Refusal], int], ...] = (
     (errors.NotFound, 404),
     (errors.RuleViolation, 409),
     (errors.TooLarge, 413),
+    (errors.RateLimited, 429),
     (errors.Unavailable, 503),
 )
 _http_errors: dict[str, type[ChaliceViewError]] = {}
@@ -100,14 +102,14 @@ def only_fields(body: dict[str, Any], allowed: Iterable[str]) -> None:
         raise errors.MalformedRequest(f"Unknown field(s): {', '.join(unknown)}.")
 
 
-def client_of(request: Request) -> sessions.Client:
+def client_of(request: Request) -> Client:
     identity = (request.context or {}).get("identity") or {}
-    return sessions.Client(source_ip=identity.get("sourceIp"), user_agent=request.headers.get("user-agent"))
+    return Client(source_ip=identity.get("sourceIp"), user_agent=request.headers.get("user-agent"))
 
 
 def caller_of(request: Request, *, allowed: Iterable[SessionState] = ACTIVE_ONLY) -> Caller:
     """The authenticated caller, refused unless their session state allows this endpoint."""
-    caller = sessions.resolve(authorization=request.headers.get("authorization"))
+    caller = sessions.resolve(authorization=request.headers.get("authorization"), client=client_of(request))
     sessions.require_state(caller, allowed=allowed)
     return caller
 

@@ -5,7 +5,8 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import clock, keys
+from chalicelib import clock, keys, sessions
+from chalicelib.api import views
 from chalicelib.api.http import ANY_STATE, caller_of, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
 from chalicelib.sessions import SessionState
@@ -69,3 +70,15 @@ def delete_key(key_id: str) -> None:
 @route(me, "/me/mfa", methods=["DELETE"], status=204)
 def disable_mfa() -> None:
     keys.disable_mfa(caller=caller_of(me.current_request))
+
+
+@route(me, "/me/sessions", methods=["GET"])
+def list_sessions() -> dict[str, Any]:
+    caller = caller_of(me.current_request)
+    found = sessions.sessions_of(org_id=caller.session.org_id, user_id=caller.session.user_id)
+    return {"sessions": [views.session_body(session, current=caller.session.session_id) for session in found]}
+
+
+@route(me, "/me/sessions/{session_id}", methods=["DELETE"], status=204)
+def end_session(session_id: str) -> None:
+    sessions.end_own_session(caller=caller_of(me.current_request), session_id=session_id)

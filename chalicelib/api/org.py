@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import clock, enforcement, keys, members, pagination
+from chalicelib import audit, backup, clock, enforcement, keys, members, pagination, sessions
 from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.errors import AdminRequired, MalformedRequest
 from chalicelib.models import Invalidation
@@ -76,7 +76,7 @@ def list_keys() -> dict[str, Any]:
     caller = _admin()
     org_id = caller.org.org_id
     page = keys.list_org_keys(org_id=org_id, limit=pagination.limit_from(_query("limit")),
-                              after=pagination.decode(_query("next")), user_id=_query("user_id"))
+                              after=pagination.decode(_query("next")), user_id=_query("user_id") or None)
     owners = keys.owners_of(org_id=org_id, found=page.items)
     return {
         "keys": [
@@ -90,3 +90,35 @@ def list_keys() -> dict[str, Any]:
 @route(org, "/org/members/{user_id}/mfa/keys/{key_id}", methods=["DELETE"], status=204)
 def delete_member_key(user_id: str, key_id: str) -> None:
     keys.delete_by_admin(caller=_admin(), user_id=user_id, key_id=key_id)
+
+
+@route(org, "/org/members/{user_id}/sessions", methods=["DELETE"], status=204)
+def end_member_sessions(user_id: str) -> None:
+    sessions.end_member_sessions(caller=_admin(), user_id=user_id)
+
+
+@route(org, "/org/backup-credentials", methods=["POST"], status=201)
+def create_backup_credentials() -> dict[str, Any]:
+    issued = backup.create(caller=_admin())
+    return {**backup.describe(issued.credential), "secret": issued.secret}
+
+
+@route(org, "/org/backup-credentials", methods=["GET"])
+def list_backup_credentials() -> dict[str, Any]:
+    caller = _admin()
+    return {"backup_credentials": [backup.describe(c) for c in backup.list_credentials(org_id=caller.org.org_id)]}
+
+
+@route(org, "/org/backup-credentials/{key_id}", methods=["DELETE"], status=204)
+def delete_backup_credentials(key_id: str) -> None:
+    backup.delete(caller=_admin(), key_id=key_id)
+
+
+@route(org, "/org/audit", methods=["GET"])
+def audit_log() -> dict[str, Any]:
+    caller = _admin()
+    page = audit.list_events(
+        org_id=caller.org.org_id, limit=pagination.limit_from(_query("limit")), after=pagination.decode(_query("next")),
+        action=_query("action") or None, user_id=_query("user_id") or None,
+    )
+    return {"events": [audit.describe(entry) for entry in page.items], "next": page.next}

@@ -23,3 +23,16 @@ def login_body(*, token: str, session: Session, org: Organization, member: Membe
         "user": user_body(member),
         "org": org_body(org),
     }
+
+
+def session_body(session: Session, *, current: str) -> dict[str, Any]:
+    return {
+        "id": session.session_id,
+        "state": session.state,
+        "created_at": clock.iso(session.created_at),
+        "expires_at": clock.iso(session.expires_at),
+        "last_seen_at": clock.iso(session.last_seen_at),
+        "source_ip": session.source_ip,
+        "user_agent": session.user_agent,
+        "current": session.session_id == current,
+    }

@@ -1,0 +1,100 @@
+"""The audit log: who did what to whom, when, and from where.
+
+Events of an action that writes are saved in the same transaction as the action, so an action
+that fails is never logged as done and a logged action cannot be missing its event. Refusals
+(a failed MFA check, a wrong backup secret) are logged on their own.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from chalicelib import clock, pagination
+from chalicelib.config import settings
+from chalicelib.models import AuditEvent
+
+OPERATOR = "operator"
+BACKUP_USER_PREFIX = "backup:"
+
+
+@dataclass(frozen=True)
+class Client:
+    """Where a request came from, recorded with the sessions it starts and the events it causes."""
+
+    source_ip: str | None = None
+    user_agent: str | None = None
+
+
+def actor_name(user_id: str) -> str:
+    """How the log names whoever acted: a user ID, or the backup credentials they used."""
+    if user_id.startswith(BACKUP_USER_PREFIX):
+        return f"backup credentials {user_id[len(BACKUP_USER_PREFIX):]}"
+    return user_id
+
+
+def event(
+    *, org_id: str, actor: str, action: str, target: str | None = None, user_id: str | None = None,
+    client: Client | None = None, details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """An audit event, not yet saved: save it on its own or add it to the action's transaction."""
+    at = clock.now()
+    client = client or Client()
+    return AuditEvent(
+        org_id,
+        f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{secrets.token_hex(4)}",
+        at=at,
+        actor=actor,
+        action=action,
+        target=target,
+        user_id=user_id,
+        source_ip=client.source_ip,
+        user_agent=(client.user_agent or "")[:512] or None,
+        details=details or None,
+        ttl=at + timedelta(days=settings().audit_retention_days),
+    )
+
+
+def add_details(entry: AuditEvent, **details: Any) -> None:
+    """Add what became known after the event was made (the session a login started, say)."""
+    known = entry.details.as_dict() if entry.details is not None else {}
+    entry.details = {**known, **details}
+
+
+def record(**fields: Any) -> None:
+    """Save an event that belongs to no transaction (a refusal, a login)."""
+    event(**fields).save()
+
+
+def list_events(
+    *, org_id: str, limit: int, after: str | None, action: str | None = None, user_id: str | None = None,
+) -> pagination.Page[AuditEvent]:
+    """One page of the organization's events, newest first, optionally of one action or member."""
+    condition = None
+    if action:
+        condition = AuditEvent.action == action
+    if user_id:
+        about = AuditEvent.user_id == user_id
+        condition = about if condition is None else condition & about
+    start = {"org_id": {"S": org_id}, "event_key": {"S": after}} if after else None
+    results = AuditEvent.query(
+        org_id, filter_condition=condition, scan_index_forward=False, limit=limit, page_size=limit,
+        last_evaluated_key=start, consistent_read=True,
+    )
+    found = list(results)
+    last = results.last_evaluated_key
+    return pagination.Page(items=found, next=pagination.encode(last["event_key"]["S"]) if last else None)
+
+
+def describe(entry: AuditEvent) -> dict[str, Any]:
+    return {
+        "at": clock.iso(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "user_id": entry.user_id,
+        "source_ip": entry.source_ip,
+        "user_agent": entry.user_agent,
+        "details": entry.details.as_dict() if entry.details is not None else None,
+    }

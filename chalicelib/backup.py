@@ -1,0 +1,215 @@
+"""Backup credentials: an admin's break-glass login that bypasses the IdP and MFA, for a lost
+security key or an IdP that is down. Audited and rate limited.
+
+The secret (256 random bits) is shown once and stored only as an scrypt hash. A login attempt
+reserves one of the key ID's failure slots *before* the secret is checked and gives it back on
+success, so parallel guesses cannot exceed the limit; unknown key IDs are limited and hashed
+the same way, so neither the answer nor its timing tells whether a key ID exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pynamodb.exceptions import PutError, UpdateError
+
+from chalicelib import audit, clock, sessions
+from chalicelib.audit import BACKUP_USER_PREFIX, Client
+from chalicelib.config import settings
+from chalicelib.errors import (
+    BackupCredentialsNotFound,
+    InvalidBackupCredentials,
+    MalformedRequest,
+    NotForBackupSessions,
+    TooManyAttempts,
+)
+from chalicelib.models import BackupCredential, Organization, Throttle
+from chalicelib.sessions import Caller, IssuedSession, SessionState
+from chalicelib.storage import ConditionsFailed, condition_failed, transaction
+
+log = logging.getLogger("keyward.backup")
+
+# scrypt at n=2**14, r=8: 16 MiB and some tens of milliseconds per check.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+_KEY_ID = re.compile(r"bk_[A-Za-z0-9_-]{22}")
+_MAX_SECRET_LENGTH = 256
+# Hashed when the key ID is unknown, so that a miss costs what a wrong secret costs.
+_DECOY_SALT = secrets.token_bytes(16)
+
+
+@dataclass(frozen=True)
+class IssuedBackupCredentials:
+    """New backup credentials with the only copy of their secret."""
+
+    credential: BackupCredential
+    secret: str
+
+
+@dataclass(frozen=True)
+class BackupSignIn:
+    issued: IssuedSession
+    org: Organization
+    credential: BackupCredential
+
+
+def _hash(secret: str, *, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 * r * n * p, dklen=32)
+
+
+def create(*, caller: Caller) -> IssuedBackupCredentials:
+    """``POST /org/backup-credentials``: new backup credentials for the caller's organization."""
+    if caller.is_backup:
+        raise NotForBackupSessions("A session opened with backup credentials cannot create more of them.")
+    secret = secrets.token_urlsafe(32)
+    salt = secrets.token_bytes(16)
+    org_id = caller.session.org_id
+    credential = BackupCredential(
+        "bk_" + secrets.token_urlsafe(16),
+        org_id=org_id,
+        created_by=caller.session.user_id,
+        created_at=clock.now(),
+        secret_hash=_hash(secret, salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P),
+        salt=salt,
+        scrypt_n=SCRYPT_N,
+        scrypt_r=SCRYPT_R,
+        scrypt_p=SCRYPT_P,
+    )
+    with transaction() as write:
+        write.save("credential", credential, condition=BackupCredential.key_id.does_not_exist())
+        write.update("org", Organization(org_id), actions=[Organization.backup_key_ids.add({credential.key_id})],
+                     condition=Organization.org_id.exists())
+        write.save("audit", audit.event(org_id=org_id, actor=caller.actor, action="backup_credentials.created",
+                                        target=credential.key_id, client=caller.client))
+    return IssuedBackupCredentials(credential=credential, secret=secret)
+
+
+def list_credentials(*, org_id: str) -> list[BackupCredential]:
+    """``GET /org/backup-credentials``: the organization's backup credentials, oldest first."""
+    org = Organization.get(org_id, consistent_read=True)
+    key_ids = sorted(org.backup_key_ids or [])
+    found = [c for c in BackupCredential.batch_get(key_ids, consistent_read=True) if c.org_id == org_id] if key_ids else []
+    return sorted(found, key=lambda credential: credential.created_at)
+
+
+def delete(*, caller: Caller, key_id: str) -> None:
+    """``DELETE /org/backup-credentials/{key_id}``: any admin of the organization; sessions opened
+    with them end with them (their session reads the credentials on every request)."""
+    org_id = caller.session.org_id
+    if not _KEY_ID.fullmatch(key_id):
+        raise BackupCredentialsNotFound("No such backup credentials.")
+    try:
+        with transaction() as write:
+            write.delete("credential", BackupCredential(key_id), condition=BackupCredential.org_id == org_id)
+            write.update("org", Organization(org_id), actions=[Organization.backup_key_ids.delete({key_id})])
+            write.save("audit", audit.event(org_id=org_id, actor=caller.actor, action="backup_credentials.deleted",
+                                            target=key_id, client=caller.client))
+    except ConditionsFailed:
+        raise BackupCredentialsNotFound("No such backup credentials.") from None
+
+
+def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
+    """``POST /auth/backup-login``: an ``active`` admin session, bypassing the IdP and MFA.
+
+    Raises:
+        MalformedRequest: the fields are missing or of the wrong type.
+        TooManyAttempts: the key ID has used up its failed attempts for the current window.
+        InvalidBackupCredentials: wrong key ID or secret (the same answer for both).
+    """
+    if not isinstance(key_id, str) or not isinstance(secret, str) or not key_id or not secret:
+        raise MalformedRequest("'key_id' and 'secret' are required strings.")
+    if len(key_id) > 64 or len(secret) > _MAX_SECRET_LENGTH:
+        raise MalformedRequest("'key_id' or 'secret' is too long.")
+    subject = f"backup-login#{key_id}"
+    _reserve_attempt(subject)
+
+    credential = _credential_or_none(key_id)
+    if credential is None:
+        _hash(secret, salt=_DECOY_SALT, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+        log.info("backup login with an unknown key ID")
+        raise InvalidBackupCredentials("The backup credentials are not valid.")
+    expected = credential.secret_hash
+    presented = _hash(secret, salt=credential.salt, n=credential.scrypt_n, r=credential.scrypt_r, p=credential.scrypt_p)
+    if not hmac.compare_digest(expected, presented):
+        audit.record(org_id=credential.org_id, actor=f"backup credentials {key_id}", action="backup_login.failed",
+                     target=key_id, client=client)
+        raise InvalidBackupCredentials("The backup credentials are not valid.")
+
+    _release_attempt(subject)
+    org = Organization.get(credential.org_id, consistent_read=True)
+    member = sessions.backup_member(credential)
+    used = audit.event(org_id=org.org_id, actor=f"backup credentials {key_id}", action="backup_login.succeeded",
+                       target=key_id, client=client)
+    issued = sessions.start(org=org, member=member, client=client, audit_event=used, state=SessionState.ACTIVE)
+    try:
+        BackupCredential(key_id).update(actions=[BackupCredential.last_used_at.set(clock.now())],
+                                        condition=BackupCredential.key_id.exists())
+    except UpdateError as error:
+        if not condition_failed(error):
+            raise
+    return BackupSignIn(issued=issued, org=org, credential=credential)
+
+
+def _credential_or_none(key_id: str) -> BackupCredential | None:
+    if not _KEY_ID.fullmatch(key_id):
+        return None
+    try:
+        return BackupCredential.get(key_id, consistent_read=True)
+    except BackupCredential.DoesNotExist:
+        return None
+
+
+def _reserve_attempt(subject: str) -> None:
+    """Take one of the subject's failure slots in the current window, or refuse with 429.
+
+    The slot is taken before the secret is checked, so N parallel attempts take N slots.
+    """
+    config = settings()
+    now = clock.now()
+    window = timedelta(seconds=config.backup_login_window_seconds)
+    window_open = now - window
+    for _ in range(3):
+        try:
+            Throttle(subject).update(
+                actions=[Throttle.failures.add(1)],
+                condition=(Throttle.window_start > window_open) & (Throttle.failures < config.backup_login_max_failures),
+            )
+            return
+        except UpdateError as error:
+            if not condition_failed(error):
+                raise
+        try:
+            # No window yet, or the last one has passed: open a new one with this attempt in it.
+            Throttle(subject, window_start=now, failures=1, ttl=now + window).save(
+                condition=Throttle.subject.does_not_exist() | (Throttle.window_start <= window_open)
+            )
+            return
+        except PutError as error:
+            if not condition_failed(error):
+                raise
+        throttle = Throttle.get(subject, consistent_read=True)
+        if throttle.window_start > window_open and throttle.failures >= config.backup_login_max_failures:
+            raise TooManyAttempts("Too many failed attempts with these backup credentials; try again later.")
+    raise TooManyAttempts("Too many attempts at once with these backup credentials; try again later.")
+
+
+def _release_attempt(subject: str) -> None:
+    """A successful login does not count as a failure."""
+    try:
+        Throttle(subject).update(actions=[Throttle.failures.add(-1)], condition=Throttle.failures > 0)
+    except UpdateError as error:
+        if not condition_failed(error):
+            raise
+
+
+def describe(credential: BackupCredential) -> dict[str, object]:
+    return {
+        "key_id": credential.key_id,
+        "created_at": clock.iso(credential.created_at),
+        "created_by": credential.created_by,
+        "last_used_at": clock.iso(credential.last_used_at),
+    }
