@@ -19,7 +19,7 @@ from datetime import timedelta
 from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib import audit, clock, sessions
-from chalicelib.audit import BACKUP_USER_PREFIX, Client
+from chalicelib.audit import Client
 from chalicelib.config import settings
 from chalicelib.errors import (
     BackupCredentialsNotFound,

@@ -6,7 +6,6 @@ an admin; an organization and its members are created on the first login that na
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -130,6 +129,9 @@ def verify_id_token(*, id_token: str) -> Identity:
         raise InvalidIdToken(f"The ID token has no usable '{config.org_claim}' claim naming the organization.")
     user_id = claims["sub"]
     if not isinstance(user_id, str) or not 0 < len(user_id) <= 255 or not user_id.isprintable():
+        raise InvalidIdToken("The ID token's 'sub' claim is not a usable user ID.")
+    if user_id.startswith(audit.BACKUP_USER_PREFIX):
+        # That namespace names sessions opened with backup credentials; no IdP user may enter it.
         raise InvalidIdToken("The ID token's 'sub' claim is not a usable user ID.")
     groups = claims.get(config.groups_claim, [])
     if isinstance(groups, str):

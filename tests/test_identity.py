@@ -72,6 +72,7 @@ def test_a_later_login_refreshes_the_member_but_keeps_what_the_idp_does_not_own(
         pytest.param({"org": None}, id="no org claim"),
         pytest.param({"org": "has spaces"}, id="unusable org claim"),
         pytest.param({"iat": None}, id="no iat"),
+        pytest.param({"sub": "backup:bk_AAAAAAAAAAAAAAAAAAAAAA"}, id="sub in the backup namespace"),
     ],
 )
 def test_a_token_that_does_not_verify_is_refused_and_nothing_is_stored(api, idp, overrides):
