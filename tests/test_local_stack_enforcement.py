@@ -1,0 +1,428 @@
+"""MFA enforcement end to end on the running local stack (``python -m devstack run``): chalice
+local serving real, parallel HTTP requests, moto's DynamoDB, and the organizations table's stream
+pumped into the stream function that deletes ended sessions.
+
+The tests share one stack. Each uses organizations of its own, except the enforcement test,
+which uses the demo organization ``acme`` the stack seeds.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import boto3
+import pytest
+import requests
+
+from devstack.idp import DevIdentityProvider
+from tests.authenticator import SoftwareAuthenticator
+from tests.local_stack import LocalStack, running_local_stack
+
+REQUEST_TIMEOUT_SECONDS = 30.0
+# The stream is polled every 0.25 s; deleting a few dozen sessions takes well under a second.
+INVALIDATION_TIMEOUT_SECONDS = 5.0
+BARRIER_TIMEOUT_SECONDS = 30.0
+CONNECT_ATTEMPTS = 5
+DELETE_ROUNDS = 5
+SESSIONS_TABLE = "keyward-sessions"
+# What a member who must register a key may still call (beside the public /auth/login).
+REGISTRATION_ALLOWED = {
+    ("GET", "/me"),
+    ("POST", "/me/mfa/keys/options"),
+    ("POST", "/me/mfa/keys"),
+    ("POST", "/auth/logout"),
+}
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+
+    @property
+    def code(self) -> str | None:
+        return self.body.get("Code") if isinstance(self.body, dict) else None
+
+    def __str__(self) -> str:
+        return f"{self.status} {json.dumps(self.body)[:400]}"
+
+
+class StackClient:
+    """keyward's HTTP contract over real HTTP; safe to use from many threads at once."""
+
+    def __init__(self, *, stack: LocalStack, idp: DevIdentityProvider) -> None:
+        self.api = stack.api
+        self.origin = stack.api  # the local stage's WebAuthn origin is the API's own
+        self.idp = idp
+        self._local = threading.local()
+
+    def _http(self) -> requests.Session:
+        http = getattr(self._local, "http", None)
+        if http is None:
+            http = requests.Session()
+            http.trust_env = False  # a proxy from the environment must not stand between us and localhost
+            self._local.http = http
+        return http
+
+    def call(self, method: str, path: str, *, token: str | None = None, body: Any = None) -> Reply:
+        headers = {"content-type": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        response = self._http().request(
+            method, f"{self.api}{path}", headers=headers,
+            data=json.dumps(body) if body is not None else None, timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        try:
+            parsed = response.json() if response.content else None
+        except ValueError:
+            parsed = response.text
+        return Reply(status=response.status_code, body=parsed)
+
+    # --- the flows --------------------------------------------------------------------------
+
+    def login(self, *, org: str, user: str, admin: bool = False) -> Reply:
+        id_token = self.idp.mint(org=org, user=user, admin=admin, name=user.title(), email=f"{user}@{org}.example")
+        reply = self.call("POST", "/auth/login", body={"id_token": id_token})
+        assert reply.status == 200, f"login of {user}@{org}: {reply}"
+        return reply
+
+    def add_key(self, token: str, authenticator: SoftwareAuthenticator | None = None, *, name: str = "Key") -> Reply:
+        """The whole registration ceremony; returns the 201 reply (its body has the key)."""
+        authenticator = authenticator or SoftwareAuthenticator()
+        options = self.call("POST", "/me/mfa/keys/options", token=token)
+        assert options.status == 200, f"registration options: {options}"
+        credential = authenticator.register(options.body["publicKey"], origin=self.origin)
+        reply = self.call("POST", "/me/mfa/keys", token=token,
+                          body={"challenge_id": options.body["challenge_id"], "name": name, "credential": credential})
+        assert reply.status == 201, f"key registration: {reply}"
+        return reply
+
+    def mfa_login(self, *, org: str, user: str, authenticator: SoftwareAuthenticator, admin: bool = False) -> str:
+        """Log in and pass the MFA step; returns the new, active token."""
+        login = self.login(org=org, user=user, admin=admin)
+        assert login.body["state"] == "mfa_required", f"login of a key holder: {login}"
+        options = self.call("POST", "/auth/mfa/options", token=login.body["token"])
+        assert options.status == 200, f"MFA options: {options}"
+        credential = authenticator.authenticate(options.body["publicKey"], origin=self.origin)
+        verified = self.call("POST", "/auth/mfa/verify", token=login.body["token"],
+                             body={"challenge_id": options.body["challenge_id"], "credential": credential})
+        assert verified.status == 200, f"MFA verify: {verified}"
+        assert verified.body["state"] == "active", f"MFA verify: {verified}"
+        assert verified.body["token"] != login.body["token"], "MFA verify must return a new token"
+        return verified.body["token"]
+
+    def enforce(self, admin_token: str) -> Reply:
+        reply = self.call("PUT", "/org/mfa", token=admin_token, body={"enforced": True})
+        assert reply.status == 200, f"PUT /org/mfa: {reply}"
+        assert reply.body["enforced"] is True, f"PUT /org/mfa: {reply}"
+        return reply
+
+    def key_ids(self, token: str) -> list[str]:
+        reply = self.call("GET", "/me/mfa/keys", token=token)
+        assert reply.status == 200, f"GET /me/mfa/keys: {reply}"
+        return [key["id"] for key in reply.body["keys"]]
+
+    def key_count(self, token: str) -> int:
+        reply = self.call("GET", "/me", token=token)
+        assert reply.status == 200, f"GET /me: {reply}"
+        return reply.body["mfa"]["key_count"]
+
+    # --- parallel requests ------------------------------------------------------------------
+
+    def in_parallel(self, calls: Sequence[Callable[[], Any]], *, first: Callable[[], None] | None = None) -> list[Any]:
+        """Run the calls on threads of their own, released together by a barrier; their results in order.
+
+        Each thread first opens its keep-alive connection: chalice local listens with a backlog
+        of 5, and a burst of new connections beyond it is reset by the kernel, not served.
+        ``first`` runs once every thread is connected, just before they are released.
+        """
+        barrier = threading.Barrier(len(calls), action=first)
+
+        def released(call: Callable[[], Any]) -> Any:
+            self._connect()
+            barrier.wait(timeout=BARRIER_TIMEOUT_SECONDS)
+            return call()
+
+        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            futures = [pool.submit(released, call) for call in calls]
+            return [future.result(timeout=BARRIER_TIMEOUT_SECONDS + 2 * REQUEST_TIMEOUT_SECONDS) for future in futures]
+
+    def _connect(self) -> None:
+        # An anonymous GET /me is refused without touching DynamoDB, and is safe to repeat.
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                self._http().get(f"{self.api}/me", timeout=REQUEST_TIMEOUT_SECONDS)
+                return
+            except requests.ConnectionError:
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+
+def session_id_of(token: str) -> str:
+    # kw1.<org>.<user>.<session id>.<secret>
+    return token.split(".")[3]
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with running_local_stack(tmp_path_factory.mktemp("local-stack-enforcement")) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def keyward(local_stack: LocalStack) -> StackClient:
+    # The stack signs nothing itself: it trusts the dev IdP whose key is kept in .devstack/.
+    return StackClient(stack=local_stack, idp=DevIdentityProvider.load_or_create())
+
+
+@pytest.fixture
+def stack_log(local_stack: LocalStack) -> Iterator[None]:
+    """The stack's log during the test: pytest shows it with a failure (the stack's errors are not
+    in this process's output)."""
+    offset = local_stack.log.stat().st_size
+    yield
+    with local_stack.log.open("rb") as log:
+        log.seek(offset)
+        print(f"--- devstack log during the test ---\n{log.read().decode(errors='replace')}")
+
+
+@pytest.fixture(scope="module")
+def sessions_table(local_stack: LocalStack) -> Callable[[str], set[str]]:
+    """The session IDs of an organization, as the stack's DynamoDB holds them right now."""
+    dynamodb = boto3.client(
+        "dynamodb", endpoint_url=local_stack.dynamodb, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+
+    def session_ids(org_id: str) -> set[str]:
+        found: set[str] = set()
+        for page in dynamodb.get_paginator("query").paginate(
+            TableName=SESSIONS_TABLE, KeyConditionExpression="org_id = :org",
+            ExpressionAttributeValues={":org": {"S": org_id}}, ConsistentRead=True,
+        ):
+            found.update(item["session_id"]["S"] for item in page["Items"])
+        return found
+
+    return session_ids
+
+
+def assert_ended_by_enforcement(replies: dict[str, Reply], stored_session_ids: set[str]) -> None:
+    """Each session answered 401 SessionEndedByEnforcement — or, once the stream function has
+    deleted it (``stored_session_ids`` is read after the replies), 401 InvalidToken.
+
+    The deletion follows the enforcement within a fraction of a second, often in the middle of a
+    burst of requests, so which of the two a session answers is a race; a session still stored
+    must never be taken for an unknown token, and none may get through.
+    """
+    wrong = [
+        f"session {session_id_of(token)} ({'stored' if session_id_of(token) in stored_session_ids else 'deleted'}): {reply}"
+        for token, reply in replies.items()
+        if (reply.status, reply.code) != (401, "SessionEndedByEnforcement")
+        and not ((reply.status, reply.code) == (401, "InvalidToken") and session_id_of(token) not in stored_session_ids)
+    ]
+    assert not wrong, f"sessions ended by the enforcement must answer 401 SessionEndedByEnforcement: {wrong}"
+
+
+def enforced_org(keyward: StackClient, org: str, *, admin: str = "admin") -> str:
+    """An organization whose admin registered a key and enforced MFA; the admin's active token."""
+    token = keyward.login(org=org, user=admin, admin=True).body["token"]
+    keyward.add_key(token, name="Admin key")
+    keyward.enforce(token)
+    return token
+
+
+# --- 1. enforcement deletes the other sessions ------------------------------------------------
+
+def test_enforcing_mfa_ends_every_other_session_and_the_stream_function_deletes_them(keyward, sessions_table, stack_log):
+    org = "acme"
+    alice_key = SoftwareAuthenticator()
+    first = keyward.login(org=org, user="alice", admin=True)
+    assert first.body["state"] == "active", f"alice, no key yet: {first}"
+    keyward.add_key(first.body["token"], alice_key, name="Alice's key")
+    alice = keyward.mfa_login(org=org, user="alice", authenticator=alice_key, admin=True)
+
+    members = [user for user in ("bob", "carol", "dave", "erin", "frank") for _ in range(4)]
+    logins = keyward.in_parallel([lambda user=user: keyward.login(org=org, user=user) for user in members])
+    assert [login.body["state"] for login in logins] == ["active"] * len(members), [str(login) for login in logins]
+    # alice's first session (the one she registered her key in) is one of the others, too.
+    others = [first.body["token"], *(login.body["token"] for login in logins)]
+    before = keyward.in_parallel([lambda token=token: keyward.call("GET", "/me", token=token) for token in others])
+    assert [reply.status for reply in before] == [200] * len(others), [str(reply) for reply in before]
+    assert sessions_table(org) == {session_id_of(alice), *map(session_id_of, others)}
+
+    # The other sessions ask the moment the enforcement returns, before the stream function
+    # has had time to delete them.
+    enforcement: list[Reply] = []
+    ended = keyward.in_parallel(
+        [lambda token=token: keyward.call("GET", "/me", token=token) for token in others],
+        first=lambda: enforcement.append(keyward.enforce(alice)),
+    )
+    [enforced] = enforcement
+    alice_me = keyward.call("GET", "/me", token=alice)
+
+    assert enforced.body["enforced_by"] == "alice", str(enforced)
+    assert_ended_by_enforcement(dict(zip(others, ended, strict=True)), sessions_table(org))
+    assert alice_me.status == 200, f"the enforcing session must survive: {alice_me}"
+    assert alice_me.body["session"]["state"] == "active", str(alice_me)
+    assert alice_me.body["org"]["mfa_enforced"] is True, str(alice_me)
+
+    deadline = time.monotonic() + INVALIDATION_TIMEOUT_SECONDS
+    remaining = sessions_table(org)
+    while remaining != {session_id_of(alice)} and time.monotonic() < deadline:
+        time.sleep(0.1)
+        remaining = sessions_table(org)
+    assert remaining == {session_id_of(alice)}, (
+        f"{INVALIDATION_TIMEOUT_SECONDS}s after the enforcement the sessions table should hold only alice's "
+        f"current session {session_id_of(alice)}; it holds {sorted(remaining)}"
+    )
+
+    status = keyward.call("GET", "/org/mfa", token=alice)
+    while (status.status != 200 or (status.body["invalidation"] or {}).get("state") != "done") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status = keyward.call("GET", "/org/mfa", token=alice)
+    assert status.status == 200, str(status)
+    assert status.body["invalidation"] is not None, str(status)
+    assert status.body["invalidation"]["state"] == "done", str(status)
+    assert status.body["invalidation"]["sessions_ended"] == len(others), str(status)
+    assert status.body["invalidation"]["finished_at"] is not None, str(status)
+    after = keyward.in_parallel([lambda token=token: keyward.call("GET", "/me", token=token) for token in others])
+    assert [reply.status for reply in after] == [401] * len(others), [str(reply) for reply in after]
+
+
+# --- 2. parallel deletes never take a member's last key ---------------------------------------
+
+def _delete_race_rounds(keyward: StackClient, token: str, *, keys: int, rounds: int) -> None:
+    """``rounds`` times: top the member up to ``keys`` keys, delete them all at once, and check
+    that exactly one survives."""
+    for round_number in range(1, rounds + 1):
+        held = keyward.key_ids(token)
+        for extra in range(keys - len(held)):
+            keyward.add_key(token, name=f"Round {round_number} key {extra}")
+        held = keyward.key_ids(token)
+        assert len(held) == keys, f"round {round_number}: the member should hold {keys} keys: {held}"
+        assert keyward.key_count(token) == keys, f"round {round_number}: key_count before the deletes"
+
+        replies = keyward.in_parallel([
+            lambda key_id=key_id: keyward.call("DELETE", f"/me/mfa/keys/{key_id}", token=token) for key_id in held
+        ])
+
+        outcome = [f"{key_id}: {reply}" for key_id, reply in zip(held, replies, strict=True)]
+        deleted = [key_id for key_id, reply in zip(held, replies, strict=True) if reply.status == 204]
+        refused = [(key_id, reply) for key_id, reply in zip(held, replies, strict=True) if reply.status != 204]
+        assert len(deleted) == keys - 1, f"round {round_number}: exactly {keys - 1} deletes must succeed: {outcome}"
+        assert [(reply.status, reply.code) for _, reply in refused] == [(409, "LastKeyRequired")], (
+            f"round {round_number}: the last delete must be refused with 409 LastKeyRequired: {outcome}"
+        )
+        assert keyward.key_ids(token) == [refused[0][0]], (
+            f"round {round_number}: the key whose delete was refused must be the one left: {outcome}"
+        )
+        assert keyward.key_count(token) == 1, f"round {round_number}: mfa.key_count after the deletes: {outcome}"
+
+
+def test_two_parallel_deletes_under_enforcement_leave_exactly_one_key(keyward, sessions_table, stack_log):
+    org = "race-two"
+    first_key = SoftwareAuthenticator()
+    bob = keyward.login(org=org, user="bob").body["token"]
+    keyward.add_key(bob, first_key, name="First key")
+    keyward.add_key(bob, name="Second key")
+    enforced_org(keyward, org)
+    assert_ended_by_enforcement({bob: keyward.call("GET", "/me", token=bob)}, sessions_table(org))
+
+    bob = keyward.mfa_login(org=org, user="bob", authenticator=first_key)
+
+    _delete_race_rounds(keyward, bob, keys=2, rounds=DELETE_ROUNDS)
+
+
+def test_three_parallel_deletes_under_enforcement_leave_exactly_one_key(keyward, stack_log):
+    org = "race-three"
+    enforced_org(keyward, org)
+    # Enforced before carol ever signed in: she registers her first key to get in.
+    login = keyward.login(org=org, user="carol")
+    assert login.body["state"] == "registration_required", str(login)
+    carol = login.body["token"]
+    registered = keyward.add_key(carol, name="First key")
+    assert registered.body["session"]["state"] == "active", str(registered)
+
+    _delete_race_rounds(keyward, carol, keys=3, rounds=3)
+
+
+# --- 3. registration_required -----------------------------------------------------------------
+
+def _session_calls(keyward: StackClient, *, key_id: str, user_id: str) -> list[tuple[str, str, str]]:
+    """Every (method, concrete path, route) the app serves that needs a session — those that
+    refuse an anonymous caller with 401 MissingToken — with ``{...}`` filled in."""
+    from app import app
+
+    values = {"key_id": key_id, "user_id": user_id}
+    calls = []
+    for path, methods in app.routes.items():
+        concrete = re.sub(r"\{(\w+)\}", lambda name: values.get(name.group(1), "x"), path)
+        for method in methods:
+            calls.append((method, concrete, path))
+    anonymous = keyward.in_parallel([
+        lambda method=method, concrete=concrete: keyward.call(method, concrete, body=_body_for(method))
+        for method, concrete, _ in calls
+    ])
+    return sorted(call for call, reply in zip(calls, anonymous, strict=True) if (reply.status, reply.code) == (401, "MissingToken"))
+
+
+def _body_for(method: str) -> Any:
+    return {} if method in ("POST", "PUT", "PATCH") else None
+
+
+@pytest.mark.parametrize("admin", [False, True], ids=["member", "admin"])
+def test_a_member_without_a_key_must_register_one_before_anything_else(keyward, admin, stack_log):
+    org = f"enroll-{'admin' if admin else 'member'}"
+    admin_token = enforced_org(keyward, org, admin="eve")
+    [admin_key] = keyward.key_ids(admin_token)
+    user = "oscar" if admin else "nina"
+
+    # A session that must register can still log out.
+    leaving = keyward.login(org=org, user=user, admin=admin)
+    assert leaving.body["state"] == "registration_required", str(leaving)
+    logout = keyward.call("POST", "/auth/logout", token=leaving.body["token"])
+    assert logout.status == 204, f"POST /auth/logout: {logout}"
+    gone = keyward.call("GET", "/me", token=leaving.body["token"])
+    assert gone.status == 401, f"GET /me after logout: {gone}"
+
+    login = keyward.login(org=org, user=user, admin=admin)
+    assert login.body["state"] == "registration_required", str(login)
+    assert login.body["org"] == {"id": org, "mfa_enforced": True}, str(login)
+    token = login.body["token"]
+    me = keyward.call("GET", "/me", token=token)
+    assert me.status == 200, f"GET /me: {me}"
+    assert me.body["session"]["state"] == "registration_required", str(me)
+    assert me.body["mfa"] == {"enabled": False, "key_count": 0}, str(me)
+
+    calls = _session_calls(keyward, key_id=admin_key, user_id="eve")
+    refused_calls = [(method, concrete, path) for method, concrete, path in calls if (method, path) not in REGISTRATION_ALLOWED]
+    assert {(method, path) for method, _, path in calls} >= REGISTRATION_ALLOWED | {
+        ("GET", "/me/mfa/keys"), ("DELETE", "/me/mfa/keys/{key_id}"), ("GET", "/org/mfa"), ("PUT", "/org/mfa"),
+    }, f"the calls that need a session are not what this test expects: {calls}"
+    replies = keyward.in_parallel([
+        lambda method=method, concrete=concrete: keyward.call(method, concrete, token=token, body=_body_for(method))
+        for method, concrete, _ in refused_calls
+    ])
+    wrong = [f"{method} {concrete}: {reply}" for (method, concrete, _), reply in zip(refused_calls, replies, strict=True)
+             if (reply.status, reply.code) != (403, "RegistrationRequired")]
+    assert not wrong, f"calls a registration_required session must be refused with 403 RegistrationRequired: {wrong}"
+    # Nothing of the refused calls changed anything: the admin's key is still there.
+    assert keyward.key_ids(admin_token) == [admin_key]
+
+    registered = keyward.add_key(token, name="My first key")
+    assert registered.body["session"]["state"] == "active", str(registered)
+
+    me = keyward.call("GET", "/me", token=token)
+    assert me.status == 200, f"GET /me after registering: {me}"
+    assert me.body["session"]["state"] == "active", str(me)
+    assert me.body["mfa"] == {"enabled": True, "key_count": 1}, str(me)
+    assert keyward.key_ids(token) == [registered.body["key"]["id"]]
+    if admin:
+        status = keyward.call("GET", "/org/mfa", token=token)
+        assert status.status == 200, f"GET /org/mfa of an admin who registered: {status}"
