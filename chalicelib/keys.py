@@ -321,6 +321,8 @@ def delete_by_admin(*, caller: Caller, user_id: str, key_id: str) -> None:
     """
     org_id = caller.session.org_id
     key_id = check_key_id(key_id)
+    if not 0 < len(user_id) <= 255:  # longer cannot be an ID token's sub; DynamoDB would refuse it as a key
+        raise KeyNotFound("No such security key for this member.")
     try:
         with transaction() as write:
             write.delete(

@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,6 +43,7 @@ log = logging.getLogger("keyward.sessions")
 
 _TOKEN_VERSION = "kw1"
 LAST_SEEN_RESOLUTION = timedelta(minutes=5)
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 _MAX_TOKEN_LENGTH = 1024
 
 
@@ -302,6 +304,8 @@ def sessions_of(*, org_id: str, user_id: str) -> list[Session]:
 
 def end_own_session(*, caller: Caller, session_id: str) -> None:
     """``DELETE /me/sessions/{id}``: end one of one's own sessions (the current one too)."""
+    if not _SESSION_ID.fullmatch(session_id):
+        raise SessionNotFound("No such session.")
     try:
         with transaction() as write:
             write.delete(
@@ -327,17 +331,28 @@ def end_sessions(sessions: Iterable[Session]) -> int:
     return ended
 
 
+def _is_member(*, org_id: str, user_id: str) -> bool:
+    """Whether the organization has this member (or, for ``backup:<key id>``, these backup credentials)."""
+    if not 0 < len(user_id) <= 255:
+        return False
+    try:
+        if user_id.startswith(BACKUP_USER_PREFIX):
+            credential = BackupCredential.get(user_id[len(BACKUP_USER_PREFIX):], consistent_read=True)
+            return credential.org_id == org_id
+        Member.get(org_id, user_id, consistent_read=True, attributes_to_get=["user_id"])
+        return True
+    except (Member.DoesNotExist, BackupCredential.DoesNotExist):
+        return False
+
+
 def end_member_sessions(*, caller: Caller, user_id: str) -> int:
     """``DELETE /org/members/{user_id}/sessions``: an admin ends every session of a member.
 
     The admin's own current session is spared when they end their own.
     """
     org_id = caller.session.org_id
-    if not user_id.startswith(BACKUP_USER_PREFIX):
-        try:
-            Member.get(org_id, user_id, consistent_read=True, attributes_to_get=["user_id"])
-        except Member.DoesNotExist:
-            raise MemberNotFound("No such member.") from None
+    if not _is_member(org_id=org_id, user_id=user_id):
+        raise MemberNotFound("No such member.")
     ended = end_sessions(s for s in sessions_of(org_id=org_id, user_id=user_id)
                          if s.session_id != caller.session.session_id)
     audit.record(org_id=org_id, actor=caller.actor, action="member.sessions_ended", target=user_id,
