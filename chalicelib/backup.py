@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pynamodb.exceptions import PutError, UpdateError
 
@@ -125,7 +125,7 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
     if len(key_id) > 64 or len(secret) > _MAX_SECRET_LENGTH:
         raise MalformedRequest("'key_id' or 'secret' is too long.")
     subject = f"backup-login#{key_id}"
-    _reserve_attempt(subject)
+    window = _reserve_attempt(subject)
 
     credential = _credential_or_none(key_id)
     if credential is None:
@@ -139,7 +139,7 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
                      target=key_id, client=client)
         raise InvalidBackupCredentials("The backup credentials are not valid.")
 
-    _release_attempt(subject)
+    _release_attempt(subject, window=window)
     org = Organization.get(credential.org_id, consistent_read=True)
     member = sessions.backup_member(credential)
     used = audit.event(org_id=org.org_id, actor=f"backup credentials {key_id}", action="backup_login.succeeded",
@@ -163,22 +163,24 @@ def _credential_or_none(key_id: str) -> BackupCredential | None:
         return None
 
 
-def _reserve_attempt(subject: str) -> None:
+def _reserve_attempt(subject: str) -> datetime:
     """Take one of the subject's failure slots in the current window, or refuse with 429.
 
     The slot is taken before the secret is checked, so N parallel attempts take N slots.
+    Returns the start of the window the slot was taken in.
     """
     config = settings()
     now = clock.now()
     window = timedelta(seconds=config.backup_login_window_seconds)
     window_open = now - window
     for _ in range(3):
+        throttle = Throttle(subject)
         try:
-            Throttle(subject).update(
+            throttle.update(
                 actions=[Throttle.failures.add(1)],
                 condition=(Throttle.window_start > window_open) & (Throttle.failures < config.backup_login_max_failures),
             )
-            return
+            return throttle.window_start
         except UpdateError as error:
             if not condition_failed(error):
                 raise
@@ -187,7 +189,7 @@ def _reserve_attempt(subject: str) -> None:
             Throttle(subject, window_start=now, failures=1, ttl=now + window).save(
                 condition=Throttle.subject.does_not_exist() | (Throttle.window_start <= window_open)
             )
-            return
+            return now
         except PutError as error:
             if not condition_failed(error):
                 raise
@@ -197,10 +199,13 @@ def _reserve_attempt(subject: str) -> None:
     raise TooManyAttempts("Too many attempts at once with these backup credentials; try again later.")
 
 
-def _release_attempt(subject: str) -> None:
-    """A successful login does not count as a failure."""
+def _release_attempt(subject: str, *, window: datetime) -> None:
+    """A successful login does not count as a failure — in the window its slot was taken from."""
     try:
-        Throttle(subject).update(actions=[Throttle.failures.add(-1)], condition=Throttle.failures > 0)
+        Throttle(subject).update(
+            actions=[Throttle.failures.add(-1)],
+            condition=(Throttle.failures > 0) & (Throttle.window_start == window),
+        )
     except UpdateError as error:
         if not condition_failed(error):
             raise
