@@ -65,6 +65,9 @@ class Settings:
     backup_login_max_failures: int
     backup_login_window_seconds: int
 
+    # The local stage's stand-in IdP: its private key lets the console mint demo ID tokens.
+    dev_idp_key_file: str | None
+
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -85,8 +88,13 @@ def load(env: Mapping[str, str]) -> Settings:
     origins = tuple(o.strip() for o in env.get("KEYWARD_ALLOWED_ORIGINS", "http://localhost:8000").split(",") if o.strip())
     jwks_url = env.get("KEYWARD_JWKS_URL") or None
     jwks_json = env.get("KEYWARD_JWKS_JSON") or None
+    stage = env.get("KEYWARD_STAGE", "local")
+    dev_idp_key_file = env.get("KEYWARD_DEV_IDP_KEY_FILE") or None
+    if dev_idp_key_file is not None and stage != "local":
+        # Whoever holds this key can sign in as anyone the JWKS trusts it for: never on AWS.
+        raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, not {stage!r}")
     return Settings(
-        stage=env.get("KEYWARD_STAGE", "local"),
+        stage=stage,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT") or None,
         tables=Tables(
@@ -124,6 +132,7 @@ def load(env: Mapping[str, str]) -> Settings:
         audit_retention_days=_integer(env, "KEYWARD_AUDIT_RETENTION_DAYS", 400),
         backup_login_max_failures=_integer(env, "KEYWARD_BACKUP_LOGIN_MAX_FAILURES", 5),
         backup_login_window_seconds=_integer(env, "KEYWARD_BACKUP_LOGIN_WINDOW_SECONDS", 15 * 60),
+        dev_idp_key_file=dev_idp_key_file,
     )
 
 

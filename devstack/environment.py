@@ -6,6 +6,7 @@ import sys
 from typing import Mapping
 
 from devstack.dynamodb import dynamodb_environment
+from devstack.idp import DEFAULT_KEY_PATH
 
 LOCAL_PORT = 8000
 
@@ -14,8 +15,8 @@ _SHADOWING_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
 
 
 def local_environment(*, endpoint: str, jwks_json: str, port: int = LOCAL_PORT) -> dict[str, str]:
-    """The variables the ``local`` stage needs: DynamoDB at ``endpoint``, the dev IdP's keys, and
-    the origin of the API on ``port``."""
+    """The variables the ``local`` stage needs: DynamoDB at ``endpoint``, the dev IdP's keys, the
+    origin of the API on ``port``, and the dev IdP's private key for the console's demo sign-in."""
     # Issuer, audience and claim names are left to the defaults in chalicelib.config, so that
     # `python -m devstack token` run from a plain shell mints tokens the local app accepts.
     return {
@@ -27,6 +28,8 @@ def local_environment(*, endpoint: str, jwks_json: str, port: int = LOCAL_PORT) 
         "KEYWARD_ALLOWED_ORIGINS": f"http://localhost:{port}",
         "KEYWARD_RP_ID": "localhost",
         "KEYWARD_RP_NAME": "keyward (local)",
+        # The console's "sign in as a demo user" mints tokens with the key `devstack token` uses.
+        "KEYWARD_DEV_IDP_KEY_FILE": str(DEFAULT_KEY_PATH),
     }
 
 

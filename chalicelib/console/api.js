@@ -1,0 +1,95 @@
+// keyward's HTTP API as the console calls it: the session token, JSON in and out, and refusals
+// as ApiError with the API's reason code.
+
+const TOKEN_KEY = "keyward.session";
+
+// Ceremony failures are 401s too, but the session survives them: the user just tries again.
+const CEREMONY_FAILURES = new Set([
+  "ChallengeNotFound", "ChallengeExpired", "ChallengeMismatch", "OriginMismatch", "CrossOriginRefused",
+  "RpIdMismatch", "UserNotPresent", "InvalidBackupFlags", "UnsupportedAlgorithm", "UnknownCredential",
+  "SignCountRegression", "CeremonyFailed",
+]);
+
+export class ApiError extends Error {
+  constructor({ status, code, message }) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+  }
+
+  // The session is gone (ended, expired, thrown out by enforcement): back to the sign-in screen.
+  get endsSession() {
+    return this.status === 401 && !CEREMONY_FAILURES.has(this.code);
+  }
+}
+
+export const token = {
+  get: () => sessionStorage.getItem(TOKEN_KEY),
+  set: (value) => sessionStorage.setItem(TOKEN_KEY, value),
+  clear: () => sessionStorage.removeItem(TOKEN_KEY),
+};
+
+let onSessionEnded = () => {};
+let onWrongState = () => {};
+
+// The app decides what "signed out" looks like; the API layer only reports it.
+export function whenSessionEnds(handler) {
+  onSessionEnded = handler;
+}
+
+// The session must pass the MFA check or register a key first (e.g. after enforcement).
+export function whenSessionNeedsStep(handler) {
+  onWrongState = handler;
+}
+
+// Every path is relative to the page's <base>, so the console works under API Gateway's stage too.
+export async function call(method, path, body) {
+  const headers = { accept: "application/json" };
+  const sent = token.get();
+  if (sent) headers.authorization = `Bearer ${sent}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(new URL(path, document.baseURI), {
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store",
+    });
+  } catch {
+    throw new ApiError({ status: 0, code: "NetworkError", message: "keyward could not be reached." });
+  }
+  if (response.status === 204) return null;
+  const text = await response.text();
+  let parsed = null;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    parsed = null;
+  }
+  if (response.ok) return parsed;
+  const error = new ApiError({
+    status: response.status,
+    // API Gateway's own refusals (no such route) carry {"message"} rather than {"Code", "Message"}.
+    code: parsed?.Code ?? (response.status === 403 || response.status === 404 ? "NoSuchEndpoint" : `Http${response.status}`),
+    message: parsed?.Message ?? parsed?.message ?? `${response.status} ${response.statusText}`,
+  });
+  // Only a session we sent can have ended; a failed sign-in is reported where it happened.
+  if (sent && error.endsSession && token.get() === sent) {
+    token.clear();
+    error.handled = true;
+    onSessionEnded(error);
+  } else if (sent && (error.code === "MfaRequired" || error.code === "RegistrationRequired")) {
+    error.handled = true;
+    onWrongState(error);
+  }
+  throw error;
+}
+
+export const api = {
+  get: (path) => call("GET", path),
+  post: (path, body) => call("POST", path, body),
+  put: (path, body) => call("PUT", path, body),
+  patch: (path, body) => call("PATCH", path, body),
+  delete: (path) => call("DELETE", path),
+};
+
+export const segment = (value) => encodeURIComponent(value);

@@ -1,0 +1,215 @@
+// Personal settings → Multi-factor authentication: enable MFA, add, rename and delete security
+// keys, disable MFA; and the member's own sessions.
+
+import { api, segment } from "./api.js";
+import {
+  $, actionsCell, announce, cell, confirmAction, emptyRow, h, keyId, row, run, shortUserAgent, showError, showScreen, trashButton, when,
+} from "./ui.js";
+import { createCredential } from "./webauthn.js";
+
+let context = null;
+let keys = [];
+let editing = null; // the ID of the key being renamed
+
+export async function showPersonal(session) {
+  context = session;
+  editing = null;
+  await load();
+  showScreen("screen-personal");
+}
+
+async function load() {
+  const [me, listed, sessions] = await Promise.all([
+    context.refresh(), api.get("me/mfa/keys"), api.get("me/sessions"),
+  ]);
+  keys = listed.keys;
+  render(me);
+  renderSessions(sessions.sessions);
+}
+
+function isBackupSession(me) {
+  return me.user.id.startsWith("backup:");
+}
+
+function plural(count, one, many) {
+  return `${count} ${count === 1 ? one : many}`;
+}
+
+function render(me) {
+  const enforced = me.org.mfa_enforced;
+  const backup = isBackupSession(me);
+  const lastKeyLocked = enforced && keys.length === 1;
+
+  $("personal-mfa-state").textContent = keys.length
+    ? `MFA is on: you have ${plural(keys.length, "security key", "security keys")}, and keyward asks for one at every sign-in.`
+      + (enforced ? " Your organization enforces MFA." : "")
+    : "MFA is off. Enable it by registering a security key: keyward then asks for the key at every sign-in.";
+  $("personal-backup-notice").hidden = !backup;
+  $("add-key-form").hidden = backup;
+  $("add-key-button").textContent = keys.length ? "Add key" : "Enable";
+
+  $("personal-keys-area").hidden = keys.length === 0;
+  $("disable-mfa-area").hidden = keys.length === 0 || backup;
+  $("last-key-reason").hidden = !lastKeyLocked;
+  $("disable-mfa").disabled = enforced;
+  $("disable-mfa-reason").hidden = !enforced;
+
+  $("personal-keys").replaceChildren(...keys.map((key) => keyRow(key, { lastKeyLocked })));
+}
+
+function keyRow(key, { lastKeyLocked }) {
+  if (editing === key.id) return renameRow(key);
+  return row({ dataset: { keyId: key.id } },
+    cell("Name", h("span", { class: "key-name" }, key.name)),
+    cell("Key ID", keyId(key.id)),
+    cell("Created", when(key.created_at)),
+    cell("Last used", when(key.last_used_at)),
+    actionsCell(
+      h("button", {
+        type: "button", class: "quiet", "aria-label": `Rename ${key.name}`,
+        onclick: () => startRename(key),
+      }, "Rename"),
+      trashButton({
+        label: `Delete ${key.name}`,
+        disabled: lastKeyLocked,
+        describedBy: lastKeyLocked ? "last-key-reason" : null,
+        onclick: (event) => deleteKey(event.currentTarget, key),
+      }),
+    ),
+  );
+}
+
+function renameRow(key) {
+  const input = h("input", {
+    id: `rename-${key.id}`, name: "name", required: true, maxlength: 64, value: key.name, "aria-label": `New name for ${key.name}`,
+  });
+  const form = h("form", { class: "rename", novalidate: true },
+    input,
+    h("button", { type: "submit", class: "primary" }, "Save"),
+    h("button", { type: "button", class: "quiet", onclick: () => stopRename(key) }, "Cancel"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(event.submitter, () => rename(key, input.value.trim()));
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      stopRename(key);
+    }
+  });
+  queueMicrotask(() => {
+    input.focus();
+    input.select();
+  });
+  return row({ dataset: { keyId: key.id } },
+    h("td", { role: "cell", colspan: 5 }, form),
+  );
+}
+
+function startRename(key) {
+  editing = key.id;
+  render(context.me);
+}
+
+function stopRename(key) {
+  editing = null;
+  render(context.me);
+  document.querySelector(`#personal-keys button[aria-label="Rename ${CSS.escape(key.name)}"]`)?.focus();
+}
+
+async function rename(key, name) {
+  if (!name) {
+    showError("Give the key a name of 1 to 64 printable characters.");
+    return;
+  }
+  const { key: renamed } = await api.patch(`me/mfa/keys/${segment(key.id)}`, { name });
+  editing = null;
+  await load();
+  announce(`Security key renamed to “${renamed.name}”.`);
+  document.querySelector(`#personal-keys tr[data-key-id="${CSS.escape(key.id)}"] button`)?.focus();
+}
+
+async function addKey(name) {
+  const enabling = keys.length === 0;
+  const { challenge_id, publicKey } = await api.post("me/mfa/keys/options");
+  const credential = await createCredential(publicKey);
+  const { key } = await api.post("me/mfa/keys", { challenge_id, name, credential });
+  $("add-key-name").value = "";
+  await load();
+  announce(enabling
+    ? `MFA is on. Security key “${key.name}” was added; you will use it at every sign-in.`
+    : `Security key “${key.name}” was added.`);
+}
+
+// Asked before the button is busy, so that Cancel hands focus straight back to it.
+async function deleteKey(button, key) {
+  const last = keys.length === 1;
+  const confirmed = await confirmAction({
+    title: `Delete “${key.name}”?`,
+    text: `You will no longer be able to sign in with this security key (key ID ${key.id}).`
+      + (last ? " It is your last key, so MFA turns off." : ""),
+    confirm: "Delete key",
+  });
+  if (!confirmed) return;
+  await run(button, async () => {
+    await api.delete(`me/mfa/keys/${segment(key.id)}`);
+    await load();
+    announce(`Security key “${key.name}” was deleted.` + (last ? " MFA is off." : ""));
+    $("personal-title").focus();
+  });
+}
+
+async function disableMfa(button) {
+  const confirmed = await confirmAction({
+    title: "Disable MFA?",
+    text: `This deletes all ${plural(keys.length, "security key", "security keys")} of yours. keyward will no longer ask for a key when you sign in.`,
+    confirm: "Disable MFA",
+  });
+  if (!confirmed) return;
+  await run(button, async () => {
+    await api.delete("me/mfa");
+    await load();
+    announce("MFA is off. All your security keys were deleted.");
+    $("add-key-name").focus();
+  });
+}
+
+function renderSessions(sessions) {
+  const rows = sessions.map((found) => row({},
+    cell("Started", when(found.created_at)),
+    cell("Last seen", when(found.last_seen_at, { never: "—" })),
+    cell("Browser", shortUserAgent(found.user_agent)),
+    cell("IP address", found.source_ip ?? "—"),
+    actionsCell(found.current
+      ? h("span", { class: "badge" }, "This session")
+      : h("button", {
+        type: "button", class: "quiet",
+        "aria-label": `End the session started ${new Date(found.created_at).toLocaleString()}`,
+        onclick: (event) => run(event.currentTarget, () => endSession(found)),
+      }, "End")),
+  ));
+  $("sessions").replaceChildren(...(rows.length ? rows : [emptyRow(5, "No other sessions.")]));
+}
+
+async function endSession(found) {
+  await api.delete(`me/sessions/${segment(found.id)}`);
+  const { sessions } = await api.get("me/sessions");
+  renderSessions(sessions);
+  announce("The session was ended.");
+  $("sessions-title").setAttribute("tabindex", "-1");
+  $("sessions-title").focus();
+}
+
+$("add-key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("add-key-name").value.trim();
+  if (!name) {
+    showError("Give the key a name of 1 to 64 printable characters.");
+    $("add-key-name").focus();
+    return;
+  }
+  run(event.submitter, () => addKey(name));
+});
+
+$("disable-mfa").addEventListener("click", (event) => disableMfa(event.currentTarget));

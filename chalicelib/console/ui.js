@@ -1,0 +1,163 @@
+// What every screen of the console shares: building elements safely, the status and alert
+// regions, the confirmation dialog, and how dates and keys are shown.
+
+import { describe } from "./messages.js";
+
+export const $ = (id) => document.getElementById(id);
+
+// Elements are built with textContent only: names and user agents come from users.
+export function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name === "onclick") element.addEventListener("click", value);
+    else if (name === "dataset") Object.assign(element.dataset, value);
+    else element.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return element;
+}
+
+// The status region announces what succeeded; the alert region what went wrong. Both stay visible.
+export function announce(message) {
+  $("alert").hidden = true;
+  $("alert").textContent = "";
+  $("status").textContent = message;
+}
+
+export function showError(error) {
+  // A session that ended or must take a step first is handled by the screen it leads to.
+  if (error?.name === "ApiError" && error.handled) return;
+  $("status").textContent = "";
+  const alert = $("alert");
+  alert.textContent = typeof error === "string" ? error : describe(error);
+  alert.hidden = false;
+  if (!(error?.name === "ApiError")) console.error(error);
+}
+
+export function clearMessages() {
+  $("status").textContent = "";
+  $("alert").textContent = "";
+  $("alert").hidden = true;
+}
+
+// Runs an action started by `control`: the control is disabled meanwhile and any error shown.
+export async function run(control, action) {
+  const wasDisabled = control?.disabled;
+  if (control) {
+    control.disabled = true;
+    control.setAttribute("aria-busy", "true");
+  }
+  try {
+    return await action();
+  } catch (error) {
+    showError(error);
+    return undefined;
+  } finally {
+    if (control && control.isConnected) {
+      control.disabled = wasDisabled;
+      control.removeAttribute("aria-busy");
+    }
+  }
+}
+
+// A modal <dialog> that asks before anything destructive; resolves to true only on the confirm button.
+export function confirmAction({ title, text, confirm, danger = true }) {
+  const dialog = $("confirm");
+  const ok = $("confirm-ok");
+  const cancel = $("confirm-cancel");
+  const opener = document.activeElement;
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  ok.textContent = confirm;
+  ok.className = danger ? "danger" : "primary";
+  return new Promise((resolve) => {
+    const finish = (answer) => {
+      ok.removeEventListener("click", onOk);
+      cancel.removeEventListener("click", onCancel);
+      dialog.removeEventListener("close", onClose);
+      if (dialog.open) dialog.close();
+      // Back to where the user was, or to the screen's heading when that control is gone.
+      if (opener && opener.isConnected && !opener.disabled) opener.focus();
+      else document.querySelector(".screen:not([hidden]) h1")?.focus();
+      resolve(answer);
+    };
+    const onOk = () => finish(true);
+    const onCancel = () => finish(false);
+    const onClose = () => finish(false); // Escape
+    ok.addEventListener("click", onOk);
+    cancel.addEventListener("click", onCancel);
+    dialog.addEventListener("close", onClose);
+    dialog.showModal();
+    cancel.focus();
+  });
+}
+
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+export function when(iso, { never = "Never" } = {}) {
+  if (!iso) return h("span", { class: "muted" }, never);
+  return h("time", { datetime: iso, title: iso }, dateFormat.format(new Date(iso)));
+}
+
+export function keyId(id) {
+  return h("code", { class: "key-id" }, id);
+}
+
+// Table rows and cells say what they are: narrow screens restyle them as stacked cards, and a
+// browser may drop a table's meaning along with its table layout.
+export function row(attributes, ...cells) {
+  return h("tr", { role: "row", ...attributes }, ...cells);
+}
+
+// A cell that names its column, shown beside its value when rows stack. Its content is one
+// element, so that a stacked row's label and value stay side by side.
+export function cell(label, ...children) {
+  return h("td", { role: "cell", "data-label": label }, h("div", { class: "value" }, ...children));
+}
+
+// The last cell of a row: its buttons.
+export function actionsCell(...buttons) {
+  return h("td", { role: "cell", class: "actions" }, h("div", { class: "row-actions" }, ...buttons));
+}
+
+export function emptyRow(columns, text) {
+  return row({ class: "empty" }, h("td", { role: "cell", colspan: columns }, text));
+}
+
+const TRASH_PATH =
+  "M9 3h6l1 2h4v2H4V5h4l1-2zm-3 6h12l-1 12H7L6 9zm4 2v8h2v-8h-2zm4 0v8h2v-8h-2z";
+
+// The trash icon button; its accessible name says what it deletes.
+export function trashButton({ label, onclick, disabled = false, describedBy = null }) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("d", TRASH_PATH);
+  svg.append(path);
+  return h("button", {
+    type: "button", class: "icon danger", "aria-label": label, title: label, onclick, disabled,
+    "aria-describedby": describedBy,
+  }, svg);
+}
+
+export function showScreen(id) {
+  for (const screen of document.querySelectorAll(".screen")) screen.hidden = screen.id !== id;
+  $("loading").hidden = true;
+  const heading = $(id)?.querySelector("h1");
+  heading?.focus();
+}
+
+export function shortUserAgent(userAgent) {
+  if (!userAgent) return "Unknown";
+  const browser = /(Edg|Firefox|Chrome|Chromium|Safari)\/([\d]+)/.exec(userAgent);
+  const system = /(Windows|Mac OS X|Android|iPhone|Linux)/.exec(userAgent);
+  if (!browser) return userAgent.slice(0, 60);
+  const name = { Edg: "Edge" }[browser[1]] ?? browser[1];
+  return `${name} ${browser[2]}${system ? ` on ${system[1].replace("Mac OS X", "macOS")}` : ""}`;
+}
