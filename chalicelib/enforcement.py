@@ -21,7 +21,7 @@ from chalicelib.config import settings
 from chalicelib.errors import ConcurrentChange, InvalidationFailed, SecurityKeyRequired
 from chalicelib.models import Invalidation, Member, Organization, Session
 from chalicelib.sessions import Caller
-from chalicelib.storage import THROTTLED, ConditionsFailed, condition_failed, transaction
+from chalicelib.storage import THROTTLED, ConditionsFailed, condition_failed, response_code, transaction
 
 log = logging.getLogger("keyward.enforcement")
 
@@ -290,9 +290,10 @@ def _delete_batch(keys: list[dict[str, Any]]) -> None:
         try:
             response = connection.batch_write_item(delete_items=pending)
         except PutError as error:
-            if error.cause_response_code not in THROTTLED:
+            code = response_code(error)
+            if code is not None and code not in THROTTLED:
                 raise
-            log.warning("session deletion throttled (%s); retrying", error.cause_response_code)
+            log.warning("session deletion throttled or unanswered (%s); retrying", code)
             continue
         unprocessed = response.get("UnprocessedItems", {}).get(Session.Meta.table_name, [])
         pending = [request["DeleteRequest"]["Key"] for request in unprocessed]

@@ -37,7 +37,7 @@ from chalicelib.errors import (
     WrongSessionState,
 )
 from chalicelib.models import AuditEvent, BackupCredential, Member, Organization, Session, connection
-from chalicelib.storage import TRANSACTION_CANCELED, ConditionsFailed, condition_failed, transaction
+from chalicelib.storage import TRANSACTION_CANCELED, ConditionsFailed, condition_failed, response_code, transaction
 
 log = logging.getLogger("keyward.sessions")
 
@@ -201,7 +201,7 @@ def resolve(*, authorization: str | None, client: Client = Client()) -> Caller:
         except TransactGetError as error:
             # A transactional read is cancelled while a transaction writes the same item
             # (an MFA verify of this session, say); that write is done in milliseconds.
-            if attempt or error.cause_response_code != TRANSACTION_CANCELED:
+            if attempt or response_code(error) != TRANSACTION_CANCELED:
                 raise
     try:
         session, org, found = session_future.get(), org_future.get(), member_future.get()

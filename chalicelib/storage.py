@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from typing import Any, Iterator
 
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
@@ -30,9 +31,17 @@ THROTTLED = frozenset({
 })
 
 
+def response_code(error: PynamoDBException) -> str | None:
+    """DynamoDB's error code, or None when there was no answer at all (a timeout, a refused connection)."""
+    response = getattr(error.cause, "response", None)
+    if not isinstance(response, dict):
+        return None
+    return response.get("Error", {}).get("Code")
+
+
 def condition_failed(error: PynamoDBException) -> bool:
     """True when a single-item write was refused by its condition."""
-    return error.cause_response_code == CONDITION_FAILED
+    return response_code(error) == CONDITION_FAILED
 
 
 class ConditionsFailed(Exception):
@@ -87,7 +96,9 @@ def transaction() -> Iterator[LabelledWrite]:
         ConditionsFailed: the transaction was cancelled by conditions; it names the items.
     """
     try:
-        with TransactWrite(connection=connection()) as write:
+        # The token makes botocore's retry of a transaction whose answer was lost (a timeout)
+        # the same transaction, instead of a second one refused by the first one's writes.
+        with TransactWrite(connection=connection(), client_request_token=secrets.token_hex(16)) as write:
             labelled = LabelledWrite(write)
             yield labelled
     except TransactWriteError as error:
@@ -107,8 +118,8 @@ def unavailable_on_failure() -> Iterator[None]:
     try:
         yield
     except PynamoDBException as error:
-        code = error.cause_response_code
-        if code in THROTTLED:
+        code = response_code(error)
+        if code in THROTTLED or code is None:
             log.warning("DynamoDB throttled or unavailable: %s", code)
         else:
             log.error("DynamoDB call failed: %s", error, exc_info=True)
