@@ -3,8 +3,10 @@ from chalice.app import DynamoDBEvent
 
 from chalicelib import enforcement
 from chalicelib.api.auth import auth
+from chalicelib.api.console import console, dev_sign_in
 from chalicelib.api.http import KeywardApp, LambdaDeadline
 from chalicelib.api.me import me
+from chalicelib.api.openapi import openapi
 from chalicelib.api.org import org
 from chalicelib.config import settings
 
@@ -12,6 +14,11 @@ app = KeywardApp(app_name="keyward")
 app.register_blueprint(auth)
 app.register_blueprint(me)
 app.register_blueprint(org)
+app.register_blueprint(openapi)
+app.register_blueprint(console)
+# The demo sign-in mints ID tokens for anyone: it exists only where the dev IdP's key is configured.
+if settings().dev_idp_key_file is not None:
+    app.register_blueprint(dev_sign_in)
 
 
 @app.on_dynamodb_record(stream_arn=settings().orgs_stream_arn, batch_size=100, starting_position="TRIM_HORIZON")
