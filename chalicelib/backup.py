@@ -144,13 +144,16 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
     member = sessions.backup_member(credential)
     used = audit.event(org_id=org.org_id, actor=f"backup credentials {key_id}", action="backup_login.succeeded",
                        target=key_id, client=client)
-    issued = sessions.start(org=org, member=member, client=client, audit_event=used, state=SessionState.ACTIVE)
     try:
-        BackupCredential(key_id).update(actions=[BackupCredential.last_used_at.set(clock.now())],
-                                        condition=BackupCredential.key_id.exists())
-    except UpdateError as error:
-        if not condition_failed(error):
-            raise
+        issued = sessions.start(
+            org=org, member=member, client=client, audit_event=used, state=SessionState.ACTIVE,
+            also=lambda write: write.update(
+                "credential", BackupCredential(key_id), actions=[BackupCredential.last_used_at.set(clock.now())],
+                condition=BackupCredential.key_id.exists(),
+            ),
+        )
+    except ConditionsFailed:
+        raise InvalidBackupCredentials("The backup credentials are not valid.") from None  # deleted meanwhile
     return BackupSignIn(issued=issued, org=org, credential=credential)
 
 

@@ -72,18 +72,17 @@ def set_enforced(*, caller: Caller, enforced: bool) -> MfaStatus:
         SecurityKeyRequired: the admin has no security key of their own.
         ConcurrentChange: another admin changed the setting at the same moment.
     """
-    org = caller.org
-    if bool(org.mfa_enforced) == enforced:
-        return status(org_id=org.org_id)
-    if enforced:
-        _enforce(caller=caller)
-    else:
-        _relax(caller=caller)
-    return status(org_id=org.org_id)
+    before = status(org_id=caller.org.org_id)
+    if bool(before.org.mfa_enforced) == enforced:
+        return before
+    # The answer is built from what was read before the change and what the change wrote: a read
+    # failing after the commit would otherwise report 503 "nothing was changed" for a change made.
+    changed = _enforce(caller=caller, org=before.org) if enforced else _relax(caller=caller, org=before.org)
+    return MfaStatus(org=changed, members_total=before.members_total, members_compliant=before.members_compliant)
 
 
-def _enforce(*, caller: Caller) -> None:
-    org, session = caller.org, caller.session
+def _enforce(*, caller: Caller, org: Organization) -> Organization:
+    session = caller.session
     enforced_at = clock.now()
     generation = org.enforcement_generation + 1
     try:
@@ -113,10 +112,13 @@ def _enforce(*, caller: Caller) -> None:
         if "own key" in refused.labels:
             raise SecurityKeyRequired("Register a security key of your own before enforcing MFA.") from None
         raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
+    org.mfa_enforced, org.enforced_at, org.enforced_by = True, enforced_at, session.user_id
+    org.enforcing_session_id, org.enforcement_generation = session.session_id, generation
+    org.invalidation = _new_invalidation(generation=generation, started_at=enforced_at)
+    return org
 
 
-def _relax(*, caller: Caller) -> None:
-    org = caller.org
+def _relax(*, caller: Caller, org: Organization) -> Organization:
     # The generation and the enforcing session stay: sessions ended by the enforcement stay ended.
     try:
         with transaction() as write:
@@ -134,6 +136,8 @@ def _relax(*, caller: Caller) -> None:
                                             target=org.org_id, client=caller.client))
     except ConditionsFailed:
         raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
+    org.mfa_enforced, org.enforced_at, org.enforced_by = False, None, None
+    return org
 
 
 def _new_invalidation(*, generation: int, started_at: Any) -> Invalidation:
@@ -236,8 +240,13 @@ def continue_invalidation(*, org_id: str, deadline: Deadline, handoffs: int | No
             return
         keys, cursor = _ended_sessions_page(org_id=org_id, generation=invalidation.generation, after=invalidation.cursor)
         keys = [key for key in keys if key["session_id"]["S"] != spared]
-        _delete_sessions(keys)
-        invalidation.sessions_ended += len(keys)
+        try:
+            invalidation.sessions_ended += _delete_sessions(keys)
+        except InvalidationFailed as failure:
+            # Count what this page did delete: the retry re-reads the page and finds only the rest.
+            invalidation.sessions_ended += failure.deleted
+            _save_progress(org=org, invalidation=invalidation, handoff=False)
+            raise
         invalidation.cursor = cursor
         if cursor is None:
             _finish(org=org, invalidation=invalidation)
@@ -262,18 +271,26 @@ def _ended_sessions_page(*, org_id: str, generation: int, after: str | None) -> 
     return list(page.get("Items", [])), (last["session_id"]["S"] if last else None)
 
 
-def _delete_sessions(keys: list[dict[str, Any]]) -> None:
-    """Delete sessions 25 at a time, several batches at once."""
-    batches = [keys[i:i + BATCH_SIZE] for i in range(0, len(keys), BATCH_SIZE)]
-    if len(batches) <= 1:
-        for batch in batches:
-            _delete_batch(batch)
-        return
+def _delete_sessions(keys: list[dict[str, Any]]) -> int:
+    """Delete sessions 25 at a time, several batches at once; returns how many were deleted.
+
+    Raises:
+        InvalidationFailed: a batch could not be deleted; it says how many the others deleted.
+    """
     from concurrent.futures import ThreadPoolExecutor  # only the stream function needs threads
 
+    batches = [keys[i:i + BATCH_SIZE] for i in range(0, len(keys), BATCH_SIZE)]
+    if not batches:
+        return 0
     with ThreadPoolExecutor(max_workers=min(PARALLEL_BATCHES, len(batches))) as pool:
-        for done in pool.map(_delete_batch, batches):
-            pass
+        futures = [pool.submit(_delete_batch, batch) for batch in batches]
+    # A failed batch may still have deleted some of its sessions before giving up.
+    deleted = sum(len(batch) if future.exception() is None else getattr(future.exception(), "deleted", 0)
+                  for batch, future in zip(batches, futures))
+    failure = next((future.exception() for future in futures if future.exception() is not None), None)
+    if failure is not None:
+        raise InvalidationFailed(f"{deleted} of {len(keys)} sessions deleted: {failure}", deleted=deleted) from failure
+    return deleted
 
 
 def _delete_batch(keys: list[dict[str, Any]]) -> None:
@@ -299,7 +316,8 @@ def _delete_batch(keys: list[dict[str, Any]]) -> None:
         pending = [request["DeleteRequest"]["Key"] for request in unprocessed]
         if not pending:
             return
-    raise InvalidationFailed(f"{len(pending)} sessions could not be deleted after {MAX_BATCH_ATTEMPTS} attempts")
+    raise InvalidationFailed(f"{len(pending)} sessions could not be deleted after {MAX_BATCH_ATTEMPTS} attempts",
+                             deleted=len(keys) - len(pending))
 
 
 def _progress_condition(invalidation: Invalidation, *, handoffs: int) -> Any:

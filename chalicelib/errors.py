@@ -208,6 +208,10 @@ class InvalidCursor(InvalidInput):
 class InvalidationFailed(Exception):
     """DynamoDB kept refusing the bulk deletion of sessions; the stream record is retried."""
 
+    def __init__(self, message: str, *, deleted: int) -> None:
+        super().__init__(message)
+        self.deleted = deleted
+
 
 class SessionNotFound(NotFound):
     pass

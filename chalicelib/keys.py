@@ -186,6 +186,12 @@ def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
     name = check_name(name)
     org_id, user_id = caller.session.org_id, caller.session.user_id
     key_id = check_key_id(key_id)
+    # Read first, for the answer: a read failing after the commit would report 503 "nothing was
+    # changed" for a rename made. The write's condition still decides ownership.
+    try:
+        key = SecurityKey.get(org_id, key_id, consistent_read=True)
+    except SecurityKey.DoesNotExist:
+        raise KeyNotFound("No such security key.") from None
     try:
         with transaction() as write:
             write.update(
@@ -200,7 +206,8 @@ def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
             ))
     except ConditionsFailed:
         raise KeyNotFound("No such security key.") from None
-    return SecurityKey.get(org_id, key_id, consistent_read=True)
+    key.name = name
+    return key
 
 
 def delete(*, caller: Caller, key_id: str) -> None:

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import Iterable
+from typing import Callable, Iterable
 
 from pynamodb.exceptions import DeleteError, TransactGetError, UpdateError
 from pynamodb.transactions import TransactGet
@@ -37,7 +37,14 @@ from chalicelib.errors import (
     WrongSessionState,
 )
 from chalicelib.models import AuditEvent, BackupCredential, Member, Organization, Session, connection
-from chalicelib.storage import TRANSACTION_CANCELED, ConditionsFailed, condition_failed, response_code, transaction
+from chalicelib.storage import (
+    TRANSACTION_CANCELED,
+    ConditionsFailed,
+    LabelledWrite,
+    condition_failed,
+    response_code,
+    transaction,
+)
 
 log = logging.getLogger("keyward.sessions")
 
@@ -137,10 +144,10 @@ def initial_state(*, org: Organization, member: Member) -> SessionState:
 
 def start(
     *, org: Organization, member: Member, client: Client, audit_event: AuditEvent,
-    state: SessionState | None = None,
+    state: SessionState | None = None, also: Callable[[LabelledWrite], None] | None = None,
 ) -> IssuedSession:
-    """Create a session for a member who has just proved who they are; the login's audit event
-    is written with it."""
+    """Create a session for a member who has just proved who they are; the login's audit event,
+    and whatever ``also`` adds, are written with it in one transaction."""
     started = clock.now()
     expires = started + timedelta(seconds=settings().session_lifetime_seconds)
     session = Session(
@@ -165,7 +172,12 @@ def start(
         with transaction() as write:
             write.save("session", session, condition=Session.session_id.does_not_exist())
             write.save("audit", audit_event)
-    except ConditionsFailed:  # 128 random bits collided: astronomically unlikely
+            if also is not None:
+                also(write)
+    except ConditionsFailed as refused:
+        if "session" not in refused.labels:
+            raise  # a condition of the caller's own writes
+        # 128 random bits collided: astronomically unlikely
         raise InvalidToken("Could not start a session; try again.") from None
     return IssuedSession(token=token, session=session)
 
@@ -345,16 +357,27 @@ def _is_member(*, org_id: str, user_id: str) -> bool:
         return False
 
 
+# Sessions ended per transaction, next to the audit event that records them.
+_SESSIONS_PER_TRANSACTION = 99
+
+
 def end_member_sessions(*, caller: Caller, user_id: str) -> int:
     """``DELETE /org/members/{user_id}/sessions``: an admin ends every session of a member.
 
-    The admin's own current session is spared when they end their own.
+    The admin's own current session is spared when they end their own. Sessions end in
+    transactions with the audit event recording them, so none ends unrecorded.
     """
     org_id = caller.session.org_id
     if not _is_member(org_id=org_id, user_id=user_id):
         raise MemberNotFound("No such member.")
-    ended = end_sessions(s for s in sessions_of(org_id=org_id, user_id=user_id)
-                         if s.session_id != caller.session.session_id)
-    audit.record(org_id=org_id, actor=caller.actor, action="member.sessions_ended", target=user_id,
-                 user_id=user_id, client=caller.client, details={"sessions_ended": ended})
-    return ended
+    ending = [s for s in sessions_of(org_id=org_id, user_id=user_id) if s.session_id != caller.session.session_id]
+    chunks = [ending[i:i + _SESSIONS_PER_TRANSACTION] for i in range(0, len(ending), _SESSIONS_PER_TRANSACTION)]
+    for chunk in chunks or [[]]:
+        with transaction() as write:
+            for session in chunk:
+                write.delete("session", session)
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="member.sessions_ended", target=user_id,
+                user_id=user_id, client=caller.client, details={"sessions_ended": len(chunk)},
+            ))
+    return len(ending)
