@@ -20,8 +20,14 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q
 
-bench: $(VENV)/.installed
-	$(PYTHON) -m bench
+# matplotlib draws the bench's plot; it is the bench's alone, not a development dependency.
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r bench/requirements.txt
+	touch $@
+
+# `make bench BENCH_ARGS="invalidation --sizes 10000"` runs a part of it; see `python -m bench --help`.
+bench: $(VENV)/.bench-installed
+	$(PYTHON) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

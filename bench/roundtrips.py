@@ -5,16 +5,15 @@ per HTTP request actually sent, so retries count separately. PynamoDB creates a 
 session (``botocore.session.get_session()``) and client lazily for each connection, so there is
 no single session to hook: the counter is added to ``botocore.handlers.BUILTIN_HANDLERS``, which
 every botocore session registers when it is created. It is installed before the first
-connection is made.
+connection is made, once per process, by :func:`bench.stack.local_stack`.
 """
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
-from botocore import handlers
+from bench.stack import RequestCounter, local_stack
 
 if TYPE_CHECKING:
     from tests.keyward_client import KeywardClient, Reply
@@ -32,52 +31,16 @@ class Measurement:
         return sum(self.calls.values())
 
 
-class RequestCounter:
-    """A botocore event handler counting DynamoDB requests by API operation."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-
-    def __call__(self, event_name: str, **_: Any) -> None:
-        self.calls[event_name.rsplit(".", 1)[-1]] += 1
-
-
-@contextlib.contextmanager
-def counting_dynamodb_requests() -> Iterator[RequestCounter]:
-    """Count the requests of every botocore session created inside the block."""
-    counter = RequestCounter()
-    spec = ("before-send.dynamodb", counter)
-    handlers.BUILTIN_HANDLERS.append(spec)
-    try:
-        yield counter
-    finally:
-        handlers.BUILTIN_HANDLERS.remove(spec)
-
-
 def measure_operations() -> list[Measurement]:
-    """Start moto and the app as tests/conftest.py does, then run one member's MFA journey."""
-    from devstack.dynamodb import server_endpoint, start_moto
-    from devstack.environment import apply_environment, local_environment
-    from devstack.idp import DevIdentityProvider
+    """On the local stack (moto in this process, as tests/conftest.py has it), run one member's MFA journey."""
+    stack = local_stack()
+    from chalice.test import Client
 
-    with counting_dynamodb_requests() as counter:
-        moto = start_moto(port=0)
-        try:
-            idp = DevIdentityProvider.ephemeral()
-            # The models read the endpoint when first imported: environment first, then app.
-            apply_environment(local_environment(endpoint=server_endpoint(moto), jwks_json=idp.jwks_json()))
-            from devstack.tables import create_missing_tables
+    from app import app
+    from tests.keyward_client import KeywardClient
 
-            create_missing_tables()
-            from chalice.test import Client
-
-            from app import app
-            from tests.keyward_client import KeywardClient
-
-            with Client(app) as chalice_client:
-                return _journey(KeywardClient(client=chalice_client, idp=idp), counter)
-        finally:
-            moto.stop()
+    with Client(app) as chalice_client:
+        return _journey(KeywardClient(client=chalice_client, idp=stack.idp), stack.counter)
 
 
 def _journey(api: KeywardClient, counter: RequestCounter) -> list[Measurement]:
@@ -86,11 +49,11 @@ def _journey(api: KeywardClient, counter: RequestCounter) -> list[Measurement]:
     results: list[Measurement] = []
 
     def measure(operation: str, expected_status: int, call: Callable[[], Reply]) -> Reply:
-        counter.calls.clear()
+        before = counter.snapshot()
         reply = call()
         if reply.status != expected_status:
             raise RuntimeError(f"{operation}: expected HTTP {expected_status}, got {reply.status}: {reply.body}")
-        results.append(Measurement(operation, Counter(counter.calls)))
+        results.append(Measurement(operation, counter.since(before)))
         return reply
 
     key = SoftwareAuthenticator()
