@@ -34,11 +34,11 @@ def _signing_key(path: str) -> tuple[rsa.RSAPrivateKey, str]:
         raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE ({path}) is not a readable PEM private key: {error}") from None
     if not isinstance(private_key, rsa.RSAPrivateKey):
         raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE ({path}) does not hold an RSA private key")
-    return private_key, _thumbprint(private_key.public_key())
+    return private_key, key_id(private_key.public_key())
 
 
-def _thumbprint(public_key: rsa.RSAPublicKey) -> str:
-    # RFC 7638, as devstack's IdP names its key in the JWKS the local stage trusts.
+def key_id(public_key: rsa.RSAPublicKey) -> str:
+    """The dev IdP key's ``kid``: its RFC 7638 thumbprint, stable for as long as the key is."""
     numbers = public_key.public_numbers()
     required = {"e": _base64url_uint(numbers.e), "kty": "RSA", "n": _base64url_uint(numbers.n)}
     canonical = json.dumps(required, sort_keys=True, separators=(",", ":")).encode()
@@ -83,19 +83,30 @@ def mint_id_token(*, org: object, user: object, admin: object, name: object = No
     if config.dev_idp_key_file is None:
         raise ConfigurationError("KEYWARD_DEV_IDP_KEY_FILE is not set: this stage has no dev IdP.")
     private_key, kid = _signing_key(config.dev_idp_key_file)
+    claims = id_token_claims(org=org_id, user=user_id, admin=admin, name=display_name, email=email_address,
+                             lifetime_seconds=ID_TOKEN_LIFETIME_SECONDS)
+    return jwt.encode(claims, private_key, algorithm="RS256", headers={"kid": kid})
+
+
+def id_token_claims(
+    *, org: str, user: str, admin: bool, name: str | None, email: str | None, lifetime_seconds: int,
+    issuer: str | None = None, audience: str | None = None,
+) -> dict[str, Any]:
+    """The claims of a dev IdP ID token, named as this stage's settings expect them."""
+    config = settings()
     now = int(time.time())
     claims: dict[str, Any] = {
-        "iss": config.oidc_issuer,
-        "aud": config.oidc_audience,
-        "sub": user_id,
+        "iss": issuer if issuer is not None else config.oidc_issuer,
+        "aud": audience if audience is not None else config.oidc_audience,
+        "sub": user,
         "iat": now,
-        "exp": now + ID_TOKEN_LIFETIME_SECONDS,
-        config.org_claim: org_id,
+        "exp": now + lifetime_seconds,
+        config.org_claim: org,
         config.groups_claim: [config.admin_group] if admin else [],
     }
-    # Left out unless given, so a demo sign-in keeps the names devstack seeded.
-    if display_name is not None:
-        claims[config.name_claim] = display_name
-    if email_address is not None:
-        claims[config.email_claim] = email_address
-    return jwt.encode(claims, private_key, algorithm="RS256", headers={"kid": kid})
+    # Left out unless given, so a sign-in keeps the names the member already has.
+    if name is not None:
+        claims[config.name_claim] = name
+    if email is not None:
+        claims[config.email_claim] = email
+    return claims

@@ -1,12 +1,9 @@
 """A local stand-in for an organization's OIDC identity provider: one RSA key, RS256 ID tokens."""
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from chalicelib.config import settings
+from chalicelib.devidp import id_token_claims, key_id
 
 DEFAULT_KEY_PATH = Path(__file__).resolve().parent.parent / ".devstack" / "idp-key.pem"
 
@@ -28,7 +25,7 @@ class DevIdentityProvider:
         public_jwk: dict[str, Any] = RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
         # RFC 7517 asks for "use" or "key_ops", not both; "use" is what IdPs publish.
         public_jwk.pop("key_ops", None)
-        self._public_jwk = {**public_jwk, "kid": _thumbprint(public_jwk), "use": "sig", "alg": "RS256"}
+        self._public_jwk = {**public_jwk, "kid": key_id(private_key.public_key()), "use": "sig", "alg": "RS256"}
 
     @classmethod
     def ephemeral(cls) -> DevIdentityProvider:
@@ -71,34 +68,14 @@ class DevIdentityProvider:
         Claim names, the admin group, issuer and audience default to what this process's
         settings say keyward expects. ``name`` and ``email`` are left out when not given.
         """
-        config = settings()
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": issuer if issuer is not None else config.oidc_issuer,
-            "aud": audience if audience is not None else config.oidc_audience,
-            "sub": user,
-            "iat": now,
-            "exp": now + lifetime_seconds,
-            config.org_claim: org,
-            config.groups_claim: [config.admin_group] if admin else [],
-        }
-        if name is not None:
-            claims[config.name_claim] = name
-        if email is not None:
-            claims[config.email_claim] = email
+        claims = id_token_claims(org=org, user=user, admin=admin, name=name, email=email,
+                                 lifetime_seconds=lifetime_seconds, issuer=issuer, audience=audience)
         claims.update(extra_claims)
         return jwt.encode(claims, self._private_key, algorithm="RS256", headers={"kid": self.kid})
 
 
 def _new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _thumbprint(public_jwk: dict[str, Any]) -> str:
-    # RFC 7638: the kid stays the same for as long as the key does.
-    required = {name: public_jwk[name] for name in ("e", "kty", "n")}
-    canonical = json.dumps(required, sort_keys=True, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
 
 
 def _create_key_file(path: Path) -> None:
