@@ -234,3 +234,18 @@ def test_last_seen_is_set_at_login_and_refreshed_only_every_five_minutes(api):
     assert _last_seen(bob) >= refreshed_after
     shown = api.call("GET", "/me/sessions", token=bob.token).body["sessions"][0]
     assert shown["last_seen_at"] == clock.iso(_last_seen(bob))
+
+
+def test_ending_more_sessions_than_one_transaction_holds_ends_them_all(api):
+    from datetime import timedelta
+
+    from chalicelib import clock, sessions
+
+    now = clock.now()
+    with Session.batch_write() as batch:
+        for i in range(150):
+            batch.save(Session("acme", f"s{i:04d}", token_hash="x", state="active", user_id="bob", created_at=now,
+                               expires_at=now + timedelta(hours=1), ttl=now + timedelta(days=1)))
+
+    assert sessions.end_sessions(sessions.sessions_of(org_id="acme", user_id="bob")) == 150
+    assert sessions.sessions_of(org_id="acme", user_id="bob") == []
