@@ -221,33 +221,47 @@ def delete(*, caller: Caller, key_id: str) -> None:
     that enforcement is still off otherwise — so it holds when deletes race each other or an
     admin enforcing MFA.
     """
-    org_id, user_id = caller.session.org_id, caller.session.user_id
-    key_id = check_key_id(key_id)
-    enforced = bool(caller.org.mfa_enforced)
     try:
-        with transaction() as write:
-            write.delete(
-                "key",
-                SecurityKey(org_id, key_id),
-                condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
-            )
-            write.delete("claim", CredentialClaim(key_id))
-            member_condition = Member.user_id.exists()
-            if enforced:
-                member_condition &= Member.key_count > 1
-            write.update("member", Member(org_id, user_id), actions=[Member.key_count.add(-1)], condition=member_condition)
-            if not enforced:
-                write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
-            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
-                                                   sparing=caller.session.session_id)
-            write.save("audit", audit.event(
-                org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
-                client=caller.client, details={"by": "self"},
-            ))
+        _remove_key(caller=caller, user_id=caller.session.user_id, key_id=check_key_id(key_id), by="self")
     except ConditionsFailed as refused:
         if "key" in refused.labels:
             raise KeyNotFound("No such security key.") from None
         raise LastKeyRequired("The organization enforces MFA: your last security key cannot be deleted.") from None
+
+
+def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
+    """Delete a member's key in one transaction with its credential claim, the member's key
+    count, the member's other sessions that passed MFA with it, and the audit event.
+
+    A member deleting their own key (``by="self"``) keeps the last one while the organization
+    enforces MFA: a condition on the key count when enforcement is on, and a condition that it
+    is still off otherwise. An admin (``by="admin"``) may delete any key.
+
+    Raises:
+        ConditionsFailed: ``key`` when the member has no such key; otherwise the last-key rule.
+    """
+    org_id = caller.session.org_id
+    keep_last = by == "self"
+    enforced = bool(caller.org.mfa_enforced)
+    with transaction() as write:
+        write.delete(
+            "key",
+            SecurityKey(org_id, key_id),
+            condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
+        )
+        write.delete("claim", CredentialClaim(key_id))
+        member_condition = Member.user_id.exists()
+        if keep_last and enforced:
+            member_condition &= Member.key_count > 1
+        write.update("member", Member(org_id, user_id), actions=[Member.key_count.add(-1)], condition=member_condition)
+        if keep_last and not enforced:
+            write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
+        overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
+                                               sparing=caller.session.session_id)
+        write.save("audit", audit.event(
+            org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
+            client=caller.client, details={"by": by},
+        ))
     end_sessions(overflow)
 
 
@@ -329,28 +343,13 @@ def delete_by_admin(*, caller: Caller, user_id: str, key_id: str) -> None:
     Always allowed, even a member's last key under enforcement: the member then registers a
     new one at their next login.
     """
-    org_id = caller.session.org_id
     key_id = check_key_id(key_id)
     if not 0 < len(user_id) <= 255:  # longer cannot be an ID token's sub; DynamoDB would refuse it as a key
         raise KeyNotFound("No such security key for this member.")
     try:
-        with transaction() as write:
-            write.delete(
-                "key",
-                SecurityKey(org_id, key_id),
-                condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
-            )
-            write.delete("claim", CredentialClaim(key_id))
-            write.update("member", Member(org_id, user_id), actions=[Member.key_count.add(-1)], condition=Member.user_id.exists())
-            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
-                                                   sparing=caller.session.session_id)
-            write.save("audit", audit.event(
-                org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
-                client=caller.client, details={"by": "admin"},
-            ))
+        _remove_key(caller=caller, user_id=user_id, key_id=key_id, by="admin")
     except ConditionsFailed:
         raise KeyNotFound("No such security key for this member.") from None
-    end_sessions(overflow)
 
 
 # Items a key deletion's transaction needs besides sessions (key, claim, member, org, audit),
