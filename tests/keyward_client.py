@@ -12,6 +12,10 @@ from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
 
 
+# Sent with every request, so tests can find it where keyward records where a request came from.
+USER_AGENT = "keyward-tests"
+
+
 @dataclass
 class Reply:
     status: int
@@ -41,7 +45,7 @@ class KeywardClient:
 
     def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
              raw: bytes | str | None = None, headers: dict[str, str] | None = None) -> Reply:
-        sent = {"content-type": "application/json", **(headers or {})}
+        sent = {"content-type": "application/json", "user-agent": USER_AGENT, **(headers or {})}
         if token is not None:
             sent["authorization"] = f"Bearer {token}"
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)

@@ -8,23 +8,10 @@ import pytest
 
 from chalicelib.models import AuditEvent, Organization, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
-from tests.keyward_client import Member
+from tests.keyward_client import USER_AGENT, Member
 
-USER_AGENT = "keyward-tests"
 LOCAL_IP = "127.0.0.1"  # what Chalice's test gateway reports as the source IP
 EVIL_ORIGIN = "https://evil.example"
-
-
-@pytest.fixture
-def api(api):
-    """The shared client, sending ``user-agent: keyward-tests`` with every request."""
-    plain = api.call
-
-    def call(method, path, *, headers=None, **kwargs):
-        return plain(method, path, headers={"user-agent": USER_AGENT, **(headers or {})}, **kwargs)
-
-    api.call = call
-    return api
 
 
 @pytest.fixture

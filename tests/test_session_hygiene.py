@@ -9,20 +9,8 @@ import pytest
 from chalicelib import clock
 from chalicelib.models import AuditEvent, Session
 from tests.authenticator import SoftwareAuthenticator
+from tests.keyward_client import USER_AGENT
 
-USER_AGENT = "keyward-tests"
-
-
-@pytest.fixture
-def api(api):
-    """The shared client, sending ``user-agent: keyward-tests`` with every request."""
-    plain = api.call
-
-    def call(method, path, *, headers=None, **kwargs):
-        return plain(method, path, headers={"user-agent": USER_AGENT, **(headers or {})}, **kwargs)
-
-    api.call = call
-    return api
 
 
 def _sid(member) -> str:
