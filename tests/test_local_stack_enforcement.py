@@ -7,27 +7,19 @@ which uses the demo organization ``acme`` the stack seeds.
 """
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import boto3
 import pytest
-import requests
 
-from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
 from tests.local_stack import LocalStack, running_local_stack
+from tests.stack_client import Reply, StackClient, new_client, session_id_of
 
-REQUEST_TIMEOUT_SECONDS = 30.0
 # The stream is polled every 0.25 s; deleting a few dozen sessions takes well under a second.
 INVALIDATION_TIMEOUT_SECONDS = 5.0
-BARRIER_TIMEOUT_SECONDS = 30.0
-CONNECT_ATTEMPTS = 5
 DELETE_ROUNDS = 5
 SESSIONS_TABLE = "keyward-sessions"
 # What a member who must register a key may still call (beside the public /auth/login).
@@ -39,136 +31,6 @@ REGISTRATION_ALLOWED = {
 }
 
 
-@dataclass
-class Reply:
-    status: int
-    body: Any
-
-    @property
-    def code(self) -> str | None:
-        return self.body.get("Code") if isinstance(self.body, dict) else None
-
-    def __str__(self) -> str:
-        return f"{self.status} {json.dumps(self.body)[:400]}"
-
-
-class StackClient:
-    """keyward's HTTP contract over real HTTP; safe to use from many threads at once."""
-
-    def __init__(self, *, stack: LocalStack, idp: DevIdentityProvider) -> None:
-        self.api = stack.api
-        self.origin = stack.api  # the local stage's WebAuthn origin is the API's own
-        self.idp = idp
-        self._local = threading.local()
-
-    def _http(self) -> requests.Session:
-        http = getattr(self._local, "http", None)
-        if http is None:
-            http = requests.Session()
-            http.trust_env = False  # a proxy from the environment must not stand between us and localhost
-            self._local.http = http
-        return http
-
-    def call(self, method: str, path: str, *, token: str | None = None, body: Any = None) -> Reply:
-        headers = {"content-type": "application/json"}
-        if token is not None:
-            headers["authorization"] = f"Bearer {token}"
-        response = self._http().request(
-            method, f"{self.api}{path}", headers=headers,
-            data=json.dumps(body) if body is not None else None, timeout=REQUEST_TIMEOUT_SECONDS,
-        )
-        try:
-            parsed = response.json() if response.content else None
-        except ValueError:
-            parsed = response.text
-        return Reply(status=response.status_code, body=parsed)
-
-    # --- the flows --------------------------------------------------------------------------
-
-    def login(self, *, org: str, user: str, admin: bool = False) -> Reply:
-        id_token = self.idp.mint(org=org, user=user, admin=admin, name=user.title(), email=f"{user}@{org}.example")
-        reply = self.call("POST", "/auth/login", body={"id_token": id_token})
-        assert reply.status == 200, f"login of {user}@{org}: {reply}"
-        return reply
-
-    def add_key(self, token: str, authenticator: SoftwareAuthenticator | None = None, *, name: str = "Key") -> Reply:
-        """The whole registration ceremony; returns the 201 reply (its body has the key)."""
-        authenticator = authenticator or SoftwareAuthenticator()
-        options = self.call("POST", "/me/mfa/keys/options", token=token)
-        assert options.status == 200, f"registration options: {options}"
-        credential = authenticator.register(options.body["publicKey"], origin=self.origin)
-        reply = self.call("POST", "/me/mfa/keys", token=token,
-                          body={"challenge_id": options.body["challenge_id"], "name": name, "credential": credential})
-        assert reply.status == 201, f"key registration: {reply}"
-        return reply
-
-    def mfa_login(self, *, org: str, user: str, authenticator: SoftwareAuthenticator, admin: bool = False) -> str:
-        """Log in and pass the MFA step; returns the new, active token."""
-        login = self.login(org=org, user=user, admin=admin)
-        assert login.body["state"] == "mfa_required", f"login of a key holder: {login}"
-        options = self.call("POST", "/auth/mfa/options", token=login.body["token"])
-        assert options.status == 200, f"MFA options: {options}"
-        credential = authenticator.authenticate(options.body["publicKey"], origin=self.origin)
-        verified = self.call("POST", "/auth/mfa/verify", token=login.body["token"],
-                             body={"challenge_id": options.body["challenge_id"], "credential": credential})
-        assert verified.status == 200, f"MFA verify: {verified}"
-        assert verified.body["state"] == "active", f"MFA verify: {verified}"
-        assert verified.body["token"] != login.body["token"], "MFA verify must return a new token"
-        return verified.body["token"]
-
-    def enforce(self, admin_token: str) -> Reply:
-        reply = self.call("PUT", "/org/mfa", token=admin_token, body={"enforced": True})
-        assert reply.status == 200, f"PUT /org/mfa: {reply}"
-        assert reply.body["enforced"] is True, f"PUT /org/mfa: {reply}"
-        return reply
-
-    def key_ids(self, token: str) -> list[str]:
-        reply = self.call("GET", "/me/mfa/keys", token=token)
-        assert reply.status == 200, f"GET /me/mfa/keys: {reply}"
-        return [key["id"] for key in reply.body["keys"]]
-
-    def key_count(self, token: str) -> int:
-        reply = self.call("GET", "/me", token=token)
-        assert reply.status == 200, f"GET /me: {reply}"
-        return reply.body["mfa"]["key_count"]
-
-    # --- parallel requests ------------------------------------------------------------------
-
-    def in_parallel(self, calls: Sequence[Callable[[], Any]], *, first: Callable[[], None] | None = None) -> list[Any]:
-        """Run the calls on threads of their own, released together by a barrier; their results in order.
-
-        Each thread first opens its keep-alive connection: chalice local listens with a backlog
-        of 5, and a burst of new connections beyond it is reset by the kernel, not served.
-        ``first`` runs once every thread is connected, just before they are released.
-        """
-        barrier = threading.Barrier(len(calls), action=first)
-
-        def released(call: Callable[[], Any]) -> Any:
-            self._connect()
-            barrier.wait(timeout=BARRIER_TIMEOUT_SECONDS)
-            return call()
-
-        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-            futures = [pool.submit(released, call) for call in calls]
-            return [future.result(timeout=BARRIER_TIMEOUT_SECONDS + 2 * REQUEST_TIMEOUT_SECONDS) for future in futures]
-
-    def _connect(self) -> None:
-        # An anonymous GET /me is refused without touching DynamoDB, and is safe to repeat.
-        for attempt in range(CONNECT_ATTEMPTS):
-            try:
-                self._http().get(f"{self.api}/me", timeout=REQUEST_TIMEOUT_SECONDS)
-                return
-            except requests.ConnectionError:
-                if attempt == CONNECT_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-
-
-def session_id_of(token: str) -> str:
-    # kw1.<org>.<user>.<session id>.<secret>
-    return token.split(".")[3]
-
-
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with running_local_stack(tmp_path_factory.mktemp("local-stack-enforcement")) as stack:
@@ -177,8 +39,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
 @pytest.fixture(scope="module")
 def keyward(local_stack: LocalStack) -> StackClient:
-    # The stack signs nothing itself: it trusts the dev IdP whose key is kept in .devstack/.
-    return StackClient(stack=local_stack, idp=DevIdentityProvider.load_or_create())
+    return new_client(local_stack)
 
 
 @pytest.fixture
