@@ -45,7 +45,7 @@ log = logging.getLogger("keyward.metadata")
 CURRENT = "#current"
 ZERO_AAGUID = str(uuid.UUID(int=0))
 # The root of the certificate chain that signs the FIDO Alliance's MDS3 BLOB (GlobalSign Root CA - R3).
-FIDO_MDS_ROOT = Path(__file__).resolve().parent / "data" / "fido-mds-root.pem"
+FIDO_MDS_ROOT = Path(__file__).resolve().parent / "data" / "fido-mds-root.crt"
 
 
 @dataclass(frozen=True)
@@ -262,6 +262,25 @@ class LoadedBlob:
     # Models the FIDO Alliance newly reports compromised, and how many stored keys were flagged.
     newly_compromised: tuple[str, ...]
     keys_flagged: int
+
+
+def refresh() -> LoadedBlob | None:
+    """The daily refresh: download the FIDO Alliance's BLOB and load it if it verifies and is
+    newer. A BLOB that does not verify is logged and left out; the metadata in use stays."""
+    import urllib.request
+
+    url = settings().mds_url
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (an https URL from configuration)
+            blob = response.read(64 * 1024 * 1024)
+    except OSError as error:
+        log.error("could not download the metadata BLOB from %s: %s", url, error)
+        raise
+    try:
+        return load_blob(blob=blob)
+    except MetadataRejected as refused:
+        log.error("metadata BLOB from %s not loaded: %s", url, refused)
+        return None
 
 
 def fido_root() -> bytes:
