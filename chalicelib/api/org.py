@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import audit, backup, clock, enforcement, keys, members, pagination, sessions
+from chalicelib import audit, backup, clock, enforcement, keys, members, pagination, sessions, stepup
 from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.errors import AdminRequired, MalformedRequest
 from chalicelib.models import Invalidation
@@ -18,6 +18,13 @@ def _admin() -> Caller:
     caller = caller_of(org.current_request)
     if not caller.is_admin:
         raise AdminRequired("Only the organization's admins may do this.")
+    return caller
+
+
+def _admin_changing() -> Caller:
+    """An admin about to change something: that needs a recent security-key check."""
+    caller = _admin()
+    stepup.require_recent_key_check(caller)
     return caller
 
 
@@ -54,7 +61,7 @@ def mfa_status() -> dict[str, Any]:
 
 @route(org, "/org/mfa", methods=["PUT"])
 def set_enforcement() -> dict[str, Any]:
-    caller = _admin()
+    caller = _admin_changing()
     body = json_body(org.current_request)
     only_fields(body, {"enforced"})
     enforced = body.get("enforced")
@@ -89,17 +96,17 @@ def list_keys() -> dict[str, Any]:
 
 @route(org, "/org/members/{user_id}/mfa/keys/{key_id}", methods=["DELETE"], status=204)
 def delete_member_key(user_id: str, key_id: str) -> None:
-    keys.delete_by_admin(caller=_admin(), user_id=user_id, key_id=key_id)
+    keys.delete_by_admin(caller=_admin_changing(), user_id=user_id, key_id=key_id)
 
 
 @route(org, "/org/members/{user_id}/sessions", methods=["DELETE"], status=204)
 def end_member_sessions(user_id: str) -> None:
-    sessions.end_member_sessions(caller=_admin(), user_id=user_id)
+    sessions.end_member_sessions(caller=_admin_changing(), user_id=user_id)
 
 
 @route(org, "/org/backup-credentials", methods=["POST"], status=201)
 def create_backup_credentials() -> dict[str, Any]:
-    issued = backup.create(caller=_admin())
+    issued = backup.create(caller=_admin_changing())
     return {**backup.describe(issued.credential), "secret": issued.secret}
 
 
@@ -111,7 +118,7 @@ def list_backup_credentials() -> dict[str, Any]:
 
 @route(org, "/org/backup-credentials/{key_id}", methods=["DELETE"], status=204)
 def delete_backup_credentials(key_id: str) -> None:
-    backup.delete(caller=_admin(), key_id=key_id)
+    backup.delete(caller=_admin_changing(), key_id=key_id)
 
 
 @route(org, "/org/audit", methods=["GET"])
