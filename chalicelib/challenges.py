@@ -27,6 +27,8 @@ _HOUSEKEEPING_DELAY = timedelta(hours=1)
 class Ceremony(str, Enum):
     REGISTRATION = "registration"
     AUTHENTICATION = "authentication"
+    # A step-up of an active session: its own kind, so an MFA login's challenge cannot serve it.
+    REAUTHENTICATION = "reauthentication"
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,10 @@ class Settings:
     email_claim: str
 
     session_lifetime_seconds: int
+    # A session unused this long ends (checked at request time).
+    session_idle_seconds: int
+    # How long after a security-key check sensitive actions are allowed without another.
+    reauth_window_seconds: int
     challenge_lifetime_seconds: int
     max_body_bytes: int
     max_keys_per_member: int
@@ -158,6 +162,8 @@ def load(env: Mapping[str, str]) -> Settings:
         name_claim=env.get("KEYWARD_NAME_CLAIM", "name"),
         email_claim=env.get("KEYWARD_EMAIL_CLAIM", "email"),
         session_lifetime_seconds=_integer(env, "KEYWARD_SESSION_LIFETIME_SECONDS", 12 * 3600),
+        session_idle_seconds=_integer(env, "KEYWARD_SESSION_IDLE_SECONDS", 3600),
+        reauth_window_seconds=_integer(env, "KEYWARD_REAUTH_WINDOW_SECONDS", 15 * 60),
         challenge_lifetime_seconds=_integer(env, "KEYWARD_CHALLENGE_LIFETIME_SECONDS", 300),
         max_body_bytes=_integer(env, "KEYWARD_MAX_BODY_BYTES", 64 * 1024),
         max_keys_per_member=_integer(env, "KEYWARD_MAX_KEYS_PER_MEMBER", 20),

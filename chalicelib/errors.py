@@ -97,6 +97,14 @@ class SessionEndedByEnforcement(NotAuthenticated):
     pass
 
 
+class SessionEndedByNewKey(NotAuthenticated):
+    """The member registered their first security key after this session started without one."""
+
+
+class SessionIdle(NotAuthenticated):
+    """The session went unused for longer than the idle timeout."""
+
+
 class MfaRequired(NotAllowed):
     pass
 
@@ -111,6 +119,10 @@ class WrongSessionState(NotAllowed):
 
 class AdminRequired(NotAllowed):
     pass
+
+
+class ReauthenticationRequired(NotAllowed):
+    """A sensitive action needs a recent security-key check (step up, or sign in again)."""
 
 
 # --- ceremonies -------------------------------------------------------------------------------
@@ -145,6 +157,10 @@ class UserNotPresent(NotAuthenticated):
 
 class InvalidBackupFlags(NotAuthenticated):
     pass
+
+
+class BackupEligibilityChanged(NotAuthenticated):
+    """The assertion's backup-eligible flag differs from the one stored at registration (§7.2)."""
 
 
 class UnsupportedAlgorithm(NotAuthenticated):
@@ -198,7 +214,11 @@ class IdentityProviderUnavailable(Unavailable):
 
 
 class SecurityKeyRequired(RuleViolation):
-    """An admin must hold a security key of their own before enforcing MFA."""
+    """A security key of one's own is needed: to enforce MFA, or to step up."""
+
+
+class AlreadyEnrolled(RuleViolation):
+    """A session waiting for a first key cannot register one: the member holds a key already."""
 
 
 class InvalidCursor(InvalidInput):

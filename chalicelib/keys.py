@@ -19,20 +19,24 @@ from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy, Ke
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
 from chalicelib.errors import (
+    AlreadyEnrolled,
     ConcurrentChange,
     InvalidKeyName,
     KeyAlreadyRegistered,
     KeyNotFound,
     LastKeyRequired,
+    NotAllowed,
+    NotAuthenticated,
     NotForBackupSessions,
+    RuleViolation,
     TooManyKeys,
 )
 from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey, Session
-from chalicelib.sessions import Caller, SessionState, end_sessions, sessions_of
+from chalicelib.sessions import Caller, SessionState, end_sessions, rotated_token, sessions_of
 from chalicelib.storage import ConditionsFailed, LabelledWrite, transaction
 
 if TYPE_CHECKING:
-    from chalicelib.ceremonies import KnownCredential
+    from chalicelib.ceremonies import KnownCredential, RegistrationResponse
 
 MAX_NAME_LENGTH = 64
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -92,6 +96,7 @@ def registration_options(*, caller: Caller) -> CeremonyOptions:
     from chalicelib import ceremonies
 
     _refuse_backup_session(caller)
+    _refuse_enrolled_waiting_session(caller)
     member = caller.member
     policy = authenticator_policy.of(caller.org)
     issued = challenges.issue(ceremony=Ceremony.REGISTRATION, session=caller.session)
@@ -108,21 +113,50 @@ def registration_options(*, caller: Caller) -> CeremonyOptions:
     return CeremonyOptions(challenge_id=issued.challenge_id, public_key=options)
 
 
-def register(*, caller: Caller, challenge_id: object, name: object, credential: object) -> SecurityKey:
+@dataclass(frozen=True)
+class Registration:
+    """A registered key, and the session's new token when registering activated the session."""
+
+    key: SecurityKey
+    token: str | None
+
+
+def _refuse_enrolled_waiting_session(caller: Caller) -> None:
+    # A waiting session of a member with keys registers only after passing the MFA check with one
+    # of them: the organization's authenticator policy no longer accepts those keys.
+    if (caller.state is SessionState.REGISTRATION_REQUIRED and caller.member.key_count > 0
+            and caller.session.verified_key_id is None):
+        raise AlreadyEnrolled("You hold a security key already: sign in again and pass the security key check.")
+
+
+def register(*, caller: Caller, challenge_id: object, name: object, credential: object) -> Registration:
     """``POST /me/mfa/keys``: verify the registration ceremony and store the new security key.
 
     Everything is parsed before the challenge is used, so malformed input changes nothing. The
-    key, the global claim on its credential ID, the member's key count and (for a member who had
-    to register) the session's state are written in one transaction.
+    key, the global claim on its credential ID, the member's key count and the session are
+    written in one transaction:
+
+    - registering is a security-key check of the session (``key_checked_at``);
+    - a member's first key is conditional on the member holding none, and moves the member to a
+      new session generation, which ends their other sessions that never passed a key check
+      (:func:`chalicelib.sessions.ended_by_new_key`); this session moves along;
+    - a ``registration_required`` session becomes ``active`` only this way — when the member had
+      no key at that moment, or when it passed the MFA check with a key the organization's
+      authenticator policy no longer accepts — under a new token, with the new key as its
+      verified key.
+
+    Refused ceremonies are audited.
 
     Raises:
         MalformedRequest, InvalidKeyName, MalformedCredential, CredentialIdTooLong: bad input.
+        AlreadyEnrolled: a ``registration_required`` session of a member who holds a key.
         ChallengeNotFound, ChallengeExpired, ChallengeMismatch and the ceremony's refusals.
         UserVerificationRequired, AttestationRequired, AttestationUntrusted,
         AuthenticatorNotAllowed, SyncedCredentialNotAllowed: the organization's authenticator
             policy does not accept the key.
         KeyAlreadyRegistered: the credential is already registered, by anyone.
         TooManyKeys: the member holds the maximum number of keys.
+        ConcurrentChange: the session or the member's keys changed meanwhile.
     """
     from chalicelib import ceremonies, metadata
 
@@ -130,6 +164,18 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
     name = check_name(name)
     challenge_id = challenges.check_id(challenge_id)
     response = ceremonies.parse_registration(credential=credential)
+    try:
+        _refuse_enrolled_waiting_session(caller)
+        return _register(caller=caller, challenge_id=challenge_id, name=name, response=response)
+    except (NotAuthenticated, NotAllowed, RuleViolation) as refusal:
+        session = caller.session
+        audit.record(org_id=session.org_id, actor=caller.actor, action="key.registration_failed", target=session.user_id,
+                     user_id=session.user_id, client=caller.client, details={"reason": refusal.code})
+        raise
+
+
+def _register(*, caller: Caller, challenge_id: str, name: str, response: RegistrationResponse) -> Registration:
+    from chalicelib import ceremonies
 
     session = caller.session
     expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
@@ -165,38 +211,80 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
         attested=verdict.attested,
     )
     claim = CredentialClaim(key.key_id, org_id=key.org_id, user_id=key.user_id)
+    member = caller.member
+    first_key = member.key_count == 0
     activates_session = caller.state is SessionState.REGISTRATION_REQUIRED
+
+    member_actions = [Member.key_count.add(1)]
+    session_actions = [Session.key_checked_at.set(registered_at)]
+    if first_key:
+        same_generation = Member.session_generation == member.session_generation
+        if member.session_generation == 0:
+            # Members stored before session generations existed have none yet.
+            same_generation |= Member.session_generation.does_not_exist()
+        member_condition = (Member.key_count == 0) & same_generation
+        member_actions.append(Member.session_generation.set(member.session_generation + 1))
+        session_actions.append(Session.member_generation.set(member.session_generation + 1))
+    else:
+        member_condition = (Member.key_count > 0) & (Member.key_count < settings().max_keys_per_member)
+    session_condition = (Session.state == caller.state.value) & (Session.token_hash == caller.token_hash)
+    if activates_session and not first_key:
+        session_condition &= Session.verified_key_id.exists()
+    token = None
+    if activates_session:
+        token, token_hash = rotated_token(caller)
+        session_actions += [
+            Session.state.set(SessionState.ACTIVE.value),
+            Session.token_hash.set(token_hash),
+            Session.verified_key_id.set(key.key_id),
+        ]
     try:
         with transaction() as write:
             write.save("claim", claim, condition=CredentialClaim.key_id.does_not_exist())
             write.save("key", key, condition=SecurityKey.key_id.does_not_exist())
+            write.update("member", Member(session.org_id, session.user_id), actions=member_actions,
+                         condition=Member.user_id.exists() & member_condition)
             write.update(
-                "member",
-                Member(session.org_id, session.user_id),
-                actions=[Member.key_count.add(1)],
-                condition=Member.user_id.exists() & (Member.key_count < settings().max_keys_per_member),
+                "session",
+                Session(session.org_id, session.session_id),
+                actions=session_actions,
+                condition=session_condition,
             )
-            if activates_session:
-                write.update(
-                    "session",
-                    Session(session.org_id, session.session_id),
-                    actions=[Session.state.set(SessionState.ACTIVE.value)],
-                    condition=(Session.state == SessionState.REGISTRATION_REQUIRED.value) & (Session.token_hash == caller.token_hash),
-                )
             write.save("audit", audit.event(
                 org_id=session.org_id, actor=caller.actor, action="key.registered", target=key.key_id,
-                user_id=session.user_id, client=caller.client, details={"name": name, "by": "self"},
+                user_id=session.user_id, client=caller.client,
+                details={"name": name, "by": "self", **({"session_activated": True} if activates_session else {})},
             ))
     except ConditionsFailed as refused:
         if refused.labels & {"claim", "key"}:
             raise KeyAlreadyRegistered("This security key is already registered.") from None
         if "member" in refused.labels:
-            raise TooManyKeys(f"A member can hold at most {settings().max_keys_per_member} security keys.") from None
+            raise _why_member_refused(caller) from None
         raise ConcurrentChange("The session changed while the key was being registered; sign in again.") from None
     if activates_session:
+        assert token is not None
         session.state = SessionState.ACTIVE.value
-    caller.member.key_count += 1
-    return key
+        session.token_hash = token_hash
+        session.verified_key_id = key.key_id
+    session.key_checked_at = registered_at
+    if first_key:
+        member.session_generation += 1
+        session.member_generation = member.session_generation
+    member.key_count += 1
+    return Registration(key=key, token=token)
+
+
+def _why_member_refused(caller: Caller) -> Exception:
+    """Name the reason the member's condition failed; only for the error, never to decide."""
+    try:
+        stored = Member.get(caller.session.org_id, caller.session.user_id, consistent_read=True)
+    except Member.DoesNotExist:
+        return ConcurrentChange("The member changed while the key was being registered; sign in again.")
+    if stored.key_count >= settings().max_keys_per_member:
+        return TooManyKeys(f"A member can hold at most {settings().max_keys_per_member} security keys.")
+    if caller.state is SessionState.REGISTRATION_REQUIRED and stored.key_count > 0:
+        return AlreadyEnrolled("You hold a security key already: sign in again and pass the security key check.")
+    return ConcurrentChange("Your security keys changed while the key was being registered; try again.")
 
 
 def list_keys(*, caller: Caller) -> list[SecurityKey]:

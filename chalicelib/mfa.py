@@ -10,6 +10,7 @@ from chalicelib import audit, authenticator_policy, challenges, clock, sessions
 from chalicelib.challenges import Ceremony
 from chalicelib.errors import (
     AuthenticatorNotAllowed,
+    BackupEligibilityChanged,
     InvalidToken,
     NotAllowed,
     NotAuthenticated,
@@ -65,6 +66,7 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> MfaSu
         MalformedRequest, MalformedCredential, CredentialIdTooLong: bad input (nothing used up).
         ChallengeNotFound, ChallengeExpired, ChallengeMismatch: the challenge cannot be used.
         UnknownCredential: the credential is not one of the caller's keys.
+        BackupEligibilityChanged: the key's backup-eligible flag is not the registered one.
         SignCountRegression: the counter did not increase (a cloned key?).
         UserVerificationRequired: the policy requires user verification and the key did not do it.
         AuthenticatorNotAllowed: under enforcement, a key the policy refuses while the member
@@ -83,12 +85,18 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> MfaSu
         raise
 
 
-def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationResponse) -> MfaSuccess:
+def checked_assertion(*, caller: Caller, response: AuthenticationResponse, expected_challenge: bytes) -> SecurityKey:
+    """The caller's key that made this assertion, once the assertion verified (§7.2): the key is
+    the caller's own, the user handle names the caller, the signature is good, the backup-eligible
+    flag is the one stored at registration and the signature counter went up. The new counter is
+    the caller's to write, conditional on the stored one (``key.sign_count``).
+
+    Raises:
+        UnknownCredential, BackupEligibilityChanged, SignCountRegression and the ceremony's refusals.
+    """
     from chalicelib import ceremonies
 
     session = caller.session
-    expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session)
-
     try:
         key = SecurityKey.get(session.org_id, ceremonies.key_id_for(response.credential_id), consistent_read=True)
     except SecurityKey.DoesNotExist:
@@ -100,7 +108,11 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
     ):
         raise UnknownCredential("The assertion names another user.")
 
-    ceremonies.verify_authentication(response=response, expected_challenge=expected, public_key=key.public_key)
+    ceremonies.verify_authentication(response=response, expected_challenge=expected_challenge, public_key=key.public_key)
+    # §7.2 step 17: backup eligibility is fixed when a credential is created; a change means
+    # another credential, or another authenticator, behind the same ID.
+    if response.backup_eligible != bool(key.backup_eligible):
+        raise BackupEligibilityChanged("The security key's backup eligibility differs from its registration.")
     if ceremonies.sign_count_regressed(stored=key.sign_count, presented=response.sign_count):
         log.warning(
             "sign-count regression: org=%s user=%s key=%s stored=%d presented=%d",
@@ -110,7 +122,16 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
                      user_id=session.user_id, client=caller.client,
                      details={"stored": key.sign_count, "presented": response.sign_count})
         raise SignCountRegression("The security key's signature counter went backwards; it may have been cloned.")
-    next_state = _state_after_check(caller=caller, key=key, user_verified=response.user_verified)
+    # Every check, the MFA login and a step-up alike, meets the organization's policy.
+    authenticator_policy.check_assertion(authenticator_policy.of(caller.org), user_verified=response.user_verified)
+    return key
+
+
+def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationResponse) -> MfaSuccess:
+    session = caller.session
+    expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session)
+    key = checked_assertion(caller=caller, response=response, expected_challenge=expected)
+    next_state = _state_after_check(caller=caller, key=key)
 
     token, token_hash = sessions.rotated_token(caller)
     used_at = clock.now()
@@ -133,6 +154,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
                     Session.token_hash.set(token_hash),
                     Session.state.set(next_state.value),
                     Session.verified_key_id.set(key.key_id),
+                    Session.key_checked_at.set(used_at),
                 ],
                 condition=(Session.token_hash == caller.token_hash) & (Session.state == SessionState.MFA_REQUIRED.value),
             )
@@ -147,14 +169,14 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
     session.state = next_state.value
     session.token_hash = token_hash
     session.verified_key_id = key.key_id
+    session.key_checked_at = used_at
     key.sign_count, key.last_used_at = response.sign_count, used_at
     return MfaSuccess(token=token, key=key)
 
 
-def _state_after_check(*, caller: Caller, key: SecurityKey, user_verified: bool) -> SessionState:
-    """Where a passed security-key check leads under the organization's authenticator policy."""
+def _state_after_check(*, caller: Caller, key: SecurityKey) -> SessionState:
+    """Where a passed MFA check leads under the organization's authenticator policy."""
     policy = authenticator_policy.of(caller.org)
-    authenticator_policy.check_assertion(policy, user_verified=user_verified)
     if not caller.org.mfa_enforced or authenticator_policy.is_compliant(policy, key):
         return SessionState.ACTIVE
     session = caller.session

@@ -93,6 +93,9 @@ class Member(Model):
     key_count = NumberAttribute(default=0)
     created_at = UTCDateTimeAttribute()
     last_login_at = UTCDateTimeAttribute(null=True)
+    # Incremented when the member goes from no key to a key: their sessions of an older
+    # generation that never passed a security-key check have ended.
+    session_generation = NumberAttribute(default=0)
 
 
 class KeysByMember(LocalSecondaryIndex["SecurityKey"]):
@@ -208,8 +211,12 @@ class Session(Model):
     created_at = UTCDateTimeAttribute()
     expires_at = UTCDateTimeAttribute()
     enforcement_generation = NumberAttribute(default=0)
-    # The key that passed this session's MFA ceremony.
+    # The member's session generation when the session started (see Member.session_generation).
+    member_generation = NumberAttribute(default=0)
+    # The key that passed this session's MFA ceremony, or that its registration activated it with.
     verified_key_id = UnicodeAttribute(null=True)
+    # The session's last security-key check: MFA at login, registering a key, or stepping up.
+    key_checked_at = UTCDateTimeAttribute(null=True)
     source_ip = UnicodeAttribute(null=True)
     user_agent = UnicodeAttribute(null=True)
     # Refreshed at most every few minutes, so that requests stay one round trip.

@@ -19,7 +19,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import Callable, Iterable
 
-from pynamodb.exceptions import DeleteError, TransactGetError, UpdateError
+from pynamodb.exceptions import TransactGetError, UpdateError
 from pynamodb.transactions import TransactGet
 
 from chalicelib import audit, clock
@@ -33,7 +33,9 @@ from chalicelib.errors import (
     MissingToken,
     RegistrationRequired,
     SessionEndedByEnforcement,
+    SessionEndedByNewKey,
     SessionExpired,
+    SessionIdle,
     WrongSessionState,
 )
 from chalicelib.models import AuditEvent, BackupCredential, Member, Organization, Session, connection
@@ -41,7 +43,6 @@ from chalicelib.storage import (
     TRANSACTION_CANCELED,
     ConditionsFailed,
     LabelledWrite,
-    condition_failed,
     response_code,
     transaction,
 )
@@ -161,6 +162,7 @@ def start(
         # DynamoDB's TTL only tidies up; expiry itself is checked on every request.
         ttl=expires + timedelta(days=1),
         enforcement_generation=org.enforcement_generation,
+        member_generation=member.session_generation,
         source_ip=client.source_ip,
         user_agent=(client.user_agent or "")[:512] or None,
         last_seen_at=started,
@@ -189,6 +191,9 @@ def resolve(*, authorization: str | None, client: Client = Client()) -> Caller:
         MissingToken, InvalidToken: no header, or a token keyward did not issue or has ended.
         SessionExpired: the session's absolute lifetime is over.
         SessionEndedByEnforcement: the organization enforced MFA after this session started.
+        SessionEndedByNewKey: the member registered their first key after this session started,
+            and the session never passed a security-key check.
+        SessionIdle: the session went unused for longer than the idle timeout.
     """
     if not authorization:
         raise MissingToken("Send the session token as 'Authorization: Bearer <token>'.")
@@ -227,10 +232,15 @@ def resolve(*, authorization: str | None, client: Client = Client()) -> Caller:
     # The hash comparison covers the whole token, so a forged user part cannot match.
     if not hmac.compare_digest(session.token_hash, token_hash) or session.user_id != user_id:
         raise InvalidToken("The session does not exist or has ended.")
-    if session.expires_at <= clock.now():
+    now = clock.now()
+    if session.expires_at <= now:
         raise SessionExpired("The session has expired; sign in again.")
     if ended_by_enforcement(session=session, org=org):
         raise SessionEndedByEnforcement("The organization now enforces MFA; sign in again.")
+    if ended_by_new_key(session=session, member=member):
+        raise SessionEndedByNewKey("A security key was registered to your account since this session started; sign in again.")
+    if now - (session.last_seen_at or session.created_at) >= _idle_timeout():
+        raise SessionIdle("The session was unused for too long; sign in again.")
     _note_activity(session)
     return Caller(session=session, org=org, member=member, token_hash=token_hash, client=client)
 
@@ -248,10 +258,19 @@ def backup_member(credential: BackupCredential) -> Member:
     )
 
 
+def _idle_timeout() -> timedelta:
+    return timedelta(seconds=settings().session_idle_seconds)
+
+
 def _note_activity(session: Session) -> None:
-    """Keep ``last_seen_at`` roughly current without a write on every request."""
+    """Keep ``last_seen_at`` roughly current without a write on every request.
+
+    It may lag by up to the resolution, so the resolution stays well below the idle timeout:
+    a session in use must never look idle.
+    """
     seen = clock.now()
-    if session.last_seen_at is not None and seen - session.last_seen_at < LAST_SEEN_RESOLUTION:
+    resolution = min(LAST_SEEN_RESOLUTION, _idle_timeout() / 4)
+    if session.last_seen_at is not None and seen - session.last_seen_at < resolution:
         return
     try:
         session.update(actions=[Session.last_seen_at.set(seen)], condition=Session.session_id.exists())
@@ -276,6 +295,20 @@ def ended_by_enforcement(*, session: Session, org: Organization) -> bool:
     )
 
 
+def passed_key_check(session: Session) -> bool:
+    """Whether the session ever proved possession of a security key (MFA, registration, step-up)."""
+    return session.key_checked_at is not None or session.verified_key_id is not None
+
+
+def ended_by_new_key(*, session: Session, member: Member) -> bool:
+    """A member going from no key to a key ends every other session of theirs that started
+    before and never passed a security-key check: whoever holds such a session knew no more
+    than the IdP password, which the key now stands beside. The registering session moves to
+    the new generation in the registration's own transaction.
+    """
+    return session.member_generation < member.session_generation and not passed_key_check(session)
+
+
 def require_state(caller: Caller, *, allowed: Iterable[SessionState]) -> None:
     """Refuse a call that the caller's session state does not allow yet."""
     state = caller.state
@@ -295,13 +328,18 @@ def rotated_token(caller: Caller) -> tuple[str, str]:
 
 
 def end(*, caller: Caller) -> None:
-    """Log out: delete the session, unless its token changed in the meantime."""
+    """Log out: delete the session, unless its token changed in the meantime; audited."""
+    session = caller.session
     try:
-        caller.session.delete(condition=Session.token_hash == caller.token_hash)
-    except DeleteError as error:
-        if condition_failed(error):
-            raise InvalidToken("The session does not exist or has ended.") from None
-        raise
+        with transaction() as write:
+            write.delete("session", Session(session.org_id, session.session_id),
+                         condition=Session.token_hash == caller.token_hash)
+            write.save("audit", audit.event(
+                org_id=session.org_id, actor=caller.actor, action="logout", target=session.session_id,
+                user_id=session.user_id, client=caller.client,
+            ))
+    except ConditionsFailed:
+        raise InvalidToken("The session does not exist or has ended.") from None
 
 
 

@@ -82,6 +82,10 @@ class KeywardClient:
                           body={"challenge_id": options.body["challenge_id"], "name": name, "credential": credential})
         if reply.status == 201:
             member.authenticators.append(authenticator)
+            # A session that had to register continues under a new token.
+            if reply.body["token"] is not None:
+                member.token = reply.body["token"]
+            member.state = reply.body["session"]["state"]
         return reply
 
     def mfa_options(self, member: Member) -> Reply:

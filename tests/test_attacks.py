@@ -255,7 +255,7 @@ def _tampered_ceremony_is_refused(
         reply = keyward.register(token, options["challenge_id"], authenticator.register(options["publicKey"], **client))
         refused(reply, 401, code)
         assert db.snapshot(org) == before
-        assert new_events(db, org, logged) == []
+        assert new_events(db, org, logged) == [("key.registration_failed", {"reason": code})]
         assert keyward.key_ids(token) == []
         keyward.add_key(token)  # the member can still register an honest key
         return

@@ -462,6 +462,10 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         alice_key = SoftwareAuthenticator()
         ok(api.add_key(alice, alice_key), 201)
         alice = api.mfa_login(org="acme", user="alice", authenticator=alice_key, admin=True)
+        # A step-up of alice's session.
+        options = ok(api.call("POST", "/auth/reauth/options", token=alice.token))
+        ok(api.call("POST", "/auth/reauth/verify", token=alice.token, body={
+            "challenge_id": options["challenge_id"], "credential": alice_key.authenticate(options["publicKey"])}))
         bob = api.login(user="bob")
         bob_key = SoftwareAuthenticator()
         ok(api.add_key(bob, bob_key), 201)

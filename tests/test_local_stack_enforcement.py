@@ -209,6 +209,8 @@ def test_three_parallel_deletes_under_enforcement_leave_exactly_one_key(keyward,
     carol = login.body["token"]
     registered = keyward.add_key(carol, name="First key")
     assert registered.body["session"]["state"] == "active", str(registered)
+    # Registering activated the session under a new token.
+    carol = registered.body["token"]
 
     _delete_race_rounds(keyward, carol, keys=3, rounds=3)
 
@@ -278,6 +280,9 @@ def test_a_member_without_a_key_must_register_one_before_anything_else(keyward, 
 
     registered = keyward.add_key(token, name="My first key")
     assert registered.body["session"]["state"] == "active", str(registered)
+    refused = keyward.call("GET", "/me", token=token)
+    assert (refused.status, refused.code) == (401, "InvalidToken"), f"the token before registering: {refused}"
+    token = registered.body["token"]
 
     me = keyward.call("GET", "/me", token=token)
     assert me.status == 200, f"GET /me after registering: {me}"

@@ -45,7 +45,9 @@ def test_parallel_deletes_of_a_members_keys_under_enforcement_leave_exactly_one(
     login = keyward.login(org=org, user="carol")
     assert login.body["state"] == "registration_required", str(login)
     carol = login.body["token"]
-    assert keyward.add_key(carol, name="First key").body["session"]["state"] == "active"
+    registered = keyward.add_key(carol, name="First key")
+    assert registered.body["session"]["state"] == "active"
+    carol = registered.body["token"]  # registering activated the session under a new token
 
     for round_number in range(1, ROUNDS + 1):
         for extra in range(CONTENDERS - len(keyward.key_ids(carol))):

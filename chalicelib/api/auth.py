@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import backup, identity, mfa, sessions
+from chalicelib import backup, clock, identity, mfa, sessions, stepup
 from chalicelib.api.http import ANY_STATE, caller_of, client_of, json_body, only_fields, route, string_field
 from chalicelib.api.views import login_body
 from chalicelib.sessions import SessionState
@@ -35,6 +35,21 @@ def mfa_verify() -> dict[str, Any]:
     only_fields(body, {"challenge_id", "credential"})
     passed = mfa.verify(caller=caller, challenge_id=body.get("challenge_id"), credential=body.get("credential"))
     return login_body(token=passed.token, session=caller.session, org=caller.org, member=caller.member)
+
+
+@route(auth, "/auth/reauth/options", methods=["POST"])
+def reauth_options() -> dict[str, Any]:
+    started = stepup.options(caller=caller_of(auth.current_request))
+    return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
+
+
+@route(auth, "/auth/reauth/verify", methods=["POST"])
+def reauth_verify() -> dict[str, Any]:
+    caller = caller_of(auth.current_request)
+    body = json_body(auth.current_request)
+    only_fields(body, {"challenge_id", "credential"})
+    checked_at = stepup.verify(caller=caller, challenge_id=body.get("challenge_id"), credential=body.get("credential"))
+    return {"key_checked_at": clock.iso(checked_at), "reauth_until": clock.iso(stepup.window_ends(caller))}
 
 
 @route(auth, "/auth/logout", methods=["POST"], status=204)

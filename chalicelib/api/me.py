@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import authenticator_policy, clock, keys, sessions
+from chalicelib import authenticator_policy, clock, keys, sessions, stepup
 from chalicelib.api import views
 from chalicelib.api.http import ANY_STATE, caller_of, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
@@ -42,6 +42,7 @@ def list_keys() -> dict[str, Any]:
 @route(me, "/me/mfa/keys/options", methods=["POST"])
 def registration_options() -> dict[str, Any]:
     caller = caller_of(me.current_request, allowed=_REGISTRATION_STATES)
+    stepup.require_recent_key_check(caller)
     started = keys.registration_options(caller=caller)
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
 
@@ -49,10 +50,14 @@ def registration_options() -> dict[str, Any]:
 @route(me, "/me/mfa/keys", methods=["POST"], status=201)
 def register_key() -> dict[str, Any]:
     caller = caller_of(me.current_request, allowed=_REGISTRATION_STATES)
+    stepup.require_recent_key_check(caller)
     body = json_body(me.current_request)
     only_fields(body, {"challenge_id", "name", "credential"})
-    key = keys.register(caller=caller, challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"))
-    return {"key": keys.describe(key, policy=authenticator_policy.of(caller.org)), "session": {"state": caller.session.state}}
+    registered = keys.register(caller=caller, challenge_id=body.get("challenge_id"), name=body.get("name"),
+                               credential=body.get("credential"))
+    # A session that had to register continues under a new token; the old one stops working.
+    return {"key": keys.describe(registered.key, policy=authenticator_policy.of(caller.org)),
+            "session": {"state": caller.session.state}, "token": registered.token}
 
 
 @route(me, "/me/mfa/keys/{key_id}", methods=["PATCH"])
@@ -66,12 +71,16 @@ def rename_key(key_id: str) -> dict[str, Any]:
 
 @route(me, "/me/mfa/keys/{key_id}", methods=["DELETE"], status=204)
 def delete_key(key_id: str) -> None:
-    keys.delete(caller=caller_of(me.current_request), key_id=key_id)
+    caller = caller_of(me.current_request)
+    stepup.require_recent_key_check(caller)
+    keys.delete(caller=caller, key_id=key_id)
 
 
 @route(me, "/me/mfa", methods=["DELETE"], status=204)
 def disable_mfa() -> None:
-    keys.disable_mfa(caller=caller_of(me.current_request))
+    caller = caller_of(me.current_request)
+    stepup.require_recent_key_check(caller)
+    keys.disable_mfa(caller=caller)
 
 
 @route(me, "/me/sessions", methods=["GET"])

@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import audit, authenticator_policy, backup, clock, enforcement, keys, members, pagination, sessions
+from chalicelib import audit, authenticator_policy, backup, clock, enforcement, keys, members, pagination, sessions, stepup
 from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.errors import AdminRequired, MalformedRequest
 from chalicelib.models import Invalidation
@@ -18,6 +18,13 @@ def _admin() -> Caller:
     caller = caller_of(org.current_request)
     if not caller.is_admin:
         raise AdminRequired("Only the organization's admins may do this.")
+    return caller
+
+
+def _admin_changing() -> Caller:
+    """An admin about to change something: that needs a recent security-key check."""
+    caller = _admin()
+    stepup.require_recent_key_check(caller)
     return caller
 
 
@@ -54,7 +61,7 @@ def mfa_status() -> dict[str, Any]:
 
 @route(org, "/org/mfa", methods=["PUT"])
 def set_enforcement() -> dict[str, Any]:
-    caller = _admin()
+    caller = _admin_changing()
     body = json_body(org.current_request)
     only_fields(body, {"enforced"})
     enforced = body.get("enforced")
@@ -100,10 +107,11 @@ def get_policy() -> dict[str, Any]:
 
 @route(org, "/org/mfa/policy", methods=["PUT"])
 def set_policy() -> dict[str, Any]:
-    caller = _admin()
     dry_run = _query("dry_run")
     if dry_run not in (None, "", "true", "false"):
         raise MalformedRequest("'dry_run' must be 'true' or 'false'.")
+    # Counting what a policy would do changes nothing; saving it is an admin change like any other.
+    caller = _admin() if dry_run == "true" else _admin_changing()
     changed = authenticator_policy.change(caller=caller, document=json_body(org.current_request), dry_run=dry_run == "true")
     return {
         "policy": authenticator_policy.describe(changed.policy),
@@ -114,17 +122,17 @@ def set_policy() -> dict[str, Any]:
 
 @route(org, "/org/members/{user_id}/mfa/keys/{key_id}", methods=["DELETE"], status=204)
 def delete_member_key(user_id: str, key_id: str) -> None:
-    keys.delete_by_admin(caller=_admin(), user_id=user_id, key_id=key_id)
+    keys.delete_by_admin(caller=_admin_changing(), user_id=user_id, key_id=key_id)
 
 
 @route(org, "/org/members/{user_id}/sessions", methods=["DELETE"], status=204)
 def end_member_sessions(user_id: str) -> None:
-    sessions.end_member_sessions(caller=_admin(), user_id=user_id)
+    sessions.end_member_sessions(caller=_admin_changing(), user_id=user_id)
 
 
 @route(org, "/org/backup-credentials", methods=["POST"], status=201)
 def create_backup_credentials() -> dict[str, Any]:
-    issued = backup.create(caller=_admin())
+    issued = backup.create(caller=_admin_changing())
     return {**backup.describe(issued.credential), "secret": issued.secret}
 
 
@@ -136,7 +144,7 @@ def list_backup_credentials() -> dict[str, Any]:
 
 @route(org, "/org/backup-credentials/{key_id}", methods=["DELETE"], status=204)
 def delete_backup_credentials(key_id: str) -> None:
-    backup.delete(caller=_admin(), key_id=key_id)
+    backup.delete(caller=_admin_changing(), key_id=key_id)
 
 
 @route(org, "/org/audit", methods=["GET"])

@@ -7,7 +7,7 @@ const TOKEN_KEY = "keyward.session";
 const CEREMONY_FAILURES = new Set([
   "ChallengeNotFound", "ChallengeExpired", "ChallengeMismatch", "OriginMismatch", "CrossOriginRefused",
   "RpIdMismatch", "UserNotPresent", "InvalidBackupFlags", "UnsupportedAlgorithm", "UnknownCredential",
-  "SignCountRegression", "CeremonyFailed",
+  "SignCountRegression", "CeremonyFailed", "BackupEligibilityChanged",
 ]);
 
 export class ApiError extends Error {
@@ -32,6 +32,7 @@ export const token = {
 
 let onSessionEnded = () => {};
 let onWrongState = () => {};
+let onReauthenticationRequired = null;
 
 // The app decides what "signed out" looks like; the API layer only reports it.
 export function whenSessionEnds(handler) {
@@ -43,8 +44,14 @@ export function whenSessionNeedsStep(handler) {
   onWrongState = handler;
 }
 
+// A sensitive change needs a recent security-key check: the handler performs one (or throws),
+// and the change is sent once more.
+export function whenReauthenticationRequired(handler) {
+  onReauthenticationRequired = handler;
+}
+
 // Every path is relative to the page's <base>, so the console works under API Gateway's stage too.
-export async function call(method, path, body) {
+export async function call(method, path, body, { retried = false } = {}) {
   const headers = { accept: "application/json" };
   const sent = token.get();
   if (sent) headers.authorization = `Bearer ${sent}`;
@@ -80,6 +87,9 @@ export async function call(method, path, body) {
   } else if (sent && (error.code === "MfaRequired" || error.code === "RegistrationRequired")) {
     error.handled = true;
     onWrongState(error);
+  } else if (sent && error.code === "ReauthenticationRequired" && onReauthenticationRequired && !retried) {
+    await onReauthenticationRequired(error);
+    return call(method, path, body, { retried: true });
   }
   throw error;
 }

@@ -5,6 +5,7 @@ import { api, token, whenSessionEnds, whenSessionNeedsStep } from "./api.js";
 import { describe } from "./messages.js";
 import { showOrganization, stopOrganization } from "./organization.js";
 import { showPersonal } from "./personal.js";
+import { enableStepUp } from "./stepup.js";
 import { $, announce, clearMessages, run, showError, showScreen } from "./ui.js";
 import { createCredential, getAssertion } from "./webauthn.js";
 
@@ -160,7 +161,9 @@ function wireSecondFactor() {
     run(event.submitter, async () => {
       const { challenge_id, publicKey } = await api.post("me/mfa/keys/options");
       const credential = await createCredential(publicKey);
-      const { key } = await api.post("me/mfa/keys", { challenge_id, name, credential });
+      const { key, token: activated } = await api.post("me/mfa/keys", { challenge_id, name, credential });
+      // Registering made the session active under a new token; the old one no longer works.
+      if (activated) token.set(activated);
       await enter();
       announce(`Security key “${key.name}” registered. You are signed in.`);
     });
@@ -204,6 +207,7 @@ function renderAccount() {
 
 async function start() {
   whenSessionEnds((error) => showSignIn(describe(error)));
+  enableStepUp();
   whenSessionNeedsStep((error) => {
     run(null, async () => {
       await enter();

@@ -10,6 +10,11 @@ const BY_CODE = {
   SessionExpired: "Your session expired. Sign in again.",
   SessionEndedByEnforcement:
     "Your organization now enforces multi-factor authentication, so your session was ended. Sign in again.",
+  SessionEndedByNewKey:
+    "A security key was registered to your account after this session started, so the session was ended. Sign in again with your key.",
+  SessionIdle: "Your session was unused for a long time and has ended. Sign in again.",
+  ReauthenticationRequired: null, // the API's (or the step-up's) message says what to do
+  AlreadyEnrolled: "You already have a security key. Sign out, then sign in again and use your key.",
   InvalidIdToken:
     "Your sign-in from the identity provider could not be verified. Start again from your organization's sign-in page.",
   IdentityProviderUnavailable: "Your organization's identity provider cannot be reached right now. Try again in a minute.",
@@ -33,6 +38,8 @@ const BY_CODE = {
   RpIdMismatch: "The security key answered for a different website. Open the console from its usual address.",
   UserNotPresent: "The security key did not confirm that you touched it. Try again and touch the key.",
   InvalidBackupFlags: "The security key gave inconsistent information about itself. Try another key.",
+  BackupEligibilityChanged:
+    "This security key no longer describes itself as it did when it was registered. It was refused; ask an admin to check it.",
   UnsupportedAlgorithm: "This security key uses a signature algorithm keyward does not accept. Try another key.",
   UnknownCredential: "That security key is not one of yours. Use a key you registered with keyward.",
   SignCountRegression:
@@ -97,6 +104,10 @@ const ACTIONS = {
   "policy.changed": "Authenticator policy changed",
   "mfa.succeeded": "Passed the security key check",
   "mfa.failed": "Failed the security key check",
+  "reauth.succeeded": "Confirmed with a security key",
+  "reauth.failed": "Failed to confirm with a security key",
+  "key.registration_failed": "Security key registration refused",
+  logout: "Signed out",
   "mfa.disabled": "Disabled MFA",
   "enforcement.enabled": "Enforced MFA",
   "enforcement.disabled": "Stopped enforcing MFA",

@@ -1,0 +1,99 @@
+"""Step-up in the console, in Chromium against the running local stack: a sensitive change long
+after the last security-key check makes the console ask for the key, record the check and carry
+the change out; without a key to step up with, it says to sign in again. Time passing is played
+by moving the session's stored times back in the stack's DynamoDB."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import OpenConsole
+from tests.browser.console import Console, unique_org
+from tests.stack_client import PYNAMODB_TIME_FORMAT, StackTables
+
+pytestmark = pytest.mark.browser
+
+LONG_AGO = timedelta(seconds=900 + 60)
+
+
+def _session_id(console: Console) -> str:
+    token = console.token()
+    assert token
+    return token.split(".")[3]
+
+
+def _move_back(console: Console, org: str, attribute: str) -> None:
+    """The session's last key check (or login) happened long ago, as far as keyward can tell."""
+    moment = datetime.now(timezone.utc) - LONG_AGO
+    StackTables(console.stack).client.update_item(
+        TableName=StackTables.table("sessions"), Key={"org_id": {"S": org}, "session_id": {"S": _session_id(console)}},
+        UpdateExpression=f"SET {attribute} = :at", ConditionExpression="attribute_exists(session_id)",
+        ExpressionAttributeValues={":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}},
+    )
+
+
+def _signed_in_with_two_keys(open_console: OpenConsole, org: str) -> Console:
+    lea = open_console()
+    lea.sign_in_to_settings(org=org, user="lea")
+    lea.enable_mfa(key_name="Blue YubiKey")
+    lea.add_key(key_name="Spare key")  # the key in use from now on
+    lea.sign_out()
+    lea.sign_in(org=org, user="lea")
+    lea.button("Use security key").click()
+    expect(lea.heading("Personal settings")).to_be_visible()
+    return lea
+
+
+def test_a_sensitive_change_long_after_the_key_check_asks_for_the_key_and_goes_through(open_console: OpenConsole):
+    org = unique_org("step-up")
+    lea = _signed_in_with_two_keys(open_console, org)
+    _move_back(lea, org, "key_checked_at")
+    refused = lea.call("DELETE", "/me/mfa")
+    assert (refused.status_code, refused.json()["Code"]) == (403, "ReauthenticationRequired")
+
+    lea.button("Delete Blue YubiKey").click()
+    lea.confirm("Delete key")
+    expect(lea.dialog()).to_contain_text("Confirm with your security key")
+    lea.screenshot("step-up")
+    lea.confirm("Use security key")
+
+    expect(lea.status()).to_have_text("Security key “Blue YubiKey” was deleted.")
+    assert [key["name"] for key in lea.get("/me/mfa/keys")["keys"]] == ["Spare key"]
+    # The step-up opened a new window: the next sensitive change needs no key.
+    assert lea.call("POST", "/me/mfa/keys/options").status_code == 200
+
+
+def test_cancelling_the_step_up_changes_nothing(open_console: OpenConsole):
+    org = unique_org("step-up-cancel")
+    lea = _signed_in_with_two_keys(open_console, org)
+    _move_back(lea, org, "key_checked_at")
+
+    lea.button("Delete Blue YubiKey").click()
+    lea.confirm("Delete key")
+    expect(lea.dialog()).to_contain_text("Confirm with your security key")
+    lea.confirm("Cancel")
+
+    expect(lea.alert()).to_have_text("This change needs a fresh check of your security key. Nothing was changed.")
+    assert [key["name"] for key in lea.get("/me/mfa/keys")["keys"]] == ["Blue YubiKey", "Spare key"]
+    assert lea.call("DELETE", "/me/mfa").status_code == 403
+
+
+def test_a_member_without_keys_is_told_to_sign_in_again(open_console: OpenConsole):
+    org = unique_org("step-up-keyless")
+    kai = open_console()
+    kai.sign_in_to_settings(org=org, user="kai")
+    _move_back(kai, org, "created_at")
+
+    kai.page.get_by_role("textbox", name="Key name").fill("Blue YubiKey")
+    kai.button("Enable").click()
+
+    expect(kai.alert()).to_have_text("This change needs a recent sign-in. Sign out and sign in again, then retry it.")
+    expect(kai.dialog()).to_be_hidden()
+    assert kai.get("/me")["mfa"] == {"enabled": False, "key_count": 0}
+
+    kai.sign_out()
+    kai.sign_in_to_settings(org=org, user="kai")
+    kai.enable_mfa(key_name="Blue YubiKey")
+    assert kai.get("/me")["mfa"] == {"enabled": True, "key_count": 1}
