@@ -158,7 +158,7 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
         TooManyKeys: the member holds the maximum number of keys.
         ConcurrentChange: the session or the member's keys changed meanwhile.
     """
-    from chalicelib import ceremonies, metadata
+    from chalicelib import ceremonies
 
     _refuse_backup_session(caller)
     name = check_name(name)
@@ -175,7 +175,7 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
 
 
 def _register(*, caller: Caller, challenge_id: str, name: str, response: RegistrationResponse) -> Registration:
-    from chalicelib import ceremonies
+    from chalicelib import ceremonies, metadata
 
     session = caller.session
     expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
