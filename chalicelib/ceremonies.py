@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -64,6 +65,9 @@ class RegistrationResponse:
     # What attestation is verified from, against the FIDO Metadata Service (chalicelib.metadata).
     attestation_object: bytes
     client_data_json: bytes
+    # What the authenticator claims to be, unverified: its AAGUID and attestation certificates.
+    aaguid: str
+    attestation_certificates: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,8 @@ def parse_registration(*, credential: object) -> RegistrationResponse:
         transports=tuple(str(getattr(t, "value", t)) for t in parsed.response.transports or ()),
         attestation_object=parsed.response.attestation_object,
         client_data_json=parsed.response.client_data_json,
+        aaguid=str(uuid.UUID(bytes=bytes(attested.aaguid))),
+        attestation_certificates=tuple(bytes(der) for der in (attestation.att_stmt.x5c or ())),
     )
 
 

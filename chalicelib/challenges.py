@@ -1,7 +1,10 @@
 """WebAuthn challenges: random, bound to one session, user and ceremony, expiring, single use.
 
-A challenge is consumed by one conditional delete that also checks the binding and the expiry,
-so of two requests racing with the same challenge exactly one gets it.
+A challenge is used up by one conditional delete that also checks the binding and the expiry,
+so of two requests racing with the same challenge exactly one gets it. A ceremony step reads
+its challenge together with its session (:func:`read`), checks it (:func:`check`), and deletes
+it in the same transaction that records the ceremony's outcome (:func:`use_up`); a refused
+ceremony deletes it with the refusal's audit event (:func:`discard`).
 """
 from __future__ import annotations
 
@@ -12,12 +15,16 @@ from datetime import timedelta
 from enum import Enum
 
 from pynamodb.exceptions import DeleteError
+from pynamodb.expressions.condition import Condition
 
 from chalicelib import clock
 from chalicelib.config import settings
 from chalicelib.errors import ChallengeExpired, ChallengeMismatch, ChallengeNotFound, MalformedRequest
-from chalicelib.models import Challenge, Session
-from chalicelib.storage import condition_failed
+from chalicelib.models import AuditEvent, Challenge, Session
+from chalicelib.sessions import AlsoRead
+from chalicelib.storage import ConditionsFailed, LabelledWrite, condition_failed, transaction
+
+LABEL = "challenge"
 
 _CHALLENGE_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 # How long an expired challenge lingers before DynamoDB's TTL may remove it.
@@ -62,6 +69,59 @@ def check_id(challenge_id: object) -> str:
     return challenge_id
 
 
+def _usable(*, ceremony: Ceremony, session: Session) -> Condition:
+    return (
+        Challenge.challenge_id.exists()
+        & (Challenge.ceremony == ceremony.value)
+        & (Challenge.org_id == session.org_id)
+        & (Challenge.user_id == session.user_id)
+        & (Challenge.session_id == session.session_id)
+        & (Challenge.expires_at > clock.now())
+    )
+
+
+def read(challenge_id: str) -> AlsoRead:
+    """Read the challenge with the session (``Caller.read[challenges.LABEL]``)."""
+    return AlsoRead(LABEL, Challenge, challenge_id)
+
+
+def check(*, challenge: Challenge | None, ceremony: Ceremony, session: Session) -> bytes:
+    """The challenge's bytes, if it was issued to this session for this ceremony and has not
+    expired; it stays stored until :func:`use_up` deletes it with the ceremony's outcome.
+
+    Raises:
+        ChallengeNotFound: unknown, or already used (a replay).
+        ChallengeExpired: older than the challenge lifetime.
+        ChallengeMismatch: issued to another session, user or ceremony; it stays usable for them.
+    """
+    if challenge is None:
+        raise ChallengeNotFound("The challenge is unknown or was already used; request new options.")
+    if challenge.expires_at <= clock.now():
+        raise ChallengeExpired("The challenge has expired; request new options.")
+    if (challenge.ceremony, challenge.org_id, challenge.user_id, challenge.session_id) != (
+        ceremony.value, session.org_id, session.user_id, session.session_id,
+    ):
+        raise ChallengeMismatch("The challenge was issued for another session or ceremony.")
+    return challenge.challenge
+
+
+def use_up(write: LabelledWrite, *, challenge_id: str, ceremony: Ceremony, session: Session) -> None:
+    """Delete the challenge in ``write``, on the conditions :func:`check` looked at: of two
+    transactions with one challenge, only one commits (the other fails on label ``challenge``)."""
+    write.delete(LABEL, Challenge(challenge_id), condition=_usable(ceremony=ceremony, session=session))
+
+
+def discard(*, challenge_id: str, ceremony: Ceremony, session: Session, refusal: AuditEvent) -> None:
+    """A refused ceremony: its challenge is used up with the refusal's audit event; a challenge
+    that was not this session's (or is gone already) is left alone, and the event saved anyway."""
+    try:
+        with transaction() as write:
+            use_up(write, challenge_id=challenge_id, ceremony=ceremony, session=session)
+            write.save("audit", refusal)
+    except ConditionsFailed:
+        refusal.save()
+
+
 def consume(*, challenge_id: str, ceremony: Ceremony, session: Session) -> bytes:
     """Use up a challenge and return its bytes — once, for the session and ceremony it was issued to.
 
@@ -70,14 +130,7 @@ def consume(*, challenge_id: str, ceremony: Ceremony, session: Session) -> bytes
         ChallengeExpired: older than the challenge lifetime.
         ChallengeMismatch: issued to another session, user or ceremony; it stays usable for them.
     """
-    condition = (
-        Challenge.challenge_id.exists()
-        & (Challenge.ceremony == ceremony.value)
-        & (Challenge.org_id == session.org_id)
-        & (Challenge.user_id == session.user_id)
-        & (Challenge.session_id == session.session_id)
-        & (Challenge.expires_at > clock.now())
-    )
+    condition = _usable(ceremony=ceremony, session=session)
     try:
         # PynamoDB's Model.delete cannot return the deleted item; the table connection can,
         # and that makes "check, use and delete" a single atomic request.

@@ -8,11 +8,14 @@ rules true when requests race.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from pynamodb.expressions.condition import Condition
 
 from chalicelib import audit, authenticator_policy, challenges, clock, pagination
 from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy, KeyFacts
@@ -20,6 +23,7 @@ from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
 from chalicelib.errors import (
     AlreadyEnrolled,
+    ChallengeNotFound,
     ConcurrentChange,
     InvalidKeyName,
     KeyAlreadyRegistered,
@@ -32,7 +36,7 @@ from chalicelib.errors import (
     TooManyKeys,
 )
 from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey, Session
-from chalicelib.sessions import Caller, SessionState, end_sessions, rotated_token, sessions_of
+from chalicelib.sessions import AlsoReads, Caller, SessionState, end_sessions, rotated_token, sessions_of
 from chalicelib.storage import ConditionsFailed, LabelledWrite, transaction
 
 if TYPE_CHECKING:
@@ -85,10 +89,37 @@ def keys_of(*, org_id: str, user_id: str) -> list[SecurityKey]:
     return sorted(keys, key=lambda key: key.created_at)
 
 
-def _known(keys: list[SecurityKey]) -> list[KnownCredential]:
+def known_credentials(member: Member) -> list[KnownCredential]:
+    """The member's credentials for a ceremony's options: from the member item, which every
+    request reads anyway; only a member whose keys predate that list costs a query."""
     from chalicelib import ceremonies
 
-    return [ceremonies.KnownCredential(credential_id=key.credential_id, transports=key.transports) for key in keys]
+    if member.credentials is None:
+        keys = keys_of(org_id=member.org_id, user_id=member.user_id) if member.key_count > 0 else []
+        return [ceremonies.KnownCredential(credential_id=key.credential_id, transports=key.transports) for key in keys]
+    return [
+        ceremonies.KnownCredential(credential_id=_from_base64url(entry["id"]), transports=list(entry.get("transports") or []))
+        for entry in member.credentials.as_dict().values()
+    ]
+
+
+def _credential_entry(key: SecurityKey) -> dict[str, Any]:
+    return {"id": base64.urlsafe_b64encode(key.credential_id).decode().rstrip("="), "transports": list(key.transports or [])}
+
+
+def _from_base64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _credentials_with(member: Member, key: SecurityKey) -> tuple[Any, Condition | None]:
+    """The update that lists ``key`` among the member's credentials, and the condition it needs."""
+    if member.credentials is not None:
+        return Member.credentials[key.key_id].set(_credential_entry(key)), None
+    # No list yet: write it whole, from the keys the member holds now (none, for a first key).
+    held = keys_of(org_id=member.org_id, user_id=member.user_id) if member.key_count > 0 else []
+    listed = {k.key_id: _credential_entry(k) for k in held}
+    listed[key.key_id] = _credential_entry(key)
+    return Member.credentials.set(listed), Member.key_count == member.key_count
 
 
 def registration_options(*, caller: Caller) -> CeremonyOptions:
@@ -105,7 +136,7 @@ def registration_options(*, caller: Caller) -> CeremonyOptions:
         user_handle=user_handle_for(org_id=member.org_id, user_id=member.user_id),
         user_name=member.email or member.user_id,
         display_name=member.name or member.email or member.user_id,
-        exclude=_known(keys_of(org_id=member.org_id, user_id=member.user_id)),
+        exclude=known_credentials(member),
         user_verification=policy.user_verification.value,
         attestation="direct" if policy.attestation is Attestation.REQUIRED else "none",
         roaming_only=policy.device_bound_only,
@@ -129,12 +160,46 @@ def _refuse_enrolled_waiting_session(caller: Caller) -> None:
         raise AlreadyEnrolled("You hold a security key already: sign in again and pass the security key check.")
 
 
-def register(*, caller: Caller, challenge_id: object, name: object, credential: object) -> Registration:
+@dataclass(frozen=True)
+class KeySubmission:
+    """A submitted registration, parsed: the challenge it answers, the key's name, the
+    authenticator's response, and the IDs the metadata may know its model by."""
+
+    challenge_id: str
+    name: str
+    response: RegistrationResponse
+    model_ids: tuple[str, ...]
+
+
+def parse_submission(*, challenge_id: object, name: object, credential: object) -> KeySubmission:
+    """Parse a ``POST /me/mfa/keys`` body completely, before anything is read or used.
+
+    Raises:
+        MalformedRequest, InvalidKeyName, MalformedCredential, CredentialIdTooLong.
+    """
+    from chalicelib import ceremonies, metadata
+
+    name = check_name(name)
+    challenge_id = challenges.check_id(challenge_id)
+    response = ceremonies.parse_registration(credential=credential)
+    model_ids = metadata.model_ids_for(aaguid=response.aaguid, certificate_chain=response.attestation_certificates)
+    return KeySubmission(challenge_id=challenge_id, name=name, response=response, model_ids=tuple(model_ids))
+
+
+def submission_reads(submission: KeySubmission) -> AlsoReads:
+    """The challenge and the authenticator model a registration names, to be read with the session."""
+    from chalicelib import metadata
+
+    return lambda org_id, user_id: [challenges.read(submission.challenge_id), *metadata.model_reads(submission.model_ids)]
+
+
+def register(*, caller: Caller, submission: KeySubmission) -> Registration:
     """``POST /me/mfa/keys``: verify the registration ceremony and store the new security key.
 
-    Everything is parsed before the challenge is used, so malformed input changes nothing. The
-    key, the global claim on its credential ID, the member's key count and the session are
-    written in one transaction:
+    Everything is parsed before anything is read (:func:`parse_submission`), so malformed input
+    changes nothing; the challenge and the authenticator model came with the caller
+    (:func:`submission_reads`). The key, the global claim on its credential ID, the member's key
+    count and credential list, the session and the challenge's use are written in one transaction:
 
     - registering is a security-key check of the session (``key_checked_at``);
     - a member's first key is conditional on the member holding none, and moves the member to a
@@ -158,19 +223,19 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
         TooManyKeys: the member holds the maximum number of keys.
         ConcurrentChange: the session or the member's keys changed meanwhile.
     """
-    from chalicelib import ceremonies
-
     _refuse_backup_session(caller)
-    name = check_name(name)
-    challenge_id = challenges.check_id(challenge_id)
-    response = ceremonies.parse_registration(credential=credential)
+    session = caller.session
     try:
         _refuse_enrolled_waiting_session(caller)
-        return _register(caller=caller, challenge_id=challenge_id, name=name, response=response)
+        return _register(caller=caller, challenge_id=submission.challenge_id, name=submission.name,
+                         response=submission.response)
     except (NotAuthenticated, NotAllowed, RuleViolation) as refusal:
-        session = caller.session
-        audit.record(org_id=session.org_id, actor=caller.actor, action="key.registration_failed", target=session.user_id,
-                     user_id=session.user_id, client=caller.client, details={"reason": refusal.code})
+        challenges.discard(
+            challenge_id=submission.challenge_id, ceremony=Ceremony.REGISTRATION, session=session,
+            refusal=audit.event(org_id=session.org_id, actor=caller.actor, action="key.registration_failed",
+                                target=session.user_id, user_id=session.user_id, client=caller.client,
+                                details={"reason": refusal.code}),
+        )
         raise
 
 
@@ -178,9 +243,10 @@ def _register(*, caller: Caller, challenge_id: str, name: str, response: Registr
     from chalicelib import ceremonies, metadata
 
     session = caller.session
-    expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
+    expected = challenges.check(challenge=caller.read.get(challenges.LABEL), ceremony=Ceremony.REGISTRATION, session=session)
     verified = ceremonies.verify_registration(response=response, expected_challenge=expected)
-    verdict = metadata.examine(attestation_object=verified.attestation_object, client_data_json=verified.client_data_json)
+    verdict = metadata.examine(attestation_object=verified.attestation_object, client_data_json=verified.client_data_json,
+                               stored=caller.read)
     model = verdict.model
     facts = KeyFacts(aaguid=verified.aaguid, backup_eligible=verified.backup_eligible, attested=verdict.attested,
                      model_status=model.status if model else None)
@@ -215,7 +281,8 @@ def _register(*, caller: Caller, challenge_id: str, name: str, response: Registr
     first_key = member.key_count == 0
     activates_session = caller.state is SessionState.REGISTRATION_REQUIRED
 
-    member_actions = [Member.key_count.add(1)]
+    listing, listing_condition = _credentials_with(member, key)
+    member_actions = [Member.key_count.add(1), listing]
     session_actions = [Session.key_checked_at.set(registered_at)]
     if first_key:
         same_generation = Member.session_generation == member.session_generation
@@ -227,6 +294,8 @@ def _register(*, caller: Caller, challenge_id: str, name: str, response: Registr
         session_actions.append(Session.member_generation.set(member.session_generation + 1))
     else:
         member_condition = (Member.key_count > 0) & (Member.key_count < settings().max_keys_per_member)
+    if listing_condition is not None:
+        member_condition &= listing_condition
     session_condition = (Session.state == caller.state.value) & (Session.token_hash == caller.token_hash)
     if activates_session and not first_key:
         session_condition &= Session.verified_key_id.exists()
@@ -240,6 +309,7 @@ def _register(*, caller: Caller, challenge_id: str, name: str, response: Registr
         ]
     try:
         with transaction() as write:
+            challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
             write.save("claim", claim, condition=CredentialClaim.key_id.does_not_exist())
             write.save("key", key, condition=SecurityKey.key_id.does_not_exist())
             write.update("member", Member(session.org_id, session.user_id), actions=member_actions,
@@ -256,6 +326,8 @@ def _register(*, caller: Caller, challenge_id: str, name: str, response: Registr
                 details={"name": name, "by": "self", **({"session_activated": True} if activates_session else {})},
             ))
     except ConditionsFailed as refused:
+        if challenges.LABEL in refused.labels:
+            raise ChallengeNotFound("The challenge was used by another request at the same time; request new options.") from None
         if refused.labels & {"claim", "key"}:
             raise KeyAlreadyRegistered("This security key is already registered.") from None
         if "member" in refused.labels:
@@ -351,6 +423,9 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
     org_id = caller.session.org_id
     keep_last = by == "self"
     enforced = bool(caller.org.mfa_enforced)
+    member_actions = [Member.key_count.add(-1)]
+    if _lists_credentials(caller=caller, user_id=user_id):
+        member_actions.append(Member.credentials[key_id].remove())
     with transaction() as write:
         write.delete(
             "key",
@@ -361,7 +436,7 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
         member_condition = Member.user_id.exists()
         if keep_last and enforced:
             member_condition &= Member.key_count > 1
-        write.update("member", Member(org_id, user_id), actions=[Member.key_count.add(-1)], condition=member_condition)
+        write.update("member", Member(org_id, user_id), actions=member_actions, condition=member_condition)
         if keep_last and not enforced:
             write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
         overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
@@ -371,6 +446,16 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
             client=caller.client, details={"by": by},
         ))
     end_sessions(overflow)
+
+
+def _lists_credentials(*, caller: Caller, user_id: str) -> bool:
+    """Whether the member item lists credentials (removing from a list that is absent would fail)."""
+    if user_id == caller.session.user_id:
+        return caller.member.credentials is not None
+    try:
+        return Member.get(caller.session.org_id, user_id, consistent_read=True, attributes_to_get=["credentials"]).credentials is not None
+    except Member.DoesNotExist:
+        return False
 
 
 def disable_mfa(*, caller: Caller) -> None:
@@ -389,7 +474,7 @@ def disable_mfa(*, caller: Caller) -> None:
             write.update(
                 "member",
                 Member(org_id, user_id),
-                actions=[Member.key_count.set(0)],
+                actions=[Member.key_count.set(0), Member.credentials.remove()],
                 condition=Member.user_id.exists() & (Member.key_count == len(keys)),
             )
             write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712

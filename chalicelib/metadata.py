@@ -39,10 +39,12 @@ from chalicelib.authenticator_policy import COMPROMISED_STATUSES
 from chalicelib.config import settings
 from chalicelib.errors import MetadataRejected
 from chalicelib.models import AuthenticatorModel, SecurityKey
+from chalicelib.sessions import AlsoRead
 
 log = logging.getLogger("keyward.metadata")
 
 CURRENT = "#current"
+_LABEL = "authenticator model "
 ZERO_AAGUID = str(uuid.UUID(int=0))
 # The root of the certificate chain that signs the FIDO Alliance's MDS3 BLOB (GlobalSign Root CA - R3).
 FIDO_MDS_ROOT = Path(__file__).resolve().parent / "data" / "fido-mds-root.crt"
@@ -85,7 +87,7 @@ class AttestationVerdict:
 
 # --- reading the metadata -----------------------------------------------------------------------
 
-def _model_ids_for(*, aaguid: str, certificate_chain: Sequence[bytes]) -> list[str]:
+def model_ids_for(*, aaguid: str, certificate_chain: Sequence[bytes]) -> list[str]:
     """The IDs the metadata may know this key by: its AAGUID, or (U2F keys have none) the key
     identifiers of its attestation certificates."""
     if aaguid != ZERO_AAGUID:
@@ -100,13 +102,23 @@ def _model_ids_for(*, aaguid: str, certificate_chain: Sequence[bytes]) -> list[s
     return identifiers
 
 
-def models(model_ids: Iterable[str]) -> dict[str, ModelInfo]:
-    """The models the current metadata (or the operator's configuration) knows among these IDs."""
+def model_reads(model_ids: Iterable[str]) -> list[AlsoRead]:
+    """The items :func:`models` needs, to be read with a request's session (same round trip)."""
+    wanted = list(dict.fromkeys(model_ids))
+    return [AlsoRead(_LABEL + model_id, AuthenticatorModel, model_id) for model_id in [CURRENT, *wanted]] if wanted else []
+
+
+def models(model_ids: Iterable[str], *, stored: Mapping[str, Any] | None = None) -> dict[str, ModelInfo]:
+    """The models the current metadata (or the operator's configuration) knows among these IDs;
+    from ``stored`` (what :func:`model_reads` read) when given, else read now."""
     wanted = list(dict.fromkeys(model_ids))
     if not wanted:
         return {}
     found: dict[str, ModelInfo] = {}
-    items = {item.model_id: item for item in AuthenticatorModel.batch_get([CURRENT, *wanted])}
+    if stored is not None and all(_LABEL + model_id in stored for model_id in [CURRENT, *wanted]):
+        items = {model_id: stored[_LABEL + model_id] for model_id in [CURRENT, *wanted] if stored[_LABEL + model_id] is not None}
+    else:
+        items = {item.model_id: item for item in AuthenticatorModel.batch_get([CURRENT, *wanted])}
     if CURRENT in items:
         for model_id in wanted:
             item = items.get(model_id)
@@ -183,8 +195,12 @@ def bundled_blob_number() -> int:
 
 # --- attestation ----------------------------------------------------------------------------------
 
-def examine(*, attestation_object: bytes, client_data_json: bytes) -> AttestationVerdict:
+def examine(
+    *, attestation_object: bytes, client_data_json: bytes, stored: Mapping[str, Any] | None = None,
+) -> AttestationVerdict:
     """Find the key's model and verify its attestation statement against the metadata.
+
+    ``stored`` is what :func:`model_reads` read along with the request, if it did.
 
     Never raises for an untrusted or unusual attestation: the verdict says what was found and
     the organization's policy decides what that means.
@@ -194,7 +210,7 @@ def examine(*, attestation_object: bytes, client_data_json: bytes) -> Attestatio
     aaguid = str(uuid.UUID(bytes=bytes(credential.aaguid))) if credential is not None else ZERO_AAGUID
     statement = attestation.att_stmt or {}
     chain = [bytes(der) for der in statement.get("x5c") or []]
-    known = models(_model_ids_for(aaguid=aaguid, certificate_chain=chain))
+    known = models(model_ids_for(aaguid=aaguid, certificate_chain=chain), stored=stored)
     model = next(iter(known.values()), None)
     # "none", and "packed" without a certificate (self attestation), prove nothing about the model.
     if attestation.fmt == "none" or not chain:

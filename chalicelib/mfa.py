@@ -11,21 +11,55 @@ from chalicelib.challenges import Ceremony
 from chalicelib.errors import (
     AuthenticatorNotAllowed,
     BackupEligibilityChanged,
+    ChallengeNotFound,
     InvalidToken,
     NotAllowed,
     NotAuthenticated,
     SignCountRegression,
     UnknownCredential,
 )
-from chalicelib.keys import CeremonyOptions, keys_of, user_handle_for
+from chalicelib.keys import CeremonyOptions, known_credentials, keys_of, user_handle_for
 from chalicelib.models import SecurityKey, Session
-from chalicelib.sessions import Caller, SessionState
+from chalicelib.sessions import AlsoRead, AlsoReads, Caller, SessionState
 from chalicelib.storage import ConditionsFailed, transaction
 
 if TYPE_CHECKING:
     from chalicelib.ceremonies import AuthenticationResponse
 
 log = logging.getLogger("keyward.mfa")
+
+
+KEY_LABEL = "key"
+
+
+@dataclass(frozen=True)
+class Assertion:
+    """A submitted assertion, parsed: the challenge it answers and the authenticator's response."""
+
+    challenge_id: str
+    response: AuthenticationResponse
+
+
+def parse_assertion(*, challenge_id: object, credential: object) -> Assertion:
+    """Parse a ``{challenge_id, credential}`` body completely, before anything is read or used.
+
+    Raises:
+        MalformedRequest, MalformedCredential, CredentialIdTooLong.
+    """
+    from chalicelib import ceremonies
+
+    return Assertion(challenge_id=challenges.check_id(challenge_id),
+                     response=ceremonies.parse_authentication(credential=credential))
+
+
+def assertion_reads(assertion: Assertion) -> AlsoReads:
+    """The challenge and the key an assertion names, to be read with the session."""
+    from chalicelib import ceremonies
+
+    key_id = ceremonies.key_id_for(assertion.response.credential_id)
+    return lambda org_id, user_id: [
+        challenges.read(assertion.challenge_id), AlsoRead(KEY_LABEL, SecurityKey, org_id, key_id),
+    ]
 
 
 @dataclass(frozen=True)
@@ -41,18 +75,20 @@ def options(*, caller: Caller) -> CeremonyOptions:
     from chalicelib import ceremonies
 
     session = caller.session
-    keys = keys_of(org_id=session.org_id, user_id=session.user_id)
     issued = challenges.issue(ceremony=Ceremony.AUTHENTICATION, session=session)
     public_key = ceremonies.authentication_options(
         challenge=issued.challenge,
-        allow=[ceremonies.KnownCredential(credential_id=key.credential_id, transports=key.transports) for key in keys],
+        allow=known_credentials(caller.member),
         user_verification=authenticator_policy.of(caller.org).user_verification.value,
     )
     return CeremonyOptions(challenge_id=issued.challenge_id, public_key=public_key)
 
 
-def verify(*, caller: Caller, challenge_id: object, credential: object) -> MfaSuccess:
+def verify(*, caller: Caller, assertion: Assertion) -> MfaSuccess:
     """``POST /auth/mfa/verify``: check the assertion, then activate the session with a new token.
+
+    The challenge and the key come with the caller (:func:`assertion_reads`); the challenge is
+    used up in the transaction that activates the session, or with the refusal's audit event.
 
     The key's new signature counter and the session's new state and token are written in one
     transaction, conditional on the counter and the old token being unchanged: of two requests
@@ -73,15 +109,15 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> MfaSu
             holds one it accepts.
         and the ceremony's refusals (OriginMismatch, RpIdMismatch, CeremonyFailed, ...).
     """
-    from chalicelib import ceremonies
-
-    challenge_id = challenges.check_id(challenge_id)
-    response = ceremonies.parse_authentication(credential=credential)
+    session = caller.session
     try:
-        return _verify(caller=caller, challenge_id=challenge_id, response=response)
+        return _verify(caller=caller, challenge_id=assertion.challenge_id, response=assertion.response)
     except (NotAuthenticated, NotAllowed) as refusal:
-        audit.record(org_id=caller.session.org_id, actor=caller.actor, action="mfa.failed", target=caller.session.user_id,
-                     user_id=caller.session.user_id, client=caller.client, details={"reason": refusal.code})
+        challenges.discard(
+            challenge_id=assertion.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session,
+            refusal=audit.event(org_id=session.org_id, actor=caller.actor, action="mfa.failed", target=session.user_id,
+                                user_id=session.user_id, client=caller.client, details={"reason": refusal.code}),
+        )
         raise
 
 
@@ -97,10 +133,9 @@ def checked_assertion(*, caller: Caller, response: AuthenticationResponse, expec
     from chalicelib import ceremonies
 
     session = caller.session
-    try:
-        key = SecurityKey.get(session.org_id, ceremonies.key_id_for(response.credential_id), consistent_read=True)
-    except SecurityKey.DoesNotExist:
-        raise UnknownCredential("This security key is not registered to you.") from None
+    key = caller.read[KEY_LABEL] if KEY_LABEL in caller.read else _stored_key(caller, response)
+    if key is None:
+        raise UnknownCredential("This security key is not registered to you.")
     if key.user_id != session.user_id or key.credential_id != response.credential_id:
         raise UnknownCredential("This security key is not registered to you.")
     if response.user_handle is not None and response.user_handle != user_handle_for(
@@ -127,9 +162,18 @@ def checked_assertion(*, caller: Caller, response: AuthenticationResponse, expec
     return key
 
 
+def _stored_key(caller: Caller, response: AuthenticationResponse) -> SecurityKey | None:
+    from chalicelib import ceremonies
+
+    try:
+        return SecurityKey.get(caller.session.org_id, ceremonies.key_id_for(response.credential_id), consistent_read=True)
+    except SecurityKey.DoesNotExist:
+        return None
+
+
 def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationResponse) -> MfaSuccess:
     session = caller.session
-    expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session)
+    expected = challenges.check(challenge=caller.read.get(challenges.LABEL), ceremony=Ceremony.AUTHENTICATION, session=session)
     key = checked_assertion(caller=caller, response=response, expected_challenge=expected)
     next_state = _state_after_check(caller=caller, key=key)
 
@@ -137,6 +181,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
     used_at = clock.now()
     try:
         with transaction() as write:
+            challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session)
             write.update(
                 "key",
                 SecurityKey(key.org_id, key.key_id),
@@ -163,6 +208,8 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
                 user_id=session.user_id, client=caller.client, details={"session_id": session.session_id},
             ))
     except ConditionsFailed as refused:
+        if challenges.LABEL in refused.labels:
+            raise ChallengeNotFound("The challenge was used by another request at the same time; request new options.") from None
         if "key" in refused.labels:
             raise SignCountRegression("The security key was used by another request at the same time.") from None
         raise InvalidToken("The session changed meanwhile; sign in again.") from None

@@ -93,6 +93,11 @@ class Member(Model):
     key_count = NumberAttribute(default=0)
     created_at = UTCDateTimeAttribute()
     last_login_at = UTCDateTimeAttribute(null=True)
+    # The member's credentials as ceremonies list them (allowCredentials, excludeCredentials):
+    # key ID -> {"id": base64url credential ID, "transports": [...]}, kept in the transactions
+    # that add and delete keys, so that options need no query. Absent for members whose keys
+    # predate it (keyward then queries their keys) and for members without keys.
+    credentials = MapAttribute(null=True)
     # Incremented when the member goes from no key to a key: their sessions of an older
     # generation that never passed a security-key check have ended.
     session_generation = NumberAttribute(default=0)

@@ -14,12 +14,13 @@ import hmac
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from pynamodb.exceptions import TransactGetError, UpdateError
+from pynamodb.exceptions import DoesNotExist, TransactGetError, UpdateError
+from pynamodb.models import Model
 from pynamodb.transactions import TransactGet
 
 from chalicelib import audit, clock
@@ -61,15 +62,32 @@ class SessionState(str, Enum):
     REGISTRATION_REQUIRED = "registration_required"
 
 
+@dataclass(frozen=True)
+class AlsoRead:
+    """An item a request names (a challenge, a security key), read in the same round trip as
+    its session: a ceremony step then needs one read and one write, nothing more."""
+
+    label: str
+    model: type[Model]
+    hash_key: Any
+    range_key: Any = None
+
+
+# Given the organization and user a token names, what else to read with the session.
+AlsoReads = Callable[[str, str], Sequence[AlsoRead]]
+
+
 @dataclass
 class Caller:
-    """An authenticated request: its session, the organization and the member behind it."""
+    """An authenticated request: its session, the organization and the member behind it, and
+    whatever else the request asked to read with them (None where no such item exists)."""
 
     session: Session
     org: Organization
     member: Member
     token_hash: str
     client: Client = Client()
+    read: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def state(self) -> SessionState:
@@ -184,8 +202,9 @@ def start(
     return IssuedSession(token=token, session=session)
 
 
-def resolve(*, authorization: str | None, client: Client = Client()) -> Caller:
-    """The caller behind an ``Authorization: Bearer`` header, in one DynamoDB round trip.
+def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoReads | None = None) -> Caller:
+    """The caller behind an ``Authorization: Bearer`` header, in one DynamoDB round trip, with
+    the items ``also`` names (``Caller.read``) in the same transactional read.
 
     Raises:
         MissingToken, InvalidToken: no header, or a token keyward did not issue or has ended.
@@ -204,6 +223,7 @@ def resolve(*, authorization: str | None, client: Client = Client()) -> Caller:
     org_id, user_id, session_id = _parse_token(token)
 
     backup_key_id = user_id[len(BACKUP_USER_PREFIX):] if user_id.startswith(BACKUP_USER_PREFIX) else None
+    extra = list(also(org_id, user_id)) if also is not None else []
 
     for attempt in range(2):
         try:
@@ -214,6 +234,7 @@ def resolve(*, authorization: str | None, client: Client = Client()) -> Caller:
                 member_future = (
                     reads.get(BackupCredential, backup_key_id) if backup_key_id else reads.get(Member, org_id, user_id)
                 )
+                extra_futures = {read.label: reads.get(read.model, read.hash_key, read.range_key) for read in extra}
             break
         except TransactGetError as error:
             # A transactional read is cancelled while a transaction writes the same item
@@ -242,7 +263,15 @@ def resolve(*, authorization: str | None, client: Client = Client()) -> Caller:
     if now - (session.last_seen_at or session.created_at) >= _idle_timeout():
         raise SessionIdle("The session was unused for too long; sign in again.")
     _note_activity(session)
-    return Caller(session=session, org=org, member=member, token_hash=token_hash, client=client)
+    return Caller(session=session, org=org, member=member, token_hash=token_hash, client=client,
+                  read={label: _found(future) for label, future in extra_futures.items()})
+
+
+def _found(future: Any) -> Any:
+    try:
+        return future.get()
+    except DoesNotExist:
+        return None
 
 
 def backup_member(credential: BackupCredential) -> Member:

@@ -15,10 +15,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from chalicelib import audit, challenges, clock
+from chalicelib import audit, authenticator_policy, challenges, clock
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
 from chalicelib.errors import (
+    ChallengeNotFound,
     InvalidToken,
     NotAllowed,
     NotAuthenticated,
@@ -27,13 +28,14 @@ from chalicelib.errors import (
     SecurityKeyRequired,
     SignCountRegression,
 )
-from chalicelib.keys import CeremonyOptions, keys_of
+from chalicelib.keys import CeremonyOptions, known_credentials
 from chalicelib.models import SecurityKey, Session
 from chalicelib.sessions import Caller, SessionState
 from chalicelib.storage import ConditionsFailed, transaction
 
 if TYPE_CHECKING:
     from chalicelib.ceremonies import AuthenticationResponse
+    from chalicelib.mfa import Assertion
 
 
 def last_key_check(caller: Caller) -> datetime | None:
@@ -87,21 +89,22 @@ def options(*, caller: Caller) -> CeremonyOptions:
 
     _refuse_without_keys(caller)
     session = caller.session
-    keys = keys_of(org_id=session.org_id, user_id=session.user_id)
     issued = challenges.issue(ceremony=Ceremony.REAUTHENTICATION, session=session)
     public_key = ceremonies.authentication_options(
         challenge=issued.challenge,
-        allow=[ceremonies.KnownCredential(credential_id=key.credential_id, transports=key.transports) for key in keys],
+        allow=known_credentials(caller.member),
+        user_verification=authenticator_policy.of(caller.org).user_verification.value,
     )
     return CeremonyOptions(challenge_id=issued.challenge_id, public_key=public_key)
 
 
-def verify(*, caller: Caller, challenge_id: object, credential: object) -> datetime:
+def verify(*, caller: Caller, assertion: Assertion) -> datetime:
     """``POST /auth/reauth/verify``: check the assertion and record the check; returns its time.
 
-    The key's new signature counter and the session's check are written in one transaction,
-    conditional on the counter and the session's token being unchanged. Success and every
-    refusal of the ceremony are audited.
+    The challenge and the key come with the caller (``mfa.assertion_reads``). The key's new
+    signature counter, the session's check and the challenge's use are written in one
+    transaction, conditional on the counter and the session's token being unchanged. Success and
+    every refusal of the ceremony are audited; a refusal uses the challenge up too.
 
     Raises:
         MalformedRequest, MalformedCredential, CredentialIdTooLong: bad input (nothing used up).
@@ -110,17 +113,16 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> datet
             (an MFA login's challenge is of another ceremony).
         UnknownCredential, BackupEligibilityChanged, SignCountRegression and the ceremony's refusals.
     """
-    from chalicelib import ceremonies
-
     _refuse_without_keys(caller)
-    challenge_id = challenges.check_id(challenge_id)
-    response = ceremonies.parse_authentication(credential=credential)
+    session = caller.session
     try:
-        return _verify(caller=caller, challenge_id=challenge_id, response=response)
+        return _verify(caller=caller, challenge_id=assertion.challenge_id, response=assertion.response)
     except (NotAuthenticated, NotAllowed) as refusal:
-        session = caller.session
-        audit.record(org_id=session.org_id, actor=caller.actor, action="reauth.failed", target=session.user_id,
-                     user_id=session.user_id, client=caller.client, details={"reason": refusal.code})
+        challenges.discard(
+            challenge_id=assertion.challenge_id, ceremony=Ceremony.REAUTHENTICATION, session=session,
+            refusal=audit.event(org_id=session.org_id, actor=caller.actor, action="reauth.failed", target=session.user_id,
+                                user_id=session.user_id, client=caller.client, details={"reason": refusal.code}),
+        )
         raise
 
 
@@ -128,11 +130,12 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
     from chalicelib.mfa import checked_assertion
 
     session = caller.session
-    expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.REAUTHENTICATION, session=session)
+    expected = challenges.check(challenge=caller.read.get(challenges.LABEL), ceremony=Ceremony.REAUTHENTICATION, session=session)
     key = checked_assertion(caller=caller, response=response, expected_challenge=expected)
     checked_at = clock.now()
     try:
         with transaction() as write:
+            challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.REAUTHENTICATION, session=session)
             write.update(
                 "key",
                 SecurityKey(key.org_id, key.key_id),
@@ -154,6 +157,8 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
                 user_id=session.user_id, client=caller.client, details={"session_id": session.session_id},
             ))
     except ConditionsFailed as refused:
+        if challenges.LABEL in refused.labels:
+            raise ChallengeNotFound("The challenge was used by another request at the same time; request new options.") from None
         if "key" in refused.labels:
             raise SignCountRegression("The security key was used by another request at the same time.") from None
         raise InvalidToken("The session changed meanwhile; sign in again.") from None

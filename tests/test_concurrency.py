@@ -32,8 +32,20 @@ def _race(*contenders: Callable[[], object]) -> list[object]:
         return list(pool.map(run, contenders))
 
 
-def _caller(token: str) -> sessions.Caller:
-    return sessions.resolve(authorization=f"Bearer {token}")
+def _caller(token: str, also: sessions.AlsoReads | None = None) -> sessions.Caller:
+    return sessions.resolve(authorization=f"Bearer {token}", also=also)
+
+
+def _register(token: str, *, challenge_id: str, name: str, credential: dict) -> keys.Registration:
+    """What POST /me/mfa/keys does: parse, read the challenge with the session, register."""
+    submission = keys.parse_submission(challenge_id=challenge_id, name=name, credential=credential)
+    return keys.register(caller=_caller(token, keys.submission_reads(submission)), submission=submission)
+
+
+def _verify(token: str, *, challenge_id: str, credential: dict) -> mfa.MfaSuccess:
+    """What POST /auth/mfa/verify does: parse, read the challenge and the key with the session, verify."""
+    assertion = mfa.parse_assertion(challenge_id=challenge_id, credential=credential)
+    return mfa.verify(caller=_caller(token, mfa.assertion_reads(assertion)), assertion=assertion)
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
@@ -44,8 +56,7 @@ def test_one_challenge_registers_at_most_one_key(api, round_):
 
     def register(authenticator: SoftwareAuthenticator) -> Callable[[], object]:
         credential = authenticator.register(options["publicKey"])
-        return lambda: keys.register(caller=_caller(bob.token), challenge_id=options["challenge_id"],
-                                     name="Racing key", credential=credential)
+        return lambda: _register(bob.token, challenge_id=options["challenge_id"], name="Racing key", credential=credential)
 
     outcomes = _race(register(first), register(second))
 
@@ -63,8 +74,8 @@ def test_one_credential_is_stored_once_when_two_members_register_it_at_once(api,
         member = api.login(user=user)
         options = api.registration_options(member).body
         credential = shared.register(options["publicKey"])
-        contenders.append(lambda member=member, options=options, credential=credential: keys.register(
-            caller=_caller(member.token), challenge_id=options["challenge_id"], name="Shared", credential=credential))
+        contenders.append(lambda member=member, options=options, credential=credential: _register(
+            member.token, challenge_id=options["challenge_id"], name="Shared", credential=credential))
 
     outcomes = _race(*contenders)
 
@@ -85,7 +96,7 @@ def test_one_assertion_activates_at_most_one_session(api, round_):
     assertion = authenticator.authenticate(options["publicKey"])
 
     outcomes = _race(*[
-        lambda: mfa.verify(caller=_caller(pending.token), challenge_id=options["challenge_id"], credential=assertion)
+        lambda: _verify(pending.token, challenge_id=options["challenge_id"], credential=assertion)
         for _ in range(3)
     ])
 

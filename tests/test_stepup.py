@@ -221,11 +221,12 @@ def test_a_waiting_session_resolved_before_the_member_enrolled_cannot_register(a
     options = api.registration_options(stale).body
     credential = SoftwareAuthenticator().register(options["publicKey"])
     # The stale request passed resolve while the member had no key; then bob registered.
-    stale_caller = sessions.resolve(authorization=f"Bearer {stale.token}")
+    submission = keys.parse_submission(challenge_id=options["challenge_id"], name="Late", credential=credential)
+    stale_caller = sessions.resolve(authorization=f"Bearer {stale.token}", also=keys.submission_reads(submission))
     assert api.add_key(bob).status == 201
 
     with pytest.raises(errors.AlreadyEnrolled):
-        keys.register(caller=stale_caller, challenge_id=options["challenge_id"], name="Late", credential=credential)
+        keys.register(caller=stale_caller, submission=submission)
 
     assert [key.user_id for key in SecurityKey.scan(consistent_read=True)] == ["bob"]
     assert _session(stale).state == "registration_required"

@@ -6,7 +6,7 @@ from typing import Any
 from chalice import Blueprint
 
 from chalicelib import backup, clock, identity, mfa, sessions, stepup
-from chalicelib.api.http import ANY_STATE, caller_of, client_of, json_body, only_fields, route, string_field
+from chalicelib.api.http import ANY_STATE, caller_of, caller_with, client_of, json_body, only_fields, route, string_field
 from chalicelib.api.views import login_body
 from chalicelib.sessions import SessionState
 
@@ -28,12 +28,16 @@ def mfa_options() -> dict[str, Any]:
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
 
 
+def _assertion(body: dict[str, Any]) -> mfa.Assertion:
+    only_fields(body, {"challenge_id", "credential"})
+    return mfa.parse_assertion(challenge_id=body.get("challenge_id"), credential=body.get("credential"))
+
+
 @route(auth, "/auth/mfa/verify", methods=["POST"])
 def mfa_verify() -> dict[str, Any]:
-    caller = caller_of(auth.current_request, allowed=[SessionState.MFA_REQUIRED])
-    body = json_body(auth.current_request)
-    only_fields(body, {"challenge_id", "credential"})
-    passed = mfa.verify(caller=caller, challenge_id=body.get("challenge_id"), credential=body.get("credential"))
+    caller, assertion = caller_with(auth.current_request, allowed=[SessionState.MFA_REQUIRED],
+                                    parse=_assertion, reads=mfa.assertion_reads)
+    passed = mfa.verify(caller=caller, assertion=assertion)
     return login_body(token=passed.token, session=caller.session, org=caller.org, member=caller.member)
 
 
@@ -45,10 +49,8 @@ def reauth_options() -> dict[str, Any]:
 
 @route(auth, "/auth/reauth/verify", methods=["POST"])
 def reauth_verify() -> dict[str, Any]:
-    caller = caller_of(auth.current_request)
-    body = json_body(auth.current_request)
-    only_fields(body, {"challenge_id", "credential"})
-    checked_at = stepup.verify(caller=caller, challenge_id=body.get("challenge_id"), credential=body.get("credential"))
+    caller, assertion = caller_with(auth.current_request, parse=_assertion, reads=mfa.assertion_reads)
+    checked_at = stepup.verify(caller=caller, assertion=assertion)
     return {"key_checked_at": clock.iso(checked_at), "reauth_until": clock.iso(stepup.window_ends(caller))}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from chalice import Blueprint, Chalice, Response
 from chalice.app import ChaliceViewError, Request
@@ -13,7 +13,7 @@ from chalice.app import ChaliceViewError, Request
 from chalicelib import errors, sessions
 from chalicelib.audit import Client
 from chalicelib.config import settings
-from chalicelib.sessions import Caller, SessionState
+from chalicelib.sessions import AlsoReads, Caller, SessionState
 from chalicelib.storage import unavailable_on_failure
 
 _STATUS_BY_KIND: tuple[tuple[type[errors.Refusal], int], ...] = (
@@ -107,11 +107,38 @@ def client_of(request: Request) -> Client:
     return Client(source_ip=identity.get("sourceIp"), user_agent=request.headers.get("user-agent"))
 
 
-def caller_of(request: Request, *, allowed: Iterable[SessionState] = ACTIVE_ONLY) -> Caller:
+def caller_of(request: Request, *, allowed: Iterable[SessionState] = ACTIVE_ONLY, also: AlsoReads | None = None) -> Caller:
     """The authenticated caller, refused unless their session state allows this endpoint."""
-    caller = sessions.resolve(authorization=request.headers.get("authorization"), client=client_of(request))
+    caller = sessions.resolve(authorization=request.headers.get("authorization"), client=client_of(request), also=also)
     sessions.require_state(caller, allowed=allowed)
     return caller
+
+
+Submitted = TypeVar("Submitted")
+
+
+def caller_with(
+    request: Request, *, parse: Callable[[dict[str, Any]], Submitted], reads: Callable[[Submitted], AlsoReads],
+    allowed: Iterable[SessionState] = ACTIVE_ONLY, may: Callable[[Caller], None] | None = None,
+) -> tuple[Caller, Submitted]:
+    """The caller and their parsed request body, read together: what the body names (a
+    challenge, a security key) comes in the same round trip as the session.
+
+    The refusals come in the order of every other endpoint: no valid session (401), a session
+    state or a rule about the caller (``may``, e.g. step-up) that refuses, then a body that
+    cannot be parsed.
+    """
+    try:
+        submitted = parse(json_body(request))
+    except (errors.InvalidInput, errors.TooLarge) as refusal:
+        caller = caller_of(request, allowed=allowed)
+        if may is not None:
+            may(caller)
+        raise refusal from None
+    caller = caller_of(request, allowed=allowed, also=reads(submitted))
+    if may is not None:
+        may(caller)
+    return caller, submitted
 
 
 class KeywardApp(Chalice):

@@ -7,7 +7,7 @@ from chalice import Blueprint
 
 from chalicelib import authenticator_policy, clock, keys, sessions, stepup
 from chalicelib.api import views
-from chalicelib.api.http import ANY_STATE, caller_of, json_body, only_fields, route
+from chalicelib.api.http import ANY_STATE, caller_of, caller_with, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
 from chalicelib.sessions import SessionState
 
@@ -47,14 +47,16 @@ def registration_options() -> dict[str, Any]:
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
 
 
+def _key_submission(body: dict[str, Any]) -> keys.KeySubmission:
+    only_fields(body, {"challenge_id", "name", "credential"})
+    return keys.parse_submission(challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"))
+
+
 @route(me, "/me/mfa/keys", methods=["POST"], status=201)
 def register_key() -> dict[str, Any]:
-    caller = caller_of(me.current_request, allowed=_REGISTRATION_STATES)
-    stepup.require_recent_key_check(caller)
-    body = json_body(me.current_request)
-    only_fields(body, {"challenge_id", "name", "credential"})
-    registered = keys.register(caller=caller, challenge_id=body.get("challenge_id"), name=body.get("name"),
-                               credential=body.get("credential"))
+    caller, submission = caller_with(me.current_request, allowed=_REGISTRATION_STATES, parse=_key_submission,
+                                     reads=keys.submission_reads, may=stepup.require_recent_key_check)
+    registered = keys.register(caller=caller, submission=submission)
     # A session that had to register continues under a new token; the old one stops working.
     return {"key": keys.describe(registered.key, policy=authenticator_policy.of(caller.org)),
             "session": {"state": caller.session.state}, "token": registered.token}
