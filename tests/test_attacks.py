@@ -424,7 +424,7 @@ def test_an_unsupported_algorithm_is_refused(keyward, db):
 
     refused(reply, 401, "UnsupportedAlgorithm")
     assert db.snapshot(org) == before
-    assert new_events(db, org, logged) == []
+    assert new_events(db, org, logged) == [("key.registration_failed", {"reason": "UnsupportedAlgorithm"})]
     assert keyward.key_ids(token) == []
 
 
