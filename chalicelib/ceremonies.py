@@ -192,7 +192,8 @@ def parse_registration(*, credential: object) -> RegistrationResponse:
         attestation_object=parsed.response.attestation_object,
         client_data_json=parsed.response.client_data_json,
         aaguid=str(uuid.UUID(bytes=bytes(attested.aaguid))),
-        attestation_certificates=tuple(bytes(der) for der in (attestation.att_stmt.x5c or ())),
+        # Only byte strings can be certificates; anything else fails verification later, as it should.
+        attestation_certificates=tuple(bytes(der) for der in (attestation.att_stmt.x5c or ()) if isinstance(der, (bytes, bytearray))),
     )
 
 
