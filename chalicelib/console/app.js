@@ -26,15 +26,17 @@ let sessionCheck = null;
 
 function watchSession() {
   clearTimeout(sessionCheck);
-  sessionCheck = setTimeout(async () => {
-    if (!token.get()) return;
-    try {
-      await api.get("me"); // an ended session leads to the sign-in screen (whenSessionEnds)
-    } catch {
-      // A network hiccup is not an ended session; the next check or action tells.
-    }
-    if (token.get()) watchSession();
-  }, SESSION_CHECK_MS);
+  sessionCheck = setTimeout(checkSession, SESSION_CHECK_MS);
+}
+
+async function checkSession() {
+  if (!token.get()) return;
+  try {
+    await api.get("me"); // an ended session leads to the sign-in screen (whenSessionEnds)
+  } catch {
+    // A network hiccup is not an ended session; the next check or action tells.
+  }
+  if (token.get()) watchSession();
 }
 
 function showSignIn(reason = null) {
@@ -74,6 +76,7 @@ async function enter() {
     default:
       await showView();
   }
+  sayIfKeyWasDeleted(me);
 }
 
 async function signOut() {
@@ -193,6 +196,19 @@ function wireSecondFactor() {
   });
 }
 
+// Set when this tab found the member's last key deleted, so that their next sign-in says why it
+// no longer asks for a key. Only the tab knows; it holds no secret.
+const KEY_GONE = "keyward.key-deleted";
+
+function sayIfKeyWasDeleted(me) {
+  const gone = sessionStorage.getItem(KEY_GONE);
+  if (!gone) return;
+  sessionStorage.removeItem(KEY_GONE);
+  if (gone !== `${me.org.id}/${me.user.id}` || me.mfa.key_count > 0) return;
+  announce("Your security key was deleted since your last sign-in, by an admin or from another session"
+    + (me.session.state === "registration_required" ? ": register a new one to continue." : ". Add a new one to turn MFA back on."));
+}
+
 // The browser reports a key that holds none of the member's credentials exactly as a cancelled
 // prompt (it must not tell a page which keys exist). What keyward knows tells the cases apart: a
 // member with no key left had it deleted meanwhile, and can only sign in again.
@@ -201,6 +217,7 @@ async function whyNoAssertion(error) {
   const me = await session.refresh();
   $("lost-key").open = true;
   if (me.mfa.key_count === 0) {
+    sessionStorage.setItem(KEY_GONE, `${me.org.id}/${me.user.id}`);
     return explained(
       "You no longer have a security key: it was deleted after you signed in, by an admin or from another "
       + "session. Select “Cancel and sign out”, then sign in again"
@@ -292,6 +309,10 @@ async function start() {
       }
     });
   }
+  // Coming back to the tab is when a person looks: check the session then too.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") checkSession();
+  });
   // Closing or reloading the tab with a new secret on screen loses it for good.
   window.addEventListener("beforeunload", (event) => {
     if ($("backup-new").hidden) return;
@@ -309,6 +330,7 @@ async function start() {
     showSignIn();
     return;
   }
+  watchSession();
   await run(null, enter);
   // A session that ended has already led to the sign-in screen, with its reason.
   if (!session.me && !document.querySelector(".screen:not([hidden])")) showSignIn();

@@ -24,6 +24,9 @@ let poller = null;
 let polls = 0;
 let loadedAt = 0;
 let cursors = { members: null, keys: null, audit: null };
+// Only the latest request for the audit log is shown: a slower, older one (a refresh started
+// before a filter changed) must not overwrite it.
+let auditAsked = 0;
 const memberNames = new Map(); // user ID → how people know them
 const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
 
@@ -68,6 +71,7 @@ function onOrganizationPage() {
 
 async function load() {
   const focused = focusedControl();
+  const asked = ++auditAsked;
   const [, mfa, members, keys, backups, audit] = await Promise.all([
     context.refresh(),
     api.get("org/mfa"),
@@ -80,7 +84,7 @@ async function load() {
   renderStatus(mfa);
   renderKeys(keys, { append: false });
   renderBackupCredentials(backups.backup_credentials);
-  renderAudit(audit, { append: false });
+  if (asked === auditAsked) renderAudit(audit, { append: false });
   renderUpdated();
   focused.restore();
 }
@@ -328,10 +332,11 @@ async function deleteMemberKey(button, key, owner) {
 }
 
 async function reloadLists() {
+  const asked = ++auditAsked;
   const [members, keys, audit] = await Promise.all([api.get("org/members"), api.get("org/mfa/keys"), api.get(auditPath())]);
   renderMembers(members, { append: false });
   renderKeys(keys, { append: false });
-  renderAudit(audit, { append: false });
+  if (asked === auditAsked) renderAudit(audit, { append: false });
   renderUpdated();
 }
 
@@ -471,7 +476,9 @@ function renderAudit({ events, next }, { append }) {
 
 async function filterAudit(control) {
   await run(control, async () => {
-    renderAudit(await api.get(auditPath()), { append: false });
+    const asked = ++auditAsked;
+    const audit = await api.get(auditPath());
+    if (asked === auditAsked) renderAudit(audit, { append: false });
     renderUpdated();
   });
 }

@@ -48,6 +48,12 @@ export function announce(message, { near } = {}) {
   $("alert").textContent = "";
   place($("status"), near);
   $("status").textContent = message;
+  inView($("status"));
+}
+
+// A message beside its control is scrolled to, as little as needed, so that it is read.
+function inView(region) {
+  if (region.classList.contains("inline")) region.scrollIntoView({ block: "nearest" });
 }
 
 export function showError(error, { near } = {}) {
@@ -58,6 +64,7 @@ export function showError(error, { near } = {}) {
   place(alert, near);
   alert.textContent = typeof error === "string" ? error : describe(error);
   alert.hidden = false;
+  inView(alert);
   if (error?.name !== "ApiError" && error?.name !== "Explained" && typeof error !== "string") console.error(error);
 }
 
@@ -214,13 +221,18 @@ export function trashButton({ label, onclick, disabled = false, describedBy = nu
   }, svg);
 }
 
+let firstScreen = true;
+
 export function showScreen(id) {
   for (const screen of document.querySelectorAll(".screen")) screen.hidden = screen.id !== id;
   $("loading").hidden = true;
   const heading = $(id)?.querySelector("h1");
   // Each screen names the tab (and the history entry) after itself.
   if (heading) document.title = `${heading.textContent.trim()} · keyward`;
-  heading?.focus();
+  // A screen that replaces another takes focus to its heading; the page's first screen leaves focus
+  // at the start of the document, so that the skip link is the keyboard's first stop.
+  if (!firstScreen) heading?.focus();
+  firstScreen = false;
 }
 
 export function shortUserAgent(userAgent) {
