@@ -196,7 +196,7 @@ function pollInvalidation() {
       // The clean-up's own audit event, and members whose sessions it ended.
       await reloadLists();
       announce(`Session clean-up finished: ${mfa.invalidation.sessions_ended} ${mfa.invalidation.sessions_ended === 1 ? "session" : "sessions"} ended.`,
-        { near: $("enforce") });
+        { near: $("invalidation") });
     }
   }), POLL_INTERVAL_MS);
 }
