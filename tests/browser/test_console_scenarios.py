@@ -23,6 +23,8 @@ def test_a_member_enables_mfa_and_passes_the_mfa_prompt_at_the_next_sign_in(open
     assert mia.get("/me")["mfa"] == {"enabled": False, "key_count": 0}
 
     mia.enable_mfa(key_name="Blue YubiKey")
+    # Focus stays on the button that did it (now "Add key"), not on the page's body.
+    expect(mia.button("Add key")).to_be_focused()
 
     row = mia.key_row("personal-keys", "Blue YubiKey")
     expect(row).to_have_count(1)
