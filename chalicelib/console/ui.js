@@ -28,8 +28,10 @@ let acting = null; // where the running action's messages belong
 
 function anchorFor(control) {
   if (!control) return null;
-  // A row's buttons are re-rendered with their list; the table itself stays.
-  return control.closest("table, form, .button-row, .switch-row, .secret-box, .field") ?? control;
+  // Below a row of fields or a one-line form rather than inside its flex layout; a row's buttons
+  // are re-rendered with their list, the table itself stays.
+  return control.closest(".field-row, form.add-key, form.rename")
+    ?? control.closest("table, form, .button-row, .switch-row, .secret-box, .field") ?? control;
 }
 
 function place(region, near) {
