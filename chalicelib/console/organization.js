@@ -28,6 +28,7 @@ let cursors = { members: null, keys: null, audit: null };
 // before a filter changed) must not overwrite it.
 let auditAsked = 0;
 const memberNames = new Map(); // user ID → how people know them
+const keyNames = new Map(); // key ID → its name, for events that name a key by ID only
 const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
 
 export async function showOrganization(session) {
@@ -288,6 +289,8 @@ async function endMemberSessions(button, userId, name) {
 
 function renderKeys({ keys, next }, { append }) {
   cursors.keys = next ?? null;
+  if (!append) keyNames.clear();
+  for (const key of keys) keyNames.set(key.id, key.name);
   const rows = keys.map((key) => {
     const owner = key.user.name || key.user.id;
     return row({ dataset: { keyId: key.id } },
@@ -440,8 +443,8 @@ function renderMemberFilter() {
 // What an event was about, in names: the member and, for a key, the key's name.
 function about(event) {
   const member = event.user_id ? nameOf(event.user_id) : null;
-  const keyName = event.details?.name;
-  if (event.action.startsWith("key.") && keyName) return member ? `“${keyName}” of ${member}` : `“${keyName}”`;
+  const keyName = event.details?.name ?? keyNames.get(event.target);
+  if ((event.action.startsWith("key.") || event.action === "mfa.succeeded") && keyName) return member ? `“${keyName}” of ${member}` : `“${keyName}”`;
   if (event.action.startsWith("backup_credentials.")) return event.target ?? "";
   return member ?? (event.target === context.me.org.id ? "The organization" : event.target ?? "");
 }
