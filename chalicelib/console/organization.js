@@ -5,6 +5,7 @@
 
 import { api, segment } from "./api.js";
 import { AUDIT_ACTIONS, describeAction, describeFailure } from "./messages.js";
+import { complianceText, modelText, showPolicy } from "./policy.js";
 import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, focusScreen, h, keyId, row, run, showError, showScreen,
   trashButton, when,
@@ -41,8 +42,8 @@ export async function showOrganization(session) {
 
 // Reloads what the page shows without moving the reader: Refresh, the current nav item, the tab
 // coming back into view.
-export async function refreshOrganization({ announced = false } = {}) {
-  await load();
+export async function refreshOrganization({ announced = false, quiet = false } = {}) {
+  await load({ quiet });
   pollInvalidation();
   if (announced) announce(`Organization settings updated at ${timeFormat.format(new Date(loadedAt))}.`);
 }
@@ -70,7 +71,7 @@ function onOrganizationPage() {
   return context !== null && !$("screen-organization").hidden;
 }
 
-async function load() {
+async function load({ quiet = false } = {}) {
   const focused = focusedControl();
   const asked = ++auditAsked;
   const [, mfa, members, keys, backups, audit] = await Promise.all([
@@ -86,6 +87,9 @@ async function load() {
   renderKeys(keys, { append: false });
   renderBackupCredentials(backups.backup_credentials);
   if (asked === auditAsked) renderAudit(audit, { append: false });
+  // A saved policy changes which keys count: the meter and the key list are read again. A refresh
+  // the admin did not ask for leaves the policy form as they are editing it.
+  if (!quiet) await showPolicy({ onSaved: () => load() });
   renderUpdated();
   focused.restore();
 }
@@ -297,6 +301,8 @@ function renderKeys({ keys, next }, { append }) {
       cell("Member", owner),
       cell("Name", key.name),
       cell("Key ID", keyId(key.id)),
+      cell("Model", modelText(key)),
+      cell("Policy", complianceText(key)),
       cell("Created", when(key.created_at)),
       cell("Last used", when(key.last_used_at)),
       actionsCell(trashButton({
@@ -307,7 +313,7 @@ function renderKeys({ keys, next }, { append }) {
   });
   const body = $("org-keys");
   if (append) body.append(...rows);
-  else body.replaceChildren(...(rows.length ? rows : [emptyRow(6, "No member has a security key yet.")]));
+  else body.replaceChildren(...(rows.length ? rows : [emptyRow(8, "No member has a security key yet.")]));
   $("org-keys-more").hidden = !cursors.keys;
   return rows;
 }
@@ -517,7 +523,7 @@ $("org-refresh").addEventListener("click", (event) => run(event.currentTarget, (
 function refreshWhenSeen() {
   if (document.visibilityState !== "visible" || !onOrganizationPage() || $("confirm").open) return;
   if (Date.now() - loadedAt < FRESH_FOR_MS) return;
-  run(null, () => refreshOrganization());
+  run(null, () => refreshOrganization({ quiet: true }));
 }
 window.addEventListener("focus", refreshWhenSeen);
 document.addEventListener("visibilitychange", refreshWhenSeen);

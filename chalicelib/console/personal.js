@@ -7,6 +7,7 @@ import {
   showScreen, trashButton, when,
 } from "./ui.js";
 import { createCredential } from "./webauthn.js";
+import { complianceText, modelText } from "./policy.js";
 
 let context = null;
 let keys = [];
@@ -65,6 +66,8 @@ function keyRow(key, { lastKeyLocked }) {
   return row({ dataset: { keyId: key.id } },
     cell("Name", h("span", { class: "key-name" }, key.name)),
     cell("Key ID", keyId(key.id)),
+    cell("Model", modelText(key)),
+    cell("Policy", complianceText(key)),
     cell("Created", when(key.created_at)),
     cell("Last used", when(key.last_used_at)),
     actionsCell(
