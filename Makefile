@@ -17,7 +17,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.installed
 	$(PYTHON) -m devstack run
 
+# The console's browser tests drive Debian's chromium; without it, stop and say how to get it.
 test: $(VENV)/.installed
+	@test -x /usr/bin/chromium || { echo "make test: the console's browser tests need Debian's chromium (/usr/bin/chromium). Install it with: sudo apt-get install -y chromium" >&2; exit 1; }
 	$(PYTHON) -m pytest -q
 
 # matplotlib draws the bench's plot; it is the bench's alone, not a development dependency.

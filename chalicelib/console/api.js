@@ -11,11 +11,12 @@ const CEREMONY_FAILURES = new Set([
 ]);
 
 export class ApiError extends Error {
-  constructor({ status, code, message }) {
+  constructor({ status, code, message, method = null }) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.code = code;
+    this.method = method; // whether the refused request could have changed anything
   }
 
   // The session is gone (ended, expired, thrown out by enforcement): back to the sign-in screen.
@@ -62,7 +63,7 @@ export async function call(method, path, body, { retried = false } = {}) {
       method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store",
     });
   } catch {
-    throw new ApiError({ status: 0, code: "NetworkError", message: "keyward could not be reached." });
+    throw new ApiError({ status: 0, code: "NetworkError", message: "keyward could not be reached.", method });
   }
   if (response.status === 204) return null;
   const text = await response.text();
@@ -78,6 +79,7 @@ export async function call(method, path, body, { retried = false } = {}) {
     // API Gateway's own refusals (no such route) carry {"message"} rather than {"Code", "Message"}.
     code: parsed?.Code ?? (response.status === 403 || response.status === 404 ? "NoSuchEndpoint" : `Http${response.status}`),
     message: parsed?.Message ?? parsed?.message ?? `${response.status} ${response.statusText}`,
+    method,
   });
   // Only a session we sent can have ended; a failed sign-in is reported where it happened.
   if (sent && error.endsSession && token.get() === sent) {

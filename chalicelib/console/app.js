@@ -2,11 +2,11 @@
 // MFA step and forced registration, then the two settings pages.
 
 import { api, token, whenSessionEnds, whenSessionNeedsStep } from "./api.js";
-import { describe } from "./messages.js";
-import { showOrganization, stopOrganization } from "./organization.js";
+import { describe, explained } from "./messages.js";
+import { leaveNewSecret, refreshOrganization, showOrganization, stopOrganization } from "./organization.js";
 import { showPersonal } from "./personal.js";
 import { enableStepUp } from "./stepup.js";
-import { $, announce, clearMessages, run, showError, showScreen } from "./ui.js";
+import { $, announce, clearMessages, refuseField, run, showError, showScreen } from "./ui.js";
 import { createCredential, getAssertion } from "./webauthn.js";
 
 const session = {
@@ -20,10 +20,34 @@ const session = {
 
 // --- Signing in and out ----------------------------------------------------------------------
 
+// How often an open page checks that its session still exists, so that a member whose session
+// ended (enforcement, an admin, sign-out elsewhere) is told without having to click first.
+const SESSION_CHECK_MS = 30_000;
+let sessionCheck = null;
+
+function watchSession() {
+  clearTimeout(sessionCheck);
+  sessionCheck = setTimeout(checkSession, SESSION_CHECK_MS);
+}
+
+async function checkSession() {
+  if (!token.get()) return;
+  try {
+    await api.get("me"); // an ended session leads to the sign-in screen (whenSessionEnds)
+  } catch {
+    // A network hiccup is not an ended session; the next check or action tells.
+  }
+  if (token.get()) watchSession();
+}
+
 function showSignIn(reason = null) {
   stopOrganization();
+  clearTimeout(sessionCheck);
   session.me = null;
   renderAccount();
+  clearMessages();
+  // Nothing the last user typed stays for the next one.
+  for (const form of document.querySelectorAll("#screen-sign-in form, #register-form, #add-key-form")) form.reset();
   const notice = $("sign-in-reason");
   notice.textContent = reason ?? "";
   notice.hidden = !reason;
@@ -33,6 +57,7 @@ function showSignIn(reason = null) {
 async function signedIn(login) {
   token.set(login.token);
   clearMessages();
+  watchSession();
   await enter();
 }
 
@@ -52,9 +77,11 @@ async function enter() {
     default:
       await showView();
   }
+  sayIfKeyWasDeleted(me);
 }
 
 async function signOut() {
+  if (!(await leaveNewSecret())) return;
   try {
     await api.post("auth/logout");
   } catch {
@@ -83,8 +110,7 @@ function wireSignIn() {
       const org = $("dev-org").value.trim();
       const user = $("dev-user").value.trim();
       if (!org || !user) {
-        showError("Enter an organization ID and a user ID.");
-        (org ? $("dev-user") : $("dev-org")).focus();
+        refuseField(org ? $("dev-user") : $("dev-org"), "Enter an organization ID and a user ID.");
         return;
       }
       run(event.submitter, () => demoSignIn({ org, user, admin: $("dev-admin").checked }));
@@ -94,19 +120,18 @@ function wireSignIn() {
     event.preventDefault();
     const idToken = $("id-token").value.trim();
     if (!idToken) {
-      showError("Paste the ID token your identity provider issued.");
-      $("id-token").focus();
+      refuseField($("id-token"), "Paste the ID token your identity provider issued.");
       return;
     }
-    run(event.submitter, async () => signedIn(await api.post("auth/login", { id_token: idToken })));
+    run(event.submitter, async () => signedIn(await api.post("auth/login", { id_token: idToken })),
+      { fields: { InvalidIdToken: $("id-token") } });
   });
   $("backup-sign-in-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const keyId = $("backup-key-id").value.trim();
     const secret = $("backup-secret").value.trim();
     if (!keyId || !secret) {
-      showError("Enter the key ID and the secret of your backup credentials.");
-      (keyId ? $("backup-secret") : $("backup-key-id")).focus();
+      refuseField(keyId ? $("backup-secret") : $("backup-key-id"), "Enter the key ID and the secret of your backup credentials.");
       return;
     }
     run(event.submitter, async () => {
@@ -114,7 +139,7 @@ function wireSignIn() {
       $("backup-secret").value = "";
       await signedIn(login);
       announce("Signed in with backup credentials. This sign-in is recorded in the audit log.");
-    });
+    }, { fields: { InvalidBackupCredentials: $("backup-secret"), TooManyAttempts: $("backup-secret") } });
   });
   $("sign-out").addEventListener("click", (event) => run(event.currentTarget, signOut));
   for (const button of document.querySelectorAll("[data-action=sign-out]")) {
@@ -142,7 +167,12 @@ async function idTokenFromRedirect() {
 function wireSecondFactor() {
   $("mfa-start").addEventListener("click", (event) => run(event.currentTarget, async () => {
     const { challenge_id, publicKey } = await api.post("auth/mfa/options");
-    const credential = await getAssertion(publicKey);
+    let credential;
+    try {
+      credential = await getAssertion(publicKey);
+    } catch (error) {
+      throw await whyNoAssertion(error);
+    }
     const login = await api.post("auth/mfa/verify", { challenge_id, credential });
     // The session continues under a new token; the old one no longer works.
     token.set(login.token);
@@ -154,8 +184,7 @@ function wireSecondFactor() {
     event.preventDefault();
     const name = $("register-name").value.trim();
     if (!name) {
-      showError("Give the key a name of 1 to 64 printable characters.");
-      $("register-name").focus();
+      refuseField($("register-name"), "Give the key a name of 1 to 64 printable characters.");
       return;
     }
     run(event.submitter, async () => {
@@ -166,14 +195,56 @@ function wireSecondFactor() {
       if (activated) token.set(activated);
       await enter();
       announce(`Security key “${key.name}” registered. You are signed in.`);
-    });
+    }, { fields: { InvalidKeyName: $("register-name") } });
   });
+}
+
+// Set when this tab found the member's last key deleted, so that their next sign-in says why it
+// no longer asks for a key. Only the tab knows; it holds no secret.
+const KEY_GONE = "keyward.key-deleted";
+
+function sayIfKeyWasDeleted(me) {
+  const gone = sessionStorage.getItem(KEY_GONE);
+  if (!gone) return;
+  sessionStorage.removeItem(KEY_GONE);
+  if (gone !== `${me.org.id}/${me.user.id}` || me.mfa.key_count > 0) return;
+  announce("Your security key was deleted since your last sign-in, by an admin or from another session"
+    + (me.session.state === "registration_required" ? ": register a new one to continue." : ". Add a new one to turn MFA back on."));
+}
+
+// The browser reports a key that holds none of the member's credentials exactly as a cancelled
+// prompt (it must not tell a page which keys exist). What keyward knows tells the cases apart: a
+// member with no key left had it deleted meanwhile, and can only sign in again.
+async function whyNoAssertion(error) {
+  if (error?.name !== "NotAllowedError") return error;
+  const me = await session.refresh();
+  $("lost-key").open = true;
+  if (me.mfa.key_count === 0) {
+    sessionStorage.setItem(KEY_GONE, `${me.org.id}/${me.user.id}`);
+    return explained(
+      "You no longer have a security key: it was deleted after you signed in, by an admin or from another "
+      + "session. Select “Cancel and sign out”, then sign in again"
+      + (me.org.mfa_enforced ? " and register a new key." : ". Ask an admin if you did not expect this."),
+    );
+  }
+  return explained(
+    "No registered security key answered. Either the prompt was cancelled or timed out, or the key you used is "
+    + "not registered to you. Try again with a key you registered; if you have lost it, see “Lost your key?” below.",
+  );
 }
 
 // --- The settings pages ------------------------------------------------------------------------
 
+function isBackupSession(me) {
+  return Boolean(me?.user.id.startsWith("backup:"));
+}
+
 function currentView() {
-  return location.hash === "#/organization" && session.me?.user.admin ? "organization" : "personal";
+  if (!session.me?.user.admin) return "personal";
+  if (location.hash === "#/organization") return "organization";
+  // Backup credentials cannot hold keys: their work is on the organization's page.
+  if (location.hash !== "#/personal" && isBackupSession(session.me)) return "organization";
+  return "personal";
 }
 
 async function showView() {
@@ -223,6 +294,35 @@ async function start() {
     clearMessages(); // what was said about the last page is not about this one
     run(null, showView);
   });
+  for (const link of document.querySelectorAll("#nav a")) {
+    link.addEventListener("click", (event) => {
+      const target = link.getAttribute("href");
+      const current = `#/${currentView()}`;
+      if (target === current) {
+        // The page shown is the one asked for: bring it up to date rather than do nothing.
+        event.preventDefault();
+        if (target === "#/organization") run(link, () => refreshOrganization({ announced: true }));
+        else run(link, showView);
+        return;
+      }
+      if (current === "#/organization") {
+        event.preventDefault();
+        leaveNewSecret().then((leave) => {
+          if (leave) location.hash = target;
+        });
+      }
+    });
+  }
+  // Coming back to the tab is when a person looks: check the session then too.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") checkSession();
+  });
+  // Closing or reloading the tab with a new secret on screen loses it for good.
+  window.addEventListener("beforeunload", (event) => {
+    if ($("backup-new").hidden) return;
+    event.preventDefault();
+    event.returnValue = "";
+  });
   // The skip link moves focus without touching the fragment, which names the page shown.
   document.querySelector(".skip-link").addEventListener("click", (event) => {
     event.preventDefault();
@@ -234,6 +334,7 @@ async function start() {
     showSignIn();
     return;
   }
+  watchSession();
   await run(null, enter);
   // A session that ended has already led to the sign-in screen, with its reason.
   if (!session.me && !document.querySelector(".screen:not([hidden])")) showSignIn();

@@ -26,7 +26,6 @@ const BY_CODE = {
 
   // Backup credentials.
   InvalidBackupCredentials: "That key ID and secret do not match any backup credentials.",
-  TooManyAttempts: "Too many failed attempts with these backup credentials. Wait a few minutes, then try again.",
   BackupCredentialsNotFound: "Those backup credentials no longer exist.",
 
   // Security key ceremonies.
@@ -83,11 +82,43 @@ const BY_WEBAUTHN_ERROR = {
     "This browser cannot use security keys with keyward. Use a current version of Chrome, Edge, Firefox or Safari.",
 };
 
+// Failed backup sign-ins are counted per key ID over a window of this length (docs/api.md).
+const BACKUP_LOGIN_WINDOW_MINUTES = 15;
+const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
+
+// Sentences that depend on when they are said, or on what the request was.
+const BY_CODE_THEN = {
+  TooManyAttempts: () => {
+    const until = new Date(Date.now() + BACKUP_LOGIN_WINDOW_MINUTES * 60_000);
+    return "Too many failed attempts with these backup credentials: keyward refuses them for now, even with the "
+      + `right secret. Try again after ${timeFormat.format(until)} (${BACKUP_LOGIN_WINDOW_MINUTES} minutes at most).`;
+  },
+};
+
+// An answer keyward did not explain (a crash, a gateway timeout): what happened, and whether the
+// change may have been made, which only a read can tell.
+function unexplained(error) {
+  const what = `keyward could not finish that (error ${error.status}).`;
+  if (error.method === "GET") return `${what} Nothing was changed. Try again in a moment.`;
+  return `${what} The change may or may not have been saved: reload the page to see, then try again if needed.`;
+}
+
+// An error the console has already put in words.
+export function explained(sentence) {
+  const error = new Error(sentence);
+  error.name = "Explained";
+  return error;
+}
+
 // A sentence for any error the console meets.
 export function describe(error) {
+  if (error?.name === "Explained") return error.message;
   if (error?.name === "ApiError") {
+    if (BY_CODE_THEN[error.code]) return BY_CODE_THEN[error.code]();
     const sentence = BY_CODE[error.code];
-    return sentence ?? error.message ?? "Something went wrong. Please try again.";
+    if (sentence) return sentence;
+    if (error.status >= 500 && sentence === undefined) return unexplained(error);
+    return error.message || "Something went wrong. Please try again.";
   }
   if (error?.name && BY_WEBAUTHN_ERROR[error.name]) return BY_WEBAUTHN_ERROR[error.name];
   return `Something went wrong: ${error?.message ?? error}. Please try again.`;
@@ -122,4 +153,27 @@ const ACTIONS = {
 
 export function describeAction(action) {
   return ACTIONS[action] ?? action;
+}
+
+export const AUDIT_ACTIONS = Object.keys(ACTIONS);
+
+// Why a security key check failed, as the audit log shows it (the refusal's reason code).
+const FAILURES = {
+  ChallengeNotFound: "the check was already used or unknown",
+  ChallengeExpired: "the check took too long",
+  ChallengeMismatch: "the key answered another request",
+  OriginMismatch: "used from an unexpected web address",
+  CrossOriginRefused: "used from inside another website",
+  RpIdMismatch: "the key answered for another website",
+  UserNotPresent: "the key was not touched",
+  InvalidBackupFlags: "the key described itself inconsistently",
+  UnsupportedAlgorithm: "the key's signature algorithm is not accepted",
+  UnknownCredential: "the key is not registered to them",
+  SignCountRegression: "the key's counter went backwards (possibly copied)",
+  CeremonyFailed: "the key's signature did not verify",
+  MalformedCredential: "the browser's answer could not be read",
+};
+
+export function describeFailure(reason) {
+  return FAILURES[reason] ?? reason;
 }

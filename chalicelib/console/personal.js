@@ -3,7 +3,8 @@
 
 import { api, segment } from "./api.js";
 import {
-  $, actionsCell, announce, cell, confirmAction, emptyRow, h, keyId, row, run, shortUserAgent, showError, showScreen, trashButton, when,
+  $, actionsCell, announce, cell, clearMessages, confirmAction, emptyRow, h, keyId, refuseField, row, run, shortUserAgent,
+  showScreen, trashButton, when,
 } from "./ui.js";
 import { createCredential } from "./webauthn.js";
 import { complianceText, modelText } from "./policy.js";
@@ -41,7 +42,9 @@ function render(me) {
   const backup = isBackupSession(me);
   const lastKeyLocked = enforced && keys.length === 1;
 
-  $("personal-mfa-state").textContent = keys.length
+  $("personal-mfa-state").textContent = backup
+    ? "Backup credentials sign in without a security key; MFA settings belong to each member's own sign-in."
+    : keys.length
     ? `MFA is on: you have ${plural(keys.length, "security key", "security keys")}, and keyward asks for one at every sign-in.`
       + (enforced ? " Your organization enforces MFA." : "")
     : "MFA is off. Enable it by registering a security key: keyward then asks for the key at every sign-in.";
@@ -93,7 +96,7 @@ function renameRow(key) {
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    run(event.submitter, () => rename(key, input.value.trim()));
+    run(event.submitter, () => rename(key, input.value.trim(), input), { fields: { InvalidKeyName: input } });
   });
   input.addEventListener("keydown", (event) => {
     if (event.key === "Escape") {
@@ -117,13 +120,14 @@ function startRename(key) {
 
 function stopRename(key) {
   editing = null;
+  clearMessages();
   render(context.me);
   document.querySelector(`#personal-keys button[aria-label="Rename ${CSS.escape(key.name)}"]`)?.focus();
 }
 
-async function rename(key, name) {
+async function rename(key, name, input) {
   if (!name) {
-    showError("Give the key a name of 1 to 64 printable characters.");
+    refuseField(input, "Give the key a name of 1 to 64 printable characters.");
     return;
   }
   const { key: renamed } = await api.patch(`me/mfa/keys/${segment(key.id)}`, { name });
@@ -208,11 +212,10 @@ $("add-key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const name = $("add-key-name").value.trim();
   if (!name) {
-    showError("Give the key a name of 1 to 64 printable characters.");
-    $("add-key-name").focus();
+    refuseField($("add-key-name"), "Give the key a name of 1 to 64 printable characters.");
     return;
   }
-  run(event.submitter, () => addKey(name));
+  run(event.submitter, () => addKey(name), { fields: { InvalidKeyName: $("add-key-name") } });
 });
 
 $("disable-mfa").addEventListener("click", (event) => disableMfa(event.currentTarget));

@@ -21,32 +21,86 @@ export function h(tag, attributes = {}, ...children) {
   return element;
 }
 
-// The status region announces what succeeded; the alert region what went wrong. Both stay visible.
-export function announce(message) {
-  $("alert").hidden = true;
-  $("alert").textContent = "";
-  $("status").textContent = message;
+// The status region announces what succeeded; the alert region what went wrong. Each is shown
+// next to the control that caused it (a phone shows only part of the page), and back at the top of
+// the page when nothing on screen caused it.
+let acting = null; // where the running action's messages belong
+
+function anchorFor(control) {
+  if (!control) return null;
+  // Below a row of fields or a one-line form rather than inside its flex layout; a row's buttons
+  // are re-rendered with their list, the table itself stays.
+  return control.closest(".field-row, form.add-key, form.rename")
+    ?? control.closest("table, form, .button-row, .switch-row, .secret-box, .field") ?? control;
 }
 
-export function showError(error) {
+function place(region, near) {
+  const anchor = near === undefined ? acting : anchorFor(near);
+  if (anchor && anchor.isConnected && anchor.checkVisibility()) {
+    if (anchor.nextElementSibling !== region) anchor.after(region);
+    region.classList.add("inline");
+  } else {
+    $("messages").append(region);
+    region.classList.remove("inline");
+  }
+}
+
+export function announce(message, { near } = {}) {
+  $("alert").hidden = true;
+  $("alert").textContent = "";
+  place($("status"), near);
+  $("status").textContent = message;
+  inView($("status"));
+}
+
+// A message beside its control is scrolled to, as little as needed, so that it is read.
+function inView(region) {
+  if (region.classList.contains("inline")) region.scrollIntoView({ block: "nearest" });
+}
+
+export function showError(error, { near } = {}) {
   // A session that ended or must take a step first is handled by the screen it leads to.
   if (error?.name === "ApiError" && error.handled) return;
   $("status").textContent = "";
   const alert = $("alert");
+  place(alert, near);
   alert.textContent = typeof error === "string" ? error : describe(error);
   alert.hidden = false;
-  if (!(error?.name === "ApiError")) console.error(error);
+  inView(alert);
+  if (error?.name !== "ApiError" && error?.name !== "Explained" && typeof error !== "string") console.error(error);
+}
+
+// A field whose value was refused: marked invalid, described by the message beside it, focused.
+export function refuseField(field, error) {
+  showError(error, { near: field });
+  field.setAttribute("aria-invalid", "true");
+  field.setAttribute("aria-describedby", [field.dataset.describedBy, "alert"].filter(Boolean).join(" "));
+  field.focus();
+  field.addEventListener("input", () => acceptField(field), { once: true });
+}
+
+export function acceptField(field) {
+  field.removeAttribute("aria-invalid");
+  if (field.dataset.describedBy) field.setAttribute("aria-describedby", field.dataset.describedBy);
+  else field.removeAttribute("aria-describedby");
 }
 
 export function clearMessages() {
+  for (const field of document.querySelectorAll("[aria-invalid=true]")) acceptField(field);
   $("status").textContent = "";
   $("alert").textContent = "";
   $("alert").hidden = true;
+  $("messages").append($("status"), $("alert"));
 }
 
-// Runs an action started by `control`: the control is disabled meanwhile and any error shown.
-export async function run(control, action) {
+// Runs an action started by `control`: the control is disabled meanwhile, any error is shown next
+// to it, and focus comes back to it (a disabled button drops focus to the body). `fields` maps a
+// reason code to the field it refuses, which is then marked invalid and focused.
+export async function run(control, action, { fields = {} } = {}) {
   const wasDisabled = control?.disabled;
+  const hadFocus = control && document.activeElement === control;
+  const previous = acting;
+  acting = anchorFor(control);
   if (control) {
     control.disabled = true;
     control.setAttribute("aria-busy", "true");
@@ -54,19 +108,41 @@ export async function run(control, action) {
   try {
     return await action();
   } catch (error) {
-    showError(error);
+    const field = fields[error?.code];
+    if (field && !error.handled) refuseField(field, error);
+    else showError(error);
     return undefined;
   } finally {
+    acting = previous;
     if (control && control.isConnected) {
       control.disabled = wasDisabled;
       control.removeAttribute("aria-busy");
     }
+    if (hadFocus && lostFocus()) {
+      if (control.isConnected && !control.disabled && control.checkVisibility()) control.focus();
+      else focusScreen();
+    }
   }
 }
 
+function lostFocus() {
+  const focused = document.activeElement;
+  return !focused || focused === document.body || !focused.isConnected || !focused.checkVisibility();
+}
+
+// The visible screen's heading: where focus goes when the control it was on is gone.
+export function focusScreen() {
+  document.querySelector(".screen:not([hidden]) h1")?.focus();
+}
+
 // A modal <dialog> that asks before anything destructive; resolves to true only on the confirm button.
-export function confirmAction({ title, text, confirm, danger = true }) {
+// `choice` ({label, checked}) adds a checkbox to the question; its answer is left in choice.checked.
+export function confirmAction({ title, text, confirm, danger = true, choice = null }) {
   const dialog = $("confirm");
+  const box = $("confirm-choice");
+  box.hidden = !choice;
+  $("confirm-choice-input").checked = Boolean(choice?.checked);
+  $("confirm-choice-label").textContent = choice?.label ?? "";
   const ok = $("confirm-ok");
   const cancel = $("confirm-cancel");
   const opener = document.activeElement;
@@ -76,6 +152,7 @@ export function confirmAction({ title, text, confirm, danger = true }) {
   ok.className = danger ? "danger" : "primary";
   return new Promise((resolve) => {
     const finish = (answer) => {
+      if (choice) choice.checked = answer && $("confirm-choice-input").checked;
       ok.removeEventListener("click", onOk);
       cancel.removeEventListener("click", onCancel);
       dialog.removeEventListener("close", onClose);
@@ -146,11 +223,18 @@ export function trashButton({ label, onclick, disabled = false, describedBy = nu
   }, svg);
 }
 
+let firstScreen = true;
+
 export function showScreen(id) {
   for (const screen of document.querySelectorAll(".screen")) screen.hidden = screen.id !== id;
   $("loading").hidden = true;
   const heading = $(id)?.querySelector("h1");
-  heading?.focus();
+  // Each screen names the tab (and the history entry) after itself.
+  if (heading) document.title = `${heading.textContent.trim()} · keyward`;
+  // A screen that replaces another takes focus to its heading; the page's first screen leaves focus
+  // at the start of the document, so that the skip link is the keyboard's first stop.
+  if (!firstScreen) heading?.focus();
+  firstScreen = false;
 }
 
 export function shortUserAgent(userAgent) {

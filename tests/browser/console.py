@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from tests.local_stack import PROJECT_ROOT, LocalStack
@@ -24,7 +25,12 @@ CHROMIUM_ARGS = [
 # images the README and docs show.
 SCREENSHOTS = PROJECT_ROOT / os.environ.get("KEYWARD_SCREENSHOTS", ".artifacts/screenshots")
 WIDE = {"width": 1440, "height": 900}
-NARROW = {"width": 375, "height": 812}
+# A current phone (iPhone 12 to 15); narrower phones are covered by the same single-column layout.
+NARROW = {"width": 390, "height": 844}
+# axe-core (vendored by axe-playwright-python, so no network at test time) finds these or worse on
+# no screen of the console.
+SERIOUS = {"serious", "critical"}
+AXE = Axe()
 # A plain USB security key: no PIN, no passkey; it answers as soon as it is asked.
 SECURITY_KEY = {
     "protocol": "ctap2", "transport": "usb", "hasResidentKey": False, "hasUserVerification": False,
@@ -105,7 +111,23 @@ class Console:
     def key_row(self, table: str, name: str) -> Locator:
         return self.page.locator(f"#{table} tr").filter(has=self.page.get_by_role("cell", name=name, exact=True))
 
+    def accessibility_violations(self) -> list[str]:
+        """axe-core's serious and critical findings on the page as it is now."""
+        results = AXE.run(self.page)
+        return [
+            f"{violation['id']} ({violation['impact']}): {violation['help']} — "
+            + "; ".join(node["target"][0] if isinstance(node["target"][0], str) else str(node["target"]) for node in violation["nodes"][:5])
+            for violation in results.response["violations"]
+            if violation["impact"] in SERIOUS
+        ]
+
+    def check_accessibility(self) -> None:
+        found = self.accessibility_violations()
+        assert found == [], f"axe-core on {self.page.title()!r}: {found}"
+
     def screenshot(self, name: str) -> Path:
+        """Saves the page and checks it with axe-core: every screen a test shows is checked."""
+        self.check_accessibility()
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
@@ -175,3 +197,5 @@ class Console:
     def close(self) -> None:
         self._http.close()
         assert not self.errors, f"the page threw: {self.errors}"
+        if not self.page.is_closed():
+            self.check_accessibility()

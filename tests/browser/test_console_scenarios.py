@@ -23,6 +23,8 @@ def test_a_member_enables_mfa_and_passes_the_mfa_prompt_at_the_next_sign_in(open
     assert mia.get("/me")["mfa"] == {"enabled": False, "key_count": 0}
 
     mia.enable_mfa(key_name="Blue YubiKey")
+    # Focus stays on the button that did it (now "Add key"), not on the page's body.
+    expect(mia.button("Add key")).to_be_focused()
 
     row = mia.key_row("personal-keys", "Blue YubiKey")
     expect(row).to_have_count(1)
@@ -117,7 +119,10 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
 
     enforce.click()
     expect(ada.dialog()).to_contain_text("Every other session of the organization ends at once")
-    expect(ada.dialog()).to_contain_text("Create backup credentials first")
+    # The question says what enforcing does to this organization: who lacks a key, and that no
+    # backup credentials exist yet.
+    expect(ada.dialog()).to_contain_text("1 of 2 members have no security key yet")
+    expect(ada.dialog()).to_contain_text("The organization has no backup credentials: create them first")
     ada.screenshot("enforce-confirmation")
     ada.confirm("Enforce MFA")
 
@@ -265,15 +270,20 @@ def test_backup_credentials_are_shown_once_and_sign_an_admin_in(open_console: Op
     rescue.page.get_by_label("Secret").fill(secret)
     rescue.button("Sign in with backup credentials").click()
 
-    expect(rescue.heading("Personal settings")).to_be_visible()
-    expect(rescue.page.locator("#personal-backup-notice")).to_be_visible()
+    # A backup session's work is on the organization's page; what it may not do is disabled, saying why.
+    expect(rescue.heading("Organization settings")).to_be_visible()
     me = rescue.get("/me")
     assert me["user"]["admin"] is True and me["session"]["state"] == "active" and me["org"]["id"] == org
-    rescue.go_to("Organization settings")
+    create = rescue.button("Create backup credentials")
+    expect(create).to_be_disabled()
+    expect(create).to_have_accessible_description(re.compile("only an admin signed in through the identity provider"))
     expect(rescue.page.locator("#audit")).to_contain_text("Signed in with backup credentials")
     actions = [event["action"] for event in rescue.get("/org/audit")["events"]]
     assert "backup_login.succeeded" in actions and "backup_login.failed" in actions
     rescue.screenshot("backup-sign-in")
+    rescue.go_to("Personal settings")
+    expect(rescue.page.locator("#personal-backup-notice")).to_be_visible()
+    expect(rescue.page.locator("#personal-mfa-state")).not_to_contain_text("MFA is off")
 
 
 def test_the_readme_screenshots_of_both_settings_pages(open_console: OpenConsole):
@@ -308,10 +318,14 @@ def test_the_readme_screenshots_of_both_settings_pages(open_console: OpenConsole
     expect(alice.page.locator("#compliance-text")).to_have_text("2 of 2 members have a security key")
     status = alice.get("/org/mfa")
     assert (status["members_compliant"], status["members_total"]) == (2, 2)
+    # The audit log names the key of a security key check, and its member: registered, then used.
+    used = alice.key_row("audit", "“Backup YubiKey” of Alice Admin")
+    expect(used).to_have_count(2)
+    expect(used.first).to_contain_text("Passed the security key check")
     alice.screenshot("organization-settings")
 
 
-def test_both_settings_pages_fit_a_375_pixel_wide_screen(open_console: OpenConsole):
+def test_both_settings_pages_fit_a_390_pixel_wide_screen(open_console: OpenConsole):
     org = unique_org("narrow")
     member = open_console(viewport=NARROW)
     member.sign_in_to_settings(org=org, user="a-member-with-a-rather-long-user-id")
@@ -321,17 +335,17 @@ def test_both_settings_pages_fit_a_375_pixel_wide_screen(open_console: OpenConso
     admin.sign_in_to_settings(org=org, user="zoe", admin=True)
     admin.enable_mfa(key_name="Zoe's key")
     expect(admin.key_row("personal-keys", "Zoe's key")).to_have_count(1)
-    assert admin.page.evaluate("document.documentElement.scrollWidth") <= 375
+    assert admin.page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
     assert sticking_out(admin) == []
-    admin.screenshot("personal-settings-375")
+    admin.screenshot("personal-settings-390")
 
     admin.go_to("Organization settings")
     admin.button("Create backup credentials").click()
     expect(admin.status()).to_contain_text("Copy the secret now")
     expect(admin.key_row("org-keys", "A security key with a long name")).to_have_count(1)
-    assert admin.page.evaluate("document.documentElement.scrollWidth") <= 375
+    assert admin.page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
     assert sticking_out(admin) == []
-    admin.screenshot("organization-settings-375")
+    admin.screenshot("organization-settings-390")
 
 
 def sticking_out(console: Console) -> list[str]:
