@@ -15,11 +15,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from chalicelib import audit, challenges, clock
+from chalicelib import audit, authenticator_policy, challenges, clock
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
 from chalicelib.errors import (
     InvalidToken,
+    NotAllowed,
     NotAuthenticated,
     NotForBackupSessions,
     ReauthenticationRequired,
@@ -91,6 +92,7 @@ def options(*, caller: Caller) -> CeremonyOptions:
     public_key = ceremonies.authentication_options(
         challenge=issued.challenge,
         allow=[ceremonies.KnownCredential(credential_id=key.credential_id, transports=key.transports) for key in keys],
+        user_verification=authenticator_policy.of(caller.org).user_verification.value,
     )
     return CeremonyOptions(challenge_id=issued.challenge_id, public_key=public_key)
 
@@ -108,6 +110,7 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> datet
         ChallengeNotFound, ChallengeExpired, ChallengeMismatch: the challenge cannot be used
             (an MFA login's challenge is of another ceremony).
         UnknownCredential, BackupEligibilityChanged, SignCountRegression and the ceremony's refusals.
+        UserVerificationRequired: the authenticator policy requires user verification.
     """
     from chalicelib import ceremonies
 
@@ -116,7 +119,7 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> datet
     response = ceremonies.parse_authentication(credential=credential)
     try:
         return _verify(caller=caller, challenge_id=challenge_id, response=response)
-    except NotAuthenticated as refusal:
+    except (NotAuthenticated, NotAllowed) as refusal:
         session = caller.session
         audit.record(org_id=session.org_id, actor=caller.actor, action="reauth.failed", target=session.user_id,
                      user_id=session.user_id, client=caller.client, details={"reason": refusal.code})
@@ -129,6 +132,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
     session = caller.session
     expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.REAUTHENTICATION, session=session)
     key = checked_assertion(caller=caller, response=response, expected_challenge=expected)
+    authenticator_policy.check_assertion(authenticator_policy.of(caller.org), user_verified=response.user_verified)
     checked_at = clock.now()
     try:
         with transaction() as write:
