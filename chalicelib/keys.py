@@ -302,11 +302,10 @@ def _register(*, caller: Caller, challenge_id: str, name: str, response: Registr
     token = None
     if activates_session:
         token, token_hash = rotated_token(caller)
-        session_actions += [
-            Session.state.set(SessionState.ACTIVE.value),
-            Session.token_hash.set(token_hash),
-            Session.verified_key_id.set(key.key_id),
-        ]
+        session_actions += [Session.state.set(SessionState.ACTIVE.value), Session.token_hash.set(token_hash)]
+        # A session that passed MFA keeps the key it passed with: deleting that key ends it.
+        if session.verified_key_id is None:
+            session_actions.append(Session.verified_key_id.set(key.key_id))
     try:
         with transaction() as write:
             challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
@@ -337,7 +336,7 @@ def _register(*, caller: Caller, challenge_id: str, name: str, response: Registr
         assert token is not None
         session.state = SessionState.ACTIVE.value
         session.token_hash = token_hash
-        session.verified_key_id = key.key_id
+        session.verified_key_id = session.verified_key_id or key.key_id
     session.key_checked_at = registered_at
     if first_key:
         member.session_generation += 1

@@ -112,6 +112,7 @@ def verify(*, caller: Caller, assertion: Assertion) -> datetime:
         ChallengeNotFound, ChallengeExpired, ChallengeMismatch: the challenge cannot be used
             (an MFA login's challenge is of another ceremony).
         UnknownCredential, BackupEligibilityChanged, SignCountRegression and the ceremony's refusals.
+        UserVerificationRequired: the authenticator policy requires user verification.
     """
     _refuse_without_keys(caller)
     session = caller.session
@@ -132,6 +133,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
     session = caller.session
     expected = challenges.check(challenge=caller.read.get(challenges.LABEL), ceremony=Ceremony.REAUTHENTICATION, session=session)
     key = checked_assertion(caller=caller, response=response, expected_challenge=expected)
+    authenticator_policy.check_assertion(authenticator_policy.of(caller.org), user_verified=response.user_verified)
     checked_at = clock.now()
     try:
         with transaction() as write:
