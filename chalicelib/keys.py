@@ -36,7 +36,15 @@ from chalicelib.errors import (
     TooManyKeys,
 )
 from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey, Session
-from chalicelib.sessions import AlsoReads, Caller, SessionState, end_sessions, rotated_token, sessions_of
+from chalicelib.sessions import (
+    AlsoReads,
+    Caller,
+    SessionState,
+    end_sessions,
+    passed_key_check,
+    rotated_token,
+    sessions_of,
+)
 from chalicelib.storage import ConditionsFailed, LabelledWrite, transaction
 
 if TYPE_CHECKING:
@@ -156,7 +164,7 @@ def _refuse_enrolled_waiting_session(caller: Caller) -> None:
     # A waiting session of a member with keys registers only after passing the MFA check with one
     # of them: the organization's authenticator policy no longer accepts those keys.
     if (caller.state is SessionState.REGISTRATION_REQUIRED and caller.member.key_count > 0
-            and caller.session.verified_key_id is None):
+            and not passed_key_check(caller.session)):
         raise AlreadyEnrolled("You hold a security key already: sign in again and pass the security key check.")
 
 
@@ -297,8 +305,6 @@ def _register(*, caller: Caller, challenge_id: str, name: str, response: Registr
     if listing_condition is not None:
         member_condition &= listing_condition
     session_condition = (Session.state == caller.state.value) & (Session.token_hash == caller.token_hash)
-    if activates_session and not first_key:
-        session_condition &= Session.verified_key_id.exists()
     token = None
     if activates_session:
         token, token_hash = rotated_token(caller)
