@@ -48,6 +48,22 @@ def test_an_admin_without_a_key_cannot_enforce(api):
     assert Organization.get("acme").mfa_enforced is False
 
 
+def test_a_refused_enforcement_leaves_the_stream_to_the_next_accepted_one(api, stream):
+    """A cancelled transaction writes no stream record, and the stream goes on after it."""
+    keyless = api.login(org="other", user="carol", admin=True)
+    alice, bob = api.login(user="alice", admin=True), api.login(user="bob")
+    assert api.add_key(alice, SoftwareAuthenticator()).status == 201
+    stream.drain()
+
+    assert _enforce(api, keyless).code == "SecurityKeyRequired"
+    assert stream.drain() == 0
+    assert _enforce(api, alice).status == 200
+    stream.drain()
+
+    assert _session_id(bob) not in _session_ids()
+    assert Organization.get("acme").invalidation.state == "done"
+
+
 def test_members_cannot_read_or_change_the_setting(api, admin):
     bob = api.login(user="bob")
     for method, body in (("GET", None), ("PUT", {"enforced": True})):
