@@ -37,6 +37,15 @@ class _KeywardMeta:
     max_retry_attempts = 2
 
 
+class EnforcementFlag(BooleanAttribute):
+    """``mfa_enforced``, read fail-safe: a value of another DynamoDB type than BOOL (``{"S": "true"}``
+    typed by an operator in the AWS console) reads as enforced, rather than failing every read of
+    the organization. The stream function reports such a change as a failed record."""
+
+    def get_value(self, value: dict) -> bool:
+        return value.get("BOOL", True)
+
+
 class Invalidation(MapAttribute):
     """The bulk deletion of an organization's sessions after an enforcement, and how far it got."""
 
@@ -62,7 +71,7 @@ class Organization(Model):
 
     org_id = UnicodeAttribute(hash_key=True)
     created_at = UTCDateTimeAttribute()
-    mfa_enforced = BooleanAttribute(default=False)
+    mfa_enforced = EnforcementFlag(default=False)
     enforced_at = UTCDateTimeAttribute(null=True)
     enforced_by = UnicodeAttribute(null=True)
     # The session that enforced MFA survives the enforcement it caused.
@@ -184,6 +193,10 @@ class Session(Model):
     created_at = UTCDateTimeAttribute()
     expires_at = UTCDateTimeAttribute()
     enforcement_generation = NumberAttribute(default=0)
+    # Whether the organization enforced MFA when the session started: a session that started
+    # without it ends when the flag is switched on, even before an enforcement is recorded.
+    # Absent on sessions from before keyward recorded it.
+    org_enforced_at_start = BooleanAttribute(null=True)
     # The key that passed this session's MFA ceremony.
     verified_key_id = UnicodeAttribute(null=True)
     source_ip = UnicodeAttribute(null=True)
