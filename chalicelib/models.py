@@ -227,7 +227,7 @@ class BackupCredential(Model):
 
 
 class Throttle(Model):
-    """Failed attempts against one subject (a backup key ID) in the current window."""
+    """Failed attempts against one subject (a backup key ID, from one source) in the current window."""
 
     class Meta(_KeywardMeta):
         table_name = _settings.tables.throttles
