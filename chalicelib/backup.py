@@ -1,15 +1,18 @@
 """Backup credentials: an admin's break-glass login that bypasses the IdP and MFA, for a lost
 security key or an IdP that is down. Audited and rate limited.
 
-The secret (256 random bits) is shown once and stored only as an scrypt hash. A login attempt
-reserves one of the key ID's failure slots *before* the secret is checked and gives it back on
-success, so parallel guesses cannot exceed the limit; unknown key IDs are limited and hashed
-the same way, so neither the answer nor its timing tells whether a key ID exists.
+The secret (256 random bits) is shown once and stored only as an scrypt hash. Failed attempts
+are counted per key ID *and source address*: someone who learns a key ID can lock out only their
+own address, never the admin who holds the secret. A login attempt reserves one of its failure
+slots *before* the secret is checked and gives it back on success, so parallel guesses from one
+source cannot exceed the limit; unknown key IDs are limited and hashed the same way, so neither
+the answer nor its timing tells whether a key ID exists.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
@@ -117,14 +120,15 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
 
     Raises:
         MalformedRequest: the fields are missing or of the wrong type.
-        TooManyAttempts: the key ID has used up its failed attempts for the current window.
+        TooManyAttempts: the key ID has used up its failed attempts from the client's source
+            address for the current window.
         InvalidBackupCredentials: wrong key ID or secret (the same answer for both).
     """
     if not isinstance(key_id, str) or not isinstance(secret, str) or not key_id or not secret:
         raise MalformedRequest("'key_id' and 'secret' are required strings.")
     if len(key_id) > 64 or len(secret) > _MAX_SECRET_LENGTH:
         raise MalformedRequest("'key_id' or 'secret' is too long.")
-    subject = f"backup-login#{key_id}"
+    subject = f"backup-login#{key_id}#{attempt_source(client.source_ip)}"
     window = _reserve_attempt(subject)
 
     credential = _credential_or_none(key_id)
@@ -155,6 +159,23 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
     except ConditionsFailed:
         raise InvalidBackupCredentials("The backup credentials are not valid.") from None  # deleted meanwhile
     return BackupSignIn(issued=issued, org=org, credential=credential)
+
+
+def attempt_source(source_ip: str | None) -> str:
+    """The source whose failed attempts count together: an IPv4 address, or an IPv6 /64.
+
+    An IPv6 client picks addresses within its /64 at will, so the /64 is one source. Requests
+    without a usable address (none comes through API Gateway) share one source.
+    """
+    try:
+        address = ipaddress.ip_address(source_ip or "")
+    except ValueError:
+        return "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _credential_or_none(key_id: str) -> BackupCredential | None:
@@ -198,7 +219,8 @@ def _reserve_attempt(subject: str) -> datetime:
                 raise
         throttle = Throttle.get(subject, consistent_read=True)
         if throttle.window_start > window_open and throttle.failures >= config.backup_login_max_failures:
-            raise TooManyAttempts("Too many failed attempts with these backup credentials; try again later.")
+            raise TooManyAttempts("Too many failed attempts with these backup credentials from this address; "
+                                  "try again later.")
     raise TooManyAttempts("Too many attempts at once with these backup credentials; try again later.")
 
 

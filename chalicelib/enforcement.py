@@ -18,7 +18,7 @@ from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib import audit, authenticator_policy, clock
 from chalicelib.config import settings
-from chalicelib.errors import ConcurrentChange, InvalidationFailed, SecurityKeyRequired
+from chalicelib.errors import ConcurrentChange, InvalidationFailed, MalformedEnforcementFlag, SecurityKeyRequired
 from chalicelib.models import Invalidation, Member, Organization, Session
 from chalicelib.sessions import Caller
 from chalicelib.storage import THROTTLED, ConditionsFailed, condition_failed, response_code, transaction
@@ -136,7 +136,8 @@ def _relax(*, caller: Caller, org: Organization) -> Organization:
                     Organization.enforced_at.remove(),
                     Organization.enforced_by.remove(),
                 ],
-                condition=Organization.mfa_enforced == True,  # noqa: E712
+                # A flag of the wrong type reads as enforced; relaxing is how an admin repairs it.
+                condition=(Organization.mfa_enforced == True) | ~Organization.mfa_enforced.is_type(),  # noqa: E712
             )
             write.save("audit", audit.event(org_id=org.org_id, actor=caller.actor, action="enforcement.disabled",
                                             target=org.org_id, client=caller.client))
@@ -171,18 +172,47 @@ def process_org_changes(*, records: Iterable[Mapping[str, Any]], deadline: Deadl
 
 
 def _process(*, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, deadline: Deadline) -> None:
+    """One record: a switch of the flag from off to on is an enforcement, whoever made it.
+
+    Raises:
+        MalformedEnforcementFlag: the flag was given a value that is not a BOOL. The record
+            fails (and, after Lambda's retries, goes to the dead-letter queue); requests read
+            such a flag as enforced meanwhile (see ``models.EnforcementFlag``).
+    """
     if not new:
         return
     org_id = new["org_id"]["S"]
-    if _enforced(new) and not _enforced(old):
-        _take_over_operator_enforcement(org_id=org_id)
+    if _flag_changed(old, new) and not isinstance(_flag(new), bool):
+        raise MalformedEnforcementFlag(
+            f"organization {org_id}: mfa_enforced was set to {new['mfa_enforced']!r}, not a BOOL; "
+            "requests read it as enforced until it is set to true or false"
+        )
+    if _flag(new) is True and _flag(old) is not True:
+        if _generation(new) == _generation(old):
+            # The flag changed without the new generation the API writes with it: an operator's edit.
+            _record_operator_enforcement(org_id=org_id, generation=_generation(new))
         continue_invalidation(org_id=org_id, deadline=deadline)
     elif _handoffs(new) > _handoffs(old):
         continue_invalidation(org_id=org_id, deadline=deadline, handoffs=_handoffs(new))
 
 
-def _enforced(image: Mapping[str, Any] | None) -> bool:
-    return bool(image) and image.get("mfa_enforced", {}).get("BOOL") is True
+def _flag(image: Mapping[str, Any] | None) -> Any:
+    """The image's ``mfa_enforced``: True or False, None when absent, else the malformed value.
+
+    A malformed earlier value counts as off: switching from it to on is an enforcement.
+    """
+    value = (image or {}).get("mfa_enforced")
+    if value is None or value.get("NULL") is True:
+        return None
+    return value["BOOL"] if set(value) == {"BOOL"} and isinstance(value["BOOL"], bool) else value
+
+
+def _flag_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    return (old or {}).get("mfa_enforced") != new.get("mfa_enforced")
+
+
+def _generation(image: Mapping[str, Any] | None) -> int:
+    return int((image or {}).get("enforcement_generation", {}).get("N", 0))
 
 
 def _handoffs(image: Mapping[str, Any] | None) -> int:
@@ -190,16 +220,15 @@ def _handoffs(image: Mapping[str, Any] | None) -> int:
     return int(invalidation.get("handoffs", {}).get("N", 0))
 
 
-def _take_over_operator_enforcement(*, org_id: str) -> None:
-    """Give an enforcement set outside the API (an operator in the console) what the API records.
+def _record_operator_enforcement(*, org_id: str, generation: int) -> None:
+    """Give an enforcement set outside the API (an operator in the console) what the API records:
+    a new generation, which ends every session that started before it.
 
-    It has no enforcing session to spare, so every session of the organization ends.
+    It has no enforcing session to spare, so every session of the organization ends. The
+    generation the flag was switched in is the condition: a redelivered record, or a later
+    switch already recorded, finds a newer one and changes nothing.
     """
-    org = Organization.get(org_id, consistent_read=True)
-    if not org.mfa_enforced or org.enforced_at is not None:
-        return  # enforced through the API, or relaxed again meanwhile
     enforced_at = clock.now()
-    generation = org.enforcement_generation + 1
     try:
         with transaction() as write:
             write.update(
@@ -209,18 +238,17 @@ def _take_over_operator_enforcement(*, org_id: str) -> None:
                     Organization.enforced_at.set(enforced_at),
                     Organization.enforced_by.set(OPERATOR),
                     Organization.enforcing_session_id.remove(),
-                    Organization.enforcement_generation.set(generation),
-                    Organization.invalidation.set(_new_invalidation(generation=generation, started_at=enforced_at)),
+                    Organization.enforcement_generation.set(generation + 1),
+                    Organization.invalidation.set(_new_invalidation(generation=generation + 1, started_at=enforced_at)),
                 ],
                 condition=(Organization.mfa_enforced == True)  # noqa: E712
-                & Organization.enforced_at.does_not_exist()
-                & (Organization.enforcement_generation == org.enforcement_generation),
+                & (Organization.enforcement_generation == generation),
             )
             write.save("audit", audit.event(org_id=org_id, actor=OPERATOR, action="enforcement.enabled",
-                                            target=org_id, details={"generation": generation}))
+                                            target=org_id, details={"generation": generation + 1}))
     except ConditionsFailed:
-        return  # another invocation took it over first
-    log.info("organization %s: enforcement set outside the API taken over (generation %d)", org_id, generation)
+        return  # recorded already, or switched off again meanwhile
+    log.info("organization %s: enforcement set outside the API recorded (generation %d)", org_id, generation + 1)
 
 
 def continue_invalidation(*, org_id: str, deadline: Deadline, handoffs: int | None = None) -> None:

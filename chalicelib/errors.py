@@ -233,6 +233,10 @@ class InvalidationFailed(Exception):
         self.deleted = deleted
 
 
+class MalformedEnforcementFlag(Exception):
+    """An organization's ``mfa_enforced`` was given a value that is not a DynamoDB BOOL."""
+
+
 class SessionNotFound(NotFound):
     pass
 

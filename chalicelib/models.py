@@ -37,6 +37,15 @@ class _KeywardMeta:
     max_retry_attempts = 2
 
 
+class EnforcementFlag(BooleanAttribute):
+    """``mfa_enforced``, read fail-safe: a value of another DynamoDB type than BOOL (``{"S": "true"}``
+    typed by an operator in the AWS console) reads as enforced, rather than failing every read of
+    the organization. The stream function reports such a change as a failed record."""
+
+    def get_value(self, value: dict) -> bool:
+        return value.get("BOOL", True)
+
+
 class Invalidation(MapAttribute):
     """The bulk deletion of an organization's sessions after an enforcement, and how far it got."""
 
@@ -62,7 +71,7 @@ class Organization(Model):
 
     org_id = UnicodeAttribute(hash_key=True)
     created_at = UTCDateTimeAttribute()
-    mfa_enforced = BooleanAttribute(default=False)
+    mfa_enforced = EnforcementFlag(default=False)
     enforced_at = UTCDateTimeAttribute(null=True)
     enforced_by = UnicodeAttribute(null=True)
     # The session that enforced MFA survives the enforcement it caused.
@@ -218,6 +227,10 @@ class Session(Model):
     enforcement_generation = NumberAttribute(default=0)
     # The member's session generation when the session started (see Member.session_generation).
     member_generation = NumberAttribute(default=0)
+    # Whether the organization enforced MFA when the session started: a session that started
+    # without it ends when the flag is switched on, even before an enforcement is recorded.
+    # Absent on sessions from before keyward recorded it.
+    org_enforced_at_start = BooleanAttribute(null=True)
     # The key that passed this session's MFA ceremony, or that its registration activated it with.
     verified_key_id = UnicodeAttribute(null=True)
     # The session's last security-key check: MFA at login, registering a key, or stepping up.
@@ -250,7 +263,7 @@ class BackupCredential(Model):
 
 
 class Throttle(Model):
-    """Failed attempts against one subject (a backup key ID) in the current window."""
+    """Failed attempts against one subject (a backup key ID, from one source) in the current window."""
 
     class Meta(_KeywardMeta):
         table_name = _settings.tables.throttles

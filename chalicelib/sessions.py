@@ -181,6 +181,7 @@ def start(
         ttl=expires + timedelta(days=1),
         enforcement_generation=org.enforcement_generation,
         member_generation=member.session_generation,
+        org_enforced_at_start=bool(org.mfa_enforced),
         source_ip=client.source_ip,
         user_agent=(client.user_agent or "")[:512] or None,
         last_seen_at=started,
@@ -313,15 +314,20 @@ def ended_by_enforcement(*, session: Session, org: Organization) -> bool:
     enforcement has ended, whether or not the stream function has deleted it yet — except the
     session that enforced it. It stays ended when the enforcement is relaxed again.
 
-    An enforcement set outside the API (no ``enforced_at`` yet) ends every session at once,
-    until the stream function takes it over and records its generation.
+    Every switch of ``mfa_enforced`` from off to on is an enforcement, the API's and an operator's
+    edit of the table alike. The API records its enforcement in the same write (a new
+    generation); an operator's edit is recorded by the stream function a moment later. Until
+    then, a session that started while the organization did not enforce MFA has ended already.
     """
-    if org.mfa_enforced and org.enforced_at is None:
-        return True
-    return (
-        session.enforcement_generation < org.enforcement_generation
-        and session.session_id != org.enforcing_session_id
-    )
+    if session.enforcement_generation < org.enforcement_generation:
+        return session.session_id != org.enforcing_session_id
+    if not org.mfa_enforced:
+        return False
+    if session.org_enforced_at_start is None:
+        # A session from before keyward recorded the flag at the start: the earlier rule, which
+        # ends every session while an operator's enforcement is not yet recorded.
+        return org.enforced_at is None
+    return not session.org_enforced_at_start
 
 
 def passed_key_check(session: Session) -> bool:

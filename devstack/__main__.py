@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -195,9 +194,11 @@ def _request_stop(signum: int, frame: FrameType | None) -> None:
 
 
 def _start_chalice(*, port: int, autoreload: bool) -> subprocess.Popen[bytes]:
-    executable = Path(sys.executable).parent / "chalice"
+    # chalice local, passing each request's real peer address on (see devstack.chalice_local).
     command = [
-        str(executable) if executable.exists() else shutil.which("chalice") or "chalice",
+        sys.executable,
+        "-m",
+        "devstack.chalice_local",
         "local",
         "--stage",
         "local",

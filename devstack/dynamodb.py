@@ -1,12 +1,15 @@
 """A local DynamoDB for development and tests: moto's server, run in this process."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Any, Callable
 
+from moto.dynamodb.models import DynamoDBBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
@@ -61,6 +64,43 @@ class AtomicMotoServer(ThreadedMotoServer):
         self._server.serve_forever()
 
 
+def _keep_streams_across_cancelled_transactions() -> None:
+    """Make moto's cancelled transactions leave the tables' streams as DynamoDB does: untouched.
+
+    moto applies a transaction's writes one by one and, when one is refused, puts back deep copies
+    of the tables it took beforehand. The copies carry copies of the stream shards, so a stream
+    reader's shard iterator — which holds the shard itself — keeps reading the discarded shard:
+    it is handed the records of the writes that were rolled back, and never a record written
+    after. On DynamoDB a cancelled transaction writes no stream record and a stream reader goes on.
+    This keeps each table's shard across the rollback, without the rolled-back records.
+    """
+    original: Callable[..., Any] = DynamoDBBackend.transact_write_items
+    if getattr(original, "keeps_streams", False):
+        return
+
+    @functools.wraps(original)
+    def transact_write_items(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> Any:
+        shards = {}
+        for item in transact_items:
+            for operation in item.values() if isinstance(item, dict) else ():
+                table = backend.tables.get(operation.get("TableName")) if isinstance(operation, dict) else None
+                if table is not None and table.stream_shard is not None:
+                    shards[table.name] = (table.stream_shard, len(table.stream_shard.items))
+        try:
+            return original(backend, transact_items)
+        except Exception:
+            for name, (shard, length) in shards.items():
+                restored = backend.tables.get(name)
+                if restored is not None and restored.stream_shard is not shard:
+                    del shard.items[length:]
+                    shard.table = restored
+                    restored.stream_shard = shard
+            raise
+
+    transact_write_items.keeps_streams = True  # type: ignore[attr-defined]
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
 def start_moto(*, host: str = "127.0.0.1", port: int = 8001) -> ThreadedMotoServer:
     """Start moto's server on a daemon thread; ``port=0`` picks a free port (see :func:`server_endpoint`)."""
     if port:
@@ -70,6 +110,7 @@ def start_moto(*, host: str = "127.0.0.1", port: int = 8001) -> ThreadedMotoServ
     werkzeug_logger = logging.getLogger("werkzeug")
     if werkzeug_logger.level == logging.NOTSET:
         werkzeug_logger.setLevel(logging.WARNING)
+    _keep_streams_across_cancelled_transactions()
     server = AtomicMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     wait_until_up(server_endpoint(server))

@@ -22,6 +22,7 @@ import pytest
 
 from chalicelib import backup, clock
 from chalicelib.audit import Client
+from chalicelib.errors import InvalidBackupCredentials, TooManyAttempts
 from chalicelib.models import ALL_MODELS, BackupCredential, Organization, Throttle
 from tests.authenticator import SoftwareAuthenticator
 
@@ -58,8 +59,13 @@ def _audit(api, admin, action: str) -> list[dict[str, Any]]:
     return reply.body["events"]
 
 
+def _subject(key_id: str, source_ip: str | None = "127.0.0.1") -> str:
+    """The throttle of a key ID's failed attempts from one source (chalice's test client is 127.0.0.1)."""
+    return f"backup-login#{key_id}#{backup.attempt_source(source_ip)}"
+
+
 def _open_window(key_id: str, *, minutes_ago: int = 16) -> None:
-    Throttle(f"backup-login#{key_id}").update(
+    Throttle(_subject(key_id)).update(
         actions=[Throttle.window_start.set(clock.now() - timedelta(minutes=minutes_ago))])
 
 
@@ -252,7 +258,7 @@ def test_unknown_and_wrong_cost_the_same_scrypt_time(api, admin):
 
     wrong, unknown, malformed = [], [], []
     for _ in range(7):
-        Throttle(f"backup-login#{created['key_id']}").delete()
+        Throttle(_subject(created["key_id"])).delete()
         wrong.append(timed(created["key_id"], secrets.token_urlsafe(32)))
         unknown.append(timed(_unknown_key_id(), secrets.token_urlsafe(32)))
         malformed.append(timed("nope-" + secrets.token_hex(4), secrets.token_urlsafe(32)))
@@ -313,7 +319,9 @@ def test_parallel_guesses_cannot_exceed_the_limit(api, admin):
     def guess(_: int) -> object:
         barrier.wait()
         try:
-            return backup.sign_in(key_id=created["key_id"], secret=secrets.token_urlsafe(32), client=Client())
+            # From the address chalice's test client reports, so the login below is the same source.
+            return backup.sign_in(key_id=created["key_id"], secret=secrets.token_urlsafe(32),
+                                  client=Client(source_ip="127.0.0.1"))
         except Exception as error:
             return error
 
@@ -324,11 +332,45 @@ def test_parallel_guesses_cannot_exceed_the_limit(api, admin):
     assert set(kinds) <= {"InvalidBackupCredentials", "TooManyAttempts"}, outcomes
     assert 1 <= kinds.count("InvalidBackupCredentials") <= 5, kinds
     assert kinds.count("TooManyAttempts") >= 7, kinds
-    throttle = Throttle.get(f"backup-login#{created['key_id']}", consistent_read=True)
+    throttle = Throttle.get(_subject(created["key_id"]), consistent_read=True)
     assert throttle.failures <= 5
     assert len(_audit(api, admin, "backup_login.failed")) == kinds.count("InvalidBackupCredentials")
     if kinds.count("InvalidBackupCredentials") == 5:
         assert _backup_login(api, created["key_id"], created["secret"]).code == "TooManyAttempts"
+
+
+def test_failures_count_per_source_and_lock_out_only_that_source(api, admin):
+    created = _create(api, admin)
+    attacker, admins_laptop = Client(source_ip="203.0.113.7"), Client(source_ip="198.51.100.20")
+
+    def attempt(secret: str, client: Client) -> str:
+        try:
+            backup.sign_in(key_id=created["key_id"], secret=secret, client=client)
+            return "signed in"
+        except (InvalidBackupCredentials, TooManyAttempts) as refusal:
+            return type(refusal).__name__
+
+    assert [attempt("wrong", attacker) for _ in range(6)] == ["InvalidBackupCredentials"] * 5 + ["TooManyAttempts"]
+    assert attempt(created["secret"], attacker) == "TooManyAttempts"
+    assert attempt(created["secret"], admins_laptop) == "signed in"
+    assert attempt("wrong", admins_laptop) == "InvalidBackupCredentials"
+    assert Throttle.get(_subject(created["key_id"], "203.0.113.7"), consistent_read=True).failures == 5
+    assert Throttle.get(_subject(created["key_id"], "198.51.100.20"), consistent_read=True).failures == 1
+    failed = _audit(api, admin, "backup_login.failed")
+    assert sorted(event["source_ip"] for event in failed) == ["198.51.100.20"] + ["203.0.113.7"] * 5
+
+
+@pytest.mark.parametrize(("source_ip", "source"), [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:2::/64"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),
+    (None, "unknown"),
+    ("", "unknown"),
+    ("not an address", "unknown"),
+])
+def test_an_ipv6_client_is_one_source_per_64(source_ip, source):
+    assert backup.attempt_source(source_ip) == source
 
 
 # --- deleting ---------------------------------------------------------------------------------

@@ -147,3 +147,41 @@ def test_an_enforcement_set_outside_the_api_ends_every_session_at_once(api):
     bob = api.login()
     Organization("acme").update(actions=[Organization.mfa_enforced.set(True)])  # an operator, in the console
     assert api.call("GET", "/me", token=bob.token).code == "SessionEndedByEnforcement"
+
+
+def test_a_session_records_whether_its_organization_enforced_mfa_when_it_started(api):
+    api.login(user="bob")
+    enforce_in_table("acme")
+    assert api.login(user="carol").state == "registration_required"
+    started = {session.user_id: session.org_enforced_at_start for session in Session.scan(consistent_read=True)}
+    assert started == {"bob": False, "carol": True}
+
+
+def test_a_switch_on_that_no_enforcement_recorded_yet_ends_only_sessions_started_without_it(api):
+    """An operator switched the flag off and on again after an API enforcement: the organization
+    item looks as it did, but a session that started in between has ended."""
+    api.login(user="alice", admin=True)
+    enforce_in_table("acme")
+    under_enforcement = api.login(user="carol")
+    Organization("acme").update(actions=[Organization.mfa_enforced.set(False)])
+    in_between = api.login(user="bob")
+    assert in_between.state == "active"
+    Organization("acme").update(actions=[Organization.mfa_enforced.set(True)])
+
+    assert api.call("GET", "/me", token=in_between.token).code == "SessionEndedByEnforcement"
+    assert api.call("GET", "/me", token=under_enforcement.token).status == 200  # until the stream function records it
+
+
+def test_a_session_from_before_the_flag_was_recorded_keeps_the_earlier_rule(api):
+    """Sessions stored before sessions recorded the flag at their start: the operator's
+    enforcement that is not yet recorded ends them; an API enforcement's generation does the rest."""
+    bob = api.login()
+    Session(_only_session().org_id, _only_session().session_id).update(
+        actions=[Session.org_enforced_at_start.remove()])
+    assert _only_session().org_enforced_at_start is None
+    assert api.call("GET", "/me", token=bob.token).status == 200
+
+    Organization("acme").update(actions=[Organization.mfa_enforced.set(True)])  # no enforced_at: not recorded
+    assert api.call("GET", "/me", token=bob.token).code == "SessionEndedByEnforcement"
+    Organization("acme").update(actions=[Organization.enforced_at.set(clock.now())])  # as if recorded, same generation
+    assert api.call("GET", "/me", token=bob.token).status == 200
