@@ -235,3 +235,21 @@ class TooManyAttempts(RateLimited):
 
 class NotForBackupSessions(NotAllowed):
     """Backup credentials are for getting back in, not for holding security keys."""
+
+
+# --- enrolment passes -------------------------------------------------------------------------
+
+class EnrollmentPassRequired(NotAllowed):
+    """The organization requires an admin's enrolment pass for a member's first security key."""
+
+
+class InvalidEnrollmentPass(NotAllowed):
+    """The code is not one of the member's usable passes: wrong, used, revoked or expired."""
+
+
+class EnrollmentPassNotFound(NotFound):
+    pass
+
+
+class EnrollmentPassUsed(RuleViolation):
+    """A pass that was used cannot be revoked: the key it let in is deleted instead."""

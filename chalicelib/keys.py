@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import audit, challenges, clock, pagination
+from chalicelib import audit, challenges, clock, enrollment, pagination
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
 from chalicelib.errors import (
@@ -103,7 +103,8 @@ def registration_options(*, caller: Caller) -> CeremonyOptions:
     return CeremonyOptions(challenge_id=issued.challenge_id, public_key=options)
 
 
-def register(*, caller: Caller, challenge_id: object, name: object, credential: object) -> SecurityKey:
+def register(*, caller: Caller, challenge_id: object, name: object, credential: object,
+             enrollment_code: object = None) -> SecurityKey:
     """``POST /me/mfa/keys``: verify the registration ceremony and store the new security key.
 
     Everything is parsed before the challenge is used, so malformed input changes nothing. The
@@ -115,6 +116,8 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
         ChallengeNotFound, ChallengeExpired, ChallengeMismatch and the ceremony's refusals.
         KeyAlreadyRegistered: the credential is already registered, by anyone.
         TooManyKeys: the member holds the maximum number of keys.
+        EnrollmentPassRequired, InvalidEnrollmentPass, TooManyAttempts: the organization's
+            enrolment policy (see ``enrollment.admit``).
     """
     from chalicelib import ceremonies
 
@@ -122,6 +125,7 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
     name = check_name(name)
     challenge_id = challenges.check_id(challenge_id)
     response = ceremonies.parse_registration(credential=credential)
+    gate = enrollment.admit(caller=caller, code=enrollment_code)
 
     session = caller.session
     expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
@@ -154,8 +158,9 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
                 "member",
                 Member(session.org_id, session.user_id),
                 actions=[Member.key_count.add(1)],
-                condition=Member.user_id.exists() & (Member.key_count < settings().max_keys_per_member),
+                condition=gate.member_condition(Member.user_id.exists() & (Member.key_count < settings().max_keys_per_member)),
             )
+            gate.add_to(write, key_id=key.key_id)
             if activates_session:
                 write.update(
                     "session",
@@ -168,6 +173,7 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
                 user_id=session.user_id, client=caller.client, details={"name": name, "by": "self"},
             ))
     except ConditionsFailed as refused:
+        gate.explain(refused)
         if refused.labels & {"claim", "key"}:
             raise KeyAlreadyRegistered("This security key is already registered.") from None
         if "member" in refused.labels:

@@ -72,6 +72,8 @@ class Organization(Model):
     invalidation = Invalidation(null=True)
     # The organization's backup credentials (their table is keyed by the globally unique key ID).
     backup_key_ids = UnicodeSetAttribute(null=True)
+    # Who may register a first security key: "open" (absent) or "pass_required" (see enrollment.py).
+    enrollment = UnicodeAttribute(null=True)
 
 
 class Member(Model):
@@ -214,7 +216,7 @@ class BackupCredential(Model):
 
 
 class Throttle(Model):
-    """Failed attempts against one subject (a backup key ID) in the current window."""
+    """Failed attempts against one subject (a backup key ID, a member's enrolment passes) in the current window."""
 
     class Meta(_KeywardMeta):
         table_name = _settings.tables.throttles
@@ -222,6 +224,41 @@ class Throttle(Model):
     subject = UnicodeAttribute(hash_key=True)
     window_start = UTCDateTimeAttribute()
     failures = NumberAttribute(default=0)
+    ttl = TTLAttribute()
+
+
+class PassesByMember(LocalSecondaryIndex["EnrollmentPass"]):
+    """A member's enrolment passes, read with strong consistency."""
+
+    class Meta:
+        index_name = "by-member"
+        projection = AllProjection()
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+
+
+class EnrollmentPass(Model):
+    """An admin's single-use, time-limited permission for one member to register a first key."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.enrollment_passes
+
+    org_id = UnicodeAttribute(hash_key=True)
+    pass_id = UnicodeAttribute(range_key=True)
+    user_id = UnicodeAttribute()
+    by_member = PassesByMember()
+
+    # SHA-256 of the code; the code itself is shown once, to the admin who issued the pass.
+    code_hash = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute()
+    expires_at = UTCDateTimeAttribute()
+    used_at = UTCDateTimeAttribute(null=True)
+    used_key_id = UnicodeAttribute(null=True)
+    revoked_at = UTCDateTimeAttribute(null=True)
+    revoked_by = UnicodeAttribute(null=True)
+    # Only housekeeping: expiry is checked on use.
     ttl = TTLAttribute()
 
 
@@ -248,6 +285,7 @@ class AuditEvent(Model):
 
 ALL_MODELS: tuple[type[Model], ...] = (
     Organization, Member, SecurityKey, CredentialClaim, Challenge, Session, BackupCredential, Throttle, AuditEvent,
+    EnrollmentPass,
 )
 
 

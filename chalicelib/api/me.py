@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import clock, keys, sessions
+from chalicelib import clock, enrollment, keys, sessions
 from chalicelib.api import views
 from chalicelib.api.http import ANY_STATE, caller_of, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
@@ -42,15 +42,17 @@ def list_keys() -> dict[str, Any]:
 def registration_options() -> dict[str, Any]:
     caller = caller_of(me.current_request, allowed=_REGISTRATION_STATES)
     started = keys.registration_options(caller=caller)
-    return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
+    return {"challenge_id": started.challenge_id, "publicKey": started.public_key,
+            "enrollment_code_required": enrollment.code_required(caller=caller)}
 
 
 @route(me, "/me/mfa/keys", methods=["POST"], status=201)
 def register_key() -> dict[str, Any]:
     caller = caller_of(me.current_request, allowed=_REGISTRATION_STATES)
     body = json_body(me.current_request)
-    only_fields(body, {"challenge_id", "name", "credential"})
-    key = keys.register(caller=caller, challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"))
+    only_fields(body, {"challenge_id", "name", "credential", "enrollment_code"})
+    key = keys.register(caller=caller, challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"),
+                        enrollment_code=body.get("enrollment_code"))
     return {"key": keys.describe(key), "session": {"state": caller.session.state}}
 
 
