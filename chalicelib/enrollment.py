@@ -88,19 +88,39 @@ def check_policy(value: object) -> Policy:
     return Policy(value)
 
 
-def set_policy(*, caller: Caller, org: Organization, policy: Policy) -> Organization:
-    """``PUT /org/mfa {"enrollment": ...}``: change the policy (audited); repeating it changes nothing."""
-    if org.enrollment == policy.value or (org.enrollment is None and policy is Policy.OPEN):
-        return org
-    with transaction() as write:
-        write.update("org", Organization(org.org_id), actions=[Organization.enrollment.set(policy.value)],
-                     condition=Organization.org_id.exists())
-        write.save("audit", audit.event(
-            org_id=org.org_id, actor=caller.actor, action="enrollment.changed", target=org.org_id,
-            client=caller.client, details={"enrollment": policy.value},
+@dataclass(frozen=True)
+class PolicyChange:
+    """A change of the policy, made with ``PUT /org/mfa``'s enforcement change or alone (audited)."""
+
+    caller: Caller
+    policy: Policy
+
+    def actions(self) -> list[Any]:
+        return [Organization.enrollment.set(self.policy.value)]
+
+    def add_to(self, write: LabelledWrite) -> None:
+        org_id = self.caller.org.org_id
+        write.save("enrollment audit", audit.event(
+            org_id=org_id, actor=self.caller.actor, action="enrollment.changed", target=org_id,
+            client=self.caller.client, details={"enrollment": self.policy.value},
         ))
-    org.enrollment = policy.value
-    return org
+
+    def applied(self, org: Organization) -> None:
+        org.enrollment = self.policy.value
+
+    def commit(self) -> None:
+        with transaction() as write:
+            write.update("org", Organization(self.caller.org.org_id), actions=self.actions(),
+                         condition=Organization.org_id.exists())
+            self.add_to(write)
+
+
+def policy_change(*, caller: Caller, policy: Policy | None) -> PolicyChange | None:
+    """The change ``PUT /org/mfa {"enrollment": ...}`` asks for; None when it asks for none or
+    for the policy in force (which changes nothing and logs nothing)."""
+    if policy is None or (caller.org.enrollment == policy.value) or (caller.org.enrollment is None and policy is Policy.OPEN):
+        return None
+    return PolicyChange(caller=caller, policy=policy)
 
 
 # --- passes, for admins ---------------------------------------------------------------------------

@@ -82,6 +82,9 @@ def test_the_policy_and_enforcement_change_together(api, admin):
     reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True, "enrollment": "pass_required"})
     assert reply.status == 200, reply.body
     assert (reply.body["enforced"], reply.body["enrollment"]) == (True, "pass_required")
+    assert Organization.get("acme").enrollment == "pass_required"
+    assert [e["details"] for e in _events(api, admin, "enrollment.changed")] == [{"enrollment": "pass_required"}]
+    assert len(_events(api, admin, "enforcement.enabled")) == 1
     back = api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "open"})
     assert (back.body["enforced"], back.body["enrollment"]) == (True, "open")
 

@@ -63,13 +63,11 @@ def set_enforcement() -> dict[str, Any]:
     enforced = body.get("enforced")
     if "enforced" in body and not isinstance(enforced, bool):
         raise MalformedRequest("'enforced' must be true or false.")
-    policy = enrollment.check_policy(body["enrollment"]) if "enrollment" in body else None
-    # Enforcing can be refused (409); the enrolment policy only changes once it was not.
-    status = enforcement.set_enforced(caller=caller, enforced=enforced) if "enforced" in body \
-        else enforcement.status(org_id=caller.org.org_id)
-    if policy is not None:
-        enrollment.set_policy(caller=caller, org=status.org, policy=policy)
-    return _status_body(status)
+    change = enrollment.policy_change(caller=caller, policy=enrollment.check_policy(body["enrollment"])) \
+        if "enrollment" in body else None
+    if "enforced" in body:
+        return _status_body(enforcement.set_enforced(caller=caller, enforced=enforced, along=change))
+    return _status_body(enforcement.change_alone(org_id=caller.org.org_id, change=change))
 
 
 @route(org, "/org/members", methods=["GET"])
