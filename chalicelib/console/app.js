@@ -2,11 +2,12 @@
 // MFA step and forced registration, then the two settings pages.
 
 import { api, token, whenSessionEnds, whenSessionNeedsStep } from "./api.js";
+import { forgetPassCode, registerKey } from "./enrollment.js";
 import { describe } from "./messages.js";
 import { showOrganization, stopOrganization } from "./organization.js";
 import { showPersonal } from "./personal.js";
 import { $, announce, clearMessages, run, showError, showScreen } from "./ui.js";
-import { createCredential, getAssertion } from "./webauthn.js";
+import { getAssertion } from "./webauthn.js";
 
 const session = {
   me: null,
@@ -21,6 +22,7 @@ const session = {
 
 function showSignIn(reason = null) {
   stopOrganization();
+  forgetPassCode();
   session.me = null;
   renderAccount();
   const notice = $("sign-in-reason");
@@ -158,9 +160,8 @@ function wireSecondFactor() {
       return;
     }
     run(event.submitter, async () => {
-      const { challenge_id, publicKey } = await api.post("me/mfa/keys/options");
-      const credential = await createCredential(publicKey);
-      const { key } = await api.post("me/mfa/keys", { challenge_id, name, credential });
+      const key = await registerKey({ name, codeField: $("register-code-field"), codeInput: $("register-code") });
+      if (!key) return;
       await enter();
       announce(`Security key “${key.name}” registered. You are signed in.`);
     });

@@ -21,7 +21,8 @@ const BY_CODE = {
 
   // Backup credentials.
   InvalidBackupCredentials: "That key ID and secret do not match any backup credentials.",
-  TooManyAttempts: "Too many failed attempts with these backup credentials. Wait a few minutes, then try again.",
+  // Backup logins and enrolment codes alike: the message names what was tried.
+  TooManyAttempts: null,
   BackupCredentialsNotFound: "Those backup credentials no longer exist.",
 
   // Security key ceremonies.
@@ -52,6 +53,14 @@ const BY_CODE = {
     "Add a security key of your own (Personal settings) before enforcing MFA, so that you cannot lock yourself out.",
   ConcurrentChange: "Someone changed the same thing at the same moment. Reload and try again.",
   SessionNotFound: "That session has already ended.",
+
+  // Enrolment passes.
+  EnrollmentPassRequired:
+    "Your organization requires an enrolment pass for your first security key: enter the code an admin gave you.",
+  InvalidEnrollmentPass:
+    "That enrolment code is not valid: it may be mistyped, used, revoked or expired, or issued to someone else. Ask an admin for a new one.",
+  EnrollmentPassNotFound: "That enrolment pass no longer exists.",
+  EnrollmentPassUsed: "That enrolment pass was already used; delete the security key it let in instead.",
 
   // Anything else.
   MalformedJson: "The console sent a request keyward did not understand. Reload the page and try again.",
@@ -104,6 +113,11 @@ const ACTIONS = {
   "backup_login.succeeded": "Signed in with backup credentials",
   "backup_login.failed": "Failed sign-in with backup credentials",
   "session.ended": "Session ended",
+  "enrollment.changed": "Changed who may register a first security key",
+  "enrollment_pass.issued": "Enrolment pass issued",
+  "enrollment_pass.revoked": "Enrolment pass revoked",
+  "enrollment_pass.used": "Enrolment pass used",
+  "enrollment_pass.refused": "Enrolment code refused",
   "member.sessions_ended": "Member's sessions ended",
 };
 

@@ -2,6 +2,7 @@
 // clean-up, compliance, members and their keys, backup credentials, and the audit log.
 
 import { api, segment } from "./api.js";
+import { passesButton, renderEnrollmentPolicy } from "./enrollment.js";
 import { describeAction } from "./messages.js";
 import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, h, keyId, row, run, showError, showScreen, trashButton, when,
@@ -81,6 +82,7 @@ function renderStatus(mfa) {
   $("compliance-text").textContent = text;
 
   renderInvalidation(mfa);
+  renderEnrollmentPolicy(mfa);
 }
 
 function renderInvalidation(mfa) {
@@ -162,10 +164,11 @@ function renderMembers({ members, next }, { append }) {
       ? h("span", { class: "pill ok" }, "Has a security key")
       : h("span", { class: "pill warn" }, "No security key")),
     cell("Last sign-in", when(member.last_login_at)),
+    actionsCell(passesButton(member)),
   ));
   const body = $("members");
   if (append) body.append(...rows);
-  else body.replaceChildren(...(rows.length ? rows : [emptyRow(5, "No members yet.")]));
+  else body.replaceChildren(...(rows.length ? rows : [emptyRow(6, "No members yet.")]));
   $("members-more").hidden = !cursors.members;
 }
 

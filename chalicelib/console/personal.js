@@ -5,7 +5,7 @@ import { api, segment } from "./api.js";
 import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, h, keyId, row, run, shortUserAgent, showError, showScreen, trashButton, when,
 } from "./ui.js";
-import { createCredential } from "./webauthn.js";
+import { registerKey } from "./enrollment.js";
 
 let context = null;
 let keys = [];
@@ -132,9 +132,8 @@ async function rename(key, name) {
 
 async function addKey(name) {
   const enabling = keys.length === 0;
-  const { challenge_id, publicKey } = await api.post("me/mfa/keys/options");
-  const credential = await createCredential(publicKey);
-  const { key } = await api.post("me/mfa/keys", { challenge_id, name, credential });
+  const key = await registerKey({ name, codeField: $("add-key-code-field"), codeInput: $("add-key-code") });
+  if (!key) return;
   $("add-key-name").value = "";
   await load();
   announce(enabling
