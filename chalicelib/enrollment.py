@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 from typing import Any
@@ -301,7 +301,6 @@ class FirstKeyGate:
     relies_on_open: bool = False
     enrollment_pass: EnrollmentPass | None = None
     code_hash: str | None = None
-    _labels: set[str] = field(default_factory=set)
 
     def member_condition(self, condition: Condition) -> Condition:
         """The registration's condition on the member, with this gate's own added."""
