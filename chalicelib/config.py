@@ -34,6 +34,7 @@ class ExtraAuthenticator:
 
     description: str
     root_certificates: tuple[str, ...]  # PEM
+    enrollment_passes: str
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class Settings:
     audit_retention_days: int
     backup_login_max_failures: int
     backup_login_window_seconds: int
+    # Wrong enrolment pass codes a member may enter per window.
+    enrollment_pass_max_failures: int
+    enrollment_pass_window_seconds: int
 
     # The local stage's stand-in IdP: its private key lets the console mint demo ID tokens.
     dev_idp_key_file: str | None
@@ -148,6 +152,7 @@ def load(env: Mapping[str, str]) -> Settings:
             throttles=env.get("KEYWARD_THROTTLES_TABLE", prefix + "throttles"),
             audit=env.get("KEYWARD_AUDIT_TABLE", prefix + "audit"),
             authenticator_models=env.get("KEYWARD_AUTHENTICATOR_MODELS_TABLE", prefix + "authenticator-models"),
+            enrollment_passes=env.get("KEYWARD_ENROLLMENT_PASSES_TABLE", prefix + "enrollment-passes"),
         ),
         rp_id=env.get("KEYWARD_RP_ID", "localhost"),
         rp_name=env.get("KEYWARD_RP_NAME", "keyward"),
@@ -175,6 +180,8 @@ def load(env: Mapping[str, str]) -> Settings:
         audit_retention_days=_integer(env, "KEYWARD_AUDIT_RETENTION_DAYS", 400),
         backup_login_max_failures=_integer(env, "KEYWARD_BACKUP_LOGIN_MAX_FAILURES", 5),
         backup_login_window_seconds=_integer(env, "KEYWARD_BACKUP_LOGIN_WINDOW_SECONDS", 15 * 60),
+        enrollment_pass_max_failures=_integer(env, "KEYWARD_ENROLLMENT_PASS_MAX_FAILURES", 5),
+        enrollment_pass_window_seconds=_integer(env, "KEYWARD_ENROLLMENT_PASS_WINDOW_SECONDS", 15 * 60),
         dev_idp_key_file=dev_idp_key_file,
         mds_url=env.get("KEYWARD_MDS_URL", "https://mds3.fidoalliance.org/"),
         extra_authenticator_roots=_extra_authenticators(env.get("KEYWARD_EXTRA_AUTHENTICATOR_ROOTS")),

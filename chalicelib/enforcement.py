@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from pynamodb.exceptions import PutError, UpdateError
 
@@ -21,7 +21,7 @@ from chalicelib.config import settings
 from chalicelib.errors import ConcurrentChange, InvalidationFailed, MalformedEnforcementFlag, SecurityKeyRequired
 from chalicelib.models import Invalidation, Member, Organization, Session
 from chalicelib.sessions import Caller
-from chalicelib.storage import THROTTLED, ConditionsFailed, condition_failed, response_code, transaction
+from chalicelib.storage import THROTTLED, ConditionsFailed, LabelledWrite, condition_failed, response_code, transaction
 
 log = logging.getLogger("keyward.enforcement")
 
@@ -42,9 +42,24 @@ class MfaStatus:
     members_compliant: int
 
 
-if TYPE_CHECKING:
-    from typing import Protocol
+class AlongChange(Protocol):
+    """Another organization setting changed by the same ``PUT /org/mfa`` (the enrolment policy):
+    written in the enforcement's transaction, so that a refused enforcement changes neither."""
 
+    def actions(self) -> list[Any]:
+        """Update actions on the organization item."""
+
+    def add_to(self, write: LabelledWrite) -> None:
+        """Its other writes (its audit event)."""
+
+    def applied(self, org: Organization) -> None:
+        """Show the change on the organization as read."""
+
+    def commit(self) -> None:
+        """Make the change on its own, when enforcement stays as it is."""
+
+
+if TYPE_CHECKING:
     class Deadline(Protocol):
         """How much longer this invocation may run (a Lambda context provides it)."""
 
@@ -67,12 +82,12 @@ def status(*, org_id: str) -> MfaStatus:
     return MfaStatus(org=org, members_total=total, members_compliant=compliant)
 
 
-def set_enforced(*, caller: Caller, enforced: bool) -> MfaStatus:
+def set_enforced(*, caller: Caller, enforced: bool, along: AlongChange | None = None) -> MfaStatus:
     """``PUT /org/mfa``: enforce MFA (ending every other session at once) or relax it.
 
     Enforcing requires the admin to hold a key themselves — checked inside the transaction,
     so a key deleted at the same moment cannot slip through. Repeating the current setting
-    changes nothing.
+    changes nothing. ``along`` is made in the same transaction, or alone when enforcement stays.
 
     Raises:
         SecurityKeyRequired: the admin has no security key of their own.
@@ -80,14 +95,27 @@ def set_enforced(*, caller: Caller, enforced: bool) -> MfaStatus:
     """
     before = status(org_id=caller.org.org_id)
     if bool(before.org.mfa_enforced) == enforced:
+        if along is not None:
+            along.commit()
+            along.applied(before.org)
         return before
     # The answer is built from what was read before the change and what the change wrote: a read
     # failing after the commit would otherwise report 503 "nothing was changed" for a change made.
-    changed = _enforce(caller=caller, org=before.org) if enforced else _relax(caller=caller, org=before.org)
+    changed = _enforce(caller=caller, org=before.org, along=along) if enforced \
+        else _relax(caller=caller, org=before.org, along=along)
     return MfaStatus(org=changed, members_total=before.members_total, members_compliant=before.members_compliant)
 
 
-def _enforce(*, caller: Caller, org: Organization) -> Organization:
+def change_alone(*, org_id: str, change: AlongChange | None) -> MfaStatus:
+    """``PUT /org/mfa`` without ``enforced``: another setting changes, enforcement stays."""
+    before = status(org_id=org_id)
+    if change is not None:
+        change.commit()
+        change.applied(before.org)
+    return before
+
+
+def _enforce(*, caller: Caller, org: Organization, along: AlongChange | None) -> Organization:
     session = caller.session
     enforced_at = clock.now()
     generation = org.enforcement_generation + 1
@@ -106,6 +134,7 @@ def _enforce(*, caller: Caller, org: Organization) -> Organization:
                     Organization.enforcing_session_id.set(session.session_id),
                     Organization.enforcement_generation.set(generation),
                     Organization.invalidation.set(_new_invalidation(generation=generation, started_at=enforced_at)),
+                    *(along.actions() if along else []),
                 ],
                 condition=(Organization.mfa_enforced == False)  # noqa: E712
                 & (Organization.enforcement_generation == org.enforcement_generation),
@@ -114,6 +143,8 @@ def _enforce(*, caller: Caller, org: Organization) -> Organization:
                 org_id=org.org_id, actor=caller.actor, action="enforcement.enabled", target=org.org_id,
                 client=caller.client, details={"generation": generation, "session_id": session.session_id},
             ))
+            if along:
+                along.add_to(write)
     except ConditionsFailed as refused:
         if "own key" in refused.labels:
             raise SecurityKeyRequired("Register a security key of your own before enforcing MFA.") from None
@@ -121,10 +152,12 @@ def _enforce(*, caller: Caller, org: Organization) -> Organization:
     org.mfa_enforced, org.enforced_at, org.enforced_by = True, enforced_at, session.user_id
     org.enforcing_session_id, org.enforcement_generation = session.session_id, generation
     org.invalidation = _new_invalidation(generation=generation, started_at=enforced_at)
+    if along:
+        along.applied(org)
     return org
 
 
-def _relax(*, caller: Caller, org: Organization) -> Organization:
+def _relax(*, caller: Caller, org: Organization, along: AlongChange | None) -> Organization:
     # The generation and the enforcing session stay: sessions ended by the enforcement stay ended.
     try:
         with transaction() as write:
@@ -135,15 +168,20 @@ def _relax(*, caller: Caller, org: Organization) -> Organization:
                     Organization.mfa_enforced.set(False),
                     Organization.enforced_at.remove(),
                     Organization.enforced_by.remove(),
+                    *(along.actions() if along else []),
                 ],
                 # A flag of the wrong type reads as enforced; relaxing is how an admin repairs it.
                 condition=(Organization.mfa_enforced == True) | ~Organization.mfa_enforced.is_type(),  # noqa: E712
             )
             write.save("audit", audit.event(org_id=org.org_id, actor=caller.actor, action="enforcement.disabled",
                                             target=org.org_id, client=caller.client))
+            if along:
+                along.add_to(write)
     except ConditionsFailed:
         raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
     org.mfa_enforced, org.enforced_at, org.enforced_by = False, None, None
+    if along:
+        along.applied(org)
     return org
 
 

@@ -291,3 +291,19 @@ class SyncedCredentialNotAllowed(NotAllowed):
 class MetadataRejected(Exception):
     """A FIDO Metadata Service BLOB did not verify, or is not newer than the one in use; the one
     in use stays."""
+# --- enrolment passes -------------------------------------------------------------------------
+
+class EnrollmentPassRequired(NotAllowed):
+    """The organization requires an admin's enrolment pass for a member's first security key."""
+
+
+class InvalidEnrollmentPass(NotAllowed):
+    """The code is not one of the member's usable passes: wrong, used, revoked or expired."""
+
+
+class EnrollmentPassNotFound(NotFound):
+    pass
+
+
+class EnrollmentPassUsed(RuleViolation):
+    """A pass that was used cannot be revoked: the key it let in is deleted instead."""

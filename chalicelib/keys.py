@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pynamodb.expressions.condition import Condition
 
-from chalicelib import audit, authenticator_policy, challenges, clock, pagination
+from chalicelib import audit, authenticator_policy, challenges, clock, enrollment, pagination
 from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy, KeyFacts
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
@@ -177,9 +177,11 @@ class KeySubmission:
     name: str
     response: RegistrationResponse
     model_ids: tuple[str, ...]
+    # An admin's enrolment pass, for a first key where the organization requires one.
+    enrollment_code: object = None
 
 
-def parse_submission(*, challenge_id: object, name: object, credential: object) -> KeySubmission:
+def parse_submission(*, challenge_id: object, name: object, credential: object, enrollment_code: object = None) -> KeySubmission:
     """Parse a ``POST /me/mfa/keys`` body completely, before anything is read or used.
 
     Raises:
@@ -191,7 +193,8 @@ def parse_submission(*, challenge_id: object, name: object, credential: object) 
     challenge_id = challenges.check_id(challenge_id)
     response = ceremonies.parse_registration(credential=credential)
     model_ids = metadata.model_ids_for(aaguid=response.aaguid, certificate_chain=response.attestation_certificates)
-    return KeySubmission(challenge_id=challenge_id, name=name, response=response, model_ids=tuple(model_ids))
+    return KeySubmission(challenge_id=challenge_id, name=name, response=response, model_ids=tuple(model_ids),
+                         enrollment_code=enrollment_code)
 
 
 def submission_reads(submission: KeySubmission) -> AlsoReads:
@@ -230,13 +233,18 @@ def register(*, caller: Caller, submission: KeySubmission) -> Registration:
         KeyAlreadyRegistered: the credential is already registered, by anyone.
         TooManyKeys: the member holds the maximum number of keys.
         ConcurrentChange: the session or the member's keys changed meanwhile.
+        EnrollmentPassRequired, InvalidEnrollmentPass, TooManyAttempts: the organization's
+            enrolment policy (see ``enrollment.admit``).
     """
     _refuse_backup_session(caller)
     session = caller.session
+    # The enrolment policy decides before the ceremony: a missing or wrong code leaves the
+    # challenge usable for a retry with the right one.
+    gate = enrollment.admit(caller=caller, code=submission.enrollment_code)
     try:
         _refuse_enrolled_waiting_session(caller)
         return _register(caller=caller, challenge_id=submission.challenge_id, name=submission.name,
-                         response=submission.response)
+                         response=submission.response, gate=gate)
     except (NotAuthenticated, NotAllowed, RuleViolation) as refusal:
         challenges.discard(
             challenge_id=submission.challenge_id, ceremony=Ceremony.REGISTRATION, session=session,
@@ -247,7 +255,9 @@ def register(*, caller: Caller, submission: KeySubmission) -> Registration:
         raise
 
 
-def _register(*, caller: Caller, challenge_id: str, name: str, response: RegistrationResponse) -> Registration:
+def _register(
+    *, caller: Caller, challenge_id: str, name: str, response: RegistrationResponse, gate: enrollment.FirstKeyGate,
+) -> Registration:
     from chalicelib import ceremonies, metadata
 
     session = caller.session
@@ -318,7 +328,8 @@ def _register(*, caller: Caller, challenge_id: str, name: str, response: Registr
             write.save("claim", claim, condition=CredentialClaim.key_id.does_not_exist())
             write.save("key", key, condition=SecurityKey.key_id.does_not_exist())
             write.update("member", Member(session.org_id, session.user_id), actions=member_actions,
-                         condition=Member.user_id.exists() & member_condition)
+                         condition=gate.member_condition(Member.user_id.exists() & member_condition))
+            gate.add_to(write, key_id=key.key_id)
             write.update(
                 "session",
                 Session(session.org_id, session.session_id),
@@ -331,6 +342,7 @@ def _register(*, caller: Caller, challenge_id: str, name: str, response: Registr
                 details={"name": name, "by": "self", **({"session_activated": True} if activates_session else {})},
             ))
     except ConditionsFailed as refused:
+        gate.explain(refused)
         if challenges.LABEL in refused.labels:
             raise ChallengeNotFound("The challenge was used by another request at the same time; request new options.") from None
         if refused.labels & {"claim", "key"}:

@@ -84,6 +84,8 @@ class Organization(Model):
     # Which authenticators count as security keys here (chalicelib.authenticator_policy);
     # absent means the default policy. Read with every session, so enforcing it costs no read.
     authenticator_policy = MapAttribute(null=True)
+    # Who may register a first security key: "open" (absent) or "pass_required" (see enrollment.py).
+    enrollment = UnicodeAttribute(null=True)
 
 
 class Member(Model):
@@ -263,7 +265,8 @@ class BackupCredential(Model):
 
 
 class Throttle(Model):
-    """Failed attempts against one subject (a backup key ID, from one source) in the current window."""
+    """Failed attempts against one subject (a backup key ID from one source, a member's enrolment
+    codes) in the current window."""
 
     class Meta(_KeywardMeta):
         table_name = _settings.tables.throttles
@@ -271,6 +274,41 @@ class Throttle(Model):
     subject = UnicodeAttribute(hash_key=True)
     window_start = UTCDateTimeAttribute()
     failures = NumberAttribute(default=0)
+    ttl = TTLAttribute()
+
+
+class PassesByMember(LocalSecondaryIndex["EnrollmentPass"]):
+    """A member's enrolment passes, read with strong consistency."""
+
+    class Meta:
+        index_name = "by-member"
+        projection = AllProjection()
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+
+
+class EnrollmentPass(Model):
+    """An admin's single-use, time-limited permission for one member to register a first key."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.enrollment_passes
+
+    org_id = UnicodeAttribute(hash_key=True)
+    pass_id = UnicodeAttribute(range_key=True)
+    user_id = UnicodeAttribute()
+    by_member = PassesByMember()
+
+    # SHA-256 of the code; the code itself is shown once, to the admin who issued the pass.
+    code_hash = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute()
+    expires_at = UTCDateTimeAttribute()
+    used_at = UTCDateTimeAttribute(null=True)
+    used_key_id = UnicodeAttribute(null=True)
+    revoked_at = UTCDateTimeAttribute(null=True)
+    revoked_by = UnicodeAttribute(null=True)
+    # Only housekeeping: expiry is checked on use.
     ttl = TTLAttribute()
 
 
@@ -317,6 +355,7 @@ class AuthenticatorModel(Model):
 ALL_MODELS: tuple[type[Model], ...] = (
     Organization, Member, SecurityKey, CredentialClaim, Challenge, Session, BackupCredential, Throttle, AuditEvent,
     AuthenticatorModel,
+    EnrollmentPass,
 )
 
 

@@ -515,6 +515,23 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         ok(api.call("POST", "/auth/backup-login", body={"key_id": "bk_" + "x" * 22, "secret": "x" * 43}), 401)
         ok(api.call("DELETE", f"/org/backup-credentials/{created['key_id']}", token=alice.token), 204)
 
+        # Enrolment passes: the policy, a pass issued, listed, refused, used; another revoked.
+        ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enrollment": "pass_required"}))
+        dave = api.login(user="dave")
+        passes = "/org/members/dave/enrollment-passes"
+        code = ok(api.call("POST", passes, token=alice.token, body={"lifetime_minutes": 10}), 201)["code"]
+        for attempt in ("AAAAA-AAAAA-AAAAA-AAAAA", code):
+            options = ok(api.registration_options(dave))
+            body = {"challenge_id": options["challenge_id"], "name": "First", "enrollment_code": attempt,
+                    "credential": SoftwareAuthenticator().register(options["publicKey"])}
+            api.call("POST", "/me/mfa/keys", token=dave.token, body=body)
+        assert ok(api.call("GET", passes, token=alice.token))["enrollment_passes"][0]["state"] == "used"
+        used = ok(api.call("GET", passes, token=alice.token))["enrollment_passes"][0]["id"]
+        ok(api.call("DELETE", f"{passes}/{used}", token=alice.token), 409)
+        spare_pass = ok(api.call("POST", passes, token=alice.token), 201)["id"]
+        ok(api.call("DELETE", f"{passes}/{spare_pass}", token=alice.token), 204)
+        ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enrollment": "open"}))
+
         # The audit log, paged and filtered.
         page = ok(api.call("GET", "/org/audit?limit=1", token=alice.token))
         ok(api.call("GET", f"/org/audit?limit=1&next={page['next']}", token=alice.token))

@@ -122,7 +122,7 @@ def test_status_counts_members_and_compliant_ones_before_any_enforcement(api, ac
 
     assert reply.status == 200, reply.body
     assert reply.body == {"enforced": False, "enforced_at": None, "enforced_by": None,
-                          "members_total": 3, "members_compliant": 2, "invalidation": None}
+                          "members_total": 3, "members_compliant": 2, "invalidation": None, "enrollment": "open"}
 
 
 # --- GET /org/members -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import authenticator_policy, clock, keys, sessions, stepup
+from chalicelib import authenticator_policy, clock, enrollment, keys, sessions, stepup
 from chalicelib.api import views
 from chalicelib.api.http import ANY_STATE, caller_of, caller_with, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
@@ -44,12 +44,14 @@ def registration_options() -> dict[str, Any]:
     caller = caller_of(me.current_request, allowed=_REGISTRATION_STATES)
     stepup.require_recent_key_check(caller)
     started = keys.registration_options(caller=caller)
-    return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
+    return {"challenge_id": started.challenge_id, "publicKey": started.public_key,
+            "enrollment_code_required": enrollment.code_required(caller=caller)}
 
 
 def _key_submission(body: dict[str, Any]) -> keys.KeySubmission:
-    only_fields(body, {"challenge_id", "name", "credential"})
-    return keys.parse_submission(challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"))
+    only_fields(body, {"challenge_id", "name", "credential", "enrollment_code"})
+    return keys.parse_submission(challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"),
+                                 enrollment_code=body.get("enrollment_code"))
 
 
 @route(me, "/me/mfa/keys", methods=["POST"], status=201)

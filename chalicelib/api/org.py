@@ -5,7 +5,19 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import audit, authenticator_policy, backup, clock, enforcement, keys, members, pagination, sessions, stepup
+from chalicelib import (
+    audit,
+    authenticator_policy,
+    backup,
+    clock,
+    enforcement,
+    enrollment,
+    keys,
+    members,
+    pagination,
+    sessions,
+    stepup,
+)
 from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.errors import AdminRequired, MalformedRequest
 from chalicelib.models import Invalidation
@@ -51,6 +63,7 @@ def _status_body(status: enforcement.MfaStatus) -> dict[str, Any]:
         "members_total": status.members_total,
         "members_compliant": status.members_compliant,
         "invalidation": _invalidation_body(status.org.invalidation),
+        "enrollment": enrollment.policy_of(status.org).value,
     }
 
 
@@ -63,11 +76,17 @@ def mfa_status() -> dict[str, Any]:
 def set_enforcement() -> dict[str, Any]:
     caller = _admin_changing()
     body = json_body(org.current_request)
-    only_fields(body, {"enforced"})
+    only_fields(body, {"enforced", "enrollment"})
+    if not body:
+        raise MalformedRequest("Give 'enforced', 'enrollment' or both.")
     enforced = body.get("enforced")
-    if not isinstance(enforced, bool):
+    if "enforced" in body and not isinstance(enforced, bool):
         raise MalformedRequest("'enforced' must be true or false.")
-    return _status_body(enforcement.set_enforced(caller=caller, enforced=enforced))
+    change = enrollment.policy_change(caller=caller, policy=enrollment.check_policy(body["enrollment"])) \
+        if "enrollment" in body else None
+    if "enforced" in body:
+        return _status_body(enforcement.set_enforced(caller=caller, enforced=enforced, along=change))
+    return _status_body(enforcement.change_alone(org_id=caller.org.org_id, change=change))
 
 
 @route(org, "/org/members", methods=["GET"])
@@ -155,3 +174,25 @@ def audit_log() -> dict[str, Any]:
         action=_query("action") or None, user_id=_query("user_id") or None,
     )
     return {"events": [audit.describe(entry) for entry in page.items], "next": page.next}
+
+
+@route(org, "/org/members/{user_id}/enrollment-passes", methods=["POST"], status=201)
+def issue_enrollment_pass(user_id: str) -> dict[str, Any]:
+    caller = _admin_changing()
+    body = json_body(org.current_request) if org.current_request.raw_body else {}
+    only_fields(body, {"lifetime_minutes"})
+    lifetime = enrollment.check_lifetime(body.get("lifetime_minutes"))
+    issued = enrollment.issue(caller=caller, user_id=user_id, lifetime_minutes=lifetime)
+    return {"id": issued.enrollment_pass.pass_id, "code": issued.code,
+            "expires_at": clock.iso(issued.enrollment_pass.expires_at)}
+
+
+@route(org, "/org/members/{user_id}/enrollment-passes", methods=["GET"])
+def list_enrollment_passes(user_id: str) -> dict[str, Any]:
+    passes = enrollment.list_passes(caller=_admin(), user_id=user_id)
+    return {"enrollment_passes": [enrollment.describe(enrollment_pass) for enrollment_pass in passes]}
+
+
+@route(org, "/org/members/{user_id}/enrollment-passes/{pass_id}", methods=["DELETE"], status=204)
+def revoke_enrollment_pass(user_id: str, pass_id: str) -> None:
+    enrollment.revoke(caller=_admin_changing(), user_id=user_id, pass_id=pass_id)

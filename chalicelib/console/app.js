@@ -5,9 +5,10 @@ import { api, token, whenSessionEnds, whenSessionNeedsStep } from "./api.js";
 import { describe, explained } from "./messages.js";
 import { leaveNewSecret, refreshOrganization, showOrganization, stopOrganization } from "./organization.js";
 import { showPersonal } from "./personal.js";
+import { forgetPassCode, registerKey } from "./enrollment.js";
 import { enableStepUp } from "./stepup.js";
 import { $, announce, clearMessages, refuseField, run, showError, showScreen } from "./ui.js";
-import { createCredential, getAssertion } from "./webauthn.js";
+import { getAssertion } from "./webauthn.js";
 
 const session = {
   me: null,
@@ -43,6 +44,7 @@ async function checkSession() {
 function showSignIn(reason = null) {
   stopOrganization();
   clearTimeout(sessionCheck);
+  forgetPassCode();
   session.me = null;
   renderAccount();
   clearMessages();
@@ -188,11 +190,8 @@ function wireSecondFactor() {
       return;
     }
     run(event.submitter, async () => {
-      const { challenge_id, publicKey } = await api.post("me/mfa/keys/options");
-      const credential = await createCredential(publicKey);
-      const { key, token: activated } = await api.post("me/mfa/keys", { challenge_id, name, credential });
-      // Registering made the session active under a new token; the old one no longer works.
-      if (activated) token.set(activated);
+      const key = await registerKey({ name, codeField: $("register-code-field"), codeInput: $("register-code") });
+      if (!key) return;
       await enter();
       announce(`Security key “${key.name}” registered. You are signed in.`);
     }, { fields: { InvalidKeyName: $("register-name") } });

@@ -59,6 +59,14 @@ const BY_CODE = {
   ConcurrentChange: "Someone changed the same thing at the same moment. Reload and try again.",
   SessionNotFound: "That session has already ended.",
 
+  // Enrolment passes.
+  EnrollmentPassRequired:
+    "Your organization requires an enrolment pass for your first security key: enter the code an admin gave you.",
+  InvalidEnrollmentPass:
+    "That enrolment code is not valid: it may be mistyped, used, revoked or expired, or issued to someone else. Ask an admin for a new one.",
+  EnrollmentPassNotFound: "That enrolment pass no longer exists.",
+  EnrollmentPassUsed: "That enrolment pass was already used; delete the security key it let in instead.",
+
   // Anything else.
   MalformedJson: "The console sent a request keyward did not understand. Reload the page and try again.",
   MalformedRequest: null, // the API's message names the field
@@ -90,8 +98,8 @@ const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
 const BY_CODE_THEN = {
   TooManyAttempts: () => {
     const until = new Date(Date.now() + BACKUP_LOGIN_WINDOW_MINUTES * 60_000);
-    return "Too many failed attempts with these backup credentials: keyward refuses them for now, even with the "
-      + `right secret. Try again after ${timeFormat.format(until)} (${BACKUP_LOGIN_WINDOW_MINUTES} minutes at most).`;
+    return "Too many failed attempts: keyward refuses them for now, even with the right secret or code. "
+      + `Try again after ${timeFormat.format(until)} (${BACKUP_LOGIN_WINDOW_MINUTES} minutes at most).`;
   },
 };
 
@@ -148,6 +156,11 @@ const ACTIONS = {
   "backup_login.succeeded": "Signed in with backup credentials",
   "backup_login.failed": "Failed sign-in with backup credentials",
   "session.ended": "Session ended",
+  "enrollment.changed": "Changed who may register a first security key",
+  "enrollment_pass.issued": "Enrolment pass issued",
+  "enrollment_pass.revoked": "Enrolment pass revoked",
+  "enrollment_pass.used": "Enrolment pass used",
+  "enrollment_pass.refused": "Enrolment code refused",
   "member.sessions_ended": "Member's sessions ended",
 };
 

@@ -4,6 +4,7 @@
 // while a session clean-up runs.
 
 import { api, segment } from "./api.js";
+import { passesButton, renderEnrollmentPolicy } from "./enrollment.js";
 import { AUDIT_ACTIONS, describeAction, describeFailure } from "./messages.js";
 import { complianceText, modelText, showPolicy } from "./policy.js";
 import {
@@ -164,6 +165,7 @@ function renderStatus(mfa) {
   $("compliance-text").textContent = text;
 
   renderInvalidation(mfa);
+  renderEnrollmentPolicy(mfa);
 }
 
 function renderInvalidation(mfa) {
@@ -262,7 +264,7 @@ function renderMembers({ members, next }, { append }) {
         ? h("span", { class: "pill ok" }, "Has a security key")
         : h("span", { class: "pill warn" }, "No security key")),
       cell("Last sign-in", when(member.last_login_at)),
-      actionsCell(own ? h("span", { class: "badge" }, "You") : h("button", {
+      actionsCell(passesButton(member), own ? h("span", { class: "badge" }, "You") : h("button", {
         type: "button", class: "quiet", "aria-label": `End the sessions of ${name}`,
         onclick: (event) => endMemberSessions(event.currentTarget, member.id, name),
       }, "End sessions")),

@@ -6,8 +6,8 @@ import {
   $, actionsCell, announce, cell, clearMessages, confirmAction, emptyRow, h, keyId, refuseField, row, run, shortUserAgent,
   showScreen, trashButton, when,
 } from "./ui.js";
-import { createCredential } from "./webauthn.js";
 import { complianceText, modelText } from "./policy.js";
+import { registerKey } from "./enrollment.js";
 
 let context = null;
 let keys = [];
@@ -139,9 +139,8 @@ async function rename(key, name, input) {
 
 async function addKey(name) {
   const enabling = keys.length === 0;
-  const { challenge_id, publicKey } = await api.post("me/mfa/keys/options");
-  const credential = await createCredential(publicKey);
-  const { key } = await api.post("me/mfa/keys", { challenge_id, name, credential });
+  const key = await registerKey({ name, codeField: $("add-key-code-field"), codeInput: $("add-key-code") });
+  if (!key) return;
   $("add-key-name").value = "";
   await load();
   announce(enabling

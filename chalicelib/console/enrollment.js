@@ -1,0 +1,162 @@
+// Enrolment passes, both sides: an admin requires passes for first security keys and issues a
+// member's pass (its code shown once), and a member enters the code when registering a first key.
+
+import { api, segment, token } from "./api.js";
+import {
+  $, actionsCell, announce, cell, confirmAction, emptyRow, h, row, run, showError, trashButton, when,
+} from "./ui.js";
+import { createCredential } from "./webauthn.js";
+
+// --- A member registering a key ----------------------------------------------------------------
+
+// Registers a security key named `name`, with the code from `codeInput` when the organization
+// requires a pass for this (first) key. When it does and no code was entered, the code field is
+// shown and nothing else happens: the security key is not asked before the code is there.
+// Returns the new key, or null when the code is still needed.
+export async function registerKey({ name, codeField, codeInput }) {
+  const { challenge_id, publicKey, enrollment_code_required: codeRequired } = await api.post("me/mfa/keys/options");
+  const code = codeInput.value.trim();
+  codeField.hidden = !codeRequired;
+  if (codeRequired && !code) {
+    showError("Your organization requires an enrolment pass for your first security key: enter the code an admin gave you.");
+    codeInput.focus();
+    return null;
+  }
+  const credential = await createCredential(publicKey);
+  const body = { challenge_id, name, credential };
+  if (codeRequired) body.enrollment_code = code;
+  const { key, token: activated } = await api.post("me/mfa/keys", body);
+  // Registering made a waiting session active under a new token; the old one no longer works.
+  if (activated) token.set(activated);
+  codeInput.value = "";
+  codeField.hidden = true;
+  return key;
+}
+
+// --- An admin: the organization's policy ---------------------------------------------------------
+
+export function renderEnrollmentPolicy(mfa) {
+  $("enrollment-pass-required").checked = mfa.enrollment === "pass_required";
+}
+
+async function changePolicy(toggle) {
+  const wanted = toggle.checked;
+  const changed = await run(toggle, async () => {
+    const mfa = await api.put("org/mfa", { enrollment: wanted ? "pass_required" : "open" });
+    renderEnrollmentPolicy(mfa);
+    announce(wanted
+      ? "A member's first security key now needs an enrolment pass from an admin."
+      : "Members can register a first security key without an enrolment pass.");
+    return true;
+  });
+  // A refused change leaves the switch showing the setting in force.
+  if (!changed) toggle.checked = !wanted;
+}
+
+// --- An admin: a member's passes -----------------------------------------------------------------
+
+let shownFor = null; // the member whose passes are shown
+
+// The button in a member's row that opens their enrolment passes.
+export function passesButton(member) {
+  const name = member.name || member.id;
+  return h("button", {
+    type: "button", class: "quiet", "aria-label": `Enrolment passes of ${name}`,
+    onclick: (event) => run(event.currentTarget, () => showPasses(member)),
+  }, "Enrolment passes");
+}
+
+async function showPasses(member) {
+  if (shownFor?.id !== member.id) forgetPassCode();
+  shownFor = member;
+  $("passes-member").textContent = member.name || member.id;
+  const { enrollment_passes: passes } = await api.get(`org/members/${segment(member.id)}/enrollment-passes`);
+  renderPasses(passes);
+  const panel = $("passes");
+  panel.hidden = false;
+  $("passes-title").focus();
+}
+
+const STATES = { active: "Active", used: "Used", revoked: "Revoked", expired: "Expired" };
+
+function renderPasses(passes) {
+  const name = shownFor.name || shownFor.id;
+  const rows = passes.map((pass) => row({ dataset: { passId: pass.id } },
+    cell("Issued", when(pass.created_at)),
+    cell("By", pass.created_by),
+    cell("Expires", when(pass.expires_at)),
+    cell("State", h("span", { class: `pill ${pass.state === "active" ? "ok" : "muted"}` }, STATES[pass.state] ?? pass.state)),
+    actionsCell(pass.state === "active" || pass.state === "expired"
+      ? trashButton({
+        label: `Revoke the enrolment pass of ${name} issued ${new Date(pass.created_at).toLocaleString()}`,
+        onclick: (event) => revokePass(event.currentTarget, pass),
+      })
+      : null),
+  ));
+  $("passes-list").replaceChildren(...(rows.length ? rows : [emptyRow(5, "No enrolment passes yet.")]));
+}
+
+async function issuePass() {
+  const member = shownFor;
+  const lifetime = Number($("pass-lifetime").value);
+  const issued = await api.post(`org/members/${segment(member.id)}/enrollment-passes`, { lifetime_minutes: lifetime });
+  $("pass-new-code").textContent = issued.code;
+  $("pass-new-expires").replaceChildren(when(issued.expires_at));
+  const box = $("pass-new");
+  box.hidden = false;
+  box.focus();
+  const { enrollment_passes: passes } = await api.get(`org/members/${segment(member.id)}/enrollment-passes`);
+  renderPasses(passes);
+  announce(`Enrolment pass issued to ${member.name || member.id}. Give them the code now: it is shown only once.`);
+}
+
+async function revokePass(button, pass) {
+  const member = shownFor;
+  const name = member.name || member.id;
+  const confirmed = await confirmAction({
+    title: `Revoke this enrolment pass of ${name}?`,
+    text: `${name} will not be able to register a first security key with its code.`,
+    confirm: "Revoke pass",
+  });
+  if (!confirmed) return;
+  await run(button, async () => {
+    await api.delete(`org/members/${segment(member.id)}/enrollment-passes/${segment(pass.id)}`);
+    const { enrollment_passes: passes } = await api.get(`org/members/${segment(member.id)}/enrollment-passes`);
+    renderPasses(passes);
+    announce(`The enrolment pass of ${name} was revoked.`);
+    $("pass-issue").focus();
+  });
+}
+
+// The code leaves the page for good: dismissed, another member chosen, or signed out.
+export function forgetPassCode() {
+  $("pass-new-code").textContent = "";
+  $("pass-new-expires").replaceChildren();
+  $("pass-new").hidden = true;
+}
+
+async function copyCode() {
+  try {
+    await navigator.clipboard.writeText($("pass-new-code").textContent);
+    announce("The code was copied to the clipboard.");
+  } catch {
+    showError("The browser did not allow copying. Select the code and copy it yourself.");
+  }
+}
+
+function closePasses() {
+  forgetPassCode();
+  shownFor = null;
+  $("passes").hidden = true;
+  $("members-title").setAttribute("tabindex", "-1");
+  $("members-title").focus();
+}
+
+$("enrollment-pass-required").addEventListener("change", (event) => changePolicy(event.currentTarget));
+$("pass-issue").addEventListener("click", (event) => run(event.currentTarget, issuePass));
+$("pass-copy").addEventListener("click", copyCode);
+$("pass-done").addEventListener("click", () => {
+  forgetPassCode();
+  $("pass-issue").focus();
+});
+$("passes-close").addEventListener("click", closePasses);
