@@ -5,11 +5,15 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import clock, keys, sessions
+from chalicelib import clock, sessions
 from chalicelib.api import views
 from chalicelib.api.http import ANY_STATE, caller_of, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
+from chalicelib.deferred import deferred
 from chalicelib.sessions import SessionState
+
+# Loaded by the first request about security keys, not by every cold start.
+keys = deferred("chalicelib.keys")
 
 me = Blueprint(__name__)
 

@@ -5,11 +5,18 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import audit, backup, clock, enforcement, keys, members, pagination, sessions
+from chalicelib import audit, clock, pagination, sessions
 from chalicelib.api.http import caller_of, json_body, only_fields, route
+from chalicelib.deferred import deferred
 from chalicelib.errors import AdminRequired, MalformedRequest
 from chalicelib.models import Invalidation
 from chalicelib.sessions import Caller
+
+# Each is loaded by the first request of its own kind, not by every cold start.
+backup = deferred("chalicelib.backup")
+enforcement = deferred("chalicelib.enforcement")
+keys = deferred("chalicelib.keys")
+members = deferred("chalicelib.members")
 
 org = Blueprint(__name__)
 
