@@ -76,7 +76,8 @@ def _import_table(samples: Samples) -> list[str]:
 def _ratios(samples: Samples) -> str:
     whole = ImportCost.whole_process_ratio
     return (f"{whole(samples.wall_ms):.2f}× wall and {whole(samples.cpu_ms):.2f}× CPU as whole processes; "
-            f"the import work alone {ImportCost.ratio(samples.wall_ms):.2f}× wall, {ImportCost.ratio(samples.cpu_ms):.2f}× CPU")
+            f"the import work alone {ImportCost.ratio(samples.wall_ms):.2f}× wall, "
+            f"{ImportCost.ratio(samples.cpu_ms):.2f}× CPU")
 
 
 def _import_report(cost: ImportCost) -> list[str]:

@@ -9,7 +9,6 @@ invalidate it. It must be built by the Python the runtime runs, whose magic numb
 """
 from __future__ import annotations
 
-import importlib.util
 import py_compile
 import sys
 import tempfile
@@ -35,6 +34,14 @@ def runtime_python() -> str:
     return f"python{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def cache_name(source: str) -> str:
+    """Where the runtime looks for a module's bytecode: ``pkg/__pycache__/mod.cpython-313.pyc``
+    beside ``pkg/mod.py``, whatever this process's own bytecode settings (a cache prefix, -O)."""
+    directory, _, file = source.rpartition("/")
+    cached = f"__pycache__/{file.removesuffix('.py')}.{sys.implementation.cache_tag}.pyc"
+    return f"{directory}/{cached}" if directory else cached
+
+
 def add_bytecode(*, package: Path, runtime: str) -> Compiled:
     """Rewrite the zip at ``package`` with an unchecked-hash ``.pyc`` beside every ``.py``.
 
@@ -53,7 +60,7 @@ def add_bytecode(*, package: Path, runtime: str) -> Compiled:
             zipfile.ZipFile(package) as source, \
             zipfile.ZipFile(rewritten, "w", compression=zipfile.ZIP_DEFLATED) as target:
         entries = source.infolist()
-        ours = {importlib.util.cache_from_source(entry.filename) for entry in entries if entry.filename.endswith(".py")}
+        ours = {cache_name(entry.filename) for entry in entries if entry.filename.endswith(".py")}
         for entry in entries:
             # A .pyc that a wheel brought along for this Python is replaced by ours.
             if entry.filename not in ours:
@@ -61,7 +68,7 @@ def add_bytecode(*, package: Path, runtime: str) -> Compiled:
         for entry in entries:
             if not entry.filename.endswith(".py"):
                 continue
-            cache = importlib.util.cache_from_source(entry.filename)
+            cache = cache_name(entry.filename)
             bytecode = _compile(source.read(entry), entry.filename, Path(scratch))
             if bytecode is None:
                 skipped.append(entry.filename)
@@ -78,7 +85,7 @@ def _compile(source: bytes, name: str, scratch: Path) -> bytes | None:
     path = scratch / "module.py"
     path.write_bytes(source)
     try:
-        written = py_compile.compile(str(path), cfile=str(scratch / "module.pyc"), dfile=name, doraise=True,
+        written = py_compile.compile(str(path), cfile=str(scratch / "module.pyc"), dfile=name, doraise=True, optimize=0,
                                      invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     except py_compile.PyCompileError:
         return None

@@ -9,7 +9,6 @@ every flow of the API and the stream function runs against moto, and compared wi
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -25,6 +24,8 @@ from typing import Any, Iterator
 
 import pytest
 from botocore import handlers
+
+from deploy.bytecode import cache_name
 
 PROJECT = Path(__file__).resolve().parent.parent
 CHALICE_DIR = PROJECT / ".chalice"
@@ -341,8 +342,8 @@ def test_every_binary_in_the_package_is_for_the_runtime(package):
     """Each wheel chalice chose has a tag for CPython 3.13 (or the stable ABI, or pure Python), aarch64
     and a glibc no newer than Amazon Linux 2023's; each extension module is an aarch64 ELF file."""
     with zipfile.ZipFile(package.zip_path) as archive:
-        wheel_tags = {name.split("/", 1)[0]: [line.split(":", 1)[1].strip() for line in archive.read(name).decode().splitlines()
-                                             if line.startswith("Tag:")]
+        wheel_tags = {name.split("/", 1)[0]: [line.split(":", 1)[1].strip()
+                                              for line in archive.read(name).decode().splitlines() if line.startswith("Tag:")]
                       for name in archive.namelist() if name.endswith(".dist-info/WHEEL")}
         extensions = {name: archive.read(name)[:20] for name in archive.namelist() if name.endswith(".so")}
     assert wheel_tags and extensions
@@ -373,7 +374,7 @@ def test_the_runtime_loads_the_packaged_bytecode_instead_of_compiling(package, t
         archive.extractall(task)
         sources = [name for name in archive.namelist() if name.endswith(".py")]
         bytecode = {name for name in archive.namelist() if name.endswith(".cpython-313.pyc")}
-    assert sources and all(importlib.util.cache_from_source(name) in bytecode for name in sources), \
+    assert sources and all(cache_name(name) in bytecode for name in sources), \
         "a .py without its bytecode"
     for source in sources:
         os.utime(task / source)
@@ -388,7 +389,8 @@ def test_the_runtime_loads_the_packaged_bytecode_instead_of_compiling(package, t
         "    return original(self, data, path, *args, **kwargs)\n"
         "external.SourceLoader.source_to_code = spy\n"
         "import app\n"
-        f"loaded = [n for n, m in list(sys.modules.items()) if (getattr(m, '__file__', None) or '').startswith({str(task)!r})]\n"
+        f"loaded = [n for n, m in list(sys.modules.items())\n"
+        f"          if (getattr(m, '__file__', None) or '').startswith({str(task)!r})]\n"
         "print(json.dumps({'compiled': compiled, 'loaded': loaded}))\n"
     )
     # -I: no site-packages and none of this environment's PYTHON* variables; -B: write no bytecode,
