@@ -2,34 +2,50 @@
 
 VENV := .venv
 PYTHON := $(VENV)/bin/python
-# Lambda runs Python 3.11; an older or newer python3 still works for local development.
-BOOTSTRAP_PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3)
+# Lambda runs keyward on Python 3.13, and chalice packages for the Python that runs it: development,
+# tests and packaging all use 3.13. `make BOOTSTRAP_PYTHON=/path/to/python3.13` overrides the search.
+BOOTSTRAP_PYTHON ?= $(shell .ci/find-python)
+# The stamp names the version, so a .venv of another Python is rebuilt rather than reused.
+INSTALLED := $(VENV)/.installed-3.13
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench package clean
 
-install: $(VENV)/.installed
+install: $(INSTALLED)
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
-	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
+$(INSTALLED): requirements.txt requirements-dev.txt
+	@test -n "$(BOOTSTRAP_PYTHON)" || { \
+	  echo "make: Python 3.13 not found. Install it with one of:" >&2; \
+	  echo "  uv python install 3.13          (any Linux or macOS; uv: https://docs.astral.sh/uv/)" >&2; \
+	  echo "  pyenv install 3.13              (builds it from source)" >&2; \
+	  echo "  apt-get install python3.13-venv (Debian 13, Ubuntu 24.10 and later)" >&2; \
+	  echo "or run .ci/run, which installs it; or pass BOOTSTRAP_PYTHON=/path/to/python3.13." >&2; \
+	  exit 1; }
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null \
+	  || { rm -rf $(VENV) && $(BOOTSTRAP_PYTHON) -m venv $(VENV); }
 	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.installed
+run: $(INSTALLED)
 	$(PYTHON) -m devstack run
 
 # The console's browser tests drive Debian's chromium; without it, stop and say how to get it.
-test: $(VENV)/.installed
+test: $(INSTALLED)
 	@test -x /usr/bin/chromium || { echo "make test: the console's browser tests need Debian's chromium (/usr/bin/chromium). Install it with: sudo apt-get install -y chromium" >&2; exit 1; }
 	$(PYTHON) -m pytest -q
 
 # matplotlib draws the bench's plot; it is the bench's alone, not a development dependency.
-$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+$(VENV)/.bench-installed: $(INSTALLED) bench/requirements.txt
 	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r bench/requirements.txt
 	touch $@
 
 # `make bench BENCH_ARGS="invalidation --sizes 10000"` runs a part of it; see `python -m bench --help`.
 bench: $(VENV)/.bench-installed
 	$(PYTHON) -m bench $(BENCH_ARGS)
+
+# `make package STAGE=dev`: the stage's CloudFormation template and Lambda package in out/ (docs/deploy.md).
+STAGE ?= prod
+package: $(INSTALLED)
+	$(PYTHON) -m deploy --stage $(STAGE) out/
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,7 +1,6 @@
 """keyward: IdP-independent MFA with FIDO2/WebAuthn security keys. This module only wires."""
 from chalice.app import CloudWatchEvent, DynamoDBEvent, Rate
 
-from chalicelib import enforcement
 from chalicelib.api.auth import auth
 from chalicelib.api.console import console, dev_sign_in
 from chalicelib.api.http import KeywardApp, LambdaDeadline
@@ -9,6 +8,10 @@ from chalicelib.api.me import me
 from chalicelib.api.openapi import openapi
 from chalicelib.api.org import org
 from chalicelib.config import settings
+from chalicelib.deferred import deferred
+
+# Only the stream function's invocations need it; the API's cold starts never load it.
+enforcement = deferred("chalicelib.enforcement")
 
 app = KeywardApp(app_name="keyward")
 app.register_blueprint(auth)

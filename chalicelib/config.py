@@ -26,6 +26,7 @@ class Tables:
     throttles: str
     audit: str
     authenticator_models: str
+    enrollment_passes: str
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,6 @@ class ExtraAuthenticator:
 
     description: str
     root_certificates: tuple[str, ...]  # PEM
-    enrollment_passes: str
 
 
 @dataclass(frozen=True)

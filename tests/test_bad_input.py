@@ -305,6 +305,17 @@ def auth_data(change: Callable[[bytes], bytes]) -> Mutation:
     return attestation(lambda decoded: {**decoded, "authData": change(decoded["authData"])})
 
 
+def with_duplicate_key(raw: bytes) -> bytes:
+    """The attestation object as it was, behind a first 'fmt' entry that its own 'fmt' repeats.
+
+    CBOR leaves duplicate map keys to the decoder: one that kept either entry would let two
+    readers of the same bytes disagree on what was attested.
+    """
+    decoded = cbor2.loads(raw)
+    entries = [("fmt", "packed"), *decoded.items()]
+    return bytes([0xA0 + len(entries)]) + b"".join(cbor2.dumps(key) + cbor2.dumps(value) for key, value in entries)
+
+
 def ids(value: Any) -> Mutation:
     return lambda credential: credential.update(id=value, rawId=value)
 
@@ -337,6 +348,7 @@ REGISTRATION_MUTATIONS: dict[str, Mutation] = {
     "attestationObject-not-base64url": in_response("attestationObject", "a"),
     "attestationObject-garbage-cbor": in_response("attestationObject", b64url(b"\xff\xfe garbage \x00")),
     "attestationObject-truncated-cbor": reencoded("attestationObject", lambda raw: raw[: len(raw) // 2]),
+    "attestationObject-duplicate-key": reencoded("attestationObject", with_duplicate_key),
     "attestationObject-cbor-array": in_response("attestationObject", b64url(cbor2.dumps([1, 2, 3]))),
     "attestationObject-20000-deep-cbor": in_response("attestationObject", b64url(b"\x81" * 20_000 + b"\x00")),
     "attestationObject-no-authData": attestation(lambda decoded: {"fmt": "none", "attStmt": {}}),

@@ -1,5 +1,5 @@
-"""Deployability: the template ``chalice package --stage prod --merge-template .chalice/resources.json``
-produces, and the Lambda package that goes with it.
+"""Deployability: the template ``python -m deploy`` (``chalice package --stage prod --merge-template
+.chalice/resources.json``, then bytecode) produces, and the Lambda package that goes with it.
 
 The template must pass cfn-lint, create exactly the tables the PynamoDB models describe, bind
 every setting of the deployed stages to the stage's environment or to the template, and grant
@@ -26,6 +26,8 @@ from typing import Any, Iterator
 import pytest
 from botocore import handlers
 
+from deploy.bytecode import cache_name
+
 PROJECT = Path(__file__).resolve().parent.parent
 CHALICE_DIR = PROJECT / ".chalice"
 DEPLOYED_STAGES = ("dev", "prod")
@@ -36,8 +38,13 @@ PACKAGE_LIMIT_BYTES = 30 * 1024 * 1024
 DEV_ONLY_PACKAGES = {
     "moto", "pytest", "_pytest", "pluggy", "playwright", "cfnlint", "samtranslator", "werkzeug", "flask",
     "responses", "requests", "click", "yaml", "_yaml", "inquirer", "blessed", "readchar", "wheel", "setuptools",
-    "pip", "boto3", "s3transfer", "devstack", "tests", "bench",
+    "pip", "boto3", "s3transfer", "devstack", "tests", "bench", "deploy",
 }
+# What AWS runs keyward on: Python 3.13 on Amazon Linux 2023 (glibc 2.34), on Graviton.
+RUNTIME = "python3.13"
+ARCHITECTURE = "arm64"
+GLIBC = (2, 34)
+ELF_MACHINE_AARCH64 = 183
 # Settings that belong to the local stage only: a dev IdP's key or inline JWKS, a local DynamoDB.
 LOCAL_ONLY_SETTINGS = {"KEYWARD_DEV_IDP_KEY_FILE", "KEYWARD_JWKS_JSON", "KEYWARD_TABLE_PREFIX", "DYNAMODB_ENDPOINT"}
 # `<Ref Name>` or `<GetAtt Resource.Attribute>`: a value .chalice/resources.json binds to the template.
@@ -102,7 +109,7 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Package:
     """
     directory = tmp_path_factory.mktemp("package") / "out"
     result = subprocess.run(
-        [_tool("chalice"), "package", "--stage", "prod", "--merge-template", ".chalice/resources.json", str(directory)],
+        [sys.executable, "-m", "deploy", "--stage", "prod", str(directory)],
         cwd=PROJECT, env=_packaging_environment(), capture_output=True, text=True, timeout=1800,
     )
     output = result.stdout + result.stderr
@@ -335,6 +342,87 @@ def test_the_lambda_package_is_small_and_holds_no_dev_only_packages(package):
     # The app ships its code and the console's files, not the local stack's state (the dev IdP's key).
     assert not [name for name in names if name.startswith((".devstack/", "chalicelib/")) and name.endswith(".pem")]
     assert not [name for name in names if name.startswith(".devstack/")]
+
+
+def test_every_function_runs_on_python_3_13_on_graviton(package):
+    functions = _resources(package.template, "AWS::Serverless::Function")
+    assert {name: (f["Properties"]["Runtime"], f["Properties"]["Architectures"]) for name, f in functions.items()} \
+        == {name: (RUNTIME, [ARCHITECTURE]) for name in functions}
+
+
+def test_every_binary_in_the_package_is_for_the_runtime(package):
+    """Each wheel chalice chose has a tag for CPython 3.13 (or the stable ABI, or pure Python), aarch64
+    and a glibc no newer than Amazon Linux 2023's; each extension module is an aarch64 ELF file."""
+    with zipfile.ZipFile(package.zip_path) as archive:
+        wheel_tags = {name.split("/", 1)[0]: [line.split(":", 1)[1].strip()
+                                              for line in archive.read(name).decode().splitlines() if line.startswith("Tag:")]
+                      for name in archive.namelist() if name.endswith(".dist-info/WHEEL")}
+        extensions = {name: archive.read(name)[:20] for name in archive.namelist() if name.endswith(".so")}
+    assert wheel_tags and extensions
+    for distribution, tags in wheel_tags.items():
+        assert any(_runs_on_lambda(tag) for tag in tags), (distribution, tags)
+    for name, header in extensions.items():
+        assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == ELF_MACHINE_AARCH64, name
+        assert ".cpython-313-aarch64-linux-gnu.so" in name or name.endswith(".abi3.so"), name
+
+
+def _runs_on_lambda(tag: str) -> bool:
+    python, abi, platform = tag.split("-")
+    if platform == "any":
+        return python.startswith("py3") and abi == "none"
+    glibc = re.fullmatch(r"manylinux_(\d+)_(\d+)_aarch64", platform)
+    legacy = {"manylinux2014_aarch64": (2, 17)}.get(platform)
+    version = (int(glibc[1]), int(glibc[2])) if glibc else legacy
+    return version is not None and version <= GLIBC and (
+        (python, abi) == ("cp313", "cp313") or (abi == "abi3" and python.startswith("cp3")
+                                               and int(python[3:]) <= 13))
+
+
+def test_the_runtime_loads_the_packaged_bytecode_instead_of_compiling(package, tmp_path):
+    """Unpacked as Lambda unpacks it, with source files newer than anything in the zip and no
+    bytecode written: importing the app compiles none of the package's modules."""
+    task = tmp_path / "task"
+    with zipfile.ZipFile(package.zip_path) as archive:
+        archive.extractall(task)
+        sources = [name for name in archive.namelist() if name.endswith(".py")]
+        bytecode = {name for name in archive.namelist() if name.endswith(".cpython-313.pyc")}
+    assert sources and all(cache_name(name) in bytecode for name in sources), \
+        "a .py without its bytecode"
+    for source in sources:
+        os.utime(task / source)
+    written_before = len(list(task.rglob("*.pyc")))
+    probe = (
+        "import importlib._bootstrap_external as external, json, sys\n"
+        f"sys.path.insert(0, {str(task)!r})\n"
+        "compiled = []\n"
+        "original = external.SourceLoader.source_to_code\n"
+        "def spy(self, data, path, *args, **kwargs):\n"
+        "    compiled.append(path)\n"
+        "    return original(self, data, path, *args, **kwargs)\n"
+        "external.SourceLoader.source_to_code = spy\n"
+        "import app\n"
+        f"loaded = [n for n, m in list(sys.modules.items())\n"
+        f"          if (getattr(m, '__file__', None) or '').startswith({str(task)!r})]\n"
+        "print(json.dumps({'compiled': compiled, 'loaded': loaded}))\n"
+    )
+    # -I: no site-packages and none of this environment's PYTHON* variables; -B: write no bytecode,
+    # as in Lambda's read-only directory; -S: only the package and the standard library.
+    done = subprocess.run([sys.executable, "-I", "-B", "-S", "-c", probe], env=_unpacked_app_environment(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    imported = json.loads(done.stdout)
+    assert imported["compiled"] == []
+    assert {"app", "chalicelib.sessions", "pynamodb.models", "botocore.client"} <= set(imported["loaded"])
+    assert len(list(task.rglob("*.pyc"))) == written_before, "bytecode was written"
+
+
+def _unpacked_app_environment() -> dict[str, str]:
+    from devstack.environment import local_environment
+    from devstack.idp import DevIdentityProvider
+
+    # A DynamoDB endpoint where nothing listens: importing the app must not contact it.
+    jwks = DevIdentityProvider.ephemeral().jwks_json()
+    return {**_packaging_environment(), **local_environment(endpoint="http://127.0.0.1:9", jwks_json=jwks)}
 
 
 def _runtime_requirements() -> list[str]:

@@ -5,10 +5,17 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import backup, clock, identity, mfa, sessions, stepup
+from chalicelib import clock, sessions
 from chalicelib.api.http import ANY_STATE, caller_of, caller_with, client_of, json_body, only_fields, route, string_field
 from chalicelib.api.views import login_body
+from chalicelib.deferred import deferred
 from chalicelib.sessions import SessionState
+
+# Each is loaded by the first request of its own kind, not by every cold start.
+backup = deferred("chalicelib.backup")
+identity = deferred("chalicelib.identity")
+mfa = deferred("chalicelib.mfa")
+stepup = deferred("chalicelib.stepup")
 
 auth = Blueprint(__name__)
 

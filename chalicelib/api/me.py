@@ -5,11 +5,18 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import authenticator_policy, clock, enrollment, keys, sessions, stepup
+from chalicelib import clock, sessions
 from chalicelib.api import views
 from chalicelib.api.http import ANY_STATE, caller_of, caller_with, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
+from chalicelib.deferred import deferred
 from chalicelib.sessions import SessionState
+
+# Loaded by the first request about security keys, not by every cold start.
+authenticator_policy = deferred("chalicelib.authenticator_policy")
+enrollment = deferred("chalicelib.enrollment")
+keys = deferred("chalicelib.keys")
+stepup = deferred("chalicelib.stepup")
 
 me = Blueprint(__name__)
 

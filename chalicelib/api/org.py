@@ -5,23 +5,21 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import (
-    audit,
-    authenticator_policy,
-    backup,
-    clock,
-    enforcement,
-    enrollment,
-    keys,
-    members,
-    pagination,
-    sessions,
-    stepup,
-)
+from chalicelib import audit, clock, pagination, sessions
 from chalicelib.api.http import caller_of, json_body, only_fields, route
+from chalicelib.deferred import deferred
 from chalicelib.errors import AdminRequired, MalformedRequest
 from chalicelib.models import Invalidation
 from chalicelib.sessions import Caller
+
+# Each is loaded by the first request of its own kind, not by every cold start.
+authenticator_policy = deferred("chalicelib.authenticator_policy")
+backup = deferred("chalicelib.backup")
+enforcement = deferred("chalicelib.enforcement")
+enrollment = deferred("chalicelib.enrollment")
+keys = deferred("chalicelib.keys")
+members = deferred("chalicelib.members")
+stepup = deferred("chalicelib.stepup")
 
 org = Blueprint(__name__)
 
