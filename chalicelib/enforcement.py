@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import audit, clock
+from chalicelib import audit, clock, coverage
 from chalicelib.config import settings
 from chalicelib.errors import ConcurrentChange, InvalidationFailed, SecurityKeyRequired
 from chalicelib.models import Invalidation, Member, Organization, Session
@@ -52,13 +52,11 @@ if TYPE_CHECKING:
 
 
 def status(*, org_id: str) -> MfaStatus:
-    """The organization's enforcement and how many members hold a key, counted in one pass."""
+    """The organization's enforcement and how many members hold a key: one read, from the
+    organization's coverage counters, whatever its size."""
     org = Organization.get(org_id, consistent_read=True)
-    total = compliant = 0
-    for member in Member.query(org_id, attributes_to_get=["key_count"], consistent_read=True):
-        total += 1
-        compliant += member.key_count > 0
-    return MfaStatus(org=org, members_total=total, members_compliant=compliant)
+    counters = coverage.counters_of(org)
+    return MfaStatus(org=org, members_total=counters.members_total, members_compliant=counters.members_with_key)
 
 
 def set_enforced(*, caller: Caller, enforced: bool) -> MfaStatus:

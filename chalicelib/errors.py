@@ -235,3 +235,18 @@ class TooManyAttempts(RateLimited):
 
 class NotForBackupSessions(NotAllowed):
     """Backup credentials are for getting back in, not for holding security keys."""
+
+
+# --- organizations and their members ----------------------------------------------------------
+
+class UnknownOrganization(NotAuthenticated):
+    """The ID token names an organization this deployment does not serve (yet)."""
+
+
+class WrongIdentityProvider(NotAuthenticated):
+    """The ID token's issuer is not the IdP the organization is bound to."""
+
+
+class OrganizationExists(Exception):
+    """An operator tried to create an organization that exists already."""
+

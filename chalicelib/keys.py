@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import audit, challenges, clock, pagination
+from chalicelib import audit, challenges, clock, coverage, pagination
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
 from chalicelib.errors import (
@@ -146,16 +146,13 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
     )
     claim = CredentialClaim(key.key_id, org_id=key.org_id, user_id=key.user_id)
     activates_session = caller.state is SessionState.REGISTRATION_REQUIRED
-    try:
+
+    def store(expected: int) -> None:
         with transaction() as write:
             write.save("claim", claim, condition=CredentialClaim.key_id.does_not_exist())
             write.save("key", key, condition=SecurityKey.key_id.does_not_exist())
-            write.update(
-                "member",
-                Member(session.org_id, session.user_id),
-                actions=[Member.key_count.add(1)],
-                condition=Member.user_id.exists() & (Member.key_count < settings().max_keys_per_member),
-            )
+            coverage.change_key_count(write, org_id=session.org_id, user_id=session.user_id, expected=expected, delta=1,
+                                      condition=Member.key_count < settings().max_keys_per_member)
             if activates_session:
                 write.update(
                     "session",
@@ -167,6 +164,9 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
                 org_id=session.org_id, actor=caller.actor, action="key.registered", target=key.key_id,
                 user_id=session.user_id, client=caller.client, details={"name": name, "by": "self"},
             ))
+
+    try:
+        coverage.retrying(org_id=session.org_id, user_id=session.user_id, expected=caller.member.key_count, attempt=store)
     except ConditionsFailed as refused:
         if refused.labels & {"claim", "key"}:
             raise KeyAlreadyRegistered("This security key is already registered.") from None
@@ -243,26 +243,34 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
     org_id = caller.session.org_id
     keep_last = by == "self"
     enforced = bool(caller.org.mfa_enforced)
-    with transaction() as write:
-        write.delete(
-            "key",
-            SecurityKey(org_id, key_id),
-            condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
-        )
-        write.delete("claim", CredentialClaim(key_id))
-        member_condition = Member.user_id.exists()
-        if keep_last and enforced:
-            member_condition &= Member.key_count > 1
-        write.update("member", Member(org_id, user_id), actions=[Member.key_count.add(-1)], condition=member_condition)
-        if keep_last and not enforced:
-            write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
-        overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
-                                               sparing=caller.session.session_id)
-        write.save("audit", audit.event(
-            org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
-            client=caller.client, details={"by": by},
-        ))
-    end_sessions(overflow)
+
+    def store(expected: int) -> list[Session]:
+        with transaction() as write:
+            write.delete(
+                "key",
+                SecurityKey(org_id, key_id),
+                condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
+            )
+            write.delete("claim", CredentialClaim(key_id))
+            coverage.change_key_count(
+                write, org_id=org_id, user_id=user_id, expected=expected, delta=-1,
+                condition=Member.key_count > 1 if keep_last and enforced else None,
+                org_condition=Organization.mfa_enforced == False if keep_last and not enforced else None,  # noqa: E712
+                org_label="not enforced",
+            )
+            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
+                                                   sparing=caller.session.session_id)
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
+                client=caller.client, details={"by": by},
+            ))
+        return overflow
+
+    own = user_id == caller.session.user_id
+    expected = caller.member.key_count if own else coverage.key_count_of(org_id=org_id, user_id=user_id)
+    end_sessions(coverage.retrying(org_id=org_id, user_id=user_id, expected=expected, attempt=store))
+    if own:
+        caller.member.key_count -= 1
 
 
 def disable_mfa(*, caller: Caller) -> None:
@@ -271,26 +279,26 @@ def disable_mfa(*, caller: Caller) -> None:
     if caller.org.mfa_enforced:
         raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.")
     keys = keys_of(org_id=org_id, user_id=user_id)
-    try:
+
+    def store() -> list[Session]:
         with transaction() as write:
             for key in keys:
                 write.delete("key", key, condition=SecurityKey.key_id.exists())
                 write.delete("claim", CredentialClaim(key.key_id))
             # The count condition makes a key registered meanwhile fail the whole transaction
             # rather than survive with a counter of zero.
-            write.update(
-                "member",
-                Member(org_id, user_id),
-                actions=[Member.key_count.set(0)],
-                condition=Member.user_id.exists() & (Member.key_count == len(keys)),
-            )
-            write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
+            coverage.change_key_count(write, org_id=org_id, user_id=user_id, expected=len(keys), delta=-len(keys),
+                                      org_condition=Organization.mfa_enforced == False, org_label="not enforced")  # noqa: E712
             overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id,
                                                    key_ids={key.key_id for key in keys}, sparing=caller.session.session_id)
             write.save("audit", audit.event(
                 org_id=org_id, actor=caller.actor, action="mfa.disabled", target=user_id, user_id=user_id,
                 client=caller.client, details={"keys_deleted": len(keys)},
             ))
+        return overflow
+
+    try:
+        overflow = coverage.sent_again_on_conflict(store, org_id=org_id)
     except ConditionsFailed as refused:
         if "not enforced" in refused.labels:
             raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.") from None
