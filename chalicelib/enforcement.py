@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import audit, clock, coverage
+from chalicelib import audit, clock, coverage, grace
 from chalicelib.config import settings
 from chalicelib.errors import ConcurrentChange, InvalidationFailed, SecurityKeyRequired
 from chalicelib.models import Invalidation, Member, Organization, Session
@@ -59,12 +59,13 @@ def status(*, org_id: str) -> MfaStatus:
     return MfaStatus(org=org, members_total=counters.members_total, members_compliant=counters.members_with_key)
 
 
-def set_enforced(*, caller: Caller, enforced: bool) -> MfaStatus:
+def set_enforced(*, caller: Caller, enforced: bool, grace_period_hours: int | None = None) -> MfaStatus:
     """``PUT /org/mfa``: enforce MFA (ending every other session at once) or relax it.
 
     Enforcing requires the admin to hold a key themselves — checked inside the transaction,
     so a key deleted at the same moment cannot slip through. Repeating the current setting
-    changes nothing.
+    changes nothing. ``grace_period_hours`` (see chalicelib/grace.py) comes with a new enforcement
+    (0 when left out) or changes the one in force, for everyone at once.
 
     Raises:
         SecurityKeyRequired: the admin has no security key of their own.
@@ -72,14 +73,18 @@ def set_enforced(*, caller: Caller, enforced: bool) -> MfaStatus:
     """
     before = status(org_id=caller.org.org_id)
     if bool(before.org.mfa_enforced) == enforced:
+        if enforced and grace_period_hours is not None and grace_period_hours != (before.org.grace_period_hours or 0):
+            grace.change_period(org_id=before.org.org_id, hours=grace_period_hours, actor=caller.actor, client=caller.client)
+            before.org.grace_period_hours = grace_period_hours
         return before
     # The answer is built from what was read before the change and what the change wrote: a read
     # failing after the commit would otherwise report 503 "nothing was changed" for a change made.
-    changed = _enforce(caller=caller, org=before.org) if enforced else _relax(caller=caller, org=before.org)
+    changed = (_enforce(caller=caller, org=before.org, grace_period_hours=grace_period_hours or 0) if enforced
+               else _relax(caller=caller, org=before.org))
     return MfaStatus(org=changed, members_total=before.members_total, members_compliant=before.members_compliant)
 
 
-def _enforce(*, caller: Caller, org: Organization) -> Organization:
+def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int) -> Organization:
     session = caller.session
     enforced_at = clock.now()
     generation = org.enforcement_generation + 1
@@ -98,13 +103,16 @@ def _enforce(*, caller: Caller, org: Organization) -> Organization:
                     Organization.enforcing_session_id.set(session.session_id),
                     Organization.enforcement_generation.set(generation),
                     Organization.invalidation.set(_new_invalidation(generation=generation, started_at=enforced_at)),
+                    Organization.grace_period_hours.set(grace_period_hours),
+                    Organization.last_enforced_at.set(enforced_at),
                 ],
                 condition=(Organization.mfa_enforced == False)  # noqa: E712
                 & (Organization.enforcement_generation == org.enforcement_generation),
             )
             write.save("audit", audit.event(
                 org_id=org.org_id, actor=caller.actor, action="enforcement.enabled", target=org.org_id,
-                client=caller.client, details={"generation": generation, "session_id": session.session_id},
+                client=caller.client, details={"generation": generation, "session_id": session.session_id,
+                                               "grace_period_hours": grace_period_hours},
             ))
     except ConditionsFailed as refused:
         if "own key" in refused.labels:
@@ -113,6 +121,7 @@ def _enforce(*, caller: Caller, org: Organization) -> Organization:
     org.mfa_enforced, org.enforced_at, org.enforced_by = True, enforced_at, session.user_id
     org.enforcing_session_id, org.enforcement_generation = session.session_id, generation
     org.invalidation = _new_invalidation(generation=generation, started_at=enforced_at)
+    org.grace_period_hours, org.last_enforced_at = grace_period_hours, enforced_at
     return org
 
 

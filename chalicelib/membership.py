@@ -9,14 +9,18 @@ is refused (see :func:`outlived_member`), so a returning user starts over with n
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from pynamodb.exceptions import UpdateError
 
 from chalicelib import audit, coverage
 from chalicelib.coverage import Bucket
+from chalicelib.errors import ConcurrentChange, MemberNotFound
 from chalicelib.models import CredentialClaim, Member, SecurityKey, Session
-from chalicelib.storage import ConditionsFailed, LabelledWrite, condition_failed, transaction
+from chalicelib.storage import ConditionsFailed, condition_failed, transaction
+
+if TYPE_CHECKING:
+    from chalicelib.sessions import Caller
 
 
 def sign_in_member(*, org_id: str, user_id: str, name: str, email: str, admin: bool, signed_in: datetime) -> Member:
@@ -63,3 +67,65 @@ def outlived_member(*, session: Session, member: Member) -> bool:
     """A session started before its member was created belongs to an earlier, offboarded member
     of the same user ID: it must not come back to life when that user signs in again."""
     return member.created_at is not None and session.created_at < member.created_at
+
+
+# Sessions deleted by the offboarding request itself; they have already ended (their member is
+# gone), so any beyond this wait for DynamoDB's TTL rather than hold the request up.
+MAX_SESSIONS_DELETED = 2000
+
+
+def offboard(*, caller: Caller, user_id: str) -> int:
+    """``DELETE /org/members/{user_id}``: remove a member and everything of theirs.
+
+    The member item, their security keys and credential claims go in one transaction with the
+    coverage counters and the audit event (which the audit log keeps); that ends every session
+    of theirs at once. Their session items are then deleted in bulk. If the IdP signs them in
+    again, they start over as a new member: no keys, no sessions, not counted twice.
+
+    Returns how many sessions were deleted.
+
+    Raises:
+        MemberNotFound: no such member.
+    """
+    org_id = caller.org.org_id
+    if not 0 < len(user_id) <= 255 or user_id.startswith(audit.BACKUP_USER_PREFIX):
+        raise MemberNotFound("No such member.")
+
+    def remove() -> tuple[Member, int]:
+        try:
+            member = Member.get(org_id, user_id, consistent_read=True)
+        except Member.DoesNotExist:
+            raise MemberNotFound("No such member.") from None
+        from chalicelib.keys import keys_of
+
+        held = keys_of(org_id=org_id, user_id=user_id)
+        with transaction() as write:
+            # The count condition makes a key registered meanwhile fail this transaction (it is
+            # read and sent again) rather than outlive its member.
+            write.delete("member", member, condition=Member.user_id.exists() & (Member.key_count == len(held)))
+            coverage.remove_member(write, org_id=org_id, key_count=len(held))
+            for key in held:
+                write.delete("key", key, condition=SecurityKey.key_id.exists())
+                write.delete("claim", CredentialClaim(key.key_id))
+            # Enrolment passes issued to the member belong here too, deleted in this transaction.
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="member.offboarded", target=user_id, user_id=user_id,
+                client=caller.client, details={"keys_deleted": len(held), "name": member.name, "email": member.email},
+            ))
+        return member, len(held)
+
+    for attempt in range(coverage.MAX_ATTEMPTS):
+        try:
+            coverage.sent_again_on_conflict(remove, org_id=org_id)
+            break
+        except ConditionsFailed:
+            if attempt == coverage.MAX_ATTEMPTS - 1:
+                raise ConcurrentChange("The member's keys kept changing; try again.") from None
+    leftover = [
+        session for session in Session.by_member.query(org_id, Session.user_id == user_id, consistent_read=True,
+                                                       limit=MAX_SESSIONS_DELETED)
+        if session.session_id != caller.session.session_id
+    ]
+    from chalicelib.sessions import end_sessions
+
+    return end_sessions(leftover)

@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import clock, keys, sessions
+from chalicelib import clock, grace, keys, sessions
 from chalicelib.api import views
 from chalicelib.api.http import ANY_STATE, caller_of, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
@@ -28,7 +28,11 @@ def who_am_i() -> dict[str, Any]:
             "created_at": clock.iso(caller.session.created_at),
             "expires_at": clock.iso(caller.session.expires_at),
         },
-        "mfa": {"enabled": caller.member.key_count > 0, "key_count": caller.member.key_count},
+        "mfa": {
+            "enabled": caller.member.key_count > 0,
+            "key_count": caller.member.key_count,
+            "registration_due_at": clock.iso(grace.member_due_at(org=caller.org, member=caller.member)),
+        },
     }
 
 
