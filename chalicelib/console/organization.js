@@ -3,6 +3,7 @@
 
 import { api, segment } from "./api.js";
 import { describeAction } from "./messages.js";
+import { showRollout } from "./rollout.js";
 import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, h, keyId, row, run, showError, showScreen, trashButton, when,
 } from "./ui.js";
@@ -39,6 +40,7 @@ async function load() {
     api.get(`org/audit?limit=${AUDIT_PAGE}`),
   ]);
   renderStatus(mfa);
+  await showRollout(mfa, async () => { await load(); pollInvalidation(); });
   renderMembers(members, { append: false });
   renderKeys(keys, { append: false });
   renderBackupCredentials(backups.backup_credentials);

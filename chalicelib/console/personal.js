@@ -5,6 +5,7 @@ import { api, segment } from "./api.js";
 import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, h, keyId, row, run, shortUserAgent, showError, showScreen, trashButton, when,
 } from "./ui.js";
+import { showRegistrationDeadline } from "./rollout.js";
 import { createCredential } from "./webauthn.js";
 
 let context = null;
@@ -44,6 +45,7 @@ function render(me) {
     ? `MFA is on: you have ${plural(keys.length, "security key", "security keys")}, and keyward asks for one at every sign-in.`
       + (enforced ? " Your organization enforces MFA." : "")
     : "MFA is off. Enable it by registering a security key: keyward then asks for the key at every sign-in.";
+  showRegistrationDeadline(me);
   $("personal-backup-notice").hidden = !backup;
   $("add-key-form").hidden = backup;
   $("add-key-button").textContent = keys.length ? "Add key" : "Enable";
