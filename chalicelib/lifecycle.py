@@ -7,7 +7,8 @@ session lifetime still tell the member why: a session started before the enforce
 by it (``SessionEndedByEnforcement``), one past its lifetime expired — no record per session.
 
 What this tells someone holding a made-up token is only that the organization enforced MFA at
-some time; the token itself, and every ended session, stays unusable.
+some time; the token itself, and every ended session, stays unusable. Session IDs issued before
+they carried a time (random ones, gone within a session lifetime) may be given a wrong reason.
 """
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ def test_the_template_creates_the_tables_the_models_describe(package):
         assert properties["KeySchema"][0]["KeyType"] == "HASH"
         assert _attributes(properties["AttributeDefinitions"]) == _attributes(schema["attribute_definitions"]), model.__name__
         assert _indexes(properties.get("LocalSecondaryIndexes", [])) == _indexes(schema["local_secondary_indexes"]), model.__name__
-        assert "GlobalSecondaryIndexes" not in properties and not schema["global_secondary_indexes"]
+        assert _indexes(properties.get("GlobalSecondaryIndexes", [])) == _indexes(schema["global_secondary_indexes"]), model.__name__
 
         ttl = [a.attr_name for a in model.get_attributes().values() if isinstance(a, TTLAttribute)]
         expected_ttl = {"AttributeName": ttl[0], "Enabled": True} if ttl else None
