@@ -23,6 +23,9 @@ OTHER_ISSUER = "https://idp.other-customer.example"
 OTHER_IDP = DevIdentityProvider.ephemeral()
 # Configuration binds this organization to the other customer's IdP.
 OTHER_ORG = unique_org("globex")
+# A third IdP, like the dev IdP bound to no organization by configuration.
+THIRD_ISSUER = "https://idp.third-customer.example"
+THIRD_IDP = DevIdentityProvider.ephemeral()
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +36,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         {"issuer": "http://localhost:8000/dev-idp", "audience": "keyward-local", "jwks_json": dev_idp.jwks_json()},
         {"issuer": OTHER_ISSUER, "audience": "keyward-local", "jwks_json": OTHER_IDP.jwks_json(),
          "organizations": [OTHER_ORG]},
+        {"issuer": THIRD_ISSUER, "audience": "keyward-local", "jwks_json": THIRD_IDP.jwks_json()},
     ]
     with pytest.MonkeyPatch.context() as patch:
         # The stack inherits this process's environment; organizations exist once an operator creates them.
@@ -110,10 +114,16 @@ def test_an_idp_cannot_sign_in_to_another_customers_organization(keyward: StackC
 
 
 def test_an_organization_created_with_an_issuer_takes_only_that_issuers_tokens(keyward: StackClient, local_stack):
-    org = _new_org(local_stack, "pinned", "--issuer", OTHER_ISSUER)
+    org = _new_org(local_stack, "pinned", "--issuer", THIRD_ISSUER)
+    # The dev IdP serves any organization not bound elsewhere: this one is bound, by its operator.
     refused = _login(keyward, keyward.idp.mint(org=org, user="bob"))
     assert (refused.status, refused.code) == (401, "WrongIdentityProvider"), str(refused)
-    assert _login(keyward, OTHER_IDP.mint(org=org, user="bob", issuer=OTHER_ISSUER)).status == 200
+    assert _login(keyward, THIRD_IDP.mint(org=org, user="bob", issuer=THIRD_ISSUER)).status == 200
+    # And an organization bound at its first login, to the dev IdP, refuses the third IdP.
+    first = _new_org(local_stack, "first-login")
+    assert _login(keyward, keyward.idp.mint(org=first, user="bob")).status == 200
+    refused = _login(keyward, THIRD_IDP.mint(org=first, user="bob", admin=True, issuer=THIRD_ISSUER))
+    assert (refused.status, refused.code) == (401, "WrongIdentityProvider"), str(refused)
 
 
 # --- offboarding ------------------------------------------------------------------------------
@@ -206,11 +216,17 @@ def test_a_cleaned_up_sessions_token_still_says_enforcement_ended_it(keyward: St
 
 # --- counters under parallel requests --------------------------------------------------------
 
+# Per side: first-key registrations and last-key deletions at once. More than this on a small,
+# busy machine makes the local DynamoDB (moto) answer after keyward's 5 s read timeout; the 50-way
+# race runs in-process in test_coverage.py.
+PARALLEL = 10
+
+
 def test_parallel_first_keys_and_last_key_deletions_are_all_counted(keyward: StackClient, local_stack, db):
     org = _new_org(local_stack, "counters")
-    holders = [keyward.token(org=org, user=f"holder{n}") for n in range(25)]
+    holders = [keyward.token(org=org, user=f"holder{n}") for n in range(PARALLEL)]
     held = [keyward.add_key(token).body["key"]["id"] for token in holders]
-    newcomers = [keyward.token(org=org, user=f"newcomer{n}") for n in range(25)]
+    newcomers = [keyward.token(org=org, user=f"newcomer{n}") for n in range(PARALLEL)]
     prepared = []
     for token in newcomers:
         options = keyward.registration_options(token).body
@@ -222,9 +238,10 @@ def test_parallel_first_keys_and_last_key_deletions_are_all_counted(keyward: Sta
         + [lambda t=t, k=k: keyward.call("DELETE", f"/me/mfa/keys/{k}", token=t) for t, k in zip(holders, held)]
     )
 
-    assert [r.status for r in replies] == [201] * 25 + [204] * 25, [str(r) for r in replies if r.status not in (201, 204)]
+    assert [r.status for r in replies] == [201] * PARALLEL + [204] * PARALLEL, \
+        [str(r) for r in replies if r.status not in (201, 204)]
     org_item = db.get("orgs", org_id=org)
-    assert (org_item["members_total"]["N"], org_item["members_with_key"]["N"]) == ("50", "25")
+    assert (org_item["members_total"]["N"], org_item["members_with_key"]["N"]) == (str(2 * PARALLEL), str(PARALLEL))
     admin = keyward.token(org=org, user="admin", admin=True)
     status = keyward.call("GET", "/org/mfa", token=admin).body
-    assert (status["members_total"], status["members_compliant"]) == (51, 25)
+    assert (status["members_total"], status["members_compliant"]) == (2 * PARALLEL + 1, PARALLEL)
