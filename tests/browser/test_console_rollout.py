@@ -22,7 +22,7 @@ def test_an_admin_previews_enforces_with_a_grace_period_and_offboards(open_conso
     ada.go_to("Organization settings")
 
     page = ada.page
-    expect(ada.heading("Roll-out")).to_be_visible()
+    expect(ada.page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
     page.get_by_role("spinbutton", name="Grace period (hours)").fill("48")
     ada.button("Preview enforcement").click()
     expect(page.locator("#preview-summary")).to_contain_text("1 of 2 members have no security key")
@@ -44,14 +44,14 @@ def test_an_admin_previews_enforces_with_a_grace_period_and_offboards(open_conso
 
     # The admin finds him among the members without a key and offboards him.
     ada.page.reload()
-    expect(ada.heading("Roll-out")).to_be_visible()
+    expect(ada.page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
     page = ada.page
     page.get_by_role("combobox", name="Show").select_option("none")
-    expect(page.locator("#coverage-members")).to_contain_text("Ben")
-    ada.button("Offboard Ben").click()
+    expect(page.locator("#coverage-members")).to_contain_text("ben")
+    ada.button("Offboard ben").click()
     ada.confirm("Offboard")
     expect(ada.status()).to_contain_text("was offboarded")
     assert [m["id"] for m in ada.get("/org/members")["members"]] == ["ada"]
     assert ben.call("GET", "/me").status_code == 401
     page.get_by_role("combobox", name="Show").select_option("one")
-    expect(page.locator("#coverage-members")).to_contain_text("Ada")
+    expect(page.locator("#coverage-members")).to_contain_text("ada")
