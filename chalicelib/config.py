@@ -5,6 +5,7 @@ This is the only module that reads ``os.environ``; every other module asks :func
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -38,6 +39,26 @@ class ExtraAuthenticator:
 
 
 @dataclass(frozen=True)
+class IdentityProvider:
+    """One OIDC IdP: how its ID tokens are verified and read, and which organizations it serves."""
+
+    issuer: str
+    audience: str
+    jwks_url: str | None
+    jwks_json: str | None
+    org_claim: str
+    groups_claim: str
+    admin_group: str
+    name_claim: str
+    email_claim: str
+    # None: any organization not bound to another IdP (the single-IdP setup).
+    organizations: frozenset[str] | None
+
+
+ORG_CREATION_MODES = ("on_first_login", "operator")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything keyward needs to know about the stage it runs in."""
 
@@ -61,6 +82,11 @@ class Settings:
     admin_group: str
     name_claim: str
     email_claim: str
+    # Every IdP this deployment trusts; the single IdP above unless KEYWARD_IDENTITY_PROVIDERS is set.
+    identity_providers: tuple[IdentityProvider, ...]
+    # "on_first_login": an ID token naming an unknown organization creates it; "operator": only
+    # `python -m keyward org create` does.
+    org_creation: str
 
     session_lifetime_seconds: int
     # A session unused this long ends (checked at request time).
@@ -126,6 +152,55 @@ def _extra_authenticators(raw: str | None) -> dict[str, ExtraAuthenticator]:
         raise ConfigurationError(f"KEYWARD_EXTRA_AUTHENTICATOR_ROOTS is not usable: {error}") from None
 
 
+def _identity_providers(env: Mapping[str, str], single: IdentityProvider) -> tuple[IdentityProvider, ...]:
+    """KEYWARD_IDENTITY_PROVIDERS: a JSON list of IdPs; omitted fields take the single IdP's claims."""
+    raw = env.get("KEYWARD_IDENTITY_PROVIDERS") or ""
+    if not raw.strip():
+        return (single,)
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        raise ConfigurationError("KEYWARD_IDENTITY_PROVIDERS must be a JSON list of identity providers.") from None
+    if not isinstance(entries, list) or not entries or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigurationError("KEYWARD_IDENTITY_PROVIDERS must be a non-empty JSON list of objects.")
+    known = {"issuer", "audience", "jwks_url", "jwks_json", "org_claim", "groups_claim", "admin_group",
+             "name_claim", "email_claim", "organizations"}
+    providers: list[IdentityProvider] = []
+    bound: dict[str, str] = {}
+    for entry in entries:
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: unknown field(s) {', '.join(unknown)}.")
+        issuer, audience = entry.get("issuer"), entry.get("audience")
+        if not isinstance(issuer, str) or not issuer or not isinstance(audience, str) or not audience:
+            raise ConfigurationError("KEYWARD_IDENTITY_PROVIDERS: every IdP needs an 'issuer' and an 'audience'.")
+        if not entry.get("jwks_url") and not entry.get("jwks_json"):
+            raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: {issuer} needs a 'jwks_url' (or 'jwks_json').")
+        organizations = entry.get("organizations")
+        if organizations is not None:
+            if not isinstance(organizations, list) or not all(isinstance(org, str) and org for org in organizations):
+                raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: {issuer}'s 'organizations' must list organization IDs.")
+            for org in organizations:
+                if bound.setdefault(org, issuer) != issuer:
+                    raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: organization {org!r} is bound to two IdPs.")
+        if any(provider.issuer == issuer for provider in providers):
+            raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: {issuer} is listed twice.")
+        jwks_json = entry.get("jwks_json")
+        providers.append(IdentityProvider(
+            issuer=issuer,
+            audience=audience,
+            jwks_url=entry.get("jwks_url") or None,
+            jwks_json=json.dumps(jwks_json) if isinstance(jwks_json, dict) else (jwks_json or None),
+            org_claim=entry.get("org_claim", single.org_claim),
+            groups_claim=entry.get("groups_claim", single.groups_claim),
+            admin_group=entry.get("admin_group", single.admin_group),
+            name_claim=entry.get("name_claim", single.name_claim),
+            email_claim=entry.get("email_claim", single.email_claim),
+            organizations=frozenset(organizations) if organizations is not None else None,
+        ))
+    return tuple(providers)
+
+
 def load(env: Mapping[str, str]) -> Settings:
     """Build the settings from an environment mapping (``os.environ`` in production)."""
     prefix = env.get("KEYWARD_TABLE_PREFIX", "keyward-")
@@ -134,6 +209,22 @@ def load(env: Mapping[str, str]) -> Settings:
     jwks_json = env.get("KEYWARD_JWKS_JSON") or None
     stage = env.get("KEYWARD_STAGE", "local")
     dev_idp_key_file = env.get("KEYWARD_DEV_IDP_KEY_FILE") or None
+    single = IdentityProvider(
+        issuer=env.get("KEYWARD_OIDC_ISSUER", "http://localhost:8000/dev-idp"),
+        audience=env.get("KEYWARD_OIDC_AUDIENCE", "keyward-local"),
+        jwks_url=jwks_url,
+        jwks_json=jwks_json,
+        org_claim=env.get("KEYWARD_ORG_CLAIM", "org"),
+        groups_claim=env.get("KEYWARD_GROUPS_CLAIM", "groups"),
+        admin_group=env.get("KEYWARD_ADMIN_GROUP", "keyward-admins"),
+        name_claim=env.get("KEYWARD_NAME_CLAIM", "name"),
+        email_claim=env.get("KEYWARD_EMAIL_CLAIM", "email"),
+        organizations=None,
+    )
+    # Unknown organizations are created on first login only where anyone may run one (locally).
+    org_creation = env.get("KEYWARD_ORG_CREATION") or ("on_first_login" if stage == "local" else "operator")
+    if org_creation not in ORG_CREATION_MODES:
+        raise ConfigurationError(f"KEYWARD_ORG_CREATION must be one of {', '.join(ORG_CREATION_MODES)}, not {org_creation!r}")
     if dev_idp_key_file is not None and stage != "local":
         # Whoever holds this key can sign in as anyone the JWKS trusts it for: never on AWS.
         raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, not {stage!r}")
@@ -157,15 +248,17 @@ def load(env: Mapping[str, str]) -> Settings:
         rp_id=env.get("KEYWARD_RP_ID", "localhost"),
         rp_name=env.get("KEYWARD_RP_NAME", "keyward"),
         allowed_origins=origins,
-        oidc_issuer=env.get("KEYWARD_OIDC_ISSUER", "http://localhost:8000/dev-idp"),
-        oidc_audience=env.get("KEYWARD_OIDC_AUDIENCE", "keyward-local"),
+        oidc_issuer=single.issuer,
+        oidc_audience=single.audience,
         jwks_url=jwks_url,
         jwks_json=jwks_json,
-        org_claim=env.get("KEYWARD_ORG_CLAIM", "org"),
-        groups_claim=env.get("KEYWARD_GROUPS_CLAIM", "groups"),
-        admin_group=env.get("KEYWARD_ADMIN_GROUP", "keyward-admins"),
-        name_claim=env.get("KEYWARD_NAME_CLAIM", "name"),
-        email_claim=env.get("KEYWARD_EMAIL_CLAIM", "email"),
+        org_claim=single.org_claim,
+        groups_claim=single.groups_claim,
+        admin_group=single.admin_group,
+        name_claim=single.name_claim,
+        email_claim=single.email_claim,
+        identity_providers=_identity_providers(env, single),
+        org_creation=org_creation,
         session_lifetime_seconds=_integer(env, "KEYWARD_SESSION_LIFETIME_SECONDS", 12 * 3600),
         session_idle_seconds=_integer(env, "KEYWARD_SESSION_IDLE_SECONDS", 3600),
         reauth_window_seconds=_integer(env, "KEYWARD_REAUTH_WINDOW_SECONDS", 15 * 60),

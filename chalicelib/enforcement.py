@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import audit, authenticator_policy, clock
+from chalicelib import audit, authenticator_policy, clock, coverage, grace
 from chalicelib.config import settings
 from chalicelib.errors import ConcurrentChange, InvalidationFailed, MalformedEnforcementFlag, SecurityKeyRequired
 from chalicelib.models import Invalidation, Member, Organization, Session
@@ -68,26 +68,28 @@ if TYPE_CHECKING:
 
 def status(*, org_id: str) -> MfaStatus:
     """The organization's enforcement and how many members hold a key that its authenticator
-    policy accepts."""
+    policy accepts: one read, from the organization's coverage counters, whatever its size —
+    except under a policy that refuses some keys, where compliance needs the keys themselves."""
     org = Organization.get(org_id, consistent_read=True)
-    total = compliant = 0
-    for member in Member.query(org_id, attributes_to_get=["key_count"], consistent_read=True):
-        total += 1
-        compliant += member.key_count > 0
+    counters = coverage.counters_of(org)
+    compliant = counters.members_with_key
     policy = authenticator_policy.of(org)
     if policy != authenticator_policy.AuthenticatorPolicy(version=policy.version):
-        # A policy that refuses some keys: holding a key is not enough, it must be one that counts.
         counted = authenticator_policy.impact(org_id=org_id, policy=policy)
         compliant = counted.members_with_keys - counted.members_noncompliant
-    return MfaStatus(org=org, members_total=total, members_compliant=compliant)
+    return MfaStatus(org=org, members_total=counters.members_total, members_compliant=compliant)
 
 
-def set_enforced(*, caller: Caller, enforced: bool, along: AlongChange | None = None) -> MfaStatus:
+def set_enforced(
+    *, caller: Caller, enforced: bool, grace_period_hours: int | None = None, along: AlongChange | None = None,
+) -> MfaStatus:
     """``PUT /org/mfa``: enforce MFA (ending every other session at once) or relax it.
 
     Enforcing requires the admin to hold a key themselves — checked inside the transaction,
     so a key deleted at the same moment cannot slip through. Repeating the current setting
-    changes nothing. ``along`` is made in the same transaction, or alone when enforcement stays.
+    changes nothing. ``grace_period_hours`` (see chalicelib/grace.py) comes with a new enforcement
+    (0 when left out) or changes the one in force, for everyone at once. ``along`` (another
+    setting of the same request) is made in the same transaction, or alone when enforcement stays.
 
     Raises:
         SecurityKeyRequired: the admin has no security key of their own.
@@ -95,14 +97,17 @@ def set_enforced(*, caller: Caller, enforced: bool, along: AlongChange | None = 
     """
     before = status(org_id=caller.org.org_id)
     if bool(before.org.mfa_enforced) == enforced:
+        if enforced and grace_period_hours is not None and grace_period_hours != (before.org.grace_period_hours or 0):
+            grace.change_period(org_id=before.org.org_id, hours=grace_period_hours, actor=caller.actor, client=caller.client)
+            before.org.grace_period_hours = grace_period_hours
         if along is not None:
             along.commit()
             along.applied(before.org)
         return before
     # The answer is built from what was read before the change and what the change wrote: a read
     # failing after the commit would otherwise report 503 "nothing was changed" for a change made.
-    changed = _enforce(caller=caller, org=before.org, along=along) if enforced \
-        else _relax(caller=caller, org=before.org, along=along)
+    changed = (_enforce(caller=caller, org=before.org, grace_period_hours=grace_period_hours or 0, along=along)
+               if enforced else _relax(caller=caller, org=before.org, along=along))
     return MfaStatus(org=changed, members_total=before.members_total, members_compliant=before.members_compliant)
 
 
@@ -115,7 +120,7 @@ def change_alone(*, org_id: str, change: AlongChange | None) -> MfaStatus:
     return before
 
 
-def _enforce(*, caller: Caller, org: Organization, along: AlongChange | None) -> Organization:
+def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, along: AlongChange | None) -> Organization:
     session = caller.session
     enforced_at = clock.now()
     generation = org.enforcement_generation + 1
@@ -135,13 +140,16 @@ def _enforce(*, caller: Caller, org: Organization, along: AlongChange | None) ->
                     Organization.enforcement_generation.set(generation),
                     Organization.invalidation.set(_new_invalidation(generation=generation, started_at=enforced_at)),
                     *(along.actions() if along else []),
+                    Organization.grace_period_hours.set(grace_period_hours),
+                    Organization.last_enforced_at.set(enforced_at),
                 ],
                 condition=(Organization.mfa_enforced == False)  # noqa: E712
                 & (Organization.enforcement_generation == org.enforcement_generation),
             )
             write.save("audit", audit.event(
                 org_id=org.org_id, actor=caller.actor, action="enforcement.enabled", target=org.org_id,
-                client=caller.client, details={"generation": generation, "session_id": session.session_id},
+                client=caller.client, details={"generation": generation, "session_id": session.session_id,
+                                               "grace_period_hours": grace_period_hours},
             ))
             if along:
                 along.add_to(write)
@@ -152,6 +160,7 @@ def _enforce(*, caller: Caller, org: Organization, along: AlongChange | None) ->
     org.mfa_enforced, org.enforced_at, org.enforced_by = True, enforced_at, session.user_id
     org.enforcing_session_id, org.enforcement_generation = session.session_id, generation
     org.invalidation = _new_invalidation(generation=generation, started_at=enforced_at)
+    org.grace_period_hours, org.last_enforced_at = grace_period_hours, enforced_at
     if along:
         along.applied(org)
     return org
@@ -278,6 +287,8 @@ def _record_operator_enforcement(*, org_id: str, generation: int) -> None:
                     Organization.enforcing_session_id.remove(),
                     Organization.enforcement_generation.set(generation + 1),
                     Organization.invalidation.set(_new_invalidation(generation=generation + 1, started_at=enforced_at)),
+                    # What keeps the reason of sessions it ends once they are deleted (chalicelib.lifecycle).
+                    Organization.last_enforced_at.set(enforced_at),
                 ],
                 condition=(Organization.mfa_enforced == True)  # noqa: E712
                 & (Organization.enforcement_generation == generation),

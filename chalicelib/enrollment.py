@@ -308,14 +308,17 @@ class FirstKeyGate:
             return condition & (Member.key_count > 0)
         return condition
 
-    def add_to(self, write: LabelledWrite, *, key_id: str) -> None:
-        """Add the gate's condition check or the use of the pass (audited) to the transaction."""
-        session = self.caller.session
+    def org_condition(self) -> Condition | None:
+        """The condition on the organization item the registration relied on (that it is still
+        open to first keys), for the one operation of the transaction on that item (see
+        ``coverage.change_key_count``)."""
         if self.relies_on_open:
-            write.condition_check(
-                "enrollment open", Organization, session.org_id,
-                condition=Organization.enrollment.does_not_exist() | (Organization.enrollment == Policy.OPEN.value),
-            )
+            return Organization.enrollment.does_not_exist() | (Organization.enrollment == Policy.OPEN.value)
+        return None
+
+    def add_to(self, write: LabelledWrite, *, key_id: str) -> None:
+        """Add the use of the pass (audited) to the transaction, when the registration uses one."""
+        session = self.caller.session
         if self.enrollment_pass is not None:
             now = clock.now()
             write.update(
@@ -336,7 +339,7 @@ class FirstKeyGate:
         """Raise this gate's refusal if one of its conditions cancelled the registration."""
         if "enrollment pass" in refused.labels:
             raise InvalidEnrollmentPass("The enrolment pass was used, revoked or expired meanwhile.")
-        if "enrollment open" in refused.labels:
+        if "enrollment open" in refused.labels or (self.relies_on_open and "org counters" in refused.labels):
             raise EnrollmentPassRequired("The organization now requires an enrolment pass from an admin for a first security key.")
         if "member" in refused.labels and self.relies_on_keys:
             member = Member.get(self.caller.session.org_id, self.caller.session.user_id, consistent_read=True)

@@ -291,6 +291,8 @@ class SyncedCredentialNotAllowed(NotAllowed):
 class MetadataRejected(Exception):
     """A FIDO Metadata Service BLOB did not verify, or is not newer than the one in use; the one
     in use stays."""
+
+
 # --- enrolment passes -------------------------------------------------------------------------
 
 class EnrollmentPassRequired(NotAllowed):
@@ -307,3 +309,18 @@ class EnrollmentPassNotFound(NotFound):
 
 class EnrollmentPassUsed(RuleViolation):
     """A pass that was used cannot be revoked: the key it let in is deleted instead."""
+
+
+# --- organizations and their members ----------------------------------------------------------
+
+class UnknownOrganization(NotAuthenticated):
+    """The ID token names an organization this deployment does not serve (yet)."""
+
+
+class WrongIdentityProvider(NotAuthenticated):
+    """The ID token's issuer is not the IdP the organization is bound to."""
+
+
+class OrganizationExists(Exception):
+    """An operator tried to create an organization that exists already."""
+

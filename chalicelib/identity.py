@@ -6,12 +6,11 @@ an admin; an organization and its members are created on the first login that na
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import audit, clock, sessions
-from chalicelib.config import Settings, settings
+from chalicelib import audit, clock, membership, sessions, tenancy
+from chalicelib.config import IdentityProvider
 from chalicelib.errors import ConfigurationError, IdentityProviderUnavailable, InvalidIdToken
 from chalicelib.models import Member, Organization
 
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
 # Symmetric algorithms are refused: a JWKS publishes public keys only.
 _ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 _CLOCK_SKEW_SECONDS = 30
-_ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _MAX_TOKEN_LENGTH = 16 * 1024
 
 
@@ -34,6 +32,8 @@ class Identity:
     name: str
     email: str
     admin: bool
+    # The IdP that vouched for it (its ``iss``).
+    issuer: str
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class SignIn:
 class _KeySource:
     """The IdP's public keys, from an inline JWKS or fetched (and cached) from a URL."""
 
-    def __init__(self, config: Settings) -> None:
+    def __init__(self, config: IdentityProvider) -> None:
         import jwt
 
         self._inline: jwt.PyJWKSet | None = None
@@ -84,8 +84,8 @@ class _KeySource:
 
 
 @functools.cache
-def _key_source() -> _KeySource:
-    return _KeySource(settings())
+def _key_source(config: IdentityProvider) -> _KeySource:
+    return _KeySource(config)
 
 
 def _text_claim(claims: dict[str, Any], name: str, *, limit: int) -> str:
@@ -104,11 +104,18 @@ def verify_id_token(*, id_token: str) -> Identity:
     """
     import jwt  # only logins need it, not every cold start
 
-    config = settings()
     if len(id_token) > _MAX_TOKEN_LENGTH:
         raise InvalidIdToken("The ID token is too long.")
     try:
-        key = _key_source().key_for(id_token)
+        # Only to choose whose keys verify it: the issuer is checked again with the signature.
+        unverified_issuer = jwt.decode(id_token, options={"verify_signature": False}).get("iss")
+    except jwt.PyJWTError as error:
+        raise InvalidIdToken(f"The ID token did not verify: {error}") from None
+    config = tenancy.provider_for_issuer(unverified_issuer)
+    if config is None:
+        raise InvalidIdToken("The ID token's issuer is not an identity provider of this deployment.")
+    try:
+        key = _key_source(config).key_for(id_token)
         algorithm = key.algorithm_name
         if algorithm not in _ALGORITHMS:
             raise InvalidIdToken(f"ID tokens signed with {algorithm} are not accepted.")
@@ -116,8 +123,8 @@ def verify_id_token(*, id_token: str) -> Identity:
             id_token,
             key=key.key,
             algorithms=[algorithm],
-            audience=config.oidc_audience,
-            issuer=config.oidc_issuer,
+            audience=config.audience,
+            issuer=config.issuer,
             leeway=_CLOCK_SKEW_SECONDS,
             options={"require": ["exp", "iat", "iss", "aud", "sub"]},
         )
@@ -125,8 +132,9 @@ def verify_id_token(*, id_token: str) -> Identity:
         raise InvalidIdToken(f"The ID token did not verify: {error}") from None
 
     org_id = claims.get(config.org_claim)
-    if not isinstance(org_id, str) or not _ORG_ID.fullmatch(org_id):
+    if not isinstance(org_id, str) or not tenancy.valid_org_id(org_id):
         raise InvalidIdToken(f"The ID token has no usable '{config.org_claim}' claim naming the organization.")
+    tenancy.check_configured_binding(provider=config, org_id=org_id)
     user_id = claims["sub"]
     if not isinstance(user_id, str) or not 0 < len(user_id) <= 255 or not user_id.isprintable():
         raise InvalidIdToken("The ID token's 'sub' claim is not a usable user ID.")
@@ -143,31 +151,24 @@ def verify_id_token(*, id_token: str) -> Identity:
         name=_text_claim(claims, config.name_claim, limit=256),
         email=_text_claim(claims, config.email_claim, limit=256),
         admin=admin,
+        issuer=config.issuer,
     )
 
 
 def record_sign_in(*, identity: Identity) -> tuple[Organization, Member]:
     """Create or refresh the organization and member an ID token names.
 
-    Upserts keep what the IdP does not own (creation time, enforcement, key counts).
+    What the IdP does not own (creation time, enforcement, key counts) is kept.
+
+    Raises:
+        UnknownOrganization, WrongIdentityProvider: see :mod:`chalicelib.tenancy`.
     """
     signed_in = clock.now()
-    org = Organization(identity.org_id)
-    org.update(actions=[
-        Organization.created_at.set(Organization.created_at | signed_in),
-        Organization.mfa_enforced.set(Organization.mfa_enforced | False),
-        Organization.enforcement_generation.set(Organization.enforcement_generation | 0),
-    ])
-    member = Member(identity.org_id, identity.user_id)
-    # An IdP may leave out profile claims; a missing one keeps what the member had.
-    member.update(actions=[
-        Member.name.set(identity.name if identity.name else (Member.name | "")),
-        Member.email.set(identity.email if identity.email else (Member.email | "")),
-        Member.admin.set(identity.admin),
-        Member.last_login_at.set(signed_in),
-        Member.created_at.set(Member.created_at | signed_in),
-        Member.key_count.set(Member.key_count | 0),
-    ])
+    org = tenancy.organization_for_sign_in(org_id=identity.org_id, issuer=identity.issuer)
+    member = membership.sign_in_member(
+        org_id=identity.org_id, user_id=identity.user_id, name=identity.name, email=identity.email,
+        admin=identity.admin, signed_in=signed_in,
+    )
     return org, member
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pynamodb.expressions.condition import Condition
 
-from chalicelib import audit, authenticator_policy, challenges, clock, enrollment, pagination
+from chalicelib import audit, authenticator_policy, challenges, clock, coverage, enrollment, pagination
 from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy, KeyFacts
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
@@ -119,15 +119,27 @@ def _from_base64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _credentials_with(member: Member, key: SecurityKey) -> tuple[Any, Condition | None]:
-    """The update that lists ``key`` among the member's credentials, and the condition it needs."""
+def _credentials_with(member: Member, key: SecurityKey, *, key_count: int) -> tuple[Any, Condition | None]:
+    """The update that lists ``key`` among the credentials of a member holding ``key_count``
+    keys, and the condition it needs."""
     if member.credentials is not None:
         return Member.credentials[key.key_id].set(_credential_entry(key)), None
-    # No list yet: write it whole, from the keys the member holds now (none, for a first key).
-    held = keys_of(org_id=member.org_id, user_id=member.user_id) if member.key_count > 0 else []
+    # No list yet: write it whole, from the keys the member holds now (none, for a first key);
+    # the transaction's condition on the key count keeps it whole.
+    held = keys_of(org_id=member.org_id, user_id=member.user_id) if key_count > 0 else []
     listed = {k.key_id: _credential_entry(k) for k in held}
     listed[key.key_id] = _credential_entry(key)
-    return Member.credentials.set(listed), Member.key_count == member.key_count
+    return Member.credentials.set(listed), Member.key_count == key_count
+
+
+def _key_count_and_listing(*, org_id: str, user_id: str) -> tuple[int, bool]:
+    """Another member's key count now, and whether their item lists credentials (removing from a
+    list that is absent would fail)."""
+    try:
+        stored = Member.get(org_id, user_id, consistent_read=True, attributes_to_get=["key_count", "credentials"])
+    except Member.DoesNotExist:
+        return 0, False
+    return int(stored.key_count or 0), stored.credentials is not None
 
 
 def registration_options(*, caller: Caller) -> CeremonyOptions:
@@ -299,21 +311,9 @@ def _register(
     first_key = member.key_count == 0
     activates_session = caller.state is SessionState.REGISTRATION_REQUIRED
 
-    listing, listing_condition = _credentials_with(member, key)
-    member_actions = [Member.key_count.add(1), listing]
     session_actions = [Session.key_checked_at.set(registered_at)]
     if first_key:
-        same_generation = Member.session_generation == member.session_generation
-        if member.session_generation == 0:
-            # Members stored before session generations existed have none yet.
-            same_generation |= Member.session_generation.does_not_exist()
-        member_condition = (Member.key_count == 0) & same_generation
-        member_actions.append(Member.session_generation.set(member.session_generation + 1))
         session_actions.append(Session.member_generation.set(member.session_generation + 1))
-    else:
-        member_condition = (Member.key_count > 0) & (Member.key_count < settings().max_keys_per_member)
-    if listing_condition is not None:
-        member_condition &= listing_condition
     session_condition = (Session.state == caller.state.value) & (Session.token_hash == caller.token_hash)
     token = None
     if activates_session:
@@ -322,13 +322,35 @@ def _register(
         # A session that passed MFA keeps the key it passed with: deleting that key ends it.
         if session.verified_key_id is None:
             session_actions.append(Session.verified_key_id.set(key.key_id))
-    try:
+
+    def store(expected: int) -> None:
+        # A member's first key and any other differ in what they decide (the session generation,
+        # a waiting session's activation, the enrolment gate): a count that crossed zero meanwhile
+        # is a change the request did not see.
+        if (expected == 0) != first_key:
+            raise ConcurrentChange("Your security keys changed while the key was being registered; try again.")
+        listing, listing_condition = _credentials_with(member, key, key_count=expected)
+        member_actions = [listing]
+        if first_key:
+            same_generation = Member.session_generation == member.session_generation
+            if member.session_generation == 0:
+                # Members stored before session generations existed have none yet.
+                same_generation |= Member.session_generation.does_not_exist()
+            member_condition = same_generation
+            member_actions.append(Member.session_generation.set(member.session_generation + 1))
+        else:
+            member_condition = Member.key_count < settings().max_keys_per_member
+        if listing_condition is not None:
+            member_condition &= listing_condition
         with transaction() as write:
             challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
             write.save("claim", claim, condition=CredentialClaim.key_id.does_not_exist())
             write.save("key", key, condition=SecurityKey.key_id.does_not_exist())
-            write.update("member", Member(session.org_id, session.user_id), actions=member_actions,
-                         condition=gate.member_condition(Member.user_id.exists() & member_condition))
+            coverage.change_key_count(
+                write, org_id=session.org_id, user_id=session.user_id, expected=expected, delta=1,
+                condition=gate.member_condition(member_condition), extra_actions=member_actions,
+                org_condition=gate.org_condition(),
+            )
             gate.add_to(write, key_id=key.key_id)
             write.update(
                 "session",
@@ -341,6 +363,9 @@ def _register(
                 user_id=session.user_id, client=caller.client,
                 details={"name": name, "by": "self", **({"session_activated": True} if activates_session else {})},
             ))
+
+    try:
+        coverage.retrying(org_id=session.org_id, user_id=session.user_id, expected=caller.member.key_count, attempt=store)
     except ConditionsFailed as refused:
         gate.explain(refused)
         if challenges.LABEL in refused.labels:
@@ -440,39 +465,38 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
     org_id = caller.session.org_id
     keep_last = by == "self"
     enforced = bool(caller.org.mfa_enforced)
-    member_actions = [Member.key_count.add(-1)]
-    if _lists_credentials(caller=caller, user_id=user_id):
-        member_actions.append(Member.credentials[key_id].remove())
-    with transaction() as write:
-        write.delete(
-            "key",
-            SecurityKey(org_id, key_id),
-            condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
-        )
-        write.delete("claim", CredentialClaim(key_id))
-        member_condition = Member.user_id.exists()
-        if keep_last and enforced:
-            member_condition &= Member.key_count > 1
-        write.update("member", Member(org_id, user_id), actions=member_actions, condition=member_condition)
-        if keep_last and not enforced:
-            write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
-        overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
-                                               sparing=caller.session.session_id)
-        write.save("audit", audit.event(
-            org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
-            client=caller.client, details={"by": by},
-        ))
-    end_sessions(overflow)
 
+    def store(expected: int) -> list[Session]:
+        with transaction() as write:
+            write.delete(
+                "key",
+                SecurityKey(org_id, key_id),
+                condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
+            )
+            write.delete("claim", CredentialClaim(key_id))
+            coverage.change_key_count(
+                write, org_id=org_id, user_id=user_id, expected=expected, delta=-1,
+                condition=Member.key_count > 1 if keep_last and enforced else None,
+                extra_actions=[Member.credentials[key_id].remove()] if lists_credentials else [],
+                org_condition=Organization.mfa_enforced == False if keep_last and not enforced else None,  # noqa: E712
+                org_label="not enforced",
+            )
+            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
+                                                   sparing=caller.session.session_id)
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
+                client=caller.client, details={"by": by},
+            ))
+        return overflow
 
-def _lists_credentials(*, caller: Caller, user_id: str) -> bool:
-    """Whether the member item lists credentials (removing from a list that is absent would fail)."""
-    if user_id == caller.session.user_id:
-        return caller.member.credentials is not None
-    try:
-        return Member.get(caller.session.org_id, user_id, consistent_read=True, attributes_to_get=["credentials"]).credentials is not None
-    except Member.DoesNotExist:
-        return False
+    own = user_id == caller.session.user_id
+    if own:
+        expected, lists_credentials = caller.member.key_count, caller.member.credentials is not None
+    else:
+        expected, lists_credentials = _key_count_and_listing(org_id=org_id, user_id=user_id)
+    end_sessions(coverage.retrying(org_id=org_id, user_id=user_id, expected=expected, attempt=store))
+    if own:
+        caller.member.key_count -= 1
 
 
 def disable_mfa(*, caller: Caller) -> None:
@@ -481,26 +505,27 @@ def disable_mfa(*, caller: Caller) -> None:
     if caller.org.mfa_enforced:
         raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.")
     keys = keys_of(org_id=org_id, user_id=user_id)
-    try:
+
+    def store() -> list[Session]:
         with transaction() as write:
             for key in keys:
                 write.delete("key", key, condition=SecurityKey.key_id.exists())
                 write.delete("claim", CredentialClaim(key.key_id))
             # The count condition makes a key registered meanwhile fail the whole transaction
             # rather than survive with a counter of zero.
-            write.update(
-                "member",
-                Member(org_id, user_id),
-                actions=[Member.key_count.set(0), Member.credentials.remove()],
-                condition=Member.user_id.exists() & (Member.key_count == len(keys)),
-            )
-            write.condition_check("not enforced", Organization, org_id, condition=Organization.mfa_enforced == False)  # noqa: E712
+            coverage.change_key_count(write, org_id=org_id, user_id=user_id, expected=len(keys), delta=-len(keys),
+                                      extra_actions=[Member.credentials.remove()],
+                                      org_condition=Organization.mfa_enforced == False, org_label="not enforced")  # noqa: E712
             overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id,
                                                    key_ids={key.key_id for key in keys}, sparing=caller.session.session_id)
             write.save("audit", audit.event(
                 org_id=org_id, actor=caller.actor, action="mfa.disabled", target=user_id, user_id=user_id,
                 client=caller.client, details={"keys_deleted": len(keys)},
             ))
+        return overflow
+
+    try:
+        overflow = coverage.sent_again_on_conflict(store, org_id=org_id)
     except ConditionsFailed as refused:
         if "not enforced" in refused.labels:
             raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.") from None

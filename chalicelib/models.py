@@ -20,7 +20,7 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, LocalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection, LocalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.config import settings
@@ -86,6 +86,32 @@ class Organization(Model):
     authenticator_policy = MapAttribute(null=True)
     # Who may register a first security key: "open" (absent) or "pass_required" (see enrollment.py).
     enrollment = UnicodeAttribute(null=True)
+    # Coverage counters, changed in the transactions that create members and change whether a
+    # member holds a key (see chalicelib/coverage.py): admin pages read them instead of every member.
+    members_total = NumberAttribute(null=True)
+    members_with_key = NumberAttribute(null=True)
+    # How long keyless members may keep working after an enforcement (chalicelib/grace.py).
+    grace_period_hours = NumberAttribute(null=True)
+    # The latest enforcement's time; unlike enforced_at it survives relaxing, so that a deleted
+    # session's token can still be told why it ended (chalicelib/lifecycle.py).
+    last_enforced_at = UTCDateTimeAttribute(null=True)
+    # The IdP issuer whose tokens may sign in to this organization (chalicelib/tenancy.py).
+    issuer = UnicodeAttribute(null=True)
+
+
+class MembersByCoverage(GlobalSecondaryIndex["Member"]):
+    """An organization's members by how many keys they hold: ``<org>#none|one|many`` → user ID.
+
+    Sparse and keys-only: a member appears once the coverage attribute is set, and only a change
+    of bucket (not every login) writes to the index.
+    """
+
+    class Meta:
+        index_name = "by-coverage"
+        projection = KeysOnlyProjection()
+
+    coverage = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
 
 
 class Member(Model):
@@ -102,6 +128,9 @@ class Member(Model):
     # How many security keys the member holds; every key write changes it in the same
     # transaction, so conditions on it protect the last-key rule under concurrency.
     key_count = NumberAttribute(default=0)
+    # ``<org>#none|one|many`` from key_count, for MembersByCoverage; kept with key_count.
+    coverage = UnicodeAttribute(null=True)
+    by_coverage = MembersByCoverage()
     created_at = UTCDateTimeAttribute()
     last_login_at = UTCDateTimeAttribute(null=True)
     # The member's credentials as ceremonies list them (allowCredentials, excludeCredentials):

@@ -23,7 +23,7 @@ from pynamodb.exceptions import DoesNotExist, TransactGetError, UpdateError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactGet
 
-from chalicelib import audit, clock
+from chalicelib import audit, clock, grace, lifecycle, membership
 from chalicelib.audit import BACKUP_USER_PREFIX, Client, actor_name
 from chalicelib.config import settings
 from chalicelib.errors import (
@@ -156,7 +156,7 @@ def initial_state(*, org: Organization, member: Member) -> SessionState:
     """The state a fresh login starts in: MFA first for key holders, registration when enforced."""
     if member.key_count > 0:
         return SessionState.MFA_REQUIRED
-    if org.mfa_enforced:
+    if org.mfa_enforced and not grace.registration_deferred(org):
         return SessionState.REGISTRATION_REQUIRED
     return SessionState.ACTIVE
 
@@ -171,7 +171,7 @@ def start(
     expires = started + timedelta(seconds=settings().session_lifetime_seconds)
     session = Session(
         org.org_id,
-        secrets.token_urlsafe(16),
+        lifecycle.new_session_id(started),
         state=(state or initial_state(org=org, member=member)).value,
         user_id=member.user_id,
         admin=bool(member.admin),
@@ -243,8 +243,12 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
             if attempt or response_code(error) != TRANSACTION_CANCELED:
                 raise
     try:
-        session, org, found = session_future.get(), org_future.get(), member_future.get()
-    except (Session.DoesNotExist, Organization.DoesNotExist, Member.DoesNotExist, BackupCredential.DoesNotExist):
+        session = session_future.get()
+    except Session.DoesNotExist:
+        raise lifecycle.missing_session_refusal(session_id=session_id, org=_found(org_future)) from None
+    try:
+        org, found = org_future.get(), member_future.get()
+    except (Organization.DoesNotExist, Member.DoesNotExist, BackupCredential.DoesNotExist):
         raise InvalidToken("The session does not exist or has ended.") from None
     member = backup_member(found) if isinstance(found, BackupCredential) else found
     if member.org_id != org_id:
@@ -253,6 +257,8 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
     token_hash = _hash(token)
     # The hash comparison covers the whole token, so a forged user part cannot match.
     if not hmac.compare_digest(session.token_hash, token_hash) or session.user_id != user_id:
+        raise InvalidToken("The session does not exist or has ended.")
+    if membership.outlived_member(session=session, member=member):
         raise InvalidToken("The session does not exist or has ended.")
     now = clock.now()
     if session.expires_at <= now:
@@ -263,6 +269,7 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
         raise SessionEndedByNewKey("A security key was registered to your account since this session started; sign in again.")
     if now - (session.last_seen_at or session.created_at) >= _idle_timeout():
         raise SessionIdle("The session was unused for too long; sign in again.")
+    grace.apply_deadline(session=session, org=org, member=member)
     _note_activity(session)
     return Caller(session=session, org=org, member=member, token_hash=token_hash, client=client,
                   read={label: _found(future) for label, future in extra_futures.items()})
@@ -272,6 +279,13 @@ def _found(future: Any) -> Any:
     try:
         return future.get()
     except DoesNotExist:
+        return None
+
+
+def _found(future: object) -> Organization | None:
+    try:
+        return future.get()  # type: ignore[attr-defined]
+    except Organization.DoesNotExist:
         return None
 
 

@@ -8,7 +8,10 @@ from pynamodb.attributes import Attribute
 from pynamodb.exceptions import PutError
 from pynamodb.models import Model
 
+from chalicelib import coverage
+from chalicelib.coverage import Bucket
 from chalicelib.models import Member, Organization
+from chalicelib.storage import ConditionsFailed, transaction
 
 DEMO_ORG = "acme"
 DEMO_ADMIN = "alice"
@@ -35,12 +38,20 @@ def seed_demo_org() -> list[str]:
     """
     now = datetime.now(timezone.utc)
     created: list[str] = []
-    if _create_if_missing(Organization(org_id=DEMO_ORG, created_at=now), key=Organization.org_id):
+    if _create_if_missing(Organization(org_id=DEMO_ORG, created_at=now, members_total=0, members_with_key=0),
+                          key=Organization.org_id):
         created.append(f"organization {DEMO_ORG}")
     for demo in _DEMO_MEMBERS:
-        member = Member(org_id=DEMO_ORG, created_at=now, **demo._asdict())
-        if _create_if_missing(member, key=Member.org_id):
-            created.append(f"member {DEMO_ORG}/{demo.user_id}")
+        member = Member(org_id=DEMO_ORG, created_at=now, key_count=0,
+                        coverage=coverage.coverage_key(org_id=DEMO_ORG, bucket=Bucket.NONE), **demo._asdict())
+        try:
+            # Counted with its creation, as a first login would.
+            with transaction() as write:
+                write.save("member", member, condition=Member.org_id.does_not_exist())
+                coverage.add_member(write, org_id=DEMO_ORG)
+        except ConditionsFailed:
+            continue
+        created.append(f"member {DEMO_ORG}/{demo.user_id}")
     return created
 
 

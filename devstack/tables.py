@@ -19,6 +19,7 @@ def create_missing_tables() -> list[str]:
             # A table made before its model gained a TTL attribute should still expire items;
             # DynamoDB refuses to enable TTL twice, which is what the ignored error means.
             model.update_ttl(ignore_update_ttl_errors=True)
+            _add_missing_global_indexes(model)
             continue
         # create_table also enables TTL on models that have a TTLAttribute.
         model.create_table(billing_mode="PAY_PER_REQUEST", wait=True, ignore_update_ttl_errors=True)
@@ -39,3 +40,27 @@ def truncate_tables() -> int:
                 batch.delete(item)
                 deleted += 1
     return deleted
+
+
+def _add_missing_global_indexes(model: type) -> None:
+    """Add the global secondary indexes a model gained after its table was made (a persistent
+    DYNAMODB_ENDPOINT); DynamoDB adds them to a table in place, as CloudFormation does on AWS."""
+    import boto3
+
+    from chalicelib.config import settings
+
+    description = model.describe_table()
+    existing = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
+    schema = model._get_schema()  # PynamoDB's own description of the table, as create_table sends it
+    wanted = [index for index in schema.get("global_secondary_indexes", []) if index["index_name"] not in existing]
+    if not wanted:
+        return
+    client = boto3.client("dynamodb", endpoint_url=settings().dynamodb_endpoint, region_name=settings().region)
+    for index in wanted:
+        client.update_table(
+            TableName=model.Meta.table_name,
+            AttributeDefinitions=index["attribute_definitions"],
+            GlobalSecondaryIndexUpdates=[{"Create": {
+                "IndexName": index["index_name"], "KeySchema": index["key_schema"], "Projection": index["projection"],
+            }}],
+        )

@@ -589,6 +589,13 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         bob_keys = ok(api.call("GET", "/org/mfa/keys?user_id=bob", token=alice.token))["keys"]
         ok(api.call("DELETE", f"/org/members/bob/mfa/keys/{bob_keys[0]['id']}", token=alice.token), 204)
         ok(api.call("DELETE", "/org/members/bob/sessions", token=alice.token), 204)
+        # Coverage: members by key count, the enforcement preview, offboarding a member.
+        ok(api.call("GET", "/org/members?mfa=none", token=alice.token))
+        ok(api.call("GET", "/org/mfa/preview", token=alice.token))
+        carol = api.login(user="carol")
+        ok(api.add_key(carol), 201)
+        api.login(user="carol")
+        ok(api.call("DELETE", "/org/members/carol", token=alice.token), 204)
 
         # Backup credentials: create, list, sign in (and fail to, until throttled), use, delete.
         created = ok(api.call("POST", "/org/backup-credentials", token=alice.token), 201)
@@ -627,10 +634,15 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
 
         # Enforcing MFA: the stream function ends every other session, in one invocation...
         bob = api.login(user="bob")
-        ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}))
+        ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True, "grace_period_hours": 1}))
     assert pump.drain()
     with calls.running("api"):
         ok(api.call("GET", "/org/mfa", token=alice.token))
+        # A new grace period, and a keyless member's session past its deadline.
+        ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True, "grace_period_hours": 2}))
+        dave = api.login(user="dave")
+        Organization("acme").update(actions=[Organization.grace_period_hours.set(0)])
+        ok(api.call("GET", "/me", token=dave.token))
         ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": False}))
         for _ in range(3):
             api.login(user="bob")

@@ -117,7 +117,7 @@ def test_disable_mfa_deletes_every_key(api, bob):
     assert reply.status == 204
     assert list(SecurityKey.scan(consistent_read=True)) == []
     assert list(CredentialClaim.scan(consistent_read=True)) == []
-    assert api.call("GET", "/me", token=bob.token).body["mfa"] == {"enabled": False, "key_count": 0}
+    assert api.call("GET", "/me", token=bob.token).body["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
 
 
 def test_disable_mfa_is_refused_under_enforcement(api, bob):

@@ -15,6 +15,7 @@ from chalicelib.sessions import SessionState
 # Loaded by the first request about security keys, not by every cold start.
 authenticator_policy = deferred("chalicelib.authenticator_policy")
 enrollment = deferred("chalicelib.enrollment")
+grace = deferred("chalicelib.grace")
 keys = deferred("chalicelib.keys")
 stepup = deferred("chalicelib.stepup")
 
@@ -35,7 +36,11 @@ def who_am_i() -> dict[str, Any]:
             "created_at": clock.iso(caller.session.created_at),
             "expires_at": clock.iso(caller.session.expires_at),
         },
-        "mfa": {"enabled": caller.member.key_count > 0, "key_count": caller.member.key_count},
+        "mfa": {
+            "enabled": caller.member.key_count > 0,
+            "key_count": caller.member.key_count,
+            "registration_due_at": clock.iso(grace.member_due_at(org=caller.org, member=caller.member)),
+        },
     }
 
 

@@ -17,8 +17,11 @@ authenticator_policy = deferred("chalicelib.authenticator_policy")
 backup = deferred("chalicelib.backup")
 enforcement = deferred("chalicelib.enforcement")
 enrollment = deferred("chalicelib.enrollment")
+grace = deferred("chalicelib.grace")
 keys = deferred("chalicelib.keys")
 members = deferred("chalicelib.members")
+membership = deferred("chalicelib.membership")
+preview = deferred("chalicelib.preview")
 stepup = deferred("chalicelib.stepup")
 
 org = Blueprint(__name__)
@@ -60,6 +63,8 @@ def _status_body(status: enforcement.MfaStatus) -> dict[str, Any]:
         "enforced_by": status.org.enforced_by,
         "members_total": status.members_total,
         "members_compliant": status.members_compliant,
+        "grace_period_hours": int(status.org.grace_period_hours or 0) if status.org.mfa_enforced else 0,
+        "registration_due_at": clock.iso(grace.registration_due_at(status.org)),
         "invalidation": _invalidation_body(status.org.invalidation),
         "enrollment": enrollment.policy_of(status.org).value,
     }
@@ -74,25 +79,51 @@ def mfa_status() -> dict[str, Any]:
 def set_enforcement() -> dict[str, Any]:
     caller = _admin_changing()
     body = json_body(org.current_request)
-    only_fields(body, {"enforced", "enrollment"})
+    only_fields(body, {"enforced", "enrollment", "grace_period_hours"})
     if not body:
         raise MalformedRequest("Give 'enforced', 'enrollment' or both.")
     enforced = body.get("enforced")
     if "enforced" in body and not isinstance(enforced, bool):
         raise MalformedRequest("'enforced' must be true or false.")
+    hours = grace.check_hours(body["grace_period_hours"]) if "grace_period_hours" in body else None
+    if hours is not None and enforced is not True:
+        raise MalformedRequest("'grace_period_hours' applies to an enforcement: send it with 'enforced': true.")
     change = enrollment.policy_change(caller=caller, policy=enrollment.check_policy(body["enrollment"])) \
         if "enrollment" in body else None
     if "enforced" in body:
-        return _status_body(enforcement.set_enforced(caller=caller, enforced=enforced, along=change))
+        return _status_body(enforcement.set_enforced(caller=caller, enforced=enforced, grace_period_hours=hours, along=change))
     return _status_body(enforcement.change_alone(org_id=caller.org.org_id, change=change))
 
 
 @route(org, "/org/members", methods=["GET"])
 def list_members() -> dict[str, Any]:
     caller = _admin()
-    page = members.list_members(org_id=caller.org.org_id, limit=pagination.limit_from(_query("limit")),
-                                after=pagination.decode(_query("next")))
+    limit, after, mfa = pagination.limit_from(_query("limit")), pagination.decode(_query("next")), _query("mfa")
+    if mfa is not None:
+        page = members.list_members_by_coverage(org_id=caller.org.org_id, bucket=members.check_bucket(mfa),
+                                                limit=limit, after=after)
+    else:
+        page = members.list_members(org_id=caller.org.org_id, limit=limit, after=after)
     return {"members": [members.describe(member) for member in page.items], "next": page.next}
+
+
+@route(org, "/org/mfa/preview", methods=["GET"])
+def preview_enforcement() -> dict[str, Any]:
+    found = preview.enforcement_preview(org=_admin().org)
+    return {
+        "enforced": found.enforced,
+        "members_total": found.counters.members_total,
+        "members_with_key": found.counters.members_with_key,
+        "members_without_key": found.counters.members_without_key,
+        "members_without_key_first_page": [members.describe(member) for member in found.first_without_key.items],
+        "next": found.first_without_key.next,
+        "sessions_ending_estimate": found.sessions_ending_estimate,
+    }
+
+
+@route(org, "/org/members/{user_id}", methods=["DELETE"], status=204)
+def offboard_member(user_id: str) -> None:
+    membership.offboard(caller=_admin_changing(), user_id=user_id)
 
 
 @route(org, "/org/mfa/keys", methods=["GET"])

@@ -7,6 +7,7 @@ import { api, segment } from "./api.js";
 import { passesButton, renderEnrollmentPolicy } from "./enrollment.js";
 import { AUDIT_ACTIONS, describeAction, describeFailure } from "./messages.js";
 import { complianceText, modelText, showPolicy } from "./policy.js";
+import { showRollout } from "./rollout.js";
 import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, focusScreen, h, keyId, row, run, showError, showScreen,
   trashButton, when,
@@ -91,6 +92,9 @@ async function load({ quiet = false } = {}) {
   // A saved policy changes which keys count: the meter and the key list are read again. A refresh
   // the admin did not ask for leaves the policy form as they are editing it.
   if (!quiet) await showPolicy({ onSaved: () => load() });
+  // The roll-out card (grace period, preview, coverage filter, offboarding) likewise keeps an
+  // admin's edits through a refresh they did not ask for.
+  if (!quiet) await showRollout(mfa, async () => { await load(); pollInvalidation(); });
   renderUpdated();
   focused.restore();
 }

@@ -8,6 +8,7 @@ import {
 } from "./ui.js";
 import { complianceText, modelText } from "./policy.js";
 import { registerKey } from "./enrollment.js";
+import { showRegistrationDeadline } from "./rollout.js";
 
 let context = null;
 let keys = [];
@@ -48,6 +49,7 @@ function render(me) {
     ? `MFA is on: you have ${plural(keys.length, "security key", "security keys")}, and keyward asks for one at every sign-in.`
       + (enforced ? " Your organization enforces MFA." : "")
     : "MFA is off. Enable it by registering a security key: keyward then asks for the key at every sign-in.";
+  showRegistrationDeadline(me);
   $("personal-backup-notice").hidden = !backup;
   $("add-key-form").hidden = backup;
   $("add-key-button").textContent = keys.length ? "Add key" : "Enable";

@@ -20,7 +20,7 @@ def test_a_member_enables_mfa_and_passes_the_mfa_prompt_at_the_next_sign_in(open
     mia.sign_in_to_settings(org=org, user="mia")
     expect(mia.page.locator("#personal-mfa-state")).to_contain_text("MFA is off")
     expect(mia.button("Enable")).to_be_visible()
-    assert mia.get("/me")["mfa"] == {"enabled": False, "key_count": 0}
+    assert mia.get("/me")["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
 
     mia.enable_mfa(key_name="Blue YubiKey")
     # Focus stays on the button that did it (now "Add key"), not on the page's body.
@@ -33,7 +33,7 @@ def test_a_member_enables_mfa_and_passes_the_mfa_prompt_at_the_next_sign_in(open
     expect(row.locator(".key-id")).to_have_text(key["id"])
     expect(row).to_contain_text("Never")  # not used for a sign-in yet
     expect(mia.page.locator("#personal-mfa-state")).to_contain_text("MFA is on")
-    assert mia.get("/me")["mfa"] == {"enabled": True, "key_count": 1}
+    assert mia.get("/me")["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
     mia.screenshot("enable-mfa")
 
     old_token = mia.token()
@@ -99,7 +99,7 @@ def test_a_member_adds_a_second_key_renames_it_and_deletes_it_after_confirming(o
     expect(noah.status()).to_have_text("Security key “Keyring key” was deleted.")
     expect(noah.key_row("personal-keys", "Keyring key")).to_have_count(0)
     assert [key["name"] for key in noah.get("/me/mfa/keys")["keys"]] == ["Blue YubiKey"]
-    assert noah.get("/me")["mfa"] == {"enabled": True, "key_count": 1}
+    assert noah.get("/me")["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
     noah.screenshot("manage-keys")
 
 
@@ -135,16 +135,17 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     assert ada.get("/me")["session"]["state"] == "active"
     ada.screenshot("enforced")
 
-    # Max's next action finds his session gone: back to the sign-in screen, with the reason. (The
-    # clean-up has deleted his session by now, so the API no longer knows it, let alone why it ended.)
+    # Max's next action finds his session gone: back to the sign-in screen, with the reason. The
+    # clean-up has deleted his session by now; its ID still tells when it started, so the API
+    # still knows the enforcement ended it.
     max_.button("Enable").click()
     expect(max_.heading("Sign in to keyward")).to_be_visible()
     expect(max_.page.locator("#sign-in-reason")).to_contain_text(
-        "Your session has ended — for example because your organization started enforcing multi-factor authentication"
+        "Your organization now enforces multi-factor authentication, so your session was ended."
     )
     assert max_.token() is None
     refused = max_.call("GET", "/me", token=ended_token)
-    assert refused.status_code == 401 and refused.json()["Code"] in {"InvalidToken", "SessionEndedByEnforcement"}
+    assert refused.status_code == 401 and refused.json()["Code"] == "SessionEndedByEnforcement"
     max_.screenshot("session-ended-by-enforcement")
 
     # Without a key, his next sign-in is for registering one.
@@ -161,7 +162,7 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     expect(max_.heading("Personal settings")).to_be_visible()
     expect(max_.key_row("personal-keys", "Max's key")).to_have_count(1)
     me = max_.get("/me")
-    assert me["session"]["state"] == "active" and me["mfa"] == {"enabled": True, "key_count": 1}
+    assert me["session"]["state"] == "active" and me["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
 
     ada.page.reload()
     expect(ada.page.locator("#compliance-text")).to_have_text("2 of 2 members have a security key")
@@ -229,7 +230,7 @@ def test_an_admin_deletes_a_members_key(open_console: OpenConsole):
     # Lea's page shows MFA off once she looks again.
     lea.page.reload()
     expect(lea.page.locator("#personal-mfa-state")).to_contain_text("MFA is off")
-    assert lea.get("/me")["mfa"] == {"enabled": False, "key_count": 0}
+    assert lea.get("/me")["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
 
 
 def test_backup_credentials_are_shown_once_and_sign_an_admin_in(open_console: OpenConsole):

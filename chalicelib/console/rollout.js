@@ -1,0 +1,163 @@
+// Rolling enforcement out: on the organization page, the grace period, a preview of what
+// enforcing would do, members filtered by how many keys they hold, and offboarding; on the
+// personal page, the member's own registration deadline.
+
+import { api, segment } from "./api.js";
+import { $, announce, cell, confirmAction, emptyRow, h, row, run, when } from "./ui.js";
+
+let onChange = null;
+
+// The organization page's roll-out card, built once and refreshed with the page.
+// `changed` reloads the rest of the page after an enforcement or an offboarding.
+export async function showRollout(mfa, changed) {
+  onChange = changed;
+  const card = $("rollout") ?? buildCard();
+  renderGrace(mfa);
+  $("rollout-preview").replaceChildren();
+  await loadMembers();
+  return card;
+}
+
+function buildCard() {
+  const anchor = $("screen-organization").querySelector("section.card");
+  const card = h("section", { class: "card", id: "rollout", "aria-labelledby": "rollout-title" },
+    h("h2", { id: "rollout-title" }, "Roll-out"),
+    h("div", { class: "stack" },
+      h("label", { for: "grace-hours" }, "Grace period (hours)"),
+      h("input", { id: "grace-hours", type: "number", min: "0", max: "720", step: "1", value: "0",
+        "aria-describedby": "grace-help" }),
+      h("p", { id: "grace-help", class: "hint" }, "Members without a security key may keep signing in and working "
+        + "for this long after MFA is enforced; then they must register one. 0 means at once."),
+      h("p", { id: "grace-deadline", class: "muted", hidden: true }),
+      h("div", {},
+        h("button", { type: "button", id: "rollout-preview-button", onclick: (event) => preview(event.currentTarget) },
+          "Preview enforcement"),
+        h("button", { type: "button", id: "grace-save", hidden: true, onclick: (event) => saveGrace(event.currentTarget) },
+          "Change grace period")),
+      h("div", { id: "rollout-preview", "aria-live": "polite" })),
+    h("h3", { id: "coverage-title" }, "Members by security keys"),
+    h("label", { for: "coverage-filter" }, "Show"),
+    h("select", { id: "coverage-filter" },
+      h("option", { value: "none" }, "Members without a security key"),
+      h("option", { value: "one" }, "Members with one security key"),
+      h("option", { value: "many" }, "Members with several security keys")),
+    h("table", { role: "table", class: "responsive", "aria-labelledby": "coverage-title" },
+      h("tbody", { role: "rowgroup", id: "coverage-members" })),
+  );
+  anchor.after(card);
+  $("coverage-filter").addEventListener("change", () => run(null, loadMembers));
+  return card;
+}
+
+function renderGrace(mfa) {
+  const enforced = mfa.enforced;
+  $("grace-hours").value = String(enforced ? mfa.grace_period_hours : $("grace-hours").value || 0);
+  $("grace-save").hidden = !enforced;
+  $("rollout-preview-button").hidden = enforced;
+  const deadline = $("grace-deadline");
+  deadline.hidden = !mfa.registration_due_at;
+  deadline.replaceChildren(...(mfa.registration_due_at
+    ? ["Members without a security key must register one by ", when(mfa.registration_due_at), "."]
+    : []));
+}
+
+function graceHours() {
+  const hours = Number($("grace-hours").value);
+  return Number.isInteger(hours) && hours >= 0 && hours <= 720 ? hours : null;
+}
+
+async function preview(button) {
+  await run(button, async () => {
+    const found = await api.get("org/mfa/preview");
+    const without = found.members_without_key;
+    const list = h("ul", { id: "preview-members" },
+      ...found.members_without_key_first_page.map((member) => h("li", {}, member.name || member.id)));
+    $("rollout-preview").replaceChildren(
+      h("p", { id: "preview-summary" },
+        `Enforcing now would end about ${found.sessions_ending_estimate} other `
+        + `${found.sessions_ending_estimate === 1 ? "session" : "sessions"}; ${without} of ${found.members_total} `
+        + `${found.members_total === 1 ? "member has" : "members have"} no security key and must register one.`),
+      list,
+      h("button", { type: "button", class: "primary", id: "rollout-enforce", onclick: (event) => enforce(event.currentTarget) },
+        "Enforce MFA with this grace period"),
+    );
+  });
+}
+
+async function enforce(button) {
+  const hours = graceHours();
+  if (hours === null) {
+    announce("The grace period must be a whole number of hours from 0 to 720.");
+    return;
+  }
+  const confirmed = await confirmAction({
+    title: "Enforce MFA for everyone?",
+    text: `Every other session of the organization ends at once; yours stays. Members without a security key `
+      + (hours ? `may keep working for ${hours} hours, then must register one.` : "must register one at their next sign-in."),
+    confirm: "Enforce MFA",
+  });
+  if (!confirmed) return;
+  await run(button, async () => {
+    await api.put("org/mfa", { enforced: true, grace_period_hours: hours });
+    announce("MFA is now enforced. Every other session of the organization is being ended.");
+    await onChange();
+  });
+}
+
+async function saveGrace(button) {
+  const hours = graceHours();
+  if (hours === null) {
+    announce("The grace period must be a whole number of hours from 0 to 720.");
+    return;
+  }
+  await run(button, async () => {
+    const mfa = await api.put("org/mfa", { enforced: true, grace_period_hours: hours });
+    renderGrace(mfa);
+    announce(`The grace period is now ${hours} hours.`);
+  });
+}
+
+async function loadMembers() {
+  const filter = $("coverage-filter").value;
+  const { members } = await api.get(`org/members?mfa=${filter}`);
+  const rows = members.map((member) => row({ dataset: { userId: member.id } },
+    cell("Member", member.name || member.id),
+    cell("Security keys", String(member.key_count)),
+    cell("Last sign-in", when(member.last_login_at)),
+    cell("Actions", h("button", {
+      type: "button", class: "danger", "aria-label": `Offboard ${member.name || member.id}`,
+      onclick: (event) => offboard(event.currentTarget, member),
+    }, "Offboard")),
+  ));
+  $("coverage-members").replaceChildren(...(rows.length ? rows : [emptyRow(4, "No such members.")]));
+}
+
+async function offboard(button, member) {
+  const name = member.name || member.id;
+  const confirmed = await confirmAction({
+    title: `Offboard ${name}?`,
+    text: `${name} is removed from the organization: their sessions end, their security keys are deleted. `
+      + "The audit log keeps the record. If your identity provider signs them in again, they start over.",
+    confirm: "Offboard",
+  });
+  if (!confirmed) return;
+  await run(button, async () => {
+    await api.delete(`org/members/${segment(member.id)}`);
+    announce(`${name} was offboarded.`);
+    await onChange();
+  });
+}
+
+// The personal page: a member without a key, during a grace period, sees until when.
+export function showRegistrationDeadline(me) {
+  const due = me.mfa.registration_due_at;
+  let notice = $("registration-deadline");
+  if (!notice) {
+    notice = h("p", { id: "registration-deadline", class: "warning", role: "note" });
+    $("personal-mfa-state").after(notice);
+  }
+  notice.hidden = !due;
+  notice.replaceChildren(...(due
+    ? ["Your organization enforces MFA: register a security key by ", when(due), " to keep signing in."]
+    : []));
+}

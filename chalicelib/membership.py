@@ -1,0 +1,146 @@
+"""Joining and leaving an organization: the first login creates a member (and counts them), later
+logins refresh what the IdP owns, and offboarding removes a member with everything of theirs.
+
+A member is created and counted in one transaction, and deleted and uncounted in one; so the
+organization's counters (chalicelib/coverage.py) never drift. Deleting the member item is what
+ends their sessions at once: every request reads the member, and a session older than its member
+is refused (see :func:`outlived_member`), so a returning user starts over with none of the old.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from pynamodb.exceptions import UpdateError
+
+from chalicelib import audit, coverage
+from chalicelib.coverage import Bucket
+from chalicelib.errors import ConcurrentChange, MemberNotFound
+from chalicelib.models import CredentialClaim, Member, SecurityKey, Session
+from chalicelib.storage import ConditionsFailed, condition_failed, transaction
+
+if TYPE_CHECKING:
+    from chalicelib.sessions import Caller
+
+
+def sign_in_member(*, org_id: str, user_id: str, name: str, email: str, admin: bool, signed_in: datetime) -> Member:
+    """Refresh the member an ID token names, or create and count them on their first login.
+
+    An IdP may leave out profile claims; a missing one keeps what the member had.
+    """
+    for _ in range(2):
+        member = Member(org_id, user_id)
+        try:
+            member.update(
+                actions=[
+                    Member.name.set(name if name else (Member.name | "")),
+                    Member.email.set(email if email else (Member.email | "")),
+                    Member.admin.set(admin),
+                    Member.last_login_at.set(signed_in),
+                ],
+                condition=Member.user_id.exists(),
+            )
+            return member
+        except UpdateError as error:
+            if not condition_failed(error):
+                raise
+        joining = Member(
+            org_id, user_id, name=name, email=email, admin=admin, key_count=0,
+            coverage=coverage.coverage_key(org_id=org_id, bucket=Bucket.NONE),
+            created_at=signed_in, last_login_at=signed_in,
+        )
+
+        def create() -> None:
+            with transaction() as write:
+                write.save("member", joining, condition=Member.user_id.does_not_exist())
+                coverage.add_member(write, org_id=org_id)
+
+        try:
+            coverage.sent_again_on_conflict(create, org_id=org_id)
+            return joining
+        except ConditionsFailed:
+            continue  # a simultaneous first login created the member: refresh it instead
+    raise AssertionError("the member was created and deleted again during this login")
+
+
+def outlived_member(*, session: Session, member: Member) -> bool:
+    """A session started before its member was created belongs to an earlier, offboarded member
+    of the same user ID: it must not come back to life when that user signs in again."""
+    return member.created_at is not None and session.created_at < member.created_at
+
+
+# Sessions deleted by the offboarding request itself; they have already ended (their member is
+# gone), so any beyond this wait for DynamoDB's TTL rather than hold the request up.
+MAX_SESSIONS_DELETED = 2000
+
+
+# Enrolment passes deleted in the offboarding's own transaction, besides the member, the
+# organization's counters, up to 20 keys with their claims and the audit event (100 items at most).
+_PASSES_PER_TRANSACTION = 50
+
+
+def offboard(*, caller: Caller, user_id: str) -> int:
+    """``DELETE /org/members/{user_id}``: remove a member and everything of theirs.
+
+    The member item, their security keys and credential claims go in one transaction with the
+    coverage counters and the audit event (which the audit log keeps); that ends every session
+    of theirs at once. Their session items are then deleted in bulk. If the IdP signs them in
+    again, they start over as a new member: no keys, no sessions, not counted twice.
+
+    Returns how many sessions were deleted.
+
+    Raises:
+        MemberNotFound: no such member.
+    """
+    org_id = caller.org.org_id
+    if not 0 < len(user_id) <= 255 or user_id.startswith(audit.BACKUP_USER_PREFIX):
+        raise MemberNotFound("No such member.")
+
+    def remove() -> tuple[Member, int]:
+        try:
+            member = Member.get(org_id, user_id, consistent_read=True)
+        except Member.DoesNotExist:
+            raise MemberNotFound("No such member.") from None
+        from chalicelib.enrollment import passes_of
+        from chalicelib.keys import keys_of
+
+        held = keys_of(org_id=org_id, user_id=user_id)
+        passes = passes_of(org_id=org_id, user_id=user_id)
+        with transaction() as write:
+            # The count condition makes a key registered meanwhile fail this transaction (it is
+            # read and sent again) rather than outlive its member.
+            write.delete("member", member, condition=Member.user_id.exists() & (Member.key_count == len(held)))
+            coverage.remove_member(write, org_id=org_id, key_count=len(held))
+            for key in held:
+                write.delete("key", key, condition=SecurityKey.key_id.exists())
+                write.delete("claim", CredentialClaim(key.key_id))
+            # A pass outliving its member would let whoever signs in next under that ID enrol.
+            for enrollment_pass in passes[:_PASSES_PER_TRANSACTION]:
+                write.delete("enrollment pass", enrollment_pass)
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="member.offboarded", target=user_id, user_id=user_id,
+                client=caller.client, details={"keys_deleted": len(held), "name": member.name, "email": member.email},
+            ))
+        # The few that do not fit the transaction (a member issued dozens) go right after it.
+        leftover = passes[_PASSES_PER_TRANSACTION:]
+        for start in range(0, len(leftover), 100):
+            with transaction() as write:
+                for enrollment_pass in leftover[start:start + 100]:
+                    write.delete("enrollment pass", enrollment_pass)
+        return member, len(held)
+
+    for attempt in range(coverage.MAX_ATTEMPTS):
+        try:
+            coverage.sent_again_on_conflict(remove, org_id=org_id)
+            break
+        except ConditionsFailed:
+            if attempt == coverage.MAX_ATTEMPTS - 1:
+                raise ConcurrentChange("The member's keys kept changing; try again.") from None
+    leftover = [
+        session for session in Session.by_member.query(org_id, Session.user_id == user_id, consistent_read=True,
+                                                       limit=MAX_SESSIONS_DELETED)
+        if session.session_id != caller.session.session_id
+    ]
+    from chalicelib.sessions import end_sessions
+
+    return end_sessions(leftover)

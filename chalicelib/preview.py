@@ -1,0 +1,35 @@
+"""What enforcing MFA now would do to an organization, without changing anything: read from the
+coverage counters and one page of the coverage index, so it costs the same for 10 members or
+100,000."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib import coverage, members, pagination
+from chalicelib.coverage import Bucket, Counters
+from chalicelib.models import Member, Organization
+
+FIRST_PAGE = 50
+
+
+@dataclass(frozen=True)
+class EnforcementPreview:
+    enforced: bool
+    counters: Counters
+    # Who would have to register a key (the first of them; the rest through GET /org/members?mfa=none).
+    first_without_key: pagination.Page[Member]
+    # Enforcing ends every session but the enforcing admin's; the organization's session count is
+    # not kept, so this is its member count: each member signed in within a session's lifetime
+    # holds about one.
+    sessions_ending_estimate: int
+
+
+def enforcement_preview(*, org: Organization) -> EnforcementPreview:
+    counters = coverage.counters_of(org)
+    first = members.list_members_by_coverage(org_id=org.org_id, bucket=Bucket.NONE, limit=FIRST_PAGE, after=None)
+    return EnforcementPreview(
+        enforced=bool(org.mfa_enforced),
+        counters=counters,
+        first_without_key=first,
+        sessions_ending_estimate=max(counters.members_total - 1, 0),
+    )

@@ -1,0 +1,1 @@
+"""Operator commands for a keyward deployment (``python -m keyward``)."""

@@ -1,0 +1,55 @@
+"""``python -m keyward``: what an operator does to a deployment's tables, with AWS credentials
+that may write them (the API's own role may not create organizations).
+
+    python -m keyward org create ORG [--issuer URL]   create an organization, bound to an IdP
+    python -m keyward org recount ORG | --all         set coverage counters from the members
+
+The tables are the ones the KEYWARD_* variables name (as for the deployed functions, e.g.
+KEYWARD_ORGS_TABLE), in AWS_REGION, or at DYNAMODB_ENDPOINT for a local DynamoDB.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m keyward", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    org = commands.add_parser("org", help="organizations").add_subparsers(dest="action", required=True)
+
+    create = org.add_parser("create", help="create an organization (needed with KEYWARD_ORG_CREATION=operator)")
+    create.add_argument("org_id")
+    create.add_argument("--issuer", help="the IdP issuer whose ID tokens may sign in to it (default: "
+                        "the IdP configuration binds it to, else the issuer of its first login)")
+
+    recount = org.add_parser("recount", help="set coverage counters from the members (after an upgrade)")
+    target = recount.add_mutually_exclusive_group(required=True)
+    target.add_argument("org_id", nargs="?")
+    target.add_argument("--all", action="store_true", help="every organization")
+
+    args = parser.parse_args(argv)
+    # Imported late: the models read the table names and endpoint from the environment.
+    from chalicelib import coverage, tenancy
+    from chalicelib.errors import OrganizationExists
+
+    if args.action == "create":
+        if not tenancy.valid_org_id(args.org_id):
+            print(f"not a usable organization ID: {args.org_id!r}", file=sys.stderr)
+            return 2
+        try:
+            tenancy.create(org_id=args.org_id, issuer=args.issuer)
+        except OrganizationExists as exists:
+            print(exists, file=sys.stderr)
+            return 1
+        print(f"organization {args.org_id} created")
+        return 0
+    for org_id in coverage.organizations() if args.all else [args.org_id]:
+        counted = coverage.recount(org_id=org_id)
+        print(f"{org_id}: {counted.members_total} members, {counted.members_with_key} with a security key")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

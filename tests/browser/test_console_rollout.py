@@ -1,0 +1,57 @@
+"""The console's roll-out card in Chromium against the local stack: an admin previews enforcement,
+enforces it with a grace period, filters members by coverage and offboards one; the keyless
+member sees their registration deadline."""
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import OpenConsole
+from tests.browser.console import unique_org
+
+pytestmark = pytest.mark.browser
+
+
+def test_an_admin_previews_enforces_with_a_grace_period_and_offboards(open_console: OpenConsole):
+    org = unique_org("rollout")
+    ben = open_console()
+    ben.sign_in_to_settings(org=org, user="ben")  # a member without a key
+    ada = open_console()
+    ada.sign_in_to_settings(org=org, user="ada", admin=True)
+    ada.enable_mfa(key_name="Admin key")
+    ada.go_to("Organization settings")
+
+    page = ada.page
+    expect(ada.page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
+    page.get_by_role("spinbutton", name="Grace period (hours)").fill("48")
+    ada.button("Preview enforcement").click()
+    expect(page.locator("#preview-summary")).to_contain_text("1 of 2 members have no security key")
+    expect(page.locator("#preview-members")).to_contain_text("ben")
+    assert ada.get("/org/mfa")["enforced"] is False  # the preview changed nothing
+
+    ada.button("Enforce MFA with this grace period").click()
+    ada.confirm("Enforce MFA")
+    expect(ada.status()).to_contain_text("MFA is now enforced")
+    status = ada.get("/org/mfa")
+    assert status["enforced"] is True and status["grace_period_hours"] == 48
+    expect(page.locator("#grace-deadline")).to_contain_text("must register one by")
+    ada.screenshot("rollout-grace-period")
+
+    # Ben's session ended with the enforcement; signing in again, he may work until the deadline.
+    ben.sign_in_to_settings(org=org, user="ben")
+    expect(ben.page.locator("#registration-deadline")).to_contain_text("register a security key by")
+    assert ben.get("/me")["mfa"]["registration_due_at"] == status["registration_due_at"]
+
+    # The admin finds him among the members without a key and offboards him.
+    ada.page.reload()
+    expect(ada.page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
+    page = ada.page
+    page.get_by_role("combobox", name="Show").select_option("none")
+    expect(page.locator("#coverage-members")).to_contain_text("ben")
+    ada.button("Offboard ben").click()
+    ada.confirm("Offboard")
+    expect(ada.status()).to_contain_text("was offboarded")
+    assert [m["id"] for m in ada.get("/org/members")["members"]] == ["ada"]
+    assert ben.call("GET", "/me").status_code == 401
+    page.get_by_role("combobox", name="Show").select_option("one")
+    expect(page.locator("#coverage-members")).to_contain_text("ada")
