@@ -276,16 +276,10 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
 
 
 def _found(future: Any) -> Any:
+    """What a transactional read found, or None where no such item exists."""
     try:
         return future.get()
     except DoesNotExist:
-        return None
-
-
-def _found(future: object) -> Organization | None:
-    try:
-        return future.get()  # type: ignore[attr-defined]
-    except Organization.DoesNotExist:
         return None
 
 
