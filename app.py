@@ -4,13 +4,14 @@ from chalice.app import DynamoDBEvent
 from chalicelib import enforcement
 from chalicelib.api.auth import auth
 from chalicelib.api.console import console, dev_sign_in
-from chalicelib.api.http import KeywardApp, LambdaDeadline
+from chalicelib.api.http import KeywardApp, LambdaDeadline, no_store
 from chalicelib.api.me import me
 from chalicelib.api.openapi import openapi
 from chalicelib.api.org import org
 from chalicelib.config import settings
 
 app = KeywardApp(app_name="keyward")
+app.register_middleware(no_store, "http")
 app.register_blueprint(auth)
 app.register_blueprint(me)
 app.register_blueprint(org)

@@ -34,8 +34,9 @@ _SECURITY_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    # Revalidated on every load (cheaply, by ETag), so a deployment shows at once.
-    "Cache-Control": "no-cache",
+    # Never kept: the page is small, and a stored copy on a shared machine is one more place a
+    # signed-in console could be read from. (The API's middleware sets it on every answer too.)
+    "Cache-Control": "no-store",
 }
 
 
