@@ -12,6 +12,9 @@ from typing import Mapping
 from chalicelib.errors import ConfigurationError
 
 
+LOCAL_STAGE = "local"
+
+
 @dataclass(frozen=True)
 class Tables:
     """Names of the DynamoDB tables, one per kind of record."""
@@ -31,7 +34,8 @@ class Tables:
 class Settings:
     """Everything keyward needs to know about the stage it runs in."""
 
-    stage: str
+    # ``None`` when KEYWARD_STAGE is unset: then this is not the local stage either.
+    stage: str | None
     region: str
     dynamodb_endpoint: str | None
     tables: Tables
@@ -88,11 +92,16 @@ def load(env: Mapping[str, str]) -> Settings:
     origins = tuple(o.strip() for o in env.get("KEYWARD_ALLOWED_ORIGINS", "http://localhost:8000").split(",") if o.strip())
     jwks_url = env.get("KEYWARD_JWKS_URL") or None
     jwks_json = env.get("KEYWARD_JWKS_JSON") or None
-    stage = env.get("KEYWARD_STAGE", "local")
+    # No default: a deployment that forgot to name its stage must not pass for the local one.
+    stage = env.get("KEYWARD_STAGE") or None
     dev_idp_key_file = env.get("KEYWARD_DEV_IDP_KEY_FILE") or None
-    if dev_idp_key_file is not None and stage != "local":
-        # Whoever holds this key can sign in as anyone the JWKS trusts it for: never on AWS.
-        raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, not {stage!r}")
+    if dev_idp_key_file is not None:
+        # Whoever holds this key can sign in as anyone the JWKS trusts it for: never on AWS,
+        # whatever the stage variable says.
+        if stage != LOCAL_STAGE:
+            raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, not {stage!r}")
+        if env.get("AWS_LAMBDA_FUNCTION_NAME"):
+            raise ConfigurationError("KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, never inside AWS Lambda")
     return Settings(
         stage=stage,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
