@@ -175,7 +175,7 @@ def sign_in(*, id_token: str, client: sessions.Client) -> SignIn:
     """``POST /auth/login``: verify the ID token and start a session in the state it calls for."""
     identity = verify_id_token(id_token=id_token)
     org, member = record_sign_in(identity=identity)
-    login = audit.event(org_id=org.org_id, actor=member.user_id, action="login", target=member.user_id,
+    login = audit.event(org_id=org.org_id, actor=audit.member_actor(member.user_id), action="login", target=member.user_id,
                         user_id=member.user_id, client=client, details={"method": "idp"})
     issued = sessions.start(org=org, member=member, client=client, audit_event=login)
     return SignIn(issued=issued, org=org, member=member)

@@ -23,7 +23,7 @@ from pynamodb.exceptions import DeleteError, TransactGetError, UpdateError
 from pynamodb.transactions import TransactGet
 
 from chalicelib import audit, clock
-from chalicelib.audit import BACKUP_USER_PREFIX, Client, actor_name
+from chalicelib.audit import BACKUP_USER_PREFIX, Actor, Client, actor_of
 from chalicelib.config import settings
 from chalicelib.errors import (
     MemberNotFound,
@@ -84,9 +84,9 @@ class Caller:
         return self.session.user_id.startswith(BACKUP_USER_PREFIX)
 
     @property
-    def actor(self) -> str:
-        """How the audit log names this caller."""
-        return actor_name(self.session.user_id)
+    def actor(self) -> Actor:
+        """Who this caller is in the audit log: a member, or the backup credentials they used."""
+        return actor_of(self.session.user_id)
 
 
 @dataclass(frozen=True)
