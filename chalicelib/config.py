@@ -48,6 +48,8 @@ class Settings:
     # The organization's identity provider (OIDC ID tokens).
     oidc_issuer: str
     oidc_audience: str
+    # Where the console sends users to sign in at the IdP; without it the console has no such button.
+    oidc_authorization_endpoint: str | None
     jwks_url: str | None
     jwks_json: str | None
     org_claim: str
@@ -122,6 +124,7 @@ def load(env: Mapping[str, str]) -> Settings:
         allowed_origins=origins,
         oidc_issuer=env.get("KEYWARD_OIDC_ISSUER", "http://localhost:8000/dev-idp"),
         oidc_audience=env.get("KEYWARD_OIDC_AUDIENCE", "keyward-local"),
+        oidc_authorization_endpoint=env.get("KEYWARD_OIDC_AUTHORIZATION_ENDPOINT") or None,
         jwks_url=jwks_url,
         jwks_json=jwks_json,
         org_claim=env.get("KEYWARD_ORG_CLAIM", "org"),
