@@ -5,7 +5,7 @@ PYTHON := $(VENV)/bin/python
 # Lambda runs Python 3.11; an older or newer python3 still works for local development.
 BOOTSTRAP_PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3)
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench mutate clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,15 @@ $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
 bench: $(VENV)/.bench-installed
 	$(PYTHON) -m bench $(BENCH_ARGS)
 
+$(VENV)/.mutate-installed: $(VENV)/.installed requirements-mutate.txt
+	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r requirements-mutate.txt
+	touch $@
+
+# Mutation testing of the security modules (docs/testing.md); slow, and not part of `make test`.
+# `make mutate MUTATE_MODULES="challenges mfa"` runs some of them.
+mutate: $(VENV)/.mutate-installed
+	$(PYTHON) -m mutation.run $(MUTATE_MODULES)
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mutation
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
