@@ -51,7 +51,9 @@ log = logging.getLogger("keyward.sessions")
 _TOKEN_VERSION = "kw1"
 LAST_SEEN_RESOLUTION = timedelta(minutes=5)
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
-_MAX_TOKEN_LENGTH = 1024
+# The longest token keyward issues: an organization ID of 128 and a user ID of 255 characters of
+# up to 4 UTF-8 bytes each, base64url-encoded, with the session ID and the secret (about 1,600).
+_MAX_TOKEN_LENGTH = 2048
 
 
 class SessionState(str, Enum):
