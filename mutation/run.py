@@ -63,7 +63,7 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Pa
     session = work / "session.sqlite"
     config = work / "config.toml"
     if not session.exists():
-        # A fresh copy for a fresh session; a resumed session keeps the copy it was made from.
+        # A fresh copy for a fresh session.
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(ROOT, tree, ignore=_NOT_COPIED)
         config.write_text(_config(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude))
@@ -71,6 +71,15 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Pa
         subprocess.run([_tool("cr-filter-operators"), str(session), str(config)], cwd=tree, check=True)
         # The tests must pass on the unmutated module, or every mutant would look killed.
         subprocess.run([_tool("cosmic-ray"), "baseline", str(config)], cwd=tree, check=True)
+    else:
+        # Resuming: the tests as they are now, and the module as it was copied — a run that was
+        # interrupted may have left a mutant on disk. (After changing the module itself, start a
+        # fresh session: rm -r .mutation/<module>.)
+        shutil.copytree(ROOT / "tests", tree / "tests", ignore=_NOT_COPIED, dirs_exist_ok=True)
+        config.write_text(_config(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude))
+        original = subprocess.run(["git", "show", f"HEAD:{module['path']}"], cwd=ROOT, check=True,
+                                  capture_output=True, text=True).stdout
+        (tree / module["path"]).write_text(original)
     subprocess.run([_tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree, check=True)
     report = subprocess.run([_tool("cr-report"), "--show-pending", str(session)], cwd=tree, check=True,
                             capture_output=True, text=True).stdout

@@ -95,3 +95,12 @@ def test_a_challenge_is_usable_until_the_instant_it_expires(monkeypatch, after_i
     else:
         with pytest.raises(ChallengeExpired):
             challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=_session())
+
+
+def test_a_challenge_id_is_taken_as_issued_and_anything_else_is_malformed(issued):
+    from chalicelib.errors import MalformedRequest
+
+    assert challenges.check_id(issued.challenge_id) == issued.challenge_id
+    for wrong in (None, 7, "", issued.challenge_id[:-1], issued.challenge_id + "A", "!" * 22):
+        with pytest.raises(MalformedRequest):
+            challenges.check_id(wrong)
