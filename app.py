@@ -1,5 +1,5 @@
 """keyward: IdP-independent MFA with FIDO2/WebAuthn security keys. This module only wires."""
-from chalice.app import DynamoDBEvent
+from chalice.app import CloudWatchEvent, DynamoDBEvent, Rate
 
 from chalicelib import enforcement
 from chalicelib.api.auth import auth
@@ -27,3 +27,15 @@ def end_sessions_on_enforcement(event: DynamoDBEvent) -> dict:
     """The organizations table's stream: end an organization's sessions in bulk once it enforces MFA."""
     failed = enforcement.process_org_changes(records=event.to_dict()["Records"], deadline=LambdaDeadline(event.context))
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
+
+
+@app.schedule(Rate(1, unit=Rate.DAYS))
+def refresh_authenticator_metadata(event: CloudWatchEvent) -> dict:
+    """Daily: load the FIDO Metadata Service's newest BLOB once its signature chain verifies."""
+    from chalicelib import metadata  # python-fido2 loads here, not in the API's cold start
+
+    loaded = metadata.refresh()
+    if loaded is None:
+        return {"loaded": False}
+    return {"loaded": True, "blob_number": loaded.blob_number, "newly_compromised": list(loaded.newly_compromised),
+            "keys_flagged": loaded.keys_flagged}

@@ -56,10 +56,14 @@ class RegistrationResponse:
     client_data: ClientData
     rp_id_hash: bytes
     user_present: bool
+    user_verified: bool
     backup_eligible: bool
     backed_up: bool
     algorithm: int
     transports: tuple[str, ...]
+    # What attestation is verified from, against the FIDO Metadata Service (chalicelib.metadata).
+    attestation_object: bytes
+    client_data_json: bytes
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class AuthenticationResponse:
     client_data: ClientData
     rp_id_hash: bytes
     user_present: bool
+    user_verified: bool
     backup_eligible: bool
     backed_up: bool
     sign_count: int
@@ -88,6 +93,9 @@ class VerifiedRegistration:
     transports: tuple[str, ...]
     backup_eligible: bool
     backed_up: bool
+    user_verified: bool
+    attestation_object: bytes
+    client_data_json: bytes
 
 
 @dataclass(frozen=True)
@@ -172,10 +180,13 @@ def parse_registration(*, credential: object) -> RegistrationResponse:
         client_data=client_data,
         rp_id_hash=attestation.auth_data.rp_id_hash,
         user_present=flags.up,
+        user_verified=flags.uv,
         backup_eligible=flags.be,
         backed_up=flags.bs,
         algorithm=int(public_key.alg),
         transports=tuple(str(getattr(t, "value", t)) for t in parsed.response.transports or ()),
+        attestation_object=parsed.response.attestation_object,
+        client_data_json=parsed.response.client_data_json,
     )
 
 
@@ -204,6 +215,7 @@ def parse_authentication(*, credential: object) -> AuthenticationResponse:
         client_data=client_data,
         rp_id_hash=auth_data.rp_id_hash,
         user_present=auth_data.flags.up,
+        user_verified=auth_data.flags.uv,
         backup_eligible=auth_data.flags.be,
         backed_up=auth_data.flags.bs,
         sign_count=auth_data.sign_count,
@@ -235,14 +247,24 @@ def _check_common(
 
 def registration_options(
     *, challenge: bytes, user_handle: bytes, user_name: str, display_name: str, exclude: Sequence[KnownCredential],
+    user_verification: str = "discouraged", attestation: str = "none", roaming_only: bool = False,
 ) -> dict[str, Any]:
-    """PublicKeyCredentialCreationOptionsJSON for adding a security key."""
+    """PublicKeyCredentialCreationOptionsJSON for adding a security key.
+
+    Args:
+        user_verification: the organization's policy: "discouraged", "preferred" or "required".
+        attestation: "none", or "direct" when the organization verifies models.
+        roaming_only: ask for a roaming (cross-platform) key, not the device's own passkey store.
+    """
     from webauthn import generate_registration_options, options_to_json
     from webauthn.helpers.cose import COSEAlgorithmIdentifier
     from webauthn.helpers.structs import (
+        AttestationConveyancePreference,
+        AuthenticatorAttachment,
         AuthenticatorSelectionCriteria,
         AuthenticatorTransport,
         PublicKeyCredentialDescriptor,
+        PublicKeyCredentialHint,
         ResidentKeyRequirement,
         UserVerificationRequirement,
     )
@@ -256,11 +278,15 @@ def registration_options(
         user_display_name=display_name,
         challenge=challenge,
         timeout=TIMEOUT_MS,
-        # A second factor: possession of the key is what counts, no PIN or passkey needed.
+        attestation=AttestationConveyancePreference(attestation),
+        # A second factor: possession of the key is what counts; no passkey (resident key) needed,
+        # and a PIN only where the organization's policy asks for user verification.
         authenticator_selection=AuthenticatorSelectionCriteria(
             resident_key=ResidentKeyRequirement.DISCOURAGED,
-            user_verification=UserVerificationRequirement.DISCOURAGED,
+            user_verification=UserVerificationRequirement(user_verification),
+            authenticator_attachment=AuthenticatorAttachment.CROSS_PLATFORM if roaming_only else None,
         ),
+        hints=[PublicKeyCredentialHint.SECURITY_KEY],
         exclude_credentials=[
             PublicKeyCredentialDescriptor(id=known.credential_id, transports=_transports(known.transports, AuthenticatorTransport))
             for known in exclude
@@ -270,7 +296,9 @@ def registration_options(
     return json.loads(options_to_json(options))
 
 
-def authentication_options(*, challenge: bytes, allow: Sequence[KnownCredential]) -> dict[str, Any]:
+def authentication_options(
+    *, challenge: bytes, allow: Sequence[KnownCredential], user_verification: str = "discouraged",
+) -> dict[str, Any]:
     """PublicKeyCredentialRequestOptionsJSON for the MFA login, listing only the user's keys."""
     from webauthn import generate_authentication_options, options_to_json
     from webauthn.helpers.structs import AuthenticatorTransport, PublicKeyCredentialDescriptor, UserVerificationRequirement
@@ -283,7 +311,7 @@ def authentication_options(*, challenge: bytes, allow: Sequence[KnownCredential]
             PublicKeyCredentialDescriptor(id=known.credential_id, transports=_transports(known.transports, AuthenticatorTransport))
             for known in allow
         ],
-        user_verification=UserVerificationRequirement.DISCOURAGED,
+        user_verification=UserVerificationRequirement(user_verification),
     )
     return json.loads(options_to_json(options))
 
@@ -333,6 +361,9 @@ def verify_registration(*, response: RegistrationResponse, expected_challenge: b
         transports=response.transports,
         backup_eligible=response.backup_eligible,
         backed_up=verified.credential_backed_up,
+        user_verified=verified.user_verified,
+        attestation_object=response.attestation_object,
+        client_data_json=response.client_data_json,
     )
 
 

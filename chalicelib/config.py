@@ -28,6 +28,15 @@ class Tables:
     backup_credentials: str
     throttles: str
     audit: str
+    authenticator_models: str
+
+
+@dataclass(frozen=True)
+class ExtraAuthenticator:
+    """An in-house authenticator model the operator trusts beyond the FIDO Metadata Service."""
+
+    description: str
+    root_certificates: tuple[str, ...]  # PEM
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,11 @@ class Settings:
     # The local stage's stand-in IdP: its private key lets the console mint demo ID tokens.
     dev_idp_key_file: str | None
 
+    # The FIDO Metadata Service: where the daily refresh fetches the BLOB, and the operator's own
+    # trust for in-house authenticators (AAGUID -> description and PEM root certificates).
+    mds_url: str
+    extra_authenticator_roots: Mapping[str, ExtraAuthenticator]
+
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -86,6 +100,28 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigurationError(f"{name} must be positive, not {value}")
     return value
+
+
+def _extra_authenticators(raw: str | None) -> dict[str, ExtraAuthenticator]:
+    """``KEYWARD_EXTRA_AUTHENTICATOR_ROOTS``: JSON ``{"<aaguid>": {"description": ..., "roots": [PEM, ...]}}``."""
+    import json
+    import uuid
+
+    if not raw:
+        return {}
+    try:
+        document = json.loads(raw)
+        extra = {}
+        for aaguid, model in document.items():
+            roots = model["roots"]
+            if not isinstance(roots, list) or not roots or not all(isinstance(r, str) and "BEGIN CERTIFICATE" in r for r in roots):
+                raise ValueError(f"{aaguid}: 'roots' must list PEM certificates")
+            extra[str(uuid.UUID(aaguid))] = ExtraAuthenticator(
+                description=str(model.get("description") or "In-house authenticator"), root_certificates=tuple(roots),
+            )
+        return extra
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ConfigurationError(f"KEYWARD_EXTRA_AUTHENTICATOR_ROOTS is not usable: {error}") from None
 
 
 def load(env: Mapping[str, str]) -> Settings:
@@ -118,6 +154,7 @@ def load(env: Mapping[str, str]) -> Settings:
             backup_credentials=env.get("KEYWARD_BACKUP_CREDENTIALS_TABLE", prefix + "backup-credentials"),
             throttles=env.get("KEYWARD_THROTTLES_TABLE", prefix + "throttles"),
             audit=env.get("KEYWARD_AUDIT_TABLE", prefix + "audit"),
+            authenticator_models=env.get("KEYWARD_AUTHENTICATOR_MODELS_TABLE", prefix + "authenticator-models"),
         ),
         rp_id=env.get("KEYWARD_RP_ID", "localhost"),
         rp_name=env.get("KEYWARD_RP_NAME", "keyward"),
@@ -145,6 +182,8 @@ def load(env: Mapping[str, str]) -> Settings:
         backup_login_max_failures=_integer(env, "KEYWARD_BACKUP_LOGIN_MAX_FAILURES", 5),
         backup_login_window_seconds=_integer(env, "KEYWARD_BACKUP_LOGIN_WINDOW_SECONDS", 15 * 60),
         dev_idp_key_file=dev_idp_key_file,
+        mds_url=env.get("KEYWARD_MDS_URL", "https://mds3.fidoalliance.org/"),
+        extra_authenticator_roots=_extra_authenticators(env.get("KEYWARD_EXTRA_AUTHENTICATOR_ROOTS")),
     )
 
 

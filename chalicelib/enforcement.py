@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import audit, clock
+from chalicelib import audit, authenticator_policy, clock
 from chalicelib.config import settings
 from chalicelib.errors import ConcurrentChange, InvalidationFailed, SecurityKeyRequired
 from chalicelib.models import Invalidation, Member, Organization, Session
@@ -52,12 +52,18 @@ if TYPE_CHECKING:
 
 
 def status(*, org_id: str) -> MfaStatus:
-    """The organization's enforcement and how many members hold a key, counted in one pass."""
+    """The organization's enforcement and how many members hold a key that its authenticator
+    policy accepts."""
     org = Organization.get(org_id, consistent_read=True)
     total = compliant = 0
     for member in Member.query(org_id, attributes_to_get=["key_count"], consistent_read=True):
         total += 1
         compliant += member.key_count > 0
+    policy = authenticator_policy.of(org)
+    if policy != authenticator_policy.AuthenticatorPolicy(version=policy.version):
+        # A policy that refuses some keys: holding a key is not enough, it must be one that counts.
+        counted = authenticator_policy.impact(org_id=org_id, policy=policy)
+        compliant = counted.members_with_keys - counted.members_noncompliant
     return MfaStatus(org=org, members_total=total, members_compliant=compliant)
 
 

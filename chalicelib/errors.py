@@ -240,3 +240,35 @@ class TooManyAttempts(RateLimited):
 
 class NotForBackupSessions(NotAllowed):
     """Backup credentials are for getting back in, not for holding security keys."""
+
+
+# --- the organization's authenticator policy -----------------------------------------------------
+
+class InvalidPolicy(InvalidInput):
+    """An authenticator policy with an unknown setting or a malformed AAGUID."""
+
+
+class AuthenticatorNotAllowed(NotAllowed):
+    """The organization's policy does not accept this authenticator model (AAGUID lists, or a
+    model the FIDO Metadata Service reports compromised)."""
+
+
+class AttestationRequired(NotAllowed):
+    """The organization requires attestation, and the key sent none (or only self attestation)."""
+
+
+class AttestationUntrusted(NotAllowed):
+    """The attestation statement does not verify up to a root the metadata lists for the model."""
+
+
+class UserVerificationRequired(NotAllowed):
+    """The organization requires user verification (a PIN or biometric) and the key did not do it."""
+
+
+class SyncedCredentialNotAllowed(NotAllowed):
+    """The organization accepts only device-bound keys, and this credential can be synced."""
+
+
+class MetadataRejected(Exception):
+    """A FIDO Metadata Service BLOB did not verify, or is not newer than the one in use; the one
+    in use stays."""

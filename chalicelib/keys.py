@@ -14,7 +14,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import audit, challenges, clock, pagination
+from chalicelib import audit, authenticator_policy, challenges, clock, pagination
+from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy, KeyFacts
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
 from chalicelib.errors import (
@@ -92,6 +93,7 @@ def registration_options(*, caller: Caller) -> CeremonyOptions:
 
     _refuse_backup_session(caller)
     member = caller.member
+    policy = authenticator_policy.of(caller.org)
     issued = challenges.issue(ceremony=Ceremony.REGISTRATION, session=caller.session)
     options = ceremonies.registration_options(
         challenge=issued.challenge,
@@ -99,6 +101,9 @@ def registration_options(*, caller: Caller) -> CeremonyOptions:
         user_name=member.email or member.user_id,
         display_name=member.name or member.email or member.user_id,
         exclude=_known(keys_of(org_id=member.org_id, user_id=member.user_id)),
+        user_verification=policy.user_verification.value,
+        attestation="direct" if policy.attestation is Attestation.REQUIRED else "none",
+        roaming_only=policy.device_bound_only,
     )
     return CeremonyOptions(challenge_id=issued.challenge_id, public_key=options)
 
@@ -113,10 +118,13 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
     Raises:
         MalformedRequest, InvalidKeyName, MalformedCredential, CredentialIdTooLong: bad input.
         ChallengeNotFound, ChallengeExpired, ChallengeMismatch and the ceremony's refusals.
+        UserVerificationRequired, AttestationRequired, AttestationUntrusted,
+        AuthenticatorNotAllowed, SyncedCredentialNotAllowed: the organization's authenticator
+            policy does not accept the key.
         KeyAlreadyRegistered: the credential is already registered, by anyone.
         TooManyKeys: the member holds the maximum number of keys.
     """
-    from chalicelib import ceremonies
+    from chalicelib import ceremonies, metadata
 
     _refuse_backup_session(caller)
     name = check_name(name)
@@ -126,6 +134,14 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
     session = caller.session
     expected = challenges.consume(challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
     verified = ceremonies.verify_registration(response=response, expected_challenge=expected)
+    verdict = metadata.examine(attestation_object=verified.attestation_object, client_data_json=verified.client_data_json)
+    model = verdict.model
+    facts = KeyFacts(aaguid=verified.aaguid, backup_eligible=verified.backup_eligible, attested=verdict.attested,
+                     model_status=model.status if model else None)
+    authenticator_policy.check_registration(
+        authenticator_policy.of(caller.org), key=facts, user_verified=verified.user_verified,
+        certified=verdict.certified, model=model.description if model else None,
+    )
 
     registered_at = clock.now()
     key = SecurityKey(
@@ -143,6 +159,10 @@ def register(*, caller: Caller, challenge_id: object, name: object, credential: 
         backup_eligible=verified.backup_eligible,
         backed_up=verified.backed_up,
         created_at=registered_at,
+        model_id=model.model_id if model else None,
+        model=model.description if model else None,
+        model_status=facts.model_status,
+        attested=verdict.attested,
     )
     claim = CredentialClaim(key.key_id, org_id=key.org_id, user_id=key.user_id)
     activates_session = caller.state is SessionState.REGISTRATION_REQUIRED
@@ -299,8 +319,8 @@ def disable_mfa(*, caller: Caller) -> None:
     caller.member.key_count = 0
 
 
-def describe(key: SecurityKey) -> dict[str, Any]:
-    """A key as the API shows it."""
+def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]:
+    """A key as the API shows it, with whether it counts under the organization's policy."""
     return {
         "id": key.key_id,
         "name": key.name,
@@ -311,14 +331,24 @@ def describe(key: SecurityKey) -> dict[str, Any]:
         "transports": list(key.transports or []),
         "backup_eligible": bool(key.backup_eligible),
         "backed_up": bool(key.backed_up),
+        "model": key.model,
+        "model_status": key.model_status,
+        "attested": bool(key.attested),
+        "policy_compliant": authenticator_policy.is_compliant(policy, key),
     }
 
 
 
 # --- Organization settings: admins and every member's keys -------------------------------------
 
-def list_org_keys(*, org_id: str, limit: int, after: str | None, user_id: str | None = None) -> pagination.Page[SecurityKey]:
-    """One page of the organization's security keys (or one member's), with their owners."""
+def list_org_keys(
+    *, org_id: str, limit: int, after: str | None, user_id: str | None = None,
+    noncompliant_under: AuthenticatorPolicy | None = None,
+) -> pagination.Page[SecurityKey]:
+    """One page of the organization's security keys (or one member's), with their owners; with
+    ``noncompliant_under``, only the keys that fall short of that policy."""
+    if noncompliant_under is not None:
+        return _noncompliant_keys(org_id=org_id, limit=limit, after=after, user_id=user_id, policy=noncompliant_under)
     if user_id is not None:
         start = {"org_id": {"S": org_id}, "key_id": {"S": after}, "user_id": {"S": user_id}} if after else None
         results = SecurityKey.by_member.query(org_id, SecurityKey.user_id == user_id, limit=limit, page_size=limit,
@@ -329,6 +359,25 @@ def list_org_keys(*, org_id: str, limit: int, after: str | None, user_id: str | 
     found = list(results)
     last = results.last_evaluated_key
     return pagination.Page(items=found, next=pagination.encode(last["key_id"]["S"]) if last else None)
+
+
+def _noncompliant_keys(
+    *, org_id: str, limit: int, after: str | None, user_id: str | None, policy: AuthenticatorPolicy,
+) -> pagination.Page[SecurityKey]:
+    # Compliance depends on the policy, so no index can hold it: read pages of keys until a page
+    # of answers is full. The cursor is the last key examined, so the next page resumes there.
+    found: list[SecurityKey] = []
+    cursor = after
+    while True:
+        page = list_org_keys(org_id=org_id, limit=max(limit, 100), after=cursor, user_id=user_id)
+        for key in page.items:
+            if not authenticator_policy.is_compliant(policy, key):
+                found.append(key)
+                if len(found) == limit:
+                    return pagination.Page(items=found, next=pagination.encode(key.key_id))
+        if page.next is None:
+            return pagination.Page(items=found, next=None)
+        cursor = page.items[-1].key_id
 
 
 def owners_of(*, org_id: str, found: list[SecurityKey]) -> dict[str, Member]:

@@ -6,9 +6,16 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chalicelib import audit, challenges, clock, sessions
+from chalicelib import audit, authenticator_policy, challenges, clock, sessions
 from chalicelib.challenges import Ceremony
-from chalicelib.errors import InvalidToken, NotAuthenticated, SignCountRegression, UnknownCredential
+from chalicelib.errors import (
+    AuthenticatorNotAllowed,
+    InvalidToken,
+    NotAllowed,
+    NotAuthenticated,
+    SignCountRegression,
+    UnknownCredential,
+)
 from chalicelib.keys import CeremonyOptions, keys_of, user_handle_for
 from chalicelib.models import SecurityKey, Session
 from chalicelib.sessions import Caller, SessionState
@@ -38,6 +45,7 @@ def options(*, caller: Caller) -> CeremonyOptions:
     public_key = ceremonies.authentication_options(
         challenge=issued.challenge,
         allow=[ceremonies.KnownCredential(credential_id=key.credential_id, transports=key.transports) for key in keys],
+        user_verification=authenticator_policy.of(caller.org).user_verification.value,
     )
     return CeremonyOptions(challenge_id=issued.challenge_id, public_key=public_key)
 
@@ -49,11 +57,18 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> MfaSu
     transaction, conditional on the counter and the old token being unchanged: of two requests
     with one assertion, at most one activates a session.
 
+    Under enforcement, a member whose keys all fall short of the organization's authenticator
+    policy passes with one of them into ``registration_required``: they must add a key that
+    counts before anything else.
+
     Raises:
         MalformedRequest, MalformedCredential, CredentialIdTooLong: bad input (nothing used up).
         ChallengeNotFound, ChallengeExpired, ChallengeMismatch: the challenge cannot be used.
         UnknownCredential: the credential is not one of the caller's keys.
         SignCountRegression: the counter did not increase (a cloned key?).
+        UserVerificationRequired: the policy requires user verification and the key did not do it.
+        AuthenticatorNotAllowed: under enforcement, a key the policy refuses while the member
+            holds one it accepts.
         and the ceremony's refusals (OriginMismatch, RpIdMismatch, CeremonyFailed, ...).
     """
     from chalicelib import ceremonies
@@ -62,7 +77,7 @@ def verify(*, caller: Caller, challenge_id: object, credential: object) -> MfaSu
     response = ceremonies.parse_authentication(credential=credential)
     try:
         return _verify(caller=caller, challenge_id=challenge_id, response=response)
-    except NotAuthenticated as refusal:
+    except (NotAuthenticated, NotAllowed) as refusal:
         audit.record(org_id=caller.session.org_id, actor=caller.actor, action="mfa.failed", target=caller.session.user_id,
                      user_id=caller.session.user_id, client=caller.client, details={"reason": refusal.code})
         raise
@@ -95,6 +110,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
                      user_id=session.user_id, client=caller.client,
                      details={"stored": key.sign_count, "presented": response.sign_count})
         raise SignCountRegression("The security key's signature counter went backwards; it may have been cloned.")
+    next_state = _state_after_check(caller=caller, key=key, user_verified=response.user_verified)
 
     token, token_hash = sessions.rotated_token(caller)
     used_at = clock.now()
@@ -115,7 +131,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
                 Session(session.org_id, session.session_id),
                 actions=[
                     Session.token_hash.set(token_hash),
-                    Session.state.set(SessionState.ACTIVE.value),
+                    Session.state.set(next_state.value),
                     Session.verified_key_id.set(key.key_id),
                 ],
                 condition=(Session.token_hash == caller.token_hash) & (Session.state == SessionState.MFA_REQUIRED.value),
@@ -128,8 +144,20 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
         if "key" in refused.labels:
             raise SignCountRegression("The security key was used by another request at the same time.") from None
         raise InvalidToken("The session changed meanwhile; sign in again.") from None
-    session.state = SessionState.ACTIVE.value
+    session.state = next_state.value
     session.token_hash = token_hash
     session.verified_key_id = key.key_id
     key.sign_count, key.last_used_at = response.sign_count, used_at
     return MfaSuccess(token=token, key=key)
+
+
+def _state_after_check(*, caller: Caller, key: SecurityKey, user_verified: bool) -> SessionState:
+    """Where a passed security-key check leads under the organization's authenticator policy."""
+    policy = authenticator_policy.of(caller.org)
+    authenticator_policy.check_assertion(policy, user_verified=user_verified)
+    if not caller.org.mfa_enforced or authenticator_policy.is_compliant(policy, key):
+        return SessionState.ACTIVE
+    session = caller.session
+    if any(authenticator_policy.is_compliant(policy, other) for other in keys_of(org_id=session.org_id, user_id=session.user_id)):
+        raise AuthenticatorNotAllowed("The organization no longer accepts this security key; use another of your keys.")
+    return SessionState.REGISTRATION_REQUIRED

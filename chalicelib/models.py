@@ -20,7 +20,7 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
 )
 from pynamodb.connection import Connection
-from pynamodb.indexes import AllProjection, LocalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, LocalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.config import settings
@@ -72,6 +72,9 @@ class Organization(Model):
     invalidation = Invalidation(null=True)
     # The organization's backup credentials (their table is keyed by the globally unique key ID).
     backup_key_ids = UnicodeSetAttribute(null=True)
+    # Which authenticators count as security keys here (chalicelib.authenticator_policy);
+    # absent means the default policy. Read with every session, so enforcing it costs no read.
+    authenticator_policy = MapAttribute(null=True)
 
 
 class Member(Model):
@@ -103,6 +106,18 @@ class KeysByMember(LocalSecondaryIndex["SecurityKey"]):
     user_id = UnicodeAttribute(range_key=True)
 
 
+class KeysByModel(GlobalSecondaryIndex["SecurityKey"]):
+    """Every stored key of one authenticator model, across organizations: when the FIDO Metadata
+    Service reports a model compromised, its keys are found without a scan."""
+
+    class Meta:
+        index_name = "by-model"
+        projection = IncludeProjection(["user_id", "model_status"])
+
+    model_id = UnicodeAttribute(hash_key=True)
+    key_id = UnicodeAttribute(range_key=True)
+
+
 class SecurityKey(Model):
     """A member's registered FIDO2/WebAuthn credential."""
 
@@ -127,6 +142,15 @@ class SecurityKey(Model):
     backed_up = BooleanAttribute(default=False)
     created_at = UTCDateTimeAttribute()
     last_used_at = UTCDateTimeAttribute(null=True)
+    # What the FIDO Metadata Service says of the key's model, as of registration and every
+    # metadata refresh since: its ID there (the AAGUID, or the attestation certificate's key
+    # identifier for U2F keys), its description, and its latest status.
+    model_id = UnicodeAttribute(null=True)
+    by_model = KeysByModel()
+    model = UnicodeAttribute(null=True)
+    model_status = UnicodeAttribute(null=True)
+    # Whether the attestation statement verified up to a root the metadata lists for the model.
+    attested = BooleanAttribute(default=False)
 
 
 class CredentialClaim(Model):
@@ -248,8 +272,28 @@ class AuditEvent(Model):
     ttl = TTLAttribute()
 
 
+class AuthenticatorModel(Model):
+    """One authenticator model of the FIDO Metadata Service, as of the last verified refresh; the
+    item ``#current`` says which BLOB that was."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.authenticator_models
+
+    # An AAGUID, or ``ski:<hex>`` for a U2F model's attestation certificate key identifier.
+    model_id = UnicodeAttribute(hash_key=True)
+    description = UnicodeAttribute(null=True)
+    # Every status report's status, oldest first.
+    statuses = ListAttribute(of=UnicodeAttribute, default=list)
+    # The metadata entry (without its icon) as JSON, for verifying attestation statements.
+    entry = UnicodeAttribute(null=True)
+    blob_number = NumberAttribute()
+    next_update = UnicodeAttribute(null=True)
+    loaded_at = UTCDateTimeAttribute(null=True)
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     Organization, Member, SecurityKey, CredentialClaim, Challenge, Session, BackupCredential, Throttle, AuditEvent,
+    AuthenticatorModel,
 )
 
 

@@ -47,6 +47,16 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("tables", help="create missing tables at DYNAMODB_ENDPOINT")
 
+    mds = commands.add_parser(
+        "mds",
+        help="load a FIDO Metadata Service BLOB into the local stack (instead of the bundled snapshot)",
+        description="Verify an MDS3 BLOB's signature chain and make it the local stack's authenticator "
+        "metadata; stored keys of models it reports compromised are flagged. Needs DYNAMODB_ENDPOINT "
+        "(the local stack's DynamoDB, http://127.0.0.1:8001 with `make run`).",
+    )
+    mds.add_argument("blob", type=Path, help="the BLOB, as downloaded from https://mds3.fidoalliance.org/")
+    mds.add_argument("--trust-root", type=Path, help="PEM root the BLOB's chain must end at (default: the FIDO Alliance's)")
+
     key = commands.add_parser(
         "key",
         help="a software security key: answer the API's WebAuthn options from stdin",
@@ -82,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "tables":
         return _create_tables()
+    if args.command == "mds":
+        return _load_metadata(blob=args.blob, trust_root=args.trust_root)
     if args.command == "key":
         from devstack import key as security_key
 
@@ -99,6 +111,26 @@ def _create_tables() -> int:
 
     created = create_missing_tables()
     print(f"created: {', '.join(created)}" if created else "all tables exist")
+    return 0
+
+
+def _load_metadata(*, blob: Path, trust_root: Path | None) -> int:
+    endpoint = os.environ.get("DYNAMODB_ENDPOINT") or f"http://{LOCAL_HOST}:{MOTO_PORT}"
+    apply_environment(dynamodb_environment(endpoint=endpoint))
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from chalicelib import metadata
+    from chalicelib.errors import MetadataRejected
+
+    root = x509.load_pem_x509_certificate(trust_root.read_bytes()).public_bytes(Encoding.DER) if trust_root else None
+    try:
+        loaded = metadata.load_blob(blob=blob.read_bytes(), trust_root=root)
+    except MetadataRejected as refused:
+        print(f"not loaded: {refused}", file=sys.stderr)
+        return 1
+    print(f"loaded BLOB no. {loaded.blob_number}: {loaded.models} models; newly compromised: "
+          f"{', '.join(loaded.newly_compromised) or 'none'}; keys flagged: {loaded.keys_flagged}")
     return 0
 
 

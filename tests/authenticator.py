@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import struct
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -44,6 +45,14 @@ def b64url_decode(s: str) -> bytes:
     return base64url_to_bytes(s)
 
 
+@dataclass(frozen=True)
+class AttestationCertificate:
+    """An authenticator model's attestation key and its certificate chain (leaf first, DER)."""
+
+    private_key: ec.EllipticCurvePrivateKey
+    chain: tuple[bytes, ...]
+
+
 class AuthenticatorError(Exception):
     """The authenticator (or the browser in front of it) refuses the ceremony."""
 
@@ -74,6 +83,7 @@ class SoftwareAuthenticator:
         *,
         algorithm: Algorithm = "ES256",
         attestation: AttestationFormat = "none",
+        attestation_certificate: AttestationCertificate | None = None,
         aaguid: bytes = bytes(16),
         backup_eligible: bool = False,
         backed_up: bool = False,
@@ -91,6 +101,8 @@ class SoftwareAuthenticator:
             raise ValueError("an AAGUID is exactly 16 bytes")
         self.algorithm: Algorithm = algorithm
         self.attestation: AttestationFormat = attestation
+        # With a certificate, "packed" is full (basic) attestation; without, self attestation.
+        self.attestation_certificate = attestation_certificate
         self.aaguid = aaguid
         self.backup_eligible = backup_eligible
         self.backed_up = backed_up
@@ -181,7 +193,15 @@ class SoftwareAuthenticator:
         attested = self.aaguid + struct.pack(">H", len(self.credential_id)) + self.credential_id
         auth_data = self._auth_data(rp_id, FLAG_AT) + attested + cose_key
         att_stmt: dict[str, Any] = {}
-        if self.attestation == "packed":
+        if self.attestation == "packed" and self.attestation_certificate is not None:
+            # Full attestation: the model's attestation key signs, its certificate chain goes along.
+            signed = auth_data + hashlib.sha256(client_data).digest()
+            att_stmt = {
+                "alg": COSE_ALG["ES256"],
+                "sig": self.attestation_certificate.private_key.sign(signed, ec.ECDSA(hashes.SHA256())),
+                "x5c": list(self.attestation_certificate.chain),
+            }
+        elif self.attestation == "packed":
             # Self attestation: the credential key signs; the statement names its real algorithm.
             signature = self.sign(auth_data + hashlib.sha256(client_data).digest())
             att_stmt = {"alg": COSE_ALG[self.algorithm], "sig": signature}

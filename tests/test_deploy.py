@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import uuid
 import zipfile
 from contextlib import contextmanager
 from datetime import timedelta
@@ -44,6 +45,8 @@ TEMPLATE_BINDING = re.compile(r"<(Ref|GetAtt) ([A-Za-z0-9]+)(?:\.([A-Za-z0-9]+))
 
 API_HANDLER = "app.app"
 STREAM_HANDLER = "app.end_sessions_on_enforcement"
+REFRESH_HANDLER = "app.refresh_authenticator_metadata"
+FUNCTIONS = (("api", API_HANDLER), ("stream", STREAM_HANDLER), ("refresh", REFRESH_HANDLER))
 STREAM_READ_ACTIONS = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
@@ -158,18 +161,21 @@ def test_the_template_creates_the_tables_the_models_describe(package):
     assert sorted(logical_ids[model.Meta.table_name] for model in ALL_MODELS) == sorted(tables), \
         "one table in the template for each model, and no other"
     with_recovery = {Organization, Member, SecurityKey, CredentialClaim, BackupCredential}
+    # Rebuilt from the FIDO Metadata Service every day: nothing to keep when the stack goes.
+    rebuilt = {"AuthenticatorModel"}
 
     for model in ALL_MODELS:
         table = tables[logical_ids[model.Meta.table_name]]
         properties = table["Properties"]
         schema = model._get_schema()
-        assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain"), model.__name__
+        kept = ("Delete", "Delete") if model.__name__ in rebuilt else ("Retain", "Retain")
+        assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == kept, model.__name__
         assert properties["BillingMode"] == "PAY_PER_REQUEST"
         assert _key_schema(properties["KeySchema"]) == _key_schema(schema["key_schema"]), model.__name__
         assert properties["KeySchema"][0]["KeyType"] == "HASH"
         assert _attributes(properties["AttributeDefinitions"]) == _attributes(schema["attribute_definitions"]), model.__name__
         assert _indexes(properties.get("LocalSecondaryIndexes", [])) == _indexes(schema["local_secondary_indexes"]), model.__name__
-        assert "GlobalSecondaryIndexes" not in properties and not schema["global_secondary_indexes"]
+        assert _indexes(properties.get("GlobalSecondaryIndexes", [])) == _indexes(schema["global_secondary_indexes"]), model.__name__
 
         ttl = [a.attr_name for a in model.get_attributes().values() if isinstance(a, TTLAttribute)]
         expected_ttl = {"AttributeName": ttl[0], "Enabled": True} if ttl else None
@@ -237,7 +243,7 @@ def test_the_template_binds_the_stage_settings(package):
     functions; the other values are passed through as they are."""
     template = package.template
     stage_environment = _config()["stages"]["prod"]["environment_variables"]
-    for handler in (API_HANDLER, STREAM_HANDLER):
+    for _, handler in FUNCTIONS:
         environment = _environment(template, handler)
         assert set(environment) == set(stage_environment), handler
         for name, value in stage_environment.items():
@@ -265,7 +271,7 @@ def test_prod_has_no_dev_endpoint_and_no_dev_key(package):
     paths = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
     assert "/auth/login" in paths and "/me" in paths
     assert not [path for path in paths if path == "/dev" or path.startswith("/dev/")]
-    for handler in (API_HANDLER, STREAM_HANDLER):
+    for _, handler in FUNCTIONS:
         assert not LOCAL_ONLY_SETTINGS & set(_environment(template, handler)), handler
         assert _environment(template, handler)["KEYWARD_STAGE"] == "prod"
     for stage in DEPLOYED_STAGES:
@@ -291,6 +297,12 @@ def test_the_stream_function_is_wired_to_the_orgs_table_with_bounded_retries(pac
     function = _function(template, STREAM_HANDLER)["Properties"]
     reserve = int(_environment(template, STREAM_HANDLER)["KEYWARD_INVALIDATION_RESERVE_SECONDS"])
     assert function["Timeout"] >= reserve + 5 * 60
+
+
+def test_the_metadata_refresh_runs_daily(package):
+    function = _function(package.template, REFRESH_HANDLER)["Properties"]
+    [event] = function["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(1 day)"
 
 
 def test_the_api_stage_is_throttled(package):
@@ -520,6 +532,27 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
     with calls.running("api"):
         ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": False}))
 
+    # The daily metadata refresh loads a BLOB that reports a stored key's model compromised.
+    from chalicelib import metadata
+    from tests.attestation_ca import VendorRoot, metadata_entry, signed_blob
+
+    vendor, mds_root, aaguid = VendorRoot("Vendor"), VendorRoot("MDS"), "6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a"
+    attested = SoftwareAuthenticator(attestation="packed", aaguid=uuid.UUID(aaguid).bytes,
+                                     attestation_certificate=vendor.attestation_certificate(aaguid=aaguid))
+    with calls.running(None):
+        metadata.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_000, root=mds_root, entries=[
+            metadata_entry(aaguid=aaguid, description="Test Key", root=vendor)]))
+    with calls.running("api"):
+        ok(api.add_key(alice, attested), 201)
+        ok(api.call("PUT", "/org/mfa/policy?dry_run=true", token=alice.token, body={"attestation": "required"}))
+        ok(api.call("PUT", "/org/mfa/policy", token=alice.token, body={"attestation": "required"}))
+        ok(api.call("GET", "/org/mfa/policy", token=alice.token))
+        ok(api.call("GET", "/org/mfa/keys?compliant=false", token=alice.token))
+    with calls.running("refresh"):
+        flagged = metadata.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_001, root=mds_root, entries=[
+            metadata_entry(aaguid=aaguid, description="Test Key", root=vendor, statuses=["REVOKED"])]))
+        assert flagged.keys_flagged == 1
+
     # An operator switches enforcement on in the console: the stream function takes it over.
     with calls.running(None):
         Organization("acme").update(actions=[Organization.mfa_enforced.set(True), Organization.enforced_at.remove()])
@@ -580,7 +613,7 @@ def test_each_function_may_do_exactly_the_dynamodb_calls_its_code_makes(package,
     }
 
     orgs = logical_ids[_orgs_table_name()]
-    for function, handler in (("api", API_HANDLER), ("stream", STREAM_HANDLER)):
+    for function, handler in FUNCTIONS:
         granted = _policy_grants(template, handler)
         dynamodb = {(action, resource) for action, resource in granted
                     if action.startswith("dynamodb:") and resource[0] in ("table", "index")}

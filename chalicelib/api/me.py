@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import clock, keys, sessions
+from chalicelib import authenticator_policy, clock, keys, sessions
 from chalicelib.api import views
 from chalicelib.api.http import ANY_STATE, caller_of, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
@@ -35,7 +35,8 @@ def who_am_i() -> dict[str, Any]:
 @route(me, "/me/mfa/keys", methods=["GET"])
 def list_keys() -> dict[str, Any]:
     caller = caller_of(me.current_request)
-    return {"keys": [keys.describe(key) for key in keys.list_keys(caller=caller)]}
+    policy = authenticator_policy.of(caller.org)
+    return {"keys": [keys.describe(key, policy=policy) for key in keys.list_keys(caller=caller)]}
 
 
 @route(me, "/me/mfa/keys/options", methods=["POST"])
@@ -51,7 +52,7 @@ def register_key() -> dict[str, Any]:
     body = json_body(me.current_request)
     only_fields(body, {"challenge_id", "name", "credential"})
     key = keys.register(caller=caller, challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"))
-    return {"key": keys.describe(key), "session": {"state": caller.session.state}}
+    return {"key": keys.describe(key, policy=authenticator_policy.of(caller.org)), "session": {"state": caller.session.state}}
 
 
 @route(me, "/me/mfa/keys/{key_id}", methods=["PATCH"])
@@ -59,7 +60,8 @@ def rename_key(key_id: str) -> dict[str, Any]:
     caller = caller_of(me.current_request)
     body = json_body(me.current_request)
     only_fields(body, {"name"})
-    return {"key": keys.describe(keys.rename(caller=caller, key_id=key_id, name=body.get("name")))}
+    renamed = keys.rename(caller=caller, key_id=key_id, name=body.get("name"))
+    return {"key": keys.describe(renamed, policy=authenticator_policy.of(caller.org))}
 
 
 @route(me, "/me/mfa/keys/{key_id}", methods=["DELETE"], status=204)

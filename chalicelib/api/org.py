@@ -5,7 +5,9 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import audit, backup, clock, enforcement, keys, members, pagination, query_values, sessions
+from chalicelib import (
+    audit, authenticator_policy, backup, clock, enforcement, keys, members, pagination, query_values, sessions,
+)
 from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.errors import AdminRequired, MalformedRequest
 from chalicelib.models import Invalidation
@@ -75,16 +77,41 @@ def list_members() -> dict[str, Any]:
 def list_keys() -> dict[str, Any]:
     caller = _admin()
     org_id = caller.org.org_id
+    policy = authenticator_policy.of(caller.org)
+    compliant = _query("compliant")
+    if compliant not in (None, "", "false"):
+        raise MalformedRequest("'compliant' may only be 'false' (the keys that fall short of the policy).")
     page = keys.list_org_keys(org_id=org_id, limit=pagination.limit_from(_query("limit")),
                               after=pagination.decode(_query("next")),
-                              user_id=query_values.user_id_filter(_query("user_id")))
+                              user_id=query_values.user_id_filter(_query("user_id")),
+                              noncompliant_under=policy if compliant == "false" else None)
     owners = keys.owners_of(org_id=org_id, found=page.items)
     return {
         "keys": [
-            {**keys.describe(key), "user": {"id": key.user_id, "name": owners[key.user_id].name if key.user_id in owners else ""}}
+            {**keys.describe(key, policy=policy),
+             "user": {"id": key.user_id, "name": owners[key.user_id].name if key.user_id in owners else ""}}
             for key in page.items
         ],
         "next": page.next,
+    }
+
+
+@route(org, "/org/mfa/policy", methods=["GET"])
+def get_policy() -> dict[str, Any]:
+    return {"policy": authenticator_policy.describe(authenticator_policy.of(_admin().org))}
+
+
+@route(org, "/org/mfa/policy", methods=["PUT"])
+def set_policy() -> dict[str, Any]:
+    caller = _admin()
+    dry_run = _query("dry_run")
+    if dry_run not in (None, "", "true", "false"):
+        raise MalformedRequest("'dry_run' must be 'true' or 'false'.")
+    changed = authenticator_policy.change(caller=caller, document=json_body(org.current_request), dry_run=dry_run == "true")
+    return {
+        "policy": authenticator_policy.describe(changed.policy),
+        "saved": changed.saved,
+        "impact": authenticator_policy.describe_impact(changed.impact),
     }
 
 

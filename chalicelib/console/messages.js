@@ -93,6 +93,8 @@ const ACTIONS = {
   "key.renamed": "Security key renamed",
   "key.deleted": "Security key deleted",
   "key.sign_count_regression": "Security key counter went backwards (refused)",
+  "key.model_compromised": "Security key model reported compromised",
+  "policy.changed": "Authenticator policy changed",
   "mfa.succeeded": "Passed the security key check",
   "mfa.failed": "Failed the security key check",
   "mfa.disabled": "Disabled MFA",

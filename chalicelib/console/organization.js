@@ -3,6 +3,7 @@
 
 import { api, segment } from "./api.js";
 import { describeAction } from "./messages.js";
+import { complianceText, modelText, showPolicy } from "./policy.js";
 import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, h, keyId, row, run, showError, showScreen, trashButton, when,
 } from "./ui.js";
@@ -43,6 +44,8 @@ async function load() {
   renderKeys(keys, { append: false });
   renderBackupCredentials(backups.backup_credentials);
   renderAudit(audit, { append: false });
+  // A saved policy changes which keys count: the meter and the key list are read again.
+  await showPolicy({ onSaved: load });
 }
 
 // --- Enforcement -------------------------------------------------------------------------------
@@ -177,6 +180,8 @@ function renderKeys({ keys, next }, { append }) {
       cell("Member", owner),
       cell("Name", key.name),
       cell("Key ID", keyId(key.id)),
+      cell("Model", modelText(key)),
+      cell("Policy", complianceText(key)),
       cell("Created", when(key.created_at)),
       cell("Last used", when(key.last_used_at)),
       actionsCell(trashButton({
@@ -187,7 +192,7 @@ function renderKeys({ keys, next }, { append }) {
   });
   const body = $("org-keys");
   if (append) body.append(...rows);
-  else body.replaceChildren(...(rows.length ? rows : [emptyRow(6, "No member has a security key yet.")]));
+  else body.replaceChildren(...(rows.length ? rows : [emptyRow(8, "No member has a security key yet.")]));
   $("org-keys-more").hidden = !cursors.keys;
 }
 

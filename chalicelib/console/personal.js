@@ -6,6 +6,7 @@ import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, h, keyId, row, run, shortUserAgent, showError, showScreen, trashButton, when,
 } from "./ui.js";
 import { createCredential } from "./webauthn.js";
+import { complianceText, modelText } from "./policy.js";
 
 let context = null;
 let keys = [];
@@ -62,6 +63,8 @@ function keyRow(key, { lastKeyLocked }) {
   return row({ dataset: { keyId: key.id } },
     cell("Name", h("span", { class: "key-name" }, key.name)),
     cell("Key ID", keyId(key.id)),
+    cell("Model", modelText(key)),
+    cell("Policy", complianceText(key)),
     cell("Created", when(key.created_at)),
     cell("Last used", when(key.last_used_at)),
     actionsCell(
