@@ -43,6 +43,14 @@ def _get(keyward: StackClient, path: str, *, token: str | None = None, **headers
         return http.get(f"{keyward.api}{path}", headers={**headers, "connection": "close"}, timeout=30)
 
 
+def _post(keyward: StackClient, path: str, *, token: str | None = None, json: object = None) -> requests.Response:
+    # A connection of its own per request: the server closes each one ("connection: close").
+    headers = {"connection": "close", **({"authorization": f"Bearer {token}"} if token else {})}
+    with requests.Session() as http:
+        http.trust_env = False
+        return http.post(f"{keyward.api}{path}", json=json, headers=headers, timeout=30)
+
+
 def test_an_id_token_from_another_sign_in_is_refused_and_nothing_is_stored(keyward, db):
     org = unique_org("nonce")
     stolen = keyward.idp.mint(org=org, user="bob", nonce="nonce-of-the-victims-sign-in")
@@ -84,12 +92,8 @@ def test_an_idp_user_called_operator_is_a_member_in_the_audit_log(keyward):
 def test_no_answer_may_be_cached(keyward):
     org = unique_org("cache")
     token = keyward.token(org=org, user="alice", admin=True)
-    with requests.Session() as http:
-        http.trust_env = False
-        login = http.post(f"{keyward.api}/auth/login", json={"id_token": keyward.idp.mint(org=org, user="bob")},
-                          headers={"connection": "close"}, timeout=30)
-        secret = http.post(f"{keyward.api}/org/backup-credentials", headers={"authorization": f"Bearer {token}",
-                           "connection": "close"}, timeout=30)
+    login = _post(keyward, "/auth/login", json={"id_token": keyward.idp.mint(org=org, user="bob")})
+    secret = _post(keyward, "/org/backup-credentials", token=token)
     answers = {
         "login": login, "backup secret": secret, "me": _get(keyward, "/me", token=token),
         "refusal": _get(keyward, "/me"), "console page": _get(keyward, "/"),
