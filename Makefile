@@ -8,7 +8,7 @@ BOOTSTRAP_PYTHON ?= $(shell .ci/find-python)
 # The stamp names the version, so a .venv of another Python is rebuilt rather than reused.
 INSTALLED := $(VENV)/.installed-3.13
 
-.PHONY: install run test bench package clean
+.PHONY: install run test bench package mutate clean
 
 install: $(INSTALLED)
 
@@ -47,6 +47,15 @@ STAGE ?= prod
 package: $(INSTALLED)
 	$(PYTHON) -m deploy --stage $(STAGE) out/
 
+$(VENV)/.mutate-installed: $(VENV)/.installed requirements-mutate.txt
+	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r requirements-mutate.txt
+	touch $@
+
+# Mutation testing of the security modules (docs/testing.md); slow, and not part of `make test`.
+# `make mutate MUTATE_MODULES="challenges mfa"` runs some of them.
+mutate: $(VENV)/.mutate-installed
+	$(PYTHON) -m mutation.run $(MUTATE_MODULES)
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mutation
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

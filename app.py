@@ -3,7 +3,7 @@ from chalice.app import CloudWatchEvent, DynamoDBEvent, Rate
 
 from chalicelib.api.auth import auth
 from chalicelib.api.console import console, dev_sign_in
-from chalicelib.api.http import KeywardApp, LambdaDeadline
+from chalicelib.api.http import KeywardApp, LambdaDeadline, no_store
 from chalicelib.api.me import me
 from chalicelib.api.openapi import openapi
 from chalicelib.api.org import org
@@ -14,6 +14,7 @@ from chalicelib.deferred import deferred
 enforcement = deferred("chalicelib.enforcement")
 
 app = KeywardApp(app_name="keyward")
+app.register_middleware(no_store, "http")
 app.register_blueprint(auth)
 app.register_blueprint(me)
 app.register_blueprint(org)

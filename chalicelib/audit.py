@@ -9,14 +9,44 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from typing import Any
 
 from chalicelib import clock, pagination
 from chalicelib.config import settings
 from chalicelib.models import AuditEvent
 
-OPERATOR = "operator"
 BACKUP_USER_PREFIX = "backup:"
+
+
+class ActorKind(str, Enum):
+    """What kind of actor a name in the log is. An IdP may name a user anything, ``operator``
+    included, so the name alone never says whether a member, backup credentials or an operator
+    acted."""
+
+    MEMBER = "member"
+    BACKUP_CREDENTIALS = "backup_credentials"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acted: their kind, and the name the log shows."""
+
+    kind: ActorKind
+    name: str
+
+
+# Whoever changed an organization outside the API (the AWS console, say).
+OPERATOR = Actor(kind=ActorKind.OPERATOR, name="operator")
+
+
+def member_actor(user_id: str) -> Actor:
+    return Actor(kind=ActorKind.MEMBER, name=user_id)
+
+
+def backup_actor(key_id: str) -> Actor:
+    return Actor(kind=ActorKind.BACKUP_CREDENTIALS, name=f"backup credentials {key_id}")
 
 
 @dataclass(frozen=True)
@@ -27,25 +57,32 @@ class Client:
     user_agent: str | None = None
 
 
-def actor_name(user_id: str) -> str:
-    """How the log names whoever acted: a user ID, or the backup credentials they used."""
+def actor_of(user_id: str) -> Actor:
+    """The actor behind a session's user ID: a member, or the backup credentials they used."""
     if user_id.startswith(BACKUP_USER_PREFIX):
-        return f"backup credentials {user_id[len(BACKUP_USER_PREFIX):]}"
-    return user_id
+        return backup_actor(user_id[len(BACKUP_USER_PREFIX):])
+    return member_actor(user_id)
 
 
 def event(
-    *, org_id: str, actor: str, action: str, target: str | None = None, user_id: str | None = None,
+    *, org_id: str, actor: Actor | str, action: str, target: str | None = None, user_id: str | None = None,
     client: Client | None = None, details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """An audit event, not yet saved: save it on its own or add it to the action's transaction."""
+    """An audit event, not yet saved: save it on its own or add it to the action's transaction.
+
+    ``actor`` is an :class:`Actor` (``caller.actor``, :data:`OPERATOR`); a plain string is a
+    member's user ID.
+    """
+    if isinstance(actor, str):
+        actor = member_actor(actor)
     at = clock.now()
     client = client or Client()
     return AuditEvent(
         org_id,
         f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{secrets.token_hex(4)}",
         at=at,
-        actor=actor,
+        actor=actor.name,
+        actor_kind=actor.kind.value,
         action=action,
         target=target,
         user_id=user_id,
@@ -91,6 +128,7 @@ def describe(entry: AuditEvent) -> dict[str, Any]:
     return {
         "at": clock.iso(entry.at),
         "actor": entry.actor,
+        "actor_kind": entry.actor_kind or _recorded_before_kinds(entry.actor).value,
         "action": entry.action,
         "target": entry.target,
         "user_id": entry.user_id,
@@ -98,3 +136,12 @@ def describe(entry: AuditEvent) -> dict[str, Any]:
         "user_agent": entry.user_agent,
         "details": entry.details.as_dict() if entry.details is not None else None,
     }
+
+
+def _recorded_before_kinds(name: str) -> ActorKind:
+    """The kind of an event's actor from before kinds were recorded, judged by the name."""
+    if name == OPERATOR.name:
+        return ActorKind.OPERATOR
+    if name.startswith("backup credentials "):
+        return ActorKind.BACKUP_CREDENTIALS
+    return ActorKind.MEMBER

@@ -139,14 +139,14 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
     expected = credential.secret_hash
     presented = _hash(secret, salt=credential.salt, n=credential.scrypt_n, r=credential.scrypt_r, p=credential.scrypt_p)
     if not hmac.compare_digest(expected, presented):
-        audit.record(org_id=credential.org_id, actor=f"backup credentials {key_id}", action="backup_login.failed",
+        audit.record(org_id=credential.org_id, actor=audit.backup_actor(key_id), action="backup_login.failed",
                      target=key_id, client=client)
         raise InvalidBackupCredentials("The backup credentials are not valid.")
 
     _release_attempt(subject, window=window)
     org = Organization.get(credential.org_id, consistent_read=True)
     member = sessions.backup_member(credential)
-    used = audit.event(org_id=org.org_id, actor=f"backup credentials {key_id}", action="backup_login.succeeded",
+    used = audit.event(org_id=org.org_id, actor=audit.backup_actor(key_id), action="backup_login.succeeded",
                        target=key_id, client=client)
     try:
         issued = sessions.start(

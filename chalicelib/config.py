@@ -13,6 +13,9 @@ from typing import Mapping
 from chalicelib.errors import ConfigurationError
 
 
+LOCAL_STAGE = "local"
+
+
 @dataclass(frozen=True)
 class Tables:
     """Names of the DynamoDB tables, one per kind of record."""
@@ -62,7 +65,8 @@ ORG_CREATION_MODES = ("on_first_login", "operator")
 class Settings:
     """Everything keyward needs to know about the stage it runs in."""
 
-    stage: str
+    # ``None`` when KEYWARD_STAGE is unset: then this is not the local stage either.
+    stage: str | None
     region: str
     dynamodb_endpoint: str | None
     tables: Tables
@@ -75,6 +79,8 @@ class Settings:
     # The organization's identity provider (OIDC ID tokens).
     oidc_issuer: str
     oidc_audience: str
+    # Where the console sends users to sign in at the IdP; without it the console has no such button.
+    oidc_authorization_endpoint: str | None
     jwks_url: str | None
     jwks_json: str | None
     org_claim: str
@@ -207,7 +213,8 @@ def load(env: Mapping[str, str]) -> Settings:
     origins = tuple(o.strip() for o in env.get("KEYWARD_ALLOWED_ORIGINS", "http://localhost:8000").split(",") if o.strip())
     jwks_url = env.get("KEYWARD_JWKS_URL") or None
     jwks_json = env.get("KEYWARD_JWKS_JSON") or None
-    stage = env.get("KEYWARD_STAGE", "local")
+    # No default: a deployment that forgot to name its stage must not pass for the local one.
+    stage = env.get("KEYWARD_STAGE") or None
     dev_idp_key_file = env.get("KEYWARD_DEV_IDP_KEY_FILE") or None
     single = IdentityProvider(
         issuer=env.get("KEYWARD_OIDC_ISSUER", "http://localhost:8000/dev-idp"),
@@ -225,9 +232,13 @@ def load(env: Mapping[str, str]) -> Settings:
     org_creation = env.get("KEYWARD_ORG_CREATION") or ("on_first_login" if stage == "local" else "operator")
     if org_creation not in ORG_CREATION_MODES:
         raise ConfigurationError(f"KEYWARD_ORG_CREATION must be one of {', '.join(ORG_CREATION_MODES)}, not {org_creation!r}")
-    if dev_idp_key_file is not None and stage != "local":
-        # Whoever holds this key can sign in as anyone the JWKS trusts it for: never on AWS.
-        raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, not {stage!r}")
+    if dev_idp_key_file is not None:
+        # Whoever holds this key can sign in as anyone the JWKS trusts it for: never on AWS,
+        # whatever the stage variable says.
+        if stage != LOCAL_STAGE:
+            raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, not {stage!r}")
+        if env.get("AWS_LAMBDA_FUNCTION_NAME"):
+            raise ConfigurationError("KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, never inside AWS Lambda")
     return Settings(
         stage=stage,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -250,6 +261,7 @@ def load(env: Mapping[str, str]) -> Settings:
         allowed_origins=origins,
         oidc_issuer=single.issuer,
         oidc_audience=single.audience,
+        oidc_authorization_endpoint=env.get("KEYWARD_OIDC_AUTHORIZATION_ENDPOINT") or None,
         jwks_url=jwks_url,
         jwks_json=jwks_json,
         org_claim=single.org_claim,

@@ -283,7 +283,7 @@ def _record_operator_enforcement(*, org_id: str, generation: int) -> None:
                 Organization(org_id),
                 actions=[
                     Organization.enforced_at.set(enforced_at),
-                    Organization.enforced_by.set(OPERATOR),
+                    Organization.enforced_by.set(OPERATOR.name),
                     Organization.enforcing_session_id.remove(),
                     Organization.enforcement_generation.set(generation + 1),
                     Organization.invalidation.set(_new_invalidation(generation=generation + 1, started_at=enforced_at)),
@@ -428,6 +428,13 @@ def _save_progress(*, org: Organization, invalidation: Invalidation, handoff: bo
     return True
 
 
+def _enforcer(org: Organization) -> audit.Actor:
+    """Who enforced: an enforcement through the API names its session; an operator's has none."""
+    if org.enforcing_session_id and org.enforced_by:
+        return audit.actor_of(org.enforced_by)
+    return OPERATOR
+
+
 def _finish(*, org: Organization, invalidation: Invalidation) -> None:
     try:
         with transaction() as write:
@@ -443,7 +450,7 @@ def _finish(*, org: Organization, invalidation: Invalidation) -> None:
                 condition=_progress_condition(invalidation, handoffs=invalidation.handoffs),
             )
             write.save("audit", audit.event(
-                org_id=org.org_id, actor=org.enforced_by or OPERATOR, action="enforcement.sessions_ended",
+                org_id=org.org_id, actor=_enforcer(org), action="enforcement.sessions_ended",
                 target=org.org_id, details={"sessions_ended": invalidation.sessions_ended,
                                             "generation": invalidation.generation},
             ))

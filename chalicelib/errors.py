@@ -81,6 +81,11 @@ class InvalidIdToken(NotAuthenticated):
     pass
 
 
+class NonceMismatch(NotAuthenticated):
+    """The ID token's ``nonce`` is not the one the client made for this sign-in (a replayed or
+    injected token)."""
+
+
 class MissingToken(NotAuthenticated):
     pass
 

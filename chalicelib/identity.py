@@ -6,12 +6,13 @@ an admin; an organization and its members are created on the first login that na
 from __future__ import annotations
 
 import functools
+import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import audit, clock, membership, sessions, tenancy
 from chalicelib.config import IdentityProvider
-from chalicelib.errors import ConfigurationError, IdentityProviderUnavailable, InvalidIdToken
+from chalicelib.errors import ConfigurationError, IdentityProviderUnavailable, InvalidIdToken, NonceMismatch
 from chalicelib.models import Member, Organization
 
 if TYPE_CHECKING:
@@ -95,11 +96,33 @@ def _text_claim(claims: dict[str, Any], name: str, *, limit: int) -> str:
     return value.strip()[:limit]
 
 
-def verify_id_token(*, id_token: str) -> Identity:
-    """Verify an OIDC ID token: signature against the JWKS, ``iss``, ``aud``, ``exp``, ``iat``.
+def _check_authorized_party(claims: dict[str, Any], *, audience: str) -> None:
+    """OIDC Core §3.1.3.7 steps 4–5: a token for several audiences must name us as its ``azp``,
+    the party it was issued to; otherwise another of its audiences could replay it here."""
+    authorized_party = claims.get("azp")
+    if isinstance(claims.get("aud"), list) and authorized_party is None:
+        raise InvalidIdToken("The ID token names several audiences but no authorized party ('azp').")
+    if authorized_party is not None and authorized_party != audience:
+        raise InvalidIdToken("The ID token was issued to another party ('azp').")
+
+
+def _check_nonce(claims: dict[str, Any], *, nonce: str | None) -> None:
+    """OIDC Core §3.2.2.11: the token's ``nonce`` must be the one the client sent to the IdP for
+    this sign-in, so a token captured from another sign-in cannot be injected into this one."""
+    if nonce is None:
+        return
+    presented = claims.get("nonce")
+    if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), nonce.encode()):
+        raise NonceMismatch("The ID token's nonce is not the one this sign-in sent; sign in again.")
+
+
+def verify_id_token(*, id_token: str, nonce: str | None = None) -> Identity:
+    """Verify an OIDC ID token: signature against the JWKS, ``iss``, ``aud``, ``azp``, ``exp``,
+    ``iat``, and ``nonce`` when the client sent the one it made.
 
     Raises:
         InvalidIdToken: any verification failure, or claims keyward cannot use.
+        NonceMismatch: the client sent a nonce and the token carries another, or none.
         IdentityProviderUnavailable: the JWKS URL did not answer.
     """
     import jwt  # only logins need it, not every cold start
@@ -130,6 +153,8 @@ def verify_id_token(*, id_token: str) -> Identity:
         )
     except jwt.PyJWTError as error:
         raise InvalidIdToken(f"The ID token did not verify: {error}") from None
+    _check_authorized_party(claims, audience=config.audience)
+    _check_nonce(claims, nonce=nonce)
 
     org_id = claims.get(config.org_claim)
     if not isinstance(org_id, str) or not tenancy.valid_org_id(org_id):
@@ -172,11 +197,11 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member]:
     return org, member
 
 
-def sign_in(*, id_token: str, client: sessions.Client) -> SignIn:
+def sign_in(*, id_token: str, client: sessions.Client, nonce: str | None = None) -> SignIn:
     """``POST /auth/login``: verify the ID token and start a session in the state it calls for."""
-    identity = verify_id_token(id_token=id_token)
+    identity = verify_id_token(id_token=id_token, nonce=nonce)
     org, member = record_sign_in(identity=identity)
-    login = audit.event(org_id=org.org_id, actor=member.user_id, action="login", target=member.user_id,
+    login = audit.event(org_id=org.org_id, actor=audit.member_actor(member.user_id), action="login", target=member.user_id,
                         user_id=member.user_id, client=client, details={"method": "idp"})
     issued = sessions.start(org=org, member=member, client=client, audit_event=login)
     return SignIn(issued=issued, org=org, member=member)

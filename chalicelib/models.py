@@ -352,6 +352,8 @@ class AuditEvent(Model):
     event_key = UnicodeAttribute(range_key=True)
     at = UTCDateTimeAttribute()
     actor = UnicodeAttribute()
+    # member, backup_credentials or operator: the name alone cannot tell (an IdP user may be "operator").
+    actor_kind = UnicodeAttribute(null=True)
     action = UnicodeAttribute()
     target = UnicodeAttribute(null=True)
     # The member the event is about (for filtering), whoever the actor was.

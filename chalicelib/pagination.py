@@ -16,6 +16,7 @@ from chalicelib.errors import InvalidCursor, MalformedRequest
 T = TypeVar("T")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
+MAX_SORT_KEY_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,10 @@ def decode(cursor: str | None) -> str | None:
         position = document["after"]
     except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
         raise InvalidCursor("'next' is not a cursor this API returned.") from None
-    if not isinstance(position, str) or not position or len(position) > 1024:
+    # Every position is a sort key, and DynamoDB refuses a sort key over 1024 bytes (not characters).
+    # Keys keyward writes are printable (no lone surrogates, which DynamoDB refuses too).
+    if (not isinstance(position, str) or not position or not position.isprintable()
+            or len(position.encode()) > MAX_SORT_KEY_BYTES):
         raise InvalidCursor("'next' is not a cursor this API returned.")
     return position
 
@@ -47,6 +51,7 @@ def decode(cursor: str | None) -> str | None:
 def limit_from(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
+    # Length first: Python refuses to convert a string of over 4,300 digits at all.
+    if len(raw) > len(str(MAX_LIMIT)) or not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise MalformedRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}.")
     return int(raw)

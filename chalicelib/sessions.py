@@ -24,7 +24,7 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactGet
 
 from chalicelib import audit, clock, grace, lifecycle, membership
-from chalicelib.audit import BACKUP_USER_PREFIX, Client, actor_name
+from chalicelib.audit import BACKUP_USER_PREFIX, Actor, Client, actor_of
 from chalicelib.config import settings
 from chalicelib.errors import (
     MemberNotFound,
@@ -53,7 +53,9 @@ log = logging.getLogger("keyward.sessions")
 _TOKEN_VERSION = "kw1"
 LAST_SEEN_RESOLUTION = timedelta(minutes=5)
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
-_MAX_TOKEN_LENGTH = 1024
+# The longest token keyward issues: an organization ID of 128 and a user ID of 255 characters of
+# up to 4 UTF-8 bytes each, base64url-encoded, with the session ID and the secret (about 1,600).
+_MAX_TOKEN_LENGTH = 2048
 
 
 class SessionState(str, Enum):
@@ -103,9 +105,9 @@ class Caller:
         return self.session.user_id.startswith(BACKUP_USER_PREFIX)
 
     @property
-    def actor(self) -> str:
-        """How the audit log names this caller."""
-        return actor_name(self.session.user_id)
+    def actor(self) -> Actor:
+        """Who this caller is in the audit log: a member, or the backup credentials they used."""
+        return actor_of(self.session.user_id)
 
 
 @dataclass(frozen=True)

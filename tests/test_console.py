@@ -120,9 +120,39 @@ print(json.dumps({"routes": sorted(app.routes), "status": demo.status_code, "bod
 
 def test_the_dev_idp_key_is_off_by_default_and_refused_outside_the_local_stage():
     assert load({}).dev_idp_key_file is None
-    assert load({"KEYWARD_DEV_IDP_KEY_FILE": "/keys/idp.pem"}).dev_idp_key_file == "/keys/idp.pem"
+    local = {"KEYWARD_STAGE": "local", "KEYWARD_DEV_IDP_KEY_FILE": "/keys/idp.pem"}
+    assert load(local).dev_idp_key_file == "/keys/idp.pem"
     with pytest.raises(ConfigurationError, match="local stage only"):
-        load({"KEYWARD_STAGE": "prod", "KEYWARD_DEV_IDP_KEY_FILE": "/keys/idp.pem"})
+        load({**local, "KEYWARD_STAGE": "prod"})
+
+
+@pytest.mark.parametrize("stage", [None, ""])
+def test_a_missing_stage_is_not_the_local_stage(stage):
+    environment = {"KEYWARD_DEV_IDP_KEY_FILE": "/keys/idp.pem"}
+    if stage is not None:
+        environment["KEYWARD_STAGE"] = stage
+
+    assert load({}).stage is None
+    with pytest.raises(ConfigurationError, match="local stage only"):
+        load(environment)
+
+
+def test_the_dev_idp_key_is_refused_inside_lambda_even_on_a_stage_named_local():
+    with pytest.raises(ConfigurationError, match="never inside AWS Lambda"):
+        load({"KEYWARD_STAGE": "local", "KEYWARD_DEV_IDP_KEY_FILE": "/keys/idp.pem",
+              "AWS_LAMBDA_FUNCTION_NAME": "keyward-prod-APIHandler"})
+
+
+def test_inside_lambda_the_app_does_not_start_with_the_dev_idp_key():
+    # A fresh interpreter with the Lambda runtime's variable: the import of the app itself fails,
+    # so no request is ever served with the dev sign-in.
+    environment = {**os.environ, "KEYWARD_STAGE": "local", "AWS_LAMBDA_FUNCTION_NAME": "keyward-dev-APIHandler"}
+    assert environment.get("KEYWARD_DEV_IDP_KEY_FILE"), "the test environment configures the dev IdP key"
+    ran = subprocess.run([sys.executable, "-c", "import app"], cwd=PROJECT_ROOT, env=environment,
+                         capture_output=True, text=True, timeout=60)
+
+    assert ran.returncode != 0
+    assert "ConfigurationError" in ran.stderr and "never inside AWS Lambda" in ran.stderr
 
 
 @pytest.fixture

@@ -23,8 +23,10 @@ auth = Blueprint(__name__)
 @route(auth, "/auth/login", methods=["POST"])
 def login() -> dict[str, Any]:
     body = json_body(auth.current_request)
-    only_fields(body, {"id_token"})
-    signed_in = identity.sign_in(id_token=string_field(body, "id_token", limit=16384), client=client_of(auth.current_request))
+    only_fields(body, {"id_token", "nonce"})
+    nonce = string_field(body, "nonce", limit=256) if "nonce" in body else None
+    signed_in = identity.sign_in(id_token=string_field(body, "id_token", limit=16384), nonce=nonce,
+                                 client=client_of(auth.current_request))
     return login_body(token=signed_in.issued.token, session=signed_in.issued.session, org=signed_in.org, member=signed_in.member)
 
 

@@ -34,8 +34,9 @@ _SECURITY_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    # Revalidated on every load (cheaply, by ETag), so a deployment shows at once.
-    "Cache-Control": "no-cache",
+    # Never kept: the page is small, and a stored copy on a shared machine is one more place a
+    # signed-in console could be read from. (The API's middleware sets it on every answer too.)
+    "Cache-Control": "no-store",
 }
 
 
@@ -68,13 +69,15 @@ def _etag(body: str) -> str:
 
 
 @functools.cache
-def _page(*, base: str, dev_sign_in_enabled: bool) -> _Asset:
+def _page(*, base: str, dev_sign_in_enabled: bool, idp_authorization_endpoint: str = "", idp_client_id: str = "") -> _Asset:
     # The page is filled in per deployment: API Gateway serves it under its stage (/api/), and
     # every URL in it is relative to that base.
     template = _assets()["index.html"].body
     body = template.replace("{{base}}", html.escape(base, quote=True)).replace(
         "{{dev_sign_in}}", "on" if dev_sign_in_enabled else "off"
-    )
+    ).replace(
+        "{{idp_authorization_endpoint}}", html.escape(idp_authorization_endpoint, quote=True)
+    ).replace("{{idp_client_id}}", html.escape(idp_client_id, quote=True))
     return _Asset(body=body, content_type=_CONTENT_TYPES[".html"], etag=_etag(body))
 
 
@@ -99,7 +102,11 @@ def _serve(asset: _Asset) -> Response:
 @console.route("/", methods=["GET"])
 def page() -> Response:
     request = console.current_request
-    return _serve(_page(base=_base_path(request.context or {}), dev_sign_in_enabled=settings().dev_idp_key_file is not None))
+    config = settings()
+    return _serve(_page(
+        base=_base_path(request.context or {}), dev_sign_in_enabled=config.dev_idp_key_file is not None,
+        idp_authorization_endpoint=config.oidc_authorization_endpoint or "", idp_client_id=config.oidc_audience,
+    ))
 
 
 @console.route("/console/{name}", methods=["GET"])

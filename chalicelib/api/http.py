@@ -141,6 +141,14 @@ def caller_with(
     return caller, submitted
 
 
+def no_store(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Every answer may carry a token, a secret or personal data: no cache keeps a copy, not
+    the browser's and not a proxy's, so neither a back button nor a shared machine shows it later."""
+    response = get_response(event)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 class KeywardApp(Chalice):
     """Chalice keeps the current request on the app object. Lambda runs one request at a time,
     but ``chalice local`` serves each request on its own thread, so each thread gets its own."""

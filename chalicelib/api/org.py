@@ -5,7 +5,7 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import audit, clock, pagination, sessions
+from chalicelib import audit, clock, pagination, query_values, sessions
 from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.deferred import deferred
 from chalicelib.errors import AdminRequired, MalformedRequest
@@ -135,7 +135,8 @@ def list_keys() -> dict[str, Any]:
     if compliant not in (None, "", "false"):
         raise MalformedRequest("'compliant' may only be 'false' (the keys that fall short of the policy).")
     page = keys.list_org_keys(org_id=org_id, limit=pagination.limit_from(_query("limit")),
-                              after=pagination.decode(_query("next")), user_id=_query("user_id") or None,
+                              after=pagination.decode(_query("next")),
+                              user_id=query_values.user_id_filter(_query("user_id")),
                               noncompliant_under=policy if compliant == "false" else None)
     owners = keys.owners_of(org_id=org_id, found=page.items)
     return {
@@ -200,7 +201,7 @@ def audit_log() -> dict[str, Any]:
     caller = _admin()
     page = audit.list_events(
         org_id=caller.org.org_id, limit=pagination.limit_from(_query("limit")), after=pagination.decode(_query("next")),
-        action=_query("action") or None, user_id=_query("user_id") or None,
+        action=query_values.action_filter(_query("action")), user_id=query_values.user_id_filter(_query("user_id")),
     )
     return {"events": [audit.describe(entry) for entry in page.items], "next": page.next}
 

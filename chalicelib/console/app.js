@@ -4,6 +4,7 @@
 import { api, token, whenSessionEnds, whenSessionNeedsStep } from "./api.js";
 import { describe, explained } from "./messages.js";
 import { leaveNewSecret, refreshOrganization, showOrganization, stopOrganization } from "./organization.js";
+import { idpAnswer, idpConfigured, startIdpSignIn } from "./idp.js";
 import { showPersonal } from "./personal.js";
 import { forgetPassCode, registerKey } from "./enrollment.js";
 import { enableStepUp } from "./stepup.js";
@@ -118,6 +119,10 @@ function wireSignIn() {
       run(event.submitter, () => demoSignIn({ org, user, admin: $("dev-admin").checked }));
     });
   }
+  if (idpConfigured()) {
+    $("idp-start").hidden = false;
+    $("idp-start-button").addEventListener("click", startIdpSignIn);
+  }
   $("id-token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const idToken = $("id-token").value.trim();
@@ -152,15 +157,15 @@ function wireSignIn() {
 // An IdP that redirects here with response_type=id_token puts the token in the fragment.
 async function idTokenFromRedirect() {
   if (!location.hash.includes("id_token=") && !location.hash.includes("error=")) return false;
-  const handed = new URLSearchParams(location.hash.slice(1));
+  const answer = idpAnswer(location.hash);
   // Out of the address bar and the history at once, before anything else can read or log it.
   history.replaceState(null, "", location.pathname + location.search);
-  if (handed.get("error")) {
-    showSignIn(`Your identity provider did not sign you in: ${handed.get("error_description") || handed.get("error")}.`);
+  if (answer.refused) {
+    showSignIn(answer.refused);
     return true;
   }
   showSignIn();
-  await run(null, async () => signedIn(await api.post("auth/login", { id_token: handed.get("id_token") })));
+  await run(null, async () => signedIn(await api.post("auth/login", { id_token: answer.idToken, nonce: answer.nonce })));
   return true;
 }
 

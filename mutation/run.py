@@ -1,0 +1,105 @@
+"""`make mutate`: mutation testing of keyward's security modules with cosmic-ray.
+
+Each module of ``mutation/modules.toml`` is mutated in a copy of the working tree under
+``.mutation/<module>/`` (cosmic-ray writes each mutant into the file on disk, so the tree being
+edited is never touched), its tests run once per mutant, and cosmic-ray's report is written to
+``.mutation/<module>/report.txt``. The session database stays there too: a second run resumes
+where the first stopped, so a long module can be done in several sittings.
+
+    python -m mutation.run                  # every module that exists
+    python -m mutation.run challenges mfa   # some of them
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".mutation"
+MODULES = ROOT / "mutation" / "modules.toml"
+# What a copy of the tree leaves out: virtualenvs, caches, earlier runs, the dev stack's state.
+_NOT_COPIED = shutil.ignore_patterns(".git", ".venv", ".mutation", ".devstack", ".artifacts", "__pycache__",
+                                     ".pytest_cache", ".hypothesis", "out")
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _config(*, module_path: str, tests: list[str], timeout: float, exclude: list[str]) -> str:
+    test_command = " ".join([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                             "-p", "no:randomly", *tests])
+    return "\n".join([
+        "[cosmic-ray]",
+        f"module-path = {json.dumps(module_path)}",
+        f"timeout = {timeout}",
+        "excluded-modules = []",
+        f"test-command = {json.dumps(test_command)}",
+        "",
+        "[cosmic-ray.distributor]",
+        'name = "local"',
+        "",
+        "[cosmic-ray.filters.operators-filter]",
+        f"exclude-operators = {json.dumps(exclude)}",
+        "",
+    ])
+
+
+def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Path | None:
+    if not (ROOT / module["path"]).exists():
+        print(f"{name}: {module['path']} does not exist yet; skipped")
+        return None
+    tests = [test for test in module["tests"] if (ROOT / test).exists()]
+    if not tests:
+        print(f"{name}: none of its tests exist yet; skipped")
+        return None
+    work = WORK / name
+    tree = work / "tree"
+    session = work / "session.sqlite"
+    config = work / "config.toml"
+    if not session.exists():
+        # A fresh copy for a fresh session.
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(ROOT, tree, ignore=_NOT_COPIED)
+        config.write_text(_config(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude))
+        subprocess.run([_tool("cosmic-ray"), "init", str(config), str(session)], cwd=tree, check=True)
+        subprocess.run([_tool("cr-filter-operators"), str(session), str(config)], cwd=tree, check=True)
+        # The tests must pass on the unmutated module, or every mutant would look killed.
+        subprocess.run([_tool("cosmic-ray"), "baseline", str(config)], cwd=tree, check=True)
+    else:
+        # Resuming: the tests as they are now, and the module as it was copied — a run that was
+        # interrupted may have left a mutant on disk. (After changing the module itself, start a
+        # fresh session: rm -r .mutation/<module>.)
+        shutil.copytree(ROOT / "tests", tree / "tests", ignore=_NOT_COPIED, dirs_exist_ok=True)
+        config.write_text(_config(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude))
+        original = subprocess.run(["git", "show", f"HEAD:{module['path']}"], cwd=ROOT, check=True,
+                                  capture_output=True, text=True).stdout
+        (tree / module["path"]).write_text(original)
+    subprocess.run([_tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree, check=True)
+    report = subprocess.run([_tool("cr-report"), "--show-pending", str(session)], cwd=tree, check=True,
+                            capture_output=True, text=True).stdout
+    (work / "report.txt").write_text(report)
+    print(f"{name}: " + (report.strip().splitlines() or ["no report"])[-3:][0])
+    print("\n".join(report.strip().splitlines()[-3:]))
+    return work / "report.txt"
+
+
+def main() -> None:
+    plan = tomllib.loads(MODULES.read_text())
+    parser = argparse.ArgumentParser(description="Mutation testing of keyward's security modules.")
+    parser.add_argument("modules", nargs="*", help=f"modules to mutate (default: all of {', '.join(plan['modules'])})")
+    args = parser.parse_args()
+    unknown = sorted(set(args.modules) - set(plan["modules"]))
+    if unknown:
+        parser.error(f"unknown module(s): {', '.join(unknown)}")
+    for name in args.modules or list(plan["modules"]):
+        mutate(name, module=plan["modules"][name], timeout=float(plan["timeout"]), exclude=plan["operators"]["exclude"])
+
+
+if __name__ == "__main__":
+    main()

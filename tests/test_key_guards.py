@@ -1,0 +1,112 @@
+"""The last-key rule's guards in keys.delete and keys.disable_mfa, tested against a stale caller:
+the caller was resolved (organization and member read) before the table changed — an admin
+enforced MFA, or another request deleted or added a key — and the rule must still hold, because
+it is a condition of the write, not a decision on what was read."""
+from __future__ import annotations
+
+import pytest
+
+from chalicelib import keys, sessions
+from chalicelib.errors import ConcurrentChange, LastKeyRequired
+from chalicelib.models import Member, Organization, SecurityKey
+from tests.authenticator import SoftwareAuthenticator
+from tests.keyward_client import enforce_in_table
+
+
+def _member_with_keys(api, count: int):
+    bob = api.login(user="bob")
+    for number in range(count):
+        assert api.add_key(bob, SoftwareAuthenticator(), name=f"Key {number}").status == 201
+    bob = api.mfa_login(org="acme", user="bob", authenticator=bob.authenticators[0])
+    return bob
+
+
+def _caller(member):
+    return sessions.resolve(authorization=f"Bearer {member.token}")
+
+
+def _key_ids() -> set[str]:
+    return {key.key_id for key in SecurityKey.scan()}
+
+
+def _key_count() -> int:
+    return Member.get("acme", "bob", consistent_read=True).key_count
+
+
+def test_deleting_the_last_key_is_refused_when_mfa_was_enforced_after_the_caller_was_read(api):
+    bob = _member_with_keys(api, 1)
+    stale = _caller(bob)
+    assert not stale.org.mfa_enforced
+    enforce_in_table("acme", enforcing_session_id=bob.token.split(".")[3])
+    [key_id] = _key_ids()
+
+    with pytest.raises(LastKeyRequired):
+        keys.delete(caller=stale, key_id=key_id)
+
+    assert _key_ids() == {key_id} and _key_count() == 1
+
+
+def test_deleting_a_second_to_last_key_under_enforcement_is_allowed(api):
+    bob = _member_with_keys(api, 2)
+    enforce_in_table("acme", enforcing_session_id=bob.token.split(".")[3])
+    caller = _caller(bob)
+    first, second = sorted(_key_ids())
+
+    keys.delete(caller=caller, key_id=first)
+
+    assert _key_ids() == {second} and _key_count() == 1
+
+
+def test_the_last_key_is_kept_when_another_delete_took_the_other_one_meanwhile(api):
+    # Under enforcement, two keys; this caller was read then; another request deleted one since.
+    bob = _member_with_keys(api, 2)
+    enforce_in_table("acme", enforcing_session_id=bob.token.split(".")[3])
+    stale = _caller(bob)
+    first, second = sorted(_key_ids())
+    keys.delete(caller=_caller(bob), key_id=first)
+
+    with pytest.raises(LastKeyRequired):
+        keys.delete(caller=stale, key_id=second)
+
+    assert _key_ids() == {second} and _key_count() == 1
+
+
+def test_disabling_mfa_is_refused_when_mfa_was_enforced_after_the_caller_was_read(api):
+    bob = _member_with_keys(api, 2)
+    stale = _caller(bob)
+    before = _key_ids()
+    # Enforced, but the caller read the organization before: only the write's condition can see it.
+    Organization("acme").update(actions=[Organization.mfa_enforced.set(True)])
+    stale.org.mfa_enforced = False
+
+    with pytest.raises(LastKeyRequired):
+        keys.disable_mfa(caller=stale)
+
+    assert _key_ids() == before and _key_count() == 2
+
+
+def test_disabling_mfa_fails_whole_when_a_key_was_added_meanwhile(api, monkeypatch):
+    bob = _member_with_keys(api, 1)
+    caller = _caller(bob)
+    read_keys = keys.keys_of
+
+    def keys_then_one_more(**arguments):
+        found = read_keys(**arguments)
+        monkeypatch.setattr(keys, "keys_of", read_keys)  # once: the registration reads keys too
+        assert api.add_key(bob, SoftwareAuthenticator(), name="Added meanwhile").status == 201
+        return found
+
+    monkeypatch.setattr(keys, "keys_of", keys_then_one_more)
+
+    with pytest.raises(ConcurrentChange):
+        keys.disable_mfa(caller=caller)
+
+    assert len(_key_ids()) == 2 and _key_count() == 2
+
+
+def test_disabling_mfa_without_enforcement_deletes_every_key(api):
+    bob = _member_with_keys(api, 2)
+
+    keys.disable_mfa(caller=_caller(bob))
+
+    assert _key_ids() == set() and _key_count() == 0

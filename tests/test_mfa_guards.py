@@ -1,0 +1,142 @@
+"""The MFA check's guards, each made to matter: the key and the user handle must be the
+member's own (tested with fixed IDs on both sides, so ``!=`` weakened to ``<`` or ``>`` fails),
+and the race guards of the final transaction — the key's signature counter and the session's
+token and state unchanged since they were read — tested against a stale caller: the table is
+changed between the read and the write, as a concurrent request would change it."""
+from __future__ import annotations
+
+import pytest
+
+from chalicelib import ceremonies, mfa, sessions
+from chalicelib.errors import InvalidToken, SignCountRegression, UnknownCredential
+from chalicelib.keys import user_handle_for
+from chalicelib.models import SecurityKey, Session
+from tests.authenticator import SoftwareAuthenticator
+
+ORG = "acme"
+
+
+def _member_with_key(api, user: str):
+    member = api.login(org=ORG, user=user)
+    authenticator = SoftwareAuthenticator()
+    assert api.add_key(member, authenticator).status == 201
+    return authenticator
+
+
+def _pending(api, user: str):
+    """A fresh ``mfa_required`` login: its caller as resolved now, and its request options."""
+    member = api.login(org=ORG, user=user)
+    assert member.state == "mfa_required"
+    caller = sessions.resolve(authorization=f"Bearer {member.token}")
+    options = api.mfa_options(member)
+    assert options.status == 200
+    return member, caller, options.body
+
+
+def _state(member) -> str:
+    [session] = [s for s in Session.scan() if s.session_id == member.token.split(".")[3]]
+    return session.state
+
+
+# --- whose key, whose user handle: both sides of each comparison ---------------------------------
+
+@pytest.mark.parametrize("intruder", ["user-a", "user-z"])  # below and above the key's owner, user-m
+def test_a_key_of_another_member_is_refused_whatever_the_order_of_their_ids(api, intruder):
+    owners_key = _member_with_key(api, "user-m")
+    _member_with_key(api, intruder)
+    member, caller, options = _pending(api, intruder)
+    # The intruder's browser ignores allowCredentials and offers the owner's key.
+    assertion = owners_key.authenticate({**options["publicKey"], "allowCredentials": []})
+
+    with pytest.raises(UnknownCredential):
+        mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion)
+    assert _state(member) == "mfa_required"
+
+
+@pytest.mark.parametrize("handle_of", ["user-a", "user-z", "below", "above"])
+def test_a_user_handle_other_than_the_members_own_is_refused_on_either_side(api, handle_of):
+    authenticator = _member_with_key(api, "user-m")
+    member, caller, options = _pending(api, "user-m")
+    own = user_handle_for(org_id=ORG, user_id="user-m")
+    handle = {
+        "below": (int.from_bytes(own, "big") - 1).to_bytes(32, "big"),
+        "above": (int.from_bytes(own, "big") + 1).to_bytes(32, "big"),
+    }.get(handle_of) or user_handle_for(org_id=ORG, user_id=handle_of)
+    assertion = authenticator.authenticate(options["publicKey"], user_handle=handle)
+
+    with pytest.raises(UnknownCredential):
+        mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion)
+    assert _state(member) == "mfa_required"
+
+
+def test_the_members_own_user_handle_passes(api):
+    authenticator = _member_with_key(api, "user-m")
+    member, caller, options = _pending(api, "user-m")
+    assertion = authenticator.authenticate(options["publicKey"], user_handle=user_handle_for(org_id=ORG, user_id="user-m"))
+
+    assert mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion).token
+    assert _state(member) == "active"
+
+
+# --- the race guards, against a stale caller -----------------------------------------------------
+
+def _meanwhile(monkeypatch, change) -> None:
+    """Run ``change`` after the assertion verified and before the final transaction writes."""
+    verify = ceremonies.verify_authentication
+
+    def verify_then_change(**arguments):
+        verified = verify(**arguments)
+        change()
+        return verified
+
+    monkeypatch.setattr(ceremonies, "verify_authentication", verify_then_change)
+
+
+@pytest.mark.parametrize("counter_meanwhile", [0, 1_000])  # another use moved it; an edit set it back
+def test_a_key_whose_counter_changed_meanwhile_activates_nothing(api, monkeypatch, counter_meanwhile):
+    authenticator = _member_with_key(api, "bob")
+    [key] = list(SecurityKey.scan())
+    key.update(actions=[SecurityKey.sign_count.set(5)])  # as after a few uses
+    authenticator.sign_count = 10
+    member, caller, options = _pending(api, "bob")
+    assertion = authenticator.authenticate(options["publicKey"])
+    _meanwhile(monkeypatch, lambda: key.update(actions=[SecurityKey.sign_count.set(counter_meanwhile)]))
+
+    with pytest.raises(SignCountRegression):
+        mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion)
+
+    assert _state(member) == "mfa_required"
+    assert SecurityKey.get(ORG, key.key_id, consistent_read=True).sign_count == counter_meanwhile
+
+
+@pytest.mark.parametrize("token_hash_meanwhile", ["0" * 64, "f" * 64])  # below and above any real hash
+def test_a_session_whose_token_changed_meanwhile_is_not_activated(api, monkeypatch, token_hash_meanwhile):
+    authenticator = _member_with_key(api, "bob")
+    member, caller, options = _pending(api, "bob")
+    [key] = list(SecurityKey.scan())
+    assertion = authenticator.authenticate(options["publicKey"])
+    session = Session(ORG, caller.session.session_id)
+    _meanwhile(monkeypatch, lambda: session.update(actions=[Session.token_hash.set(token_hash_meanwhile)]))
+
+    with pytest.raises(InvalidToken):
+        mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion)
+
+    stored = Session.get(ORG, caller.session.session_id, consistent_read=True)
+    assert (stored.state, stored.token_hash) == ("mfa_required", token_hash_meanwhile)
+    # One transaction: the key's counter did not move either.
+    assert SecurityKey.get(ORG, key.key_id, consistent_read=True).sign_count == key.sign_count
+
+
+def test_a_session_activated_meanwhile_is_not_activated_again(api, monkeypatch):
+    # Same token, but the session left mfa_required meanwhile (another verify with the same token).
+    authenticator = _member_with_key(api, "bob")
+    member, caller, options = _pending(api, "bob")
+    assertion = authenticator.authenticate(options["publicKey"])
+    session = Session(ORG, caller.session.session_id)
+    _meanwhile(monkeypatch, lambda: session.update(actions=[Session.state.set("active")]))
+
+    with pytest.raises(InvalidToken):
+        mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion)
+
+    stored = Session.get(ORG, caller.session.session_id, consistent_read=True)
+    assert stored.token_hash == caller.token_hash and stored.verified_key_id is None

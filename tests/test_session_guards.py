@@ -1,0 +1,156 @@
+"""The session rules' guards, each made to matter: the retry of a cancelled transactional read,
+the Bearer scheme, the expiry instant, logout's token condition against a stale caller, and the
+owner condition of ending one's own session with fixed IDs on both sides."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import TransactGetError
+
+from chalicelib import clock, sessions
+from chalicelib.errors import InvalidToken
+from chalicelib.models import Session
+
+
+def _session_of(member) -> Session:
+    return Session.get(member.org, member.token.split(".")[3], consistent_read=True)
+
+
+# --- the retry of a cancelled transactional read -------------------------------------------------
+
+@pytest.fixture
+def cancelled_reads(monkeypatch):
+    """Make the next ``n`` transactional reads of sessions.resolve cancelled, as DynamoDB cancels
+    one that meets a transaction writing the same item."""
+    left = {"n": 0}
+
+    class CancelledFirst(sessions.TransactGet):
+        def _commit(self):
+            if left["n"] > 0:
+                left["n"] -= 1
+                cause = ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"}},
+                                    "TransactGetItems")
+                raise TransactGetError("Failed to get transaction items", cause=cause)
+            return super()._commit()
+
+    monkeypatch.setattr(sessions, "TransactGet", CancelledFirst)
+
+    def cancel(n: int) -> dict[str, int]:
+        left["n"] = n
+        return left
+
+    return cancel
+
+
+def test_one_cancelled_read_is_retried_and_the_request_answers(api, cancelled_reads):
+    bob = api.login(user="bob")
+    left = cancelled_reads(1)
+
+    reply = api.call("GET", "/me", token=bob.token)
+
+    assert reply.status == 200, reply.body
+    assert left["n"] == 0
+
+
+def test_two_cancelled_reads_are_a_503_not_a_refusal_of_the_token(api, cancelled_reads):
+    bob = api.login(user="bob")
+    cancelled_reads(2)
+
+    reply = api.call("GET", "/me", token=bob.token)
+
+    assert (reply.status, reply.code) == (503, "StorageUnavailable"), reply.body
+    assert api.call("GET", "/me", token=bob.token).status == 200  # the session is untouched
+
+
+def test_a_read_refused_for_another_reason_is_not_retried(api, monkeypatch):
+    bob = api.login(user="bob")
+    attempts = []
+
+    class Throttled(sessions.TransactGet):
+        def _commit(self):
+            attempts.append(1)
+            cause = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+                                "TransactGetItems")
+            raise TransactGetError("Failed to get transaction items", cause=cause)
+
+    monkeypatch.setattr(sessions, "TransactGet", Throttled)
+
+    reply = api.call("GET", "/me", token=bob.token)
+
+    assert (reply.status, reply.code) == (503, "StorageUnavailable")
+    assert len(attempts) == 1
+
+
+# --- the Bearer scheme ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "Bearerx", "MAC", "Beare", ""])
+def test_a_valid_token_under_another_scheme_is_refused(api, scheme):
+    bob = api.login(user="bob")
+    header = f"{scheme} {bob.token}" if scheme else bob.token
+
+    reply = api.call("GET", "/me", headers={"authorization": header})
+
+    assert (reply.status, reply.code) == (401, "MissingToken"), reply.body
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])  # RFC 9110: schemes are case-insensitive
+def test_the_bearer_scheme_in_any_case_is_accepted(api, scheme):
+    bob = api.login(user="bob")
+
+    reply = api.call("GET", "/me", headers={"authorization": f"{scheme} {bob.token}"})
+
+    assert reply.status == 200, reply.body
+
+
+# --- the expiry instant --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offset,status", [(timedelta(microseconds=-1), 200), (timedelta(0), 401), (timedelta(microseconds=1), 401)])
+def test_a_session_ends_at_the_instant_it_expires(api, monkeypatch, offset, status):
+    bob = api.login(user="bob")
+    expires_at = _session_of(bob).expires_at
+    monkeypatch.setattr(clock, "now", lambda: expires_at + offset)
+
+    reply = api.call("GET", "/me", token=bob.token)
+
+    assert reply.status == status, reply.body
+    if status == 401:
+        assert reply.code == "SessionExpired"
+
+
+# --- logout against a stale caller ---------------------------------------------------------------
+
+@pytest.mark.parametrize("token_hash_meanwhile", ["0" * 64, "f" * 64])
+def test_logout_with_a_token_that_was_rotated_meanwhile_ends_nothing(api, token_hash_meanwhile):
+    bob = api.login(user="bob")
+    stale = sessions.resolve(authorization=f"Bearer {bob.token}")
+    # Meanwhile the session moved on to a new token (an MFA verify of the same session, say).
+    Session(bob.org, stale.session.session_id).update(actions=[Session.token_hash.set(token_hash_meanwhile)])
+
+    with pytest.raises(InvalidToken):
+        sessions.end(caller=stale)
+
+    assert _session_of(bob).token_hash == token_hash_meanwhile
+
+
+def test_logout_with_the_current_token_ends_the_session(api):
+    bob = api.login(user="bob")
+
+    sessions.end(caller=sessions.resolve(authorization=f"Bearer {bob.token}"))
+
+    with pytest.raises(Session.DoesNotExist):
+        _session_of(bob)
+
+
+# --- ending one's own session: only one's own, on both sides of the owner's ID -------------------
+
+@pytest.mark.parametrize("other", ["user-a", "user-z"])
+def test_a_member_cannot_end_a_session_of_another_member_whatever_the_order_of_their_ids(api, other):
+    mine = api.login(user="user-m")
+    theirs = api.login(user=other)
+
+    reply = api.call("DELETE", f"/me/sessions/{theirs.token.split('.')[3]}", token=mine.token)
+
+    assert (reply.status, reply.code) == (404, "SessionNotFound"), reply.body
+    assert api.call("GET", "/me", token=theirs.token).status == 200
