@@ -1,19 +1,21 @@
 """keyward: IdP-independent MFA with FIDO2/WebAuthn security keys. This module only wires."""
 from chalice.app import DynamoDBEvent
 
-from chalicelib import enforcement
+from chalicelib import enforcement, outbox
 from chalicelib.api.auth import auth
 from chalicelib.api.console import console, dev_sign_in
 from chalicelib.api.http import KeywardApp, LambdaDeadline
 from chalicelib.api.me import me
 from chalicelib.api.openapi import openapi
 from chalicelib.api.org import org
+from chalicelib.api.webhooks import webhooks
 from chalicelib.config import settings
 
 app = KeywardApp(app_name="keyward")
 app.register_blueprint(auth)
 app.register_blueprint(me)
 app.register_blueprint(org)
+app.register_blueprint(webhooks)
 app.register_blueprint(openapi)
 app.register_blueprint(console)
 # The demo sign-in mints ID tokens for anyone: it exists only where the dev IdP's key is configured.
@@ -25,4 +27,11 @@ if settings().dev_idp_key_file is not None:
 def end_sessions_on_enforcement(event: DynamoDBEvent) -> dict:
     """The organizations table's stream: end an organization's sessions in bulk once it enforces MFA."""
     failed = enforcement.process_org_changes(records=event.to_dict()["Records"], deadline=LambdaDeadline(event.context))
+    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
+
+
+@app.on_dynamodb_record(stream_arn=settings().audit_stream_arn, batch_size=25, starting_position="TRIM_HORIZON")
+def deliver_audit_events(event: DynamoDBEvent) -> dict:
+    """The audit table's stream: deliver each event to its channels (EventBridge, mail, webhooks)."""
+    failed = outbox.deliver_audit_events(records=event.to_dict()["Records"], deadline=LambdaDeadline(event.context))
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}

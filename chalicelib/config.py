@@ -25,6 +25,8 @@ class Tables:
     backup_credentials: str
     throttles: str
     audit: str
+    webhooks: str
+    deliveries: str
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,18 @@ class Settings:
     invalidation_reserve_seconds: int
 
     audit_retention_days: int
+
+    # The stream function that delivers audit events: mail (SES), EventBridge, webhooks.
+    audit_stream_arn: str
+    # The sender of notification mails; empty turns mail off for the stage.
+    mail_from: str
+    # The EventBridge bus every audit event goes to; empty sends none.
+    event_bus: str
+    # Local stage only: where SES and EventBridge answer (moto), instead of AWS.
+    aws_endpoint: str | None
+    # Failed delivery attempts in a row after which a webhook endpoint is disabled.
+    webhook_disable_after_failures: int
+
     backup_login_max_failures: int
     backup_login_window_seconds: int
 
@@ -93,6 +107,10 @@ def load(env: Mapping[str, str]) -> Settings:
     if dev_idp_key_file is not None and stage != "local":
         # Whoever holds this key can sign in as anyone the JWKS trusts it for: never on AWS.
         raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, not {stage!r}")
+    aws_endpoint = env.get("KEYWARD_AWS_ENDPOINT") or None
+    if aws_endpoint is not None and stage != "local":
+        # Mail and audit events would go to whatever answers there instead of AWS.
+        raise ConfigurationError(f"KEYWARD_AWS_ENDPOINT is for the local stage only, not {stage!r}")
     return Settings(
         stage=stage,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -107,6 +125,8 @@ def load(env: Mapping[str, str]) -> Settings:
             backup_credentials=env.get("KEYWARD_BACKUP_CREDENTIALS_TABLE", prefix + "backup-credentials"),
             throttles=env.get("KEYWARD_THROTTLES_TABLE", prefix + "throttles"),
             audit=env.get("KEYWARD_AUDIT_TABLE", prefix + "audit"),
+            webhooks=env.get("KEYWARD_WEBHOOKS_TABLE", prefix + "webhooks"),
+            deliveries=env.get("KEYWARD_DELIVERIES_TABLE", prefix + "deliveries"),
         ),
         rp_id=env.get("KEYWARD_RP_ID", "localhost"),
         rp_name=env.get("KEYWARD_RP_NAME", "keyward"),
@@ -130,6 +150,14 @@ def load(env: Mapping[str, str]) -> Settings:
         ),
         invalidation_reserve_seconds=_integer(env, "KEYWARD_INVALIDATION_RESERVE_SECONDS", 60),
         audit_retention_days=_integer(env, "KEYWARD_AUDIT_RETENTION_DAYS", 400),
+        audit_stream_arn=env.get(
+            "KEYWARD_AUDIT_STREAM_ARN",
+            f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}audit/stream/local",
+        ),
+        mail_from=env.get("KEYWARD_MAIL_FROM", "").strip(),
+        event_bus=env.get("KEYWARD_EVENT_BUS", "").strip(),
+        aws_endpoint=aws_endpoint,
+        webhook_disable_after_failures=_integer(env, "KEYWARD_WEBHOOK_DISABLE_AFTER_FAILURES", 10),
         backup_login_max_failures=_integer(env, "KEYWARD_BACKUP_LOGIN_MAX_FAILURES", 5),
         backup_login_window_seconds=_integer(env, "KEYWARD_BACKUP_LOGIN_WINDOW_SECONDS", 15 * 60),
         dev_idp_key_file=dev_idp_key_file,

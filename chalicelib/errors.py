@@ -235,3 +235,25 @@ class TooManyAttempts(RateLimited):
 
 class NotForBackupSessions(NotAllowed):
     """Backup credentials are for getting back in, not for holding security keys."""
+
+
+# --- audit streaming: webhooks and the audit log's time range -----------------------------------
+
+class WebhookUrlRefused(InvalidInput):
+    """Not a URL keyward posts to: not https, or resolving to a private, loopback or link-local address."""
+
+
+class InvalidWebhookEvents(InvalidInput):
+    pass
+
+
+class TooManyWebhooks(RuleViolation):
+    pass
+
+
+class WebhookNotFound(NotFound):
+    pass
+
+
+class InvalidTimeRange(InvalidInput):
+    """``since``/``until`` are not ISO 8601 UTC timestamps, or ``since`` is not before ``until``."""

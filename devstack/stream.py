@@ -45,6 +45,8 @@ class StreamPump:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # The local stand-in of the event source's dead-letter queue: records given up on.
+        self.dead_letters: list[dict[str, Any]] = []
         # Start at the stream's current end: what happened before the pump started is not replayed.
         self._open_new_shards(position="LATEST")
 
@@ -78,7 +80,9 @@ class StreamPump:
         return records
 
     def _deliver(self, records: list[dict[str, Any]]) -> None:
-        """Invoke the handler; retry from the first failed record on, as Lambda does."""
+        """Invoke the handler; retry from the first failed record on, as Lambda does; the records
+        still failing after the last attempt go to :attr:`dead_letters`."""
+        failures: list[str] = []
         for attempt in range(1, MAX_DELIVERY_ATTEMPTS + 1):
             response = self._handler({"Records": records}, InvocationContext(seconds=self._invocation_seconds))
             failures = [failure["itemIdentifier"] for failure in (response or {}).get("batchItemFailures", [])]
@@ -90,6 +94,7 @@ class StreamPump:
             time.sleep(min(2.0, 0.1 * 2 ** attempt))
         log.error("stream records %s still failing after %d attempts; giving up on them",
                   [r["dynamodb"]["SequenceNumber"] for r in records], MAX_DELIVERY_ATTEMPTS)
+        self.dead_letters.extend(record for record in records if record["dynamodb"]["SequenceNumber"] in failures)
 
     def start(self, *, interval_seconds: float = 0.25) -> None:
         """Pump in the background until :meth:`stop`."""

@@ -55,3 +55,27 @@ def stream():
 
     return StreamPump(handler=end_sessions_on_enforcement, table_name=settings().tables.orgs,
                       endpoint=server_endpoint(_moto))
+
+
+from devstack.outbox import prepare_channels  # noqa: E402
+
+prepare_channels(endpoint=server_endpoint(_moto))
+
+
+@pytest.fixture
+def audit_stream():
+    """The audit table's stream (the outbox), delivered to the delivery function when a test drains it."""
+    from devstack.outbox import audit_stream_pump
+
+    return audit_stream_pump(endpoint=server_endpoint(_moto))
+
+
+@pytest.fixture
+def sent_mail():
+    """The mail SES on moto accepts during the test, parsed."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    backend = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    backend.sent_messages.clear()
+    return backend.sent_messages

@@ -1,13 +1,15 @@
 """Organization settings → Multi-factor authentication: for the organization's admins only."""
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
-from chalice import Blueprint
+from chalice import Blueprint, Response
 
 from chalicelib import audit, backup, clock, enforcement, keys, members, pagination, sessions
 from chalicelib.api.http import caller_of, json_body, only_fields, route
-from chalicelib.errors import AdminRequired, MalformedRequest
+from chalicelib.errors import AdminRequired, InvalidTimeRange, MalformedRequest
 from chalicelib.models import Invalidation
 from chalicelib.sessions import Caller
 
@@ -114,11 +116,49 @@ def delete_backup_credentials(key_id: str) -> None:
     backup.delete(caller=_admin(), key_id=key_id)
 
 
+def _moment(name: str) -> datetime | None:
+    raw = _query(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidTimeRange(f"'{name}' must be an ISO 8601 UTC timestamp such as 2026-11-27T18:41:06Z.")
+    return moment
+
+
+def _time_range() -> tuple[datetime | None, datetime | None]:
+    since, until = _moment("since"), _moment("until")
+    if since is not None and until is not None and since >= until:
+        raise InvalidTimeRange("'since' must be before 'until'.")
+    return since, until
+
+
 @route(org, "/org/audit", methods=["GET"])
 def audit_log() -> dict[str, Any]:
     caller = _admin()
+    since, until = _time_range()
     page = audit.list_events(
         org_id=caller.org.org_id, limit=pagination.limit_from(_query("limit")), after=pagination.decode(_query("next")),
-        action=_query("action") or None, user_id=_query("user_id") or None,
+        action=_query("action") or None, user_id=_query("user_id") or None, since=since, until=until,
     )
     return {"events": [audit.describe(entry) for entry in page.items], "next": page.next}
+
+
+@route(org, "/org/audit/export", methods=["GET"])
+def export_audit_log() -> Response:
+    """Long ranges as NDJSON, oldest first; ``Keyward-Next-Cursor`` continues where a full answer stops."""
+    caller = _admin()
+    since, until = _time_range()
+    page = audit.list_events(
+        org_id=caller.org.org_id, limit=audit.EXPORT_PAGE, after=pagination.decode(_query("next")),
+        action=_query("action") or None, user_id=_query("user_id") or None, since=since, until=until,
+        oldest_first=True,
+    )
+    lines = "".join(json.dumps(audit.describe(entry), separators=(",", ":")) + "\n" for entry in page.items)
+    headers = {"Content-Type": "application/x-ndjson"}
+    if page.next:
+        headers["Keyward-Next-Cursor"] = page.next
+    return Response(body=lines, status_code=200, headers=headers)
