@@ -247,10 +247,6 @@ class InvalidWebhookEvents(InvalidInput):
     pass
 
 
-class TooManyWebhooks(RuleViolation):
-    pass
-
-
 class WebhookNotFound(NotFound):
     pass
 

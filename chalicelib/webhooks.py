@@ -203,18 +203,22 @@ def resolve_public(parts: SplitResult) -> str:
     Raises:
         WebhookUrlRefused: the host does not resolve, or one of its addresses is not public.
     """
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError, OSError):
+        addresses = _addresses(parts)
+    except (UnicodeError, OSError):
         raise WebhookUrlRefused(f"{parts.hostname!r} does not resolve.") from None
-    addresses = [str(info[4][0]) for info in found]
     if not addresses:
         raise WebhookUrlRefused(f"{parts.hostname!r} does not resolve.")
     for address in addresses:
         if not _public(address):
             raise WebhookUrlRefused(f"{parts.hostname!r} resolves to a private, loopback or link-local address.")
     return addresses[0]
+
+
+def _addresses(parts: SplitResult) -> list[str]:
+    """Every address the URL's host resolves to (what DNS says now)."""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return [str(info[4][0]) for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)]
 
 
 def _public(address: str) -> bool:
@@ -246,10 +250,10 @@ def post(*, webhook: Webhook, message_id: str, timestamp: int, body: bytes) -> i
     try:
         parts = check_url(webhook.url)
         if settings().stage == "local":
-            address = socket.getaddrinfo(parts.hostname, None, type=socket.SOCK_STREAM)[0][4][0]
+            address = _addresses(parts)[0]
         else:
             address = resolve_public(parts)
-    except (WebhookUrlRefused, OSError) as refused:
+    except (WebhookUrlRefused, OSError, IndexError) as refused:
         raise DeliveryFailed(str(refused)) from None
     port = parts.port or (443 if parts.scheme == "https" else 80)
     timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)

@@ -42,6 +42,7 @@ class StreamPump:
         self._streams = boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name=region)
         self._stream_arn = dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
         self._iterators: dict[str, str] = {}
+        self._last_sequence: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -75,7 +76,19 @@ class StreamPump:
         records: list[dict[str, Any]] = []
         for shard_id, iterator in list(self._iterators.items()):
             response = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)
+            last = self._last_sequence.get(shard_id)
+            if not response["Records"] and last is not None:
+                # moto rolls a cancelled transaction back by putting back a copy of each table it
+                # touched, stream included; an iterator of the replaced stream reads nothing more.
+                # A fresh one after the last record read goes on (and costs DynamoDB nothing).
+                iterator = self._streams.get_shard_iterator(
+                    StreamArn=self._stream_arn, ShardId=shard_id, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                    SequenceNumber=last,
+                )["ShardIterator"]
+                response = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)
             self._iterators[shard_id] = response.get("NextShardIterator") or iterator
+            if response["Records"]:
+                self._last_sequence[shard_id] = response["Records"][-1]["dynamodb"]["SequenceNumber"]
             records.extend(_as_lambda_record(record, self._stream_arn) for record in response["Records"])
         return records
 
