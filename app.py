@@ -8,6 +8,7 @@ from chalicelib.api.http import KeywardApp, LambdaDeadline
 from chalicelib.api.me import me
 from chalicelib.api.openapi import openapi
 from chalicelib.api.org import org
+from chalicelib.api.outbox import local_outbox
 from chalicelib.api.webhooks import webhooks
 from chalicelib.config import settings
 
@@ -21,6 +22,9 @@ app.register_blueprint(console)
 # The demo sign-in mints ID tokens for anyone: it exists only where the dev IdP's key is configured.
 if settings().dev_idp_key_file is not None:
     app.register_blueprint(dev_sign_in)
+# The local outbox reads moto's SES: it exists only where SES is moto.
+if settings().aws_endpoint is not None:
+    app.register_blueprint(local_outbox)
 
 
 @app.on_dynamodb_record(stream_arn=settings().orgs_stream_arn, batch_size=100, starting_position="TRIM_HORIZON")

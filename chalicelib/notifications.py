@@ -136,7 +136,7 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
     name = details.get("name")
     target = entry.target or ""
     sentences = {
-        "key.registered": f"A security key{f' named {name!r}' if name else ''} was added to your account by {entry.actor}.",
+        "key.registered": f"A security key{f' named “{name}”' if name else ''} was added to your account by {entry.actor}.",
         "key.deleted": f"The security key {target} was removed from your account by {entry.actor}.",
         "mfa.disabled": f"Multi-factor authentication was turned off for your account by {entry.actor}; "
                         f"{details.get('keys_deleted', 'all')} security key(s) were removed.",
@@ -212,3 +212,29 @@ def _ses() -> Any:
     # The outbox retries with its own backoff and records every attempt.
     return boto3.client("ses", region_name=settings().region, endpoint_url=settings().aws_endpoint,
                         config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=10))
+
+
+# --- the local stage's outbox ------------------------------------------------------------------
+
+def local_outbox() -> list[dict[str, str]]:
+    """The mail SES on moto has accepted, newest first: the local stage's outbox (moto keeps sent
+    mail in memory and lists it at /moto-api/data.json). Empty where SES is AWS's own."""
+    import email
+    import json
+    import urllib.request
+
+    endpoint = settings().aws_endpoint
+    if endpoint is None:
+        return []
+    # moto runs beside the local stack: never through a proxy from the environment.
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with direct.open(f"{endpoint}/moto-api/data.json", timeout=5) as answer:
+        raw = json.load(answer).get("ses", {}).get("RawMessage", [])
+    found = []
+    for stored in reversed(raw):
+        message = email.message_from_string(stored["raw_data"])
+        text = next((part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+                     for part in message.walk() if part.get_content_type() == "text/plain"), "")
+        found.append({"from": str(message["From"] or ""), "to": str(message["To"] or ""),
+                      "subject": str(message["Subject"] or ""), "date": str(message["Date"] or ""), "text": text})
+    return found

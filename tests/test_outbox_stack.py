@@ -80,7 +80,7 @@ def test_a_key_added_with_a_members_session_is_mailed_to_them_and_streamed_signe
     outbox = _outbox(local_stack)
     mail = outbox.split(f"To: bob@{org}.example", 1)[1].split("-" * 72, 1)[0]
     assert "Subject: keyward: A security key was added to your account" in mail
-    assert "'Attacker key'" in mail and "If this was not you" in mail
+    assert "“Attacker key”" in mail and "If this was not you" in mail
     assert stolen not in outbox and created.body["secret"] not in outbox
 
     deliveries = keyward.call("GET", f"/org/webhooks/{created.body['webhook']['id']}/deliveries", token=admin)

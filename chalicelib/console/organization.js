@@ -6,6 +6,7 @@ import { describeAction } from "./messages.js";
 import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, h, keyId, row, run, showError, showScreen, trashButton, when,
 } from "./ui.js";
+import { showWebhooks } from "./webhooks.js";
 
 const POLL_INTERVAL_MS = 1000;
 const AUDIT_PAGE = 20;
@@ -17,7 +18,7 @@ let cursors = { members: null, keys: null, audit: null };
 
 export async function showOrganization(session) {
   context = session;
-  await load();
+  await Promise.all([load(), showWebhooks()]);
   showScreen("screen-organization");
   // Opened while a clean-up runs (e.g. reloaded right after enforcing): keep showing its progress.
   pollInvalidation();
