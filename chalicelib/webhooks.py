@@ -24,7 +24,7 @@ from pynamodb.exceptions import UpdateError
 
 from chalicelib import audit, clock
 from chalicelib.config import settings
-from chalicelib.errors import InvalidWebhookEvents, WebhookNotFound, WebhookUrlRefused
+from chalicelib.errors import InvalidWebhookEvents, MalformedRequest, WebhookNotFound, WebhookUrlRefused
 from chalicelib.models import AuditEvent, Delivery, Webhook
 from chalicelib.sessions import Caller
 from chalicelib.storage import ConditionsFailed, condition_failed, transaction
@@ -80,7 +80,7 @@ def create(*, caller: Caller, url: str, events: Iterable[str], description: str 
     wanted = _check_events(events)
     description = description.strip()
     if len(description) > MAX_DESCRIPTION_LENGTH or not description.isprintable():
-        raise InvalidWebhookEvents(f"'description' must be at most {MAX_DESCRIPTION_LENGTH} printable characters.")
+        raise MalformedRequest(f"'description' must be at most {MAX_DESCRIPTION_LENGTH} printable characters.")
     org_id = caller.session.org_id
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     webhook = Webhook(
@@ -184,13 +184,14 @@ def check_url(url: str) -> SplitResult:
     """
     if not isinstance(url, str) or len(url) > MAX_URL_LENGTH or not url.isprintable() or " " in url:
         raise WebhookUrlRefused(f"'url' must be an absolute https URL of at most {MAX_URL_LENGTH} characters.")
-    parts = urlsplit(url)
     schemes = ("http", "https") if settings().stage == "local" else ("https",)
     try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in schemes or not parts.hostname or port == -1:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+        valid = parts.scheme in schemes and bool(parts.hostname)
+    except ValueError:  # "http://[::1", a port of 99999
+        valid = False
+    if not valid:
         raise WebhookUrlRefused("'url' must be an absolute https URL.")
     if parts.username is not None or parts.password is not None or parts.fragment:
         raise WebhookUrlRefused("'url' must not hold credentials or a fragment; sign-in is the signature's job.")

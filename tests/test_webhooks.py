@@ -105,6 +105,8 @@ def test_another_organizations_webhook_is_unknown(api, receiver):
     ({"url": "http://user:pw@127.0.0.1/x", "events": ["*"]}, "WebhookUrlRefused"),
     ({"url": "http://127.0.0.1:99999/x", "events": ["*"]}, "WebhookUrlRefused"),
     ({"url": "/relative", "events": ["*"]}, "WebhookUrlRefused"),
+    ({"url": "http://[::1/x", "events": ["*"]}, "WebhookUrlRefused"),
+    ({"url": "http://127.0.0.1/x", "events": ["*"], "description": "a\u0000b"}, "MalformedRequest"),
     ({"url": "http://127.0.0.1/" + "x" * 2100, "events": ["*"]}, "MalformedRequest"),
     ({"url": "http://127.0.0.1/x", "events": ["*"], "secret": "mine"}, "MalformedRequest"),
     ({"url": "http://127.0.0.1/x", "events": ["*"], "description": 5}, "MalformedRequest"),
@@ -206,7 +208,7 @@ def test_the_audit_log_takes_a_time_range(api):
     assert "2026-02-01T00:00:00Z" in [e["at"] for e in since.body["events"]]
 
 
-@pytest.mark.parametrize("query", ["since=yesterday", "until=2026-01-01T00:00:00", "since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+@pytest.mark.parametrize("query", ["since=yesterday", "until=2026-01-01T00:00:00", "since=0001-01-01T00:00:00%2B01:00", "since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
                                    "since=2026-01-01T00:00:00Z&until=2026-01-01T00:00:00Z"])
 def test_a_bad_time_range_is_refused(api, query):
     alice = api.login(user="alice", admin=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from chalice import Blueprint, Response
@@ -122,9 +122,11 @@ def _moment(name: str) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(raw)
-    except ValueError:
+        # A zone is required, and the moment must exist in UTC ("0001-01-01T00:00:00+01:00" does not).
+        moment = moment.astimezone(timezone.utc) if moment.tzinfo is not None else None
+    except (ValueError, OverflowError):
         moment = None
-    if moment is None or moment.tzinfo is None:
+    if moment is None:
         raise InvalidTimeRange(f"'{name}' must be an ISO 8601 UTC timestamp such as 2026-11-27T18:41:06Z.")
     return moment
 
