@@ -7,22 +7,29 @@ from chalicelib.api.http import KeywardApp, LambdaDeadline, no_store
 from chalicelib.api.me import me
 from chalicelib.api.openapi import openapi
 from chalicelib.api.org import org
+from chalicelib.api.outbox import local_outbox
+from chalicelib.api.webhooks import webhooks
 from chalicelib.config import settings
 from chalicelib.deferred import deferred
 
 # Only the stream function's invocations need it; the API's cold starts never load it.
 enforcement = deferred("chalicelib.enforcement")
+outbox = deferred("chalicelib.outbox")
 
 app = KeywardApp(app_name="keyward")
 app.register_middleware(no_store, "http")
 app.register_blueprint(auth)
 app.register_blueprint(me)
 app.register_blueprint(org)
+app.register_blueprint(webhooks)
 app.register_blueprint(openapi)
 app.register_blueprint(console)
 # The demo sign-in mints ID tokens for anyone: it exists only where the dev IdP's key is configured.
 if settings().dev_idp_key_file is not None:
     app.register_blueprint(dev_sign_in)
+# The local outbox reads moto's SES: it exists only where SES is moto.
+if settings().aws_endpoint is not None:
+    app.register_blueprint(local_outbox)
 
 
 @app.on_dynamodb_record(stream_arn=settings().orgs_stream_arn, batch_size=100, starting_position="TRIM_HORIZON")
@@ -42,3 +49,10 @@ def refresh_authenticator_metadata(event: CloudWatchEvent) -> dict:
         return {"loaded": False}
     return {"loaded": True, "blob_number": loaded.blob_number, "newly_compromised": list(loaded.newly_compromised),
             "keys_flagged": loaded.keys_flagged}
+
+
+@app.on_dynamodb_record(stream_arn=settings().audit_stream_arn, batch_size=25, starting_position="TRIM_HORIZON")
+def deliver_audit_events(event: DynamoDBEvent) -> dict:
+    """The audit table's stream: deliver each event to its channels (EventBridge, mail, webhooks)."""
+    failed = outbox.deliver_audit_events(records=event.to_dict()["Records"], deadline=LambdaDeadline(event.context))
+    return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
@@ -104,10 +104,31 @@ def record(**fields: Any) -> None:
     event(**fields).save()
 
 
+KEY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# An NDJSON export answers with at most this many events; its cursor continues from there.
+EXPORT_PAGE = 5000
+
+
+def _time_range(since: datetime | None, until: datetime | None) -> Any:
+    """The event keys from ``since`` (inclusive) to ``until`` (exclusive): keys start with the event's time."""
+    low = since.astimezone(timezone.utc).strftime(KEY_TIME_FORMAT) if since else None
+    # "...Z" sorts before every "...Z#suffix" of the same moment, so an event at `until` is left out.
+    high = until.astimezone(timezone.utc).strftime(KEY_TIME_FORMAT) if until else None
+    if low and high:
+        return AuditEvent.event_key.between(low, high)
+    if low:
+        return AuditEvent.event_key >= low
+    if high:
+        return AuditEvent.event_key < high
+    return None
+
+
 def list_events(
     *, org_id: str, limit: int, after: str | None, action: str | None = None, user_id: str | None = None,
+    since: datetime | None = None, until: datetime | None = None, oldest_first: bool = False,
 ) -> pagination.Page[AuditEvent]:
-    """One page of the organization's events, newest first, optionally of one action or member."""
+    """One page of the organization's events, newest first (or oldest first), optionally of one
+    action or member and within ``since`` (inclusive) and ``until`` (exclusive)."""
     condition = None
     if action:
         condition = AuditEvent.action == action
@@ -116,7 +137,8 @@ def list_events(
         condition = about if condition is None else condition & about
     start = {"org_id": {"S": org_id}, "event_key": {"S": after}} if after else None
     results = AuditEvent.query(
-        org_id, filter_condition=condition, scan_index_forward=False, limit=limit, page_size=limit,
+        org_id, _time_range(since, until), filter_condition=condition, scan_index_forward=oldest_first,
+        limit=limit, page_size=limit,
         last_evaluated_key=start, consistent_read=True,
     )
     found = list(results)

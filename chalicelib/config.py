@@ -31,6 +31,8 @@ class Tables:
     audit: str
     authenticator_models: str
     enrollment_passes: str
+    webhooks: str
+    deliveries: str
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,18 @@ class Settings:
     invalidation_reserve_seconds: int
 
     audit_retention_days: int
+
+    # The stream function that delivers audit events: mail (SES), EventBridge, webhooks.
+    audit_stream_arn: str
+    # The sender of notification mails; empty turns mail off for the stage.
+    mail_from: str
+    # The EventBridge bus every audit event goes to; empty sends none.
+    event_bus: str
+    # Local stage only: where SES and EventBridge answer (moto), instead of AWS.
+    aws_endpoint: str | None
+    # Failed delivery attempts in a row after which a webhook endpoint is disabled.
+    webhook_disable_after_failures: int
+
     backup_login_max_failures: int
     backup_login_window_seconds: int
     # Wrong enrolment pass codes a member may enter per window.
@@ -239,6 +253,10 @@ def load(env: Mapping[str, str]) -> Settings:
             raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, not {stage!r}")
         if env.get("AWS_LAMBDA_FUNCTION_NAME"):
             raise ConfigurationError("KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, never inside AWS Lambda")
+    aws_endpoint = env.get("KEYWARD_AWS_ENDPOINT") or None
+    if aws_endpoint is not None and stage != LOCAL_STAGE:
+        # Mail and audit events would go to whatever answers there instead of AWS.
+        raise ConfigurationError(f"KEYWARD_AWS_ENDPOINT is for the local stage only, not {stage!r}")
     return Settings(
         stage=stage,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -255,6 +273,8 @@ def load(env: Mapping[str, str]) -> Settings:
             audit=env.get("KEYWARD_AUDIT_TABLE", prefix + "audit"),
             authenticator_models=env.get("KEYWARD_AUTHENTICATOR_MODELS_TABLE", prefix + "authenticator-models"),
             enrollment_passes=env.get("KEYWARD_ENROLLMENT_PASSES_TABLE", prefix + "enrollment-passes"),
+            webhooks=env.get("KEYWARD_WEBHOOKS_TABLE", prefix + "webhooks"),
+            deliveries=env.get("KEYWARD_DELIVERIES_TABLE", prefix + "deliveries"),
         ),
         rp_id=env.get("KEYWARD_RP_ID", "localhost"),
         rp_name=env.get("KEYWARD_RP_NAME", "keyward"),
@@ -283,6 +303,14 @@ def load(env: Mapping[str, str]) -> Settings:
         ),
         invalidation_reserve_seconds=_integer(env, "KEYWARD_INVALIDATION_RESERVE_SECONDS", 60),
         audit_retention_days=_integer(env, "KEYWARD_AUDIT_RETENTION_DAYS", 400),
+        audit_stream_arn=env.get(
+            "KEYWARD_AUDIT_STREAM_ARN",
+            f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}audit/stream/local",
+        ),
+        mail_from=env.get("KEYWARD_MAIL_FROM", "").strip(),
+        event_bus=env.get("KEYWARD_EVENT_BUS", "").strip(),
+        aws_endpoint=aws_endpoint,
+        webhook_disable_after_failures=_integer(env, "KEYWARD_WEBHOOK_DISABLE_AFTER_FAILURES", 10),
         backup_login_max_failures=_integer(env, "KEYWARD_BACKUP_LOGIN_MAX_FAILURES", 5),
         backup_login_window_seconds=_integer(env, "KEYWARD_BACKUP_LOGIN_WINDOW_SECONDS", 15 * 60),
         enrollment_pass_max_failures=_integer(env, "KEYWARD_ENROLLMENT_PASS_MAX_FAILURES", 5),

@@ -329,3 +329,21 @@ class WrongIdentityProvider(NotAuthenticated):
 class OrganizationExists(Exception):
     """An operator tried to create an organization that exists already."""
 
+
+
+# --- audit streaming: webhooks and the audit log's time range -----------------------------------
+
+class WebhookUrlRefused(InvalidInput):
+    """Not a URL keyward posts to: not https, or resolving to a private, loopback or link-local address."""
+
+
+class InvalidWebhookEvents(InvalidInput):
+    pass
+
+
+class WebhookNotFound(NotFound):
+    pass
+
+
+class InvalidTimeRange(InvalidInput):
+    """``since``/``until`` are not ISO 8601 UTC timestamps, or ``since`` is not before ``until``."""

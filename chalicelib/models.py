@@ -346,6 +346,8 @@ class AuditEvent(Model):
 
     class Meta(_KeywardMeta):
         table_name = _settings.tables.audit
+        # The outbox: every saved event reaches the delivery stream function (mail, EventBridge, webhooks).
+        stream_view_type = "NEW_IMAGE"
 
     org_id = UnicodeAttribute(hash_key=True)
     # The event's time and a random suffix: sorts by time, never collides.
@@ -383,10 +385,55 @@ class AuthenticatorModel(Model):
     loaded_at = UTCDateTimeAttribute(null=True)
 
 
+class Webhook(Model):
+    """An organization's webhook endpoint: where its audit events are posted, signed with its secret."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.webhooks
+
+    org_id = UnicodeAttribute(hash_key=True)
+    webhook_id = UnicodeAttribute(range_key=True)
+    url = UnicodeAttribute()
+    # Audit actions to send, or "*" for every one.
+    events = UnicodeSetAttribute()
+    description = UnicodeAttribute(default="")
+    # The signing secret ("whsec_..."): kept so that deliveries can be signed, never shown again.
+    secret = UnicodeAttribute()
+    state = UnicodeAttribute()  # "enabled" | "disabled"
+    # Failed deliveries in a row; the endpoint is disabled when they reach the configured limit.
+    consecutive_failures = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute()
+    disabled_at = UTCDateTimeAttribute(null=True)
+
+
+class Delivery(Model):
+    """One channel's delivery of one audit event: its idempotency record and its last attempt."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.deliveries
+
+    # Where it goes: "webhook#<org>#<webhook id>", "mail#<org>#<user id>" or "events#<org>".
+    channel = UnicodeAttribute(hash_key=True)
+    # The audit event's key: a channel's deliveries sort by the time of their events.
+    event_key = UnicodeAttribute(range_key=True)
+    org_id = UnicodeAttribute()
+    event_id = UnicodeAttribute()
+    action = UnicodeAttribute()
+    state = UnicodeAttribute()  # "sending" | "delivered" | "failed" | "skipped" | "rejected"
+    attempts = NumberAttribute(default=0)
+    last_attempt_at = UTCDateTimeAttribute()
+    status_code = NumberAttribute(null=True)
+    # Why it failed or was skipped (no email address, endpoint disabled, HTTP 500...).
+    detail = UnicodeAttribute(null=True)
+    ttl = TTLAttribute()
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     Organization, Member, SecurityKey, CredentialClaim, Challenge, Session, BackupCredential, Throttle, AuditEvent,
     AuthenticatorModel,
     EnrollmentPass,
+    Webhook, Delivery,
 )
 
 

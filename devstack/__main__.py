@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     mds.add_argument("blob", type=Path, help="the BLOB, as downloaded from https://mds3.fidoalliance.org/")
     mds.add_argument("--trust-root", type=Path, help="PEM root the BLOB's chain must end at (default: the FIDO Alliance's)")
 
+    mail = commands.add_parser("mail", help="show the local outbox: the mail keyward sent through SES on moto")
+    mail.add_argument("--endpoint", default=os.environ.get("KEYWARD_AWS_ENDPOINT") or f"http://{LOCAL_HOST}:{MOTO_PORT}",
+                      help="where moto answers (default: $KEYWARD_AWS_ENDPOINT, else the local stack's moto)")
+
     key = commands.add_parser(
         "key",
         help="a software security key: answer the API's WebAuthn options from stdin",
@@ -93,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         return _create_tables()
     if args.command == "mds":
         return _load_metadata(blob=args.blob, trust_root=args.trust_root)
+
+    if args.command == "mail":
+        from devstack.outbox import print_outbox
+
+        return print_outbox(endpoint=args.endpoint)
     if args.command == "key":
         from devstack import key as security_key
 
@@ -138,6 +147,7 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
     signal.signal(signal.SIGTERM, _request_stop)
     moto = None
     pump = None
+    audit_pump = None
     chalice: subprocess.Popen[bytes] | None = None
     try:
         ensure_free(host=LOCAL_HOST, port=port)
@@ -165,6 +175,19 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
         pump.start()
         print("stream function: pumping the organizations table's stream")
 
+        # The audit table's stream is the outbox: mail (SES) and EventBridge on moto, webhooks.
+        from devstack.outbox import audit_stream_pump, prepare_channels
+
+        try:
+            prepare_channels(endpoint=os.environ["KEYWARD_AWS_ENDPOINT"])
+        except Exception as error:  # a DynamoDB Local at DYNAMODB_ENDPOINT serves no SES or EventBridge
+            print(f"devstack: mail and EventBridge are not available at {os.environ['KEYWARD_AWS_ENDPOINT']}: {error}",
+                  file=sys.stderr)
+        audit_pump = audit_stream_pump(endpoint=endpoint)
+        audit_pump.start()
+        print(f"stream function: pumping the audit table's stream; sent mail: {Path(sys.executable).name} -m devstack mail "
+              f"--endpoint {os.environ['KEYWARD_AWS_ENDPOINT']}")
+
         chalice = _start_chalice(port=port, autoreload=autoreload)
         try:
             wait_until_up(f"http://{LOCAL_HOST}:{port}/", timeout_seconds=20)
@@ -185,6 +208,8 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
             _stop_chalice(chalice)
         if pump is not None:
             pump.stop()
+        if audit_pump is not None:
+            audit_pump.stop()
         if moto is not None:
             moto.stop()
 

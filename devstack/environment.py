@@ -30,6 +30,11 @@ def local_environment(*, endpoint: str, jwks_json: str, port: int = LOCAL_PORT) 
         "KEYWARD_RP_NAME": "keyward (local)",
         # The console's "sign in as a demo user" mints tokens with the key `devstack token` uses.
         "KEYWARD_DEV_IDP_KEY_FILE": str(DEFAULT_KEY_PATH),
+        # Notification mail goes to SES on moto, audit events to an EventBridge bus there
+        # (`python -m devstack mail` shows the mail).
+        "KEYWARD_AWS_ENDPOINT": endpoint,
+        "KEYWARD_MAIL_FROM": "keyward <notifications@keyward.localhost>",
+        "KEYWARD_EVENT_BUS": "keyward-local",
     }
 
 

@@ -42,9 +42,12 @@ class StreamPump:
         self._streams = boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name=region)
         self._stream_arn = dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
         self._iterators: dict[str, str] = {}
+        self._last_sequence: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # The local stand-in of the event source's dead-letter queue: records given up on.
+        self.dead_letters: list[dict[str, Any]] = []
         # Start at the stream's current end: what happened before the pump started is not replayed.
         self._open_new_shards(position="LATEST")
 
@@ -73,12 +76,26 @@ class StreamPump:
         records: list[dict[str, Any]] = []
         for shard_id, iterator in list(self._iterators.items()):
             response = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)
+            last = self._last_sequence.get(shard_id)
+            if not response["Records"] and last is not None:
+                # moto rolls a cancelled transaction back by putting back a copy of each table it
+                # touched, stream included; an iterator of the replaced stream reads nothing more.
+                # A fresh one after the last record read goes on (and costs DynamoDB nothing).
+                iterator = self._streams.get_shard_iterator(
+                    StreamArn=self._stream_arn, ShardId=shard_id, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                    SequenceNumber=last,
+                )["ShardIterator"]
+                response = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)
             self._iterators[shard_id] = response.get("NextShardIterator") or iterator
+            if response["Records"]:
+                self._last_sequence[shard_id] = response["Records"][-1]["dynamodb"]["SequenceNumber"]
             records.extend(_as_lambda_record(record, self._stream_arn) for record in response["Records"])
         return records
 
     def _deliver(self, records: list[dict[str, Any]]) -> None:
-        """Invoke the handler; retry from the first failed record on, as Lambda does."""
+        """Invoke the handler; retry from the first failed record on, as Lambda does; the records
+        still failing after the last attempt go to :attr:`dead_letters`."""
+        failures: list[str] = []
         for attempt in range(1, MAX_DELIVERY_ATTEMPTS + 1):
             response = self._handler({"Records": records}, InvocationContext(seconds=self._invocation_seconds))
             failures = [failure["itemIdentifier"] for failure in (response or {}).get("batchItemFailures", [])]
@@ -90,6 +107,7 @@ class StreamPump:
             time.sleep(min(2.0, 0.1 * 2 ** attempt))
         log.error("stream records %s still failing after %d attempts; giving up on them",
                   [r["dynamodb"]["SequenceNumber"] for r in records], MAX_DELIVERY_ATTEMPTS)
+        self.dead_letters.extend(record for record in records if record["dynamodb"]["SequenceNumber"] in failures)
 
     def start(self, *, interval_seconds: float = 0.25) -> None:
         """Pump in the background until :meth:`stop`."""

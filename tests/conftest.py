@@ -28,7 +28,23 @@ from tests.keyward_client import KeywardClient  # noqa: E402
 @pytest.fixture(autouse=True)
 def empty_tables() -> Iterator[None]:
     truncate_tables()
+    _forget_stream_records()
     yield
+
+
+def _forget_stream_records() -> None:
+    """Drop the streams' records of earlier tests (each test's pumps start at the stream's end).
+
+    moto keeps every stream record in memory and copies each table a transaction touches, stream
+    included, to roll it back if need be: with the audit table's stream growing over the whole
+    session, transactions would slow down until they time out.
+    """
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    for table in dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].tables.values():
+        if table.stream_shard is not None:
+            table.stream_shard.items.clear()
 
 
 @pytest.fixture
@@ -55,3 +71,27 @@ def stream():
 
     return StreamPump(handler=end_sessions_on_enforcement, table_name=settings().tables.orgs,
                       endpoint=server_endpoint(_moto))
+
+
+from devstack.outbox import prepare_channels  # noqa: E402
+
+prepare_channels(endpoint=server_endpoint(_moto))
+
+
+@pytest.fixture
+def audit_stream():
+    """The audit table's stream (the outbox), delivered to the delivery function when a test drains it."""
+    from devstack.outbox import audit_stream_pump
+
+    return audit_stream_pump(endpoint=server_endpoint(_moto))
+
+
+@pytest.fixture
+def sent_mail():
+    """The mail SES on moto accepts during the test, parsed."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    backend = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    backend.sent_messages.clear()
+    return backend.sent_messages

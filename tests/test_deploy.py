@@ -46,14 +46,17 @@ ARCHITECTURE = "arm64"
 GLIBC = (2, 34)
 ELF_MACHINE_AARCH64 = 183
 # Settings that belong to the local stage only: a dev IdP's key or inline JWKS, a local DynamoDB.
-LOCAL_ONLY_SETTINGS = {"KEYWARD_DEV_IDP_KEY_FILE", "KEYWARD_JWKS_JSON", "KEYWARD_TABLE_PREFIX", "DYNAMODB_ENDPOINT"}
+LOCAL_ONLY_SETTINGS = {"KEYWARD_DEV_IDP_KEY_FILE", "KEYWARD_JWKS_JSON", "KEYWARD_TABLE_PREFIX", "DYNAMODB_ENDPOINT",
+                       "KEYWARD_AWS_ENDPOINT"}
 # `<Ref Name>` or `<GetAtt Resource.Attribute>`: a value .chalice/resources.json binds to the template.
 TEMPLATE_BINDING = re.compile(r"<(Ref|GetAtt) ([A-Za-z0-9]+)(?:\.([A-Za-z0-9]+))?>")
 
 API_HANDLER = "app.app"
 STREAM_HANDLER = "app.end_sessions_on_enforcement"
 REFRESH_HANDLER = "app.refresh_authenticator_metadata"
-FUNCTIONS = (("api", API_HANDLER), ("stream", STREAM_HANDLER), ("refresh", REFRESH_HANDLER))
+DELIVERY_HANDLER = "app.deliver_audit_events"
+FUNCTIONS = (("api", API_HANDLER), ("stream", STREAM_HANDLER), ("refresh", REFRESH_HANDLER), ("delivery", DELIVERY_HANDLER))
+HANDLERS = tuple(handler for _, handler in FUNCTIONS)
 STREAM_READ_ACTIONS = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
@@ -144,8 +147,8 @@ def _environment(template: dict[str, Any], handler: str) -> dict[str, Any]:
     return _function(template, handler)["Properties"]["Environment"]["Variables"]
 
 
-def _stream_event(template: dict[str, Any]) -> dict[str, Any]:
-    [event] = _function(template, STREAM_HANDLER)["Properties"]["Events"].values()
+def _stream_event(template: dict[str, Any], handler: str = STREAM_HANDLER) -> dict[str, Any]:
+    [event] = _function(template, handler)["Properties"]["Events"].values()
     assert event["Type"] == "DynamoDB"
     return event["Properties"]
 
@@ -310,6 +313,30 @@ def test_the_metadata_refresh_runs_daily(package):
     function = _function(package.template, REFRESH_HANDLER)["Properties"]
     [event] = function["Events"].values()
     assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == "rate(1 day)"
+
+
+def test_the_delivery_function_is_wired_to_the_audit_table_with_bounded_retries_and_its_own_queue(package):
+    template = package.template
+    event = _stream_event(template, DELIVERY_HANDLER)
+    audit = _table_logical_ids(template)[_audit_table_name()]
+    assert event["Stream"] == {"Fn::GetAtt": [audit, "StreamArn"]}
+    assert template["Resources"][audit]["Properties"]["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    assert event["StartingPosition"] == "TRIM_HORIZON"
+    assert event["BisectBatchOnFunctionError"] is True
+    assert 0 < event["MaximumRetryAttempts"] <= 10
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue, attribute = event["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"]
+    assert template["Resources"][queue]["Type"] == "AWS::SQS::Queue" and attribute == "Arn"
+    assert queue != _stream_event(template)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    # The bus the events go to is the template's own.
+    bus = _environment(template, DELIVERY_HANDLER)["KEYWARD_EVENT_BUS"]["Ref"]
+    assert template["Resources"][bus]["Type"] == "AWS::Events::EventBus"
+
+
+def _audit_table_name() -> str:
+    from chalicelib.config import settings
+
+    return settings().tables.audit
 
 
 def test_the_api_stage_is_throttled(package):
@@ -520,12 +547,13 @@ def dynamodb_calls() -> Iterator[DynamoDBCalls]:
 def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every endpoint, its refusals that read or write something of their own, and every path
     of the stream function: as the API function, or as the stream function through the stream."""
-    from app import end_sessions_on_enforcement
-    from chalicelib import sessions
+    from app import deliver_audit_events, end_sessions_on_enforcement
+    from chalicelib import outbox, sessions, webhooks
     from chalicelib.config import settings
     from chalicelib.models import Organization, Session
     from devstack.stream import InvocationContext, StreamPump
     from tests.authenticator import SoftwareAuthenticator
+    from tests.webhook_receiver import running_receiver
 
     short_invocations = []
 
@@ -536,9 +564,18 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         with calls.running("stream"):
             return end_sessions_on_enforcement(event, context)
 
+    def delivery_function(event: dict[str, Any], context: Any) -> Any:
+        with calls.running("delivery"):
+            return deliver_audit_events(event, context)
+
     with calls.running(None):
         pump = StreamPump(handler=stream_function, table_name=settings().tables.orgs,
                           endpoint=settings().dynamodb_endpoint)
+        audit_pump = StreamPump(handler=delivery_function, table_name=settings().tables.audit,
+                                endpoint=settings().dynamodb_endpoint)
+    # An endpoint is disabled at its first failed delivery, and retries are quick.
+    monkeypatch.setattr(webhooks, "settings", lambda: dataclasses.replace(settings(), webhook_disable_after_failures=1))
+    monkeypatch.setattr(outbox, "BACKOFF_SECONDS", 0.01)
 
     def ok(reply, status=200):
         assert reply.status == status, reply.body
@@ -562,6 +599,11 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
                 "credential": SoftwareAuthenticator().register(options["publicKey"])}
         spare = ok(api.call("POST", "/me/mfa/keys", token=bob.token, body=body), 201)["key"]["id"]
         assert api.call("POST", "/me/mfa/keys", token=bob.token, body=body).code == "ChallengeNotFound"
+        # A failed MFA check (a phishing origin): mailed once it repeats.
+        waiting = api.login(user="bob")
+        options = ok(api.mfa_options(waiting))
+        phished = bob_key.authenticate(options["publicKey"], origin="https://keyward.evil.example")
+        ok(api.mfa_verify(waiting, options["challenge_id"], phished), 401)
         bob = api.mfa_login(org="acme", user="bob", authenticator=bob_key)
         other_bob = api.mfa_login(org="acme", user="bob", authenticator=bob_key)
 
@@ -627,10 +669,15 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         ok(api.call("DELETE", f"{passes}/{spare_pass}", token=alice.token), 204)
         ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enrollment": "open"}))
 
-        # The audit log, paged and filtered.
+        # The audit log, paged, filtered, within a time range, exported.
         page = ok(api.call("GET", "/org/audit?limit=1", token=alice.token))
         ok(api.call("GET", f"/org/audit?limit=1&next={page['next']}", token=alice.token))
         ok(api.call("GET", "/org/audit?action=key.registered&user_id=bob", token=alice.token))
+        ok(api.call("GET", "/org/audit?since=2026-01-01T00:00:00Z&until=2099-01-01T00:00:00Z", token=alice.token))
+        ok(api.call("GET", "/org/audit/export?since=2026-01-01T00:00:00Z", token=alice.token))
+
+        # A member without an email address (skipped by mail).
+        api.login_reply(user="dan", email="")
 
         # Enforcing MFA: the stream function ends every other session, in one invocation...
         bob = api.login(user="bob")
@@ -674,6 +721,25 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
             metadata_entry(aaguid=aaguid, description="Test Key", root=vendor, statuses=["REVOKED"])]))
         assert flagged.keys_flagged == 1
 
+    # Webhooks: one that takes every event, one that fails and is disabled; the outbox delivers
+    # everything so far (mail, EventBridge, webhooks).
+    with running_receiver() as good, running_receiver() as bad:
+        bad.statuses = [500] * 1000
+        with calls.running("api"):
+            created = ok(api.call("POST", "/org/webhooks", token=alice.token,
+                                  body={"url": good.url, "events": ["*"]}), 201)["webhook"]
+            failing = ok(api.call("POST", "/org/webhooks", token=alice.token,
+                                  body={"url": bad.url, "events": ["login"]}), 201)["webhook"]
+            ok(api.call("GET", "/org/webhooks", token=alice.token))
+            api.login(user="bob")
+        assert audit_pump.drain()
+        assert good.accepted() and bad.received
+        with calls.running("api"):
+            assert ok(api.call("GET", f"/org/webhooks/{failing['id']}/deliveries", token=alice.token))["deliveries"]
+            ok(api.call("DELETE", f"/org/webhooks/{created['id']}", token=alice.token), 204)
+            ok(api.call("DELETE", f"/org/webhooks/{failing['id']}", token=alice.token), 204)
+    assert audit_pump.drain()
+
     # An operator switches enforcement on in the console: the stream function takes it over.
     with calls.running(None):
         Organization("acme").update(actions=[Organization.mfa_enforced.set(True), Organization.enforced_at.remove()])
@@ -710,7 +776,8 @@ def _as_list(value: Any) -> list[Any]:
 
 def _resource(template: dict[str, Any], reference: Any) -> tuple[str, ...]:
     kinds = {("AWS::DynamoDB::Table", "Arn"): "table", ("AWS::DynamoDB::Table", "StreamArn"): "stream",
-             ("AWS::SQS::Queue", "Arn"): "queue", ("AWS::Logs::LogGroup", "Arn"): "log-group"}
+             ("AWS::SQS::Queue", "Arn"): "queue", ("AWS::Logs::LogGroup", "Arn"): "log-group",
+             ("AWS::Events::EventBus", "Arn"): "event-bus"}
     if isinstance(reference, dict) and "Fn::GetAtt" in reference:
         name, attribute = reference["Fn::GetAtt"]
         return kinds[template["Resources"][name]["Type"], attribute], name
@@ -718,6 +785,14 @@ def _resource(template: dict[str, Any], reference: Any) -> tuple[str, ...]:
         index = re.fullmatch(r"\$\{([A-Za-z0-9]+)\.Arn\}/index/([A-Za-z0-9_.-]+)", reference["Fn::Sub"])
         assert index and template["Resources"][index[1]]["Type"] == "AWS::DynamoDB::Table", reference
         return "index", index[1], index[2]
+    if isinstance(reference, dict) and "Fn::Join" in reference:
+        # An SES identity: arn:<partition>:ses:<region>:<account>:identity/<a parameter>.
+        separator, parts = reference["Fn::Join"]
+        assert separator == "" and parts[:8] == [
+            "arn:", {"Ref": "AWS::Partition"}, ":ses:", {"Ref": "AWS::Region"}, ":", {"Ref": "AWS::AccountId"},
+            ":identity/", parts[7]] and len(parts) == 8, reference
+        assert template["Parameters"][parts[7]["Ref"]]["Type"] == "String", reference
+        return "ses-identity", parts[7]["Ref"]
     raise AssertionError(f"a policy resource this test cannot resolve: {reference!r}")
 
 
@@ -734,6 +809,7 @@ def test_each_function_may_do_exactly_the_dynamodb_calls_its_code_makes(package,
     }
 
     orgs = logical_ids[_orgs_table_name()]
+    audit = logical_ids[_audit_table_name()]
     for function, handler in FUNCTIONS:
         granted = _policy_grants(template, handler)
         dynamodb = {(action, resource) for action, resource in granted
@@ -748,4 +824,10 @@ def test_each_function_may_do_exactly_the_dynamodb_calls_its_code_makes(package,
             queue = _stream_event(template)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
             expected |= {(action, ("stream", orgs)) for action in STREAM_READ_ACTIONS}
             expected.add(("sqs:SendMessage", ("queue", queue)))
+        if function == "delivery":
+            queue = _stream_event(template, handler)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+            bus = _environment(template, handler)["KEYWARD_EVENT_BUS"]["Ref"]
+            expected |= {(action, ("stream", audit)) for action in STREAM_READ_ACTIONS}
+            expected |= {("sqs:SendMessage", ("queue", queue)), ("events:PutEvents", ("event-bus", bus)),
+                         ("ses:SendRawEmail", ("ses-identity", "MailIdentity"))}
         assert others == expected, function

@@ -62,6 +62,8 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], status: int = 
                 raise http_error(refusal) from None
             if status == 204:
                 return Response(body="", status_code=204)
+            if isinstance(body, Response):  # a body that is not JSON (an NDJSON export)
+                return body
             return Response(body=body, status_code=status)
 
         blueprint.route(path, methods=methods)(endpoint)

@@ -1,14 +1,16 @@
 """Organization settings → Multi-factor authentication: for the organization's admins only."""
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from typing import Any
 
-from chalice import Blueprint
+from chalice import Blueprint, Response
 
 from chalicelib import audit, clock, pagination, query_values, sessions
 from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.deferred import deferred
-from chalicelib.errors import AdminRequired, MalformedRequest
+from chalicelib.errors import AdminRequired, InvalidTimeRange, MalformedRequest
 from chalicelib.models import Invalidation
 from chalicelib.sessions import Caller
 
@@ -196,12 +198,36 @@ def delete_backup_credentials(key_id: str) -> None:
     backup.delete(caller=_admin_changing(), key_id=key_id)
 
 
+def _moment(name: str) -> datetime | None:
+    raw = _query(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+        # A zone is required, and the moment must exist in UTC ("0001-01-01T00:00:00+01:00" does not).
+        moment = moment.astimezone(timezone.utc) if moment.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        moment = None
+    if moment is None:
+        raise InvalidTimeRange(f"'{name}' must be an ISO 8601 UTC timestamp such as 2026-11-27T18:41:06Z.")
+    return moment
+
+
+def _time_range() -> tuple[datetime | None, datetime | None]:
+    since, until = _moment("since"), _moment("until")
+    if since is not None and until is not None and since >= until:
+        raise InvalidTimeRange("'since' must be before 'until'.")
+    return since, until
+
+
 @route(org, "/org/audit", methods=["GET"])
 def audit_log() -> dict[str, Any]:
     caller = _admin()
+    since, until = _time_range()
     page = audit.list_events(
         org_id=caller.org.org_id, limit=pagination.limit_from(_query("limit")), after=pagination.decode(_query("next")),
         action=query_values.action_filter(_query("action")), user_id=query_values.user_id_filter(_query("user_id")),
+        since=since, until=until,
     )
     return {"events": [audit.describe(entry) for entry in page.items], "next": page.next}
 
@@ -226,3 +252,20 @@ def list_enrollment_passes(user_id: str) -> dict[str, Any]:
 @route(org, "/org/members/{user_id}/enrollment-passes/{pass_id}", methods=["DELETE"], status=204)
 def revoke_enrollment_pass(user_id: str, pass_id: str) -> None:
     enrollment.revoke(caller=_admin_changing(), user_id=user_id, pass_id=pass_id)
+
+
+@route(org, "/org/audit/export", methods=["GET"])
+def export_audit_log() -> Response:
+    """Long ranges as NDJSON, oldest first; ``Keyward-Next-Cursor`` continues where a full answer stops."""
+    caller = _admin()
+    since, until = _time_range()
+    page = audit.list_events(
+        org_id=caller.org.org_id, limit=audit.EXPORT_PAGE, after=pagination.decode(_query("next")),
+        action=query_values.action_filter(_query("action")), user_id=query_values.user_id_filter(_query("user_id")),
+        since=since, until=until, oldest_first=True,
+    )
+    lines = "".join(json.dumps(audit.describe(entry), separators=(",", ":")) + "\n" for entry in page.items)
+    headers = {"Content-Type": "application/x-ndjson"}
+    if page.next:
+        headers["Keyward-Next-Cursor"] = page.next
+    return Response(body=lines, status_code=200, headers=headers)

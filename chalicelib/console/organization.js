@@ -12,6 +12,7 @@ import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, focusScreen, h, keyId, row, run, showError, showScreen,
   trashButton, when,
 } from "./ui.js";
+import { showWebhooks } from "./webhooks.js";
 
 const POLL_INTERVAL_MS = 1000;
 // While a clean-up runs, the lists (whose sessions and events it changes) every this many polls.
@@ -36,7 +37,7 @@ const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
 
 export async function showOrganization(session) {
   context = session;
-  await load();
+  await Promise.all([load(), showWebhooks()]);
   showScreen("screen-organization");
   // Opened while a clean-up runs (e.g. reloaded right after enforcing): keep showing its progress.
   pollInvalidation();

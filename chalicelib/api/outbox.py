@@ -1,0 +1,21 @@
+"""The local stage's outbox: the notification mail SES on moto accepted, for the console to show.
+
+Registered only where SES is moto (``KEYWARD_AWS_ENDPOINT``, which the local stage alone may set):
+on AWS the mail is in the members' mailboxes, not here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint
+
+from chalicelib import notifications
+from chalicelib.api.http import caller_of, route
+
+local_outbox = Blueprint(__name__)
+
+
+@route(local_outbox, "/dev/outbox", methods=["GET"])
+def sent_mail() -> dict[str, Any]:
+    caller_of(local_outbox.current_request)
+    return {"mail": notifications.local_outbox()}

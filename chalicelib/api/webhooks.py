@@ -1,0 +1,65 @@
+"""Organization settings → Webhooks: where the organization's audit events are posted (admins only)."""
+from __future__ import annotations
+
+from typing import Any
+
+from chalice import Blueprint
+
+from chalicelib import pagination, webhooks as endpoints
+from chalicelib.api.http import caller_of, json_body, only_fields, route, string_field
+from chalicelib.errors import AdminRequired, InvalidWebhookEvents, MalformedRequest, WebhookNotFound
+from chalicelib.sessions import Caller
+
+webhooks = Blueprint(__name__)
+
+# Webhook IDs are "wh_" and 16 URL-safe characters; anything else names no webhook.
+_ID_LENGTH = 19
+
+
+def _admin() -> Caller:
+    caller = caller_of(webhooks.current_request)
+    if not caller.is_admin:
+        raise AdminRequired("Only the organization's admins may do this.")
+    return caller
+
+
+def _webhook_id(raw: str) -> str:
+    if not raw.startswith("wh_") or len(raw) != _ID_LENGTH:
+        raise WebhookNotFound("No such webhook.")
+    return raw
+
+
+@route(webhooks, "/org/webhooks", methods=["POST"], status=201)
+def create_webhook() -> dict[str, Any]:
+    caller = _admin()
+    body = json_body(webhooks.current_request)
+    only_fields(body, {"url", "events", "description"})
+    url = string_field(body, "url", limit=endpoints.MAX_URL_LENGTH)
+    events = body.get("events")
+    if not isinstance(events, list) or not all(isinstance(name, str) for name in events):
+        raise InvalidWebhookEvents("'events' must be a list of audit actions, or [\"*\"] for all.")
+    description = body.get("description", "")
+    if not isinstance(description, str):
+        raise MalformedRequest("'description' must be a string.")
+    created = endpoints.create(caller=caller, url=url, events=events, description=description)
+    return {"webhook": endpoints.describe(created.webhook), "secret": created.secret}
+
+
+@route(webhooks, "/org/webhooks", methods=["GET"])
+def list_webhooks() -> dict[str, Any]:
+    caller = _admin()
+    return {"webhooks": [endpoints.describe(webhook) for webhook in endpoints.list_webhooks(org_id=caller.org.org_id)]}
+
+
+@route(webhooks, "/org/webhooks/{webhook_id}", methods=["DELETE"], status=204)
+def delete_webhook(webhook_id: str) -> None:
+    caller = _admin()
+    endpoints.delete(caller=caller, webhook_id=_webhook_id(webhook_id))
+
+
+@route(webhooks, "/org/webhooks/{webhook_id}/deliveries", methods=["GET"])
+def webhook_deliveries(webhook_id: str) -> dict[str, Any]:
+    caller = _admin()
+    limit = pagination.limit_from((webhooks.current_request.query_params or {}).get("limit"))
+    found = endpoints.recent_deliveries(org_id=caller.org.org_id, webhook_id=_webhook_id(webhook_id), limit=limit)
+    return {"deliveries": [endpoints.describe_delivery(delivery) for delivery in found]}

@@ -1,0 +1,335 @@
+"""An organization's webhook endpoints: which URLs keyward posts audit events to, how each
+delivery is signed (Standard Webhooks), and the rule that an endpoint failing too often is disabled.
+
+An endpoint is an address on the internet, chosen by an admin: outside the local stage its URL
+must be https and every address its host resolves to must be public (no private, loopback or
+link-local address: nothing inside the VPC, not the metadata service). That is checked when the
+endpoint is created and again at every delivery, which then connects to the very address it
+checked, so a DNS answer that changes in between (DNS rebinding) cannot redirect it.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import re
+import secrets
+import socket
+from dataclasses import dataclass
+from typing import Any, Iterable
+from urllib.parse import SplitResult, urlsplit
+
+from pynamodb.exceptions import UpdateError
+
+from chalicelib import audit, clock
+from chalicelib.config import settings
+from chalicelib.errors import InvalidWebhookEvents, MalformedRequest, WebhookNotFound, WebhookUrlRefused
+from chalicelib.models import AuditEvent, Delivery, Webhook
+from chalicelib.sessions import Caller
+from chalicelib.storage import ConditionsFailed, condition_failed, transaction
+
+ENABLED = "enabled"
+DISABLED = "disabled"
+EVERY_EVENT = "*"
+MAX_URL_LENGTH = 2048
+MAX_EVENTS = 50
+MAX_DESCRIPTION_LENGTH = 200
+# An audit action as keyward names them: "key.registered", "backup_login.succeeded".
+_ACTION = re.compile(r"[a-z][a-z_]{0,40}(\.[a-z][a-z_]{0,40}){0,3}")
+CONNECT_TIMEOUT_SECONDS = 3.0
+READ_TIMEOUT_SECONDS = 5.0
+USER_AGENT = "keyward-webhooks/1"
+# Who the audit log names when keyward itself disables an endpoint.
+KEYWARD_ACTOR = "keyward"
+
+
+@dataclass(frozen=True)
+class CreatedWebhook:
+    """A new endpoint together with the only copy of its signing secret the API ever shows."""
+
+    webhook: Webhook
+    secret: str
+
+
+class DeliveryFailed(Exception):
+    """The endpoint did not accept the delivery; ``status_code`` is its answer, if it gave one."""
+
+    def __init__(self, reason: str, *, status_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+
+
+def channel(*, org_id: str, webhook_id: str) -> str:
+    """The delivery channel of one endpoint (see :class:`chalicelib.models.Delivery`)."""
+    return f"webhook#{org_id}#{webhook_id}"
+
+
+# --- managing endpoints ---------------------------------------------------------------------------
+
+def create(*, caller: Caller, url: str, events: Iterable[str], description: str = "") -> CreatedWebhook:
+    """``POST /org/webhooks``: a new endpoint for the caller's organization, and its secret.
+
+    Raises:
+        WebhookUrlRefused: the URL is not one keyward posts to (see the module docstring).
+        InvalidWebhookEvents: ``events`` is empty, too long, or holds something not an action name.
+    """
+    checked = check_url(url)
+    if not settings().stage == "local":
+        resolve_public(checked)
+    wanted = _check_events(events)
+    description = description.strip()
+    if len(description) > MAX_DESCRIPTION_LENGTH or not description.isprintable():
+        raise MalformedRequest(f"'description' must be at most {MAX_DESCRIPTION_LENGTH} printable characters.")
+    org_id = caller.session.org_id
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    webhook = Webhook(
+        org_id, "wh_" + secrets.token_urlsafe(12), url=url, events=wanted, description=description, secret=secret,
+        state=ENABLED, consecutive_failures=0, created_at=clock.now(), created_by=caller.actor,
+    )
+    with transaction() as write:
+        write.save("webhook", webhook, condition=Webhook.webhook_id.does_not_exist())
+        write.save("audit", audit.event(
+            org_id=org_id, actor=caller.actor, action="webhook.created", target=webhook.webhook_id,
+            client=caller.client, details={"url": url, "events": sorted(wanted)},
+        ))
+    return CreatedWebhook(webhook=webhook, secret=secret)
+
+
+def list_webhooks(*, org_id: str) -> list[Webhook]:
+    """``GET /org/webhooks``: the organization's endpoints, oldest first by ID."""
+    return list(Webhook.query(org_id, consistent_read=True))
+
+
+def delete(*, caller: Caller, webhook_id: str) -> None:
+    """``DELETE /org/webhooks/{id}``: no event is posted to it any more.
+
+    Raises:
+        WebhookNotFound: the organization has no such endpoint.
+    """
+    org_id = caller.session.org_id
+    try:
+        with transaction() as write:
+            write.delete("webhook", Webhook(org_id, webhook_id), condition=Webhook.webhook_id.exists())
+            write.save("audit", audit.event(org_id=org_id, actor=caller.actor, action="webhook.deleted",
+                                            target=webhook_id, client=caller.client))
+    except ConditionsFailed:
+        raise WebhookNotFound("No such webhook.") from None
+
+
+def recent_deliveries(*, org_id: str, webhook_id: str, limit: int) -> list[Delivery]:
+    """``GET /org/webhooks/{id}/deliveries``: the endpoint's latest deliveries, newest first.
+
+    Raises:
+        WebhookNotFound: the organization has no such endpoint.
+    """
+    try:
+        Webhook.get(org_id, webhook_id, consistent_read=True, attributes_to_get=["webhook_id"])
+    except Webhook.DoesNotExist:
+        raise WebhookNotFound("No such webhook.") from None
+    return list(Delivery.query(channel(org_id=org_id, webhook_id=webhook_id), scan_index_forward=False,
+                               limit=limit, page_size=limit, consistent_read=True))
+
+
+def describe(webhook: Webhook) -> dict[str, Any]:
+    return {
+        "id": webhook.webhook_id,
+        "url": webhook.url,
+        "events": sorted(webhook.events),
+        "description": webhook.description,
+        "state": webhook.state,
+        "consecutive_failures": webhook.consecutive_failures,
+        "created_at": clock.iso(webhook.created_at),
+        "created_by": webhook.created_by,
+        "disabled_at": clock.iso(webhook.disabled_at),
+    }
+
+
+def describe_delivery(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "event_id": delivery.event_id,
+        "action": delivery.action,
+        "state": delivery.state,
+        "attempts": delivery.attempts,
+        "last_attempt_at": clock.iso(delivery.last_attempt_at),
+        "status_code": delivery.status_code,
+        "detail": delivery.detail,
+    }
+
+
+def _check_events(events: Iterable[str]) -> set[str]:
+    wanted = set(events)
+    if not wanted or len(wanted) > MAX_EVENTS:
+        raise InvalidWebhookEvents(f"'events' must name 1 to {MAX_EVENTS} audit actions, or \"*\" for all.")
+    for name in wanted:
+        if name != EVERY_EVENT and not (isinstance(name, str) and _ACTION.fullmatch(name)):
+            raise InvalidWebhookEvents(f"{name!r} is not an audit action (such as \"key.registered\") or \"*\".")
+    return wanted
+
+
+def wants(webhook: Webhook, entry: AuditEvent) -> bool:
+    """Whether an endpoint is sent this event: it is enabled, wants the action, and existed when
+    the event was recorded (a late stream record is no reason to send an endpoint older news)."""
+    return (webhook.state == ENABLED and (EVERY_EVENT in webhook.events or entry.action in webhook.events)
+            and entry.at >= webhook.created_at)
+
+
+# --- where keyward may post -------------------------------------------------------------------------
+
+def check_url(url: str) -> SplitResult:
+    """The URL's parts, if it is one keyward may post to (the address check comes with resolving).
+
+    Raises:
+        WebhookUrlRefused: not an absolute http(s) URL, credentials in it, or plain http outside the local stage.
+    """
+    if not isinstance(url, str) or len(url) > MAX_URL_LENGTH or not url.isprintable() or " " in url:
+        raise WebhookUrlRefused(f"'url' must be an absolute https URL of at most {MAX_URL_LENGTH} characters.")
+    schemes = ("http", "https") if settings().stage == "local" else ("https",)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+        valid = parts.scheme in schemes and bool(parts.hostname)
+    except ValueError:  # "http://[::1", a port of 99999
+        valid = False
+    if not valid:
+        raise WebhookUrlRefused("'url' must be an absolute https URL.")
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        raise WebhookUrlRefused("'url' must not hold credentials or a fragment; sign-in is the signature's job.")
+    return parts
+
+
+def resolve_public(parts: SplitResult) -> str:
+    """The address to connect to: the host's first address, once every one of them is public.
+
+    Raises:
+        WebhookUrlRefused: the host does not resolve, or one of its addresses is not public.
+    """
+    try:
+        addresses = _addresses(parts)
+    except (UnicodeError, OSError):
+        raise WebhookUrlRefused(f"{parts.hostname!r} does not resolve.") from None
+    if not addresses:
+        raise WebhookUrlRefused(f"{parts.hostname!r} does not resolve.")
+    for address in addresses:
+        if not _public(address):
+            raise WebhookUrlRefused(f"{parts.hostname!r} resolves to a private, loopback or link-local address.")
+    return addresses[0]
+
+
+def _addresses(parts: SplitResult) -> list[str]:
+    """Every address the URL's host resolves to (what DNS says now)."""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return [str(info[4][0]) for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)]
+
+
+def _public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+# --- delivering ---------------------------------------------------------------------------------
+
+def sign(*, secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header: ``v1,`` and the base64 HMAC-SHA256 of ``id.timestamp.body``
+    under the secret's key (Standard Webhooks)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def post(*, webhook: Webhook, message_id: str, timestamp: int, body: bytes) -> int:
+    """Post one signed delivery to the endpoint; returns its 2xx status.
+
+    Raises:
+        DeliveryFailed: the URL is no longer allowed, the endpoint is unreachable or slow, or it
+            answered anything but 2xx (redirects are not followed).
+    """
+    import urllib3  # only the delivery function posts
+
+    try:
+        parts = check_url(webhook.url)
+        if settings().stage == "local":
+            address = _addresses(parts)[0]
+        else:
+            address = resolve_public(parts)
+    except (WebhookUrlRefused, OSError, IndexError) as refused:
+        raise DeliveryFailed(str(refused)) from None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS)
+    if parts.scheme == "https":
+        # Connect to the checked address, but verify the certificate against the URL's host name.
+        pool: Any = urllib3.HTTPSConnectionPool(
+            address, port, timeout=timeout, retries=False, cert_reqs="CERT_REQUIRED",
+            server_hostname=parts.hostname, assert_hostname=parts.hostname,
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
+    headers = {
+        "Host": parts.netloc,
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret=webhook.secret, message_id=message_id, timestamp=timestamp, body=body),
+    }
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        response = pool.urlopen("POST", path, body=body, headers=headers, redirect=False, retries=False,
+                                preload_content=False, assert_same_host=False)
+        status = response.status
+        response.drain_conn()
+        response.release_conn()
+    except urllib3.exceptions.HTTPError as error:
+        raise DeliveryFailed(f"{type(error).__name__}: the endpoint did not answer in time or refused the connection") from None
+    finally:
+        pool.close()
+    if not 200 <= status < 300:
+        raise DeliveryFailed(f"the endpoint answered HTTP {status}", status_code=status)
+    return status
+
+
+def record_success(*, webhook: Webhook) -> None:
+    """A delivery went through: the endpoint's run of failures, if any, is over."""
+    if not webhook.consecutive_failures:
+        return
+    try:
+        Webhook(webhook.org_id, webhook.webhook_id).update(
+            actions=[Webhook.consecutive_failures.set(0)], condition=Webhook.webhook_id.exists(),
+        )
+    except UpdateError as error:
+        if not condition_failed(error):
+            raise
+
+
+def record_failure(*, webhook: Webhook, reason: str) -> bool:
+    """A delivery failed after its retries; returns True when this failure disabled the endpoint.
+
+    The endpoint is disabled when its failures in a row reach the configured limit; the audit
+    event of that is mailed to the organization's admins like any other.
+    """
+    try:
+        updated = Webhook(webhook.org_id, webhook.webhook_id).update(
+            actions=[Webhook.consecutive_failures.add(1)],
+            condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED),
+        )
+    except UpdateError as error:
+        if condition_failed(error):
+            return False  # deleted or disabled meanwhile
+        raise
+    failures = int(updated["Attributes"]["consecutive_failures"]["N"])
+    if failures < settings().webhook_disable_after_failures:
+        return False
+    try:
+        with transaction() as write:
+            write.update("webhook", Webhook(webhook.org_id, webhook.webhook_id),
+                         actions=[Webhook.state.set(DISABLED), Webhook.disabled_at.set(clock.now())],
+                         condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED))
+            write.save("audit", audit.event(
+                org_id=webhook.org_id, actor=KEYWARD_ACTOR, action="webhook.disabled", target=webhook.webhook_id,
+                details={"url": webhook.url, "failures": failures, "last_error": reason[:300]},
+            ))
+    except ConditionsFailed:
+        return False  # another delivery disabled it first
+    return True

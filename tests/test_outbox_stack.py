@@ -1,0 +1,99 @@
+"""The outbox end to end on the running local stack (``python -m devstack run``): real HTTP
+requests, the audit table's stream pumped into the delivery function, mail to moto's SES (read
+back with ``python -m devstack mail``) and a webhook receiver that checks every signature.
+
+The story: someone with bob's session adds a security key at night. bob gets a mail saying
+which key, when and from where; the organization's SIEM webhook gets the signed event once.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.authenticator import SoftwareAuthenticator
+from tests.local_stack import PROJECT_ROOT, LocalStack, running_local_stack, stack_environment
+from tests.stack_client import StackClient, new_client, unique_org
+from tests.webhook_receiver import Receiver, running_receiver
+
+# The stream is polled every 0.25 s; a delivery takes a few round trips to moto.
+DELIVERY_TIMEOUT_SECONDS = 15.0
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with running_local_stack(tmp_path_factory.mktemp("local-stack-outbox")) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def keyward(local_stack: LocalStack) -> StackClient:
+    return new_client(local_stack)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as running:
+        yield running
+
+
+def _eventually(check: Callable[[], bool], *, what: str) -> None:
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_SECONDS
+    while not check():
+        assert time.monotonic() < deadline, f"not within {DELIVERY_TIMEOUT_SECONDS} s: {what}"
+        time.sleep(0.2)
+
+
+def _outbox(local_stack: LocalStack) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack", "mail", "--endpoint", local_stack.dynamodb],
+        cwd=PROJECT_ROOT, env=stack_environment(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_key_added_with_a_members_session_is_mailed_to_them_and_streamed_signed_to_the_webhook(
+        keyward: StackClient, local_stack: LocalStack, receiver: Receiver):
+    org = unique_org("outbox")
+    admin = keyward.token(org=org, user="alice", admin=True)
+    created = keyward.call("POST", "/org/webhooks", token=admin,
+                           body={"url": receiver.url, "events": ["key.registered", "key.deleted"], "description": "SIEM"})
+    assert created.status == 201, created
+    receiver.secret = created.body["secret"]
+
+    stolen = keyward.token(org=org, user="bob")
+    added = keyward.add_key(stolen, SoftwareAuthenticator(), name="Attacker key")
+    assert added.status == 201, added
+
+    _eventually(lambda: len(receiver.accepted()) == 1, what="the webhook receives key.registered")
+    [delivery] = receiver.accepted()
+    assert delivery.verified
+    assert delivery.payload["type"] == "key.registered"
+    assert delivery.payload["data"]["org_id"] == org and delivery.payload["data"]["user_id"] == "bob"
+    assert delivery.payload["data"]["details"]["name"] == "Attacker key"
+
+    _eventually(lambda: f"To: bob@{org}.example" in _outbox(local_stack), what="bob's mail in the outbox")
+    outbox = _outbox(local_stack)
+    mail = outbox.split(f"To: bob@{org}.example", 1)[1].split("-" * 72, 1)[0]
+    assert "Subject: keyward: A security key was added to your account" in mail
+    assert "“Attacker key”" in mail and "If this was not you" in mail
+    assert stolen not in outbox and created.body["secret"] not in outbox
+
+    deliveries = keyward.call("GET", f"/org/webhooks/{created.body['webhook']['id']}/deliveries", token=admin)
+    assert [(d["action"], d["state"]) for d in deliveries.body["deliveries"]] == [("key.registered", "delivered")]
+    # Later polls of the stream send nothing again.
+    time.sleep(1.0)
+    assert [r.message_id for r in receiver.received] == [delivery.message_id]
+
+
+def test_a_member_cannot_manage_webhooks_over_http(keyward: StackClient, receiver: Receiver):
+    org = unique_org("outbox")
+    member = keyward.token(org=org, user="bob")
+    reply = keyward.call("POST", "/org/webhooks", token=member, body={"url": receiver.url, "events": ["*"]})
+    assert (reply.status, reply.code) == (403, "AdminRequired")
+    admin = keyward.token(org=org, user="alice", admin=True)
+    assert keyward.call("GET", "/org/webhooks", token=admin).body == {"webhooks": []}

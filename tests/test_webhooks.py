@@ -1,0 +1,241 @@
+"""Organization settings → Webhooks: managing endpoints, the rule on where keyward may post
+(https, public addresses only, checked again at delivery against DNS rebinding), and the audit
+log's time range and NDJSON export."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from typing import Any, Iterator
+
+import pytest
+
+from chalicelib import outbox, webhooks
+from chalicelib.config import settings
+from chalicelib.models import AuditEvent, Delivery, Webhook
+from tests.webhook_receiver import Receiver, running_receiver
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def on_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rules of a deployed stage: https and public addresses only."""
+    monkeypatch.setattr(webhooks, "settings", lambda: dataclasses.replace(settings(), stage="prod"))
+
+
+def _resolving(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> list[str]:
+    """DNS as the test says; returns the names asked for."""
+    asked: list[str] = []
+
+    def addresses(parts: Any) -> list[str]:
+        asked.append(parts.hostname)
+        if parts.hostname not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "unknown")
+        return list(answers[parts.hostname])
+
+    monkeypatch.setattr(webhooks, "_addresses", addresses)
+    return asked
+
+
+def _webhooks_stored(org: str = "acme") -> list[Webhook]:
+    return list(Webhook.query(org, consistent_read=True))
+
+
+# --- managing endpoints -----------------------------------------------------------------------------
+
+def test_only_admins_manage_webhooks(api, receiver):
+    bob = api.login(user="bob")
+    for method, path, body in (("POST", "/org/webhooks", {"url": receiver.url, "events": ["*"]}),
+                               ("GET", "/org/webhooks", None),
+                               ("DELETE", "/org/webhooks/wh_0123456789abcdef", None),
+                               ("GET", "/org/webhooks/wh_0123456789abcdef/deliveries", None)):
+        reply = api.call(method, path, token=bob.token, body=body)
+        assert (reply.status, reply.code) == (403, "AdminRequired"), path
+    assert _webhooks_stored() == []
+
+
+def test_create_list_and_delete_a_webhook_and_the_audit_log_says_so(api, receiver):
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token,
+                       body={"url": receiver.url, "events": ["key.registered", "key.deleted"], "description": "SIEM"})
+    assert created.status == 201
+    webhook = created.body["webhook"]
+    assert (webhook["url"], webhook["events"], webhook["state"], webhook["description"]) == (
+        receiver.url, ["key.deleted", "key.registered"], "enabled", "SIEM")
+    [stored] = _webhooks_stored()
+    assert stored.secret == created.body["secret"] and stored.created_by == "alice"
+
+    listed = api.call("GET", "/org/webhooks", token=alice.token)
+    assert listed.body == {"webhooks": [webhook]}
+    assert created.body["secret"] not in json.dumps(listed.body)
+
+    assert api.call("DELETE", f"/org/webhooks/{webhook['id']}", token=alice.token).status == 204
+    assert _webhooks_stored() == []
+    again = api.call("DELETE", f"/org/webhooks/{webhook['id']}", token=alice.token)
+    assert (again.status, again.code) == (404, "WebhookNotFound")
+    actions = [(e.action, e.target) for e in AuditEvent.query("acme", consistent_read=True) if e.action.startswith("webhook.")]
+    assert actions == [("webhook.created", webhook["id"]), ("webhook.deleted", webhook["id"])]
+    assert not any(created.body["secret"] in json.dumps(e.details.as_dict() if e.details else {})
+                   for e in AuditEvent.query("acme", consistent_read=True))
+
+
+def test_another_organizations_webhook_is_unknown(api, receiver):
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["*"]}).body
+    mallory = api.login(org="evil", user="mallory", admin=True)
+    webhook_id = created["webhook"]["id"]
+    for method, path in (("DELETE", f"/org/webhooks/{webhook_id}"), ("GET", f"/org/webhooks/{webhook_id}/deliveries")):
+        reply = api.call(method, path, token=mallory.token)
+        assert (reply.status, reply.code) == (404, "WebhookNotFound")
+    assert api.call("GET", "/org/webhooks", token=mallory.token).body == {"webhooks": []}
+    assert len(_webhooks_stored()) == 1
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"url": "http://127.0.0.1:9/x", "events": []}, "InvalidWebhookEvents"),
+    ({"url": "http://127.0.0.1:9/x", "events": ["Key Registered"]}, "InvalidWebhookEvents"),
+    ({"url": "http://127.0.0.1:9/x", "events": "*"}, "InvalidWebhookEvents"),
+    ({"url": "http://127.0.0.1:9/x", "events": ["key.registered"] * 1 + [f"a.b{i}" for i in range(60)]}, "InvalidWebhookEvents"),
+    ({"url": "ftp://example.com/x", "events": ["*"]}, "WebhookUrlRefused"),
+    ({"url": "http://user:pw@127.0.0.1/x", "events": ["*"]}, "WebhookUrlRefused"),
+    ({"url": "http://127.0.0.1:99999/x", "events": ["*"]}, "WebhookUrlRefused"),
+    ({"url": "/relative", "events": ["*"]}, "WebhookUrlRefused"),
+    ({"url": "http://[::1/x", "events": ["*"]}, "WebhookUrlRefused"),
+    ({"url": "http://127.0.0.1/x", "events": ["*"], "description": "a\u0000b"}, "MalformedRequest"),
+    ({"url": "http://127.0.0.1/" + "x" * 2100, "events": ["*"]}, "MalformedRequest"),
+    ({"url": "http://127.0.0.1/x", "events": ["*"], "secret": "mine"}, "MalformedRequest"),
+    ({"url": "http://127.0.0.1/x", "events": ["*"], "description": 5}, "MalformedRequest"),
+])
+def test_bad_webhooks_are_refused_with_a_reason_and_nothing_is_stored(api, body, code):
+    alice = api.login(user="alice", admin=True)
+    reply = api.call("POST", "/org/webhooks", token=alice.token, body=body)
+    assert (reply.status, reply.code) == (400, code), reply.body
+    assert _webhooks_stored() == []
+
+
+# --- where keyward may post (a deployed stage) -----------------------------------------------------
+
+@pytest.mark.parametrize("url, addresses", [
+    ("http://hooks.example.com/x", ["93.184.216.34"]),               # not https
+    ("https://127.0.0.1/x", ["127.0.0.1"]),                          # loopback
+    ("https://metadata.example.com/x", ["169.254.169.254"]),         # the metadata service
+    ("https://vpc.example.com/x", ["10.0.12.7"]),                    # inside the VPC
+    ("https://mixed.example.com/x", ["93.184.216.34", "192.168.1.1"]),  # one private answer is enough
+    ("https://v6.example.com/x", ["::1"]),
+    ("https://mapped.example.com/x", ["::ffff:10.0.0.1"]),
+    ("https://nowhere.example.com/x", []),                          # does not resolve
+])
+def test_outside_the_local_stage_only_https_urls_of_public_addresses_are_accepted(api, on_aws, monkeypatch, url, addresses):
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname
+    _resolving(monkeypatch, {host: addresses} if addresses else {})
+    alice = api.login(user="alice", admin=True)
+    reply = api.call("POST", "/org/webhooks", token=alice.token, body={"url": url, "events": ["*"]})
+    assert (reply.status, reply.code) == (400, "WebhookUrlRefused"), reply.body
+    assert _webhooks_stored() == []
+
+
+def test_a_public_https_endpoint_is_accepted_outside_the_local_stage(api, on_aws, monkeypatch):
+    _resolving(monkeypatch, {"hooks.example.com": ["93.184.216.34", "2606:2800:220:1::1"]})
+    alice = api.login(user="alice", admin=True)
+    reply = api.call("POST", "/org/webhooks", token=alice.token,
+                     body={"url": "https://hooks.example.com/keyward", "events": ["*"]})
+    assert reply.status == 201, reply.body
+
+
+def test_dns_rebinding_after_creation_does_not_reach_a_private_address(api, audit_stream, on_aws, receiver, monkeypatch):
+    """The name resolved to a public address when the endpoint was made; at delivery it points at
+    the receiver on 127.0.0.1. keyward checks again, refuses, and never connects."""
+    monkeypatch.setattr(outbox, "BACKOFF_SECONDS", 0.01)
+    answers = {"hooks.example.com": ["93.184.216.34"]}
+    asked = _resolving(monkeypatch, answers)
+    alice = api.login(user="alice", admin=True)
+    port = receiver.url.split(":")[2].split("/")[0]
+    created = api.call("POST", "/org/webhooks", token=alice.token,
+                       body={"url": f"https://hooks.example.com:{port}/keyward", "events": ["*"]})
+    assert created.status == 201
+    answers["hooks.example.com"] = ["127.0.0.1"]
+    audit_stream.drain()
+
+    assert receiver.received == []
+    assert asked.count("hooks.example.com") >= 2
+    [delivery] = list(Delivery.query(webhooks.channel(org_id="acme", webhook_id=created.body["webhook"]["id"]),
+                                     consistent_read=True))
+    assert delivery.state == "failed" and "private, loopback or link-local" in delivery.detail
+
+
+def test_deliveries_are_listed_newest_first_for_the_webhooks_admins(api, audit_stream, receiver):
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    for _ in range(3):
+        api.login(user="bob")
+    audit_stream.drain()
+    reply = api.call("GET", f"/org/webhooks/{created['webhook']['id']}/deliveries?limit=2", token=alice.token)
+    assert reply.status == 200
+    deliveries = reply.body["deliveries"]
+    assert [d["action"] for d in deliveries] == ["login", "login"]
+    assert deliveries[0]["last_attempt_at"] >= deliveries[1]["last_attempt_at"]
+    assert len(receiver.received) == 3
+    bad = api.call("GET", f"/org/webhooks/{created['webhook']['id']}/deliveries?limit=0", token=alice.token)
+    assert (bad.status, bad.code) == (400, "MalformedRequest")
+
+
+# --- the audit log's time range and export ----------------------------------------------------------
+
+def _audit_at(moment: str, action: str = "login") -> None:
+    from datetime import datetime, timedelta
+
+    at = datetime.fromisoformat(moment)
+    AuditEvent("acme", f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#0000", at=at, actor="bob", action=action,
+               ttl=datetime.now(at.tzinfo) + timedelta(days=1)).save()
+
+
+def test_the_audit_log_takes_a_time_range(api):
+    alice = api.login(user="alice", admin=True)
+    for moment in ("2026-01-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"):
+        _audit_at(moment)
+    reply = api.call("GET", "/org/audit?since=2026-01-15T00:00:00Z&until=2026-03-01T00:00:00Z", token=alice.token)
+    assert reply.status == 200
+    assert [e["at"] for e in reply.body["events"]] == ["2026-02-01T00:00:00Z"]
+    since = api.call("GET", "/org/audit?since=2026-02-01T00:00:00Z&action=login&user_id=", token=alice.token)
+    assert "2026-01-01T00:00:00Z" not in [e["at"] for e in since.body["events"]]
+    assert "2026-02-01T00:00:00Z" in [e["at"] for e in since.body["events"]]
+
+
+@pytest.mark.parametrize("query", ["since=yesterday", "until=2026-01-01T00:00:00", "since=0001-01-01T00:00:00%2B01:00", "since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z",
+                                   "since=2026-01-01T00:00:00Z&until=2026-01-01T00:00:00Z"])
+def test_a_bad_time_range_is_refused(api, query):
+    alice = api.login(user="alice", admin=True)
+    for path in ("/org/audit", "/org/audit/export"):
+        reply = api.call("GET", f"{path}?{query}", token=alice.token)
+        assert (reply.status, reply.code) == (400, "InvalidTimeRange"), (path, reply.body)
+
+
+def test_the_export_is_ndjson_oldest_first_and_continues_with_its_cursor(api, monkeypatch):
+    from chalicelib import audit
+
+    monkeypatch.setattr(audit, "EXPORT_PAGE", 2)
+    alice = api.login(user="alice", admin=True)
+    for day in range(1, 6):
+        _audit_at(f"2026-01-0{day}T00:00:00+00:00")
+    seen: list[str] = []
+    cursor = ""
+    for _ in range(5):
+        reply = api.call("GET", f"/org/audit/export?until=2026-02-01T00:00:00Z&next={cursor}", token=alice.token)
+        assert reply.status == 200
+        headers = {name.lower(): value for name, value in reply.headers.items()}
+        assert headers["content-type"] == "application/x-ndjson"
+        lines = [json.loads(line) for line in reply.body.splitlines()] if isinstance(reply.body, str) else [reply.body]
+        seen += [line["at"] for line in lines]
+        cursor = headers.get("keyward-next-cursor", "")
+        if not cursor:
+            break
+    assert seen == [f"2026-01-0{day}T00:00:00Z" for day in range(1, 6)]
+    member = api.login(user="bob")
+    assert api.call("GET", "/org/audit/export", token=member.token).code == "AdminRequired"
