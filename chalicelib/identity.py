@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib import audit, clock, membership, sessions, tenancy
 from chalicelib.config import IdentityProvider
 from chalicelib.errors import ConfigurationError, IdentityProviderUnavailable, InvalidIdToken, NonceMismatch
+from chalicelib.storage import ConditionsFailed
 from chalicelib.models import Member, Organization
 
 if TYPE_CHECKING:
@@ -180,28 +181,47 @@ def verify_id_token(*, id_token: str, nonce: str | None = None) -> Identity:
     )
 
 
-def record_sign_in(*, identity: Identity) -> tuple[Organization, Member]:
-    """Create or refresh the organization and member an ID token names.
-
-    What the IdP does not own (creation time, enforcement, key counts) is kept.
+def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, membership.Returning | None]:
+    """The organization and member an ID token names, read together (one round trip); created
+    when missing. A returning member's changes (the login time, profile claims that changed)
+    come back to be written with the login's session, so a returning member's login is one read
+    and one transaction, and writes no organization item.
 
     Raises:
         UnknownOrganization, WrongIdentityProvider: see :mod:`chalicelib.tenancy`.
     """
+    from pynamodb.transactions import TransactGet
+
+    from chalicelib.models import connection
+    from chalicelib.sessions import found_in
+
     signed_in = clock.now()
-    org = tenancy.organization_for_sign_in(org_id=identity.org_id, issuer=identity.issuer)
+    with TransactGet(connection=connection()) as reads:
+        org_future = reads.get(Organization, identity.org_id)
+        member_future = reads.get(Member, identity.org_id, identity.user_id)
+    org = tenancy.organization_for_sign_in(org_id=identity.org_id, issuer=identity.issuer, found=found_in(org_future))
+    stored = found_in(member_future)
+    if stored is not None:
+        update = membership.returning(member=stored, name=identity.name, email=identity.email,
+                                      admin=identity.admin, signed_in=signed_in)
+        return org, update.member, update
     member = membership.sign_in_member(
         org_id=identity.org_id, user_id=identity.user_id, name=identity.name, email=identity.email,
         admin=identity.admin, signed_in=signed_in,
     )
-    return org, member
+    return org, member, None
 
 
 def sign_in(*, id_token: str, client: sessions.Client, nonce: str | None = None) -> SignIn:
     """``POST /auth/login``: verify the ID token and start a session in the state it calls for."""
     identity = verify_id_token(id_token=id_token, nonce=nonce)
-    org, member = record_sign_in(identity=identity)
+    org, member, update = record_sign_in(identity=identity)
     login = audit.event(org_id=org.org_id, actor=audit.member_actor(member.user_id), action="login", target=member.user_id,
                         user_id=member.user_id, client=client, details={"method": "idp"})
-    issued = sessions.start(org=org, member=member, client=client, audit_event=login)
+    try:
+        issued = sessions.start(org=org, member=member, client=client, audit_event=login,
+                                also=update.add_to if update is not None else None)
+    except ConditionsFailed:
+        # The member was offboarded between the read and the write: nothing was started.
+        raise InvalidIdToken("The member changed during this sign-in; sign in again.") from None
     return SignIn(issued=issued, org=org, member=member)

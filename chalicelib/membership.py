@@ -8,19 +8,51 @@ is refused (see :func:`outlived_member`), so a returning user starts over with n
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.update import Action
 
 from chalicelib import audit, coverage
 from chalicelib.coverage import Bucket
 from chalicelib.errors import ConcurrentChange, MemberNotFound
 from chalicelib.models import CredentialClaim, Member, SecurityKey, Session
-from chalicelib.storage import ConditionsFailed, condition_failed, transaction
+from chalicelib.storage import ConditionsFailed, LabelledWrite, condition_failed, transaction
 
 if TYPE_CHECKING:
     from chalicelib.sessions import Caller
+
+
+@dataclass(frozen=True)
+class Returning:
+    """A returning member's login: the member as stored, brought up to date, and the update to
+    write with the login's session (no round trip of its own)."""
+
+    member: Member
+    actions: list[Action]
+
+    def add_to(self, write: LabelledWrite) -> None:
+        write.update("member", Member(self.member.org_id, self.member.user_id), actions=self.actions,
+                     condition=Member.user_id.exists())
+
+
+def returning(*, member: Member, name: str, email: str, admin: bool, signed_in: datetime) -> Returning:
+    """What a login of a stored member changes: the time, and the profile claims the IdP sent
+    that differ from the stored ones (a missing claim keeps what the member had)."""
+    actions: list[Action] = [Member.last_login_at.set(signed_in)]
+    if name and name != member.name:
+        actions.append(Member.name.set(name))
+        member.name = name
+    if email and email != member.email:
+        actions.append(Member.email.set(email))
+        member.email = email
+    if bool(member.admin) != admin:
+        actions.append(Member.admin.set(admin))
+        member.admin = admin
+    member.last_login_at = signed_in
+    return Returning(member=member, actions=actions)
 
 
 def sign_in_member(*, org_id: str, user_id: str, name: str, email: str, admin: bool, signed_in: datetime) -> Member:

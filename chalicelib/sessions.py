@@ -247,7 +247,7 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
     try:
         session = session_future.get()
     except Session.DoesNotExist:
-        raise lifecycle.missing_session_refusal(session_id=session_id, org=_found(org_future)) from None
+        raise lifecycle.missing_session_refusal(session_id=session_id, org=found_in(org_future)) from None
     try:
         org, found = org_future.get(), member_future.get()
     except (Organization.DoesNotExist, Member.DoesNotExist, BackupCredential.DoesNotExist):
@@ -274,10 +274,10 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
     grace.apply_deadline(session=session, org=org, member=member)
     _note_activity(session)
     return Caller(session=session, org=org, member=member, token_hash=token_hash, client=client,
-                  read={label: _found(future) for label, future in extra_futures.items()})
+                  read={label: found_in(future) for label, future in extra_futures.items()})
 
 
-def _found(future: Any) -> Any:
+def found_in(future: Any) -> Any:
     """What a transactional read found, or None where no such item exists."""
     try:
         return future.get()

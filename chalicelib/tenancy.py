@@ -56,11 +56,15 @@ def check_configured_binding(*, provider: IdentityProvider, org_id: str) -> None
         raise WrongIdentityProvider("This identity provider does not serve this organization.")
 
 
-def organization_for_sign_in(*, org_id: str, issuer: str) -> Organization:
+_UNREAD = object()
+
+
+def organization_for_sign_in(*, org_id: str, issuer: str, found: object = _UNREAD) -> Organization:
     """The organization an ID token from ``issuer`` names, created if the deployment allows it.
 
-    One read on every login; the organization item is written only when it is created or gets
-    its issuer recorded, so a busy organization's logins do not all write one item.
+    One read on every login (none when the caller read it already: ``found``, the item or None);
+    the organization item is written only when it is created or gets its issuer recorded, so a
+    busy organization's logins do not all write one item.
 
     Raises:
         UnknownOrganization: the organization does not exist and only an operator may create it.
@@ -68,8 +72,15 @@ def organization_for_sign_in(*, org_id: str, issuer: str) -> Organization:
     """
     for _ in range(2):
         try:
-            org = Organization.get(org_id, consistent_read=True)
+            if found is _UNREAD:
+                org = Organization.get(org_id, consistent_read=True)
+            elif found is None:
+                raise Organization.DoesNotExist()
+            else:
+                org = found  # type: ignore[assignment]
+            found = _UNREAD  # a second pass reads again
         except Organization.DoesNotExist:
+            found = _UNREAD
             if settings().org_creation != "on_first_login":
                 raise UnknownOrganization("This organization is not set up on keyward; ask the operator to create it.") from None
             try:
