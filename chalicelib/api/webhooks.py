@@ -23,6 +23,16 @@ def _admin() -> Caller:
     return caller
 
 
+def _admin_changing() -> Caller:
+    """An admin about to change where the organization's events go: that needs a recent
+    security-key check, like every admin change."""
+    from chalicelib import stepup
+
+    caller = _admin()
+    stepup.require_recent_key_check(caller)
+    return caller
+
+
 def _webhook_id(raw: str) -> str:
     if not raw.startswith("wh_") or len(raw) != _ID_LENGTH:
         raise WebhookNotFound("No such webhook.")
@@ -31,7 +41,7 @@ def _webhook_id(raw: str) -> str:
 
 @route(webhooks, "/org/webhooks", methods=["POST"], status=201)
 def create_webhook() -> dict[str, Any]:
-    caller = _admin()
+    caller = _admin_changing()
     body = json_body(webhooks.current_request)
     only_fields(body, {"url", "events", "description"})
     url = string_field(body, "url", limit=endpoints.MAX_URL_LENGTH)
@@ -53,7 +63,7 @@ def list_webhooks() -> dict[str, Any]:
 
 @route(webhooks, "/org/webhooks/{webhook_id}", methods=["DELETE"], status=204)
 def delete_webhook(webhook_id: str) -> None:
-    caller = _admin()
+    caller = _admin_changing()
     endpoints.delete(caller=caller, webhook_id=_webhook_id(webhook_id))
 
 
