@@ -207,7 +207,7 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, members
         return org, update.member, update
     member = membership.sign_in_member(
         org_id=identity.org_id, user_id=identity.user_id, name=identity.name, email=identity.email,
-        admin=identity.admin, signed_in=signed_in,
+        admin=identity.admin, signed_in=signed_in, known_new=True,
     )
     return org, member, None
 

@@ -55,27 +55,31 @@ def returning(*, member: Member, name: str, email: str, admin: bool, signed_in: 
     return Returning(member=member, actions=actions)
 
 
-def sign_in_member(*, org_id: str, user_id: str, name: str, email: str, admin: bool, signed_in: datetime) -> Member:
-    """Refresh the member an ID token names, or create and count them on their first login.
+def sign_in_member(
+    *, org_id: str, user_id: str, name: str, email: str, admin: bool, signed_in: datetime, known_new: bool = False,
+) -> Member:
+    """Refresh the member an ID token names, or create and count them on their first login
+    (``known_new``: a read just found no such member, so creating is tried first).
 
     An IdP may leave out profile claims; a missing one keeps what the member had.
     """
-    for _ in range(2):
-        member = Member(org_id, user_id)
-        try:
-            member.update(
-                actions=[
-                    Member.name.set(name if name else (Member.name | "")),
-                    Member.email.set(email if email else (Member.email | "")),
-                    Member.admin.set(admin),
-                    Member.last_login_at.set(signed_in),
-                ],
-                condition=Member.user_id.exists(),
-            )
-            return member
-        except UpdateError as error:
-            if not condition_failed(error):
-                raise
+    for attempt in range(2):
+        if not (known_new and attempt == 0):
+            member = Member(org_id, user_id)
+            try:
+                member.update(
+                    actions=[
+                        Member.name.set(name if name else (Member.name | "")),
+                        Member.email.set(email if email else (Member.email | "")),
+                        Member.admin.set(admin),
+                        Member.last_login_at.set(signed_in),
+                    ],
+                    condition=Member.user_id.exists(),
+                )
+                return member
+            except UpdateError as error:
+                if not condition_failed(error):
+                    raise
         joining = Member(
             org_id, user_id, name=name, email=email, admin=admin, key_count=0,
             coverage=coverage.coverage_key(org_id=org_id, bucket=Bucket.NONE),
