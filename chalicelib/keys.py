@@ -86,6 +86,11 @@ def user_handle_for(*, org_id: str, user_id: str) -> bytes:
     return hashlib.sha256(b"keyward-user\x00" + org_id.encode() + b"\x00" + user_id.encode()).digest()
 
 
+def refuse_backup_session(caller: Caller) -> None:
+    """Backup credentials hold no security keys: their sessions register none."""
+    _refuse_backup_session(caller)
+
+
 def _refuse_backup_session(caller: Caller) -> None:
     if caller.is_backup:
         raise NotForBackupSessions("Sessions opened with backup credentials cannot hold security keys.")
@@ -328,6 +333,8 @@ def _register(
         # a waiting session's activation, the enrolment gate): a count that crossed zero meanwhile
         # is a change the request did not see.
         if (expected == 0) != first_key:
+            if activates_session and expected > 0:
+                raise AlreadyEnrolled("You hold a security key already: sign in again and pass the security key check.")
             raise ConcurrentChange("Your security keys changed while the key was being registered; try again.")
         listing, listing_condition = _credentials_with(member, key, key_count=expected)
         member_actions = [listing]

@@ -69,13 +69,28 @@ def session_item(db: StackTables, org: str, token: str) -> dict[str, Any] | None
 
 
 def move_back(db: StackTables, org: str, token: str, attribute: str, by: timedelta) -> None:
-    """Make a stored session time ``by`` older than now: time passing, as far as keyward can tell."""
+    """Make a stored session time ``by`` older than now: time passing, as far as keyward can tell.
+
+    A session that started earlier belongs to a member (or backup credentials) created earlier
+    still: a session older than its member is one of an offboarded member's.
+    """
     moment = datetime.now(timezone.utc) - by
+    stamp = {":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}}
+    key = {"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}}
     db.client.update_item(
-        TableName=db.table("sessions"), Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}},
-        UpdateExpression=f"SET {attribute} = :at", ConditionExpression="attribute_exists(session_id)",
-        ExpressionAttributeValues={":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}},
+        TableName=db.table("sessions"), Key=key, UpdateExpression=f"SET {attribute} = :at",
+        ConditionExpression="attribute_exists(session_id)", ExpressionAttributeValues=stamp,
     )
+    if attribute != "created_at":
+        return
+    user_id = db.client.get_item(TableName=db.table("sessions"), Key=key, ConsistentRead=True)["Item"]["user_id"]["S"]
+    earlier = {":at": {"S": (moment - timedelta(seconds=1)).strftime(PYNAMODB_TIME_FORMAT)}}
+    if user_id.startswith("backup:"):
+        owner = ("backup-credentials", {"key_id": {"S": user_id.removeprefix("backup:")}})
+    else:
+        owner = ("members", {"org_id": {"S": org}, "user_id": {"S": user_id}})
+    db.client.update_item(TableName=db.table(owner[0]), Key=owner[1], UpdateExpression="SET created_at = :at",
+                          ExpressionAttributeValues=earlier)
 
 
 def step_up(keyward: StackClient, token: str, authenticator: SoftwareAuthenticator) -> Reply:

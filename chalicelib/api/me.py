@@ -60,6 +60,11 @@ def registration_options() -> dict[str, Any]:
             "enrollment_code_required": enrollment.code_required(caller=caller)}
 
 
+def _may_register(caller: sessions.Caller) -> None:
+    stepup.require_recent_key_check(caller)
+    keys.refuse_backup_session(caller)
+
+
 def _key_submission(body: dict[str, Any]) -> keys.KeySubmission:
     only_fields(body, {"challenge_id", "name", "credential", "enrollment_code"})
     return keys.parse_submission(challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"),
@@ -69,7 +74,7 @@ def _key_submission(body: dict[str, Any]) -> keys.KeySubmission:
 @route(me, "/me/mfa/keys", methods=["POST"], status=201)
 def register_key() -> dict[str, Any]:
     caller, submission = caller_with(me.current_request, allowed=_REGISTRATION_STATES, parse=_key_submission,
-                                     reads=keys.submission_reads, may=stepup.require_recent_key_check)
+                                     reads=keys.submission_reads, may=_may_register)
     registered = keys.register(caller=caller, submission=submission)
     # A session that had to register continues under a new token; the old one stops working.
     return {"key": keys.describe(registered.key, policy=authenticator_policy.of(caller.org)),
