@@ -175,7 +175,7 @@ def issue(*, caller: Caller, user_id: str, lifetime_minutes: int) -> IssuedPass:
         user_id=user_id,
         code_hash=_hash(code),
         created_at=issued_at,
-        created_by=caller.actor,
+        created_by=caller.actor.name,
         expires_at=expires_at,
         ttl=expires_at + _KEPT_AFTER_EXPIRY,
     )
@@ -234,7 +234,7 @@ def revoke(*, caller: Caller, user_id: str, pass_id: str) -> None:
             write.update(
                 "pass",
                 EnrollmentPass(org_id, pass_id),
-                actions=[EnrollmentPass.revoked_at.set(clock.now()), EnrollmentPass.revoked_by.set(caller.actor)],
+                actions=[EnrollmentPass.revoked_at.set(clock.now()), EnrollmentPass.revoked_by.set(caller.actor.name)],
                 condition=EnrollmentPass.pass_id.exists() & (EnrollmentPass.user_id == user_id)
                 & EnrollmentPass.used_at.does_not_exist() & EnrollmentPass.revoked_at.does_not_exist(),
             )

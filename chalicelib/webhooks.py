@@ -85,7 +85,7 @@ def create(*, caller: Caller, url: str, events: Iterable[str], description: str 
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     webhook = Webhook(
         org_id, "wh_" + secrets.token_urlsafe(12), url=url, events=wanted, description=description, secret=secret,
-        state=ENABLED, consecutive_failures=0, created_at=clock.now(), created_by=caller.actor,
+        state=ENABLED, consecutive_failures=0, created_at=clock.now(), created_by=caller.actor.name,
     )
     with transaction() as write:
         write.save("webhook", webhook, condition=Webhook.webhook_id.does_not_exist())

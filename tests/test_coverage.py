@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from chalicelib import coverage, keys, sessions
-from chalicelib.models import Member, Organization
+from chalicelib import clock, coverage, keys, sessions
+from chalicelib.models import Member, Organization, Session
 from tests.authenticator import SoftwareAuthenticator
 
 
@@ -67,6 +67,8 @@ def test_org_mfa_reads_the_counters_not_the_members(api):
 def test_a_failed_registration_moves_nothing(api):
     bob = api.login(user="bob")
     Member("acme", "bob").update(actions=[Member.key_count.set(20)])
+    # A member with keys registers another only within the step-up window of a key check.
+    Session("acme", bob.token.split(".")[3]).update(actions=[Session.key_checked_at.set(clock.now())])
     assert api.add_key(bob).code == "TooManyKeys"
     assert _counters() == (1, 0)
 
@@ -96,8 +98,11 @@ def test_fifty_parallel_first_keys_and_deletions_are_all_counted(api):
         authenticator = SoftwareAuthenticator()
         options = api.registration_options(member).body
         credential = authenticator.register(options["publicKey"])
-        return lambda: keys.register(caller=sessions.resolve(authorization=f"Bearer {member.token}"),
-                                     challenge_id=options["challenge_id"], name="First", credential=credential)
+        submission = keys.parse_submission(challenge_id=options["challenge_id"], name="First", credential=credential)
+        return lambda: keys.register(
+            caller=sessions.resolve(authorization=f"Bearer {member.token}", also=keys.submission_reads(submission)),
+            submission=submission,
+        )
 
     def delete(member) -> object:
         [key] = api.call("GET", "/me/mfa/keys", token=member.token).body["keys"]
