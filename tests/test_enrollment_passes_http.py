@@ -234,7 +234,9 @@ def test_a_member_who_lost_every_key_gets_back_in_with_a_pass(keyward, db):
     reply = register_first(keyward, bob, code=issue(keyward, admin, "bob")["code"], authenticator=replacement)
     assert reply.status == 201, str(reply)
     assert reply.body["session"]["state"] == "active"
-    assert keyward.call("GET", "/me/mfa/keys", token=bob).status == 200
+    # The session continues under the token registering handed out; the waiting one has ended.
+    refused(keyward.call("GET", "/me/mfa/keys", token=bob), 401, "InvalidToken")
+    assert keyward.call("GET", "/me/mfa/keys", token=reply.body["token"]).status == 200
     # And the new key is what passes his next login.
     assert keyward.mfa_login(org=org, user="bob", authenticator=replacement)
 
