@@ -85,6 +85,16 @@ def read(challenge_id: str) -> AlsoRead:
     return AlsoRead(LABEL, Challenge, challenge_id)
 
 
+def read_with(read: dict, challenge_id: str) -> Challenge | None:
+    """The challenge a caller read with its session, or (for a caller that did not) read now."""
+    if LABEL in read:
+        return read[LABEL]
+    try:
+        return Challenge.get(challenge_id, consistent_read=True)
+    except Challenge.DoesNotExist:
+        return None
+
+
 def check(*, challenge: Challenge | None, ceremony: Ceremony, session: Session) -> bytes:
     """The challenge's bytes, if it was issued to this session for this ceremony and has not
     expired; it stays stored until :func:`use_up` deletes it with the ceremony's outcome.

@@ -278,7 +278,7 @@ def _register(
     from chalicelib import ceremonies, metadata
 
     session = caller.session
-    expected = challenges.check(challenge=caller.read.get(challenges.LABEL), ceremony=Ceremony.REGISTRATION, session=session)
+    expected = challenges.check(challenge=challenges.read_with(caller.read, challenge_id), ceremony=Ceremony.REGISTRATION, session=session)
     verified = ceremonies.verify_registration(response=response, expected_challenge=expected)
     verdict = metadata.examine(attestation_object=verified.attestation_object, client_data_json=verified.client_data_json,
                                stored=caller.read)

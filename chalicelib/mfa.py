@@ -173,7 +173,7 @@ def _stored_key(caller: Caller, response: AuthenticationResponse) -> SecurityKey
 
 def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationResponse) -> MfaSuccess:
     session = caller.session
-    expected = challenges.check(challenge=caller.read.get(challenges.LABEL), ceremony=Ceremony.AUTHENTICATION, session=session)
+    expected = challenges.check(challenge=challenges.read_with(caller.read, challenge_id), ceremony=Ceremony.AUTHENTICATION, session=session)
     key = checked_assertion(caller=caller, response=response, expected_challenge=expected)
     next_state = _state_after_check(caller=caller, key=key)
 

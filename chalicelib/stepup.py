@@ -131,7 +131,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
     from chalicelib.mfa import checked_assertion
 
     session = caller.session
-    expected = challenges.check(challenge=caller.read.get(challenges.LABEL), ceremony=Ceremony.REAUTHENTICATION, session=session)
+    expected = challenges.check(challenge=challenges.read_with(caller.read, challenge_id), ceremony=Ceremony.REAUTHENTICATION, session=session)
     key = checked_assertion(caller=caller, response=response, expected_challenge=expected)
     checked_at = clock.now()
     try:

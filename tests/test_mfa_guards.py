@@ -49,7 +49,7 @@ def test_a_key_of_another_member_is_refused_whatever_the_order_of_their_ids(api,
     assertion = owners_key.authenticate({**options["publicKey"], "allowCredentials": []})
 
     with pytest.raises(UnknownCredential):
-        mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion)
+        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
     assert _state(member) == "mfa_required"
 
 
@@ -65,7 +65,7 @@ def test_a_user_handle_other_than_the_members_own_is_refused_on_either_side(api,
     assertion = authenticator.authenticate(options["publicKey"], user_handle=handle)
 
     with pytest.raises(UnknownCredential):
-        mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion)
+        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
     assert _state(member) == "mfa_required"
 
 
@@ -74,7 +74,7 @@ def test_the_members_own_user_handle_passes(api):
     member, caller, options = _pending(api, "user-m")
     assertion = authenticator.authenticate(options["publicKey"], user_handle=user_handle_for(org_id=ORG, user_id="user-m"))
 
-    assert mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion).token
+    assert mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)).token
     assert _state(member) == "active"
 
 
@@ -103,7 +103,7 @@ def test_a_key_whose_counter_changed_meanwhile_activates_nothing(api, monkeypatc
     _meanwhile(monkeypatch, lambda: key.update(actions=[SecurityKey.sign_count.set(counter_meanwhile)]))
 
     with pytest.raises(SignCountRegression):
-        mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion)
+        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
 
     assert _state(member) == "mfa_required"
     assert SecurityKey.get(ORG, key.key_id, consistent_read=True).sign_count == counter_meanwhile
@@ -119,7 +119,7 @@ def test_a_session_whose_token_changed_meanwhile_is_not_activated(api, monkeypat
     _meanwhile(monkeypatch, lambda: session.update(actions=[Session.token_hash.set(token_hash_meanwhile)]))
 
     with pytest.raises(InvalidToken):
-        mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion)
+        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
 
     stored = Session.get(ORG, caller.session.session_id, consistent_read=True)
     assert (stored.state, stored.token_hash) == ("mfa_required", token_hash_meanwhile)
@@ -136,7 +136,7 @@ def test_a_session_activated_meanwhile_is_not_activated_again(api, monkeypatch):
     _meanwhile(monkeypatch, lambda: session.update(actions=[Session.state.set("active")]))
 
     with pytest.raises(InvalidToken):
-        mfa.verify(caller=caller, challenge_id=options["challenge_id"], credential=assertion)
+        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
 
     stored = Session.get(ORG, caller.session.session_id, consistent_read=True)
     assert stored.token_hash == caller.token_hash and stored.verified_key_id is None
