@@ -193,9 +193,10 @@ def test_a_keyless_member_works_until_the_deadline_then_must_register(keyward: S
     assert (refused.status, refused.code) == (403, "RegistrationRequired"), str(refused)
     assert keyward.me(bob).body["session"]["state"] == "registration_required"
     assert keyward.token(org=org, user="carol", state="registration_required")
-    # Registering a key is the way back in.
-    assert keyward.add_key(bob).body["session"]["state"] == "active"
-    assert keyward.call("GET", "/me/sessions", token=bob).status == 200
+    # Registering a key is the way back in, under the token registering hands out.
+    registered = keyward.add_key(bob)
+    assert registered.body["session"]["state"] == "active"
+    assert keyward.call("GET", "/me/sessions", token=registered.body["token"]).status == 200
 
 
 # --- the enforcement reason survives clean-up ------------------------------------------------
