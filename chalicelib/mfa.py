@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from chalicelib.errors import (
 from chalicelib.keys import CeremonyOptions, known_credentials, keys_of, user_handle_for
 from chalicelib.models import SecurityKey, Session
 from chalicelib.sessions import AlsoRead, AlsoReads, Caller, SessionState
-from chalicelib.storage import ConditionsFailed, transaction
+from chalicelib.storage import ConditionsFailed, LabelledWrite, transaction
 
 if TYPE_CHECKING:
     from chalicelib.ceremonies import AuthenticationResponse
@@ -162,6 +163,21 @@ def checked_assertion(*, caller: Caller, response: AuthenticationResponse, expec
     return key
 
 
+def record_use(write: LabelledWrite, *, key: SecurityKey, response: AuthenticationResponse, used_at: datetime) -> None:
+    """Add the key's new signature counter and last use to ``write`` (label ``key``), conditional
+    on the counter it was read with: of two checks with one assertion, at most one commits."""
+    write.update(
+        "key",
+        SecurityKey(key.org_id, key.key_id),
+        actions=[
+            SecurityKey.sign_count.set(response.sign_count),
+            SecurityKey.last_used_at.set(used_at),
+            SecurityKey.backed_up.set(response.backed_up),
+        ],
+        condition=SecurityKey.key_id.exists() & (SecurityKey.sign_count == key.sign_count),
+    )
+
+
 def _stored_key(caller: Caller, response: AuthenticationResponse) -> SecurityKey | None:
     from chalicelib import ceremonies
 
@@ -182,16 +198,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
     try:
         with transaction() as write:
             challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session)
-            write.update(
-                "key",
-                SecurityKey(key.org_id, key.key_id),
-                actions=[
-                    SecurityKey.sign_count.set(response.sign_count),
-                    SecurityKey.last_used_at.set(used_at),
-                    SecurityKey.backed_up.set(response.backed_up),
-                ],
-                condition=SecurityKey.key_id.exists() & (SecurityKey.sign_count == key.sign_count),
-            )
+            record_use(write, key=key, response=response, used_at=used_at)
             write.update(
                 "session",
                 Session(session.org_id, session.session_id),

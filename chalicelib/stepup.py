@@ -29,7 +29,7 @@ from chalicelib.errors import (
     SignCountRegression,
 )
 from chalicelib.keys import CeremonyOptions, known_credentials
-from chalicelib.models import SecurityKey, Session
+from chalicelib.models import Session
 from chalicelib.sessions import Caller, SessionState
 from chalicelib.storage import ConditionsFailed, transaction
 
@@ -128,7 +128,7 @@ def verify(*, caller: Caller, assertion: Assertion) -> datetime:
 
 
 def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationResponse) -> datetime:
-    from chalicelib.mfa import checked_assertion
+    from chalicelib.mfa import checked_assertion, record_use
 
     session = caller.session
     expected = challenges.check(challenge=challenges.read_with(caller.read, challenge_id), ceremony=Ceremony.REAUTHENTICATION, session=session)
@@ -137,16 +137,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
     try:
         with transaction() as write:
             challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.REAUTHENTICATION, session=session)
-            write.update(
-                "key",
-                SecurityKey(key.org_id, key.key_id),
-                actions=[
-                    SecurityKey.sign_count.set(response.sign_count),
-                    SecurityKey.last_used_at.set(checked_at),
-                    SecurityKey.backed_up.set(response.backed_up),
-                ],
-                condition=SecurityKey.key_id.exists() & (SecurityKey.sign_count == key.sign_count),
-            )
+            record_use(write, key=key, response=response, used_at=checked_at)
             write.update(
                 "session",
                 Session(session.org_id, session.session_id),

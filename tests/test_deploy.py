@@ -34,7 +34,9 @@ DEPLOYED_STAGES = ("dev", "prod")
 
 # What the Lambda package must stay under, and must not contain: test, local-stack and packaging
 # tools (chalice itself vendors only its small runtime, ``chalice/app.py``, into the package).
-PACKAGE_LIMIT_BYTES = 30 * 1024 * 1024
+# Lambda takes 50 MB zipped (250 MB unpacked); the FIDO metadata snapshot and its parsers take
+# about 5 MB of what is left.
+PACKAGE_LIMIT_BYTES = 40 * 1024 * 1024
 DEV_ONLY_PACKAGES = {
     "moto", "pytest", "_pytest", "pluggy", "playwright", "cfnlint", "samtranslator", "werkzeug", "flask",
     "responses", "requests", "click", "yaml", "_yaml", "inquirer", "blessed", "readchar", "wheel", "setuptools",
