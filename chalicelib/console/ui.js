@@ -34,23 +34,39 @@ function anchorFor(control) {
     ?? control.closest("table, form, .button-row, .switch-row, .secret-box, .field") ?? control;
 }
 
-function place(region, near) {
+// The status and alert regions move beside the control a message is about; a list re-rendered
+// with one beside its row takes it along, and the next message brings it back to the top.
+const REGIONS = {
+  status: { class: "status", role: "status", "aria-live": "polite" },
+  alert: { class: "alert", role: "alert", "aria-live": "assertive" },
+};
+
+function region(id) {
+  let element = document.getElementById(id);
+  if (!element) {
+    element = h("p", { id, ...REGIONS[id], hidden: id === "alert" });
+    $("messages").append(element);
+  }
+  return element;
+}
+
+function place(message, near) {
   const anchor = near === undefined ? acting : anchorFor(near);
   if (anchor && anchor.isConnected && anchor.checkVisibility()) {
-    if (anchor.nextElementSibling !== region) anchor.after(region);
-    region.classList.add("inline");
+    if (anchor.nextElementSibling !== message) anchor.after(message);
+    message.classList.add("inline");
   } else {
-    $("messages").append(region);
-    region.classList.remove("inline");
+    $("messages").append(message);
+    message.classList.remove("inline");
   }
 }
 
 export function announce(message, { near } = {}) {
-  $("alert").hidden = true;
-  $("alert").textContent = "";
-  place($("status"), near);
-  $("status").textContent = message;
-  inView($("status"));
+  region("alert").hidden = true;
+  region("alert").textContent = "";
+  place(region("status"), near);
+  region("status").textContent = message;
+  inView(region("status"));
 }
 
 // A message beside its control is scrolled to, as little as needed, so that it is read.
@@ -61,8 +77,8 @@ function inView(region) {
 export function showError(error, { near } = {}) {
   // A session that ended or must take a step first is handled by the screen it leads to.
   if (error?.name === "ApiError" && error.handled) return;
-  $("status").textContent = "";
-  const alert = $("alert");
+  region("status").textContent = "";
+  const alert = region("alert");
   place(alert, near);
   alert.textContent = typeof error === "string" ? error : describe(error);
   alert.hidden = false;
@@ -87,10 +103,10 @@ export function acceptField(field) {
 
 export function clearMessages() {
   for (const field of document.querySelectorAll("[aria-invalid=true]")) acceptField(field);
-  $("status").textContent = "";
-  $("alert").textContent = "";
-  $("alert").hidden = true;
-  $("messages").append($("status"), $("alert"));
+  region("status").textContent = "";
+  region("alert").textContent = "";
+  region("alert").hidden = true;
+  $("messages").append(region("status"), region("alert"));
 }
 
 // Runs an action started by `control`: the control is disabled meanwhile, any error is shown next

@@ -82,7 +82,7 @@ class Console:
         self.page = context.new_page()
         self.page.set_default_timeout(STEP_TIMEOUT_MS)
         self.errors: list[str] = []
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error) + " " + str(getattr(error, "stack", ""))))
         self.keys = SecurityKeys(context, self.page)
         self.keys.plug_in_new()
         self._http = requests.Session()

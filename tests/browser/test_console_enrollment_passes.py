@@ -85,7 +85,7 @@ def test_an_admin_issues_a_pass_and_the_member_enables_mfa_with_its_code(open_co
     expect(bob.status()).to_contain_text("Security key “Bob's key” was added")
     expect(bob.key_row("personal-keys", "Bob's key")).to_have_count(1)
     expect(code_box).to_be_hidden()
-    assert bob.get("/me")["mfa"] == {"enabled": True, "key_count": 1}
+    assert bob.get("/me")["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
     bob.screenshot("enrollment-pass-used")
 
     # A second key needs no code.
@@ -148,4 +148,4 @@ def test_a_member_made_to_register_at_sign_in_enters_the_code(open_console: Open
     expect(dan.heading("Personal settings")).to_be_visible()
     expect(dan.key_row("personal-keys", "Dan's key")).to_have_count(1)
     me = dan.get("/me")
-    assert me["session"]["state"] == "active" and me["mfa"] == {"enabled": True, "key_count": 1}
+    assert me["session"]["state"] == "active" and me["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}

@@ -25,13 +25,23 @@ def _session_id(console: Console) -> str:
 
 
 def _move_back(console: Console, org: str, attribute: str) -> None:
-    """The session's last key check (or login) happened long ago, as far as keyward can tell."""
+    """The session's last key check (or login) happened long ago, as far as keyward can tell; a
+    login long ago is of a member created before it."""
     moment = datetime.now(timezone.utc) - LONG_AGO
-    StackTables(console.stack).client.update_item(
-        TableName=StackTables.table("sessions"), Key={"org_id": {"S": org}, "session_id": {"S": _session_id(console)}},
+    tables = StackTables(console.stack)
+    key = {"org_id": {"S": org}, "session_id": {"S": _session_id(console)}}
+    tables.client.update_item(
+        TableName=StackTables.table("sessions"), Key=key,
         UpdateExpression=f"SET {attribute} = :at", ConditionExpression="attribute_exists(session_id)",
         ExpressionAttributeValues={":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}},
     )
+    if attribute == "created_at":
+        user_id = tables.client.get_item(TableName=StackTables.table("sessions"), Key=key)["Item"]["user_id"]["S"]
+        tables.client.update_item(
+            TableName=StackTables.table("members"), Key={"org_id": {"S": org}, "user_id": {"S": user_id}},
+            UpdateExpression="SET created_at = :at",
+            ExpressionAttributeValues={":at": {"S": (moment - timedelta(seconds=1)).strftime(PYNAMODB_TIME_FORMAT)}},
+        )
 
 
 def _signed_in_with_two_keys(open_console: OpenConsole, org: str) -> Console:
@@ -91,9 +101,9 @@ def test_a_member_without_keys_is_told_to_sign_in_again(open_console: OpenConsol
 
     expect(kai.alert()).to_have_text("This change needs a recent sign-in. Sign out and sign in again, then retry it.")
     expect(kai.dialog()).to_be_hidden()
-    assert kai.get("/me")["mfa"] == {"enabled": False, "key_count": 0}
+    assert kai.get("/me")["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
 
     kai.sign_out()
     kai.sign_in_to_settings(org=org, user="kai")
     kai.enable_mfa(key_name="Blue YubiKey")
-    assert kai.get("/me")["mfa"] == {"enabled": True, "key_count": 1}
+    assert kai.get("/me")["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
