@@ -47,7 +47,7 @@ STAGE ?= prod
 package: $(INSTALLED)
 	$(PYTHON) -m deploy --stage $(STAGE) out/
 
-$(VENV)/.mutate-installed: $(VENV)/.installed requirements-mutate.txt
+$(VENV)/.mutate-installed: $(INSTALLED) requirements-mutate.txt
 	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r requirements-mutate.txt
 	touch $@
 
