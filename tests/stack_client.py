@@ -179,10 +179,16 @@ class StackClient:
         return reply
 
     def enforced_org(self, org: str, *, admin: str = "admin") -> str:
-        """An organization whose admin registered a key and enforced MFA; the admin's active token."""
+        """An organization whose admin registered a key and enforced MFA, once the stream function
+        has finished ending the older sessions (so that it writes nothing while a test looks on);
+        the admin's active token."""
         token = self.token(org=org, user=admin, admin=True)
         self.add_key(token, name="Admin key")
         self.enforce(token)
+        deadline = time.monotonic() + 30
+        while (self.call("GET", "/org/mfa", token=token).body.get("invalidation") or {}).get("state") != "done":
+            assert time.monotonic() < deadline, f"the enforcement of {org} was not cleaned up within 30 s"
+            time.sleep(0.1)
         return token
 
     def me(self, token: str) -> Reply:
