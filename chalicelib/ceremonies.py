@@ -193,8 +193,16 @@ def parse_registration(*, credential: object) -> RegistrationResponse:
         client_data_json=parsed.response.client_data_json,
         aaguid=str(uuid.UUID(bytes=bytes(attested.aaguid))),
         # Only byte strings can be certificates; anything else fails verification later, as it should.
-        attestation_certificates=tuple(bytes(der) for der in (attestation.att_stmt.x5c or ()) if isinstance(der, (bytes, bytearray))),
+        attestation_certificates=_certificates(attestation.att_stmt.x5c),
     )
+
+
+def _certificates(x5c: object) -> tuple[bytes, ...]:
+    """The attestation statement's certificates, unverified: only a list of byte strings can be
+    one; anything else fails the attestation's verification later, as it should."""
+    if not isinstance(x5c, (list, tuple)):
+        return ()
+    return tuple(bytes(der) for der in x5c if isinstance(der, (bytes, bytearray)))
 
 
 def parse_authentication(*, credential: object) -> AuthenticationResponse:

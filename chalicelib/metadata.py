@@ -209,7 +209,9 @@ def examine(
     credential = attestation.auth_data.credential_data
     aaguid = str(uuid.UUID(bytes=bytes(credential.aaguid))) if credential is not None else ZERO_AAGUID
     statement = attestation.att_stmt or {}
-    chain = [bytes(der) for der in statement.get("x5c") or []]
+    x5c = statement.get("x5c") if isinstance(statement, dict) else None
+    # A statement is the authenticator's claim: only a list of byte strings can be a chain.
+    chain = [bytes(der) for der in x5c if isinstance(der, (bytes, bytearray))] if isinstance(x5c, list) else []
     known = models(model_ids_for(aaguid=aaguid, certificate_chain=chain), stored=stored)
     model = next(iter(known.values()), None)
     # "none", and "packed" without a certificate (self attestation), prove nothing about the model.

