@@ -17,11 +17,8 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from pynamodb.exceptions import PutError, UpdateError
-
-from chalicelib import audit, clock, sessions
+from chalicelib import audit, clock, sessions, throttles
 from chalicelib.audit import Client
 from chalicelib.config import settings
 from chalicelib.errors import (
@@ -29,11 +26,10 @@ from chalicelib.errors import (
     InvalidBackupCredentials,
     MalformedRequest,
     NotForBackupSessions,
-    TooManyAttempts,
 )
-from chalicelib.models import BackupCredential, Organization, Throttle
+from chalicelib.models import BackupCredential, Organization
 from chalicelib.sessions import Caller, IssuedSession, SessionState
-from chalicelib.storage import ConditionsFailed, condition_failed, transaction
+from chalicelib.storage import ConditionsFailed, transaction
 
 log = logging.getLogger("keyward.backup")
 
@@ -129,7 +125,12 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
     if len(key_id) > 64 or len(secret) > _MAX_SECRET_LENGTH:
         raise MalformedRequest("'key_id' or 'secret' is too long.")
     subject = f"backup-login#{key_id}#{attempt_source(client.source_ip)}"
-    window = _reserve_attempt(subject)
+    config = settings()
+    window = throttles.reserve_attempt(
+        subject=subject, max_failures=config.backup_login_max_failures,
+        window_seconds=config.backup_login_window_seconds,
+        refusal="Too many failed attempts with these backup credentials from this address; try again later.",
+    )
 
     credential = _credential_or_none(key_id)
     if credential is None:
@@ -143,7 +144,7 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
                      target=key_id, client=client)
         raise InvalidBackupCredentials("The backup credentials are not valid.")
 
-    _release_attempt(subject, window=window)
+    throttles.release_attempt(subject=subject, window=window)
     org = Organization.get(credential.org_id, consistent_read=True)
     member = sessions.backup_member(credential)
     used = audit.event(org_id=org.org_id, actor=audit.backup_actor(key_id), action="backup_login.succeeded",
@@ -185,55 +186,6 @@ def _credential_or_none(key_id: str) -> BackupCredential | None:
         return BackupCredential.get(key_id, consistent_read=True)
     except BackupCredential.DoesNotExist:
         return None
-
-
-def _reserve_attempt(subject: str) -> datetime:
-    """Take one of the subject's failure slots in the current window, or refuse with 429.
-
-    The slot is taken before the secret is checked, so N parallel attempts take N slots.
-    Returns the start of the window the slot was taken in.
-    """
-    config = settings()
-    now = clock.now()
-    window = timedelta(seconds=config.backup_login_window_seconds)
-    window_open = now - window
-    for _ in range(3):
-        throttle = Throttle(subject)
-        try:
-            throttle.update(
-                actions=[Throttle.failures.add(1)],
-                condition=(Throttle.window_start > window_open) & (Throttle.failures < config.backup_login_max_failures),
-            )
-            return throttle.window_start
-        except UpdateError as error:
-            if not condition_failed(error):
-                raise
-        try:
-            # No window yet, or the last one has passed: open a new one with this attempt in it.
-            Throttle(subject, window_start=now, failures=1, ttl=now + window).save(
-                condition=Throttle.subject.does_not_exist() | (Throttle.window_start <= window_open)
-            )
-            return now
-        except PutError as error:
-            if not condition_failed(error):
-                raise
-        throttle = Throttle.get(subject, consistent_read=True)
-        if throttle.window_start > window_open and throttle.failures >= config.backup_login_max_failures:
-            raise TooManyAttempts("Too many failed attempts with these backup credentials from this address; "
-                                  "try again later.")
-    raise TooManyAttempts("Too many attempts at once with these backup credentials; try again later.")
-
-
-def _release_attempt(subject: str, *, window: datetime) -> None:
-    """A successful login does not count as a failure — in the window its slot was taken from."""
-    try:
-        Throttle(subject).update(
-            actions=[Throttle.failures.add(-1)],
-            condition=(Throttle.failures > 0) & (Throttle.window_start == window),
-        )
-    except UpdateError as error:
-        if not condition_failed(error):
-            raise
 
 
 def describe(credential: BackupCredential) -> dict[str, object]:
