@@ -17,11 +17,11 @@ from enum import Enum
 from pynamodb.exceptions import DeleteError
 from pynamodb.expressions.condition import Condition
 
-from chalicelib import clock
+from chalicelib import audit, clock
 from chalicelib.config import settings
 from chalicelib.errors import ChallengeExpired, ChallengeMismatch, ChallengeNotFound, MalformedRequest
-from chalicelib.models import AuditEvent, Challenge, Session
-from chalicelib.sessions import AlsoRead
+from chalicelib.models import Challenge, Session
+from chalicelib.sessions import AlsoRead, Caller
 from chalicelib.storage import ConditionsFailed, LabelledWrite, condition_failed, transaction
 
 LABEL = "challenge"
@@ -121,9 +121,13 @@ def use_up(write: LabelledWrite, *, challenge_id: str, ceremony: Ceremony, sessi
     write.delete(LABEL, Challenge(challenge_id), condition=_usable(ceremony=ceremony, session=session))
 
 
-def discard(*, challenge_id: str, ceremony: Ceremony, session: Session, refusal: AuditEvent) -> None:
-    """A refused ceremony: its challenge is used up with the refusal's audit event; a challenge
-    that was not this session's (or is gone already) is left alone, and the event saved anyway."""
+def discard(*, caller: Caller, challenge_id: str, ceremony: Ceremony, action: str, reason: str) -> None:
+    """A refused ceremony: its challenge is used up with the refusal's audit event (``action``,
+    with the refusal's reason code); a challenge that was not this session's (or is gone already)
+    is left alone, and the event saved anyway."""
+    session = caller.session
+    refusal = audit.event(org_id=session.org_id, actor=caller.actor, action=action, target=session.user_id,
+                          user_id=session.user_id, client=caller.client, details={"reason": reason})
     try:
         with transaction() as write:
             use_up(write, challenge_id=challenge_id, ceremony=ceremony, session=session)

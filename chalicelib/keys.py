@@ -254,7 +254,6 @@ def register(*, caller: Caller, submission: KeySubmission) -> Registration:
             enrolment policy (see ``enrollment.admit``).
     """
     _refuse_backup_session(caller)
-    session = caller.session
     # The enrolment policy decides before the ceremony: a missing or wrong code leaves the
     # challenge usable for a retry with the right one.
     gate = enrollment.admit(caller=caller, code=submission.enrollment_code)
@@ -263,12 +262,8 @@ def register(*, caller: Caller, submission: KeySubmission) -> Registration:
         return _register(caller=caller, challenge_id=submission.challenge_id, name=submission.name,
                          response=submission.response, gate=gate)
     except (NotAuthenticated, NotAllowed, RuleViolation) as refusal:
-        challenges.discard(
-            challenge_id=submission.challenge_id, ceremony=Ceremony.REGISTRATION, session=session,
-            refusal=audit.event(org_id=session.org_id, actor=caller.actor, action="key.registration_failed",
-                                target=session.user_id, user_id=session.user_id, client=caller.client,
-                                details={"reason": refusal.code}),
-        )
+        challenges.discard(caller=caller, challenge_id=submission.challenge_id, ceremony=Ceremony.REGISTRATION,
+                           action="key.registration_failed", reason=refusal.code)
         raise
 
 

@@ -110,15 +110,11 @@ def verify(*, caller: Caller, assertion: Assertion) -> MfaSuccess:
             holds one it accepts.
         and the ceremony's refusals (OriginMismatch, RpIdMismatch, CeremonyFailed, ...).
     """
-    session = caller.session
     try:
         return _verify(caller=caller, challenge_id=assertion.challenge_id, response=assertion.response)
     except (NotAuthenticated, NotAllowed) as refusal:
-        challenges.discard(
-            challenge_id=assertion.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session,
-            refusal=audit.event(org_id=session.org_id, actor=caller.actor, action="mfa.failed", target=session.user_id,
-                                user_id=session.user_id, client=caller.client, details={"reason": refusal.code}),
-        )
+        challenges.discard(caller=caller, challenge_id=assertion.challenge_id, ceremony=Ceremony.AUTHENTICATION,
+                           action="mfa.failed", reason=refusal.code)
         raise
 
 

@@ -115,15 +115,11 @@ def verify(*, caller: Caller, assertion: Assertion) -> datetime:
         UserVerificationRequired: the authenticator policy requires user verification.
     """
     _refuse_without_keys(caller)
-    session = caller.session
     try:
         return _verify(caller=caller, challenge_id=assertion.challenge_id, response=assertion.response)
     except (NotAuthenticated, NotAllowed) as refusal:
-        challenges.discard(
-            challenge_id=assertion.challenge_id, ceremony=Ceremony.REAUTHENTICATION, session=session,
-            refusal=audit.event(org_id=session.org_id, actor=caller.actor, action="reauth.failed", target=session.user_id,
-                                user_id=session.user_id, client=caller.client, details={"reason": refusal.code}),
-        )
+        challenges.discard(caller=caller, challenge_id=assertion.challenge_id, ceremony=Ceremony.REAUTHENTICATION,
+                           action="reauth.failed", reason=refusal.code)
         raise
 
 
