@@ -12,13 +12,16 @@ where the first stopped, so a long module can be done in several sittings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
@@ -28,8 +31,8 @@ _NOT_COPIED = shutil.ignore_patterns(".git", ".venv", ".mutation", ".devstack", 
                                      ".pytest_cache", ".hypothesis", "out")
 
 
-# pytest's plugin autoloading imports hypothesis and schemathesis for every mutant (a third of a
-# mutant's start-up); the modules' in-process tests need neither plugin.
+# pytest's plugin autoloading imports hypothesis and schemathesis; the modules' in-process tests
+# need neither plugin.
 _TEST_ENVIRONMENT = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
@@ -37,9 +40,11 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _config(*, module_path: str, tests: list[str], timeout: float, exclude: list[str]) -> str:
-    test_command = " ".join([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                             "-p", "no:randomly", *tests])
+def _config(*, module_path: str, tests: list[str], timeout: float, exclude: list[str], forkserver: Path) -> str:
+    # Each mutant's tests run in a child of the fork server (mutation/forkserver.py), which has
+    # done the start-up once; the server kills a run a little before cosmic-ray would.
+    test_command = " ".join([sys.executable, "-m", "mutation.forkserver", "run", str(forkserver), str(timeout * 0.9),
+                             "--", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests])
     return "\n".join([
         "[cosmic-ray]",
         f"module-path = {json.dumps(module_path)}",
@@ -56,6 +61,24 @@ def _config(*, module_path: str, tests: list[str], timeout: float, exclude: list
     ])
 
 
+@contextlib.contextmanager
+def _forkserver(*, tree: Path, socket_path: Path, module_path: str) -> Iterator[None]:
+    """mutation/forkserver.py serving the tree's tests while cosmic-ray runs."""
+    socket_path.unlink(missing_ok=True)
+    server = subprocess.Popen([sys.executable, "-m", "mutation.forkserver", "serve", str(socket_path), module_path],
+                              cwd=tree, env=_TEST_ENVIRONMENT)
+    try:
+        deadline = time.monotonic() + 120
+        while not socket_path.exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the fork server for {module_path} did not start")
+            time.sleep(0.2)
+        yield
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Path | None:
     if not (ROOT / module["path"]).exists():
         print(f"{name}: {module['path']} does not exist yet; skipped")
@@ -68,27 +91,32 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Pa
     tree = work / "tree"
     session = work / "session.sqlite"
     config = work / "config.toml"
+    forkserver = work / "forkserver.sock"
+    settings = dict(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude, forkserver=forkserver)
     if not session.exists():
         # A fresh copy for a fresh session.
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(ROOT, tree, ignore=_NOT_COPIED)
-        config.write_text(_config(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude))
+        config.write_text(_config(**settings))
         subprocess.run([_tool("cosmic-ray"), "init", str(config), str(session)], cwd=tree, check=True)
         subprocess.run([_tool("cr-filter-operators"), str(session), str(config)], cwd=tree, check=True)
-        # The tests must pass on the unmutated module, or every mutant would look killed.
-        subprocess.run([_tool("cosmic-ray"), "baseline", str(config)], cwd=tree, check=True,
-                       env=_TEST_ENVIRONMENT)
+        with _forkserver(tree=tree, socket_path=forkserver, module_path=module["path"]):
+            # The tests must pass on the unmutated module, or every mutant would look killed.
+            subprocess.run([_tool("cosmic-ray"), "baseline", str(config)], cwd=tree, check=True,
+                           env=_TEST_ENVIRONMENT)
     else:
         # Resuming: the tests as they are now, and the module as it was copied — a run that was
         # interrupted may have left a mutant on disk. (After changing the module itself, start a
         # fresh session: rm -r .mutation/<module>.)
-        shutil.copytree(ROOT / "tests", tree / "tests", ignore=_NOT_COPIED, dirs_exist_ok=True)
-        config.write_text(_config(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude))
+        for folder in ("tests", "mutation"):
+            shutil.copytree(ROOT / folder, tree / folder, ignore=_NOT_COPIED, dirs_exist_ok=True)
+        config.write_text(_config(**settings))
         original = subprocess.run(["git", "show", f"HEAD:{module['path']}"], cwd=ROOT, check=True,
                                   capture_output=True, text=True).stdout
         (tree / module["path"]).write_text(original)
-    subprocess.run([_tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree, check=True,
-                   env=_TEST_ENVIRONMENT)
+    with _forkserver(tree=tree, socket_path=forkserver, module_path=module["path"]):
+        subprocess.run([_tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree, check=True,
+                       env=_TEST_ENVIRONMENT)
     report = subprocess.run([_tool("cr-report"), "--show-pending", str(session)], cwd=tree, check=True,
                             capture_output=True, text=True).stdout
     (work / "report.txt").write_text(report)
