@@ -9,7 +9,12 @@ it — and runs pytest. Nothing of keyward is imported before the fork except th
 configuration, so every mutant is tested from its own source.
 
     python -m mutation.forkserver serve SOCKET MODULE_PATH      # in the tree being mutated
-    python -m mutation.forkserver run SOCKET TIMEOUT -- PYTEST_ARGS...   # cosmic-ray's test command
+    python -m mutation.forkserver run SOCKET TIMEOUT [--lines MAP ORIGINAL] -- PYTEST_ARGS... TEST_FILES...
+
+With ``--lines``, a mutant runs only the tests that execute the lines it changed (MAP, written
+by ``mutation/run.py`` from a coverage run of the unmutated module; ORIGINAL, that module's
+source). A test that never executes a line cannot tell its mutants apart, so leaving it out
+changes no outcome; a line that runs when the module is imported is run by every test.
 """
 from __future__ import annotations
 
@@ -132,6 +137,40 @@ def _ask(socket_path: str, request: dict) -> dict:
     return json.loads(answer) if answer else {}
 
 
+def tests_for_mutant(*, lines_map: Path, original: Path, module_path: str, test_files: list[str]) -> list[str] | None:
+    """The tests that execute a line the mutant changed, in collection order; ``None`` for every
+    test (a changed line runs when the module is imported); ``[]`` when no test executes one."""
+    import difflib
+
+    source = original.read_text()
+    before = source.splitlines()
+    after = Path(module_path).read_text().splitlines()
+    changed: set[int] = set()
+    for tag, start, end, _, _ in difflib.SequenceMatcher(a=before, b=after, autojunk=False).get_opcodes():
+        if tag != "equal":
+            changed.update(range(start + 1, max(end, start + 1) + 1))
+    if not changed <= _lines_run_by_calls(source):
+        return None
+    coverage_map = json.loads(lines_map.read_text())
+    tests = {test for line in changed for test in coverage_map["lines"].get(str(line), [])}
+    collected = {test: index for index, test in enumerate(coverage_map["collected"])}
+    return sorted(tests, key=lambda test: collected.get(test, len(collected)))
+
+
+def _lines_run_by_calls(source: str) -> set[int]:
+    """The lines of function bodies. Every other line (imports, constants, signatures with their
+    defaults, decorators, class bodies) runs once, when the module is first imported — under
+    ``deferred`` that is inside whichever test touches the module first, so coverage cannot say
+    which tests depend on it."""
+    import ast
+
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines.update(range(node.body[0].lineno, node.end_lineno + 1))
+    return lines
+
+
 def run(socket_path: str, timeout: float, args: list[str]) -> int:
     with tempfile.NamedTemporaryFile(prefix="mutant-", suffix=".log", delete=False) as log:
         output = log.name
@@ -152,8 +191,22 @@ def main() -> None:
     if command == "serve":
         serve(socket_path, rest[0])
     elif command == "run":
-        timeout, separator, *args = rest
-        assert separator == "--", "usage: run SOCKET TIMEOUT -- PYTEST_ARGS..."
+        timeout, *rest = rest
+        selection = None
+        if rest[0] == "--lines":
+            _, lines_map, original, module_path, *rest = rest
+            selection = (Path(lines_map), Path(original), module_path)
+        separator, *args = rest
+        assert separator == "--", "usage: run SOCKET TIMEOUT [--lines MAP ORIGINAL MODULE] -- PYTEST_ARGS..."
+        if selection is not None:
+            options = [arg for arg in args if not arg.endswith(".py")]
+            test_files = [arg for arg in args if arg.endswith(".py")]
+            tests = tests_for_mutant(lines_map=selection[0], original=selection[1], module_path=selection[2],
+                                     test_files=test_files)
+            if tests == []:
+                print("no test executes the lines this mutant changed")
+                sys.exit(0)
+            args = options + (test_files if tests is None else tests)
         sys.exit(run(socket_path, float(timeout), args))
     elif command == "stop":
         stop(socket_path)

@@ -40,10 +40,13 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _config(*, module_path: str, tests: list[str], timeout: float, exclude: list[str], forkserver: Path) -> str:
+def _config(*, module_path: str, tests: list[str], timeout: float, exclude: list[str], forkserver: Path,
+            lines: Path, original: Path) -> str:
     # Each mutant's tests run in a child of the fork server (mutation/forkserver.py), which has
-    # done the start-up once; the server kills a run a little before cosmic-ray would.
+    # done the start-up once, and only the tests that execute the lines the mutant changed; the
+    # server kills a run a little before cosmic-ray would.
     test_command = " ".join([sys.executable, "-m", "mutation.forkserver", "run", str(forkserver), str(timeout * 0.9),
+                             "--lines", str(lines), str(original), module_path,
                              "--", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests])
     return "\n".join([
         "[cosmic-ray]",
@@ -59,6 +62,29 @@ def _config(*, module_path: str, tests: list[str], timeout: float, exclude: list
         f"exclude-operators = {json.dumps(exclude)}",
         "",
     ])
+
+
+def _map_lines(*, tree: Path, module_path: str, tests: list[str], lines: Path, original: Path) -> None:
+    """Run the tests on the unmutated module under coverage (which must pass), and record which
+    tests execute each of its lines, and the order pytest collects them in."""
+    data_file = tree / ".coverage"
+    data_file.unlink(missing_ok=True)
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+    subprocess.run([*pytest, "-p", "pytest_cov", f"--cov={Path(module_path).parent}", "--cov-context=test",
+                    "--cov-report=", *tests], cwd=tree, check=True, env=_TEST_ENVIRONMENT)
+    collected = subprocess.run([*pytest, "--collect-only", *tests], cwd=tree, check=True, env=_TEST_ENVIRONMENT,
+                               capture_output=True, text=True).stdout
+    from coverage import CoverageData
+
+    data = CoverageData(basename=str(data_file))
+    data.read()
+    by_line = data.contexts_by_lineno(str((tree / module_path).resolve()))
+    lines.write_text(json.dumps({
+        # pytest-cov names a test's context "<node id>|setup", "|run" or "|teardown".
+        "lines": {str(line): sorted({context.split("|")[0] for context in contexts}) for line, contexts in by_line.items()},
+        "collected": [line for line in collected.splitlines() if "::" in line],
+    }))
+    original.write_text((tree / module_path).read_text())
 
 
 @contextlib.contextmanager
@@ -92,7 +118,9 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Pa
     session = work / "session.sqlite"
     config = work / "config.toml"
     forkserver = work / "forkserver.sock"
-    settings = dict(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude, forkserver=forkserver)
+    lines, original = work / "lines.json", work / "original.py"
+    settings = dict(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude, forkserver=forkserver,
+                    lines=lines, original=original)
     if not session.exists():
         # A fresh copy for a fresh session.
         shutil.rmtree(work, ignore_errors=True)
@@ -100,10 +128,8 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Pa
         config.write_text(_config(**settings))
         subprocess.run([_tool("cosmic-ray"), "init", str(config), str(session)], cwd=tree, check=True)
         subprocess.run([_tool("cr-filter-operators"), str(session), str(config)], cwd=tree, check=True)
-        with _forkserver(tree=tree, socket_path=forkserver, module_path=module["path"]):
-            # The tests must pass on the unmutated module, or every mutant would look killed.
-            subprocess.run([_tool("cosmic-ray"), "baseline", str(config)], cwd=tree, check=True,
-                           env=_TEST_ENVIRONMENT)
+        # The tests must pass on the unmutated module, or every mutant would look killed.
+        _map_lines(tree=tree, module_path=module["path"], tests=tests, lines=lines, original=original)
     else:
         # Resuming: the tests as they are now, and the module as it was copied — a run that was
         # interrupted may have left a mutant on disk. (After changing the module itself, start a
@@ -111,9 +137,11 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Pa
         for folder in ("tests", "mutation"):
             shutil.copytree(ROOT / folder, tree / folder, ignore=_NOT_COPIED, dirs_exist_ok=True)
         config.write_text(_config(**settings))
-        original = subprocess.run(["git", "show", f"HEAD:{module['path']}"], cwd=ROOT, check=True,
-                                  capture_output=True, text=True).stdout
-        (tree / module["path"]).write_text(original)
+        original_source = subprocess.run(["git", "show", f"HEAD:{module['path']}"], cwd=ROOT, check=True,
+                                         capture_output=True, text=True).stdout
+        (tree / module["path"]).write_text(original_source)
+        if not lines.exists():
+            _map_lines(tree=tree, module_path=module["path"], tests=tests, lines=lines, original=original)
     with _forkserver(tree=tree, socket_path=forkserver, module_path=module["path"]):
         subprocess.run([_tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree, check=True,
                        env=_TEST_ENVIRONMENT)
