@@ -8,6 +8,7 @@ where the first stopped, so a long module can be done in several sittings.
 
     python -m mutation.run                  # every module that exists
     python -m mutation.run challenges mfa   # some of them
+    python -m mutation.run --recheck mfa    # run its survivors again, against the tests as they are now
 """
 from __future__ import annotations
 
@@ -105,7 +106,16 @@ def _forkserver(*, tree: Path, socket_path: Path, module_path: str) -> Iterator[
         server.wait()
 
 
-def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Path | None:
+def _forget_survivors(session: Path) -> int:
+    """Make the surviving mutants of a session pending again, so that resuming it runs them against
+    the tests as they are now (after tests were added to kill them)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(session)) as database, database:
+        return database.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+
+
+def mutate(name: str, *, module: dict, timeout: float, exclude: list[str], recheck: bool = False) -> Path | None:
     if not (ROOT / module["path"]).exists():
         print(f"{name}: {module['path']} does not exist yet; skipped")
         return None
@@ -131,6 +141,9 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Pa
         # The tests must pass on the unmutated module, or every mutant would look killed.
         _map_lines(tree=tree, module_path=module["path"], tests=tests, lines=lines, original=original)
     else:
+        if recheck:
+            print(f"{name}: {_forget_survivors(session)} surviving mutants to run again")
+            lines.unlink(missing_ok=True)  # the tests changed: which of them run each line too
         # Resuming: the tests as they are now, and the module as it was copied — a run that was
         # interrupted may have left a mutant on disk. (After changing the module itself, start a
         # fresh session: rm -r .mutation/<module>.)
@@ -157,12 +170,15 @@ def main() -> None:
     plan = tomllib.loads(MODULES.read_text())
     parser = argparse.ArgumentParser(description="Mutation testing of keyward's security modules.")
     parser.add_argument("modules", nargs="*", help=f"modules to mutate (default: all of {', '.join(plan['modules'])})")
+    parser.add_argument("--recheck", action="store_true",
+                        help="run the modules' surviving mutants again, against the tests as they are now")
     args = parser.parse_args()
     unknown = sorted(set(args.modules) - set(plan["modules"]))
     if unknown:
         parser.error(f"unknown module(s): {', '.join(unknown)}")
     for name in args.modules or list(plan["modules"]):
-        mutate(name, module=plan["modules"][name], timeout=float(plan["timeout"]), exclude=plan["operators"]["exclude"])
+        mutate(name, module=plan["modules"][name], timeout=float(plan["timeout"]), exclude=plan["operators"]["exclude"],
+               recheck=args.recheck)
 
 
 if __name__ == "__main__":
