@@ -100,3 +100,14 @@ def test_credentials_deleted_between_the_secrets_check_and_the_session_open_noth
     assert (reply.status, reply.code) == INVALID
     assert Session.count() == sessions_before
 
+
+
+@pytest.mark.parametrize("other_org", ["acme-a", "acme-z"])
+def test_an_admin_cannot_delete_another_organizations_credentials_whatever_the_order_of_their_ids(api, other_org):
+    admin = _admin(api, org="acme-m")
+    theirs = _create(api, _admin(api, org=other_org, user="olga"))
+
+    reply = api.call("DELETE", f"/org/backup-credentials/{theirs['key_id']}", token=admin.token)
+
+    assert (reply.status, reply.code) == (404, "BackupCredentialsNotFound")
+    assert BackupCredential.get(theirs["key_id"], consistent_read=True).org_id == other_org
