@@ -40,8 +40,6 @@ _ACTION = re.compile(r"[a-z][a-z_]{0,40}(\.[a-z][a-z_]{0,40}){0,3}")
 CONNECT_TIMEOUT_SECONDS = 3.0
 READ_TIMEOUT_SECONDS = 5.0
 USER_AGENT = "keyward-webhooks/1"
-# Who the audit log names when keyward itself disables an endpoint.
-KEYWARD_ACTOR = "keyward"
 
 
 @dataclass(frozen=True)
@@ -327,7 +325,7 @@ def record_failure(*, webhook: Webhook, reason: str) -> bool:
                          actions=[Webhook.state.set(DISABLED), Webhook.disabled_at.set(clock.now())],
                          condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED))
             write.save("audit", audit.event(
-                org_id=webhook.org_id, actor=KEYWARD_ACTOR, action="webhook.disabled", target=webhook.webhook_id,
+                org_id=webhook.org_id, actor=audit.SYSTEM, action="webhook.disabled", target=webhook.webhook_id,
                 details={"url": webhook.url, "failures": failures, "last_error": reason[:300]},
             ))
     except ConditionsFailed:
