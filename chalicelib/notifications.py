@@ -111,6 +111,8 @@ def compose(*, entry: AuditEvent, recipient: Member, event_id: str) -> Mail:
         facts.append(("Security key", f"{details['name']} ({entry.target})"))
     elif entry.action.startswith("key."):
         facts.append(("Security key", str(entry.target)))
+    elif details.get("keys"):
+        facts.append(("Security keys", ", ".join(f"{key.get('name')} ({key.get('id')})" for key in details["keys"])))
     facts.append(("Organization", entry.org_id))
     facts.append(("Event", event_id))
     console = settings().allowed_origins[0] if settings().allowed_origins else None
@@ -137,7 +139,8 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
     target = entry.target or ""
     sentences = {
         "key.registered": f"A security key{f' named “{name}”' if name else ''} was added to your account by {entry.actor}.",
-        "key.deleted": f"The security key {target} was removed from your account by {entry.actor}.",
+        "key.deleted": f"The security key {f'“{name}”' if name else target} was removed from your account by "
+                       f"{entry.actor}{', an admin' if details.get('by') == 'admin' else ''}.",
         "mfa.disabled": f"Multi-factor authentication was turned off for your account by {entry.actor}; "
                         f"{details.get('keys_deleted', 'all')} security key(s) were removed.",
         "enrollment_pass.issued": f"{entry.actor} issued an enrolment pass for you: it lets you register a security key.",
