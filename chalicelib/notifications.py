@@ -3,7 +3,7 @@
 A member hears of changes to their own account (a key added or deleted, MFA turned off, an
 enrolment pass issued for them, their sessions ended by an admin, repeated failed MFA checks);
 the organization's admins hear of changes to the organization (enforcement, the authenticator
-policy, backup credentials created or used, a member offboarded, a webhook disabled). Every mail
+policy, backup credentials created or used, a member offboarded, a webhook keyward disabled). Every mail
 says what happened, when, from which address and browser, and what to do if it was not expected;
 it is built only from the event's own fields, never from a secret, token or code.
 """
@@ -18,6 +18,7 @@ from email.utils import formatdate
 from typing import Any
 
 from chalicelib import clock
+from chalicelib.audit import ActorKind
 from chalicelib.config import settings
 from chalicelib.models import AuditEvent, Member
 
@@ -63,6 +64,9 @@ def audience(entry: AuditEvent) -> str | None:
     if mailed is None:
         return None
     if entry.action == "mfa.failed" and not _repeated_failure(entry):
+        return None
+    # An admin who disables an endpoint knows it; keyward disabling one is news.
+    if entry.action == "webhook.disabled" and entry.actor_kind != ActorKind.SYSTEM.value:
         return None
     return mailed[0]
 
@@ -154,7 +158,7 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
         "backup_login.succeeded": f"Someone signed in to {entry.org_id} with the backup credentials {target}.",
         "member.offboarded": f"{entry.actor} offboarded the member {target}.",
         "webhook.disabled": f"The webhook {target} ({details.get('url', '')}) was disabled after "
-                            f"{details.get('failures', 'repeated')} failed deliveries in a row; re-create it once it works.",
+                            f"{details.get('failures', 'repeated')} failed deliveries in a row; enable it again once it works.",
     }
     return sentences.get(entry.action, f"{entry.action} by {entry.actor}.")
 
