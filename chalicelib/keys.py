@@ -467,6 +467,9 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
     org_id = caller.session.org_id
     keep_last = by == "self"
     enforced = bool(caller.org.mfa_enforced)
+    # Read for the audit event and the member's mail, which name the key; the transaction's
+    # conditions still decide whether it is deleted.
+    name = _name_of(org_id=org_id, key_id=key_id)
 
     def store(expected: int) -> list[Session]:
         with transaction() as write:
@@ -487,7 +490,7 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
                                                    sparing=caller.session.session_id)
             write.save("audit", audit.event(
                 org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
-                client=caller.client, details={"by": by},
+                client=caller.client, details={"by": by, "name": name},
             ))
         return overflow
 
@@ -499,6 +502,19 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
     end_sessions(coverage.retrying(org_id=org_id, user_id=user_id, expected=expected, attempt=store))
     if own:
         caller.member.key_count -= 1
+
+
+def _name_of(*, org_id: str, key_id: str) -> str | None:
+    """A key's name; None when there is no such key (its deletion is then refused anyway)."""
+    try:
+        return SecurityKey.get(org_id, key_id, consistent_read=True, attributes_to_get=["name"]).name
+    except SecurityKey.DoesNotExist:
+        return None
+
+
+def named(keys: list[SecurityKey]) -> list[dict[str, str]]:
+    """The keys an event removed all at once, by ID and name, for the audit log and the mail."""
+    return [{"id": key.key_id, "name": key.name} for key in keys]
 
 
 def disable_mfa(*, caller: Caller) -> None:
@@ -522,7 +538,7 @@ def disable_mfa(*, caller: Caller) -> None:
                                                    key_ids={key.key_id for key in keys}, sparing=caller.session.session_id)
             write.save("audit", audit.event(
                 org_id=org_id, actor=caller.actor, action="mfa.disabled", target=user_id, user_id=user_id,
-                client=caller.client, details={"keys_deleted": len(keys)},
+                client=caller.client, details={"keys_deleted": len(keys), "keys": named(keys)},
             ))
         return overflow
 
