@@ -312,6 +312,11 @@ def report(figures: list[CoverageFigures]) -> list[str]:
                          f"| {run.read_units:,.0f} | {run.seconds:.2f} s | {run.members_total:,} "
                          f"| {run.members_compliant:,} |")
     lines.append("")
+    costs = {(f.after.round_trips, f.after.read_units) for f in figures}
+    sizes = " and ".join(f"{f.members:,}" for f in figures)
+    lines.append(f"{'PASS' if len(costs) == 1 else 'FAIL'}: GET /org/mfa costs "
+                 f"{' / '.join(f'{trips} round trips and {units:,.0f} read units' for trips, units in sorted(costs))} "
+                 f"at {sizes} members (target: the same at any size)")
     for f in figures:
         lines.append(f"N={f.members:,}: members average {f.member_bytes / f.members:.0f} bytes "
                      f"({f.member_bytes / 1024 / 1024:.1f} MB in all); written into moto in {f.load_seconds:.0f} s")
