@@ -247,6 +247,8 @@ def test_fifty_first_keys_and_fifty_last_key_deletions_at_once_are_all_counted(k
     assert recount == (2 * RACERS, RACERS)
     assert {member["user_id"]["S"] for member in members if member["key_count"]["N"] != "0"} == \
         {f"newcomer{n}" for n in range(RACERS)}
+    # Each key stored is a newcomer's: the deletions went through and so did the registrations.
+    assert sorted(key["user_id"]["S"] for key in db.query_org("keys", org)) == sorted(f"newcomer{n}" for n in range(RACERS))
     org_item = db.get("orgs", org_id=org)
     assert (int(org_item["members_total"]["N"]), int(org_item["members_with_key"]["N"])) == recount
     admin = keyward.token(org=org, user="admin", admin=True)
