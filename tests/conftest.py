@@ -30,9 +30,8 @@ def empty_tables() -> Iterator[None]:
 def _forget_stream_records() -> None:
     """Drop the streams' records of earlier tests (each test's pumps start at the stream's end).
 
-    moto keeps every stream record in memory and copies each table a transaction touches, stream
-    included, to roll it back if need be: with the audit table's stream growing over the whole
-    session, transactions would slow down until they time out.
+    moto keeps every stream record in memory, and the audit table's stream would otherwise grow
+    over the whole session.
     """
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
