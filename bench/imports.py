@@ -281,7 +281,11 @@ class _Worker:
         self._process = subprocess.Popen([sys.executable, "-m", "bench.worker", "first-requests"], cwd=tree.root,
                                          env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=self._log, text=True)
-        self._answer()  # ready, once its member has a key
+        try:
+            self._answer()  # ready, once its member has a key
+        except RuntimeError:
+            self.close()
+            raise
 
     def _answer(self) -> dict:
         line = self._process.stdout.readline()
@@ -305,6 +309,7 @@ class _Worker:
         if self._process.poll() is None:
             self._process.stdin.close()
             self._process.wait(timeout=60)
+        self._process.stdout.close()
         self._log.close()
 
 
@@ -335,6 +340,7 @@ def measure_first_requests(runs: int = 15, *, old: Tree | None = None) -> FirstR
                     try:
                         sample = old_worker.run()
                     except RuntimeError as failed:
+                        old_worker.close()
                         old_missing, old_worker = str(failed), None
                         continue
                     if run:
