@@ -34,6 +34,7 @@ from bench.imports import (
     measure_first_requests,
     measure_import_cost,
 )
+from bench.instructions import Instructions, measure_instructions
 from bench.invalidation import PLOT, SIZES, measure_invalidation, plot
 from bench.invalidation import report as invalidation_report
 from bench.load import ROUNDS, THREADS, USERS, measure_load
@@ -160,6 +161,21 @@ def _first_requests_report(compared: FirstRequestsCompared) -> list[str]:
     return lines
 
 
+def _instructions_report(found: Instructions) -> list[str]:
+    lines = ["## Instructions of the cold import (valgrind's callgrind, cached bytecode, one process each)", "",
+             f"| Statement | Instructions | Over `{BASELINE}` |", "|---|---:|---:|"]
+    for label, count in found.counts.items():
+        name = f"`{APP}`, old ({found.old_tree.name})" if label == OLD_APP and found.old_tree else f"`{label}`"
+        if label == APP and OLD_APP in found.counts:
+            name += ", new"
+        if isinstance(count, int):
+            ratio = found.ratio(label) if label in (APP, OLD_APP) else None
+            lines.append(f"| {name} | {count / 1e6:,.0f} M | {'–' if ratio is None else f'{ratio:.3f}×'} |")
+        else:
+            lines.append(f"| {name} | – ({count}) | – |")
+    return lines
+
+
 def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(size.replace("_", "")) for size in text.split(",") if size.strip()]
@@ -193,6 +209,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=15,
                         help="imports: fresh interpreters per statement, and first-request processes per tree "
                              "(default: %(default)s)")
+    parser.add_argument("--no-instructions", action="store_true",
+                        help="imports: skip counting instructions with valgrind's callgrind (minutes per process)")
     parser.add_argument("--no-baseline", action="store_true", help="roundtrips, imports: measure the current code only")
     parser.add_argument("--users", type=int, default=USERS, help="load: members signing in (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="load: MFA sign-ins per member (default: %(default)s)")
@@ -227,6 +245,8 @@ def main() -> None:
             if unavailable:
                 print(f"The old code: – ({unavailable})\n")
             print("\n".join(_import_report(measure_import_cost(arguments.runs, old=old))), end="\n\n", flush=True)
+            if not arguments.no_instructions:
+                print("\n".join(_instructions_report(measure_instructions(old=old))), end="\n\n", flush=True)
             print("\n".join(_first_requests_report(measure_first_requests(arguments.runs, old=old))), end="\n\n", flush=True)
     if "invalidation" in parts:
         figures = measure_invalidation(arguments.sizes, profile_size=arguments.profile)
