@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib import ceremonies, mfa, sessions
-from chalicelib.errors import InvalidToken, SignCountRegression, UnknownCredential
+from chalicelib.errors import BackupEligibilityChanged, InvalidToken, SignCountRegression, UnknownCredential
 from chalicelib.keys import user_handle_for
 from chalicelib.models import SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
@@ -140,3 +140,59 @@ def test_a_session_activated_meanwhile_is_not_activated_again(api, monkeypatch):
 
     stored = Session.get(ORG, caller.session.session_id, consistent_read=True)
     assert stored.token_hash == caller.token_hash and stored.verified_key_id is None
+
+
+# --- the key found must be the credential presented, and as it was registered -------------------
+
+@pytest.mark.parametrize("stored_id", [b"\x00" * 16, b"\xff" * 16])  # below and above any presented ID
+def test_a_stored_key_whose_credential_id_differs_from_the_presented_one_is_refused(api, stored_id):
+    """The key item is found by a hash of the credential ID; one whose stored ID is another (an
+    operator's edit, a collision) must not verify, whichever way the two IDs sort."""
+    authenticator = _member_with_key(api, "bob")
+    [key] = list(SecurityKey.scan())
+    key.update(actions=[SecurityKey.credential_id.set(stored_id)])
+    member, caller, options = _pending(api, "bob")
+
+    with pytest.raises(UnknownCredential):
+        mfa.verify(caller=caller, assertion=mfa.parse_assertion(
+            challenge_id=options["challenge_id"], credential=authenticator.authenticate(options["publicKey"])))
+    assert _state(member) == "mfa_required"
+
+
+def test_a_credential_unknown_to_the_organization_is_refused(api):
+    _member_with_key(api, "bob")
+    member, caller, options = _pending(api, "bob")
+    stranger = SoftwareAuthenticator()
+    stranger.register({**api.registration_options(api.login(org="other", user="olga")).body["publicKey"]})
+
+    with pytest.raises(UnknownCredential):
+        mfa.verify(caller=caller, assertion=mfa.parse_assertion(
+            challenge_id=options["challenge_id"], credential=stranger.authenticate({**options["publicKey"], "allowCredentials": []})))
+    assert _state(member) == "mfa_required"
+
+
+@pytest.mark.parametrize(("registered", "presented"), [(False, True), (True, False)])
+def test_a_key_whose_backup_eligibility_changed_since_registration_is_refused_either_way(api, registered, presented):
+    member = api.login(org=ORG, user="bob")
+    authenticator = SoftwareAuthenticator(backup_eligible=registered)
+    assert api.add_key(member, authenticator).status == 201
+    pending, caller, options = _pending(api, "bob")
+    authenticator.backup_eligible = presented
+
+    with pytest.raises(BackupEligibilityChanged):
+        mfa.verify(caller=caller, assertion=mfa.parse_assertion(
+            challenge_id=options["challenge_id"], credential=authenticator.authenticate(options["publicKey"])))
+    assert _state(pending) == "mfa_required"
+
+
+def test_a_session_moved_to_registration_meanwhile_is_not_activated(api, monkeypatch):
+    # registration_required sorts after mfa_required: a state condition weakened to >= would let it through.
+    authenticator = _member_with_key(api, "bob")
+    member, caller, options = _pending(api, "bob")
+    assertion = authenticator.authenticate(options["publicKey"])
+    _meanwhile(monkeypatch, lambda: Session(ORG, caller.session.session_id).update(
+        actions=[Session.state.set("registration_required")]))
+
+    with pytest.raises(InvalidToken):
+        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
+    assert _state(member) == "registration_required"
