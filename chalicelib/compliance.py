@@ -197,7 +197,14 @@ def restart(*, org_id: str) -> int:
 # --- the recount, in the stream function ----------------------------------------------------------
 
 def process_change(*, old: Mapping[str, Any] | None, new: Mapping[str, Any], deadline: Deadline) -> None:
-    """One organizations stream record: a recount that started, or was handed over, goes on."""
+    """One organizations stream record: a recount that started, or was handed over, goes on; a
+    policy changed outside the API (an operator in the AWS console), which moved no version,
+    starts one."""
+    if old is not None and old.get("authenticator_policy") != new.get("authenticator_policy") \
+            and old.get("compliance_version") == new.get("compliance_version"):
+        log.info("organization %s: policy changed outside the API; recounting", new["org_id"]["S"])
+        restart(org_id=new["org_id"]["S"])  # its own stream record runs the recount
+        return
     before, after = _recount_of(old), _recount_of(new)
     if after is None or after.get("state", {}).get("S") != RECOUNTING:
         return

@@ -242,3 +242,17 @@ def test_an_organization_that_never_changed_its_policy_keeps_no_figures(api):
     assert _shown(api, alice) == (None, "uncounted")
     assert compliance.restart(org_id="acme") == 1
     assert _shown(api, alice) == (None, "recounting")
+
+
+def test_a_policy_an_operator_edits_in_the_table_is_recounted(api, stream):
+    alice = _admin(api)
+    bob = api.login(user="bob")
+    assert api.add_key(bob, _denied_key()).status == 201
+    _deny(api, alice, "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee")  # another model: both keys count
+    assert stream.drain()
+    assert _shown(api, alice) == (2, "done")
+    # An operator adds bob's model to the deny list directly in DynamoDB: no version moves...
+    Organization("acme").update(actions=[Organization.authenticator_policy["denied_aaguids"].set([DENIED])])
+    # ... so the stream function, seeing the policy change, starts the recount itself.
+    assert stream.drain()
+    assert _shown(api, alice) == (1, "done") == (_counted_over_the_keys(), "done")
