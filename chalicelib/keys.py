@@ -26,6 +26,7 @@ from chalicelib.errors import (
     ChallengeNotFound,
     ConcurrentChange,
     InvalidKeyName,
+    InvalidToken,
     KeyAlreadyRegistered,
     KeyNotFound,
     LastKeyRequired,
@@ -401,7 +402,8 @@ def _why_member_refused(caller: Caller) -> Exception:
     try:
         stored = Member.get(caller.session.org_id, caller.session.user_id, consistent_read=True)
     except Member.DoesNotExist:
-        return ConcurrentChange("The member changed while the key was being registered; sign in again.")
+        # Offboarded meanwhile: their membership, and every session of it, is gone.
+        return InvalidToken("The session does not exist or has ended.")
     if stored.key_count >= settings().max_keys_per_member:
         return TooManyKeys(f"A member can hold at most {settings().max_keys_per_member} security keys.")
     if caller.state is SessionState.REGISTRATION_REQUIRED and stored.key_count > 0:
