@@ -47,3 +47,13 @@ export function adminsWithoutKey(found) {
       ...found.admins_without_key_first_page.map((admin) =>
         h("li", {}, admin.email ? `${admin.name || admin.id} (${admin.email})` : (admin.name || admin.id)))));
 }
+
+// A member's MFA standing in the members list: a key the policy accepts, keys it refuses, none,
+// or not known while the figures are recounted.
+export function memberStanding(member) {
+  if (member.compliant === null) return h("span", { class: "pill" }, "Being recounted");
+  if (member.compliant) return h("span", { class: "pill ok" }, "Has a security key");
+  return member.key_count > 0
+    ? h("span", { class: "pill warn" }, "No accepted security key")
+    : h("span", { class: "pill warn" }, "No security key");
+}

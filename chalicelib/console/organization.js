@@ -4,7 +4,7 @@
 // while a session clean-up runs.
 
 import { api, segment } from "./api.js";
-import { complianceSentence, compliantCount, watchRecount } from "./compliance.js";
+import { complianceSentence, compliantCount, memberStanding, watchRecount } from "./compliance.js";
 import { passesButton, renderEnrollmentPolicy } from "./enrollment.js";
 import { AUDIT_ACTIONS, describeAction, describeFailure } from "./messages.js";
 import { complianceText, modelText, showPolicy } from "./policy.js";
@@ -269,9 +269,7 @@ function renderMembers({ members, next }, { append }) {
         h("span", { class: "muted block" }, member.email || member.id)),
       cell("Role", member.admin ? "Admin" : "Member"),
       cell("Security keys", String(member.key_count)),
-      cell("MFA", member.compliant
-        ? h("span", { class: "pill ok" }, "Has a security key")
-        : h("span", { class: "pill warn" }, "No security key")),
+      cell("MFA", memberStanding(member)),
       cell("Last sign-in", when(member.last_login_at)),
       actionsCell(passesButton(member), own ? h("span", { class: "badge" }, "You") : h("button", {
         type: "button", class: "quiet", "aria-label": `End the sessions of ${name}`,

@@ -62,3 +62,7 @@ def test_the_page_shows_a_recount_then_the_figure_never_a_stale_one(open_console
     expect(ada.page.locator("#compliance-text")).to_have_text("0 of 2 members have a security key", timeout=30_000)
     assert "null" not in ada.page.locator("#compliance-text").inner_text()
     assert ada.get("/org/mfa")["compliance"] == {"state": "done"}
+    # The members list says both hold keys, none of them accepted.
+    ada.page.reload()
+    expect(ada.page.get_by_text("No accepted security key", exact=True)).to_have_count(2)
+    ada.check_accessibility()
