@@ -1,10 +1,11 @@
-"""Coverage: how many members an organization has and how many of them hold a security key,
-kept as counters on the organization, and each member's coverage bucket (none, one, many keys).
+"""Coverage: how many members an organization has and how many of them hold a security key, and
+the same of its admins, kept as counters on the organization; each member's coverage bucket
+(none, one, many keys) and, for an admin without a key, their entry in AdminsWithoutKey.
 
-The rule: every transaction that creates or deletes a member, or changes a member's key count,
-states the count it expects (a condition) and moves the counters and the bucket with it. A
-member's count can only change through such a transaction, so the counters are exact whatever
-runs at the same time; when two transactions meet on one organization item, DynamoDB cancels
+The rule: every transaction that creates or deletes a member, changes a member's key count, or
+(at login) their admin flag, states the member's standing it expects (conditions) and moves the
+counters, the bucket and the admin entry with it. A member's count and flag can only change
+through such a transaction, so the counters are exact whatever runs at the same time; when two transactions meet on one organization item, DynamoDB cancels
 one of them (a conflict, not a refusal) and it is sent again here, never reported to the user.
 Admin pages then read one item, whatever the organization's size.
 """
