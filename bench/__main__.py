@@ -1,6 +1,6 @@
 """``python -m bench [PART ...]``: measure, then print the report with each target's PASS or FAIL.
 
-Parts: ``roundtrips``, ``imports``, ``invalidation``; all of them when none is named. The exit
+Parts: ``roundtrips``, ``imports``, ``invalidation``, ``coverage``; all of them when none is named. The exit
 status is 0 whatever the figures: this is a report, not a test. ``load`` (many members signing in
 with MFA at once, over HTTP, against ``python -m devstack run``) runs only when named.
 """
@@ -13,6 +13,9 @@ from datetime import date
 from pathlib import Path
 from statistics import median
 
+from bench.coverage import SIZES as COVERAGE_SIZES
+from bench.coverage import measure_coverage
+from bench.coverage import report as coverage_report
 from bench.imports import (
     APP,
     BARE,
@@ -31,7 +34,7 @@ from bench.load import report as load_report
 from bench.roundtrips import TARGETS as ROUND_TRIP_TARGETS
 from bench.roundtrips import Measurement, measure_operations
 
-PARTS = ("roundtrips", "imports", "invalidation")
+PARTS = ("roundtrips", "imports", "invalidation", "coverage")
 OPTIONAL_PARTS = ("load",)  # run only when named
 
 # The cold-import target (`import app` over `import chalice, pynamodb.models`, whole processes,
@@ -133,6 +136,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--profile", type=int, metavar="N",
                         help="invalidation: cProfile keyward's run of size N (one of --sizes) and print "
                              "the top entries to stderr")
+    parser.add_argument("--members", type=_sizes, default=list(COVERAGE_SIZES),
+                        help="coverage: members per organization, comma-separated "
+                             f"(default: {','.join(str(size) for size in COVERAGE_SIZES)})")
     parser.add_argument("--users", type=int, default=USERS, help="load: members signing in (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="load: MFA sign-ins per member (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=THREADS, help="load: client threads (default: %(default)s)")
@@ -163,6 +169,8 @@ def main() -> None:
             written = plot(figures, arguments.plot)
             print(f"\nPlot: {written}" if written else
                   "\nPlot skipped: matplotlib is not installed (pip install -r bench/requirements.txt)")
+    if "coverage" in parts:
+        print("\n".join(coverage_report(measure_coverage(arguments.members))), end="\n\n", flush=True)
     if "load" in parts:
         figures = measure_load(users=arguments.users, rounds=arguments.rounds, threads=arguments.threads)
         print("\n".join(load_report(figures)), end="\n\n", flush=True)

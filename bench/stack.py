@@ -8,10 +8,12 @@ whole ``python -m bench`` run. The counter is registered before any botocore ses
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from botocore import handlers
 
@@ -30,11 +32,26 @@ class RequestCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: Counter[str] = Counter()
+        self._recorded: list[tuple[str, dict[str, Any]]] | None = None
 
-    def __call__(self, event_name: str, **_: Any) -> None:
+    def __call__(self, event_name: str, request: Any = None, **_: Any) -> None:
         operation = event_name.rsplit(".", 1)[-1]
         with self._lock:
             self._calls[operation] += 1
+            if self._recorded is not None and request is not None:
+                self._recorded.append((operation, json.loads(request.body or b"{}")))
+
+    @contextmanager
+    def recording(self) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+        """The requests sent in the block, as (operation, parsed body), to see what each one read."""
+        recorded: list[tuple[str, dict[str, Any]]] = []
+        with self._lock:
+            self._recorded = recorded
+        try:
+            yield recorded
+        finally:
+            with self._lock:
+                self._recorded = None
 
     def snapshot(self) -> Counter[str]:
         with self._lock:

@@ -20,13 +20,14 @@ BACKUP_USER_PREFIX = "backup:"
 
 
 class ActorKind(str, Enum):
-    """What kind of actor a name in the log is. An IdP may name a user anything, ``operator``
-    included, so the name alone never says whether a member, backup credentials or an operator
-    acted."""
+    """What kind of actor a name in the log is. An IdP may name a user anything, ``operator`` or
+    ``keyward`` included, so the name alone never says whether a member, backup credentials, an
+    operator or keyward itself acted."""
 
     MEMBER = "member"
     BACKUP_CREDENTIALS = "backup_credentials"
     OPERATOR = "operator"
+    SYSTEM = "system"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class Actor:
 
 # Whoever changed an organization outside the API (the AWS console, say).
 OPERATOR = Actor(kind=ActorKind.OPERATOR, name="operator")
+# keyward acting on its own, in a background function: disabling a webhook that kept failing,
+# flagging keys whose model the metadata service newly reports compromised.
+SYSTEM = Actor(kind=ActorKind.SYSTEM, name="keyward")
 
 
 def member_actor(user_id: str) -> Actor:

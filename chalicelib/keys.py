@@ -493,7 +493,11 @@ def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id
     keep_last = by == "self"
     enforced = bool(org.mfa_enforced)
     org_version = compliance.version_of(org)
-    compliant = compliance.deleted_key_delta(org=org, key_id=key_id)
+    # Read for the audit event and the member's mail, which name the key, and for whether it
+    # complies with the policy; the transaction's conditions still decide whether it is deleted.
+    stored = _stored_key(org_id=org_id, key_id=key_id)
+    name = stored.name if stored is not None else None
+    compliant = -compliance.compliant_delta(org=org, keys=[stored]) if stored is not None else 0
 
     def store(standing: coverage.Standing) -> list[Session]:
         with transaction() as write:
@@ -515,7 +519,7 @@ def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id
                                                    sparing=caller.session.session_id)
             write.save("audit", audit.event(
                 org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
-                client=caller.client, details={"by": by},
+                client=caller.client, details={"by": by, "name": name},
             ))
         return overflow
 
@@ -528,6 +532,21 @@ def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id
                                    attempt=store))
     if own:
         caller.member.key_count -= 1
+
+
+def _stored_key(*, org_id: str, key_id: str) -> SecurityKey | None:
+    """A key's name and what the authenticator policy looks at; None when there is no such key
+    (its deletion is then refused anyway)."""
+    try:
+        return SecurityKey.get(org_id, key_id, consistent_read=True,
+                               attributes_to_get=["name", "aaguid", "backup_eligible", "attested", "model_status"])
+    except SecurityKey.DoesNotExist:
+        return None
+
+
+def named(keys: list[SecurityKey]) -> list[dict[str, str]]:
+    """The keys an event removed all at once, by ID and name, for the audit log and the mail."""
+    return [{"id": key.key_id, "name": key.name} for key in keys]
 
 
 def disable_mfa(*, caller: Caller) -> None:
@@ -555,7 +574,7 @@ def disable_mfa(*, caller: Caller) -> None:
                                                    key_ids={key.key_id for key in keys}, sparing=caller.session.session_id)
             write.save("audit", audit.event(
                 org_id=org_id, actor=caller.actor, action="mfa.disabled", target=user_id, user_id=user_id,
-                client=caller.client, details={"keys_deleted": len(keys)},
+                client=caller.client, details={"keys_deleted": len(keys), "keys": named(keys)},
             ))
         return overflow
 

@@ -183,7 +183,7 @@ def offboard(*, caller: Caller, user_id: str) -> int:
         except Member.DoesNotExist:
             raise MemberNotFound("No such member.") from None
         from chalicelib.enrollment import passes_of
-        from chalicelib.keys import keys_of
+        from chalicelib.keys import keys_of, named
 
         held = keys_of(org_id=org_id, user_id=user_id)
         passes = passes_of(org_id=org_id, user_id=user_id)
@@ -201,7 +201,8 @@ def offboard(*, caller: Caller, user_id: str) -> int:
                 write.delete("enrollment pass", enrollment_pass)
             write.save("audit", audit.event(
                 org_id=org_id, actor=caller.actor, action="member.offboarded", target=user_id, user_id=user_id,
-                client=caller.client, details={"keys_deleted": len(held), "name": member.name, "email": member.email},
+                client=caller.client, details={"keys_deleted": len(held), "keys": named(held), "name": member.name,
+                                                "email": member.email},
             ))
         # The few that do not fit the transaction (a member issued dozens) go right after it.
         leftover = passes[_PASSES_PER_TRANSACTION:]

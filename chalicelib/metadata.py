@@ -398,7 +398,7 @@ def _restamp_keys(*, model: ModelInfo, compromised_now: bool) -> int:
         orgs.add(found.org_id)
         if compromised_now:
             audit.record(
-                org_id=found.org_id, actor=audit.OPERATOR, action="key.model_compromised", target=found.key_id,
+                org_id=found.org_id, actor=audit.SYSTEM, action="key.model_compromised", target=found.key_id,
                 user_id=found.user_id, details={"model": model.description or model.model_id, "status": model.status},
             )
     _recount_compliance(orgs)

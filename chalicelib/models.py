@@ -450,6 +450,9 @@ class Webhook(Model):
     created_at = UTCDateTimeAttribute()
     created_by = UnicodeAttribute()
     disabled_at = UTCDateTimeAttribute(null=True)
+    # When an admin last enabled it again: it is sent the events recorded from then on, not the
+    # ones recorded while it was disabled.
+    enabled_at = UTCDateTimeAttribute(null=True)
 
 
 class Delivery(Model):

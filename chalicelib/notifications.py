@@ -3,7 +3,7 @@
 A member hears of changes to their own account (a key added or deleted, MFA turned off, an
 enrolment pass issued for them, their sessions ended by an admin, repeated failed MFA checks);
 the organization's admins hear of changes to the organization (enforcement, the authenticator
-policy, backup credentials created or used, a member offboarded, a webhook disabled). Every mail
+policy, backup credentials created or used, a member offboarded, a webhook keyward disabled). Every mail
 says what happened, when, from which address and browser, and what to do if it was not expected;
 it is built only from the event's own fields, never from a secret, token or code.
 """
@@ -18,6 +18,7 @@ from email.utils import formatdate
 from typing import Any
 
 from chalicelib import clock
+from chalicelib.audit import ActorKind
 from chalicelib.config import settings
 from chalicelib.models import AuditEvent, Member
 
@@ -63,6 +64,9 @@ def audience(entry: AuditEvent) -> str | None:
     if mailed is None:
         return None
     if entry.action == "mfa.failed" and not _repeated_failure(entry):
+        return None
+    # An admin who disables an endpoint knows it; keyward disabling one is news.
+    if entry.action == "webhook.disabled" and entry.actor_kind != ActorKind.SYSTEM.value:
         return None
     return mailed[0]
 
@@ -111,6 +115,8 @@ def compose(*, entry: AuditEvent, recipient: Member, event_id: str) -> Mail:
         facts.append(("Security key", f"{details['name']} ({entry.target})"))
     elif entry.action.startswith("key."):
         facts.append(("Security key", str(entry.target)))
+    elif details.get("keys"):
+        facts.append(("Security keys", ", ".join(f"{key.get('name')} ({key.get('id')})" for key in details["keys"])))
     facts.append(("Organization", entry.org_id))
     facts.append(("Event", event_id))
     console = settings().allowed_origins[0] if settings().allowed_origins else None
@@ -137,7 +143,8 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
     target = entry.target or ""
     sentences = {
         "key.registered": f"A security key{f' named “{name}”' if name else ''} was added to your account by {entry.actor}.",
-        "key.deleted": f"The security key {target} was removed from your account by {entry.actor}.",
+        "key.deleted": f"The security key {f'“{name}”' if name else target} was removed from your account by "
+                       f"{entry.actor}{', an admin' if details.get('by') == 'admin' else ''}.",
         "mfa.disabled": f"Multi-factor authentication was turned off for your account by {entry.actor}; "
                         f"{details.get('keys_deleted', 'all')} security key(s) were removed.",
         "enrollment_pass.issued": f"{entry.actor} issued an enrolment pass for you: it lets you register a security key.",
@@ -151,7 +158,7 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
         "backup_login.succeeded": f"Someone signed in to {entry.org_id} with the backup credentials {target}.",
         "member.offboarded": f"{entry.actor} offboarded the member {target}.",
         "webhook.disabled": f"The webhook {target} ({details.get('url', '')}) was disabled after "
-                            f"{details.get('failures', 'repeated')} failed deliveries in a row; re-create it once it works.",
+                            f"{details.get('failures', 'repeated')} failed deliveries in a row; enable it again once it works.",
     }
     return sentences.get(entry.action, f"{entry.action} by {entry.actor}.")
 

@@ -24,7 +24,9 @@ from pynamodb.exceptions import UpdateError
 
 from chalicelib import audit, clock
 from chalicelib.config import settings
-from chalicelib.errors import InvalidWebhookEvents, MalformedRequest, WebhookNotFound, WebhookUrlRefused
+from chalicelib.errors import (
+    ConcurrentChange, InvalidWebhookEvents, MalformedRequest, WebhookNotFound, WebhookUrlRefused,
+)
 from chalicelib.models import AuditEvent, Delivery, Webhook
 from chalicelib.sessions import Caller
 from chalicelib.storage import ConditionsFailed, condition_failed, transaction
@@ -40,8 +42,6 @@ _ACTION = re.compile(r"[a-z][a-z_]{0,40}(\.[a-z][a-z_]{0,40}){0,3}")
 CONNECT_TIMEOUT_SECONDS = 3.0
 READ_TIMEOUT_SECONDS = 5.0
 USER_AGENT = "keyward-webhooks/1"
-# Who the audit log names when keyward itself disables an endpoint.
-KEYWARD_ACTOR = "keyward"
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,7 @@ def create(*, caller: Caller, url: str, events: Iterable[str], description: str 
         WebhookUrlRefused: the URL is not one keyward posts to (see the module docstring).
         InvalidWebhookEvents: ``events`` is empty, too long, or holds something not an action name.
     """
-    checked = check_url(url)
-    if not settings().stage == "local":
-        resolve_public(checked)
+    _check_address(url)
     wanted = _check_events(events)
     description = description.strip()
     if len(description) > MAX_DESCRIPTION_LENGTH or not description.isprintable():
@@ -117,16 +115,86 @@ def delete(*, caller: Caller, webhook_id: str) -> None:
         raise WebhookNotFound("No such webhook.") from None
 
 
+# Reads and writes of one change before it gives up on an endpoint that keeps being switched.
+CHANGE_ATTEMPTS = 3
+
+
+def change(*, caller: Caller, webhook_id: str, enabled: bool | None = None, url: str | None = None,
+           events: Iterable[str] | None = None) -> Webhook:
+    """``PATCH /org/webhooks/{id}``: enable or disable an endpoint, or change its URL or events.
+
+    Enabling a disabled endpoint gives it a fresh run of attempts (its failures in a row start
+    at zero again) and sends it the events recorded from then on; the events of the time it was
+    disabled stay unsent. The audit log says ``webhook.enabled`` or ``webhook.disabled`` when the
+    state changes, ``webhook.changed`` when only the URL or events do; a change that changes
+    nothing writes nothing.
+
+    Raises:
+        WebhookNotFound: the organization has no such endpoint.
+        WebhookUrlRefused: the new URL is not one keyward posts to.
+        InvalidWebhookEvents: the new ``events`` are empty, too many, or not action names.
+        ConcurrentChange: the endpoint was enabled or disabled by someone else meanwhile, again and again.
+    """
+    if url is not None:
+        _check_address(url)
+    wanted = _check_events(events) if events is not None else None
+    org_id = caller.session.org_id
+    for _ in range(CHANGE_ATTEMPTS):
+        webhook = _get(org_id=org_id, webhook_id=webhook_id)
+        state_before, now = webhook.state, clock.now()
+        actions: list[Any] = []
+        action = "webhook.changed"
+        if enabled is True and state_before == DISABLED:
+            action = "webhook.enabled"
+            actions += [Webhook.state.set(ENABLED), Webhook.consecutive_failures.set(0),
+                        Webhook.disabled_at.remove(), Webhook.enabled_at.set(now)]
+            webhook.state, webhook.consecutive_failures, webhook.disabled_at, webhook.enabled_at = ENABLED, 0, None, now
+        elif enabled is False and state_before == ENABLED:
+            action = "webhook.disabled"
+            actions += [Webhook.state.set(DISABLED), Webhook.disabled_at.set(now)]
+            webhook.state, webhook.disabled_at = DISABLED, now
+        changed = []
+        if url is not None and url != webhook.url:
+            changed.append("url")
+            actions.append(Webhook.url.set(url))
+            webhook.url = url
+        if wanted is not None and wanted != webhook.events:
+            changed.append("events")
+            actions.append(Webhook.events.set(wanted))
+            webhook.events = wanted
+        if not actions:
+            return webhook
+        details: dict[str, Any] = {"url": webhook.url, "events": sorted(webhook.events)}
+        if changed:
+            details["changed"] = changed
+        try:
+            with transaction() as write:
+                # Conditional on the state read: an endpoint that a delivery disabled meanwhile
+                # is read again, so the event says what really changed.
+                write.update("webhook", Webhook(org_id, webhook_id), actions=actions,
+                             condition=Webhook.webhook_id.exists() & (Webhook.state == state_before))
+                write.save("audit", audit.event(org_id=org_id, actor=caller.actor, action=action, target=webhook_id,
+                                                client=caller.client, details=details))
+        except ConditionsFailed:
+            continue  # deleted, enabled or disabled meanwhile
+        return webhook
+    raise ConcurrentChange("The webhook kept changing meanwhile; try again.")
+
+
+def _get(*, org_id: str, webhook_id: str, attributes: list[str] | None = None) -> Webhook:
+    try:
+        return Webhook.get(org_id, webhook_id, consistent_read=True, attributes_to_get=attributes)
+    except Webhook.DoesNotExist:
+        raise WebhookNotFound("No such webhook.") from None
+
+
 def recent_deliveries(*, org_id: str, webhook_id: str, limit: int) -> list[Delivery]:
     """``GET /org/webhooks/{id}/deliveries``: the endpoint's latest deliveries, newest first.
 
     Raises:
         WebhookNotFound: the organization has no such endpoint.
     """
-    try:
-        Webhook.get(org_id, webhook_id, consistent_read=True, attributes_to_get=["webhook_id"])
-    except Webhook.DoesNotExist:
-        raise WebhookNotFound("No such webhook.") from None
+    _get(org_id=org_id, webhook_id=webhook_id, attributes=["webhook_id"])
     return list(Delivery.query(channel(org_id=org_id, webhook_id=webhook_id), scan_index_forward=False,
                                limit=limit, page_size=limit, consistent_read=True))
 
@@ -157,6 +225,12 @@ def describe_delivery(delivery: Delivery) -> dict[str, Any]:
     }
 
 
+def _check_address(url: str) -> None:
+    checked = check_url(url)
+    if not settings().stage == "local":
+        resolve_public(checked)
+
+
 def _check_events(events: Iterable[str]) -> set[str]:
     wanted = set(events)
     if not wanted or len(wanted) > MAX_EVENTS:
@@ -168,10 +242,11 @@ def _check_events(events: Iterable[str]) -> set[str]:
 
 
 def wants(webhook: Webhook, entry: AuditEvent) -> bool:
-    """Whether an endpoint is sent this event: it is enabled, wants the action, and existed when
-    the event was recorded (a late stream record is no reason to send an endpoint older news)."""
+    """Whether an endpoint is sent this event: it is enabled, wants the action, and existed (and
+    was last enabled) when the event was recorded — a late stream record is no reason to send an
+    endpoint older news, nor the news of the time it was disabled."""
     return (webhook.state == ENABLED and (EVERY_EVENT in webhook.events or entry.action in webhook.events)
-            and entry.at >= webhook.created_at)
+            and entry.at >= (webhook.enabled_at or webhook.created_at))
 
 
 # --- where keyward may post -------------------------------------------------------------------------
@@ -327,7 +402,7 @@ def record_failure(*, webhook: Webhook, reason: str) -> bool:
                          actions=[Webhook.state.set(DISABLED), Webhook.disabled_at.set(clock.now())],
                          condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED))
             write.save("audit", audit.event(
-                org_id=webhook.org_id, actor=KEYWARD_ACTOR, action="webhook.disabled", target=webhook.webhook_id,
+                org_id=webhook.org_id, actor=audit.SYSTEM, action="webhook.disabled", target=webhook.webhook_id,
                 details={"url": webhook.url, "failures": failures, "last_error": reason[:300]},
             ))
     except ConditionsFailed:

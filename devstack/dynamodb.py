@@ -1,6 +1,7 @@
 """A local DynamoDB for development and tests: moto's server, run in this process."""
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import threading
@@ -9,7 +10,10 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable
 
+from moto.dynamodb import models as moto_dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
@@ -64,41 +68,86 @@ class AtomicMotoServer(ThreadedMotoServer):
         self._server.serve_forever()
 
 
-def _keep_streams_across_cancelled_transactions() -> None:
-    """Make moto's cancelled transactions leave the tables' streams as DynamoDB does: untouched.
+class _TablesNotCopied:
+    """Stands in for the ``copy`` module inside moto's DynamoDB backend while a transaction runs:
+    whole tables are not copied (the items a transaction touches are, by the caller); anything
+    else is, as before."""
+
+    @staticmethod
+    def deepcopy(value: Any, memo: dict | None = None) -> Any:
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+
+def _item_key(table: Table, operation: dict[str, Any]) -> tuple[DynamoType, DynamoType | None] | None:
+    attributes = operation.get("Key") or operation.get("Item") or {}
+    if table.hash_key_attr not in attributes:
+        return None
+    range_value = attributes.get(table.range_key_attr) if table.range_key_attr else None
+    return DynamoType(attributes[table.hash_key_attr]), DynamoType(range_value) if range_value else None
+
+
+def _roll_back_transactions_by_item() -> None:
+    """Make moto's cancelled transactions undo only their own items, and leave the tables' streams
+    as DynamoDB does: untouched.
 
     moto applies a transaction's writes one by one and, when one is refused, puts back deep copies
-    of the tables it took beforehand. The copies carry copies of the stream shards, so a stream
-    reader's shard iterator — which holds the shard itself — keeps reading the discarded shard:
-    it is handed the records of the writes that were rolled back, and never a record written
-    after. On DynamoDB a cancelled transaction writes no stream record and a stream reader goes on.
-    This keeps each table's shard across the rollback, without the rolled-back records.
+    of the tables it took beforehand: every transaction copies every table it names, which makes
+    each one cost the size of those tables (tens of milliseconds at a few hundred items) and a
+    burst of transactions outlast keyward's read timeout. Since the server handles one request at
+    a time (:class:`_OneRequestAtATime`), putting back the few items a transaction names is the
+    same rollback. Those copies also carried copies of the stream shards, so a stream reader's
+    shard iterator — which holds the shard itself — kept reading a discarded shard. Here the
+    shards stay, without the records of the rolled-back writes: on DynamoDB a cancelled
+    transaction writes no stream record and a stream reader goes on.
     """
     original: Callable[..., Any] = DynamoDBBackend.transact_write_items
-    if getattr(original, "keeps_streams", False):
+    if getattr(original, "rolls_back_by_item", False):
         return
 
     @functools.wraps(original)
     def transact_write_items(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> Any:
+        touched: list[tuple[Table, DynamoType, DynamoType | None, Any]] = []
         shards = {}
-        for item in transact_items:
+        for item in transact_items if isinstance(transact_items, list) else ():
             for operation in item.values() if isinstance(item, dict) else ():
                 table = backend.tables.get(operation.get("TableName")) if isinstance(operation, dict) else None
-                if table is not None and table.stream_shard is not None:
-                    shards[table.name] = (table.stream_shard, len(table.stream_shard.items))
+                if table is None:
+                    continue
+                if table.stream_shard is not None:
+                    shards.setdefault(table.name, (table.stream_shard, len(table.stream_shard.items)))
+                try:
+                    key = _item_key(table, operation)
+                    before = copy.deepcopy(table.get_item(*key)) if key is not None else None
+                except Exception:  # a malformed key: moto refuses the transaction before writing
+                    continue
+                touched.append((table, *key, before))
+        setattr(moto_dynamodb_models, "copy", _TablesNotCopied)
         try:
             return original(backend, transact_items)
         except Exception:
-            for name, (shard, length) in shards.items():
-                restored = backend.tables.get(name)
-                if restored is not None and restored.stream_shard is not shard:
-                    del shard.items[length:]
-                    shard.table = restored
-                    restored.stream_shard = shard
+            for table, hash_value, range_value, before in reversed(touched):
+                _put_back(table, hash_value, range_value, before)
+            for shard, length in shards.values():
+                del shard.items[length:]
             raise
+        finally:
+            setattr(moto_dynamodb_models, "copy", copy)
 
-    transact_write_items.keeps_streams = True  # type: ignore[attr-defined]
+    transact_write_items.rolls_back_by_item = True  # type: ignore[attr-defined]
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _put_back(table: Table, hash_value: DynamoType, range_value: DynamoType | None, before: Any) -> None:
+    """The item as it was before a cancelled transaction (None: there was none), with no stream record."""
+    if table.range_key_attr is None:
+        if before is None:
+            table.items.pop(hash_value, None)
+        else:
+            table.items[hash_value] = before
+    elif before is None:
+        table.items.get(hash_value, {}).pop(range_value, None)
+    else:
+        table.items[hash_value][range_value] = before
 
 
 def start_moto(*, host: str = "127.0.0.1", port: int = 8001) -> ThreadedMotoServer:
@@ -110,7 +159,7 @@ def start_moto(*, host: str = "127.0.0.1", port: int = 8001) -> ThreadedMotoServ
     werkzeug_logger = logging.getLogger("werkzeug")
     if werkzeug_logger.level == logging.NOTSET:
         werkzeug_logger.setLevel(logging.WARNING)
-    _keep_streams_across_cancelled_transactions()
+    _roll_back_transactions_by_item()
     server = AtomicMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     wait_until_up(server_endpoint(server))

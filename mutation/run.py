@@ -8,17 +8,21 @@ where the first stopped, so a long module can be done in several sittings.
 
     python -m mutation.run                  # every module that exists
     python -m mutation.run challenges mfa   # some of them
+    python -m mutation.run --recheck mfa    # run its survivors again, against the tests as they are now
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
@@ -28,8 +32,8 @@ _NOT_COPIED = shutil.ignore_patterns(".git", ".venv", ".mutation", ".devstack", 
                                      ".pytest_cache", ".hypothesis", "out")
 
 
-# pytest's plugin autoloading imports hypothesis and schemathesis for every mutant (a third of a
-# mutant's start-up); the modules' in-process tests need neither plugin.
+# pytest's plugin autoloading imports hypothesis and schemathesis; the modules' in-process tests
+# need neither plugin.
 _TEST_ENVIRONMENT = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
@@ -37,9 +41,14 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _config(*, module_path: str, tests: list[str], timeout: float, exclude: list[str]) -> str:
-    test_command = " ".join([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                             "-p", "no:randomly", *tests])
+def _config(*, module_path: str, tests: list[str], timeout: float, exclude: list[str], forkserver: Path,
+            lines: Path, original: Path) -> str:
+    # Each mutant's tests run in a child of the fork server (mutation/forkserver.py), which has
+    # done the start-up once, and only the tests that execute the lines the mutant changed; the
+    # server kills a run a little before cosmic-ray would.
+    test_command = " ".join([sys.executable, "-m", "mutation.forkserver", "run", str(forkserver), str(timeout * 0.9),
+                             "--lines", str(lines), str(original), module_path,
+                             "--", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests])
     return "\n".join([
         "[cosmic-ray]",
         f"module-path = {json.dumps(module_path)}",
@@ -56,7 +65,57 @@ def _config(*, module_path: str, tests: list[str], timeout: float, exclude: list
     ])
 
 
-def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Path | None:
+def _map_lines(*, tree: Path, module_path: str, tests: list[str], lines: Path, original: Path) -> None:
+    """Run the tests on the unmutated module under coverage (which must pass), and record which
+    tests execute each of its lines, and the order pytest collects them in."""
+    data_file = tree / ".coverage"
+    data_file.unlink(missing_ok=True)
+    pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+    subprocess.run([*pytest, "-p", "pytest_cov", f"--cov={Path(module_path).parent}", "--cov-context=test",
+                    "--cov-report=", *tests], cwd=tree, check=True, env=_TEST_ENVIRONMENT)
+    collected = subprocess.run([*pytest, "--collect-only", *tests], cwd=tree, check=True, env=_TEST_ENVIRONMENT,
+                               capture_output=True, text=True).stdout
+    from coverage import CoverageData
+
+    data = CoverageData(basename=str(data_file))
+    data.read()
+    by_line = data.contexts_by_lineno(str((tree / module_path).resolve()))
+    lines.write_text(json.dumps({
+        # pytest-cov names a test's context "<node id>|setup", "|run" or "|teardown".
+        "lines": {str(line): sorted({context.split("|")[0] for context in contexts}) for line, contexts in by_line.items()},
+        "collected": [line for line in collected.splitlines() if "::" in line],
+    }))
+    original.write_text((tree / module_path).read_text())
+
+
+@contextlib.contextmanager
+def _forkserver(*, tree: Path, socket_path: Path, module_path: str) -> Iterator[None]:
+    """mutation/forkserver.py serving the tree's tests while cosmic-ray runs."""
+    socket_path.unlink(missing_ok=True)
+    server = subprocess.Popen([sys.executable, "-m", "mutation.forkserver", "serve", str(socket_path), module_path],
+                              cwd=tree, env=_TEST_ENVIRONMENT)
+    try:
+        deadline = time.monotonic() + 120
+        while not socket_path.exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the fork server for {module_path} did not start")
+            time.sleep(0.2)
+        yield
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _forget_survivors(session: Path) -> int:
+    """Make the surviving mutants of a session pending again, so that resuming it runs them against
+    the tests as they are now (after tests were added to kill them)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(session)) as database, database:
+        return database.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+
+
+def mutate(name: str, *, module: dict, timeout: float, exclude: list[str], recheck: bool = False) -> Path | None:
     if not (ROOT / module["path"]).exists():
         print(f"{name}: {module['path']} does not exist yet; skipped")
         return None
@@ -68,27 +127,37 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str]) -> Pa
     tree = work / "tree"
     session = work / "session.sqlite"
     config = work / "config.toml"
+    forkserver = work / "forkserver.sock"
+    lines, original = work / "lines.json", work / "original.py"
+    settings = dict(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude, forkserver=forkserver,
+                    lines=lines, original=original)
     if not session.exists():
         # A fresh copy for a fresh session.
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(ROOT, tree, ignore=_NOT_COPIED)
-        config.write_text(_config(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude))
+        config.write_text(_config(**settings))
         subprocess.run([_tool("cosmic-ray"), "init", str(config), str(session)], cwd=tree, check=True)
         subprocess.run([_tool("cr-filter-operators"), str(session), str(config)], cwd=tree, check=True)
         # The tests must pass on the unmutated module, or every mutant would look killed.
-        subprocess.run([_tool("cosmic-ray"), "baseline", str(config)], cwd=tree, check=True,
-                       env=_TEST_ENVIRONMENT)
+        _map_lines(tree=tree, module_path=module["path"], tests=tests, lines=lines, original=original)
     else:
+        if recheck:
+            print(f"{name}: {_forget_survivors(session)} surviving mutants to run again")
+            lines.unlink(missing_ok=True)  # the tests changed: which of them run each line too
         # Resuming: the tests as they are now, and the module as it was copied — a run that was
         # interrupted may have left a mutant on disk. (After changing the module itself, start a
         # fresh session: rm -r .mutation/<module>.)
-        shutil.copytree(ROOT / "tests", tree / "tests", ignore=_NOT_COPIED, dirs_exist_ok=True)
-        config.write_text(_config(module_path=module["path"], tests=tests, timeout=timeout, exclude=exclude))
-        original = subprocess.run(["git", "show", f"HEAD:{module['path']}"], cwd=ROOT, check=True,
-                                  capture_output=True, text=True).stdout
-        (tree / module["path"]).write_text(original)
-    subprocess.run([_tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree, check=True,
-                   env=_TEST_ENVIRONMENT)
+        for folder in ("tests", "mutation"):
+            shutil.copytree(ROOT / folder, tree / folder, ignore=_NOT_COPIED, dirs_exist_ok=True)
+        config.write_text(_config(**settings))
+        original_source = subprocess.run(["git", "show", f"HEAD:{module['path']}"], cwd=ROOT, check=True,
+                                         capture_output=True, text=True).stdout
+        (tree / module["path"]).write_text(original_source)
+        if not lines.exists():
+            _map_lines(tree=tree, module_path=module["path"], tests=tests, lines=lines, original=original)
+    with _forkserver(tree=tree, socket_path=forkserver, module_path=module["path"]):
+        subprocess.run([_tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree, check=True,
+                       env=_TEST_ENVIRONMENT)
     report = subprocess.run([_tool("cr-report"), "--show-pending", str(session)], cwd=tree, check=True,
                             capture_output=True, text=True).stdout
     (work / "report.txt").write_text(report)
@@ -101,12 +170,15 @@ def main() -> None:
     plan = tomllib.loads(MODULES.read_text())
     parser = argparse.ArgumentParser(description="Mutation testing of keyward's security modules.")
     parser.add_argument("modules", nargs="*", help=f"modules to mutate (default: all of {', '.join(plan['modules'])})")
+    parser.add_argument("--recheck", action="store_true",
+                        help="run the modules' surviving mutants again, against the tests as they are now")
     args = parser.parse_args()
     unknown = sorted(set(args.modules) - set(plan["modules"]))
     if unknown:
         parser.error(f"unknown module(s): {', '.join(unknown)}")
     for name in args.modules or list(plan["modules"]):
-        mutate(name, module=plan["modules"][name], timeout=float(plan["timeout"]), exclude=plan["operators"]["exclude"])
+        mutate(name, module=plan["modules"][name], timeout=float(plan["timeout"]), exclude=plan["operators"]["exclude"],
+               recheck=args.recheck)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,13 @@ from typing import Iterator
 
 import pytest
 
-from devstack.dynamodb import server_endpoint, start_moto
-from devstack.environment import apply_environment, local_environment
 from devstack.idp import DevIdentityProvider
+from tests.process_stack import prepared
 
-_moto = start_moto(port=0)
-IDP = DevIdentityProvider.ephemeral()
-apply_environment(local_environment(endpoint=server_endpoint(_moto), jwks_json=IDP.jwks_json()))
+_STACK = prepared()
+IDP = _STACK.idp
 
-from devstack.tables import create_missing_tables, truncate_tables  # noqa: E402  (after the environment)
-
-create_missing_tables()
-
+from devstack.tables import truncate_tables  # noqa: E402  (after the environment)
 from tests.keyward_client import KeywardClient  # noqa: E402
 
 
@@ -35,9 +30,8 @@ def empty_tables() -> Iterator[None]:
 def _forget_stream_records() -> None:
     """Drop the streams' records of earlier tests (each test's pumps start at the stream's end).
 
-    moto keeps every stream record in memory and copies each table a transaction touches, stream
-    included, to roll it back if need be: with the audit table's stream growing over the whole
-    session, transactions would slow down until they time out.
+    moto keeps every stream record in memory, and the audit table's stream would otherwise grow
+    over the whole session.
     """
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
@@ -70,12 +64,8 @@ def stream():
     from devstack.stream import StreamPump
 
     return StreamPump(handler=end_sessions_on_enforcement, table_name=settings().tables.orgs,
-                      endpoint=server_endpoint(_moto))
+                      endpoint=_STACK.endpoint)
 
-
-from devstack.outbox import prepare_channels  # noqa: E402
-
-prepare_channels(endpoint=server_endpoint(_moto))
 
 
 @pytest.fixture
@@ -83,7 +73,7 @@ def audit_stream():
     """The audit table's stream (the outbox), delivered to the delivery function when a test drains it."""
     from devstack.outbox import audit_stream_pump
 
-    return audit_stream_pump(endpoint=server_endpoint(_moto))
+    return audit_stream_pump(endpoint=_STACK.endpoint)
 
 
 @pytest.fixture

@@ -187,8 +187,9 @@ def test_the_other_actions_are_logged_with_their_details(api):
     details = [e["details"] for e in events[:15]]
     # Only the first session was left: disabling MFA ended the one verified with B, bob the clone's.
     assert details[5]["sessions_ended"] == 1
-    assert details[7] == {"keys_deleted": 1}
-    assert details[8] == {"by": "self"}
+    assert details[7] == {"keys_deleted": 1, "keys": [{"id": key_b, "name": "B"}]}
+    # A deleted key is named as it was called when it went.
+    assert details[8] == {"by": "self", "name": "Red"}
     assert details[9]["reason"] == "SignCountRegression"
     assert (details[10]["stored"], details[10]["presented"]) == (1, 1)
     assert details[14] == {"name": "Red"}

@@ -89,3 +89,37 @@ def test_events_recorded_before_kinds_were_stored_have_their_kind_judged_by_name
              if e["action"].startswith("old.")}
     assert kinds == {"operator": "operator", "backup credentials K1": "backup_credentials", "carol": "member"}
     assert all(e.actor_kind is None for e in AuditEvent.query("acme") if e.action.startswith("old."))
+
+
+def test_keyward_disabling_a_webhook_is_the_system_and_a_member_called_keyward_is_a_member(api, audit_stream, monkeypatch):
+    import dataclasses
+
+    from chalicelib import outbox, webhooks
+    from chalicelib.config import settings
+    from tests.webhook_receiver import running_receiver
+
+    monkeypatch.setattr(outbox, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(webhooks, "settings", lambda: dataclasses.replace(settings(), webhook_disable_after_failures=1))
+    lookalike = api.login(user="keyward", admin=True)
+    with running_receiver() as failing, running_receiver() as siem:
+        failing.statuses = [500] * 100
+        for receiver, events in ((failing, ["login"]), (siem, ["webhook.disabled"])):
+            created = api.call("POST", "/org/webhooks", token=lookalike.token, body={"url": receiver.url, "events": events})
+            assert created.status == 201, created.body
+            receiver.secret = created.body["secret"]
+        failing_id = api.call("GET", "/org/webhooks", token=lookalike.token).body["webhooks"]
+        [failing_id] = [w["id"] for w in failing_id if w["url"] == failing.url]
+        api.login(user="bob")
+        audit_stream.drain()
+
+        [disabled] = _events(api, lookalike, "webhook.disabled")
+        assert (disabled["actor"], disabled["actor_kind"], disabled["target"]) == ("keyward", "system", failing_id)
+        [stored] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "webhook.disabled"]
+        assert stored.actor_kind == "system"
+        [created] = _events(api, lookalike, "webhook.created")[:1]
+        assert (created["actor"], created["actor_kind"]) == ("keyward", "member")
+        # What the organization's other endpoint receives carries the kind too.
+        [delivered] = [r.payload for r in siem.accepted() if r.verified]
+        assert (delivered["type"], delivered["data"]["actor"], delivered["data"]["actor_kind"]) == (
+            "webhook.disabled", "keyward", "system")
+

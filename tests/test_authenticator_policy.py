@@ -400,6 +400,8 @@ def test_a_model_that_turns_revoked_is_flagged_on_every_stored_key_and_audited(a
         assert stored.model_status == "USER_VERIFICATION_BYPASS"
         [event] = [e for e in AuditEvent.query(org, consistent_read=True) if e.action == "key.model_compromised"]
         assert event.target == stored.key_id and event.user_id == user
+        # keyward flagged it on its own: neither a member nor an operator did.
+        assert (event.actor, event.actor_kind) == ("keyward", "system")
     listed = api.call("GET", "/org/mfa/keys?user_id=bob", token=admin.token).body["keys"]
     assert (listed[0]["model_status"], listed[0]["policy_compliant"]) == ("USER_VERIFICATION_BYPASS", False)
     # The model left out of the new BLOB is gone from the table.

@@ -2,8 +2,14 @@
 transactions that create members and change key counts, and each member's bucket."""
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
+
+import botocore.endpoint
+import pytest
+from botocore.awsrequest import AWSResponse
 
 from chalicelib import clock, coverage, keys, sessions
 from chalicelib.models import Member, Organization, Session
@@ -85,14 +91,69 @@ def test_recount_repairs_an_organization_from_before_the_counters(api):
     assert _counters() == (2, 1) and _bucket("bob") == "acme#one"
 
 
-def test_fifty_parallel_first_keys_and_deletions_are_all_counted(api):
-    """Registrations and deletions racing on one organization item: no update is lost and no
-    conflict reaches a member."""
-    holders = [api.login(user=f"holder{n}") for n in range(25)]
+# Per side: members registering their first key, and members deleting their only one, all at once.
+RACERS = 50
+
+
+class _ConflictOnFirstAttempt:
+    """Cancels each thread's first transaction that writes an organization item, with the reason
+    DynamoDB gives when two transactions meet on an item (``TransactionConflict``), on the wire.
+
+    moto runs one request at a time and so never cancels for a conflict; DynamoDB does, whenever
+    writers of one organization meet. Every contender of the race runs on a thread of its own, so
+    every registration and deletion meets one conflict and has to be sent again.
+    """
+
+    def __init__(self) -> None:
+        self._thread = threading.local()
+        self.armed = False
+        self.cancelled = 0
+        self._lock = threading.Lock()
+
+    def send(self, request: Any, real: Callable[[Any], Any]) -> Any:
+        target = request.headers.get("X-Amz-Target", b"")
+        if (target.decode() if isinstance(target, bytes) else target) != "DynamoDB_20120810.TransactWriteItems":
+            return real(request)
+        items = json.loads(request.body)["TransactItems"]
+        tables = [next(iter(item.values()))["TableName"] for item in items]
+        if not self.armed or Organization.Meta.table_name not in tables or getattr(self._thread, "met", False):
+            return real(request)
+        self._thread.met = True
+        with self._lock:
+            self.cancelled += 1
+        reasons = [{"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+                   if table == Organization.Meta.table_name else {"Code": "None"} for table in tables]
+        body = {"__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                "message": "Transaction cancelled, please refer cancellation reasons for specific reasons",
+                "CancellationReasons": reasons}
+        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(json.dumps(body).encode()))
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._body
+
+
+@pytest.fixture
+def conflicts(monkeypatch: pytest.MonkeyPatch) -> _ConflictOnFirstAttempt:
+    injector = _ConflictOnFirstAttempt()
+    real_send = botocore.endpoint.Endpoint._send
+    monkeypatch.setattr(botocore.endpoint.Endpoint, "_send",
+                        lambda endpoint, request: injector.send(request, lambda sent: real_send(endpoint, sent)))
+    return injector
+
+
+def test_fifty_parallel_first_keys_and_fifty_deletions_are_all_counted(api, conflicts):
+    """Registrations and deletions racing on one organization item, each meeting a transaction
+    conflict there: no update is lost and no conflict reaches a member."""
+    holders = [api.login(user=f"holder{n}") for n in range(RACERS)]
     for holder in holders:
         assert api.add_key(holder).status == 201
-    newcomers = [api.login(user=f"newcomer{n}") for n in range(25)]
-    assert _counters() == (50, 25)
+    newcomers = [api.login(user=f"newcomer{n}") for n in range(RACERS)]
+    assert _counters() == (2 * RACERS, RACERS)
 
     def register(member) -> object:
         authenticator = SoftwareAuthenticator()
@@ -109,26 +170,28 @@ def test_fifty_parallel_first_keys_and_deletions_are_all_counted(api):
         return lambda: keys.delete(caller=sessions.resolve(authorization=f"Bearer {member.token}"), key_id=key["id"])
 
     contenders = [register(member) for member in newcomers] + [delete(member) for member in holders]
-    contenders = [c for pair in zip(contenders[:25], contenders[25:]) for c in pair]  # interleaved
-    # As many threads as the test's DynamoDB answers in time on a small machine; every one of
-    # them registers or deletes on the same organization item.
-    parallel = 10
-    barrier = threading.Barrier(parallel)
+    # Every contender on a thread of its own, released together: each one registers or deletes
+    # on the same organization item.
+    barrier = threading.Barrier(len(contenders))
 
     def run(contender) -> object:
-        try:
-            barrier.wait(timeout=0.5)  # the first wave starts together
-        except threading.BrokenBarrierError:
-            pass
+        barrier.wait(timeout=30)
         try:
             return contender()
         except Exception as error:  # the outcome under test
             return error
 
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
+    conflicts.armed = True
+    with ThreadPoolExecutor(max_workers=len(contenders)) as pool:
         outcomes = list(pool.map(run, contenders))
+    conflicts.armed = False
+    assert conflicts.cancelled == len(contenders)
 
-    assert not [outcome for outcome in outcomes if isinstance(outcome, Exception)], outcomes
-    assert _counters() == (50, 25)
+    failed = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    assert not failed, [f"{error!r}, caused by {getattr(error, 'cause', None)!r}" for error in failed]
+    assert _counters() == (2 * RACERS, RACERS)
     holding = {member.user_id for member in Member.query("acme", consistent_read=True) if member.key_count > 0}
-    assert holding == {f"newcomer{n}" for n in range(25)}
+    assert holding == {f"newcomer{n}" for n in range(RACERS)}
+    # The counters agree with a recount of the members, which sets them from the table.
+    assert coverage.recount(org_id="acme") == coverage.Counters(members_total=2 * RACERS, members_with_key=RACERS)
+    assert _counters() == (2 * RACERS, RACERS)

@@ -738,6 +738,7 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         assert good.accepted() and bad.received
         with calls.running("api"):
             assert ok(api.call("GET", f"/org/webhooks/{failing['id']}/deliveries", token=alice.token))["deliveries"]
+            ok(api.call("PATCH", f"/org/webhooks/{failing['id']}", token=alice.token, body={"enabled": True}))
             ok(api.call("DELETE", f"/org/webhooks/{created['id']}", token=alice.token), 204)
             ok(api.call("DELETE", f"/org/webhooks/{failing['id']}", token=alice.token), 204)
     assert audit_pump.drain()

@@ -81,6 +81,76 @@ def test_a_member_is_mailed_when_a_key_is_added_with_what_when_where_and_which_k
     assert [d.state for d in _deliveries("mail#acme#bob")] == ["delivered"]
 
 
+def _key_deleted_mail(sent_mail: list[Any], address: str) -> tuple[str, str]:
+    [mail] = [m for m in _mail_to(sent_mail, address)
+              if m["Subject"] == "keyward: A security key was removed from your account"]
+    parts = _parts(mail)
+    return parts["text/plain"], parts["text/html"]
+
+
+def test_a_member_deleting_their_key_is_mailed_the_keys_name_and_id(api, audit_stream, sent_mail):
+    bob = api.login(user="bob")
+    assert api.add_key(bob, name="Blue YubiKey").status == 201
+    kept = api.add_key(bob, name="Spare key")
+    assert kept.status == 201
+    key_id = next(k["id"] for k in api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"] if k["name"] == "Blue YubiKey")
+    assert api.call("DELETE", f"/me/mfa/keys/{key_id}", token=bob.token).status == 204
+    audit_stream.drain()
+
+    text, page = _key_deleted_mail(sent_mail, "bob@acme.example")
+    assert "The security key “Blue YubiKey” was removed from your account by bob." in text
+    assert f"Security key: Blue YubiKey ({key_id})" in text
+    assert "Spare key" not in text
+    assert "Blue YubiKey" in page and key_id in page
+    [event] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "key.deleted"]
+    assert (event.target, event.details.as_dict()) == (key_id, {"by": "self", "name": "Blue YubiKey"})
+
+
+def test_an_admin_deleting_a_members_key_is_named_in_the_members_mail_with_the_key(api, audit_stream, sent_mail):
+    bob = api.login(user="bob")
+    assert api.add_key(bob, name="Green key").status == 201
+    [key] = api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"]
+    alice = api.login(user="alice", admin=True)
+    assert api.call("DELETE", f"/org/members/bob/mfa/keys/{key['id']}", token=alice.token).status == 204
+    audit_stream.drain()
+
+    text, page = _key_deleted_mail(sent_mail, "bob@acme.example")
+    assert "The security key “Green key” was removed from your account by alice, an admin." in text
+    assert f"Security key: Green key ({key['id']})" in text
+    assert "Green key" in page and "alice, an admin" in page
+    assert _mail_to(sent_mail, "alice@acme.example") == []
+    [event] = api.call("GET", "/org/audit?action=key.deleted", token=alice.token).body["events"]
+    assert (event["target"], event["details"]) == (key["id"], {"by": "admin", "name": "Green key"})
+
+
+def test_disabling_mfa_mails_the_member_every_removed_keys_name(api, audit_stream, sent_mail):
+    bob = api.login(user="bob")
+    for name in ("Blue key", "Red key"):
+        assert api.add_key(bob, name=name).status == 201
+    keys = {k["name"]: k["id"] for k in api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"]}
+    assert api.call("DELETE", "/me/mfa", token=bob.token).status == 204
+    audit_stream.drain()
+
+    [mail] = [m for m in _mail_to(sent_mail, "bob@acme.example")
+              if m["Subject"] == "keyward: Multi-factor authentication was turned off for your account"]
+    text = _parts(mail)["text/plain"]
+    assert f"Security keys: Blue key ({keys['Blue key']}), Red key ({keys['Red key']})" in text
+    [event] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "mfa.disabled"]
+    assert event.details.as_dict()["keys"] == [{"id": keys["Blue key"], "name": "Blue key"},
+                                               {"id": keys["Red key"], "name": "Red key"}]
+
+
+def test_offboarding_records_the_removed_keys_by_name(api):
+    bob = api.login(user="bob")
+    assert api.add_key(bob, name="Blue key").status == 201
+    [key] = api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"]
+    alice = api.login(user="alice", admin=True)
+    assert api.call("DELETE", "/org/members/bob", token=alice.token).status == 204
+
+    [event] = api.call("GET", "/org/audit?action=member.offboarded", token=alice.token).body["events"]
+    assert (event["details"]["keys_deleted"], event["details"]["keys"]) == (1, [{"id": key["id"], "name": "Blue key"}])
+
+
 def test_backup_credentials_are_announced_to_every_admin_without_the_secret(api, audit_stream, sent_mail):
     alice = api.login(user="alice", admin=True)
     api.login(user="carol", admin=True)

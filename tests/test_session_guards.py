@@ -1,6 +1,7 @@
 """The session rules' guards, each made to matter: the retry of a cancelled transactional read,
 the Bearer scheme, the expiry instant, logout's token condition against a stale caller, and the
-owner condition of ending one's own session with fixed IDs on both sides."""
+owner conditions of ending one's own session and of a member's sessions, with fixed IDs on both
+sides."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -157,3 +158,29 @@ def test_a_member_cannot_end_a_session_of_another_member_whatever_the_order_of_t
 
     assert (reply.status, reply.code) == (404, "SessionNotFound"), reply.body
     assert api.call("GET", "/me", token=theirs.token).status == 200
+
+
+# --- a member's sessions are exactly theirs: the member index's key condition, both sides ---------
+
+def test_a_members_sessions_are_listed_without_those_of_members_whose_ids_sort_around_theirs(api):
+    below, mine, above = api.login(user="user-a"), api.login(user="user-m"), api.login(user="user-z")
+
+    listed = api.call("GET", "/me/sessions", token=mine.token)
+
+    assert listed.status == 200
+    assert [session["id"] for session in listed.body["sessions"]] == [mine.token.split(".")[3]]
+    for other in (below, above):
+        assert api.call("GET", "/me", token=other.token).status == 200
+
+
+def test_an_admin_ending_a_members_sessions_ends_none_of_the_members_around_them(api):
+    admin = api.login(user="admin", admin=True)
+    below, member, above = api.login(user="user-a"), api.login(user="user-m"), api.login(user="user-z")
+
+    reply = api.call("DELETE", "/org/members/user-m/sessions", token=admin.token)
+
+    assert reply.status in (200, 204), reply.body
+    assert api.call("GET", "/me", token=member.token).status == 401
+    for other in (below, above):
+        assert api.call("GET", "/me", token=other.token).status == 200
+

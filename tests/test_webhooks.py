@@ -53,6 +53,7 @@ def test_only_admins_manage_webhooks(api, receiver):
     for method, path, body in (("POST", "/org/webhooks", {"url": receiver.url, "events": ["*"]}),
                                ("GET", "/org/webhooks", None),
                                ("DELETE", "/org/webhooks/wh_0123456789abcdef", None),
+                               ("PATCH", "/org/webhooks/wh_0123456789abcdef", {"enabled": True}),
                                ("GET", "/org/webhooks/wh_0123456789abcdef/deliveries", None)):
         reply = api.call(method, path, token=bob.token, body=body)
         assert (reply.status, reply.code) == (403, "AdminRequired"), path
@@ -89,8 +90,10 @@ def test_another_organizations_webhook_is_unknown(api, receiver):
     created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["*"]}).body
     mallory = api.login(org="evil", user="mallory", admin=True)
     webhook_id = created["webhook"]["id"]
-    for method, path in (("DELETE", f"/org/webhooks/{webhook_id}"), ("GET", f"/org/webhooks/{webhook_id}/deliveries")):
-        reply = api.call(method, path, token=mallory.token)
+    for method, path, body in (("DELETE", f"/org/webhooks/{webhook_id}", None),
+                               ("GET", f"/org/webhooks/{webhook_id}/deliveries", None),
+                               ("PATCH", f"/org/webhooks/{webhook_id}", {"enabled": False})):
+        reply = api.call(method, path, token=mallory.token, body=body)
         assert (reply.status, reply.code) == (404, "WebhookNotFound")
     assert api.call("GET", "/org/webhooks", token=mallory.token).body == {"webhooks": []}
     assert len(_webhooks_stored()) == 1
@@ -116,6 +119,192 @@ def test_bad_webhooks_are_refused_with_a_reason_and_nothing_is_stored(api, body,
     reply = api.call("POST", "/org/webhooks", token=alice.token, body=body)
     assert (reply.status, reply.code) == (400, code), reply.body
     assert _webhooks_stored() == []
+
+
+# --- enabling, disabling and changing an endpoint ----------------------------------------------------
+
+def _disabled_by_failures(api, audit_stream, receiver, monkeypatch) -> tuple[Any, dict[str, Any]]:
+    """alice's endpoint for every event, which keyward disabled after two failed deliveries."""
+    monkeypatch.setattr(outbox, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(webhooks, "settings", lambda: dataclasses.replace(settings(), webhook_disable_after_failures=2))
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["*"]}).body
+    receiver.secret = created["secret"]
+    receiver.statuses = [500] * 6
+    api.login(user="bob")
+    audit_stream.drain()
+    [stored] = _webhooks_stored()
+    assert (stored.state, stored.consecutive_failures) == ("disabled", 2)
+    receiver.statuses = []
+    return alice, created
+
+
+def _mail_to(sent_mail: list[Any], address: str) -> list[Any]:
+    import email
+
+    return [email.message_from_string(m.raw_data) for m in sent_mail if any(address in d for d in m.destinations)]
+
+
+def _logins_received(receiver: Receiver) -> list[str]:
+    return [r.payload["data"]["user_id"] for r in receiver.accepted() if r.verified and r.payload["type"] == "login"]
+
+
+def test_an_endpoint_keyward_disabled_is_enabled_again_with_a_fresh_run_and_the_events_from_then_on(
+        api, audit_stream, receiver, sent_mail, monkeypatch):
+    alice, created = _disabled_by_failures(api, audit_stream, receiver, monkeypatch)
+    webhook_id = created["webhook"]["id"]
+    api.login(user="carol")  # recorded while the endpoint is disabled, streamed after it is enabled
+
+    reply = api.call("PATCH", f"/org/webhooks/{webhook_id}", token=alice.token, body={"enabled": True})
+    assert reply.status == 200, reply.body
+    webhook = reply.body["webhook"]
+    assert (webhook["state"], webhook["consecutive_failures"], webhook["disabled_at"]) == ("enabled", 0, None)
+    assert api.call("GET", "/org/webhooks", token=alice.token).body == {"webhooks": [webhook]}
+    [stored] = _webhooks_stored()
+    assert (stored.state, stored.consecutive_failures, stored.secret) == ("enabled", 0, created["secret"])
+    api.login(user="dan")
+    audit_stream.drain()
+
+    # Signed with the secret it always had; carol's login of the disabled time is not sent.
+    assert _logins_received(receiver) == ["dan"]
+    assert [r.payload["type"] for r in receiver.accepted()] == ["webhook.enabled", "login"]
+    [enabled] = api.call("GET", "/org/audit?action=webhook.enabled", token=alice.token).body["events"]
+    assert (enabled["actor"], enabled["actor_kind"], enabled["target"]) == ("alice", "member", webhook_id)
+    assert enabled["details"] == {"url": receiver.url, "events": ["*"]}
+    # Its history stays: the failed deliveries of before are still listed.
+    states = [d["state"] for d in api.call("GET", f"/org/webhooks/{webhook_id}/deliveries", token=alice.token).body["deliveries"]]
+    assert "delivered" in states and "skipped" in states
+    # Only keyward disabling it was mailed; enabling it is not news to the admins.
+    assert [m["Subject"] for m in _mail_to(sent_mail, "alice@acme.example")] == [
+        "keyward: A webhook was disabled after failing repeatedly"]
+
+
+def test_a_re_enabled_endpoint_gets_its_full_run_of_attempts_again(api, audit_stream, receiver, monkeypatch):
+    alice, created = _disabled_by_failures(api, audit_stream, receiver, monkeypatch)
+    webhook_id = created["webhook"]["id"]
+    assert api.call("PATCH", f"/org/webhooks/{webhook_id}", token=alice.token, body={"enabled": True}).status == 200
+    audit_stream.drain()  # webhook.enabled, delivered
+    # One failed delivery (its three attempts), then the stream's retry goes through: had the
+    # streak of two not started over, that one failure would have disabled it again.
+    receiver.statuses = [500] * 3
+    api.login(user="bob")
+    audit_stream.drain()
+    stored = Webhook.get("acme", webhook_id, consistent_read=True)
+    assert (stored.state, stored.consecutive_failures) == ("enabled", 0)
+    assert [r.status for r in receiver.received][-4:] == [500, 500, 500, 204]
+
+
+def test_an_admin_disables_an_endpoint_and_no_mail_goes_out_for_it(api, audit_stream, receiver, sent_mail):
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    reply = api.call("PATCH", f"/org/webhooks/{created['webhook']['id']}", token=alice.token, body={"enabled": False})
+    assert reply.status == 200 and reply.body["webhook"]["state"] == "disabled" and reply.body["webhook"]["disabled_at"]
+    api.login(user="bob")
+    audit_stream.drain()
+
+    assert receiver.received == []
+    [disabled] = api.call("GET", "/org/audit?action=webhook.disabled", token=alice.token).body["events"]
+    assert (disabled["actor"], disabled["actor_kind"]) == ("alice", "member")
+    assert _mail_to(sent_mail, "alice@acme.example") == []
+
+
+def test_a_change_that_changes_nothing_writes_nothing(api, receiver):
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    reply = api.call("PATCH", f"/org/webhooks/{created['webhook']['id']}", token=alice.token,
+                     body={"enabled": True, "url": receiver.url, "events": ["login"]})
+    assert reply.status == 200 and reply.body["webhook"] == created["webhook"]
+    assert [e.action for e in AuditEvent.query("acme", consistent_read=True) if e.action.startswith("webhook.")] == [
+        "webhook.created"]
+
+
+def test_the_url_and_events_are_changed_with_the_checks_of_creation(api, receiver, on_aws, monkeypatch):
+    _resolving(monkeypatch, {"hooks.example.com": ["93.184.216.34"], "new.example.com": ["93.184.216.35"],
+                             "vpc.example.com": ["10.0.0.7"]})
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token,
+                       body={"url": "https://hooks.example.com/k", "events": ["login"]}).body
+    path = f"/org/webhooks/{created['webhook']['id']}"
+    refused = api.call("PATCH", path, token=alice.token, body={"url": "https://vpc.example.com/k"})
+    assert (refused.status, refused.code) == (400, "WebhookUrlRefused")
+
+    reply = api.call("PATCH", path, token=alice.token, body={"url": "https://new.example.com/k", "events": ["key.deleted", "*"]})
+    assert reply.status == 200, reply.body
+    assert (reply.body["webhook"]["url"], reply.body["webhook"]["events"]) == ("https://new.example.com/k", ["*", "key.deleted"])
+    [stored] = _webhooks_stored()
+    assert (stored.url, stored.events, stored.secret) == ("https://new.example.com/k", {"*", "key.deleted"}, created["secret"])
+    [changed] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "webhook.changed"]
+    assert changed.details.as_dict() == {"url": "https://new.example.com/k", "events": ["*", "key.deleted"],
+                                         "changed": ["url", "events"]}
+
+
+@pytest.mark.parametrize("body, code", [
+    ({}, "MalformedRequest"),
+    ({"enabled": "yes"}, "MalformedRequest"),
+    ({"enabled": 1}, "MalformedRequest"),
+    ({"enabled": None}, "MalformedRequest"),
+    ({"enabled": True, "secret": "mine"}, "MalformedRequest"),
+    ({"enabled": True, "state": "enabled"}, "MalformedRequest"),
+    ({"url": ""}, "MalformedRequest"),
+    ({"url": "ftp://example.com/x"}, "WebhookUrlRefused"),
+    ({"enabled": True, "events": []}, "InvalidWebhookEvents"),
+    ({"events": "*"}, "InvalidWebhookEvents"),
+    ({"events": ["Key Registered"]}, "InvalidWebhookEvents"),
+    ([{"enabled": True}], "MalformedJson"),
+])
+def test_a_bad_change_is_refused_with_a_reason_and_nothing_changes(api, audit_stream, receiver, monkeypatch, body, code):
+    alice, created = _disabled_by_failures(api, audit_stream, receiver, monkeypatch)
+    before = _webhooks_stored()[0].serialize()
+    logged = [e.event_key for e in AuditEvent.query("acme", consistent_read=True)]
+    reply = api.call("PATCH", f"/org/webhooks/{created['webhook']['id']}", token=alice.token, body=body)
+    assert (reply.status, reply.code) == (400, code), reply.body
+    assert _webhooks_stored()[0].serialize() == before
+    assert [e.event_key for e in AuditEvent.query("acme", consistent_read=True)] == logged
+
+
+def test_an_unknown_webhook_is_not_found_for_a_change(api):
+    alice = api.login(user="alice", admin=True)
+    for webhook_id in ("wh_0123456789abcdef", "nonsense", "wh_" + "x" * 40):
+        reply = api.call("PATCH", f"/org/webhooks/{webhook_id}", token=alice.token, body={"enabled": True})
+        assert (reply.status, reply.code) == (404, "WebhookNotFound"), webhook_id
+
+
+def test_changing_an_endpoint_needs_a_recent_key_check(api, receiver, monkeypatch):
+    from datetime import timedelta
+
+    from chalicelib import clock
+    from tests.authenticator import SoftwareAuthenticator
+
+    alice = api.login(user="alice", admin=True)
+    assert api.add_key(alice, SoftwareAuthenticator()).status == 201
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["*"]}).body
+    later = clock.now() + timedelta(seconds=settings().reauth_window_seconds + 5)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    reply = api.call("PATCH", f"/org/webhooks/{created['webhook']['id']}", token=alice.token, body={"enabled": False})
+    assert (reply.status, reply.code) == (403, "ReauthenticationRequired")
+    assert _webhooks_stored()[0].state == "enabled"
+
+
+def test_an_endpoint_keyward_disables_while_an_admin_disables_it_is_recorded_once_as_keywards(
+        api, receiver, monkeypatch):
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["*"]}).body
+    webhook_id = created["webhook"]["id"]
+    read = webhooks._get
+
+    def read_then_keyward_disables(**where: Any) -> Webhook:
+        found = read(**where)
+        if found.state == "enabled":
+            monkeypatch.setattr(webhooks, "settings", lambda: dataclasses.replace(settings(), webhook_disable_after_failures=1))
+            assert webhooks.record_failure(webhook=found, reason="HTTP 500")
+        return found
+
+    monkeypatch.setattr(webhooks, "_get", read_then_keyward_disables)
+    reply = api.call("PATCH", f"/org/webhooks/{webhook_id}", token=alice.token, body={"enabled": False})
+    assert reply.status == 200 and reply.body["webhook"]["state"] == "disabled"
+    disabled = [(e.actor, e.actor_kind) for e in AuditEvent.query("acme", consistent_read=True)
+                if e.action == "webhook.disabled"]
+    assert disabled == [("keyward", "system")]
 
 
 # --- where keyward may post (a deployed stage) -----------------------------------------------------

@@ -39,15 +39,20 @@ def _webhook_id(raw: str) -> str:
     return raw
 
 
+def _events(body: dict[str, Any]) -> list[str]:
+    events = body.get("events")
+    if not isinstance(events, list) or not all(isinstance(name, str) for name in events):
+        raise InvalidWebhookEvents("'events' must be a list of audit actions, or [\"*\"] for all.")
+    return events
+
+
 @route(webhooks, "/org/webhooks", methods=["POST"], status=201)
 def create_webhook() -> dict[str, Any]:
     caller = _admin_changing()
     body = json_body(webhooks.current_request)
     only_fields(body, {"url", "events", "description"})
     url = string_field(body, "url", limit=endpoints.MAX_URL_LENGTH)
-    events = body.get("events")
-    if not isinstance(events, list) or not all(isinstance(name, str) for name in events):
-        raise InvalidWebhookEvents("'events' must be a list of audit actions, or [\"*\"] for all.")
+    events = _events(body)
     description = body.get("description", "")
     if not isinstance(description, str):
         raise MalformedRequest("'description' must be a string.")
@@ -65,6 +70,22 @@ def list_webhooks() -> dict[str, Any]:
 def delete_webhook(webhook_id: str) -> None:
     caller = _admin_changing()
     endpoints.delete(caller=caller, webhook_id=_webhook_id(webhook_id))
+
+
+@route(webhooks, "/org/webhooks/{webhook_id}", methods=["PATCH"])
+def change_webhook(webhook_id: str) -> dict[str, Any]:
+    caller = _admin_changing()
+    body = json_body(webhooks.current_request)
+    only_fields(body, {"enabled", "url", "events"})
+    if not body:
+        raise MalformedRequest("Name what to change: 'enabled', 'url' or 'events'.")
+    enabled = body.get("enabled")
+    if "enabled" in body and not isinstance(enabled, bool):
+        raise MalformedRequest("'enabled' must be true or false.")
+    url = string_field(body, "url", limit=endpoints.MAX_URL_LENGTH) if "url" in body else None
+    events = _events(body) if "events" in body else None
+    changed = endpoints.change(caller=caller, webhook_id=_webhook_id(webhook_id), enabled=enabled, url=url, events=events)
+    return {"webhook": endpoints.describe(changed)}
 
 
 @route(webhooks, "/org/webhooks/{webhook_id}/deliveries", methods=["GET"])

@@ -4,6 +4,7 @@
 
 import { api, segment } from "./api.js";
 import { describeAction } from "./messages.js";
+import { describeState, enableButton } from "./webhook-state.js";
 import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, h, row, run, trashButton, when,
 } from "./ui.js";
@@ -78,10 +79,10 @@ function renderWebhooks(webhooks) {
   const rows = webhooks.map((webhook) => row({},
     cell("URL", h("code", {}, webhook.url)),
     cell("Events", webhook.events.join(", ")),
-    cell("State", webhook.state === "enabled" ? "Enabled"
-      : `Disabled ${when(webhook.disabled_at)} after failing repeatedly`),
+    cell("State", describeState(webhook)),
     cell("Created", when(webhook.created_at)),
     actionsCell(
+      enableButton(webhook, { reload: async () => renderWebhooks((await api.get("org/webhooks")).webhooks) }),
       h("button", { type: "button", class: "quiet", "aria-label": `Deliveries to ${webhook.url}`,
         onclick: (event) => run(event.currentTarget, () => showDeliveries(webhook)) }, "Deliveries"),
       trashButton({ label: `Delete webhook ${webhook.url}`, onclick: (event) => deleteWebhook(event.currentTarget, webhook) }),

@@ -1,0 +1,28 @@
+// Whether a webhook endpoint is sent events, in Organization settings → Webhooks: the State cell,
+// and the Enable action for an endpoint that is disabled (keyward disables one that keeps
+// failing). Enabling keeps its secret and deliveries and gives it a fresh run of attempts.
+
+import { api, segment } from "./api.js";
+import { announce, h, run, when } from "./ui.js";
+
+export function describeState(webhook) {
+  if (webhook.state === "enabled") return "Enabled";
+  const failures = webhook.consecutive_failures;
+  return ["Disabled ", when(webhook.disabled_at, { never: "" }),
+    failures > 0 ? ` after ${failures} failed deliveries in a row` : ""];
+}
+
+// Null for an enabled endpoint: there is nothing to enable.
+export function enableButton(webhook, { reload }) {
+  if (webhook.state !== "disabled") return null;
+  return h("button", {
+    type: "button", class: "quiet", "aria-label": `Enable webhook ${webhook.url}`,
+    onclick: (event) => run(event.currentTarget, async () => {
+      await api.patch(`org/webhooks/${segment(webhook.id)}`, { enabled: true });
+      await reload();
+      announce(`Webhook ${webhook.url} was enabled again: it receives the events from now on.`);
+      // The button is gone with its state; the row's next control keeps the place.
+      document.querySelector(`[aria-label="${CSS.escape(`Deliveries to ${webhook.url}`)}"]`)?.focus();
+    }),
+  }, "Enable");
+}

@@ -1,0 +1,66 @@
+"""The local DynamoDB (moto, as devstack runs it): a cancelled transaction leaves every item it
+named, and the tables' streams, as they were, and takes nothing else back with it."""
+from __future__ import annotations
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.dynamodb.models import dynamodb_backends
+
+from chalicelib.config import settings
+from chalicelib.models import Member, Organization
+
+ORGS = Organization.Meta.table_name
+MEMBERS = Member.Meta.table_name
+
+
+@pytest.fixture
+def dynamodb():
+    return boto3.client("dynamodb", endpoint_url=settings().dynamodb_endpoint, region_name=settings().region)
+
+
+def _member(org: str, user: str, key_count: int) -> dict:
+    return {"org_id": {"S": org}, "user_id": {"S": user}, "key_count": {"N": str(key_count)}}
+
+
+def _stream_records(table: str) -> int:
+    shard = dynamodb_backends[DEFAULT_ACCOUNT_ID][settings().region].tables[table].stream_shard
+    return len(shard.items)
+
+
+def test_a_cancelled_transaction_puts_back_only_its_own_items(dynamodb):
+    dynamodb.put_item(TableName=ORGS, Item={"org_id": {"S": "acme"}, "members_total": {"N": "2"}})
+    dynamodb.put_item(TableName=MEMBERS, Item=_member("acme", "bob", 1))
+    dynamodb.put_item(TableName=MEMBERS, Item=_member("acme", "carol", 0))
+    records = _stream_records(ORGS)
+
+    with pytest.raises(ClientError) as cancelled:
+        dynamodb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": MEMBERS, "Item": _member("acme", "dave", 0)}},
+            {"Update": {"TableName": ORGS, "Key": {"org_id": {"S": "acme"}},
+                        "UpdateExpression": "ADD members_total :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+            {"Delete": {"TableName": MEMBERS, "Key": {"org_id": {"S": "acme"}, "user_id": {"S": "bob"}}}},
+            # Refused: carol holds no key.
+            {"ConditionCheck": {"TableName": MEMBERS, "Key": {"org_id": {"S": "acme"}, "user_id": {"S": "carol"}},
+                                "ConditionExpression": "key_count > :none", "ExpressionAttributeValues": {":none": {"N": "0"}}}},
+        ])
+    reasons = [reason["Code"] for reason in cancelled.value.response["CancellationReasons"]]
+    assert reasons == ["None", "None", "None", "ConditionalCheckFailed"]
+
+    members = dynamodb.scan(TableName=MEMBERS, ConsistentRead=True)["Items"]
+    assert sorted((m["user_id"]["S"], m["key_count"]["N"]) for m in members) == [("bob", "1"), ("carol", "0")]
+    org = dynamodb.get_item(TableName=ORGS, Key={"org_id": {"S": "acme"}}, ConsistentRead=True)["Item"]
+    assert org["members_total"] == {"N": "2"}
+    assert _stream_records(ORGS) == records
+
+    # The next transaction writes, and its record follows the earlier ones on the same stream.
+    dynamodb.transact_write_items(TransactItems=[
+        {"Put": {"TableName": MEMBERS, "Item": _member("acme", "dave", 0)}},
+        {"Update": {"TableName": ORGS, "Key": {"org_id": {"S": "acme"}},
+                    "UpdateExpression": "ADD members_total :one", "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+    ])
+    org = dynamodb.get_item(TableName=ORGS, Key={"org_id": {"S": "acme"}}, ConsistentRead=True)["Item"]
+    assert org["members_total"] == {"N": "3"}
+    assert _stream_records(ORGS) == records + 1
+    assert len(dynamodb.scan(TableName=MEMBERS, ConsistentRead=True)["Items"]) == 3
