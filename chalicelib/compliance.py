@@ -118,19 +118,6 @@ def compliant_delta(*, org: Organization, keys: Sequence[SecurityKey | authentic
         policy, key if isinstance(key, authenticator_policy.KeyFacts) else authenticator_policy.KeyFacts.of(key)))
 
 
-def deleted_key_delta(*, org: Organization, key_id: str) -> int:
-    """The compliant-key change of deleting this key (0 where no figures are kept, or no such key):
-    reads the key only when the organization keeps figures."""
-    if version_of(org) == 0:
-        return 0
-    try:
-        key = SecurityKey.get(org.org_id, key_id, consistent_read=True,
-                              attributes_to_get=["aaguid", "backup_eligible", "attested", "model_status"])
-    except SecurityKey.DoesNotExist:
-        return 0
-    return -compliant_delta(org=org, keys=[key])
-
-
 # --- what admin pages show ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
