@@ -256,3 +256,20 @@ def test_a_policy_an_operator_edits_in_the_table_is_recounted(api, stream):
     # ... so the stream function, seeing the policy change, starts the recount itself.
     assert stream.drain()
     assert _shown(api, alice) == (1, "done") == (_counted_over_the_keys(), "done")
+
+
+def test_the_operators_recount_counts_a_policy_saved_before_figures_were_kept(api, stream, capsys):
+    from keyward.__main__ import main
+
+    alice = _admin(api)
+    bob = api.login(user="bob")
+    assert api.add_key(bob, _denied_key()).status == 201
+    Organization("acme").update(actions=[Organization.authenticator_policy.set({"denied_aaguids": [DENIED], "version": 1})])
+    assert _shown(api, alice) == (None, "uncounted")
+    assert main(["org", "recount", "acme"]) == 0
+    assert "compliance recount started" in capsys.readouterr().out
+    assert stream.drain()
+    assert _shown(api, alice) == (1, "done") == (_counted_over_the_keys(), "done")
+    # Run again once counted, it starts nothing.
+    assert main(["org", "recount", "acme"]) == 0
+    assert "compliance recount started" not in capsys.readouterr().out
