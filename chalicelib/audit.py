@@ -12,9 +12,13 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
-from chalicelib import clock, pagination
+from chalicelib import clock
 from chalicelib.config import settings
+from chalicelib.deferred import deferred
 from chalicelib.models import AuditEvent
+
+# Only reading the log pages through it: writing events, which most requests do, does not need it.
+pagination = deferred("chalicelib.pagination")
 
 BACKUP_USER_PREFIX = "backup:"
 

@@ -38,8 +38,11 @@ def registration_due_at(org: Organization) -> datetime | None:
 
 
 def member_due_at(*, org: Organization, member: Member) -> datetime | None:
-    """The member's own deadline: only members without a key have one."""
-    return registration_due_at(org) if member.key_count == 0 else None
+    """The member's own deadline: only members without a key have one. Backup-credentials
+    sessions have none: they cannot register a key, and the deadline does not apply to them."""
+    if member.key_count > 0 or member.user_id.startswith(BACKUP_USER_PREFIX):
+        return None
+    return registration_due_at(org)
 
 
 def registration_deferred(org: Organization) -> bool:

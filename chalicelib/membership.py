@@ -15,11 +15,15 @@ from typing import TYPE_CHECKING
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 
-from chalicelib import audit, coverage
-from chalicelib.coverage import Bucket
+from chalicelib import audit
+from chalicelib.deferred import deferred
 from chalicelib.errors import ConcurrentChange, MemberNotFound
 from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey, Session
 from chalicelib.storage import ConditionsFailed, LabelledWrite, condition_failed, transaction
+
+# Every request asks this module whether its session outlived its member; only joining and
+# leaving count members, so the counters' module loads with the first of those.
+coverage = deferred("chalicelib.coverage")
 
 if TYPE_CHECKING:
     from chalicelib.sessions import Caller
@@ -84,7 +88,7 @@ def sign_in_member(
                     raise
         joining = Member(
             org_id, user_id, name=name, email=email, admin=admin, key_count=0,
-            coverage=coverage.coverage_key(org_id=org_id, bucket=Bucket.NONE),
+            coverage=coverage.coverage_key(org_id=org_id, bucket=coverage.Bucket.NONE),
             admin_without_key=coverage.admin_without_key_for(org_id=org_id, admin=admin, key_count=0),
             created_at=signed_in, last_login_at=signed_in,
         )

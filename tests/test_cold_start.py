@@ -10,10 +10,12 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 # Each of these serves only some requests: the stream function, sign-in, MFA, key management,
-# backup credentials, the member list, and the WebAuthn ceremonies.
+# backup credentials, the member list, the WebAuthn ceremonies, webhook settings, the local
+# outbox, the member counters (joining and leaving) and the paged lists.
 ONLY_SOME_REQUESTS = {
     "chalicelib.enforcement", "chalicelib.identity", "chalicelib.mfa", "chalicelib.keys", "chalicelib.challenges",
     "chalicelib.backup", "chalicelib.members", "chalicelib.ceremonies", "webauthn",
+    "chalicelib.webhooks", "chalicelib.notifications", "chalicelib.coverage", "chalicelib.pagination",
 }
 
 
@@ -51,3 +53,15 @@ def test_a_deferred_module_loads_on_first_use_and_is_then_an_ordinary_module():
     )
     assert {"chalicelib.keys", "chalicelib.challenges"} <= executed
     assert "chalicelib.enforcement" not in executed
+
+
+def test_the_deferred_modules_of_the_settings_pages_load_with_their_first_request():
+    executed = _executed_after(
+        "import app\n"
+        "from chalicelib.api import webhooks\n"
+        "webhooks.endpoints.MAX_URL_LENGTH\n"
+        "from chalicelib import membership\n"
+        "membership.coverage.Bucket.NONE\n"
+    )
+    assert {"chalicelib.webhooks", "chalicelib.coverage"} <= executed
+    assert "chalicelib.notifications" not in executed

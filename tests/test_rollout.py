@@ -50,6 +50,22 @@ def test_during_the_grace_period_a_keyless_member_works_and_sees_the_deadline(ap
     assert api.call("GET", "/me", token=alice.token).body["mfa"]["registration_due_at"] is None
 
 
+def test_a_backup_session_has_no_registration_deadline_and_works_past_it(api):
+    alice = _admin(api)
+    created = api.call("POST", "/org/backup-credentials", token=alice.token).body
+    _enforce(api, alice, grace_period_hours=1)
+    signed_in = api.call("POST", "/auth/backup-login", body={"key_id": created["key_id"], "secret": created["secret"]})
+    assert signed_in.status == 200, signed_in.body
+    token = signed_in.body["token"]
+
+    during = api.call("GET", "/me", token=token)
+    assert during.status == 200 and during.body["mfa"]["registration_due_at"] is None
+    _back_date_enforcement("acme", hours=2)
+    after = api.call("GET", "/me", token=token)
+    assert after.status == 200 and after.body["session"]["state"] == "active"
+    assert after.body["mfa"]["registration_due_at"] is None
+
+
 def test_after_the_deadline_the_next_request_needs_registration(api):
     alice = _admin(api)
     _enforce(api, alice, grace_period_hours=1)

@@ -7,7 +7,7 @@ from typing import Any
 
 from chalice import Blueprint, Response
 
-from chalicelib import audit, clock, pagination, query_values, sessions
+from chalicelib import audit, clock, query_values, sessions
 from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.deferred import deferred
 from chalicelib.errors import AdminRequired, InvalidTimeRange, MalformedRequest
@@ -22,6 +22,7 @@ enrollment = deferred("chalicelib.enrollment")
 grace = deferred("chalicelib.grace")
 keys = deferred("chalicelib.keys")
 members = deferred("chalicelib.members")
+pagination = deferred("chalicelib.pagination")
 membership = deferred("chalicelib.membership")
 preview = deferred("chalicelib.preview")
 stepup = deferred("chalicelib.stepup")

@@ -9,8 +9,11 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import notifications
 from chalicelib.api.http import caller_of, route
+from chalicelib.deferred import deferred
+
+# Only this page reads the outbox; a cold start of the local stage does not load it.
+notifications = deferred("chalicelib.notifications")
 
 local_outbox = Blueprint(__name__)
 

@@ -5,10 +5,14 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import pagination, webhooks as endpoints
 from chalicelib.api.http import caller_of, json_body, only_fields, route, string_field
+from chalicelib.deferred import deferred
 from chalicelib.errors import AdminRequired, InvalidWebhookEvents, MalformedRequest, WebhookNotFound
 from chalicelib.sessions import Caller
+
+# Only the webhook settings need them; the API's cold starts do not load them.
+endpoints = deferred("chalicelib.webhooks")
+pagination = deferred("chalicelib.pagination")
 
 webhooks = Blueprint(__name__)
 
