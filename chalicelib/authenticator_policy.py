@@ -237,7 +237,9 @@ def impact(*, org_id: str, policy: AuthenticatorPolicy) -> Impact:
 def change(*, caller: Any, document: object, dry_run: bool) -> PolicyChange:
     """``PUT /org/mfa/policy``: replace the organization's policy, or (``dry_run``) only tell
     what it would leave non-compliant. The change and its audit event (before and after) are
-    one transaction, conditional on the policy not having changed since it was read.
+    one transaction, conditional on the policy not having changed since it was read; it moves the
+    organization to a new compliance version, whose recount the stream function runs
+    (chalicelib/compliance.py).
 
     Raises:
         InvalidPolicy: the document is not a policy.
@@ -256,10 +258,13 @@ def change(*, caller: Any, document: object, dry_run: bool) -> PolicyChange:
         if org.authenticator_policy is None
         else Organization.authenticator_policy["version"] == before.version
     )
+    from chalicelib import compliance
+
+    recount, counted_as_read = compliance.restart_actions(org)
     try:
         with transaction() as write:
-            write.update("org", Organization(org.org_id), actions=[Organization.authenticator_policy.set(stored)],
-                         condition=Organization.org_id.exists() & unchanged)
+            write.update("org", Organization(org.org_id), actions=[Organization.authenticator_policy.set(stored), *recount],
+                         condition=Organization.org_id.exists() & unchanged & counted_as_read)
             write.save("audit", audit.event(
                 org_id=org.org_id, actor=caller.actor, action="policy.changed", target=org.org_id, client=caller.client,
                 details={"before": before.as_dict(), "after": saved.as_dict(),

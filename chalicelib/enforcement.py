@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import audit, authenticator_policy, clock, coverage, grace
+from chalicelib import audit, clock, compliance, coverage, grace
 from chalicelib.config import settings
 from chalicelib.errors import ConcurrentChange, InvalidationFailed, MalformedEnforcementFlag, SecurityKeyRequired
 from chalicelib.models import Invalidation, Member, Organization, Session
@@ -39,7 +39,9 @@ class MfaStatus:
 
     org: Organization
     members_total: int
-    members_compliant: int
+    # None while the figure is being recounted (see ``compliance_state``).
+    members_compliant: int | None
+    compliance_state: str = "done"
 
 
 class AlongChange(Protocol):
@@ -68,16 +70,13 @@ if TYPE_CHECKING:
 
 def status(*, org_id: str) -> MfaStatus:
     """The organization's enforcement and how many members hold a key that its authenticator
-    policy accepts: one read, from the organization's coverage counters, whatever its size —
-    except under a policy that refuses some keys, where compliance needs the keys themselves."""
+    policy accepts: one read, from the organization's counters (chalicelib/coverage.py,
+    chalicelib/compliance.py), whatever its size."""
     org = Organization.get(org_id, consistent_read=True)
     counters = coverage.counters_of(org)
-    compliant = counters.members_with_key
-    policy = authenticator_policy.of(org)
-    if policy != authenticator_policy.AuthenticatorPolicy(version=policy.version):
-        counted = authenticator_policy.impact(org_id=org_id, policy=policy)
-        compliant = counted.members_with_keys - counted.members_noncompliant
-    return MfaStatus(org=org, members_total=counters.members_total, members_compliant=compliant)
+    compliant = compliance.of(org)
+    return MfaStatus(org=org, members_total=counters.members_total, members_compliant=compliant.members_compliant,
+                     compliance_state=compliant.state)
 
 
 def set_enforced(
@@ -108,7 +107,7 @@ def set_enforced(
     # failing after the commit would otherwise report 503 "nothing was changed" for a change made.
     changed = (_enforce(caller=caller, org=before.org, grace_period_hours=grace_period_hours or 0, along=along)
                if enforced else _relax(caller=caller, org=before.org, along=along))
-    return MfaStatus(org=changed, members_total=before.members_total, members_compliant=before.members_compliant)
+    return replace(before, org=changed)
 
 
 def change_alone(*, org_id: str, change: AlongChange | None) -> MfaStatus:
@@ -228,6 +227,7 @@ def _process(*, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, de
     """
     if not new:
         return
+    compliance.process_change(old=old, new=new, deadline=deadline)
     org_id = new["org_id"]["S"]
     if _flag_changed(old, new) and not isinstance(_flag(new), bool):
         raise MalformedEnforcementFlag(

@@ -342,7 +342,10 @@ class FirstKeyGate:
         if "enrollment open" in refused.labels or (self.relies_on_open and "org counters" in refused.labels):
             raise EnrollmentPassRequired("The organization now requires an enrolment pass from an admin for a first security key.")
         if "member" in refused.labels and self.relies_on_keys:
-            member = Member.get(self.caller.session.org_id, self.caller.session.user_id, consistent_read=True)
+            try:
+                member = Member.get(self.caller.session.org_id, self.caller.session.user_id, consistent_read=True)
+            except Member.DoesNotExist:
+                return  # offboarded meanwhile: the registration names that refusal
             if member.key_count == 0:
                 raise ConcurrentChange("Your security keys changed meanwhile; try again.")
 

@@ -12,12 +12,12 @@ import base64
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pynamodb.expressions.condition import Condition
 
-from chalicelib import audit, authenticator_policy, challenges, clock, coverage, enrollment, pagination
+from chalicelib import audit, authenticator_policy, challenges, clock, compliance, coverage, enrollment, pagination
 from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy, KeyFacts
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
@@ -26,6 +26,7 @@ from chalicelib.errors import (
     ChallengeNotFound,
     ConcurrentChange,
     InvalidKeyName,
+    InvalidToken,
     KeyAlreadyRegistered,
     KeyNotFound,
     LastKeyRequired,
@@ -137,14 +138,14 @@ def _credentials_with(member: Member, key: SecurityKey, *, key_count: int) -> tu
     return Member.credentials.set(listed), Member.key_count == key_count
 
 
-def _key_count_and_listing(*, org_id: str, user_id: str) -> tuple[int, bool]:
-    """Another member's key count now, and whether their item lists credentials (removing from a
+def _standing_and_listing(*, org_id: str, user_id: str) -> tuple[coverage.Standing, bool]:
+    """Another member's standing now, and whether their item lists credentials (removing from a
     list that is absent would fail)."""
     try:
-        stored = Member.get(org_id, user_id, consistent_read=True, attributes_to_get=["key_count", "credentials"])
+        stored = Member.get(org_id, user_id, consistent_read=True)
     except Member.DoesNotExist:
-        return 0, False
-    return int(stored.key_count or 0), stored.credentials is not None
+        stored = Member(org_id, user_id, key_count=0)
+    return coverage.standing_of(stored), stored.credentials is not None
 
 
 def registration_options(*, caller: Caller) -> CeremonyOptions:
@@ -323,7 +324,11 @@ def _register(
         if session.verified_key_id is None:
             session_actions.append(Session.verified_key_id.set(key.key_id))
 
-    def store(expected: int) -> None:
+    org_version = compliance.version_of(caller.org)
+    compliant = compliance.compliant_delta(org=caller.org, keys=[facts])
+
+    def store(standing: coverage.Standing) -> None:
+        expected = standing.key_count
         # A member's first key and any other differ in what they decide (the session generation,
         # a waiting session's activation, the enrolment gate): a count that crossed zero meanwhile
         # is a change the request did not see.
@@ -349,7 +354,8 @@ def _register(
             write.save("claim", claim, condition=CredentialClaim.key_id.does_not_exist())
             write.save("key", key, condition=SecurityKey.key_id.does_not_exist())
             coverage.change_key_count(
-                write, org_id=session.org_id, user_id=session.user_id, expected=expected, delta=1,
+                write, org_id=session.org_id, user_id=session.user_id, expected=standing, delta=1,
+                compliant_delta=compliant, compliance_version=org_version,
                 condition=gate.member_condition(member_condition), extra_actions=member_actions,
                 org_condition=gate.org_condition(),
             )
@@ -367,7 +373,8 @@ def _register(
             ))
 
     try:
-        coverage.retrying(org_id=session.org_id, user_id=session.user_id, expected=caller.member.key_count, attempt=store)
+        coverage.retrying(org_id=session.org_id, user_id=session.user_id, expected=coverage.standing_of(member),
+                          compliance_version=org_version, attempt=store)
     except ConditionsFailed as refused:
         gate.explain(refused)
         if challenges.LABEL in refused.labels:
@@ -395,7 +402,8 @@ def _why_member_refused(caller: Caller) -> Exception:
     try:
         stored = Member.get(caller.session.org_id, caller.session.user_id, consistent_read=True)
     except Member.DoesNotExist:
-        return ConcurrentChange("The member changed while the key was being registered; sign in again.")
+        # Offboarded meanwhile: their membership, and every session of it, is gone.
+        return InvalidToken("The session does not exist or has ended.")
     if stored.key_count >= settings().max_keys_per_member:
         return TooManyKeys(f"A member can hold at most {settings().max_keys_per_member} security keys.")
     if caller.state is SessionState.REGISTRATION_REQUIRED and stored.key_count > 0:
@@ -465,13 +473,33 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
         ConditionsFailed: ``key`` when the member has no such key; otherwise the last-key rule.
     """
     org_id = caller.session.org_id
-    keep_last = by == "self"
-    enforced = bool(caller.org.mfa_enforced)
-    # Read for the audit event and the member's mail, which name the key; the transaction's
-    # conditions still decide whether it is deleted.
-    name = _name_of(org_id=org_id, key_id=key_id)
+    org = caller.org
+    for attempt in range(coverage.MAX_ATTEMPTS):
+        try:
+            _remove_key_under(org=org, caller=caller, user_id=user_id, key_id=key_id, by=by)
+            return
+        except ConcurrentChange:
+            # The policy or a model's status changed since the organization was read: deleting a
+            # key does not depend on them, so count again under the new version.
+            fresh = Organization.get(org_id, consistent_read=True)
+            if compliance.version_of(fresh) == compliance.version_of(org) or attempt == coverage.MAX_ATTEMPTS - 1:
+                raise
+            org = fresh
 
-    def store(expected: int) -> list[Session]:
+
+def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id: str, by: str) -> None:
+    """:func:`_remove_key`, with the organization as read (its enforcement and compliance version)."""
+    org_id = caller.session.org_id
+    keep_last = by == "self"
+    enforced = bool(org.mfa_enforced)
+    org_version = compliance.version_of(org)
+    # Read for the audit event and the member's mail, which name the key, and for whether it
+    # complies with the policy; the transaction's conditions still decide whether it is deleted.
+    stored = _stored_key(org_id=org_id, key_id=key_id)
+    name = stored.name if stored is not None else None
+    compliant = -compliance.compliant_delta(org=org, keys=[stored]) if stored is not None else 0
+
+    def store(standing: coverage.Standing) -> list[Session]:
         with transaction() as write:
             write.delete(
                 "key",
@@ -480,7 +508,8 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
             )
             write.delete("claim", CredentialClaim(key_id))
             coverage.change_key_count(
-                write, org_id=org_id, user_id=user_id, expected=expected, delta=-1,
+                write, org_id=org_id, user_id=user_id, expected=standing, delta=-1,
+                compliant_delta=compliant, compliance_version=org_version,
                 condition=Member.key_count > 1 if keep_last and enforced else None,
                 extra_actions=[Member.credentials[key_id].remove()] if lists_credentials else [],
                 org_condition=Organization.mfa_enforced == False if keep_last and not enforced else None,  # noqa: E712
@@ -496,18 +525,21 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
 
     own = user_id == caller.session.user_id
     if own:
-        expected, lists_credentials = caller.member.key_count, caller.member.credentials is not None
+        expected, lists_credentials = coverage.standing_of(caller.member), caller.member.credentials is not None
     else:
-        expected, lists_credentials = _key_count_and_listing(org_id=org_id, user_id=user_id)
-    end_sessions(coverage.retrying(org_id=org_id, user_id=user_id, expected=expected, attempt=store))
+        expected, lists_credentials = _standing_and_listing(org_id=org_id, user_id=user_id)
+    end_sessions(coverage.retrying(org_id=org_id, user_id=user_id, expected=expected, compliance_version=org_version,
+                                   attempt=store))
     if own:
         caller.member.key_count -= 1
 
 
-def _name_of(*, org_id: str, key_id: str) -> str | None:
-    """A key's name; None when there is no such key (its deletion is then refused anyway)."""
+def _stored_key(*, org_id: str, key_id: str) -> SecurityKey | None:
+    """A key's name and what the authenticator policy looks at; None when there is no such key
+    (its deletion is then refused anyway)."""
     try:
-        return SecurityKey.get(org_id, key_id, consistent_read=True, attributes_to_get=["name"]).name
+        return SecurityKey.get(org_id, key_id, consistent_read=True,
+                               attributes_to_get=["name", "aaguid", "backup_eligible", "attested", "model_status"])
     except SecurityKey.DoesNotExist:
         return None
 
@@ -523,6 +555,9 @@ def disable_mfa(*, caller: Caller) -> None:
     if caller.org.mfa_enforced:
         raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.")
     keys = keys_of(org_id=org_id, user_id=user_id)
+    standing = replace(coverage.standing_of(caller.member), key_count=len(keys))
+    org_version = compliance.version_of(caller.org)
+    compliant = -compliance.compliant_delta(org=caller.org, keys=keys)
 
     def store() -> list[Session]:
         with transaction() as write:
@@ -531,7 +566,8 @@ def disable_mfa(*, caller: Caller) -> None:
                 write.delete("claim", CredentialClaim(key.key_id))
             # The count condition makes a key registered meanwhile fail the whole transaction
             # rather than survive with a counter of zero.
-            coverage.change_key_count(write, org_id=org_id, user_id=user_id, expected=len(keys), delta=-len(keys),
+            coverage.change_key_count(write, org_id=org_id, user_id=user_id, expected=standing, delta=-len(keys),
+                                      compliant_delta=compliant, compliance_version=org_version,
                                       extra_actions=[Member.credentials.remove()],
                                       org_condition=Organization.mfa_enforced == False, org_label="not enforced")  # noqa: E712
             overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id,
@@ -545,6 +581,7 @@ def disable_mfa(*, caller: Caller) -> None:
     try:
         overflow = coverage.sent_again_on_conflict(store, org_id=org_id)
     except ConditionsFailed as refused:
+        compliance.refuse_if_moved(org_id=org_id, version=org_version)
         if "not enforced" in refused.labels:
             raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.") from None
         raise ConcurrentChange("Your security keys changed meanwhile; try again.") from None

@@ -8,7 +8,7 @@ is refused (see :func:`outlived_member`), so a returning user starts over with n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ from pynamodb.expressions.update import Action
 from chalicelib import audit
 from chalicelib.deferred import deferred
 from chalicelib.errors import ConcurrentChange, MemberNotFound
-from chalicelib.models import CredentialClaim, Member, SecurityKey, Session
+from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey, Session
 from chalicelib.storage import ConditionsFailed, LabelledWrite, condition_failed, transaction
 
 # Every request asks this module whether its session outlived its member; only joining and
@@ -44,7 +44,8 @@ class Returning:
 
 def returning(*, member: Member, name: str, email: str, admin: bool, signed_in: datetime) -> Returning:
     """What a login of a stored member changes: the time, and the profile claims the IdP sent
-    that differ from the stored ones (a missing claim keeps what the member had)."""
+    that differ from the stored ones (a missing claim keeps what the member had). A changed
+    admin claim is written at once, with the admin counters (:func:`change_admin`)."""
     actions: list[Action] = [Member.last_login_at.set(signed_in)]
     if name and name != member.name:
         actions.append(Member.name.set(name))
@@ -53,8 +54,8 @@ def returning(*, member: Member, name: str, email: str, admin: bool, signed_in: 
         actions.append(Member.email.set(email))
         member.email = email
     if bool(member.admin) != admin:
-        actions.append(Member.admin.set(admin))
-        member.admin = admin
+        # Admins are counted: the flag changes in a transaction of its own, with the counters.
+        change_admin(member=member, admin=admin)
     member.last_login_at = signed_in
     return Returning(member=member, actions=actions)
 
@@ -75,11 +76,12 @@ def sign_in_member(
                     actions=[
                         Member.name.set(name if name else (Member.name | "")),
                         Member.email.set(email if email else (Member.email | "")),
-                        Member.admin.set(admin),
                         Member.last_login_at.set(signed_in),
                     ],
                     condition=Member.user_id.exists(),
                 )
+                if bool(member.admin) != admin:
+                    change_admin(member=member, admin=admin)
                 return member
             except UpdateError as error:
                 if not condition_failed(error):
@@ -87,13 +89,14 @@ def sign_in_member(
         joining = Member(
             org_id, user_id, name=name, email=email, admin=admin, key_count=0,
             coverage=coverage.coverage_key(org_id=org_id, bucket=coverage.Bucket.NONE),
+            admin_without_key=coverage.admin_without_key_for(org_id=org_id, admin=admin, key_count=0),
             created_at=signed_in, last_login_at=signed_in,
         )
 
         def create() -> None:
             with transaction() as write:
                 write.save("member", joining, condition=Member.user_id.does_not_exist())
-                coverage.add_member(write, org_id=org_id)
+                coverage.add_member(write, org_id=org_id, admin=admin)
 
         try:
             coverage.sent_again_on_conflict(create, org_id=org_id)
@@ -101,6 +104,44 @@ def sign_in_member(
         except ConditionsFailed:
             continue  # a simultaneous first login created the member: refresh it instead
     raise AssertionError("the member was created and deleted again during this login")
+
+
+def change_admin(*, member: Member, admin: bool) -> None:
+    """Make the member an admin, or no longer one, as the IdP's admin claim now says: with the
+    organization's admin counters and the member's entry among the admins without a key, in one
+    transaction conditional on the member's key count and flag as read (re-read if they moved).
+    Updates ``member`` as stored."""
+    org_id, user_id = member.org_id, member.user_id
+    for _ in range(coverage.MAX_ATTEMPTS):
+        was, key_count = bool(member.admin), int(member.key_count or 0)
+        if was == admin:
+            return
+        step = 1 if admin else -1
+        org_actions = [Organization.admins_total.add(step)]
+        if key_count > 0:
+            org_actions.append(Organization.admins_with_key.add(step))
+        entry = coverage.admin_without_key_for(org_id=org_id, admin=admin, key_count=key_count)
+
+        def store() -> None:
+            with transaction() as write:
+                write.update("member", Member(org_id, user_id), actions=[
+                    Member.admin.set(admin),
+                    Member.admin_without_key.set(entry) if entry else Member.admin_without_key.remove(),
+                ], condition=Member.user_id.exists() & (Member.key_count == key_count)
+                    & ((Member.admin == True) if was else ((Member.admin == False) | Member.admin.does_not_exist())))  # noqa: E712
+                write.update("org counters", Organization(org_id), actions=org_actions)
+
+        try:
+            coverage.sent_again_on_conflict(store, org_id=org_id)
+            member.admin = admin
+            member.admin_without_key = entry
+            return
+        except ConditionsFailed:
+            try:
+                member = Member.get(org_id, user_id, consistent_read=True)
+            except Member.DoesNotExist:
+                return  # offboarded meanwhile: the login that follows finds no member
+    raise ConcurrentChange("The member's keys kept changing; sign in again.")
 
 
 def outlived_member(*, session: Session, member: Member) -> bool:
@@ -136,6 +177,10 @@ def offboard(*, caller: Caller, user_id: str) -> int:
     if not 0 < len(user_id) <= 255 or user_id.startswith(audit.BACKUP_USER_PREFIX):
         raise MemberNotFound("No such member.")
 
+    from chalicelib import compliance
+
+    org_version = [compliance.version_of(caller.org)]
+
     def remove() -> tuple[Member, int]:
         try:
             member = Member.get(org_id, user_id, consistent_read=True)
@@ -149,8 +194,9 @@ def offboard(*, caller: Caller, user_id: str) -> int:
         with transaction() as write:
             # The count condition makes a key registered meanwhile fail this transaction (it is
             # read and sent again) rather than outlive its member.
-            write.delete("member", member, condition=Member.user_id.exists() & (Member.key_count == len(held)))
-            coverage.remove_member(write, org_id=org_id, key_count=len(held))
+            standing = replace(coverage.standing_of(member), key_count=len(held))
+            counted_as = coverage.remove_member(write, org_id=org_id, standing=standing, compliance_version=org_version[0])
+            write.delete("member", member, condition=counted_as)
             for key in held:
                 write.delete("key", key, condition=SecurityKey.key_id.exists())
                 write.delete("claim", CredentialClaim(key.key_id))
@@ -175,6 +221,8 @@ def offboard(*, caller: Caller, user_id: str) -> int:
             coverage.sent_again_on_conflict(remove, org_id=org_id)
             break
         except ConditionsFailed:
+            # The organization's compliance version may have moved: count with the one it has now.
+            org_version[0] = compliance.version_of(Organization.get(org_id, consistent_read=True))
             if attempt == coverage.MAX_ATTEMPTS - 1:
                 raise ConcurrentChange("The member's keys kept changing; try again.") from None
     leftover = [

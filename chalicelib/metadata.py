@@ -38,7 +38,7 @@ from chalicelib import audit, clock
 from chalicelib.authenticator_policy import COMPROMISED_STATUSES
 from chalicelib.config import settings
 from chalicelib.errors import MetadataRejected
-from chalicelib.models import AuthenticatorModel, SecurityKey
+from chalicelib.models import AuthenticatorModel, Organization, SecurityKey
 from chalicelib.sessions import AlsoRead
 
 log = logging.getLogger("keyward.metadata")
@@ -380,8 +380,10 @@ def _bundled_statuses(model_id: str) -> tuple[str, ...]:
 
 
 def _restamp_keys(*, model: ModelInfo, compromised_now: bool) -> int:
-    """Record the model's new status on every stored key of it; audit the ones it compromises."""
+    """Record the model's new status on every stored key of it; audit the ones it compromises.
+    Organizations whose policy reads model statuses recount their compliance afterwards."""
     changed = 0
+    orgs: set[str] = set()
     for found in SecurityKey.by_model.query(model.model_id):
         key = SecurityKey(found.org_id, found.key_id)
         try:
@@ -393,9 +395,25 @@ def _restamp_keys(*, model: ModelInfo, compromised_now: bool) -> int:
             log.warning("could not flag key %s/%s: %s", found.org_id, found.key_id, error)
             continue
         changed += 1
+        orgs.add(found.org_id)
         if compromised_now:
             audit.record(
                 org_id=found.org_id, actor=audit.SYSTEM, action="key.model_compromised", target=found.key_id,
                 user_id=found.user_id, details={"model": model.description or model.model_id, "status": model.status},
             )
+    _recount_compliance(orgs)
     return changed
+
+
+def _recount_compliance(org_ids: set[str]) -> None:
+    """Start a compliance recount in each organization whose policy reads model statuses (after
+    the keys were restamped, so that the recount reads the new statuses)."""
+    from chalicelib import authenticator_policy, compliance
+
+    for org_id in sorted(org_ids):
+        try:
+            org = Organization.get(org_id, consistent_read=True, attributes_to_get=["org_id", "authenticator_policy"])
+        except Organization.DoesNotExist:
+            continue
+        if authenticator_policy.of(org).attestation is authenticator_policy.Attestation.REQUIRED:
+            compliance.restart(org_id=org_id)

@@ -61,6 +61,20 @@ class Invalidation(MapAttribute):
     handoffs = NumberAttribute(default=0)
 
 
+class ComplianceRecount(MapAttribute):
+    """The recount of an organization's compliant members after its policy or a model's status
+    changed, and how far it got (see chalicelib/compliance.py)."""
+
+    version = NumberAttribute()  # the compliance_version it counts for
+    state = UnicodeAttribute()  # "recounting" | "done"
+    started_at = UTCDateTimeAttribute()
+    finished_at = UTCDateTimeAttribute(null=True)
+    # The last member (user ID) already counted: where the next invocation resumes.
+    cursor = UnicodeAttribute(null=True)
+    # Incremented when one invocation runs out of time; the stream record it causes starts the next.
+    handoffs = NumberAttribute(default=0)
+
+
 class Organization(Model):
     """An organization: its members sign in through its IdP; admins may enforce MFA."""
 
@@ -97,6 +111,14 @@ class Organization(Model):
     last_enforced_at = UTCDateTimeAttribute(null=True)
     # The IdP issuer whose tokens may sign in to this organization (chalicelib/tenancy.py).
     issuer = UnicodeAttribute(null=True)
+    # Admins, and admins holding a key: kept with the member counters (chalicelib/coverage.py).
+    admins_total = NumberAttribute(null=True)
+    admins_with_key = NumberAttribute(null=True)
+    # Members holding a key that complies with the organization's authenticator policy, counted
+    # under compliance_version (chalicelib/compliance.py); absent until the first policy change.
+    compliance_version = NumberAttribute(null=True)
+    members_compliant = NumberAttribute(null=True)
+    compliance_recount = ComplianceRecount(null=True)
 
 
 class MembersByCoverage(GlobalSecondaryIndex["Member"]):
@@ -111,6 +133,19 @@ class MembersByCoverage(GlobalSecondaryIndex["Member"]):
         projection = KeysOnlyProjection()
 
     coverage = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+
+
+class AdminsWithoutKey(GlobalSecondaryIndex["Member"]):
+    """An organization's admins who hold no security key: sparse and keys-only, an admin appears
+    while ``admin_without_key`` (their organization's ID) is set, which only the transactions
+    that change their key count or admin flag do."""
+
+    class Meta:
+        index_name = "admins-without-key"
+        projection = KeysOnlyProjection()
+
+    admin_without_key = UnicodeAttribute(hash_key=True)
     user_id = UnicodeAttribute(range_key=True)
 
 
@@ -131,6 +166,16 @@ class Member(Model):
     # ``<org>#none|one|many`` from key_count, for MembersByCoverage; kept with key_count.
     coverage = UnicodeAttribute(null=True)
     by_coverage = MembersByCoverage()
+    # The organization's ID while the member is an admin without a key (AdminsWithoutKey).
+    admin_without_key = UnicodeAttribute(null=True)
+    admins_without_key = AdminsWithoutKey()
+    # Bumped by every change of the member's keys: a recount of their compliance that read the
+    # keys before such a change must not write its figure.
+    key_changes = NumberAttribute(null=True)
+    # How many of the member's keys comply with the organization's authenticator policy, counted
+    # under the organization's compliance_version named here (chalicelib/compliance.py).
+    compliant_keys = NumberAttribute(null=True)
+    compliance_version = NumberAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     last_login_at = UTCDateTimeAttribute(null=True)
     # The member's credentials as ceremonies list them (allowCredentials, excludeCredentials):

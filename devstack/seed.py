@@ -38,17 +38,20 @@ def seed_demo_org() -> list[str]:
     """
     now = datetime.now(timezone.utc)
     created: list[str] = []
-    if _create_if_missing(Organization(org_id=DEMO_ORG, created_at=now, members_total=0, members_with_key=0),
+    if _create_if_missing(Organization(org_id=DEMO_ORG, created_at=now, members_total=0, members_with_key=0,
+                                       admins_total=0, admins_with_key=0),
                           key=Organization.org_id):
         created.append(f"organization {DEMO_ORG}")
     for demo in _DEMO_MEMBERS:
         member = Member(org_id=DEMO_ORG, created_at=now, key_count=0,
-                        coverage=coverage.coverage_key(org_id=DEMO_ORG, bucket=Bucket.NONE), **demo._asdict())
+                        coverage=coverage.coverage_key(org_id=DEMO_ORG, bucket=Bucket.NONE),
+                        admin_without_key=coverage.admin_without_key_for(org_id=DEMO_ORG, admin=demo.admin, key_count=0),
+                        **demo._asdict())
         try:
             # Counted with its creation, as a first login would.
             with transaction() as write:
                 write.save("member", member, condition=Member.org_id.does_not_exist())
-                coverage.add_member(write, org_id=DEMO_ORG)
+                coverage.add_member(write, org_id=DEMO_ORG, admin=demo.admin)
         except ConditionsFailed:
             continue
         created.append(f"member {DEMO_ORG}/{demo.user_id}")

@@ -2,7 +2,8 @@
 that may write them (the API's own role may not create organizations).
 
     python -m keyward org create ORG [--issuer URL]   create an organization, bound to an IdP
-    python -m keyward org recount ORG | --all         set coverage counters from the members
+    python -m keyward org recount ORG | --all         set coverage counters from the members, and
+                                                      start a compliance recount where none was kept
 
 The tables are the ones the KEYWARD_* variables name (as for the deployed functions, e.g.
 KEYWARD_ORGS_TABLE), in AWS_REGION, or at DYNAMODB_ENDPOINT for a local DynamoDB.
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     # Imported late: the models read the table names and endpoint from the environment.
-    from chalicelib import coverage, tenancy
+    from chalicelib import compliance, coverage, tenancy
+    from chalicelib.models import Organization
     from chalicelib.errors import OrganizationExists
 
     if args.action == "create":
@@ -47,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for org_id in coverage.organizations() if args.all else [args.org_id]:
         counted = coverage.recount(org_id=org_id)
-        print(f"{org_id}: {counted.members_total} members, {counted.members_with_key} with a security key")
+        print(f"{org_id}: {counted.members_total} members, {counted.members_with_key} with a security key, "
+              f"{counted.admins_total} admins, {counted.admins_with_key} of them with a key")
+        if compliance.of(Organization.get(org_id, consistent_read=True)).state == compliance.UNCOUNTED:
+            # A policy saved before compliance was counted: the stream function counts it now.
+            compliance.restart(org_id=org_id)
+            print(f"{org_id}: compliance recount started")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from typing import Iterator
 
@@ -46,6 +47,11 @@ def _admin_with_policy(keyward: StackClient, org: str, **policy) -> str:
     assert keyward.add_key(token, SoftwareAuthenticator()).status == 201
     reply = keyward.call("PUT", "/org/mfa/policy", token=token, body=policy)
     assert reply.status == 200, reply
+    # The stream function recounts compliance under the new policy: let it finish writing.
+    deadline = time.monotonic() + 30
+    while keyward.call("GET", "/org/mfa", token=token).body["compliance"]["state"] != "done":
+        assert time.monotonic() < deadline, "the compliance recount did not finish within 30 s"
+        time.sleep(0.05)
     return token
 
 

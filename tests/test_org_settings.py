@@ -122,7 +122,8 @@ def test_status_counts_members_and_compliant_ones_before_any_enforcement(api, ac
 
     assert reply.status == 200, reply.body
     assert reply.body == {"enforced": False, "enforced_at": None, "enforced_by": None,
-                          "members_total": 3, "members_compliant": 2, "invalidation": None, "enrollment": "open",
+                          "members_total": 3, "members_compliant": 2, "compliance": {"state": "done"},
+                          "invalidation": None, "enrollment": "open",
                           "grace_period_hours": 0, "registration_due_at": None}
 
 

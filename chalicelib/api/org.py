@@ -66,6 +66,7 @@ def _status_body(status: enforcement.MfaStatus) -> dict[str, Any]:
         "enforced_by": status.org.enforced_by,
         "members_total": status.members_total,
         "members_compliant": status.members_compliant,
+        "compliance": {"state": status.compliance_state},
         "grace_period_hours": int(status.org.grace_period_hours or 0) if status.org.mfa_enforced else 0,
         "registration_due_at": clock.iso(grace.registration_due_at(status.org)),
         "invalidation": _invalidation_body(status.org.invalidation),
@@ -107,19 +108,27 @@ def list_members() -> dict[str, Any]:
                                                 limit=limit, after=after)
     else:
         page = members.list_members(org_id=caller.org.org_id, limit=limit, after=after)
-    return {"members": [members.describe(member) for member in page.items], "next": page.next}
+    return {"members": [members.describe(member, org=caller.org) for member in page.items], "next": page.next}
 
 
 @route(org, "/org/mfa/preview", methods=["GET"])
 def preview_enforcement() -> dict[str, Any]:
-    found = preview.enforcement_preview(org=_admin().org)
+    caller = _admin()
+    found = preview.enforcement_preview(org=caller.org)
     return {
         "enforced": found.enforced,
         "members_total": found.counters.members_total,
         "members_with_key": found.counters.members_with_key,
         "members_without_key": found.counters.members_without_key,
-        "members_without_key_first_page": [members.describe(member) for member in found.first_without_key.items],
+        "members_without_key_first_page": [members.describe(member, org=caller.org)
+                                           for member in found.first_without_key.items],
         "next": found.first_without_key.next,
+        "members_compliant": found.compliance.members_compliant,
+        "compliance": {"state": found.compliance.state},
+        "admins_total": found.counters.admins_total,
+        "admins_without_key": found.counters.admins_without_key,
+        "admins_without_key_first_page": [members.describe(member, org=caller.org)
+                                          for member in found.first_admins_without_key],
         "sessions_ending_estimate": found.sessions_ending_estimate,
     }
 

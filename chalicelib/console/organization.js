@@ -4,6 +4,7 @@
 // while a session clean-up runs.
 
 import { api, segment } from "./api.js";
+import { complianceSentence, compliantCount, memberStanding, watchRecount } from "./compliance.js";
 import { passesButton, renderEnrollmentPolicy } from "./enrollment.js";
 import { AUDIT_ACTIONS, describeAction, describeFailure } from "./messages.js";
 import { complianceText, modelText, showPolicy } from "./policy.js";
@@ -160,11 +161,12 @@ function renderStatus(mfa) {
   const total = mfa.members_total;
   const meter = $("compliance-meter");
   meter.max = Math.max(total, 1);
-  meter.value = mfa.members_compliant;
+  meter.value = compliantCount(mfa) ?? 0;
   meter.low = Math.max(total, 1) - 0.5; // anything short of everyone shows as a warning
   meter.high = Math.max(total, 1) - 0.25;
   meter.optimum = Math.max(total, 1);
-  const text = `${mfa.members_compliant} of ${total} ${total === 1 ? "member has" : "members have"} a security key`;
+  const text = complianceSentence(mfa);
+  watchRecount(mfa, renderStatus);
   meter.textContent = text;
   meter.setAttribute("aria-valuetext", text);
   $("compliance-text").textContent = text;
@@ -214,8 +216,10 @@ function pollInvalidation() {
 }
 
 function enforcementQuestion() {
-  const missing = status.members_total - status.members_compliant;
-  const keyless = missing === 0
+  const missing = status.members_total - (compliantCount(status) ?? 0);
+  const keyless = compliantCount(status) === null
+    ? "Which members hold a security key the policy accepts is being recounted."
+    : missing === 0
     ? "Every member has a security key."
     : `${missing} of ${status.members_total} ${status.members_total === 1 ? "member has" : "members have"} no security key `
       + "yet: they must register one at their next sign-in, so make sure they have a FIDO2 security key.";
@@ -265,9 +269,7 @@ function renderMembers({ members, next }, { append }) {
         h("span", { class: "muted block" }, member.email || member.id)),
       cell("Role", member.admin ? "Admin" : "Member"),
       cell("Security keys", String(member.key_count)),
-      cell("MFA", member.compliant
-        ? h("span", { class: "pill ok" }, "Has a security key")
-        : h("span", { class: "pill warn" }, "No security key")),
+      cell("MFA", memberStanding(member)),
       cell("Last sign-in", when(member.last_login_at)),
       actionsCell(passesButton(member), own ? h("span", { class: "badge" }, "You") : h("button", {
         type: "button", class: "quiet", "aria-label": `End the sessions of ${name}`,

@@ -3,6 +3,7 @@
 // personal page, the member's own registration deadline.
 
 import { api, segment } from "./api.js";
+import { adminsWithoutKey } from "./compliance.js";
 import { $, announce, cell, confirmAction, emptyRow, h, row, run, when } from "./ui.js";
 
 let onChange = null;
@@ -78,6 +79,7 @@ async function preview(button) {
         + `${found.sessions_ending_estimate === 1 ? "session" : "sessions"}; ${without} of ${found.members_total} `
         + `${found.members_total === 1 ? "member has" : "members have"} no security key and must register one.`),
       list,
+      adminsWithoutKey(found),
       h("button", { type: "button", class: "primary", id: "rollout-enforce", onclick: (event) => enforce(event.currentTarget) },
         "Enforce MFA with this grace period"),
     );
