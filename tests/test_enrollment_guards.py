@@ -1,12 +1,15 @@
-"""The enrolment passes' guards on whose pass it is, each tested with fixed member IDs just below
-and just above the real one, so that an equality weakened to ``<=`` or ``>=`` fails a test
-instead of passing by the chance of random IDs: a member's list shows only their passes, and a
-pass is revoked only under its own member's path."""
+"""The enrolment passes' guards, each made to matter: whose pass it is, with fixed member IDs just
+below and just above the real one (so that an equality weakened to ``<=`` or ``>=`` fails a test
+instead of passing by the chance of random IDs); the member ID's length; the expiry instant, at
+the check and between the check and the registration's transaction; the housekeeping TTL; the
+listing's order; and an explicitly stored ``open`` policy."""
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pytest
 
-from chalicelib.models import EnrollmentPass
+from chalicelib.models import EnrollmentPass, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
 
 AROUND = ["user-a", "user-z"]  # below and above user-m
@@ -20,8 +23,8 @@ def admin(api):
     return api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
 
 
-def _issue(api, admin, user: str) -> dict:
-    reply = api.call("POST", f"/org/members/{user}/enrollment-passes", token=admin.token, body={})
+def _issue(api, admin, user: str, **body) -> dict:
+    reply = api.call("POST", f"/org/members/{user}/enrollment-passes", token=admin.token, body=body)
     assert reply.status == 201, reply.body
     return reply.body
 
@@ -49,3 +52,95 @@ def test_a_pass_is_revoked_only_under_its_own_members_path(api, admin, path_user
 
     assert (reply.status, reply.code) == (404, "EnrollmentPassNotFound")
     assert EnrollmentPass.get("acme", issued["id"], consistent_read=True).revoked_at is None
+
+
+# --- boundaries: the member ID's length, the pass's expiry instant and its housekeeping -----------
+
+@pytest.mark.parametrize(("length", "status"), [(255, 200), (256, 404)])
+def test_a_member_id_may_be_255_characters_and_no_more(api, admin, length, status):
+    user = "u" * length
+    if length <= 255:
+        api.login(user=user)
+
+    reply = api.call("GET", f"/org/members/{user}/enrollment-passes", token=admin.token)
+
+    assert reply.status == status, reply.body
+
+
+def test_an_empty_member_id_is_no_member(api, admin):
+    from chalicelib import enrollment, sessions
+    from chalicelib.errors import MemberNotFound
+
+    caller = sessions.resolve(authorization=f"Bearer {admin.token}")
+    with pytest.raises(MemberNotFound):
+        enrollment.list_passes(caller=caller, user_id="")
+
+
+def test_a_pass_is_kept_30_days_after_it_expires(api, admin):
+    api.login(user="bob")
+    issued = _issue(api, admin, "bob")
+
+    stored = EnrollmentPass.get("acme", issued["id"], consistent_read=True)
+
+    assert stored.ttl == (stored.expires_at + timedelta(days=30)).replace(microsecond=0)  # TTL is in whole seconds
+
+
+@pytest.mark.parametrize(("checked_before", "after_expiry"), [(False, 0), (True, 0), (True, 1)],
+                         ids=["at-the-check", "at-expiry-meanwhile", "a-second-after-meanwhile"])
+def test_a_pass_is_refused_at_the_instant_it_expires(api, admin, monkeypatch, checked_before, after_expiry):
+    """At the check, or between the check and the registration's transaction: both the check and
+    the transaction's condition hold the boundary."""
+    from chalicelib import ceremonies, clock
+
+    reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"})
+    assert reply.status == 200, reply.body
+    bob = api.login(user="bob")
+    issued = _issue(api, admin, "bob", lifetime_minutes=10)  # expires well within the idle timeout
+    expires_at = EnrollmentPass.get("acme", issued["id"], consistent_read=True).expires_at
+    now = {"at": expires_at - timedelta(seconds=1)}
+    monkeypatch.setattr(clock, "now", lambda: now["at"])
+    options = api.registration_options(bob).body
+    if not checked_before:
+        now["at"] = expires_at
+    verify = ceremonies.verify_registration
+
+    def verify_then_expire(**arguments):
+        verified = verify(**arguments)
+        now["at"] = expires_at + timedelta(seconds=after_expiry)
+        return verified
+
+    monkeypatch.setattr(ceremonies, "verify_registration", verify_then_expire)
+
+    refused = api.call("POST", "/me/mfa/keys", token=bob.token, body={
+        "challenge_id": options["challenge_id"], "name": "First key", "enrollment_code": issued["code"],
+        "credential": SoftwareAuthenticator().register(options["publicKey"]),
+    })
+
+    assert (refused.status, refused.code) == (403, "InvalidEnrollmentPass")
+    assert EnrollmentPass.get("acme", issued["id"], consistent_read=True).used_at is None
+    assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
+
+
+def test_a_members_passes_are_listed_newest_first(api, admin, monkeypatch):
+    from chalicelib import clock
+
+    api.login(user="bob")
+    start = clock.now()
+    monkeypatch.setattr(clock, "now", lambda: start)
+    older = _issue(api, admin, "bob")
+    monkeypatch.setattr(clock, "now", lambda: start + timedelta(minutes=1))
+    newer = _issue(api, admin, "bob")
+
+    listed = api.call("GET", "/org/members/bob/enrollment-passes", token=admin.token).body["enrollment_passes"]
+
+    assert [listed_pass["id"] for listed_pass in listed] == [newer["id"], older["id"]]
+
+
+def test_a_policy_set_back_to_open_lets_a_first_key_in_without_a_code(api, admin):
+    for policy in ("pass_required", "open"):
+        assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": policy}).status == 200
+    bob = api.login(user="bob")
+
+    reply = api.add_key(bob, SoftwareAuthenticator())
+
+    assert reply.status == 201, reply.body
