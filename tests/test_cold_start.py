@@ -108,3 +108,30 @@ def test_the_deferred_modules_of_the_settings_pages_load_with_their_first_reques
     )
     assert {"chalicelib.webhooks", "chalicelib.coverage"} <= executed
     assert "chalicelib.notifications" not in executed
+
+
+def test_the_deferred_modules_load_once_when_first_requests_arrive_together():
+    # `chalice local` serves each request on a thread of its own: first requests that reach the
+    # same deferred modules at once, from different ends, must each get the loaded module.
+    executed = _executed_after(
+        "import app, threading\n"
+        "from chalicelib.api import http, me, org\n"
+        "entries = [lambda: http.storage.unavailable_on_failure, lambda: http.sessions.resolve,\n"
+        "           lambda: http.audit.Client, lambda: org.membership.offboard, lambda: me.grace.member_due_at,\n"
+        "           lambda: org.query_values.user_id_filter, lambda: me.sessions.sessions_of, lambda: org.audit.list_events]\n"
+        "barrier, found, failed = threading.Barrier(len(entries)), {}, []\n"
+        "def first_use(index, entry):\n"
+        "    barrier.wait(timeout=30)\n"
+        "    try:\n"
+        "        found[index] = entry()\n"
+        "    except Exception as error:\n"
+        "        failed.append(repr(error))\n"
+        "threads = [threading.Thread(target=first_use, args=item, daemon=True) for item in enumerate(entries)]\n"
+        "for thread in threads: thread.start()\n"
+        "for thread in threads: thread.join(timeout=120)\n"
+        "assert not any(thread.is_alive() for thread in threads), 'a first use never finished'\n"
+        "assert not failed and len(found) == len(entries), failed\n"
+        "from chalicelib import sessions, storage\n"
+        "assert found[0] is storage.unavailable_on_failure and found[1] is sessions.resolve\n"
+    )
+    assert ONLY_AUTHENTICATED_REQUESTS <= executed
