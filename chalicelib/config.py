@@ -152,11 +152,11 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _extra_authenticators(raw: str | None) -> dict[str, ExtraAuthenticator]:
     """``KEYWARD_EXTRA_AUTHENTICATOR_ROOTS``: JSON ``{"<aaguid>": {"description": ..., "roots": [PEM, ...]}}``."""
-    import json
-    import uuid
-
     if not raw:
         return {}
+    # Only a deployment that trusts in-house authenticators pays for uuid; every cold start reads this.
+    import uuid
+
     try:
         document = json.loads(raw)
         extra = {}
