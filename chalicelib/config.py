@@ -63,7 +63,9 @@ class IdentityProvider:
 ORG_CREATION_MODES = ("on_first_login", "operator")
 
 
-@dataclass(frozen=True)
+# No generated __eq__ and __hash__: nothing compares settings, a Mapping field makes them
+# unhashable anyway, and every cold start pays for compiling them (45 fields each).
+@dataclass(frozen=True, eq=False)
 class Settings:
     """Everything keyward needs to know about the stage it runs in."""
 
