@@ -63,7 +63,9 @@ class IdentityProvider:
 ORG_CREATION_MODES = ("on_first_login", "operator")
 
 
-@dataclass(frozen=True)
+# No generated __eq__ and __hash__: nothing compares settings, a Mapping field makes them
+# unhashable anyway, and every cold start pays for compiling them (45 fields each).
+@dataclass(frozen=True, eq=False)
 class Settings:
     """Everything keyward needs to know about the stage it runs in."""
 
@@ -152,11 +154,11 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _extra_authenticators(raw: str | None) -> dict[str, ExtraAuthenticator]:
     """``KEYWARD_EXTRA_AUTHENTICATOR_ROOTS``: JSON ``{"<aaguid>": {"description": ..., "roots": [PEM, ...]}}``."""
-    import json
-    import uuid
-
     if not raw:
         return {}
+    # Only a deployment that trusts in-house authenticators pays for uuid; every cold start reads this.
+    import uuid
+
     try:
         document = json.loads(raw)
         extra = {}

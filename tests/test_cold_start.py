@@ -1,5 +1,5 @@
-"""What a cold start loads: the modules every request needs, and not those only some requests
-need (chalicelib/deferred.py), which load on the first request that uses them."""
+"""What a cold start loads: the wiring every function needs, and not the domain modules only some
+requests need (chalicelib/deferred.py), which load on the first request that uses them."""
 from __future__ import annotations
 
 import json
@@ -16,6 +16,13 @@ ONLY_SOME_REQUESTS = {
     "chalicelib.enforcement", "chalicelib.identity", "chalicelib.mfa", "chalicelib.keys", "chalicelib.challenges",
     "chalicelib.backup", "chalicelib.members", "chalicelib.ceremonies", "webauthn",
     "chalicelib.webhooks", "chalicelib.notifications", "chalicelib.coverage", "chalicelib.pagination",
+}
+# Each of these serves every authenticated request, but not the console's files, the OpenAPI
+# document, or the stream and schedule functions (which import app.py as well): the first
+# request that reads a session loads them, and PynamoDB with them.
+ONLY_AUTHENTICATED_REQUESTS = {
+    "chalicelib.sessions", "chalicelib.models", "chalicelib.audit", "chalicelib.storage", "chalicelib.membership",
+    "chalicelib.grace", "chalicelib.lifecycle", "chalicelib.query_values", "pynamodb.models",
 }
 
 
@@ -37,8 +44,44 @@ def _executed_after(statements: str) -> set[str]:
 
 def test_a_cold_start_loads_only_what_every_request_needs():
     executed = _executed_after("import app")
-    assert {"app", "chalicelib.sessions", "chalicelib.models", "chalicelib.api.http"} <= executed
+    assert {"app", "chalicelib.api.http", "chalicelib.api.org", "chalicelib.config"} <= executed
     assert not ONLY_SOME_REQUESTS & executed
+    assert not ONLY_AUTHENTICATED_REQUESTS & executed
+
+
+def _first_request(method: str, path: str) -> str:
+    """Statements that import app and make one request through Chalice's test client, asserting
+    its status and reason code against ``EXPECTED``, which the statements before them set."""
+    return (
+        "import app\n"
+        "from chalice.test import Client\n"
+        "with Client(app.app) as client:\n"
+        f"    answer = client.http.request({method!r}, {path!r}, headers={{}})\n"
+        "code = json.loads(answer.body).get('Code') if answer.body.startswith(b'{') else None\n"
+        "assert (answer.status_code, code) == EXPECTED, (answer.status_code, code)\n"
+    )
+
+
+def test_the_first_authenticated_request_loads_the_session_modules():
+    executed = _executed_after("EXPECTED = (401, 'MissingToken')\n" + _first_request("GET", "/me"))
+    assert {"chalicelib.sessions", "chalicelib.models", "chalicelib.audit", "chalicelib.storage", "pynamodb.models"} <= executed
+    assert not ONLY_SOME_REQUESTS & executed
+
+
+def test_a_request_without_a_session_does_not_load_them():
+    executed = _executed_after("EXPECTED = (200, None)\n" + _first_request("GET", "/openapi.json"))
+    assert not ONLY_AUTHENTICATED_REQUESTS & executed
+
+
+def test_the_session_states_named_by_value_are_the_session_states():
+    from chalicelib.api import auth, http, me
+    from chalicelib.sessions import SessionState
+
+    values = {state.value for state in SessionState}
+    assert set(http.ANY_STATE) == values and len(http.ANY_STATE) == len(values)
+    assert http.ACTIVE_ONLY == (SessionState.ACTIVE,)
+    assert auth._MFA_REQUIRED == (SessionState.MFA_REQUIRED,)
+    assert set(me._REGISTRATION_STATES) == {SessionState.ACTIVE, SessionState.REGISTRATION_REQUIRED}
 
 
 def test_a_deferred_module_loads_on_first_use_and_is_then_an_ordinary_module():
@@ -65,3 +108,30 @@ def test_the_deferred_modules_of_the_settings_pages_load_with_their_first_reques
     )
     assert {"chalicelib.webhooks", "chalicelib.coverage"} <= executed
     assert "chalicelib.notifications" not in executed
+
+
+def test_the_deferred_modules_load_once_when_first_requests_arrive_together():
+    # `chalice local` serves each request on a thread of its own: first requests that reach the
+    # same deferred modules at once, from different ends, must each get the loaded module.
+    executed = _executed_after(
+        "import app, threading\n"
+        "from chalicelib.api import http, me, org\n"
+        "entries = [lambda: http.storage.unavailable_on_failure, lambda: http.sessions.resolve,\n"
+        "           lambda: http.audit.Client, lambda: org.membership.offboard, lambda: me.grace.member_due_at,\n"
+        "           lambda: org.query_values.user_id_filter, lambda: me.sessions.sessions_of, lambda: org.audit.list_events]\n"
+        "barrier, found, failed = threading.Barrier(len(entries)), {}, []\n"
+        "def first_use(index, entry):\n"
+        "    barrier.wait(timeout=30)\n"
+        "    try:\n"
+        "        found[index] = entry()\n"
+        "    except Exception as error:\n"
+        "        failed.append(repr(error))\n"
+        "threads = [threading.Thread(target=first_use, args=item, daemon=True) for item in enumerate(entries)]\n"
+        "for thread in threads: thread.start()\n"
+        "for thread in threads: thread.join(timeout=120)\n"
+        "assert not any(thread.is_alive() for thread in threads), 'a first use never finished'\n"
+        "assert not failed and len(found) == len(entries), failed\n"
+        "from chalicelib import sessions, storage\n"
+        "assert found[0] is storage.unavailable_on_failure and found[1] is sessions.resolve\n"
+    )
+    assert ONLY_AUTHENTICATED_REQUESTS <= executed

@@ -5,16 +5,19 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import clock, sessions
+from chalicelib import clock
 from chalicelib.api.http import ANY_STATE, caller_of, caller_with, client_of, json_body, only_fields, route, string_field
 from chalicelib.api.views import login_body
 from chalicelib.deferred import deferred
-from chalicelib.sessions import SessionState
+
+# The session state of a signed-in member who still owes the security-key check (by its stored value).
+_MFA_REQUIRED = ("mfa_required",)
 
 # Each is loaded by the first request of its own kind, not by every cold start.
 backup = deferred("chalicelib.backup")
 identity = deferred("chalicelib.identity")
 mfa = deferred("chalicelib.mfa")
+sessions = deferred("chalicelib.sessions")
 stepup = deferred("chalicelib.stepup")
 
 auth = Blueprint(__name__)
@@ -32,7 +35,7 @@ def login() -> dict[str, Any]:
 
 @route(auth, "/auth/mfa/options", methods=["POST"])
 def mfa_options() -> dict[str, Any]:
-    caller = caller_of(auth.current_request, allowed=[SessionState.MFA_REQUIRED])
+    caller = caller_of(auth.current_request, allowed=_MFA_REQUIRED)
     started = mfa.options(caller=caller)
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
 
@@ -44,7 +47,7 @@ def _assertion(body: dict[str, Any]) -> mfa.Assertion:
 
 @route(auth, "/auth/mfa/verify", methods=["POST"])
 def mfa_verify() -> dict[str, Any]:
-    caller, assertion = caller_with(auth.current_request, allowed=[SessionState.MFA_REQUIRED],
+    caller, assertion = caller_with(auth.current_request, allowed=_MFA_REQUIRED,
                                     parse=_assertion, reads=mfa.assertion_reads)
     passed = mfa.verify(caller=caller, assertion=assertion)
     return login_body(token=passed.token, session=caller.session, org=caller.org, member=caller.member)

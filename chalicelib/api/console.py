@@ -3,8 +3,6 @@ demo sign-in (``POST /dev/id-token``), a Blueprint of its own that app.py regist
 from __future__ import annotations
 
 import functools
-import hashlib
-import html
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -65,6 +63,8 @@ def _assets() -> dict[str, _Asset]:
 
 
 def _etag(body: str) -> str:
+    import hashlib  # as html below: loaded by the console's first request, not by every cold start
+
     return '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
 
 
@@ -72,6 +72,8 @@ def _etag(body: str) -> str:
 def _page(*, base: str, dev_sign_in_enabled: bool, idp_authorization_endpoint: str = "", idp_client_id: str = "") -> _Asset:
     # The page is filled in per deployment: API Gateway serves it under its stage (/api/), and
     # every URL in it is relative to that base.
+    import html
+
     template = _assets()["index.html"].body
     body = template.replace("{{base}}", html.escape(base, quote=True)).replace(
         "{{dev_sign_in}}", "on" if dev_sign_in_enabled else "off"

@@ -5,16 +5,24 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from typing import Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from chalice import Blueprint, Chalice, Response
 from chalice.app import ChaliceViewError, Request
 
-from chalicelib import errors, sessions
-from chalicelib.audit import Client
+from chalicelib import errors
 from chalicelib.config import settings
-from chalicelib.sessions import AlsoReads, Caller, SessionState
-from chalicelib.storage import unavailable_on_failure
+from chalicelib.deferred import deferred
+
+if TYPE_CHECKING:
+    from chalicelib.audit import Client
+    from chalicelib.sessions import AlsoReads, Caller, SessionState
+
+# Every request that authenticates loads them, on its first request rather than at import: the
+# stream and schedule functions import this module too and need none of them.
+audit = deferred("chalicelib.audit")
+sessions = deferred("chalicelib.sessions")
+storage = deferred("chalicelib.storage")
 
 _STATUS_BY_KIND: tuple[tuple[type[errors.Refusal], int], ...] = (
     (errors.InvalidInput, 400),
@@ -28,8 +36,10 @@ _STATUS_BY_KIND: tuple[tuple[type[errors.Refusal], int], ...] = (
 )
 _http_errors: dict[str, type[ChaliceViewError]] = {}
 
-ACTIVE_ONLY = (SessionState.ACTIVE,)
-ANY_STATE = tuple(SessionState)
+# Session states by their stored values, which the SessionState members equal: naming the members
+# here would load chalicelib.sessions with this module.
+ACTIVE_ONLY: tuple[str, ...] = ("active",)
+ANY_STATE: tuple[str, ...] = ("active", "mfa_required", "registration_required")
 
 
 def http_error(refusal: errors.Refusal) -> ChaliceViewError:
@@ -56,7 +66,7 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], status: int = 
         @functools.wraps(handler)
         def endpoint(**params: Any) -> Response:
             try:
-                with unavailable_on_failure():
+                with storage.unavailable_on_failure():
                     body = handler(**params)
             except errors.Refusal as refusal:
                 raise http_error(refusal) from None
@@ -106,10 +116,10 @@ def only_fields(body: dict[str, Any], allowed: Iterable[str]) -> None:
 
 def client_of(request: Request) -> Client:
     identity = (request.context or {}).get("identity") or {}
-    return Client(source_ip=identity.get("sourceIp"), user_agent=request.headers.get("user-agent"))
+    return audit.Client(source_ip=identity.get("sourceIp"), user_agent=request.headers.get("user-agent"))
 
 
-def caller_of(request: Request, *, allowed: Iterable[SessionState] = ACTIVE_ONLY, also: AlsoReads | None = None) -> Caller:
+def caller_of(request: Request, *, allowed: Iterable[SessionState | str] = ACTIVE_ONLY, also: AlsoReads | None = None) -> Caller:
     """The authenticated caller, refused unless their session state allows this endpoint."""
     caller = sessions.resolve(authorization=request.headers.get("authorization"), client=client_of(request), also=also)
     sessions.require_state(caller, allowed=allowed)
@@ -121,7 +131,7 @@ Submitted = TypeVar("Submitted")
 
 def caller_with(
     request: Request, *, parse: Callable[[dict[str, Any]], Submitted], reads: Callable[[Submitted], AlsoReads],
-    allowed: Iterable[SessionState] = ACTIVE_ONLY, may: Callable[[Caller], None] | None = None,
+    allowed: Iterable[SessionState | str] = ACTIVE_ONLY, may: Callable[[Caller], None] | None = None,
 ) -> tuple[Caller, Submitted]:
     """The caller and their parsed request body, read together: what the body names (a
     challenge, a security key) comes in the same round trip as the session.

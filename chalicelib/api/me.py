@@ -5,24 +5,24 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import clock, sessions
+from chalicelib import clock
 from chalicelib.api import views
 from chalicelib.api.http import ANY_STATE, caller_of, caller_with, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
 from chalicelib.deferred import deferred
-from chalicelib.sessions import SessionState
 
 # Loaded by the first request about security keys, not by every cold start.
 authenticator_policy = deferred("chalicelib.authenticator_policy")
 enrollment = deferred("chalicelib.enrollment")
 grace = deferred("chalicelib.grace")
 keys = deferred("chalicelib.keys")
+sessions = deferred("chalicelib.sessions")
 stepup = deferred("chalicelib.stepup")
 
 me = Blueprint(__name__)
 
-# A member made to register a key at login may do exactly that.
-_REGISTRATION_STATES = (SessionState.ACTIVE, SessionState.REGISTRATION_REQUIRED)
+# A member made to register a key at login may do exactly that (session states by their stored values).
+_REGISTRATION_STATES = ("active", "registration_required")
 
 
 @route(me, "/me", methods=["GET"])

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint, Response
 
-from chalicelib import audit, clock, query_values, sessions
+from chalicelib import clock
 from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.deferred import deferred
 from chalicelib.errors import AdminRequired, InvalidTimeRange, MalformedRequest
-from chalicelib.models import Invalidation
-from chalicelib.sessions import Caller
+
+if TYPE_CHECKING:
+    from chalicelib.models import Invalidation
+    from chalicelib.sessions import Caller
 
 # Each is loaded by the first request of its own kind, not by every cold start.
+audit = deferred("chalicelib.audit")
 authenticator_policy = deferred("chalicelib.authenticator_policy")
 backup = deferred("chalicelib.backup")
 enforcement = deferred("chalicelib.enforcement")
@@ -25,6 +28,8 @@ members = deferred("chalicelib.members")
 pagination = deferred("chalicelib.pagination")
 membership = deferred("chalicelib.membership")
 preview = deferred("chalicelib.preview")
+query_values = deferred("chalicelib.query_values")
+sessions = deferred("chalicelib.sessions")
 stepup = deferred("chalicelib.stepup")
 
 org = Blueprint(__name__)

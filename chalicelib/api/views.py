@@ -1,10 +1,12 @@
 """How the API shows users, organizations and sessions (the contract's JSON bodies)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import clock
-from chalicelib.models import Member, Organization, Session
+
+if TYPE_CHECKING:
+    from chalicelib.models import Member, Organization, Session
 
 
 def user_body(member: Member) -> dict[str, Any]:

@@ -1,14 +1,16 @@
 """Organization settings → Webhooks: where the organization's audit events are posted (admins only)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint
 
 from chalicelib.api.http import caller_of, json_body, only_fields, route, string_field
 from chalicelib.deferred import deferred
 from chalicelib.errors import AdminRequired, InvalidWebhookEvents, MalformedRequest, WebhookNotFound
-from chalicelib.sessions import Caller
+
+if TYPE_CHECKING:
+    from chalicelib.sessions import Caller
 
 # Only the webhook settings need them; the API's cold starts do not load them.
 endpoints = deferred("chalicelib.webhooks")
