@@ -141,18 +141,18 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str], reche
         # The tests must pass on the unmutated module, or every mutant would look killed.
         _map_lines(tree=tree, module_path=module["path"], tests=tests, lines=lines, original=original)
     else:
+        # Resuming: the tree as it is now, with the module as the session's mutants were made from
+        # (a run that was interrupted may have left a mutant on disk). After changing the module
+        # itself the mutants no longer apply: start a fresh session.
+        current = (ROOT / module["path"]).read_text()
+        if original.exists() and original.read_text() != current:
+            raise SystemExit(f"{name}: {module['path']} changed since this session began; "
+                             f"start afresh with rm -r {work.relative_to(ROOT)}")
         if recheck:
             print(f"{name}: {_forget_survivors(session)} surviving mutants to run again")
             lines.unlink(missing_ok=True)  # the tests changed: which of them run each line too
-        # Resuming: the tests as they are now, and the module as it was copied — a run that was
-        # interrupted may have left a mutant on disk. (After changing the module itself, start a
-        # fresh session: rm -r .mutation/<module>.)
-        for folder in ("tests", "mutation"):
-            shutil.copytree(ROOT / folder, tree / folder, ignore=_NOT_COPIED, dirs_exist_ok=True)
+        shutil.copytree(ROOT, tree, ignore=_NOT_COPIED, dirs_exist_ok=True)
         config.write_text(_config(**settings))
-        original_source = subprocess.run(["git", "show", f"HEAD:{module['path']}"], cwd=ROOT, check=True,
-                                         capture_output=True, text=True).stdout
-        (tree / module["path"]).write_text(original_source)
         if not lines.exists():
             _map_lines(tree=tree, module_path=module["path"], tests=tests, lines=lines, original=original)
     with _forkserver(tree=tree, socket_path=forkserver, module_path=module["path"]):
