@@ -196,3 +196,40 @@ def test_a_session_moved_to_registration_meanwhile_is_not_activated(api, monkeyp
     with pytest.raises(InvalidToken):
         mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
     assert _state(member) == "registration_required"
+
+
+# --- where a passed check leads: the policy matters only under enforcement ------------------------
+
+def _admin_with_key(api):
+    first = api.login(org=ORG, user="alice", admin=True)
+    assert api.add_key(first, SoftwareAuthenticator()).status == 201
+    return api.mfa_login(org=ORG, user="alice", authenticator=first.authenticators[0], admin=True)
+
+
+def test_under_enforcement_a_compliant_key_activates_the_session(api):
+    admin = _admin_with_key(api)
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    authenticator = _member_with_key_under_enforcement(api, admin, "bob")
+
+    bob = api.mfa_login(org=ORG, user="bob", authenticator=authenticator)
+
+    assert bob.state == "active"
+
+
+def test_without_enforcement_a_key_the_policy_refuses_still_activates_the_session(api):
+    admin = _admin_with_key(api)
+    authenticator = _member_with_key(api, "bob")
+    policy = api.call("PUT", "/org/mfa/policy", token=admin.token, body={"attestation": "required"})
+    assert policy.status == 200, policy.body
+
+    bob = api.mfa_login(org=ORG, user="bob", authenticator=authenticator)
+
+    assert bob.state == "active"
+
+
+def _member_with_key_under_enforcement(api, admin, user: str) -> SoftwareAuthenticator:
+    member = api.login(org=ORG, user=user)
+    assert member.state == "registration_required"
+    authenticator = SoftwareAuthenticator()
+    assert api.add_key(member, authenticator).status == 201
+    return authenticator
