@@ -11,6 +11,7 @@ import pytest
 
 from chalicelib.models import EnrollmentPass, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
+from tests.meanwhile import after_verification
 
 AROUND = ["user-a", "user-z"]  # below and above user-m
 
@@ -90,7 +91,7 @@ def test_a_pass_is_kept_30_days_after_it_expires(api, admin):
 def test_a_pass_is_refused_at_the_instant_it_expires(api, admin, monkeypatch, checked_before, after_expiry):
     """At the check, or between the check and the registration's transaction: both the check and
     the transaction's condition hold the boundary."""
-    from chalicelib import ceremonies, clock
+    from chalicelib import clock
 
     reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"})
     assert reply.status == 200, reply.body
@@ -102,14 +103,8 @@ def test_a_pass_is_refused_at_the_instant_it_expires(api, admin, monkeypatch, ch
     options = api.registration_options(bob).body
     if not checked_before:
         now["at"] = expires_at
-    verify = ceremonies.verify_registration
-
-    def verify_then_expire(**arguments):
-        verified = verify(**arguments)
-        now["at"] = expires_at + timedelta(seconds=after_expiry)
-        return verified
-
-    monkeypatch.setattr(ceremonies, "verify_registration", verify_then_expire)
+    after_verification(monkeypatch, lambda: now.update(at=expires_at + timedelta(seconds=after_expiry)),
+                       ceremony="verify_registration")
 
     refused = api.call("POST", "/me/mfa/keys", token=bob.token, body={
         "challenge_id": options["challenge_id"], "name": "First key", "enrollment_code": issued["code"],

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import ceremonies, mfa, sessions
+from chalicelib import mfa, sessions
 from chalicelib.errors import BackupEligibilityChanged, InvalidToken, SignCountRegression, UnknownCredential
 from chalicelib.keys import user_handle_for
 from chalicelib.models import SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
+from tests.meanwhile import after_verification
 
 ORG = "acme"
 
@@ -80,17 +81,6 @@ def test_the_members_own_user_handle_passes(api):
 
 # --- the race guards, against a stale caller -----------------------------------------------------
 
-def _meanwhile(monkeypatch, change) -> None:
-    """Run ``change`` after the assertion verified and before the final transaction writes."""
-    verify = ceremonies.verify_authentication
-
-    def verify_then_change(**arguments):
-        verified = verify(**arguments)
-        change()
-        return verified
-
-    monkeypatch.setattr(ceremonies, "verify_authentication", verify_then_change)
-
 
 @pytest.mark.parametrize("counter_meanwhile", [0, 1_000])  # another use moved it; an edit set it back
 def test_a_key_whose_counter_changed_meanwhile_activates_nothing(api, monkeypatch, counter_meanwhile):
@@ -100,7 +90,7 @@ def test_a_key_whose_counter_changed_meanwhile_activates_nothing(api, monkeypatc
     authenticator.sign_count = 10
     member, caller, options = _pending(api, "bob")
     assertion = authenticator.authenticate(options["publicKey"])
-    _meanwhile(monkeypatch, lambda: key.update(actions=[SecurityKey.sign_count.set(counter_meanwhile)]))
+    after_verification(monkeypatch, lambda: key.update(actions=[SecurityKey.sign_count.set(counter_meanwhile)]))
 
     with pytest.raises(SignCountRegression):
         mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
@@ -116,7 +106,7 @@ def test_a_session_whose_token_changed_meanwhile_is_not_activated(api, monkeypat
     [key] = list(SecurityKey.scan())
     assertion = authenticator.authenticate(options["publicKey"])
     session = Session(ORG, caller.session.session_id)
-    _meanwhile(monkeypatch, lambda: session.update(actions=[Session.token_hash.set(token_hash_meanwhile)]))
+    after_verification(monkeypatch, lambda: session.update(actions=[Session.token_hash.set(token_hash_meanwhile)]))
 
     with pytest.raises(InvalidToken):
         mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
@@ -133,7 +123,7 @@ def test_a_session_activated_meanwhile_is_not_activated_again(api, monkeypatch):
     member, caller, options = _pending(api, "bob")
     assertion = authenticator.authenticate(options["publicKey"])
     session = Session(ORG, caller.session.session_id)
-    _meanwhile(monkeypatch, lambda: session.update(actions=[Session.state.set("active")]))
+    after_verification(monkeypatch, lambda: session.update(actions=[Session.state.set("active")]))
 
     with pytest.raises(InvalidToken):
         mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
@@ -190,7 +180,7 @@ def test_a_session_moved_to_registration_meanwhile_is_not_activated(api, monkeyp
     authenticator = _member_with_key(api, "bob")
     member, caller, options = _pending(api, "bob")
     assertion = authenticator.authenticate(options["publicKey"])
-    _meanwhile(monkeypatch, lambda: Session(ORG, caller.session.session_id).update(
+    after_verification(monkeypatch, lambda: Session(ORG, caller.session.session_id).update(
         actions=[Session.state.set("registration_required")]))
 
     with pytest.raises(InvalidToken):

@@ -9,9 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib import ceremonies, clock
+from chalicelib import clock
 from chalicelib.models import Challenge, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
+from tests.meanwhile import after_verification
 from tests.keyward_client import KeywardClient, Member
 
 ORG = "acme"
@@ -28,17 +29,6 @@ def _key_holder(api: KeywardClient, user: str = "bob") -> tuple[Member, Software
 def _session(member: Member) -> Session:
     return Session.get(ORG, member.token.split(".")[3], consistent_read=True)
 
-
-def _meanwhile(monkeypatch, change) -> None:
-    """Run ``change`` after the assertion verified and before the step-up's transaction writes."""
-    verify = ceremonies.verify_authentication
-
-    def verify_then_change(**arguments):
-        verified = verify(**arguments)
-        change()
-        return verified
-
-    monkeypatch.setattr(ceremonies, "verify_authentication", verify_then_change)
 
 
 def _step_up(api: KeywardClient, member: Member, key: SoftwareAuthenticator):
@@ -84,7 +74,7 @@ def test_a_session_whose_token_changed_meanwhile_is_not_stepped_up(api, monkeypa
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at
     [stored_key] = list(SecurityKey.scan())
-    _meanwhile(monkeypatch, lambda: Session(ORG, bob.token.split(".")[3]).update(
+    after_verification(monkeypatch, lambda: Session(ORG, bob.token.split(".")[3]).update(
         actions=[Session.token_hash.set(token_hash_meanwhile)]))
 
     reply = _step_up(api, bob, key)
@@ -100,7 +90,7 @@ def test_a_session_whose_token_changed_meanwhile_is_not_stepped_up(api, monkeypa
 def test_a_session_that_left_active_meanwhile_is_not_stepped_up(api, monkeypatch, state_meanwhile):
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at
-    _meanwhile(monkeypatch, lambda: Session(ORG, bob.token.split(".")[3]).update(
+    after_verification(monkeypatch, lambda: Session(ORG, bob.token.split(".")[3]).update(
         actions=[Session.state.set(state_meanwhile)]))
 
     reply = _step_up(api, bob, key)
@@ -112,7 +102,7 @@ def test_a_session_that_left_active_meanwhile_is_not_stepped_up(api, monkeypatch
 def test_a_challenge_used_meanwhile_steps_nothing_up(api, monkeypatch):
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at
-    _meanwhile(monkeypatch, lambda: [challenge.delete() for challenge in Challenge.scan()])
+    after_verification(monkeypatch, lambda: [challenge.delete() for challenge in Challenge.scan()])
 
     reply = _step_up(api, bob, key)
 
@@ -124,7 +114,7 @@ def test_a_key_used_meanwhile_steps_nothing_up(api, monkeypatch):
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at
     [stored_key] = list(SecurityKey.scan())
-    _meanwhile(monkeypatch, lambda: SecurityKey(ORG, stored_key.key_id).update(
+    after_verification(monkeypatch, lambda: SecurityKey(ORG, stored_key.key_id).update(
         actions=[SecurityKey.sign_count.set(1_000)]))
 
     reply = _step_up(api, bob, key)
