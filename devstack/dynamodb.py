@@ -14,6 +14,7 @@ from moto.dynamodb import models as moto_dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
@@ -84,6 +85,45 @@ def _item_key(table: Table, operation: dict[str, Any]) -> tuple[DynamoType, Dyna
         return None
     range_value = attributes.get(table.range_key_attr) if table.range_key_attr else None
     return DynamoType(attributes[table.hash_key_attr]), DynamoType(range_value) if range_value else None
+
+
+# How long DynamoDB remembers a transaction's ClientRequestToken.
+_TOKEN_MEMORY_SECONDS = 600
+
+
+def _apply_each_client_request_token_once() -> None:
+    """Make moto apply a TransactWriteItems once per ClientRequestToken, as DynamoDB does.
+
+    keyward sends every transaction with a token of its own, so that a retry — botocore's, after
+    a read timeout — cannot meet the writes of its own first attempt: DynamoDB answers a repeated
+    token within ten minutes with the first attempt's success and applies nothing again. moto
+    ignores the token, so on a busy local stack a retried transaction failed on its first
+    attempt's writes (a challenge it had used up itself, say).
+    """
+    original: Callable[..., Any] = DynamoHandler.transact_write_items
+    if getattr(original, "applies_tokens_once", False):
+        return
+    applied: dict[str, tuple[float, Any]] = {}
+    lock = threading.Lock()
+
+    @functools.wraps(original)
+    def transact_write_items(handler: DynamoHandler) -> Any:
+        token = handler.body.get("ClientRequestToken")
+        if not token:
+            return original(handler)
+        now = time.monotonic()
+        with lock:
+            for old in [seen for seen, (at, _) in applied.items() if now - at > _TOKEN_MEMORY_SECONDS]:
+                del applied[old]
+            if token in applied:
+                return applied[token][1]
+        result = original(handler)  # raises when the transaction is refused: nothing to remember
+        with lock:
+            applied[token] = (now, result)
+        return result
+
+    transact_write_items.applies_tokens_once = True  # type: ignore[attr-defined]
+    DynamoHandler.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
 def _roll_back_transactions_by_item() -> None:
@@ -160,6 +200,7 @@ def start_moto(*, host: str = "127.0.0.1", port: int = 8001) -> ThreadedMotoServ
     if werkzeug_logger.level == logging.NOTSET:
         werkzeug_logger.setLevel(logging.WARNING)
     _roll_back_transactions_by_item()
+    _apply_each_client_request_token_once()
     server = AtomicMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     wait_until_up(server_endpoint(server))

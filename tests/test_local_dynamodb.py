@@ -1,5 +1,6 @@
 """The local DynamoDB (moto, as devstack runs it): a cancelled transaction leaves every item it
-named, and the tables' streams, as they were, and takes nothing else back with it."""
+named, and the tables' streams, as they were, and takes nothing else back with it; a transaction
+sent again with its ClientRequestToken is applied once."""
 from __future__ import annotations
 
 import boto3
@@ -64,3 +65,30 @@ def test_a_cancelled_transaction_puts_back_only_its_own_items(dynamodb):
     assert org["members_total"] == {"N": "3"}
     assert _stream_records(ORGS) == records + 1
     assert len(dynamodb.scan(TableName=MEMBERS, ConsistentRead=True)["Items"]) == 3
+
+
+def test_a_transaction_sent_again_with_its_token_is_applied_once(dynamodb):
+    """As a retry after a timeout sends it: DynamoDB answers with the first attempt's success."""
+    dynamodb.put_item(TableName=ORGS, Item={"org_id": {"S": "acme"}, "members_total": {"N": "0"}})
+    add_one = {"Update": {"TableName": ORGS, "Key": {"org_id": {"S": "acme"}},
+                          "UpdateExpression": "ADD members_total :one",
+                          "ExpressionAttributeValues": {":one": {"N": "1"}}}}
+
+    dynamodb.transact_write_items(TransactItems=[add_one], ClientRequestToken="retried-token")
+    dynamodb.transact_write_items(TransactItems=[add_one], ClientRequestToken="retried-token")
+    dynamodb.transact_write_items(TransactItems=[add_one], ClientRequestToken="another-token")
+
+    item = dynamodb.get_item(TableName=ORGS, Key={"org_id": {"S": "acme"}}, ConsistentRead=True)["Item"]
+    assert item["members_total"] == {"N": "2"}
+
+
+def test_a_refused_transaction_is_not_remembered_by_its_token(dynamodb):
+    guarded = {"Put": {"TableName": ORGS, "Item": {"org_id": {"S": "acme"}}, "ConditionExpression": "attribute_exists(org_id)"}}
+
+    with pytest.raises(ClientError):
+        dynamodb.transact_write_items(TransactItems=[guarded], ClientRequestToken="refused-token")
+    dynamodb.put_item(TableName=ORGS, Item={"org_id": {"S": "acme"}, "members_total": {"N": "5"}})
+    dynamodb.transact_write_items(TransactItems=[guarded], ClientRequestToken="refused-token")
+
+    item = dynamodb.get_item(TableName=ORGS, Key={"org_id": {"S": "acme"}}, ConsistentRead=True)["Item"]
+    assert "members_total" not in item  # the second attempt was applied: the Put replaced the item
