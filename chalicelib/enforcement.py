@@ -68,11 +68,11 @@ if TYPE_CHECKING:
         def seconds_left(self) -> float: ...
 
 
-def status(*, org_id: str) -> MfaStatus:
+def status(*, org: Organization) -> MfaStatus:
     """The organization's enforcement and how many members hold a key that its authenticator
-    policy accepts: one read, from the organization's counters (chalicelib/coverage.py,
-    chalicelib/compliance.py), whatever its size."""
-    org = Organization.get(org_id, consistent_read=True)
+    policy accepts, from the organization's counters (chalicelib/coverage.py,
+    chalicelib/compliance.py), whatever its size. ``org`` is the item the request read with its
+    session (a transactional read, strongly consistent): no read of its own."""
     counters = coverage.counters_of(org)
     compliant = compliance.of(org)
     return MfaStatus(org=org, members_total=counters.members_total, members_compliant=compliant.members_compliant,
@@ -94,7 +94,7 @@ def set_enforced(
         SecurityKeyRequired: the admin has no security key of their own.
         ConcurrentChange: another admin changed the setting at the same moment.
     """
-    before = status(org_id=caller.org.org_id)
+    before = status(org=Organization.get(caller.org.org_id, consistent_read=True))
     if bool(before.org.mfa_enforced) == enforced:
         if enforced and grace_period_hours is not None and grace_period_hours != (before.org.grace_period_hours or 0):
             grace.change_period(org_id=before.org.org_id, hours=grace_period_hours, actor=caller.actor, client=caller.client)
@@ -112,7 +112,7 @@ def set_enforced(
 
 def change_alone(*, org_id: str, change: AlongChange | None) -> MfaStatus:
     """``PUT /org/mfa`` without ``enforced``: another setting changes, enforcement stays."""
-    before = status(org_id=org_id)
+    before = status(org=Organization.get(org_id, consistent_read=True))
     if change is not None:
         change.commit()
         change.applied(before.org)

@@ -81,7 +81,7 @@ def _status_body(status: enforcement.MfaStatus) -> dict[str, Any]:
 
 @route(org, "/org/mfa", methods=["GET"])
 def mfa_status() -> dict[str, Any]:
-    return _status_body(enforcement.status(org_id=_admin().org.org_id))
+    return _status_body(enforcement.status(org=_admin().org))
 
 
 @route(org, "/org/mfa", methods=["PUT"])
