@@ -363,7 +363,9 @@ def verify_registration(*, response: RegistrationResponse, expected_challenge: b
             expected_origin=list(config.allowed_origins),
             supported_pub_key_algs=[COSEAlgorithmIdentifier(alg) for alg in SUPPORTED_ALGORITHMS],
         )
-    except (WebAuthnException, ValueError, TypeError, KeyError, IndexError) as error:
+    except (WebAuthnException, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        # py_webauthn reads an attestation statement's fields as it finds them: a malformed one can
+        # fail on any of these inside the library.
         log.info("registration did not verify: %s", error)
         raise CeremonyFailed("The security key's registration did not verify.") from None
     return VerifiedRegistration(

@@ -7,7 +7,7 @@ import pytest
 
 from chalicelib import clock
 from chalicelib.models import Challenge, CredentialClaim, Member, SecurityKey, Session
-from tests.authenticator import SoftwareAuthenticator, b64url
+from tests.authenticator import SoftwareAuthenticator, b64url, b64url_decode
 
 
 def _register(api, member, authenticator, *, name="My key", options=None, **tamper):
@@ -178,6 +178,30 @@ def test_a_packed_attestation_with_a_bad_signature_is_refused(api):
     genuine_sign = authenticator.sign
     authenticator.sign = lambda data: genuine_sign(data + b"tampered")
     reply = _register(api, bob, authenticator)
+    assert (reply.status, reply.code) == (401, "CeremonyFailed")
+    assert _stored_keys() == []
+
+
+@pytest.mark.parametrize("statement", [
+    {"alg": -7, "ver": -7, "response": -7},
+    {"ver": "1", "response": "not a JWS"},
+    {},
+], ids=["numbers", "not-a-jws", "empty"])
+def test_a_malformed_safetynet_statement_is_a_failed_ceremony_not_a_500(api, statement):
+    """Found by the property tests: py_webauthn reads an android-safetynet statement's fields as it
+    finds them, and a number where it expects bytes broke the request."""
+    import cbor2
+
+    bob = api.login()
+    options = api.registration_options(bob).body
+    credential = SoftwareAuthenticator().register(options["publicKey"])
+    document = cbor2.loads(b64url_decode(credential["response"]["attestationObject"]))
+    document["fmt"], document["attStmt"] = "android-safetynet", statement
+    credential["response"]["attestationObject"] = b64url(cbor2.dumps(document))
+
+    reply = api.call("POST", "/me/mfa/keys", token=bob.token,
+                     body={"challenge_id": options["challenge_id"], "name": "My key", "credential": credential})
+
     assert (reply.status, reply.code) == (401, "CeremonyFailed")
     assert _stored_keys() == []
 
