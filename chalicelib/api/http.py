@@ -126,6 +126,23 @@ def caller_of(request: Request, *, allowed: Iterable[SessionState | str] = ACTIV
     return caller
 
 
+def admin_of(request: Request) -> Caller:
+    """The authenticated caller, refused unless they are one of the organization's admins."""
+    caller = caller_of(request)
+    if not caller.is_admin:
+        raise errors.AdminRequired("Only the organization's admins may do this.")
+    return caller
+
+
+def changing_admin_of(request: Request) -> Caller:
+    """An admin about to change something: every admin change needs a recent security-key check."""
+    from chalicelib import stepup
+
+    caller = admin_of(request)
+    stepup.require_recent_key_check(caller)
+    return caller
+
+
 Submitted = TypeVar("Submitted")
 
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from chalice import Blueprint, Response
 
 from chalicelib import clock
-from chalicelib.api.http import caller_of, json_body, only_fields, route
+from chalicelib.api.http import admin_of, changing_admin_of, json_body, only_fields, route
 from chalicelib.deferred import deferred
-from chalicelib.errors import AdminRequired, InvalidTimeRange, MalformedRequest
+from chalicelib.errors import InvalidTimeRange, MalformedRequest
 
 if TYPE_CHECKING:
     from chalicelib.models import Invalidation
@@ -30,23 +30,16 @@ membership = deferred("chalicelib.membership")
 preview = deferred("chalicelib.preview")
 query_values = deferred("chalicelib.query_values")
 sessions = deferred("chalicelib.sessions")
-stepup = deferred("chalicelib.stepup")
 
 org = Blueprint(__name__)
 
 
 def _admin() -> Caller:
-    caller = caller_of(org.current_request)
-    if not caller.is_admin:
-        raise AdminRequired("Only the organization's admins may do this.")
-    return caller
+    return admin_of(org.current_request)
 
 
 def _admin_changing() -> Caller:
-    """An admin about to change something: that needs a recent security-key check."""
-    caller = _admin()
-    stepup.require_recent_key_check(caller)
-    return caller
+    return changing_admin_of(org.current_request)
 
 
 def _query(name: str) -> str | None:

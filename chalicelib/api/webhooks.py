@@ -5,9 +5,9 @@ from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint
 
-from chalicelib.api.http import caller_of, json_body, only_fields, route, string_field
+from chalicelib.api.http import admin_of, changing_admin_of, json_body, only_fields, route, string_field
 from chalicelib.deferred import deferred
-from chalicelib.errors import AdminRequired, InvalidWebhookEvents, MalformedRequest, WebhookNotFound
+from chalicelib.errors import InvalidWebhookEvents, MalformedRequest, WebhookNotFound
 
 if TYPE_CHECKING:
     from chalicelib.sessions import Caller
@@ -23,20 +23,11 @@ _ID_LENGTH = 19
 
 
 def _admin() -> Caller:
-    caller = caller_of(webhooks.current_request)
-    if not caller.is_admin:
-        raise AdminRequired("Only the organization's admins may do this.")
-    return caller
+    return admin_of(webhooks.current_request)
 
 
 def _admin_changing() -> Caller:
-    """An admin about to change where the organization's events go: that needs a recent
-    security-key check, like every admin change."""
-    from chalicelib import stepup
-
-    caller = _admin()
-    stepup.require_recent_key_check(caller)
-    return caller
+    return changing_admin_of(webhooks.current_request)
 
 
 def _webhook_id(raw: str) -> str:
