@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import pytest
 
+from chalicelib import clock, enrollment, sessions
+from chalicelib.errors import MemberNotFound
 from chalicelib.models import EnrollmentPass, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
 from tests.meanwhile import after_verification
@@ -69,9 +71,6 @@ def test_a_member_id_may_be_255_characters_and_no_more(api, admin, length, statu
 
 
 def test_an_empty_member_id_is_no_member(api, admin):
-    from chalicelib import enrollment, sessions
-    from chalicelib.errors import MemberNotFound
-
     caller = sessions.resolve(authorization=f"Bearer {admin.token}")
     with pytest.raises(MemberNotFound):
         enrollment.list_passes(caller=caller, user_id="")
@@ -91,8 +90,6 @@ def test_a_pass_is_kept_30_days_after_it_expires(api, admin):
 def test_a_pass_is_refused_at_the_instant_it_expires(api, admin, monkeypatch, checked_before, after_expiry):
     """At the check, or between the check and the registration's transaction: both the check and
     the transaction's condition hold the boundary."""
-    from chalicelib import clock
-
     reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"})
     assert reply.status == 200, reply.body
     bob = api.login(user="bob")
@@ -117,8 +114,6 @@ def test_a_pass_is_refused_at_the_instant_it_expires(api, admin, monkeypatch, ch
 
 
 def test_a_members_passes_are_listed_newest_first(api, admin, monkeypatch):
-    from chalicelib import clock
-
     api.login(user="bob")
     start = clock.now()
     monkeypatch.setattr(clock, "now", lambda: start)
