@@ -15,7 +15,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -32,6 +32,7 @@ from chalicelib.errors import (
     InvalidToken,
     MfaRequired,
     MissingToken,
+    NotAuthenticated,
     RegistrationRequired,
     SessionEndedByEnforcement,
     SessionEndedByNewKey,
@@ -260,21 +261,29 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
     # The hash comparison covers the whole token, so a forged user part cannot match.
     if not hmac.compare_digest(session.token_hash, token_hash) or session.user_id != user_id:
         raise InvalidToken("The session does not exist or has ended.")
-    if membership.outlived_member(session=session, member=member):
-        raise InvalidToken("The session does not exist or has ended.")
-    now = clock.now()
-    if session.expires_at <= now:
-        raise SessionExpired("The session has expired; sign in again.")
-    if ended_by_enforcement(session=session, org=org):
-        raise SessionEndedByEnforcement("The organization now enforces MFA; sign in again.")
-    if ended_by_new_key(session=session, member=member):
-        raise SessionEndedByNewKey("A security key was registered to your account since this session started; sign in again.")
-    if now - (session.last_seen_at or session.created_at) >= _idle_timeout():
-        raise SessionIdle("The session was unused for too long; sign in again.")
+    ended = why_ended(session=session, org=org, member=member, now=clock.now())
+    if ended is not None:
+        raise ended
     grace.apply_deadline(session=session, org=org, member=member)
     _note_activity(session)
     return Caller(session=session, org=org, member=member, token_hash=token_hash, client=client,
                   read={label: found_in(future) for label, future in extra_futures.items()})
+
+
+def why_ended(*, session: Session, org: Organization, member: Member, now: datetime) -> NotAuthenticated | None:
+    """The refusal a request with this session meets, or None while the session works: the
+    rules a session ends by besides its deletion, read from the items the request brought."""
+    if membership.outlived_member(session=session, member=member):
+        return InvalidToken("The session does not exist or has ended.")
+    if session.expires_at <= now:
+        return SessionExpired("The session has expired; sign in again.")
+    if ended_by_enforcement(session=session, org=org):
+        return SessionEndedByEnforcement("The organization now enforces MFA; sign in again.")
+    if ended_by_new_key(session=session, member=member):
+        return SessionEndedByNewKey("A security key was registered to your account since this session started; sign in again.")
+    if now - (session.last_seen_at or session.created_at) >= _idle_timeout():
+        return SessionIdle("The session was unused for too long; sign in again.")
+    return None
 
 
 def found_in(future: Any) -> Any:
@@ -395,6 +404,15 @@ def sessions_of(*, org_id: str, user_id: str) -> list[Session]:
     now = clock.now()
     found = Session.by_member.query(org_id, Session.user_id == user_id, consistent_read=True)
     return sorted((s for s in found if s.expires_at > now), key=lambda s: s.created_at, reverse=True)
+
+
+def open_sessions_of(caller: Caller) -> list[Session]:
+    """``GET /me/sessions``: the caller's sessions that still work, newest first. Sessions that
+    ended by a rule (a first key, enforcement, idleness) rather than by deletion are left out:
+    they wait for DynamoDB's TTL, but no request can use them any more."""
+    now = clock.now()
+    found = sessions_of(org_id=caller.session.org_id, user_id=caller.session.user_id)
+    return [session for session in found if why_ended(session=session, org=caller.org, member=caller.member, now=now) is None]
 
 
 def end_own_session(*, caller: Caller, session_id: str) -> None:

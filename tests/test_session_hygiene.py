@@ -62,6 +62,46 @@ def test_a_session_waiting_for_mfa_is_listed_in_its_state(api):
     assert api.call("GET", "/me/sessions", token=waiting.token).code == "MfaRequired"
 
 
+def _listed(api, member) -> list[str]:
+    reply = api.call("GET", "/me/sessions", token=member.token)
+    assert reply.status == 200, reply.body
+    return [s["id"] for s in reply.body["sessions"]]
+
+
+def test_sessions_a_first_key_ended_are_not_listed_but_stay_stored_for_the_ttl(api):
+    stolen = api.login(user="bob")
+    bob = api.login(user="bob")
+    assert _listed(api, bob) == [_sid(bob), _sid(stolen)]
+
+    assert api.add_key(bob).status == 201
+
+    assert api.call("GET", "/me", token=stolen.token).code == "SessionEndedByNewKey"
+    assert _listed(api, bob) == [_sid(bob)]
+    assert Session.get("acme", _sid(stolen), consistent_read=True).user_id == "bob"
+
+
+def test_an_idle_session_is_not_listed(api):
+    idle = api.login(user="bob")
+    bob = api.login(user="bob")
+    Session("acme", _sid(idle)).update(actions=[Session.last_seen_at.set(clock.now() - timedelta(hours=1))])
+
+    assert _listed(api, bob) == [_sid(bob)]
+    assert api.call("GET", "/me", token=idle.token).code == "SessionIdle"
+
+
+def test_sessions_the_organizations_enforcement_ended_are_not_listed(api):
+    key = SoftwareAuthenticator()
+    alice = api.login(user="alice", admin=True)
+    assert api.add_key(alice, key).status == 201
+    other = api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
+    assert _listed(api, alice) == [_sid(other), _sid(alice)]
+
+    assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}).status == 200
+
+    assert api.call("GET", "/me", token=other.token).code == "SessionEndedByEnforcement"
+    assert _listed(api, alice) == [_sid(alice)]
+
+
 # --- DELETE /me/sessions/{id} ---------------------------------------------------------------------
 
 def test_a_member_ends_another_of_their_sessions(api):

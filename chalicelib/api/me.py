@@ -107,8 +107,8 @@ def disable_mfa() -> None:
 @route(me, "/me/sessions", methods=["GET"])
 def list_sessions() -> dict[str, Any]:
     caller = caller_of(me.current_request)
-    found = sessions.sessions_of(org_id=caller.session.org_id, user_id=caller.session.user_id)
-    return {"sessions": [views.session_body(session, current=caller.session.session_id) for session in found]}
+    return {"sessions": [views.session_body(session, current=caller.session.session_id)
+                         for session in sessions.open_sessions_of(caller)]}
 
 
 @route(me, "/me/sessions/{session_id}", methods=["DELETE"], status=204)
