@@ -1,5 +1,5 @@
 """The session rules' guards, each made to matter: the retry of a cancelled transactional read,
-the Bearer scheme, the expiry instant, logout's token condition against a stale caller, and the
+the Bearer scheme, the expiry instant, the refresh of last_seen_at under a short idle timeout, logout's token condition against a stale caller, and the
 owner conditions of ending one's own session and of a member's sessions, with fixed IDs on both
 sides."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from pynamodb.exceptions import TransactGetError
 
 from chalicelib import clock, sessions
+from chalicelib.config import load
 from chalicelib.errors import InvalidToken
 from chalicelib.models import Session
 
@@ -121,6 +122,21 @@ def test_a_session_ends_at_the_instant_it_expires(api, monkeypatch, offset, stat
     assert reply.status == status, reply.body
     if status == 401:
         assert reply.code == "SessionExpired"
+
+
+# --- how often last_seen_at is refreshed ----------------------------------------------------------
+
+@pytest.mark.parametrize("after,refreshed", [(timedelta(seconds=29), False), (timedelta(seconds=30), True)])
+def test_under_a_short_idle_timeout_last_seen_is_refreshed_every_quarter_of_it(api, monkeypatch, after, refreshed):
+    short = load({"KEYWARD_SESSION_IDLE_SECONDS": "120"})
+    monkeypatch.setattr(sessions, "settings", lambda: short)
+    bob = api.login(user="bob")
+    seen_at_login = _session_of(bob).last_seen_at
+    monkeypatch.setattr(clock, "now", lambda: seen_at_login + after)
+
+    assert api.call("GET", "/me", token=bob.token).status == 200
+
+    assert _session_of(bob).last_seen_at == (seen_at_login + after if refreshed else seen_at_login)
 
 
 # --- logout against a stale caller ---------------------------------------------------------------
