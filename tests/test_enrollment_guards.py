@@ -2,7 +2,8 @@
 below and just above the real one (so that an equality weakened to ``<=`` or ``>=`` fails a test
 instead of passing by the chance of random IDs); the member ID's length; the expiry instant, at
 the check and between the check and the registration's transaction; the housekeeping TTL; the
-listing's order; and an explicitly stored ``open`` policy."""
+listing's order; an explicitly stored ``open`` policy, and a policy value keyward does not know,
+which fails closed; a pass's code changed between the check and the transaction."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -11,7 +12,7 @@ import pytest
 
 from chalicelib import clock, enrollment, sessions
 from chalicelib.errors import MemberNotFound
-from chalicelib.models import EnrollmentPass, SecurityKey
+from chalicelib.models import EnrollmentPass, Organization, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
 from tests.meanwhile import after_verification
 
@@ -134,3 +135,46 @@ def test_a_policy_set_back_to_open_lets_a_first_key_in_without_a_code(api, admin
     reply = api.add_key(bob, SoftwareAuthenticator())
 
     assert reply.status == 201, reply.body
+
+
+@pytest.mark.parametrize("typo", ["closed", "required"])  # sorting before and after "open"
+@pytest.mark.parametrize("when", ["before", "meanwhile"])
+def test_a_policy_value_keyward_does_not_know_requires_a_pass(api, admin, monkeypatch, typo, when):
+    """An operator's typo in the table fails closed, whether it is there when the registration is
+    read or lands between the check and the registration's transaction."""
+    bob = api.login(user="bob")
+    set_typo = lambda: Organization("acme").update(actions=[Organization.enrollment.set(typo)])  # noqa: E731
+    if when == "before":
+        set_typo()
+        assert api.call("GET", "/org/mfa", token=admin.token).body["enrollment"] == "pass_required"
+    options = api.registration_options(bob).body
+    assert options["enrollment_code_required"] is (when == "before")
+    if when == "meanwhile":
+        after_verification(monkeypatch, set_typo, ceremony="verify_registration")
+
+    refused = api.call("POST", "/me/mfa/keys", token=bob.token, body={
+        "challenge_id": options["challenge_id"], "name": "First key",
+        "credential": SoftwareAuthenticator().register(options["publicKey"]),
+    })
+
+    assert (refused.status, refused.code) == (403, "EnrollmentPassRequired")
+    assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
+
+
+@pytest.mark.parametrize("stored_hash", ["0" * 64, "f" * 64])
+def test_a_pass_whose_code_changed_meanwhile_is_not_used(api, admin, monkeypatch, stored_hash):
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
+    bob = api.login(user="bob")
+    issued = _issue(api, admin, "bob")
+    options = api.registration_options(bob).body
+    after_verification(monkeypatch, lambda: EnrollmentPass("acme", issued["id"]).update(
+        actions=[EnrollmentPass.code_hash.set(stored_hash)]), ceremony="verify_registration")
+
+    refused = api.call("POST", "/me/mfa/keys", token=bob.token, body={
+        "challenge_id": options["challenge_id"], "name": "First key", "enrollment_code": issued["code"],
+        "credential": SoftwareAuthenticator().register(options["publicKey"]),
+    })
+
+    assert (refused.status, refused.code) == (403, "InvalidEnrollmentPass")
+    assert EnrollmentPass.get("acme", issued["id"], consistent_read=True).used_at is None
+    assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
