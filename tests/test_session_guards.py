@@ -1,7 +1,8 @@
 """The session rules' guards, each made to matter: the retry of a cancelled transactional read,
 the Bearer scheme, the expiry instant, the refresh of last_seen_at under a short idle timeout, logout's token condition against a stale caller, and the
 owner conditions of ending one's own session and of a member's sessions, with fixed IDs on both
-sides."""
+sides; the token's shape, a session item naming another user, the user agent's length, a taken
+session ID, the idle instant, who a backup-credentials session is, and the member ID's length."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -13,7 +14,8 @@ from pynamodb.exceptions import TransactGetError
 from chalicelib import clock, sessions
 from chalicelib.config import load
 from chalicelib.errors import InvalidToken
-from chalicelib.models import Session
+from chalicelib.models import Member, Session
+from tests.authenticator import SoftwareAuthenticator
 
 
 def _session_of(member) -> Session:
@@ -200,3 +202,89 @@ def test_an_admin_ending_a_members_sessions_ends_none_of_the_members_around_them
     for other in (below, above):
         assert api.call("GET", "/me", token=other.token).status == 200
 
+
+# --- the token's shape ----------------------------------------------------------------------------
+
+def test_a_token_of_the_right_version_with_too_few_or_too_many_parts_is_refused(api):
+    bob = api.login(user="bob")
+    parts = bob.token.split(".")
+    for token in (".".join(parts[:3]), ".".join(parts[:4]), bob.token + ".extra"):
+        reply = api.call("GET", "/me", token=token)
+        assert (reply.status, reply.code) == (401, "InvalidToken"), token
+
+
+@pytest.mark.parametrize("stored_user", ["bob-a", "bob-z"])  # sorting before and after "bob-m"
+def test_a_session_item_naming_another_user_than_its_token_is_refused(api, stored_user):
+    """An operator's edit of a session item: the token still hashes right, the user no longer matches."""
+    bob = api.login(user="bob-m")
+    Session(bob.org, bob.token.split(".")[3]).update(actions=[Session.user_id.set(stored_user)])
+
+    reply = api.call("GET", "/me", token=bob.token)
+
+    assert (reply.status, reply.code) == (401, "InvalidToken")
+
+
+@pytest.mark.parametrize(("length", "stored"), [(512, 512), (513, 512)])
+def test_a_sessions_user_agent_is_kept_up_to_512_characters(api, length, stored):
+    reply = api.call("POST", "/auth/login", headers={"user-agent": "a" * length},
+                     body={"id_token": api.idp.mint(org="acme", user="bob", admin=False, name="Bob", email="bob@acme.example")})
+    assert reply.status == 200, reply.body
+
+    assert Session.get("acme", reply.body["token"].split(".")[3], consistent_read=True).user_agent == "a" * stored
+
+
+def test_a_session_id_that_is_taken_already_starts_no_session(api, monkeypatch):
+    from chalicelib import lifecycle
+
+    first = api.login(user="bob")
+    taken = first.token.split(".")[3]
+    monkeypatch.setattr(lifecycle, "new_session_id", lambda started: taken)
+
+    reply = api.login_reply(user="carol")
+
+    assert (reply.status, reply.code) == (401, "InvalidToken")
+    assert reply.body["Message"] == "Could not start a session; try again."
+    assert _session_of(first).user_id == "bob"
+
+
+# --- the idle instant -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("offset,code", [(timedelta(microseconds=-1), None), (timedelta(0), "SessionIdle")])
+def test_a_session_ends_at_the_instant_it_has_been_idle_for_the_timeout(api, monkeypatch, offset, code):
+    bob = api.login(user="bob")
+    last_seen = _session_of(bob).last_seen_at
+    monkeypatch.setattr(clock, "now", lambda: last_seen + timedelta(seconds=3600) + offset)
+
+    reply = api.call("GET", "/me", token=bob.token)
+
+    assert (reply.status, reply.code) == ((200, None) if code is None else (401, code))
+
+
+# --- who a backup-credentials session is --------------------------------------------------------
+
+def test_a_backup_credentials_session_is_an_admin_holding_no_key(api):
+    alice = api.login(user="alice", admin=True)
+    key = SoftwareAuthenticator()
+    assert api.add_key(alice, key).status == 201
+    alice = api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
+    created = api.call("POST", "/org/backup-credentials", token=alice.token).body
+    signed_in = api.call("POST", "/auth/backup-login", body={"key_id": created["key_id"], "secret": created["secret"]})
+    assert signed_in.status == 200, signed_in.body
+    token = signed_in.body["token"]
+
+    me = api.call("GET", "/me", token=token).body
+    assert (me["user"]["admin"], me["mfa"]["enabled"], me["mfa"]["key_count"]) == (True, False, 0)
+    assert api.call("GET", "/org/mfa", token=token).status == 200
+
+
+# --- the member ID's length -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("length", "status"), [(255, 204), (256, 404)])
+def test_an_admin_ends_the_sessions_of_a_member_whose_id_is_up_to_255_characters(api, length, status):
+    admin = api.login(user="admin", admin=True)
+    user_id = "u" * length
+    Member("acme", user_id, name="Long", email="long@acme.example", key_count=0, created_at=clock.now()).save()
+
+    reply = api.call("DELETE", f"/org/members/{user_id}/sessions", token=admin.token)
+
+    assert reply.status == status, reply.body
