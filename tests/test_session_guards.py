@@ -1,8 +1,9 @@
 """The session rules' guards, each made to matter: the retry of a cancelled transactional read,
-the Bearer scheme, the expiry instant, the refresh of last_seen_at under a short idle timeout, logout's token condition against a stale caller, and the
-owner conditions of ending one's own session and of a member's sessions, with fixed IDs on both
-sides; the token's shape, a session item naming another user, the user agent's length, a taken
-session ID, the idle instant, who a backup-credentials session is, and the member ID's length."""
+the Bearer scheme, the expiry instant, the refresh of last_seen_at under a short idle timeout,
+logout's token condition against a stale caller, and the owner conditions of ending one's own
+session and of a member's sessions, with fixed IDs on both sides; the token's shape, a session item
+naming another user, the user agent's length, a taken session ID, the idle instant, who a
+backup-credentials session is, and the member ID's length."""
 from __future__ import annotations
 
 from datetime import timedelta
