@@ -3,7 +3,8 @@ below and just above the real one (so that an equality weakened to ``<=`` or ``>
 instead of passing by the chance of random IDs); the member ID's length; the expiry instant, at
 the check and between the check and the registration's transaction; the housekeeping TTL; the
 listing's order; an explicitly stored ``open`` policy, and a policy value keyward does not know,
-which fails closed; a pass's code changed between the check and the transaction."""
+which fails closed; a pass's code changed between the check and the transaction; and the key limit
+under ``pass_required``."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -12,7 +13,7 @@ import pytest
 
 from chalicelib import clock, enrollment, sessions
 from chalicelib.errors import MemberNotFound
-from chalicelib.models import EnrollmentPass, Organization, SecurityKey
+from chalicelib.models import EnrollmentPass, Member, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.meanwhile import after_verification
 
@@ -65,6 +66,8 @@ def test_a_member_id_may_be_255_characters_and_no_more(api, admin, length, statu
     user = "u" * length
     if length <= 255:
         api.login(user=user)
+    else:  # no ID token names such a member; an operator's item does
+        Member("acme", user, name="Long", email="long@acme.example", key_count=0, created_at=clock.now()).save()
 
     reply = api.call("GET", f"/org/members/{user}/enrollment-passes", token=admin.token)
 
@@ -177,4 +180,18 @@ def test_a_pass_whose_code_changed_meanwhile_is_not_used(api, admin, monkeypatch
 
     assert (refused.status, refused.code) == (403, "InvalidEnrollmentPass")
     assert EnrollmentPass.get("acme", issued["id"], consistent_read=True).used_at is None
+    assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
+
+
+def test_under_pass_required_a_member_holding_keys_still_meets_the_key_limit(api, admin):
+    """A member who holds keys needs no pass; the gate's own condition must not loosen the
+    registration's (at most twenty keys)."""
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
+    bob = api.login(user="bob")
+    Member("acme", "bob").update(actions=[Member.key_count.set(20)])
+    Session("acme", bob.token.split(".")[3]).update(actions=[Session.key_checked_at.set(clock.now())])
+
+    reply = api.add_key(bob)
+
+    assert (reply.status, reply.code) == (409, "TooManyKeys")
     assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
