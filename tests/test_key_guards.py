@@ -1,7 +1,9 @@
 """The last-key rule's guards in keys.delete and keys.disable_mfa, tested against a stale caller:
 the caller was resolved (organization and member read) before the table changed — an admin
 enforced MFA, or another request deleted or added a key — and the rule must still hold, because
-it is a condition of the write, not a decision on what was read."""
+it is a condition of the write, not a decision on what was read. Then what the member item's
+credential list gives a ceremony, the sessions a deleted key ends, and a delete that meets a moved
+authenticator policy at every attempt."""
 from __future__ import annotations
 
 import pytest
@@ -110,3 +112,52 @@ def test_disabling_mfa_without_enforcement_deletes_every_key(api):
     keys.disable_mfa(caller=_caller(bob))
 
     assert _key_ids() == set() and _key_count() == 0
+
+
+# --- what the member item's credential list gives a ceremony -------------------------------------
+
+def test_the_mfa_options_name_each_key_with_the_transports_it_registered_with(api):
+    bob = api.login(user="bob")
+    assert api.add_key(bob, SoftwareAuthenticator(transports=["nfc", "usb"])).status == 201
+    waiting = api.login(user="bob")
+
+    options = api.mfa_options(waiting)
+
+    assert options.status == 200, options.body
+    [allowed] = options.body["publicKey"]["allowCredentials"]
+    assert allowed["transports"] == ["nfc", "usb"]
+
+
+# --- the sessions a deleted key ends -------------------------------------------------------------
+
+def test_deleting_a_key_ends_the_other_sessions_verified_with_it_and_spares_the_callers(api):
+    bob = _member_with_keys(api, 1)
+    other = api.mfa_login(org="acme", user="bob", authenticator=bob.authenticators[0])
+    [key_id] = _key_ids()
+
+    assert api.call("DELETE", f"/me/mfa/keys/{key_id}", token=bob.token).status == 204
+
+    assert api.call("GET", "/me", token=other.token).code == "InvalidToken"
+    assert api.call("GET", "/me", token=bob.token).status == 200
+
+
+# --- a policy that keeps moving ------------------------------------------------------------------
+
+def test_a_key_delete_that_meets_a_moved_policy_at_every_attempt_is_refused_and_deletes_nothing(api, monkeypatch):
+    from chalicelib import coverage
+
+    bob = _member_with_keys(api, 2)
+    first, second = sorted(_key_ids())
+    monkeypatch.setattr(coverage, "MAX_ATTEMPTS", 3)
+    remove_key_under = keys._remove_key_under
+
+    def policy_moved_first(**arguments):
+        Organization("acme").update(actions=[Organization.compliance_version.add(1)])
+        return remove_key_under(**arguments)
+
+    monkeypatch.setattr(keys, "_remove_key_under", policy_moved_first)
+
+    reply = api.call("DELETE", f"/me/mfa/keys/{first}", token=bob.token)
+
+    assert (reply.status, reply.code) == (409, "ConcurrentChange")
+    assert _key_ids() == {first, second} and _key_count() == 2
