@@ -3,7 +3,7 @@ the Bearer scheme, the expiry instant, the refresh of last_seen_at under a short
 logout's token condition against a stale caller, and the owner conditions of ending one's own
 session and of a member's sessions, with fixed IDs on both sides; the token's shape, a session item
 naming another user, the user agent's length, a taken session ID, the idle instant, who a
-backup-credentials session is, and the member ID's length."""
+backup-credentials session is, the member ID's length, and which sessions a first key spares."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -14,7 +14,7 @@ from pynamodb.exceptions import TransactGetError
 
 from chalicelib import clock, sessions
 from chalicelib.config import load
-from chalicelib.errors import InvalidToken
+from chalicelib.errors import InvalidToken, MemberNotFound
 from chalicelib.models import Member, Session
 from tests.authenticator import SoftwareAuthenticator
 
@@ -280,7 +280,7 @@ def test_a_backup_credentials_session_is_an_admin_holding_no_key(api):
 
 # --- the member ID's length -----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("length", "status"), [(255, 204), (256, 404)])
+@pytest.mark.parametrize(("length", "status"), [(1, 204), (255, 204), (256, 404)])
 def test_an_admin_ends_the_sessions_of_a_member_whose_id_is_up_to_255_characters(api, length, status):
     admin = api.login(user="admin", admin=True)
     user_id = "u" * length
@@ -289,3 +289,27 @@ def test_an_admin_ends_the_sessions_of_a_member_whose_id_is_up_to_255_characters
     reply = api.call("DELETE", f"/org/members/{user_id}/sessions", token=admin.token)
 
     assert reply.status == status, reply.body
+
+
+def test_an_empty_member_id_is_no_member(api):
+    admin = api.login(user="admin", admin=True)
+    with pytest.raises(MemberNotFound):
+        sessions.end_member_sessions(caller=sessions.resolve(authorization=f"Bearer {admin.token}"), user_id="")
+
+
+# --- a first key ends only the sessions that never passed a key check -----------------------------
+
+def test_a_session_that_registered_a_key_survives_a_later_first_key(api):
+    """Registering a key is a security-key check: the session that did it is trusted after that
+    key is gone and another first key comes."""
+    registered = api.login(user="bob")
+    assert api.add_key(registered).status == 201
+    [key_id] = [key["id"] for key in api.call("GET", "/me/mfa/keys", token=registered.token).body["keys"]]
+    assert api.call("DELETE", f"/me/mfa/keys/{key_id}", token=registered.token).status == 204
+    never_checked = api.login(user="bob")
+    later = api.login(user="bob")
+
+    assert api.add_key(later).status == 201
+
+    assert api.call("GET", "/me", token=registered.token).status == 200
+    assert api.call("GET", "/me", token=never_checked.token).code == "SessionEndedByNewKey"
