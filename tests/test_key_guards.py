@@ -2,8 +2,9 @@
 the caller was resolved (organization and member read) before the table changed — an admin
 enforced MFA, or another request deleted or added a key — and the rule must still hold, because
 it is a condition of the write, not a decision on what was read. Then what the member item's
-credential list gives a ceremony, the sessions a deleted key ends, and a delete that meets a moved
-authenticator policy at every attempt."""
+credential list gives a ceremony, the sessions a deleted key ends, a delete that meets a moved
+authenticator policy at every attempt, and the refusal a waiting session meets when its member got a
+key meanwhile."""
 from __future__ import annotations
 
 import pytest
@@ -161,3 +162,28 @@ def test_a_key_delete_that_meets_a_moved_policy_at_every_attempt_is_refused_and_
 
     assert (reply.status, reply.code) == (409, "ConcurrentChange")
     assert _key_ids() == {first, second} and _key_count() == 2
+
+
+# --- naming a refusal once the retries have run out ----------------------------------------------
+
+def test_a_waiting_session_whose_member_got_a_key_meanwhile_is_told_it_is_enrolled(api, monkeypatch):
+    from chalicelib import coverage
+    from tests.meanwhile import after_verification
+
+    api.login(user="alice", admin=True)
+    enforce_in_table("acme")
+    bob = api.login(user="bob")
+    assert bob.state == "registration_required"
+    options = api.registration_options(bob).body
+    monkeypatch.setattr(coverage, "MAX_ATTEMPTS", 1)
+    # Another session of bob's registered his first key: one key, stored after this request read him.
+    after_verification(monkeypatch, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)]),
+                       ceremony="verify_registration")
+
+    reply = api.call("POST", "/me/mfa/keys", token=bob.token, body={
+        "challenge_id": options["challenge_id"], "name": "Late",
+        "credential": SoftwareAuthenticator().register(options["publicKey"]),
+    })
+
+    assert (reply.status, reply.code) == (409, "AlreadyEnrolled")
+    assert _key_ids() == set()
