@@ -1,7 +1,7 @@
 """The enrolment passes' guards, each made to matter: whose pass it is, with fixed member IDs just
 below and just above the real one (so that an equality weakened to ``<=`` or ``>=`` fails a test
 instead of passing by the chance of random IDs); the member ID's length; the expiry instant, at
-the check and between the check and the registration's transaction; the housekeeping TTL; the
+the check, in the listing, and between the check and the registration's transaction; the housekeeping TTL; the
 listing's order; an explicitly stored ``open`` policy, and a policy value keyward does not know,
 which fails closed; a pass's code changed between the check and the transaction; and the key limit
 under ``pass_required``."""
@@ -61,7 +61,7 @@ def test_a_pass_is_revoked_only_under_its_own_members_path(api, admin, path_user
 
 # --- boundaries: the member ID's length, the pass's expiry instant and its housekeeping -----------
 
-@pytest.mark.parametrize(("length", "status"), [(255, 200), (256, 404)])
+@pytest.mark.parametrize(("length", "status"), [(1, 200), (255, 200), (256, 404)])
 def test_a_member_id_may_be_255_characters_and_no_more(api, admin, length, status):
     user = "u" * length
     if length <= 255:
@@ -87,6 +87,19 @@ def test_a_pass_is_kept_30_days_after_it_expires(api, admin):
     stored = EnrollmentPass.get("acme", issued["id"], consistent_read=True)
 
     assert stored.ttl == (stored.expires_at + timedelta(days=30)).replace(microsecond=0)  # TTL is in whole seconds
+
+
+@pytest.mark.parametrize(("offset", "state"), [(timedelta(microseconds=-1), "active"), (timedelta(0), "expired")])
+def test_a_pass_is_listed_as_expired_from_the_instant_it_expires(api, admin, monkeypatch, offset, state):
+    api.login(user="bob")
+    issued = _issue(api, admin, "bob", lifetime_minutes=10)  # expires well within the idle timeout
+    expires_at = EnrollmentPass.get("acme", issued["id"], consistent_read=True).expires_at
+    monkeypatch.setattr(clock, "now", lambda: expires_at + offset)
+
+    listed = api.call("GET", "/org/members/bob/enrollment-passes", token=admin.token)
+
+    assert listed.status == 200, listed.body
+    assert [listed_pass["state"] for listed_pass in listed.body["enrollment_passes"]] == [state]
 
 
 @pytest.mark.parametrize(("checked_before", "after_expiry"), [(False, 0), (True, 0), (True, 1)],
