@@ -3,8 +3,8 @@ the caller was resolved (organization and member read) before the table changed 
 enforced MFA, or another request deleted or added a key — and the rule must still hold, because
 it is a condition of the write, not a decision on what was read. Then what the member item's
 credential list gives a ceremony, the sessions a deleted key ends, a delete that meets a moved
-authenticator policy at every attempt, and the refusal a waiting session meets when its member got a
-key meanwhile."""
+authenticator policy at every attempt, the refusal a waiting session meets when its member got a
+key meanwhile, and members stored before session generations and credential lists."""
 from __future__ import annotations
 
 import pytest
@@ -187,3 +187,25 @@ def test_a_waiting_session_whose_member_got_a_key_meanwhile_is_told_it_is_enroll
 
     assert (reply.status, reply.code) == (409, "AlreadyEnrolled")
     assert _key_ids() == set()
+
+
+# --- members stored before keyward kept what it keeps now ----------------------------------------
+
+def test_a_member_stored_before_session_generations_registers_a_first_key(api):
+    bob = api.login(user="bob")
+    Member("acme", "bob").update(actions=[Member.session_generation.remove()])
+
+    assert api.add_key(bob).status == 201
+
+    assert Member.get("acme", "bob", consistent_read=True).session_generation == 1
+
+
+def test_a_member_stored_before_credential_lists_keeps_every_key_in_the_list_a_second_key_starts(api):
+    bob = _member_with_keys(api, 1)
+    [first] = _key_ids()
+    Member("acme", "bob").update(actions=[Member.credentials.remove()])
+
+    assert api.add_key(bob, SoftwareAuthenticator()).status == 201
+
+    listed = Member.get("acme", "bob", consistent_read=True).credentials.as_dict()
+    assert set(listed) == _key_ids() and first in listed and len(listed) == 2

@@ -3,7 +3,8 @@ the Bearer scheme, the expiry instant, the refresh of last_seen_at under a short
 logout's token condition against a stale caller, and the owner conditions of ending one's own
 session and of a member's sessions, with fixed IDs on both sides; the token's shape, a session item
 naming another user, the user agent's length, a taken session ID, the idle instant, who a
-backup-credentials session is, the member ID's length, and which sessions a first key spares."""
+backup-credentials session is, the member ID's length, which sessions a first key spares, another
+organization's backup credentials, and ending more sessions than one transaction holds."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -313,3 +314,40 @@ def test_a_session_that_registered_a_key_survives_a_later_first_key(api):
 
     assert api.call("GET", "/me", token=registered.token).status == 200
     assert api.call("GET", "/me", token=never_checked.token).code == "SessionEndedByNewKey"
+
+
+# --- backup credentials are a member of their own organization only -------------------------------
+
+@pytest.mark.parametrize("other_org", ["org-a", "org-z"])  # sorting before and after org-m
+def test_an_admin_cannot_end_the_sessions_of_another_organizations_backup_credentials(api, other_org):
+    admin = api.login(org="org-m", user="admin", admin=True)
+    theirs = api.login(org=other_org, user="admin", admin=True)
+    created = api.call("POST", "/org/backup-credentials", token=theirs.token).body
+    signed_in = api.call("POST", "/auth/backup-login", body={"key_id": created["key_id"], "secret": created["secret"]})
+    assert signed_in.status == 200, signed_in.body
+
+    reply = api.call("DELETE", f"/org/members/backup:{created['key_id']}/sessions", token=admin.token)
+
+    assert (reply.status, reply.code) == (404, "MemberNotFound")
+    assert api.call("GET", "/me", token=signed_in.body["token"]).status == 200
+
+
+# --- ending many sessions: 99 per transaction, beside the audit event that records them ----------
+
+def test_an_admin_ends_150_sessions_of_a_member_in_transactions_of_99_each_recorded(api):
+    from chalicelib.models import AuditEvent
+
+    admin = api.login(user="admin", admin=True)
+    api.login(user="bob")
+    now = clock.now()
+    with Session.batch_write() as batch:
+        for number in range(149):
+            batch.save(Session("acme", f"s{number:04d}", token_hash="x", state="active", user_id="bob", created_at=now,
+                               expires_at=now + timedelta(hours=1), ttl=now + timedelta(days=1)))
+
+    assert api.call("DELETE", "/org/members/bob/sessions", token=admin.token).status == 204
+
+    assert sessions.sessions_of(org_id="acme", user_id="bob") == []
+    recorded = [e.details.as_dict()["sessions_ended"] for e in AuditEvent.query("acme", consistent_read=True)
+                if e.action == "member.sessions_ended"]
+    assert sorted(recorded, reverse=True) == [99, 51]
