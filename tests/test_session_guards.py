@@ -4,7 +4,9 @@ logout's token condition against a stale caller, and the owner conditions of end
 session and of a member's sessions, with fixed IDs on both sides; the token's shape, a session item
 naming another user, the user agent's length, a taken session ID, the idle instant, who a
 backup-credentials session is, the member ID's length, which sessions a first key spares, another
-organization's backup credentials, and ending more sessions than one transaction holds."""
+organization's backup credentials, and ending more sessions than one transaction holds; one read
+per request, what a session stores, the refresh of last_seen_at, a session deleted while its request
+runs, and which ended sessions an admin's ending counts."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -36,8 +38,9 @@ def cancelled_reads(monkeypatch):
         def _commit(self):
             if left["n"] > 0:
                 left["n"] -= 1
-                cause = ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "conflict"}},
-                                    "TransactGetItems")
+                # Built at run time, as botocore parses it from a reply: not the interned literal.
+                code = "".join(["TransactionCanceled", "Exception"])
+                cause = ClientError({"Error": {"Code": code, "Message": "conflict"}}, "TransactGetItems")
                 raise TransactGetError("Failed to get transaction items", cause=cause)
             return super()._commit()
 
@@ -70,15 +73,16 @@ def test_two_cancelled_reads_are_a_503_not_a_refusal_of_the_token(api, cancelled
     assert api.call("GET", "/me", token=bob.token).status == 200  # the session is untouched
 
 
-def test_a_read_refused_for_another_reason_is_not_retried(api, monkeypatch):
+# Sorting before and after TransactionCanceledException.
+@pytest.mark.parametrize("code", ["ProvisionedThroughputExceededException", "ValidationException"])
+def test_a_read_refused_for_another_reason_is_not_retried(api, monkeypatch, code):
     bob = api.login(user="bob")
     attempts = []
 
     class Throttled(sessions.TransactGet):
         def _commit(self):
             attempts.append(1)
-            cause = ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
-                                "TransactGetItems")
+            cause = ClientError({"Error": {"Code": code, "Message": "refused"}}, "TransactGetItems")
             raise TransactGetError("Failed to get transaction items", cause=cause)
 
     monkeypatch.setattr(sessions, "TransactGet", Throttled)
@@ -351,3 +355,126 @@ def test_an_admin_ends_150_sessions_of_a_member_in_transactions_of_99_each_recor
     recorded = [e.details.as_dict()["sessions_ended"] for e in AuditEvent.query("acme", consistent_read=True)
                 if e.action == "member.sessions_ended"]
     assert sorted(recorded, reverse=True) == [99, 51]
+
+
+# --- one read per request -------------------------------------------------------------------------
+
+@pytest.fixture
+def transactional_reads(monkeypatch) -> list[int]:
+    """Each transactional read sessions.resolve makes, as it is made."""
+    reads: list[int] = []
+
+    class Counted(sessions.TransactGet):
+        def _commit(self):
+            reads.append(1)
+            return super()._commit()
+
+    monkeypatch.setattr(sessions, "TransactGet", Counted)
+    return reads
+
+
+def test_a_request_reads_its_session_in_one_transactional_read(api, transactional_reads):
+    bob = api.login(user="bob")
+    transactional_reads.clear()
+
+    assert api.call("GET", "/me", token=bob.token).status == 200
+    assert len(transactional_reads) == 1
+
+
+# --- what a session stores ------------------------------------------------------------------------
+
+def test_a_tokens_secret_is_32_random_bytes_and_the_session_is_kept_a_day_past_its_expiry(api):
+    import base64
+
+    bob = api.login(user="bob")
+    secret = bob.token.split(".")[4]
+    stored = _session_of(bob)
+
+    assert len(base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))) == 32
+    assert stored.ttl == (stored.expires_at + timedelta(days=1)).replace(microsecond=0)  # TTL is in whole seconds
+
+
+@pytest.mark.parametrize("empty", [1, 2])  # the organization's part, the user's part
+def test_a_token_naming_no_organization_or_no_user_is_refused_before_any_read(api, transactional_reads, empty):
+    """DynamoDB refuses an empty key value, so such a read would be a 503, not a 401."""
+    parts = api.login(user="bob").token.split(".")
+    parts[empty] = ""
+    transactional_reads.clear()
+
+    reply = api.call("GET", "/me", token=".".join(parts))
+
+    assert (reply.status, reply.code) == (401, "InvalidToken")
+    assert transactional_reads == []
+
+
+# --- the refresh of last_seen_at at the default idle timeout ------------------------------------
+
+@pytest.mark.parametrize("after,refreshed", [(timedelta(minutes=5) - timedelta(microseconds=1), False),
+                                             (timedelta(minutes=5), True)])
+def test_last_seen_is_refreshed_once_it_is_five_minutes_old(api, monkeypatch, after, refreshed):
+    bob = api.login(user="bob")
+    seen_at_login = _session_of(bob).last_seen_at
+    monkeypatch.setattr(clock, "now", lambda: seen_at_login + after)
+
+    assert api.call("GET", "/me", token=bob.token).status == 200
+
+    assert _session_of(bob).last_seen_at == (seen_at_login + after if refreshed else seen_at_login)
+
+
+def test_a_session_deleted_while_its_request_runs_is_not_brought_back_by_the_activity_note(api, monkeypatch):
+    from chalicelib import grace
+
+    bob = api.login(user="bob")
+    later = _session_of(bob).last_seen_at + timedelta(minutes=10)  # due for a refresh of last_seen_at
+    monkeypatch.setattr(clock, "now", lambda: later)
+    apply_deadline = grace.apply_deadline
+
+    def logged_out_meanwhile(**arguments):
+        Session("acme", bob.token.split(".")[3]).delete()
+        return apply_deadline(**arguments)
+
+    monkeypatch.setattr(grace, "apply_deadline", logged_out_meanwhile)
+
+    assert api.call("GET", "/me", token=bob.token).status == 200  # it was live when the request read it
+    with pytest.raises(Session.DoesNotExist):
+        _session_of(bob)
+
+
+# --- a backup-credentials session item in the wrong organization (an operator's edit) ------------
+
+@pytest.mark.parametrize("credentials_org", ["org-a", "org-z"])  # sorting before and after org-m
+def test_a_session_item_of_another_organizations_backup_credentials_is_refused(api, credentials_org):
+    from chalicelib import lifecycle
+
+    theirs = api.login(org=credentials_org, user="admin", admin=True)
+    key_id = api.call("POST", "/org/backup-credentials", token=theirs.token).body["key_id"]
+    api.login(org="org-m", user="someone")  # org-m exists
+    started = clock.now()
+    session = Session("org-m", lifecycle.new_session_id(started), state="active", user_id=f"backup:{key_id}",
+                      admin=True, created_at=started, expires_at=started + timedelta(hours=1), last_seen_at=started,
+                      enforcement_generation=0, member_generation=0, org_enforced_at_start=False,
+                      ttl=started + timedelta(days=1))
+    token = sessions._new_token(session)
+    session.token_hash = sessions._hash(token)
+    session.save()
+
+    reply = api.call("GET", "/me", token=token)
+
+    assert (reply.status, reply.code) == (401, "InvalidToken")
+
+
+# --- ending a member's sessions counts the live ones ---------------------------------------------
+
+def test_an_admin_ending_a_members_sessions_records_only_the_live_ones_as_ended(api):
+    from chalicelib.models import AuditEvent
+
+    admin = api.login(user="admin", admin=True)
+    live, expired = api.login(user="bob"), api.login(user="bob")
+    Session("acme", expired.token.split(".")[3]).update(actions=[Session.expires_at.set(clock.now() - timedelta(seconds=1))])
+
+    assert api.call("DELETE", "/org/members/bob/sessions", token=admin.token).status == 204
+
+    assert api.call("GET", "/me", token=live.token).status == 401
+    [recorded] = [e.details.as_dict() for e in AuditEvent.query("acme", consistent_read=True)
+                  if e.action == "member.sessions_ended"]
+    assert recorded["sessions_ended"] == 1
