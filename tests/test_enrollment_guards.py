@@ -4,7 +4,8 @@ instead of passing by the chance of random IDs); the member ID's length; the exp
 the check, in the listing, and between the check and the registration's transaction; the
 housekeeping TTL; the listing's order; an explicitly stored ``open`` policy, and a policy value
 keyward does not know, which fails closed; a pass's code changed between the check and the
-transaction; and the key limit under ``pass_required``."""
+transaction; the key limit under ``pass_required``; the code's length; setting the policy in
+force; a pass moved to another member meanwhile; and which refusals are the gate's own."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -13,7 +14,7 @@ import pytest
 
 from chalicelib import clock, enrollment, sessions
 from chalicelib.errors import MemberNotFound
-from chalicelib.models import EnrollmentPass, Member, Organization, SecurityKey, Session
+from chalicelib.models import AuditEvent, EnrollmentPass, Member, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.meanwhile import after_verification
 
@@ -32,6 +33,13 @@ def _issue(api, admin, user: str, **body) -> dict:
     reply = api.call("POST", f"/org/members/{user}/enrollment-passes", token=admin.token, body=body)
     assert reply.status == 201, reply.body
     return reply.body
+
+
+def _first_key(api, member, options, **fields):
+    return api.call("POST", "/me/mfa/keys", token=member.token, body={
+        "challenge_id": options["challenge_id"], "name": "First key",
+        "credential": SoftwareAuthenticator().register(options["publicKey"]), **fields,
+    })
 
 
 def test_a_members_passes_are_listed_without_those_of_members_whose_ids_sort_around_theirs(api, admin):
@@ -120,10 +128,7 @@ def test_a_pass_is_refused_at_the_instant_it_expires(api, admin, monkeypatch, ch
     after_verification(monkeypatch, lambda: now.update(at=expires_at + timedelta(seconds=after_expiry)),
                        ceremony="verify_registration")
 
-    refused = api.call("POST", "/me/mfa/keys", token=bob.token, body={
-        "challenge_id": options["challenge_id"], "name": "First key", "enrollment_code": issued["code"],
-        "credential": SoftwareAuthenticator().register(options["publicKey"]),
-    })
+    refused = _first_key(api, bob, options, enrollment_code=issued["code"])
 
     assert (refused.status, refused.code) == (403, "InvalidEnrollmentPass")
     assert EnrollmentPass.get("acme", issued["id"], consistent_read=True).used_at is None
@@ -168,10 +173,7 @@ def test_a_policy_value_keyward_does_not_know_requires_a_pass(api, admin, monkey
     if when == "meanwhile":
         after_verification(monkeypatch, set_typo, ceremony="verify_registration")
 
-    refused = api.call("POST", "/me/mfa/keys", token=bob.token, body={
-        "challenge_id": options["challenge_id"], "name": "First key",
-        "credential": SoftwareAuthenticator().register(options["publicKey"]),
-    })
+    refused = _first_key(api, bob, options)
 
     assert (refused.status, refused.code) == (403, "EnrollmentPassRequired")
     assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
@@ -186,10 +188,7 @@ def test_a_pass_whose_code_changed_meanwhile_is_not_used(api, admin, monkeypatch
     after_verification(monkeypatch, lambda: EnrollmentPass("acme", issued["id"]).update(
         actions=[EnrollmentPass.code_hash.set(stored_hash)]), ceremony="verify_registration")
 
-    refused = api.call("POST", "/me/mfa/keys", token=bob.token, body={
-        "challenge_id": options["challenge_id"], "name": "First key", "enrollment_code": issued["code"],
-        "credential": SoftwareAuthenticator().register(options["publicKey"]),
-    })
+    refused = _first_key(api, bob, options, enrollment_code=issued["code"])
 
     assert (refused.status, refused.code) == (403, "InvalidEnrollmentPass")
     assert EnrollmentPass.get("acme", issued["id"], consistent_read=True).used_at is None
@@ -208,3 +207,57 @@ def test_under_pass_required_a_member_holding_keys_still_meets_the_key_limit(api
 
     assert (reply.status, reply.code) == (409, "TooManyKeys")
     assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
+
+
+@pytest.mark.parametrize(("length", "code"), [(64, "InvalidEnrollmentPass"), (65, "MalformedRequest")])
+def test_an_enrolment_code_may_be_64_characters_and_no_more(api, admin, length, code):
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
+    bob = api.login(user="bob")
+
+    refused = _first_key(api, bob, api.registration_options(bob).body, enrollment_code="A" * length)
+
+    assert refused.code == code
+
+
+def test_setting_open_where_no_policy_is_stored_changes_and_logs_nothing(api, admin):
+    assert Organization.get("acme", consistent_read=True).enrollment is None
+
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "open"}).status == 200
+
+    assert Organization.get("acme", consistent_read=True).enrollment is None
+    assert [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "enrollment.changed"] == []
+
+
+@pytest.mark.parametrize("owner_meanwhile", AROUND)
+def test_a_pass_moved_to_another_member_meanwhile_is_not_used(api, admin, monkeypatch, owner_meanwhile):
+    """An operator's edit between the check and the transaction, on both sides of the member's ID."""
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
+    member = api.login(user="user-m")
+    issued = _issue(api, admin, "user-m")
+    options = api.registration_options(member).body
+    after_verification(monkeypatch, lambda: EnrollmentPass("acme", issued["id"]).update(
+        actions=[EnrollmentPass.user_id.set(owner_meanwhile)]), ceremony="verify_registration")
+
+    refused = _first_key(api, member, options, enrollment_code=issued["code"])
+
+    assert (refused.status, refused.code) == (403, "InvalidEnrollmentPass")
+    assert EnrollmentPass.get("acme", issued["id"], consistent_read=True).used_at is None
+
+
+def test_under_open_enrolment_a_credential_claimed_meanwhile_is_named_as_such(api, admin, monkeypatch):
+    """Only the gate's own conditions become the gate's refusals."""
+    from chalicelib import ceremonies
+    from chalicelib.models import CredentialClaim
+
+    bob = api.login(user="bob")
+    options = api.registration_options(bob).body
+    key = SoftwareAuthenticator()
+    credential = key.register(options["publicKey"])
+    key_id = ceremonies.key_id_for(key.credential_id)
+    after_verification(monkeypatch, lambda: CredentialClaim(key_id, org_id="acme", user_id="carol").save(),
+                       ceremony="verify_registration")
+
+    refused = api.call("POST", "/me/mfa/keys", token=bob.token,
+                       body={"challenge_id": options["challenge_id"], "name": "First key", "credential": credential})
+
+    assert (refused.status, refused.code) == (409, "KeyAlreadyRegistered")
