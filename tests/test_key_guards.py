@@ -4,7 +4,9 @@ enforced MFA, or another request deleted or added a key — and the rule must st
 it is a condition of the write, not a decision on what was read. Then what the member item's
 credential list gives a ceremony, the sessions a deleted key ends, a delete that meets a moved
 authenticator policy at every attempt, the refusal a waiting session meets when its member got a
-key meanwhile, and members stored before session generations and credential lists."""
+key meanwhile, and members stored before session generations and credential lists; a first key
+that is no longer the first, whose key it is (fixed member IDs on both sides), the member ID's
+length, and the policy's shortfall list across the pages it reads."""
 from __future__ import annotations
 
 import pytest
@@ -209,3 +211,118 @@ def test_a_member_stored_before_credential_lists_keeps_every_key_in_the_list_a_s
 
     listed = Member.get("acme", "bob", consistent_read=True).credentials.as_dict()
     assert set(listed) == _key_ids() and first in listed and len(listed) == 2
+
+
+# --- a first key that is no longer the first -----------------------------------------------------
+
+@pytest.mark.parametrize("waiting", [True, False], ids=["registration-required", "active"])
+def test_a_first_key_whose_member_got_a_key_meanwhile_is_not_stored(api, monkeypatch, waiting):
+    """Another session registered the member's first key between this request's read and its
+    transaction: what this registration decided for a first key (the session generation, a waiting
+    session's activation, the enrolment gate) no longer holds."""
+    from tests.meanwhile import after_verification
+
+    if waiting:
+        api.login(user="alice", admin=True)
+        enforce_in_table("acme")
+    bob = api.login(user="bob")
+    options = api.registration_options(bob).body
+    after_verification(monkeypatch, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)]),
+                       ceremony="verify_registration")
+
+    reply = api.call("POST", "/me/mfa/keys", token=bob.token, body={
+        "challenge_id": options["challenge_id"], "name": "Late",
+        "credential": SoftwareAuthenticator().register(options["publicKey"]),
+    })
+
+    assert (reply.status, reply.code) == (409, "AlreadyEnrolled" if waiting else "ConcurrentChange")
+    assert _key_ids() == set()
+
+
+def test_a_waiting_session_whose_member_moved_to_a_new_generation_meanwhile_is_told_to_try_again(api, monkeypatch):
+    """A first key was registered and deleted by another session meanwhile: no key now, but the
+    registration's condition on the session generation no longer holds."""
+    from tests.meanwhile import after_verification
+
+    api.login(user="alice", admin=True)
+    enforce_in_table("acme")
+    bob = api.login(user="bob")
+    options = api.registration_options(bob).body
+    after_verification(monkeypatch, lambda: Member("acme", "bob").update(actions=[Member.session_generation.add(1)]),
+                       ceremony="verify_registration")
+
+    reply = api.call("POST", "/me/mfa/keys", token=bob.token, body={
+        "challenge_id": options["challenge_id"], "name": "Late",
+        "credential": SoftwareAuthenticator().register(options["publicKey"]),
+    })
+
+    assert (reply.status, reply.code) == (409, "ConcurrentChange")
+    assert _key_ids() == set()
+
+
+# --- whose key: fixed member IDs on both sides ---------------------------------------------------
+
+@pytest.mark.parametrize("owner", ["user-a", "user-z"])  # sorting before and after user-m
+def test_a_member_cannot_rename_another_members_key_whatever_the_order_of_their_ids(api, owner):
+    theirs = api.login(user=owner)
+    assert api.add_key(theirs, name="Theirs").status == 201
+    [key_id] = _key_ids()
+    mine = api.login(user="user-m")
+
+    reply = api.call("PATCH", f"/me/mfa/keys/{key_id}", token=mine.token, body={"name": "Mine now"})
+
+    assert (reply.status, reply.code) == (404, "KeyNotFound")
+    assert SecurityKey.get("acme", key_id, consistent_read=True).name == "Theirs"
+
+
+@pytest.mark.parametrize("owner", ["user-a", "user-z"])  # sorting before and after the admin, user-m
+def test_an_admin_deletes_the_key_of_a_member_stored_before_credential_lists_whatever_the_order_of_their_ids(api, owner):
+    member = api.login(user=owner)
+    assert api.add_key(member).status == 201
+    [key_id] = _key_ids()
+    Member("acme", owner).update(actions=[Member.credentials.remove()])
+    admin = api.login(user="user-m", admin=True)
+    assert api.add_key(admin).status == 201  # the admin's own item lists credentials
+
+    assert api.call("DELETE", f"/org/members/{owner}/mfa/keys/{key_id}", token=admin.token).status == 204
+
+    assert key_id not in _key_ids() and Member.get("acme", owner, consistent_read=True).key_count == 0
+
+
+@pytest.mark.parametrize(("length", "status"), [(1, 204), (255, 204), (256, 404)])
+def test_an_admin_deletes_keys_of_members_whose_ids_are_up_to_255_characters(api, length, status):
+    from chalicelib import clock
+
+    user_id = "u" * length
+    Member("acme", user_id, name="Long", email="long@acme.example", key_count=1, created_at=clock.now()).save()
+    _stored_key("acme", user_id, "k" * 22)
+    admin = api.login(user="admin", admin=True)
+
+    reply = api.call("DELETE", f"/org/members/{user_id}/mfa/keys/{'k' * 22}", token=admin.token)
+
+    assert reply.status == status, reply.body
+
+
+# --- the policy's shortfall list, across pages ---------------------------------------------------
+
+def _stored_key(org_id: str, user_id: str, key_id: str, *, attested: bool = False) -> None:
+    from chalicelib import clock
+
+    SecurityKey(org_id, key_id, user_id=user_id, name=key_id, credential_id=key_id.encode(), public_key=b"k",
+                algorithm=-7, aaguid="00000000-0000-0000-0000-000000000000", attestation_format="none",
+                created_at=clock.now(), attested=attested).save()
+
+
+def test_keys_short_of_the_policy_are_listed_once_each_across_the_pages_read(api):
+    from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy
+
+    api.login(user="bob")
+    short = {"k099", "k100"}  # the last key of the first page read, and the first of the next
+    for number in range(150):
+        key_id = f"k{number:03d}"
+        _stored_key("acme", "bob", key_id, attested=key_id not in short)
+
+    page = keys.list_org_keys(org_id="acme", limit=100, after=None,
+                              noncompliant_under=AuthenticatorPolicy(attestation=Attestation.REQUIRED))
+
+    assert [key.key_id for key in page.items] == ["k099", "k100"] and page.next is None
