@@ -52,9 +52,10 @@ $(VENV)/.mutate-installed: $(INSTALLED) requirements-mutate.txt
 	touch $@
 
 # Mutation testing of the security modules (docs/testing.md); slow, and not part of `make test`.
-# `make mutate MUTATE_MODULES="challenges mfa"` runs some of them.
+# `make mutate MUTATE_MODULES="challenges mfa"` runs some of them; MUTATE_JOBS=2 runs two mutants at a time.
+MUTATE_JOBS ?= 1
 mutate: $(VENV)/.mutate-installed
-	$(PYTHON) -m mutation.run $(MUTATE_MODULES)
+	$(PYTHON) -m mutation.run --jobs $(MUTATE_JOBS) $(MUTATE_MODULES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mutation

@@ -9,6 +9,7 @@ where the first stopped, so a long module can be done in several sittings.
     python -m mutation.run                  # every module that exists
     python -m mutation.run challenges mfa   # some of them
     python -m mutation.run --recheck mfa    # run its survivors again, against the tests as they are now
+    python -m mutation.run --jobs 2 keys    # two mutants at a time, in two copies of the tree
 """
 from __future__ import annotations
 
@@ -115,7 +116,64 @@ def _forget_survivors(session: Path) -> int:
         return database.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
 
 
-def mutate(name: str, *, module: dict, timeout: float, exclude: list[str], recheck: bool = False) -> Path | None:
+def _exec(*, tree: Path, config: Path, session: Path, forkserver: Path, module_path: str) -> None:
+    with _forkserver(tree=tree, socket_path=forkserver, module_path=module_path):
+        subprocess.run([_tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree, check=True,
+                       env=_TEST_ENVIRONMENT)
+
+
+_ANOTHER_SHARD = "left to another shard"
+
+
+def _exec_in_shards(*, work: Path, tree: Path, session: Path, jobs: int, settings: dict) -> None:
+    """Run the session's pending mutants in ``jobs`` processes at once.
+
+    cosmic-ray runs one mutant at a time, writing it into its tree, so each shard gets a tree and a
+    session of its own, in which the other shards' mutants are marked done; afterwards each shard's
+    results go back into the module's session, and what a shard did not finish is pending again.
+    """
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+
+    with contextlib.closing(sqlite3.connect(session)) as database:
+        pending = [row[0] for row in database.execute(
+            "SELECT job_id FROM work_items WHERE job_id NOT IN (SELECT job_id FROM work_results) ORDER BY job_id")]
+    slices = [pending[number::jobs] for number in range(jobs)]
+    shards = []
+    for number, mine in enumerate(slices):
+        shard = work / f"shard-{number}"
+        shutil.rmtree(shard, ignore_errors=True)
+        shard.mkdir()
+        shutil.copytree(tree, shard / "tree", ignore=_NOT_COPIED)
+        shutil.copy(session, shard / "session.sqlite")
+        own = set(mine)
+        others = [job for job in pending if job not in own]
+        with contextlib.closing(sqlite3.connect(shard / "session.sqlite")) as database, database:
+            database.executemany("INSERT INTO work_results (worker_outcome, output, job_id) VALUES ('SKIPPED', ?, ?)",
+                                 [(_ANOTHER_SHARD, job) for job in others])
+        config = shard / "config.toml"
+        config.write_text(_config(**{**settings, "forkserver": shard / "forkserver.sock"}))
+        shards.append((shard, config, own))
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            runs = [pool.submit(_exec, tree=shard / "tree", config=config, session=shard / "session.sqlite",
+                                forkserver=shard / "forkserver.sock", module_path=settings["module_path"])
+                    for shard, config, _ in shards]
+            for run in runs:
+                run.result()
+    finally:
+        # Whatever the shards did, interrupted or not, is kept.
+        with contextlib.closing(sqlite3.connect(session)) as database, database:
+            for shard, _, mine in shards:
+                with contextlib.closing(sqlite3.connect(shard / "session.sqlite")) as results:
+                    done = [row for row in results.execute(
+                        "SELECT worker_outcome, output, test_outcome, diff, job_id FROM work_results") if row[4] in mine]
+                database.executemany("INSERT OR REPLACE INTO work_results (worker_outcome, output, test_outcome, diff, job_id)"
+                                     " VALUES (?, ?, ?, ?, ?)", done)
+
+
+def mutate(name: str, *, module: dict, timeout: float, exclude: list[str], recheck: bool = False,
+           jobs: int = 1) -> Path | None:
     if not (ROOT / module["path"]).exists():
         print(f"{name}: {module['path']} does not exist yet; skipped")
         return None
@@ -155,9 +213,10 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str], reche
         config.write_text(_config(**settings))
         if not lines.exists():
             _map_lines(tree=tree, module_path=module["path"], tests=tests, lines=lines, original=original)
-    with _forkserver(tree=tree, socket_path=forkserver, module_path=module["path"]):
-        subprocess.run([_tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree, check=True,
-                       env=_TEST_ENVIRONMENT)
+    if jobs > 1:
+        _exec_in_shards(work=work, tree=tree, session=session, jobs=jobs, settings=settings)
+    else:
+        _exec(tree=tree, config=config, session=session, forkserver=forkserver, module_path=module["path"])
     report = subprocess.run([_tool("cr-report"), "--show-pending", str(session)], cwd=tree, check=True,
                             capture_output=True, text=True).stdout
     (work / "report.txt").write_text(report)
@@ -172,13 +231,15 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", help=f"modules to mutate (default: all of {', '.join(plan['modules'])})")
     parser.add_argument("--recheck", action="store_true",
                         help="run the modules' surviving mutants again, against the tests as they are now")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run N mutants at once, each in a copy of the tree (default 1; one per CPU is the most that helps)")
     args = parser.parse_args()
     unknown = sorted(set(args.modules) - set(plan["modules"]))
     if unknown:
         parser.error(f"unknown module(s): {', '.join(unknown)}")
     for name in args.modules or list(plan["modules"]):
         mutate(name, module=plan["modules"][name], timeout=float(plan["timeout"]), exclude=plan["operators"]["exclude"],
-               recheck=args.recheck)
+               recheck=args.recheck, jobs=max(1, args.jobs))
 
 
 if __name__ == "__main__":
