@@ -6,7 +6,7 @@ naming another user, the user agent's length, a taken session ID, the idle insta
 backup-credentials session is, the member ID's length, which sessions a first key spares, another
 organization's backup credentials, and ending more sessions than one transaction holds; one read
 per request, what a session stores, the refresh of last_seen_at, a session deleted while its request
-runs, and which ended sessions an admin's ending counts."""
+runs, which ended sessions an admin's ending counts, and user IDs of every length in a token."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -478,3 +478,14 @@ def test_an_admin_ending_a_members_sessions_records_only_the_live_ones_as_ended(
     [recorded] = [e.details.as_dict() for e in AuditEvent.query("acme", consistent_read=True)
                   if e.action == "member.sessions_ended"]
     assert recorded["sessions_ended"] == 1
+
+
+# --- the token carries IDs of any length ---------------------------------------------------------
+
+def test_a_token_names_users_of_every_id_length_modulo_base64s_blocks(api):
+    """The user's part is unpadded base64url; each length (mod 3 bytes, 4 characters, ...) must
+    decode back to the same user."""
+    for length in range(1, 13):
+        member = api.login(user="u" * length)
+        reply = api.call("GET", "/me", token=member.token)
+        assert reply.status == 200 and reply.body["user"]["id"] == "u" * length, (length, reply.body)
