@@ -465,12 +465,15 @@ def test_a_session_item_of_another_organizations_backup_credentials_is_refused(a
 
 # --- ending a member's sessions counts the live ones ---------------------------------------------
 
-def test_an_admin_ending_a_members_sessions_records_only_the_live_ones_as_ended(api):
+@pytest.mark.parametrize("expired_since", [timedelta(0), timedelta(seconds=1)])  # the expiry instant, and after
+def test_an_admin_ending_a_members_sessions_records_only_the_live_ones_as_ended(api, monkeypatch, expired_since):
     from chalicelib.models import AuditEvent
 
     admin = api.login(user="admin", admin=True)
     live, expired = api.login(user="bob"), api.login(user="bob")
-    Session("acme", expired.token.split(".")[3]).update(actions=[Session.expires_at.set(clock.now() - timedelta(seconds=1))])
+    now = clock.now()
+    monkeypatch.setattr(clock, "now", lambda: now)
+    Session("acme", expired.token.split(".")[3]).update(actions=[Session.expires_at.set(now - expired_since)])
 
     assert api.call("DELETE", "/org/members/bob/sessions", token=admin.token).status == 204
 
