@@ -336,18 +336,13 @@ class FirstKeyGate:
             ))
 
     def explain(self, refused: ConditionsFailed) -> None:
-        """Raise this gate's refusal if one of its conditions cancelled the registration."""
+        """Raise this gate's refusal if one of its conditions cancelled the registration. A refused
+        condition on the member is the registration's to name: a member who no longer holds a key
+        is told their keys changed meanwhile, as for any other change of their keys."""
         if "enrollment pass" in refused.labels:
             raise InvalidEnrollmentPass("The enrolment pass was used, revoked or expired meanwhile.")
         if "enrollment open" in refused.labels or (self.relies_on_open and "org counters" in refused.labels):
             raise EnrollmentPassRequired("The organization now requires an enrolment pass from an admin for a first security key.")
-        if "member" in refused.labels and self.relies_on_keys:
-            try:
-                member = Member.get(self.caller.session.org_id, self.caller.session.user_id, consistent_read=True)
-            except Member.DoesNotExist:
-                return  # offboarded meanwhile: the registration names that refusal
-            if member.key_count == 0:
-                raise ConcurrentChange("Your security keys changed meanwhile; try again.")
 
 
 def admit(*, caller: Caller, code: object) -> FirstKeyGate:

@@ -5,7 +5,8 @@ the check, in the listing, and between the check and the registration's transact
 housekeeping TTL; the listing's order; an explicitly stored ``open`` policy, and a policy value
 keyward does not know, which fails closed; a pass's code changed between the check and the
 transaction; the key limit under ``pass_required``; the code's length; setting the policy in
-force; a pass moved to another member meanwhile; and which refusals are the gate's own."""
+force; a pass moved to another member meanwhile; which refusals are the gate's own; and a member whose
+keys went meanwhile."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -261,3 +262,27 @@ def test_under_open_enrolment_a_credential_claimed_meanwhile_is_named_as_such(ap
                        body={"challenge_id": options["challenge_id"], "name": "First key", "credential": credential})
 
     assert (refused.status, refused.code) == (409, "KeyAlreadyRegistered")
+
+
+@pytest.mark.parametrize("attempts", [None, 1], ids=["with-retries", "retries-run-out"])
+def test_under_pass_required_a_member_whose_keys_went_meanwhile_registers_nothing_without_a_pass(
+        api, admin, monkeypatch, attempts):
+    """bob held a key when his second registration was read, so it needed no pass; his keys were
+    deleted meanwhile: the key would now be a first key, and is refused."""
+    from chalicelib import coverage
+
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
+    bob = api.login(user="bob")
+    Member("acme", "bob").update(actions=[Member.key_count.set(1)])
+    Session("acme", bob.token.split(".")[3]).update(actions=[Session.key_checked_at.set(clock.now())])
+    if attempts is not None:
+        monkeypatch.setattr(coverage, "MAX_ATTEMPTS", attempts)
+    options = api.registration_options(bob).body
+    assert options["enrollment_code_required"] is False
+    after_verification(monkeypatch, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(0)]),
+                       ceremony="verify_registration")
+
+    refused = _first_key(api, bob, options)
+
+    assert (refused.status, refused.code) == (409, "ConcurrentChange")
+    assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
