@@ -1,12 +1,11 @@
 """The enrolment passes' guards, each made to matter: whose pass it is, with fixed member IDs just
 below and just above the real one (so that an equality weakened to ``<=`` or ``>=`` fails a test
-instead of passing by the chance of random IDs); the member ID's length; the expiry instant, at
-the check, in the listing, and between the check and the registration's transaction; the
-housekeeping TTL; the listing's order; an explicitly stored ``open`` policy, and a policy value
-keyward does not know, which fails closed; a pass's code changed between the check and the
-transaction; the key limit under ``pass_required``; the code's length; setting the policy in
-force; a pass moved to another member meanwhile; which refusals are the gate's own; and a member whose
-keys went meanwhile."""
+instead of passing by the chance of random IDs); the member ID's length; the expiry instant, at the
+check, in the listing, and between the check and the registration's transaction; the housekeeping
+TTL; the listing's order; an explicitly stored ``open`` policy, and a policy value keyward does not
+know, which fails closed; a pass's code changed between the check and the transaction; the key limit
+under ``pass_required``; the code's length; setting the policy in force; a pass moved to another
+member meanwhile; which refusals are the gate's own; and a member whose keys went meanwhile."""
 from __future__ import annotations
 
 from datetime import timedelta
