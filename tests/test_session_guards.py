@@ -232,8 +232,8 @@ def test_a_session_item_naming_another_user_than_its_token_is_refused(api, store
 
 @pytest.mark.parametrize(("length", "stored"), [(512, 512), (513, 512)])
 def test_a_sessions_user_agent_is_kept_up_to_512_characters(api, length, stored):
-    reply = api.call("POST", "/auth/login", headers={"user-agent": "a" * length},
-                     body={"id_token": api.idp.mint(org="acme", user="bob", admin=False, name="Bob", email="bob@acme.example")})
+    id_token = api.idp.mint(org="acme", user="bob", admin=False, name="Bob", email="bob@acme.example")
+    reply = api.call("POST", "/auth/login", headers={"user-agent": "a" * length}, body={"id_token": id_token})
     assert reply.status == 200, reply.body
 
     assert Session.get("acme", reply.body["token"].split(".")[3], consistent_read=True).user_agent == "a" * stored
