@@ -16,6 +16,7 @@ from chalicelib.errors import ConcurrentChange, LastKeyRequired
 from chalicelib.models import Member, Organization, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import enforce_in_table
+from tests.meanwhile import after_verification
 
 
 def _member_with_keys(api, count: int):
@@ -36,6 +37,17 @@ def _key_ids() -> set[str]:
 
 def _key_count() -> int:
     return Member.get("acme", "bob", consistent_read=True).key_count
+
+
+def _register_with_change_meanwhile(api, monkeypatch, member, change):
+    """Register a key for ``member``, with ``change`` made to the table between the ceremony's
+    verification and the registration's transaction, as another request would."""
+    options = api.registration_options(member).body
+    after_verification(monkeypatch, change, ceremony="verify_registration")
+    return api.call("POST", "/me/mfa/keys", token=member.token, body={
+        "challenge_id": options["challenge_id"], "name": "Late",
+        "credential": SoftwareAuthenticator().register(options["publicKey"]),
+    })
 
 
 def test_deleting_the_last_key_is_refused_when_mfa_was_enforced_after_the_caller_was_read(api):
@@ -170,22 +182,15 @@ def test_a_key_delete_that_meets_a_moved_policy_at_every_attempt_is_refused_and_
 
 def test_a_waiting_session_whose_member_got_a_key_meanwhile_is_told_it_is_enrolled(api, monkeypatch):
     from chalicelib import coverage
-    from tests.meanwhile import after_verification
 
     api.login(user="alice", admin=True)
     enforce_in_table("acme")
     bob = api.login(user="bob")
     assert bob.state == "registration_required"
-    options = api.registration_options(bob).body
     monkeypatch.setattr(coverage, "MAX_ATTEMPTS", 1)
     # Another session of bob's registered his first key: one key, stored after this request read him.
-    after_verification(monkeypatch, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)]),
-                       ceremony="verify_registration")
-
-    reply = api.call("POST", "/me/mfa/keys", token=bob.token, body={
-        "challenge_id": options["challenge_id"], "name": "Late",
-        "credential": SoftwareAuthenticator().register(options["publicKey"]),
-    })
+    reply = _register_with_change_meanwhile(
+        api, monkeypatch, bob, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)]))
 
     assert (reply.status, reply.code) == (409, "AlreadyEnrolled")
     assert _key_ids() == set()
@@ -220,20 +225,12 @@ def test_a_first_key_whose_member_got_a_key_meanwhile_is_not_stored(api, monkeyp
     """Another session registered the member's first key between this request's read and its
     transaction: what this registration decided for a first key (the session generation, a waiting
     session's activation, the enrolment gate) no longer holds."""
-    from tests.meanwhile import after_verification
-
     if waiting:
         api.login(user="alice", admin=True)
         enforce_in_table("acme")
     bob = api.login(user="bob")
-    options = api.registration_options(bob).body
-    after_verification(monkeypatch, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)]),
-                       ceremony="verify_registration")
-
-    reply = api.call("POST", "/me/mfa/keys", token=bob.token, body={
-        "challenge_id": options["challenge_id"], "name": "Late",
-        "credential": SoftwareAuthenticator().register(options["publicKey"]),
-    })
+    reply = _register_with_change_meanwhile(
+        api, monkeypatch, bob, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)]))
 
     assert (reply.status, reply.code) == (409, "AlreadyEnrolled" if waiting else "ConcurrentChange")
     assert _key_ids() == set()
@@ -242,19 +239,11 @@ def test_a_first_key_whose_member_got_a_key_meanwhile_is_not_stored(api, monkeyp
 def test_a_waiting_session_whose_member_moved_to_a_new_generation_meanwhile_is_told_to_try_again(api, monkeypatch):
     """A first key was registered and deleted by another session meanwhile: no key now, but the
     registration's condition on the session generation no longer holds."""
-    from tests.meanwhile import after_verification
-
     api.login(user="alice", admin=True)
     enforce_in_table("acme")
     bob = api.login(user="bob")
-    options = api.registration_options(bob).body
-    after_verification(monkeypatch, lambda: Member("acme", "bob").update(actions=[Member.session_generation.add(1)]),
-                       ceremony="verify_registration")
-
-    reply = api.call("POST", "/me/mfa/keys", token=bob.token, body={
-        "challenge_id": options["challenge_id"], "name": "Late",
-        "credential": SoftwareAuthenticator().register(options["publicKey"]),
-    })
+    reply = _register_with_change_meanwhile(
+        api, monkeypatch, bob, lambda: Member("acme", "bob").update(actions=[Member.session_generation.add(1)]))
 
     assert (reply.status, reply.code) == (409, "ConcurrentChange")
     assert _key_ids() == set()
