@@ -6,14 +6,15 @@ credential list gives a ceremony, the sessions a deleted key ends, a delete that
 authenticator policy at every attempt, the refusal a waiting session meets when its member got a
 key meanwhile, and members stored before session generations and credential lists; a first key
 that is no longer the first, whose key it is (fixed member IDs on both sides), the member ID's
-length, and the policy's shortfall list across the pages it reads."""
+length, the policy's shortfall list across the pages it reads, and a session whose state changed
+meanwhile."""
 from __future__ import annotations
 
 import pytest
 
 from chalicelib import keys, sessions
 from chalicelib.errors import ConcurrentChange, LastKeyRequired
-from chalicelib.models import Member, Organization, SecurityKey
+from chalicelib.models import Member, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import enforce_in_table
 from tests.meanwhile import after_verification
@@ -315,3 +316,15 @@ def test_keys_short_of_the_policy_are_listed_once_each_across_the_pages_read(api
                               noncompliant_under=AuthenticatorPolicy(attestation=Attestation.REQUIRED))
 
     assert [key.key_id for key in page.items] == ["k099", "k100"] and page.next is None
+
+
+def test_a_registration_whose_session_changed_state_meanwhile_stores_nothing(api, monkeypatch):
+    """The registration is conditional on the session as it was read (an operator's edit here)."""
+    bob = api.login(user="bob")
+    assert bob.state == "active"
+
+    reply = _register_with_change_meanwhile(api, monkeypatch, bob, lambda: Session(
+        "acme", bob.token.split(".")[3]).update(actions=[Session.state.set("mfa_required")]))
+
+    assert (reply.status, reply.code) == (409, "ConcurrentChange")
+    assert _key_ids() == set()
