@@ -6,9 +6,12 @@ credential list gives a ceremony, the sessions a deleted key ends, a delete that
 authenticator policy at every attempt, the refusal a waiting session meets when its member got a
 key meanwhile, and members stored before session generations and credential lists; a first key
 that is no longer the first, whose key it is (fixed member IDs on both sides), the member ID's
-length, the policy's shortfall list across the pages it reads, and a session whose state changed
-meanwhile."""
+length, the policy's shortfall list across the pages it reads, a session whose state changed
+meanwhile; key names, credential IDs of every length, what the audit records of an activation, and a
+waiting session whose member's keys went meanwhile."""
 from __future__ import annotations
+
+import base64
 
 import pytest
 
@@ -328,3 +331,67 @@ def test_a_registration_whose_session_changed_state_meanwhile_stores_nothing(api
 
     assert (reply.status, reply.code) == (409, "ConcurrentChange")
     assert _key_ids() == set()
+
+
+# --- names, credential IDs and what the audit records --------------------------------------------
+
+@pytest.mark.parametrize(("name", "status"), [("A", 201), ("A" * 64, 201), ("A" * 65, 400), ("  ", 400)])
+def test_a_key_name_is_1_to_64_characters(api, name, status):
+    bob = api.login(user="bob")
+
+    assert api.add_key(bob, name=name).status == status
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["credential-list", "member-stored-before-lists"])
+def test_the_mfa_options_name_credential_ids_of_every_length(api, listed):
+    """Credential IDs are kept unpadded base64url on the member item; each length must come back."""
+    lengths = [16, 17, 18, 32, 64]
+    bob = api.login(user="bob")
+    for length in lengths:
+        assert api.add_key(bob, SoftwareAuthenticator(credential_id=bytes([length]) * length)).status == 201
+    if not listed:
+        Member("acme", "bob").update(actions=[Member.credentials.remove()])
+
+    options = api.mfa_options(api.login(user="bob"))
+
+    assert options.status == 200, options.body
+    allowed = {credential["id"] for credential in options.body["publicKey"]["allowCredentials"]}
+    assert allowed == {base64.urlsafe_b64encode(bytes([length]) * length).decode().rstrip("=") for length in lengths}
+
+
+def test_the_audit_says_which_registration_activated_its_session(api):
+    from chalicelib.models import AuditEvent
+
+    bob = api.login(user="bob")
+    assert api.add_key(bob).status == 201
+    api.login(user="alice", admin=True)
+    enforce_in_table("acme")
+    carol = api.login(user="carol")
+    assert carol.state == "registration_required"
+    assert api.add_key(carol).status == 201
+
+    details = {e.user_id: e.details.as_dict() for e in AuditEvent.query("acme", consistent_read=True)
+               if e.action == "key.registered"}
+    assert "session_activated" not in details["bob"]
+    assert details["carol"]["session_activated"] is True
+
+
+def test_a_waiting_session_that_passed_the_key_check_and_whose_keys_went_meanwhile_is_told_to_try_again(
+        api, monkeypatch):
+    """A session waiting to register because the policy no longer accepts the key it passed MFA
+    with; the member's keys are deleted meanwhile: the count crossed zero, which the request did
+    not see."""
+    from chalicelib import clock
+
+    bob = _member_with_keys(api, 1)
+    enforce_in_table("acme", enforcing_session_id="someone-elses")
+    waiting = api.login(user="bob")
+    Session("acme", waiting.token.split(".")[3]).update(actions=[
+        Session.state.set("registration_required"), Session.key_checked_at.set(clock.now())])
+    waiting.state = "registration_required"
+
+    reply = _register_with_change_meanwhile(
+        api, monkeypatch, waiting, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(0)]))
+
+    assert (reply.status, reply.code) == (409, "ConcurrentChange")
+    assert len(_key_ids()) == 1 and _key_count() == 0
