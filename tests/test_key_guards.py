@@ -8,7 +8,8 @@ key meanwhile, and members stored before session generations and credential list
 that is no longer the first, whose key it is (fixed member IDs on both sides), the member ID's
 length, the policy's shortfall list across the pages it reads, a session whose state changed
 meanwhile; key names, credential IDs of every length, what the audit records of an activation, and a
-waiting session whose member's keys went meanwhile."""
+waiting session whose member's keys went meanwhile; the key a first key's activation records, the
+registration options, the shortfall list's page size, and a member ID that names no one."""
 from __future__ import annotations
 
 import base64
@@ -145,6 +146,8 @@ def test_the_mfa_options_name_each_key_with_the_transports_it_registered_with(ap
     assert options.status == 200, options.body
     [allowed] = options.body["publicKey"]["allowCredentials"]
     assert allowed["transports"] == ["nfc", "usb"]
+    [listed] = api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"]
+    assert listed["transports"] == ["nfc", "usb"]
 
 
 # --- the sessions a deleted key ends -------------------------------------------------------------
@@ -184,19 +187,21 @@ def test_a_key_delete_that_meets_a_moved_policy_at_every_attempt_is_refused_and_
 
 # --- naming a refusal once the retries have run out ----------------------------------------------
 
-def test_a_waiting_session_whose_member_got_a_key_meanwhile_is_told_it_is_enrolled(api, monkeypatch):
+@pytest.mark.parametrize("waiting", [True, False], ids=["registration-required", "active"])
+def test_a_session_whose_member_got_a_key_meanwhile_is_told_why_once_the_retries_run_out(api, monkeypatch, waiting):
     from chalicelib import coverage
 
-    api.login(user="alice", admin=True)
-    enforce_in_table("acme")
+    if waiting:
+        api.login(user="alice", admin=True)
+        enforce_in_table("acme")
     bob = api.login(user="bob")
-    assert bob.state == "registration_required"
+    assert bob.state == ("registration_required" if waiting else "active")
     monkeypatch.setattr(coverage, "MAX_ATTEMPTS", 1)
     # Another session of bob's registered his first key: one key, stored after this request read him.
     reply = _register_with_change_meanwhile(
         api, monkeypatch, bob, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)]))
 
-    assert (reply.status, reply.code) == (409, "AlreadyEnrolled")
+    assert (reply.status, reply.code) == (409, "AlreadyEnrolled" if waiting else "ConcurrentChange")
     assert _key_ids() == set()
 
 
@@ -345,7 +350,7 @@ def test_a_key_name_is_1_to_64_characters(api, name, status):
 @pytest.mark.parametrize("listed", [True, False], ids=["credential-list", "member-stored-before-lists"])
 def test_the_mfa_options_name_credential_ids_of_every_length(api, listed):
     """Credential IDs are kept unpadded base64url on the member item; each length must come back."""
-    lengths = [16, 17, 18, 32, 64]
+    lengths = [16, 17, 18, 22, 25, 26, 32, 64]  # unpadded lengths of every remainder mod 4 and mod 5
     bob = api.login(user="bob")
     for length in lengths:
         assert api.add_key(bob, SoftwareAuthenticator(credential_id=bytes([length]) * length)).status == 201
@@ -395,3 +400,65 @@ def test_a_waiting_session_that_passed_the_key_check_and_whose_keys_went_meanwhi
 
     assert (reply.status, reply.code) == (409, "ConcurrentChange")
     assert len(_key_ids()) == 1 and _key_count() == 0
+
+
+def test_a_waiting_session_activated_by_its_first_key_is_verified_with_that_key(api):
+    """Deleting the key that activated a session must end it, as for a session that passed MFA."""
+    api.login(user="alice", admin=True)
+    enforce_in_table("acme")
+    bob = api.login(user="bob")
+    assert bob.state == "registration_required"
+
+    reply = api.add_key(bob)
+
+    assert reply.status == 201, reply.body
+    assert Session.get("acme", bob.token.split(".")[3], consistent_read=True).verified_key_id == reply.body["key"]["id"]
+
+
+# --- the registration options ---------------------------------------------------------------------
+
+def test_the_registration_options_ask_for_attestation_only_when_the_policy_requires_it(api):
+    alice = api.login(user="alice", admin=True)
+    assert api.registration_options(alice).body["publicKey"]["attestation"] == "none"
+    key = SoftwareAuthenticator()
+    assert api.add_key(alice, key).status == 201
+    alice = api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
+
+    assert api.call("PUT", "/org/mfa/policy", token=alice.token, body={"attestation": "required"}).status == 200
+
+    assert api.registration_options(alice).body["publicKey"]["attestation"] == "direct"
+
+
+def test_the_registration_options_show_a_member_without_a_name_by_their_email(api):
+    bob = api.login(user="bob")
+    Member("acme", "bob").update(actions=[Member.name.set("")])
+
+    user = api.registration_options(bob).body["publicKey"]["user"]
+
+    assert (user["name"], user["displayName"]) == ("bob@acme.example", "bob@acme.example")
+
+
+# --- the policy's shortfall list, a page at a time -----------------------------------------------
+
+def test_the_shortfall_list_returns_at_most_the_page_asked_for(api):
+    from chalicelib import pagination
+    from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy
+
+    api.login(user="bob")
+    for key_id in ("k1", "k2", "k3"):
+        _stored_key("acme", "bob", key_id)
+    policy = AuthenticatorPolicy(attestation=Attestation.REQUIRED)
+
+    first = keys.list_org_keys(org_id="acme", limit=1, after=None, noncompliant_under=policy)
+    second = keys.list_org_keys(org_id="acme", limit=2, after=pagination.decode(first.next), noncompliant_under=policy)
+
+    assert [key.key_id for key in first.items] == ["k1"] and first.next is not None
+    assert [key.key_id for key in second.items] == ["k2", "k3"]
+
+
+def test_an_admin_deleting_a_key_of_no_member_at_all_finds_no_key(api):
+    from chalicelib.errors import KeyNotFound
+
+    admin = api.login(user="admin", admin=True)
+    with pytest.raises(KeyNotFound):
+        keys.delete_by_admin(caller=sessions.resolve(authorization=f"Bearer {admin.token}"), user_id="", key_id="k" * 22)
