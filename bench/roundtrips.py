@@ -36,6 +36,8 @@ TARGETS = {
     "step-up options": 2,
     "step-up verify": 2,
     "authenticated GET /me": 1,
+    "enforcing MFA (PUT /org/mfa)": 2,
+    "relaxing MFA (PUT /org/mfa)": 2,
 }
 
 
@@ -103,13 +105,13 @@ def _journey(api: KeywardClient, counter: RequestCounter, *, routes: set[str]) -
         return reply
 
     key = SoftwareAuthenticator()
-    token = measure("login, first sign-in", 200, lambda: api.login_reply(org="bench", user="ada")).body["token"]
+    token = measure("login, first sign-in", 200, lambda: api.login_reply(org="bench", user="ada", admin=True)).body["token"]
     options = measure("registration options", 200, lambda: api.call("POST", "/me/mfa/keys/options", token=token)).body
     credential = key.register(options["publicKey"])
     measure("registration verify", 201, lambda: api.call(
         "POST", "/me/mfa/keys", token=token,
         body={"challenge_id": options["challenge_id"], "name": "Bench key", "credential": credential}))
-    token = measure("login, returning member", 200, lambda: api.login_reply(org="bench", user="ada")).body["token"]
+    token = measure("login, returning member", 200, lambda: api.login_reply(org="bench", user="ada", admin=True)).body["token"]
     options = measure("MFA options", 200, lambda: api.call("POST", "/auth/mfa/options", token=token)).body
     assertion = key.authenticate(options["publicKey"])
     token = measure("MFA verify", 200, lambda: api.call(
@@ -124,6 +126,9 @@ def _journey(api: KeywardClient, counter: RequestCounter, *, routes: set[str]) -
             "POST", "/auth/reauth/verify", token=token,
             body={"challenge_id": step_up.body["challenge_id"], "credential": assertion}))
     measure("authenticated GET /me", 200, lambda: api.call("GET", "/me", token=token))
+    # Ada is the organization's admin, holds a key and has just stepped up.
+    measure("enforcing MFA (PUT /org/mfa)", 200, lambda: api.call("PUT", "/org/mfa", token=token, body={"enforced": True}))
+    measure("relaxing MFA (PUT /org/mfa)", 200, lambda: api.call("PUT", "/org/mfa", token=token, body={"enforced": False}))
     if not any(result.round_trips for result in results):
         raise RuntimeError("no DynamoDB request was counted: the botocore hook was installed too late")
     return results

@@ -94,7 +94,8 @@ def set_enforced(
         SecurityKeyRequired: the admin has no security key of their own.
         ConcurrentChange: another admin changed the setting at the same moment.
     """
-    before = status(org=Organization.get(caller.org.org_id, consistent_read=True))
+    # caller.org came with the session, strongly consistent: the write's conditions catch a change since.
+    before = status(org=caller.org)
     if bool(before.org.mfa_enforced) == enforced:
         if enforced and grace_period_hours is not None and grace_period_hours != (before.org.grace_period_hours or 0):
             grace.change_period(org_id=before.org.org_id, hours=grace_period_hours, actor=caller.actor, client=caller.client)
@@ -110,9 +111,10 @@ def set_enforced(
     return replace(before, org=changed)
 
 
-def change_alone(*, org_id: str, change: AlongChange | None) -> MfaStatus:
-    """``PUT /org/mfa`` without ``enforced``: another setting changes, enforcement stays."""
-    before = status(org=Organization.get(org_id, consistent_read=True))
+def change_alone(*, org: Organization, change: AlongChange | None) -> MfaStatus:
+    """``PUT /org/mfa`` without ``enforced``: another setting changes, enforcement stays. ``org`` is
+    the item read with the session."""
+    before = status(org=org)
     if change is not None:
         change.commit()
         change.applied(before.org)

@@ -75,7 +75,7 @@ def apply_deadline(*, session: Session, org: Organization, member: Member) -> No
     session.state = "registration_required"
 
 
-def change_period(*, org_id: str, hours: int, actor: str, client: audit.Client) -> None:
+def change_period(*, org_id: str, hours: int, actor: audit.Actor, client: audit.Client) -> None:
     """Change the grace period of the enforcement in force: applies to everyone at once.
 
     Raises:

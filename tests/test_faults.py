@@ -542,15 +542,30 @@ def _fail_nth(faults: DynamoDBFaults, operation: str, occurrence: int, code: str
     faults.fail_when(decide)
 
 
-def test_a_503_from_put_org_mfa_means_the_setting_did_not_change(api, faults):
-    admin = _admin(api)
-    _fail_nth(faults, "GetItem", 1)  # status()'s read of the organization, after the transaction
+@pytest.mark.parametrize("setup, body", [
+    (_admin, {"enforced": True}),
+    (lambda api: _enforcing_admin(api)["admin"], {"enforced": False}),
+    (lambda api: _enforcing_admin(api)["admin"], {"enforced": True, "grace_period_hours": 24}),
+    (_admin, {"enrollment": "pass_required"}),
+    (_admin, {"enforced": True, "enrollment": "pass_required"}),
+], ids=["enforce", "relax", "grace period", "enrollment", "enforce and enrollment"])
+def test_put_org_mfa_answers_from_the_organization_read_with_its_session_and_reads_nothing_after_its_write(
+    api, faults, setup, body,
+):
+    """The answer is built from the item the session's read brought and what the write changed:
+    no second read of the organization, and so no read after the change that could fail and
+    answer 503 "nothing was changed" for a change made."""
+    admin = setup(api)
+    start = len(faults.calls)
 
-    reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True})
-    faults.clear()
+    reply = api.call("PUT", "/org/mfa", token=admin.token, body=body)
 
-    assert reply.status == 503, reply.body
-    assert Organization.get("acme", consistent_read=True).mfa_enforced is False, "503 'nothing was changed', yet MFA is enforced"
+    assert reply.status == 200, reply.body
+    assert [call.operation for call in faults.calls_since(start)] == ["TransactGetItems", "TransactWriteItems"]
+    assert {name: reply.body[name] for name in body} == body
+    stored = Organization.get("acme", consistent_read=True)
+    assert (bool(stored.mfa_enforced), stored.enrollment or "open") == (
+        reply.body["enforced"], reply.body["enrollment"])
 
 
 def test_a_503_from_renaming_a_key_means_the_name_did_not_change(api, faults):

@@ -94,7 +94,7 @@ def set_enforcement() -> dict[str, Any]:
         if "enrollment" in body else None
     if "enforced" in body:
         return _status_body(enforcement.set_enforced(caller=caller, enforced=enforced, grace_period_hours=hours, along=change))
-    return _status_body(enforcement.change_alone(org_id=caller.org.org_id, change=change))
+    return _status_body(enforcement.change_alone(org=caller.org, change=change))
 
 
 @route(org, "/org/members", methods=["GET"])
