@@ -98,10 +98,12 @@ def set_enforced(
     before = status(org=caller.org)
     if bool(before.org.mfa_enforced) == enforced:
         if enforced and grace_period_hours is not None and grace_period_hours != (before.org.grace_period_hours or 0):
-            grace.change_period(org_id=before.org.org_id, hours=grace_period_hours, actor=caller.actor, client=caller.client)
+            grace.change_period(org_id=before.org.org_id, hours=grace_period_hours, actor=caller.actor,
+                                client=caller.client, along=along)
             before.org.grace_period_hours = grace_period_hours
-        if along is not None:
+        elif along is not None:
             along.commit()
+        if along is not None:
             along.applied(before.org)
         return before
     # The answer is built from what was read before the change and what the change wrote: a read

@@ -10,6 +10,7 @@ applies to everyone at once. Enforcing still ends every other session immediatel
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from pynamodb.exceptions import UpdateError
 
@@ -18,6 +19,9 @@ from chalicelib.audit import BACKUP_USER_PREFIX
 from chalicelib.errors import ConcurrentChange, MalformedRequest
 from chalicelib.models import Member, Organization, Session
 from chalicelib.storage import ConditionsFailed, condition_failed, transaction
+
+if TYPE_CHECKING:
+    from chalicelib.enforcement import AlongChange
 
 MAX_HOURS = 720  # 30 days
 
@@ -75,17 +79,23 @@ def apply_deadline(*, session: Session, org: Organization, member: Member) -> No
     session.state = "registration_required"
 
 
-def change_period(*, org_id: str, hours: int, actor: audit.Actor, client: audit.Client) -> None:
+def change_period(
+    *, org_id: str, hours: int, actor: audit.Actor, client: audit.Client, along: AlongChange | None = None,
+) -> None:
     """Change the grace period of the enforcement in force: applies to everyone at once.
+    ``along`` (another setting of the same request) is written in the same transaction.
 
     Raises:
         ConcurrentChange: MFA was relaxed meanwhile.
     """
     try:
         with transaction() as write:
-            write.update("org", Organization(org_id), actions=[Organization.grace_period_hours.set(hours)],
+            write.update("org", Organization(org_id),
+                         actions=[Organization.grace_period_hours.set(hours), *(along.actions() if along else [])],
                          condition=Organization.mfa_enforced == True)  # noqa: E712
             write.save("audit", audit.event(org_id=org_id, actor=actor, action="enforcement.grace_period_changed",
                                             target=org_id, client=client, details={"grace_period_hours": hours}))
+            if along:
+                along.add_to(write)
     except ConditionsFailed:
         raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None

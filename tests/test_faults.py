@@ -451,6 +451,10 @@ SCENARIOS = [
     Scenario("relax MFA", lambda api: _enforcing_admin(api),
              lambda api, ctx: api.call("PUT", "/org/mfa", token=ctx["admin"].token, body={"enforced": False}),
              200),
+    Scenario("change the grace period and the enrolment policy", _enforcing_admin,
+             lambda api, ctx: api.call("PUT", "/org/mfa", token=ctx["admin"].token,
+                                       body={"enforced": True, "grace_period_hours": 24, "enrollment": "pass_required"}),
+             200),
     Scenario("GET /org/mfa", lambda api: _with_other_sessions(api),
              lambda api, ctx: api.call("GET", "/org/mfa", token=ctx["admin"].token), 200),
     Scenario("GET /org/members", lambda api: _with_other_sessions(api),
@@ -546,9 +550,10 @@ def _fail_nth(faults: DynamoDBFaults, operation: str, occurrence: int, code: str
     (_admin, {"enforced": True}),
     (lambda api: _enforcing_admin(api)["admin"], {"enforced": False}),
     (lambda api: _enforcing_admin(api)["admin"], {"enforced": True, "grace_period_hours": 24}),
+    (lambda api: _enforcing_admin(api)["admin"], {"enforced": True, "grace_period_hours": 24, "enrollment": "pass_required"}),
     (_admin, {"enrollment": "pass_required"}),
     (_admin, {"enforced": True, "enrollment": "pass_required"}),
-], ids=["enforce", "relax", "grace period", "enrollment", "enforce and enrollment"])
+], ids=["enforce", "relax", "grace period", "grace period and enrollment", "enrollment", "enforce and enrollment"])
 def test_put_org_mfa_answers_from_the_organization_read_with_its_session_and_reads_nothing_after_its_write(
     api, faults, setup, body,
 ):
@@ -564,8 +569,8 @@ def test_put_org_mfa_answers_from_the_organization_read_with_its_session_and_rea
     assert [call.operation for call in faults.calls_since(start)] == ["TransactGetItems", "TransactWriteItems"]
     assert {name: reply.body[name] for name in body} == body
     stored = Organization.get("acme", consistent_read=True)
-    assert (bool(stored.mfa_enforced), stored.enrollment or "open") == (
-        reply.body["enforced"], reply.body["enrollment"])
+    assert (bool(stored.mfa_enforced), stored.enrollment or "open", int(stored.grace_period_hours or 0)) == (
+        reply.body["enforced"], reply.body["enrollment"], reply.body["grace_period_hours"])
 
 
 def test_a_503_from_renaming_a_key_means_the_name_did_not_change(api, faults):
