@@ -9,7 +9,8 @@ that is no longer the first, whose key it is (fixed member IDs on both sides), t
 length, the policy's shortfall list across the pages it reads, a session whose state changed
 meanwhile; key names, credential IDs of every length, what the audit records of an activation, and a
 waiting session whose member's keys went meanwhile; the key a first key's activation records, the
-registration options, the shortfall list's page size, and a member ID that names no one."""
+registration options, the shortfall list's page size, and a member ID that names no one; a maximum
+lowered below what a member holds, and renaming a key that is not there."""
 from __future__ import annotations
 
 import base64
@@ -462,3 +463,30 @@ def test_an_admin_deleting_a_key_of_no_member_at_all_finds_no_key(api):
     admin = api.login(user="admin", admin=True)
     with pytest.raises(KeyNotFound):
         keys.delete_by_admin(caller=sessions.resolve(authorization=f"Bearer {admin.token}"), user_id="", key_id="k" * 22)
+
+
+# --- a maximum lowered below what a member holds, and a key that is not there --------------------
+
+def test_a_member_holding_more_keys_than_a_lowered_maximum_cannot_add_one(api):
+    """An operator lowered ``KEYWARD_MAX_KEYS_PER_MEMBER`` below what bob already holds: the
+    registration's condition is "fewer than the maximum", not "not exactly the maximum"."""
+    from chalicelib import clock
+    from chalicelib.config import settings
+
+    bob = api.login(user="bob")
+    Member("acme", "bob").update(actions=[Member.key_count.set(settings().max_keys_per_member + 3)])
+    Session("acme", bob.token.split(".")[3]).update(actions=[Session.key_checked_at.set(clock.now())])
+
+    reply = api.add_key(bob)
+
+    assert (reply.status, reply.code) == (409, "TooManyKeys")
+    assert _key_ids() == set()
+
+
+def test_renaming_a_key_that_does_not_exist_is_404_and_stores_nothing(api):
+    bob = _member_with_keys(api, 1)
+
+    reply = api.call("PATCH", f"/me/mfa/keys/{'k' * 22}", token=bob.token, body={"name": "Ghost"})
+
+    assert (reply.status, reply.code) == (404, "KeyNotFound")
+    assert [key.name for key in SecurityKey.scan()] == ["Key 0"]
