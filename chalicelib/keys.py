@@ -671,20 +671,18 @@ def delete_by_admin(*, caller: Caller, user_id: str, key_id: str) -> None:
         raise KeyNotFound("No such security key for this member.") from None
 
 
-# Items a key deletion's transaction needs besides sessions (key, claim, member, org, audit),
-# within DynamoDB's 100 items per transaction.
-_SESSIONS_PER_TRANSACTION = 60
-
-
 def _end_sessions_verified_with(
     write: LabelledWrite, *, org_id: str, user_id: str, key_ids: set[str], sparing: str,
 ) -> list[Session]:
     """Add to ``write`` the deletion of the member's other sessions that passed MFA with one of
-    these keys; returns the few that do not fit in one transaction, to end right after it."""
+    these keys, as many as fit beside the keys it deletes and the audit event the caller adds
+    next; returns the rest, to end right after it."""
     verified = [
         session for session in sessions_of(org_id=org_id, user_id=user_id)
         if session.verified_key_id in key_ids and session.session_id != sparing
     ]
-    for session in verified[:_SESSIONS_PER_TRANSACTION]:
+    # Disabling MFA with 20 keys puts 43 items in the transaction before any session.
+    fitting = write.room(keeping=1)
+    for session in verified[:fitting]:
         write.delete("verified session", session)
-    return verified[_SESSIONS_PER_TRANSACTION:]
+    return verified[fitting:]

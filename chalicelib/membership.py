@@ -155,11 +155,6 @@ def outlived_member(*, session: Session, member: Member) -> bool:
 MAX_SESSIONS_DELETED = 2000
 
 
-# Enrolment passes deleted in the offboarding's own transaction, besides the member, the
-# organization's counters, up to 20 keys with their claims and the audit event (100 items at most).
-_PASSES_PER_TRANSACTION = 50
-
-
 def offboard(*, caller: Caller, user_id: str) -> int:
     """``DELETE /org/members/{user_id}``: remove a member and everything of theirs.
 
@@ -201,7 +196,10 @@ def offboard(*, caller: Caller, user_id: str) -> int:
                 write.delete("key", key, condition=SecurityKey.key_id.exists())
                 write.delete("claim", CredentialClaim(key.key_id))
             # A pass outliving its member would let whoever signs in next under that ID enrol.
-            for enrollment_pass in passes[:_PASSES_PER_TRANSACTION]:
+            # As many as fit beside the member, the counters, the keys and their claims, and the
+            # audit event added next.
+            fitting = write.room(keeping=1)
+            for enrollment_pass in passes[:fitting]:
                 write.delete("enrollment pass", enrollment_pass)
             write.save("audit", audit.event(
                 org_id=org_id, actor=caller.actor, action="member.offboarded", target=user_id, user_id=user_id,
@@ -209,7 +207,7 @@ def offboard(*, caller: Caller, user_id: str) -> int:
                                                 "email": member.email},
             ))
         # The few that do not fit the transaction (a member issued dozens) go right after it.
-        leftover = passes[_PASSES_PER_TRANSACTION:]
+        leftover = passes[fitting:]
         for start in range(0, len(leftover), 100):
             with transaction() as write:
                 for enrollment_pass in leftover[start:start + 100]:

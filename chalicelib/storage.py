@@ -52,6 +52,10 @@ class ConditionsFailed(Exception):
         self.labels = labels
 
 
+# DynamoDB's limit on the items of one TransactWriteItems.
+MAX_TRANSACTION_ITEMS = 100
+
+
 class LabelledWrite:
     """A TransactWrite whose items carry labels, so a cancellation can say which condition failed.
 
@@ -78,6 +82,12 @@ class LabelledWrite:
     def update(self, label: str, model: Model, *, actions: list[Action], condition: Condition | None = None) -> None:
         self._write.update(model, actions=actions, condition=condition)
         self._labels["update"].append(label)
+
+    def room(self, *, keeping: int = 0) -> int:
+        """How many more items fit in this transaction, leaving ``keeping`` places for items the
+        caller adds afterwards."""
+        held = sum(len(labels) for labels in self._labels.values())
+        return max(MAX_TRANSACTION_ITEMS - held - keeping, 0)
 
     def failed_conditions(self, error: TransactWriteError) -> frozenset[str]:
         order = [label for kind in ("check", "delete", "save", "update") for label in self._labels[kind]]

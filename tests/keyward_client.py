@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib import clock
-from chalicelib.models import Organization
+from chalicelib.models import Organization, SecurityKey
 from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
 
@@ -120,3 +120,11 @@ def enforce_in_table(org_id: str, *, enforcing_session_id: str | None = None) ->
     if enforcing_session_id:
         actions.append(Organization.enforcing_session_id.set(enforcing_session_id))
     org.update(actions=actions)
+
+
+def store_key(org_id: str, user_id: str, key_id: str, *, attested: bool = False) -> None:
+    """A security key item as a registration stores it, without the ceremony, for tests that need
+    many keys; the member's key count is the test's to set."""
+    SecurityKey(org_id, key_id, user_id=user_id, name=key_id, credential_id=key_id.encode(), public_key=b"k",
+                algorithm=-7, aaguid="00000000-0000-0000-0000-000000000000", attestation_format="none",
+                created_at=clock.now(), attested=attested).save()

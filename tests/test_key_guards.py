@@ -21,7 +21,7 @@ from chalicelib import keys, sessions
 from chalicelib.errors import ConcurrentChange, LastKeyRequired
 from chalicelib.models import Member, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
-from tests.keyward_client import enforce_in_table
+from tests.keyward_client import enforce_in_table, store_key
 from tests.meanwhile import after_verification
 
 
@@ -294,7 +294,7 @@ def test_an_admin_deletes_keys_of_members_whose_ids_are_up_to_255_characters(api
 
     user_id = "u" * length
     Member("acme", user_id, name="Long", email="long@acme.example", key_count=1, created_at=clock.now()).save()
-    _stored_key("acme", user_id, "k" * 22)
+    store_key("acme", user_id, "k" * 22)
     admin = api.login(user="admin", admin=True)
 
     reply = api.call("DELETE", f"/org/members/{user_id}/mfa/keys/{'k' * 22}", token=admin.token)
@@ -304,14 +304,6 @@ def test_an_admin_deletes_keys_of_members_whose_ids_are_up_to_255_characters(api
 
 # --- the policy's shortfall list, across pages ---------------------------------------------------
 
-def _stored_key(org_id: str, user_id: str, key_id: str, *, attested: bool = False) -> None:
-    from chalicelib import clock
-
-    SecurityKey(org_id, key_id, user_id=user_id, name=key_id, credential_id=key_id.encode(), public_key=b"k",
-                algorithm=-7, aaguid="00000000-0000-0000-0000-000000000000", attestation_format="none",
-                created_at=clock.now(), attested=attested).save()
-
-
 def test_keys_short_of_the_policy_are_listed_once_each_across_the_pages_read(api):
     from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy
 
@@ -319,7 +311,7 @@ def test_keys_short_of_the_policy_are_listed_once_each_across_the_pages_read(api
     short = {"k099", "k100"}  # the last key of the first page read, and the first of the next
     for number in range(150):
         key_id = f"k{number:03d}"
-        _stored_key("acme", "bob", key_id, attested=key_id not in short)
+        store_key("acme", "bob", key_id, attested=key_id not in short)
 
     page = keys.list_org_keys(org_id="acme", limit=100, after=None,
                               noncompliant_under=AuthenticatorPolicy(attestation=Attestation.REQUIRED))
@@ -447,7 +439,7 @@ def test_the_shortfall_list_returns_at_most_the_page_asked_for(api):
 
     api.login(user="bob")
     for key_id in ("k1", "k2", "k3"):
-        _stored_key("acme", "bob", key_id)
+        store_key("acme", "bob", key_id)
     policy = AuthenticatorPolicy(attestation=Attestation.REQUIRED)
 
     first = keys.list_org_keys(org_id="acme", limit=1, after=None, noncompliant_under=policy)
@@ -490,3 +482,40 @@ def test_renaming_a_key_that_does_not_exist_is_404_and_stores_nothing(api):
 
     assert (reply.status, reply.code) == (404, "KeyNotFound")
     assert [key.name for key in SecurityKey.scan()] == ["Key 0"]
+
+
+# --- how many sessions fit in the transaction that deletes keys ----------------------------------
+
+def _sessions_verified_with(key_id: str, count: int) -> None:
+    from datetime import timedelta
+
+    from chalicelib import clock
+
+    now = clock.now()
+    with Session.batch_write() as batch:
+        for number in range(count):
+            batch.save(Session("acme", f"s{number:04d}", token_hash="x", state="active", user_id="bob",
+                               verified_key_id=key_id, created_at=now, expires_at=now + timedelta(hours=1),
+                               ttl=now + timedelta(days=1)))
+
+
+def test_disabling_mfa_with_the_most_keys_ends_every_session_verified_with_them(api):
+    """20 keys and their claims, the member, the organization and the audit event are 43 items of
+    the transaction's 100: the sessions it ends with them must fit in the rest."""
+    from chalicelib.config import settings
+
+    most = settings().max_keys_per_member
+    bob = _member_with_keys(api, 1)
+    [first] = _key_ids()
+    for number in range(most - 1):
+        store_key("acme", "bob", f"k{number:02d}")
+    Member("acme", "bob").update(actions=[Member.key_count.set(most)])
+    _sessions_verified_with(first, 70)
+
+    reply = api.call("DELETE", "/me/mfa", token=bob.token)
+
+    assert reply.status == 204, reply.body
+    assert _key_ids() == set() and _key_count() == 0
+    left = {session.session_id: session.verified_key_id for session in sessions.sessions_of(org_id="acme", user_id="bob")}
+    assert left[bob.token.split(".")[3]] == first  # the caller's, spared
+    assert [session_id for session_id, key_id in left.items() if key_id == first] == [bob.token.split(".")[3]]

@@ -10,9 +10,10 @@ import pytest
 
 from chalicelib import clock, lifecycle, tenancy
 from chalicelib.config import settings
-from chalicelib.models import AuditEvent, CredentialClaim, Member, Organization, SecurityKey, Session
+from chalicelib.models import AuditEvent, CredentialClaim, EnrollmentPass, Member, Organization, SecurityKey, Session
 from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
+from tests.keyward_client import store_key
 
 
 def _admin(api, org: str = "acme", user: str = "alice"):
@@ -235,6 +236,27 @@ def test_offboarding_ends_many_sessions(api):
                 created_at=started, expires_at=started + timedelta(hours=1), ttl=started + timedelta(hours=2)).save()
     assert api.call("DELETE", "/org/members/bob", token=alice.token).status == 204
     assert not list(Session.by_member.query("acme", Session.user_id == "bob", consistent_read=True))
+
+
+def test_offboarding_a_member_with_many_keys_deletes_every_pass_issued_to_them(api):
+    """45 keys (the most docs/configuration.md allows) with their claims, the member, the
+    counters and the audit event leave room for few passes in the offboarding's transaction:
+    the rest go right after it. A pass outliving its member would let whoever signs in next under
+    that ID enrol."""
+    alice = _admin(api)
+    api.login(user="bob")
+    for number in range(45):
+        store_key("acme", "bob", f"k{number:02d}")
+    Member("acme", "bob").update(actions=[Member.key_count.set(45)])
+    for _ in range(12):
+        assert api.call("POST", "/org/members/bob/enrollment-passes", token=alice.token, body={}).status == 201
+
+    assert api.call("DELETE", "/org/members/bob", token=alice.token).status == 204
+
+    assert not list(EnrollmentPass.by_member.query("acme", EnrollmentPass.user_id == "bob", consistent_read=True))
+    assert not [key for key in SecurityKey.query("acme", consistent_read=True) if key.user_id == "bob"]
+    api.login(user="bob")  # starts over, as a new member
+    assert api.call("GET", "/org/members/bob/enrollment-passes", token=alice.token).body["enrollment_passes"] == []
 
 
 # --- the enforcement reason survives clean-up -------------------------------------------------
