@@ -186,6 +186,29 @@ def test_a_key_delete_that_meets_a_moved_policy_at_every_attempt_is_refused_and_
     assert _key_ids() == {first, second} and _key_count() == 2
 
 
+def test_a_key_delete_whose_policy_settles_at_the_last_attempt_is_done(api, monkeypatch):
+    from chalicelib import coverage
+
+    bob = _member_with_keys(api, 2)
+    first, second = sorted(_key_ids())
+    monkeypatch.setattr(coverage, "MAX_ATTEMPTS", 3)
+    remove_key_under = keys._remove_key_under
+    attempts = []
+
+    def policy_moved_but_at_the_last(**arguments):
+        attempts.append(1)
+        if len(attempts) < 3:
+            Organization("acme").update(actions=[Organization.compliance_version.add(1)])
+        return remove_key_under(**arguments)
+
+    monkeypatch.setattr(keys, "_remove_key_under", policy_moved_but_at_the_last)
+
+    reply = api.call("DELETE", f"/me/mfa/keys/{first}", token=bob.token)
+
+    assert reply.status == 204, reply.body
+    assert (len(attempts), _key_ids(), _key_count()) == (3, {second}, 1)
+
+
 # --- naming a refusal once the retries have run out ----------------------------------------------
 
 @pytest.mark.parametrize("waiting", [True, False], ids=["registration-required", "active"])
