@@ -471,15 +471,25 @@ function what(event) {
   return done;
 }
 
-function actorName(actor) {
-  return actor.startsWith("backup credentials ") || actor === "operator" ? actor : nameOf(actor);
+// Who acted, by the kind the log records beside the name: an IdP may name a member "operator",
+// "keyward" or "backup credentials …", so only a member is shown by name alone; every other kind
+// is shown as a badge, which no member's name can make.
+const ACTOR_BADGES = { operator: "Operator", system: "keyward", backup_credentials: "Backup credentials" };
+
+function actor(event) {
+  const badge = ACTOR_BADGES[event.actor_kind];
+  if (!badge) return [nameOf(event.actor)];
+  const shown = [h("span", { class: "badge" }, badge)];
+  // Backup credentials are named by their key ID, which tells one set from another.
+  if (event.actor_kind === "backup_credentials") shown.push(" ", event.actor.replace(/^backup credentials /, ""));
+  return shown;
 }
 
 function renderAudit({ events, next }, { append }) {
   cursors.audit = next ?? null;
   const rows = events.map((event) => row({},
     cell("When", when(event.at)),
-    cell("Who", actorName(event.actor)),
+    cell("Who", ...actor(event)),
     cell("What", what(event)),
     cell("About", about(event)),
     cell("From", event.source_ip ?? "—"),

@@ -397,3 +397,48 @@ def contrast(first: str, second: str) -> float:
 
     high, low = sorted((luminance(first), luminance(second)), reverse=True)
     return (high + 0.05) / (low + 0.05)
+
+
+def test_the_audit_log_shows_who_acted_by_the_kind_it_records_not_by_the_name(open_console: OpenConsole, stack):
+    """A member whose IdP calls them "operator" (and names them "Operator") is shown by name; the
+    operator, keyward itself and backup credentials are shown with a badge of their kind, which no
+    member's name can make. The operator's and keyward's events are written to the log as their
+    functions write them (the stream and schedule functions are played elsewhere)."""
+    from datetime import datetime, timedelta, timezone
+
+    from tests.stack_client import StackTables, new_client
+
+    org = unique_org("actors")
+    keyward = new_client(stack)
+    admin = keyward.token(org=org, user="ada", admin=True)
+    impostor = keyward.token(org=org, user="operator")
+    assert keyward.call("POST", "/auth/logout", token=impostor).status == 204
+    created = keyward.call("POST", "/org/backup-credentials", token=admin)
+    assert created.status == 201, created
+    backup_key = created.body["key_id"]
+    assert keyward.call("POST", "/auth/backup-login",
+                        body={"key_id": backup_key, "secret": created.body["secret"]}).status == 200
+    now = datetime.now(timezone.utc)
+    for seconds, (actor, kind, action) in enumerate(
+            [("operator", "operator", "enforcement.disabled"), ("keyward", "system", "key.model_compromised")]):
+        at = now + timedelta(seconds=seconds + 1)
+        StackTables(stack).client.put_item(TableName=StackTables.table("audit"), Item={
+            "org_id": {"S": org}, "event_key": {"S": f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#0000000{seconds}"},
+            "at": {"S": at.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")}, "actor": {"S": actor}, "actor_kind": {"S": kind},
+            "action": {"S": action}, "target": {"S": org}, "ttl": {"N": str(int(at.timestamp()) + 86400)},
+        })
+
+    ada = open_console()
+    ada.sign_in_to_settings(org=org, user="ada", admin=True)
+    ada.go_to("Organization settings")
+
+    def who(action: str):
+        return ada.page.locator("#audit tr").filter(has_text=action).get_by_role("cell").nth(1)
+
+    expect(who("Signed out")).to_have_text("Operator")
+    expect(who("Signed out").locator(".badge")).to_have_count(0)
+    expect(who("Stopped enforcing MFA")).to_have_text("Operator")
+    expect(who("Stopped enforcing MFA").locator(".badge")).to_have_text("Operator")
+    expect(who("Security key model reported compromised").locator(".badge")).to_have_text("keyward")
+    expect(who("Signed in with backup credentials")).to_have_text(f"Backup credentials {backup_key}")
+    expect(who("Signed in with backup credentials").locator(".badge")).to_have_text("Backup credentials")
