@@ -9,45 +9,22 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from tests.authenticator import SoftwareAuthenticator, b64url, b64url_decode
-from tests.local_stack import LocalStack, running_local_stack
 from tests.stack_client import (
     Reply,
     StackClient,
     StackTables,
-    new_client,
     session_id_of,
-    stack_log_fixture,
     unique_org,
 )
+from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 MAX_BODY = 64 * 1024
 EVIL_ORIGIN = "https://evil.example"
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_local_stack(tmp_path_factory.mktemp("attacks-stack")) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
-
-
-@pytest.fixture(scope="module")
-def db(local_stack: LocalStack) -> StackTables:
-    return StackTables(local_stack)
-
-
-@pytest.fixture(autouse=True)
-def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    yield from stack_log_fixture(local_stack)
 
 
 def refused(reply: Reply, status: int, code: str) -> None:

@@ -7,39 +7,17 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Iterator
 
-import pytest
 
 from tests.attestation_ca import VendorRoot, metadata_entry, signed_blob
 from tests.authenticator import SoftwareAuthenticator
-from tests.local_stack import PROJECT_ROOT, LocalStack, running_local_stack, stack_environment
-from tests.stack_client import StackClient, StackTables, new_client, stack_log_fixture, unique_org
+from tests.local_stack import PROJECT_ROOT, stack_environment
+from tests.stack_client import StackClient, unique_org
+from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 # A model the bundled metadata lists (YubiKey 5 Series with NFC), and one it does not.
 LISTED_AAGUID = "2fc0579f-8113-47ea-b116-bb5a8db9202a"
 IN_HOUSE_AAGUID = "7d1351a6-e097-4852-b8bf-c9ac5c9ce4a3"
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_local_stack(tmp_path_factory.mktemp("policy-stack")) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
-
-
-@pytest.fixture(scope="module")
-def db(local_stack: LocalStack) -> StackTables:
-    return StackTables(local_stack)
-
-
-@pytest.fixture(autouse=True)
-def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    yield from stack_log_fixture(local_stack)
 
 
 def _admin_with_policy(keyward: StackClient, org: str, **policy) -> str:

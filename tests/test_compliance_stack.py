@@ -5,36 +5,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
 from tests.authenticator import SoftwareAuthenticator
-from tests.local_stack import LocalStack, running_local_stack
-from tests.stack_client import StackClient, StackTables, new_client, stack_log_fixture, unique_org
+from tests.stack_client import StackClient, unique_org
+from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 REFUSED_MODEL = "5c0ffee0-1d2e-4f3a-9b8c-7d6e5f4a3b2c"
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_local_stack(tmp_path_factory.mktemp("compliance-stack")) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
-
-
-@pytest.fixture(scope="module")
-def db(local_stack: LocalStack) -> StackTables:
-    return StackTables(local_stack)
-
-
-@pytest.fixture(autouse=True)
-def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    yield from stack_log_fixture(local_stack)
 
 
 def _refused_model() -> SoftwareAuthenticator:

@@ -10,47 +10,23 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
 from tests.authenticator import SoftwareAuthenticator
-from tests.local_stack import LocalStack, running_local_stack
 from tests.stack_client import (
     PYNAMODB_TIME_FORMAT,
     Reply,
     StackClient,
     StackTables,
-    new_client,
-    stack_log_fixture,
     unique_org,
 )
+from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 CONTENDERS = 5
 ROUNDS = 3
 WRONG_CODE = "AAAAA-BBBBB-CCCCC-DDDDD"
 INVALIDATION_TIMEOUT_SECONDS = 30.0
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_local_stack(tmp_path_factory.mktemp("enrollment-passes-stack")) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
-
-
-@pytest.fixture(scope="module")
-def db(local_stack: LocalStack) -> StackTables:
-    return StackTables(local_stack)
-
-
-@pytest.fixture(autouse=True)
-def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    yield from stack_log_fixture(local_stack)
 
 
 def refused(reply: Reply, status: int, code: str) -> None:

@@ -5,34 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Iterator
 
 import pytest
 import requests
 
-from tests.local_stack import LocalStack, running_local_stack
-from tests.stack_client import StackClient, StackTables, new_client, stack_log_fixture, unique_org
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_local_stack(tmp_path_factory.mktemp("hardening-stack")) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
-
-
-@pytest.fixture(scope="module")
-def db(local_stack: LocalStack) -> StackTables:
-    return StackTables(local_stack)
-
-
-@pytest.fixture(autouse=True)
-def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    yield from stack_log_fixture(local_stack)
+from tests.stack_client import StackClient, unique_org
+from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 
 def _get(keyward: StackClient, path: str, *, token: str | None = None, **headers: str) -> requests.Response:

@@ -10,37 +10,16 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 
-from tests.local_stack import LocalStack, running_local_stack
-from tests.stack_client import Reply, StackClient, StackTables, new_client, session_id_of, stack_log_fixture, unique_org
+from tests.local_stack import LocalStack
+from tests.stack_client import Reply, StackClient, StackTables, session_id_of, unique_org
+from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 ATTACKER, ADMIN = "127.0.0.2", "127.0.0.3"
 MAX_FAILURES = 5
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_local_stack(tmp_path_factory.mktemp("backup-lockout-stack")) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
-
-
-@pytest.fixture(scope="module")
-def db(local_stack: LocalStack) -> StackTables:
-    return StackTables(local_stack)
-
-
-@pytest.fixture(autouse=True)
-def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    yield from stack_log_fixture(local_stack)
 
 
 class FromAddress:

@@ -15,8 +15,9 @@ import boto3
 import pytest
 
 from tests.authenticator import SoftwareAuthenticator
-from tests.local_stack import LocalStack, running_local_stack
-from tests.stack_client import Reply, StackClient, new_client, session_id_of
+from tests.local_stack import LocalStack
+from tests.stack_client import Reply, StackClient, session_id_of
+from tests.stack_fixtures import keyward, local_stack  # noqa: F401
 
 # The stream is polled every 0.25 s; deleting a few dozen sessions takes well under a second.
 INVALIDATION_TIMEOUT_SECONDS = 5.0
@@ -29,17 +30,6 @@ REGISTRATION_ALLOWED = {
     ("POST", "/me/mfa/keys"),
     ("POST", "/auth/logout"),
 }
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_local_stack(tmp_path_factory.mktemp("local-stack-enforcement")) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
 
 
 @pytest.fixture

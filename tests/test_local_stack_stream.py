@@ -5,36 +5,14 @@ a refused enforcement, or an operator flipping the flag in the table behind the 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import pytest
 
-from tests.local_stack import LocalStack, running_local_stack
-from tests.stack_client import StackClient, StackTables, new_client, session_id_of, stack_log_fixture, unique_org
+from tests.stack_client import StackTables, session_id_of, unique_org
+from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 # The stream is polled every 0.25 s; a handful of sessions is deleted well within this.
 STREAM_TIMEOUT_SECONDS = 10.0
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_local_stack(tmp_path_factory.mktemp("stream-stack")) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
-
-
-@pytest.fixture(scope="module")
-def db(local_stack: LocalStack) -> StackTables:
-    return StackTables(local_stack)
-
-
-@pytest.fixture(autouse=True)
-def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    yield from stack_log_fixture(local_stack)
 
 
 def eventually(what: str, check: Callable[[], Any]) -> Any:

@@ -4,37 +4,14 @@ local — and through it DynamoDB's conditional writes — together. Each race i
 """
 from __future__ import annotations
 
-from typing import Iterator
 
-import pytest
 
 from tests.authenticator import SoftwareAuthenticator
-from tests.local_stack import LocalStack, running_local_stack
-from tests.stack_client import StackClient, StackTables, new_client, session_id_of, stack_log_fixture, unique_org
+from tests.stack_client import StackClient, StackTables, session_id_of, unique_org
+from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 CONTENDERS = 5
 ROUNDS = 3
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_local_stack(tmp_path_factory.mktemp("races-stack")) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
-
-
-@pytest.fixture(scope="module")
-def db(local_stack: LocalStack) -> StackTables:
-    return StackTables(local_stack)
-
-
-@pytest.fixture(autouse=True)
-def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    yield from stack_log_fixture(local_stack)
 
 
 def test_parallel_deletes_of_a_members_keys_under_enforcement_leave_exactly_one(keyward: StackClient, db: StackTables):

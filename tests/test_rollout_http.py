@@ -17,7 +17,8 @@ from devstack.dynamodb import dynamodb_environment
 from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
 from tests.local_stack import PROJECT_ROOT, LocalStack, running_local_stack, stack_environment
-from tests.stack_client import StackClient, StackTables, new_client, session_id_of, stack_log_fixture, unique_org
+from tests.stack_client import StackClient, StackTables, session_id_of, unique_org
+from tests.stack_fixtures import db, keyward, stack_log  # noqa: F401
 
 OTHER_ISSUER = "https://idp.other-customer.example"
 OTHER_IDP = DevIdentityProvider.ephemeral()
@@ -44,21 +45,6 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         patch.setenv("KEYWARD_ORG_CREATION", "operator")
         with running_local_stack(tmp_path_factory.mktemp("rollout-stack")) as stack:
             yield stack
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
-
-
-@pytest.fixture(scope="module")
-def db(local_stack: LocalStack) -> StackTables:
-    return StackTables(local_stack)
-
-
-@pytest.fixture(autouse=True)
-def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    yield from stack_log_fixture(local_stack)
 
 
 def _operator(local_stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
