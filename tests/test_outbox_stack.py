@@ -17,7 +17,8 @@ import pytest
 
 from tests.authenticator import SoftwareAuthenticator
 from tests.local_stack import PROJECT_ROOT, LocalStack, running_local_stack, stack_environment
-from tests.stack_client import PYNAMODB_TIME_FORMAT, StackClient, StackTables, new_client, session_id_of, unique_org
+from tests.stack_client import PYNAMODB_TIME_FORMAT, StackClient, StackTables, session_id_of, unique_org
+from tests.stack_fixtures import db, keyward  # noqa: F401
 from tests.webhook_receiver import Receiver, running_receiver
 
 # The stream is polled every 0.25 s; a delivery takes a few round trips to moto.
@@ -31,16 +32,6 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         environment.setenv("KEYWARD_WEBHOOK_DISABLE_AFTER_FAILURES", "1")
         with running_local_stack(tmp_path_factory.mktemp("local-stack-outbox")) as stack:
             yield stack
-
-
-@pytest.fixture(scope="module")
-def db(local_stack: LocalStack) -> StackTables:
-    return StackTables(local_stack)
-
-
-@pytest.fixture(scope="module")
-def keyward(local_stack: LocalStack) -> StackClient:
-    return new_client(local_stack)
 
 
 @pytest.fixture
