@@ -1,7 +1,9 @@
 """The challenge rule's guards, each tested on both sides: a challenge is bound to one
 organization, user, session and ceremony, by equality — fixed IDs just below and just above the
 real ones must both miss, so that a condition weakened to ``<=`` or ``>=`` fails a test instead of
-passing by the chance of random IDs. Also its size, its lifetime and its housekeeping TTL."""
+passing by the chance of random IDs. Also its size, its lifetime and its housekeeping TTL; the
+same rules in the check a ceremony makes before it verifies a response, the challenge read with
+the session, and a refused ceremony that met another session's challenge."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -104,3 +106,67 @@ def test_a_challenge_id_is_taken_as_issued_and_anything_else_is_malformed(issued
     for wrong in (None, 7, "", issued.challenge_id[:-1], issued.challenge_id + "A", "!" * 22):
         with pytest.raises(MalformedRequest):
             challenges.check_id(wrong)
+
+
+# --- the check before a ceremony, which names a refusal before the ceremony is verified ----------
+
+@pytest.mark.parametrize("other", [
+    {"org_id": "org-a"}, {"org_id": "org-z"},
+    {"user_id": "user-a"}, {"user_id": "user-z"},
+    {"session_id": "a" * 22}, {"session_id": "z" * 22},
+], ids=lambda other: "-".join(f"{k}={v[:6]}" for k, v in other.items()))
+def test_the_check_before_a_ceremony_refuses_every_other_org_user_and_session_below_and_above(issued, other):
+    challenge = Challenge.get(issued.challenge_id, consistent_read=True)
+
+    with pytest.raises(ChallengeMismatch):
+        challenges.check(challenge=challenge, ceremony=Ceremony.AUTHENTICATION, session=_session(**other))
+    with pytest.raises(ChallengeMismatch):
+        challenges.check(challenge=challenge, ceremony=Ceremony.REGISTRATION, session=_session())
+    assert challenges.check(challenge=challenge, ceremony=Ceremony.AUTHENTICATION, session=_session()) == issued.challenge
+
+
+@pytest.mark.parametrize("after_issue,usable", [(-1, True), (0, False), (1, False)])
+def test_the_check_before_a_ceremony_passes_until_the_instant_the_challenge_expires(monkeypatch, after_issue, usable):
+    issued_at = datetime(2026, 11, 30, 6, 0, 0, tzinfo=timezone.utc)
+    monkeypatch.setattr(clock, "now", lambda: issued_at)
+    issued = challenges.issue(ceremony=Ceremony.AUTHENTICATION, session=_session())
+    challenge = Challenge.get(issued.challenge_id, consistent_read=True)
+    monkeypatch.setattr(clock, "now", lambda: challenge.expires_at + timedelta(microseconds=after_issue))
+
+    if usable:
+        assert challenges.check(challenge=challenge, ceremony=Ceremony.AUTHENTICATION, session=_session()) == issued.challenge
+    else:
+        with pytest.raises(ChallengeExpired):
+            challenges.check(challenge=challenge, ceremony=Ceremony.AUTHENTICATION, session=_session())
+
+
+def test_the_check_before_a_ceremony_calls_a_challenge_that_is_not_there_not_found():
+    with pytest.raises(ChallengeNotFound):
+        challenges.check(challenge=None, ceremony=Ceremony.AUTHENTICATION, session=_session())
+
+
+def test_a_challenge_read_with_the_session_is_taken_as_read_and_otherwise_read_now(issued):
+    stored = Challenge.get(issued.challenge_id, consistent_read=True)
+
+    # The session's read found no challenge (used up meanwhile): that answer stands.
+    assert challenges.read_with({challenges.LABEL: None}, issued.challenge_id) is None
+    assert challenges.read_with({challenges.LABEL: stored}, "x" * 22) is stored
+    assert challenges.read_with({}, issued.challenge_id).challenge == issued.challenge
+    assert challenges.read_with({}, "x" * 22) is None
+
+
+def test_a_refused_ceremony_with_another_sessions_challenge_is_audited_and_leaves_it_usable(issued):
+    from types import SimpleNamespace
+
+    from chalicelib import audit
+    from chalicelib.models import AuditEvent
+
+    other = SimpleNamespace(session=_session(session_id="a" * 22), actor=audit.member_actor(USER), client=audit.Client())
+
+    challenges.discard(caller=other, challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION,
+                       action="mfa.failed", reason="CeremonyFailed")
+
+    [event] = AuditEvent.query(ORG, consistent_read=True)
+    assert (event.action, event.details["reason"]) == ("mfa.failed", "CeremonyFailed")
+    assert challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION,
+                              session=_session()) == issued.challenge
