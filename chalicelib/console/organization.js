@@ -209,6 +209,8 @@ function pollInvalidation() {
       poller = null;
       // The clean-up's own audit event, and members whose sessions it ended.
       await reloadLists();
+      // Told only on this page: an admin who moved on meanwhile is reading another page's news.
+      if (!onOrganizationPage()) return;
       announce(`Session clean-up finished: ${mfa.invalidation.sessions_ended} ${mfa.invalidation.sessions_ended === 1 ? "session" : "sessions"} ended.`,
         { near: $("invalidation") });
     }

@@ -4,6 +4,7 @@ the API then reports, uses an organization of its own, and saves a screenshot (s
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -198,6 +199,36 @@ def test_the_last_key_cannot_be_deleted_while_the_organization_enforces_mfa(open
     ida.add_key(key_name="Second key")
     expect(ida.button("Delete Only key")).to_be_enabled()
     expect(ida.page.locator("#last-key-reason")).to_be_hidden()
+
+
+def test_a_clean_up_that_finishes_after_the_admin_moved_on_does_not_speak_over_the_next_page(open_console: OpenConsole):
+    """The organization page's news of the clean-up it watched is for that page: an admin who
+    enforced and went on to add a key hears that the key was added, not that sessions ended."""
+    org = unique_org("moved-on")
+    ida = open_console()
+    ida.sign_in_to_settings(org=org, user="ida", admin=True)
+    ida.enable_mfa(key_name="Only key")
+    ida.go_to("Organization settings")
+    ida.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone")).click()
+    ida.confirm("Enforce MFA")
+    expect(ida.page.locator("#enforced-since")).to_be_visible()
+    # The page's poll sees the clean-up done, then reloads its lists: hold that reload back.
+    held = []
+    ida.page.route("**/org/members*", lambda route: held.append(route))
+    deadline = time.monotonic() + 15
+    while not held:
+        assert time.monotonic() < deadline, "the page never reloaded its lists after the clean-up"
+        ida.page.wait_for_timeout(100)
+
+    ida.go_to("Personal settings")
+    ida.add_key(key_name="Second key")
+    with ida.page.expect_response("**/org/members*"):
+        held[0].continue_()
+    ida.page.unroute("**/org/members*")
+    ida.page.wait_for_timeout(500)  # what the page does with the answer, at once
+
+    expect(ida.status()).to_contain_text("Security key “Second key” was added")
+    expect(ida.status()).to_be_visible()
 
 
 def test_an_admin_deletes_a_members_key(open_console: OpenConsole):
