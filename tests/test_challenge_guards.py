@@ -17,6 +17,12 @@ from chalicelib.errors import ChallengeExpired, ChallengeMismatch, ChallengeNotF
 from chalicelib.models import Challenge, Session
 
 ORG, USER, SESSION = "org-m", "user-m", "m" * 22
+# Sessions that differ in one binding, with IDs just below and just above the real one's.
+OTHER_SESSIONS = [
+    {"org_id": "org-a"}, {"org_id": "org-z"},
+    {"user_id": "user-a"}, {"user_id": "user-z"},
+    {"session_id": "a" * 22}, {"session_id": "z" * 22},
+]
 
 
 def _session(*, org_id: str = ORG, user_id: str = USER, session_id: str = SESSION) -> Session:
@@ -28,11 +34,7 @@ def issued() -> challenges.IssuedChallenge:
     return challenges.issue(ceremony=Ceremony.AUTHENTICATION, session=_session())
 
 
-@pytest.mark.parametrize("other", [
-    {"org_id": "org-a"}, {"org_id": "org-z"},
-    {"user_id": "user-a"}, {"user_id": "user-z"},
-    {"session_id": "a" * 22}, {"session_id": "z" * 22},
-], ids=lambda other: "-".join(f"{k}={v[:6]}" for k, v in other.items()))
+@pytest.mark.parametrize("other", OTHER_SESSIONS, ids=lambda other: "-".join(f"{k}={v[:6]}" for k, v in other.items()))
 def test_a_challenge_is_refused_to_every_other_org_user_and_session_below_and_above(issued, other):
     with pytest.raises(ChallengeMismatch):
         challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=_session(**other))
@@ -110,11 +112,7 @@ def test_a_challenge_id_is_taken_as_issued_and_anything_else_is_malformed(issued
 
 # --- the check before a ceremony, which names a refusal before the ceremony is verified ----------
 
-@pytest.mark.parametrize("other", [
-    {"org_id": "org-a"}, {"org_id": "org-z"},
-    {"user_id": "user-a"}, {"user_id": "user-z"},
-    {"session_id": "a" * 22}, {"session_id": "z" * 22},
-], ids=lambda other: "-".join(f"{k}={v[:6]}" for k, v in other.items()))
+@pytest.mark.parametrize("other", OTHER_SESSIONS, ids=lambda other: "-".join(f"{k}={v[:6]}" for k, v in other.items()))
 def test_the_check_before_a_ceremony_refuses_every_other_org_user_and_session_below_and_above(issued, other):
     challenge = Challenge.get(issued.challenge_id, consistent_read=True)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,12 @@ class Console:
     def go_to(self, settings: str) -> None:
         self.page.get_by_role("link", name=settings).click()
         expect(self.heading(settings)).to_be_visible()
+
+    def enforce_mfa(self) -> None:
+        """On Organization settings: switch on *Enforce MFA for everyone* and confirm it."""
+        self.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone")).click()
+        self.confirm("Enforce MFA")
+        expect(self.page.locator("#enforced-since")).to_be_visible()
 
     def confirm(self, button: str) -> None:
         dialog = self.dialog()

@@ -332,8 +332,7 @@ def test_a_member_whose_session_ends_is_told_without_clicking(open_console: Open
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Ada's key")
     ada.go_to("Organization settings")
-    ada.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone")).click()
-    ada.confirm("Enforce MFA")
+    ada.enforce_mfa()
     expect(ada.page.locator("#invalidation")).to_contain_text("Session clean-up finished")
     # Enforced: the advice for before enforcing is gone, and the help speaks of now.
     expect(ada.page.locator("#enforce-warning")).to_be_hidden()

@@ -23,9 +23,7 @@ def _admin_requiring_passes(open_console: OpenConsole, org: str, *, enforce: boo
     admin.enable_mfa(key_name="Alice's key")
     admin.go_to("Organization settings")
     if enforce:
-        admin.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone")).click()
-        admin.confirm("Enforce MFA")
-        expect(admin.page.locator("#enforced-since")).to_be_visible()
+        admin.enforce_mfa()
     switch = admin.page.get_by_role("switch", name="Require an enrolment pass for a member's first security key")
     expect(switch).not_to_be_checked()
     switch.click()

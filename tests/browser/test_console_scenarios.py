@@ -169,15 +169,18 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     expect(ada.page.locator("#compliance-text")).to_have_text("2 of 2 members have a security key")
 
 
-def test_the_last_key_cannot_be_deleted_while_the_organization_enforces_mfa(open_console: OpenConsole):
-    org = unique_org("last-key")
+def _admin_who_enforced(open_console: OpenConsole, org_name: str) -> Console:
+    """An admin holding one key, on Organization settings, who has just enforced MFA."""
     ida = open_console()
-    ida.sign_in_to_settings(org=org, user="ida", admin=True)
+    ida.sign_in_to_settings(org=unique_org(org_name), user="ida", admin=True)
     ida.enable_mfa(key_name="Only key")
     ida.go_to("Organization settings")
-    ida.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone")).click()
-    ida.confirm("Enforce MFA")
-    expect(ida.page.locator("#enforced-since")).to_be_visible()
+    ida.enforce_mfa()
+    return ida
+
+
+def test_the_last_key_cannot_be_deleted_while_the_organization_enforces_mfa(open_console: OpenConsole):
+    ida = _admin_who_enforced(open_console, "last-key")
 
     ida.go_to("Personal settings")
 
@@ -204,14 +207,7 @@ def test_the_last_key_cannot_be_deleted_while_the_organization_enforces_mfa(open
 def test_a_clean_up_that_finishes_after_the_admin_moved_on_does_not_speak_over_the_next_page(open_console: OpenConsole):
     """The organization page's news of the clean-up it watched is for that page: an admin who
     enforced and went on to add a key hears that the key was added, not that sessions ended."""
-    org = unique_org("moved-on")
-    ida = open_console()
-    ida.sign_in_to_settings(org=org, user="ida", admin=True)
-    ida.enable_mfa(key_name="Only key")
-    ida.go_to("Organization settings")
-    ida.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone")).click()
-    ida.confirm("Enforce MFA")
-    expect(ida.page.locator("#enforced-since")).to_be_visible()
+    ida = _admin_who_enforced(open_console, "moved-on")
     # The page's poll sees the clean-up done, then reloads its lists: hold that reload back.
     held = []
     ida.page.route("**/org/members*", lambda route: held.append(route))
@@ -344,8 +340,7 @@ def test_the_readme_screenshots_of_both_settings_pages(open_console: OpenConsole
     alice.go_to("Organization settings")
     alice.button("Create backup credentials").click()
     alice.button("I have saved it").click()
-    alice.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone")).click()
-    alice.confirm("Enforce MFA")
+    alice.enforce_mfa()
     expect(alice.page.locator("#invalidation")).to_contain_text("Session clean-up finished")
     expect(alice.page.locator("#compliance-text")).to_have_text("2 of 2 members have a security key")
     status = alice.get("/org/mfa")
