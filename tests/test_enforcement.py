@@ -286,3 +286,34 @@ def test_after_enforcement_members_without_a_key_must_register_and_key_holders_p
 
     assert api.login(user="carol").state == "registration_required"
     assert api.login(user="bob").state == "mfa_required"
+
+
+# --- PUT /org/mfa decides on the organization read with the session --------------------------------
+
+@pytest.mark.parametrize("enforced_before", [False, True], ids=["enforce", "relax"])
+def test_a_change_another_admin_made_after_the_session_was_read_is_refused_and_changes_nothing(api, enforced_before):
+    """The answer is built from the organization the session's read brought: the write's own
+    conditions must refuse it when the setting moved since, not a second read."""
+    from chalicelib import enforcement, sessions
+    from chalicelib.errors import ConcurrentChange
+    from tests.keyward_client import enforce_in_table
+
+    key = SoftwareAuthenticator()
+    first = api.login(user="alice", admin=True)
+    assert api.add_key(first, key).status == 201
+    alice = api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
+    if enforced_before:
+        assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}).status == 200
+    stale = sessions.resolve(authorization=f"Bearer {alice.token}")
+    # Meanwhile another admin made the change this one is about to make (and, to relax, undid it).
+    if enforced_before:
+        Organization("acme").update(actions=[Organization.mfa_enforced.set(False)])
+    else:
+        enforce_in_table("acme")
+    moved = Organization.get("acme", consistent_read=True)
+
+    with pytest.raises(ConcurrentChange):
+        enforcement.set_enforced(caller=stale, enforced=not enforced_before)
+
+    after = Organization.get("acme", consistent_read=True)
+    assert (after.mfa_enforced, after.enforcement_generation) == (moved.mfa_enforced, moved.enforcement_generation)
