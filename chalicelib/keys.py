@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pynamodb.expressions.condition import Condition
 
-from chalicelib import audit, authenticator_policy, challenges, clock, compliance, coverage, enrollment, pagination
+from chalicelib import assurance, audit, authenticator_policy, challenges, clock, compliance, coverage, enrollment, pagination
 from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy, KeyFacts
 from chalicelib.challenges import Ceremony
 from chalicelib.config import settings
@@ -32,7 +32,6 @@ from chalicelib.errors import (
     LastKeyRequired,
     NotAllowed,
     NotAuthenticated,
-    NotForBackupSessions,
     RuleViolation,
     TooManyKeys,
 )
@@ -42,7 +41,6 @@ from chalicelib.sessions import (
     Caller,
     SessionState,
     end_sessions,
-    passed_key_check,
     rotated_token,
     sessions_of,
 )
@@ -85,16 +83,6 @@ def check_key_id(key_id: str) -> str:
 def user_handle_for(*, org_id: str, user_id: str) -> bytes:
     """WebAuthn's user.id: stable per member and free of personal data (§14.6.1)."""
     return hashlib.sha256(b"keyward-user\x00" + org_id.encode() + b"\x00" + user_id.encode()).digest()
-
-
-def refuse_backup_session(caller: Caller) -> None:
-    """Backup credentials hold no security keys: their sessions register none."""
-    _refuse_backup_session(caller)
-
-
-def _refuse_backup_session(caller: Caller) -> None:
-    if caller.is_backup:
-        raise NotForBackupSessions("Sessions opened with backup credentials cannot hold security keys.")
 
 
 def keys_of(*, org_id: str, user_id: str) -> list[SecurityKey]:
@@ -152,8 +140,6 @@ def registration_options(*, caller: Caller) -> CeremonyOptions:
     """``POST /me/mfa/keys/options``: start adding a security key ("Enable" and "Add key")."""
     from chalicelib import ceremonies
 
-    _refuse_backup_session(caller)
-    _refuse_enrolled_waiting_session(caller)
     member = caller.member
     policy = authenticator_policy.of(caller.org)
     issued = challenges.issue(ceremony=Ceremony.REGISTRATION, session=caller.session)
@@ -176,14 +162,6 @@ class Registration:
 
     key: SecurityKey
     token: str | None
-
-
-def _refuse_enrolled_waiting_session(caller: Caller) -> None:
-    # A waiting session of a member with keys registers only after passing the MFA check with one
-    # of them: the organization's authenticator policy no longer accepts those keys.
-    if (caller.state is SessionState.REGISTRATION_REQUIRED and caller.member.key_count > 0
-            and not passed_key_check(caller.session)):
-        raise AlreadyEnrolled("You hold a security key already: sign in again and pass the security key check.")
 
 
 @dataclass(frozen=True)
@@ -254,12 +232,10 @@ def register(*, caller: Caller, submission: KeySubmission) -> Registration:
         EnrollmentPassRequired, InvalidEnrollmentPass, TooManyAttempts: the organization's
             enrolment policy (see ``enrollment.admit``).
     """
-    _refuse_backup_session(caller)
     # The enrolment policy decides before the ceremony: a missing or wrong code leaves the
     # challenge usable for a retry with the right one.
     gate = enrollment.admit(caller=caller, code=submission.enrollment_code)
     try:
-        _refuse_enrolled_waiting_session(caller)
         return _register(caller=caller, challenge_id=submission.challenge_id, name=submission.name,
                          response=submission.response, gate=gate)
     except (NotAuthenticated, NotAllowed, RuleViolation) as refusal:
@@ -312,7 +288,10 @@ def _register(
     first_key = member.key_count == 0
     activates_session = caller.state is SessionState.REGISTRATION_REQUIRED
 
-    session_actions = [Session.key_checked_at.set(registered_at)]
+    # Registering proves possession of the new key: it becomes the session's proof, so that
+    # deleting it, by anyone, ends the session or drops it back to "must prove".
+    proved = assurance.proof(org=caller.org, key=key, at=registered_at)
+    session_actions = proved.actions()
     if first_key:
         session_actions.append(Session.member_generation.set(member.session_generation + 1))
     session_condition = (Session.state == caller.state.value) & (Session.token_hash == caller.token_hash)
@@ -320,9 +299,6 @@ def _register(
     if activates_session:
         token, token_hash = rotated_token(caller)
         session_actions += [Session.state.set(SessionState.ACTIVE.value), Session.token_hash.set(token_hash)]
-        # A session that passed MFA keeps the key it passed with: deleting that key ends it.
-        if session.verified_key_id is None:
-            session_actions.append(Session.verified_key_id.set(key.key_id))
 
     org_version = compliance.version_of(caller.org)
     compliant = compliance.compliant_delta(org=caller.org, keys=[facts])
@@ -388,8 +364,7 @@ def _register(
         assert token is not None
         session.state = SessionState.ACTIVE.value
         session.token_hash = token_hash
-        session.verified_key_id = session.verified_key_id or key.key_id
-    session.key_checked_at = registered_at
+    proved.apply_to(session)
     if first_key:
         member.session_generation += 1
         session.member_generation = member.session_generation

@@ -7,7 +7,7 @@ from datetime import datetime
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chalicelib import audit, authenticator_policy, challenges, clock, sessions
+from chalicelib import assurance, audit, authenticator_policy, challenges, clock, sessions
 from chalicelib.challenges import Ceremony
 from chalicelib.errors import (
     AuthenticatorNotAllowed,
@@ -191,6 +191,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
 
     token, token_hash = sessions.rotated_token(caller)
     used_at = clock.now()
+    proved = assurance.proof(org=caller.org, key=key, at=used_at)
     try:
         with transaction() as write:
             challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session)
@@ -198,12 +199,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
             write.update(
                 "session",
                 Session(session.org_id, session.session_id),
-                actions=[
-                    Session.token_hash.set(token_hash),
-                    Session.state.set(next_state.value),
-                    Session.verified_key_id.set(key.key_id),
-                    Session.key_checked_at.set(used_at),
-                ],
+                actions=[Session.token_hash.set(token_hash), Session.state.set(next_state.value), *proved.actions()],
                 condition=(Session.token_hash == caller.token_hash) & (Session.state == SessionState.MFA_REQUIRED.value),
             )
             write.save("audit", audit.event(
@@ -218,17 +214,16 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
         raise InvalidToken("The session changed meanwhile; sign in again.") from None
     session.state = next_state.value
     session.token_hash = token_hash
-    session.verified_key_id = key.key_id
-    session.key_checked_at = used_at
+    proved.apply_to(session)
     key.sign_count, key.last_used_at = response.sign_count, used_at
     return MfaSuccess(token=token, key=key)
 
 
 def _state_after_check(*, caller: Caller, key: SecurityKey) -> SessionState:
     """Where a passed MFA check leads under the organization's authenticator policy."""
-    policy = authenticator_policy.of(caller.org)
-    if not caller.org.mfa_enforced or authenticator_policy.is_compliant(policy, key):
+    if assurance.accepts(caller.org, key):
         return SessionState.ACTIVE
+    policy = authenticator_policy.of(caller.org)
     session = caller.session
     if any(authenticator_policy.is_compliant(policy, other) for other in keys_of(org_id=session.org_id, user_id=session.user_id)):
         raise AuthenticatorNotAllowed("The organization no longer accepts this security key; use another of your keys.")

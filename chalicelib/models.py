@@ -307,10 +307,13 @@ class Session(Model):
     # without it ends when the flag is switched on, even before an enforcement is recorded.
     # Absent on sessions from before keyward recorded it.
     org_enforced_at_start = BooleanAttribute(null=True)
-    # The key that passed this session's MFA ceremony, or that its registration activated it with.
+    # The session's proof: the key it last proved possession of — by passing MFA, stepping up or
+    # registering it — and when. chalicelib/assurance.py decides what the session may do from it.
     verified_key_id = UnicodeAttribute(null=True)
-    # The session's last security-key check: MFA at login, registering a key, or stepping up.
     key_checked_at = UTCDateTimeAttribute(null=True)
+    # The organization's policy version under which that key counted when it was proved (None:
+    # it did not count); under enforcement the proof lapses when the version moves on.
+    verified_key_counts_under = NumberAttribute(null=True)
     source_ip = UnicodeAttribute(null=True)
     user_agent = UnicodeAttribute(null=True)
     # Refreshed at most every few minutes, so that requests stay one round trip.

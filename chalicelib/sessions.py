@@ -30,17 +30,14 @@ from chalicelib.errors import (
     MemberNotFound,
     SessionNotFound,
     InvalidToken,
-    MfaRequired,
     MissingToken,
     NotAuthenticated,
-    RegistrationRequired,
     SessionEndedByEnforcement,
     SessionEndedByNewKey,
     SessionExpired,
     SessionIdle,
-    WrongSessionState,
 )
-from chalicelib.models import AuditEvent, BackupCredential, Member, Organization, Session, connection
+from chalicelib.models import AuditEvent, BackupCredential, Member, Organization, SecurityKey, Session, connection
 from chalicelib.storage import (
     TRANSACTION_CANCELED,
     ConditionsFailed,
@@ -349,30 +346,28 @@ def ended_by_enforcement(*, session: Session, org: Organization) -> bool:
     return not session.org_enforced_at_start
 
 
-def passed_key_check(session: Session) -> bool:
-    """Whether the session ever proved possession of a security key (MFA, registration, step-up)."""
-    return session.key_checked_at is not None or session.verified_key_id is not None
+def holds_key(member: Member, key_id: str | None) -> bool:
+    """Whether the member holds the key of this ID now: from the credential list on the member
+    item, which every request reads; only a member whose keys predate that list costs a read."""
+    if key_id is None or member.key_count == 0:
+        return False
+    if member.credentials is not None:
+        return key_id in member.credentials.as_dict()
+    try:
+        key = SecurityKey.get(member.org_id, key_id, consistent_read=True, attributes_to_get=["user_id"])
+    except SecurityKey.DoesNotExist:
+        return False
+    return key.user_id == member.user_id
 
 
 def ended_by_new_key(*, session: Session, member: Member) -> bool:
     """A member going from no key to a key ends every other session of theirs that started
-    before and never passed a security-key check: whoever holds such a session knew no more
-    than the IdP password, which the key now stands beside. The registering session moves to
-    the new generation in the registration's own transaction.
+    before and has not proved a key the member holds: whoever holds such a session knew no more
+    than the IdP password (and perhaps a key of their own, since deleted), which the key now
+    stands beside. The registering session moves to the new generation in the registration's own
+    transaction.
     """
-    return session.member_generation < member.session_generation and not passed_key_check(session)
-
-
-def require_state(caller: Caller, *, allowed: Iterable[SessionState]) -> None:
-    """Refuse a call that the caller's session state does not allow yet."""
-    state = caller.state
-    if state in allowed:
-        return
-    if state is SessionState.MFA_REQUIRED:
-        raise MfaRequired("Complete the security key check first (POST /auth/mfa/options).")
-    if state is SessionState.REGISTRATION_REQUIRED:
-        raise RegistrationRequired("The organization enforces MFA: register a security key first.")
-    raise WrongSessionState(f"This call is not available in session state '{state.value}'.")
+    return session.member_generation < member.session_generation and not holds_key(member, session.verified_key_id)
 
 
 def rotated_token(caller: Caller) -> tuple[str, str]:

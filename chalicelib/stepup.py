@@ -1,31 +1,24 @@
-"""Step-up ("sudo mode"): sensitive actions need a recent security-key check.
+"""Step-up ("sudo mode"): a fresh security-key check of an active session.
 
-The rule: a sensitive action (adding or deleting a key, disabling MFA, every admin change) is
-allowed within ``KEYWARD_REAUTH_WINDOW_SECONDS`` of the session's last security-key check —
-passing MFA at login, registering a key, or stepping up with ``POST /auth/reauth/verify``.
-A member without keys has nothing to step up with: their window starts at their IdP login, and
-after it only a fresh login helps. A session opened with backup credentials counts from its
-login, too. Reading and renaming never need a step-up.
-
-Deciding needs nothing beyond what :func:`chalicelib.sessions.resolve` already read, so the
-check adds no DynamoDB round trip to a request.
+Sensitive actions (adding or deleting a key, disabling MFA, every admin change) are allowed
+within ``KEYWARD_REAUTH_WINDOW_SECONDS`` of the session's last proof of a key the member holds
+(chalicelib/assurance.py decides); stepping up with ``POST /auth/reauth/verify`` makes a new one.
+Who may step up at all is the assurance rule's too: backup credentials and members without keys
+have nothing to step up with.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from chalicelib import audit, authenticator_policy, challenges, clock
+from chalicelib import assurance, audit, authenticator_policy, challenges, clock
 from chalicelib.challenges import Ceremony
-from chalicelib.config import settings
 from chalicelib.errors import (
+    AuthenticatorNotAllowed,
     ChallengeNotFound,
     InvalidToken,
     NotAllowed,
     NotAuthenticated,
-    NotForBackupSessions,
-    ReauthenticationRequired,
-    SecurityKeyRequired,
     SignCountRegression,
 )
 from chalicelib.keys import CeremonyOptions, known_credentials
@@ -38,56 +31,10 @@ if TYPE_CHECKING:
     from chalicelib.mfa import Assertion
 
 
-def last_key_check(caller: Caller) -> datetime | None:
-    """When the caller last proved what a sensitive action asks for, or None if never.
-
-    For a member with keys that is the session's last security-key check; a member without keys
-    and a backup-credentials session count from their login as well.
-    """
-    session = caller.session
-    checks = [session.key_checked_at]
-    if caller.is_backup or caller.member.key_count == 0:
-        checks.append(session.created_at)
-    known = [moment for moment in checks if moment is not None]
-    return max(known) if known else None
-
-
-def window_ends(caller: Caller) -> datetime | None:
-    """Until when sensitive actions are allowed without another check (None: not now)."""
-    checked = last_key_check(caller)
-    return None if checked is None else checked + timedelta(seconds=settings().reauth_window_seconds)
-
-
-def require_recent_key_check(caller: Caller) -> None:
-    """Allow a sensitive action only within the window after the caller's last key check.
-
-    Raises:
-        ReauthenticationRequired: the last check is too old, or there was none.
-    """
-    ends = window_ends(caller)
-    if ends is not None and clock.now() < ends:
-        return
-    if caller.is_backup or caller.member.key_count == 0:
-        raise ReauthenticationRequired("This action needs a recent sign-in: sign in again.")
-    raise ReauthenticationRequired("This action needs a recent security key check: step up with POST /auth/reauth/options.")
-
-
-def _refuse_without_keys(caller: Caller) -> None:
-    if caller.is_backup:
-        raise NotForBackupSessions("A session opened with backup credentials has no security key to step up with; sign in again.")
-    if caller.member.key_count == 0:
-        raise SecurityKeyRequired("You hold no security key to step up with; sign in again.")
-
-
 def options(*, caller: Caller) -> CeremonyOptions:
-    """``POST /auth/reauth/options``: a step-up challenge for one of the caller's own keys.
-
-    Raises:
-        NotForBackupSessions, SecurityKeyRequired: the caller has no key to step up with.
-    """
+    """``POST /auth/reauth/options``: a step-up challenge for one of the caller's own keys."""
     from chalicelib import ceremonies
 
-    _refuse_without_keys(caller)
     session = caller.session
     issued = challenges.issue(ceremony=Ceremony.REAUTHENTICATION, session=session)
     public_key = ceremonies.authentication_options(
@@ -108,13 +55,12 @@ def verify(*, caller: Caller, assertion: Assertion) -> datetime:
 
     Raises:
         MalformedRequest, MalformedCredential, CredentialIdTooLong: bad input (nothing used up).
-        NotForBackupSessions, SecurityKeyRequired: the caller has no key to step up with.
         ChallengeNotFound, ChallengeExpired, ChallengeMismatch: the challenge cannot be used
             (an MFA login's challenge is of another ceremony).
         UnknownCredential, BackupEligibilityChanged, SignCountRegression and the ceremony's refusals.
         UserVerificationRequired: the authenticator policy requires user verification.
+        AuthenticatorNotAllowed: under enforcement, a key the authenticator policy does not accept.
     """
-    _refuse_without_keys(caller)
     try:
         return _verify(caller=caller, challenge_id=assertion.challenge_id, response=assertion.response)
     except (NotAuthenticated, NotAllowed) as refusal:
@@ -129,7 +75,12 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
     session = caller.session
     expected = challenges.check(challenge=challenges.read_with(caller.read, challenge_id), ceremony=Ceremony.REAUTHENTICATION, session=session)
     key = checked_assertion(caller=caller, response=response, expected_challenge=expected)
+    # A step-up proves what the MFA check proves, under the same rule: a key the organization no
+    # longer accepts opens no window.
+    if not assurance.accepts(caller.org, key):
+        raise AuthenticatorNotAllowed("The organization no longer accepts this security key; use another of your keys.")
     checked_at = clock.now()
+    proved = assurance.proof(org=caller.org, key=key, at=checked_at)
     try:
         with transaction() as write:
             challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.REAUTHENTICATION, session=session)
@@ -137,7 +88,7 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
             write.update(
                 "session",
                 Session(session.org_id, session.session_id),
-                actions=[Session.key_checked_at.set(checked_at)],
+                actions=proved.actions(),
                 condition=(Session.token_hash == caller.token_hash) & (Session.state == SessionState.ACTIVE.value),
             )
             write.save("audit", audit.event(
@@ -150,5 +101,5 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
         if "key" in refused.labels:
             raise SignCountRegression("The security key was used by another request at the same time.") from None
         raise InvalidToken("The session changed meanwhile; sign in again.") from None
-    session.key_checked_at = checked_at
+    proved.apply_to(session)
     return checked_at

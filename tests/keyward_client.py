@@ -2,6 +2,7 @@
 steps most tests share (login, key registration, the MFA login) as one call each."""
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,6 +121,22 @@ def enforce_in_table(org_id: str, *, enforcing_session_id: str | None = None) ->
     if enforcing_session_id:
         actions.append(Organization.enforcing_session_id.set(enforcing_session_id))
     org.update(actions=actions)
+
+
+def hold_keys_in_table(member: Member, *, count: int) -> str:
+    """Make a member hold ``count`` keys as far as their member item says (no key items), and
+    make the session's proof one of them, just now: a session of a member with that many keys
+    that has just passed a security-key check. Returns the proven key's ID."""
+    from chalicelib.models import Member as StoredMember, Session
+
+    listed = {f"held{number:018d}": {"id": base64.urlsafe_b64encode(bytes([number]) * 16).decode().rstrip("="),
+                                     "transports": []} for number in range(count)}
+    StoredMember(member.org, member.user).update(actions=[StoredMember.key_count.set(count),
+                                                          StoredMember.credentials.set(listed)])
+    proven = min(listed)
+    Session(member.org, member.token.split(".")[3]).update(actions=[
+        Session.verified_key_id.set(proven), Session.key_checked_at.set(clock.now())])
+    return proven
 
 
 def store_key(org_id: str, user_id: str, key_id: str, *, attested: bool = False) -> None:

@@ -165,24 +165,25 @@ def test_two_waiting_sessions_registering_at_once_activate_at_most_one(keyward, 
 
 @pytest.mark.parametrize("deleted_by", ["member", "admin"])
 def test_deleting_the_key_a_session_registered_ends_that_session(keyward, db, deleted_by):
+    """A session's proof is the key it last proved: registering a key is such a proof."""
     org = unique_org("registered-key-deleted")
     admin = keyward.enforced_org(org)
     waiting = keyward.token(org=org, user="bob", state="registration_required")
-    first = keyward.add_key(waiting, name="First key")
-    registering, first_key_id = first.body["token"], first.body["key"]["id"]
-    spare = SoftwareAuthenticator()
-    keyward.add_key(registering, spare, name="Spare key")
+    first_key = SoftwareAuthenticator()
+    first = keyward.add_key(waiting, first_key, name="First key")
+    registering = first.body["token"]
+    second_key_id = keyward.add_key(registering, name="Second key").body["key"]["id"]
 
     if deleted_by == "admin":
-        reply = keyward.call("DELETE", f"/org/members/bob/mfa/keys/{first_key_id}", token=admin)
+        reply = keyward.call("DELETE", f"/org/members/bob/mfa/keys/{second_key_id}", token=admin)
     else:
-        elsewhere = keyward.mfa_login(org=org, user="bob", authenticator=spare)
-        reply = keyward.call("DELETE", f"/me/mfa/keys/{first_key_id}", token=elsewhere)
+        elsewhere = keyward.mfa_login(org=org, user="bob", authenticator=first_key)
+        reply = keyward.call("DELETE", f"/me/mfa/keys/{second_key_id}", token=elsewhere)
     assert reply.status == 204, str(reply)
 
     refused(keyward.call("GET", "/me", token=registering), 401, "InvalidToken")
     assert session_item(db, org, registering) is None
-    assert first_key_id not in keys_of(db, org, "bob")
+    assert second_key_id not in keys_of(db, org, "bob")
 
 
 # --- bypass 3: sessions from before enrolment lose their power ---------------------------------------
@@ -210,7 +211,7 @@ def test_a_stolen_session_from_before_enrolment_ends_when_the_member_enrols(keyw
     assert keyward.key_ids(bob) == [bobs_key_id]
 
 
-def test_enrolling_again_ends_only_the_sessions_that_never_passed_a_key_check(keyward, db):
+def test_enrolling_again_ends_the_sessions_that_hold_no_proof_of_a_key_the_member_holds(keyward, db):
     org = unique_org("checked-survives")
     first_key = SoftwareAuthenticator()
     registered_first, _, first_key_id = keyward.member_with_key(org=org, user="bob", authenticator=first_key)
@@ -222,10 +223,76 @@ def test_enrolling_again_ends_only_the_sessions_that_never_passed_a_key_check(ke
 
     refused(keyward.call("GET", "/me", token=unchecked), 401, "SessionEndedByNewKey")
     assert session_item(db, org, unchecked) is not None  # ended at request time; removed later
-    # The session that registered the first key passed a key check then: it goes on.
-    assert keyward.me(registered_first).body["mfa"]["key_count"] == 1
+    # The session that registered the first key proved that key, which disabling MFA deleted:
+    # it ended with it.
+    refused(keyward.call("GET", "/me", token=registered_first), 401, "InvalidToken")
     assert keyward.me(bob).body["mfa"]["key_count"] == 1
     assert first_key_id not in keys_of(db, org, "bob")
+
+
+# --- a throwaway key: registering proves a key only while the member holds it ------------------------
+
+def test_a_throwaway_key_does_not_make_a_stolen_session_outlive_the_members_enrolment(keyward, db):
+    """The attacker signs in as carol, a keyless admin, registers a key of their own and deletes it
+    again; then carol enrols from her own session. The attacker's session proved only a key carol
+    no longer holds: it ends with her first key like any session that never proved one."""
+    org = unique_org("throwaway-key")
+    stolen = keyward.token(org=org, user="carol", admin=True)
+    throwaway = keyward.add_key(stolen, name="Throwaway").body["key"]["id"]
+    assert keyward.call("DELETE", f"/me/mfa/keys/{throwaway}", token=stolen).status == 204
+    carol = keyward.token(org=org, user="carol", admin=True)
+    carols_key = keyward.add_key(carol, name="Carol's key").body["key"]["id"]
+    before, logged = db.snapshot(org), audit_keys(db, org)
+
+    refused(keyward.call("GET", "/me", token=stolen), 401, "SessionEndedByNewKey")
+    refused(keyward.call("POST", "/me/mfa/keys/options", token=stolen), 401, "SessionEndedByNewKey")
+    refused(keyward.call("POST", "/org/backup-credentials", token=stolen), 401, "SessionEndedByNewKey")
+    refused(keyward.call("DELETE", f"/me/mfa/keys/{carols_key}", token=stolen), 401, "SessionEndedByNewKey")
+
+    assert db.snapshot(org) == before
+    assert new_events(db, org, logged) == []
+    assert keys_of(db, org, "carol") == {carols_key}
+
+
+def test_registering_and_deleting_keys_does_not_extend_a_keyless_sessions_window(keyward, db):
+    """A keyless session's step-up window counts from its IdP login: a key registered and deleted
+    again leaves no proof behind, so the window it gave closes with the key."""
+    org = unique_org("throwaway-window")
+    stolen = keyward.token(org=org, user="carol", admin=True)
+    move_back(db, org, stolen, "created_at", REAUTH_WINDOW - timedelta(seconds=60))
+    throwaway = keyward.add_key(stolen, name="Throwaway").body["key"]["id"]
+    assert keyward.call("DELETE", f"/me/mfa/keys/{throwaway}", token=stolen).status == 204
+    move_back(db, org, stolen, "created_at", REAUTH_WINDOW + timedelta(seconds=5))
+    before = db.snapshot(org)
+
+    refused(keyward.call("POST", "/me/mfa/keys/options", token=stolen), 403, "ReauthenticationRequired")
+    refused(keyward.call("POST", "/org/backup-credentials", token=stolen), 403, "ReauthenticationRequired")
+    refused(keyward.call("PUT", "/org/mfa", token=stolen, body={"enrollment": "pass_required"}), 403,
+            "ReauthenticationRequired")
+    assert db.snapshot(org) == before
+    assert keyward.me(stolen).body["mfa"]["key_count"] == 0
+
+
+def test_a_rogue_key_an_admin_deletes_takes_the_session_that_registered_it_along(keyward, db):
+    """Under enforcement with a grace period, the attacker (active, keyless) registers a rogue key;
+    an admin deletes it. The session that registered it ends with it: it neither survives bob's
+    real enrolment nor adds another key."""
+    org = unique_org("rogue-key")
+    admin = keyward.enforced_org(org)
+    grace = keyward.call("PUT", "/org/mfa", token=admin, body={"enforced": True, "grace_period_hours": 24})
+    assert grace.status == 200, str(grace)
+    stolen = keyward.token(org=org, user="bob")
+    rogue = keyward.add_key(stolen, name="Rogue").body["key"]["id"]
+    assert keyward.call("DELETE", f"/org/members/bob/mfa/keys/{rogue}", token=admin).status == 204
+
+    refused(keyward.call("GET", "/me", token=stolen), 401, "InvalidToken")
+    assert session_item(db, org, stolen) is None
+    bob = keyward.token(org=org, user="bob")
+    bobs_key = keyward.add_key(bob, name="Bob's key").body["key"]["id"]
+    before = db.snapshot(org)
+    refused(keyward.call("POST", "/me/mfa/keys/options", token=stolen), 401, "InvalidToken")
+    assert db.snapshot(org) == before
+    assert keys_of(db, org, "bob") == {bobs_key}
 
 
 # --- step-up -----------------------------------------------------------------------------------------

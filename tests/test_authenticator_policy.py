@@ -419,3 +419,57 @@ def test_an_attestation_statement_whose_chain_is_not_a_list_proves_nothing():
     document["attStmt"] = {"alg": -7, "x5c": -7}
     verdict = metadata.examine(attestation_object=cbor2.dumps(document), client_data_json=client_data)
     assert not verdict.certified and not verdict.attested
+
+
+def test_under_enforcement_a_refused_key_opens_no_step_up_window(api, vendor, loaded, monkeypatch):
+    """A step-up proves what the MFA check proves: a key the policy refuses is refused here too,
+    audited, and the sensitive actions stay closed until a key that counts steps up."""
+    from datetime import timedelta
+
+    from chalicelib import clock
+
+    admin = _admin(api)
+    plain = admin.authenticators[0]
+    trusted = _key(vendor, TRUSTED)
+    assert api.add_key(admin, trusted).status == 201
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    _set_policy(api, admin, attestation="required")
+    later = clock.now() + timedelta(minutes=20)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    delete_plain = f"/me/mfa/keys/{_stored_keys('acme', 'alice')[0].key_id}"
+    assert api.call("DELETE", delete_plain, token=admin.token).code == "ReauthenticationRequired"
+
+    options = api.call("POST", "/auth/reauth/options", token=admin.token).body
+    reply = api.call("POST", "/auth/reauth/verify", token=admin.token, body={
+        "challenge_id": options["challenge_id"], "credential": plain.authenticate(options["publicKey"])})
+
+    assert (reply.status, reply.code) == (403, "AuthenticatorNotAllowed")
+    assert api.call("DELETE", delete_plain, token=admin.token).code == "ReauthenticationRequired"
+    failed = [e.details.as_dict() for e in AuditEvent.query("acme") if e.action == "reauth.failed"]
+    assert failed == [{"reason": "AuthenticatorNotAllowed"}]
+    options = api.call("POST", "/auth/reauth/options", token=admin.token).body
+    reply = api.call("POST", "/auth/reauth/verify", token=admin.token, body={
+        "challenge_id": options["challenge_id"], "credential": trusted.authenticate(options["publicKey"])})
+    assert reply.status == 200, reply.body
+    assert api.call("DELETE", delete_plain, token=admin.token).status == 204
+
+
+def test_under_enforcement_a_policy_change_lapses_every_proof_until_a_key_that_counts_steps_up(api, vendor, loaded):
+    """The organization accepts a key by its policy now, not by the policy of the moment it was
+    proved: after a change, a session steps up again before anything sensitive."""
+    admin = _admin(api)
+    trusted = _key(vendor, TRUSTED)
+    assert api.add_key(admin, trusted).status == 201
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    admin = api.mfa_login(org="acme", user="alice", authenticator=admin.authenticators[0], admin=True)
+    assert api.call("GET", "/org/mfa/policy", token=admin.token).status == 200
+
+    _set_policy(api, admin, attestation="required")
+
+    refused = api.call("PUT", "/org/mfa/policy", token=admin.token, body={})
+    assert (refused.status, refused.code) == (403, "ReauthenticationRequired")
+    assert api.call("GET", "/org/mfa/policy", token=admin.token).body["policy"]["attestation"] == "required"
+    options = api.call("POST", "/auth/reauth/options", token=admin.token).body
+    assert api.call("POST", "/auth/reauth/verify", token=admin.token, body={
+        "challenge_id": options["challenge_id"], "credential": trusted.authenticate(options["publicKey"])}).status == 200
+    assert api.call("PUT", "/org/mfa/policy", token=admin.token, body={}).status == 200

@@ -73,17 +73,6 @@ def test_a_request_without_a_session_does_not_load_them():
     assert not ONLY_AUTHENTICATED_REQUESTS & executed
 
 
-def test_the_session_states_named_by_value_are_the_session_states():
-    from chalicelib.api import auth, http, me
-    from chalicelib.sessions import SessionState
-
-    values = {state.value for state in SessionState}
-    assert set(http.ANY_STATE) == values and len(http.ANY_STATE) == len(values)
-    assert http.ACTIVE_ONLY == (SessionState.ACTIVE,)
-    assert auth._MFA_REQUIRED == (SessionState.MFA_REQUIRED,)
-    assert set(me._REGISTRATION_STATES) == {SessionState.ACTIVE, SessionState.REGISTRATION_REQUIRED}
-
-
 def test_a_deferred_module_loads_on_first_use_and_is_then_an_ordinary_module():
     executed = _executed_after(
         "import app\n"

@@ -14,6 +14,7 @@ from botocore.awsrequest import AWSResponse
 from chalicelib import clock, coverage, keys, sessions
 from chalicelib.models import Member, Organization, Session
 from tests.authenticator import SoftwareAuthenticator
+from tests.keyward_client import hold_keys_in_table
 
 
 def _counters(org_id: str = "acme") -> tuple[int, int]:
@@ -72,9 +73,8 @@ def test_org_mfa_reads_the_counters_not_the_members(api):
 
 def test_a_failed_registration_moves_nothing(api):
     bob = api.login(user="bob")
-    Member("acme", "bob").update(actions=[Member.key_count.set(20)])
-    # A member with keys registers another only within the step-up window of a key check.
-    Session("acme", bob.token.split(".")[3]).update(actions=[Session.key_checked_at.set(clock.now())])
+    # A member with keys registers another only within the step-up window of a proof of one.
+    hold_keys_in_table(bob, count=20)
     assert api.add_key(bob).code == "TooManyKeys"
     assert _counters() == (1, 0)
 

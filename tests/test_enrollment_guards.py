@@ -16,6 +16,7 @@ from chalicelib import clock, enrollment, sessions
 from chalicelib.errors import MemberNotFound
 from chalicelib.models import AuditEvent, EnrollmentPass, Member, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
+from tests.keyward_client import hold_keys_in_table
 from tests.meanwhile import after_verification
 
 AROUND = ["user-a", "user-z"]  # below and above user-m
@@ -204,8 +205,7 @@ def test_under_pass_required_a_member_holding_keys_still_meets_the_key_limit(api
     registration's (at most twenty keys)."""
     assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
     bob = api.login(user="bob")
-    Member("acme", "bob").update(actions=[Member.key_count.set(20)])
-    Session("acme", bob.token.split(".")[3]).update(actions=[Session.key_checked_at.set(clock.now())])
+    hold_keys_in_table(bob, count=20)
 
     reply = api.add_key(bob)
 
@@ -260,8 +260,7 @@ def test_under_pass_required_a_member_whose_keys_went_meanwhile_registers_nothin
 
     assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
     bob = api.login(user="bob")
-    Member("acme", "bob").update(actions=[Member.key_count.set(1)])
-    Session("acme", bob.token.split(".")[3]).update(actions=[Session.key_checked_at.set(clock.now())])
+    hold_keys_in_table(bob, count=1)
     if attempts is not None:
         monkeypatch.setattr(coverage, "MAX_ATTEMPTS", attempts)
     options = api.registration_options(bob).body

@@ -376,6 +376,9 @@ def test_a_race_between_deleting_the_last_key_and_adding_one_is_not_a_way_around
     assert (reply.status, reply.code) == (409, "ConcurrentChange")
     assert Member.get("acme", "bob").key_count == 0
     monkeypatch.undo()
+    # Deleting the key ended the session that proved it; bob signs in again, without a key.
+    assert api.call("GET", "/me", token=bob.token).status == 401
+    bob = api.login(user="bob")
     assert _register(api, bob).code == "EnrollmentPassRequired"
 
 

@@ -21,7 +21,7 @@ from chalicelib import keys, sessions
 from chalicelib.errors import ConcurrentChange, LastKeyRequired
 from chalicelib.models import Member, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
-from tests.keyward_client import enforce_in_table, store_key
+from tests.keyward_client import enforce_in_table, hold_keys_in_table, store_key
 from tests.meanwhile import after_verification
 
 
@@ -407,8 +407,10 @@ def test_a_waiting_session_that_passed_the_key_check_and_whose_keys_went_meanwhi
     bob = _member_with_keys(api, 1)
     enforce_in_table("acme", enforcing_session_id="someone-elses")
     waiting = api.login(user="bob")
+    [held] = _key_ids()
     Session("acme", waiting.token.split(".")[3]).update(actions=[
-        Session.state.set("registration_required"), Session.key_checked_at.set(clock.now())])
+        Session.state.set("registration_required"), Session.verified_key_id.set(held),
+        Session.key_checked_at.set(clock.now())])
     waiting.state = "registration_required"
 
     reply = _register_with_change_meanwhile(
@@ -489,8 +491,7 @@ def test_a_member_holding_more_keys_than_a_lowered_maximum_cannot_add_one(api):
     from chalicelib.config import settings
 
     bob = api.login(user="bob")
-    Member("acme", "bob").update(actions=[Member.key_count.set(settings().max_keys_per_member + 3)])
-    Session("acme", bob.token.split(".")[3]).update(actions=[Session.key_checked_at.set(clock.now())])
+    hold_keys_in_table(bob, count=settings().max_keys_per_member + 3)
 
     reply = api.add_key(bob)
 

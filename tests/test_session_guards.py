@@ -304,9 +304,10 @@ def test_an_empty_member_id_is_no_member(api):
 
 # --- a first key ends only the sessions that never passed a key check -----------------------------
 
-def test_a_session_that_registered_a_key_survives_a_later_first_key(api):
-    """Registering a key is a security-key check: the session that did it is trusted after that
-    key is gone and another first key comes."""
+def test_a_session_whose_registered_key_is_gone_ends_with_a_later_first_key(api):
+    """Registering a key is the session's proof only while the member holds that key: a session
+    that registered a throwaway key and deleted it again knew no more than the IdP password, and
+    ends when the member's real first key comes, like a session that never proved a key."""
     registered = api.login(user="bob")
     assert api.add_key(registered).status == 201
     [key_id] = [key["id"] for key in api.call("GET", "/me/mfa/keys", token=registered.token).body["keys"]]
@@ -316,8 +317,9 @@ def test_a_session_that_registered_a_key_survives_a_later_first_key(api):
 
     assert api.add_key(later).status == 201
 
-    assert api.call("GET", "/me", token=registered.token).status == 200
+    assert api.call("GET", "/me", token=registered.token).code == "SessionEndedByNewKey"
     assert api.call("GET", "/me", token=never_checked.token).code == "SessionEndedByNewKey"
+    assert api.call("GET", "/me", token=later.token).status == 200
 
 
 # --- backup credentials are a member of their own organization only -------------------------------

@@ -6,14 +6,13 @@ from typing import Any
 from chalice import Blueprint
 
 from chalicelib import clock
-from chalicelib.api.http import ANY_STATE, caller_of, caller_with, client_of, json_body, only_fields, route, string_field
+from chalicelib.actions import Action
+from chalicelib.api.http import caller_of, caller_with, client_of, json_body, only_fields, route, string_field
 from chalicelib.api.views import login_body
 from chalicelib.deferred import deferred
 
-# The session state of a signed-in member who still owes the security-key check (by its stored value).
-_MFA_REQUIRED = ("mfa_required",)
-
 # Each is loaded by the first request of its own kind, not by every cold start.
+assurance = deferred("chalicelib.assurance")
 backup = deferred("chalicelib.backup")
 identity = deferred("chalicelib.identity")
 mfa = deferred("chalicelib.mfa")
@@ -35,7 +34,7 @@ def login() -> dict[str, Any]:
 
 @route(auth, "/auth/mfa/options", methods=["POST"])
 def mfa_options() -> dict[str, Any]:
-    caller = caller_of(auth.current_request, allowed=_MFA_REQUIRED)
+    caller = caller_of(auth.current_request, action=Action.MFA_CHECK)
     started = mfa.options(caller=caller)
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
 
@@ -47,7 +46,7 @@ def _assertion(body: dict[str, Any]) -> mfa.Assertion:
 
 @route(auth, "/auth/mfa/verify", methods=["POST"])
 def mfa_verify() -> dict[str, Any]:
-    caller, assertion = caller_with(auth.current_request, allowed=_MFA_REQUIRED,
+    caller, assertion = caller_with(auth.current_request, action=Action.MFA_CHECK,
                                     parse=_assertion, reads=mfa.assertion_reads)
     passed = mfa.verify(caller=caller, assertion=assertion)
     return login_body(token=passed.token, session=caller.session, org=caller.org, member=caller.member)
@@ -55,20 +54,21 @@ def mfa_verify() -> dict[str, Any]:
 
 @route(auth, "/auth/reauth/options", methods=["POST"])
 def reauth_options() -> dict[str, Any]:
-    started = stepup.options(caller=caller_of(auth.current_request))
+    started = stepup.options(caller=caller_of(auth.current_request, action=Action.STEP_UP))
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
 
 
 @route(auth, "/auth/reauth/verify", methods=["POST"])
 def reauth_verify() -> dict[str, Any]:
-    caller, assertion = caller_with(auth.current_request, parse=_assertion, reads=mfa.assertion_reads)
+    caller, assertion = caller_with(auth.current_request, action=Action.STEP_UP, parse=_assertion,
+                                    reads=mfa.assertion_reads)
     checked_at = stepup.verify(caller=caller, assertion=assertion)
-    return {"key_checked_at": clock.iso(checked_at), "reauth_until": clock.iso(stepup.window_ends(caller))}
+    return {"key_checked_at": clock.iso(checked_at), "reauth_until": clock.iso(assurance.window_ends(caller))}
 
 
 @route(auth, "/auth/logout", methods=["POST"], status=204)
 def logout() -> None:
-    sessions.end(caller=caller_of(auth.current_request, allowed=ANY_STATE))
+    sessions.end(caller=caller_of(auth.current_request, action=Action.READ_ACCOUNT))
 
 
 @route(auth, "/auth/backup-login", methods=["POST"])

@@ -11,15 +11,17 @@ from chalice import Blueprint, Chalice, Response
 from chalice.app import ChaliceViewError, Request
 
 from chalicelib import errors
+from chalicelib.actions import Action
 from chalicelib.config import settings
 from chalicelib.deferred import deferred
 
 if TYPE_CHECKING:
     from chalicelib.audit import Client
-    from chalicelib.sessions import AlsoReads, Caller, SessionState
+    from chalicelib.sessions import AlsoReads, Caller
 
 # Every request that authenticates loads them, on its first request rather than at import: the
 # stream and schedule functions import this module too and need none of them.
+assurance = deferred("chalicelib.assurance")
 audit = deferred("chalicelib.audit")
 sessions = deferred("chalicelib.sessions")
 storage = deferred("chalicelib.storage")
@@ -35,11 +37,6 @@ _STATUS_BY_KIND: tuple[tuple[type[errors.Refusal], int], ...] = (
     (errors.Unavailable, 503),
 )
 _http_errors: dict[str, type[ChaliceViewError]] = {}
-
-# Session states by their stored values, which the SessionState members equal: naming the members
-# here would load chalicelib.sessions with this module.
-ACTIVE_ONLY: tuple[str, ...] = ("active",)
-ANY_STATE: tuple[str, ...] = ("active", "mfa_required", "registration_required")
 
 
 def http_error(refusal: errors.Refusal) -> ChaliceViewError:
@@ -119,27 +116,10 @@ def client_of(request: Request) -> Client:
     return audit.Client(source_ip=identity.get("sourceIp"), user_agent=request.headers.get("user-agent"))
 
 
-def caller_of(request: Request, *, allowed: Iterable[SessionState | str] = ACTIVE_ONLY, also: AlsoReads | None = None) -> Caller:
-    """The authenticated caller, refused unless their session state allows this endpoint."""
+def caller_of(request: Request, *, action: Action, also: AlsoReads | None = None) -> Caller:
+    """The authenticated caller, refused unless the assurance rule allows them ``action``."""
     caller = sessions.resolve(authorization=request.headers.get("authorization"), client=client_of(request), also=also)
-    sessions.require_state(caller, allowed=allowed)
-    return caller
-
-
-def admin_of(request: Request) -> Caller:
-    """The authenticated caller, refused unless they are one of the organization's admins."""
-    caller = caller_of(request)
-    if not caller.is_admin:
-        raise errors.AdminRequired("Only the organization's admins may do this.")
-    return caller
-
-
-def changing_admin_of(request: Request) -> Caller:
-    """An admin about to change something: every admin change needs a recent security-key check."""
-    from chalicelib import stepup
-
-    caller = admin_of(request)
-    stepup.require_recent_key_check(caller)
+    assurance.require(caller, action)
     return caller
 
 
@@ -147,27 +127,21 @@ Submitted = TypeVar("Submitted")
 
 
 def caller_with(
-    request: Request, *, parse: Callable[[dict[str, Any]], Submitted], reads: Callable[[Submitted], AlsoReads],
-    allowed: Iterable[SessionState | str] = ACTIVE_ONLY, may: Callable[[Caller], None] | None = None,
+    request: Request, *, action: Action, parse: Callable[[dict[str, Any]], Submitted],
+    reads: Callable[[Submitted], AlsoReads],
 ) -> tuple[Caller, Submitted]:
     """The caller and their parsed request body, read together: what the body names (a
     challenge, a security key) comes in the same round trip as the session.
 
-    The refusals come in the order of every other endpoint: no valid session (401), a session
-    state or a rule about the caller (``may``, e.g. step-up) that refuses, then a body that
-    cannot be parsed.
+    The refusals come in the order of every other endpoint: no valid session (401), the
+    assurance rule's refusal of ``action``, then a body that cannot be parsed.
     """
     try:
         submitted = parse(json_body(request))
     except (errors.InvalidInput, errors.TooLarge) as refusal:
-        caller = caller_of(request, allowed=allowed)
-        if may is not None:
-            may(caller)
+        caller_of(request, action=action)
         raise refusal from None
-    caller = caller_of(request, allowed=allowed, also=reads(submitted))
-    if may is not None:
-        may(caller)
-    return caller, submitted
+    return caller_of(request, action=action, also=reads(submitted)), submitted
 
 
 def no_store(event: Request, get_response: Callable[[Request], Response]) -> Response:

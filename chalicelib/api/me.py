@@ -6,8 +6,9 @@ from typing import Any
 from chalice import Blueprint
 
 from chalicelib import clock
+from chalicelib.actions import Action
 from chalicelib.api import views
-from chalicelib.api.http import ANY_STATE, caller_of, caller_with, json_body, only_fields, route
+from chalicelib.api.http import caller_of, caller_with, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
 from chalicelib.deferred import deferred
 
@@ -17,17 +18,13 @@ enrollment = deferred("chalicelib.enrollment")
 grace = deferred("chalicelib.grace")
 keys = deferred("chalicelib.keys")
 sessions = deferred("chalicelib.sessions")
-stepup = deferred("chalicelib.stepup")
 
 me = Blueprint(__name__)
-
-# A member made to register a key at login may do exactly that (session states by their stored values).
-_REGISTRATION_STATES = ("active", "registration_required")
 
 
 @route(me, "/me", methods=["GET"])
 def who_am_i() -> dict[str, Any]:
-    caller = caller_of(me.current_request, allowed=ANY_STATE)
+    caller = caller_of(me.current_request, action=Action.READ_ACCOUNT)
     return {
         "user": user_body(caller.member),
         "org": org_body(caller.org),
@@ -46,23 +43,17 @@ def who_am_i() -> dict[str, Any]:
 
 @route(me, "/me/mfa/keys", methods=["GET"])
 def list_keys() -> dict[str, Any]:
-    caller = caller_of(me.current_request)
+    caller = caller_of(me.current_request, action=Action.READ)
     policy = authenticator_policy.of(caller.org)
     return {"keys": [keys.describe(key, policy=policy) for key in keys.list_keys(caller=caller)]}
 
 
 @route(me, "/me/mfa/keys/options", methods=["POST"])
 def registration_options() -> dict[str, Any]:
-    caller = caller_of(me.current_request, allowed=_REGISTRATION_STATES)
-    stepup.require_recent_key_check(caller)
+    caller = caller_of(me.current_request, action=Action.REGISTER_KEY)
     started = keys.registration_options(caller=caller)
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key,
             "enrollment_code_required": enrollment.code_required(caller=caller)}
-
-
-def _may_register(caller: sessions.Caller) -> None:
-    stepup.require_recent_key_check(caller)
-    keys.refuse_backup_session(caller)
 
 
 def _key_submission(body: dict[str, Any]) -> keys.KeySubmission:
@@ -73,8 +64,8 @@ def _key_submission(body: dict[str, Any]) -> keys.KeySubmission:
 
 @route(me, "/me/mfa/keys", methods=["POST"], status=201)
 def register_key() -> dict[str, Any]:
-    caller, submission = caller_with(me.current_request, allowed=_REGISTRATION_STATES, parse=_key_submission,
-                                     reads=keys.submission_reads, may=_may_register)
+    caller, submission = caller_with(me.current_request, action=Action.REGISTER_KEY, parse=_key_submission,
+                                     reads=keys.submission_reads)
     registered = keys.register(caller=caller, submission=submission)
     # A session that had to register continues under a new token; the old one stops working.
     return {"key": keys.describe(registered.key, policy=authenticator_policy.of(caller.org)),
@@ -83,7 +74,7 @@ def register_key() -> dict[str, Any]:
 
 @route(me, "/me/mfa/keys/{key_id}", methods=["PATCH"])
 def rename_key(key_id: str) -> dict[str, Any]:
-    caller = caller_of(me.current_request)
+    caller = caller_of(me.current_request, action=Action.RENAME_KEY)
     body = json_body(me.current_request)
     only_fields(body, {"name"})
     renamed = keys.rename(caller=caller, key_id=key_id, name=body.get("name"))
@@ -92,25 +83,23 @@ def rename_key(key_id: str) -> dict[str, Any]:
 
 @route(me, "/me/mfa/keys/{key_id}", methods=["DELETE"], status=204)
 def delete_key(key_id: str) -> None:
-    caller = caller_of(me.current_request)
-    stepup.require_recent_key_check(caller)
+    caller = caller_of(me.current_request, action=Action.DELETE_KEY)
     keys.delete(caller=caller, key_id=key_id)
 
 
 @route(me, "/me/mfa", methods=["DELETE"], status=204)
 def disable_mfa() -> None:
-    caller = caller_of(me.current_request)
-    stepup.require_recent_key_check(caller)
+    caller = caller_of(me.current_request, action=Action.DISABLE_MFA)
     keys.disable_mfa(caller=caller)
 
 
 @route(me, "/me/sessions", methods=["GET"])
 def list_sessions() -> dict[str, Any]:
-    caller = caller_of(me.current_request)
+    caller = caller_of(me.current_request, action=Action.READ)
     return {"sessions": [views.session_body(session, current=caller.session.session_id)
                          for session in sessions.open_sessions_of(caller)]}
 
 
 @route(me, "/me/sessions/{session_id}", methods=["DELETE"], status=204)
 def end_session(session_id: str) -> None:
-    sessions.end_own_session(caller=caller_of(me.current_request), session_id=session_id)
+    sessions.end_own_session(caller=caller_of(me.current_request, action=Action.END_SESSION), session_id=session_id)

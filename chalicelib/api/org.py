@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 from chalice import Blueprint, Response
 
 from chalicelib import clock
-from chalicelib.api.http import admin_of, changing_admin_of, json_body, only_fields, route
+from chalicelib.actions import Action
+from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.deferred import deferred
 from chalicelib.errors import InvalidTimeRange, MalformedRequest
 
@@ -35,11 +36,11 @@ org = Blueprint(__name__)
 
 
 def _admin() -> Caller:
-    return admin_of(org.current_request)
+    return caller_of(org.current_request, action=Action.READ_ORG)
 
 
 def _admin_changing() -> Caller:
-    return changing_admin_of(org.current_request)
+    return caller_of(org.current_request, action=Action.CHANGE_ORG)
 
 
 def _query(name: str) -> str | None:
@@ -191,7 +192,7 @@ def end_member_sessions(user_id: str) -> None:
 
 @route(org, "/org/backup-credentials", methods=["POST"], status=201)
 def create_backup_credentials() -> dict[str, Any]:
-    issued = backup.create(caller=_admin_changing())
+    issued = backup.create(caller=caller_of(org.current_request, action=Action.CREATE_BACKUP_CREDENTIALS))
     return {**backup.describe(issued.credential), "secret": issued.secret}
 
 

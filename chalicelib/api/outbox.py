@@ -9,6 +9,7 @@ from typing import Any
 
 from chalice import Blueprint
 
+from chalicelib.actions import Action
 from chalicelib.api.http import caller_of, route
 from chalicelib.deferred import deferred
 
@@ -20,5 +21,5 @@ local_outbox = Blueprint(__name__)
 
 @route(local_outbox, "/dev/outbox", methods=["GET"])
 def sent_mail() -> dict[str, Any]:
-    caller_of(local_outbox.current_request)
+    caller_of(local_outbox.current_request, action=Action.READ)
     return {"mail": notifications.local_outbox()}

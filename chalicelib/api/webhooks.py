@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint
 
-from chalicelib.api.http import admin_of, changing_admin_of, json_body, only_fields, route, string_field
+from chalicelib.actions import Action
+from chalicelib.api.http import caller_of, json_body, only_fields, route, string_field
 from chalicelib.deferred import deferred
 from chalicelib.errors import InvalidWebhookEvents, MalformedRequest, WebhookNotFound
 
@@ -23,11 +24,11 @@ _ID_LENGTH = 19
 
 
 def _admin() -> Caller:
-    return admin_of(webhooks.current_request)
+    return caller_of(webhooks.current_request, action=Action.READ_ORG)
 
 
 def _admin_changing() -> Caller:
-    return changing_admin_of(webhooks.current_request)
+    return caller_of(webhooks.current_request, action=Action.CHANGE_ORG)
 
 
 def _webhook_id(raw: str) -> str:
