@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib import metadata
 from tests.attestation_vectors import captured
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -195,3 +197,9 @@ def test_a_real_passkey_without_attestation_is_refused_where_attestation_is_requ
     assert (outcome["status"], outcome["answer"]["Code"]) == (403, "AttestationRequired")
     assert outcome["stored"] == []
 
+
+def test_the_api_document_names_exactly_the_formats_verified():
+    api = (PROJECT / "docs" / "api.md").read_text()
+    [sentence] = re.findall(r"[Aa]ttestation statement formats verified: ([^.]*)\.", api)
+    named = re.findall(r"`([a-z0-9-]+)`", sentence)
+    assert sorted(named) == sorted(metadata.STATEMENT_FORMATS) == sorted(fmt for fmt, _, _ in ATTESTED)
