@@ -3,7 +3,9 @@ Alliance reports about that model, and whether the key's attestation verifies up
 certificate the metadata lists for it.
 
 python-fido2 (``fido2.mds3``, ``fido2.attestation``) parses BLOBs and entries and does every
-signature and certificate-chain check; this module only decides where the metadata comes from:
+signature and certificate-chain check, with the statement formats of :data:`STATEMENT_FORMATS`;
+python-fido2 has no verifier of ``android-key`` statements, so py_webauthn's verifies those. This
+module only decides where the metadata comes from:
 
 - the authenticator-models table, filled by :func:`load_blob` from a BLOB whose signature chain
   verified up to the FIDO Alliance's root (the daily refresh on AWS, ``python -m devstack mds``
@@ -30,7 +32,18 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from fido2.attestation import AttestationVerifier, UntrustedAttestation
+from fido2.attestation import (
+    AndroidSafetynetAttestation,
+    AppleAttestation,
+    AttestationResult,
+    AttestationType,
+    AttestationVerifier,
+    FidoU2FAttestation,
+    InvalidData,
+    PackedAttestation,
+    TpmAttestation,
+    UntrustedAttestation,
+)
 from fido2.mds3 import MdsAttestationVerifier, MetadataBlobPayload, MetadataBlobPayloadEntry, parse_blob
 from fido2.webauthn import AttestationObject
 
@@ -48,6 +61,10 @@ _LABEL = "authenticator model "
 ZERO_AAGUID = str(uuid.UUID(int=0))
 # The root of the certificate chain that signs the FIDO Alliance's MDS3 BLOB (GlobalSign Root CA - R3).
 FIDO_MDS_ROOT = Path(__file__).resolve().parent / "data" / "fido-mds-root.crt"
+# The attestation statement formats whose statements are verified, and can make a key attested
+# (docs/api.md lists them; tests/test_attestation_formats.py registers a real key of each).
+# "none" and self attestation ("packed" without certificates) prove nothing about a model.
+STATEMENT_FORMATS = ("packed", "fido-u2f", "tpm", "android-key", "android-safetynet", "apple")
 
 
 @dataclass(frozen=True)
@@ -208,24 +225,102 @@ def examine(
     attestation = AttestationObject(attestation_object)
     credential = attestation.auth_data.credential_data
     aaguid = str(uuid.UUID(bytes=bytes(credential.aaguid))) if credential is not None else ZERO_AAGUID
-    statement = attestation.att_stmt or {}
-    x5c = statement.get("x5c") if isinstance(statement, dict) else None
-    # A statement is the authenticator's claim: only a list of byte strings can be a chain.
-    chain = [bytes(der) for der in x5c if isinstance(der, (bytes, bytearray))] if isinstance(x5c, list) else []
+    chain = _statement_certificates(fmt=attestation.fmt, statement=attestation.att_stmt)
     known = models(model_ids_for(aaguid=aaguid, certificate_chain=chain), stored=stored)
     model = next(iter(known.values()), None)
-    # "none", and "packed" without a certificate (self attestation), prove nothing about the model.
-    if attestation.fmt == "none" or not chain:
+    # Only a statement of a format verified here, with certificates, can attest: "none", and
+    # "packed" without a certificate (self attestation), prove nothing about the model.
+    if attestation.fmt not in STATEMENT_FORMATS or not chain:
         return AttestationVerdict(model=model, attested=False, certified=False)
+    formats = _statement_formats(attestation_object=attestation_object, client_data_json=client_data_json)
     attested = any(
-        _verifies(attestation=attestation, client_data_json=client_data_json, model=candidate)
+        _verifies(attestation=attestation, client_data_json=client_data_json, model=candidate, formats=formats)
         for candidate in known.values()
     )
     return AttestationVerdict(model=model, attested=attested, certified=True)
 
 
-def _verifies(*, attestation: Any, client_data_json: bytes, model: ModelInfo) -> bool:
-    """python-fido2 verifies the statement's signature and its chain up to one of the model's roots."""
+def _statement_certificates(*, fmt: str, statement: Any) -> list[bytes]:
+    """The certificates an attestation statement carries, unverified: its ``x5c``, or, in an
+    ``android-safetynet`` statement, the ``x5c`` of its JWS response's header.
+
+    A statement is the authenticator's claim: only a list of byte strings can be a chain, and
+    anything else is no chain at all.
+    """
+    if not isinstance(statement, dict):
+        return []
+    x5c = statement.get("x5c")
+    if fmt == "android-safetynet":
+        x5c = _safetynet_certificates(statement.get("response"))
+    return [bytes(der) for der in x5c if isinstance(der, (bytes, bytearray))] if isinstance(x5c, list) else []
+
+
+def _safetynet_certificates(response: object) -> list[bytes]:
+    import base64
+    import binascii
+
+    if not isinstance(response, (bytes, bytearray)):
+        return []
+    try:
+        header = bytes(response).split(b".")[0]
+        x5c = json.loads(base64.urlsafe_b64decode(header + b"=" * (-len(header) % 4)))["x5c"]
+        return [base64.b64decode(certificate) for certificate in x5c]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        return []
+
+
+def _statement_formats(*, attestation_object: bytes, client_data_json: bytes) -> list[Any]:
+    """The verifiers of :data:`STATEMENT_FORMATS`, named here rather than left to python-fido2's
+    discovery (the subclasses of its ``Attestation`` that happen to be imported)."""
+    return [
+        PackedAttestation(), FidoU2FAttestation(), TpmAttestation(), AndroidSafetynetAttestation(), AppleAttestation(),
+        AndroidKeyStatement(attestation_object=attestation_object, client_data_json=client_data_json),
+    ]
+
+
+class AndroidKeyStatement:
+    """An ``android-key`` statement, verified by py_webauthn (W3C WebAuthn §8.4), the library
+    that verified the whole ceremony: the signature by the credential's own key; the key
+    description Android's keystore wrote into its certificate (the client data hash as its
+    challenge, a key generated in secure hardware, for signing only, not usable by every
+    application); and a chain of certificates valid now that ends at one of Google's hardware
+    attestation roots. The verifier it serves then checks that chain up to the model's root.
+
+    python-fido2 has no verifier of this format. This is not a subclass of its ``Attestation``:
+    python-fido2 builds those without arguments wherever it looks formats up, and this one needs
+    the client data and the attestation object themselves, as py_webauthn takes them.
+    """
+
+    FORMAT = "android-key"
+
+    def __init__(self, *, attestation_object: bytes, client_data_json: bytes) -> None:
+        self._attestation_object = attestation_object
+        self._client_data_json = client_data_json
+
+    def verify(self, statement: Any, auth_data: Any, client_data_hash: bytes) -> AttestationResult:
+        from webauthn.helpers import parse_attestation_object
+        from webauthn.helpers.exceptions import WebAuthnException
+        from webauthn.registration.formats.android_key import verify_android_key
+
+        if hashlib.sha256(self._client_data_json).digest() != client_data_hash:
+            raise InvalidData("the client data is not the one the statement is verified for")
+        try:
+            parsed = parse_attestation_object(self._attestation_object)
+            credential = parsed.auth_data.attested_credential_data
+            if credential is None or AttestationObject(self._attestation_object).auth_data != auth_data:
+                raise InvalidData("the attestation object is not the one the statement is verified for")
+            verify_android_key(
+                attestation_statement=parsed.att_stmt, attestation_object=self._attestation_object,
+                client_data_json=self._client_data_json, credential_public_key=credential.credential_public_key,
+                pem_root_certs_bytes=[],
+            )
+        except (WebAuthnException, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+            raise InvalidData(f"android-key statement did not verify: {error}") from None
+        return AttestationResult(AttestationType.BASIC, _statement_certificates(fmt=self.FORMAT, statement=statement))
+
+
+def _verifies(*, attestation: Any, client_data_json: bytes, model: ModelInfo, formats: Sequence[Any]) -> bool:
+    """The statement's signature verifies (``formats``), and its chain up to one of the model's roots."""
     client_data_hash = hashlib.sha256(client_data_json).digest()
     verifiers: list[AttestationVerifier] = []
     if model.entry is not None:
@@ -237,9 +332,9 @@ def _verifies(*, attestation: Any, client_data_json: bytes, model: ModelInfo) ->
             payload = MetadataBlobPayload(legal_header="", no=0, next_update=clock.now().date(), entries=[entry])
             # Every entry takes part: a compromised model is refused by the policy with its own
             # reason, not passed off as an untrusted attestation.
-            verifiers.append(MdsAttestationVerifier(payload, entry_filter=None))
+            verifiers.append(MdsAttestationVerifier(payload, entry_filter=None, attestation_types=formats))
     if model.extra_roots:
-        verifiers.append(OperatorRootsVerifier(model.extra_roots))
+        verifiers.append(OperatorRootsVerifier(model.extra_roots, attestation_types=formats))
     for verifier in verifiers:
         try:
             verifier.verify_attestation(attestation, client_data_hash)
@@ -255,8 +350,8 @@ def _verifies(*, attestation: Any, client_data_json: bytes, model: ModelInfo) ->
 class OperatorRootsVerifier(AttestationVerifier):
     """An operator's roots for an in-house model: the chain must end at the root that issued it."""
 
-    def __init__(self, roots: Sequence[str]) -> None:
-        super().__init__()
+    def __init__(self, roots: Sequence[str], *, attestation_types: Sequence[Any]) -> None:
+        super().__init__(attestation_types)
         self._roots = [x509.load_pem_x509_certificate(pem.encode()) for pem in roots]
 
     def ca_lookup(self, attestation_result: Any, auth_data: Any) -> bytes | None:

