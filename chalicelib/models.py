@@ -442,8 +442,12 @@ class Webhook(Model):
     # Audit actions to send, or "*" for every one.
     events = UnicodeSetAttribute()
     description = UnicodeAttribute(default="")
-    # The signing secret ("whsec_..."): kept so that deliveries can be signed, never shown again.
-    secret = UnicodeAttribute()
+    # The signing secret ("whsec_..."), encrypted with KMS under an encryption context naming the
+    # organization and the endpoint (chalicelib/webhook_secrets.py): only delivery decrypts it.
+    sealed_secret = BinaryAttribute(legacy_encoding=False, null=True)
+    # The secret in clear, as endpoints created before secrets were sealed hold it, until
+    # `python -m keyward webhooks seal-secrets` (or a change of the endpoint) seals it.
+    secret = UnicodeAttribute(null=True)
     state = UnicodeAttribute()  # "enabled" | "disabled"
     # Failed deliveries in a row; the endpoint is disabled when they reach the configured limit.
     consecutive_failures = NumberAttribute(default=0)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import audit, clock, notifications, webhooks
+from chalicelib import audit, clock, notifications, webhook_secrets, webhooks
 from chalicelib.config import settings
 from chalicelib.models import AuditEvent, Delivery, Member, Webhook
 from chalicelib.storage import condition_failed
@@ -107,12 +107,17 @@ def deliver(*, entry: AuditEvent, deadline: Deadline) -> bool:
 
 def _deliver_webhook(*, webhook: Webhook, entry: AuditEvent, deadline: Deadline) -> bool:
     reasons: list[str] = []
+    unsealed: list[str] = []
 
     def attempt() -> int:
         body = json.dumps({"type": entry.action, "timestamp": clock.iso(entry.at), "data": describe(entry)},
                           separators=(",", ":")).encode()
+        if not unsealed:  # decrypted here and only here, once per delivery
+            unsealed.append(webhook_secrets.unseal(org_id=webhook.org_id, webhook_id=webhook.webhook_id,
+                                                   sealed=webhook.sealed_secret, legacy=webhook.secret))
         try:
-            return webhooks.post(webhook=webhook, message_id=event_id(entry), timestamp=int(time.time()), body=body)
+            return webhooks.post(url=webhook.url, secret=unsealed[0], message_id=event_id(entry),
+                                 timestamp=int(time.time()), body=body)
         except webhooks.DeliveryFailed as failure:
             reasons.append(str(failure))
             raise Failed(str(failure), status_code=failure.status_code) from None

@@ -22,7 +22,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import audit, clock
+from chalicelib import audit, clock, webhook_secrets
 from chalicelib.config import settings
 from chalicelib.errors import (
     ConcurrentChange, InvalidWebhookEvents, MalformedRequest, WebhookNotFound, WebhookUrlRefused,
@@ -70,9 +70,13 @@ def channel(*, org_id: str, webhook_id: str) -> str:
 def create(*, caller: Caller, url: str, events: Iterable[str], description: str = "") -> CreatedWebhook:
     """``POST /org/webhooks``: a new endpoint for the caller's organization, and its secret.
 
+    The secret is stored only sealed with KMS (:mod:`chalicelib.webhook_secrets`); this answer is
+    the one place it is ever shown.
+
     Raises:
         WebhookUrlRefused: the URL is not one keyward posts to (see the module docstring).
         InvalidWebhookEvents: ``events`` is empty, too long, or holds something not an action name.
+        WebhookSecretKeyUnavailable: KMS did not seal the secret; nothing was stored.
     """
     _check_address(url)
     wanted = _check_events(events)
@@ -80,9 +84,11 @@ def create(*, caller: Caller, url: str, events: Iterable[str], description: str 
     if len(description) > MAX_DESCRIPTION_LENGTH or not description.isprintable():
         raise MalformedRequest(f"'description' must be at most {MAX_DESCRIPTION_LENGTH} printable characters.")
     org_id = caller.session.org_id
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    webhook_id = "wh_" + secrets.token_urlsafe(12)
+    secret = webhook_secrets.new_secret()
     webhook = Webhook(
-        org_id, "wh_" + secrets.token_urlsafe(12), url=url, events=wanted, description=description, secret=secret,
+        org_id, webhook_id, url=url, events=wanted, description=description,
+        sealed_secret=webhook_secrets.seal(org_id=org_id, webhook_id=webhook_id, secret=secret),
         state=ENABLED, consecutive_failures=0, created_at=clock.now(), created_by=caller.actor.name,
     )
     with transaction() as write:
@@ -164,6 +170,11 @@ def change(*, caller: Caller, webhook_id: str, enabled: bool | None = None, url:
             webhook.events = wanted
         if not actions:
             return webhook
+        if webhook.sealed_secret is None and webhook.secret is not None:
+            # An endpoint from before secrets were sealed: its secret leaves the table with this change.
+            actions += [Webhook.sealed_secret.set(webhook_secrets.seal(org_id=org_id, webhook_id=webhook_id,
+                                                                       secret=webhook.secret)),
+                        Webhook.secret.remove()]
         details: dict[str, Any] = {"url": webhook.url, "events": sorted(webhook.events)}
         if changed:
             details["changed"] = changed
@@ -179,6 +190,32 @@ def change(*, caller: Caller, webhook_id: str, enabled: bool | None = None, url:
             continue  # deleted, enabled or disabled meanwhile
         return webhook
     raise ConcurrentChange("The webhook kept changing meanwhile; try again.")
+
+
+def seal_clear_secrets() -> int:
+    """``python -m keyward webhooks seal-secrets``: seal every secret still stored in clear (an
+    endpoint from before secrets were sealed) and remove the clear copy; returns how many.
+
+    Each item changes only if its clear secret is still the one read, so a run beside the API
+    cannot overwrite an endpoint deleted, or sealed by a change, meanwhile.
+    """
+    sealed = 0
+    for webhook in Webhook.scan(Webhook.secret.exists(), consistent_read=True):
+        if webhook.secret is None:
+            continue
+        try:
+            Webhook(webhook.org_id, webhook.webhook_id).update(
+                actions=[Webhook.sealed_secret.set(webhook_secrets.seal(
+                    org_id=webhook.org_id, webhook_id=webhook.webhook_id, secret=webhook.secret)),
+                    Webhook.secret.remove()],
+                condition=Webhook.secret == webhook.secret,
+            )
+        except UpdateError as error:
+            if not condition_failed(error):
+                raise
+            continue
+        sealed += 1
+    return sealed
 
 
 def _get(*, org_id: str, webhook_id: str, attributes: list[str] | None = None) -> Webhook:
@@ -314,8 +351,8 @@ def sign(*, secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def post(*, webhook: Webhook, message_id: str, timestamp: int, body: bytes) -> int:
-    """Post one signed delivery to the endpoint; returns its 2xx status.
+def post(*, url: str, secret: str, message_id: str, timestamp: int, body: bytes) -> int:
+    """Post one delivery to ``url``, signed with ``secret``; returns the endpoint's 2xx status.
 
     Raises:
         DeliveryFailed: the URL is no longer allowed, the endpoint is unreachable or slow, or it
@@ -324,7 +361,7 @@ def post(*, webhook: Webhook, message_id: str, timestamp: int, body: bytes) -> i
     import urllib3  # only the delivery function posts
 
     try:
-        parts = check_url(webhook.url)
+        parts = check_url(url)
         if settings().stage == "local":
             address = _addresses(parts)[0]
         else:
@@ -347,7 +384,7 @@ def post(*, webhook: Webhook, message_id: str, timestamp: int, body: bytes) -> i
         "User-Agent": USER_AGENT,
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret=webhook.secret, message_id=message_id, timestamp=timestamp, body=body),
+        "webhook-signature": sign(secret=secret, message_id=message_id, timestamp=timestamp, body=body),
     }
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:

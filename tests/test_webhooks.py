@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from chalicelib import outbox, webhooks
+from chalicelib import outbox, webhook_secrets, webhooks
 from chalicelib.config import settings
 from chalicelib.models import AuditEvent, Delivery, Webhook
 from tests.webhook_receiver import Receiver, running_receiver
@@ -46,6 +46,12 @@ def _webhooks_stored(org: str = "acme") -> list[Webhook]:
     return list(Webhook.query(org, consistent_read=True))
 
 
+def _secret_of(webhook: Webhook) -> str:
+    """The endpoint's secret, unsealed as the delivery function does."""
+    return webhook_secrets.unseal(org_id=webhook.org_id, webhook_id=webhook.webhook_id,
+                                  sealed=webhook.sealed_secret, legacy=webhook.secret)
+
+
 # --- managing endpoints -----------------------------------------------------------------------------
 
 def test_only_admins_manage_webhooks(api, receiver):
@@ -69,7 +75,7 @@ def test_create_list_and_delete_a_webhook_and_the_audit_log_says_so(api, receive
     assert (webhook["url"], webhook["events"], webhook["state"], webhook["description"]) == (
         receiver.url, ["key.deleted", "key.registered"], "enabled", "SIEM")
     [stored] = _webhooks_stored()
-    assert stored.secret == created.body["secret"] and stored.created_by == "alice"
+    assert _secret_of(stored) == created.body["secret"] and stored.created_by == "alice"
 
     listed = api.call("GET", "/org/webhooks", token=alice.token)
     assert listed.body == {"webhooks": [webhook]}
@@ -83,6 +89,103 @@ def test_create_list_and_delete_a_webhook_and_the_audit_log_says_so(api, receive
     assert actions == [("webhook.created", webhook["id"]), ("webhook.deleted", webhook["id"])]
     assert not any(created.body["secret"] in json.dumps(e.details.as_dict() if e.details else {})
                    for e in AuditEvent.query("acme", consistent_read=True))
+
+
+# --- the signing secret, sealed with KMS -----------------------------------------------------------
+
+def _raw_item(org_id: str, webhook_id: str) -> dict[str, Any]:
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=settings().dynamodb_endpoint, region_name=settings().region)
+    return client.get_item(TableName=settings().tables.webhooks, ConsistentRead=True,
+                           Key={"org_id": {"S": org_id}, "webhook_id": {"S": webhook_id}})["Item"]
+
+
+def _holds(item: dict[str, Any], secret: str) -> bool:
+    """Whether the item holds the secret, its base64 key or the key's bytes, in any attribute."""
+    import base64
+
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    text = json.dumps({name: {kind: (value.hex() if isinstance(value, bytes) else value) for kind, value in typed.items()}
+                       for name, typed in item.items()}, default=str)
+    binary = b"".join(value for typed in item.values() for value in typed.values() if isinstance(value, bytes))
+    return (secret in text or secret.removeprefix("whsec_") in text or key.hex() in text
+            or key in binary or secret.encode() in binary)
+
+
+def test_the_table_holds_no_usable_signing_secret_and_deliveries_still_verify(api, audit_stream, receiver):
+    from botocore.exceptions import ClientError
+
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["*"]}).body
+    secret, webhook_id = created["secret"], created["webhook"]["id"]
+    item = _raw_item("acme", webhook_id)
+    assert "secret" not in item and "sealed_secret" in item
+    assert not _holds(item, secret)
+    # The ciphertext is bound to its endpoint: moved onto another one, it does not decrypt.
+    other = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["key.deleted"]}).body
+    with pytest.raises(ClientError) as refused:
+        webhook_secrets.unseal(org_id="acme", webhook_id=other["webhook"]["id"], sealed=item["sealed_secret"]["B"])
+    assert refused.value.response["Error"]["Code"] == "InvalidCiphertextException"
+    with pytest.raises(ClientError):
+        webhook_secrets.unseal(org_id="evil", webhook_id=webhook_id, sealed=item["sealed_secret"]["B"])
+
+    # Delivery unseals it and signs with it: the receiver verifies with the secret shown once.
+    receiver.secret = secret
+    api.login(user="bob")
+    audit_stream.drain()
+    assert _logins_received(receiver) == ["bob"]
+    assert receiver.received and all(r.verified for r in receiver.received)
+
+
+def test_a_webhook_is_not_created_when_kms_does_not_seal_its_secret(api, receiver, monkeypatch):
+    alice = api.login(user="alice", admin=True)
+    monkeypatch.setattr(webhook_secrets, "settings",
+                        lambda: dataclasses.replace(settings(), webhook_secret_key="alias/no-such-key"))
+    reply = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["*"]})
+    assert (reply.status, reply.code) == (503, "WebhookSecretKeyUnavailable"), reply.body
+    assert _webhooks_stored() == []
+    assert [e.action for e in AuditEvent.query("acme", consistent_read=True) if e.action.startswith("webhook.")] == []
+
+
+def _in_clear(webhook_id: str, secret: str) -> None:
+    """Store the endpoint's secret as endpoints from before sealing held it."""
+    Webhook("acme", webhook_id).update(actions=[Webhook.secret.set(secret), Webhook.sealed_secret.remove()])
+
+
+def test_an_endpoint_from_before_sealing_is_delivered_to_and_sealed_by_the_operators_command(api, audit_stream, receiver):
+    from keyward.__main__ import main
+
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    webhook_id, receiver.secret = created["webhook"]["id"], created["secret"]
+    _in_clear(webhook_id, created["secret"])
+    api.login(user="bob")
+    audit_stream.drain()
+    assert _logins_received(receiver) == ["bob"]
+
+    assert main(["webhooks", "seal-secrets"]) == 0
+    item = _raw_item("acme", webhook_id)
+    assert "secret" not in item and not _holds(item, created["secret"])
+    assert main(["webhooks", "seal-secrets"]) == 0  # nothing left to seal; the sealed one stays
+    assert _raw_item("acme", webhook_id)["sealed_secret"] == item["sealed_secret"]
+    api.login(user="carol")
+    audit_stream.drain()
+    assert _logins_received(receiver) == ["bob", "carol"]
+    assert all(r.verified for r in receiver.received)
+
+
+def test_changing_an_endpoint_from_before_sealing_seals_its_secret(api, audit_stream, receiver):
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    webhook_id, receiver.secret = created["webhook"]["id"], created["secret"]
+    _in_clear(webhook_id, created["secret"])
+    assert api.call("PATCH", f"/org/webhooks/{webhook_id}", token=alice.token, body={"events": ["*"]}).status == 200
+    item = _raw_item("acme", webhook_id)
+    assert "secret" not in item and not _holds(item, created["secret"])
+    api.login(user="bob")
+    audit_stream.drain()
+    assert _logins_received(receiver) == ["bob"] and all(r.verified for r in receiver.received)
 
 
 def test_another_organizations_webhook_is_unknown(api, receiver):
@@ -161,7 +264,7 @@ def test_an_endpoint_keyward_disabled_is_enabled_again_with_a_fresh_run_and_the_
     assert (webhook["state"], webhook["consecutive_failures"], webhook["disabled_at"]) == ("enabled", 0, None)
     assert api.call("GET", "/org/webhooks", token=alice.token).body == {"webhooks": [webhook]}
     [stored] = _webhooks_stored()
-    assert (stored.state, stored.consecutive_failures, stored.secret) == ("enabled", 0, created["secret"])
+    assert (stored.state, stored.consecutive_failures, _secret_of(stored)) == ("enabled", 0, created["secret"])
     api.login(user="dan")
     audit_stream.drain()
 
@@ -232,7 +335,7 @@ def test_the_url_and_events_are_changed_with_the_checks_of_creation(api, receive
     assert reply.status == 200, reply.body
     assert (reply.body["webhook"]["url"], reply.body["webhook"]["events"]) == ("https://new.example.com/k", ["*", "key.deleted"])
     [stored] = _webhooks_stored()
-    assert (stored.url, stored.events, stored.secret) == ("https://new.example.com/k", {"*", "key.deleted"}, created["secret"])
+    assert (stored.url, stored.events, _secret_of(stored)) == ("https://new.example.com/k", {"*", "key.deleted"}, created["secret"])
     [changed] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "webhook.changed"]
     assert changed.details.as_dict() == {"url": "https://new.example.com/k", "events": ["*", "key.deleted"],
                                          "changed": ["url", "events"]}
