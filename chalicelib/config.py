@@ -33,6 +33,7 @@ class Tables:
     enrollment_passes: str
     webhooks: str
     deliveries: str
+    webhook_changes: str
 
 
 @dataclass(frozen=True)
@@ -279,6 +280,7 @@ def load(env: Mapping[str, str]) -> Settings:
             enrollment_passes=env.get("KEYWARD_ENROLLMENT_PASSES_TABLE", prefix + "enrollment-passes"),
             webhooks=env.get("KEYWARD_WEBHOOKS_TABLE", prefix + "webhooks"),
             deliveries=env.get("KEYWARD_DELIVERIES_TABLE", prefix + "deliveries"),
+            webhook_changes=env.get("KEYWARD_WEBHOOK_CHANGES_TABLE", prefix + "webhook-changes"),
         ),
         rp_id=env.get("KEYWARD_RP_ID", "localhost"),
         rp_name=env.get("KEYWARD_RP_NAME", "keyward"),

@@ -268,9 +268,10 @@ def test_an_endpoint_keyward_disabled_is_enabled_again_with_a_fresh_run_and_the_
     api.login(user="dan")
     audit_stream.drain()
 
-    # Signed with the secret it always had; carol's login of the disabled time is not sent.
+    # Signed with the secret it always had; carol's login of the disabled time is not sent. Its
+    # creation, recorded while it was enabled, went through on the stream's retry.
     assert _logins_received(receiver) == ["dan"]
-    assert [r.payload["type"] for r in receiver.accepted()] == ["webhook.enabled", "login"]
+    assert [r.payload["type"] for r in receiver.accepted()] == ["webhook.created", "webhook.enabled", "login"]
     [enabled] = api.call("GET", "/org/audit?action=webhook.enabled", token=alice.token).body["events"]
     assert (enabled["actor"], enabled["actor_kind"], enabled["target"]) == ("alice", "member", webhook_id)
     assert enabled["details"] == {"url": receiver.url, "events": ["*"]}
@@ -297,18 +298,25 @@ def test_a_re_enabled_endpoint_gets_its_full_run_of_attempts_again(api, audit_st
     assert [r.status for r in receiver.received][-4:] == [500, 500, 500, 204]
 
 
-def test_an_admin_disables_an_endpoint_and_no_mail_goes_out_for_it(api, audit_stream, receiver, sent_mail):
+def test_an_admin_disabling_an_endpoint_tells_the_endpoint_and_every_admin_and_sends_it_nothing_more(
+        api, audit_stream, receiver, sent_mail):
     alice = api.login(user="alice", admin=True)
+    api.login(user="zoe", admin=True)
     created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    receiver.secret = created["secret"]
     reply = api.call("PATCH", f"/org/webhooks/{created['webhook']['id']}", token=alice.token, body={"enabled": False})
     assert reply.status == 200 and reply.body["webhook"]["state"] == "disabled" and reply.body["webhook"]["disabled_at"]
     api.login(user="bob")
     audit_stream.drain()
 
-    assert receiver.received == []
+    # It wanted logins only, and is disabled now: still, it is told that it was disabled.
+    assert [(r.payload["type"], r.verified) for r in receiver.accepted()] == [("webhook.disabled", True)]
     [disabled] = api.call("GET", "/org/audit?action=webhook.disabled", token=alice.token).body["events"]
     assert (disabled["actor"], disabled["actor_kind"]) == ("alice", "member")
-    assert _mail_to(sent_mail, "alice@acme.example") == []
+    for admin in ("alice", "zoe"):
+        [mail] = _mail_to(sent_mail, f"{admin}@acme.example")
+        assert mail["Subject"] == "keyward: A webhook was disabled"
+        assert f"alice disabled the webhook {created['webhook']['id']} ({receiver.url})" in mail.get_payload()[0].get_payload(decode=True).decode()
 
 
 def test_a_change_that_changes_nothing_writes_nothing(api, receiver):
@@ -338,7 +346,7 @@ def test_the_url_and_events_are_changed_with_the_checks_of_creation(api, receive
     assert (stored.url, stored.events, _secret_of(stored)) == ("https://new.example.com/k", {"*", "key.deleted"}, created["secret"])
     [changed] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "webhook.changed"]
     assert changed.details.as_dict() == {"url": "https://new.example.com/k", "events": ["*", "key.deleted"],
-                                         "changed": ["url", "events"]}
+                                         "changed": ["url", "events"], "previous_url": "https://hooks.example.com/k"}
 
 
 @pytest.mark.parametrize("body, code", [
@@ -531,3 +539,102 @@ def test_the_export_is_ndjson_oldest_first_and_continues_with_its_cursor(api, mo
     assert seen == [f"2026-01-0{day}T00:00:00Z" for day in range(1, 6)]
     member = api.login(user="bob")
     assert api.call("GET", "/org/audit/export", token=member.token).code == "AdminRequired"
+
+
+# --- an admin cannot blind the SIEM -------------------------------------------------------------------
+
+@pytest.fixture
+def elsewhere() -> Iterator[Receiver]:
+    """Where an admin points the organization's SIEM webhook for a while."""
+    with running_receiver() as running:
+        yield running
+
+
+def _types(receiver: Receiver) -> list[str]:
+    assert all(r.verified for r in receiver.accepted())
+    return [r.payload["type"] for r in receiver.accepted() if r.payload["type"].startswith(("webhook.", "key.deleted", "login"))]
+
+
+@pytest.mark.parametrize("stream_runs", ["after_each_step", "once_at_the_end"])
+def test_an_admin_who_redirects_the_siem_webhook_acts_and_restores_it_cannot_hide_the_detour(
+        api, audit_stream, receiver, elsewhere, sent_mail, stream_runs):
+    siem = receiver
+    alice = api.login(user="alice", admin=True)
+    api.login(user="zoe", admin=True)
+    bob = api.login(user="bob")
+    assert api.add_key(bob).status == 201
+    [key] = api.call("GET", "/org/mfa/keys?user_id=bob", token=alice.token).body["keys"]
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": siem.url, "events": ["*"]}).body
+    siem.secret = elsewhere.secret = created["secret"]
+    path = f"/org/webhooks/{created['webhook']['id']}"
+    audit_stream.drain()
+    sent_mail.clear()
+
+    def step(method: str, url: str, body: dict[str, Any] | None, status: int) -> None:
+        assert api.call(method, url, token=alice.token, body=body).status == status
+        if stream_runs == "after_each_step":
+            audit_stream.drain()
+
+    step("PATCH", path, {"url": elsewhere.url}, 200)
+    step("DELETE", f"/org/members/bob/mfa/keys/{key['id']}", None, 204)
+    step("PATCH", path, {"url": siem.url}, 200)
+    api.login(user="carol")
+    audit_stream.drain()
+
+    # The SIEM hears of the detour, with where its events went, and of their return.
+    assert _types(siem) == ["webhook.created", "webhook.changed", "webhook.changed", "login"]
+    away, back = [r.payload["data"]["details"] for r in siem.accepted() if r.payload["type"] == "webhook.changed"]
+    assert (away["url"], away["previous_url"], back["url"], back["previous_url"]) == (
+        elsewhere.url, siem.url, siem.url, elsewhere.url)
+    # Each event went where the endpoint pointed when it was recorded, however late the stream ran.
+    assert _types(elsewhere) == ["webhook.changed", "key.deleted", "webhook.changed"]
+    # Every admin is mailed of both changes.
+    for admin in ("alice", "zoe"):
+        assert [m["Subject"] for m in _mail_to(sent_mail, f"{admin}@acme.example")] == ["keyward: A webhook was changed"] * 2
+
+
+@pytest.mark.parametrize("stream_runs", ["after_each_step", "once_at_the_end"])
+def test_an_admin_who_disables_the_siem_webhook_acts_and_enables_it_cannot_hide_the_pause(
+        api, audit_stream, receiver, sent_mail, stream_runs):
+    siem = receiver
+    alice = api.login(user="alice", admin=True)
+    api.login(user="zoe", admin=True)
+    bob = api.login(user="bob")
+    assert api.add_key(bob).status == 201
+    [key] = api.call("GET", "/org/mfa/keys?user_id=bob", token=alice.token).body["keys"]
+    # The SIEM takes only key deletions: the change events reach it all the same.
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": siem.url, "events": ["key.deleted"]}).body
+    siem.secret = created["secret"]
+    path = f"/org/webhooks/{created['webhook']['id']}"
+    audit_stream.drain()
+    sent_mail.clear()
+
+    def step(method: str, url: str, body: dict[str, Any] | None, status: int) -> None:
+        assert api.call(method, url, token=alice.token, body=body).status == status
+        if stream_runs == "after_each_step":
+            audit_stream.drain()
+
+    step("PATCH", path, {"enabled": False}, 200)
+    step("DELETE", f"/org/members/bob/mfa/keys/{key['id']}", None, 204)
+    step("PATCH", path, {"enabled": True}, 200)
+    audit_stream.drain()
+
+    # Told of the pause, whatever its filter says; the deletion of the pause is not sent to it
+    # (the endpoint was disabled then), and the SIEM knows from when to when to read the audit log.
+    assert _types(siem) == ["webhook.disabled"]
+    for admin in ("alice", "zoe"):
+        assert [m["Subject"] for m in _mail_to(sent_mail, f"{admin}@acme.example")] == ["keyward: A webhook was disabled"]
+
+
+def test_a_deleted_siem_webhook_is_told_of_its_deletion_signed_with_its_secret(api, audit_stream, receiver, sent_mail):
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    receiver.secret = created["secret"]
+    assert api.call("DELETE", f"/org/webhooks/{created['webhook']['id']}", token=alice.token).status == 204
+    api.login(user="bob")
+    audit_stream.drain()
+
+    [told] = receiver.accepted()
+    assert (told.payload["type"], told.verified) == ("webhook.deleted", True)
+    assert told.payload["data"]["details"] == {"url": receiver.url, "events": ["login"]}
+    assert [m["Subject"] for m in _mail_to(sent_mail, "alice@acme.example")] == ["keyward: A webhook was deleted"]
