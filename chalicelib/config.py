@@ -33,6 +33,7 @@ class Tables:
     enrollment_passes: str
     webhooks: str
     deliveries: str
+    webhook_changes: str
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ class Settings:
     aws_endpoint: str | None
     # Failed delivery attempts in a row after which a webhook endpoint is disabled.
     webhook_disable_after_failures: int
+    # The KMS key (ID, ARN or alias) that seals webhook signing secrets (chalicelib/webhook_secrets.py).
+    webhook_secret_key: str
 
     backup_login_max_failures: int
     backup_login_window_seconds: int
@@ -277,6 +280,7 @@ def load(env: Mapping[str, str]) -> Settings:
             enrollment_passes=env.get("KEYWARD_ENROLLMENT_PASSES_TABLE", prefix + "enrollment-passes"),
             webhooks=env.get("KEYWARD_WEBHOOKS_TABLE", prefix + "webhooks"),
             deliveries=env.get("KEYWARD_DELIVERIES_TABLE", prefix + "deliveries"),
+            webhook_changes=env.get("KEYWARD_WEBHOOK_CHANGES_TABLE", prefix + "webhook-changes"),
         ),
         rp_id=env.get("KEYWARD_RP_ID", "localhost"),
         rp_name=env.get("KEYWARD_RP_NAME", "keyward"),
@@ -313,6 +317,7 @@ def load(env: Mapping[str, str]) -> Settings:
         event_bus=env.get("KEYWARD_EVENT_BUS", "").strip(),
         aws_endpoint=aws_endpoint,
         webhook_disable_after_failures=_integer(env, "KEYWARD_WEBHOOK_DISABLE_AFTER_FAILURES", 10),
+        webhook_secret_key=env.get("KEYWARD_WEBHOOK_SECRET_KEY", "").strip() or "alias/keyward-webhook-secrets",
         backup_login_max_failures=_integer(env, "KEYWARD_BACKUP_LOGIN_MAX_FAILURES", 5),
         backup_login_window_seconds=_integer(env, "KEYWARD_BACKUP_LOGIN_WINDOW_SECONDS", 15 * 60),
         enrollment_pass_max_failures=_integer(env, "KEYWARD_ENROLLMENT_PASS_MAX_FAILURES", 5),

@@ -218,6 +218,10 @@ class IdentityProviderUnavailable(Unavailable):
     """The IdP's signing keys (JWKS) could not be fetched."""
 
 
+class WebhookSecretKeyUnavailable(Unavailable):
+    """KMS did not seal a webhook's signing secret: no endpoint was created or changed."""
+
+
 class SecurityKeyRequired(RuleViolation):
     """A security key of one's own is needed: to enforce MFA, or to step up."""
 

@@ -445,8 +445,12 @@ class Webhook(Model):
     # Audit actions to send, or "*" for every one.
     events = UnicodeSetAttribute()
     description = UnicodeAttribute(default="")
-    # The signing secret ("whsec_..."): kept so that deliveries can be signed, never shown again.
-    secret = UnicodeAttribute()
+    # The signing secret ("whsec_..."), encrypted with KMS under an encryption context naming the
+    # organization and the endpoint (chalicelib/webhook_secrets.py): only delivery decrypts it.
+    sealed_secret = BinaryAttribute(legacy_encoding=False, null=True)
+    # The secret in clear, as endpoints created before secrets were sealed hold it, until
+    # `python -m keyward webhooks seal-secrets` (or a change of the endpoint) seals it.
+    secret = UnicodeAttribute(null=True)
     state = UnicodeAttribute()  # "enabled" | "disabled"
     # Failed deliveries in a row; the endpoint is disabled when they reach the configured limit.
     consecutive_failures = NumberAttribute(default=0)
@@ -456,6 +460,41 @@ class Webhook(Model):
     # When an admin last enabled it again: it is sent the events recorded from then on, not the
     # ones recorded while it was disabled.
     enabled_at = UTCDateTimeAttribute(null=True)
+    # Incremented by every change of its URL, events or state (each recorded as a WebhookChange):
+    # a change is written only over the revision it read. Absent on endpoints from before.
+    revision = NumberAttribute(null=True)
+
+
+class EndpointSettings(MapAttribute):
+    """What an endpoint was sent, and where, between two of its changes."""
+
+    url = UnicodeAttribute()
+    # Audit actions to send, or "*" for every one.
+    events = UnicodeSetAttribute()
+    state = UnicodeAttribute()  # "enabled" | "disabled"
+
+
+class WebhookChange(Model):
+    """One change of an endpoint (created, changed, enabled, disabled, deleted), written in the
+    transaction of its audit event and under that event's key: each event is delivered to the
+    endpoints as these say they were when it was recorded (chalicelib/webhooks.py)."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.webhook_changes
+
+    org_id = UnicodeAttribute(hash_key=True)
+    # "<event key>#<webhook id>": an organization's changes sort by the time of their events.
+    change_key = UnicodeAttribute(range_key=True)
+    event_key = UnicodeAttribute()
+    webhook_id = UnicodeAttribute()
+    action = UnicodeAttribute()
+    # Absent before a creation and after a deletion.
+    before = EndpointSettings(null=True)
+    after = EndpointSettings(null=True)
+    # A deletion keeps the sealed secret: the endpoint's last events are signed with it.
+    sealed_secret = BinaryAttribute(legacy_encoding=False, null=True)
+    # Kept as long as the events it serves.
+    ttl = TTLAttribute()
 
 
 class Delivery(Model):
@@ -484,7 +523,7 @@ ALL_MODELS: tuple[type[Model], ...] = (
     Organization, Member, SecurityKey, CredentialClaim, Challenge, Session, BackupCredential, Throttle, AuditEvent,
     AuthenticatorModel,
     EnrollmentPass,
-    Webhook, Delivery,
+    Webhook, Delivery, WebhookChange,
 )
 
 

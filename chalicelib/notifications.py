@@ -3,7 +3,8 @@
 A member hears of changes to their own account (a key added or deleted, MFA turned off, an
 enrolment pass issued for them, their sessions ended by an admin, repeated failed MFA checks);
 the organization's admins hear of changes to the organization (enforcement, the authenticator
-policy, backup credentials created or used, a member offboarded, a webhook keyward disabled). Every mail
+policy, backup credentials created or used, a member offboarded, a webhook changed, disabled or
+deleted, by an admin or by keyward). Every mail
 says what happened, when, from which address and browser, and what to do if it was not expected;
 it is built only from the event's own fields, never from a secret, token or code.
 """
@@ -39,8 +40,11 @@ MAILED_ACTIONS: dict[str, tuple[str, str]] = {
     "backup_credentials.created": (ADMINS, "Backup credentials were created"),
     "backup_login.succeeded": (ADMINS, "Someone signed in with backup credentials"),
     "member.offboarded": (ADMINS, "A member was offboarded"),
-    "webhook.disabled": (ADMINS, "A webhook was disabled after failing repeatedly"),
+    "webhook.changed": (ADMINS, "A webhook was changed"),
+    "webhook.disabled": (ADMINS, "A webhook was disabled"),
+    "webhook.deleted": (ADMINS, "A webhook was deleted"),
 }
+KEYWARD_DISABLED_A_WEBHOOK = "A webhook was disabled after failing repeatedly"
 # One failed check is a typo or a wrong key; this many in the window is worth a mail (and every
 # further multiple of it, so an ongoing attack keeps being heard without a mail per attempt).
 REPEATED_FAILURES = 3
@@ -65,9 +69,7 @@ def audience(entry: AuditEvent) -> str | None:
         return None
     if entry.action == "mfa.failed" and not _repeated_failure(entry):
         return None
-    # An admin who disables an endpoint knows it; keyward disabling one is news.
-    if entry.action == "webhook.disabled" and entry.actor_kind != ActorKind.SYSTEM.value:
-        return None
+    # Every admin hears of a webhook turned away from its receiver (a SIEM), not only the one who did it.
     return mailed[0]
 
 
@@ -103,6 +105,8 @@ def _repeated_failure(entry: AuditEvent) -> bool:
 def compose(*, entry: AuditEvent, recipient: Member, event_id: str) -> Mail:
     """The mail about ``entry`` for ``recipient``, in plain text and HTML."""
     who, subject = MAILED_ACTIONS[entry.action]
+    if entry.action == "webhook.disabled" and entry.actor_kind == ActorKind.SYSTEM.value:
+        subject = KEYWARD_DISABLED_A_WEBHOOK
     details = entry.details.as_dict() if entry.details is not None else {}
     facts: list[tuple[str, str]] = [
         ("What", _what(entry, details)),
@@ -157,8 +161,14 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
         "backup_credentials.created": f"{entry.actor} created the backup credentials {target}.",
         "backup_login.succeeded": f"Someone signed in to {entry.org_id} with the backup credentials {target}.",
         "member.offboarded": f"{entry.actor} offboarded the member {target}.",
-        "webhook.disabled": f"The webhook {target} ({details.get('url', '')}) was disabled after "
-                            f"{details.get('failures', 'repeated')} failed deliveries in a row; enable it again once it works.",
+        "webhook.changed": f"{entry.actor} changed the webhook {target}: its events now go to {details.get('url', '')}"
+                           + (f" instead of {details['previous_url']}" if details.get("previous_url") else "")
+                           + f" ({', '.join(details.get('events', []))}).",
+        "webhook.disabled": (f"The webhook {target} ({details.get('url', '')}) was disabled after "
+                             f"{details.get('failures', 'repeated')} failed deliveries in a row; enable it again once it works."
+                             if entry.actor_kind == ActorKind.SYSTEM.value else
+                             f"{entry.actor} disabled the webhook {target} ({details.get('url', '')}): no events go to it."),
+        "webhook.deleted": f"{entry.actor} deleted the webhook {target} ({details.get('url', '')}): no events go to it.",
     }
     return sentences.get(entry.action, f"{entry.action} by {entry.actor}.")
 

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import audit, clock, notifications, webhooks
+from chalicelib import audit, clock, notifications, webhook_secrets, webhooks
 from chalicelib.config import settings
-from chalicelib.models import AuditEvent, Delivery, Member, Webhook
+from chalicelib.models import AuditEvent, Delivery, Member
 from chalicelib.storage import condition_failed
 
 if TYPE_CHECKING:
@@ -99,29 +99,36 @@ def deliver(*, entry: AuditEvent, deadline: Deadline) -> bool:
         for user_id in notifications.recipients(entry):
             delivered &= _deliver(channel=f"mail#{entry.org_id}#{user_id}", entry=entry, deadline=deadline,
                                   attempt=lambda user_id=user_id: _mail(entry, user_id), resend_unsure=False)
-    for webhook in Webhook.query(entry.org_id, consistent_read=True):
-        if webhooks.wants(webhook, entry):
-            delivered &= _deliver_webhook(webhook=webhook, entry=entry, deadline=deadline)
+    for destination in webhooks.destinations(entry=entry):
+        delivered &= _deliver_webhook(destination=destination, entry=entry, deadline=deadline)
     return delivered
 
 
-def _deliver_webhook(*, webhook: Webhook, entry: AuditEvent, deadline: Deadline) -> bool:
+def _deliver_webhook(*, destination: webhooks.Destination, entry: AuditEvent, deadline: Deadline) -> bool:
     reasons: list[str] = []
+    unsealed: list[str] = []
+    webhook = destination.current
 
     def attempt() -> int:
         body = json.dumps({"type": entry.action, "timestamp": clock.iso(entry.at), "data": describe(entry)},
                           separators=(",", ":")).encode()
+        if not unsealed:  # decrypted here and only here, once per delivery
+            unsealed.append(webhook_secrets.unseal(org_id=destination.org_id, webhook_id=destination.webhook_id,
+                                                   sealed=destination.sealed_secret, legacy=destination.legacy_secret))
         try:
-            return webhooks.post(webhook=webhook, message_id=event_id(entry), timestamp=int(time.time()), body=body)
+            return webhooks.post(url=destination.url, secret=unsealed[0], message_id=event_id(entry),
+                                 timestamp=int(time.time()), body=body)
         except webhooks.DeliveryFailed as failure:
             reasons.append(str(failure))
             raise Failed(str(failure), status_code=failure.status_code) from None
 
-    channel = webhooks.channel(org_id=webhook.org_id, webhook_id=webhook.webhook_id)
+    channel = destination.channel
     if _deliver(channel=channel, entry=entry, deadline=deadline, attempt=attempt, resend_unsure=True):
-        if reasons or webhook.consecutive_failures:
+        if webhook is not None and (reasons or webhook.consecutive_failures):
             webhooks.record_success(webhook=webhook)
         return True
+    if webhook is None:
+        return False  # a URL the endpoint no longer has: its failures are not the endpoint's
     if webhooks.record_failure(webhook=webhook, reason=reasons[-1] if reasons else "failed"):
         log.warning("webhook %s of %s disabled after repeated failures", webhook.webhook_id, webhook.org_id)
         # Disabled endpoints are not sent anything: this event is done with it.

@@ -6,6 +6,15 @@ must be https and every address its host resolves to must be public (no private,
 link-local address: nothing inside the VPC, not the metadata service). That is checked when the
 endpoint is created and again at every delivery, which then connects to the very address it
 checked, so a DNS answer that changes in between (DNS rebinding) cannot redirect it.
+
+Every change of an endpoint is recorded, in the transaction of its audit event and under that
+event's key, with the endpoint's settings before and after it (``WebhookChange``). An event is
+delivered to the endpoints as they were when it was recorded — the order of event keys, which is
+the audit table's order — whenever the stream hands it over: redirecting or disabling an
+endpoint, acting and restoring it cannot move the events of the meantime elsewhere afterwards.
+The events that change where an endpoint's events go (``webhook.changed``, ``webhook.disabled``,
+``webhook.deleted`` by a member) also go to where they went before the change, whatever the
+endpoint wants after it: the receiver an admin turns away hears of it.
 """
 from __future__ import annotations
 
@@ -22,12 +31,12 @@ from urllib.parse import SplitResult, urlsplit
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import audit, clock
+from chalicelib import audit, clock, webhook_secrets
 from chalicelib.config import settings
 from chalicelib.errors import (
     ConcurrentChange, InvalidWebhookEvents, MalformedRequest, WebhookNotFound, WebhookUrlRefused,
 )
-from chalicelib.models import AuditEvent, Delivery, Webhook
+from chalicelib.models import AuditEvent, Delivery, EndpointSettings, Webhook, WebhookChange
 from chalicelib.sessions import Caller
 from chalicelib.storage import ConditionsFailed, condition_failed, transaction
 
@@ -70,9 +79,13 @@ def channel(*, org_id: str, webhook_id: str) -> str:
 def create(*, caller: Caller, url: str, events: Iterable[str], description: str = "") -> CreatedWebhook:
     """``POST /org/webhooks``: a new endpoint for the caller's organization, and its secret.
 
+    The secret is stored only sealed with KMS (:mod:`chalicelib.webhook_secrets`); this answer is
+    the one place it is ever shown.
+
     Raises:
         WebhookUrlRefused: the URL is not one keyward posts to (see the module docstring).
         InvalidWebhookEvents: ``events`` is empty, too long, or holds something not an action name.
+        WebhookSecretKeyUnavailable: KMS did not seal the secret; nothing was stored.
     """
     _check_address(url)
     wanted = _check_events(events)
@@ -80,18 +93,40 @@ def create(*, caller: Caller, url: str, events: Iterable[str], description: str 
     if len(description) > MAX_DESCRIPTION_LENGTH or not description.isprintable():
         raise MalformedRequest(f"'description' must be at most {MAX_DESCRIPTION_LENGTH} printable characters.")
     org_id = caller.session.org_id
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    webhook_id = "wh_" + secrets.token_urlsafe(12)
+    secret = webhook_secrets.new_secret()
     webhook = Webhook(
-        org_id, "wh_" + secrets.token_urlsafe(12), url=url, events=wanted, description=description, secret=secret,
+        org_id, webhook_id, url=url, events=wanted, description=description,
+        sealed_secret=webhook_secrets.seal(org_id=org_id, webhook_id=webhook_id, secret=secret),
         state=ENABLED, consecutive_failures=0, created_at=clock.now(), created_by=caller.actor.name,
     )
+    webhook.revision = 1
+    entry = audit.event(org_id=org_id, actor=caller.actor, action="webhook.created", target=webhook_id,
+                        client=caller.client, details={"url": url, "events": sorted(wanted)})
     with transaction() as write:
         write.save("webhook", webhook, condition=Webhook.webhook_id.does_not_exist())
-        write.save("audit", audit.event(
-            org_id=org_id, actor=caller.actor, action="webhook.created", target=webhook.webhook_id,
-            client=caller.client, details={"url": url, "events": sorted(wanted)},
-        ))
+        write.save("audit", entry)
+        write.save("webhook_change", _change(entry=entry, webhook_id=webhook_id, before=None, after=settings_of(webhook)))
     return CreatedWebhook(webhook=webhook, secret=secret)
+
+
+def settings_of(webhook: Webhook) -> EndpointSettings:
+    """Where the endpoint's events go now, and which."""
+    return EndpointSettings(url=webhook.url, events=set(webhook.events), state=webhook.state)
+
+
+def _change(*, entry: AuditEvent, webhook_id: str, before: EndpointSettings | None, after: EndpointSettings | None,
+            sealed_secret: bytes | None = None) -> WebhookChange:
+    return WebhookChange(entry.org_id, f"{entry.event_key}#{webhook_id}", event_key=entry.event_key,
+                         webhook_id=webhook_id, action=entry.action, before=before, after=after,
+                         sealed_secret=sealed_secret, ttl=entry.ttl)
+
+
+def _unchanged_since(revision: int | None) -> Any:
+    """The condition that the endpoint is still at the revision read (one from before revisions has none)."""
+    if revision is None:
+        return Webhook.revision.does_not_exist()
+    return Webhook.revision == revision
 
 
 def list_webhooks(*, org_id: str) -> list[Webhook]:
@@ -100,19 +135,32 @@ def list_webhooks(*, org_id: str) -> list[Webhook]:
 
 
 def delete(*, caller: Caller, webhook_id: str) -> None:
-    """``DELETE /org/webhooks/{id}``: no event is posted to it any more.
+    """``DELETE /org/webhooks/{id}``: no later event is posted to it; ``webhook.deleted`` still is.
 
     Raises:
         WebhookNotFound: the organization has no such endpoint.
+        ConcurrentChange: the endpoint kept being changed meanwhile.
+        WebhookSecretKeyUnavailable: an endpoint from before sealing, whose secret KMS did not seal.
     """
     org_id = caller.session.org_id
-    try:
-        with transaction() as write:
-            write.delete("webhook", Webhook(org_id, webhook_id), condition=Webhook.webhook_id.exists())
-            write.save("audit", audit.event(org_id=org_id, actor=caller.actor, action="webhook.deleted",
-                                            target=webhook_id, client=caller.client))
-    except ConditionsFailed:
-        raise WebhookNotFound("No such webhook.") from None
+    for _ in range(CHANGE_ATTEMPTS):
+        webhook = _get(org_id=org_id, webhook_id=webhook_id)
+        # Its last event is signed with its secret after the item is gone: the change keeps it, sealed.
+        sealed = webhook.sealed_secret or webhook_secrets.seal(org_id=org_id, webhook_id=webhook_id,
+                                                               secret=webhook.secret or "")
+        entry = audit.event(org_id=org_id, actor=caller.actor, action="webhook.deleted", target=webhook_id,
+                            client=caller.client, details={"url": webhook.url, "events": sorted(webhook.events)})
+        try:
+            with transaction() as write:
+                write.delete("webhook", Webhook(org_id, webhook_id),
+                             condition=Webhook.webhook_id.exists() & _unchanged_since(webhook.revision))
+                write.save("audit", entry)
+                write.save("webhook_change", _change(entry=entry, webhook_id=webhook_id, before=settings_of(webhook),
+                                                     after=None, sealed_secret=sealed))
+        except ConditionsFailed:
+            continue  # deleted or changed meanwhile: read it again
+        return
+    raise ConcurrentChange("The webhook kept changing meanwhile; try again.")
 
 
 # Reads and writes of one change before it gives up on an endpoint that keeps being switched.
@@ -141,7 +189,7 @@ def change(*, caller: Caller, webhook_id: str, enabled: bool | None = None, url:
     org_id = caller.session.org_id
     for _ in range(CHANGE_ATTEMPTS):
         webhook = _get(org_id=org_id, webhook_id=webhook_id)
-        state_before, now = webhook.state, clock.now()
+        state_before, now, before = webhook.state, clock.now(), settings_of(webhook)
         actions: list[Any] = []
         action = "webhook.changed"
         if enabled is True and state_before == DISABLED:
@@ -164,21 +212,59 @@ def change(*, caller: Caller, webhook_id: str, enabled: bool | None = None, url:
             webhook.events = wanted
         if not actions:
             return webhook
+        if webhook.sealed_secret is None and webhook.secret is not None:
+            # An endpoint from before secrets were sealed: its secret leaves the table with this change.
+            actions += [Webhook.sealed_secret.set(webhook_secrets.seal(org_id=org_id, webhook_id=webhook_id,
+                                                                       secret=webhook.secret)),
+                        Webhook.secret.remove()]
         details: dict[str, Any] = {"url": webhook.url, "events": sorted(webhook.events)}
         if changed:
             details["changed"] = changed
+        if "url" in changed:
+            details["previous_url"] = before.url
+        actions.append(Webhook.revision.add(1))
+        entry = audit.event(org_id=org_id, actor=caller.actor, action=action, target=webhook_id,
+                            client=caller.client, details=details)
         try:
             with transaction() as write:
-                # Conditional on the state read: an endpoint that a delivery disabled meanwhile
-                # is read again, so the event says what really changed.
+                # Conditional on the revision read: an endpoint that a delivery disabled, or another
+                # admin changed, meanwhile is read again, so the event says what really changed.
                 write.update("webhook", Webhook(org_id, webhook_id), actions=actions,
-                             condition=Webhook.webhook_id.exists() & (Webhook.state == state_before))
-                write.save("audit", audit.event(org_id=org_id, actor=caller.actor, action=action, target=webhook_id,
-                                                client=caller.client, details=details))
+                             condition=Webhook.webhook_id.exists() & (Webhook.state == state_before)
+                             & _unchanged_since(webhook.revision))
+                write.save("audit", entry)
+                write.save("webhook_change", _change(entry=entry, webhook_id=webhook_id, before=before,
+                                                     after=settings_of(webhook)))
         except ConditionsFailed:
-            continue  # deleted, enabled or disabled meanwhile
+            continue  # deleted or changed meanwhile
         return webhook
     raise ConcurrentChange("The webhook kept changing meanwhile; try again.")
+
+
+def seal_clear_secrets() -> int:
+    """``python -m keyward webhooks seal-secrets``: seal every secret still stored in clear (an
+    endpoint from before secrets were sealed) and remove the clear copy; returns how many.
+
+    Each item changes only if its clear secret is still the one read, so a run beside the API
+    cannot overwrite an endpoint deleted, or sealed by a change, meanwhile.
+    """
+    sealed = 0
+    for webhook in Webhook.scan(Webhook.secret.exists(), consistent_read=True):
+        if webhook.secret is None:
+            continue
+        try:
+            Webhook(webhook.org_id, webhook.webhook_id).update(
+                actions=[Webhook.sealed_secret.set(webhook_secrets.seal(
+                    org_id=webhook.org_id, webhook_id=webhook.webhook_id, secret=webhook.secret)),
+                    Webhook.secret.remove()],
+                condition=Webhook.secret == webhook.secret,
+            )
+        except UpdateError as error:
+            if not condition_failed(error):
+                raise
+            continue
+        sealed += 1
+    return sealed
 
 
 def _get(*, org_id: str, webhook_id: str, attributes: list[str] | None = None) -> Webhook:
@@ -242,11 +328,85 @@ def _check_events(events: Iterable[str]) -> set[str]:
 
 
 def wants(webhook: Webhook, entry: AuditEvent) -> bool:
-    """Whether an endpoint is sent this event: it is enabled, wants the action, and existed (and
-    was last enabled) when the event was recorded — a late stream record is no reason to send an
-    endpoint older news, nor the news of the time it was disabled."""
+    """Whether an endpoint none of whose changes is recorded (from before they were, or whose
+    records expired) is sent this event: it is enabled, wants the action, and existed (and was
+    last enabled) when the event was recorded."""
     return (webhook.state == ENABLED and (EVERY_EVENT in webhook.events or entry.action in webhook.events)
             and entry.at >= (webhook.enabled_at or webhook.created_at))
+
+
+# Changes that turn an endpoint's events away from where they went: their events go there too.
+TOLD_WHERE_EVENTS_WENT = frozenset({"webhook.changed", "webhook.disabled", "webhook.deleted"})
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where one event goes for one endpoint, and how it is signed."""
+
+    org_id: str
+    webhook_id: str
+    url: str
+    channel: str
+    sealed_secret: bytes | None
+    legacy_secret: str | None
+    # The endpoint as it is now, when this is its current URL: its run of failures counts the delivery.
+    current: Webhook | None
+
+
+def destinations(*, entry: AuditEvent) -> list[Destination]:
+    """Every endpoint's destinations for this event: where the endpoint's events went when it was
+    recorded (if it wanted it then), and, for a change in TOLD_WHERE_EVENTS_WENT made by a member,
+    where they went before that change."""
+    now = {webhook.webhook_id: webhook for webhook in Webhook.query(entry.org_id, consistent_read=True)}
+    history: dict[str, list[WebhookChange]] = {}
+    for change in WebhookChange.query(entry.org_id, consistent_read=True):  # in the order of their events
+        history.setdefault(change.webhook_id, []).append(change)
+    found: list[Destination] = []
+    for webhook_id in sorted(set(now) | set(history)):
+        found += _destinations_of(entry=entry, webhook_id=webhook_id, now=now.get(webhook_id),
+                                  changes=history.get(webhook_id, []))
+    return found
+
+
+def _destinations_of(*, entry: AuditEvent, webhook_id: str, now: Webhook | None,
+                     changes: list[WebhookChange]) -> list[Destination]:
+    urls: list[str] = []
+    if not changes:
+        if now is not None and wants(now, entry):
+            urls.append(now.url)
+    else:
+        earlier = [change for change in changes if change.event_key <= entry.event_key]
+        in_force = earlier[-1].after if earlier else changes[0].before
+        if not earlier and now is not None and entry.at < now.created_at:
+            in_force = None  # older than the endpoint: its first recorded change is from before changes were
+        if in_force is not None and _wanted(in_force, entry):
+            urls.append(in_force.url)
+        this_change = earlier[-1] if earlier and earlier[-1].event_key == entry.event_key else None
+        if (this_change is not None and this_change.before is not None and entry.action in TOLD_WHERE_EVENTS_WENT
+                and entry.actor_kind != audit.ActorKind.SYSTEM.value and this_change.before.url not in urls):
+            urls.append(this_change.before.url)
+    if not urls:
+        return []
+    if now is not None:
+        sealed, legacy = now.sealed_secret, now.secret
+    else:
+        sealed = next((change.sealed_secret for change in reversed(changes) if change.sealed_secret is not None), None)
+        legacy = None
+        if sealed is None:
+            return []  # deleted before deletions kept the secret: nothing signs for it
+    main = channel(org_id=entry.org_id, webhook_id=webhook_id)
+    return [
+        Destination(org_id=entry.org_id, webhook_id=webhook_id, url=url,
+                    # The same event to a second URL of the endpoint is a delivery of its own.
+                    channel=main if number == 0 else f"{main}#before-change",
+                    sealed_secret=sealed, legacy_secret=legacy,
+                    current=now if now is not None and now.url == url else None)
+        for number, url in enumerate(urls)
+    ]
+
+
+def _wanted(endpoint: EndpointSettings, entry: AuditEvent) -> bool:
+    return endpoint.state == ENABLED and (EVERY_EVENT in endpoint.events or entry.action in endpoint.events)
 
 
 # --- where keyward may post -------------------------------------------------------------------------
@@ -314,8 +474,8 @@ def sign(*, secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def post(*, webhook: Webhook, message_id: str, timestamp: int, body: bytes) -> int:
-    """Post one signed delivery to the endpoint; returns its 2xx status.
+def post(*, url: str, secret: str, message_id: str, timestamp: int, body: bytes) -> int:
+    """Post one delivery to ``url``, signed with ``secret``; returns the endpoint's 2xx status.
 
     Raises:
         DeliveryFailed: the URL is no longer allowed, the endpoint is unreachable or slow, or it
@@ -324,7 +484,7 @@ def post(*, webhook: Webhook, message_id: str, timestamp: int, body: bytes) -> i
     import urllib3  # only the delivery function posts
 
     try:
-        parts = check_url(webhook.url)
+        parts = check_url(url)
         if settings().stage == "local":
             address = _addresses(parts)[0]
         else:
@@ -347,7 +507,7 @@ def post(*, webhook: Webhook, message_id: str, timestamp: int, body: bytes) -> i
         "User-Agent": USER_AGENT,
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret=webhook.secret, message_id=message_id, timestamp=timestamp, body=body),
+        "webhook-signature": sign(secret=secret, message_id=message_id, timestamp=timestamp, body=body),
     }
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
@@ -366,12 +526,15 @@ def post(*, webhook: Webhook, message_id: str, timestamp: int, body: bytes) -> i
 
 
 def record_success(*, webhook: Webhook) -> None:
-    """A delivery went through: the endpoint's run of failures, if any, is over."""
+    """A delivery went through: the run of failures of an enabled endpoint, if any, is over. (An
+    event recorded before keyward disabled the endpoint may still go through on a retry: that
+    does not undo the run that disabled it; enabling it again does.)"""
     if not webhook.consecutive_failures:
         return
     try:
         Webhook(webhook.org_id, webhook.webhook_id).update(
-            actions=[Webhook.consecutive_failures.set(0)], condition=Webhook.webhook_id.exists(),
+            actions=[Webhook.consecutive_failures.set(0)],
+            condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED),
         )
     except UpdateError as error:
         if not condition_failed(error):
@@ -396,15 +559,20 @@ def record_failure(*, webhook: Webhook, reason: str) -> bool:
     failures = int(updated["Attributes"]["consecutive_failures"]["N"])
     if failures < settings().webhook_disable_after_failures:
         return False
+    current = Webhook.from_raw_data(updated["Attributes"])
+    entry = audit.event(org_id=webhook.org_id, actor=audit.SYSTEM, action="webhook.disabled", target=webhook.webhook_id,
+                        details={"url": current.url, "failures": failures, "last_error": reason[:300]})
+    after = settings_of(current)
+    after.state = DISABLED
     try:
         with transaction() as write:
             write.update("webhook", Webhook(webhook.org_id, webhook.webhook_id),
-                         actions=[Webhook.state.set(DISABLED), Webhook.disabled_at.set(clock.now())],
-                         condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED))
-            write.save("audit", audit.event(
-                org_id=webhook.org_id, actor=audit.SYSTEM, action="webhook.disabled", target=webhook.webhook_id,
-                details={"url": webhook.url, "failures": failures, "last_error": reason[:300]},
-            ))
+                         actions=[Webhook.state.set(DISABLED), Webhook.disabled_at.set(clock.now()), Webhook.revision.add(1)],
+                         condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED)
+                         & _unchanged_since(current.revision))
+            write.save("audit", entry)
+            write.save("webhook_change", _change(entry=entry, webhook_id=webhook.webhook_id,
+                                                 before=settings_of(current), after=after))
     except ConditionsFailed:
         return False  # another delivery disabled it first
     return True

@@ -21,8 +21,11 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def prepare_channels(*, endpoint: str) -> None:
-    """Let SES on moto send as KEYWARD_MAIL_FROM and create the EventBridge bus, as a deployment does."""
+    """Let SES on moto send as KEYWARD_MAIL_FROM, create the EventBridge bus and the KMS key that
+    seals webhook secrets, as a deployment does."""
     from chalicelib.config import settings
+
+    create_webhook_secret_key(endpoint=endpoint)
 
     if settings().mail_from:
         ses = boto3.client("ses", endpoint_url=endpoint, region_name=settings().region)
@@ -31,6 +34,24 @@ def prepare_channels(*, endpoint: str) -> None:
         events = boto3.client("events", endpoint_url=endpoint, region_name=settings().region)
         if not any(bus["Name"] == settings().event_bus for bus in events.list_event_buses()["EventBuses"]):
             events.create_event_bus(Name=settings().event_bus)
+
+
+def create_webhook_secret_key(*, endpoint: str) -> None:
+    """The KMS key KEYWARD_WEBHOOK_SECRET_KEY names, on moto, unless it is there: an alias is
+    created with its key (the template's key is named by its ARN instead)."""
+    from chalicelib.config import settings
+
+    name = settings().webhook_secret_key
+    kms = boto3.client("kms", endpoint_url=endpoint, region_name=settings().region)
+    try:
+        kms.describe_key(KeyId=name)
+        return
+    except kms.exceptions.NotFoundException:
+        pass
+    if not name.startswith("alias/"):
+        raise RuntimeError(f"KEYWARD_WEBHOOK_SECRET_KEY names no key on the local stack: {name!r}")
+    key = kms.create_key(Description="keyward (local): seals webhook signing secrets")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=name, TargetKeyId=key)
 
 
 def audit_stream_pump(*, endpoint: str, **options: Any) -> StreamPump:

@@ -4,6 +4,8 @@ that may write them (the API's own role may not create organizations).
     python -m keyward org create ORG [--issuer URL]   create an organization, bound to an IdP
     python -m keyward org recount ORG | --all         set coverage counters from the members, and
                                                       start a compliance recount where none was kept
+    python -m keyward webhooks seal-secrets           encrypt, with the webhook secret key, the signing
+                                                      secrets of endpoints that still hold them in clear
 
 The tables are the ones the KEYWARD_* variables name (as for the deployed functions, e.g.
 KEYWARD_ORGS_TABLE), in AWS_REGION, or at DYNAMODB_ENDPOINT for a local DynamoDB.
@@ -30,7 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("org_id", nargs="?")
     target.add_argument("--all", action="store_true", help="every organization")
 
+    hooks = commands.add_parser("webhooks", help="webhook endpoints").add_subparsers(dest="action", required=True)
+    hooks.add_parser("seal-secrets", help="seal the secrets of endpoints from before secrets were sealed "
+                     "(needs kms:Encrypt on KEYWARD_WEBHOOK_SECRET_KEY)")
+
     args = parser.parse_args(argv)
+    if args.command == "webhooks":
+        from chalicelib import webhooks
+
+        print(f"{webhooks.seal_clear_secrets()} webhook secret(s) sealed")
+        return 0
     # Imported late: the models read the table names and endpoint from the environment.
     from chalicelib import compliance, coverage, tenancy
     from chalicelib.models import Organization

@@ -335,6 +335,54 @@ def test_the_delivery_function_is_wired_to_the_audit_table_with_bounded_retries_
     assert template["Resources"][bus]["Type"] == "AWS::Events::EventBus"
 
 
+# What a KMS key policy may let a role or the account do with the key that seals webhook secrets.
+_USES_OF_A_KEY = {"kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
+                  "kms:GenerateDataKeyWithoutPlaintext", "kms:GenerateDataKeyPair", "kms:CreateGrant", "kms:*"}
+_SEALED_FOR_ONE_ENDPOINT = {
+    "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["org_id", "webhook_id"]},
+    "StringLike": {"kms:EncryptionContext:webhook_id": "wh_*"},
+    "Null": {"kms:EncryptionContext:org_id": "false"},
+}
+
+
+def test_webhook_secrets_are_sealed_with_a_key_the_api_only_encrypts_with_and_delivery_only_decrypts_with(package):
+    """The key every function is told of is the template's own; its policy lets the API's role
+    encrypt and the delivery function's role decrypt, each only under an encryption context that
+    names an organization and an endpoint; no other function may use it, and the account may
+    administer it and seal secrets (for `python -m keyward webhooks seal-secrets`), never decrypt."""
+    from chalicelib.webhook_secrets import context
+
+    template = package.template
+    names = {_environment(template, handler)["KEYWARD_WEBHOOK_SECRET_KEY"]["Fn::GetAtt"][0] for _, handler in FUNCTIONS}
+    [name] = names
+    key = template["Resources"][name]
+    assert key["Type"] == "AWS::KMS::Key" and key["Properties"]["EnableKeyRotation"] is True
+    # Losing the key loses every endpoint's secret: it outlives the stack, like the tables.
+    assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert sorted(context(org_id="acme", webhook_id="wh_x")) == _SEALED_FOR_ONE_ENDPOINT[
+        "ForAllValues:StringEquals"]["kms:EncryptionContextKeys"]
+
+    def role(handler: str) -> str:
+        return _function(template, handler)["Properties"]["Role"]["Fn::GetAtt"][0]
+
+    account = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    uses: dict[str, set[str]] = {}
+    for statement in key["Properties"]["KeyPolicy"]["Statement"]:
+        assert statement["Effect"] == "Allow" and statement["Resource"] == "*", statement
+        principal = statement["Principal"]["AWS"]
+        who = "account" if principal == account else principal["Fn::GetAtt"][0]
+        assert principal == account or principal["Fn::GetAtt"][1] == "Arn", statement
+        actions = set(_as_list(statement["Action"]))
+        assert not [action for action in actions if "*" in action], statement
+        if actions & _USES_OF_A_KEY:
+            assert actions <= _USES_OF_A_KEY and statement["Condition"] == _SEALED_FOR_ONE_ENDPOINT, statement
+        uses.setdefault(who, set()).update(actions & _USES_OF_A_KEY)
+    assert uses.pop(role(API_HANDLER)) == {"kms:Encrypt"}
+    assert uses.pop(role(DELIVERY_HANDLER)) == {"kms:Decrypt"}
+    assert uses.pop("account") == {"kms:Encrypt"}
+    assert uses == {}, "no other function's role may use the key"
+
+
 def _audit_table_name() -> str:
     from chalicelib.config import settings
 

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from chalicelib import outbox, webhooks
+from chalicelib import outbox, webhook_secrets, webhooks
 from chalicelib.config import settings
 from chalicelib.models import AuditEvent, Delivery, Webhook
 from tests.webhook_receiver import Receiver, running_receiver
@@ -46,6 +46,12 @@ def _webhooks_stored(org: str = "acme") -> list[Webhook]:
     return list(Webhook.query(org, consistent_read=True))
 
 
+def _secret_of(webhook: Webhook) -> str:
+    """The endpoint's secret, unsealed as the delivery function does."""
+    return webhook_secrets.unseal(org_id=webhook.org_id, webhook_id=webhook.webhook_id,
+                                  sealed=webhook.sealed_secret, legacy=webhook.secret)
+
+
 # --- managing endpoints -----------------------------------------------------------------------------
 
 def test_only_admins_manage_webhooks(api, receiver):
@@ -69,7 +75,7 @@ def test_create_list_and_delete_a_webhook_and_the_audit_log_says_so(api, receive
     assert (webhook["url"], webhook["events"], webhook["state"], webhook["description"]) == (
         receiver.url, ["key.deleted", "key.registered"], "enabled", "SIEM")
     [stored] = _webhooks_stored()
-    assert stored.secret == created.body["secret"] and stored.created_by == "alice"
+    assert _secret_of(stored) == created.body["secret"] and stored.created_by == "alice"
 
     listed = api.call("GET", "/org/webhooks", token=alice.token)
     assert listed.body == {"webhooks": [webhook]}
@@ -83,6 +89,103 @@ def test_create_list_and_delete_a_webhook_and_the_audit_log_says_so(api, receive
     assert actions == [("webhook.created", webhook["id"]), ("webhook.deleted", webhook["id"])]
     assert not any(created.body["secret"] in json.dumps(e.details.as_dict() if e.details else {})
                    for e in AuditEvent.query("acme", consistent_read=True))
+
+
+# --- the signing secret, sealed with KMS -----------------------------------------------------------
+
+def _raw_item(org_id: str, webhook_id: str) -> dict[str, Any]:
+    import boto3
+
+    client = boto3.client("dynamodb", endpoint_url=settings().dynamodb_endpoint, region_name=settings().region)
+    return client.get_item(TableName=settings().tables.webhooks, ConsistentRead=True,
+                           Key={"org_id": {"S": org_id}, "webhook_id": {"S": webhook_id}})["Item"]
+
+
+def _holds(item: dict[str, Any], secret: str) -> bool:
+    """Whether the item holds the secret, its base64 key or the key's bytes, in any attribute."""
+    import base64
+
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    text = json.dumps({name: {kind: (value.hex() if isinstance(value, bytes) else value) for kind, value in typed.items()}
+                       for name, typed in item.items()}, default=str)
+    binary = b"".join(value for typed in item.values() for value in typed.values() if isinstance(value, bytes))
+    return (secret in text or secret.removeprefix("whsec_") in text or key.hex() in text
+            or key in binary or secret.encode() in binary)
+
+
+def test_the_table_holds_no_usable_signing_secret_and_deliveries_still_verify(api, audit_stream, receiver):
+    from botocore.exceptions import ClientError
+
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["*"]}).body
+    secret, webhook_id = created["secret"], created["webhook"]["id"]
+    item = _raw_item("acme", webhook_id)
+    assert "secret" not in item and "sealed_secret" in item
+    assert not _holds(item, secret)
+    # The ciphertext is bound to its endpoint: moved onto another one, it does not decrypt.
+    other = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["key.deleted"]}).body
+    with pytest.raises(ClientError) as refused:
+        webhook_secrets.unseal(org_id="acme", webhook_id=other["webhook"]["id"], sealed=item["sealed_secret"]["B"])
+    assert refused.value.response["Error"]["Code"] == "InvalidCiphertextException"
+    with pytest.raises(ClientError):
+        webhook_secrets.unseal(org_id="evil", webhook_id=webhook_id, sealed=item["sealed_secret"]["B"])
+
+    # Delivery unseals it and signs with it: the receiver verifies with the secret shown once.
+    receiver.secret = secret
+    api.login(user="bob")
+    audit_stream.drain()
+    assert _logins_received(receiver) == ["bob"]
+    assert receiver.received and all(r.verified for r in receiver.received)
+
+
+def test_a_webhook_is_not_created_when_kms_does_not_seal_its_secret(api, receiver, monkeypatch):
+    alice = api.login(user="alice", admin=True)
+    monkeypatch.setattr(webhook_secrets, "settings",
+                        lambda: dataclasses.replace(settings(), webhook_secret_key="alias/no-such-key"))
+    reply = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["*"]})
+    assert (reply.status, reply.code) == (503, "WebhookSecretKeyUnavailable"), reply.body
+    assert _webhooks_stored() == []
+    assert [e.action for e in AuditEvent.query("acme", consistent_read=True) if e.action.startswith("webhook.")] == []
+
+
+def _in_clear(webhook_id: str, secret: str) -> None:
+    """Store the endpoint's secret as endpoints from before sealing held it."""
+    Webhook("acme", webhook_id).update(actions=[Webhook.secret.set(secret), Webhook.sealed_secret.remove()])
+
+
+def test_an_endpoint_from_before_sealing_is_delivered_to_and_sealed_by_the_operators_command(api, audit_stream, receiver):
+    from keyward.__main__ import main
+
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    webhook_id, receiver.secret = created["webhook"]["id"], created["secret"]
+    _in_clear(webhook_id, created["secret"])
+    api.login(user="bob")
+    audit_stream.drain()
+    assert _logins_received(receiver) == ["bob"]
+
+    assert main(["webhooks", "seal-secrets"]) == 0
+    item = _raw_item("acme", webhook_id)
+    assert "secret" not in item and not _holds(item, created["secret"])
+    assert main(["webhooks", "seal-secrets"]) == 0  # nothing left to seal; the sealed one stays
+    assert _raw_item("acme", webhook_id)["sealed_secret"] == item["sealed_secret"]
+    api.login(user="carol")
+    audit_stream.drain()
+    assert _logins_received(receiver) == ["bob", "carol"]
+    assert all(r.verified for r in receiver.received)
+
+
+def test_changing_an_endpoint_from_before_sealing_seals_its_secret(api, audit_stream, receiver):
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    webhook_id, receiver.secret = created["webhook"]["id"], created["secret"]
+    _in_clear(webhook_id, created["secret"])
+    assert api.call("PATCH", f"/org/webhooks/{webhook_id}", token=alice.token, body={"events": ["*"]}).status == 200
+    item = _raw_item("acme", webhook_id)
+    assert "secret" not in item and not _holds(item, created["secret"])
+    api.login(user="bob")
+    audit_stream.drain()
+    assert _logins_received(receiver) == ["bob"] and all(r.verified for r in receiver.received)
 
 
 def test_another_organizations_webhook_is_unknown(api, receiver):
@@ -161,13 +264,14 @@ def test_an_endpoint_keyward_disabled_is_enabled_again_with_a_fresh_run_and_the_
     assert (webhook["state"], webhook["consecutive_failures"], webhook["disabled_at"]) == ("enabled", 0, None)
     assert api.call("GET", "/org/webhooks", token=alice.token).body == {"webhooks": [webhook]}
     [stored] = _webhooks_stored()
-    assert (stored.state, stored.consecutive_failures, stored.secret) == ("enabled", 0, created["secret"])
+    assert (stored.state, stored.consecutive_failures, _secret_of(stored)) == ("enabled", 0, created["secret"])
     api.login(user="dan")
     audit_stream.drain()
 
-    # Signed with the secret it always had; carol's login of the disabled time is not sent.
+    # Signed with the secret it always had; carol's login of the disabled time is not sent. Its
+    # creation, recorded while it was enabled, went through on the stream's retry.
     assert _logins_received(receiver) == ["dan"]
-    assert [r.payload["type"] for r in receiver.accepted()] == ["webhook.enabled", "login"]
+    assert [r.payload["type"] for r in receiver.accepted()] == ["webhook.created", "webhook.enabled", "login"]
     [enabled] = api.call("GET", "/org/audit?action=webhook.enabled", token=alice.token).body["events"]
     assert (enabled["actor"], enabled["actor_kind"], enabled["target"]) == ("alice", "member", webhook_id)
     assert enabled["details"] == {"url": receiver.url, "events": ["*"]}
@@ -194,18 +298,25 @@ def test_a_re_enabled_endpoint_gets_its_full_run_of_attempts_again(api, audit_st
     assert [r.status for r in receiver.received][-4:] == [500, 500, 500, 204]
 
 
-def test_an_admin_disables_an_endpoint_and_no_mail_goes_out_for_it(api, audit_stream, receiver, sent_mail):
+def test_an_admin_disabling_an_endpoint_tells_the_endpoint_and_every_admin_and_sends_it_nothing_more(
+        api, audit_stream, receiver, sent_mail):
     alice = api.login(user="alice", admin=True)
+    api.login(user="zoe", admin=True)
     created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    receiver.secret = created["secret"]
     reply = api.call("PATCH", f"/org/webhooks/{created['webhook']['id']}", token=alice.token, body={"enabled": False})
     assert reply.status == 200 and reply.body["webhook"]["state"] == "disabled" and reply.body["webhook"]["disabled_at"]
     api.login(user="bob")
     audit_stream.drain()
 
-    assert receiver.received == []
+    # It wanted logins only, and is disabled now: still, it is told that it was disabled.
+    assert [(r.payload["type"], r.verified) for r in receiver.accepted()] == [("webhook.disabled", True)]
     [disabled] = api.call("GET", "/org/audit?action=webhook.disabled", token=alice.token).body["events"]
     assert (disabled["actor"], disabled["actor_kind"]) == ("alice", "member")
-    assert _mail_to(sent_mail, "alice@acme.example") == []
+    for admin in ("alice", "zoe"):
+        [mail] = _mail_to(sent_mail, f"{admin}@acme.example")
+        assert mail["Subject"] == "keyward: A webhook was disabled"
+        assert f"alice disabled the webhook {created['webhook']['id']} ({receiver.url})" in mail.get_payload()[0].get_payload(decode=True).decode()
 
 
 def test_a_change_that_changes_nothing_writes_nothing(api, receiver):
@@ -232,10 +343,10 @@ def test_the_url_and_events_are_changed_with_the_checks_of_creation(api, receive
     assert reply.status == 200, reply.body
     assert (reply.body["webhook"]["url"], reply.body["webhook"]["events"]) == ("https://new.example.com/k", ["*", "key.deleted"])
     [stored] = _webhooks_stored()
-    assert (stored.url, stored.events, stored.secret) == ("https://new.example.com/k", {"*", "key.deleted"}, created["secret"])
+    assert (stored.url, stored.events, _secret_of(stored)) == ("https://new.example.com/k", {"*", "key.deleted"}, created["secret"])
     [changed] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "webhook.changed"]
     assert changed.details.as_dict() == {"url": "https://new.example.com/k", "events": ["*", "key.deleted"],
-                                         "changed": ["url", "events"]}
+                                         "changed": ["url", "events"], "previous_url": "https://hooks.example.com/k"}
 
 
 @pytest.mark.parametrize("body, code", [
@@ -428,3 +539,102 @@ def test_the_export_is_ndjson_oldest_first_and_continues_with_its_cursor(api, mo
     assert seen == [f"2026-01-0{day}T00:00:00Z" for day in range(1, 6)]
     member = api.login(user="bob")
     assert api.call("GET", "/org/audit/export", token=member.token).code == "AdminRequired"
+
+
+# --- an admin cannot blind the SIEM -------------------------------------------------------------------
+
+@pytest.fixture
+def elsewhere() -> Iterator[Receiver]:
+    """Where an admin points the organization's SIEM webhook for a while."""
+    with running_receiver() as running:
+        yield running
+
+
+def _types(receiver: Receiver) -> list[str]:
+    assert all(r.verified for r in receiver.accepted())
+    return [r.payload["type"] for r in receiver.accepted() if r.payload["type"].startswith(("webhook.", "key.deleted", "login"))]
+
+
+@pytest.mark.parametrize("stream_runs", ["after_each_step", "once_at_the_end"])
+def test_an_admin_who_redirects_the_siem_webhook_acts_and_restores_it_cannot_hide_the_detour(
+        api, audit_stream, receiver, elsewhere, sent_mail, stream_runs):
+    siem = receiver
+    alice = api.login(user="alice", admin=True)
+    api.login(user="zoe", admin=True)
+    bob = api.login(user="bob")
+    assert api.add_key(bob).status == 201
+    [key] = api.call("GET", "/org/mfa/keys?user_id=bob", token=alice.token).body["keys"]
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": siem.url, "events": ["*"]}).body
+    siem.secret = elsewhere.secret = created["secret"]
+    path = f"/org/webhooks/{created['webhook']['id']}"
+    audit_stream.drain()
+    sent_mail.clear()
+
+    def step(method: str, url: str, body: dict[str, Any] | None, status: int) -> None:
+        assert api.call(method, url, token=alice.token, body=body).status == status
+        if stream_runs == "after_each_step":
+            audit_stream.drain()
+
+    step("PATCH", path, {"url": elsewhere.url}, 200)
+    step("DELETE", f"/org/members/bob/mfa/keys/{key['id']}", None, 204)
+    step("PATCH", path, {"url": siem.url}, 200)
+    api.login(user="carol")
+    audit_stream.drain()
+
+    # The SIEM hears of the detour, with where its events went, and of their return.
+    assert _types(siem) == ["webhook.created", "webhook.changed", "webhook.changed", "login"]
+    away, back = [r.payload["data"]["details"] for r in siem.accepted() if r.payload["type"] == "webhook.changed"]
+    assert (away["url"], away["previous_url"], back["url"], back["previous_url"]) == (
+        elsewhere.url, siem.url, siem.url, elsewhere.url)
+    # Each event went where the endpoint pointed when it was recorded, however late the stream ran.
+    assert _types(elsewhere) == ["webhook.changed", "key.deleted", "webhook.changed"]
+    # Every admin is mailed of both changes.
+    for admin in ("alice", "zoe"):
+        assert [m["Subject"] for m in _mail_to(sent_mail, f"{admin}@acme.example")] == ["keyward: A webhook was changed"] * 2
+
+
+@pytest.mark.parametrize("stream_runs", ["after_each_step", "once_at_the_end"])
+def test_an_admin_who_disables_the_siem_webhook_acts_and_enables_it_cannot_hide_the_pause(
+        api, audit_stream, receiver, sent_mail, stream_runs):
+    siem = receiver
+    alice = api.login(user="alice", admin=True)
+    api.login(user="zoe", admin=True)
+    bob = api.login(user="bob")
+    assert api.add_key(bob).status == 201
+    [key] = api.call("GET", "/org/mfa/keys?user_id=bob", token=alice.token).body["keys"]
+    # The SIEM takes only key deletions: the change events reach it all the same.
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": siem.url, "events": ["key.deleted"]}).body
+    siem.secret = created["secret"]
+    path = f"/org/webhooks/{created['webhook']['id']}"
+    audit_stream.drain()
+    sent_mail.clear()
+
+    def step(method: str, url: str, body: dict[str, Any] | None, status: int) -> None:
+        assert api.call(method, url, token=alice.token, body=body).status == status
+        if stream_runs == "after_each_step":
+            audit_stream.drain()
+
+    step("PATCH", path, {"enabled": False}, 200)
+    step("DELETE", f"/org/members/bob/mfa/keys/{key['id']}", None, 204)
+    step("PATCH", path, {"enabled": True}, 200)
+    audit_stream.drain()
+
+    # Told of the pause, whatever its filter says; the deletion of the pause is not sent to it
+    # (the endpoint was disabled then), and the SIEM knows from when to when to read the audit log.
+    assert _types(siem) == ["webhook.disabled"]
+    for admin in ("alice", "zoe"):
+        assert [m["Subject"] for m in _mail_to(sent_mail, f"{admin}@acme.example")] == ["keyward: A webhook was disabled"]
+
+
+def test_a_deleted_siem_webhook_is_told_of_its_deletion_signed_with_its_secret(api, audit_stream, receiver, sent_mail):
+    alice = api.login(user="alice", admin=True)
+    created = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["login"]}).body
+    receiver.secret = created["secret"]
+    assert api.call("DELETE", f"/org/webhooks/{created['webhook']['id']}", token=alice.token).status == 204
+    api.login(user="bob")
+    audit_stream.drain()
+
+    [told] = receiver.accepted()
+    assert (told.payload["type"], told.verified) == ("webhook.deleted", True)
+    assert told.payload["data"]["details"] == {"url": receiver.url, "events": ["login"]}
+    assert [m["Subject"] for m in _mail_to(sent_mail, "alice@acme.example")] == ["keyward: A webhook was deleted"]
