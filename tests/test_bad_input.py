@@ -358,6 +358,9 @@ REGISTRATION_MUTATIONS: dict[str, Mutation] = {
     "authData-truncated-public-key": auth_data(lambda data: data[:-10]),
     "authData-without-attested-credential": auth_data(lambda data: data[:32] + bytes([data[32] & ~0x40]) + data[33:37]),
     "authData-trailing-bytes": auth_data(lambda data: data + b"\x00"),
+    # Bytes after the CBOR map: python-fido2, which reads the object again for the metadata, refuses them.
+    "attestationObject-trailing-bytes": reencoded("attestationObject", lambda raw: raw + b"\x00"),
+    "attestationObject-trailing-map": reencoded("attestationObject", lambda raw: raw + cbor2.dumps({"fmt": "none"})),
     "authData-public-key-not-cose": auth_data(lambda data: data[:37 + 16 + 2 + 32] + cbor2.dumps({1: 2})),
     "authData-names-another-credential": ids(b64url(b"\x01" * 32)),
 }
@@ -468,3 +471,17 @@ def test_unknown_or_garbled_key_id_is_not_found(
     assert_refused(api.call(method, f"/me/mfa/keys/{key_id}", token=bob.token, body=body), 404, "KeyNotFound")
     assert_rename_untouched(existing)
     assert Member.get("acme", "bob").key_count == 1
+
+
+def test_session_id_past_the_year_9999_is_not_authenticated(api: KeywardClient) -> None:
+    # A session ID carries its start in 6 bytes of milliseconds (chalicelib.lifecycle), which can
+    # name a time past the year 9999, where no datetime goes. The organization and user exist.
+    bob = api.login()
+    past_9999 = b64url((2**48 - 1).to_bytes(6, "big") + bytes(10))
+    last_of_9999 = b64url((253402300799999).to_bytes(6, "big") + bytes(10))  # 9999-12-31T23:59:59.999Z
+    for session_id in (past_9999, last_of_9999):
+        made_up = f"kw1.YWNtZQ.Ym9i.{session_id}.secret"
+        for method, path in (("GET", "/me"), ("POST", "/auth/logout")):
+            assert_refused(api.call(method, path, token=made_up), 401, "InvalidToken")
+    assert [session.user_id for session in Session.scan()] == ["bob"]
+    assert api.call("GET", "/me", token=bob.token).status == 200
