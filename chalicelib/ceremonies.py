@@ -158,6 +158,7 @@ def parse_registration(*, credential: object) -> RegistrationResponse:
     Raises:
         MalformedCredential, CredentialIdTooLong: the response cannot be a credential.
     """
+    from fido2.webauthn import AttestationObject
     from webauthn.helpers import decode_credential_public_key, parse_attestation_object, parse_registration_credential_json
 
     credential_id = _raw_id(credential)
@@ -168,6 +169,10 @@ def parse_registration(*, credential: object) -> RegistrationResponse:
         parsed = parse_registration_credential_json(credential)
         client_data = _client_data(parsed.response.client_data_json)
         attestation = parse_attestation_object(parsed.response.attestation_object)
+        # python-fido2 reads the same bytes again for the metadata (chalicelib.metadata), and its
+        # CBOR decoder is the stricter one (bytes after the map, say): both must accept them here,
+        # before anything is read or used, rather than the second fail once the ceremony ran.
+        AttestationObject(parsed.response.attestation_object)
         attested = attestation.auth_data.attested_credential_data
         if attested is None:
             raise ValueError("no attested credential data")

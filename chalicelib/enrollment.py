@@ -3,7 +3,10 @@ admin's enrolment pass (``pass_required``).
 
 Under ``pass_required`` an IdP password alone no longer enrols a key: the member's first key
 needs a code an admin issued to that member. A pass is bound to one member of one organization,
-expires (10 minutes to 30 days), is used once, and its code is stored only as a hash. The pass is
+expires (10 minutes to 30 days), is used once, and its code is stored only as a hash. It is bound
+to the member as created (their ``created_at``): offboarding voids every pass of theirs, also one
+issued while the offboarding ran, so a user the IdP signs in again after being offboarded — a new
+member of the same ID — holds none of them. The pass is
 used up in the same transaction that stores the key, so two registrations racing with one code
 store one key. Wrong codes are throttled per member: after 5 in 15 minutes, 429.
 
@@ -166,6 +169,7 @@ def issue(*, caller: Caller, user_id: str, lifetime_minutes: int) -> IssuedPass:
     """
     org_id = caller.org.org_id
     user_id = _check_member_id(user_id)
+    member = _member(org_id=org_id, user_id=user_id)
     code = _new_code()
     issued_at = clock.now()
     expires_at = issued_at + timedelta(minutes=lifetime_minutes)
@@ -178,10 +182,12 @@ def issue(*, caller: Caller, user_id: str, lifetime_minutes: int) -> IssuedPass:
         created_by=caller.actor.name,
         expires_at=expires_at,
         ttl=expires_at + _KEPT_AFTER_EXPIRY,
+        member_created_at=member.created_at,
     )
     try:
         with transaction() as write:
-            write.condition_check("member", Member, org_id, user_id, condition=Member.user_id.exists())
+            # Still the member read: one offboarded (and perhaps re-created) meanwhile gets no pass.
+            write.condition_check("member", Member, org_id, user_id, condition=_same_member(member))
             write.save("pass", enrollment_pass, condition=EnrollmentPass.pass_id.does_not_exist())
             write.save("audit", audit.event(
                 org_id=org_id, actor=caller.actor, action="enrollment_pass.issued", target=enrollment_pass.pass_id,
@@ -195,8 +201,32 @@ def issue(*, caller: Caller, user_id: str, lifetime_minutes: int) -> IssuedPass:
     return IssuedPass(enrollment_pass=enrollment_pass, code=code)
 
 
+def _member(*, org_id: str, user_id: str) -> Member:
+    try:
+        return Member.get(org_id, user_id, consistent_read=True, attributes_to_get=["user_id", "created_at"])
+    except Member.DoesNotExist:
+        raise MemberNotFound("No such member.") from None
+
+
+def _same_member(member: Member) -> Condition:
+    """The member item is still ``member``: not offboarded, nor re-created under the same ID."""
+    if member.created_at is None:  # stored before members recorded their creation
+        return Member.user_id.exists() & Member.created_at.does_not_exist()
+    return Member.created_at == member.created_at
+
+
+def of_member(enrollment_pass: EnrollmentPass, member: Member) -> bool:
+    """Whether the pass was issued to ``member``, not to an earlier member of the same user ID
+    whom an offboarding removed. A pass from before passes recorded their member was issued to
+    whoever was the member then: to this one if issued after they were created."""
+    if enrollment_pass.member_created_at is not None:
+        return enrollment_pass.member_created_at == member.created_at
+    return member.created_at is None or enrollment_pass.created_at >= member.created_at
+
+
 def passes_of(*, org_id: str, user_id: str) -> list[EnrollmentPass]:
-    """A member's passes, newest first, read with strong consistency."""
+    """Every pass issued to the user ID, newest first, read with strong consistency: also those
+    of an earlier member of that ID (see :func:`of_member`), which offboarding deletes."""
     found = EnrollmentPass.by_member.query(org_id, EnrollmentPass.user_id == user_id, consistent_read=True)
     return sorted(found, key=lambda enrollment_pass: enrollment_pass.created_at, reverse=True)
 
@@ -208,12 +238,8 @@ def list_passes(*, caller: Caller, user_id: str) -> list[EnrollmentPass]:
         MemberNotFound: the organization has no such member.
     """
     org_id = caller.org.org_id
-    user_id = _check_member_id(user_id)
-    try:
-        Member.get(org_id, user_id, consistent_read=True, attributes_to_get=["user_id"])
-    except Member.DoesNotExist:
-        raise MemberNotFound("No such member.") from None
-    return passes_of(org_id=org_id, user_id=user_id)
+    member = _member(org_id=org_id, user_id=_check_member_id(user_id))
+    return [p for p in passes_of(org_id=org_id, user_id=member.user_id) if of_member(p, member)]
 
 
 def revoke(*, caller: Caller, user_id: str, pass_id: str) -> None:
@@ -306,6 +332,9 @@ class FirstKeyGate:
         """The registration's condition on the member, with this gate's own added."""
         if self.relies_on_keys:
             return condition & (Member.key_count > 0)
+        if self.enrollment_pass is not None:
+            # The member the pass was issued to, not one re-created under the ID meanwhile.
+            return condition & _same_member(self.caller.member)
         return condition
 
     def org_condition(self) -> Condition | None:
@@ -379,7 +408,9 @@ def _check_code(*, caller: Caller, code: str) -> FirstKeyGate:
         refusal="Too many wrong enrolment codes; try again later.",
     )
     presented = _hash(code)
-    matching = [p for p in passes_of(org_id=org_id, user_id=user_id) if hmac.compare_digest(p.code_hash, presented)]
+    # An earlier member's pass is as unknown as any other code: it was never this member's.
+    matching = [p for p in passes_of(org_id=org_id, user_id=user_id)
+                if hmac.compare_digest(p.code_hash, presented) and of_member(p, caller.member)]
     usable = [p for p in matching if state_of(p) is PassState.ACTIVE]
     if not usable:
         reason = state_of(matching[0]).value if matching else "unknown"

@@ -113,7 +113,11 @@ def _check_nonce(claims: dict[str, Any], *, nonce: str | None) -> None:
     if nonce is None:
         return
     presented = claims.get("nonce")
-    if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), nonce.encode()):
+    # The client chooses the nonce the IdP signs in, a lone surrogate included: compared as the
+    # code points they are ("surrogatepass"), such a claim is simply another nonce.
+    if not isinstance(presented, str) or not hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), nonce.encode("utf-8", "surrogatepass"),
+    ):
         raise NonceMismatch("The ID token's nonce is not the one this sign-in sent; sign in again.")
 
 

@@ -379,6 +379,9 @@ def _why_member_refused(caller: Caller) -> Exception:
     except Member.DoesNotExist:
         # Offboarded meanwhile: their membership, and every session of it, is gone.
         return InvalidToken("The session does not exist or has ended.")
+    if stored.created_at != caller.member.created_at:
+        # Offboarded and signed in again meanwhile: a new member, whom this session is not of.
+        return InvalidToken("The session does not exist or has ended.")
     if stored.key_count >= settings().max_keys_per_member:
         return TooManyKeys(f"A member can hold at most {settings().max_keys_per_member} security keys.")
     if caller.state is SessionState.REGISTRATION_REQUIRED and stored.key_count > 0:

@@ -41,7 +41,11 @@ def started_at(session_id: str) -> datetime | None:
         return None
     if len(raw) != _TIME_BYTES + _RANDOM_BYTES:
         return None
-    return datetime.fromtimestamp(int.from_bytes(raw[:_TIME_BYTES], "big") / 1000, tz=timezone.utc)
+    try:
+        return datetime.fromtimestamp(int.from_bytes(raw[:_TIME_BYTES], "big") / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        # Six bytes of milliseconds reach past the year 9999, where no datetime goes: a made-up ID.
+        return None
 
 
 def latest_enforcement(org: Organization) -> datetime | None:

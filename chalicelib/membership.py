@@ -195,8 +195,9 @@ def offboard(*, caller: Caller, user_id: str) -> int:
             for key in held:
                 write.delete("key", key, condition=SecurityKey.key_id.exists())
                 write.delete("claim", CredentialClaim(key.key_id))
-            # A pass outliving its member would let whoever signs in next under that ID enrol.
-            # As many as fit beside the member, the counters, the keys and their claims, and the
+            # Their passes are void once they are gone (bound to the member as created, see
+            # enrollment.of_member), one issued after this read included; deleted all the same,
+            # as many as fit beside the member, the counters, the keys and their claims, and the
             # audit event added next.
             fitting = write.room(keeping=1)
             for enrollment_pass in passes[:fitting]:

@@ -385,6 +385,10 @@ class EnrollmentPass(Model):
     used_key_id = UnicodeAttribute(null=True)
     revoked_at = UTCDateTimeAttribute(null=True)
     revoked_by = UnicodeAttribute(null=True)
+    # The ``created_at`` of the member it was issued to: a pass is that member's alone, not one
+    # re-created under the same user ID after an offboarding. Absent on passes issued before it
+    # was recorded (chalicelib/enrollment.py ``of_member``).
+    member_created_at = UTCDateTimeAttribute(null=True)
     # Only housekeeping: expiry is checked on use.
     ttl = TTLAttribute()
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import cbor2
 import pytest
 
-from chalicelib.models import Challenge, CredentialClaim, Member, Organization, SecurityKey, Session
+from chalicelib.models import AuditEvent, Challenge, CredentialClaim, Member, Organization, SecurityKey, Session, Throttle
 from tests.authenticator import SoftwareAuthenticator, b64url, b64url_decode
 from tests.keyward_client import KeywardClient, Member as SignedIn, Reply
 
@@ -237,7 +237,8 @@ def test_credential_is_malformed(ceremony: Ceremony, credential: Any) -> None:
 # --- key names -----------------------------------------------------------------------------------
 
 BAD_NAMES = [MISSING, None, 42, ["My key"], {"name": "x"}, True, "", "   ", "\t\n", "a" * 65, " " + "a" * 65 + " ",
-             "bell\x07", "two\nlines", "tab\there", "nul\x00", "del\x7f", "zero\u200bwidth", "line\u2028sep", "\ud800"]
+             "bell\x07", "two\nlines", "tab\there", "nul\x00", "del\x7f", "zero\u200bwidth", "line\u2028sep"]
+# A name with a lone surrogate is no text at all: the whole body is refused (see below).
 
 
 @pytest.mark.parametrize("name", BAD_NAMES, ids=_ids(BAD_NAMES))
@@ -358,6 +359,9 @@ REGISTRATION_MUTATIONS: dict[str, Mutation] = {
     "authData-truncated-public-key": auth_data(lambda data: data[:-10]),
     "authData-without-attested-credential": auth_data(lambda data: data[:32] + bytes([data[32] & ~0x40]) + data[33:37]),
     "authData-trailing-bytes": auth_data(lambda data: data + b"\x00"),
+    # Bytes after the CBOR map: python-fido2, which reads the object again for the metadata, refuses them.
+    "attestationObject-trailing-bytes": reencoded("attestationObject", lambda raw: raw + b"\x00"),
+    "attestationObject-trailing-map": reencoded("attestationObject", lambda raw: raw + cbor2.dumps({"fmt": "none"})),
     "authData-public-key-not-cose": auth_data(lambda data: data[:37 + 16 + 2 + 32] + cbor2.dumps({1: 2})),
     "authData-names-another-credential": ids(b64url(b"\x01" * 32)),
 }
@@ -468,3 +472,163 @@ def test_unknown_or_garbled_key_id_is_not_found(
     assert_refused(api.call(method, f"/me/mfa/keys/{key_id}", token=bob.token, body=body), 404, "KeyNotFound")
     assert_rename_untouched(existing)
     assert Member.get("acme", "bob").key_count == 1
+
+
+def test_session_id_past_the_year_9999_is_not_authenticated(api: KeywardClient) -> None:
+    # A session ID carries its start in 6 bytes of milliseconds (chalicelib.lifecycle), which can
+    # name a time past the year 9999, where no datetime goes. The organization and user exist.
+    bob = api.login()
+    past_9999 = b64url((2**48 - 1).to_bytes(6, "big") + bytes(10))
+    last_of_9999 = b64url((253402300799999).to_bytes(6, "big") + bytes(10))  # 9999-12-31T23:59:59.999Z
+    for session_id in (past_9999, last_of_9999):
+        made_up = f"kw1.YWNtZQ.Ym9i.{session_id}.secret"
+        for method, path in (("GET", "/me"), ("POST", "/auth/logout")):
+            assert_refused(api.call(method, path, token=made_up), 401, "InvalidToken")
+    assert [session.user_id for session in Session.scan()] == ["bob"]
+    assert api.call("GET", "/me", token=bob.token).status == 200
+
+
+# --- strings that are not text -------------------------------------------------------------------
+#
+# A lone UTF-16 surrogate can be sent escaped ("\ud800") or as the bytes UTF-8 would give it if it
+# could (CESU-8); either way no UTF-8 text holds it, and hashing, comparing or storing it fails.
+# Anywhere in a body, a field's name included, it makes the body malformed JSON, before anything
+# is read, used up, counted or audited.
+
+LONE_SURROGATES = {
+    "escaped-high": b'"\\ud800"',
+    "escaped-low": b'"\\udfff"',
+    "escaped-pair-reversed": b'"\\ude00\\ud83d"',
+    "raw-bytes": b'"\xed\xa0\x80"',
+    "escaped-inside-text": b'"abc\\udbffdef"',
+}
+# The two ways to send one, for the endpoints whose every test runs a ceremony.
+TWO_FORMS = {name: LONE_SURROGATES[name] for name in ("escaped-high", "raw-bytes")}
+_HOLE = "lone-surrogate-goes-here"
+
+
+def with_lone_surrogate(body: dict[str, Any], path: tuple[str, ...], surrogate: bytes) -> bytes:
+    """The body as JSON, the string at ``path`` (a field name, if it ends in ``"<name>"``) swapped for ``surrogate``."""
+    body = copy.deepcopy(body)
+    *parents, last = path
+    holder = body
+    for name in parents:
+        holder = holder[name]
+    if last == "<name>":
+        holder[_HOLE] = "value"
+    else:
+        holder[last] = _HOLE
+    raw = json.dumps(body).encode()
+    assert raw.count(f'"{_HOLE}"'.encode()) == 1
+    return raw.replace(f'"{_HOLE}"'.encode(), surrogate)
+
+
+def audit_events() -> list[tuple[str, str]]:
+    return sorted((event.org_id, event.event_key) for event in AuditEvent.scan())
+
+
+def test_a_lone_surrogate_never_reaches_a_pair(api: KeywardClient) -> None:
+    # A surrogate pair is one character (here an emoji), and text like any other.
+    renamed = with_lone_surrogate({"name": "x"}, ("name",), b'"key \\ud83d\\ude00"')
+    bob = api.login()
+    assert api.add_key(bob, name="Original").status == 201
+    (key,) = SecurityKey.scan()
+    reply = api.call("PATCH", f"/me/mfa/keys/{key.key_id}", token=bob.token, raw=renamed)
+    assert reply.status == 200 and reply.body["key"]["name"] == "key \U0001f600", reply.body
+
+
+@pytest.mark.parametrize("surrogate", LONE_SURROGATES.values(), ids=LONE_SURROGATES.keys())
+@pytest.mark.parametrize("path", [("id_token",), ("nonce",), ("<name>",)], ids=lambda path: "/".join(path))
+def test_login_with_a_lone_surrogate_is_malformed(api: KeywardClient, path: tuple[str, ...], surrogate: bytes) -> None:
+    id_token = api.idp.mint(org="acme", user="bob", name="Bob", nonce="nonce-of-this-sign-in")
+    body = {"id_token": id_token, "nonce": "nonce-of-this-sign-in"}
+    assert_refused(api.call("POST", "/auth/login", raw=with_lone_surrogate(body, path, surrogate)), 400, "MalformedJson")
+    assert_no_login()
+    assert audit_events() == []
+    assert api.call("POST", "/auth/login", body=body).status == 200
+
+
+def test_a_nonce_claim_with_a_lone_surrogate_is_another_nonce(api: KeywardClient) -> None:
+    # The client chooses the nonce it sends the IdP, which signs it into the ID token as it came.
+    id_token = api.idp.mint(org="acme", user="bob", nonce="\ud800")
+    reply = api.call("POST", "/auth/login", body={"id_token": id_token, "nonce": "nonce-of-this-sign-in"})
+    assert_refused(reply, 401, "NonceMismatch")
+    assert_no_login()
+
+
+@pytest.mark.parametrize("surrogate", TWO_FORMS.values(), ids=TWO_FORMS.keys())
+@pytest.mark.parametrize("path", [
+    ("challenge_id",), ("credential", "id"), ("credential", "type"), ("credential", "response", "clientDataJSON"),
+    ("credential", "response", "<name>"), ("<name>",),
+], ids=lambda path: "/".join(path))
+def test_a_ceremony_with_a_lone_surrogate_is_malformed(ceremony: Ceremony, path: tuple[str, ...], surrogate: bytes) -> None:
+    before = audit_events()
+    reply = ceremony.api.call("POST", ceremony.path, token=ceremony.member.token,
+                              raw=with_lone_surrogate(ceremony.body(), path, surrogate))
+    assert_refused(reply, 400, "MalformedJson")
+    assert audit_events() == before
+    ceremony.assert_untouched()
+
+
+@pytest.mark.parametrize("path", [("name",), ("enrollment_code",)], ids=lambda path: "/".join(path))
+def test_a_registration_with_a_lone_surrogate_is_malformed(registration: Ceremony, path: tuple[str, ...]) -> None:
+    test_a_ceremony_with_a_lone_surrogate_is_malformed(registration, path, LONE_SURROGATES["escaped-high"])
+
+
+@pytest.mark.parametrize("surrogate", TWO_FORMS.values(), ids=TWO_FORMS.keys())
+def test_a_rename_with_a_lone_surrogate_is_malformed(
+    api: KeywardClient, renaming: tuple[SignedIn, str], surrogate: bytes,
+) -> None:
+    bob, key_id = renaming
+    raw = with_lone_surrogate({"name": "Renamed"}, ("name",), surrogate)
+    assert_refused(api.call("PATCH", f"/me/mfa/keys/{key_id}", token=bob.token, raw=raw), 400, "MalformedJson")
+    assert_rename_untouched(key_id)
+
+
+@pytest.fixture
+def admin(api: KeywardClient) -> SignedIn:
+    """alice, an admin with a key, signed in through MFA (so recently checked)."""
+    alice = api.login(user="alice", admin=True)
+    key = SoftwareAuthenticator()
+    assert api.add_key(alice, key).status == 201
+    return api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
+
+
+@pytest.mark.parametrize("surrogate", TWO_FORMS.values(), ids=TWO_FORMS.keys())
+@pytest.mark.parametrize("field", ["key_id", "secret"])
+def test_a_backup_login_with_a_lone_surrogate_is_malformed_and_counts_no_attempt(
+    api: KeywardClient, admin: SignedIn, field: str, surrogate: bytes,
+) -> None:
+    created = api.call("POST", "/org/backup-credentials", token=admin.token)
+    assert created.status == 201, created.body
+    body = {"key_id": created.body["key_id"], "secret": created.body["secret"]}
+    before = audit_events()
+
+    reply = api.call("POST", "/auth/backup-login", raw=with_lone_surrogate(body, (field,), surrogate))
+
+    assert_refused(reply, 400, "MalformedJson")
+    assert list(Throttle.scan()) == [] and audit_events() == before
+    assert api.call("POST", "/auth/backup-login", body=body).status == 200
+
+
+@pytest.mark.parametrize("surrogate", TWO_FORMS.values(), ids=TWO_FORMS.keys())
+def test_an_enrollment_code_with_a_lone_surrogate_is_malformed_and_uses_nothing(
+    api: KeywardClient, admin: SignedIn, surrogate: bytes,
+) -> None:
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
+    bob = api.login()
+    options = api.registration_options(bob)
+    assert options.status == 200 and options.body["enrollment_code_required"] is True, options.body
+    body = {"challenge_id": options.body["challenge_id"], "name": "First key",
+            "credential": SoftwareAuthenticator().register(options.body["publicKey"]), "enrollment_code": "x"}
+    before = audit_events()
+
+    reply = api.call("POST", "/me/mfa/keys", token=bob.token, raw=with_lone_surrogate(body, ("enrollment_code",), surrogate))
+
+    assert_refused(reply, 400, "MalformedJson")
+    # No failure slot of bob's taken, no refused code audited, the challenge still there.
+    assert list(Throttle.scan()) == [] and audit_events() == before
+    issued = api.call("POST", "/org/members/bob/enrollment-passes", token=admin.token, body={})
+    assert issued.status == 201, issued.body
+    reply = api.call("POST", "/me/mfa/keys", token=bob.token, body={**body, "enrollment_code": issued.body["code"]})
+    assert reply.status == 201, reply.body

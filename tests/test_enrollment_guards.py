@@ -5,7 +5,8 @@ check, in the listing, and between the check and the registration's transaction;
 TTL; the listing's order; an explicitly stored ``open`` policy, and a policy value keyward does not
 know, which fails closed; a pass's code changed between the check and the transaction; the key limit
 under ``pass_required``; the code's length; setting the policy in force; a pass moved to another
-member meanwhile; which refusals are the gate's own; and a member whose keys went meanwhile."""
+member meanwhile; which refusals are the gate's own; a member whose keys went meanwhile; and a
+pass of a member offboarded (and signed in again) while it was issued, checked or used."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -272,3 +273,101 @@ def test_under_pass_required_a_member_whose_keys_went_meanwhile_registers_nothin
 
     assert (refused.status, refused.code) == (409, "ConcurrentChange")
     assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
+
+
+# --- offboarding voids every pass of the member, whenever it was issued ----------------------------
+
+def _offboard_with_a_pass_issued_after_its_read(api, admin, monkeypatch, user: str = "bob") -> dict:
+    """Offboard ``user`` while another admin request issues them a pass: after offboarding read
+    the member's passes and before its transaction deletes what it read. Returns the pass."""
+    read_passes = enrollment.passes_of
+    issuing_admin = sessions.resolve(authorization=f"Bearer {admin.token}")
+    issued: dict = {}
+
+    def read_then_issue(**arguments):
+        found = read_passes(**arguments)
+        if not issued:
+            made = enrollment.issue(caller=issuing_admin, user_id=user, lifetime_minutes=60)
+            issued.update(id=made.enrollment_pass.pass_id, code=made.code)
+        return found
+
+    monkeypatch.setattr(enrollment, "passes_of", read_then_issue)
+    assert api.call("DELETE", f"/org/members/{user}", token=admin.token).status == 204
+    monkeypatch.setattr(enrollment, "passes_of", read_passes)
+    assert issued, "offboarding read no passes"
+    return issued
+
+
+def test_a_pass_issued_while_its_member_is_offboarded_cannot_enrol_them_when_they_return(api, admin, monkeypatch):
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
+    api.login(user="bob")
+    stray = _offboard_with_a_pass_issued_after_its_read(api, admin, monkeypatch)
+
+    # The IdP signs bob in again: a new member of the same ID, who holds no pass.
+    bob = api.login(user="bob")
+    options = api.registration_options(bob).body
+    refused = _first_key(api, bob, options, enrollment_code=stray["code"])
+
+    assert (refused.status, refused.code) == (403, "InvalidEnrollmentPass")
+    assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
+    assert Member.get("acme", "bob", consistent_read=True).key_count == 0
+    listed = api.call("GET", "/org/members/bob/enrollment-passes", token=admin.token).body["enrollment_passes"]
+    assert listed == []
+    # A pass issued to bob as he is now lets the same ceremony through.
+    assert _first_key(api, bob, options, enrollment_code=_issue(api, admin, "bob")["code"]).status == 201
+
+
+def test_a_pass_is_not_used_by_a_member_re_created_between_the_check_and_the_transaction(api, admin, monkeypatch):
+    """The member item becomes another member of the same ID (offboarded and signed in again)
+    after the code was checked against the member the request read; the session and the pass
+    are left in place, so only the registration's condition on the member can refuse."""
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
+    bob = api.login(user="bob")
+    issued = _issue(api, admin, "bob")
+    options = api.registration_options(bob).body
+    after_verification(monkeypatch, lambda: Member("acme", "bob").update(
+        actions=[Member.created_at.set(clock.now())]), ceremony="verify_registration")
+
+    refused = _first_key(api, bob, options, enrollment_code=issued["code"])
+
+    assert (refused.status, refused.code) == (401, "InvalidToken")
+    assert EnrollmentPass.get("acme", issued["id"], consistent_read=True).used_at is None
+    assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
+
+
+def test_no_pass_is_issued_to_a_member_re_created_after_issuing_read_them(api, admin, monkeypatch):
+    """Offboarded and signed in again between the issuing's read of the member and its
+    transaction: the pass would be the earlier member's, so none is issued."""
+    api.login(user="bob")
+    read_member = enrollment._member
+
+    def read_then_recreate(**arguments):
+        found = read_member(**arguments)
+        Member("acme", "bob").update(actions=[Member.created_at.set(clock.now())])
+        return found
+
+    monkeypatch.setattr(enrollment, "_member", read_then_recreate)
+    reply = api.call("POST", "/org/members/bob/enrollment-passes", token=admin.token, body={})
+
+    assert (reply.status, reply.code) == (404, "MemberNotFound")
+    assert list(EnrollmentPass.scan()) == []
+
+
+@pytest.mark.parametrize(("issued_after_member", "status"), [
+    (timedelta(milliseconds=-1), 403), (timedelta(0), 201), (timedelta(milliseconds=1), 201),
+])
+def test_a_pass_that_never_recorded_its_member_is_of_the_member_created_before_it(api, admin, issued_after_member, status):
+    """Passes issued before they recorded their member: one issued before the member was created
+    was an earlier member's."""
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
+    bob = api.login(user="bob")
+    issued = _issue(api, admin, "bob")
+    joined = Member.get("acme", "bob", consistent_read=True).created_at
+    EnrollmentPass("acme", issued["id"]).update(actions=[
+        EnrollmentPass.member_created_at.remove(), EnrollmentPass.created_at.set(joined + issued_after_member)])
+
+    reply = _first_key(api, bob, api.registration_options(bob).body, enrollment_code=issued["code"])
+
+    assert reply.status == status, reply.body
+    listed = api.call("GET", "/org/members/bob/enrollment-passes", token=admin.token).body["enrollment_passes"]
+    assert [listed_pass["id"] for listed_pass in listed] == ([] if status == 403 else [issued["id"]])

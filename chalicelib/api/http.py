@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
@@ -37,6 +38,7 @@ _STATUS_BY_KIND: tuple[tuple[type[errors.Refusal], int], ...] = (
     (errors.Unavailable, 503),
 )
 _http_errors: dict[str, type[ChaliceViewError]] = {}
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def http_error(refusal: errors.Refusal) -> ChaliceViewError:
@@ -80,7 +82,8 @@ def route(blueprint: Blueprint, path: str, *, methods: list[str], status: int = 
 
 
 def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, refused when too large, malformed or not an object."""
+    """The request's JSON object, refused when too large, malformed, not an object, or holding a
+    string that is not text."""
     raw = request.raw_body or b""
     if len(raw) > settings().max_body_bytes:
         raise errors.BodyTooLarge(f"The request body is larger than {settings().max_body_bytes} bytes.")
@@ -92,7 +95,28 @@ def json_body(request: Request) -> dict[str, Any]:
         raise errors.MalformedJson("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise errors.MalformedJson("The request body must be a JSON object.")
+    if _holds_lone_surrogate(body):
+        raise errors.MalformedJson("A string in the request body holds an unpaired surrogate (such as \\ud800), which is not text.")
     return body
+
+
+def _holds_lone_surrogate(document: object) -> bool:
+    """Whether any string of a parsed body, a field's name or a value at any depth, holds an
+    unpaired UTF-16 surrogate: one no UTF-8 can carry, so that hashing, comparing or storing it
+    fails (I-JSON, RFC 7493 §2.1, forbids them). ``json.loads`` joins an escaped pair into one
+    character, and lets an unpaired one through, escaped or as raw CESU-8 bytes alike."""
+    pending = [document]
+    while pending:  # a loop, not recursion: the body may be nested as deep as json.loads allows
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def string_field(body: dict[str, Any], name: str, *, limit: int = 4096) -> str:
