@@ -23,7 +23,7 @@ from pynamodb.exceptions import DoesNotExist, TransactGetError, UpdateError
 from pynamodb.models import Model
 from pynamodb.transactions import TransactGet
 
-from chalicelib import audit, clock, grace, lifecycle, membership
+from chalicelib import audit, clock, grace, lifecycle, membership, tenancy
 from chalicelib.audit import BACKUP_USER_PREFIX, Actor, Client, actor_of
 from chalicelib.config import settings
 from chalicelib.errors import (
@@ -51,6 +51,8 @@ log = logging.getLogger("keyward.sessions")
 _TOKEN_VERSION = "kw1"
 LAST_SEEN_RESOLUTION = timedelta(minutes=5)
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+# An ID token's sub as keyward accepts it (chalicelib/identity.py), or a backup session's name.
+_MAX_USER_ID = 255
 # The longest token keyward issues: an organization ID of 128 and a user ID of 255 characters of
 # up to 4 UTF-8 bytes each, base64url-encoded, with the session ID and the secret (about 1,600).
 _MAX_TOKEN_LENGTH = 2048
@@ -147,7 +149,9 @@ def _parse_token(token: str) -> tuple[str, str, str]:
     if len(token) > _MAX_TOKEN_LENGTH or len(parts) != 5 or parts[0] != _TOKEN_VERSION:
         raise InvalidToken("The bearer token is not a keyward session token.")
     org_id, user_id, session_id = _decode_name(parts[1]), _decode_name(parts[2]), parts[3]
-    if not org_id or not user_id or not session_id:
+    # Only names keyward could have issued: longer ones would exceed DynamoDB's key sizes, which
+    # the real service refuses with an error rather than finding nothing.
+    if not tenancy.valid_org_id(org_id) or not 0 < len(user_id) <= _MAX_USER_ID or not _SESSION_ID.fullmatch(session_id):
         raise InvalidToken("The bearer token is not a keyward session token.")
     return org_id, user_id, session_id
 

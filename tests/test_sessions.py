@@ -45,6 +45,31 @@ def test_requests_without_a_valid_token_are_refused(api, header, code):
     assert (reply.status, reply.code) == (401, code)
 
 
+@pytest.mark.parametrize("part, value", [
+    ("org", "o" * 129), ("org", "not an org id"), ("user", "u" * 256), ("session", "s" * 23), ("session", "s" * 2000),
+    ("session", "s" * 21 + "!"),
+])
+def test_a_token_naming_what_keyward_never_issues_is_refused_before_any_read(api, monkeypatch, part, value):
+    """Names longer than keyward issues would exceed DynamoDB's key sizes: the real service
+    answers such a read with an error (a 503 here), so the token is refused before it."""
+    import base64
+
+    from chalicelib import sessions
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the session was read")
+
+    monkeypatch.setattr(sessions, "TransactGet", no_read)
+    name = lambda text: base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")  # noqa: E731
+    parts = {"org": name("acme"), "user": name("bob"), "session": "A" * 22}
+    parts[part] = name(value) if part != "session" else value
+    token = ".".join(("kw1", parts["org"], parts["user"], parts["session"], "secret"))
+
+    for method, path in (("GET", "/me"), ("POST", "/auth/logout")):
+        reply = api.call(method, path, token=token)
+        assert (reply.status, reply.code) == (401, "InvalidToken"), (part, reply)
+
+
 def test_a_token_with_a_wrong_secret_is_refused(api):
     bob = api.login()
     forged = bob.token[:-4] + ("AAAA" if not bob.token.endswith("AAAA") else "BBBB")
