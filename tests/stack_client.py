@@ -191,6 +191,42 @@ class StackClient:
             time.sleep(0.1)
         return token
 
+    def step_up(self, token: str, authenticator: SoftwareAuthenticator) -> Reply:
+        """The step-up ceremony with one of the member's keys; returns the verify's reply."""
+        options = self.call("POST", "/auth/reauth/options", token=token)
+        assert options.status == 200, f"step-up options: {options}"
+        credential = authenticator.authenticate(options.body["publicKey"], origin=self.origin)
+        return self.call("POST", "/auth/reauth/verify", token=token,
+                         body={"challenge_id": options.body["challenge_id"], "credential": credential})
+
+    def race_to_delete_every_key(self, token: str, keys: dict[str, SoftwareAuthenticator], *, label: str) -> str:
+        """Delete all of a member's ``keys`` (key ID → authenticator) at once under enforcement,
+        from a session that proved one of them, and check that the last one survives: every
+        delete succeeds or is refused as the rule says, and exactly one key is left, counted once.
+        A delete that reads the session after the key it proved is gone is refused with
+        ``ReauthenticationRequired`` (its proof lapsed); if none is, exactly one is refused with
+        ``LastKeyRequired``. Returns the surviving key's ID, which the session then steps up with.
+        """
+        held = sorted(keys)
+        replies = self.in_parallel([
+            lambda key_id=key_id: self.call("DELETE", f"/me/mfa/keys/{key_id}", token=token) for key_id in held
+        ])
+        outcome = [f"{key_id}: {reply}" for key_id, reply in zip(held, replies, strict=True)]
+        refusals = [(reply.status, reply.code) for reply in replies if reply.status != 204]
+        assert set(refusals) <= {(409, "LastKeyRequired"), (403, "ReauthenticationRequired")}, f"{label}: {outcome}"
+        remaining = self.key_ids(token)
+        deleted = [key_id for key_id, reply in zip(held, replies, strict=True) if reply.status == 204]
+        assert sorted(deleted + remaining) == held and remaining, f"{label}: {outcome}, left {remaining}"
+        assert self.key_count(token) == len(remaining), f"{label}: {outcome}"
+        if (403, "ReauthenticationRequired") not in refusals:
+            assert refusals == [(409, "LastKeyRequired")] and len(remaining) == 1, f"{label}: {outcome}"
+        for key_id in remaining[1:]:  # only where a lapsed proof stopped some deletes
+            assert self.step_up(token, keys[remaining[0]]).status == 200
+            assert self.call("DELETE", f"/me/mfa/keys/{key_id}", token=token).status == 204
+        [survivor] = self.key_ids(token)
+        assert self.step_up(token, keys[survivor]).status == 200, f"{label}: step-up with the survivor"
+        return survivor
+
     def me(self, token: str) -> Reply:
         reply = self.call("GET", "/me", token=token)
         assert reply.status == 200, f"GET /me: {reply}"

@@ -148,46 +148,34 @@ def test_enforcing_mfa_ends_every_other_session_and_the_stream_function_deletes_
 
 # --- 2. parallel deletes never take a member's last key ---------------------------------------
 
-def _delete_race_rounds(keyward: StackClient, token: str, *, keys: int, rounds: int) -> None:
-    """``rounds`` times: top the member up to ``keys`` keys, delete them all at once, and check
-    that exactly one survives."""
+def _delete_race_rounds(keyward: StackClient, token: str, keys: dict[str, SoftwareAuthenticator], *,
+                        count: int, rounds: int) -> None:
+    """``rounds`` times: top the member up to ``count`` keys, delete them all at once, and check
+    that the last one survives."""
     for round_number in range(1, rounds + 1):
-        held = keyward.key_ids(token)
-        for extra in range(keys - len(held)):
-            keyward.add_key(token, name=f"Round {round_number} key {extra}")
-        held = keyward.key_ids(token)
-        assert len(held) == keys, f"round {round_number}: the member should hold {keys} keys: {held}"
-        assert keyward.key_count(token) == keys, f"round {round_number}: key_count before the deletes"
-
-        replies = keyward.in_parallel([
-            lambda key_id=key_id: keyward.call("DELETE", f"/me/mfa/keys/{key_id}", token=token) for key_id in held
-        ])
-
-        outcome = [f"{key_id}: {reply}" for key_id, reply in zip(held, replies, strict=True)]
-        deleted = [key_id for key_id, reply in zip(held, replies, strict=True) if reply.status == 204]
-        refused = [(key_id, reply) for key_id, reply in zip(held, replies, strict=True) if reply.status != 204]
-        assert len(deleted) == keys - 1, f"round {round_number}: exactly {keys - 1} deletes must succeed: {outcome}"
-        assert [(reply.status, reply.code) for _, reply in refused] == [(409, "LastKeyRequired")], (
-            f"round {round_number}: the last delete must be refused with 409 LastKeyRequired: {outcome}"
-        )
-        assert keyward.key_ids(token) == [refused[0][0]], (
-            f"round {round_number}: the key whose delete was refused must be the one left: {outcome}"
-        )
-        assert keyward.key_count(token) == 1, f"round {round_number}: mfa.key_count after the deletes: {outcome}"
+        while len(keys) < count:
+            authenticator = SoftwareAuthenticator()
+            added = keyward.add_key(token, authenticator, name=f"Round {round_number} key {len(keys)}")
+            keys[added.body["key"]["id"]] = authenticator
+        assert sorted(keyward.key_ids(token)) == sorted(keys), f"round {round_number}"
+        assert keyward.key_count(token) == count, f"round {round_number}: key_count before the deletes"
+        survivor = keyward.race_to_delete_every_key(token, keys, label=f"round {round_number}")
+        for key_id in [key_id for key_id in keys if key_id != survivor]:
+            del keys[key_id]
 
 
 def test_two_parallel_deletes_under_enforcement_leave_exactly_one_key(keyward, sessions_table, stack_log):
     org = "race-two"
-    first_key = SoftwareAuthenticator()
+    first_key, second_key = SoftwareAuthenticator(), SoftwareAuthenticator()
     bob = keyward.login(org=org, user="bob").body["token"]
-    keyward.add_key(bob, first_key, name="First key")
-    keyward.add_key(bob, name="Second key")
+    keys = {keyward.add_key(bob, key, name=name).body["key"]["id"]: key
+            for key, name in ((first_key, "First key"), (second_key, "Second key"))}
     enforced_org(keyward, org)
     assert_ended_by_enforcement({bob: keyward.call("GET", "/me", token=bob)}, sessions_table(org))
 
     bob = keyward.mfa_login(org=org, user="bob", authenticator=first_key)
 
-    _delete_race_rounds(keyward, bob, keys=2, rounds=DELETE_ROUNDS)
+    _delete_race_rounds(keyward, bob, keys, count=2, rounds=DELETE_ROUNDS)
 
 
 def test_three_parallel_deletes_under_enforcement_leave_exactly_one_key(keyward, stack_log):
@@ -197,12 +185,13 @@ def test_three_parallel_deletes_under_enforcement_leave_exactly_one_key(keyward,
     login = keyward.login(org=org, user="carol")
     assert login.body["state"] == "registration_required", str(login)
     carol = login.body["token"]
-    registered = keyward.add_key(carol, name="First key")
+    first_key = SoftwareAuthenticator()
+    registered = keyward.add_key(carol, first_key, name="First key")
     assert registered.body["session"]["state"] == "active", str(registered)
     # Registering activated the session under a new token.
     carol = registered.body["token"]
 
-    _delete_race_rounds(keyward, carol, keys=3, rounds=3)
+    _delete_race_rounds(keyward, carol, {registered.body["key"]["id"]: first_key}, count=3, rounds=3)
 
 
 # --- 3. registration_required -----------------------------------------------------------------

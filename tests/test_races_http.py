@@ -22,30 +22,24 @@ def test_parallel_deletes_of_a_members_keys_under_enforcement_leave_exactly_one(
     login = keyward.login(org=org, user="carol")
     assert login.body["state"] == "registration_required", str(login)
     carol = login.body["token"]
-    registered = keyward.add_key(carol, name="First key")
+    first_key = SoftwareAuthenticator()
+    registered = keyward.add_key(carol, first_key, name="First key")
     assert registered.body["session"]["state"] == "active"
     carol = registered.body["token"]  # registering activated the session under a new token
+    keys = {registered.body["key"]["id"]: first_key}
 
     for round_number in range(1, ROUNDS + 1):
-        for extra in range(CONTENDERS - len(keyward.key_ids(carol))):
-            keyward.add_key(carol, name=f"Round {round_number} key {extra}")
-        held = keyward.key_ids(carol)
-        assert len(held) == CONTENDERS and keyward.key_count(carol) == CONTENDERS, f"round {round_number}: {held}"
+        while len(keys) < CONTENDERS:
+            authenticator = SoftwareAuthenticator()
+            keys[keyward.add_key(carol, authenticator, name=f"Round {round_number} key {len(keys)}").body["key"]["id"]] = authenticator
+        assert keyward.key_count(carol) == CONTENDERS, f"round {round_number}"
 
-        replies = keyward.in_parallel([
-            lambda key_id=key_id: keyward.call("DELETE", f"/me/mfa/keys/{key_id}", token=carol) for key_id in held
-        ])
+        survivor = keyward.race_to_delete_every_key(carol, keys, label=f"round {round_number}")
 
-        outcome = [f"{key_id}: {reply}" for key_id, reply in zip(held, replies, strict=True)]
-        refused = [(key_id, reply) for key_id, reply in zip(held, replies, strict=True) if reply.status != 204]
-        assert len(refused) == 1, f"round {round_number}: exactly {CONTENDERS - 1} deletes must succeed: {outcome}"
-        [(survivor, refusal)] = refused
-        assert (refusal.status, refusal.code) == (409, "LastKeyRequired"), f"round {round_number}: {outcome}"
         # The API and the tables agree: one key, counted once, claimed once.
-        assert keyward.key_ids(carol) == [survivor], f"round {round_number}: {outcome}"
-        assert keyward.key_count(carol) == 1, f"round {round_number}: {outcome}"
+        keys = {survivor: keys[survivor]}
         stored = {item["key_id"]["S"] for item in db.query_org("keys", org) if item["user_id"]["S"] == "carol"}
-        assert stored == {survivor}, f"round {round_number}: {outcome}"
+        assert stored == {survivor}, f"round {round_number}"
         assert db.get("members", org_id=org, user_id="carol")["key_count"]["N"] == "1"
         assert {item["key_id"]["S"] for item in db.scan_org("credentials", org)} == {admin_key, survivor}
     assert keyward.call("GET", "/me", token=carol).status == 200
