@@ -254,8 +254,11 @@ def test_an_admin_deletes_a_members_key(open_console: OpenConsole):
     expect(ben.page.locator("#audit")).to_contain_text("Security key deleted")
     ben.screenshot("admin-deleted-key")
 
-    # Lea's page shows MFA off once she looks again.
+    # Lea's session proved the key she registered: it ended with the key. Signed in again, her
+    # page shows MFA off.
     lea.page.reload()
+    expect(lea.page.get_by_role("alert")).to_contain_text("Your session has ended")
+    lea.sign_in_to_settings(org=org, user="lea")
     expect(lea.page.locator("#personal-mfa-state")).to_contain_text("MFA is off")
     assert lea.get("/me")["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
 
