@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from devstack.idp import DevIdentityProvider
-from tests.process_stack import prepared
+from tests.process_stack import forget_stream_records, prepared
 
 _STACK = prepared()
 IDP = _STACK.idp
@@ -23,22 +23,8 @@ from tests.keyward_client import KeywardClient  # noqa: E402
 @pytest.fixture(autouse=True)
 def empty_tables() -> Iterator[None]:
     truncate_tables()
-    _forget_stream_records()
+    forget_stream_records()
     yield
-
-
-def _forget_stream_records() -> None:
-    """Drop the streams' records of earlier tests (each test's pumps start at the stream's end).
-
-    moto keeps every stream record in memory, and the audit table's stream would otherwise grow
-    over the whole session.
-    """
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.dynamodb.models import dynamodb_backends
-
-    for table in dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].tables.values():
-        if table.stream_shard is not None:
-            table.stream_shard.items.clear()
 
 
 @pytest.fixture

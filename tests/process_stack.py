@@ -40,6 +40,20 @@ def prepared() -> ProcessStack:
     return _stack
 
 
+def forget_stream_records() -> None:
+    """Drop the streams' records of earlier tests (each test's pumps start at the stream's end).
+
+    moto keeps every stream record in memory, and the audit table's stream would otherwise grow
+    over the whole session.
+    """
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    for table in dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].tables.values():
+        if table.stream_shard is not None:
+            table.stream_shard.items.clear()
+
+
 def stop_serving() -> None:
     """Stop moto's thread and drop every connection to it, keeping moto's state: what a process
     does before it forks children that call :func:`prepared` (each serves the state again)."""
