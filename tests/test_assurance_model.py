@@ -111,7 +111,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-import pytest
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -896,7 +895,4 @@ AssuranceModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 
-TestAssuranceModel = pytest.mark.xfail(
-    strict=True,
-    reason="finds the two known bypasses of the assurance rule (docstring); remove once the rule's rewrite lands",
-)(AssuranceModel.TestCase)
+TestAssuranceModel = AssuranceModel.TestCase
