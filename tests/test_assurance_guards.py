@@ -28,6 +28,7 @@ from chalicelib.errors import (
     Refusal,
     RegistrationRequired,
     SecurityKeyRequired,
+    SessionEndedByNewKey,
     WrongSessionState,
 )
 from chalicelib.models import Member as StoredMember, Organization, SecurityKey, Session
@@ -190,6 +191,16 @@ def test_under_enforcement_a_proof_counts_only_under_the_organizations_policy_ve
     _set_session(bob, verified_key_counts_under=counts_under)
 
     assert _standing(bob) is standing
+
+
+def test_a_proof_counts_under_a_policy_version_equal_in_value_however_large(api):
+    """Versions are compared by value: two reads of 1000 are equal numbers, not the same object."""
+    _enforcing(api)
+    bob, _ = _holder(api)
+    _set_org(compliance_version=1000)
+    _set_session(bob, verified_key_counts_under=1000)
+
+    assert _standing(bob) is Standing.VERIFIED
 
 
 @pytest.mark.parametrize("counts_under, standing", [
@@ -580,3 +591,24 @@ def test_a_member_whose_keys_predate_the_list_holds_no_key_without_a_proof_and_n
     assert sessions.holds_key(_caller(bob).member, None) is False
     _set_member(bob, key_count=0)
     assert sessions.holds_key(_caller(bob).member, "legacy" + "0" * 16) is False
+
+
+# --- which sessions a member's first key ends ---------------------------------------------------
+
+@pytest.mark.parametrize("session_generation, held, ended", [
+    (0, False, True), (0, True, False), (1, False, False), (1, True, False), (2, False, False),
+], ids=["before-proved-none", "before-holds-its-key", "same-proved-none", "same-holds-its-key", "after-proved-none"])
+def test_a_first_key_ends_only_the_sessions_from_before_it_that_prove_no_key_the_member_holds(
+        api, session_generation, held, ended):
+    bob, proven = _holder(api)
+    _set_member(bob, session_generation=1)
+    _set_session(bob, member_generation=session_generation, verified_key_id=proven if held else "gone" + "0" * 18)
+    caller_session = Session.get(ORG, _session_id(bob), consistent_read=True)
+    member = StoredMember.get(ORG, "bob", consistent_read=True)
+
+    assert sessions.ended_by_new_key(session=caller_session, member=member) is ended
+    if ended:
+        with pytest.raises(SessionEndedByNewKey):
+            _caller(bob)
+    else:
+        assert _standing(bob) is (Standing.VERIFIED if held else Standing.PROOF_LAPSED)
