@@ -10,6 +10,7 @@ where the first stopped, so a long module can be done in several sittings.
     python -m mutation.run challenges mfa   # some of them
     python -m mutation.run --recheck mfa    # run its survivors again, against the tests as they are now
     python -m mutation.run --jobs 2 keys    # two mutants at a time, in two copies of the tree
+    python -m mutation.run --functions holds_key,ended_by_new_key sessions   # only those functions' mutants
 """
 from __future__ import annotations
 
@@ -116,6 +117,28 @@ def _forget_survivors(session: Path) -> int:
         return database.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
 
 
+# What a mutant outside the functions asked for is marked with: skipped, not run, and run again
+# by a later run that asks for it (or for the whole module).
+_OUTSIDE_FUNCTIONS = "outside the functions asked for (--functions)"
+
+
+def _select_functions(session: Path, functions: list[str] | None) -> int:
+    """Leave pending only the mutants inside ``functions`` (cosmic-ray's definition name: a
+    function's or method's own name, or empty at module level); None: every mutant. Returns how
+    many pending mutants are left out."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(session)) as database, database:
+        database.execute("DELETE FROM work_results WHERE worker_outcome = 'SKIPPED' AND output = ?", (_OUTSIDE_FUNCTIONS,))
+        if functions is None:
+            return 0
+        names = ", ".join("?" * len(functions))
+        return database.execute(
+            "INSERT INTO work_results (worker_outcome, output, job_id) SELECT 'SKIPPED', ?, job_id FROM mutation_specs"
+            f" WHERE coalesce(definition_name, '') NOT IN ({names}) AND job_id NOT IN (SELECT job_id FROM work_results)",
+            (_OUTSIDE_FUNCTIONS, *functions)).rowcount
+
+
 def _exec(*, tree: Path, config: Path, session: Path, forkserver: Path, module_path: str) -> None:
     with _forkserver(tree=tree, socket_path=forkserver, module_path=module_path):
         subprocess.run([_tool("cosmic-ray"), "exec", str(config), str(session)], cwd=tree, check=True,
@@ -173,7 +196,7 @@ def _exec_in_shards(*, work: Path, tree: Path, session: Path, jobs: int, setting
 
 
 def mutate(name: str, *, module: dict, timeout: float, exclude: list[str], recheck: bool = False,
-           jobs: int = 1) -> Path | None:
+           jobs: int = 1, functions: list[str] | None = None) -> Path | None:
     if not (ROOT / module["path"]).exists():
         print(f"{name}: {module['path']} does not exist yet; skipped")
         return None
@@ -213,6 +236,9 @@ def mutate(name: str, *, module: dict, timeout: float, exclude: list[str], reche
         config.write_text(_config(**settings))
         if not lines.exists():
             _map_lines(tree=tree, module_path=module["path"], tests=tests, lines=lines, original=original)
+    left_out = _select_functions(session, functions)
+    if functions is not None:
+        print(f"{name}: only {', '.join(functions)}; {left_out} pending mutants outside them left for a later run")
     if jobs > 1:
         _exec_in_shards(work=work, tree=tree, session=session, jobs=jobs, settings=settings)
     else:
@@ -233,13 +259,17 @@ def main() -> None:
                         help="run the modules' surviving mutants again, against the tests as they are now")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="run N mutants at once, each in a copy of the tree (default 1; one per CPU is the most that helps)")
+    parser.add_argument("--functions", metavar="NAME,...",
+                        help="run only the mutants inside these functions or methods (by their own name); "
+                             "the others are skipped, and a later run without this option runs them")
     args = parser.parse_args()
     unknown = sorted(set(args.modules) - set(plan["modules"]))
     if unknown:
         parser.error(f"unknown module(s): {', '.join(unknown)}")
     for name in args.modules or list(plan["modules"]):
         mutate(name, module=plan["modules"][name], timeout=float(plan["timeout"]), exclude=plan["operators"]["exclude"],
-               recheck=args.recheck, jobs=max(1, args.jobs))
+               recheck=args.recheck, jobs=max(1, args.jobs),
+               functions=[name for name in args.functions.split(",") if name] if args.functions else None)
 
 
 if __name__ == "__main__":

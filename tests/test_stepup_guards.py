@@ -2,7 +2,9 @@
 check, never from the login; the refusal tells a member with keys to step up and one without to
 sign in again; and the race guards of the step-up's transaction — the session's token and state
 and the key's counter unchanged since they were read, the challenge not used meanwhile — tested
-against a stale request: the table is changed between the read and the write."""
+against a stale request: the table is changed between the read and the write; and a step-up
+opens the window only with a key the organization accepts (under enforcement, one its policy
+accepts), its proof counting under the policy's version only for such a key."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -10,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from chalicelib import clock
-from chalicelib.models import Challenge, SecurityKey, Session
+from chalicelib.models import Challenge, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.meanwhile import after_verification
 from tests.keyward_client import KeywardClient, Member
@@ -122,3 +124,39 @@ def test_a_key_used_meanwhile_steps_nothing_up(api, monkeypatch):
     assert (reply.status, reply.code) == (401, "SignCountRegression")
     assert _session(bob).key_checked_at == checked_before
     assert SecurityKey.get(ORG, stored_key.key_id, consistent_read=True).sign_count == 1_000
+
+
+# --- a step-up proves a key only if the organization accepts it -----------------------------------
+
+ZERO_AAGUID = "00000000-0000-0000-0000-000000000000"  # the test authenticators'
+
+
+def _policy_in_table(*, enforced: bool, denied: list[str], version: int, session: Session) -> None:
+    """The organization's policy and enforcement as stored, without ending the session."""
+    Organization(ORG).update(actions=[
+        Organization.mfa_enforced.set(enforced), Organization.compliance_version.set(version),
+        Organization.authenticator_policy.set({"denied_aaguids": denied, "version": version}),
+    ])
+    session.update(actions=[Session.org_enforced_at_start.set(True)])
+
+
+@pytest.mark.parametrize("enforced, denied, outcome", [
+    (True, [ZERO_AAGUID], (403, "AuthenticatorNotAllowed")),
+    (True, [], (200, None)),
+    (False, [ZERO_AAGUID], (200, None)),
+], ids=["enforced-refused-key", "enforced-accepted-key", "not-enforced-refused-key"])
+def test_a_step_up_opens_the_window_only_with_a_key_the_organization_accepts(api, enforced, denied, outcome):
+    bob, key = _key_holder(api)
+    checked_before = _session(bob).key_checked_at
+    _policy_in_table(enforced=enforced, denied=denied, version=3, session=_session(bob))
+
+    reply = _step_up(api, bob, key)
+
+    assert (reply.status, reply.code) == outcome, reply.body
+    after = _session(bob)
+    if reply.status == 200:
+        # The proof counts under the policy's version only for a key the policy accepts.
+        assert after.key_checked_at > checked_before
+        assert after.verified_key_counts_under == (None if denied else 3)
+    else:
+        assert (after.key_checked_at, after.verified_key_counts_under) == (checked_before, 0)
