@@ -5,7 +5,7 @@ organization's or one below or above it), the step-up window's end a microsecond
 each standing's start, the admin check, a member's first key asked for as "register a key", every
 refusal's code and message, whether the organization accepts a key, what a proof writes, and
 whether a member holds a key — from the credential list, or read for a member whose keys predate
-it (including another member's key of that ID).
+it (including another member's key of that ID) — and which sessions a member's first key ends.
 
 Sessions are real: a login over the API, its items then set as the case needs, and
 ``sessions.resolve`` of its token, as every request does, before ``assurance.require``.
