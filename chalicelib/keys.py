@@ -208,14 +208,14 @@ def register(*, caller: Caller, submission: KeySubmission) -> Registration:
     (:func:`submission_reads`). The key, the global claim on its credential ID, the member's key
     count and credential list, the session and the challenge's use are written in one transaction:
 
-    - registering is a security-key check of the session (``key_checked_at``);
+    - the new key becomes the session's proof (:class:`chalicelib.assurance.Proof`), so deleting
+      it ends the session or drops it back to "must prove";
     - a member's first key is conditional on the member holding none, and moves the member to a
-      new session generation, which ends their other sessions that never passed a key check
-      (:func:`chalicelib.sessions.ended_by_new_key`); this session moves along;
+      new session generation, which ends their other sessions whose proof is not a key the member
+      holds (:func:`chalicelib.sessions.ended_by_new_key`); this session moves along;
     - a ``registration_required`` session becomes ``active`` only this way — when the member had
       no key at that moment, or when it passed the MFA check with a key the organization's
-      authenticator policy no longer accepts — under a new token, with the new key as its
-      verified key.
+      authenticator policy no longer accepts — under a new token.
 
     Refused ceremonies are audited.
 

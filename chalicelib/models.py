@@ -184,7 +184,7 @@ class Member(Model):
     # predate it (keyward then queries their keys) and for members without keys.
     credentials = MapAttribute(null=True)
     # Incremented when the member goes from no key to a key: their sessions of an older
-    # generation that never passed a security-key check have ended.
+    # generation whose proof is not a key the member holds have ended.
     session_generation = NumberAttribute(default=0)
 
 

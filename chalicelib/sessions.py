@@ -216,7 +216,7 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
         SessionExpired: the session's absolute lifetime is over.
         SessionEndedByEnforcement: the organization enforced MFA after this session started.
         SessionEndedByNewKey: the member registered their first key after this session started,
-            and the session never passed a security-key check.
+            and the session's proof is not a key the member holds.
         SessionIdle: the session went unused for longer than the idle timeout.
     """
     if not authorization:
