@@ -191,6 +191,9 @@ class Session:
     backup_key: str | None = None
     # The keys this session proved possession of (MFA, step-up, registration), and when last.
     proofs: dict[str, datetime] = field(default_factory=dict)
+    # The policy version each proof was made under: under enforcement, a proof from before a policy
+    # change no longer says whether the organization accepts the key (docs/security.md).
+    proof_versions: dict[str, int] = field(default_factory=dict)
     # The key it passed MFA with or registered to become active: deleting it ends the session.
     verified: str | None = None
     ended: str | None = None  # why the model knows the session is over
@@ -238,6 +241,7 @@ class AssuranceModel(RuleBasedStateMachine):
         self.grace_hours = 0
         self.enrollment = "open"
         self.denied: frozenset[str] = frozenset()
+        self.policy_version = 0  # moved on by every policy change that changes the policy
         self.passes: list[str] = []
         self.backups: dict[str, str] = {}
         self.counter = 0
@@ -265,6 +269,11 @@ class AssuranceModel(RuleBasedStateMachine):
     def accepted(self, key: Key) -> bool:
         return not self.enforced or key.model not in self.denied
 
+    def proof_counts(self, session: Session, key: Key) -> bool:
+        """Whether the session's proof of ``key`` counts now: a key the organization accepts,
+        proved under the policy of now where it enforces MFA."""
+        return self.accepted(key) and (not self.enforced or session.proof_versions.get(key.key_id) == self.policy_version)
+
     def deferred(self) -> bool:
         return bool(self.enforced and self.grace_hours and self.enforced_at is not None
                     and self.now < self.enforced_at + timedelta(hours=self.grace_hours))
@@ -278,7 +287,7 @@ class AssuranceModel(RuleBasedStateMachine):
         when a deleted proof key leaves the service a choice."""
         proved = [self.keys[key_id] for key_id in session.proofs
                   if key_id in self.keys and self.keys[key_id].user == session.user]
-        found = "accepted" if any(self.accepted(k) for k in proved) else "held" if proved else "none"
+        found = "accepted" if any(self.proof_counts(session, k) for k in proved) else "held" if proved else "none"
         return {found, "none"} if session.proof_doubt else {found}
 
     def in_window(self, session: Session, standing: str) -> bool:
@@ -489,6 +498,7 @@ class AssuranceModel(RuleBasedStateMachine):
         self.keys[registered.body["key"]["id"]] = Key(registered.body["key"]["id"], "C#admin", ADMIN, "admin", "C",
                                                       authenticator)
         admin.proofs[registered.body["key"]["id"]] = self.now
+        admin.proof_versions[registered.body["key"]["id"]] = self.policy_version
 
     @rule(who=HOLDERS)
     def login(self, who: str) -> None:
@@ -537,6 +547,7 @@ class AssuranceModel(RuleBasedStateMachine):
                 raise ModelMismatch(f"{session} passed MFA into {session.state}; the model expected {predicted}")
             session.verified = chosen.key_id
             session.proofs[chosen.key_id] = self.now
+            session.proof_versions[chosen.key_id] = self.policy_version
             session.proof_doubt = False
 
     @precondition(lambda self: self.candidates("step-up"))
@@ -564,6 +575,7 @@ class AssuranceModel(RuleBasedStateMachine):
         })
         if self.judge(session, reply, expected, what="step-up") == (200, None):
             session.proofs[chosen.key_id] = self.now
+            session.proof_versions[chosen.key_id] = self.policy_version
             session.proof_doubt = False
 
     @precondition(lambda self: self.candidates("any"))
@@ -599,6 +611,7 @@ class AssuranceModel(RuleBasedStateMachine):
                 if other is not session and other.user == session.user:
                     self.end(other, f"{session.user}'s first key, registered by {session}")
         session.proofs[key_id] = self.now
+        session.proof_versions[key_id] = self.policy_version
         if session.state == "registration_required":
             session.state = "active"
             session.token = registered.body["token"]
@@ -708,6 +721,8 @@ class AssuranceModel(RuleBasedStateMachine):
                                      {"denied_aaguids": [MODELS[m] for m in sorted(denied)]}, {(200, None)},
                                      what=setting, admin=True)
             if outcome == (200, None):
+                if denied != self.denied:
+                    self.policy_version += 1
                 self.denied = denied
                 # What the stream function does next: count compliance under the new policy.
                 compliance.continue_recount(org_id=ORG, deadline=RecountDeadline())
