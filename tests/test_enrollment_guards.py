@@ -335,6 +335,26 @@ def test_a_pass_is_not_used_by_a_member_re_created_between_the_check_and_the_tra
     assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
 
 
+def test_a_pass_of_a_member_stored_before_creation_times_is_not_used_by_one_re_created_meanwhile(
+        api, admin, monkeypatch):
+    """A member item from before members recorded ``created_at``: the registration's condition is
+    that the item still has none, which a member re-created meanwhile (offboarded and signed in
+    again) does; it is refused like any other re-created member."""
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
+    bob = api.login(user="bob")
+    Member("acme", "bob").update(actions=[Member.created_at.remove()])
+    issued = _issue(api, admin, "bob")
+    options = api.registration_options(bob).body
+    after_verification(monkeypatch, lambda: Member("acme", "bob").update(
+        actions=[Member.created_at.set(clock.now())]), ceremony="verify_registration")
+
+    refused = _first_key(api, bob, options, enrollment_code=issued["code"])
+
+    assert (refused.status, refused.code) == (401, "InvalidToken")
+    assert EnrollmentPass.get("acme", issued["id"], consistent_read=True).used_at is None
+    assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
+
+
 def test_no_pass_is_issued_to_a_member_re_created_after_issuing_read_them(api, admin, monkeypatch):
     """Offboarded and signed in again between the issuing's read of the member and its
     transaction: the pass would be the earlier member's, so none is issued."""
