@@ -9,12 +9,12 @@ from chalicelib.api.openapi import openapi
 from chalicelib.api.org import org
 from chalicelib.api.outbox import local_outbox
 from chalicelib.api.webhooks import webhooks
-from chalicelib.config import settings
-from chalicelib.deferred import deferred
+from chalicelib.base.config import settings
+from chalicelib.base.deferred import deferred
 
 # Only the stream function's invocations need it; the API's cold starts never load it.
-enforcement = deferred("chalicelib.enforcement")
-outbox = deferred("chalicelib.outbox")
+enforcement = deferred("chalicelib.org.enforcement")
+outbox = deferred("chalicelib.delivery.outbox")
 
 app = KeywardApp(app_name="keyward")
 app.register_middleware(no_store, "http")
@@ -42,7 +42,7 @@ def end_sessions_on_enforcement(event: DynamoDBEvent) -> dict:
 @app.schedule(Rate(1, unit=Rate.DAYS))
 def refresh_authenticator_metadata(event: CloudWatchEvent) -> dict:
     """Daily: load the FIDO Metadata Service's newest BLOB once its signature chain verifies."""
-    from chalicelib import metadata  # python-fido2 loads here, not in the API's cold start
+    from chalicelib.ceremony import metadata  # python-fido2 loads here, not in the API's cold start
 
     loaded = metadata.refresh()
     if loaded is None:

@@ -65,7 +65,7 @@ def measure_coverage(sizes: Sequence[int] = SIZES) -> list[CoverageFigures]:
     from bench.stack import MOTO_READ_TIMEOUT_SECONDS
 
     stack = local_stack()
-    from chalicelib.models import Member
+    from chalicelib.base.models import Member
 
     # moto sorts the whole partition for every Query page (see bench/stack.py): allow for it, in
     # a new connection for the members table.
@@ -120,10 +120,11 @@ def _populate(stack: LocalStack, org_id: str, n: int) -> dict[str, int]:
     from moto.dynamodb.models import dynamodb_backends
     from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
-    from chalicelib import clock, coverage
-    from chalicelib.config import settings
-    from chalicelib.coverage import Bucket
-    from chalicelib.models import Member, Organization
+    from chalicelib.base import clock
+    from chalicelib.counters import coverage
+    from chalicelib.base.config import settings
+    from chalicelib.counters.coverage import Bucket
+    from chalicelib.base.models import Member, Organization
 
     now = clock.now()
     table = dynamodb_backends[DEFAULT_ACCOUNT_ID][settings().region].get_table(Member.Meta.table_name)
@@ -208,7 +209,7 @@ def _units(size: int) -> int:
 
 def _before(stack: LocalStack, org_id: str, sizes_by_user: dict[str, int]) -> CoverageRun:
     """What GET /org/mfa did before the counters: the organization, then every member's key count."""
-    from chalicelib.models import Member, Organization
+    from chalicelib.base.models import Member, Organization
 
     connection = Member._get_connection()
     before = stack.counter.snapshot()
@@ -288,7 +289,7 @@ def _stored_bytes(table_name: str, key: dict[str, Any]) -> int:
     from moto.dynamodb.models import dynamodb_backends
     from moto.dynamodb.models.dynamo_type import DynamoType
 
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     table = dynamodb_backends[DEFAULT_ACCOUNT_ID][settings().region].get_table(table_name)
     range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None

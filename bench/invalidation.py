@@ -86,7 +86,7 @@ class _Unlimited:
 def measure_invalidation(sizes: Sequence[int] = SIZES, *,
                          profile_size: int | None = None) -> list[SizeFigures]:
     stack = local_stack()
-    from chalicelib.models import Session
+    from chalicelib.base.models import Session
 
     Session.exists()  # creates PynamoDB's client for sessions before anything is timed
     figures = []
@@ -112,8 +112,9 @@ def _progress(message: str) -> None:
 # --- keyward ------------------------------------------------------------------------------------
 
 def _keyward_run(stack: LocalStack, n: int, *, profile: bool) -> Run:
-    from chalicelib import clock, enforcement
-    from chalicelib.models import Invalidation, Organization
+    from chalicelib.base import clock
+    from chalicelib.org import enforcement
+    from chalicelib.base.models import Invalidation, Organization
 
     org_id = f"bench-keyward-{n}"
     Organization(org_id, created_at=clock.now()).save()
@@ -158,7 +159,7 @@ def _baseline_run(stack: LocalStack, n: int) -> Run:
     import boto3
     from boto3.dynamodb.conditions import Key
 
-    from chalicelib.models import Session
+    from chalicelib.base.models import Session
 
     org_id = f"bench-baseline-{n}"
     _populate(stack, org_id, n)
@@ -205,9 +206,9 @@ def _populate(stack: LocalStack, org_id: str, n: int) -> None:
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.dynamodb.models import dynamodb_backends
 
-    from chalicelib import clock
-    from chalicelib.config import settings
-    from chalicelib.models import Session
+    from chalicelib.base import clock
+    from chalicelib.base.config import settings
+    from chalicelib.base.models import Session
 
     started = clock.now()
     expires = started + timedelta(hours=12)
@@ -233,7 +234,7 @@ def _populate(stack: LocalStack, org_id: str, n: int) -> None:
 
 
 def _sessions_left(stack: LocalStack, org_id: str) -> int:
-    from chalicelib.models import Session
+    from chalicelib.base.models import Session
 
     client = _client(stack)
     query: dict[str, Any] = {
@@ -256,7 +257,7 @@ def _verdict(passed: bool) -> str:
 
 
 def report(figures: list[SizeFigures]) -> list[str]:
-    from chalicelib.enforcement import PAGE_SIZE, PARALLEL_BATCHES
+    from chalicelib.org.enforcement import PAGE_SIZE, PARALLEL_BATCHES
 
     lines = ["## Ending sessions after enforcement", "",
              f"keyward: `continue_invalidation`, {PAGE_SIZE} keys per query page, BatchWriteItem of "

@@ -90,7 +90,7 @@ def local_stack() -> LocalStack:
     idp = DevIdentityProvider.ephemeral()
     # The models read the endpoint when first imported: environment first, then models.
     apply_environment(local_environment(endpoint=endpoint, jwks_json=idp.jwks_json()))
-    from chalicelib.models import Session
+    from chalicelib.base.models import Session
     from devstack.tables import create_missing_tables
 
     # moto sorts a partition's items on every Query page, in Python: on a partition of 100,000

@@ -128,8 +128,8 @@ def _load_metadata(*, blob: Path, trust_root: Path | None) -> int:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from chalicelib import metadata
-    from chalicelib.errors import MetadataRejected
+    from chalicelib.ceremony import metadata
+    from chalicelib.base.errors import MetadataRejected
 
     root = x509.load_pem_x509_certificate(trust_root.read_bytes()).public_bytes(Encoding.DER) if trust_root else None
     try:
@@ -160,7 +160,7 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
             endpoint = server_endpoint(moto)
         apply_environment(local_environment(endpoint=endpoint, jwks_json=identity_provider.jwks_json(), port=port))
 
-        # Only now may chalicelib.models be imported: it reads the endpoint at import time.
+        # Only now may chalicelib.base.models be imported: it reads the endpoint at import time.
         from devstack.seed import seed_demo_org
         from devstack.tables import create_missing_tables
 

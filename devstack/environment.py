@@ -17,7 +17,7 @@ _SHADOWING_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
 def local_environment(*, endpoint: str, jwks_json: str, port: int = LOCAL_PORT) -> dict[str, str]:
     """The variables the ``local`` stage needs: DynamoDB at ``endpoint``, the dev IdP's keys, the
     origin of the API on ``port``, and the dev IdP's private key for the console's demo sign-in."""
-    # Issuer, audience and claim names are left to the defaults in chalicelib.config, so that
+    # Issuer, audience and claim names are left to the defaults in chalicelib.base.config, so that
     # `python -m devstack token` run from a plain shell mints tokens the local app accepts.
     return {
         **dynamodb_environment(endpoint=endpoint),
@@ -41,20 +41,20 @@ def local_environment(*, endpoint: str, jwks_json: str, port: int = LOCAL_PORT) 
 def apply_environment(environment: Mapping[str, str]) -> None:
     """Make ``environment`` part of this process's, for itself and the processes it starts.
 
-    Must run before ``chalicelib.models`` is imported: the models read the endpoint and table
+    Must run before ``chalicelib.base.models`` is imported: the models read the endpoint and table
     names once, at import time.
     """
-    models = sys.modules.get("chalicelib.models")
+    models = sys.modules.get("chalicelib.base.models")
     endpoint = environment.get("DYNAMODB_ENDPOINT")
     if models is not None and endpoint is not None and models.Organization.Meta.host != endpoint:
         raise RuntimeError(
-            "chalicelib.models was imported before the local environment was applied; "
+            "chalicelib.base.models was imported before the local environment was applied; "
             f"its tables point at {models.Organization.Meta.host!r}, not {endpoint!r}"
         )
     for name in _SHADOWING_VARIABLES:
         os.environ.pop(name, None)
     os.environ.update(environment)
 
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     settings.cache_clear()

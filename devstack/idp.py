@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from chalicelib.devidp import id_token_claims, key_id
+from chalicelib.access.devidp import id_token_claims, key_id
 
 DEFAULT_KEY_PATH = Path(__file__).resolve().parent.parent / ".devstack" / "idp-key.pem"
 

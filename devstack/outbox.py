@@ -23,7 +23,7 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def prepare_channels(*, endpoint: str) -> None:
     """Let SES on moto send as KEYWARD_MAIL_FROM, create the EventBridge bus and the KMS key that
     seals webhook secrets, as a deployment does."""
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     create_webhook_secret_key(endpoint=endpoint)
 
@@ -39,7 +39,7 @@ def prepare_channels(*, endpoint: str) -> None:
 def create_webhook_secret_key(*, endpoint: str) -> None:
     """The KMS key KEYWARD_WEBHOOK_SECRET_KEY names, on moto, unless it is there: an alias is
     created with its key (the template's key is named by its ARN instead)."""
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     name = settings().webhook_secret_key
     kms = boto3.client("kms", endpoint_url=endpoint, region_name=settings().region)
@@ -57,7 +57,7 @@ def create_webhook_secret_key(*, endpoint: str) -> None:
 def audit_stream_pump(*, endpoint: str, **options: Any) -> StreamPump:
     """The audit table's stream into ``app.deliver_audit_events``, as Lambda's event source mapping does."""
     from app import deliver_audit_events
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     return StreamPump(handler=deliver_audit_events, table_name=settings().tables.audit, endpoint=endpoint,
                       batch_size=25, **options)

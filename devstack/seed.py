@@ -8,10 +8,10 @@ from pynamodb.attributes import Attribute
 from pynamodb.exceptions import PutError
 from pynamodb.models import Model
 
-from chalicelib import coverage
-from chalicelib.coverage import Bucket
-from chalicelib.models import Member, Organization
-from chalicelib.storage import ConditionsFailed, transaction
+from chalicelib.counters import coverage
+from chalicelib.counters.coverage import Bucket
+from chalicelib.base.models import Member, Organization
+from chalicelib.base.storage import ConditionsFailed, transaction
 
 DEMO_ORG = "acme"
 DEMO_ADMIN = "alice"

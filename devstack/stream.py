@@ -139,6 +139,6 @@ def _as_lambda_record(record: dict[str, Any], stream_arn: str) -> dict[str, Any]
 def org_stream_pump(*, endpoint: str) -> StreamPump:
     """The pump the local stack runs: the organizations table into ``app.end_sessions_on_enforcement``."""
     from app import end_sessions_on_enforcement
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     return StreamPump(handler=end_sessions_on_enforcement, table_name=settings().tables.orgs, endpoint=endpoint)

@@ -5,11 +5,11 @@ read their endpoint and table names at import time.
 """
 from __future__ import annotations
 
-from chalicelib.models import ALL_MODELS
+from chalicelib.base.models import ALL_MODELS
 
 
 def create_missing_tables() -> list[str]:
-    """Create every table of :data:`chalicelib.models.ALL_MODELS` that does not exist yet.
+    """Create every table of :data:`chalicelib.base.models.ALL_MODELS` that does not exist yet.
 
     Returns the names of the tables created.
     """
@@ -47,7 +47,7 @@ def _add_missing_global_indexes(model: type) -> None:
     DYNAMODB_ENDPOINT); DynamoDB adds them to a table in place, as CloudFormation does on AWS."""
     import boto3
 
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     description = model.describe_table()
     existing = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}

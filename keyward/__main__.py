@@ -38,14 +38,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "webhooks":
-        from chalicelib import webhooks
+        from chalicelib.delivery import webhooks
 
         print(f"{webhooks.seal_clear_secrets()} webhook secret(s) sealed")
         return 0
     # Imported late: the models read the table names and endpoint from the environment.
-    from chalicelib import compliance, coverage, tenancy
-    from chalicelib.models import Organization
-    from chalicelib.errors import OrganizationExists
+    from chalicelib.counters import compliance, coverage
+    from chalicelib.access import tenancy
+    from chalicelib.base.models import Organization
+    from chalicelib.base.errors import OrganizationExists
 
     if args.action == "create":
         if not tenancy.valid_org_id(args.org_id):

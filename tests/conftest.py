@@ -46,7 +46,7 @@ def api() -> KeywardClient:
 def stream():
     """The organizations table's stream, delivered to the stream function when a test drains it."""
     from app import end_sessions_on_enforcement
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
     from devstack.stream import StreamPump
 
     return StreamPump(handler=end_sessions_on_enforcement, table_name=settings().tables.orgs,

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import clock
-from chalicelib.models import Organization, SecurityKey
+from chalicelib.base import clock
+from chalicelib.base.models import Organization, SecurityKey
 from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
 
@@ -127,7 +127,7 @@ def hold_keys_in_table(member: Member, *, count: int) -> str:
     """Make a member hold ``count`` keys as far as their member item says (no key items), and
     make the session's proof one of them, just now: a session of a member with that many keys
     that has just passed a security-key check. Returns the proven key's ID."""
-    from chalicelib.models import Member as StoredMember, Session
+    from chalicelib.base.models import Member as StoredMember, Session
 
     listed = {f"held{number:018d}": {"id": base64.urlsafe_b64encode(bytes([number]) * 16).decode().rstrip("="),
                                      "transports": []} for number in range(count)}

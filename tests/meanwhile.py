@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from chalicelib import ceremonies
+from chalicelib.ceremony import ceremonies
 
 
 def after_verification(monkeypatch, change: Callable[[], object], *, ceremony: str = "verify_authentication") -> None:

@@ -57,7 +57,7 @@ def forget_stream_records() -> None:
 def stop_serving() -> None:
     """Stop moto's thread and drop every connection to it, keeping moto's state: what a process
     does before it forks children that call :func:`prepared` (each serves the state again)."""
-    from chalicelib.models import ALL_MODELS, connection
+    from chalicelib.base.models import ALL_MODELS, connection
 
     assert _stack is not None, "nothing is prepared"
     _stack.server.stop()

@@ -16,10 +16,11 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib import assurance, clock, sessions
-from chalicelib.actions import Action
-from chalicelib.assurance import Standing
-from chalicelib.errors import (
+from chalicelib.access import assurance, sessions
+from chalicelib.base import clock
+from chalicelib.access.actions import Action
+from chalicelib.access.assurance import Standing
+from chalicelib.base.errors import (
     AdminRequired,
     AlreadyEnrolled,
     MfaRequired,
@@ -31,7 +32,7 @@ from chalicelib.errors import (
     SessionEndedByNewKey,
     WrongSessionState,
 )
-from chalicelib.models import Member as StoredMember, Organization, SecurityKey, Session
+from chalicelib.base.models import Member as StoredMember, Organization, SecurityKey, Session
 from tests.keyward_client import KeywardClient, Member, enforce_in_table, hold_keys_in_table, store_key
 
 ORG = "acme"

@@ -1,6 +1,6 @@
 """What a session may do, hunted by a model: Hypothesis plays a member, an attacker holding the
 member's IdP password, and an admin against the HTTP API (Chalice's test client on moto, with
-``chalicelib.clock.now`` under the test's control), and a small reference model predicts every
+``chalicelib.base.clock.now`` under the test's control), and a small reference model predicts every
 answer from the rule below.
 
 The rule (docs/security.md): once a member holds a key, a session may do more than read and
@@ -115,9 +115,11 @@ from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from chalicelib import clock, compliance, enforcement
-from chalicelib.models import Member as MemberItem
-from chalicelib.models import Organization, SecurityKey
+from chalicelib.base import clock
+from chalicelib.counters import compliance
+from chalicelib.org import enforcement
+from chalicelib.base.models import Member as MemberItem
+from chalicelib.base.models import Organization, SecurityKey
 from devstack.tables import truncate_tables
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import KeywardClient, Reply

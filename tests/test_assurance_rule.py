@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import clock
-from chalicelib.actions import Action
-from chalicelib.assurance import RULE, Permit, Standing
-from chalicelib.models import Session
+from chalicelib.base import clock
+from chalicelib.access.actions import Action
+from chalicelib.access.assurance import RULE, Permit, Standing
+from chalicelib.base.models import Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import KeywardClient, Member
 
@@ -137,7 +137,7 @@ def test_exactly_the_routes_the_document_marks_as_sensitive_need_the_step_up_win
 @pytest.mark.parametrize("standing", list(Standing))
 def test_every_standing_is_reachable_over_http(api, standing):
     """Each column of the table is a session someone can hold, reached through the API."""
-    from chalicelib import assurance, sessions
+    from chalicelib.access import assurance, sessions
     from tests.keyward_client import enforce_in_table
 
     admin, key = _admin_with_key(api)

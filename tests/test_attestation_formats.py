@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import metadata
+from chalicelib.ceremony import metadata
 from tests.attestation_vectors import captured
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ safetynet.time = CaptureClock
 
 import app
 from chalice.test import Client
-from chalicelib.models import Challenge, SecurityKey
+from chalicelib.base.models import Challenge, SecurityKey
 
 
 def b64url(text):

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib.models import AuditEvent, Organization, SecurityKey
+from chalicelib.base.models import AuditEvent, Organization, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import USER_AGENT, Member
 
@@ -315,7 +315,7 @@ def test_another_orgs_admin_sees_nothing_of_acmes_even_with_acmes_cursor(api):
 
 
 def _acme_sessions() -> set[str]:
-    from chalicelib.models import Session
+    from chalicelib.base.models import Session
 
     return {s.session_id for s in Session.query("acme", consistent_read=True)}
 

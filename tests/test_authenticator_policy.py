@@ -14,9 +14,9 @@ import uuid
 
 import pytest
 
-from chalicelib import metadata
-from chalicelib.errors import MetadataRejected
-from chalicelib.models import AuditEvent, AuthenticatorModel, Organization, SecurityKey, Session
+from chalicelib.ceremony import metadata
+from chalicelib.base.errors import MetadataRejected
+from chalicelib.base.models import AuditEvent, AuthenticatorModel, Organization, SecurityKey, Session
 from tests.attestation_ca import VendorRoot, metadata_entry, signed_blob
 from tests.attestation_vectors import CapturedRegistration, captured, certificate_store_at
 from tests.authenticator import SoftwareAuthenticator
@@ -248,7 +248,7 @@ def test_attestation_required_accepts_a_trusted_model_and_records_it(api, vendor
 @pytest.fixture
 def operator_trust(monkeypatch, vendor):
     """An operator who trusts ``vendor``'s root for one in-house model (an AAGUID)."""
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     in_house = str(uuid.uuid4())
     monkeypatch.setenv("KEYWARD_EXTRA_AUTHENTICATOR_ROOTS", json.dumps({in_house: {"description": "Acme Badge", "roots": [vendor.pem]}}))
@@ -270,8 +270,8 @@ def test_operator_roots_trust_an_in_house_model(api, vendor, operator_trust):
 
 @pytest.mark.parametrize("raw", ['{"x": {"roots": []}}', '{"6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a": {"roots": ["nope"]}}', "[1"])
 def test_unusable_operator_roots_are_a_configuration_error(raw):
-    from chalicelib.config import load
-    from chalicelib.errors import ConfigurationError
+    from chalicelib.base.config import load
+    from chalicelib.base.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError):
         load({"KEYWARD_EXTRA_AUTHENTICATOR_ROOTS": raw})
@@ -451,7 +451,7 @@ def test_under_enforcement_a_refused_key_opens_no_step_up_window(api, vendor, lo
     audited, and the sensitive actions stay closed until a key that counts steps up."""
     from datetime import timedelta
 
-    from chalicelib import clock
+    from chalicelib.base import clock
 
     admin = _admin(api)
     plain = admin.authenticators[0]

@@ -20,10 +20,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from chalicelib import backup, clock
-from chalicelib.audit import Client
-from chalicelib.errors import InvalidBackupCredentials, TooManyAttempts
-from chalicelib.models import ALL_MODELS, BackupCredential, Organization, Throttle
+from chalicelib.access import backup
+from chalicelib.base import clock
+from chalicelib.base.audit import Client
+from chalicelib.base.errors import InvalidBackupCredentials, TooManyAttempts
+from chalicelib.base.models import ALL_MODELS, BackupCredential, Organization, Throttle
 from tests.authenticator import SoftwareAuthenticator
 
 PATH = "/org/backup-credentials"

@@ -9,8 +9,8 @@ import hashlib
 
 import pytest
 
-from chalicelib import backup
-from chalicelib.models import BackupCredential, Organization, Session
+from chalicelib.access import backup
+from chalicelib.base.models import BackupCredential, Organization, Session
 from tests.authenticator import SoftwareAuthenticator
 
 MALFORMED = (400, "MalformedRequest")

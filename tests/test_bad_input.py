@@ -17,7 +17,7 @@ from typing import Any, Callable
 import cbor2
 import pytest
 
-from chalicelib.models import AuditEvent, Challenge, CredentialClaim, Member, Organization, SecurityKey, Session, Throttle
+from chalicelib.base.models import AuditEvent, Challenge, CredentialClaim, Member, Organization, SecurityKey, Session, Throttle
 from tests.authenticator import SoftwareAuthenticator, b64url, b64url_decode
 from tests.keyward_client import KeywardClient, Member as SignedIn, Reply
 
@@ -475,7 +475,7 @@ def test_unknown_or_garbled_key_id_is_not_found(
 
 
 def test_session_id_past_the_year_9999_is_not_authenticated(api: KeywardClient) -> None:
-    # A session ID carries its start in 6 bytes of milliseconds (chalicelib.lifecycle), which can
+    # A session ID carries its start in 6 bytes of milliseconds (chalicelib.access.lifecycle), which can
     # name a time past the year 9999, where no datetime goes. The organization and user exist.
     bob = api.login()
     past_9999 = b64url((2**48 - 1).to_bytes(6, "big") + bytes(10))

@@ -10,11 +10,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from chalicelib import challenges, clock
-from chalicelib.challenges import Ceremony
-from chalicelib.config import settings
-from chalicelib.errors import ChallengeExpired, ChallengeMismatch, ChallengeNotFound
-from chalicelib.models import Challenge, Session
+from chalicelib.ceremony import challenges
+from chalicelib.base import clock
+from chalicelib.ceremony.challenges import Ceremony
+from chalicelib.base.config import settings
+from chalicelib.base.errors import ChallengeExpired, ChallengeMismatch, ChallengeNotFound
+from chalicelib.base.models import Challenge, Session
 
 ORG, USER, SESSION = "org-m", "user-m", "m" * 22
 # Sessions that differ in one binding, with IDs just below and just above the real one's.
@@ -102,7 +103,7 @@ def test_a_challenge_is_usable_until_the_instant_it_expires(monkeypatch, after_i
 
 
 def test_a_challenge_id_is_taken_as_issued_and_anything_else_is_malformed(issued):
-    from chalicelib.errors import MalformedRequest
+    from chalicelib.base.errors import MalformedRequest
 
     assert challenges.check_id(issued.challenge_id) == issued.challenge_id
     for wrong in (None, 7, "", issued.challenge_id[:-1], issued.challenge_id + "A", "!" * 22):
@@ -156,8 +157,8 @@ def test_a_challenge_read_with_the_session_is_taken_as_read_and_otherwise_read_n
 def test_a_refused_ceremony_with_another_sessions_challenge_is_audited_and_leaves_it_usable(issued):
     from types import SimpleNamespace
 
-    from chalicelib import audit
-    from chalicelib.models import AuditEvent
+    from chalicelib.base import audit
+    from chalicelib.base.models import AuditEvent
 
     other = SimpleNamespace(session=_session(session_id="a" * 22), actor=audit.member_actor(USER), client=audit.Client())
 

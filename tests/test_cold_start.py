@@ -1,5 +1,5 @@
 """What a cold start loads: the wiring every function needs, and not the domain modules only some
-requests need (chalicelib/deferred.py), which load on the first request that uses them."""
+requests need (chalicelib/base/deferred.py), which load on the first request that uses them."""
 from __future__ import annotations
 
 import json
@@ -13,16 +13,16 @@ PROJECT = Path(__file__).resolve().parent.parent
 # backup credentials, the member list, the WebAuthn ceremonies, webhook settings, the local
 # outbox, the member counters (joining and leaving) and the paged lists.
 ONLY_SOME_REQUESTS = {
-    "chalicelib.enforcement", "chalicelib.identity", "chalicelib.mfa", "chalicelib.keys", "chalicelib.challenges",
-    "chalicelib.backup", "chalicelib.members", "chalicelib.ceremonies", "webauthn",
-    "chalicelib.webhooks", "chalicelib.notifications", "chalicelib.coverage", "chalicelib.pagination",
+    "chalicelib.org.enforcement", "chalicelib.access.identity", "chalicelib.access.mfa", "chalicelib.keys.keys", "chalicelib.ceremony.challenges",
+    "chalicelib.access.backup", "chalicelib.org.members", "chalicelib.ceremony.ceremonies", "webauthn",
+    "chalicelib.delivery.webhooks", "chalicelib.delivery.notifications", "chalicelib.counters.coverage", "chalicelib.base.pagination",
 }
 # Each of these serves every authenticated request, but not the console's files, the OpenAPI
 # document, or the stream and schedule functions (which import app.py as well): the first
 # request that reads a session loads them, and PynamoDB with them.
 ONLY_AUTHENTICATED_REQUESTS = {
-    "chalicelib.sessions", "chalicelib.models", "chalicelib.audit", "chalicelib.storage", "chalicelib.membership",
-    "chalicelib.grace", "chalicelib.lifecycle", "chalicelib.query_values", "pynamodb.models",
+    "chalicelib.access.sessions", "chalicelib.base.models", "chalicelib.base.audit", "chalicelib.base.storage", "chalicelib.access.membership",
+    "chalicelib.access.grace", "chalicelib.access.lifecycle", "chalicelib.base.query_values", "pynamodb.models",
 }
 
 
@@ -44,7 +44,7 @@ def _executed_after(statements: str) -> set[str]:
 
 def test_a_cold_start_loads_only_what_every_request_needs():
     executed = _executed_after("import app")
-    assert {"app", "chalicelib.api.http", "chalicelib.api.org", "chalicelib.config"} <= executed
+    assert {"app", "chalicelib.api.http", "chalicelib.api.org", "chalicelib.base.config"} <= executed
     assert not ONLY_SOME_REQUESTS & executed
     assert not ONLY_AUTHENTICATED_REQUESTS & executed
 
@@ -64,7 +64,7 @@ def _first_request(method: str, path: str) -> str:
 
 def test_the_first_authenticated_request_loads_the_session_modules():
     executed = _executed_after("EXPECTED = (401, 'MissingToken')\n" + _first_request("GET", "/me"))
-    assert {"chalicelib.sessions", "chalicelib.models", "chalicelib.audit", "chalicelib.storage", "pynamodb.models"} <= executed
+    assert {"chalicelib.access.sessions", "chalicelib.base.models", "chalicelib.base.audit", "chalicelib.base.storage", "pynamodb.models"} <= executed
     assert not ONLY_SOME_REQUESTS & executed
 
 
@@ -78,14 +78,14 @@ def test_a_deferred_module_loads_on_first_use_and_is_then_an_ordinary_module():
         "import app\n"
         "from chalicelib.api import org\n"
         "org.keys.check_name  # the first read of an attribute runs the module\n"
-        "import chalicelib.keys\n"
-        "assert chalicelib.keys is org.keys and sys.modules['chalicelib.keys'] is org.keys\n"
-        "from chalicelib import keys\n"
-        "assert keys.check_name is chalicelib.keys.check_name"
+        "import chalicelib.keys.keys\n"
+        "assert chalicelib.keys.keys is org.keys and sys.modules['chalicelib.keys.keys'] is org.keys\n"
+        "from chalicelib.keys import keys\n"
+        "assert keys.check_name is chalicelib.keys.keys.check_name"
     )
-    assert {"chalicelib.keys", "chalicelib.challenges"} <= executed
+    assert {"chalicelib.keys.keys", "chalicelib.ceremony.challenges"} <= executed
     # Listing, renaming and deleting keys need neither enforcement nor the WebAuthn ceremonies.
-    assert not {"chalicelib.enforcement", "chalicelib.ceremonies"} & executed
+    assert not {"chalicelib.org.enforcement", "chalicelib.ceremony.ceremonies"} & executed
 
 
 def test_the_deferred_modules_of_the_settings_pages_load_with_their_first_request():
@@ -93,11 +93,11 @@ def test_the_deferred_modules_of_the_settings_pages_load_with_their_first_reques
         "import app\n"
         "from chalicelib.api import webhooks\n"
         "webhooks.endpoints.MAX_URL_LENGTH\n"
-        "from chalicelib import membership\n"
+        "from chalicelib.access import membership\n"
         "membership.coverage.Bucket.NONE\n"
     )
-    assert {"chalicelib.webhooks", "chalicelib.coverage"} <= executed
-    assert "chalicelib.notifications" not in executed
+    assert {"chalicelib.delivery.webhooks", "chalicelib.counters.coverage"} <= executed
+    assert "chalicelib.delivery.notifications" not in executed
 
 
 def test_the_deferred_modules_load_once_when_first_requests_arrive_together():
@@ -121,7 +121,8 @@ def test_the_deferred_modules_load_once_when_first_requests_arrive_together():
         "for thread in threads: thread.join(timeout=120)\n"
         "assert not any(thread.is_alive() for thread in threads), 'a first use never finished'\n"
         "assert not failed and len(found) == len(entries), failed\n"
-        "from chalicelib import sessions, storage\n"
+        "from chalicelib.access import sessions\n"
+        "from chalicelib.base import storage\n"
         "assert found[0] is storage.unavailable_on_failure and found[1] is sessions.resolve\n"
     )
     assert ONLY_AUTHENTICATED_REQUESTS <= executed

@@ -9,9 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chalicelib import authenticator_policy, compliance, keys, sessions
-from chalicelib.errors import AuthenticatorNotAllowed, ConcurrentChange
-from chalicelib.models import Member, Organization
+from chalicelib.ceremony import authenticator_policy
+from chalicelib.counters import compliance
+from chalicelib.keys import keys
+from chalicelib.access import sessions
+from chalicelib.base.errors import AuthenticatorNotAllowed, ConcurrentChange
+from chalicelib.base.models import Member, Organization
 from tests.authenticator import SoftwareAuthenticator
 
 DENIED = "0b1d2c3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
@@ -222,7 +225,7 @@ def test_a_model_turning_compromised_starts_a_recount(api, stream, monkeypatch):
     assert reply.status == 200, reply.body
     assert stream.drain()
     assert _shown(api, alice) == (0, "done") == (_counted_over_the_keys(), "done")
-    from chalicelib import metadata
+    from chalicelib.ceremony import metadata
 
     metadata._recount_compliance({"acme"})
     assert Organization.get("acme", consistent_read=True).compliance_version == version + 2

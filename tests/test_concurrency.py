@@ -10,8 +10,10 @@ from typing import Callable
 
 import pytest
 
-from chalicelib import errors, keys, mfa, sessions
-from chalicelib.models import CredentialClaim, Member, SecurityKey
+from chalicelib.base import errors
+from chalicelib.keys import keys
+from chalicelib.access import mfa, sessions
+from chalicelib.base.models import CredentialClaim, Member, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
 
 ROUNDS = 5

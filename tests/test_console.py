@@ -16,8 +16,8 @@ import jwt
 import pytest
 
 from chalicelib.api.console import CONSOLE_DIRECTORY
-from chalicelib.config import load, settings
-from chalicelib.errors import ConfigurationError
+from chalicelib.base.config import load, settings
+from chalicelib.base.errors import ConfigurationError
 from devstack.idp import DevIdentityProvider
 from tests.keyward_client import KeywardClient
 from tests.local_stack import PROJECT_ROOT

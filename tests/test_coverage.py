@@ -11,8 +11,11 @@ import botocore.endpoint
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from chalicelib import clock, coverage, keys, sessions
-from chalicelib.models import Member, Organization, Session
+from chalicelib.base import clock
+from chalicelib.counters import coverage
+from chalicelib.keys import keys
+from chalicelib.access import sessions
+from chalicelib.base.models import Member, Organization, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import hold_keys_in_table
 

@@ -165,7 +165,7 @@ def test_the_packaged_template_passes_cfn_lint(package):
 def test_the_template_creates_the_tables_the_models_describe(package):
     from pynamodb.attributes import TTLAttribute
 
-    from chalicelib.models import ALL_MODELS, BackupCredential, CredentialClaim, Member, Organization, SecurityKey
+    from chalicelib.base.models import ALL_MODELS, BackupCredential, CredentialClaim, Member, Organization, SecurityKey
 
     template = package.template
     tables = _resources(template, "AWS::DynamoDB::Table")
@@ -221,7 +221,7 @@ def _indexes(indexes: list[dict[str, Any]]) -> dict[str, tuple[set[tuple[str, st
 def _table_logical_ids(template: dict[str, Any]) -> dict[str, str]:
     """The table name this test process uses for each table → the template's table resource it
     stands for, through the environment variable config.py reads the name from."""
-    from chalicelib.config import load, settings
+    from chalicelib.base.config import load, settings
 
     tables = _resources(template, "AWS::DynamoDB::Table")
     environment = _environment(template, API_HANDLER)
@@ -238,7 +238,7 @@ def _table_logical_ids(template: dict[str, Any]) -> dict[str, str]:
 def test_deployed_stages_take_every_setting_from_their_environment():
     """Every setting config.py reads is in the dev and prod stages' environment_variables, except
     the local stage's own; nothing local-only is set for them."""
-    source = (PROJECT / "chalicelib" / "config.py").read_text()
+    source = (PROJECT / "chalicelib" / "base" / "config.py").read_text()
     settings_read = set(re.findall(r"\"((?:KEYWARD|DYNAMODB)_[A-Z_]+)\"", source))
     assert "KEYWARD_RP_ID" in settings_read and "KEYWARD_ORGS_STREAM_ARN" in settings_read
     config = _config()
@@ -350,7 +350,7 @@ def test_webhook_secrets_are_sealed_with_a_key_the_api_only_encrypts_with_and_de
     encrypt and the delivery function's role decrypt, each only under an encryption context that
     names an organization and an endpoint; no other function may use it, and the account may
     administer it and seal secrets (for `python -m keyward webhooks seal-secrets`), never decrypt."""
-    from chalicelib.webhook_secrets import context
+    from chalicelib.delivery.webhook_secrets import context
 
     template = package.template
     names = {_environment(template, handler)["KEYWARD_WEBHOOK_SECRET_KEY"]["Fn::GetAtt"][0] for _, handler in FUNCTIONS}
@@ -384,7 +384,7 @@ def test_webhook_secrets_are_sealed_with_a_key_the_api_only_encrypts_with_and_de
 
 
 def _audit_table_name() -> str:
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     return settings().tables.audit
 
@@ -399,7 +399,7 @@ def test_the_api_stage_is_throttled(package):
 
 
 def _orgs_table_name() -> str:
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     return settings().tables.orgs
 
@@ -495,7 +495,7 @@ def test_the_runtime_loads_the_packaged_bytecode_instead_of_compiling(package, t
     assert done.returncode == 0, done.stderr
     imported = json.loads(done.stdout)
     assert imported["compiled"] == []
-    assert {"app", "chalicelib.sessions", "pynamodb.models", "botocore.client"} <= set(imported["loaded"])
+    assert {"app", "chalicelib.access.sessions", "pynamodb.models", "botocore.client"} <= set(imported["loaded"])
     assert len(list(task.rglob("*.pyc"))) == written_before, "bytecode was written"
 
 
@@ -583,7 +583,7 @@ def dynamodb_calls() -> Iterator[DynamoDBCalls]:
     (and its client) per connection: dropping the cached connections makes new ones with the
     recorder; dropping them again afterwards leaves later tests without it.
     """
-    from chalicelib import models
+    from chalicelib.base import models
 
     def fresh_connections() -> None:
         for model in models.ALL_MODELS:
@@ -604,9 +604,10 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
     """Every endpoint, its refusals that read or write something of their own, and every path
     of the stream function: as the API function, or as the stream function through the stream."""
     from app import deliver_audit_events, end_sessions_on_enforcement
-    from chalicelib import outbox, sessions, webhooks
-    from chalicelib.config import settings
-    from chalicelib.models import Organization, Session
+    from chalicelib.delivery import outbox, webhooks
+    from chalicelib.access import sessions
+    from chalicelib.base.config import settings
+    from chalicelib.base.models import Organization, Session
     from devstack.stream import InvocationContext, StreamPump
     from tests.authenticator import SoftwareAuthenticator
     from tests.webhook_receiver import running_receiver
@@ -757,7 +758,7 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": False}))
 
     # The daily metadata refresh loads a BLOB that reports a stored key's model compromised.
-    from chalicelib import metadata
+    from chalicelib.ceremony import metadata
     from tests.attestation_ca import VendorRoot, metadata_entry, signed_blob
 
     vendor, mds_root, aaguid = VendorRoot("Vendor"), VendorRoot("MDS"), "6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a"

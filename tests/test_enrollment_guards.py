@@ -13,9 +13,11 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib import clock, enrollment, sessions
-from chalicelib.errors import MemberNotFound
-from chalicelib.models import AuditEvent, EnrollmentPass, Member, Organization, SecurityKey, Session
+from chalicelib.base import clock
+from chalicelib.keys import enrollment
+from chalicelib.access import sessions
+from chalicelib.base.errors import MemberNotFound
+from chalicelib.base.models import AuditEvent, EnrollmentPass, Member, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import hold_keys_in_table
 from tests.meanwhile import after_verification
@@ -235,8 +237,8 @@ def test_setting_open_where_no_policy_is_stored_changes_and_logs_nothing(api, ad
 
 def test_under_open_enrolment_a_credential_claimed_meanwhile_is_named_as_such(api, admin, monkeypatch):
     """Only the gate's own conditions become the gate's refusals."""
-    from chalicelib import ceremonies
-    from chalicelib.models import CredentialClaim
+    from chalicelib.ceremony import ceremonies
+    from chalicelib.base.models import CredentialClaim
 
     bob = api.login(user="bob")
     options = api.registration_options(bob).body
@@ -257,7 +259,7 @@ def test_under_pass_required_a_member_whose_keys_went_meanwhile_registers_nothin
         api, admin, monkeypatch, attempts):
     """bob held a key when his second registration was read, so it needed no pass; his keys were
     deleted meanwhile: the key would now be a first key, and is refused."""
-    from chalicelib import coverage
+    from chalicelib.counters import coverage
 
     assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
     bob = api.login(user="bob")

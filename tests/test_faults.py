@@ -31,9 +31,10 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from app import end_sessions_on_enforcement
-from chalicelib import clock, enforcement
-from chalicelib.config import settings
-from chalicelib.models import (
+from chalicelib.base import clock
+from chalicelib.org import enforcement
+from chalicelib.base.config import settings
+from chalicelib.base.models import (
     ALL_MODELS,
     AuditEvent,
     BackupCredential,

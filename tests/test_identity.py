@@ -10,7 +10,7 @@ import time
 import jwt
 import pytest
 
-from chalicelib.models import Member, Organization, Session
+from chalicelib.base.models import Member, Organization, Session
 from devstack.idp import DevIdentityProvider
 
 

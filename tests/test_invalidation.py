@@ -9,9 +9,10 @@ import pytest
 from pynamodb.exceptions import PutError
 
 from app import end_sessions_on_enforcement
-from chalicelib import clock, enforcement
-from chalicelib.config import settings
-from chalicelib.models import Invalidation, Organization, Session
+from chalicelib.base import clock
+from chalicelib.org import enforcement
+from chalicelib.base.config import settings
+from chalicelib.base.models import Invalidation, Organization, Session
 from devstack.stream import StreamPump
 
 ORG = "acme"

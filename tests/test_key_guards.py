@@ -17,9 +17,10 @@ import base64
 
 import pytest
 
-from chalicelib import keys, sessions
-from chalicelib.errors import ConcurrentChange, LastKeyRequired
-from chalicelib.models import Member, Organization, SecurityKey, Session
+from chalicelib.keys import keys
+from chalicelib.access import sessions
+from chalicelib.base.errors import ConcurrentChange, LastKeyRequired
+from chalicelib.base.models import Member, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import enforce_in_table, hold_keys_in_table, store_key
 from tests.meanwhile import after_verification
@@ -167,7 +168,7 @@ def test_deleting_a_key_ends_the_other_sessions_verified_with_it_and_spares_the_
 # --- a policy that keeps moving ------------------------------------------------------------------
 
 def test_a_key_delete_that_meets_a_moved_policy_at_every_attempt_is_refused_and_deletes_nothing(api, monkeypatch):
-    from chalicelib import coverage
+    from chalicelib.counters import coverage
 
     bob = _member_with_keys(api, 2)
     first, second = sorted(_key_ids())
@@ -187,7 +188,7 @@ def test_a_key_delete_that_meets_a_moved_policy_at_every_attempt_is_refused_and_
 
 
 def test_a_key_delete_whose_policy_settles_at_the_last_attempt_is_done(api, monkeypatch):
-    from chalicelib import coverage
+    from chalicelib.counters import coverage
 
     bob = _member_with_keys(api, 2)
     first, second = sorted(_key_ids())
@@ -213,7 +214,7 @@ def test_a_key_delete_whose_policy_settles_at_the_last_attempt_is_done(api, monk
 
 @pytest.mark.parametrize("waiting", [True, False], ids=["registration-required", "active"])
 def test_a_session_whose_member_got_a_key_meanwhile_is_told_why_once_the_retries_run_out(api, monkeypatch, waiting):
-    from chalicelib import coverage
+    from chalicelib.counters import coverage
 
     if waiting:
         api.login(user="alice", admin=True)
@@ -313,7 +314,7 @@ def test_an_admin_deletes_the_key_of_a_member_stored_before_credential_lists(api
 
 @pytest.mark.parametrize(("length", "status"), [(1, 204), (255, 204), (256, 404)])
 def test_an_admin_deletes_keys_of_members_whose_ids_are_up_to_255_characters(api, length, status):
-    from chalicelib import clock
+    from chalicelib.base import clock
 
     user_id = "u" * length
     Member("acme", user_id, name="Long", email="long@acme.example", key_count=1, created_at=clock.now()).save()
@@ -328,7 +329,7 @@ def test_an_admin_deletes_keys_of_members_whose_ids_are_up_to_255_characters(api
 # --- the policy's shortfall list, across pages ---------------------------------------------------
 
 def test_keys_short_of_the_policy_are_listed_once_each_across_the_pages_read(api):
-    from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy
+    from chalicelib.ceremony.authenticator_policy import Attestation, AuthenticatorPolicy
 
     api.login(user="bob")
     short = {"k099", "k100"}  # the last key of the first page read, and the first of the next
@@ -381,7 +382,7 @@ def test_the_mfa_options_name_credential_ids_of_every_length(api, listed):
 
 
 def test_the_audit_says_which_registration_activated_its_session(api):
-    from chalicelib.models import AuditEvent
+    from chalicelib.base.models import AuditEvent
 
     bob = api.login(user="bob")
     assert api.add_key(bob).status == 201
@@ -402,7 +403,7 @@ def test_a_waiting_session_that_passed_the_key_check_and_whose_keys_went_meanwhi
     """A session waiting to register because the policy no longer accepts the key it passed MFA
     with; the member's keys are deleted meanwhile: the count crossed zero, which the request did
     not see."""
-    from chalicelib import clock
+    from chalicelib.base import clock
 
     bob = _member_with_keys(api, 1)
     enforce_in_table("acme", enforcing_session_id="someone-elses")
@@ -459,8 +460,8 @@ def test_the_registration_options_show_a_member_without_a_name_by_their_email(ap
 # --- the policy's shortfall list, a page at a time -----------------------------------------------
 
 def test_the_shortfall_list_returns_at_most_the_page_asked_for(api):
-    from chalicelib import pagination
-    from chalicelib.authenticator_policy import Attestation, AuthenticatorPolicy
+    from chalicelib.base import pagination
+    from chalicelib.ceremony.authenticator_policy import Attestation, AuthenticatorPolicy
 
     api.login(user="bob")
     for key_id in ("k1", "k2", "k3"):
@@ -475,7 +476,7 @@ def test_the_shortfall_list_returns_at_most_the_page_asked_for(api):
 
 
 def test_an_admin_deleting_a_key_of_no_member_at_all_finds_no_key(api):
-    from chalicelib.errors import KeyNotFound
+    from chalicelib.base.errors import KeyNotFound
 
     admin = api.login(user="admin", admin=True)
     with pytest.raises(KeyNotFound):
@@ -487,8 +488,8 @@ def test_an_admin_deleting_a_key_of_no_member_at_all_finds_no_key(api):
 def test_a_member_holding_more_keys_than_a_lowered_maximum_cannot_add_one(api):
     """An operator lowered ``KEYWARD_MAX_KEYS_PER_MEMBER`` below what bob already holds: the
     registration's condition is "fewer than the maximum", not "not exactly the maximum"."""
-    from chalicelib import clock
-    from chalicelib.config import settings
+    from chalicelib.base import clock
+    from chalicelib.base.config import settings
 
     bob = api.login(user="bob")
     hold_keys_in_table(bob, count=settings().max_keys_per_member + 3)
@@ -513,7 +514,7 @@ def test_renaming_a_key_that_does_not_exist_is_404_and_stores_nothing(api):
 def _sessions_verified_with(key_id: str, count: int) -> None:
     from datetime import timedelta
 
-    from chalicelib import clock
+    from chalicelib.base import clock
 
     now = clock.now()
     with Session.batch_write() as batch:
@@ -526,7 +527,7 @@ def _sessions_verified_with(key_id: str, count: int) -> None:
 def test_disabling_mfa_with_the_most_keys_ends_every_session_verified_with_them(api):
     """20 keys and their claims, the member, the organization and the audit event are 43 items of
     the transaction's 100: the sessions it ends with them must fit in the rest."""
-    from chalicelib.config import settings
+    from chalicelib.base.config import settings
 
     most = settings().max_keys_per_member
     bob = _member_with_keys(api, 1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.models import CredentialClaim, Member, SecurityKey
+from chalicelib.base.models import CredentialClaim, Member, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import enforce_in_table
 

@@ -9,8 +9,8 @@ from botocore.exceptions import ClientError
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
 
-from chalicelib.config import settings
-from chalicelib.models import Member, Organization
+from chalicelib.base.config import settings
+from chalicelib.base.models import Member, Organization
 
 ORGS = Organization.Meta.table_name
 MEMBERS = Member.Meta.table_name

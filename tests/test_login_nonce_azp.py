@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.config import settings
-from chalicelib.models import Member, Organization, Session
+from chalicelib.base.config import settings
+from chalicelib.base.models import Member, Organization, Session
 
 NONCE = "n-0S6_WzA2Mj"
 

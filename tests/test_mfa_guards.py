@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import mfa, sessions
-from chalicelib.errors import BackupEligibilityChanged, InvalidToken, SignCountRegression, UnknownCredential
-from chalicelib.keys import user_handle_for
-from chalicelib.models import SecurityKey, Session
+from chalicelib.access import mfa, sessions
+from chalicelib.base.errors import BackupEligibilityChanged, InvalidToken, SignCountRegression, UnknownCredential
+from chalicelib.keys.keys import user_handle_for
+from chalicelib.base.models import SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.meanwhile import after_verification
 

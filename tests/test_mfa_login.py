@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib import clock
-from chalicelib.models import Challenge, SecurityKey, Session
+from chalicelib.base import clock
+from chalicelib.base.models import Challenge, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator, b64url
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import keys, sessions
-from chalicelib.errors import InvalidToken
-from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey
+from chalicelib.keys import keys
+from chalicelib.access import sessions
+from chalicelib.base.errors import InvalidToken
+from chalicelib.base.models import CredentialClaim, Member, Organization, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
 
 

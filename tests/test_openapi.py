@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from chalicelib import errors
+from chalicelib.base import errors
 from chalicelib.api.http import _STATUS_BY_KIND
 from chalicelib.api.openapi import DOCUMENT_PATH
 from tests.local_stack import PROJECT_ROOT

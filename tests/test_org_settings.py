@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from chalicelib.models import CredentialClaim, Member, Organization, SecurityKey
+from chalicelib.base.models import CredentialClaim, Member, Organization, SecurityKey
 from tests.authenticator import SoftwareAuthenticator
 
 LISTS = [("/org/members", "members"), ("/org/mfa/keys", "keys")]

@@ -11,9 +11,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import notifications, outbox, webhooks
-from chalicelib.config import settings
-from chalicelib.models import AuditEvent, Delivery, Webhook
+from chalicelib.delivery import notifications, outbox, webhooks
+from chalicelib.base.config import settings
+from chalicelib.base.models import AuditEvent, Delivery, Webhook
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import USER_AGENT
 from tests.webhook_receiver import Receiver, running_receiver

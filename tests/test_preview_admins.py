@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from chalicelib import coverage, identity, keys, sessions
-from chalicelib.models import Member, Organization
+from chalicelib.counters import coverage
+from chalicelib.access import identity, sessions
+from chalicelib.keys import keys
+from chalicelib.base.models import Member, Organization
 from tests.authenticator import SoftwareAuthenticator
 
 

@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib import clock, lifecycle, tenancy
-from chalicelib.config import settings
-from chalicelib.models import AuditEvent, CredentialClaim, EnrollmentPass, Member, Organization, SecurityKey, Session
+from chalicelib.base import clock
+from chalicelib.access import lifecycle, tenancy
+from chalicelib.base.config import settings
+from chalicelib.base.models import AuditEvent, CredentialClaim, EnrollmentPass, Member, Organization, SecurityKey, Session
 from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import store_key

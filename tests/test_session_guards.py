@@ -15,10 +15,11 @@ import pytest
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import TransactGetError
 
-from chalicelib import clock, sessions
-from chalicelib.config import load
-from chalicelib.errors import InvalidToken, MemberNotFound
-from chalicelib.models import Member, Session
+from chalicelib.base import clock
+from chalicelib.access import sessions
+from chalicelib.base.config import load
+from chalicelib.base.errors import InvalidToken, MemberNotFound
+from chalicelib.base.models import Member, Session
 from tests.authenticator import SoftwareAuthenticator
 
 
@@ -240,7 +241,7 @@ def test_a_sessions_user_agent_is_kept_up_to_512_characters(api, length, stored)
 
 
 def test_a_session_id_that_is_taken_already_starts_no_session(api, monkeypatch):
-    from chalicelib import lifecycle
+    from chalicelib.access import lifecycle
 
     first = api.login(user="bob")
     taken = first.token.split(".")[3]
@@ -341,7 +342,7 @@ def test_an_admin_cannot_end_the_sessions_of_another_organizations_backup_creden
 # --- ending many sessions: 99 per transaction, beside the audit event that records them ----------
 
 def test_an_admin_ends_150_sessions_of_a_member_in_transactions_of_99_each_recorded(api):
-    from chalicelib.models import AuditEvent
+    from chalicelib.base.models import AuditEvent
 
     admin = api.login(user="admin", admin=True)
     api.login(user="bob")
@@ -424,7 +425,7 @@ def test_last_seen_is_refreshed_once_it_is_five_minutes_old(api, monkeypatch, af
 
 
 def test_a_session_deleted_while_its_request_runs_is_not_brought_back_by_the_activity_note(api, monkeypatch):
-    from chalicelib import grace
+    from chalicelib.access import grace
 
     bob = api.login(user="bob")
     later = _session_of(bob).last_seen_at + timedelta(minutes=10)  # due for a refresh of last_seen_at
@@ -446,7 +447,7 @@ def test_a_session_deleted_while_its_request_runs_is_not_brought_back_by_the_act
 
 @pytest.mark.parametrize("credentials_org", ["org-a", "org-z"])  # sorting before and after org-m
 def test_a_session_item_of_another_organizations_backup_credentials_is_refused(api, credentials_org):
-    from chalicelib import lifecycle
+    from chalicelib.access import lifecycle
 
     theirs = api.login(org=credentials_org, user="admin", admin=True)
     key_id = api.call("POST", "/org/backup-credentials", token=theirs.token).body["key_id"]
@@ -469,7 +470,7 @@ def test_a_session_item_of_another_organizations_backup_credentials_is_refused(a
 
 @pytest.mark.parametrize("expired_since", [timedelta(0), timedelta(seconds=1)])  # the expiry instant, and after
 def test_an_admin_ending_a_members_sessions_records_only_the_live_ones_as_ended(api, monkeypatch, expired_since):
-    from chalicelib.models import AuditEvent
+    from chalicelib.base.models import AuditEvent
 
     admin = api.login(user="admin", admin=True)
     live, expired = api.login(user="bob"), api.login(user="bob")

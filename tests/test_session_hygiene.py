@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib import clock
-from chalicelib.models import AuditEvent, Session
+from chalicelib.base import clock
+from chalicelib.base.models import AuditEvent, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import USER_AGENT
 
@@ -268,7 +268,8 @@ def test_last_seen_is_set_at_login_and_refreshed_only_every_five_minutes(api):
 def test_ending_more_sessions_than_one_transaction_holds_ends_them_all(api):
     from datetime import timedelta
 
-    from chalicelib import clock, sessions
+    from chalicelib.base import clock
+    from chalicelib.access import sessions
 
     now = clock.now()
     with Session.batch_write() as batch:

@@ -5,8 +5,8 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib import clock
-from chalicelib.models import Organization, Session
+from chalicelib.base import clock
+from chalicelib.base.models import Organization, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import enforce_in_table
 
@@ -54,7 +54,7 @@ def test_a_token_naming_what_keyward_never_issues_is_refused_before_any_read(api
     answers such a read with an error (a 503 here), so the token is refused before it."""
     import base64
 
-    from chalicelib import sessions
+    from chalicelib.access import sessions
 
     def no_read(*args, **kwargs):
         raise AssertionError("the session was read")

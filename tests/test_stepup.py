@@ -1,14 +1,16 @@
 """Step-up, idle timeout and the enrolment rules, both sides of every time boundary, with a
-controlled clock (``chalicelib.clock.now``) through Chalice's test client."""
+controlled clock (``chalicelib.base.clock.now``) through Chalice's test client."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 import pytest
 
-from chalicelib import clock, errors, keys, sessions
-from chalicelib.config import load
-from chalicelib.models import AuditEvent, Challenge, SecurityKey, Session
+from chalicelib.base import clock, errors
+from chalicelib.keys import keys
+from chalicelib.access import sessions
+from chalicelib.base.config import load
+from chalicelib.base.models import AuditEvent, Challenge, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import KeywardClient, Member, enforce_in_table
 
@@ -161,8 +163,8 @@ def test_a_step_up_needs_an_active_session(api):
 
 
 def test_an_mfa_challenge_of_the_same_session_cannot_serve_a_step_up(api):
-    from chalicelib import challenges
-    from chalicelib.challenges import Ceremony
+    from chalicelib.ceremony import challenges
+    from chalicelib.ceremony.challenges import Ceremony
 
     bob_key = SoftwareAuthenticator()
     api.add_key(api.login(), bob_key)
@@ -198,7 +200,7 @@ def test_a_session_unused_for_the_idle_timeout_ends(api, time):
 
 
 def test_use_within_the_refresh_resolution_keeps_a_short_idle_timeout_from_ending_a_session_in_use(api, time, monkeypatch):
-    from chalicelib import config
+    from chalicelib.base import config
 
     short = load({"KEYWARD_SESSION_IDLE_SECONDS": "120"})
     monkeypatch.setattr(sessions, "settings", lambda: short)
@@ -235,7 +237,7 @@ def test_a_waiting_session_resolved_before_the_member_enrolled_cannot_register(a
 
 
 def test_a_first_key_moves_the_member_and_the_registering_session_to_a_new_generation(api):
-    from chalicelib.models import Member as StoredMember
+    from chalicelib.base.models import Member as StoredMember
 
     bob, other = api.login(), api.login()
     assert api.add_key(bob).status == 201

@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib import clock
-from chalicelib.models import Challenge, Organization, SecurityKey, Session
+from chalicelib.base import clock
+from chalicelib.base.models import Challenge, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.meanwhile import after_verification
 from tests.keyward_client import KeywardClient, Member

@@ -5,7 +5,7 @@ import botocore.client
 import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
-from chalicelib.models import Session
+from chalicelib.base.models import Session
 
 
 @pytest.fixture

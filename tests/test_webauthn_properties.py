@@ -40,7 +40,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.models import CredentialClaim, Member, SecurityKey, Session
+from chalicelib.base.models import CredentialClaim, Member, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator, b64url, b64url_decode
 from tests.keyward_client import KeywardClient, Reply, enforce_in_table
 

@@ -10,9 +10,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from chalicelib import outbox, webhook_secrets, webhooks
-from chalicelib.config import settings
-from chalicelib.models import AuditEvent, Delivery, Webhook
+from chalicelib.delivery import outbox, webhook_secrets, webhooks
+from chalicelib.base.config import settings
+from chalicelib.base.models import AuditEvent, Delivery, Webhook
 from tests.webhook_receiver import Receiver, running_receiver
 
 
@@ -383,7 +383,7 @@ def test_an_unknown_webhook_is_not_found_for_a_change(api):
 def test_changing_an_endpoint_needs_a_recent_key_check(api, receiver, monkeypatch):
     from datetime import timedelta
 
-    from chalicelib import clock
+    from chalicelib.base import clock
     from tests.authenticator import SoftwareAuthenticator
 
     alice = api.login(user="alice", admin=True)
@@ -518,7 +518,7 @@ def test_a_bad_time_range_is_refused(api, query):
 
 
 def test_the_export_is_ndjson_oldest_first_and_continues_with_its_cursor(api, monkeypatch):
-    from chalicelib import audit
+    from chalicelib.base import audit
 
     monkeypatch.setattr(audit, "EXPORT_PAGE", 2)
     alice = api.login(user="alice", admin=True)

@@ -5,19 +5,19 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import clock
-from chalicelib.actions import Action
+from chalicelib.base import clock
+from chalicelib.access.actions import Action
 from chalicelib.api.http import caller_of, caller_with, client_of, json_body, only_fields, route, string_field
 from chalicelib.api.views import login_body
-from chalicelib.deferred import deferred
+from chalicelib.base.deferred import deferred
 
 # Each is loaded by the first request of its own kind, not by every cold start.
-assurance = deferred("chalicelib.assurance")
-backup = deferred("chalicelib.backup")
-identity = deferred("chalicelib.identity")
-mfa = deferred("chalicelib.mfa")
-sessions = deferred("chalicelib.sessions")
-stepup = deferred("chalicelib.stepup")
+assurance = deferred("chalicelib.access.assurance")
+backup = deferred("chalicelib.access.backup")
+identity = deferred("chalicelib.access.identity")
+mfa = deferred("chalicelib.access.mfa")
+sessions = deferred("chalicelib.access.sessions")
+stepup = deferred("chalicelib.access.stepup")
 
 auth = Blueprint(__name__)
 

@@ -11,21 +11,21 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 from chalice import Blueprint, Chalice, Response
 from chalice.app import ChaliceViewError, Request
 
-from chalicelib import errors
-from chalicelib.actions import Action
-from chalicelib.config import settings
-from chalicelib.deferred import deferred
+from chalicelib.base import errors
+from chalicelib.access.actions import Action
+from chalicelib.base.config import settings
+from chalicelib.base.deferred import deferred
 
 if TYPE_CHECKING:
-    from chalicelib.audit import Client
-    from chalicelib.sessions import AlsoReads, Caller
+    from chalicelib.base.audit import Client
+    from chalicelib.access.sessions import AlsoReads, Caller
 
 # Every request that authenticates loads them, on its first request rather than at import: the
 # stream and schedule functions import this module too and need none of them.
-assurance = deferred("chalicelib.assurance")
-audit = deferred("chalicelib.audit")
-sessions = deferred("chalicelib.sessions")
-storage = deferred("chalicelib.storage")
+assurance = deferred("chalicelib.access.assurance")
+audit = deferred("chalicelib.base.audit")
+sessions = deferred("chalicelib.access.sessions")
+storage = deferred("chalicelib.base.storage")
 
 _STATUS_BY_KIND: tuple[tuple[type[errors.Refusal], int], ...] = (
     (errors.InvalidInput, 400),

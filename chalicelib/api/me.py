@@ -5,19 +5,19 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib import clock
-from chalicelib.actions import Action
+from chalicelib.base import clock
+from chalicelib.access.actions import Action
 from chalicelib.api import views
 from chalicelib.api.http import caller_of, caller_with, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
-from chalicelib.deferred import deferred
+from chalicelib.base.deferred import deferred
 
 # Loaded by the first request about security keys, not by every cold start.
-authenticator_policy = deferred("chalicelib.authenticator_policy")
-enrollment = deferred("chalicelib.enrollment")
-grace = deferred("chalicelib.grace")
-keys = deferred("chalicelib.keys")
-sessions = deferred("chalicelib.sessions")
+authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
+enrollment = deferred("chalicelib.keys.enrollment")
+grace = deferred("chalicelib.access.grace")
+keys = deferred("chalicelib.keys.keys")
+sessions = deferred("chalicelib.access.sessions")
 
 me = Blueprint(__name__)
 

@@ -7,30 +7,30 @@ from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint, Response
 
-from chalicelib import clock
-from chalicelib.actions import Action
+from chalicelib.base import clock
+from chalicelib.access.actions import Action
 from chalicelib.api.http import caller_of, json_body, only_fields, route
-from chalicelib.deferred import deferred
-from chalicelib.errors import InvalidTimeRange, MalformedRequest
+from chalicelib.base.deferred import deferred
+from chalicelib.base.errors import InvalidTimeRange, MalformedRequest
 
 if TYPE_CHECKING:
-    from chalicelib.models import Invalidation
-    from chalicelib.sessions import Caller
+    from chalicelib.base.models import Invalidation
+    from chalicelib.access.sessions import Caller
 
 # Each is loaded by the first request of its own kind, not by every cold start.
-audit = deferred("chalicelib.audit")
-authenticator_policy = deferred("chalicelib.authenticator_policy")
-backup = deferred("chalicelib.backup")
-enforcement = deferred("chalicelib.enforcement")
-enrollment = deferred("chalicelib.enrollment")
-grace = deferred("chalicelib.grace")
-keys = deferred("chalicelib.keys")
-members = deferred("chalicelib.members")
-pagination = deferred("chalicelib.pagination")
-membership = deferred("chalicelib.membership")
-preview = deferred("chalicelib.preview")
-query_values = deferred("chalicelib.query_values")
-sessions = deferred("chalicelib.sessions")
+audit = deferred("chalicelib.base.audit")
+authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
+backup = deferred("chalicelib.access.backup")
+enforcement = deferred("chalicelib.org.enforcement")
+enrollment = deferred("chalicelib.keys.enrollment")
+grace = deferred("chalicelib.access.grace")
+keys = deferred("chalicelib.keys.keys")
+members = deferred("chalicelib.org.members")
+pagination = deferred("chalicelib.base.pagination")
+membership = deferred("chalicelib.access.membership")
+preview = deferred("chalicelib.org.preview")
+query_values = deferred("chalicelib.base.query_values")
+sessions = deferred("chalicelib.access.sessions")
 
 org = Blueprint(__name__)
 

@@ -9,12 +9,12 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib.actions import Action
+from chalicelib.access.actions import Action
 from chalicelib.api.http import caller_of, route
-from chalicelib.deferred import deferred
+from chalicelib.base.deferred import deferred
 
 # Only this page reads the outbox; a cold start of the local stage does not load it.
-notifications = deferred("chalicelib.notifications")
+notifications = deferred("chalicelib.delivery.notifications")
 
 local_outbox = Blueprint(__name__)
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import clock
+from chalicelib.base import clock
 
 if TYPE_CHECKING:
-    from chalicelib.models import Member, Organization, Session
+    from chalicelib.base.models import Member, Organization, Session
 
 
 def user_body(member: Member) -> dict[str, Any]:

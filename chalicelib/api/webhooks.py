@@ -5,17 +5,17 @@ from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint
 
-from chalicelib.actions import Action
+from chalicelib.access.actions import Action
 from chalicelib.api.http import caller_of, json_body, only_fields, route, string_field
-from chalicelib.deferred import deferred
-from chalicelib.errors import InvalidWebhookEvents, MalformedRequest, WebhookNotFound
+from chalicelib.base.deferred import deferred
+from chalicelib.base.errors import InvalidWebhookEvents, MalformedRequest, WebhookNotFound
 
 if TYPE_CHECKING:
-    from chalicelib.sessions import Caller
+    from chalicelib.access.sessions import Caller
 
 # Only the webhook settings need them; the API's cold starts do not load them.
-endpoints = deferred("chalicelib.webhooks")
-pagination = deferred("chalicelib.pagination")
+endpoints = deferred("chalicelib.delivery.webhooks")
+pagination = deferred("chalicelib.base.pagination")
 
 webhooks = Blueprint(__name__)
 

@@ -1,0 +1,2 @@
+"""Who a request is and what it may do: the IdP step, sessions, the MFA login, step-up, backup
+credentials, and the assurance rule that decides every request (``assurance.require``)."""

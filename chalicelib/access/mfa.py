@@ -1,0 +1,232 @@
+"""The MFA login: after the IdP step, a member with security keys proves possession of one
+(the WebAuthn authentication ceremony); success activates the session under a new token."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chalicelib.access import assurance, sessions
+from chalicelib.base import audit, clock
+from chalicelib.ceremony import authenticator_policy, challenges
+from chalicelib.ceremony.challenges import Ceremony
+from chalicelib.base.errors import (
+    AuthenticatorNotAllowed,
+    BackupEligibilityChanged,
+    ChallengeNotFound,
+    InvalidToken,
+    NotAllowed,
+    NotAuthenticated,
+    SignCountRegression,
+    UnknownCredential,
+)
+from chalicelib.keys.keys import CeremonyOptions, known_credentials, keys_of, user_handle_for
+from chalicelib.base.models import SecurityKey, Session
+from chalicelib.access.sessions import AlsoRead, AlsoReads, Caller, SessionState
+from chalicelib.base.storage import ConditionsFailed, LabelledWrite, transaction
+
+if TYPE_CHECKING:
+    from chalicelib.ceremony.ceremonies import AuthenticationResponse
+
+log = logging.getLogger("keyward.mfa")
+
+
+KEY_LABEL = "key"
+
+
+@dataclass(frozen=True)
+class Assertion:
+    """A submitted assertion, parsed: the challenge it answers and the authenticator's response."""
+
+    challenge_id: str
+    response: AuthenticationResponse
+
+
+def parse_assertion(*, challenge_id: object, credential: object) -> Assertion:
+    """Parse a ``{challenge_id, credential}`` body completely, before anything is read or used.
+
+    Raises:
+        MalformedRequest, MalformedCredential, CredentialIdTooLong.
+    """
+    from chalicelib.ceremony import ceremonies
+
+    return Assertion(challenge_id=challenges.check_id(challenge_id),
+                     response=ceremonies.parse_authentication(credential=credential))
+
+
+def assertion_reads(assertion: Assertion) -> AlsoReads:
+    """The challenge and the key an assertion names, to be read with the session."""
+    from chalicelib.ceremony import ceremonies
+
+    key_id = ceremonies.key_id_for(assertion.response.credential_id)
+    return lambda org_id, user_id: [
+        challenges.read(assertion.challenge_id), AlsoRead(KEY_LABEL, SecurityKey, org_id, key_id),
+    ]
+
+
+@dataclass(frozen=True)
+class MfaSuccess:
+    """The activated session's new token and the key that passed."""
+
+    token: str
+    key: SecurityKey
+
+
+def options(*, caller: Caller) -> CeremonyOptions:
+    """``POST /auth/mfa/options``: a challenge for one of the caller's own keys."""
+    from chalicelib.ceremony import ceremonies
+
+    session = caller.session
+    issued = challenges.issue(ceremony=Ceremony.AUTHENTICATION, session=session)
+    public_key = ceremonies.authentication_options(
+        challenge=issued.challenge,
+        allow=known_credentials(caller.member),
+        user_verification=authenticator_policy.of(caller.org).user_verification.value,
+    )
+    return CeremonyOptions(challenge_id=issued.challenge_id, public_key=public_key)
+
+
+def verify(*, caller: Caller, assertion: Assertion) -> MfaSuccess:
+    """``POST /auth/mfa/verify``: check the assertion, then activate the session with a new token.
+
+    The challenge and the key come with the caller (:func:`assertion_reads`); the challenge is
+    used up in the transaction that activates the session, or with the refusal's audit event.
+
+    The key's new signature counter and the session's new state and token are written in one
+    transaction, conditional on the counter and the old token being unchanged: of two requests
+    with one assertion, at most one activates a session.
+
+    Under enforcement, a member whose keys all fall short of the organization's authenticator
+    policy passes with one of them into ``registration_required``: they must add a key that
+    counts before anything else.
+
+    Raises:
+        MalformedRequest, MalformedCredential, CredentialIdTooLong: bad input (nothing used up).
+        ChallengeNotFound, ChallengeExpired, ChallengeMismatch: the challenge cannot be used.
+        UnknownCredential: the credential is not one of the caller's keys.
+        BackupEligibilityChanged: the key's backup-eligible flag is not the registered one.
+        SignCountRegression: the counter did not increase (a cloned key?).
+        UserVerificationRequired: the policy requires user verification and the key did not do it.
+        AuthenticatorNotAllowed: under enforcement, a key the policy refuses while the member
+            holds one it accepts.
+        and the ceremony's refusals (OriginMismatch, RpIdMismatch, CeremonyFailed, ...).
+    """
+    try:
+        return _verify(caller=caller, challenge_id=assertion.challenge_id, response=assertion.response)
+    except (NotAuthenticated, NotAllowed) as refusal:
+        challenges.discard(caller=caller, challenge_id=assertion.challenge_id, ceremony=Ceremony.AUTHENTICATION,
+                           action="mfa.failed", reason=refusal.code)
+        raise
+
+
+def checked_assertion(*, caller: Caller, response: AuthenticationResponse, expected_challenge: bytes) -> SecurityKey:
+    """The caller's key that made this assertion, once the assertion verified (§7.2): the key is
+    the caller's own, the user handle names the caller, the signature is good, the backup-eligible
+    flag is the one stored at registration and the signature counter went up. The new counter is
+    the caller's to write, conditional on the stored one (``key.sign_count``).
+
+    Raises:
+        UnknownCredential, BackupEligibilityChanged, SignCountRegression and the ceremony's refusals.
+    """
+    from chalicelib.ceremony import ceremonies
+
+    session = caller.session
+    key = caller.read[KEY_LABEL] if KEY_LABEL in caller.read else _stored_key(caller, response)
+    if key is None:
+        raise UnknownCredential("This security key is not registered to you.")
+    if key.user_id != session.user_id or key.credential_id != response.credential_id:
+        raise UnknownCredential("This security key is not registered to you.")
+    if response.user_handle is not None and response.user_handle != user_handle_for(
+        org_id=session.org_id, user_id=session.user_id
+    ):
+        raise UnknownCredential("The assertion names another user.")
+
+    ceremonies.verify_authentication(response=response, expected_challenge=expected_challenge, public_key=key.public_key)
+    # §7.2 step 17: backup eligibility is fixed when a credential is created; a change means
+    # another credential, or another authenticator, behind the same ID.
+    if response.backup_eligible != bool(key.backup_eligible):
+        raise BackupEligibilityChanged("The security key's backup eligibility differs from its registration.")
+    if ceremonies.sign_count_regressed(stored=key.sign_count, presented=response.sign_count):
+        log.warning(
+            "sign-count regression: org=%s user=%s key=%s stored=%d presented=%d",
+            session.org_id, session.user_id, key.key_id, key.sign_count, response.sign_count,
+        )
+        audit.record(org_id=session.org_id, actor=caller.actor, action="key.sign_count_regression", target=key.key_id,
+                     user_id=session.user_id, client=caller.client,
+                     details={"stored": key.sign_count, "presented": response.sign_count})
+        raise SignCountRegression("The security key's signature counter went backwards; it may have been cloned.")
+    # Every check, the MFA login and a step-up alike, meets the organization's policy.
+    authenticator_policy.check_assertion(authenticator_policy.of(caller.org), user_verified=response.user_verified)
+    return key
+
+
+def record_use(write: LabelledWrite, *, key: SecurityKey, response: AuthenticationResponse, used_at: datetime) -> None:
+    """Add the key's new signature counter and last use to ``write`` (label ``key``), conditional
+    on the counter it was read with: of two checks with one assertion, at most one commits."""
+    write.update(
+        "key",
+        SecurityKey(key.org_id, key.key_id),
+        actions=[
+            SecurityKey.sign_count.set(response.sign_count),
+            SecurityKey.last_used_at.set(used_at),
+            SecurityKey.backed_up.set(response.backed_up),
+        ],
+        condition=SecurityKey.key_id.exists() & (SecurityKey.sign_count == key.sign_count),
+    )
+
+
+def _stored_key(caller: Caller, response: AuthenticationResponse) -> SecurityKey | None:
+    from chalicelib.ceremony import ceremonies
+
+    try:
+        return SecurityKey.get(caller.session.org_id, ceremonies.key_id_for(response.credential_id), consistent_read=True)
+    except SecurityKey.DoesNotExist:
+        return None
+
+
+def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationResponse) -> MfaSuccess:
+    session = caller.session
+    expected = challenges.check(challenge=challenges.read_with(caller.read, challenge_id), ceremony=Ceremony.AUTHENTICATION, session=session)
+    key = checked_assertion(caller=caller, response=response, expected_challenge=expected)
+    next_state = _state_after_check(caller=caller, key=key)
+
+    token, token_hash = sessions.rotated_token(caller)
+    used_at = clock.now()
+    proved = assurance.proof(org=caller.org, key=key, at=used_at)
+    try:
+        with transaction() as write:
+            challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session)
+            record_use(write, key=key, response=response, used_at=used_at)
+            write.update(
+                "session",
+                Session(session.org_id, session.session_id),
+                actions=[Session.token_hash.set(token_hash), Session.state.set(next_state.value), *proved.actions()],
+                condition=(Session.token_hash == caller.token_hash) & (Session.state == SessionState.MFA_REQUIRED.value),
+            )
+            write.save("audit", audit.event(
+                org_id=session.org_id, actor=caller.actor, action="mfa.succeeded", target=key.key_id,
+                user_id=session.user_id, client=caller.client, details={"session_id": session.session_id},
+            ))
+    except ConditionsFailed as refused:
+        if challenges.LABEL in refused.labels:
+            raise ChallengeNotFound("The challenge was used by another request at the same time; request new options.") from None
+        if "key" in refused.labels:
+            raise SignCountRegression("The security key was used by another request at the same time.") from None
+        raise InvalidToken("The session changed meanwhile; sign in again.") from None
+    session.state = next_state.value
+    session.token_hash = token_hash
+    proved.apply_to(session)
+    key.sign_count, key.last_used_at = response.sign_count, used_at
+    return MfaSuccess(token=token, key=key)
+
+
+def _state_after_check(*, caller: Caller, key: SecurityKey) -> SessionState:
+    """Where a passed MFA check leads under the organization's authenticator policy."""
+    if assurance.accepts(caller.org, key):
+        return SessionState.ACTIVE
+    policy = authenticator_policy.of(caller.org)
+    session = caller.session
+    if any(authenticator_policy.is_compliant(policy, other) for other in keys_of(org_id=session.org_id, user_id=session.user_id)):
+        raise AuthenticatorNotAllowed("The organization no longer accepts this security key; use another of your keys.")
+    return SessionState.REGISTRATION_REQUIRED

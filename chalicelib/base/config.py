@@ -1,0 +1,334 @@
+"""keyward's settings, read once from the environment into one typed object.
+
+This is the only module that reads ``os.environ``; every other module asks :func:`settings`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from chalicelib.base.errors import ConfigurationError
+
+
+LOCAL_STAGE = "local"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Names of the DynamoDB tables, one per kind of record."""
+
+    orgs: str
+    members: str
+    keys: str
+    credentials: str
+    challenges: str
+    sessions: str
+    backup_credentials: str
+    throttles: str
+    audit: str
+    authenticator_models: str
+    enrollment_passes: str
+    webhooks: str
+    deliveries: str
+    webhook_changes: str
+
+
+@dataclass(frozen=True)
+class ExtraAuthenticator:
+    """An in-house authenticator model the operator trusts beyond the FIDO Metadata Service."""
+
+    description: str
+    root_certificates: tuple[str, ...]  # PEM
+
+
+@dataclass(frozen=True)
+class IdentityProvider:
+    """One OIDC IdP: how its ID tokens are verified and read, and which organizations it serves."""
+
+    issuer: str
+    audience: str
+    jwks_url: str | None
+    jwks_json: str | None
+    org_claim: str
+    groups_claim: str
+    admin_group: str
+    name_claim: str
+    email_claim: str
+    # None: any organization not bound to another IdP (the single-IdP setup).
+    organizations: frozenset[str] | None
+
+
+ORG_CREATION_MODES = ("on_first_login", "operator")
+
+
+# No generated __eq__ and __hash__: nothing compares settings, a Mapping field makes them
+# unhashable anyway, and every cold start pays for compiling them (45 fields each).
+@dataclass(frozen=True, eq=False)
+class Settings:
+    """Everything keyward needs to know about the stage it runs in."""
+
+    # ``None`` when KEYWARD_STAGE is unset: then this is not the local stage either.
+    stage: str | None
+    region: str
+    dynamodb_endpoint: str | None
+    tables: Tables
+
+    # WebAuthn relying party.
+    rp_id: str
+    rp_name: str
+    allowed_origins: tuple[str, ...]
+
+    # The organization's identity provider (OIDC ID tokens).
+    oidc_issuer: str
+    oidc_audience: str
+    # Where the console sends users to sign in at the IdP; without it the console has no such button.
+    oidc_authorization_endpoint: str | None
+    jwks_url: str | None
+    jwks_json: str | None
+    org_claim: str
+    groups_claim: str
+    admin_group: str
+    name_claim: str
+    email_claim: str
+    # Every IdP this deployment trusts; the single IdP above unless KEYWARD_IDENTITY_PROVIDERS is set.
+    identity_providers: tuple[IdentityProvider, ...]
+    # "on_first_login": an ID token naming an unknown organization creates it; "operator": only
+    # `python -m keyward org create` does.
+    org_creation: str
+
+    session_lifetime_seconds: int
+    # A session unused this long ends (checked at request time).
+    session_idle_seconds: int
+    # How long after a security-key check sensitive actions are allowed without another.
+    reauth_window_seconds: int
+    challenge_lifetime_seconds: int
+    max_body_bytes: int
+    max_keys_per_member: int
+
+    # The stream function that ends sessions in bulk after an enforcement.
+    orgs_stream_arn: str
+    invalidation_reserve_seconds: int
+
+    audit_retention_days: int
+
+    # The stream function that delivers audit events: mail (SES), EventBridge, webhooks.
+    audit_stream_arn: str
+    # The sender of notification mails; empty turns mail off for the stage.
+    mail_from: str
+    # The EventBridge bus every audit event goes to; empty sends none.
+    event_bus: str
+    # Local stage only: where SES and EventBridge answer (moto), instead of AWS.
+    aws_endpoint: str | None
+    # Failed delivery attempts in a row after which a webhook endpoint is disabled.
+    webhook_disable_after_failures: int
+    # The KMS key (ID, ARN or alias) that seals webhook signing secrets (chalicelib/delivery/webhook_secrets.py).
+    webhook_secret_key: str
+
+    backup_login_max_failures: int
+    backup_login_window_seconds: int
+    # Wrong enrolment pass codes a member may enter per window.
+    enrollment_pass_max_failures: int
+    enrollment_pass_window_seconds: int
+
+    # The local stage's stand-in IdP: its private key lets the console mint demo ID tokens.
+    dev_idp_key_file: str | None
+
+    # The FIDO Metadata Service: where the daily refresh fetches the BLOB, and the operator's own
+    # trust for in-house authenticators (AAGUID -> description and PEM root certificates).
+    mds_url: str
+    extra_authenticator_roots: Mapping[str, ExtraAuthenticator]
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, not {value}")
+    return value
+
+
+def _extra_authenticators(raw: str | None) -> dict[str, ExtraAuthenticator]:
+    """``KEYWARD_EXTRA_AUTHENTICATOR_ROOTS``: JSON ``{"<aaguid>": {"description": ..., "roots": [PEM, ...]}}``."""
+    if not raw:
+        return {}
+    # Only a deployment that trusts in-house authenticators pays for uuid; every cold start reads this.
+    import uuid
+
+    try:
+        document = json.loads(raw)
+        extra = {}
+        for aaguid, model in document.items():
+            roots = model["roots"]
+            if not isinstance(roots, list) or not roots or not all(isinstance(r, str) and "BEGIN CERTIFICATE" in r for r in roots):
+                raise ValueError(f"{aaguid}: 'roots' must list PEM certificates")
+            extra[str(uuid.UUID(aaguid))] = ExtraAuthenticator(
+                description=str(model.get("description") or "In-house authenticator"), root_certificates=tuple(roots),
+            )
+        return extra
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ConfigurationError(f"KEYWARD_EXTRA_AUTHENTICATOR_ROOTS is not usable: {error}") from None
+
+
+def _identity_providers(env: Mapping[str, str], single: IdentityProvider) -> tuple[IdentityProvider, ...]:
+    """KEYWARD_IDENTITY_PROVIDERS: a JSON list of IdPs; omitted fields take the single IdP's claims."""
+    raw = env.get("KEYWARD_IDENTITY_PROVIDERS") or ""
+    if not raw.strip():
+        return (single,)
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        raise ConfigurationError("KEYWARD_IDENTITY_PROVIDERS must be a JSON list of identity providers.") from None
+    if not isinstance(entries, list) or not entries or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigurationError("KEYWARD_IDENTITY_PROVIDERS must be a non-empty JSON list of objects.")
+    known = {"issuer", "audience", "jwks_url", "jwks_json", "org_claim", "groups_claim", "admin_group",
+             "name_claim", "email_claim", "organizations"}
+    providers: list[IdentityProvider] = []
+    bound: dict[str, str] = {}
+    for entry in entries:
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: unknown field(s) {', '.join(unknown)}.")
+        issuer, audience = entry.get("issuer"), entry.get("audience")
+        if not isinstance(issuer, str) or not issuer or not isinstance(audience, str) or not audience:
+            raise ConfigurationError("KEYWARD_IDENTITY_PROVIDERS: every IdP needs an 'issuer' and an 'audience'.")
+        if not entry.get("jwks_url") and not entry.get("jwks_json"):
+            raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: {issuer} needs a 'jwks_url' (or 'jwks_json').")
+        organizations = entry.get("organizations")
+        if organizations is not None:
+            if not isinstance(organizations, list) or not all(isinstance(org, str) and org for org in organizations):
+                raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: {issuer}'s 'organizations' must list organization IDs.")
+            for org in organizations:
+                if bound.setdefault(org, issuer) != issuer:
+                    raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: organization {org!r} is bound to two IdPs.")
+        if any(provider.issuer == issuer for provider in providers):
+            raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: {issuer} is listed twice.")
+        jwks_json = entry.get("jwks_json")
+        providers.append(IdentityProvider(
+            issuer=issuer,
+            audience=audience,
+            jwks_url=entry.get("jwks_url") or None,
+            jwks_json=json.dumps(jwks_json) if isinstance(jwks_json, dict) else (jwks_json or None),
+            org_claim=entry.get("org_claim", single.org_claim),
+            groups_claim=entry.get("groups_claim", single.groups_claim),
+            admin_group=entry.get("admin_group", single.admin_group),
+            name_claim=entry.get("name_claim", single.name_claim),
+            email_claim=entry.get("email_claim", single.email_claim),
+            organizations=frozenset(organizations) if organizations is not None else None,
+        ))
+    return tuple(providers)
+
+
+def load(env: Mapping[str, str]) -> Settings:
+    """Build the settings from an environment mapping (``os.environ`` in production)."""
+    prefix = env.get("KEYWARD_TABLE_PREFIX", "keyward-")
+    origins = tuple(o.strip() for o in env.get("KEYWARD_ALLOWED_ORIGINS", "http://localhost:8000").split(",") if o.strip())
+    jwks_url = env.get("KEYWARD_JWKS_URL") or None
+    jwks_json = env.get("KEYWARD_JWKS_JSON") or None
+    # No default: a deployment that forgot to name its stage must not pass for the local one.
+    stage = env.get("KEYWARD_STAGE") or None
+    dev_idp_key_file = env.get("KEYWARD_DEV_IDP_KEY_FILE") or None
+    single = IdentityProvider(
+        issuer=env.get("KEYWARD_OIDC_ISSUER", "http://localhost:8000/dev-idp"),
+        audience=env.get("KEYWARD_OIDC_AUDIENCE", "keyward-local"),
+        jwks_url=jwks_url,
+        jwks_json=jwks_json,
+        org_claim=env.get("KEYWARD_ORG_CLAIM", "org"),
+        groups_claim=env.get("KEYWARD_GROUPS_CLAIM", "groups"),
+        admin_group=env.get("KEYWARD_ADMIN_GROUP", "keyward-admins"),
+        name_claim=env.get("KEYWARD_NAME_CLAIM", "name"),
+        email_claim=env.get("KEYWARD_EMAIL_CLAIM", "email"),
+        organizations=None,
+    )
+    # Unknown organizations are created on first login only where anyone may run one (locally).
+    org_creation = env.get("KEYWARD_ORG_CREATION") or ("on_first_login" if stage == "local" else "operator")
+    if org_creation not in ORG_CREATION_MODES:
+        raise ConfigurationError(f"KEYWARD_ORG_CREATION must be one of {', '.join(ORG_CREATION_MODES)}, not {org_creation!r}")
+    if dev_idp_key_file is not None:
+        # Whoever holds this key can sign in as anyone the JWKS trusts it for: never on AWS,
+        # whatever the stage variable says.
+        if stage != LOCAL_STAGE:
+            raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, not {stage!r}")
+        if env.get("AWS_LAMBDA_FUNCTION_NAME"):
+            raise ConfigurationError("KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, never inside AWS Lambda")
+    aws_endpoint = env.get("KEYWARD_AWS_ENDPOINT") or None
+    if aws_endpoint is not None and stage != LOCAL_STAGE:
+        # Mail and audit events would go to whatever answers there instead of AWS.
+        raise ConfigurationError(f"KEYWARD_AWS_ENDPOINT is for the local stage only, not {stage!r}")
+    return Settings(
+        stage=stage,
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        dynamodb_endpoint=env.get("DYNAMODB_ENDPOINT") or None,
+        tables=Tables(
+            orgs=env.get("KEYWARD_ORGS_TABLE", prefix + "orgs"),
+            members=env.get("KEYWARD_MEMBERS_TABLE", prefix + "members"),
+            keys=env.get("KEYWARD_KEYS_TABLE", prefix + "keys"),
+            credentials=env.get("KEYWARD_CREDENTIALS_TABLE", prefix + "credentials"),
+            challenges=env.get("KEYWARD_CHALLENGES_TABLE", prefix + "challenges"),
+            sessions=env.get("KEYWARD_SESSIONS_TABLE", prefix + "sessions"),
+            backup_credentials=env.get("KEYWARD_BACKUP_CREDENTIALS_TABLE", prefix + "backup-credentials"),
+            throttles=env.get("KEYWARD_THROTTLES_TABLE", prefix + "throttles"),
+            audit=env.get("KEYWARD_AUDIT_TABLE", prefix + "audit"),
+            authenticator_models=env.get("KEYWARD_AUTHENTICATOR_MODELS_TABLE", prefix + "authenticator-models"),
+            enrollment_passes=env.get("KEYWARD_ENROLLMENT_PASSES_TABLE", prefix + "enrollment-passes"),
+            webhooks=env.get("KEYWARD_WEBHOOKS_TABLE", prefix + "webhooks"),
+            deliveries=env.get("KEYWARD_DELIVERIES_TABLE", prefix + "deliveries"),
+            webhook_changes=env.get("KEYWARD_WEBHOOK_CHANGES_TABLE", prefix + "webhook-changes"),
+        ),
+        rp_id=env.get("KEYWARD_RP_ID", "localhost"),
+        rp_name=env.get("KEYWARD_RP_NAME", "keyward"),
+        allowed_origins=origins,
+        oidc_issuer=single.issuer,
+        oidc_audience=single.audience,
+        oidc_authorization_endpoint=env.get("KEYWARD_OIDC_AUTHORIZATION_ENDPOINT") or None,
+        jwks_url=jwks_url,
+        jwks_json=jwks_json,
+        org_claim=single.org_claim,
+        groups_claim=single.groups_claim,
+        admin_group=single.admin_group,
+        name_claim=single.name_claim,
+        email_claim=single.email_claim,
+        identity_providers=_identity_providers(env, single),
+        org_creation=org_creation,
+        session_lifetime_seconds=_integer(env, "KEYWARD_SESSION_LIFETIME_SECONDS", 12 * 3600),
+        session_idle_seconds=_integer(env, "KEYWARD_SESSION_IDLE_SECONDS", 3600),
+        reauth_window_seconds=_integer(env, "KEYWARD_REAUTH_WINDOW_SECONDS", 15 * 60),
+        challenge_lifetime_seconds=_integer(env, "KEYWARD_CHALLENGE_LIFETIME_SECONDS", 300),
+        max_body_bytes=_integer(env, "KEYWARD_MAX_BODY_BYTES", 64 * 1024),
+        max_keys_per_member=_integer(env, "KEYWARD_MAX_KEYS_PER_MEMBER", 20),
+        orgs_stream_arn=env.get(
+            "KEYWARD_ORGS_STREAM_ARN",
+            f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}orgs/stream/local",
+        ),
+        invalidation_reserve_seconds=_integer(env, "KEYWARD_INVALIDATION_RESERVE_SECONDS", 60),
+        audit_retention_days=_integer(env, "KEYWARD_AUDIT_RETENTION_DAYS", 400),
+        audit_stream_arn=env.get(
+            "KEYWARD_AUDIT_STREAM_ARN",
+            f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}audit/stream/local",
+        ),
+        mail_from=env.get("KEYWARD_MAIL_FROM", "").strip(),
+        event_bus=env.get("KEYWARD_EVENT_BUS", "").strip(),
+        aws_endpoint=aws_endpoint,
+        webhook_disable_after_failures=_integer(env, "KEYWARD_WEBHOOK_DISABLE_AFTER_FAILURES", 10),
+        webhook_secret_key=env.get("KEYWARD_WEBHOOK_SECRET_KEY", "").strip() or "alias/keyward-webhook-secrets",
+        backup_login_max_failures=_integer(env, "KEYWARD_BACKUP_LOGIN_MAX_FAILURES", 5),
+        backup_login_window_seconds=_integer(env, "KEYWARD_BACKUP_LOGIN_WINDOW_SECONDS", 15 * 60),
+        enrollment_pass_max_failures=_integer(env, "KEYWARD_ENROLLMENT_PASS_MAX_FAILURES", 5),
+        enrollment_pass_window_seconds=_integer(env, "KEYWARD_ENROLLMENT_PASS_WINDOW_SECONDS", 15 * 60),
+        dev_idp_key_file=dev_idp_key_file,
+        mds_url=env.get("KEYWARD_MDS_URL", "https://mds3.fidoalliance.org/"),
+        extra_authenticator_roots=_extra_authenticators(env.get("KEYWARD_EXTRA_AUTHENTICATOR_ROOTS")),
+    )
+
+
+@functools.cache
+def settings() -> Settings:
+    """The settings of this process, read from the environment on first use."""
+    return load(os.environ)

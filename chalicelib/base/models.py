@@ -1,0 +1,543 @@
+"""keyward's DynamoDB tables, as PynamoDB models.
+
+Table names and the endpoint come from :mod:`chalicelib.base.config`. Keys are chosen so that every
+hot path is a key lookup or a query on one partition: an organization's members, security keys
+and sessions all share the organization's ID as their partition key.
+"""
+from __future__ import annotations
+
+import functools
+
+from pynamodb.attributes import (
+    BinaryAttribute,
+    BooleanAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.connection import Connection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection, LocalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib.base.config import settings
+
+_settings = settings()
+
+
+class _KeywardMeta:
+    region = _settings.region
+    host = _settings.dynamodb_endpoint
+    connect_timeout_seconds = 2
+    read_timeout_seconds = 5
+    # PynamoDB retries throttled and failed calls itself; a Lambda should give up quickly.
+    max_retry_attempts = 2
+
+
+class EnforcementFlag(BooleanAttribute):
+    """``mfa_enforced``, read fail-safe: a value of another DynamoDB type than BOOL (``{"S": "true"}``
+    typed by an operator in the AWS console) reads as enforced, rather than failing every read of
+    the organization. The stream function reports such a change as a failed record."""
+
+    def get_value(self, value: dict) -> bool:
+        return value.get("BOOL", True)
+
+
+class Invalidation(MapAttribute):
+    """The bulk deletion of an organization's sessions after an enforcement, and how far it got."""
+
+    # The enforcement it belongs to: sessions of older generations are ended.
+    generation = NumberAttribute()
+    state = UnicodeAttribute()  # "running" | "done"
+    sessions_ended = NumberAttribute(default=0)
+    started_at = UTCDateTimeAttribute()
+    finished_at = UTCDateTimeAttribute(null=True)
+    # Where the next invocation resumes: the last session ID already handled.
+    cursor = UnicodeAttribute(null=True)
+    # Incremented when one invocation runs out of time; the stream record it causes starts the next.
+    handoffs = NumberAttribute(default=0)
+
+
+class ComplianceRecount(MapAttribute):
+    """The recount of an organization's compliant members after its policy or a model's status
+    changed, and how far it got (see chalicelib/counters/compliance.py)."""
+
+    version = NumberAttribute()  # the compliance_version it counts for
+    state = UnicodeAttribute()  # "recounting" | "done"
+    started_at = UTCDateTimeAttribute()
+    finished_at = UTCDateTimeAttribute(null=True)
+    # The last member (user ID) already counted: where the next invocation resumes.
+    cursor = UnicodeAttribute(null=True)
+    # Incremented when one invocation runs out of time; the stream record it causes starts the next.
+    handoffs = NumberAttribute(default=0)
+
+
+class Organization(Model):
+    """An organization: its members sign in through its IdP; admins may enforce MFA."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.orgs
+        # The stream function reacts to enforcement being switched on, from the API or console.
+        stream_view_type = "NEW_AND_OLD_IMAGES"
+
+    org_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute()
+    mfa_enforced = EnforcementFlag(default=False)
+    enforced_at = UTCDateTimeAttribute(null=True)
+    enforced_by = UnicodeAttribute(null=True)
+    # The session that enforced MFA survives the enforcement it caused.
+    enforcing_session_id = UnicodeAttribute(null=True)
+    # Incremented by every enforcement; sessions older than the current one are ended.
+    enforcement_generation = NumberAttribute(default=0)
+    invalidation = Invalidation(null=True)
+    # The organization's backup credentials (their table is keyed by the globally unique key ID).
+    backup_key_ids = UnicodeSetAttribute(null=True)
+    # Which authenticators count as security keys here (chalicelib.ceremony.authenticator_policy);
+    # absent means the default policy. Read with every session, so enforcing it costs no read.
+    authenticator_policy = MapAttribute(null=True)
+    # Who may register a first security key: "open" (absent) or "pass_required" (see enrollment.py).
+    enrollment = UnicodeAttribute(null=True)
+    # Coverage counters, changed in the transactions that create members and change whether a
+    # member holds a key (see chalicelib/counters/coverage.py): admin pages read them instead of every member.
+    members_total = NumberAttribute(null=True)
+    members_with_key = NumberAttribute(null=True)
+    # How long keyless members may keep working after an enforcement (chalicelib/access/grace.py).
+    grace_period_hours = NumberAttribute(null=True)
+    # The latest enforcement's time; unlike enforced_at it survives relaxing, so that a deleted
+    # session's token can still be told why it ended (chalicelib/access/lifecycle.py).
+    last_enforced_at = UTCDateTimeAttribute(null=True)
+    # The IdP issuer whose tokens may sign in to this organization (chalicelib/access/tenancy.py).
+    issuer = UnicodeAttribute(null=True)
+    # Admins, and admins holding a key: kept with the member counters (chalicelib/counters/coverage.py).
+    admins_total = NumberAttribute(null=True)
+    admins_with_key = NumberAttribute(null=True)
+    # Members holding a key that complies with the organization's authenticator policy, counted
+    # under compliance_version (chalicelib/counters/compliance.py); absent until the first policy change.
+    compliance_version = NumberAttribute(null=True)
+    members_compliant = NumberAttribute(null=True)
+    compliance_recount = ComplianceRecount(null=True)
+
+
+class MembersByCoverage(GlobalSecondaryIndex["Member"]):
+    """An organization's members by how many keys they hold: ``<org>#none|one|many`` → user ID.
+
+    Sparse and keys-only: a member appears once the coverage attribute is set, and only a change
+    of bucket (not every login) writes to the index.
+    """
+
+    class Meta:
+        index_name = "by-coverage"
+        projection = KeysOnlyProjection()
+
+    coverage = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+
+
+class AdminsWithoutKey(GlobalSecondaryIndex["Member"]):
+    """An organization's admins who hold no security key: sparse and keys-only, an admin appears
+    while ``admin_without_key`` (their organization's ID) is set, which only the transactions
+    that change their key count or admin flag do."""
+
+    class Meta:
+        index_name = "admins-without-key"
+        projection = KeysOnlyProjection()
+
+    admin_without_key = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+
+
+class Member(Model):
+    """A user of an organization, created on their first login."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.members
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute(default="")
+    email = UnicodeAttribute(default="")
+    admin = BooleanAttribute(default=False)
+    # How many security keys the member holds; every key write changes it in the same
+    # transaction, so conditions on it protect the last-key rule under concurrency.
+    key_count = NumberAttribute(default=0)
+    # ``<org>#none|one|many`` from key_count, for MembersByCoverage; kept with key_count.
+    coverage = UnicodeAttribute(null=True)
+    by_coverage = MembersByCoverage()
+    # The organization's ID while the member is an admin without a key (AdminsWithoutKey).
+    admin_without_key = UnicodeAttribute(null=True)
+    admins_without_key = AdminsWithoutKey()
+    # Bumped by every change of the member's keys: a recount of their compliance that read the
+    # keys before such a change must not write its figure.
+    key_changes = NumberAttribute(null=True)
+    # How many of the member's keys comply with the organization's authenticator policy, counted
+    # under the organization's compliance_version named here (chalicelib/counters/compliance.py).
+    compliant_keys = NumberAttribute(null=True)
+    compliance_version = NumberAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    last_login_at = UTCDateTimeAttribute(null=True)
+    # The member's credentials as ceremonies list them (allowCredentials, excludeCredentials):
+    # key ID -> {"id": base64url credential ID, "transports": [...]}, kept in the transactions
+    # that add and delete keys, so that options need no query. Absent for members whose keys
+    # predate it (keyward then queries their keys) and for members without keys.
+    credentials = MapAttribute(null=True)
+    # Incremented when the member goes from no key to a key: their sessions of an older
+    # generation whose proof is not a key the member holds have ended.
+    session_generation = NumberAttribute(default=0)
+
+
+class KeysByMember(LocalSecondaryIndex["SecurityKey"]):
+    """A member's security keys, read with strong consistency."""
+
+    class Meta:
+        index_name = "by-member"
+        projection = AllProjection()
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+
+
+class KeysByModel(GlobalSecondaryIndex["SecurityKey"]):
+    """Every stored key of one authenticator model, across organizations: when the FIDO Metadata
+    Service reports a model compromised, its keys are found without a scan."""
+
+    class Meta:
+        index_name = "by-model"
+        projection = IncludeProjection(["user_id", "model_status"])
+
+    model_id = UnicodeAttribute(hash_key=True)
+    key_id = UnicodeAttribute(range_key=True)
+
+
+class SecurityKey(Model):
+    """A member's registered FIDO2/WebAuthn credential."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.keys
+
+    org_id = UnicodeAttribute(hash_key=True)
+    # Derived from the credential ID, so an assertion leads straight to its key.
+    key_id = UnicodeAttribute(range_key=True)
+    user_id = UnicodeAttribute()
+    by_member = KeysByMember()
+
+    name = UnicodeAttribute()
+    credential_id = BinaryAttribute(legacy_encoding=False)
+    public_key = BinaryAttribute(legacy_encoding=False)
+    algorithm = NumberAttribute()
+    sign_count = NumberAttribute(default=0)
+    aaguid = UnicodeAttribute()
+    attestation_format = UnicodeAttribute()
+    transports = ListAttribute(of=UnicodeAttribute, default=list)
+    backup_eligible = BooleanAttribute(default=False)
+    backed_up = BooleanAttribute(default=False)
+    created_at = UTCDateTimeAttribute()
+    last_used_at = UTCDateTimeAttribute(null=True)
+    # What the FIDO Metadata Service says of the key's model, as of registration and every
+    # metadata refresh since: its ID there (the AAGUID, or the attestation certificate's key
+    # identifier for U2F keys), its description, and its latest status.
+    model_id = UnicodeAttribute(null=True)
+    by_model = KeysByModel()
+    model = UnicodeAttribute(null=True)
+    model_status = UnicodeAttribute(null=True)
+    # Whether the attestation statement verified up to a root the metadata lists for the model.
+    attested = BooleanAttribute(default=False)
+
+
+class CredentialClaim(Model):
+    """Which key holds a credential ID: makes credential IDs unique across all organizations."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.credentials
+
+    key_id = UnicodeAttribute(hash_key=True)
+    org_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+
+
+class Challenge(Model):
+    """A WebAuthn challenge, bound to one session, user and ceremony, usable once."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.challenges
+
+    challenge_id = UnicodeAttribute(hash_key=True)
+    challenge = BinaryAttribute(legacy_encoding=False)
+    ceremony = UnicodeAttribute()
+    org_id = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    session_id = UnicodeAttribute()
+    expires_at = UTCDateTimeAttribute()
+    # Only housekeeping: expiry is checked on use, DynamoDB TTL may lag by days.
+    ttl = TTLAttribute()
+
+
+class SessionsByMember(LocalSecondaryIndex["Session"]):
+    """A member's sessions, read with strong consistency."""
+
+    class Meta:
+        index_name = "by-member"
+        projection = AllProjection()
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+
+
+class Session(Model):
+    """A login: the hash of its bearer token, its state and whose it is."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.sessions
+
+    org_id = UnicodeAttribute(hash_key=True)
+    session_id = UnicodeAttribute(range_key=True)
+    token_hash = UnicodeAttribute()
+    state = UnicodeAttribute()
+    user_id = UnicodeAttribute()
+    by_member = SessionsByMember()
+    admin = BooleanAttribute(default=False)
+    created_at = UTCDateTimeAttribute()
+    expires_at = UTCDateTimeAttribute()
+    enforcement_generation = NumberAttribute(default=0)
+    # The member's session generation when the session started (see Member.session_generation).
+    member_generation = NumberAttribute(default=0)
+    # Whether the organization enforced MFA when the session started: a session that started
+    # without it ends when the flag is switched on, even before an enforcement is recorded.
+    # Absent on sessions from before keyward recorded it.
+    org_enforced_at_start = BooleanAttribute(null=True)
+    # The session's proof: the key it last proved possession of — by passing MFA, stepping up or
+    # registering it — and when. chalicelib/access/assurance.py decides what the session may do from it.
+    verified_key_id = UnicodeAttribute(null=True)
+    key_checked_at = UTCDateTimeAttribute(null=True)
+    # The organization's policy version under which that key counted when it was proved (None:
+    # it did not count); under enforcement the proof lapses when the version moves on.
+    verified_key_counts_under = NumberAttribute(null=True)
+    source_ip = UnicodeAttribute(null=True)
+    user_agent = UnicodeAttribute(null=True)
+    # Refreshed at most every few minutes, so that requests stay one round trip.
+    last_seen_at = UTCDateTimeAttribute(null=True)
+    ttl = TTLAttribute()
+
+
+class BackupCredential(Model):
+    """An organization's break-glass login for admins: a key ID and the slow hash of its secret."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.backup_credentials
+
+    # Globally unique: a backup login names no organization.
+    key_id = UnicodeAttribute(hash_key=True)
+    org_id = UnicodeAttribute()
+    created_by = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    last_used_at = UTCDateTimeAttribute(null=True)
+    # scrypt parameters are stored with the hash, so they can be raised for new credentials.
+    secret_hash = BinaryAttribute(legacy_encoding=False)
+    salt = BinaryAttribute(legacy_encoding=False)
+    scrypt_n = NumberAttribute()
+    scrypt_r = NumberAttribute()
+    scrypt_p = NumberAttribute()
+
+
+class Throttle(Model):
+    """Failed attempts against one subject (a backup key ID from one source, a member's enrolment
+    codes) in the current window."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.throttles
+
+    subject = UnicodeAttribute(hash_key=True)
+    window_start = UTCDateTimeAttribute()
+    failures = NumberAttribute(default=0)
+    ttl = TTLAttribute()
+
+
+class PassesByMember(LocalSecondaryIndex["EnrollmentPass"]):
+    """A member's enrolment passes, read with strong consistency."""
+
+    class Meta:
+        index_name = "by-member"
+        projection = AllProjection()
+
+    org_id = UnicodeAttribute(hash_key=True)
+    user_id = UnicodeAttribute(range_key=True)
+
+
+class EnrollmentPass(Model):
+    """An admin's single-use, time-limited permission for one member to register a first key."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.enrollment_passes
+
+    org_id = UnicodeAttribute(hash_key=True)
+    pass_id = UnicodeAttribute(range_key=True)
+    user_id = UnicodeAttribute()
+    by_member = PassesByMember()
+
+    # SHA-256 of the code; the code itself is shown once, to the admin who issued the pass.
+    code_hash = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute()
+    expires_at = UTCDateTimeAttribute()
+    used_at = UTCDateTimeAttribute(null=True)
+    used_key_id = UnicodeAttribute(null=True)
+    revoked_at = UTCDateTimeAttribute(null=True)
+    revoked_by = UnicodeAttribute(null=True)
+    # The ``created_at`` of the member it was issued to: a pass is that member's alone, not one
+    # re-created under the same user ID after an offboarding. Absent on passes issued before it
+    # was recorded (chalicelib/keys/enrollment.py ``of_member``).
+    member_created_at = UTCDateTimeAttribute(null=True)
+    # Only housekeeping: expiry is checked on use.
+    ttl = TTLAttribute()
+
+
+class AuditEvent(Model):
+    """One security event of an organization, kept for the audit retention period."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.audit
+        # The outbox: every saved event reaches the delivery stream function (mail, EventBridge, webhooks).
+        stream_view_type = "NEW_IMAGE"
+
+    org_id = UnicodeAttribute(hash_key=True)
+    # The event's time and a random suffix: sorts by time, never collides.
+    event_key = UnicodeAttribute(range_key=True)
+    at = UTCDateTimeAttribute()
+    actor = UnicodeAttribute()
+    # member, backup_credentials or operator: the name alone cannot tell (an IdP user may be "operator").
+    actor_kind = UnicodeAttribute(null=True)
+    action = UnicodeAttribute()
+    target = UnicodeAttribute(null=True)
+    # The member the event is about (for filtering), whoever the actor was.
+    user_id = UnicodeAttribute(null=True)
+    source_ip = UnicodeAttribute(null=True)
+    user_agent = UnicodeAttribute(null=True)
+    details = MapAttribute(null=True)
+    ttl = TTLAttribute()
+
+
+class AuthenticatorModel(Model):
+    """One authenticator model of the FIDO Metadata Service, as of the last verified refresh; the
+    item ``#current`` says which BLOB that was."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.authenticator_models
+
+    # An AAGUID, or ``ski:<hex>`` for a U2F model's attestation certificate key identifier.
+    model_id = UnicodeAttribute(hash_key=True)
+    description = UnicodeAttribute(null=True)
+    # Every status report's status, oldest first.
+    statuses = ListAttribute(of=UnicodeAttribute, default=list)
+    # The metadata entry (without its icon) as JSON, for verifying attestation statements.
+    entry = UnicodeAttribute(null=True)
+    blob_number = NumberAttribute()
+    next_update = UnicodeAttribute(null=True)
+    loaded_at = UTCDateTimeAttribute(null=True)
+
+
+class Webhook(Model):
+    """An organization's webhook endpoint: where its audit events are posted, signed with its secret."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.webhooks
+
+    org_id = UnicodeAttribute(hash_key=True)
+    webhook_id = UnicodeAttribute(range_key=True)
+    url = UnicodeAttribute()
+    # Audit actions to send, or "*" for every one.
+    events = UnicodeSetAttribute()
+    description = UnicodeAttribute(default="")
+    # The signing secret ("whsec_..."), encrypted with KMS under an encryption context naming the
+    # organization and the endpoint (chalicelib/delivery/webhook_secrets.py): only delivery decrypts it.
+    sealed_secret = BinaryAttribute(legacy_encoding=False, null=True)
+    # The secret in clear, as endpoints created before secrets were sealed hold it, until
+    # `python -m keyward webhooks seal-secrets` (or a change of the endpoint) seals it.
+    secret = UnicodeAttribute(null=True)
+    state = UnicodeAttribute()  # "enabled" | "disabled"
+    # Failed deliveries in a row; the endpoint is disabled when they reach the configured limit.
+    consecutive_failures = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute()
+    disabled_at = UTCDateTimeAttribute(null=True)
+    # When an admin last enabled it again: it is sent the events recorded from then on, not the
+    # ones recorded while it was disabled.
+    enabled_at = UTCDateTimeAttribute(null=True)
+    # Incremented by every change of its URL, events or state (each recorded as a WebhookChange):
+    # a change is written only over the revision it read. Absent on endpoints from before.
+    revision = NumberAttribute(null=True)
+
+
+class EndpointSettings(MapAttribute):
+    """What an endpoint was sent, and where, between two of its changes."""
+
+    url = UnicodeAttribute()
+    # Audit actions to send, or "*" for every one.
+    events = UnicodeSetAttribute()
+    state = UnicodeAttribute()  # "enabled" | "disabled"
+
+
+class WebhookChange(Model):
+    """One change of an endpoint (created, changed, enabled, disabled, deleted), written in the
+    transaction of its audit event and under that event's key: each event is delivered to the
+    endpoints as these say they were when it was recorded (chalicelib/delivery/webhooks.py)."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.webhook_changes
+
+    org_id = UnicodeAttribute(hash_key=True)
+    # "<event key>#<webhook id>": an organization's changes sort by the time of their events.
+    change_key = UnicodeAttribute(range_key=True)
+    event_key = UnicodeAttribute()
+    webhook_id = UnicodeAttribute()
+    action = UnicodeAttribute()
+    # Absent before a creation and after a deletion.
+    before = EndpointSettings(null=True)
+    after = EndpointSettings(null=True)
+    # A deletion keeps the sealed secret: the endpoint's last events are signed with it.
+    sealed_secret = BinaryAttribute(legacy_encoding=False, null=True)
+    # Kept as long as the events it serves.
+    ttl = TTLAttribute()
+
+
+class Delivery(Model):
+    """One channel's delivery of one audit event: its idempotency record and its last attempt."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.deliveries
+
+    # Where it goes: "webhook#<org>#<webhook id>", "mail#<org>#<user id>" or "events#<org>".
+    channel = UnicodeAttribute(hash_key=True)
+    # The audit event's key: a channel's deliveries sort by the time of their events.
+    event_key = UnicodeAttribute(range_key=True)
+    org_id = UnicodeAttribute()
+    event_id = UnicodeAttribute()
+    action = UnicodeAttribute()
+    state = UnicodeAttribute()  # "sending" | "delivered" | "failed" | "skipped" | "rejected"
+    attempts = NumberAttribute(default=0)
+    last_attempt_at = UTCDateTimeAttribute()
+    status_code = NumberAttribute(null=True)
+    # Why it failed or was skipped (no email address, endpoint disabled, HTTP 500...).
+    detail = UnicodeAttribute(null=True)
+    ttl = TTLAttribute()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (
+    Organization, Member, SecurityKey, CredentialClaim, Challenge, Session, BackupCredential, Throttle, AuditEvent,
+    AuthenticatorModel,
+    EnrollmentPass,
+    Webhook, Delivery, WebhookChange,
+)
+
+
+@functools.cache
+def connection() -> Connection:
+    """The connection for transactions, which may span several tables."""
+    return Connection(
+        region=_KeywardMeta.region,
+        host=_KeywardMeta.host,
+        connect_timeout_seconds=_KeywardMeta.connect_timeout_seconds,
+        read_timeout_seconds=_KeywardMeta.read_timeout_seconds,
+        max_retry_attempts=_KeywardMeta.max_retry_attempts,
+    )

@@ -1,0 +1,43 @@
+"""Query parameters within what DynamoDB accepts.
+
+A value DynamoDB would refuse as a key (a sort key over 1024 bytes, say) makes it answer a
+ValidationException, which keyward could only pass on as 503 ``StorageUnavailable`` — as if the
+client's request were fine and the database broken. Such a value can never match anything
+anyway: no ID token's ``sub`` is longer than keyward accepts at login, no audit action is longer
+than its longest name. So it is refused here, as a malformed request, before DynamoDB sees it.
+"""
+from __future__ import annotations
+
+from chalicelib.base.errors import MalformedRequest
+
+# As at login (identity.verify_id_token): 255 characters of at most 4 UTF-8 bytes each stay
+# within DynamoDB's 1024 bytes for a sort key (a member's, and the by-member indexes').
+MAX_USER_ID_CHARACTERS = 255
+# Audit actions are short dotted names (``key.sign_count_regression`` is the longest so far).
+MAX_ACTION_CHARACTERS = 64
+
+
+def user_id_filter(value: str | None) -> str | None:
+    """A ``user_id`` to list by, or ``None`` for everyone when it is left out or empty.
+
+    Raises:
+        MalformedRequest: longer than any user ID keyward accepts, or not printable.
+    """
+    if not value:
+        return None
+    if len(value) > MAX_USER_ID_CHARACTERS or not value.isprintable():
+        raise MalformedRequest(f"'user_id' must be a user ID of at most {MAX_USER_ID_CHARACTERS} printable characters.")
+    return value
+
+
+def action_filter(value: str | None) -> str | None:
+    """An audit ``action`` to list by, or ``None`` for every action.
+
+    Raises:
+        MalformedRequest: longer than any action's name, or not printable.
+    """
+    if not value:
+        return None
+    if len(value) > MAX_ACTION_CHARACTERS or not value.isprintable():
+        raise MalformedRequest(f"'action' must be an action name of at most {MAX_ACTION_CHARACTERS} printable characters.")
+    return value

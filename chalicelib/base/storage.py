@@ -1,0 +1,136 @@
+"""How DynamoDB failures become refusals: what a condition failure means is the caller's
+business; throttling and outages become :class:`StorageUnavailable` so that a request either
+succeeds or reports that nothing was done."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from typing import Any, Iterator
+
+from pynamodb.exceptions import PynamoDBException, TransactWriteError
+from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
+from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.base.errors import StorageUnavailable
+from chalicelib.base.models import connection
+
+log = logging.getLogger("keyward.storage")
+
+CONDITION_FAILED = "ConditionalCheckFailedException"
+TRANSACTION_CANCELED = "TransactionCanceledException"
+THROTTLED = frozenset({
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TransactionConflictException",
+    "InternalServerError",
+    "ServiceUnavailable",
+})
+
+
+def response_code(error: PynamoDBException) -> str | None:
+    """DynamoDB's error code, or None when there was no answer at all (a timeout, a refused connection)."""
+    response = getattr(error.cause, "response", None)
+    if not isinstance(response, dict):
+        return None
+    return response.get("Error", {}).get("Code")
+
+
+def condition_failed(error: PynamoDBException) -> bool:
+    """True when a single-item write was refused by its condition."""
+    return response_code(error) == CONDITION_FAILED
+
+
+class ConditionsFailed(Exception):
+    """A transaction was cancelled because conditions failed; ``labels`` names those items."""
+
+    def __init__(self, labels: frozenset[str]) -> None:
+        super().__init__(", ".join(sorted(labels)))
+        self.labels = labels
+
+
+# DynamoDB's limit on the items of one TransactWriteItems.
+MAX_TRANSACTION_ITEMS = 100
+
+
+class LabelledWrite:
+    """A TransactWrite whose items carry labels, so a cancellation can say which condition failed.
+
+    PynamoDB sends condition checks, deletes, puts and updates in that order, whatever order
+    they were added in; the labels are kept in the same order to match DynamoDB's reasons.
+    """
+
+    def __init__(self, write: TransactWrite) -> None:
+        self._write = write
+        self._labels: dict[str, list[str]] = {"check": [], "delete": [], "save": [], "update": []}
+
+    def condition_check(self, label: str, model_cls: type[Model], hash_key: Any, range_key: Any = None, *, condition: Condition) -> None:
+        self._write.condition_check(model_cls, hash_key, range_key, condition=condition)
+        self._labels["check"].append(label)
+
+    def delete(self, label: str, model: Model, *, condition: Condition | None = None) -> None:
+        self._write.delete(model, condition=condition)
+        self._labels["delete"].append(label)
+
+    def save(self, label: str, model: Model, *, condition: Condition | None = None) -> None:
+        self._write.save(model, condition=condition)
+        self._labels["save"].append(label)
+
+    def update(self, label: str, model: Model, *, actions: list[Action], condition: Condition | None = None) -> None:
+        self._write.update(model, actions=actions, condition=condition)
+        self._labels["update"].append(label)
+
+    def room(self, *, keeping: int = 0) -> int:
+        """How many more items fit in this transaction, leaving ``keeping`` places for items the
+        caller adds afterwards."""
+        held = sum(len(labels) for labels in self._labels.values())
+        return max(MAX_TRANSACTION_ITEMS - held - keeping, 0)
+
+    def failed_conditions(self, error: TransactWriteError) -> frozenset[str]:
+        order = [label for kind in ("check", "delete", "save", "update") for label in self._labels[kind]]
+        reasons = error.cancellation_reasons or []
+        return frozenset(
+            label for label, reason in zip(order, reasons)
+            if reason is not None and reason.code == "ConditionalCheckFailed"
+        )
+
+
+@contextlib.contextmanager
+def transaction() -> Iterator[LabelledWrite]:
+    """One atomic TransactWriteItems, sent when the block ends.
+
+    Raises:
+        ConditionsFailed: the transaction was cancelled by conditions; it names the items.
+    """
+    try:
+        # The token makes botocore's retry of a transaction whose answer was lost (a timeout)
+        # the same transaction, instead of a second one refused by the first one's writes.
+        with TransactWrite(connection=connection(), client_request_token=secrets.token_hex(16)) as write:
+            labelled = LabelledWrite(write)
+            yield labelled
+    except TransactWriteError as error:
+        failed = labelled.failed_conditions(error)
+        if failed:
+            raise ConditionsFailed(failed) from None
+        raise
+
+
+@contextlib.contextmanager
+def unavailable_on_failure() -> Iterator[None]:
+    """Turn DynamoDB errors that are not a refusal of ours into a retryable 503.
+
+    Condition failures are expected to be handled inside the block; any PynamoDB error that
+    escapes it means DynamoDB did not do the work, which the caller must be told.
+    """
+    try:
+        yield
+    except PynamoDBException as error:
+        code = response_code(error)
+        if code in THROTTLED or code is None:
+            log.warning("DynamoDB throttled or unavailable: %s", code)
+        else:
+            log.error("DynamoDB call failed: %s", error, exc_info=True)
+        raise StorageUnavailable("The database is busy or unavailable; nothing was changed. Try again.") from None
