@@ -11,6 +11,7 @@ import pytest
 
 from chalicelib.ceremony import authenticator_policy
 from chalicelib.counters import compliance
+from chalicelib.org import policy_change
 from chalicelib.keys import keys
 from chalicelib.access import sessions
 from chalicelib.base.errors import AuthenticatorNotAllowed, ConcurrentChange
@@ -43,7 +44,7 @@ def _shown(api, admin) -> tuple[int | None, str]:
 def _counted_over_the_keys(org_id: str = "acme") -> int:
     """What the counter must say, counted the slow way."""
     org = Organization.get(org_id, consistent_read=True)
-    found = authenticator_policy.impact(org_id=org_id, policy=authenticator_policy.of(org))
+    found = policy_change.impact(org_id=org_id, policy=authenticator_policy.of(org))
     return found.members_with_keys - found.members_noncompliant
 
 
@@ -179,7 +180,7 @@ def test_parallel_registrations_and_deletions_during_a_policy_change_are_counted
 
     def change_policy() -> object:
         # Lifting the deny list: every key complies afterwards.
-        return authenticator_policy.change(
+        return policy_change.change(
             caller=sessions.resolve(authorization=f"Bearer {alice.token}"), document={"denied_aaguids": []},
             dry_run=False)
 

@@ -33,13 +33,14 @@ from chalicelib.base.errors import (
     SecurityKeyRequired,
     WrongSessionState,
 )
-from chalicelib.access.sessions import SessionState, holds_key
+from chalicelib.access.sessions import holds_key
+from chalicelib.base.context import SessionState
 
 if TYPE_CHECKING:
     from pynamodb.expressions.update import Action as UpdateAction
 
     from chalicelib.base.models import Organization, SecurityKey, Session
-    from chalicelib.access.sessions import Caller
+    from chalicelib.base.context import Caller
 
 
 class Standing(str, Enum):

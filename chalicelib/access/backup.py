@@ -29,7 +29,8 @@ from chalicelib.base.errors import (
     NotForBackupSessions,
 )
 from chalicelib.base.models import BackupCredential, Organization
-from chalicelib.access.sessions import Caller, IssuedSession, SessionState
+from chalicelib.access.sessions import IssuedSession
+from chalicelib.base.context import Caller, SessionState
 from chalicelib.base.storage import ConditionsFailed, transaction
 
 log = logging.getLogger("keyward.backup")

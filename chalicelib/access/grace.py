@@ -21,7 +21,7 @@ from chalicelib.base.models import Member, Organization, Session
 from chalicelib.base.storage import ConditionsFailed, condition_failed, transaction
 
 if TYPE_CHECKING:
-    from chalicelib.org.enforcement import AlongChange
+    from chalicelib.base.context import AlongChange
 
 MAX_HOURS = 720  # 30 days
 

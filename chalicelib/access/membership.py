@@ -26,7 +26,7 @@ from chalicelib.base.storage import ConditionsFailed, LabelledWrite, condition_f
 coverage = deferred("chalicelib.counters.coverage")
 
 if TYPE_CHECKING:
-    from chalicelib.access.sessions import Caller
+    from chalicelib.base.context import Caller
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,8 @@ def offboard(*, caller: Caller, user_id: str) -> int:
         except Member.DoesNotExist:
             raise MemberNotFound("No such member.") from None
         from chalicelib.keys.enrollment import passes_of
-        from chalicelib.keys.keys import keys_of, named
+        from chalicelib.ceremony.credentials import keys_of
+        from chalicelib.keys.keys import named
 
         held = keys_of(org_id=org_id, user_id=user_id)
         passes = passes_of(org_id=org_id, user_id=user_id)

@@ -21,9 +21,9 @@ from chalicelib.base.errors import (
     SignCountRegression,
     UnknownCredential,
 )
-from chalicelib.keys.keys import CeremonyOptions, known_credentials, keys_of, user_handle_for
+from chalicelib.ceremony.credentials import CeremonyOptions, known_credentials, keys_of, user_handle_for
 from chalicelib.base.models import SecurityKey, Session
-from chalicelib.access.sessions import AlsoRead, AlsoReads, Caller, SessionState
+from chalicelib.base.context import AlsoRead, AlsoReads, Caller, SessionState
 from chalicelib.base.storage import ConditionsFailed, LabelledWrite, transaction
 
 if TYPE_CHECKING:

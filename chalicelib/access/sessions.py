@@ -14,18 +14,17 @@ import hmac
 import logging
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable
 
 from pynamodb.exceptions import DoesNotExist, TransactGetError, UpdateError
-from pynamodb.models import Model
 from pynamodb.transactions import TransactGet
 
 from chalicelib.base import audit, clock
 from chalicelib.access import grace, lifecycle, membership, tenancy
-from chalicelib.base.audit import BACKUP_USER_PREFIX, Actor, Client, actor_of
+from chalicelib.base.audit import BACKUP_USER_PREFIX, Client
+from chalicelib.base.context import AlsoReads, Caller, SessionState
 from chalicelib.base.config import settings
 from chalicelib.base.errors import (
     MemberNotFound,
@@ -57,58 +56,6 @@ _MAX_USER_ID = 255
 # The longest token keyward issues: an organization ID of 128 and a user ID of 255 characters of
 # up to 4 UTF-8 bytes each, base64url-encoded, with the session ID and the secret (about 1,600).
 _MAX_TOKEN_LENGTH = 2048
-
-
-class SessionState(str, Enum):
-    ACTIVE = "active"
-    MFA_REQUIRED = "mfa_required"
-    REGISTRATION_REQUIRED = "registration_required"
-
-
-@dataclass(frozen=True)
-class AlsoRead:
-    """An item a request names (a challenge, a security key), read in the same round trip as
-    its session: a ceremony step then needs one read and one write, nothing more."""
-
-    label: str
-    model: type[Model]
-    hash_key: Any
-    range_key: Any = None
-
-
-# Given the organization and user a token names, what else to read with the session.
-AlsoReads = Callable[[str, str], Sequence[AlsoRead]]
-
-
-@dataclass
-class Caller:
-    """An authenticated request: its session, the organization and the member behind it, and
-    whatever else the request asked to read with them (None where no such item exists)."""
-
-    session: Session
-    org: Organization
-    member: Member
-    token_hash: str
-    client: Client = Client()
-    read: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def state(self) -> SessionState:
-        return SessionState(self.session.state)
-
-    @property
-    def is_admin(self) -> bool:
-        return bool(self.member.admin)
-
-    @property
-    def is_backup(self) -> bool:
-        """Signed in with backup credentials rather than as a member."""
-        return self.session.user_id.startswith(BACKUP_USER_PREFIX)
-
-    @property
-    def actor(self) -> Actor:
-        """Who this caller is in the audit log: a member, or the backup credentials they used."""
-        return actor_of(self.session.user_id)
 
 
 @dataclass(frozen=True)

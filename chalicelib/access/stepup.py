@@ -23,9 +23,9 @@ from chalicelib.base.errors import (
     NotAuthenticated,
     SignCountRegression,
 )
-from chalicelib.keys.keys import CeremonyOptions, known_credentials
+from chalicelib.ceremony.credentials import CeremonyOptions, known_credentials
 from chalicelib.base.models import Session
-from chalicelib.access.sessions import Caller, SessionState
+from chalicelib.base.context import Caller, SessionState
 from chalicelib.base.storage import ConditionsFailed, transaction
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from chalicelib.base.deferred import deferred
 
 if TYPE_CHECKING:
     from chalicelib.base.audit import Client
-    from chalicelib.access.sessions import AlsoReads, Caller
+    from chalicelib.base.context import AlsoReads, Caller
 
 # Every request that authenticates loads them, on its first request rather than at import: the
 # stream and schedule functions import this module too and need none of them.

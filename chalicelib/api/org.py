@@ -15,7 +15,7 @@ from chalicelib.base.errors import InvalidTimeRange, MalformedRequest
 
 if TYPE_CHECKING:
     from chalicelib.base.models import Invalidation
-    from chalicelib.access.sessions import Caller
+    from chalicelib.base.context import Caller
 
 # Each is loaded by the first request of its own kind, not by every cold start.
 audit = deferred("chalicelib.base.audit")
@@ -27,6 +27,7 @@ grace = deferred("chalicelib.access.grace")
 keys = deferred("chalicelib.keys.keys")
 members = deferred("chalicelib.org.members")
 pagination = deferred("chalicelib.base.pagination")
+policy_change = deferred("chalicelib.org.policy_change")
 membership = deferred("chalicelib.access.membership")
 preview = deferred("chalicelib.org.preview")
 query_values = deferred("chalicelib.base.query_values")
@@ -172,11 +173,11 @@ def set_policy() -> dict[str, Any]:
         raise MalformedRequest("'dry_run' must be 'true' or 'false'.")
     # Counting what a policy would do changes nothing; saving it is an admin change like any other.
     caller = _admin() if dry_run == "true" else _admin_changing()
-    changed = authenticator_policy.change(caller=caller, document=json_body(org.current_request), dry_run=dry_run == "true")
+    changed = policy_change.change(caller=caller, document=json_body(org.current_request), dry_run=dry_run == "true")
     return {
         "policy": authenticator_policy.describe(changed.policy),
         "saved": changed.saved,
-        "impact": authenticator_policy.describe_impact(changed.impact),
+        "impact": policy_change.describe_impact(changed.impact),
     }
 
 

@@ -11,7 +11,7 @@ from chalicelib.base.deferred import deferred
 from chalicelib.base.errors import InvalidWebhookEvents, MalformedRequest, WebhookNotFound
 
 if TYPE_CHECKING:
-    from chalicelib.access.sessions import Caller
+    from chalicelib.base.context import Caller
 
 # Only the webhook settings need them; the API's cold starts do not load them.
 endpoints = deferred("chalicelib.delivery.webhooks")

@@ -13,23 +13,19 @@ It decides at three moments, always by the rules in :func:`shortfalls` and the t
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
-from chalicelib.base import audit
 from chalicelib.base.errors import (
     AttestationRequired,
     AttestationUntrusted,
     AuthenticatorNotAllowed,
-    ConcurrentChange,
     InvalidPolicy,
     SyncedCredentialNotAllowed,
     UserVerificationRequired,
 )
 from chalicelib.base.models import Organization, SecurityKey
-from chalicelib.base.storage import ConditionsFailed, transaction
 
 # Statuses under which a model's keys stop counting where attestation is required (see
 # chalicelib.ceremony.metadata, which records them on keys).
@@ -198,92 +194,5 @@ def check_assertion(policy: AuthenticatorPolicy, *, user_verified: bool) -> None
         raise UserVerificationRequired("The organization requires user verification (a PIN or biometric) on security keys.")
 
 
-# --- changing it ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Impact:
-    """What a policy would leave non-compliant among the organization's stored keys."""
-
-    keys_total: int
-    keys_noncompliant: int
-    members_with_keys: int
-    members_noncompliant: int  # hold keys, none of them compliant
-
-
-@dataclass(frozen=True)
-class PolicyChange:
-    policy: AuthenticatorPolicy
-    impact: Impact
-    saved: bool
-
-
-def impact(*, org_id: str, policy: AuthenticatorPolicy) -> Impact:
-    """Count, over the organization's keys, what falls short of ``policy``."""
-    keys = 0
-    noncompliant = 0
-    compliant_by_member: dict[str, bool] = defaultdict(bool)
-    attributes = ["user_id", "aaguid", "backup_eligible", "attested", "model_status"]
-    for key in SecurityKey.query(org_id, attributes_to_get=attributes, consistent_read=True):
-        keys += 1
-        fits = is_compliant(policy, key)
-        noncompliant += not fits
-        compliant_by_member[key.user_id] |= fits
-    return Impact(
-        keys_total=keys, keys_noncompliant=noncompliant, members_with_keys=len(compliant_by_member),
-        members_noncompliant=sum(1 for fits in compliant_by_member.values() if not fits),
-    )
-
-
-def change(*, caller: Any, document: object, dry_run: bool) -> PolicyChange:
-    """``PUT /org/mfa/policy``: replace the organization's policy, or (``dry_run``) only tell
-    what it would leave non-compliant. The change and its audit event (before and after) are
-    one transaction, conditional on the policy not having changed since it was read; it moves the
-    organization to a new compliance version, whose recount the stream function runs
-    (chalicelib/counters/compliance.py).
-
-    Raises:
-        InvalidPolicy: the document is not a policy.
-        ConcurrentChange: another admin changed the policy meanwhile.
-    """
-    new = parse(document)
-    org = caller.org
-    before = of(org)
-    counted = impact(org_id=org.org_id, policy=new)
-    if dry_run or new.as_dict() == before.as_dict():
-        return PolicyChange(policy=before if dry_run else new, impact=counted, saved=False)
-    saved = replace(new, version=before.version + 1)
-    stored = {**saved.as_dict(), "version": saved.version}
-    unchanged = (
-        Organization.authenticator_policy.does_not_exist()
-        if org.authenticator_policy is None
-        else Organization.authenticator_policy["version"] == before.version
-    )
-    from chalicelib.counters import compliance
-
-    recount, counted_as_read = compliance.restart_actions(org)
-    try:
-        with transaction() as write:
-            write.update("org", Organization(org.org_id), actions=[Organization.authenticator_policy.set(stored), *recount],
-                         condition=Organization.org_id.exists() & unchanged & counted_as_read)
-            write.save("audit", audit.event(
-                org_id=org.org_id, actor=caller.actor, action="policy.changed", target=org.org_id, client=caller.client,
-                details={"before": before.as_dict(), "after": saved.as_dict(),
-                         "keys_noncompliant": counted.keys_noncompliant, "members_noncompliant": counted.members_noncompliant},
-            ))
-    except ConditionsFailed:
-        raise ConcurrentChange("The authenticator policy changed meanwhile; reload it and try again.") from None
-    return PolicyChange(policy=saved, impact=counted, saved=True)
-
-
 def describe(policy: AuthenticatorPolicy) -> dict[str, Any]:
     return policy.as_dict()
-
-
-def describe_impact(counted: Impact) -> dict[str, int]:
-    return {
-        "keys_total": counted.keys_total,
-        "keys_noncompliant": counted.keys_noncompliant,
-        "members_with_keys": counted.members_with_keys,
-        "members_noncompliant": counted.members_noncompliant,
-    }
-

@@ -21,7 +21,7 @@ from chalicelib.base import audit, clock
 from chalicelib.base.config import settings
 from chalicelib.base.errors import ChallengeExpired, ChallengeMismatch, ChallengeNotFound, MalformedRequest
 from chalicelib.base.models import Challenge, Session
-from chalicelib.access.sessions import AlsoRead, Caller
+from chalicelib.base.context import AlsoRead, Caller
 from chalicelib.base.storage import ConditionsFailed, LabelledWrite, condition_failed, transaction
 
 LABEL = "challenge"

@@ -52,7 +52,7 @@ from chalicelib.ceremony.authenticator_policy import COMPROMISED_STATUSES
 from chalicelib.base.config import settings
 from chalicelib.base.errors import MetadataRejected
 from chalicelib.base.models import AuthenticatorModel, Organization, SecurityKey
-from chalicelib.access.sessions import AlsoRead
+from chalicelib.base.context import AlsoRead
 
 log = logging.getLogger("keyward.metadata")
 

@@ -42,7 +42,7 @@ from chalicelib.base.models import ComplianceRecount, Member, Organization, Secu
 from chalicelib.base.storage import ConditionsFailed, transaction
 
 if TYPE_CHECKING:
-    from chalicelib.org.enforcement import Deadline
+    from chalicelib.base.context import Deadline
 
 log = logging.getLogger("keyward.compliance")
 

@@ -32,7 +32,7 @@ from chalicelib.base.models import AuditEvent, Delivery, Member
 from chalicelib.base.storage import condition_failed
 
 if TYPE_CHECKING:
-    from chalicelib.org.enforcement import Deadline
+    from chalicelib.base.context import Deadline
 
 log = logging.getLogger("keyward.outbox")
 

@@ -38,7 +38,7 @@ from chalicelib.base.errors import (
     ConcurrentChange, InvalidWebhookEvents, MalformedRequest, WebhookNotFound, WebhookUrlRefused,
 )
 from chalicelib.base.models import AuditEvent, Delivery, EndpointSettings, Webhook, WebhookChange
-from chalicelib.access.sessions import Caller
+from chalicelib.base.context import Caller
 from chalicelib.base.storage import ConditionsFailed, condition_failed, transaction
 
 ENABLED = "enabled"

@@ -38,7 +38,7 @@ from chalicelib.base.errors import (
     MemberNotFound,
 )
 from chalicelib.base.models import EnrollmentPass, Member, Organization
-from chalicelib.access.sessions import Caller
+from chalicelib.base.context import Caller
 from chalicelib.base.storage import ConditionsFailed, LabelledWrite, transaction
 
 MIN_LIFETIME_MINUTES = 10

@@ -8,8 +8,6 @@ rules true when requests race.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, replace
@@ -49,20 +47,13 @@ from chalicelib.access.sessions import (
     sessions_of,
 )
 from chalicelib.base.storage import ConditionsFailed, LabelledWrite, transaction
+from chalicelib.ceremony.credentials import CeremonyOptions, credential_entry, keys_of, known_credentials, user_handle_for
 
 if TYPE_CHECKING:
-    from chalicelib.ceremony.ceremonies import KnownCredential, RegistrationResponse
+    from chalicelib.ceremony.ceremonies import RegistrationResponse
 
 MAX_NAME_LENGTH = 64
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{22}")
-
-
-@dataclass(frozen=True)
-class CeremonyOptions:
-    """What a client needs to run a ceremony: the challenge's ID and the W3C options JSON."""
-
-    challenge_id: str
-    public_key: dict[str, Any]
 
 
 def check_name(name: object) -> str:
@@ -84,49 +75,16 @@ def check_key_id(key_id: str) -> str:
     return key_id
 
 
-def user_handle_for(*, org_id: str, user_id: str) -> bytes:
-    """WebAuthn's user.id: stable per member and free of personal data (§14.6.1)."""
-    return hashlib.sha256(b"keyward-user\x00" + org_id.encode() + b"\x00" + user_id.encode()).digest()
-
-
-def keys_of(*, org_id: str, user_id: str) -> list[SecurityKey]:
-    """A member's keys, oldest first, read with strong consistency."""
-    keys = SecurityKey.by_member.query(org_id, SecurityKey.user_id == user_id, consistent_read=True)
-    return sorted(keys, key=lambda key: key.created_at)
-
-
-def known_credentials(member: Member) -> list[KnownCredential]:
-    """The member's credentials for a ceremony's options: from the member item, which every
-    request reads anyway; only a member whose keys predate that list costs a query."""
-    from chalicelib.ceremony import ceremonies
-
-    if member.credentials is None:
-        keys = keys_of(org_id=member.org_id, user_id=member.user_id) if member.key_count > 0 else []
-        return [ceremonies.KnownCredential(credential_id=key.credential_id, transports=key.transports) for key in keys]
-    return [
-        ceremonies.KnownCredential(credential_id=_from_base64url(entry["id"]), transports=list(entry.get("transports") or []))
-        for entry in member.credentials.as_dict().values()
-    ]
-
-
-def _credential_entry(key: SecurityKey) -> dict[str, Any]:
-    return {"id": base64.urlsafe_b64encode(key.credential_id).decode().rstrip("="), "transports": list(key.transports or [])}
-
-
-def _from_base64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _credentials_with(member: Member, key: SecurityKey, *, key_count: int) -> tuple[Any, Condition | None]:
     """The update that lists ``key`` among the credentials of a member holding ``key_count``
     keys, and the condition it needs."""
     if member.credentials is not None:
-        return Member.credentials[key.key_id].set(_credential_entry(key)), None
+        return Member.credentials[key.key_id].set(credential_entry(key)), None
     # No list yet: write it whole, from the keys the member holds now (none, for a first key);
     # the transaction's condition on the key count keeps it whole.
     held = keys_of(org_id=member.org_id, user_id=member.user_id) if key_count > 0 else []
-    listed = {k.key_id: _credential_entry(k) for k in held}
-    listed[key.key_id] = _credential_entry(key)
+    listed = {k.key_id: credential_entry(k) for k in held}
+    listed[key.key_id] = credential_entry(key)
     return Member.credentials.set(listed), Member.key_count == key_count
 
 

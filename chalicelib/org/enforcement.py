@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol
+from typing import Any, Iterable, Mapping
 
 from pynamodb.exceptions import PutError, UpdateError
 
@@ -22,8 +22,8 @@ from chalicelib.access import grace
 from chalicelib.base.config import settings
 from chalicelib.base.errors import ConcurrentChange, InvalidationFailed, MalformedEnforcementFlag, SecurityKeyRequired
 from chalicelib.base.models import Invalidation, Member, Organization, Session
-from chalicelib.access.sessions import Caller
-from chalicelib.base.storage import THROTTLED, ConditionsFailed, LabelledWrite, condition_failed, response_code, transaction
+from chalicelib.base.context import AlongChange, Caller, Deadline
+from chalicelib.base.storage import THROTTLED, ConditionsFailed, condition_failed, response_code, transaction
 
 log = logging.getLogger("keyward.enforcement")
 
@@ -44,30 +44,6 @@ class MfaStatus:
     # None while the figure is being recounted (see ``compliance_state``).
     members_compliant: int | None
     compliance_state: str = "done"
-
-
-class AlongChange(Protocol):
-    """Another organization setting changed by the same ``PUT /org/mfa`` (the enrolment policy):
-    written in the enforcement's transaction, so that a refused enforcement changes neither."""
-
-    def actions(self) -> list[Any]:
-        """Update actions on the organization item."""
-
-    def add_to(self, write: LabelledWrite) -> None:
-        """Its other writes (its audit event)."""
-
-    def applied(self, org: Organization) -> None:
-        """Show the change on the organization as read."""
-
-    def commit(self) -> None:
-        """Make the change on its own, when enforcement stays as it is."""
-
-
-if TYPE_CHECKING:
-    class Deadline(Protocol):
-        """How much longer this invocation may run (a Lambda context provides it)."""
-
-        def seconds_left(self) -> float: ...
 
 
 def status(*, org: Organization) -> MfaStatus:
