@@ -11,8 +11,9 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 # Each of these serves only some requests: the stream function, sign-in, MFA, key management,
 # backup credentials, the member list, the WebAuthn ceremonies, webhook settings, the local
-# outbox, the member counters (joining and leaving) and the paged lists.
+# outbox, the member counters, joining (sign-in) and leaving (offboarding), and the paged lists.
 ONLY_SOME_REQUESTS = {
+    "chalicelib.access.membership", "chalicelib.org.offboarding",
     "chalicelib.org.enforcement", "chalicelib.access.identity", "chalicelib.access.mfa", "chalicelib.keys.keys", "chalicelib.ceremony.challenges",
     "chalicelib.access.backup", "chalicelib.org.members", "chalicelib.ceremony.ceremonies", "webauthn",
     "chalicelib.delivery.webhooks", "chalicelib.delivery.notifications", "chalicelib.counters.coverage", "chalicelib.base.pagination",
@@ -21,7 +22,7 @@ ONLY_SOME_REQUESTS = {
 # document, or the stream and schedule functions (which import app.py as well): the first
 # request that reads a session loads them, and PynamoDB with them.
 ONLY_AUTHENTICATED_REQUESTS = {
-    "chalicelib.access.sessions", "chalicelib.base.models", "chalicelib.base.audit", "chalicelib.base.storage", "chalicelib.access.membership",
+    "chalicelib.access.sessions", "chalicelib.base.models", "chalicelib.base.audit", "chalicelib.base.storage",
     "chalicelib.access.grace", "chalicelib.access.lifecycle", "chalicelib.base.query_values", "pynamodb.models",
 }
 
@@ -93,10 +94,10 @@ def test_the_deferred_modules_of_the_settings_pages_load_with_their_first_reques
         "import app\n"
         "from chalicelib.api import webhooks\n"
         "webhooks.endpoints.MAX_URL_LENGTH\n"
-        "from chalicelib.access import membership\n"
-        "membership.coverage.Bucket.NONE\n"
+        "from chalicelib.api import org\n"
+        "org.offboarding.MAX_SESSIONS_DELETED\n"
     )
-    assert {"chalicelib.delivery.webhooks", "chalicelib.counters.coverage"} <= executed
+    assert {"chalicelib.delivery.webhooks", "chalicelib.org.offboarding", "chalicelib.counters.coverage"} <= executed
     assert "chalicelib.delivery.notifications" not in executed
 
 
@@ -107,7 +108,7 @@ def test_the_deferred_modules_load_once_when_first_requests_arrive_together():
         "import app, threading\n"
         "from chalicelib.api import http, me, org\n"
         "entries = [lambda: http.storage.unavailable_on_failure, lambda: http.sessions.resolve,\n"
-        "           lambda: http.audit.Client, lambda: org.membership.offboard, lambda: me.grace.member_due_at,\n"
+        "           lambda: http.audit.Client, lambda: org.offboarding.offboard, lambda: me.grace.member_due_at,\n"
         "           lambda: org.query_values.user_id_filter, lambda: me.sessions.sessions_of, lambda: org.audit.list_events]\n"
         "barrier, found, failed = threading.Barrier(len(entries)), {}, []\n"
         "def first_use(index, entry):\n"

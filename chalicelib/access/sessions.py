@@ -22,7 +22,7 @@ from pynamodb.exceptions import DoesNotExist, TransactGetError, UpdateError
 from pynamodb.transactions import TransactGet
 
 from chalicelib.base import audit, clock
-from chalicelib.access import grace, lifecycle, membership, tenancy
+from chalicelib.access import grace, lifecycle, tenancy
 from chalicelib.base.audit import BACKUP_USER_PREFIX, Client
 from chalicelib.base.context import AlsoReads, Caller, SessionState
 from chalicelib.base.config import settings
@@ -222,7 +222,7 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
 def why_ended(*, session: Session, org: Organization, member: Member, now: datetime) -> NotAuthenticated | None:
     """The refusal a request with this session meets, or None while the session works: the
     rules a session ends by besides its deletion, read from the items the request brought."""
-    if membership.outlived_member(session=session, member=member):
+    if outlived_member(session=session, member=member):
         return InvalidToken("The session does not exist or has ended.")
     if session.expires_at <= now:
         return SessionExpired("The session has expired; sign in again.")
@@ -233,6 +233,12 @@ def why_ended(*, session: Session, org: Organization, member: Member, now: datet
     if now - (session.last_seen_at or session.created_at) >= _idle_timeout():
         return SessionIdle("The session was unused for too long; sign in again.")
     return None
+
+
+def outlived_member(*, session: Session, member: Member) -> bool:
+    """A session started before its member was created belongs to an earlier, offboarded member
+    of the same user ID: it must not come back to life when that user signs in again."""
+    return member.created_at is not None and session.created_at < member.created_at
 
 
 def found_in(future: Any) -> Any:

@@ -26,9 +26,9 @@ enrollment = deferred("chalicelib.keys.enrollment")
 grace = deferred("chalicelib.access.grace")
 keys = deferred("chalicelib.keys.keys")
 members = deferred("chalicelib.org.members")
+offboarding = deferred("chalicelib.org.offboarding")
 pagination = deferred("chalicelib.base.pagination")
 policy_change = deferred("chalicelib.org.policy_change")
-membership = deferred("chalicelib.access.membership")
 preview = deferred("chalicelib.org.preview")
 query_values = deferred("chalicelib.base.query_values")
 sessions = deferred("chalicelib.access.sessions")
@@ -135,7 +135,7 @@ def preview_enforcement() -> dict[str, Any]:
 
 @route(org, "/org/members/{user_id}", methods=["DELETE"], status=204)
 def offboard_member(user_id: str) -> None:
-    membership.offboard(caller=_admin_changing(), user_id=user_id)
+    offboarding.offboard(caller=_admin_changing(), user_id=user_id)
 
 
 @route(org, "/org/mfa/keys", methods=["GET"])
