@@ -128,12 +128,12 @@ def _load_metadata(*, blob: Path, trust_root: Path | None) -> int:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from chalicelib.ceremony import metadata
+    from chalicelib.background import metadata_refresh
     from chalicelib.base.errors import MetadataRejected
 
     root = x509.load_pem_x509_certificate(trust_root.read_bytes()).public_bytes(Encoding.DER) if trust_root else None
     try:
-        loaded = metadata.load_blob(blob=blob.read_bytes(), trust_root=root)
+        loaded = metadata_refresh.load_blob(blob=blob.read_bytes(), trust_root=root)
     except MetadataRejected as refused:
         print(f"not loaded: {refused}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from chalicelib.background import metadata_refresh
 from chalicelib.ceremony import metadata
 from chalicelib.base.errors import MetadataRejected
 from chalicelib.base.models import AuditEvent, AuthenticatorModel, Organization, SecurityKey, Session
@@ -43,7 +44,7 @@ def loaded(vendor, mds_root):
         metadata_entry(aaguid=TRUSTED, description="Test Key 5", root=vendor),
         metadata_entry(aaguid=COMPROMISED, description="Leaky Key 1", root=vendor, statuses=["FIDO_CERTIFIED_L1", "REVOKED"]),
     ])
-    metadata.load_blob(blob=blob, trust_root=mds_root.der)
+    metadata_refresh.load_blob(blob=blob, trust_root=mds_root.der)
     return blob
 
 
@@ -385,27 +386,27 @@ def test_a_blob_with_a_bad_signature_is_rejected_and_the_old_one_kept(vendor, md
     document["entries"][0]["statusReports"].append({"status": "REVOKED", "effectiveDate": "2030-01-01"})
     tampered = header + b"." + base64.urlsafe_b64encode(json.dumps(document).encode()).rstrip(b"=") + b"." + signature
     with pytest.raises(MetadataRejected):
-        metadata.load_blob(blob=tampered, trust_root=mds_root.der)
+        metadata_refresh.load_blob(blob=tampered, trust_root=mds_root.der)
     # Signed by a chain that ends at another root: refused too.
     with pytest.raises(MetadataRejected):
-        metadata.load_blob(blob=signed_blob(number=20_000, root=VendorRoot("Not FIDO"), entries=[]), trust_root=mds_root.der)
+        metadata_refresh.load_blob(blob=signed_blob(number=20_000, root=VendorRoot("Not FIDO"), entries=[]), trust_root=mds_root.der)
     assert AuthenticatorModel.get(metadata.CURRENT, consistent_read=True).blob_number == 10_000
     assert AuthenticatorModel.get(TRUSTED, consistent_read=True).statuses == ["FIDO_CERTIFIED_L1"]
 
 
 def test_an_older_blob_is_not_loaded(vendor, mds_root, loaded):
     with pytest.raises(MetadataRejected):
-        metadata.load_blob(blob=signed_blob(number=9_999, root=mds_root, entries=[]), trust_root=mds_root.der)
+        metadata_refresh.load_blob(blob=signed_blob(number=9_999, root=mds_root, entries=[]), trust_root=mds_root.der)
     assert AuthenticatorModel.get(metadata.CURRENT, consistent_read=True).blob_number == 10_000
 
 
 def test_the_production_trust_root_is_the_fido_alliances():
     from cryptography import x509
 
-    root = x509.load_der_x509_certificate(metadata.fido_root())
+    root = x509.load_der_x509_certificate(metadata_refresh.fido_root())
     assert "GlobalSign Root CA - R3" in root.subject.rfc4514_string()
     with pytest.raises(MetadataRejected):
-        metadata.load_blob(blob=b"not.a.blob")
+        metadata_refresh.load_blob(blob=b"not.a.blob")
 
 
 def test_a_model_that_turns_revoked_is_flagged_on_every_stored_key_and_audited(api, vendor, mds_root, loaded):
@@ -416,7 +417,7 @@ def test_a_model_that_turns_revoked_is_flagged_on_every_stored_key_and_audited(a
     other = api.login(org="globex", user="carol")
     assert api.add_key(other, _key(vendor, TRUSTED)).status == 201
 
-    loaded_now = metadata.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_001, root=mds_root, entries=[
+    loaded_now = metadata_refresh.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_001, root=mds_root, entries=[
         metadata_entry(aaguid=TRUSTED, description="Test Key 5", root=vendor,
                        statuses=["FIDO_CERTIFIED_L1", "USER_VERIFICATION_BYPASS"]),
     ]))

@@ -226,9 +226,9 @@ def test_a_model_turning_compromised_starts_a_recount(api, stream, monkeypatch):
     assert reply.status == 200, reply.body
     assert stream.drain()
     assert _shown(api, alice) == (0, "done") == (_counted_over_the_keys(), "done")
-    from chalicelib.ceremony import metadata
+    from chalicelib.background import metadata_refresh
 
-    metadata._recount_compliance({"acme"})
+    metadata_refresh._recount_compliance({"acme"})
     assert Organization.get("acme", consistent_read=True).compliance_version == version + 2
     assert _shown(api, alice) == (None, "recounting")
     assert stream.drain()

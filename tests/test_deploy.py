@@ -758,14 +758,14 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": False}))
 
     # The daily metadata refresh loads a BLOB that reports a stored key's model compromised.
-    from chalicelib.ceremony import metadata
+    from chalicelib.background import metadata_refresh
     from tests.attestation_ca import VendorRoot, metadata_entry, signed_blob
 
     vendor, mds_root, aaguid = VendorRoot("Vendor"), VendorRoot("MDS"), "6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a"
     attested = SoftwareAuthenticator(attestation="packed", aaguid=uuid.UUID(aaguid).bytes,
                                      attestation_certificate=vendor.attestation_certificate(aaguid=aaguid))
     with calls.running(None):
-        metadata.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_000, root=mds_root, entries=[
+        metadata_refresh.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_000, root=mds_root, entries=[
             metadata_entry(aaguid=aaguid, description="Test Key", root=vendor)]))
     with calls.running("api"):
         ok(api.add_key(alice, attested), 201)
@@ -774,7 +774,7 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         ok(api.call("GET", "/org/mfa/policy", token=alice.token))
         ok(api.call("GET", "/org/mfa/keys?compliant=false", token=alice.token))
     with calls.running("refresh"):
-        flagged = metadata.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_001, root=mds_root, entries=[
+        flagged = metadata_refresh.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_001, root=mds_root, entries=[
             metadata_entry(aaguid=aaguid, description="Test Key", root=vendor, statuses=["REVOKED"])]))
         assert flagged.keys_flagged == 1
 
