@@ -17,6 +17,7 @@ from chalicelib.base.errors import ConcurrentChange
 from chalicelib.base.models import Member, Organization
 from chalicelib.base.storage import ConditionsFailed, LabelledWrite, condition_failed, transaction
 from chalicelib.counters import coverage
+from chalicelib.counters import conditions
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def sign_in_member(
                 coverage.add_member(write, org_id=org_id, admin=admin)
 
         try:
-            coverage.sent_again_on_conflict(create, org_id=org_id)
+            conditions.sent_again_on_conflict(create, org_id=org_id)
             return joining
         except ConditionsFailed:
             continue  # a simultaneous first login created the member: refresh it instead
@@ -102,7 +103,7 @@ def change_admin(*, member: Member, admin: bool) -> None:
     transaction conditional on the member's key count and flag as read (re-read if they moved).
     Updates ``member`` as stored."""
     org_id, user_id = member.org_id, member.user_id
-    for _ in range(coverage.MAX_ATTEMPTS):
+    for _ in range(conditions.MAX_ATTEMPTS):
         was, key_count = bool(member.admin), int(member.key_count or 0)
         if was == admin:
             return
@@ -122,7 +123,7 @@ def change_admin(*, member: Member, admin: bool) -> None:
                 write.update("org counters", Organization(org_id), actions=org_actions)
 
         try:
-            coverage.sent_again_on_conflict(store, org_id=org_id)
+            conditions.sent_again_on_conflict(store, org_id=org_id)
             member.admin = admin
             member.admin_without_key = entry
             return

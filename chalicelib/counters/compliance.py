@@ -34,9 +34,9 @@ from pynamodb.expressions.update import Action
 
 from chalicelib.ceremony import authenticator_policy
 from chalicelib.base import clock
-from chalicelib.counters import coverage
+from chalicelib.counters import conditions
 from chalicelib.base.config import settings
-from chalicelib.counters.coverage import Standing
+from chalicelib.counters.conditions import Standing
 from chalicelib.base.errors import ConcurrentChange
 from chalicelib.base.models import ComplianceRecount, Member, Organization, SecurityKey
 from chalicelib.base.storage import ConditionsFailed, transaction
@@ -61,7 +61,7 @@ def version_of(org: Organization) -> int:
 
 def version_condition(version: int) -> Condition:
     """The organization's compliance version is still ``version``."""
-    return coverage.number_is(Organization.compliance_version, version)
+    return conditions.number_is(Organization.compliance_version, version)
 
 
 def refuse_if_moved(*, org_id: str, version: int) -> None:
@@ -171,7 +171,7 @@ def restart_actions(org: Organization) -> tuple[list[Action], Condition]:
 def restart(*, org_id: str) -> int:
     """Start a recount of the organization's compliance (a model's status changed, or an operator
     asks); returns the new version."""
-    for _ in range(coverage.MAX_ATTEMPTS):
+    for _ in range(conditions.MAX_ATTEMPTS):
         org = Organization.get(org_id, consistent_read=True)
         actions, condition = restart_actions(org)
         try:
@@ -249,8 +249,8 @@ def continue_recount(*, org_id: str, deadline: Deadline, handoffs: int | None = 
 
 def _count(*, member: Member, version: int, policy: authenticator_policy.AuthenticatorPolicy) -> bool:
     """Count one member under ``version``; False when the organization moved past it."""
-    for _ in range(coverage.MAX_ATTEMPTS):
-        standing = coverage.standing_of(member)
+    for _ in range(conditions.MAX_ATTEMPTS):
+        standing = conditions.standing_of(member)
         if standing.key_count == 0 or standing.compliance_version == version:
             return True
         held = SecurityKey.by_member.query(member.org_id, SecurityKey.user_id == member.user_id, consistent_read=True)
@@ -262,8 +262,8 @@ def _count(*, member: Member, version: int, policy: authenticator_policy.Authent
                     "member", Member(member.org_id, member.user_id),
                     actions=[Member.compliant_keys.set(compliant), Member.compliance_version.set(version)],
                     # The keys just read are still the member's: no key transaction came between.
-                    condition=Member.user_id.exists() & coverage.number_is(Member.key_changes, standing.key_changes)
-                    & coverage.number_is(Member.compliance_version, standing.compliance_version),
+                    condition=Member.user_id.exists() & conditions.number_is(Member.key_changes, standing.key_changes)
+                    & conditions.number_is(Member.compliance_version, standing.compliance_version),
                 )
                 if compliant:
                     write.update("org", Organization(member.org_id), actions=[Organization.members_compliant.add(1)],
@@ -272,7 +272,7 @@ def _count(*, member: Member, version: int, policy: authenticator_policy.Authent
                     write.condition_check("org", Organization, member.org_id, condition=version_condition(version))
 
         try:
-            coverage.sent_again_on_conflict(write_figure, org_id=member.org_id)
+            conditions.sent_again_on_conflict(write_figure, org_id=member.org_id)
             return True
         except ConditionsFailed as refused:
             if "org" in refused.labels:

@@ -12,29 +12,22 @@ Admin pages then read one item, whatever the organization's size.
 from __future__ import annotations
 
 import logging
-import random
-import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, Sequence, TypeVar
 
-from pynamodb.attributes import NumberAttribute
-from pynamodb.exceptions import PynamoDBException, TransactWriteError
+from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from chalicelib.base.models import Member, Organization
 from chalicelib.base.storage import ConditionsFailed, LabelledWrite, response_code
+from chalicelib.counters import compliance
+from chalicelib.counters.conditions import MAX_ATTEMPTS, Standing, number_is, sent_again_on_conflict, standing_now
 
 log = logging.getLogger("keyward.coverage")
 
 T = TypeVar("T")
-
-# Attempts of one transaction that keeps meeting others on the same items; with jittered
-# backoff this outlasts hundreds of simultaneous writers to one organization.
-MAX_ATTEMPTS = 12
-_CONFLICT = "TransactionConflict"
-
 
 class Bucket(str, Enum):
     """How many security keys a member holds, as ``GET /org/members?mfa=`` filters them."""
@@ -78,39 +71,6 @@ def counters_of(org: Organization) -> Counters:
                     admins_total=int(org.admins_total or 0), admins_with_key=int(org.admins_with_key or 0))
 
 
-@dataclass(frozen=True)
-class Standing:
-    """What a transaction that changes a member's keys states about the member (its conditions)
-    and derives its counter changes from, as read."""
-
-    key_count: int
-    admin: bool
-    key_changes: int
-    compliant_keys: int
-    compliance_version: int
-
-
-def standing_of(member: Member) -> Standing:
-    return Standing(key_count=int(member.key_count or 0), admin=bool(member.admin),
-                    key_changes=int(member.key_changes or 0), compliant_keys=int(member.compliant_keys or 0),
-                    compliance_version=int(member.compliance_version or 0))
-
-
-def standing_now(*, org_id: str, user_id: str) -> Standing | None:
-    """The member's standing now (None when there is no such member)."""
-    try:
-        return standing_of(Member.get(org_id, user_id, consistent_read=True))
-    except Member.DoesNotExist:
-        return None
-
-
-def number_is(attribute: NumberAttribute, value: int) -> Condition:
-    """``attribute == value``, where an absent attribute reads as 0 (items from before it existed)."""
-    if value == 0:
-        return attribute.does_not_exist() | (attribute == 0)
-    return attribute == value
-
-
 def _same_standing(standing: Standing) -> Condition:
     admin = (Member.admin == True) if standing.admin else ((Member.admin == False) | Member.admin.does_not_exist())  # noqa: E712
     return (Member.user_id.exists() & (Member.key_count == standing.key_count) & admin
@@ -135,8 +95,6 @@ def admin_without_key_for(*, org_id: str, admin: bool, key_count: int) -> str | 
 def remove_member(write: LabelledWrite, *, org_id: str, standing: Standing, compliance_version: int) -> Condition:
     """Uncount a member deleted in ``write``, as ``standing`` says they stand; returns the
     condition the member's delete must carry for that to be true."""
-    from chalicelib.counters import compliance
-
     actions = [Organization.members_total.add(-1)]
     if standing.key_count > 0:
         actions.append(Organization.members_with_key.add(-1))
@@ -170,8 +128,6 @@ def change_key_count(
     touch an item only once, so it is checked here, with the counters (labelled ``org_label``).
     ``extra_actions`` are the caller's own changes of the member item, made in the same update.
     """
-    from chalicelib.counters import compliance
-
     after = expected.key_count + delta
     crossed = (expected.key_count > 0) != (after > 0)
     figure = compliance.key_change(standing=expected, version=compliance_version, compliant_delta=compliant_delta)
@@ -199,29 +155,6 @@ def change_key_count(
         write.condition_check(org_label, Organization, org_id, condition=org_condition)
 
 
-def _conflicted(error: Exception) -> bool:
-    """A transaction DynamoDB cancelled because another one held the same item, not for a condition."""
-    if isinstance(error, TransactWriteError):
-        reasons = error.cancellation_reasons or []
-        if any(reason is not None and reason.code == _CONFLICT for reason in reasons):
-            return True
-    return isinstance(error, PynamoDBException) and response_code(error) == "TransactionConflictException"
-
-
-def sent_again_on_conflict(attempt: Callable[[], T], *, org_id: str) -> T:
-    """Run ``attempt``; send it again, after a jittered pause, when DynamoDB cancelled it because
-    another transaction held one of its items at that moment (a conflict, not a refusal)."""
-    for number in range(MAX_ATTEMPTS):
-        try:
-            return attempt()
-        except PynamoDBException as error:
-            if not _conflicted(error) or number == MAX_ATTEMPTS - 1:
-                raise
-            log.info("transaction conflict on organization %s; sending again", org_id)
-        time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** number)))
-    raise AssertionError("unreachable")
-
-
 def retrying(*, org_id: str, user_id: str, expected: Standing, compliance_version: int,
              attempt: Callable[[Standing], T]) -> T:
     """Run ``attempt(the member's standing)``; send it again when it meets another transaction
@@ -236,8 +169,6 @@ def retrying(*, org_id: str, user_id: str, expected: Standing, compliance_versio
             longer hold.
         ConditionsFailed: a condition other than the member's standing failed.
     """
-    from chalicelib.counters import compliance
-
     for number in range(MAX_ATTEMPTS):
         try:
             return sent_again_on_conflict(lambda: attempt(expected), org_id=org_id)

@@ -19,6 +19,7 @@ from chalicelib.access import assurance
 from chalicelib.base import audit, clock, pagination
 from chalicelib.ceremony import authenticator_policy, challenges
 from chalicelib.counters import compliance, coverage
+from chalicelib.counters import conditions
 from chalicelib.keys import enrollment
 from chalicelib.ceremony.authenticator_policy import Attestation, AuthenticatorPolicy, KeyFacts
 from chalicelib.ceremony.challenges import Ceremony
@@ -88,14 +89,14 @@ def _credentials_with(member: Member, key: SecurityKey, *, key_count: int) -> tu
     return Member.credentials.set(listed), Member.key_count == key_count
 
 
-def _standing_and_listing(*, org_id: str, user_id: str) -> tuple[coverage.Standing, bool]:
+def _standing_and_listing(*, org_id: str, user_id: str) -> tuple[conditions.Standing, bool]:
     """Another member's standing now, and whether their item lists credentials (removing from a
     list that is absent would fail)."""
     try:
         stored = Member.get(org_id, user_id, consistent_read=True)
     except Member.DoesNotExist:
         stored = Member(org_id, user_id, key_count=0)
-    return coverage.standing_of(stored), stored.credentials is not None
+    return conditions.standing_of(stored), stored.credentials is not None
 
 
 def registration_options(*, caller: Caller) -> CeremonyOptions:
@@ -265,7 +266,7 @@ def _register(
     org_version = compliance.version_of(caller.org)
     compliant = compliance.compliant_delta(org=caller.org, keys=[facts])
 
-    def store(standing: coverage.Standing) -> None:
+    def store(standing: conditions.Standing) -> None:
         expected = standing.key_count
         # A member's first key and any other differ in what they decide (the session generation,
         # a waiting session's activation, the enrolment gate): a count that crossed zero meanwhile
@@ -311,7 +312,7 @@ def _register(
             ))
 
     try:
-        coverage.retrying(org_id=session.org_id, user_id=session.user_id, expected=coverage.standing_of(member),
+        coverage.retrying(org_id=session.org_id, user_id=session.user_id, expected=conditions.standing_of(member),
                           compliance_version=org_version, attempt=store)
     except ConditionsFailed as refused:
         gate.explain(refused)
@@ -414,7 +415,7 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
     """
     org_id = caller.session.org_id
     org = caller.org
-    for attempt in range(coverage.MAX_ATTEMPTS):
+    for attempt in range(conditions.MAX_ATTEMPTS):
         try:
             _remove_key_under(org=org, caller=caller, user_id=user_id, key_id=key_id, by=by)
             return
@@ -422,7 +423,7 @@ def _remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
             # The policy or a model's status changed since the organization was read: deleting a
             # key does not depend on them, so count again under the new version.
             fresh = Organization.get(org_id, consistent_read=True)
-            if compliance.version_of(fresh) == compliance.version_of(org) or attempt == coverage.MAX_ATTEMPTS - 1:
+            if compliance.version_of(fresh) == compliance.version_of(org) or attempt == conditions.MAX_ATTEMPTS - 1:
                 raise
             org = fresh
 
@@ -439,7 +440,7 @@ def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id
     name = stored.name if stored is not None else None
     compliant = -compliance.compliant_delta(org=org, keys=[stored]) if stored is not None else 0
 
-    def store(standing: coverage.Standing) -> list[Session]:
+    def store(standing: conditions.Standing) -> list[Session]:
         with transaction() as write:
             write.delete(
                 "key",
@@ -465,7 +466,7 @@ def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id
 
     own = user_id == caller.session.user_id
     if own:
-        expected, lists_credentials = coverage.standing_of(caller.member), caller.member.credentials is not None
+        expected, lists_credentials = conditions.standing_of(caller.member), caller.member.credentials is not None
     else:
         expected, lists_credentials = _standing_and_listing(org_id=org_id, user_id=user_id)
     end_sessions(coverage.retrying(org_id=org_id, user_id=user_id, expected=expected, compliance_version=org_version,
@@ -495,7 +496,7 @@ def disable_mfa(*, caller: Caller) -> None:
     if caller.org.mfa_enforced:
         raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.")
     keys = keys_of(org_id=org_id, user_id=user_id)
-    standing = replace(coverage.standing_of(caller.member), key_count=len(keys))
+    standing = replace(conditions.standing_of(caller.member), key_count=len(keys))
     org_version = compliance.version_of(caller.org)
     compliant = -compliance.compliant_delta(org=caller.org, keys=keys)
 
@@ -519,7 +520,7 @@ def disable_mfa(*, caller: Caller) -> None:
         return overflow
 
     try:
-        overflow = coverage.sent_again_on_conflict(store, org_id=org_id)
+        overflow = conditions.sent_again_on_conflict(store, org_id=org_id)
     except ConditionsFailed as refused:
         compliance.refuse_if_moved(org_id=org_id, version=org_version)
         if "not enforced" in refused.labels:

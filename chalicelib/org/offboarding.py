@@ -12,6 +12,7 @@ from chalicelib.base.models import CredentialClaim, Member, Organization, Securi
 from chalicelib.base.storage import ConditionsFailed, transaction
 from chalicelib.ceremony.credentials import keys_of
 from chalicelib.counters import compliance, coverage
+from chalicelib.counters import conditions
 from chalicelib.keys.enrollment import passes_of
 from chalicelib.keys.keys import named
 
@@ -53,7 +54,7 @@ def offboard(*, caller: Caller, user_id: str) -> int:
         with transaction() as write:
             # The count condition makes a key registered meanwhile fail this transaction (it is
             # read and sent again) rather than outlive its member.
-            standing = replace(coverage.standing_of(member), key_count=len(held))
+            standing = replace(conditions.standing_of(member), key_count=len(held))
             counted_as = coverage.remove_member(write, org_id=org_id, standing=standing, compliance_version=org_version[0])
             write.delete("member", member, condition=counted_as)
             for key in held:
@@ -79,14 +80,14 @@ def offboard(*, caller: Caller, user_id: str) -> int:
                     write.delete("enrollment pass", enrollment_pass)
         return member, len(held)
 
-    for attempt in range(coverage.MAX_ATTEMPTS):
+    for attempt in range(conditions.MAX_ATTEMPTS):
         try:
-            coverage.sent_again_on_conflict(remove, org_id=org_id)
+            conditions.sent_again_on_conflict(remove, org_id=org_id)
             break
         except ConditionsFailed:
             # The organization's compliance version may have moved: count with the one it has now.
             org_version[0] = compliance.version_of(Organization.get(org_id, consistent_read=True))
-            if attempt == coverage.MAX_ATTEMPTS - 1:
+            if attempt == conditions.MAX_ATTEMPTS - 1:
                 raise ConcurrentChange("The member's keys kept changing; try again.") from None
     leftover = [
         session for session in Session.by_member.query(org_id, Session.user_id == user_id, consistent_read=True,
