@@ -13,7 +13,7 @@ from chalicelib.base.config import settings
 from chalicelib.base.deferred import deferred
 
 # Only the stream function's invocations need it; the API's cold starts never load it.
-enforcement = deferred("chalicelib.org.enforcement")
+org_stream = deferred("chalicelib.background.org_stream")
 outbox = deferred("chalicelib.delivery.outbox")
 
 app = KeywardApp(app_name="keyward")
@@ -35,7 +35,7 @@ if settings().aws_endpoint is not None:
 @app.on_dynamodb_record(stream_arn=settings().orgs_stream_arn, batch_size=100, starting_position="TRIM_HORIZON")
 def end_sessions_on_enforcement(event: DynamoDBEvent) -> dict:
     """The organizations table's stream: end an organization's sessions in bulk once it enforces MFA."""
-    failed = enforcement.process_org_changes(records=event.to_dict()["Records"], deadline=LambdaDeadline(event.context))
+    failed = org_stream.process_org_changes(records=event.to_dict()["Records"], deadline=LambdaDeadline(event.context))
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
 
 

@@ -4,7 +4,7 @@ For each size N, on the local stack (moto in this process, see :mod:`bench.stack
 
 - keyward: an organization gets N sessions of enforcement generation 0, then its item is set
   as an enforcement sets it (generation 1, ``invalidation`` running), and
-  ``enforcement.continue_invalidation`` runs with all the time in the world. Its DynamoDB
+  ``invalidation.continue_invalidation`` runs with all the time in the world. Its DynamoDB
   requests are counted by operation and compared with the least any deletion needs: one
   BatchWriteItem per 25 sessions, plus the query pages that found them.
 - baseline: another organization gets the same N sessions, and a boto3 loop pages through
@@ -113,7 +113,7 @@ def _progress(message: str) -> None:
 
 def _keyward_run(stack: LocalStack, n: int, *, profile: bool) -> Run:
     from chalicelib.base import clock
-    from chalicelib.org import enforcement
+    from chalicelib.background import invalidation
     from chalicelib.base.models import Invalidation, Organization
 
     org_id = f"bench-keyward-{n}"
@@ -131,7 +131,7 @@ def _keyward_run(stack: LocalStack, n: int, *, profile: bool) -> Run:
     ])
 
     def run() -> None:
-        enforcement.continue_invalidation(org_id=org_id, deadline=_Unlimited())
+        invalidation.continue_invalidation(org_id=org_id, deadline=_Unlimited())
 
     before = stack.counter.snapshot()
     if profile:

@@ -116,6 +116,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from chalicelib.base import clock
+from chalicelib.background import recount
 from chalicelib.counters import compliance
 from chalicelib.org import enforcement
 from chalicelib.base.models import Member as MemberItem
@@ -727,7 +728,7 @@ class AssuranceModel(RuleBasedStateMachine):
                     self.policy_version += 1
                 self.denied = denied
                 # What the stream function does next: count compliance under the new policy.
-                compliance.continue_recount(org_id=ORG, deadline=RecountDeadline())
+                recount.continue_recount(org_id=ORG, deadline=RecountDeadline())
         elif setting == "issue a pass":
             allowed = {(201, None)} if self.member_exists else {(404, "MemberNotFound")}
             outcome, reply = self.change(session, "POST", f"/org/members/{MEMBER}/enrollment-passes",

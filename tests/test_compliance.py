@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from chalicelib.ceremony import authenticator_policy
+from chalicelib.background import recount
 from chalicelib.counters import compliance
 from chalicelib.org import policy_change
 from chalicelib.keys import keys
@@ -142,17 +143,17 @@ def test_the_recount_resumes_across_invocations(api, stream):
             self.asked += 1
             return 900.0 if self.asked == 1 else 0.0
 
-    original = compliance.PAGE_SIZE
-    compliance.PAGE_SIZE = 3
+    original = recount.PAGE_SIZE
+    recount.PAGE_SIZE = 3
     try:
-        compliance.continue_recount(org_id="acme", deadline=OnePage())
-        recount = Organization.get("acme", consistent_read=True).compliance_recount
-        assert (recount.state, recount.handoffs, recount.cursor) == ("recounting", 1, "m1")
+        recount.continue_recount(org_id="acme", deadline=OnePage())
+        progress = Organization.get("acme", consistent_read=True).compliance_recount
+        assert (progress.state, progress.handoffs, progress.cursor) == ("recounting", 1, "m1")
         assert _shown(api, alice) == (None, "recounting")
         # The handoff's stream record starts the next invocations, until the last page.
         assert stream.drain()
     finally:
-        compliance.PAGE_SIZE = original
+        recount.PAGE_SIZE = original
     assert _shown(api, alice) == (5, "done") == (_counted_over_the_keys(), "done")
 
 

@@ -32,6 +32,7 @@ from botocore.awsrequest import AWSResponse
 
 from app import end_sessions_on_enforcement
 from chalicelib.base import clock
+from chalicelib.background import invalidation
 from chalicelib.org import enforcement
 from chalicelib.base.config import settings
 from chalicelib.base.models import (
@@ -216,7 +217,7 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoDBFaults]:
     # would otherwise use up over many faults: every call gets its three attempts.
     monkeypatch.setattr(botocore.endpoint, "time", _TimeWithoutSleep())
     monkeypatch.setattr(botocore.retries.quota.RetryQuota, "acquire", lambda self, capacity_amount: True)
-    monkeypatch.setattr(enforcement, "time", _TimeWithoutSleep())
+    monkeypatch.setattr(invalidation, "time", _TimeWithoutSleep())
     monkeypatch.setattr("devstack.stream.time", _TimeWithoutSleep())
     yield injector
     injector.clear()
@@ -914,7 +915,7 @@ def test_the_stream_function_finishes_when_the_record_is_delivered_again_after_a
 
 
 def test_the_sessions_ended_count_is_right_when_the_fault_starts_midway(api, faults, monkeypatch):
-    monkeypatch.setattr(enforcement, "PARALLEL_BATCHES", 1)  # batches in order: the first two get through
+    monkeypatch.setattr(invalidation, "PARALLEL_BATCHES", 1)  # batches in order: the first two get through
     handler = _Capture(faults)
     enforced = _enforced_org(api, handler)
     start = len(faults.calls)

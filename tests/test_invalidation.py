@@ -10,7 +10,7 @@ from pynamodb.exceptions import PutError
 
 from app import end_sessions_on_enforcement
 from chalicelib.base import clock
-from chalicelib.org import enforcement
+from chalicelib.background import invalidation
 from chalicelib.base.config import settings
 from chalicelib.base.models import Invalidation, Organization, Session
 from devstack.stream import StreamPump
@@ -75,13 +75,13 @@ def org():
 def deleted(monkeypatch) -> Counter:
     """Every session key the stream function sends for deletion, counted."""
     sent: Counter = Counter()
-    real = enforcement._delete_batch
+    real = invalidation._delete_batch
 
     def counting(keys):
         sent.update(key["session_id"]["S"] for key in keys)
         real(keys)
 
-    monkeypatch.setattr(enforcement, "_delete_batch", counting)
+    monkeypatch.setattr(invalidation, "_delete_batch", counting)
     return sent
 
 
@@ -91,7 +91,7 @@ def _pump(context_factory) -> StreamPump:
 
 
 def test_a_tiny_time_budget_hands_off_until_every_session_is_deleted_exactly_once(org, deleted, monkeypatch):
-    monkeypatch.setattr(enforcement, "PAGE_SIZE", 40)
+    monkeypatch.setattr(invalidation, "PAGE_SIZE", 40)
     _populate(300)
     pump = _pump(OnePage)
     OnePage.invocations = 0
@@ -102,10 +102,10 @@ def test_a_tiny_time_budget_hands_off_until_every_session_is_deleted_exactly_onc
     assert _remaining() == {"s000007"}
     assert set(deleted) == {f"s{i:06d}" for i in range(300)} - {"s000007"}
     assert set(deleted.values()) == {1}, "a session was deleted more than once"
-    invalidation = Organization.get(ORG, consistent_read=True).invalidation
-    assert (invalidation.state, invalidation.sessions_ended) == ("done", 299)
-    assert invalidation.handoffs >= 300 // 40  # one page per invocation
-    assert OnePage.invocations >= invalidation.handoffs + 1
+    progress = Organization.get(ORG, consistent_read=True).invalidation
+    assert (progress.state, progress.sessions_ended) == ("done", 299)
+    assert progress.handoffs >= 300 // 40  # one page per invocation
+    assert OnePage.invocations >= progress.handoffs + 1
 
     # And then it stops: nothing left to deliver, nothing deleted again.
     invocations = OnePage.invocations
@@ -162,10 +162,10 @@ def test_unprocessed_items_and_throttling_are_retried_with_growing_backoff(org, 
 
     sleeps: list[float] = []
     monkeypatch.setattr(connection, "batch_write_item", flaky)
-    monkeypatch.setattr(enforcement.time, "sleep", sleeps.append)
-    monkeypatch.setattr(enforcement, "PARALLEL_BATCHES", 1)
+    monkeypatch.setattr(invalidation.time, "sleep", sleeps.append)
+    monkeypatch.setattr(invalidation, "PARALLEL_BATCHES", 1)
 
-    enforcement._delete_batch([{"org_id": {"S": ORG}, "session_id": {"S": f"s{i:06d}"}} for i in range(25)])
+    invalidation._delete_batch([{"org_id": {"S": ORG}, "session_id": {"S": f"s{i:06d}"}} for i in range(25)])
 
     assert {f"s{i:06d}" for i in range(25)}.isdisjoint(_remaining())
     assert len(sleeps) == 2
@@ -176,7 +176,7 @@ def test_a_persistent_failure_is_reported_and_the_clean_up_finishes_once_it_clea
     _populate(40)
     connection = Session._get_connection()
     real = connection.batch_write_item
-    monkeypatch.setattr(enforcement.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(invalidation.time, "sleep", lambda seconds: None)
     monkeypatch.setattr(connection, "batch_write_item",
                         lambda delete_items: (_ for _ in ()).throw(PutError("throttled", _throttling_error())))
     record = {"dynamodb": {"SequenceNumber": "7", "OldImage": {"org_id": {"S": ORG}},
@@ -195,14 +195,14 @@ def test_a_persistent_failure_is_reported_and_the_clean_up_finishes_once_it_clea
 
 
 def test_a_newer_enforcement_supersedes_a_running_clean_up(org, deleted, monkeypatch):
-    monkeypatch.setattr(enforcement, "PAGE_SIZE", 10)
+    monkeypatch.setattr(invalidation, "PAGE_SIZE", 10)
     _populate(30)
     _enforce_as_the_api()
-    enforcement.continue_invalidation(org_id=ORG, deadline=_Budget(pages=1))
+    invalidation.continue_invalidation(org_id=ORG, deadline=_Budget(pages=1))
     _populate(5, generation=1)  # logins after the first enforcement
     _enforce_as_the_api()
 
-    enforcement.continue_invalidation(org_id=ORG, deadline=_Budget(pages=100))
+    invalidation.continue_invalidation(org_id=ORG, deadline=_Budget(pages=100))
 
     assert _remaining() == set()
 

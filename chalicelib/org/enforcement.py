@@ -9,30 +9,22 @@ invocations as it takes: when one runs short of time it records where it stopped
 from __future__ import annotations
 
 import logging
-import random
-import time
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib.base import audit, clock
 from chalicelib.counters import compliance, coverage
 from chalicelib.access import grace
-from chalicelib.base.config import settings
-from chalicelib.base.errors import ConcurrentChange, InvalidationFailed, MalformedEnforcementFlag, SecurityKeyRequired
-from chalicelib.base.models import Invalidation, Member, Organization, Session
-from chalicelib.base.context import AlongChange, Caller, Deadline
-from chalicelib.base.storage import THROTTLED, ConditionsFailed, condition_failed, response_code, transaction
+from chalicelib.base.errors import ConcurrentChange, SecurityKeyRequired
+from chalicelib.base.models import Invalidation, Member, Organization
+from chalicelib.base.context import AlongChange, Caller
+from chalicelib.base.storage import ConditionsFailed, transaction
 
 log = logging.getLogger("keyward.enforcement")
 
 OPERATOR = audit.OPERATOR
 # Sessions examined per query page; progress is saved after each page.
-PAGE_SIZE = 2000
-BATCH_SIZE = 25  # BatchWriteItem's limit
-PARALLEL_BATCHES = 8
-MAX_BATCH_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -119,7 +111,7 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
                     Organization.enforced_by.set(session.user_id),
                     Organization.enforcing_session_id.set(session.session_id),
                     Organization.enforcement_generation.set(generation),
-                    Organization.invalidation.set(_new_invalidation(generation=generation, started_at=enforced_at)),
+                    Organization.invalidation.set(new_invalidation(generation=generation, started_at=enforced_at)),
                     *(along.actions() if along else []),
                     Organization.grace_period_hours.set(grace_period_hours),
                     Organization.last_enforced_at.set(enforced_at),
@@ -140,7 +132,7 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
         raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
     org.mfa_enforced, org.enforced_at, org.enforced_by = True, enforced_at, session.user_id
     org.enforcing_session_id, org.enforcement_generation = session.session_id, generation
-    org.invalidation = _new_invalidation(generation=generation, started_at=enforced_at)
+    org.invalidation = new_invalidation(generation=generation, started_at=enforced_at)
     org.grace_period_hours, org.last_enforced_at = grace_period_hours, enforced_at
     if along:
         along.applied(org)
@@ -175,267 +167,5 @@ def _relax(*, caller: Caller, org: Organization, along: AlongChange | None) -> O
     return org
 
 
-def _new_invalidation(*, generation: int, started_at: Any) -> Invalidation:
+def new_invalidation(*, generation: int, started_at: Any) -> Invalidation:
     return Invalidation(generation=generation, state="running", sessions_ended=0, started_at=started_at, handoffs=0)
-
-
-# --- the stream function ----------------------------------------------------------------------
-
-def process_org_changes(*, records: Iterable[Mapping[str, Any]], deadline: Deadline) -> list[str]:
-    """Handle a batch of the organizations table's stream records.
-
-    Each record is handled on its own: one that fails is logged and its sequence number
-    returned (for Lambda's ReportBatchItemFailures, which retries it), without holding back
-    the others. Handling a record twice is harmless.
-    """
-    failed: list[str] = []
-    for record in records:
-        change = record.get("dynamodb") or {}
-        try:
-            _process(old=change.get("OldImage"), new=change.get("NewImage"), deadline=deadline)
-        except Exception:  # any failure of one record must not lose the others; it is retried
-            log.exception("organization stream record %s failed; it will be retried", change.get("SequenceNumber"))
-            failed.append(str(change.get("SequenceNumber", "")))
-    return failed
-
-
-def _process(*, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, deadline: Deadline) -> None:
-    """One record: a switch of the flag from off to on is an enforcement, whoever made it.
-
-    Raises:
-        MalformedEnforcementFlag: the flag was given a value that is not a BOOL. The record
-            fails (and, after Lambda's retries, goes to the dead-letter queue); requests read
-            such a flag as enforced meanwhile (see ``models.EnforcementFlag``).
-    """
-    if not new:
-        return
-    compliance.process_change(old=old, new=new, deadline=deadline)
-    org_id = new["org_id"]["S"]
-    if _flag_changed(old, new) and not isinstance(_flag(new), bool):
-        raise MalformedEnforcementFlag(
-            f"organization {org_id}: mfa_enforced was set to {new['mfa_enforced']!r}, not a BOOL; "
-            "requests read it as enforced until it is set to true or false"
-        )
-    if _flag(new) is True and _flag(old) is not True:
-        if _generation(new) == _generation(old):
-            # The flag changed without the new generation the API writes with it: an operator's edit.
-            _record_operator_enforcement(org_id=org_id, generation=_generation(new))
-        continue_invalidation(org_id=org_id, deadline=deadline)
-    elif _handoffs(new) > _handoffs(old):
-        continue_invalidation(org_id=org_id, deadline=deadline, handoffs=_handoffs(new))
-
-
-def _flag(image: Mapping[str, Any] | None) -> Any:
-    """The image's ``mfa_enforced``: True or False, None when absent, else the malformed value.
-
-    A malformed earlier value counts as off: switching from it to on is an enforcement.
-    """
-    value = (image or {}).get("mfa_enforced")
-    if value is None or value.get("NULL") is True:
-        return None
-    return value["BOOL"] if set(value) == {"BOOL"} and isinstance(value["BOOL"], bool) else value
-
-
-def _flag_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    return (old or {}).get("mfa_enforced") != new.get("mfa_enforced")
-
-
-def _generation(image: Mapping[str, Any] | None) -> int:
-    return int((image or {}).get("enforcement_generation", {}).get("N", 0))
-
-
-def _handoffs(image: Mapping[str, Any] | None) -> int:
-    invalidation = (image or {}).get("invalidation", {}).get("M", {})
-    return int(invalidation.get("handoffs", {}).get("N", 0))
-
-
-def _record_operator_enforcement(*, org_id: str, generation: int) -> None:
-    """Give an enforcement set outside the API (an operator in the console) what the API records:
-    a new generation, which ends every session that started before it.
-
-    It has no enforcing session to spare, so every session of the organization ends. The
-    generation the flag was switched in is the condition: a redelivered record, or a later
-    switch already recorded, finds a newer one and changes nothing.
-    """
-    enforced_at = clock.now()
-    try:
-        with transaction() as write:
-            write.update(
-                "org",
-                Organization(org_id),
-                actions=[
-                    Organization.enforced_at.set(enforced_at),
-                    Organization.enforced_by.set(OPERATOR.name),
-                    Organization.enforcing_session_id.remove(),
-                    Organization.enforcement_generation.set(generation + 1),
-                    Organization.invalidation.set(_new_invalidation(generation=generation + 1, started_at=enforced_at)),
-                    # What keeps the reason of sessions it ends once they are deleted (chalicelib.access.lifecycle).
-                    Organization.last_enforced_at.set(enforced_at),
-                ],
-                condition=(Organization.mfa_enforced == True)  # noqa: E712
-                & (Organization.enforcement_generation == generation),
-            )
-            write.save("audit", audit.event(org_id=org_id, actor=OPERATOR, action="enforcement.enabled",
-                                            target=org_id, details={"generation": generation + 1}))
-    except ConditionsFailed:
-        return  # recorded already, or switched off again meanwhile
-    log.info("organization %s: enforcement set outside the API recorded (generation %d)", org_id, generation + 1)
-
-
-def continue_invalidation(*, org_id: str, deadline: Deadline, handoffs: int | None = None) -> None:
-    """Delete the sessions the latest enforcement ended, from where the last invocation stopped.
-
-    ``handoffs`` is the continuation a stream record asks for; a record of an older one is stale.
-    """
-    org = Organization.get(org_id, consistent_read=True)
-    invalidation = org.invalidation
-    if invalidation is None or invalidation.state != "running":
-        return
-    if handoffs is not None and invalidation.handoffs != handoffs:
-        return
-    if invalidation.generation != org.enforcement_generation:
-        return  # a newer enforcement has its own invalidation, which covers this one
-    spared = org.enforcing_session_id
-    reserve = settings().invalidation_reserve_seconds
-    while True:
-        if deadline.seconds_left() < reserve:
-            _save_progress(org=org, invalidation=invalidation, handoff=True)
-            log.info("organization %s: %d sessions ended so far; continuing in the next invocation",
-                     org_id, invalidation.sessions_ended)
-            return
-        keys, cursor = _ended_sessions_page(org_id=org_id, generation=invalidation.generation, after=invalidation.cursor)
-        keys = [key for key in keys if key["session_id"]["S"] != spared]
-        try:
-            invalidation.sessions_ended += _delete_sessions(keys)
-        except InvalidationFailed as failure:
-            # Count what this page did delete: the retry re-reads the page and finds only the rest.
-            invalidation.sessions_ended += failure.deleted
-            _save_progress(org=org, invalidation=invalidation, handoff=False)
-            raise
-        invalidation.cursor = cursor
-        if cursor is None:
-            _finish(org=org, invalidation=invalidation)
-            return
-        if not _save_progress(org=org, invalidation=invalidation, handoff=False):
-            return
-
-
-def _ended_sessions_page(*, org_id: str, generation: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """One query page of sessions older than ``generation``: their keys, and the cursor after it."""
-    start = {"org_id": {"S": org_id}, "session_id": {"S": after}} if after else None
-    results = Session.query(
-        org_id,
-        filter_condition=Session.enforcement_generation < generation,
-        attributes_to_get=["org_id", "session_id"],
-        page_size=PAGE_SIZE,
-        last_evaluated_key=start,
-        consistent_read=True,
-    )
-    page = next(results.page_iter)
-    last = page.get("LastEvaluatedKey")
-    return list(page.get("Items", [])), (last["session_id"]["S"] if last else None)
-
-
-def _delete_sessions(keys: list[dict[str, Any]]) -> int:
-    """Delete sessions 25 at a time, several batches at once; returns how many were deleted.
-
-    Raises:
-        InvalidationFailed: a batch could not be deleted; it says how many the others deleted.
-    """
-    from concurrent.futures import ThreadPoolExecutor  # only the stream function needs threads
-
-    batches = [keys[i:i + BATCH_SIZE] for i in range(0, len(keys), BATCH_SIZE)]
-    if not batches:
-        return 0
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_BATCHES, len(batches))) as pool:
-        futures = [pool.submit(_delete_batch, batch) for batch in batches]
-    # A failed batch may still have deleted some of its sessions before giving up.
-    deleted = sum(len(batch) if future.exception() is None else getattr(future.exception(), "deleted", 0)
-                  for batch, future in zip(batches, futures))
-    failure = next((future.exception() for future in futures if future.exception() is not None), None)
-    if failure is not None:
-        raise InvalidationFailed(f"{deleted} of {len(keys)} sessions deleted: {failure}", deleted=deleted) from failure
-    return deleted
-
-
-def _delete_batch(keys: list[dict[str, Any]]) -> None:
-    """One BatchWriteItem, retrying unprocessed keys and throttling with jittered exponential backoff.
-
-    Raises:
-        InvalidationFailed: DynamoDB still refused after every attempt (the record is retried).
-    """
-    connection = Session._get_connection()
-    pending = keys
-    for attempt in range(MAX_BATCH_ATTEMPTS):
-        if attempt:
-            time.sleep(random.uniform(0, min(5.0, 0.05 * 2 ** attempt)))
-        try:
-            response = connection.batch_write_item(delete_items=pending)
-        except PutError as error:
-            code = response_code(error)
-            if code is not None and code not in THROTTLED:
-                raise
-            log.warning("session deletion throttled or unanswered (%s); retrying", code)
-            continue
-        unprocessed = response.get("UnprocessedItems", {}).get(Session.Meta.table_name, [])
-        pending = [request["DeleteRequest"]["Key"] for request in unprocessed]
-        if not pending:
-            return
-    raise InvalidationFailed(f"{len(pending)} sessions could not be deleted after {MAX_BATCH_ATTEMPTS} attempts",
-                             deleted=len(keys) - len(pending))
-
-
-def _progress_condition(invalidation: Invalidation, *, handoffs: int) -> Any:
-    return (Organization.invalidation.generation == invalidation.generation) & (
-        Organization.invalidation.handoffs == handoffs
-    )
-
-
-def _save_progress(*, org: Organization, invalidation: Invalidation, handoff: bool) -> bool:
-    """Record how far the deletion got; False if another enforcement or invocation took over."""
-    handoffs = invalidation.handoffs
-    actions = [
-        Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
-        Organization.invalidation.cursor.set(invalidation.cursor) if invalidation.cursor else Organization.invalidation.cursor.remove(),
-    ]
-    if handoff:
-        actions.append(Organization.invalidation.handoffs.set(handoffs + 1))
-    try:
-        Organization(org.org_id).update(actions=actions, condition=_progress_condition(invalidation, handoffs=handoffs))
-    except UpdateError as error:
-        if condition_failed(error):
-            log.info("organization %s: invalidation taken over elsewhere; stopping", org.org_id)
-            return False
-        raise
-    return True
-
-
-def _enforcer(org: Organization) -> audit.Actor:
-    """Who enforced: an enforcement through the API names its session; an operator's has none."""
-    if org.enforcing_session_id and org.enforced_by:
-        return audit.actor_of(org.enforced_by)
-    return OPERATOR
-
-
-def _finish(*, org: Organization, invalidation: Invalidation) -> None:
-    try:
-        with transaction() as write:
-            write.update(
-                "org",
-                Organization(org.org_id),
-                actions=[
-                    Organization.invalidation.state.set("done"),
-                    Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
-                    Organization.invalidation.finished_at.set(clock.now()),
-                    Organization.invalidation.cursor.remove(),
-                ],
-                condition=_progress_condition(invalidation, handoffs=invalidation.handoffs),
-            )
-            write.save("audit", audit.event(
-                org_id=org.org_id, actor=_enforcer(org), action="enforcement.sessions_ended",
-                target=org.org_id, details={"sessions_ended": invalidation.sessions_ended,
-                                            "generation": invalidation.generation},
-            ))
-    except ConditionsFailed:
-        return
-    log.info("organization %s: enforcement ended %d sessions", org.org_id, invalidation.sessions_ended)

@@ -1,0 +1,186 @@
+"""Ending an enforcement's sessions in bulk: the sessions older than its generation are deleted page
+by page, several batches at once, resumable across invocations (progress saved on the organization
+item, handed over to the next invocation before this one's time runs out)."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from pynamodb.exceptions import PutError, UpdateError
+
+from chalicelib.base import audit, clock
+from chalicelib.base.config import settings
+from chalicelib.base.errors import InvalidationFailed
+from chalicelib.base.models import Invalidation, Organization, Session
+from chalicelib.base.storage import THROTTLED, ConditionsFailed, condition_failed, response_code, transaction
+
+if TYPE_CHECKING:
+    from chalicelib.base.context import Deadline
+
+log = logging.getLogger("keyward.enforcement")
+
+PAGE_SIZE = 2000
+BATCH_SIZE = 25  # BatchWriteItem's limit
+PARALLEL_BATCHES = 8
+MAX_BATCH_ATTEMPTS = 8
+
+
+def continue_invalidation(*, org_id: str, deadline: Deadline, handoffs: int | None = None) -> None:
+    """Delete the sessions the latest enforcement ended, from where the last invocation stopped.
+
+    ``handoffs`` is the continuation a stream record asks for; a record of an older one is stale.
+    """
+    org = Organization.get(org_id, consistent_read=True)
+    invalidation = org.invalidation
+    if invalidation is None or invalidation.state != "running":
+        return
+    if handoffs is not None and invalidation.handoffs != handoffs:
+        return
+    if invalidation.generation != org.enforcement_generation:
+        return  # a newer enforcement has its own invalidation, which covers this one
+    spared = org.enforcing_session_id
+    reserve = settings().invalidation_reserve_seconds
+    while True:
+        if deadline.seconds_left() < reserve:
+            _save_progress(org=org, invalidation=invalidation, handoff=True)
+            log.info("organization %s: %d sessions ended so far; continuing in the next invocation",
+                     org_id, invalidation.sessions_ended)
+            return
+        keys, cursor = _ended_sessions_page(org_id=org_id, generation=invalidation.generation, after=invalidation.cursor)
+        keys = [key for key in keys if key["session_id"]["S"] != spared]
+        try:
+            invalidation.sessions_ended += _delete_sessions(keys)
+        except InvalidationFailed as failure:
+            # Count what this page did delete: the retry re-reads the page and finds only the rest.
+            invalidation.sessions_ended += failure.deleted
+            _save_progress(org=org, invalidation=invalidation, handoff=False)
+            raise
+        invalidation.cursor = cursor
+        if cursor is None:
+            _finish(org=org, invalidation=invalidation)
+            return
+        if not _save_progress(org=org, invalidation=invalidation, handoff=False):
+            return
+
+
+def _ended_sessions_page(*, org_id: str, generation: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """One query page of sessions older than ``generation``: their keys, and the cursor after it."""
+    start = {"org_id": {"S": org_id}, "session_id": {"S": after}} if after else None
+    results = Session.query(
+        org_id,
+        filter_condition=Session.enforcement_generation < generation,
+        attributes_to_get=["org_id", "session_id"],
+        page_size=PAGE_SIZE,
+        last_evaluated_key=start,
+        consistent_read=True,
+    )
+    page = next(results.page_iter)
+    last = page.get("LastEvaluatedKey")
+    return list(page.get("Items", [])), (last["session_id"]["S"] if last else None)
+
+
+def _delete_sessions(keys: list[dict[str, Any]]) -> int:
+    """Delete sessions 25 at a time, several batches at once; returns how many were deleted.
+
+    Raises:
+        InvalidationFailed: a batch could not be deleted; it says how many the others deleted.
+    """
+    from concurrent.futures import ThreadPoolExecutor  # only the stream function needs threads
+
+    batches = [keys[i:i + BATCH_SIZE] for i in range(0, len(keys), BATCH_SIZE)]
+    if not batches:
+        return 0
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_BATCHES, len(batches))) as pool:
+        futures = [pool.submit(_delete_batch, batch) for batch in batches]
+    # A failed batch may still have deleted some of its sessions before giving up.
+    deleted = sum(len(batch) if future.exception() is None else getattr(future.exception(), "deleted", 0)
+                  for batch, future in zip(batches, futures))
+    failure = next((future.exception() for future in futures if future.exception() is not None), None)
+    if failure is not None:
+        raise InvalidationFailed(f"{deleted} of {len(keys)} sessions deleted: {failure}", deleted=deleted) from failure
+    return deleted
+
+
+def _delete_batch(keys: list[dict[str, Any]]) -> None:
+    """One BatchWriteItem, retrying unprocessed keys and throttling with jittered exponential backoff.
+
+    Raises:
+        InvalidationFailed: DynamoDB still refused after every attempt (the record is retried).
+    """
+    connection = Session._get_connection()
+    pending = keys
+    for attempt in range(MAX_BATCH_ATTEMPTS):
+        if attempt:
+            time.sleep(random.uniform(0, min(5.0, 0.05 * 2 ** attempt)))
+        try:
+            response = connection.batch_write_item(delete_items=pending)
+        except PutError as error:
+            code = response_code(error)
+            if code is not None and code not in THROTTLED:
+                raise
+            log.warning("session deletion throttled or unanswered (%s); retrying", code)
+            continue
+        unprocessed = response.get("UnprocessedItems", {}).get(Session.Meta.table_name, [])
+        pending = [request["DeleteRequest"]["Key"] for request in unprocessed]
+        if not pending:
+            return
+    raise InvalidationFailed(f"{len(pending)} sessions could not be deleted after {MAX_BATCH_ATTEMPTS} attempts",
+                             deleted=len(keys) - len(pending))
+
+
+def _progress_condition(invalidation: Invalidation, *, handoffs: int) -> Any:
+    return (Organization.invalidation.generation == invalidation.generation) & (
+        Organization.invalidation.handoffs == handoffs
+    )
+
+
+def _save_progress(*, org: Organization, invalidation: Invalidation, handoff: bool) -> bool:
+    """Record how far the deletion got; False if another enforcement or invocation took over."""
+    handoffs = invalidation.handoffs
+    actions = [
+        Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
+        Organization.invalidation.cursor.set(invalidation.cursor) if invalidation.cursor else Organization.invalidation.cursor.remove(),
+    ]
+    if handoff:
+        actions.append(Organization.invalidation.handoffs.set(handoffs + 1))
+    try:
+        Organization(org.org_id).update(actions=actions, condition=_progress_condition(invalidation, handoffs=handoffs))
+    except UpdateError as error:
+        if condition_failed(error):
+            log.info("organization %s: invalidation taken over elsewhere; stopping", org.org_id)
+            return False
+        raise
+    return True
+
+
+def _enforcer(org: Organization) -> audit.Actor:
+    """Who enforced: an enforcement through the API names its session; an operator's has none."""
+    if org.enforcing_session_id and org.enforced_by:
+        return audit.actor_of(org.enforced_by)
+    return audit.OPERATOR
+
+
+def _finish(*, org: Organization, invalidation: Invalidation) -> None:
+    try:
+        with transaction() as write:
+            write.update(
+                "org",
+                Organization(org.org_id),
+                actions=[
+                    Organization.invalidation.state.set("done"),
+                    Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
+                    Organization.invalidation.finished_at.set(clock.now()),
+                    Organization.invalidation.cursor.remove(),
+                ],
+                condition=_progress_condition(invalidation, handoffs=invalidation.handoffs),
+            )
+            write.save("audit", audit.event(
+                org_id=org.org_id, actor=_enforcer(org), action="enforcement.sessions_ended",
+                target=org.org_id, details={"sessions_ended": invalidation.sessions_ended,
+                                            "generation": invalidation.generation},
+            ))
+    except ConditionsFailed:
+        return
+    log.info("organization %s: enforcement ended %d sessions", org.org_id, invalidation.sessions_ended)
