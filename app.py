@@ -42,7 +42,9 @@ def end_sessions_on_enforcement(event: DynamoDBEvent) -> dict:
 @app.schedule(Rate(1, unit=Rate.DAYS))
 def refresh_authenticator_metadata(event: CloudWatchEvent) -> dict:
     """Daily: load the FIDO Metadata Service's newest BLOB once its signature chain verifies."""
-    from chalicelib.background import metadata_refresh  # python-fido2 loads here, not in the API's cold start
+    from chalicelib.background import (
+        metadata_refresh,  # python-fido2 loads here, not in the API's cold start
+    )
 
     loaded = metadata_refresh.refresh()
     if loaded is None:

@@ -17,10 +17,10 @@ from datetime import date
 from pathlib import Path
 from statistics import median
 
+from bench.baseline import DEFAULT_REF, BaselineUnavailable, Tree, baseline_tree
 from bench.coverage import SIZES as COVERAGE_SIZES
 from bench.coverage import measure_coverage
 from bench.coverage import report as coverage_report
-from bench.baseline import DEFAULT_REF, BaselineUnavailable, Tree, baseline_tree
 from bench.imports import (
     APP,
     BARE,

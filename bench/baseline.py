@@ -13,9 +13,9 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 # main before the DynamoDB round trips and the runtime were reworked (Python 3.13, webauthn 3,

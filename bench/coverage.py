@@ -27,8 +27,9 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from bench.stack import LocalStack, local_stack
 
@@ -121,10 +122,10 @@ def _populate(stack: LocalStack, org_id: str, n: int) -> dict[str, int]:
     from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
     from chalicelib.base import clock
-    from chalicelib.counters import coverage
     from chalicelib.base.config import settings
-    from chalicelib.counters.coverage import Bucket
     from chalicelib.base.models import Member, Organization
+    from chalicelib.counters import coverage
+    from chalicelib.counters.coverage import Bucket
 
     now = clock.now()
     table = dynamodb_backends[DEFAULT_ACCOUNT_ID][settings().region].get_table(Member.Meta.table_name)

@@ -30,10 +30,11 @@ import string
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from bench.stack import LocalStack, local_stack
 
@@ -112,8 +113,8 @@ def _progress(message: str) -> None:
 # --- keyward ------------------------------------------------------------------------------------
 
 def _keyward_run(stack: LocalStack, n: int, *, profile: bool) -> Run:
-    from chalicelib.base import clock
     from chalicelib.background import invalidation
+    from chalicelib.base import clock
     from chalicelib.base.models import Invalidation, Organization
 
     org_id = f"bench-keyward-{n}"

@@ -15,7 +15,8 @@ import io
 import pstats
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def profiled(run: Callable[[], None], *, top: int = 20) -> tuple[float, str]:

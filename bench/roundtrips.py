@@ -14,8 +14,9 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from bench.baseline import Tree, last_line
 from bench.stack import RequestCounter, local_stack

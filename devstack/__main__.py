@@ -11,7 +11,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from devstack.dynamodb import dynamodb_environment, server_endpoint, start_moto, wait_until_up
+from devstack.dynamodb import (
+    dynamodb_environment,
+    server_endpoint,
+    start_moto,
+    wait_until_up,
+)
 from devstack.environment import LOCAL_PORT, apply_environment, local_environment
 from devstack.idp import DevIdentityProvider
 from devstack.ports import ensure_free

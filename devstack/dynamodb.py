@@ -8,14 +8,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from moto.dynamodb import models as moto_dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
 from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 
@@ -161,7 +166,7 @@ def _roll_back_transactions_by_item() -> None:
                 except Exception:  # a malformed key: moto refuses the transaction before writing
                     continue
                 touched.append((table, *key, before))
-        setattr(moto_dynamodb_models, "copy", _TablesNotCopied)
+        moto_dynamodb_models.copy = _TablesNotCopied
         try:
             return original(backend, transact_items)
         except Exception:
@@ -171,7 +176,7 @@ def _roll_back_transactions_by_item() -> None:
                 del shard.items[length:]
             raise
         finally:
-            setattr(moto_dynamodb_models, "copy", copy)
+            moto_dynamodb_models.copy = copy
 
     transact_write_items.rolls_back_by_item = True  # type: ignore[attr-defined]
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]

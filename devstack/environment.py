@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 from devstack.dynamodb import dynamodb_environment
 from devstack.idp import DEFAULT_KEY_PATH

@@ -3,10 +3,10 @@ moto, the audit table's stream pumped into the delivery function, and the mail S
 from __future__ import annotations
 
 import email
-from email.utils import parseaddr
 import json
 import urllib.request
 from email.message import Message
+from email.utils import parseaddr
 from typing import Any
 
 import boto3

@@ -1,17 +1,17 @@
 """The demo organization the local stack starts with: ``acme``, its admin alice and member bob."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from pynamodb.attributes import Attribute
 from pynamodb.exceptions import PutError
 from pynamodb.models import Model
 
-from chalicelib.counters import coverage
-from chalicelib.counters.coverage import Bucket
 from chalicelib.base.models import Member, Organization
 from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.counters import coverage
+from chalicelib.counters.coverage import Bucket
 
 DEMO_ORG = "acme"
 DEMO_ADMIN = "alice"
@@ -36,7 +36,7 @@ def seed_demo_org() -> list[str]:
 
     Returns what was created, e.g. ``["organization acme", "member acme/alice"]``.
     """
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     created: list[str] = []
     if _create_if_missing(Organization(org_id=DEMO_ORG, created_at=now, members_total=0, members_with_key=0,
                                        admins_total=0, admins_with_key=0),

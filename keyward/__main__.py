@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{webhooks.seal_clear_secrets()} webhook secret(s) sealed")
         return 0
     # Imported late: the models read the table names and endpoint from the environment.
-    from chalicelib.counters import compliance, coverage
     from chalicelib.access import tenancy
-    from chalicelib.base.models import Organization
     from chalicelib.base.errors import OrganizationExists
+    from chalicelib.base.models import Organization
+    from chalicelib.counters import compliance, coverage
 
     if args.action == "create":
         if not tenancy.valid_org_id(args.org_id):

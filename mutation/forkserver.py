@@ -58,8 +58,8 @@ def serve(socket_path: str, module_path: str) -> None:
 def _start_up(module_path: str) -> None:
     """Everything a test run needs that a mutant cannot change."""
     import boto3  # noqa: F401
-    import chalice.test  # noqa: F401
     import cbor2  # noqa: F401
+    import chalice.test  # noqa: F401
     import fido2.webauthn  # noqa: F401
     import jwt  # noqa: F401
     import pytest  # noqa: F401

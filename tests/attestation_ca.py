@@ -7,7 +7,7 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -34,7 +34,7 @@ def _name(common_name: str, *, unit: str | None = None) -> x509.Name:
 
 def _certificate(*, subject: x509.Name, issuer: x509.Name, public_key: Any, signing_key: Any, ca: bool,
                  extensions: list[x509.ExtensionType] = ()) -> x509.Certificate:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

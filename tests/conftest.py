@@ -6,7 +6,7 @@ models read the DynamoDB endpoint and table names when they are first imported.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,8 +16,8 @@ from tests.process_stack import forget_stream_records, prepared
 _STACK = prepared()
 IDP = _STACK.idp
 
-from devstack.tables import truncate_tables  # noqa: E402  (after the environment)
-from tests.keyward_client import KeywardClient  # noqa: E402
+from devstack.tables import truncate_tables
+from tests.keyward_client import KeywardClient
 
 
 @pytest.fixture(autouse=True)

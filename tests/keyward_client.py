@@ -12,7 +12,6 @@ from chalicelib.base.models import Organization, SecurityKey
 from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
 
-
 # Sent with every request, so tests can find it where keyward records where a request came from.
 USER_AGENT = "keyward-tests"
 
@@ -127,7 +126,8 @@ def hold_keys_in_table(member: Member, *, count: int) -> str:
     """Make a member hold ``count`` keys as far as their member item says (no key items), and
     make the session's proof one of them, just now: a session of a member with that many keys
     that has just passed a security-key check. Returns the proven key's ID."""
-    from chalicelib.base.models import Member as StoredMember, Session
+    from chalicelib.base.models import Member as StoredMember
+    from chalicelib.base.models import Session
 
     listed = {f"held{number:018d}": {"id": base64.urlsafe_b64encode(bytes([number]) * 16).decode().rstrip("="),
                                      "transports": []} for number in range(count)}

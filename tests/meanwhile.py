@@ -2,7 +2,7 @@
 was verified and before the request's final transaction writes, as another request would."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from chalicelib.ceremony import ceremonies
 

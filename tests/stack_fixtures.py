@@ -10,7 +10,7 @@ A module whose stack needs settings of its own defines ``local_stack`` itself, a
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

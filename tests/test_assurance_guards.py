@@ -17,9 +17,9 @@ from datetime import timedelta
 import pytest
 
 from chalicelib.access import assurance, sessions
-from chalicelib.base import clock
 from chalicelib.access.actions import Action
 from chalicelib.access.assurance import Standing
+from chalicelib.base import clock
 from chalicelib.base.errors import (
     AdminRequired,
     AlreadyEnrolled,
@@ -32,8 +32,15 @@ from chalicelib.base.errors import (
     SessionEndedByNewKey,
     WrongSessionState,
 )
-from chalicelib.base.models import Member as StoredMember, Organization, SecurityKey, Session
-from tests.keyward_client import KeywardClient, Member, enforce_in_table, hold_keys_in_table, store_key
+from chalicelib.base.models import Member as StoredMember
+from chalicelib.base.models import Organization, SecurityKey, Session
+from tests.keyward_client import (
+    KeywardClient,
+    Member,
+    enforce_in_table,
+    hold_keys_in_table,
+    store_key,
+)
 
 ORG = "acme"
 WINDOW = timedelta(seconds=900)

@@ -107,20 +107,26 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
-from chalicelib.base import clock
 from chalicelib.background import recount
-from chalicelib.counters import compliance
-from chalicelib.org import enforcement
+from chalicelib.base import clock
 from chalicelib.base.models import Member as MemberItem
 from chalicelib.base.models import Organization, SecurityKey
+from chalicelib.org import enforcement
 from devstack.tables import truncate_tables
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import KeywardClient, Reply
@@ -166,7 +172,7 @@ class Clock:
     """keyward's clock, moved by the machine only: a tick per step, and the clock rule."""
 
     def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        self.now = datetime.now(UTC).replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now
@@ -334,9 +340,7 @@ class AssuranceModel(RuleBasedStateMachine):
         """For each standing the session may have, the refusal of a sensitive action (None: allowed)."""
         found: dict[str, set[tuple[int, str | None]] | None] = {}
         for standing in self.standing(session):
-            if self.keyless(session):
-                found[standing] = None if self.in_window(session, standing) else {(403, "ReauthenticationRequired")}
-            elif standing == "accepted":
+            if self.keyless(session) or standing == "accepted":
                 found[standing] = None if self.in_window(session, standing) else {(403, "ReauthenticationRequired")}
             elif standing == "held" and registering and session.state == "registration_required":
                 # Passed MFA with a key the policy no longer accepts: registering a compliant one is

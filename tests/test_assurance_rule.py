@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.base import clock
 from chalicelib.access.actions import Action
 from chalicelib.access.assurance import RULE, Permit, Standing
+from chalicelib.base import clock
 from chalicelib.base.models import Session
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import KeywardClient, Member

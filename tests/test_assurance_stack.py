@@ -7,7 +7,7 @@ the only clock the stack's process has is the machine's.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -51,7 +51,7 @@ def move_back(db: StackTables, org: str, token: str, attribute: str, by: timedel
     A session that started earlier belongs to a member (or backup credentials) created earlier
     still: a session older than its member is one of an offboarded member's.
     """
-    moment = datetime.now(timezone.utc) - by
+    moment = datetime.now(UTC) - by
     stamp = {":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}}
     key = {"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}}
     db.client.update_item(

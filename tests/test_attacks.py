@@ -8,7 +8,7 @@ log are looked at, too. The tests share one stack; each uses organizations of it
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -198,7 +198,7 @@ def test_an_expired_challenge_is_refused(keyward, db, ceremony):
         token = keyward.token(org=org, user="bob")
         options = keyward.registration_options(token).body
         challenge_id = options["challenge_id"]
-        db.expire_challenge(challenge_id, at=datetime.now(timezone.utc) - timedelta(seconds=1))
+        db.expire_challenge(challenge_id, at=datetime.now(UTC) - timedelta(seconds=1))
         before = db.snapshot(org)
         credential = SoftwareAuthenticator().register(options["publicKey"], origin=keyward.origin)
         refused(keyward.register(token, challenge_id, credential), 401, "ChallengeExpired")
@@ -206,7 +206,7 @@ def test_an_expired_challenge_is_refused(keyward, db, ceremony):
     else:
         _, bob_key, _ = keyward.member_with_key(org=org, user="bob")
         pending = keyward.pending(org=org, user="bob")
-        db.expire_challenge(pending.challenge_id, at=datetime.now(timezone.utc) - timedelta(seconds=1))
+        db.expire_challenge(pending.challenge_id, at=datetime.now(UTC) - timedelta(seconds=1))
         before = db.snapshot(org)
         credential = bob_key.authenticate(pending.public_key, origin=keyward.origin)
         refused(keyward.mfa_verify(pending.token, pending.challenge_id, credential), 401, "ChallengeExpired")

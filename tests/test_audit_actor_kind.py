@@ -94,8 +94,8 @@ def test_events_recorded_before_kinds_were_stored_have_their_kind_judged_by_name
 def test_keyward_disabling_a_webhook_is_the_system_and_a_member_called_keyward_is_a_member(api, audit_stream, monkeypatch):
     import dataclasses
 
-    from chalicelib.delivery import outbox, webhooks
     from chalicelib.base.config import settings
+    from chalicelib.delivery import outbox, webhooks
     from tests.webhook_receiver import running_receiver
 
     monkeypatch.setattr(outbox, "BACKOFF_SECONDS", 0.01)

@@ -15,11 +15,21 @@ import uuid
 import pytest
 
 from chalicelib.background import metadata_refresh
-from chalicelib.ceremony import metadata
 from chalicelib.base.errors import MetadataRejected
-from chalicelib.base.models import AuditEvent, AuthenticatorModel, Organization, SecurityKey, Session
+from chalicelib.base.models import (
+    AuditEvent,
+    AuthenticatorModel,
+    Organization,
+    SecurityKey,
+    Session,
+)
+from chalicelib.ceremony import metadata
 from tests.attestation_ca import VendorRoot, metadata_entry, signed_blob
-from tests.attestation_vectors import CapturedRegistration, captured, certificate_store_at
+from tests.attestation_vectors import (
+    CapturedRegistration,
+    captured,
+    certificate_store_at,
+)
 from tests.authenticator import SoftwareAuthenticator
 
 TRUSTED = "6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a"

@@ -8,7 +8,6 @@ import sys
 import time
 import uuid
 
-
 from tests.attestation_ca import VendorRoot, metadata_entry, signed_blob
 from tests.authenticator import SoftwareAuthenticator
 from tests.local_stack import PROJECT_ROOT, stack_environment

@@ -13,10 +13,11 @@ import secrets
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -87,7 +88,7 @@ def test_an_admin_creates_credentials_with_a_256_bit_secret_shown_once(api, admi
     shown = listed.body["backup_credentials"]
     assert [c["key_id"] for c in shown][0] == created["key_id"] and len(shown) == 2
     for credential in shown:
-        assert not {k for k in credential if re.search("secret|hash|salt|scrypt", k, re.I)}, credential
+        assert not {k for k in credential if re.search("secret|hash|salt|scrypt", k, re.IGNORECASE)}, credential
     assert secret not in json.dumps(listed.body)
 
 

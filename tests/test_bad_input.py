@@ -11,15 +11,26 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import cbor2
 import pytest
 
-from chalicelib.base.models import AuditEvent, Challenge, CredentialClaim, Member, Organization, SecurityKey, Session, Throttle
+from chalicelib.base.models import (
+    AuditEvent,
+    Challenge,
+    CredentialClaim,
+    Member,
+    Organization,
+    SecurityKey,
+    Session,
+    Throttle,
+)
 from tests.authenticator import SoftwareAuthenticator, b64url, b64url_decode
-from tests.keyward_client import KeywardClient, Member as SignedIn, Reply
+from tests.keyward_client import KeywardClient, Reply
+from tests.keyward_client import Member as SignedIn
 
 MAX_BODY = 64 * 1024
 MISSING = object()  # a field left out of the body

@@ -6,16 +6,20 @@ same rules in the check a ceremony makes before it verifies a response, the chal
 the session, and a refused ceremony that met another session's challenge."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chalicelib.ceremony import challenges
 from chalicelib.base import clock
-from chalicelib.ceremony.challenges import Ceremony
 from chalicelib.base.config import settings
-from chalicelib.base.errors import ChallengeExpired, ChallengeMismatch, ChallengeNotFound
+from chalicelib.base.errors import (
+    ChallengeExpired,
+    ChallengeMismatch,
+    ChallengeNotFound,
+)
 from chalicelib.base.models import Challenge, Session
+from chalicelib.ceremony import challenges
+from chalicelib.ceremony.challenges import Ceremony
 
 ORG, USER, SESSION = "org-m", "user-m", "m" * 22
 # Sessions that differ in one binding, with IDs just below and just above the real one's.
@@ -75,7 +79,7 @@ def test_a_challenge_is_32_random_bytes_under_a_22_character_id():
 
 
 def test_a_challenge_expires_after_its_lifetime_and_its_ttl_comes_an_hour_later(monkeypatch):
-    issued_at = datetime(2026, 11, 30, 6, 0, 0, tzinfo=timezone.utc)
+    issued_at = datetime(2026, 11, 30, 6, 0, 0, tzinfo=UTC)
     monkeypatch.setattr(clock, "now", lambda: issued_at)
     issued = challenges.issue(ceremony=Ceremony.AUTHENTICATION, session=_session())
 
@@ -88,7 +92,7 @@ def test_a_challenge_expires_after_its_lifetime_and_its_ttl_comes_an_hour_later(
 
 @pytest.mark.parametrize("after_issue,usable", [(-1, True), (0, False), (1, False)])
 def test_a_challenge_is_usable_until_the_instant_it_expires(monkeypatch, after_issue, usable):
-    issued_at = datetime(2026, 11, 30, 6, 0, 0, tzinfo=timezone.utc)
+    issued_at = datetime(2026, 11, 30, 6, 0, 0, tzinfo=UTC)
     monkeypatch.setattr(clock, "now", lambda: issued_at)
     issued = challenges.issue(ceremony=Ceremony.AUTHENTICATION, session=_session())
     expiry = issued_at + timedelta(seconds=settings().challenge_lifetime_seconds)
@@ -126,7 +130,7 @@ def test_the_check_before_a_ceremony_refuses_every_other_org_user_and_session_be
 
 @pytest.mark.parametrize("after_issue,usable", [(-1, True), (0, False), (1, False)])
 def test_the_check_before_a_ceremony_passes_until_the_instant_the_challenge_expires(monkeypatch, after_issue, usable):
-    issued_at = datetime(2026, 11, 30, 6, 0, 0, tzinfo=timezone.utc)
+    issued_at = datetime(2026, 11, 30, 6, 0, 0, tzinfo=UTC)
     monkeypatch.setattr(clock, "now", lambda: issued_at)
     issued = challenges.issue(ceremony=Ceremony.AUTHENTICATION, session=_session())
     challenge = Challenge.get(issued.challenge_id, consistent_read=True)

@@ -9,14 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chalicelib.ceremony import authenticator_policy
-from chalicelib.background import recount
-from chalicelib.counters import compliance
-from chalicelib.org import policy_change
-from chalicelib.keys import keys
 from chalicelib.access import sessions
+from chalicelib.background import recount
 from chalicelib.base.errors import AuthenticatorNotAllowed, ConcurrentChange
 from chalicelib.base.models import Member, Organization
+from chalicelib.ceremony import authenticator_policy
+from chalicelib.counters import compliance
+from chalicelib.keys import management, registration
+from chalicelib.org import policy_change
 from tests.authenticator import SoftwareAuthenticator
 
 DENIED = "0b1d2c3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
@@ -114,13 +114,13 @@ def test_a_key_change_read_under_the_old_policy_is_refused_and_counts_nothing(ap
     assert stream.drain()
     # bob's request reads the organization (its policy and compliance version) with his session...
     options = api.registration_options(bob).body
-    submission = keys.parse_submission(challenge_id=options["challenge_id"], name="Late",
+    submission = registration.parse_submission(challenge_id=options["challenge_id"], name="Late",
                                        credential=SoftwareAuthenticator().register(options["publicKey"]))
-    caller = sessions.resolve(authorization=f"Bearer {bob.token}", also=keys.submission_reads(submission))
+    caller = sessions.resolve(authorization=f"Bearer {bob.token}", also=registration.submission_reads(submission))
     # ... and the policy changes before his transaction runs.
     _deny(api, alice)
     with pytest.raises(ConcurrentChange):
-        keys.register(caller=caller, submission=submission)
+        registration.register(caller=caller, submission=submission)
     assert Member.get("acme", "bob", consistent_read=True).key_count == 0
     assert stream.drain()
     assert _shown(api, alice) == (1, "done") == (_counted_over_the_keys(), "done")
@@ -169,15 +169,15 @@ def test_parallel_registrations_and_deletions_during_a_policy_change_are_counted
     def register(n: int, member) -> object:
         authenticator = _denied_key() if n % 2 else SoftwareAuthenticator()
         options = api.registration_options(member).body
-        submission = keys.parse_submission(challenge_id=options["challenge_id"], name="First",
+        submission = registration.parse_submission(challenge_id=options["challenge_id"], name="First",
                                            credential=authenticator.register(options["publicKey"]))
-        return lambda: keys.register(
-            caller=sessions.resolve(authorization=f"Bearer {member.token}", also=keys.submission_reads(submission)),
+        return lambda: registration.register(
+            caller=sessions.resolve(authorization=f"Bearer {member.token}", also=registration.submission_reads(submission)),
             submission=submission)
 
     def delete(member) -> object:
         [key] = api.call("GET", "/me/mfa/keys", token=member.token).body["keys"]
-        return lambda: keys.delete(caller=sessions.resolve(authorization=f"Bearer {member.token}"), key_id=key["id"])
+        return lambda: management.delete(caller=sessions.resolve(authorization=f"Bearer {member.token}"), key_id=key["id"])
 
     def change_policy() -> object:
         # Lifting the deny list: every key complies afterwards.

@@ -7,7 +7,6 @@ import time
 import uuid
 from typing import Any
 
-
 from tests.authenticator import SoftwareAuthenticator
 from tests.stack_client import StackClient, unique_org
 from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401

@@ -5,15 +5,15 @@ Each round lines the contenders up on a barrier, so their requests reach DynamoD
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import pytest
 
-from chalicelib.base import errors
-from chalicelib.keys import keys
 from chalicelib.access import mfa, sessions
+from chalicelib.base import errors
 from chalicelib.base.models import CredentialClaim, Member, SecurityKey
+from chalicelib.keys import registration
 from tests.authenticator import SoftwareAuthenticator
 
 ROUNDS = 5
@@ -38,10 +38,10 @@ def _caller(token: str, also: sessions.AlsoReads | None = None) -> sessions.Call
     return sessions.resolve(authorization=f"Bearer {token}", also=also)
 
 
-def _register(token: str, *, challenge_id: str, name: str, credential: dict) -> keys.Registration:
+def _register(token: str, *, challenge_id: str, name: str, credential: dict) -> registration.Registration:
     """What POST /me/mfa/keys does: parse, read the challenge with the session, register."""
-    submission = keys.parse_submission(challenge_id=challenge_id, name=name, credential=credential)
-    return keys.register(caller=_caller(token, keys.submission_reads(submission)), submission=submission)
+    submission = registration.parse_submission(challenge_id=challenge_id, name=name, credential=credential)
+    return registration.register(caller=_caller(token, registration.submission_reads(submission)), submission=submission)
 
 
 def _verify(token: str, *, challenge_id: str, credential: dict) -> mfa.MfaSuccess:
@@ -62,7 +62,7 @@ def test_one_challenge_registers_at_most_one_key(api, round_):
 
     outcomes = _race(register(first), register(second))
 
-    assert sum(isinstance(o, keys.Registration) for o in outcomes) == 1, outcomes
+    assert sum(isinstance(o, registration.Registration) for o in outcomes) == 1, outcomes
     assert sum(isinstance(o, errors.ChallengeNotFound) for o in outcomes) == 1, outcomes
     assert len(list(SecurityKey.scan(consistent_read=True))) == 1
     assert Member.get("acme", "bob").key_count == 1
@@ -81,7 +81,7 @@ def test_one_credential_is_stored_once_when_two_members_register_it_at_once(api,
 
     outcomes = _race(*contenders)
 
-    assert sum(isinstance(o, keys.Registration) for o in outcomes) == 1, outcomes
+    assert sum(isinstance(o, registration.Registration) for o in outcomes) == 1, outcomes
     assert sum(isinstance(o, errors.KeyAlreadyRegistered) for o in outcomes) == 1, outcomes
     [stored] = SecurityKey.scan(consistent_read=True)
     assert CredentialClaim.get(stored.key_id).user_id == stored.user_id

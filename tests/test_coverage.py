@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import botocore.endpoint
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from chalicelib.base import clock
-from chalicelib.counters import coverage
-from chalicelib.keys import keys
 from chalicelib.access import sessions
-from chalicelib.base.models import Member, Organization, Session
+from chalicelib.base.models import Member, Organization
+from chalicelib.counters import coverage
+from chalicelib.keys import management, registration
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import hold_keys_in_table
 
@@ -162,15 +162,15 @@ def test_fifty_parallel_first_keys_and_fifty_deletions_are_all_counted(api, conf
         authenticator = SoftwareAuthenticator()
         options = api.registration_options(member).body
         credential = authenticator.register(options["publicKey"])
-        submission = keys.parse_submission(challenge_id=options["challenge_id"], name="First", credential=credential)
-        return lambda: keys.register(
-            caller=sessions.resolve(authorization=f"Bearer {member.token}", also=keys.submission_reads(submission)),
+        submission = registration.parse_submission(challenge_id=options["challenge_id"], name="First", credential=credential)
+        return lambda: registration.register(
+            caller=sessions.resolve(authorization=f"Bearer {member.token}", also=registration.submission_reads(submission)),
             submission=submission,
         )
 
     def delete(member) -> object:
         [key] = api.call("GET", "/me/mfa/keys", token=member.token).body["keys"]
-        return lambda: keys.delete(caller=sessions.resolve(authorization=f"Bearer {member.token}"), key_id=key["id"])
+        return lambda: management.delete(caller=sessions.resolve(authorization=f"Bearer {member.token}"), key_id=key["id"])
 
     contenders = [register(member) for member in newcomers] + [delete(member) for member in holders]
     # Every contender on a thread of its own, released together: each one registers or deletes

@@ -18,10 +18,11 @@ import sys
 import threading
 import uuid
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from botocore import handlers
@@ -165,7 +166,14 @@ def test_the_packaged_template_passes_cfn_lint(package):
 def test_the_template_creates_the_tables_the_models_describe(package):
     from pynamodb.attributes import TTLAttribute
 
-    from chalicelib.base.models import ALL_MODELS, BackupCredential, CredentialClaim, Member, Organization, SecurityKey
+    from chalicelib.base.models import (
+        ALL_MODELS,
+        BackupCredential,
+        CredentialClaim,
+        Member,
+        Organization,
+        SecurityKey,
+    )
 
     template = package.template
     tables = _resources(template, "AWS::DynamoDB::Table")
@@ -604,10 +612,10 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
     """Every endpoint, its refusals that read or write something of their own, and every path
     of the stream function: as the API function, or as the stream function through the stream."""
     from app import deliver_audit_events, end_sessions_on_enforcement
-    from chalicelib.delivery import outbox, webhooks
     from chalicelib.access import sessions
     from chalicelib.base.config import settings
     from chalicelib.base.models import Organization, Session
+    from chalicelib.delivery import outbox, webhooks
     from devstack.stream import InvocationContext, StreamPump
     from tests.authenticator import SoftwareAuthenticator
     from tests.webhook_receiver import running_receiver

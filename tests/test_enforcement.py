@@ -294,9 +294,9 @@ def test_after_enforcement_members_without_a_key_must_register_and_key_holders_p
 def test_a_change_another_admin_made_after_the_session_was_read_is_refused_and_changes_nothing(api, enforced_before):
     """The answer is built from the organization the session's read brought: the write's own
     conditions must refuse it when the setting moved since, not a second read."""
-    from chalicelib.org import enforcement
     from chalicelib.access import sessions
     from chalicelib.base.errors import ConcurrentChange
+    from chalicelib.org import enforcement
     from tests.keyward_client import enforce_in_table
 
     key = SoftwareAuthenticator()

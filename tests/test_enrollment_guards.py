@@ -13,11 +13,17 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib.base import clock
-from chalicelib.keys import enrollment
 from chalicelib.access import sessions
+from chalicelib.base import clock
 from chalicelib.base.errors import MemberNotFound
-from chalicelib.base.models import AuditEvent, EnrollmentPass, Member, Organization, SecurityKey, Session
+from chalicelib.base.models import (
+    AuditEvent,
+    EnrollmentPass,
+    Member,
+    Organization,
+    SecurityKey,
+)
+from chalicelib.keys import enrollment
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import hold_keys_in_table
 from tests.meanwhile import after_verification
@@ -168,7 +174,7 @@ def test_a_policy_value_keyward_does_not_know_requires_a_pass(api, admin, monkey
     """An operator's typo in the table fails closed, whether it is there when the registration is
     read or lands between the check and the registration's transaction."""
     bob = api.login(user="bob")
-    set_typo = lambda: Organization("acme").update(actions=[Organization.enrollment.set(typo)])  # noqa: E731
+    set_typo = lambda: Organization("acme").update(actions=[Organization.enrollment.set(typo)])
     if when == "before":
         set_typo()
         assert api.call("GET", "/org/mfa", token=admin.token).body["enrollment"] == "pass_required"
@@ -237,8 +243,8 @@ def test_setting_open_where_no_policy_is_stored_changes_and_logs_nothing(api, ad
 
 def test_under_open_enrolment_a_credential_claimed_meanwhile_is_named_as_such(api, admin, monkeypatch):
     """Only the gate's own conditions become the gate's refusals."""
-    from chalicelib.ceremony import ceremonies
     from chalicelib.base.models import CredentialClaim
+    from chalicelib.ceremony import ceremonies
 
     bob = api.login(user="bob")
     options = api.registration_options(bob).body

@@ -14,8 +14,14 @@ from typing import Any
 import pytest
 
 from chalicelib.base import clock
+from chalicelib.base.models import (
+    EnrollmentPass,
+    Member,
+    Organization,
+    SecurityKey,
+    Throttle,
+)
 from chalicelib.keys import enrollment
-from chalicelib.base.models import EnrollmentPass, Member, Organization, SecurityKey, Throttle
 from tests.authenticator import SoftwareAuthenticator
 
 CODE = re.compile(r"[A-HJKMNP-TV-Z2-9]{5}(-[A-HJKMNP-TV-Z2-9]{5}){3}")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
-
 
 from tests.authenticator import SoftwareAuthenticator
 from tests.stack_client import (
@@ -131,7 +130,7 @@ def test_a_used_revoked_expired_or_someone_elses_pass_is_refused(keyward, db):
     db.client.update_item(
         TableName=db.table("enrollment-passes"), Key={"org_id": {"S": org}, "pass_id": {"S": expired["id"]}},
         UpdateExpression="SET expires_at = :at",
-        ExpressionAttributeValues={":at": {"S": (datetime.now(timezone.utc) - timedelta(seconds=1)).strftime(PYNAMODB_TIME_FORMAT)}},
+        ExpressionAttributeValues={":at": {"S": (datetime.now(UTC) - timedelta(seconds=1)).strftime(PYNAMODB_TIME_FORMAT)}},
     )
     used = issue(keyward, admin, "dave")
     assert register_first(keyward, dave, code=used["code"]).status == 201

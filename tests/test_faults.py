@@ -20,10 +20,11 @@ import random
 import threading
 import time as _time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import botocore.endpoint
 import botocore.retries.quota
@@ -31,9 +32,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from app import end_sessions_on_enforcement
-from chalicelib.base import clock
 from chalicelib.background import invalidation
-from chalicelib.org import enforcement
+from chalicelib.base import clock
 from chalicelib.base.config import settings
 from chalicelib.base.models import (
     ALL_MODELS,

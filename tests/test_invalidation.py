@@ -9,8 +9,8 @@ import pytest
 from pynamodb.exceptions import PutError
 
 from app import end_sessions_on_enforcement
-from chalicelib.base import clock
 from chalicelib.background import invalidation
+from chalicelib.base import clock
 from chalicelib.base.config import settings
 from chalicelib.base.models import Invalidation, Organization, Session
 from devstack.stream import StreamPump

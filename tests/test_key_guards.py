@@ -1,4 +1,4 @@
-"""The last-key rule's guards in keys.delete and keys.disable_mfa, tested against a stale caller:
+"""The last-key rule's guards in management.delete and management.disable_mfa, tested against a stale caller:
 the caller was resolved (organization and member read) before the table changed — an admin
 enforced MFA, or another request deleted or added a key — and the rule must still hold, because
 it is a condition of the write, not a decision on what was read. Then what the member item's
@@ -17,10 +17,10 @@ import base64
 
 import pytest
 
-from chalicelib.keys import keys
 from chalicelib.access import sessions
 from chalicelib.base.errors import ConcurrentChange, LastKeyRequired
 from chalicelib.base.models import Member, Organization, SecurityKey, Session
+from chalicelib.keys import management, org_keys
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import enforce_in_table, hold_keys_in_table, store_key
 from tests.meanwhile import after_verification
@@ -65,7 +65,7 @@ def test_deleting_the_last_key_is_refused_when_mfa_was_enforced_after_the_caller
     [key_id] = _key_ids()
 
     with pytest.raises(LastKeyRequired):
-        keys.delete(caller=stale, key_id=key_id)
+        management.delete(caller=stale, key_id=key_id)
 
     assert _key_ids() == {key_id} and _key_count() == 1
 
@@ -76,7 +76,7 @@ def test_deleting_a_second_to_last_key_under_enforcement_is_allowed(api):
     caller = _caller(bob)
     first, second = sorted(_key_ids())
 
-    keys.delete(caller=caller, key_id=first)
+    management.delete(caller=caller, key_id=first)
 
     assert _key_ids() == {second} and _key_count() == 1
 
@@ -87,10 +87,10 @@ def test_the_last_key_is_kept_when_another_delete_took_the_other_one_meanwhile(a
     enforce_in_table("acme", enforcing_session_id=bob.token.split(".")[3])
     stale = _caller(bob)
     first, second = sorted(_key_ids())
-    keys.delete(caller=_caller(bob), key_id=first)
+    management.delete(caller=_caller(bob), key_id=first)
 
     with pytest.raises(LastKeyRequired):
-        keys.delete(caller=stale, key_id=second)
+        management.delete(caller=stale, key_id=second)
 
     assert _key_ids() == {second} and _key_count() == 1
 
@@ -104,7 +104,7 @@ def test_disabling_mfa_is_refused_when_mfa_was_enforced_after_the_caller_was_rea
     stale.org.mfa_enforced = False
 
     with pytest.raises(LastKeyRequired):
-        keys.disable_mfa(caller=stale)
+        management.disable_mfa(caller=stale)
 
     assert _key_ids() == before and _key_count() == 2
 
@@ -112,18 +112,18 @@ def test_disabling_mfa_is_refused_when_mfa_was_enforced_after_the_caller_was_rea
 def test_disabling_mfa_fails_whole_when_a_key_was_added_meanwhile(api, monkeypatch):
     bob = _member_with_keys(api, 1)
     caller = _caller(bob)
-    read_keys = keys.keys_of
+    read_keys = management.keys_of
 
     def keys_then_one_more(**arguments):
         found = read_keys(**arguments)
-        monkeypatch.setattr(keys, "keys_of", read_keys)  # once: the registration reads keys too
+        monkeypatch.setattr(management, "keys_of", read_keys)  # once: the registration reads keys too
         assert api.add_key(bob, SoftwareAuthenticator(), name="Added meanwhile").status == 201
         return found
 
-    monkeypatch.setattr(keys, "keys_of", keys_then_one_more)
+    monkeypatch.setattr(management, "keys_of", keys_then_one_more)
 
     with pytest.raises(ConcurrentChange):
-        keys.disable_mfa(caller=caller)
+        management.disable_mfa(caller=caller)
 
     assert len(_key_ids()) == 2 and _key_count() == 2
 
@@ -131,7 +131,7 @@ def test_disabling_mfa_fails_whole_when_a_key_was_added_meanwhile(api, monkeypat
 def test_disabling_mfa_without_enforcement_deletes_every_key(api):
     bob = _member_with_keys(api, 2)
 
-    keys.disable_mfa(caller=_caller(bob))
+    management.disable_mfa(caller=_caller(bob))
 
     assert _key_ids() == set() and _key_count() == 0
 
@@ -173,13 +173,13 @@ def test_a_key_delete_that_meets_a_moved_policy_at_every_attempt_is_refused_and_
     bob = _member_with_keys(api, 2)
     first, second = sorted(_key_ids())
     monkeypatch.setattr(coverage, "MAX_ATTEMPTS", 3)
-    remove_key_under = keys._remove_key_under
+    remove_key_under = management._remove_key_under
 
     def policy_moved_first(**arguments):
         Organization("acme").update(actions=[Organization.compliance_version.add(1)])
         return remove_key_under(**arguments)
 
-    monkeypatch.setattr(keys, "_remove_key_under", policy_moved_first)
+    monkeypatch.setattr(management, "_remove_key_under", policy_moved_first)
 
     reply = api.call("DELETE", f"/me/mfa/keys/{first}", token=bob.token)
 
@@ -193,7 +193,7 @@ def test_a_key_delete_whose_policy_settles_at_the_last_attempt_is_done(api, monk
     bob = _member_with_keys(api, 2)
     first, second = sorted(_key_ids())
     monkeypatch.setattr(coverage, "MAX_ATTEMPTS", 3)
-    remove_key_under = keys._remove_key_under
+    remove_key_under = management._remove_key_under
     attempts = []
 
     def policy_moved_but_at_the_last(**arguments):
@@ -202,7 +202,7 @@ def test_a_key_delete_whose_policy_settles_at_the_last_attempt_is_done(api, monk
             Organization("acme").update(actions=[Organization.compliance_version.add(1)])
         return remove_key_under(**arguments)
 
-    monkeypatch.setattr(keys, "_remove_key_under", policy_moved_but_at_the_last)
+    monkeypatch.setattr(management, "_remove_key_under", policy_moved_but_at_the_last)
 
     reply = api.call("DELETE", f"/me/mfa/keys/{first}", token=bob.token)
 
@@ -329,7 +329,10 @@ def test_an_admin_deletes_keys_of_members_whose_ids_are_up_to_255_characters(api
 # --- the policy's shortfall list, across pages ---------------------------------------------------
 
 def test_keys_short_of_the_policy_are_listed_once_each_across_the_pages_read(api):
-    from chalicelib.ceremony.authenticator_policy import Attestation, AuthenticatorPolicy
+    from chalicelib.ceremony.authenticator_policy import (
+        Attestation,
+        AuthenticatorPolicy,
+    )
 
     api.login(user="bob")
     short = {"k099", "k100"}  # the last key of the first page read, and the first of the next
@@ -337,7 +340,7 @@ def test_keys_short_of_the_policy_are_listed_once_each_across_the_pages_read(api
         key_id = f"k{number:03d}"
         store_key("acme", "bob", key_id, attested=key_id not in short)
 
-    page = keys.list_org_keys(org_id="acme", limit=100, after=None,
+    page = org_keys.list_org_keys(org_id="acme", limit=100, after=None,
                               noncompliant_under=AuthenticatorPolicy(attestation=Attestation.REQUIRED))
 
     assert [key.key_id for key in page.items] == ["k099", "k100"] and page.next is None
@@ -461,15 +464,18 @@ def test_the_registration_options_show_a_member_without_a_name_by_their_email(ap
 
 def test_the_shortfall_list_returns_at_most_the_page_asked_for(api):
     from chalicelib.base import pagination
-    from chalicelib.ceremony.authenticator_policy import Attestation, AuthenticatorPolicy
+    from chalicelib.ceremony.authenticator_policy import (
+        Attestation,
+        AuthenticatorPolicy,
+    )
 
     api.login(user="bob")
     for key_id in ("k1", "k2", "k3"):
         store_key("acme", "bob", key_id)
     policy = AuthenticatorPolicy(attestation=Attestation.REQUIRED)
 
-    first = keys.list_org_keys(org_id="acme", limit=1, after=None, noncompliant_under=policy)
-    second = keys.list_org_keys(org_id="acme", limit=2, after=pagination.decode(first.next), noncompliant_under=policy)
+    first = org_keys.list_org_keys(org_id="acme", limit=1, after=None, noncompliant_under=policy)
+    second = org_keys.list_org_keys(org_id="acme", limit=2, after=pagination.decode(first.next), noncompliant_under=policy)
 
     assert [key.key_id for key in first.items] == ["k1"] and first.next is not None
     assert [key.key_id for key in second.items] == ["k2", "k3"]
@@ -480,7 +486,7 @@ def test_an_admin_deleting_a_key_of_no_member_at_all_finds_no_key(api):
 
     admin = api.login(user="admin", admin=True)
     with pytest.raises(KeyNotFound):
-        keys.delete_by_admin(caller=sessions.resolve(authorization=f"Bearer {admin.token}"), user_id="", key_id="k" * 22)
+        org_keys.delete_by_admin(caller=sessions.resolve(authorization=f"Bearer {admin.token}"), user_id="", key_id="k" * 22)
 
 
 # --- a maximum lowered below what a member holds, and a key that is not there --------------------
@@ -488,7 +494,6 @@ def test_an_admin_deleting_a_key_of_no_member_at_all_finds_no_key(api):
 def test_a_member_holding_more_keys_than_a_lowered_maximum_cannot_add_one(api):
     """An operator lowered ``KEYWARD_MAX_KEYS_PER_MEMBER`` below what bob already holds: the
     registration's condition is "fewer than the maximum", not "not exactly the maximum"."""
-    from chalicelib.base import clock
     from chalicelib.base.config import settings
 
     bob = api.login(user="bob")

@@ -6,12 +6,17 @@ import json
 import re
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.local_stack import PROJECT_ROOT, LocalStack, running_local_stack, stack_environment
+from tests.local_stack import (
+    PROJECT_ROOT,
+    LocalStack,
+    running_local_stack,
+    stack_environment,
+)
 
 README = PROJECT_ROOT / "README.md"
 WALKTHROUGH_TIMEOUT_SECONDS = 120.0

@@ -13,9 +13,14 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-
 from tests.local_stack import LocalStack
-from tests.stack_client import Reply, StackClient, StackTables, session_id_of, unique_org
+from tests.stack_client import (
+    Reply,
+    StackClient,
+    StackTables,
+    session_id_of,
+    unique_org,
+)
 from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 ATTACKER, ADMIN = "127.0.0.2", "127.0.0.3"

@@ -5,8 +5,8 @@ a refused enforcement, or an operator flipping the flag in the table behind the 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 from tests.stack_client import StackTables, session_id_of, unique_org
 from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401

@@ -8,9 +8,14 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.access import mfa, sessions
-from chalicelib.base.errors import BackupEligibilityChanged, InvalidToken, SignCountRegression, UnknownCredential
-from chalicelib.keys.keys import user_handle_for
+from chalicelib.base.errors import (
+    BackupEligibilityChanged,
+    InvalidToken,
+    SignCountRegression,
+    UnknownCredential,
+)
 from chalicelib.base.models import SecurityKey, Session
+from chalicelib.ceremony.credentials import user_handle_for
 from tests.authenticator import SoftwareAuthenticator
 from tests.meanwhile import after_verification
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.keys import keys
 from chalicelib.access import sessions
 from chalicelib.base.errors import InvalidToken
 from chalicelib.base.models import CredentialClaim, Member, Organization, SecurityKey
+from chalicelib.keys import registration
 from tests.authenticator import SoftwareAuthenticator
 
 
@@ -25,16 +25,16 @@ def test_a_registration_of_a_member_offboarded_meanwhile_is_refused_as_a_session
         # His registration opens the step-up window another registration needs.
         assert api.add_key(bob, SoftwareAuthenticator()).status == 201
     options = api.registration_options(bob).body
-    submission = keys.parse_submission(challenge_id=options["challenge_id"], name="Late",
+    submission = registration.parse_submission(challenge_id=options["challenge_id"], name="Late",
                                        credential=SoftwareAuthenticator().register(options["publicKey"]))
     # bob's request has read his session and member item...
-    caller = sessions.resolve(authorization=f"Bearer {bob.token}", also=keys.submission_reads(submission))
+    caller = sessions.resolve(authorization=f"Bearer {bob.token}", also=registration.submission_reads(submission))
     # ... when an admin offboards him.
     assert api.call("DELETE", "/org/members/bob", token=alice.token).status == 204
     before = Organization.get("acme", consistent_read=True).attribute_values
 
     with pytest.raises(InvalidToken):
-        keys.register(caller=caller, submission=submission)
+        registration.register(caller=caller, submission=submission)
     assert [key.user_id for key in SecurityKey.query("acme", consistent_read=True)] == ["alice"]
     assert [claim.user_id for claim in CredentialClaim.scan()] == ["alice"]
     assert api.call("GET", "/me", token=bob.token).code == "InvalidToken"

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from chalicelib.base import errors
 from chalicelib.api.http import _STATUS_BY_KIND
 from chalicelib.api.openapi import DOCUMENT_PATH
+from chalicelib.base import errors
 from tests.local_stack import PROJECT_ROOT
 
 DOCS_COPY = PROJECT_ROOT / "docs" / "openapi.json"

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.delivery import notifications, outbox, webhooks
 from chalicelib.base.config import settings
 from chalicelib.base.models import AuditEvent, Delivery, Webhook
+from chalicelib.delivery import notifications, outbox, webhooks
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import USER_AGENT
 from tests.webhook_receiver import Receiver, running_receiver
@@ -287,7 +288,8 @@ def test_webhooks_receive_signed_events_exactly_once_across_redeliveries(api, au
 
 def test_a_forged_or_replayed_signature_does_not_verify(api, audit_stream, receiver):
     """The receiver's check is real: another secret, or a changed body, fails it."""
-    from standardwebhooks.webhooks import Webhook as Verifier, WebhookVerificationError
+    from standardwebhooks.webhooks import Webhook as Verifier
+    from standardwebhooks.webhooks import WebhookVerificationError
 
     alice = api.login(user="alice", admin=True)
     created = _create_webhook(api, alice, receiver.url)
@@ -461,7 +463,6 @@ def test_eventbridge_failing_ends_in_the_dead_letter_queue_without_losing_the_ev
 
 
 def test_a_poison_record_never_blocks_the_others(api, audit_stream, receiver):
-    from app import deliver_audit_events
     from devstack.stream import InvocationContext
 
     alice = api.login(user="alice", admin=True)

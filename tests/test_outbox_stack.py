@@ -10,14 +10,26 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from tests.authenticator import SoftwareAuthenticator
-from tests.local_stack import PROJECT_ROOT, LocalStack, running_local_stack, stack_environment
-from tests.stack_client import PYNAMODB_TIME_FORMAT, StackClient, StackTables, session_id_of, unique_org
+from tests.local_stack import (
+    PROJECT_ROOT,
+    LocalStack,
+    running_local_stack,
+    stack_environment,
+)
+from tests.stack_client import (
+    PYNAMODB_TIME_FORMAT,
+    StackClient,
+    StackTables,
+    session_id_of,
+    unique_org,
+)
 from tests.stack_fixtures import db, keyward  # noqa: F401
 from tests.webhook_receiver import Receiver, running_receiver
 
@@ -107,7 +119,7 @@ def _webhook_item(db: StackTables, org: str, webhook_id: str) -> dict[str, Any]:
 
 def _key_check_long_ago(db: StackTables, org: str, token: str) -> None:
     """The session's last security-key check is older than the step-up window: a laptop left open."""
-    moment = datetime.now(timezone.utc) - timedelta(seconds=900 + 5)
+    moment = datetime.now(UTC) - timedelta(seconds=900 + 5)
     db.client.update_item(
         TableName=db.table("sessions"), Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}},
         UpdateExpression="SET key_checked_at = :at", ConditionExpression="attribute_exists(session_id)",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from chalicelib.counters import coverage
 from chalicelib.access import identity, sessions
-from chalicelib.keys import keys
 from chalicelib.base.models import Member, Organization
+from chalicelib.counters import coverage
+from chalicelib.keys import registration
 from tests.authenticator import SoftwareAuthenticator
 
 
@@ -121,10 +121,10 @@ def test_parallel_first_keys_and_admin_changes_are_all_counted(api):
 
     def register(member) -> object:
         options = api.registration_options(member).body
-        submission = keys.parse_submission(challenge_id=options["challenge_id"], name="First",
+        submission = registration.parse_submission(challenge_id=options["challenge_id"], name="First",
                                            credential=SoftwareAuthenticator().register(options["publicKey"]))
-        return lambda: keys.register(
-            caller=sessions.resolve(authorization=f"Bearer {member.token}", also=keys.submission_reads(submission)),
+        return lambda: registration.register(
+            caller=sessions.resolve(authorization=f"Bearer {member.token}", also=registration.submission_reads(submission)),
             submission=submission)
 
     def sign_in(user: str, *, admin: bool) -> object:

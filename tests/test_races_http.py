@@ -4,8 +4,6 @@ local — and through it DynamoDB's conditional writes — together. Each race i
 """
 from __future__ import annotations
 
-
-
 from tests.authenticator import SoftwareAuthenticator
 from tests.stack_client import StackClient, StackTables, session_id_of, unique_org
 from tests.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401

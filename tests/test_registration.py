@@ -6,7 +6,12 @@ from datetime import timedelta
 import pytest
 
 from chalicelib.base import clock
-from chalicelib.base.models import Challenge, CredentialClaim, Member, SecurityKey, Session
+from chalicelib.base.models import (
+    Challenge,
+    CredentialClaim,
+    Member,
+    SecurityKey,
+)
 from tests.authenticator import SoftwareAuthenticator, b64url, b64url_decode
 from tests.keyward_client import hold_keys_in_table
 

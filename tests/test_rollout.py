@@ -8,10 +8,18 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib.base import clock
 from chalicelib.access import lifecycle, tenancy
+from chalicelib.base import clock
 from chalicelib.base.config import settings
-from chalicelib.base.models import AuditEvent, CredentialClaim, EnrollmentPass, Member, Organization, SecurityKey, Session
+from chalicelib.base.models import (
+    AuditEvent,
+    CredentialClaim,
+    EnrollmentPass,
+    Member,
+    Organization,
+    SecurityKey,
+    Session,
+)
 from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import store_key

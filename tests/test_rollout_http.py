@@ -8,15 +8,20 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from devstack.dynamodb import dynamodb_environment
 from devstack.idp import DevIdentityProvider
 from tests.authenticator import SoftwareAuthenticator
-from tests.local_stack import PROJECT_ROOT, LocalStack, running_local_stack, stack_environment
+from tests.local_stack import (
+    PROJECT_ROOT,
+    LocalStack,
+    running_local_stack,
+    stack_environment,
+)
 from tests.stack_client import StackClient, StackTables, session_id_of, unique_org
 from tests.stack_fixtures import db, keyward, stack_log  # noqa: F401
 
@@ -159,7 +164,7 @@ def _back_date_enforcement(db: StackTables, org: str, *, hours: int) -> None:
     db.client.update_item(
         TableName=db.table("orgs"), Key={"org_id": {"S": org}},
         UpdateExpression="SET enforced_at = :at",
-        ExpressionAttributeValues={":at": {"S": moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")}},
+        ExpressionAttributeValues={":at": {"S": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")}},
     )
 
 

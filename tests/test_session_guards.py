@@ -15,8 +15,8 @@ import pytest
 from botocore.exceptions import ClientError
 from pynamodb.exceptions import TransactGetError
 
-from chalicelib.base import clock
 from chalicelib.access import sessions
+from chalicelib.base import clock
 from chalicelib.base.config import load
 from chalicelib.base.errors import InvalidToken, MemberNotFound
 from chalicelib.base.models import Member, Session

@@ -12,7 +12,6 @@ from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import USER_AGENT
 
 
-
 def _sid(member) -> str:
     return member.token.split(".")[3]
 
@@ -268,8 +267,8 @@ def test_last_seen_is_set_at_login_and_refreshed_only_every_five_minutes(api):
 def test_ending_more_sessions_than_one_transaction_holds_ends_them_all(api):
     from datetime import timedelta
 
-    from chalicelib.base import clock
     from chalicelib.access import sessions
+    from chalicelib.base import clock
 
     now = clock.now()
     with Session.batch_write() as batch:

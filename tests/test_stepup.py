@@ -6,11 +6,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from chalicelib.base import clock, errors
-from chalicelib.keys import keys
 from chalicelib.access import sessions
+from chalicelib.base import clock, errors
 from chalicelib.base.config import load
 from chalicelib.base.models import AuditEvent, Challenge, SecurityKey, Session
+from chalicelib.keys import registration
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import KeywardClient, Member, enforce_in_table
 
@@ -223,12 +223,12 @@ def test_a_waiting_session_resolved_before_the_member_enrolled_cannot_register(a
     options = api.registration_options(stale).body
     credential = SoftwareAuthenticator().register(options["publicKey"])
     # The stale request passed resolve while the member had no key; then bob registered.
-    submission = keys.parse_submission(challenge_id=options["challenge_id"], name="Late", credential=credential)
-    stale_caller = sessions.resolve(authorization=f"Bearer {stale.token}", also=keys.submission_reads(submission))
+    submission = registration.parse_submission(challenge_id=options["challenge_id"], name="Late", credential=credential)
+    stale_caller = sessions.resolve(authorization=f"Bearer {stale.token}", also=registration.submission_reads(submission))
     assert api.add_key(bob).status == 201
 
     with pytest.raises(errors.AlreadyEnrolled):
-        keys.register(caller=stale_caller, submission=submission)
+        registration.register(caller=stale_caller, submission=submission)
 
     assert [key.user_id for key in SecurityKey.scan(consistent_read=True)] == ["bob"]
     assert _session(stale).state == "registration_required"

@@ -14,8 +14,8 @@ import pytest
 from chalicelib.base import clock
 from chalicelib.base.models import Challenge, Organization, SecurityKey, Session
 from tests.authenticator import SoftwareAuthenticator
-from tests.meanwhile import after_verification
 from tests.keyward_client import KeywardClient, Member
+from tests.meanwhile import after_verification
 
 ORG = "acme"
 WINDOW = timedelta(seconds=900)

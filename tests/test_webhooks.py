@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from chalicelib.delivery import outbox, webhook_secrets, webhooks
 from chalicelib.base.config import settings
 from chalicelib.base.models import AuditEvent, Delivery, Webhook
+from chalicelib.delivery import outbox, webhook_secrets, webhooks
 from tests.webhook_receiver import Receiver, running_receiver
 
 

@@ -19,9 +19,11 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Union
 
-from chalicelib.base import clock
 from chalicelib.access.actions import Action
+from chalicelib.access.sessions import holds_key
+from chalicelib.base import clock
 from chalicelib.base.config import settings
+from chalicelib.base.context import SessionState
 from chalicelib.base.errors import (
     AdminRequired,
     AlreadyEnrolled,
@@ -33,14 +35,12 @@ from chalicelib.base.errors import (
     SecurityKeyRequired,
     WrongSessionState,
 )
-from chalicelib.access.sessions import holds_key
-from chalicelib.base.context import SessionState
 
 if TYPE_CHECKING:
     from pynamodb.expressions.update import Action as UpdateAction
 
-    from chalicelib.base.models import Organization, SecurityKey, Session
     from chalicelib.base.context import Caller
+    from chalicelib.base.models import Organization, SecurityKey, Session
 
 
 class Standing(str, Enum):

@@ -18,10 +18,12 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from chalicelib.base import audit, clock, throttles
 from chalicelib.access import sessions
+from chalicelib.access.sessions import IssuedSession
+from chalicelib.base import audit, clock, throttles
 from chalicelib.base.audit import Client
 from chalicelib.base.config import settings
+from chalicelib.base.context import Caller, SessionState
 from chalicelib.base.errors import (
     BackupCredentialsNotFound,
     InvalidBackupCredentials,
@@ -29,8 +31,6 @@ from chalicelib.base.errors import (
     NotForBackupSessions,
 )
 from chalicelib.base.models import BackupCredential, Organization
-from chalicelib.access.sessions import IssuedSession
-from chalicelib.base.context import Caller, SessionState
 from chalicelib.base.storage import ConditionsFailed, transaction
 
 log = logging.getLogger("keyward.backup")

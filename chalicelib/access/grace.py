@@ -92,7 +92,7 @@ def change_period(
         with transaction() as write:
             write.update("org", Organization(org_id),
                          actions=[Organization.grace_period_hours.set(hours), *(along.actions() if along else [])],
-                         condition=Organization.mfa_enforced == True)  # noqa: E712
+                         condition=Organization.mfa_enforced == True)
             write.save("audit", audit.event(org_id=org_id, actor=actor, action="enforcement.grace_period_changed",
                                             target=org_id, client=client, details={"grace_period_hours": hours}))
             if along:

@@ -10,12 +10,17 @@ import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.base import audit, clock
 from chalicelib.access import membership, sessions, tenancy
+from chalicelib.base import audit, clock
 from chalicelib.base.config import IdentityProvider
-from chalicelib.base.errors import ConfigurationError, IdentityProviderUnavailable, InvalidIdToken, NonceMismatch
-from chalicelib.base.storage import ConditionsFailed
+from chalicelib.base.errors import (
+    ConfigurationError,
+    IdentityProviderUnavailable,
+    InvalidIdToken,
+    NonceMismatch,
+)
 from chalicelib.base.models import Member, Organization
+from chalicelib.base.storage import ConditionsFailed
 
 if TYPE_CHECKING:
     import jwt
@@ -197,8 +202,8 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, members
     """
     from pynamodb.transactions import TransactGet
 
-    from chalicelib.base.models import connection
     from chalicelib.access.sessions import found_in
+    from chalicelib.base.models import connection
 
     signed_in = clock.now()
     with TransactGet(connection=connection()) as reads:

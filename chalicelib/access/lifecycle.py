@@ -15,11 +15,16 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from chalicelib.base import clock
 from chalicelib.base.config import settings
-from chalicelib.base.errors import InvalidToken, NotAuthenticated, SessionEndedByEnforcement, SessionExpired
+from chalicelib.base.errors import (
+    InvalidToken,
+    NotAuthenticated,
+    SessionEndedByEnforcement,
+    SessionExpired,
+)
 from chalicelib.base.models import Organization
 
 _TIME_BYTES = 6
@@ -42,7 +47,7 @@ def started_at(session_id: str) -> datetime | None:
     if len(raw) != _TIME_BYTES + _RANDOM_BYTES:
         return None
     try:
-        return datetime.fromtimestamp(int.from_bytes(raw[:_TIME_BYTES], "big") / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(int.from_bytes(raw[:_TIME_BYTES], "big") / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):
         # Six bytes of milliseconds reach past the year 9999, where no datetime goes: a made-up ID.
         return None

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 
 from chalicelib.base.errors import ConcurrentChange
 from chalicelib.base.models import Member, Organization
-from chalicelib.base.storage import ConditionsFailed, LabelledWrite, condition_failed, transaction
-from chalicelib.counters import coverage
-from chalicelib.counters import conditions
+from chalicelib.base.storage import (
+    ConditionsFailed,
+    LabelledWrite,
+    condition_failed,
+    transaction,
+)
+from chalicelib.counters import conditions, coverage
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ def change_admin(*, member: Member, admin: bool) -> None:
                     Member.admin.set(admin),
                     Member.admin_without_key.set(entry) if entry else Member.admin_without_key.remove(),
                 ], condition=Member.user_id.exists() & (Member.key_count == key_count)
-                    & ((Member.admin == True) if was else ((Member.admin == False) | Member.admin.does_not_exist())))  # noqa: E712
+                    & ((Member.admin == True) if was else ((Member.admin == False) | Member.admin.does_not_exist())))
                 write.update("org counters", Organization(org_id), actions=org_actions)
 
         try:

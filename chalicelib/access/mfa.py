@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from chalicelib.access import assurance, sessions
 from chalicelib.base import audit, clock
-from chalicelib.ceremony import authenticator_policy, challenges
-from chalicelib.ceremony.challenges import Ceremony
+from chalicelib.base.context import AlsoRead, AlsoReads, Caller, SessionState
 from chalicelib.base.errors import (
     AuthenticatorNotAllowed,
     BackupEligibilityChanged,
@@ -21,10 +20,16 @@ from chalicelib.base.errors import (
     SignCountRegression,
     UnknownCredential,
 )
-from chalicelib.ceremony.credentials import CeremonyOptions, known_credentials, keys_of, user_handle_for
 from chalicelib.base.models import SecurityKey, Session
-from chalicelib.base.context import AlsoRead, AlsoReads, Caller, SessionState
 from chalicelib.base.storage import ConditionsFailed, LabelledWrite, transaction
+from chalicelib.ceremony import authenticator_policy, challenges
+from chalicelib.ceremony.challenges import Ceremony
+from chalicelib.ceremony.credentials import (
+    CeremonyOptions,
+    keys_of,
+    known_credentials,
+    user_handle_for,
+)
 
 if TYPE_CHECKING:
     from chalicelib.ceremony.ceremonies import AuthenticationResponse

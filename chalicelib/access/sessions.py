@@ -14,30 +14,39 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, TransactGetError, UpdateError
 from pynamodb.transactions import TransactGet
 
-from chalicelib.base import audit, clock
 from chalicelib.access import grace, lifecycle, tenancy
+from chalicelib.base import audit, clock
 from chalicelib.base.audit import BACKUP_USER_PREFIX, Client
-from chalicelib.base.context import AlsoReads, Caller, SessionState
 from chalicelib.base.config import settings
+from chalicelib.base.context import AlsoReads, Caller, SessionState
 from chalicelib.base.errors import (
-    MemberNotFound,
-    SessionNotFound,
     InvalidToken,
+    MemberNotFound,
     MissingToken,
     NotAuthenticated,
     SessionEndedByEnforcement,
     SessionEndedByNewKey,
     SessionExpired,
     SessionIdle,
+    SessionNotFound,
 )
-from chalicelib.base.models import AuditEvent, BackupCredential, Member, Organization, SecurityKey, Session, connection
+from chalicelib.base.models import (
+    AuditEvent,
+    BackupCredential,
+    Member,
+    Organization,
+    SecurityKey,
+    Session,
+    connection,
+)
 from chalicelib.base.storage import (
     TRANSACTION_CANCELED,
     ConditionsFailed,

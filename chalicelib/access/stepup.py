@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 from chalicelib.access import assurance
 from chalicelib.base import audit, clock
-from chalicelib.ceremony import authenticator_policy, challenges
-from chalicelib.ceremony.challenges import Ceremony
+from chalicelib.base.context import Caller, SessionState
 from chalicelib.base.errors import (
     AuthenticatorNotAllowed,
     ChallengeNotFound,
@@ -23,14 +22,15 @@ from chalicelib.base.errors import (
     NotAuthenticated,
     SignCountRegression,
 )
-from chalicelib.ceremony.credentials import CeremonyOptions, known_credentials
 from chalicelib.base.models import Session
-from chalicelib.base.context import Caller, SessionState
 from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.ceremony import authenticator_policy, challenges
+from chalicelib.ceremony.challenges import Ceremony
+from chalicelib.ceremony.credentials import CeremonyOptions, known_credentials
 
 if TYPE_CHECKING:
-    from chalicelib.ceremony.ceremonies import AuthenticationResponse
     from chalicelib.access.mfa import Assertion
+    from chalicelib.ceremony.ceremonies import AuthenticationResponse
 
 
 def options(*, caller: Caller) -> CeremonyOptions:

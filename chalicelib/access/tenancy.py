@@ -17,10 +17,13 @@ from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib.base import clock
 from chalicelib.base.config import IdentityProvider, settings
-from chalicelib.base.errors import OrganizationExists, UnknownOrganization, WrongIdentityProvider
+from chalicelib.base.errors import (
+    OrganizationExists,
+    UnknownOrganization,
+    WrongIdentityProvider,
+)
 from chalicelib.base.models import Organization
 from chalicelib.base.storage import condition_failed
-
 
 _ORG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 

@@ -5,10 +5,18 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib.base import clock
 from chalicelib.access.actions import Action
-from chalicelib.api.http import caller_of, caller_with, client_of, json_body, only_fields, route, string_field
+from chalicelib.api.http import (
+    caller_of,
+    caller_with,
+    client_of,
+    json_body,
+    only_fields,
+    route,
+    string_field,
+)
 from chalicelib.api.views import login_body
+from chalicelib.base import clock
 from chalicelib.base.deferred import deferred
 
 # Each is loaded by the first request of its own kind, not by every cold start.

@@ -8,8 +8,8 @@ from typing import Any, NamedTuple
 
 from chalice import Blueprint, Response
 
-from chalicelib.base import errors
 from chalicelib.api.http import http_error, json_body, only_fields, route
+from chalicelib.base import errors
 from chalicelib.base.config import settings
 
 console = Blueprint(__name__)
@@ -121,7 +121,9 @@ def static_file(name: str) -> Response:
 
 @route(dev_sign_in, "/dev/id-token", methods=["POST"])
 def dev_id_token() -> dict[str, Any]:
-    from chalicelib.access import devidp  # the local stage's alone: no other stage loads it
+    from chalicelib.access import (
+        devidp,  # the local stage's alone: no other stage loads it
+    )
 
     body = json_body(dev_sign_in.current_request)
     only_fields(body, {"org", "user", "admin", "name", "email"})

@@ -6,13 +6,14 @@ import functools
 import json
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chalice import Blueprint, Chalice, Response
 from chalice.app import ChaliceViewError, Request
 
-from chalicelib.base import errors
 from chalicelib.access.actions import Action
+from chalicelib.base import errors
 from chalicelib.base.config import settings
 from chalicelib.base.deferred import deferred
 

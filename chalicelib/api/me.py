@@ -5,18 +5,19 @@ from typing import Any
 
 from chalice import Blueprint
 
-from chalicelib.base import clock
 from chalicelib.access.actions import Action
 from chalicelib.api import views
 from chalicelib.api.http import caller_of, caller_with, json_body, only_fields, route
 from chalicelib.api.views import org_body, user_body
+from chalicelib.base import clock
 from chalicelib.base.deferred import deferred
 
 # Loaded by the first request about security keys, not by every cold start.
 authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
 enrollment = deferred("chalicelib.keys.enrollment")
 grace = deferred("chalicelib.access.grace")
-keys = deferred("chalicelib.keys.keys")
+management = deferred("chalicelib.keys.management")
+registration = deferred("chalicelib.keys.registration")
 sessions = deferred("chalicelib.access.sessions")
 
 me = Blueprint(__name__)
@@ -45,30 +46,30 @@ def who_am_i() -> dict[str, Any]:
 def list_keys() -> dict[str, Any]:
     caller = caller_of(me.current_request, action=Action.READ)
     policy = authenticator_policy.of(caller.org)
-    return {"keys": [keys.describe(key, policy=policy) for key in keys.list_keys(caller=caller)]}
+    return {"keys": [management.describe(key, policy=policy) for key in management.list_keys(caller=caller)]}
 
 
 @route(me, "/me/mfa/keys/options", methods=["POST"])
 def registration_options() -> dict[str, Any]:
     caller = caller_of(me.current_request, action=Action.REGISTER_KEY)
-    started = keys.registration_options(caller=caller)
+    started = registration.registration_options(caller=caller)
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key,
             "enrollment_code_required": enrollment.code_required(caller=caller)}
 
 
-def _key_submission(body: dict[str, Any]) -> keys.KeySubmission:
+def _key_submission(body: dict[str, Any]) -> registration.KeySubmission:
     only_fields(body, {"challenge_id", "name", "credential", "enrollment_code"})
-    return keys.parse_submission(challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"),
+    return registration.parse_submission(challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"),
                                  enrollment_code=body.get("enrollment_code"))
 
 
 @route(me, "/me/mfa/keys", methods=["POST"], status=201)
 def register_key() -> dict[str, Any]:
     caller, submission = caller_with(me.current_request, action=Action.REGISTER_KEY, parse=_key_submission,
-                                     reads=keys.submission_reads)
-    registered = keys.register(caller=caller, submission=submission)
+                                     reads=registration.submission_reads)
+    registered = registration.register(caller=caller, submission=submission)
     # A session that had to register continues under a new token; the old one stops working.
-    return {"key": keys.describe(registered.key, policy=authenticator_policy.of(caller.org)),
+    return {"key": management.describe(registered.key, policy=authenticator_policy.of(caller.org)),
             "session": {"state": caller.session.state}, "token": registered.token}
 
 
@@ -77,20 +78,20 @@ def rename_key(key_id: str) -> dict[str, Any]:
     caller = caller_of(me.current_request, action=Action.RENAME_KEY)
     body = json_body(me.current_request)
     only_fields(body, {"name"})
-    renamed = keys.rename(caller=caller, key_id=key_id, name=body.get("name"))
-    return {"key": keys.describe(renamed, policy=authenticator_policy.of(caller.org))}
+    renamed = management.rename(caller=caller, key_id=key_id, name=body.get("name"))
+    return {"key": management.describe(renamed, policy=authenticator_policy.of(caller.org))}
 
 
 @route(me, "/me/mfa/keys/{key_id}", methods=["DELETE"], status=204)
 def delete_key(key_id: str) -> None:
     caller = caller_of(me.current_request, action=Action.DELETE_KEY)
-    keys.delete(caller=caller, key_id=key_id)
+    management.delete(caller=caller, key_id=key_id)
 
 
 @route(me, "/me/mfa", methods=["DELETE"], status=204)
 def disable_mfa() -> None:
     caller = caller_of(me.current_request, action=Action.DISABLE_MFA)
-    keys.disable_mfa(caller=caller)
+    management.disable_mfa(caller=caller)
 
 
 @route(me, "/me/sessions", methods=["GET"])

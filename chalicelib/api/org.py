@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint, Response
 
-from chalicelib.base import clock
 from chalicelib.access.actions import Action
 from chalicelib.api.http import caller_of, json_body, only_fields, route
+from chalicelib.base import clock
 from chalicelib.base.deferred import deferred
 from chalicelib.base.errors import InvalidTimeRange, MalformedRequest
 
 if TYPE_CHECKING:
-    from chalicelib.base.models import Invalidation
     from chalicelib.base.context import Caller
+    from chalicelib.base.models import Invalidation
 
 # Each is loaded by the first request of its own kind, not by every cold start.
 audit = deferred("chalicelib.base.audit")
@@ -24,7 +24,8 @@ backup = deferred("chalicelib.access.backup")
 enforcement = deferred("chalicelib.org.enforcement")
 enrollment = deferred("chalicelib.keys.enrollment")
 grace = deferred("chalicelib.access.grace")
-keys = deferred("chalicelib.keys.keys")
+management = deferred("chalicelib.keys.management")
+org_keys = deferred("chalicelib.keys.org_keys")
 members = deferred("chalicelib.org.members")
 offboarding = deferred("chalicelib.org.offboarding")
 pagination = deferred("chalicelib.base.pagination")
@@ -146,14 +147,14 @@ def list_keys() -> dict[str, Any]:
     compliant = _query("compliant")
     if compliant not in (None, "", "false"):
         raise MalformedRequest("'compliant' may only be 'false' (the keys that fall short of the policy).")
-    page = keys.list_org_keys(org_id=org_id, limit=pagination.limit_from(_query("limit")),
+    page = org_keys.list_org_keys(org_id=org_id, limit=pagination.limit_from(_query("limit")),
                               after=pagination.decode(_query("next")),
                               user_id=query_values.user_id_filter(_query("user_id")),
                               noncompliant_under=policy if compliant == "false" else None)
-    owners = keys.owners_of(org_id=org_id, found=page.items)
+    owners = org_keys.owners_of(org_id=org_id, found=page.items)
     return {
         "keys": [
-            {**keys.describe(key, policy=policy),
+            {**management.describe(key, policy=policy),
              "user": {"id": key.user_id, "name": owners[key.user_id].name if key.user_id in owners else ""}}
             for key in page.items
         ],
@@ -183,7 +184,7 @@ def set_policy() -> dict[str, Any]:
 
 @route(org, "/org/members/{user_id}/mfa/keys/{key_id}", methods=["DELETE"], status=204)
 def delete_member_key(user_id: str, key_id: str) -> None:
-    keys.delete_by_admin(caller=_admin_changing(), user_id=user_id, key_id=key_id)
+    org_keys.delete_by_admin(caller=_admin_changing(), user_id=user_id, key_id=key_id)
 
 
 @route(org, "/org/members/{user_id}/sessions", methods=["DELETE"], status=204)
@@ -215,7 +216,7 @@ def _moment(name: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(raw)
         # A zone is required, and the moment must exist in UTC ("0001-01-01T00:00:00+01:00" does not).
-        moment = moment.astimezone(timezone.utc) if moment.tzinfo is not None else None
+        moment = moment.astimezone(UTC) if moment.tzinfo is not None else None
     except (ValueError, OverflowError):
         moment = None
     if moment is None:

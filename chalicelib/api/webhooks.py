@@ -8,7 +8,11 @@ from chalice import Blueprint
 from chalicelib.access.actions import Action
 from chalicelib.api.http import caller_of, json_body, only_fields, route, string_field
 from chalicelib.base.deferred import deferred
-from chalicelib.base.errors import InvalidWebhookEvents, MalformedRequest, WebhookNotFound
+from chalicelib.base.errors import (
+    InvalidWebhookEvents,
+    MalformedRequest,
+    WebhookNotFound,
+)
 
 if TYPE_CHECKING:
     from chalicelib.base.context import Caller

@@ -14,7 +14,13 @@ from chalicelib.base import audit, clock
 from chalicelib.base.config import settings
 from chalicelib.base.errors import InvalidationFailed
 from chalicelib.base.models import Invalidation, Organization, Session
-from chalicelib.base.storage import THROTTLED, ConditionsFailed, condition_failed, response_code, transaction
+from chalicelib.base.storage import (
+    THROTTLED,
+    ConditionsFailed,
+    condition_failed,
+    response_code,
+    transaction,
+)
 
 if TYPE_CHECKING:
     from chalicelib.base.context import Deadline
@@ -87,7 +93,9 @@ def _delete_sessions(keys: list[dict[str, Any]]) -> int:
     Raises:
         InvalidationFailed: a batch could not be deleted; it says how many the others deleted.
     """
-    from concurrent.futures import ThreadPoolExecutor  # only the stream function needs threads
+    from concurrent.futures import (
+        ThreadPoolExecutor,  # only the stream function needs threads
+    )
 
     batches = [keys[i:i + BATCH_SIZE] for i in range(0, len(keys), BATCH_SIZE)]
     if not batches:

@@ -42,7 +42,7 @@ def refresh() -> LoadedBlob | None:
 
     url = settings().mds_url
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (an https URL from configuration)
+        with urllib.request.urlopen(url, timeout=30) as response:
             blob = response.read(64 * 1024 * 1024)
     except OSError as error:
         log.error("could not download the metadata BLOB from %s: %s", url, error)

@@ -5,7 +5,8 @@ would have."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.background import invalidation, recount
 from chalicelib.base import audit, clock
@@ -111,7 +112,7 @@ def _record_operator_enforcement(*, org_id: str, generation: int) -> None:
                     # What keeps the reason of sessions it ends once they are deleted (chalicelib.access.lifecycle).
                     Organization.last_enforced_at.set(enforced_at),
                 ],
-                condition=(Organization.mfa_enforced == True)  # noqa: E712
+                condition=(Organization.mfa_enforced == True)
                 & (Organization.enforcement_generation == generation),
             )
             write.save("audit", audit.event(org_id=org_id, actor=audit.OPERATOR, action="enforcement.enabled",

@@ -5,7 +5,8 @@ follow: chalicelib/counters/compliance.py."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pynamodb.expressions.condition import Condition
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -119,9 +119,9 @@ EXPORT_PAGE = 5000
 
 def _time_range(since: datetime | None, until: datetime | None) -> Any:
     """The event keys from ``since`` (inclusive) to ``until`` (exclusive): keys start with the event's time."""
-    low = since.astimezone(timezone.utc).strftime(KEY_TIME_FORMAT) if since else None
+    low = since.astimezone(UTC).strftime(KEY_TIME_FORMAT) if since else None
     # "...Z" sorts before every "...Z#suffix" of the same moment, so an event at `until` is left out.
-    high = until.astimezone(timezone.utc).strftime(KEY_TIME_FORMAT) if until else None
+    high = until.astimezone(UTC).strftime(KEY_TIME_FORMAT) if until else None
     if low and high:
         return AuditEvent.event_key.between(low, high)
     if low:

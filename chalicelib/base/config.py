@@ -7,11 +7,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from chalicelib.base.errors import ConfigurationError
-
 
 LOCAL_STAGE = "local"
 

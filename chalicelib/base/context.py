@@ -7,9 +7,10 @@ caller, ``access.assurance`` decides what it may do).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from pynamodb.models import Model
 

@@ -14,8 +14,9 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from chalicelib.base.config import settings
 from chalicelib.base.errors import (
@@ -159,7 +160,11 @@ def parse_registration(*, credential: object) -> RegistrationResponse:
         MalformedCredential, CredentialIdTooLong: the response cannot be a credential.
     """
     from fido2.webauthn import AttestationObject
-    from webauthn.helpers import decode_credential_public_key, parse_attestation_object, parse_registration_credential_json
+    from webauthn.helpers import (
+        decode_credential_public_key,
+        parse_attestation_object,
+        parse_registration_credential_json,
+    )
 
     credential_id = _raw_id(credential)
     assert isinstance(credential, dict)
@@ -216,7 +221,10 @@ def parse_authentication(*, credential: object) -> AuthenticationResponse:
     Raises:
         MalformedCredential, CredentialIdTooLong: the response cannot be an assertion.
     """
-    from webauthn.helpers import parse_authentication_credential_json, parse_authenticator_data
+    from webauthn.helpers import (
+        parse_authentication_credential_json,
+        parse_authenticator_data,
+    )
 
     credential_id = _raw_id(credential)
     assert isinstance(credential, dict)
@@ -321,7 +329,11 @@ def authentication_options(
 ) -> dict[str, Any]:
     """PublicKeyCredentialRequestOptionsJSON for the MFA login, listing only the user's keys."""
     from webauthn import generate_authentication_options, options_to_json
-    from webauthn.helpers.structs import AuthenticatorTransport, PublicKeyCredentialDescriptor, UserVerificationRequirement
+    from webauthn.helpers.structs import (
+        AuthenticatorTransport,
+        PublicKeyCredentialDescriptor,
+        UserVerificationRequirement,
+    )
 
     options = generate_authentication_options(
         rp_id=settings().rp_id,

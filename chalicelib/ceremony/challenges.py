@@ -19,10 +19,20 @@ from pynamodb.expressions.condition import Condition
 
 from chalicelib.base import audit, clock
 from chalicelib.base.config import settings
-from chalicelib.base.errors import ChallengeExpired, ChallengeMismatch, ChallengeNotFound, MalformedRequest
-from chalicelib.base.models import Challenge, Session
 from chalicelib.base.context import AlsoRead, Caller
-from chalicelib.base.storage import ConditionsFailed, LabelledWrite, condition_failed, transaction
+from chalicelib.base.errors import (
+    ChallengeExpired,
+    ChallengeMismatch,
+    ChallengeNotFound,
+    MalformedRequest,
+)
+from chalicelib.base.models import Challenge, Session
+from chalicelib.base.storage import (
+    ConditionsFailed,
+    LabelledWrite,
+    condition_failed,
+    transaction,
+)
 
 LABEL = "challenge"
 

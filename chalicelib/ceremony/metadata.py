@@ -26,9 +26,10 @@ import importlib.util
 import json
 import logging
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -44,14 +45,18 @@ from fido2.attestation import (
     TpmAttestation,
     UntrustedAttestation,
 )
-from fido2.mds3 import MdsAttestationVerifier, MetadataBlobPayload, MetadataBlobPayloadEntry
+from fido2.mds3 import (
+    MdsAttestationVerifier,
+    MetadataBlobPayload,
+    MetadataBlobPayloadEntry,
+)
 from fido2.webauthn import AttestationObject
 
 from chalicelib.base import clock
-from chalicelib.ceremony.authenticator_policy import COMPROMISED_STATUSES
 from chalicelib.base.config import settings
-from chalicelib.base.models import AuthenticatorModel
 from chalicelib.base.context import AlsoRead
+from chalicelib.base.models import AuthenticatorModel
+from chalicelib.ceremony.authenticator_policy import COMPROMISED_STATUSES
 
 log = logging.getLogger("keyward.metadata")
 

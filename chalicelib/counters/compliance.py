@@ -26,22 +26,19 @@ accepts every key, so ``members_compliant`` is the coverage counter ``members_wi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
 
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
-from chalicelib.ceremony import authenticator_policy
 from chalicelib.base import clock
-from chalicelib.counters import conditions
-from chalicelib.counters.conditions import Standing
 from chalicelib.base.errors import ConcurrentChange
 from chalicelib.base.models import ComplianceRecount, Member, Organization, SecurityKey
 from chalicelib.base.storage import ConditionsFailed, transaction
-
-if TYPE_CHECKING:
-    pass
+from chalicelib.ceremony import authenticator_policy
+from chalicelib.counters import conditions
+from chalicelib.counters.conditions import Standing
 
 log = logging.getLogger("keyward.compliance")
 

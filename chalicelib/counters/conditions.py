@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from pynamodb.attributes import NumberAttribute
 from pynamodb.exceptions import PynamoDBException, TransactWriteError

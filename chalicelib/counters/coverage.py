@@ -12,9 +12,10 @@ Admin pages then read one item, whatever the organization's size.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.condition import Condition
@@ -23,7 +24,13 @@ from pynamodb.expressions.update import Action
 from chalicelib.base.models import Member, Organization
 from chalicelib.base.storage import ConditionsFailed, LabelledWrite, response_code
 from chalicelib.counters import compliance
-from chalicelib.counters.conditions import MAX_ATTEMPTS, Standing, number_is, sent_again_on_conflict, standing_now
+from chalicelib.counters.conditions import (
+    MAX_ATTEMPTS,
+    Standing,
+    number_is,
+    sent_again_on_conflict,
+    standing_now,
+)
 
 log = logging.getLogger("keyward.coverage")
 
@@ -72,7 +79,7 @@ def counters_of(org: Organization) -> Counters:
 
 
 def _same_standing(standing: Standing) -> Condition:
-    admin = (Member.admin == True) if standing.admin else ((Member.admin == False) | Member.admin.does_not_exist())  # noqa: E712
+    admin = (Member.admin == True) if standing.admin else ((Member.admin == False) | Member.admin.does_not_exist())
     return (Member.user_id.exists() & (Member.key_count == standing.key_count) & admin
             & number_is(Member.key_changes, standing.key_changes)
             & number_is(Member.compliance_version, standing.compliance_version))

@@ -81,7 +81,7 @@ def recipients(entry: AuditEvent) -> list[str]:
         return [about] if about else []
     if who == ADMINS:
         return [member.user_id for member in Member.query(
-            entry.org_id, filter_condition=Member.admin == True, consistent_read=True,  # noqa: E712
+            entry.org_id, filter_condition=Member.admin == True, consistent_read=True,
             attributes_to_get=["user_id", "admin"],
         )]
     return []

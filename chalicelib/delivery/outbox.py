@@ -20,16 +20,17 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pynamodb.exceptions import UpdateError
 
 from chalicelib.base import audit, clock
-from chalicelib.delivery import notifications, webhook_secrets, webhooks
 from chalicelib.base.config import settings
 from chalicelib.base.models import AuditEvent, Delivery, Member
 from chalicelib.base.storage import condition_failed
+from chalicelib.delivery import notifications, webhook_secrets, webhooks
 
 if TYPE_CHECKING:
     from chalicelib.base.context import Deadline

@@ -25,21 +25,32 @@ import ipaddress
 import re
 import secrets
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from pynamodb.exceptions import UpdateError
 
 from chalicelib.base import audit, clock
-from chalicelib.delivery import webhook_secrets
 from chalicelib.base.config import settings
-from chalicelib.base.errors import (
-    ConcurrentChange, InvalidWebhookEvents, MalformedRequest, WebhookNotFound, WebhookUrlRefused,
-)
-from chalicelib.base.models import AuditEvent, Delivery, EndpointSettings, Webhook, WebhookChange
 from chalicelib.base.context import Caller
+from chalicelib.base.errors import (
+    ConcurrentChange,
+    InvalidWebhookEvents,
+    MalformedRequest,
+    WebhookNotFound,
+    WebhookUrlRefused,
+)
+from chalicelib.base.models import (
+    AuditEvent,
+    Delivery,
+    EndpointSettings,
+    Webhook,
+    WebhookChange,
+)
 from chalicelib.base.storage import ConditionsFailed, condition_failed, transaction
+from chalicelib.delivery import webhook_secrets
 
 ENABLED = "enabled"
 DISABLED = "disabled"

@@ -28,6 +28,7 @@ from pynamodb.expressions.condition import Condition
 
 from chalicelib.base import audit, clock, throttles
 from chalicelib.base.config import settings
+from chalicelib.base.context import Caller
 from chalicelib.base.errors import (
     ConcurrentChange,
     EnrollmentPassNotFound,
@@ -38,7 +39,6 @@ from chalicelib.base.errors import (
     MemberNotFound,
 )
 from chalicelib.base.models import EnrollmentPass, Member, Organization
-from chalicelib.base.context import Caller
 from chalicelib.base.storage import ConditionsFailed, LabelledWrite, transaction
 
 MIN_LIFETIME_MINUTES = 10

@@ -12,14 +12,13 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-
-from chalicelib.base import audit, clock
-from chalicelib.counters import compliance, coverage
 from chalicelib.access import grace
+from chalicelib.base import audit, clock
+from chalicelib.base.context import AlongChange, Caller
 from chalicelib.base.errors import ConcurrentChange, SecurityKeyRequired
 from chalicelib.base.models import Invalidation, Member, Organization
-from chalicelib.base.context import AlongChange, Caller
 from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.counters import compliance, coverage
 
 log = logging.getLogger("keyward.enforcement")
 
@@ -116,7 +115,7 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
                     Organization.grace_period_hours.set(grace_period_hours),
                     Organization.last_enforced_at.set(enforced_at),
                 ],
-                condition=(Organization.mfa_enforced == False)  # noqa: E712
+                condition=(Organization.mfa_enforced == False)
                 & (Organization.enforcement_generation == org.enforcement_generation),
             )
             write.save("audit", audit.event(
@@ -153,7 +152,7 @@ def _relax(*, caller: Caller, org: Organization, along: AlongChange | None) -> O
                     *(along.actions() if along else []),
                 ],
                 # A flag of the wrong type reads as enforced; relaxing is how an admin repairs it.
-                condition=(Organization.mfa_enforced == True) | ~Organization.mfa_enforced.is_type(),  # noqa: E712
+                condition=(Organization.mfa_enforced == True) | ~Organization.mfa_enforced.is_type(),
             )
             write.save("audit", audit.event(org_id=org.org_id, actor=caller.actor, action="enforcement.disabled",
                                             target=org.org_id, client=caller.client))

@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.base import clock, pagination
-from chalicelib.counters import compliance, coverage
-from chalicelib.counters.coverage import Bucket
 from chalicelib.base.errors import MalformedRequest
 from chalicelib.base.models import Member, Organization
+from chalicelib.counters import compliance, coverage
+from chalicelib.counters.coverage import Bucket
 
 
 def list_members(*, org_id: str, limit: int, after: str | None) -> pagination.Page[Member]:

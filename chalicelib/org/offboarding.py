@@ -8,13 +8,18 @@ from typing import TYPE_CHECKING
 from chalicelib.access.sessions import end_sessions
 from chalicelib.base import audit
 from chalicelib.base.errors import ConcurrentChange, MemberNotFound
-from chalicelib.base.models import CredentialClaim, Member, Organization, SecurityKey, Session
+from chalicelib.base.models import (
+    CredentialClaim,
+    Member,
+    Organization,
+    SecurityKey,
+    Session,
+)
 from chalicelib.base.storage import ConditionsFailed, transaction
 from chalicelib.ceremony.credentials import keys_of
-from chalicelib.counters import compliance, coverage
-from chalicelib.counters import conditions
+from chalicelib.counters import compliance, conditions, coverage
 from chalicelib.keys.enrollment import passes_of
-from chalicelib.keys.keys import named
+from chalicelib.keys.management import named
 
 if TYPE_CHECKING:
     from chalicelib.base.context import Caller

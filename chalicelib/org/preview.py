@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chalicelib.counters import compliance, coverage
-from chalicelib.org import members
 from chalicelib.base import pagination
+from chalicelib.base.models import Member, Organization
+from chalicelib.counters import compliance, coverage
 from chalicelib.counters.compliance import Compliance
 from chalicelib.counters.coverage import Bucket, Counters
-from chalicelib.base.models import Member, Organization
+from chalicelib.org import members
 
 FIRST_PAGE = 50
 # Admins who would have to register a key are listed whole up to this many (organizations have few).

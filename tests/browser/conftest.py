@@ -2,7 +2,7 @@
 module, and a fresh browser context per user, closed when the test ends."""
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright

@@ -5,6 +5,7 @@ ending a member's sessions, a member whose key is gone, and measured contrast.""
 from __future__ import annotations
 
 import re
+from datetime import UTC
 
 import pytest
 from playwright.sync_api import expect
@@ -391,7 +392,7 @@ def test_controls_and_the_focus_ring_reach_three_to_one_contrast(open_console: O
 def contrast(first: str, second: str) -> float:
     def luminance(color: str) -> float:
         red, green, blue = (float(part) / 255 for part in re.findall(r"[\d.]+", color)[:3])
-        channel = lambda c: c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4  # noqa: E731
+        channel = lambda c: c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
         return 0.2126 * channel(red) + 0.7152 * channel(green) + 0.0722 * channel(blue)
 
     high, low = sorted((luminance(first), luminance(second)), reverse=True)
@@ -403,7 +404,7 @@ def test_the_audit_log_shows_who_acted_by_the_kind_it_records_not_by_the_name(op
     operator, keyward itself and backup credentials are shown with a badge of their kind, which no
     member's name can make. The operator's and keyward's events are written to the log as their
     functions write them (the stream and schedule functions are played elsewhere)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from tests.stack_client import StackTables, new_client
 
@@ -417,7 +418,7 @@ def test_the_audit_log_shows_who_acted_by_the_kind_it_records_not_by_the_name(op
     backup_key = created.body["key_id"]
     assert keyward.call("POST", "/auth/backup-login",
                         body={"key_id": backup_key, "secret": created.body["secret"]}).status == 200
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for seconds, (actor, kind, action) in enumerate(
             [("operator", "operator", "enforcement.disabled"), ("keyward", "system", "key.model_compromised")]):
         at = now + timedelta(seconds=seconds + 1)

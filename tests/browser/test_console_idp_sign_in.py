@@ -5,7 +5,7 @@ endpoint), signing with the dev IdP key the local stack trusts."""
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest

@@ -4,8 +4,8 @@ receives the events from then on."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -26,7 +26,7 @@ def receiver() -> Iterator[Receiver]:
 
 def _disabled_by_keyward(db: StackTables, org: str, webhook_id: str) -> None:
     """The endpoint as keyward leaves it after its deliveries failed ten times in a row."""
-    at = datetime.now(timezone.utc) - timedelta(minutes=5)
+    at = datetime.now(UTC) - timedelta(minutes=5)
     db.client.update_item(
         TableName=db.table("webhooks"), Key={"org_id": {"S": org}, "webhook_id": {"S": webhook_id}},
         UpdateExpression="SET #state = :disabled, consecutive_failures = :failures, disabled_at = :at",

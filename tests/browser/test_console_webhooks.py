@@ -4,7 +4,7 @@ the webhook. A local receiver checks every delivery's signature with the secret 
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import expect

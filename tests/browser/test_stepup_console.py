@@ -4,7 +4,7 @@ the change out; without a key to step up with, it says to sign in again. Time pa
 by moving the session's stored times back in the stack's DynamoDB."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
@@ -27,7 +27,7 @@ def _session_id(console: Console) -> str:
 def _move_back(console: Console, org: str, attribute: str) -> None:
     """The session's last key check (or login) happened long ago, as far as keyward can tell; a
     login long ago is of a member created before it."""
-    moment = datetime.now(timezone.utc) - LONG_AGO
+    moment = datetime.now(UTC) - LONG_AGO
     tables = StackTables(console.stack)
     key = {"org_id": {"S": org}, "session_id": {"S": _session_id(console)}}
     tables.client.update_item(

@@ -1,0 +1,284 @@
+"""A member's own security keys after registration: list, rename, delete, disable MFA, and the
+last-key rule under enforcement.
+
+Every write that removes a key changes the member's ``key_count`` in the same transaction;
+conditions on that counter and on the organization's enforcement flag keep the rules true when
+requests race.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import replace
+from typing import Any
+
+from chalicelib.access.sessions import (
+    Caller,
+    end_sessions,
+    sessions_of,
+)
+from chalicelib.base import audit, clock
+from chalicelib.base.errors import (
+    ConcurrentChange,
+    InvalidKeyName,
+    KeyNotFound,
+    LastKeyRequired,
+)
+from chalicelib.base.models import (
+    CredentialClaim,
+    Member,
+    Organization,
+    SecurityKey,
+    Session,
+)
+from chalicelib.base.storage import ConditionsFailed, LabelledWrite, transaction
+from chalicelib.ceremony import authenticator_policy
+from chalicelib.ceremony.authenticator_policy import AuthenticatorPolicy
+from chalicelib.ceremony.credentials import keys_of
+from chalicelib.counters import compliance, conditions, coverage
+
+MAX_NAME_LENGTH = 64
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+def check_name(name: object) -> str:
+    """A key name as stored: 1–64 printable characters after trimming (NFC-normalized)."""
+    if not isinstance(name, str):
+        raise InvalidKeyName("'name' must be a string.")
+    name = unicodedata.normalize("NFC", name).strip()
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise InvalidKeyName(f"'name' must be 1 to {MAX_NAME_LENGTH} characters long after trimming.")
+    if not name.isprintable():
+        raise InvalidKeyName("'name' may only contain printable characters.")
+    return name
+
+
+def check_key_id(key_id: str) -> str:
+    """A key ID from a URL, refused as unknown unless it has the shape ``ceremonies.key_id_for`` gives."""
+    if not _KEY_ID.fullmatch(key_id):
+        raise KeyNotFound("No such security key.")
+    return key_id
+
+
+def _standing_and_listing(*, org_id: str, user_id: str) -> tuple[conditions.Standing, bool]:
+    """Another member's standing now, and whether their item lists credentials (removing from a
+    list that is absent would fail)."""
+    try:
+        stored = Member.get(org_id, user_id, consistent_read=True)
+    except Member.DoesNotExist:
+        stored = Member(org_id, user_id, key_count=0)
+    return conditions.standing_of(stored), stored.credentials is not None
+
+
+def list_keys(*, caller: Caller) -> list[SecurityKey]:
+    """``GET /me/mfa/keys``."""
+    return keys_of(org_id=caller.session.org_id, user_id=caller.session.user_id)
+
+
+def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
+    """``PATCH /me/mfa/keys/{id}``: only the name of one's own key can change."""
+    name = check_name(name)
+    org_id, user_id = caller.session.org_id, caller.session.user_id
+    key_id = check_key_id(key_id)
+    # Read first, for the answer: a read failing after the commit would report 503 "nothing was
+    # changed" for a rename made. The write's condition still decides ownership.
+    try:
+        key = SecurityKey.get(org_id, key_id, consistent_read=True)
+    except SecurityKey.DoesNotExist:
+        raise KeyNotFound("No such security key.") from None
+    try:
+        with transaction() as write:
+            write.update(
+                "key",
+                SecurityKey(org_id, key_id),
+                actions=[SecurityKey.name.set(name)],
+                condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
+            )
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="key.renamed", target=key_id, user_id=user_id,
+                client=caller.client, details={"name": name},
+            ))
+    except ConditionsFailed:
+        raise KeyNotFound("No such security key.") from None
+    key.name = name
+    return key
+
+
+def delete(*, caller: Caller, key_id: str) -> None:
+    """``DELETE /me/mfa/keys/{id}``: remove one of one's own keys.
+
+    While the organization enforces MFA, the member's last key stays (409 LastKeyRequired).
+    The rule is a condition on the member's key count when enforcement is on, and a condition
+    that enforcement is still off otherwise — so it holds when deletes race each other or an
+    admin enforcing MFA.
+    """
+    try:
+        remove_key(caller=caller, user_id=caller.session.user_id, key_id=check_key_id(key_id), by="self")
+    except ConditionsFailed as refused:
+        if "key" in refused.labels:
+            raise KeyNotFound("No such security key.") from None
+        raise LastKeyRequired("The organization enforces MFA: your last security key cannot be deleted.") from None
+
+
+def remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
+    """Delete a member's key in one transaction with its credential claim, the member's key
+    count, the member's other sessions that passed MFA with it, and the audit event.
+
+    A member deleting their own key (``by="self"``) keeps the last one while the organization
+    enforces MFA: a condition on the key count when enforcement is on, and a condition that it
+    is still off otherwise. An admin (``by="admin"``) may delete any key.
+
+    Raises:
+        ConditionsFailed: ``key`` when the member has no such key; otherwise the last-key rule.
+    """
+    org_id = caller.session.org_id
+    org = caller.org
+    for attempt in range(conditions.MAX_ATTEMPTS):
+        try:
+            _remove_key_under(org=org, caller=caller, user_id=user_id, key_id=key_id, by=by)
+            return
+        except ConcurrentChange:
+            # The policy or a model's status changed since the organization was read: deleting a
+            # key does not depend on them, so count again under the new version.
+            fresh = Organization.get(org_id, consistent_read=True)
+            if compliance.version_of(fresh) == compliance.version_of(org) or attempt == conditions.MAX_ATTEMPTS - 1:
+                raise
+            org = fresh
+
+
+def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id: str, by: str) -> None:
+    """:func:`remove_key`, with the organization as read (its enforcement and compliance version)."""
+    org_id = caller.session.org_id
+    keep_last = by == "self"
+    enforced = bool(org.mfa_enforced)
+    org_version = compliance.version_of(org)
+    # Read for the audit event and the member's mail, which name the key, and for whether it
+    # complies with the policy; the transaction's conditions still decide whether it is deleted.
+    stored = _stored_key(org_id=org_id, key_id=key_id)
+    name = stored.name if stored is not None else None
+    compliant = -compliance.compliant_delta(org=org, keys=[stored]) if stored is not None else 0
+
+    def store(standing: conditions.Standing) -> list[Session]:
+        with transaction() as write:
+            write.delete(
+                "key",
+                SecurityKey(org_id, key_id),
+                condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
+            )
+            write.delete("claim", CredentialClaim(key_id))
+            coverage.change_key_count(
+                write, org_id=org_id, user_id=user_id, expected=standing, delta=-1,
+                compliant_delta=compliant, compliance_version=org_version,
+                condition=Member.key_count > 1 if keep_last and enforced else None,
+                extra_actions=[Member.credentials[key_id].remove()] if lists_credentials else [],
+                org_condition=Organization.mfa_enforced == False if keep_last and not enforced else None,
+                org_label="not enforced",
+            )
+            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
+                                                   sparing=caller.session.session_id)
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
+                client=caller.client, details={"by": by, "name": name},
+            ))
+        return overflow
+
+    own = user_id == caller.session.user_id
+    if own:
+        expected, lists_credentials = conditions.standing_of(caller.member), caller.member.credentials is not None
+    else:
+        expected, lists_credentials = _standing_and_listing(org_id=org_id, user_id=user_id)
+    end_sessions(coverage.retrying(org_id=org_id, user_id=user_id, expected=expected, compliance_version=org_version,
+                                   attempt=store))
+    if own:
+        caller.member.key_count -= 1
+
+
+def _stored_key(*, org_id: str, key_id: str) -> SecurityKey | None:
+    """A key's name and what the authenticator policy looks at; None when there is no such key
+    (its deletion is then refused anyway)."""
+    try:
+        return SecurityKey.get(org_id, key_id, consistent_read=True,
+                               attributes_to_get=["name", "aaguid", "backup_eligible", "attested", "model_status"])
+    except SecurityKey.DoesNotExist:
+        return None
+
+
+def named(keys: list[SecurityKey]) -> list[dict[str, str]]:
+    """The keys an event removed all at once, by ID and name, for the audit log and the mail."""
+    return [{"id": key.key_id, "name": key.name} for key in keys]
+
+
+def disable_mfa(*, caller: Caller) -> None:
+    """``DELETE /me/mfa``: delete all of one's keys; refused while the organization enforces MFA."""
+    org_id, user_id = caller.session.org_id, caller.session.user_id
+    if caller.org.mfa_enforced:
+        raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.")
+    keys = keys_of(org_id=org_id, user_id=user_id)
+    standing = replace(conditions.standing_of(caller.member), key_count=len(keys))
+    org_version = compliance.version_of(caller.org)
+    compliant = -compliance.compliant_delta(org=caller.org, keys=keys)
+
+    def store() -> list[Session]:
+        with transaction() as write:
+            for key in keys:
+                write.delete("key", key, condition=SecurityKey.key_id.exists())
+                write.delete("claim", CredentialClaim(key.key_id))
+            # The count condition makes a key registered meanwhile fail the whole transaction
+            # rather than survive with a counter of zero.
+            coverage.change_key_count(write, org_id=org_id, user_id=user_id, expected=standing, delta=-len(keys),
+                                      compliant_delta=compliant, compliance_version=org_version,
+                                      extra_actions=[Member.credentials.remove()],
+                                      org_condition=Organization.mfa_enforced == False, org_label="not enforced")
+            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id,
+                                                   key_ids={key.key_id for key in keys}, sparing=caller.session.session_id)
+            write.save("audit", audit.event(
+                org_id=org_id, actor=caller.actor, action="mfa.disabled", target=user_id, user_id=user_id,
+                client=caller.client, details={"keys_deleted": len(keys), "keys": named(keys)},
+            ))
+        return overflow
+
+    try:
+        overflow = conditions.sent_again_on_conflict(store, org_id=org_id)
+    except ConditionsFailed as refused:
+        compliance.refuse_if_moved(org_id=org_id, version=org_version)
+        if "not enforced" in refused.labels:
+            raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.") from None
+        raise ConcurrentChange("Your security keys changed meanwhile; try again.") from None
+    end_sessions(overflow)
+    caller.member.key_count = 0
+
+
+def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]:
+    """A key as the API shows it, with whether it counts under the organization's policy."""
+    return {
+        "id": key.key_id,
+        "name": key.name,
+        "created_at": clock.iso(key.created_at),
+        "last_used_at": clock.iso(key.last_used_at),
+        "aaguid": key.aaguid,
+        "algorithm": key.algorithm,
+        "transports": list(key.transports or []),
+        "backup_eligible": bool(key.backup_eligible),
+        "backed_up": bool(key.backed_up),
+        "model": key.model,
+        "model_status": key.model_status,
+        "attested": bool(key.attested),
+        "policy_compliant": authenticator_policy.is_compliant(policy, key),
+    }
+
+
+def _end_sessions_verified_with(
+    write: LabelledWrite, *, org_id: str, user_id: str, key_ids: set[str], sparing: str,
+) -> list[Session]:
+    """Add to ``write`` the deletion of the member's other sessions that passed MFA with one of
+    these keys, as many as fit beside the keys it deletes and the audit event the caller adds
+    next; returns the rest, to end right after it."""
+    verified = [
+        session for session in sessions_of(org_id=org_id, user_id=user_id)
+        if session.verified_key_id in key_ids and session.session_id != sparing
+    ]
+    # Disabling MFA with 20 keys puts 43 items in the transaction before any session.
+    fitting = write.room(keeping=1)
+    for session in verified[:fitting]:
+        write.delete("verified session", session)
+    return verified[fitting:]
