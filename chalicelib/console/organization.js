@@ -5,15 +5,16 @@
 
 import { api, segment } from "./api.js";
 import { complianceSentence, compliantCount, memberStanding, watchRecount } from "./compliance.js";
-import { passesButton, renderEnrollmentPolicy } from "./enrollment.js";
+import { forgetPasses, passesButton, renderEnrollmentPolicy } from "./enrollment.js";
 import { AUDIT_ACTIONS, describeAction, describeFailure } from "./messages.js";
 import { complianceText, modelText, showPolicy } from "./policy.js";
-import { showRollout } from "./rollout.js";
+import { Page } from "./page.js";
+import { forgetRollout, showRollout } from "./rollout.js";
 import {
   $, actionsCell, announce, cell, confirmAction, emptyRow, focusScreen, h, keyId, row, run, showError, showScreen,
   trashButton, when,
 } from "./ui.js";
-import { showWebhooks } from "./webhooks.js";
+import { forgetWebhooks, showWebhooks } from "./webhooks.js";
 
 const POLL_INTERVAL_MS = 1000;
 // While a clean-up runs, the lists (whose sessions and events it changes) every this many polls.
@@ -25,7 +26,6 @@ const AUDIT_PAGE = 20;
 let context = null;
 let status = null;
 let backupCredentials = [];
-let poller = null;
 let polls = 0;
 let loadedAt = 0;
 let cursors = { members: null, keys: null, audit: null };
@@ -52,12 +52,25 @@ export async function refreshOrganization({ announced = false, quiet = false } =
   if (announced) announce(`Organization settings updated at ${timeFormat.format(new Date(loadedAt))}.`);
 }
 
-// Leaving the page (or signing out, or the session ending) stops the polling and takes a new
-// backup secret off the page for good.
-export function stopOrganization() {
-  clearTimeout(poller);
-  poller = null;
-  forgetNewSecret({ focus: false });
+// The page's timers (the clean-up's and the recount's polling) stop when it is left, for another
+// page, by signing out or with the session; leaving takes a new backup secret off it for good.
+export const organizationPage = new Page({ onLeave: () => forgetNewSecret({ focus: false }) });
+
+// Signing out: nothing of this organization stays in the tab for whoever signs in next.
+export function forgetOrganization() {
+  organizationPage.leave();
+  context = null;
+  status = null;
+  backupCredentials = [];
+  cursors = { members: null, keys: null, audit: null };
+  memberNames.clear();
+  keyNames.clear();
+  for (const list of ["members", "org-keys", "backup-list", "audit"]) $(list).replaceChildren();
+  $("audit-filters").reset();
+  renderMemberFilter();
+  forgetPasses();
+  forgetRollout();
+  forgetWebhooks();
 }
 
 // Resolves to true when the page may be left: at once, unless a new secret is still on screen.
@@ -72,7 +85,7 @@ export async function leaveNewSecret() {
 }
 
 function onOrganizationPage() {
-  return context !== null && !$("screen-organization").hidden;
+  return context !== null && organizationPage.shown && !$("screen-organization").hidden;
 }
 
 async function load({ quiet = false } = {}) {
@@ -166,7 +179,7 @@ function renderStatus(mfa) {
   meter.high = Math.max(total, 1) - 0.25;
   meter.optimum = Math.max(total, 1);
   const text = complianceSentence(mfa);
-  watchRecount(mfa, renderStatus);
+  watchRecount(mfa, renderStatus, organizationPage);
   meter.textContent = text;
   meter.setAttribute("aria-valuetext", text);
   $("compliance-text").textContent = text;
@@ -192,21 +205,17 @@ function renderInvalidation(mfa) {
 }
 
 function pollInvalidation() {
-  clearTimeout(poller);
-  poller = null;
+  organizationPage.cancel("invalidation");
   if (status?.invalidation?.state !== "running") return;
-  poller = setTimeout(() => run(null, async () => {
-    if (poller === null) return;
+  organizationPage.after("invalidation", POLL_INTERVAL_MS, () => run(null, async () => {
     polls += 1;
-    const mfa = await api.get("org/mfa");
-    if (poller === null) return;
+    const mfa = await api.get("org/mfa", { signal: organizationPage.signal });
     renderStatus(mfa);
     renderUpdated();
     if (mfa.invalidation?.state === "running") {
       if (polls % POLLS_PER_LIST_RELOAD === 0) await reloadLists();
       pollInvalidation();
     } else if (mfa.invalidation) {
-      poller = null;
       // The clean-up's own audit event, and members whose sessions it ended.
       await reloadLists();
       // Told only on this page: an admin who moved on meanwhile is reading another page's news.
@@ -214,7 +223,7 @@ function pollInvalidation() {
       announce(`Session clean-up finished: ${mfa.invalidation.sessions_ended} ${mfa.invalidation.sessions_ended === 1 ? "session" : "sessions"} ended.`,
         { near: $("invalidation") });
     }
-  }), POLL_INTERVAL_MS);
+  }));
 }
 
 function enforcementQuestion() {
@@ -353,7 +362,10 @@ async function deleteMemberKey(button, key, owner) {
 
 async function reloadLists() {
   const asked = ++auditAsked;
-  const [members, keys, audit] = await Promise.all([api.get("org/members"), api.get("org/mfa/keys"), api.get(auditPath())]);
+  const signal = organizationPage.signal;
+  const [members, keys, audit] = await Promise.all([
+    api.get("org/members", { signal }), api.get("org/mfa/keys", { signal }), api.get(auditPath(), { signal }),
+  ]);
   renderMembers(members, { append: false });
   renderKeys(keys, { append: false });
   if (asked === auditAsked) renderAudit(audit, { append: false });
