@@ -3,7 +3,9 @@
 
 import { api, token, whenSessionEnds, whenSessionNeedsStep } from "./api.js";
 import { describe, explained } from "./messages.js";
-import { forgetOrganization, leaveNewSecret, organizationPage, refreshOrganization, showOrganization } from "./organization.js";
+import {
+  forgetOrganization, leaveNewSecret, organizationPage, refreshOrganization, showOrganization, showsNewSecret,
+} from "./organization.js";
 import { idpAnswer, idpConfigured, startIdpSignIn } from "./idp.js";
 import { personalPage, showPersonal } from "./personal.js";
 import { registerKey } from "./enrollment.js";
@@ -332,7 +334,7 @@ async function start() {
   });
   // Closing or reloading the tab with a new secret on screen loses it for good.
   window.addEventListener("beforeunload", (event) => {
-    if ($("backup-new").hidden) return;
+    if (!showsNewSecret()) return;
     event.preventDefault();
     event.returnValue = "";
   });

@@ -7,11 +7,11 @@ export class Page {
   #timers = new Map(); // name → timeout ID: one pending run per name
   #requests = new AbortController();
   #shown = false;
-  #onLeave;
+  #onLeave = [];
 
-  // `onLeave` takes off the page what must not outlive it (a secret shown once).
-  constructor({ onLeave = () => {} } = {}) {
-    this.#onLeave = onLeave;
+  // `hook` takes off the page what must not outlive it (a secret shown once) when it is left.
+  whenLeft(hook) {
+    this.#onLeave.push(hook);
   }
 
   get shown() {
@@ -30,7 +30,7 @@ export class Page {
     this.#requests.abort();
     const wasShown = this.#shown;
     this.#shown = false;
-    if (wasShown) this.#onLeave();
+    if (wasShown) for (const hook of this.#onLeave) hook();
   }
 
   // Runs `task` in `ms` while the page is shown; a later call with the same name replaces it.
