@@ -52,7 +52,8 @@ export function whenReauthenticationRequired(handler) {
 }
 
 // Every path is relative to the page's <base>, so the console works under API Gateway's stage too.
-export async function call(method, path, body, { retried = false } = {}) {
+// A request given an AbortSignal (a page's, see page.js) rejects with the AbortError once aborted.
+export async function call(method, path, body, { retried = false, signal = undefined } = {}) {
   const headers = { accept: "application/json" };
   const sent = token.get();
   if (sent) headers.authorization = `Bearer ${sent}`;
@@ -60,13 +61,15 @@ export async function call(method, path, body, { retried = false } = {}) {
   let response;
   try {
     response = await fetch(new URL(path, document.baseURI), {
-      method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store",
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store", signal,
     });
-  } catch {
+  } catch (error) {
+    if (error?.name === "AbortError") throw error;
     throw new ApiError({ status: 0, code: "NetworkError", message: "keyward could not be reached.", method });
   }
   if (response.status === 204) return null;
   const text = await response.text();
+  signal?.throwIfAborted();
   let parsed = null;
   try {
     parsed = text ? JSON.parse(text) : null;
@@ -91,13 +94,13 @@ export async function call(method, path, body, { retried = false } = {}) {
     onWrongState(error);
   } else if (sent && error.code === "ReauthenticationRequired" && onReauthenticationRequired && !retried) {
     await onReauthenticationRequired(error);
-    return call(method, path, body, { retried: true });
+    return call(method, path, body, { retried: true, signal });
   }
   throw error;
 }
 
 export const api = {
-  get: (path) => call("GET", path),
+  get: (path, { signal } = {}) => call("GET", path, undefined, { signal }),
   post: (path, body) => call("POST", path, body),
   put: (path, body) => call("PUT", path, body),
   patch: (path, body) => call("PATCH", path, body),

@@ -3,10 +3,12 @@
 
 import { api, token, whenSessionEnds, whenSessionNeedsStep } from "./api.js";
 import { describe, explained } from "./messages.js";
-import { leaveNewSecret, refreshOrganization, showOrganization, stopOrganization } from "./organization.js";
+import {
+  forgetOrganization, leaveNewSecret, organizationPage, refreshOrganization, showOrganization, showsNewSecret,
+} from "./organization.js";
 import { idpAnswer, idpConfigured, startIdpSignIn } from "./idp.js";
-import { showPersonal } from "./personal.js";
-import { forgetPassCode, registerKey } from "./enrollment.js";
+import { personalPage, showPersonal } from "./personal.js";
+import { registerKey } from "./enrollment.js";
 import { enableStepUp } from "./stepup.js";
 import { $, announce, clearMessages, refuseField, run, showError, showScreen } from "./ui.js";
 import { getAssertion } from "./webauthn.js";
@@ -43,9 +45,9 @@ async function checkSession() {
 }
 
 function showSignIn(reason = null) {
-  stopOrganization();
+  leavePages();
+  forgetOrganization();
   clearTimeout(sessionCheck);
-  forgetPassCode();
   session.me = null;
   renderAccount();
   clearMessages();
@@ -67,6 +69,8 @@ async function signedIn(login) {
 // Where a session belongs: the MFA prompt, forced registration, or the settings.
 async function enter() {
   const me = await session.refresh();
+  // A session sent to a step first (e.g. by enforcement) leaves the settings page it was on.
+  if (me.session.state !== "active") leavePages();
   switch (me.session.state) {
     case "mfa_required":
       showScreen("screen-mfa");
@@ -239,6 +243,13 @@ async function whyNoAssertion(error) {
 
 // --- The settings pages ------------------------------------------------------------------------
 
+// Each page owns its timers (page.js): the page shown is entered, every other one left.
+const PAGES = { personal: personalPage, organization: organizationPage };
+
+function leavePages() {
+  for (const page of Object.values(PAGES)) page.leave();
+}
+
 function isBackupSession(me) {
   return Boolean(me?.user.id.startsWith("backup:"));
 }
@@ -258,12 +269,12 @@ async function showView() {
     if (name === view) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  if (view === "organization") {
-    await showOrganization(session);
-  } else {
-    stopOrganization();
-    await showPersonal(session);
+  for (const [name, page] of Object.entries(PAGES)) {
+    if (name !== view) page.leave();
   }
+  PAGES[view].enter();
+  if (view === "organization") await showOrganization(session);
+  else await showPersonal(session);
 }
 
 function renderAccount() {
@@ -323,7 +334,7 @@ async function start() {
   });
   // Closing or reloading the tab with a new secret on screen loses it for good.
   window.addEventListener("beforeunload", (event) => {
-    if ($("backup-new").hidden) return;
+    if (!showsNewSecret()) return;
     event.preventDefault();
     event.returnValue = "";
   });

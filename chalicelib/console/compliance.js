@@ -6,7 +6,6 @@ import { api } from "./api.js";
 import { h, run } from "./ui.js";
 
 const RECOUNT_POLL_MS = 1000;
-let recountTimer = null;
 
 // Members holding a key the policy accepts, or null while the figure is being recounted.
 export function compliantCount(mfa) {
@@ -25,12 +24,15 @@ export function complianceSentence(mfa) {
   return `${compliant} of ${total} ${total === 1 ? "member has" : "members have"} a security key`;
 }
 
-// While the figure is recounted, ask again every second and show the result once it is done.
-export function watchRecount(mfa, render) {
-  clearTimeout(recountTimer);
-  recountTimer = null;
-  if (mfa.compliance?.state !== "recounting") return;
-  recountTimer = setTimeout(() => run(null, async () => render(await api.get("org/mfa"))), RECOUNT_POLL_MS);
+// While the figure is recounted, ask again every second and show the result once it is done; the
+// page (page.js) owns the timer, which stops when the page is left.
+export function watchRecount(mfa, render, page) {
+  if (mfa.compliance?.state !== "recounting") {
+    page.cancel("recount");
+    return;
+  }
+  page.after("recount", RECOUNT_POLL_MS,
+    () => run(null, async () => render(await api.get("org/mfa", { signal: page.signal }))));
 }
 
 // The preview's admins without a key: how many, and the first of them by name and email.

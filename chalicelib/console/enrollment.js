@@ -144,10 +144,16 @@ async function copyCode() {
   }
 }
 
-function closePasses() {
+// Signing out closes the panel, whose member the next person at the tab has nothing to do with.
+export function forgetPasses() {
   forgetPassCode();
   shownFor = null;
   $("passes").hidden = true;
+  $("passes-list").replaceChildren();
+}
+
+function closePasses() {
+  forgetPasses();
   $("members-title").setAttribute("tabindex", "-1");
   $("members-title").focus();
 }

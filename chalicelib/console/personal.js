@@ -8,11 +8,15 @@ import {
 } from "./ui.js";
 import { complianceText, modelText } from "./policy.js";
 import { registerKey } from "./enrollment.js";
+import { Page } from "./page.js";
 import { showRegistrationDeadline } from "./rollout.js";
 
 let context = null;
 let keys = [];
 let editing = null; // the ID of the key being renamed
+
+// The owner of the page's timers (page.js); it has none yet.
+export const personalPage = new Page();
 
 export async function showPersonal(session) {
   context = session;

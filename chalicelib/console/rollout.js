@@ -19,6 +19,16 @@ export async function showRollout(mfa, changed) {
   return card;
 }
 
+// Signing out: the next admin at the tab starts from the card's defaults.
+export function forgetRollout() {
+  onChange = null;
+  if (!$("rollout")) return;
+  $("grace-hours").value = "0";
+  $("coverage-filter").value = "none";
+  $("rollout-preview").replaceChildren();
+  $("coverage-members").replaceChildren();
+}
+
 function buildCard() {
   const anchor = $("screen-organization").querySelector("section.card");
   const card = h("section", { class: "card", id: "rollout", "aria-labelledby": "rollout-title" },

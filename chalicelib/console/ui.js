@@ -77,6 +77,8 @@ function inView(region) {
 export function showError(error, { near } = {}) {
   // A session that ended or must take a step first is handled by the screen it leads to.
   if (error?.name === "ApiError" && error.handled) return;
+  // A request of a page that was left meanwhile: nobody is waiting for its answer.
+  if (error?.name === "AbortError") return;
   region("status").textContent = "";
   const alert = region("alert");
   place(alert, near);

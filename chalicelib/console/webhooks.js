@@ -18,6 +18,17 @@ export async function showWebhooks() {
   renderOutbox(outbox);
 }
 
+// Signing out: no endpoint, delivery or secret of this organization stays for the next person.
+export function forgetWebhooks() {
+  if (!built) return;
+  $("webhook-form").reset();
+  $("webhook-new-secret").textContent = "";
+  $("webhook-new").hidden = true;
+  $("webhook-list").replaceChildren();
+  $("webhook-deliveries").hidden = true;
+  $("webhook-delivery-list").replaceChildren();
+}
+
 // The local outbox exists only on the local stage; elsewhere the route is unknown.
 async function localOutbox() {
   try {

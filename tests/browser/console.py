@@ -136,17 +136,19 @@ class Console:
 
     # --- what a person does --------------------------------------------------------------------
 
-    def sign_in(self, *, org: str, user: str, admin: bool = False) -> None:
-        """The local stage's demo sign-in with a user of one's choosing."""
-        self.open()
+    def sign_in(self, *, org: str, user: str, admin: bool = False, reload: bool = True) -> None:
+        """The local stage's demo sign-in with a user of one's choosing; ``reload=False`` signs in
+        on the sign-in screen already shown, as the next person at a tab does."""
+        if reload:
+            self.open()
         expect(self.heading("Sign in to keyward")).to_be_visible()
         self.page.get_by_role("textbox", name="Organization ID").fill(org)
         self.page.get_by_role("textbox", name="User ID").fill(user)
         self.page.get_by_role("checkbox", name="Admin of the organization").set_checked(admin)
         self.button("Sign in as this user").click()
 
-    def sign_in_to_settings(self, *, org: str, user: str, admin: bool = False) -> None:
-        self.sign_in(org=org, user=user, admin=admin)
+    def sign_in_to_settings(self, *, org: str, user: str, admin: bool = False, reload: bool = True) -> None:
+        self.sign_in(org=org, user=user, admin=admin, reload=reload)
         expect(self.heading("Personal settings")).to_be_visible()
 
     def enable_mfa(self, *, key_name: str) -> None:

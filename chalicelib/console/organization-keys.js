@@ -1,0 +1,72 @@
+// Organization settings → Security keys: every member's keys, whether each counts under the
+// policy, and deleting one (ending its owner's sessions too, if the admin asks).
+
+import { api, segment } from "./api.js";
+import { loadMore, organization, screen } from "./organization-screen.js";
+import { complianceText, modelText } from "./policy.js";
+import { actionsCell, announce, cell, confirmAction, emptyRow, keyId, row, run, trashButton, when } from "./ui.js";
+
+const elements = screen.keys;
+const names = new Map(); // key ID → its name, for events that name a key by ID only
+let next = null; // the cursor of the list's next page
+
+export function keyName(keyIdentifier) {
+  return names.get(keyIdentifier);
+}
+
+export function renderKeys({ keys, next: cursor }, { append }) {
+  next = cursor ?? null;
+  if (!append) names.clear();
+  for (const key of keys) names.set(key.id, key.name);
+  const rows = keys.map((key) => {
+    const owner = key.user.name || key.user.id;
+    return row({ dataset: { keyId: key.id } },
+      cell("Member", owner),
+      cell("Name", key.name),
+      cell("Key ID", keyId(key.id)),
+      cell("Model", modelText(key)),
+      cell("Policy", complianceText(key)),
+      cell("Created", when(key.created_at)),
+      cell("Last used", when(key.last_used_at)),
+      actionsCell(trashButton({
+        label: `Delete ${key.name} of ${owner}`,
+        onclick: (event) => deleteMemberKey(event.currentTarget, key, owner),
+      })),
+    );
+  });
+  if (append) elements.list.append(...rows);
+  else elements.list.replaceChildren(...(rows.length ? rows : [emptyRow(8, "No member has a security key yet.")]));
+  elements.more.hidden = !next;
+  return rows;
+}
+
+export function forgetKeys() {
+  next = null;
+  names.clear();
+  elements.list.replaceChildren();
+  elements.more.hidden = true;
+}
+
+async function deleteMemberKey(button, key, owner) {
+  const endSessions = { label: `End every session of ${owner} too`, checked: false };
+  const confirmed = await confirmAction({
+    title: `Delete “${key.name}” of ${owner}?`,
+    text: `${owner} will no longer be able to sign in with this security key (key ID ${key.id}), and their sessions `
+      + "that passed the security key check with it end. If it is their last key and MFA is enforced, they must "
+      + "register a new key at their next sign-in.",
+    confirm: "Delete key",
+    choice: endSessions,
+  });
+  if (!confirmed) return;
+  await run(button, async () => {
+    await api.delete(`org/members/${segment(key.user.id)}/mfa/keys/${segment(key.id)}`);
+    if (endSessions.checked) await api.delete(`org/members/${segment(key.user.id)}/sessions`);
+    await organization.reload();
+    announce(`Security key “${key.name}” of ${owner} was deleted.`
+      + (endSessions.checked ? ` Every session of ${owner} was ended.` : ""));
+    elements.title.setAttribute("tabindex", "-1");
+    elements.title.focus();
+  });
+}
+
+elements.more.addEventListener("click", (event) => run(event.currentTarget, () => loadMore("org/mfa/keys", next, renderKeys)));

@@ -1,0 +1,77 @@
+// Organization settings → Members: who belongs to the organization, their keys' standing, their
+// enrolment passes and ending their sessions; and how members are named across the page.
+
+import { api, segment } from "./api.js";
+import { memberStanding } from "./compliance.js";
+import { passesButton } from "./enrollment.js";
+import { loadMore, organization, screen } from "./organization-screen.js";
+import { actionsCell, announce, cell, confirmAction, emptyRow, h, row, run, when } from "./ui.js";
+
+const elements = screen.members;
+const names = new Map(); // user ID → how people know them
+let next = null; // the cursor of the list's next page
+let onRendered = () => {};
+
+export function nameOf(userId) {
+  return names.get(userId) || userId;
+}
+
+export function memberNames() {
+  return names;
+}
+
+// `rendered` runs after each render, with the members named so far (the audit log's filter).
+export function whenMembersRendered(rendered) {
+  onRendered = rendered;
+}
+
+export function renderMembers({ members, next: cursor }, { append }) {
+  next = cursor ?? null;
+  if (!append) names.clear();
+  for (const member of members) names.set(member.id, member.name || member.id);
+  const rows = members.map((member) => {
+    const name = member.name || member.id;
+    const own = member.id === organization.session.me.user.id;
+    return row({ dataset: { userId: member.id } },
+      cell("Member", h("span", { class: "member-name" }, name),
+        h("span", { class: "muted block" }, member.email || member.id)),
+      cell("Role", member.admin ? "Admin" : "Member"),
+      cell("Security keys", String(member.key_count)),
+      cell("MFA", memberStanding(member)),
+      cell("Last sign-in", when(member.last_login_at)),
+      actionsCell(passesButton(member), own ? h("span", { class: "badge" }, "You") : h("button", {
+        type: "button", class: "quiet", "aria-label": `End the sessions of ${name}`,
+        onclick: (event) => endMemberSessions(event.currentTarget, member.id, name),
+      }, "End sessions")),
+    );
+  });
+  if (append) elements.list.append(...rows);
+  else elements.list.replaceChildren(...(rows.length ? rows : [emptyRow(6, "No members yet.")]));
+  elements.more.hidden = !next;
+  onRendered();
+  return rows;
+}
+
+export function forgetMembers() {
+  next = null;
+  names.clear();
+  elements.list.replaceChildren();
+  elements.more.hidden = true;
+}
+
+async function endMemberSessions(button, userId, name) {
+  const confirmed = await confirmAction({
+    title: `End every session of ${name}?`,
+    text: `${name} is signed out everywhere at once and must sign in again (with a security key, if they have one). `
+      + "Nothing else changes.",
+    confirm: "End sessions",
+  });
+  if (!confirmed) return;
+  await run(button, async () => {
+    await api.delete(`org/members/${segment(userId)}/sessions`);
+    await organization.reload();
+    announce(`Every session of ${name} was ended.`);
+  });
+}
+
+elements.more.addEventListener("click", (event) => run(event.currentTarget, () => loadMore("org/members", next, renderMembers)));
