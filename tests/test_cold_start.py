@@ -13,7 +13,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 # backup credentials, the member list, the WebAuthn ceremonies, webhook settings, the local
 # outbox, the member counters, joining (sign-in) and leaving (offboarding), and the paged lists.
 ONLY_SOME_REQUESTS = {
-    "chalicelib.access.membership", "chalicelib.org.offboarding",
+    "chalicelib.access.joining", "chalicelib.org.offboarding",
     "chalicelib.org.enforcement", "chalicelib.access.identity", "chalicelib.access.mfa", "chalicelib.keys.registration", "chalicelib.keys.management",
     "chalicelib.keys.org_keys", "chalicelib.ceremony.challenges",
     "chalicelib.access.backup", "chalicelib.org.members", "chalicelib.ceremony.ceremonies", "webauthn",

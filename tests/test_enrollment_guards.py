@@ -23,7 +23,7 @@ from chalicelib.base.models import (
     Organization,
     SecurityKey,
 )
-from chalicelib.keys import enrollment
+from chalicelib.keys import enrollment_passes
 from tests.authenticator import SoftwareAuthenticator
 from tests.keyward_client import hold_keys_in_table
 from tests.meanwhile import after_verification
@@ -95,7 +95,7 @@ def test_a_member_id_may_be_255_characters_and_no_more(api, admin, length, statu
 def test_an_empty_member_id_is_no_member(api, admin):
     caller = sessions.resolve(authorization=f"Bearer {admin.token}")
     with pytest.raises(MemberNotFound):
-        enrollment.list_passes(caller=caller, user_id="")
+        enrollment_passes.list_passes(caller=caller, user_id="")
 
 
 def test_a_pass_is_kept_30_days_after_it_expires(api, admin):
@@ -288,20 +288,20 @@ def test_under_pass_required_a_member_whose_keys_went_meanwhile_registers_nothin
 def _offboard_with_a_pass_issued_after_its_read(api, admin, monkeypatch, user: str = "bob") -> dict:
     """Offboard ``user`` while another admin request issues them a pass: after offboarding read
     the member's passes and before its transaction deletes what it read. Returns the pass."""
-    read_passes = enrollment.passes_of
+    read_passes = enrollment_passes.passes_of
     issuing_admin = sessions.resolve(authorization=f"Bearer {admin.token}")
     issued: dict = {}
 
     def read_then_issue(**arguments):
         found = read_passes(**arguments)
         if not issued:
-            made = enrollment.issue(caller=issuing_admin, user_id=user, lifetime_minutes=60)
+            made = enrollment_passes.issue(caller=issuing_admin, user_id=user, lifetime_minutes=60)
             issued.update(id=made.enrollment_pass.pass_id, code=made.code)
         return found
 
-    monkeypatch.setattr(enrollment, "passes_of", read_then_issue)
+    monkeypatch.setattr(enrollment_passes, "passes_of", read_then_issue)
     assert api.call("DELETE", f"/org/members/{user}", token=admin.token).status == 204
-    monkeypatch.setattr(enrollment, "passes_of", read_passes)
+    monkeypatch.setattr(enrollment_passes, "passes_of", read_passes)
     assert issued, "offboarding read no passes"
     return issued
 
@@ -353,14 +353,14 @@ def test_no_pass_is_issued_to_a_member_re_created_after_issuing_read_them(api, a
     """Offboarded and signed in again between the issuing's read of the member and its
     transaction: the pass would be the earlier member's, so none is issued."""
     api.login(user="bob")
-    read_member = enrollment._member
+    read_member = enrollment_passes._member
 
     def read_then_recreate(**arguments):
         found = read_member(**arguments)
         Member("acme", "bob").update(actions=[Member.created_at.set(clock.now())])
         return found
 
-    monkeypatch.setattr(enrollment, "_member", read_then_recreate)
+    monkeypatch.setattr(enrollment_passes, "_member", read_then_recreate)
     reply = api.call("POST", "/org/members/bob/enrollment-passes", token=admin.token, body={})
 
     assert (reply.status, reply.code) == (404, "MemberNotFound")

@@ -21,7 +21,7 @@ from chalicelib.base.models import (
     SecurityKey,
     Throttle,
 )
-from chalicelib.keys import enrollment
+from chalicelib.keys import enrollment_passes
 from tests.authenticator import SoftwareAuthenticator
 
 CODE = re.compile(r"[A-HJKMNP-TV-Z2-9]{5}(-[A-HJKMNP-TV-Z2-9]{5}){3}")
@@ -371,14 +371,14 @@ def test_a_race_between_deleting_the_last_key_and_adding_one_is_not_a_way_around
     _require_passes(api, admin)
     [only] = [key.key_id for key in SecurityKey.query("acme") if key.user_id == "bob"]
 
-    real_admit = enrollment.admit
+    real_admit = enrollment_passes.admit
 
     def admit_then_lose_the_key(**kwargs):
         gate = real_admit(**kwargs)
         assert api.call("DELETE", f"/org/members/bob/mfa/keys/{only}", token=admin.token).status == 204
         return gate
 
-    monkeypatch.setattr(enrollment, "admit", admit_then_lose_the_key)
+    monkeypatch.setattr(enrollment_passes, "admit", admit_then_lose_the_key)
     reply = _register(api, bob)
     assert (reply.status, reply.code) == (409, "ConcurrentChange")
     assert Member.get("acme", "bob").key_count == 0
@@ -391,14 +391,14 @@ def test_a_race_between_deleting_the_last_key_and_adding_one_is_not_a_way_around
 
 def test_a_race_with_the_policy_changing_is_not_a_way_around_the_pass(api, admin, monkeypatch):
     bob = api.login(user="bob")
-    real_admit = enrollment.admit
+    real_admit = enrollment_passes.admit
 
     def admit_then_close(**kwargs):
         gate = real_admit(**kwargs)
         _require_passes(api, admin)
         return gate
 
-    monkeypatch.setattr(enrollment, "admit", admit_then_close)
+    monkeypatch.setattr(enrollment_passes, "admit", admit_then_close)
     reply = _register(api, bob)
     assert (reply.status, reply.code) == (403, "EnrollmentPassRequired")
     assert Member.get("acme", "bob").key_count == 0
@@ -408,14 +408,14 @@ def test_a_pass_revoked_during_the_ceremony_is_refused(api, admin, monkeypatch):
     bob = api.login(user="bob")
     _require_passes(api, admin)
     issued = _issue(api, admin)
-    real_admit = enrollment.admit
+    real_admit = enrollment_passes.admit
 
     def admit_then_revoke(**kwargs):
         gate = real_admit(**kwargs)
         assert api.call("DELETE", f"{_passes_path()}/{issued['id']}", token=admin.token).status == 204
         return gate
 
-    monkeypatch.setattr(enrollment, "admit", admit_then_revoke)
+    monkeypatch.setattr(enrollment_passes, "admit", admit_then_revoke)
     reply = _register(api, bob, code=issued["code"])
     assert (reply.status, reply.code) == (403, "InvalidEnrollmentPass")
     assert Member.get("acme", "bob").key_count == 0

@@ -10,7 +10,7 @@ import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.access import membership, sessions, tenancy
+from chalicelib.access import joining, sessions, tenancy
 from chalicelib.base import audit, clock
 from chalicelib.base.config import IdentityProvider
 from chalicelib.base.errors import (
@@ -191,7 +191,7 @@ def verify_id_token(*, id_token: str, nonce: str | None = None) -> Identity:
     )
 
 
-def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, membership.Returning | None]:
+def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining.Returning | None]:
     """The organization and member an ID token names, read together (one round trip); created
     when missing. A returning member's changes (the login time, profile claims that changed)
     come back to be written with the login's session, so a returning member's login is one read
@@ -212,10 +212,10 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, members
     org = tenancy.organization_for_sign_in(org_id=identity.org_id, issuer=identity.issuer, found=found_in(org_future))
     stored = found_in(member_future)
     if stored is not None:
-        update = membership.returning(member=stored, name=identity.name, email=identity.email,
+        update = joining.returning(member=stored, name=identity.name, email=identity.email,
                                       admin=identity.admin, signed_in=signed_in)
         return org, update.member, update
-    member = membership.sign_in_member(
+    member = joining.sign_in_member(
         org_id=identity.org_id, user_id=identity.user_id, name=identity.name, email=identity.email,
         admin=identity.admin, signed_in=signed_in, known_new=True,
     )

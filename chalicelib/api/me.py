@@ -14,7 +14,7 @@ from chalicelib.base.deferred import deferred
 
 # Loaded by the first request about security keys, not by every cold start.
 authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
-enrollment = deferred("chalicelib.keys.enrollment")
+enrollment_passes = deferred("chalicelib.keys.enrollment_passes")
 grace = deferred("chalicelib.access.grace")
 management = deferred("chalicelib.keys.management")
 registration = deferred("chalicelib.keys.registration")
@@ -54,7 +54,7 @@ def registration_options() -> dict[str, Any]:
     caller = caller_of(me.current_request, action=Action.REGISTER_KEY)
     started = registration.registration_options(caller=caller)
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key,
-            "enrollment_code_required": enrollment.code_required(caller=caller)}
+            "enrollment_code_required": enrollment_passes.code_required(caller=caller)}
 
 
 def _key_submission(body: dict[str, Any]) -> registration.KeySubmission:

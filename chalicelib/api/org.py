@@ -22,7 +22,7 @@ audit = deferred("chalicelib.base.audit")
 authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
 backup = deferred("chalicelib.access.backup")
 enforcement = deferred("chalicelib.org.enforcement")
-enrollment = deferred("chalicelib.keys.enrollment")
+enrollment_passes = deferred("chalicelib.keys.enrollment_passes")
 grace = deferred("chalicelib.access.grace")
 management = deferred("chalicelib.keys.management")
 org_keys = deferred("chalicelib.keys.org_keys")
@@ -71,7 +71,7 @@ def _status_body(status: enforcement.MfaStatus) -> dict[str, Any]:
         "grace_period_hours": int(status.org.grace_period_hours or 0) if status.org.mfa_enforced else 0,
         "registration_due_at": clock.iso(grace.registration_due_at(status.org)),
         "invalidation": _invalidation_body(status.org.invalidation),
-        "enrollment": enrollment.policy_of(status.org).value,
+        "enrollment": enrollment_passes.policy_of(status.org).value,
     }
 
 
@@ -93,7 +93,7 @@ def set_enforcement() -> dict[str, Any]:
     hours = grace.check_hours(body["grace_period_hours"]) if "grace_period_hours" in body else None
     if hours is not None and enforced is not True:
         raise MalformedRequest("'grace_period_hours' applies to an enforcement: send it with 'enforced': true.")
-    change = enrollment.policy_change(caller=caller, policy=enrollment.check_policy(body["enrollment"])) \
+    change = enrollment_passes.policy_change(caller=caller, policy=enrollment_passes.check_policy(body["enrollment"])) \
         if "enrollment" in body else None
     if "enforced" in body:
         return _status_body(enforcement.set_enforced(caller=caller, enforced=enforced, grace_period_hours=hours, along=change))
@@ -248,21 +248,21 @@ def issue_enrollment_pass(user_id: str) -> dict[str, Any]:
     caller = _admin_changing()
     body = json_body(org.current_request) if org.current_request.raw_body else {}
     only_fields(body, {"lifetime_minutes"})
-    lifetime = enrollment.check_lifetime(body.get("lifetime_minutes"))
-    issued = enrollment.issue(caller=caller, user_id=user_id, lifetime_minutes=lifetime)
+    lifetime = enrollment_passes.check_lifetime(body.get("lifetime_minutes"))
+    issued = enrollment_passes.issue(caller=caller, user_id=user_id, lifetime_minutes=lifetime)
     return {"id": issued.enrollment_pass.pass_id, "code": issued.code,
             "expires_at": clock.iso(issued.enrollment_pass.expires_at)}
 
 
 @route(org, "/org/members/{user_id}/enrollment-passes", methods=["GET"])
 def list_enrollment_passes(user_id: str) -> dict[str, Any]:
-    passes = enrollment.list_passes(caller=_admin(), user_id=user_id)
-    return {"enrollment_passes": [enrollment.describe(enrollment_pass) for enrollment_pass in passes]}
+    passes = enrollment_passes.list_passes(caller=_admin(), user_id=user_id)
+    return {"enrollment_passes": [enrollment_passes.describe(enrollment_pass) for enrollment_pass in passes]}
 
 
 @route(org, "/org/members/{user_id}/enrollment-passes/{pass_id}", methods=["DELETE"], status=204)
 def revoke_enrollment_pass(user_id: str, pass_id: str) -> None:
-    enrollment.revoke(caller=_admin_changing(), user_id=user_id, pass_id=pass_id)
+    enrollment_passes.revoke(caller=_admin_changing(), user_id=user_id, pass_id=pass_id)
 
 
 @route(org, "/org/audit/export", methods=["GET"])

@@ -104,7 +104,7 @@ class Organization(Model):
     # Which authenticators count as security keys here (chalicelib.ceremony.authenticator_policy);
     # absent means the default policy. Read with every session, so enforcing it costs no read.
     authenticator_policy = MapAttribute(null=True)
-    # Who may register a first security key: "open" (absent) or "pass_required" (see enrollment.py).
+    # Who may register a first security key: "open" (absent) or "pass_required" (see chalicelib/keys/enrollment_passes.py).
     enrollment = UnicodeAttribute(null=True)
     # Coverage counters, changed in the transactions that create members and change whether a
     # member holds a key (see chalicelib/counters/coverage.py): admin pages read them instead of every member.
@@ -393,7 +393,7 @@ class EnrollmentPass(Model):
     revoked_by = UnicodeAttribute(null=True)
     # The ``created_at`` of the member it was issued to: a pass is that member's alone, not one
     # re-created under the same user ID after an offboarding. Absent on passes issued before it
-    # was recorded (chalicelib/keys/enrollment.py ``of_member``).
+    # was recorded (chalicelib/keys/enrollment_passes.py ``of_member``).
     member_created_at = UTCDateTimeAttribute(null=True)
     # Only housekeeping: expiry is checked on use.
     ttl = TTLAttribute()

@@ -44,7 +44,7 @@ from chalicelib.ceremony.credentials import (
     user_handle_for,
 )
 from chalicelib.counters import compliance, conditions, coverage
-from chalicelib.keys import enrollment
+from chalicelib.keys import enrollment_passes
 
 if TYPE_CHECKING:
     from chalicelib.ceremony.ceremonies import RegistrationResponse
@@ -159,11 +159,11 @@ def register(*, caller: Caller, submission: KeySubmission) -> Registration:
         TooManyKeys: the member holds the maximum number of keys.
         ConcurrentChange: the session or the member's keys changed meanwhile.
         EnrollmentPassRequired, InvalidEnrollmentPass, TooManyAttempts: the organization's
-            enrolment policy (see ``enrollment.admit``).
+            enrolment policy (see ``enrollment_passes.admit``).
     """
     # The enrolment policy decides before the ceremony: a missing or wrong code leaves the
     # challenge usable for a retry with the right one.
-    gate = enrollment.admit(caller=caller, code=submission.enrollment_code)
+    gate = enrollment_passes.admit(caller=caller, code=submission.enrollment_code)
     try:
         return _register(caller=caller, challenge_id=submission.challenge_id, name=submission.name,
                          response=submission.response, gate=gate)
@@ -174,7 +174,7 @@ def register(*, caller: Caller, submission: KeySubmission) -> Registration:
 
 
 def _register(
-    *, caller: Caller, challenge_id: str, name: str, response: RegistrationResponse, gate: enrollment.FirstKeyGate,
+    *, caller: Caller, challenge_id: str, name: str, response: RegistrationResponse, gate: enrollment_passes.FirstKeyGate,
 ) -> Registration:
     from chalicelib.ceremony import ceremonies, metadata
 

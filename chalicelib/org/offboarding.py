@@ -18,7 +18,7 @@ from chalicelib.base.models import (
 from chalicelib.base.storage import ConditionsFailed, transaction
 from chalicelib.ceremony.credentials import keys_of
 from chalicelib.counters import compliance, conditions, coverage
-from chalicelib.keys.enrollment import passes_of
+from chalicelib.keys.enrollment_passes import passes_of
 from chalicelib.keys.management import named
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def offboard(*, caller: Caller, user_id: str) -> int:
                 write.delete("key", key, condition=SecurityKey.key_id.exists())
                 write.delete("claim", CredentialClaim(key.key_id))
             # Their passes are void once they are gone (bound to the member as created, see
-            # enrollment.of_member), one issued after this read included; deleted all the same,
+            # enrollment_passes.of_member), one issued after this read included; deleted all the same,
             # as many as fit beside the member, the counters, the keys and their claims, and the
             # audit event added next.
             fitting = write.room(keeping=1)
