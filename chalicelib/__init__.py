@@ -1,4 +1,4 @@
 """keyward's service code, in floors that only import downward (docs/architecture.md):
 
-``base`` → ``ceremony`` → ``counters`` → ``access`` → ``keys`` → ``org`` → ``delivery`` → ``api``.
+``base`` → ``ceremony`` → ``counters`` → ``access`` → ``keys`` → ``org`` → ``background`` | ``delivery`` → ``api``.
 """
