@@ -1,8 +1,15 @@
 """The MFA login: after the IdP step, a member with security keys proves possession of one
-(the WebAuthn authentication ceremony); success activates the session under a new token."""
+(the WebAuthn authentication ceremony); success activates the session under a new token.
+
+The key check itself is the step-up's too (chalicelib/access/stepup.py): its options, the checks
+of the assertion (:func:`checked_assertion`), the one transaction that records it
+(:func:`record_check`) and the audited use of the challenge on a refusal (:func:`refusal_uses_up`)
+live here, once, with the ceremony as their argument."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -32,6 +39,8 @@ from chalicelib.ceremony.credentials import (
 )
 
 if TYPE_CHECKING:
+    from pynamodb.expressions.update import Action as UpdateAction
+
     from chalicelib.ceremony.ceremonies import AuthenticationResponse
 
 log = logging.getLogger("keyward.mfa")
@@ -80,10 +89,15 @@ class MfaSuccess:
 
 def options(*, caller: Caller) -> CeremonyOptions:
     """``POST /auth/mfa/options``: a challenge for one of the caller's own keys."""
+    return challenge_options(caller=caller, ceremony=Ceremony.AUTHENTICATION)
+
+
+def challenge_options(*, caller: Caller, ceremony: Ceremony) -> CeremonyOptions:
+    """A challenge of ``ceremony`` for one of the caller's own keys, under the organization's
+    user-verification requirement: the options of an MFA login and of a step-up alike."""
     from chalicelib.ceremony import ceremonies
 
-    session = caller.session
-    issued = challenges.issue(ceremony=Ceremony.AUTHENTICATION, session=session)
+    issued = challenges.issue(ceremony=ceremony, session=caller.session)
     public_key = ceremonies.authentication_options(
         challenge=issued.challenge,
         allow=known_credentials(caller.member),
@@ -117,26 +131,52 @@ def verify(*, caller: Caller, assertion: Assertion) -> MfaSuccess:
             holds one it accepts.
         and the ceremony's refusals (OriginMismatch, RpIdMismatch, CeremonyFailed, ...).
     """
+    ceremony = Ceremony.AUTHENTICATION
+    with refusal_uses_up(caller=caller, assertion=assertion, ceremony=ceremony, audited_as="mfa.failed"):
+        key = checked_assertion(caller=caller, assertion=assertion, ceremony=ceremony)
+        next_state = _state_after_check(caller=caller, key=key)
+        token, token_hash = sessions.rotated_token(caller)
+        record_check(caller=caller, assertion=assertion, ceremony=ceremony, key=key,
+                     from_state=SessionState.MFA_REQUIRED,
+                     session_actions=[Session.token_hash.set(token_hash), Session.state.set(next_state.value)],
+                     audited_as="mfa.succeeded")
+    session = caller.session
+    session.state = next_state.value
+    session.token_hash = token_hash
+    return MfaSuccess(token=token, key=key)
+
+
+@contextmanager
+def refusal_uses_up(*, caller: Caller, assertion: Assertion, ceremony: Ceremony, audited_as: str) -> Iterator[None]:
+    """Refusals of a key check inside the block use the challenge up with an audit event
+    (``audited_as``, with the refusal's code), so that a refused assertion cannot be tried again
+    and repeated failures show in the audit trail; bad input raises before the block."""
     try:
-        return _verify(caller=caller, challenge_id=assertion.challenge_id, response=assertion.response)
+        yield
     except (NotAuthenticated, NotAllowed) as refusal:
-        challenges.discard(caller=caller, challenge_id=assertion.challenge_id, ceremony=Ceremony.AUTHENTICATION,
-                           action="mfa.failed", reason=refusal.code)
+        challenges.discard(caller=caller, challenge_id=assertion.challenge_id, ceremony=ceremony,
+                           action=audited_as, reason=refusal.code)
         raise
 
 
-def checked_assertion(*, caller: Caller, response: AuthenticationResponse, expected_challenge: bytes) -> SecurityKey:
-    """The caller's key that made this assertion, once the assertion verified (§7.2): the key is
-    the caller's own, the user handle names the caller, the signature is good, the backup-eligible
+def checked_assertion(*, caller: Caller, assertion: Assertion, ceremony: Ceremony) -> SecurityKey:
+    """The caller's key that made this assertion, once the assertion verified (§7.2): the
+    challenge was issued to this session for ``ceremony`` and is still usable, the key is the
+    caller's own, the user handle names the caller, the signature is good, the backup-eligible
     flag is the one stored at registration and the signature counter went up. The new counter is
-    the caller's to write, conditional on the stored one (``key.sign_count``).
+    written by :func:`record_check`, conditional on the stored one (``key.sign_count``).
 
     Raises:
+        ChallengeNotFound, ChallengeExpired, ChallengeMismatch: the challenge cannot be used.
         UnknownCredential, BackupEligibilityChanged, SignCountRegression and the ceremony's refusals.
+        UserVerificationRequired: the authenticator policy requires user verification.
     """
     from chalicelib.ceremony import ceremonies
 
     session = caller.session
+    response = assertion.response
+    expected_challenge = challenges.check(challenge=challenges.read_with(caller.read, assertion.challenge_id),
+                                          ceremony=ceremony, session=session)
     key = caller.read[KEY_LABEL] if KEY_LABEL in caller.read else _stored_key(caller, response)
     if key is None:
         raise UnknownCredential("This security key is not registered to you.")
@@ -190,27 +230,37 @@ def _stored_key(caller: Caller, response: AuthenticationResponse) -> SecurityKey
         return None
 
 
-def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationResponse) -> MfaSuccess:
-    session = caller.session
-    expected = challenges.check(challenge=challenges.read_with(caller.read, challenge_id), ceremony=Ceremony.AUTHENTICATION, session=session)
-    key = checked_assertion(caller=caller, response=response, expected_challenge=expected)
-    next_state = _state_after_check(caller=caller, key=key)
+def record_check(*, caller: Caller, assertion: Assertion, ceremony: Ceremony, key: SecurityKey,
+                 from_state: SessionState, session_actions: list[UpdateAction], audited_as: str) -> datetime:
+    """Record a passed key check in one transaction: the challenge used up, the key's new counter
+    and last use, the session's proof of the key (with ``session_actions``, the ceremony's own
+    change of the session) and the audit event ``audited_as``. Each write is conditional on what
+    the check read (the challenge unused, the counter and the token unchanged, the session still
+    in ``from_state``), so of two requests with one assertion at most one commits; the refused
+    one learns which condition failed. Returns the check's time; the request's session and key
+    show what was written.
 
-    token, token_hash = sessions.rotated_token(caller)
-    used_at = clock.now()
-    proved = assurance.proof(org=caller.org, key=key, at=used_at)
+    Raises:
+        ChallengeNotFound: the challenge was used by another request meanwhile.
+        SignCountRegression: the key was used by another request meanwhile.
+        InvalidToken: the session changed meanwhile.
+    """
+    session = caller.session
+    response = assertion.response
+    checked_at = clock.now()
+    proved = assurance.proof(org=caller.org, key=key, at=checked_at)
     try:
         with transaction() as write:
-            challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.AUTHENTICATION, session=session)
-            record_use(write, key=key, response=response, used_at=used_at)
+            challenges.use_up(write, challenge_id=assertion.challenge_id, ceremony=ceremony, session=session)
+            record_use(write, key=key, response=response, used_at=checked_at)
             write.update(
                 "session",
                 Session(session.org_id, session.session_id),
-                actions=[Session.token_hash.set(token_hash), Session.state.set(next_state.value), *proved.actions()],
-                condition=(Session.token_hash == caller.token_hash) & (Session.state == SessionState.MFA_REQUIRED.value),
+                actions=[*session_actions, *proved.actions()],
+                condition=(Session.token_hash == caller.token_hash) & (Session.state == from_state.value),
             )
             write.save("audit", audit.event(
-                org_id=session.org_id, actor=caller.actor, action="mfa.succeeded", target=key.key_id,
+                org_id=session.org_id, actor=caller.actor, action=audited_as, target=key.key_id,
                 user_id=session.user_id, client=caller.client, details={"session_id": session.session_id},
             ))
     except ConditionsFailed as refused:
@@ -219,11 +269,9 @@ def _verify(*, caller: Caller, challenge_id: str, response: AuthenticationRespon
         if "key" in refused.labels:
             raise SignCountRegression("The security key was used by another request at the same time.") from None
         raise InvalidToken("The session changed meanwhile; sign in again.") from None
-    session.state = next_state.value
-    session.token_hash = token_hash
     proved.apply_to(session)
-    key.sign_count, key.last_used_at = response.sign_count, used_at
-    return MfaSuccess(token=token, key=key)
+    key.sign_count, key.last_used_at = response.sign_count, checked_at
+    return checked_at
 
 
 def _state_after_check(*, caller: Caller, key: SecurityKey) -> SessionState:

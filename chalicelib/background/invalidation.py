@@ -1,17 +1,19 @@
 """Ending an enforcement's sessions in bulk: the sessions older than its generation are deleted page
 by page, several batches at once, resumable across invocations (progress saved on the organization
-item, handed over to the next invocation before this one's time runs out)."""
+item, handed over to the next invocation before this one's time runs out: the rule of
+chalicelib/background/resumable.py)."""
 from __future__ import annotations
 
 import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib.base import audit, clock
-from chalicelib.base.config import settings
+from chalicelib.background import resumable
 from chalicelib.base.errors import InvalidationFailed
 from chalicelib.base.models import Invalidation, Organization, Session
 from chalicelib.base.storage import (
@@ -46,29 +48,40 @@ def continue_invalidation(*, org_id: str, deadline: Deadline, handoffs: int | No
         return
     if invalidation.generation != org.enforcement_generation:
         return  # a newer enforcement has its own invalidation, which covers this one
-    spared = org.enforcing_session_id
-    reserve = settings().invalidation_reserve_seconds
-    while True:
-        if deadline.seconds_left() < reserve:
-            _save_progress(org=org, invalidation=invalidation, handoff=True)
-            log.info("organization %s: %d sessions ended so far; continuing in the next invocation",
-                     org_id, invalidation.sessions_ended)
-            return
-        keys, cursor = _ended_sessions_page(org_id=org_id, generation=invalidation.generation, after=invalidation.cursor)
-        keys = [key for key in keys if key["session_id"]["S"] != spared]
+    resumable.run(_SessionDeletion(org=org, invalidation=invalidation), cursor=invalidation.cursor, deadline=deadline)
+
+
+@dataclass(frozen=True)
+class _SessionDeletion:
+    """The session clean-up's pages, progress and end, for :func:`resumable.run`; the figures go
+    on ``invalidation`` as the pages are done."""
+
+    org: Organization
+    invalidation: Invalidation
+
+    def work_page(self, *, after: str | None) -> resumable.Page:
+        invalidation = self.invalidation
+        keys, cursor = _ended_sessions_page(org_id=self.org.org_id, generation=invalidation.generation, after=after)
+        keys = [key for key in keys if key["session_id"]["S"] != self.org.enforcing_session_id]
         try:
             invalidation.sessions_ended += _delete_sessions(keys)
         except InvalidationFailed as failure:
             # Count what this page did delete: the retry re-reads the page and finds only the rest.
             invalidation.sessions_ended += failure.deleted
-            _save_progress(org=org, invalidation=invalidation, handoff=False)
+            _save_progress(org=self.org, invalidation=invalidation, handoff=False)
             raise
-        invalidation.cursor = cursor
-        if cursor is None:
-            _finish(org=org, invalidation=invalidation)
-            return
-        if not _save_progress(org=org, invalidation=invalidation, handoff=False):
-            return
+        return resumable.Page(next_cursor=cursor)
+
+    def save_progress(self, *, cursor: str | None, handoff: bool) -> bool:
+        self.invalidation.cursor = cursor
+        saved = _save_progress(org=self.org, invalidation=self.invalidation, handoff=handoff)
+        if handoff:
+            log.info("organization %s: %d sessions ended so far; continuing in the next invocation",
+                     self.org.org_id, self.invalidation.sessions_ended)
+        return saved
+
+    def finish(self) -> None:
+        _finish(org=self.org, invalidation=self.invalidation)
 
 
 def _ended_sessions_page(*, org_id: str, generation: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:

@@ -1,17 +1,18 @@
 """The compliance recount, in the organizations stream function: after a policy change (or a model's
 status change) every member holding keys is counted again under the new compliance version, page by
-page, resumable across invocations as the enforcement's session clean-up is. The rule the figures
-follow: chalicelib/counters/compliance.py."""
+page, resumable across invocations as the enforcement's session clean-up is (the rule of
+chalicelib/background/resumable.py). The rule the figures follow: chalicelib/counters/compliance.py."""
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pynamodb.expressions.condition import Condition
 
+from chalicelib.background import resumable
 from chalicelib.base import clock
-from chalicelib.base.config import settings
 from chalicelib.base.errors import ConcurrentChange
 from chalicelib.base.models import ComplianceRecount, Member, Organization, SecurityKey
 from chalicelib.base.storage import ConditionsFailed, transaction
@@ -65,28 +66,36 @@ def continue_recount(*, org_id: str, deadline: Deadline, handoffs: int | None = 
         return
     if handoffs is not None and int(recount.handoffs or 0) != handoffs:
         return
-    policy = authenticator_policy.of(org)
-    reserve = settings().invalidation_reserve_seconds
-    cursor = recount.cursor
-    while True:
-        if deadline.seconds_left() < reserve:
-            _save_progress(org_id=org_id, recount=recount, cursor=cursor, handoff=True)
-            return
-        start = {"org_id": {"S": org_id}, "user_id": {"S": cursor}} if cursor else None
-        results = Member.query(org_id, consistent_read=True, page_size=PAGE_SIZE, last_evaluated_key=start)
+    recounting = _Recount(org_id=org_id, recount=recount, version=version, policy=authenticator_policy.of(org))
+    resumable.run(recounting, cursor=recount.cursor, deadline=deadline)
+
+
+@dataclass(frozen=True)
+class _Recount:
+    """The recount's pages, progress and end, for :func:`resumable.run`."""
+
+    org_id: str
+    recount: ComplianceRecount
+    version: int
+    policy: authenticator_policy.AuthenticatorPolicy
+
+    def work_page(self, *, after: str | None) -> resumable.Page:
+        start = {"org_id": {"S": self.org_id}, "user_id": {"S": after}} if after else None
+        results = Member.query(self.org_id, consistent_read=True, page_size=PAGE_SIZE, last_evaluated_key=start)
         page = next(results.page_iter)
         for item in page.get("Items", []):
             member = Member.from_raw_data(item)
-            if not _count(member=member, version=version, policy=policy):
-                log.info("organization %s: a newer compliance version took over the recount", org_id)
-                return
+            if not _count(member=member, version=self.version, policy=self.policy):
+                log.info("organization %s: a newer compliance version took over the recount", self.org_id)
+                return resumable.Page(next_cursor=after, taken_over=True)
         last = page.get("LastEvaluatedKey")
-        cursor = last["user_id"]["S"] if last else None
-        if cursor is None:
-            _finish(org_id=org_id, recount=recount)
-            return
-        if not _save_progress(org_id=org_id, recount=recount, cursor=cursor, handoff=False):
-            return
+        return resumable.Page(next_cursor=last["user_id"]["S"] if last else None)
+
+    def save_progress(self, *, cursor: str | None, handoff: bool) -> bool:
+        return _save_progress(org_id=self.org_id, recount=self.recount, cursor=cursor, handoff=handoff)
+
+    def finish(self) -> None:
+        _finish(org_id=self.org_id, recount=self.recount)
 
 
 def _count(*, member: Member, version: int, policy: authenticator_policy.AuthenticatorPolicy) -> bool:
