@@ -38,7 +38,7 @@ test: $(INSTALLED)
 EXPLORE_EXAMPLES ?= 500
 explore: $(INSTALLED)
 	KEYWARD_MODEL_EXAMPLES=$(EXPLORE_EXAMPLES) $(PYTHON) -m pytest -q -p no:cacheprovider \
-	  --hypothesis-show-statistics tests/test_assurance_model.py
+	  --hypothesis-show-statistics tests/api/test_assurance_model.py
 
 # matplotlib draws the bench's plot; it is the bench's alone, not a development dependency.
 $(VENV)/.bench-installed: $(INSTALLED) bench/requirements.txt

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tests.authenticator import COSE_ALG, AuthenticatorError, SoftwareAuthenticator, b64url_decode
+from tests.support.authenticator import COSE_ALG, AuthenticatorError, SoftwareAuthenticator, b64url_decode
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_KEY_FILE = PROJECT_ROOT / ".devstack" / "keys" / "default.json"

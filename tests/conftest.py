@@ -11,13 +11,13 @@ from typing import Iterator
 import pytest
 
 from devstack.idp import DevIdentityProvider
-from tests.process_stack import forget_stream_records, prepared
+from tests.support.process_stack import forget_stream_records, prepared
 
 _STACK = prepared()
 IDP = _STACK.idp
 
 from devstack.tables import truncate_tables  # noqa: E402  (after the environment)
-from tests.keyward_client import KeywardClient  # noqa: E402
+from tests.support.keyward_client import KeywardClient  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
