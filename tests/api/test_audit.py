@@ -14,13 +14,6 @@ LOCAL_IP = "127.0.0.1"  # what Chalice's test gateway reports as the source IP
 EVIL_ORIGIN = "https://evil.example"
 
 
-@pytest.fixture
-def admin(api):
-    """alice, an admin with a key, signed in through MFA."""
-    alice = api.login(user="alice", admin=True)
-    assert api.add_key(alice, SoftwareAuthenticator()).status == 201
-    return api.mfa_login(org="acme", user="alice", authenticator=alice.authenticators[0], admin=True)
-
 
 def _events(api, member, **query):
     """Every event the query lists, following ``next`` to the end; asserts each page's shape."""

@@ -25,19 +25,10 @@ from chalicelib.base import clock
 from chalicelib.base.audit import Client
 from chalicelib.base.errors import InvalidBackupCredentials, TooManyAttempts
 from chalicelib.base.models import ALL_MODELS, BackupCredential, Organization, Throttle
-from tests.support.authenticator import SoftwareAuthenticator
 
 PATH = "/org/backup-credentials"
 INVALID = (401, "InvalidBackupCredentials")
 
-
-@pytest.fixture
-def admin(api):
-    """alice, an admin with a key, signed in through MFA."""
-    alice = api.login(user="alice", admin=True)
-    key = SoftwareAuthenticator()
-    assert api.add_key(alice, key).status == 201
-    return api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
 
 
 def _create(api, admin) -> dict[str, Any]:

@@ -585,14 +585,6 @@ def test_a_rename_with_a_lone_surrogate_is_malformed(
     assert_rename_untouched(key_id)
 
 
-@pytest.fixture
-def admin(api: KeywardClient) -> SignedIn:
-    """alice, an admin with a key, signed in through MFA (so recently checked)."""
-    alice = api.login(user="alice", admin=True)
-    key = SoftwareAuthenticator()
-    assert api.add_key(alice, key).status == 201
-    return api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
-
 
 @pytest.mark.parametrize("surrogate", TWO_FORMS.values(), ids=TWO_FORMS.keys())
 @pytest.mark.parametrize("field", ["key_id", "secret"])

@@ -12,14 +12,6 @@ from chalicelib.base.models import Organization, Session
 from tests.support.authenticator import SoftwareAuthenticator
 
 
-@pytest.fixture
-def admin(api):
-    """alice, an admin with a key, signed in through MFA."""
-    alice = api.login(user="alice", admin=True)
-    key = SoftwareAuthenticator()
-    assert api.add_key(alice, key).status == 201
-    return api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
-
 
 def _session_ids(org="acme") -> set[str]:
     return {s.session_id for s in Session.query(org, consistent_read=True)}

@@ -25,13 +25,6 @@ from tests.support.meanwhile import after_verification
 AROUND = ["user-a", "user-z"]  # below and above user-m
 
 
-@pytest.fixture
-def admin(api):
-    alice = api.login(user="alice", admin=True)
-    key = SoftwareAuthenticator()
-    assert api.add_key(alice, key).status == 201
-    return api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
-
 
 def _issue(api, admin, user: str, **body) -> dict:
     reply = api.call("POST", f"/org/members/{user}/enrollment-passes", token=admin.token, body=body)

@@ -21,14 +21,6 @@ from tests.support.authenticator import SoftwareAuthenticator
 CODE = re.compile(r"[A-HJKMNP-TV-Z2-9]{5}(-[A-HJKMNP-TV-Z2-9]{5}){3}")
 
 
-@pytest.fixture
-def admin(api):
-    """alice, an admin with a key, signed in through MFA."""
-    alice = api.login(user="alice", admin=True)
-    key = SoftwareAuthenticator()
-    assert api.add_key(alice, key).status == 201
-    return api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
-
 
 def _passes_path(user: str = "bob") -> str:
     return f"/org/members/{user}/enrollment-passes"

@@ -17,7 +17,8 @@ def cursor(position: str) -> str:
 
 
 @pytest.fixture
-def admin(api):
+def keyless_admin(api):
+    """alice, an admin of acme who holds no key, signed in with her IdP alone."""
     return api.login(user="alice", admin=True)
 
 
@@ -32,42 +33,42 @@ LISTS = ["/org/members", "/org/mfa/keys", "/org/audit"]
     "\ud800",                   # a lone surrogate: no key can hold it
     "a\nb",
 ])
-def test_a_cursor_past_what_a_sort_key_can_hold_is_a_bad_cursor(api, admin, path, position):
-    reply = api.call("GET", f"{path}?next={cursor(position)}", token=admin.token)
+def test_a_cursor_past_what_a_sort_key_can_hold_is_a_bad_cursor(api, keyless_admin, path, position):
+    reply = api.call("GET", f"{path}?next={cursor(position)}", token=keyless_admin.token)
 
     assert (reply.status, reply.code) == (400, "InvalidCursor"), reply.body
 
 
 @pytest.mark.parametrize("path", LISTS)
-def test_a_cursor_at_the_limit_is_a_cursor(api, admin, path):
+def test_a_cursor_at_the_limit_is_a_cursor(api, keyless_admin, path):
     for position in ("k" * 1024, EMOJI * 256):
-        reply = api.call("GET", f"{path}?next={cursor(position)}", token=admin.token)
+        reply = api.call("GET", f"{path}?next={cursor(position)}", token=keyless_admin.token)
         assert reply.status == 200, reply.body
 
 
-def test_a_raw_cursor_of_any_length_is_a_bad_cursor(api, admin):
-    reply = api.call("GET", "/org/audit?next=" + "A" * 200_000, token=admin.token)
+def test_a_raw_cursor_of_any_length_is_a_bad_cursor(api, keyless_admin):
+    reply = api.call("GET", "/org/audit?next=" + "A" * 200_000, token=keyless_admin.token)
 
     assert (reply.status, reply.code) == (400, "InvalidCursor"), reply.body
 
 
 @pytest.mark.parametrize("path", ["/org/mfa/keys", "/org/audit"])
 @pytest.mark.parametrize("user_id", ["u" * 256, EMOJI * 256, "u" * 5000, "bob\u0000"])
-def test_a_user_id_longer_than_any_member_can_have_is_a_bad_request(api, admin, path, user_id):
-    reply = api.call("GET", f"{path}?user_id={quote(user_id)}", token=admin.token)
+def test_a_user_id_longer_than_any_member_can_have_is_a_bad_request(api, keyless_admin, path, user_id):
+    reply = api.call("GET", f"{path}?user_id={quote(user_id)}", token=keyless_admin.token)
 
     assert (reply.status, reply.code) == (400, "MalformedRequest"), reply.body
     assert "user_id" in reply.body["Message"]
 
 
 @pytest.mark.parametrize("path", ["/org/mfa/keys", "/org/audit"])
-def test_a_user_id_at_the_limit_lists_that_member(api, admin, path):
+def test_a_user_id_at_the_limit_lists_that_member(api, keyless_admin, path):
     longest = EMOJI * 255
     member = api.login(user=longest)
     if path == "/org/mfa/keys":
         assert api.add_key(member).status == 201
 
-    reply = api.call("GET", f"{path}?user_id={quote(longest)}", token=admin.token)
+    reply = api.call("GET", f"{path}?user_id={quote(longest)}", token=keyless_admin.token)
 
     assert reply.status == 200, reply.body
     listed = reply.body["keys"] if path == "/org/mfa/keys" else reply.body["events"]
@@ -75,8 +76,8 @@ def test_a_user_id_at_the_limit_lists_that_member(api, admin, path):
 
 
 @pytest.mark.parametrize("action", ["a" * 65, "login\u0007", "x" * 100_000])
-def test_an_action_longer_than_any_action_is_a_bad_request(api, admin, action):
-    reply = api.call("GET", f"/org/audit?action={quote(action)}", token=admin.token)
+def test_an_action_longer_than_any_action_is_a_bad_request(api, keyless_admin, action):
+    reply = api.call("GET", f"/org/audit?action={quote(action)}", token=keyless_admin.token)
 
     assert (reply.status, reply.code) == (400, "MalformedRequest"), reply.body
     assert "action" in reply.body["Message"]
@@ -84,16 +85,16 @@ def test_an_action_longer_than_any_action_is_a_bad_request(api, admin, action):
 
 @pytest.mark.parametrize("path", LISTS)
 @pytest.mark.parametrize("limit", ["0", "501", "9" * 5000, "-1", "1e3", "\u0661"])
-def test_a_limit_out_of_range_is_a_bad_request(api, admin, path, limit):
-    reply = api.call("GET", f"{path}?limit={quote(limit)}", token=admin.token)
+def test_a_limit_out_of_range_is_a_bad_request(api, keyless_admin, path, limit):
+    reply = api.call("GET", f"{path}?limit={quote(limit)}", token=keyless_admin.token)
 
     assert (reply.status, reply.code) == (400, "MalformedRequest"), reply.body
 
 
-def test_empty_filters_list_everything(api, admin):
+def test_empty_filters_list_everything(api, keyless_admin):
     api.login(user="bob")
 
-    reply = api.call("GET", "/org/audit?user_id=&action=", token=admin.token)
+    reply = api.call("GET", "/org/audit?user_id=&action=", token=keyless_admin.token)
 
     assert reply.status == 200
     assert {e["user_id"] for e in reply.body["events"]} == {"alice", "bob"}

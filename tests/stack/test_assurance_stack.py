@@ -21,7 +21,6 @@ from tests.support.stack_client import (
     session_id_of,
     unique_org,
 )
-from tests.support.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 REAUTH_WINDOW = timedelta(seconds=900)
 IDLE_TIMEOUT = timedelta(seconds=3600)

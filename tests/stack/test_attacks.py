@@ -21,7 +21,6 @@ from tests.support.stack_client import (
     session_id_of,
     unique_org,
 )
-from tests.support.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 MAX_BODY = 64 * 1024
 EVIL_ORIGIN = "https://evil.example"

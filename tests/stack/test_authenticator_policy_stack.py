@@ -13,7 +13,6 @@ from tests.support.attestation_ca import VendorRoot, metadata_entry, signed_blob
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.local_stack import PROJECT_ROOT, stack_environment
 from tests.support.stack_client import StackClient, unique_org
-from tests.support.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 # A model the bundled metadata lists (YubiKey 5 Series with NFC), and one it does not.
 LISTED_AAGUID = "2fc0579f-8113-47ea-b116-bb5a8db9202a"

@@ -10,7 +10,6 @@ from typing import Any
 
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.stack_client import StackClient, unique_org
-from tests.support.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 REFUSED_MODEL = "5c0ffee0-1d2e-4f3a-9b8c-7d6e5f4a3b2c"
 

@@ -21,7 +21,6 @@ from tests.support.stack_client import (
     StackTables,
     unique_org,
 )
-from tests.support.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 CONTENDERS = 5
 ROUNDS = 3

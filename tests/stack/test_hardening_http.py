@@ -10,7 +10,6 @@ import pytest
 import requests
 
 from tests.support.stack_client import StackClient, unique_org
-from tests.support.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 
 def _get(keyward: StackClient, path: str, *, token: str | None = None, **headers: str) -> requests.Response:

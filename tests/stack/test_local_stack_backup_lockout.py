@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 from tests.support.local_stack import LocalStack
 from tests.support.stack_client import Reply, StackClient, StackTables, session_id_of, unique_org
-from tests.support.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 ATTACKER, ADMIN = "127.0.0.2", "127.0.0.3"
 MAX_FAILURES = 5

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import boto3
 import pytest
@@ -17,7 +17,6 @@ import pytest
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.local_stack import LocalStack
 from tests.support.stack_client import Reply, StackClient, session_id_of
-from tests.support.stack_fixtures import keyward, local_stack  # noqa: F401
 
 # The stream is polled every 0.25 s; deleting a few dozen sessions takes well under a second.
 INVALIDATION_TIMEOUT_SECONDS = 5.0
@@ -30,17 +29,6 @@ REGISTRATION_ALLOWED = {
     ("POST", "/me/mfa/keys"),
     ("POST", "/auth/logout"),
 }
-
-
-@pytest.fixture
-def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    """The stack's log during the test: pytest shows it with a failure (the stack's errors are not
-    in this process's output)."""
-    offset = local_stack.log.stat().st_size
-    yield
-    with local_stack.log.open("rb") as log:
-        log.seek(offset)
-        print(f"--- devstack log during the test ---\n{log.read().decode(errors='replace')}")
 
 
 @pytest.fixture(scope="module")

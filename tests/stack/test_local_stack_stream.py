@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 
 from tests.support.stack_client import StackTables, session_id_of, unique_org
-from tests.support.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 # The stream is polled every 0.25 s; a handful of sessions is deleted well within this.
 STREAM_TIMEOUT_SECONDS = 10.0

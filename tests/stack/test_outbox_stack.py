@@ -18,7 +18,6 @@ import pytest
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.local_stack import PROJECT_ROOT, LocalStack, running_local_stack, stack_environment
 from tests.support.stack_client import PYNAMODB_TIME_FORMAT, StackClient, StackTables, session_id_of, unique_org
-from tests.support.stack_fixtures import db, keyward  # noqa: F401
 from tests.support.webhook_receiver import Receiver, running_receiver
 
 # The stream is polled every 0.25 s; a delivery takes a few round trips to moto.

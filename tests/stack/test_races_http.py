@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.stack_client import StackClient, StackTables, session_id_of, unique_org
-from tests.support.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
 
 CONTENDERS = 5
 ROUNDS = 3

@@ -18,7 +18,6 @@ from devstack.idp import DevIdentityProvider
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.local_stack import PROJECT_ROOT, LocalStack, running_local_stack, stack_environment
 from tests.support.stack_client import StackClient, StackTables, session_id_of, unique_org
-from tests.support.stack_fixtures import db, keyward, stack_log  # noqa: F401
 
 OTHER_ISSUER = "https://idp.other-customer.example"
 OTHER_IDP = DevIdentityProvider.ephemeral()

@@ -15,7 +15,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import boto3
 import requests
@@ -369,17 +369,6 @@ class StackTables:
             }
             for item in items
         ]
-
-
-# --- fixtures, for modules to wrap ----------------------------------------------------------------
-
-def stack_log_fixture(local_stack: LocalStack) -> Iterator[None]:
-    """The stack's log during a test, printed so pytest shows it with a failure."""
-    offset = local_stack.log.stat().st_size
-    yield
-    with local_stack.log.open("rb") as log:
-        log.seek(offset)
-        print(f"--- devstack log during the test ---\n{log.read().decode(errors='replace')}")
 
 
 def new_client(local_stack: LocalStack) -> StackClient:

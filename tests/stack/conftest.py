@@ -1,12 +1,9 @@
 """The fixtures of the tests that play requests over HTTP against a running local stack
-(``python -m devstack run``): one stack per test module, a client, its tables, and its log.
+(``python -m devstack run``): one stack per test module, a client, its tables, and the stack's
+log during each test, printed so that pytest shows it with a failure.
 
-A module takes them by importing them, so that pytest finds them in its namespace and the stack
-lives as long as the module's tests::
-
-    from tests.support.stack_fixtures import db, keyward, local_stack, stack_log  # noqa: F401
-
-A module whose stack needs settings of its own defines ``local_stack`` itself, after the import.
+A module whose stack needs settings of its own defines ``local_stack`` itself; the other fixtures
+then use that stack.
 """
 from __future__ import annotations
 
@@ -15,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from tests.support.local_stack import LocalStack, running_local_stack
-from tests.support.stack_client import StackClient, StackTables, new_client, stack_log_fixture
+from tests.support.stack_client import StackClient, StackTables, new_client
 
 
 @pytest.fixture(scope="module")
@@ -36,4 +33,10 @@ def db(local_stack: LocalStack) -> StackTables:
 
 @pytest.fixture(autouse=True)
 def stack_log(local_stack: LocalStack) -> Iterator[None]:
-    yield from stack_log_fixture(local_stack)
+    """The stack's log during the test: pytest shows it with a failure (the stack's errors are not
+    in this process's output)."""
+    offset = local_stack.log.stat().st_size
+    yield
+    with local_stack.log.open("rb") as log:
+        log.seek(offset)
+        print(f"--- devstack log during the test ---\n{log.read().decode(errors='replace')}")
