@@ -8,7 +8,7 @@ BOOTSTRAP_PYTHON ?= $(shell .ci/find-python)
 # The stamp names the version, so a .venv of another Python is rebuilt rather than reused.
 INSTALLED := $(VENV)/.installed-3.13
 
-.PHONY: install run test explore bench package mutate clean
+.PHONY: install run test test-fast explore bench package mutate clean
 
 install: $(INSTALLED)
 
@@ -32,6 +32,11 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	@test -x /usr/bin/chromium || { echo "make test: the console's browser tests need Debian's chromium (/usr/bin/chromium). Install it with: sudo apt-get install -y chromium" >&2; exit 1; }
 	$(PYTHON) -m pytest -q
+
+# The edit-test loop: the layers that need neither Chromium nor the local stack (docs/testing.md).
+# The stack, browser and deploy layers run with `make test`.
+test-fast: $(INSTALLED)
+	$(PYTHON) -m pytest -q tests/api tests/contract tests/bench
 
 # A longer hunt of the assurance model (docs/testing.md): randomized, shrunk, with statistics of
 # the rules that ran. `make explore EXPLORE_EXAMPLES=2000` hunts longer.
