@@ -8,7 +8,7 @@ BOOTSTRAP_PYTHON ?= $(shell .ci/find-python)
 # The stamp names the version, so a .venv of another Python is rebuilt rather than reused.
 INSTALLED := $(VENV)/.installed-3.13
 
-.PHONY: install run test explore bench package mutate clean
+.PHONY: install run test test-fast explore bench package mutate clean
 
 install: $(INSTALLED)
 
@@ -33,12 +33,17 @@ test: $(INSTALLED)
 	@test -x /usr/bin/chromium || { echo "make test: the console's browser tests need Debian's chromium (/usr/bin/chromium). Install it with: sudo apt-get install -y chromium" >&2; exit 1; }
 	$(PYTHON) -m pytest -q
 
+# The edit-test loop: the layers that need neither Chromium nor the local stack (docs/testing.md).
+# The stack, browser and deploy layers run with `make test`.
+test-fast: $(INSTALLED)
+	$(PYTHON) -m pytest -q tests/api tests/contract tests/bench
+
 # A longer hunt of the assurance model (docs/testing.md): randomized, shrunk, with statistics of
 # the rules that ran. `make explore EXPLORE_EXAMPLES=2000` hunts longer.
 EXPLORE_EXAMPLES ?= 500
 explore: $(INSTALLED)
 	KEYWARD_MODEL_EXAMPLES=$(EXPLORE_EXAMPLES) $(PYTHON) -m pytest -q -p no:cacheprovider \
-	  --hypothesis-show-statistics tests/test_assurance_model.py
+	  --hypothesis-show-statistics tests/api/test_assurance_model.py
 
 # matplotlib draws the bench's plot; it is the bench's alone, not a development dependency.
 $(VENV)/.bench-installed: $(INSTALLED) bench/requirements.txt

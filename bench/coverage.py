@@ -253,7 +253,7 @@ def _after(stack: LocalStack, org_id: str) -> CoverageRun:
     from chalice.test import Client
 
     from app import app
-    from tests.keyward_client import KeywardClient
+    from tests.support.keyward_client import KeywardClient
 
     with Client(app) as chalice_client:
         api = KeywardClient(client=chalice_client, idp=stack.idp)

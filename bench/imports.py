@@ -239,8 +239,8 @@ class FirstRequestRunner:
         from chalice.test import Client
 
         from app import app
-        from tests.authenticator import SoftwareAuthenticator
-        from tests.keyward_client import KeywardClient
+        from tests.support.authenticator import SoftwareAuthenticator
+        from tests.support.keyward_client import KeywardClient
 
         self.key = SoftwareAuthenticator()
         self._client = Client(app)

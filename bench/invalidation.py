@@ -147,10 +147,10 @@ def _keyward_run(stack: LocalStack, n: int, *, profile: bool) -> Run:
     requests = stack.counter.since(before)
 
     left = _sessions_left(stack, org_id)
-    invalidation = Organization.get(org_id, consistent_read=True).invalidation
-    if left or invalidation is None or invalidation.sessions_ended != n or invalidation.state != "done":
+    progress = Organization.get(org_id, consistent_read=True).invalidation
+    if left or progress is None or progress.sessions_ended != n or progress.state != "done":
         raise RuntimeError(f"keyward N={n}: {left} sessions left, "
-                           f"invalidation {invalidation and invalidation.attribute_values}")
+                           f"invalidation {progress and progress.attribute_values}")
     return Run(seconds=seconds, requests=requests, sessions=n, profiled=profile)
 
 

@@ -127,7 +127,7 @@ class _User:
 def measure_load(*, users: int = USERS, rounds: int = ROUNDS, threads: int = THREADS) -> LoadFigures:
     """Start the local stack, register the members' keys, then time their MFA sign-ins."""
     from devstack.idp import DevIdentityProvider
-    from tests.local_stack import running_local_stack
+    from tests.support.local_stack import running_local_stack
 
     with tempfile.TemporaryDirectory(prefix="keyward-load-") as logs, running_local_stack(Path(logs)) as stack:
         # The stack trusts the dev IdP whose key is kept in .devstack/ (it created it if missing).
@@ -141,7 +141,7 @@ def measure_load(*, users: int = USERS, rounds: int = ROUNDS, threads: int = THR
 
 
 def _run(*, client: _Client, idp: Any, users: int, rounds: int, threads: int) -> LoadFigures:
-    from tests.authenticator import SoftwareAuthenticator
+    from tests.support.authenticator import SoftwareAuthenticator
 
     org = f"load-{secrets.token_hex(4)}"
     members = [_User(org=org, user=f"user{i:03d}", authenticator=SoftwareAuthenticator()) for i in range(users)]

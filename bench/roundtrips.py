@@ -22,7 +22,7 @@ from bench.baseline import Tree, last_line
 from bench.stack import RequestCounter, local_stack
 
 if TYPE_CHECKING:
-    from tests.keyward_client import KeywardClient, Reply
+    from tests.support.keyward_client import KeywardClient, Reply
 
 
 # The floor of each operation: one read that brings everything it needs, one write of everything
@@ -69,7 +69,7 @@ def measure_operations() -> list[Measurement]:
     from chalice.test import Client
 
     from app import app
-    from tests.keyward_client import KeywardClient
+    from tests.support.keyward_client import KeywardClient
 
     with Client(app) as chalice_client:
         return _journey(KeywardClient(client=chalice_client, idp=stack.idp), stack.counter, routes=set(app.routes))
@@ -90,7 +90,7 @@ LATER_ROUTES = {"step-up options": "/auth/reauth/options", "step-up verify": "/a
 
 
 def _journey(api: KeywardClient, counter: RequestCounter, *, routes: set[str]) -> list[Measurement]:
-    from tests.authenticator import SoftwareAuthenticator
+    from tests.support.authenticator import SoftwareAuthenticator
 
     results: list[Measurement] = []
 

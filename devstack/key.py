@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tests.authenticator import (
+from tests.support.authenticator import (
     COSE_ALG,
     AuthenticatorError,
     SoftwareAuthenticator,

@@ -4,7 +4,7 @@ A mutant's tests spend most of their time before the first test: importing moto,
 PynamoDB, chalice and py_webauthn, starting moto and creating every table (about 7 s a mutant on
 the development machine, against a second or two of tests). The server does that once per
 module, stops serving moto, and then forks one child per mutant: the child serves moto's state
-again (``tests/process_stack.py``), imports keyward — the mutated module as cosmic-ray just wrote
+again (``tests/support/process_stack.py``), imports keyward — the mutated module as cosmic-ray just wrote
 it — and runs pytest. Nothing of keyward is imported before the fork except the models and the
 configuration, so every mutant is tested from its own source.
 
@@ -65,7 +65,7 @@ def _start_up(module_path: str) -> None:
     import pytest  # noqa: F401
     import webauthn  # noqa: F401
 
-    from tests import process_stack
+    from tests.support import process_stack
 
     process_stack.prepared()
     process_stack.stop_serving()

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 import pytest
 
 from devstack.idp import DevIdentityProvider
-from tests.process_stack import forget_stream_records, prepared
+from tests.support.process_stack import forget_stream_records, prepared
 
 _STACK = prepared()
 IDP = _STACK.idp
 
 from devstack.tables import truncate_tables
-from tests.keyward_client import KeywardClient
+from tests.support.keyward_client import KeywardClient
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 
 The document is ``chalicelib/openapi.json``: inside ``chalicelib/`` because chalice packages that
 directory whole into the Lambda, and ``docs/openapi.json`` is a copy for readers that
-tests/test_openapi.py keeps identical. It is read once per process, on the first request, and
+tests/contract/test_openapi.py keeps identical. It is read once per process, on the first request, and
 served exactly as stored.
 """
 from __future__ import annotations

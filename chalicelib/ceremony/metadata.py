@@ -66,7 +66,7 @@ ZERO_AAGUID = str(uuid.UUID(int=0))
 # The root of the certificate chain that signs the FIDO Alliance's MDS3 BLOB (GlobalSign Root CA - R3).
 FIDO_MDS_ROOT = Path(__file__).resolve().parent / "data" / "fido-mds-root.crt"
 # The attestation statement formats whose statements are verified, and can make a key attested
-# (docs/api.md lists them; tests/test_attestation_formats.py registers a real key of each).
+# (docs/api.md lists them; tests/api/test_attestation_formats.py registers a real key of each).
 # "none" and self attestation ("packed" without certificates) prove nothing about a model.
 STATEMENT_FORMATS = ("packed", "fido-u2f", "tpm", "android-key", "android-safetynet", "apple")
 

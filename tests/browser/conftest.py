@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.browser.console import CHROMIUM, CHROMIUM_ARGS, WIDE, Console
-from tests.local_stack import LocalStack, running_local_stack
+from tests.support.local_stack import LocalStack, running_local_stack
 
 OpenConsole = Callable[..., Console]
 

@@ -406,7 +406,7 @@ def test_the_audit_log_shows_who_acted_by_the_kind_it_records_not_by_the_name(op
     functions write them (the stream and schedule functions are played elsewhere)."""
     from datetime import datetime, timedelta
 
-    from tests.stack_client import StackTables, new_client
+    from tests.support.stack_client import StackTables, new_client
 
     org = unique_org("actors")
     keyward = new_client(stack)

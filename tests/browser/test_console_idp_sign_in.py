@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Route, expect
 from devstack.idp import DevIdentityProvider
 from tests.browser.conftest import OpenConsole
 from tests.browser.console import Console, unique_org
-from tests.local_stack import LocalStack, running_local_stack
+from tests.support.local_stack import LocalStack, running_local_stack
 
 pytestmark = pytest.mark.browser
 

@@ -12,7 +12,7 @@ from playwright.sync_api import Request, expect
 
 from tests.browser.conftest import OpenConsole
 from tests.browser.console import Console, unique_org
-from tests.stack_client import StackTables
+from tests.support.stack_client import StackTables
 
 pytestmark = pytest.mark.browser
 

@@ -12,8 +12,8 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import OpenConsole
 from tests.browser.console import unique_org
-from tests.stack_client import PYNAMODB_TIME_FORMAT, StackTables, new_client
-from tests.webhook_receiver import Receiver, running_receiver
+from tests.support.stack_client import PYNAMODB_TIME_FORMAT, StackTables, new_client
+from tests.support.webhook_receiver import Receiver, running_receiver
 
 pytestmark = pytest.mark.browser
 

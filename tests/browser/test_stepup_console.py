@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import OpenConsole
 from tests.browser.console import Console, unique_org
-from tests.stack_client import PYNAMODB_TIME_FORMAT, StackTables
+from tests.support.stack_client import PYNAMODB_TIME_FORMAT, StackTables
 
 pytestmark = pytest.mark.browser
 
