@@ -155,10 +155,13 @@ def _roll_back_transactions_by_item() -> None:
                     continue
                 if table.stream_shard is not None:
                     shards.setdefault(table.name, (table.stream_shard, len(table.stream_shard.items)))
+                # A missing or malformed key: moto refuses the transaction before writing.
                 try:
                     key = _item_key(table, operation)
-                    before = copy.deepcopy(table.get_item(*key)) if key is not None else None
-                except Exception:  # a malformed key: moto refuses the transaction before writing
+                    if key is None:
+                        continue
+                    before = copy.deepcopy(table.get_item(*key))
+                except Exception:
                     continue
                 touched.append((table, *key, before))
         setattr(moto_dynamodb_models, "copy", _TablesNotCopied)
