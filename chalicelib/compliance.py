@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keyward.compliance")
 
+# The path of the recount's fields, for update actions and conditions: PynamoDB's types read
+# ``Organization.compliance_recount.cursor`` as the cursor's value, not as its path.
+_RECOUNT: Any = Organization.compliance_recount
+
 RECOUNTING = "recounting"
 DONE = "done"
 # Shown for an organization whose non-default policy was saved before compliance was counted;
@@ -223,7 +227,7 @@ def continue_recount(*, org_id: str, deadline: Deadline, handoffs: int | None = 
         return
     policy = authenticator_policy.of(org)
     reserve = settings().invalidation_reserve_seconds
-    cursor = recount.cursor
+    cursor: str | None = recount.cursor
     while True:
         if deadline.seconds_left() < reserve:
             _save_progress(org_id=org_id, recount=recount, cursor=cursor, handoff=True)
@@ -284,14 +288,14 @@ def _count(*, member: Member, version: int, policy: authenticator_policy.Authent
 
 
 def _progress_condition(recount: ComplianceRecount) -> Condition:
-    return version_condition(int(recount.version)) & (Organization.compliance_recount.handoffs == int(recount.handoffs or 0))
+    return version_condition(int(recount.version)) & (_RECOUNT.handoffs == int(recount.handoffs or 0))
 
 
 def _save_progress(*, org_id: str, recount: ComplianceRecount, cursor: str | None, handoff: bool) -> bool:
     """Record how far the recount got; False if a newer version or invocation took over."""
-    actions = [Organization.compliance_recount.cursor.set(cursor) if cursor else Organization.compliance_recount.cursor.remove()]
+    actions = [_RECOUNT.cursor.set(cursor) if cursor else _RECOUNT.cursor.remove()]
     if handoff:
-        actions.append(Organization.compliance_recount.handoffs.set(int(recount.handoffs or 0) + 1))
+        actions.append(_RECOUNT.handoffs.set(int(recount.handoffs or 0) + 1))
     try:
         with transaction() as write:
             write.update("org", Organization(org_id), actions=actions, condition=_progress_condition(recount))
@@ -304,9 +308,9 @@ def _finish(*, org_id: str, recount: ComplianceRecount) -> None:
     try:
         with transaction() as write:
             write.update("org", Organization(org_id), actions=[
-                Organization.compliance_recount.state.set(DONE),
-                Organization.compliance_recount.finished_at.set(clock.now()),
-                Organization.compliance_recount.cursor.remove(),
+                _RECOUNT.state.set(DONE),
+                _RECOUNT.finished_at.set(clock.now()),
+                _RECOUNT.cursor.remove(),
             ], condition=_progress_condition(recount))
     except ConditionsFailed:
         return

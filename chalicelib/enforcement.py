@@ -61,6 +61,10 @@ class AlongChange(Protocol):
         """Make the change on its own, when enforcement stays as it is."""
 
 
+# The path of the invalidation's fields, for update actions and conditions: PynamoDB's types read
+# ``Organization.invalidation.cursor`` as the cursor's value, not as its path.
+_INVALIDATION: Any = Organization.invalidation
+
 if TYPE_CHECKING:
     class Deadline(Protocol):
         """How much longer this invocation may run (a Lambda context provides it)."""
@@ -126,7 +130,7 @@ def change_alone(*, org: Organization, change: AlongChange | None) -> MfaStatus:
 def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, along: AlongChange | None) -> Organization:
     session = caller.session
     enforced_at = clock.now()
-    generation = org.enforcement_generation + 1
+    generation = int(org.enforcement_generation) + 1
     try:
         with transaction() as write:
             write.condition_check(
@@ -325,7 +329,7 @@ def continue_invalidation(*, org_id: str, deadline: Deadline, handoffs: int | No
             log.info("organization %s: %d sessions ended so far; continuing in the next invocation",
                      org_id, invalidation.sessions_ended)
             return
-        keys, cursor = _ended_sessions_page(org_id=org_id, generation=invalidation.generation, after=invalidation.cursor)
+        keys, cursor = _ended_sessions_page(org_id=org_id, generation=int(invalidation.generation), after=invalidation.cursor)
         keys = [key for key in keys if key["session_id"]["S"] != spared]
         try:
             invalidation.sessions_ended += _delete_sessions(keys)
@@ -408,20 +412,20 @@ def _delete_batch(keys: list[dict[str, Any]]) -> None:
 
 
 def _progress_condition(invalidation: Invalidation, *, handoffs: int) -> Any:
-    return (Organization.invalidation.generation == invalidation.generation) & (
-        Organization.invalidation.handoffs == handoffs
+    return (_INVALIDATION.generation == invalidation.generation) & (
+        _INVALIDATION.handoffs == handoffs
     )
 
 
 def _save_progress(*, org: Organization, invalidation: Invalidation, handoff: bool) -> bool:
     """Record how far the deletion got; False if another enforcement or invocation took over."""
-    handoffs = invalidation.handoffs
+    handoffs = int(invalidation.handoffs)
     actions = [
-        Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
-        Organization.invalidation.cursor.set(invalidation.cursor) if invalidation.cursor else Organization.invalidation.cursor.remove(),
+        _INVALIDATION.sessions_ended.set(invalidation.sessions_ended),
+        _INVALIDATION.cursor.set(invalidation.cursor) if invalidation.cursor else _INVALIDATION.cursor.remove(),
     ]
     if handoff:
-        actions.append(Organization.invalidation.handoffs.set(handoffs + 1))
+        actions.append(_INVALIDATION.handoffs.set(handoffs + 1))
     try:
         Organization(org.org_id).update(actions=actions, condition=_progress_condition(invalidation, handoffs=handoffs))
     except UpdateError as error:
@@ -446,12 +450,12 @@ def _finish(*, org: Organization, invalidation: Invalidation) -> None:
                 "org",
                 Organization(org.org_id),
                 actions=[
-                    Organization.invalidation.state.set("done"),
-                    Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
-                    Organization.invalidation.finished_at.set(clock.now()),
-                    Organization.invalidation.cursor.remove(),
+                    _INVALIDATION.state.set("done"),
+                    _INVALIDATION.sessions_ended.set(invalidation.sessions_ended),
+                    _INVALIDATION.finished_at.set(clock.now()),
+                    _INVALIDATION.cursor.remove(),
                 ],
-                condition=_progress_condition(invalidation, handoffs=invalidation.handoffs),
+                condition=_progress_condition(invalidation, handoffs=int(invalidation.handoffs)),
             )
             write.save("audit", audit.event(
                 org_id=org.org_id, actor=_enforcer(org), action="enforcement.sessions_ended",

@@ -54,7 +54,7 @@ class _OneRequestAtATime:
         self._app = app
         self._lock = threading.Lock()
 
-    def __call__(self, environ: dict, start_response: object) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: object) -> list[bytes]:
         with self._lock:
             return list(self._app(environ, start_response))
 
@@ -75,7 +75,7 @@ class _TablesNotCopied:
     else is, as before."""
 
     @staticmethod
-    def deepcopy(value: Any, memo: dict | None = None) -> Any:
+    def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
         return value if isinstance(value, Table) else copy.deepcopy(value, memo)
 
 
@@ -123,7 +123,7 @@ def _apply_each_client_request_token_once() -> None:
         return result
 
     transact_write_items.applies_tokens_once = True  # type: ignore[attr-defined]
-    DynamoHandler.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    DynamoHandler.transact_write_items = transact_write_items  # type: ignore[method-assign, assignment]
 
 
 def _roll_back_transactions_by_item() -> None:
@@ -147,10 +147,11 @@ def _roll_back_transactions_by_item() -> None:
     @functools.wraps(original)
     def transact_write_items(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> Any:
         touched: list[tuple[Table, DynamoType, DynamoType | None, Any]] = []
-        shards = {}
+        shards: dict[str, tuple[Any, int]] = {}
         for item in transact_items if isinstance(transact_items, list) else ():
             for operation in item.values() if isinstance(item, dict) else ():
-                table = backend.tables.get(operation.get("TableName")) if isinstance(operation, dict) else None
+                name = operation.get("TableName") if isinstance(operation, dict) else None
+                table = backend.tables.get(name) if isinstance(name, str) else None
                 if table is None:
                     continue
                 if table.stream_shard is not None:
@@ -177,7 +178,7 @@ def _roll_back_transactions_by_item() -> None:
             setattr(moto_dynamodb_models, "copy", copy)
 
     transact_write_items.rolls_back_by_item = True  # type: ignore[attr-defined]
-    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign, assignment]
 
 
 def _put_back(table: Table, hash_value: DynamoType, range_value: DynamoType | None, before: Any) -> None:

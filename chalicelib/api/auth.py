@@ -1,7 +1,7 @@
 """Sign-in: the IdP step, the MFA step, and logout."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint
 
@@ -10,6 +10,9 @@ from chalicelib.actions import Action
 from chalicelib.api.http import caller_of, caller_with, client_of, json_body, only_fields, route, string_field
 from chalicelib.api.views import login_body
 from chalicelib.deferred import deferred
+
+if TYPE_CHECKING:
+    from chalicelib.mfa import Assertion
 
 # Each is loaded by the first request of its own kind, not by every cold start.
 assurance = deferred("chalicelib.assurance")
@@ -39,7 +42,7 @@ def mfa_options() -> dict[str, Any]:
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
 
 
-def _assertion(body: dict[str, Any]) -> mfa.Assertion:
+def _assertion(body: dict[str, Any]) -> Assertion:
     only_fields(body, {"challenge_id", "credential"})
     return mfa.parse_assertion(challenge_id=body.get("challenge_id"), credential=body.get("credential"))
 
