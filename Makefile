@@ -8,7 +8,7 @@ BOOTSTRAP_PYTHON ?= $(shell .ci/find-python)
 # The stamp names the version, so a .venv of another Python is rebuilt rather than reused.
 INSTALLED := $(VENV)/.installed-3.13
 
-.PHONY: install run test test-fast explore bench package mutate clean
+.PHONY: install run check test test-fast explore bench package mutate clean
 
 install: $(INSTALLED)
 
@@ -27,6 +27,13 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 
 run: $(INSTALLED)
 	$(PYTHON) -m devstack run
+
+# Lint, format, types and import contracts, as configured in pyproject.toml; quick, unlike `make test`.
+check: $(INSTALLED)
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # The console's browser tests drive Debian's chromium; without it, stop and say how to get it.
 test: $(INSTALLED)
@@ -70,5 +77,5 @@ mutate: $(VENV)/.mutate-installed
 	$(PYTHON) -m mutation.run --jobs $(MUTATE_JOBS) $(MUTATE_MODULES)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mutation
+	rm -rf $(VENV) .pytest_cache .mutation .mypy_cache .ruff_cache .import_linter_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,4 +1,6 @@
 """keyward: IdP-independent MFA with FIDO2/WebAuthn security keys. This module only wires."""
+from typing import Any
+
 from chalice.app import CloudWatchEvent, DynamoDBEvent, Rate
 
 from chalicelib.api.auth import auth
@@ -33,14 +35,14 @@ if settings().aws_endpoint is not None:
 
 
 @app.on_dynamodb_record(stream_arn=settings().orgs_stream_arn, batch_size=100, starting_position="TRIM_HORIZON")
-def end_sessions_on_enforcement(event: DynamoDBEvent) -> dict:
+def end_sessions_on_enforcement(event: DynamoDBEvent) -> dict[str, Any]:
     """The organizations table's stream: end an organization's sessions in bulk once it enforces MFA."""
     failed = org_stream.process_org_changes(records=event.to_dict()["Records"], deadline=LambdaDeadline(event.context))
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
 
 
 @app.schedule(Rate(1, unit=Rate.DAYS))
-def refresh_authenticator_metadata(event: CloudWatchEvent) -> dict:
+def refresh_authenticator_metadata(event: CloudWatchEvent) -> dict[str, Any]:
     """Daily: load the FIDO Metadata Service's newest BLOB once its signature chain verifies."""
     from chalicelib.background import (
         metadata_refresh,  # python-fido2 loads here, not in the API's cold start
@@ -54,7 +56,7 @@ def refresh_authenticator_metadata(event: CloudWatchEvent) -> dict:
 
 
 @app.on_dynamodb_record(stream_arn=settings().audit_stream_arn, batch_size=25, starting_position="TRIM_HORIZON")
-def deliver_audit_events(event: DynamoDBEvent) -> dict:
+def deliver_audit_events(event: DynamoDBEvent) -> dict[str, Any]:
     """The audit table's stream: deliver each event to its channels (EventBridge, mail, webhooks)."""
     failed = outbox.deliver_audit_events(records=event.to_dict()["Records"], deadline=LambdaDeadline(event.context))
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}

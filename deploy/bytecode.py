@@ -89,4 +89,6 @@ def _compile(source: bytes, name: str, scratch: Path) -> bytes | None:
                                      invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     except py_compile.PyCompileError:
         return None
+    if written is None:  # only without doraise
+        return None
     return Path(written).read_bytes()

@@ -30,7 +30,7 @@ def pass_peer_address() -> None:
 
     for method in _HTTP_METHODS:
         setattr(handler, f"do_{method}", handle_with_peer_address)
-    handler.passes_peer_address = True  # type: ignore[attr-defined]
+    handler.passes_peer_address = True
 
 
 def main(argv: list[str]) -> int:

@@ -59,7 +59,7 @@ class _OneRequestAtATime:
         self._app = app
         self._lock = threading.Lock()
 
-    def __call__(self, environ: dict, start_response: object) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: object) -> list[bytes]:
         with self._lock:
             return list(self._app(environ, start_response))
 
@@ -80,7 +80,7 @@ class _TablesNotCopied:
     else is, as before."""
 
     @staticmethod
-    def deepcopy(value: Any, memo: dict | None = None) -> Any:
+    def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
         return value if isinstance(value, Table) else copy.deepcopy(value, memo)
 
 
@@ -128,7 +128,7 @@ def _apply_each_client_request_token_once() -> None:
         return result
 
     transact_write_items.applies_tokens_once = True  # type: ignore[attr-defined]
-    DynamoHandler.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    DynamoHandler.transact_write_items = transact_write_items  # type: ignore[method-assign, assignment]
 
 
 def _roll_back_transactions_by_item() -> None:
@@ -152,21 +152,26 @@ def _roll_back_transactions_by_item() -> None:
     @functools.wraps(original)
     def transact_write_items(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> Any:
         touched: list[tuple[Table, DynamoType, DynamoType | None, Any]] = []
-        shards = {}
+        shards: dict[str, tuple[Any, int]] = {}
         for item in transact_items if isinstance(transact_items, list) else ():
             for operation in item.values() if isinstance(item, dict) else ():
-                table = backend.tables.get(operation.get("TableName")) if isinstance(operation, dict) else None
+                name = operation.get("TableName") if isinstance(operation, dict) else None
+                table = backend.tables.get(name) if isinstance(name, str) else None
                 if table is None:
                     continue
                 if table.stream_shard is not None:
                     shards.setdefault(table.name, (table.stream_shard, len(table.stream_shard.items)))
+                # A missing or malformed key: moto refuses the transaction before writing.
                 try:
                     key = _item_key(table, operation)
-                    before = copy.deepcopy(table.get_item(*key)) if key is not None else None
-                except Exception:  # a malformed key: moto refuses the transaction before writing
+                    if key is None:
+                        continue
+                    before = copy.deepcopy(table.get_item(*key))
+                except Exception:
                     continue
                 touched.append((table, *key, before))
-        moto_dynamodb_models.copy = _TablesNotCopied
+        # setattr: moto does not export the module it imports, so a typed assignment cannot name it.
+        setattr(moto_dynamodb_models, "copy", _TablesNotCopied)  # noqa: B010
         try:
             return original(backend, transact_items)
         except Exception:
@@ -176,10 +181,10 @@ def _roll_back_transactions_by_item() -> None:
                 del shard.items[length:]
             raise
         finally:
-            moto_dynamodb_models.copy = copy
+            setattr(moto_dynamodb_models, "copy", copy)  # noqa: B010
 
     transact_write_items.rolls_back_by_item = True  # type: ignore[attr-defined]
-    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign, assignment]
 
 
 def _put_back(table: Table, hash_value: DynamoType, range_value: DynamoType | None, before: Any) -> None:

@@ -74,8 +74,9 @@ def sent_mail(*, endpoint: str) -> list[Message]:
 def text_of(message: Message) -> str:
     """A mail's plain-text part."""
     for part in message.walk():
-        if part.get_content_type() == "text/plain":
-            return part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
+        payload = part.get_payload(decode=True)
+        if part.get_content_type() == "text/plain" and isinstance(payload, bytes):
+            return payload.decode(part.get_content_charset() or "utf-8")
     return ""
 
 

@@ -8,7 +8,8 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import boto3
 
@@ -52,7 +53,7 @@ class StreamPump:
         # Start at the stream's current end: what happened before the pump started is not replayed.
         self._open_new_shards(position="LATEST")
 
-    def _open_new_shards(self, *, position: str) -> None:
+    def _open_new_shards(self, *, position: Literal["LATEST", "TRIM_HORIZON"]) -> None:
         shards = self._streams.describe_stream(StreamArn=self._stream_arn)["StreamDescription"]["Shards"]
         for shard in shards:
             shard_id = shard["ShardId"]
@@ -128,7 +129,7 @@ class StreamPump:
             self._thread.join(timeout=5)
 
 
-def _as_lambda_record(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
+def _as_lambda_record(record: Mapping[str, Any], stream_arn: str) -> dict[str, Any]:
     """A dynamodbstreams record as Lambda delivers it (epoch seconds, the stream's ARN)."""
     change = dict(record["dynamodb"])
     created = change.get("ApproximateCreationDateTime")

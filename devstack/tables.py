@@ -5,6 +5,10 @@ read their endpoint and table names at import time.
 """
 from __future__ import annotations
 
+from typing import Any
+
+from pynamodb.models import Model
+
 from chalicelib.base.models import ALL_MODELS
 
 
@@ -42,7 +46,7 @@ def truncate_tables() -> int:
     return deleted
 
 
-def _add_missing_global_indexes(model: type) -> None:
+def _add_missing_global_indexes(model: type[Model]) -> None:
     """Add the global secondary indexes a model gained after its table was made (a persistent
     DYNAMODB_ENDPOINT); DynamoDB adds them to a table in place, as CloudFormation does on AWS."""
     import boto3
@@ -52,7 +56,8 @@ def _add_missing_global_indexes(model: type) -> None:
     description = model.describe_table()
     existing = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
     schema = model._get_schema()  # PynamoDB's own description of the table, as create_table sends it
-    wanted = [index for index in schema.get("global_secondary_indexes", []) if index["index_name"] not in existing]
+    # PynamoDB's schema is what DynamoDB takes, in TypedDicts of its own that boto3's stubs do not know.
+    wanted: list[Any] = [index for index in schema.get("global_secondary_indexes", []) if index["index_name"] not in existing]
     if not wanted:
         return
     client = boto3.client("dynamodb", endpoint_url=settings().dynamodb_endpoint, region_name=settings().region)

@@ -140,7 +140,7 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
         log.info("backup login with an unknown key ID")
         raise InvalidBackupCredentials("The backup credentials are not valid.")
     expected = credential.secret_hash
-    presented = _hash(secret, salt=credential.salt, n=credential.scrypt_n, r=credential.scrypt_r, p=credential.scrypt_p)
+    presented = _hash(secret, salt=credential.salt, n=int(credential.scrypt_n), r=int(credential.scrypt_r), p=int(credential.scrypt_p))
     if not hmac.compare_digest(expected, presented):
         audit.record(org_id=credential.org_id, actor=audit.backup_actor(key_id), action="backup_login.failed",
                      target=key_id, client=client)

@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from chalicelib.base.config import settings
 from chalicelib.base.errors import ConfigurationError, MalformedRequest
@@ -50,6 +50,10 @@ def _base64url_uint(value: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+@overload
+def _text(value: object, *, field: str, required: Literal[True]) -> str: ...
+@overload
+def _text(value: object, *, field: str, required: bool) -> str | None: ...
 def _text(value: object, *, field: str, required: bool) -> str | None:
     if value is None and not required:
         return None

@@ -85,10 +85,11 @@ class _KeySource:
         kid = jwt.get_unverified_header(id_token).get("kid")
         if kid is None and len(self._inline.keys) == 1:
             return self._inline.keys[0]
-        try:
-            return self._inline[kid]
-        except KeyError:
-            raise InvalidIdToken("The ID token is not signed by a key of the configured IdP.") from None
+        # What PyJWKSet's lookup does, for a kid of any type: a token without one matches a key without one.
+        key = next((key for key in self._inline.keys if key.key_id == kid), None)
+        if key is None:
+            raise InvalidIdToken("The ID token is not signed by a key of the configured IdP.")
+        return key
 
 
 @functools.cache
@@ -222,7 +223,7 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining
     return org, member, None
 
 
-def sign_in(*, id_token: str, client: sessions.Client, nonce: str | None = None) -> SignIn:
+def sign_in(*, id_token: str, client: audit.Client, nonce: str | None = None) -> SignIn:
     """``POST /auth/login``: verify the ID token and start a session in the state it calls for."""
     identity = verify_id_token(id_token=id_token, nonce=nonce)
     org, member, update = record_sign_in(identity=identity)

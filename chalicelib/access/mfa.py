@@ -192,7 +192,7 @@ def checked_assertion(*, caller: Caller, assertion: Assertion, ceremony: Ceremon
     # another credential, or another authenticator, behind the same ID.
     if response.backup_eligible != bool(key.backup_eligible):
         raise BackupEligibilityChanged("The security key's backup eligibility differs from its registration.")
-    if ceremonies.sign_count_regressed(stored=key.sign_count, presented=response.sign_count):
+    if ceremonies.sign_count_regressed(stored=int(key.sign_count), presented=response.sign_count):
         log.warning(
             "sign-count regression: org=%s user=%s key=%s stored=%d presented=%d",
             session.org_id, session.user_id, key.key_id, key.sign_count, response.sign_count,

@@ -1,7 +1,7 @@
 """Sign-in: the IdP step, the MFA step, and logout."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint
 
@@ -18,6 +18,9 @@ from chalicelib.api.http import (
 from chalicelib.api.views import login_body
 from chalicelib.base import clock
 from chalicelib.base.deferred import deferred
+
+if TYPE_CHECKING:
+    from chalicelib.access.mfa import Assertion
 
 # Each is loaded by the first request of its own kind, not by every cold start.
 assurance = deferred("chalicelib.access.assurance")
@@ -47,7 +50,7 @@ def mfa_options() -> dict[str, Any]:
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
 
 
-def _assertion(body: dict[str, Any]) -> mfa.Assertion:
+def _assertion(body: dict[str, Any]) -> Assertion:
     only_fields(body, {"challenge_id", "credential"})
     return mfa.parse_assertion(challenge_id=body.get("challenge_id"), credential=body.get("credential"))
 

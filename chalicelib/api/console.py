@@ -94,7 +94,7 @@ def _base_path(context: dict[str, Any]) -> str:
 
 # Files, not JSON: these handlers build their own responses rather than going through route().
 def _serve(asset: _Asset) -> Response:
-    headers = {**_SECURITY_HEADERS, "ETag": asset.etag}
+    headers: dict[str, str | list[str]] = {**_SECURITY_HEADERS, "ETag": asset.etag}
     if_none_match = console.current_request.headers.get("if-none-match")
     if if_none_match is not None and asset.etag in {tag.strip() for tag in if_none_match.split(",")}:
         return Response(body="", status_code=304, headers=headers)

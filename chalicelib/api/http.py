@@ -183,7 +183,7 @@ class KeywardApp(Chalice):
 
     _per_thread = threading.local()
 
-    @property  # type: ignore[override]
+    @property
     def current_request(self) -> Request | None:
         return getattr(self._per_thread, "request", None)
 

@@ -1,7 +1,7 @@
 """Personal settings → Multi-factor authentication: the caller's own security keys."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint
 
@@ -11,6 +11,9 @@ from chalicelib.api.http import caller_of, caller_with, json_body, only_fields, 
 from chalicelib.api.views import org_body, user_body
 from chalicelib.base import clock
 from chalicelib.base.deferred import deferred
+
+if TYPE_CHECKING:
+    from chalicelib.keys.registration import KeySubmission
 
 # Loaded by the first request about security keys, not by every cold start.
 authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
@@ -57,7 +60,7 @@ def registration_options() -> dict[str, Any]:
             "enrollment_code_required": enrollment_passes.code_required(caller=caller)}
 
 
-def _key_submission(body: dict[str, Any]) -> registration.KeySubmission:
+def _key_submission(body: dict[str, Any]) -> KeySubmission:
     only_fields(body, {"challenge_id", "name", "credential", "enrollment_code"})
     return registration.parse_submission(challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"),
                                  enrollment_code=body.get("enrollment_code"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from chalicelib.base.errors import InvalidTimeRange, MalformedRequest
 if TYPE_CHECKING:
     from chalicelib.base.context import Caller
     from chalicelib.base.models import Invalidation
+    from chalicelib.org.enforcement import MfaStatus
 
 # Each is loaded by the first request of its own kind, not by every cold start.
 audit = deferred("chalicelib.base.audit")
@@ -46,7 +48,8 @@ def _admin_changing() -> Caller:
 
 
 def _query(name: str) -> str | None:
-    return (org.current_request.query_params or {}).get(name)
+    params: Mapping[str, str] = org.current_request.query_params or {}
+    return params.get(name)
 
 
 def _invalidation_body(invalidation: Invalidation | None) -> dict[str, Any] | None:
@@ -60,7 +63,7 @@ def _invalidation_body(invalidation: Invalidation | None) -> dict[str, Any] | No
     }
 
 
-def _status_body(status: enforcement.MfaStatus) -> dict[str, Any]:
+def _status_body(status: MfaStatus) -> dict[str, Any]:
     return {
         "enforced": bool(status.org.mfa_enforced),
         "enforced_at": clock.iso(status.org.enforced_at),
@@ -213,10 +216,11 @@ def _moment(name: str) -> datetime | None:
     raw = _query(name)
     if not raw:
         return None
+    moment: datetime | None
     try:
-        moment = datetime.fromisoformat(raw)
+        parsed = datetime.fromisoformat(raw)
         # A zone is required, and the moment must exist in UTC ("0001-01-01T00:00:00+01:00" does not).
-        moment = moment.astimezone(UTC) if moment.tzinfo is not None else None
+        moment = parsed.astimezone(UTC) if parsed.tzinfo is not None else None
     except (ValueError, OverflowError):
         moment = None
     if moment is None:
@@ -276,7 +280,7 @@ def export_audit_log() -> Response:
         since=since, until=until, oldest_first=True,
     )
     lines = "".join(json.dumps(audit.describe(entry), separators=(",", ":")) + "\n" for entry in page.items)
-    headers = {"Content-Type": "application/x-ndjson"}
+    headers: dict[str, str | list[str]] = {"Content-Type": "application/x-ndjson"}
     if page.next:
         headers["Keyward-Next-Cursor"] = page.next
     return Response(body=lines, status_code=200, headers=headers)

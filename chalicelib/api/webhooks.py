@@ -1,7 +1,7 @@
 """Organization settings → Webhooks: where the organization's audit events are posted (admins only)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from chalice import Blueprint
 
@@ -93,6 +93,7 @@ def change_webhook(webhook_id: str) -> dict[str, Any]:
 @route(webhooks, "/org/webhooks/{webhook_id}/deliveries", methods=["GET"])
 def webhook_deliveries(webhook_id: str) -> dict[str, Any]:
     caller = _admin()
-    limit = pagination.limit_from((webhooks.current_request.query_params or {}).get("limit"))
+    params: Mapping[str, str] = webhooks.current_request.query_params or {}
+    limit = pagination.limit_from(params.get("limit"))
     found = endpoints.recent_deliveries(org_id=caller.org.org_id, webhook_id=_webhook_id(webhook_id), limit=limit)
     return {"deliveries": [endpoints.describe_delivery(delivery) for delivery in found]}

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keyward.enforcement")
 
+# The path of the invalidation's fields, for update actions and conditions: PynamoDB's types read
+# ``Organization.invalidation.cursor`` as the cursor's value, not as its path.
+_INVALIDATION: Any = Organization.invalidation
+
 PAGE_SIZE = 2000
 BATCH_SIZE = 25  # BatchWriteItem's limit
 PARALLEL_BATCHES = 8
@@ -61,7 +65,7 @@ class _SessionDeletion:
 
     def work_page(self, *, after: str | None) -> resumable.Page:
         invalidation = self.invalidation
-        keys, cursor = _ended_sessions_page(org_id=self.org.org_id, generation=invalidation.generation, after=after)
+        keys, cursor = _ended_sessions_page(org_id=self.org.org_id, generation=int(invalidation.generation), after=after)
         keys = [key for key in keys if key["session_id"]["S"] != self.org.enforcing_session_id]
         try:
             invalidation.sessions_ended += _delete_sessions(keys)
@@ -152,20 +156,20 @@ def _delete_batch(keys: list[dict[str, Any]]) -> None:
 
 
 def _progress_condition(invalidation: Invalidation, *, handoffs: int) -> Any:
-    return (Organization.invalidation.generation == invalidation.generation) & (
-        Organization.invalidation.handoffs == handoffs
+    return (_INVALIDATION.generation == invalidation.generation) & (
+        _INVALIDATION.handoffs == handoffs
     )
 
 
 def _save_progress(*, org: Organization, invalidation: Invalidation, handoff: bool) -> bool:
     """Record how far the deletion got; False if another enforcement or invocation took over."""
-    handoffs = invalidation.handoffs
+    handoffs = int(invalidation.handoffs)
     actions = [
-        Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
-        Organization.invalidation.cursor.set(invalidation.cursor) if invalidation.cursor else Organization.invalidation.cursor.remove(),
+        _INVALIDATION.sessions_ended.set(invalidation.sessions_ended),
+        _INVALIDATION.cursor.set(invalidation.cursor) if invalidation.cursor else _INVALIDATION.cursor.remove(),
     ]
     if handoff:
-        actions.append(Organization.invalidation.handoffs.set(handoffs + 1))
+        actions.append(_INVALIDATION.handoffs.set(handoffs + 1))
     try:
         Organization(org.org_id).update(actions=actions, condition=_progress_condition(invalidation, handoffs=handoffs))
     except UpdateError as error:
@@ -190,12 +194,12 @@ def _finish(*, org: Organization, invalidation: Invalidation) -> None:
                 "org",
                 Organization(org.org_id),
                 actions=[
-                    Organization.invalidation.state.set("done"),
-                    Organization.invalidation.sessions_ended.set(invalidation.sessions_ended),
-                    Organization.invalidation.finished_at.set(clock.now()),
-                    Organization.invalidation.cursor.remove(),
+                    _INVALIDATION.state.set("done"),
+                    _INVALIDATION.sessions_ended.set(invalidation.sessions_ended),
+                    _INVALIDATION.finished_at.set(clock.now()),
+                    _INVALIDATION.cursor.remove(),
                 ],
-                condition=_progress_condition(invalidation, handoffs=invalidation.handoffs),
+                condition=_progress_condition(invalidation, handoffs=int(invalidation.handoffs)),
             )
             write.save("audit", audit.event(
                 org_id=org.org_id, actor=_enforcer(org), action="enforcement.sessions_ended",

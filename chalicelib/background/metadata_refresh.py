@@ -140,8 +140,12 @@ def _restamp_keys(*, model: metadata.ModelInfo, compromised_now: bool) -> int:
     for found in SecurityKey.by_model.query(model.model_id):
         key = SecurityKey(found.org_id, found.key_id)
         try:
+            # What the model lacks, the key lacks too, as when a key of it is registered.
             key.update(
-                actions=[SecurityKey.model_status.set(model.status), SecurityKey.model.set(model.description)],
+                actions=[
+                    SecurityKey.model_status.set(model.status) if model.status is not None else SecurityKey.model_status.remove(),
+                    SecurityKey.model.set(model.description) if model.description is not None else SecurityKey.model.remove(),
+                ],
                 condition=SecurityKey.key_id.exists(),
             )
         except Exception as error:  # a key deleted meanwhile, or a throttled write: the next refresh retries

@@ -137,14 +137,14 @@ def _count(*, member: Member, version: int, policy: authenticator_policy.Authent
 
 
 def _progress_condition(recount: ComplianceRecount) -> Condition:
-    return compliance.version_condition(int(recount.version)) & (Organization.compliance_recount.handoffs == int(recount.handoffs or 0))
+    return compliance.version_condition(int(recount.version)) & (compliance.RECOUNT_PATH.handoffs == int(recount.handoffs or 0))
 
 
 def _save_progress(*, org_id: str, recount: ComplianceRecount, cursor: str | None, handoff: bool) -> bool:
     """Record how far the recount got; False if a newer version or invocation took over."""
-    actions = [Organization.compliance_recount.cursor.set(cursor) if cursor else Organization.compliance_recount.cursor.remove()]
+    actions = [compliance.RECOUNT_PATH.cursor.set(cursor) if cursor else compliance.RECOUNT_PATH.cursor.remove()]
     if handoff:
-        actions.append(Organization.compliance_recount.handoffs.set(int(recount.handoffs or 0) + 1))
+        actions.append(compliance.RECOUNT_PATH.handoffs.set(int(recount.handoffs or 0) + 1))
     try:
         with transaction() as write:
             write.update("org", Organization(org_id), actions=actions, condition=_progress_condition(recount))
@@ -157,9 +157,9 @@ def _finish(*, org_id: str, recount: ComplianceRecount) -> None:
     try:
         with transaction() as write:
             write.update("org", Organization(org_id), actions=[
-                Organization.compliance_recount.state.set(compliance.DONE),
-                Organization.compliance_recount.finished_at.set(clock.now()),
-                Organization.compliance_recount.cursor.remove(),
+                compliance.RECOUNT_PATH.state.set(compliance.DONE),
+                compliance.RECOUNT_PATH.finished_at.set(clock.now()),
+                compliance.RECOUNT_PATH.cursor.remove(),
             ], condition=_progress_condition(recount))
     except ConditionsFailed:
         return

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.base import clock
 from chalicelib.base.config import settings
@@ -19,6 +19,9 @@ from chalicelib.base.models import AuditEvent
 
 # Only reading the log pages through it: writing events, which most requests do, does not need it.
 pagination = deferred("chalicelib.base.pagination")
+
+if TYPE_CHECKING:
+    from chalicelib.base.pagination import Page
 
 BACKUP_USER_PREFIX = "backup:"
 
@@ -134,7 +137,7 @@ def _time_range(since: datetime | None, until: datetime | None) -> Any:
 def list_events(
     *, org_id: str, limit: int, after: str | None, action: str | None = None, user_id: str | None = None,
     since: datetime | None = None, until: datetime | None = None, oldest_first: bool = False,
-) -> pagination.Page[AuditEvent]:
+) -> Page[AuditEvent]:
     """One page of the organization's events, newest first (or oldest first), optionally of one
     action or member and within ``since`` (inclusive) and ``until`` (exclusive)."""
     condition = None

@@ -7,6 +7,7 @@ and sessions all share the organization's ID as their partition key.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from pynamodb.attributes import (
     BinaryAttribute,
@@ -48,11 +49,11 @@ class EnforcementFlag(BooleanAttribute):
     typed by an operator in the AWS console) reads as enforced, rather than failing every read of
     the organization. The stream function reports such a change as a failed record."""
 
-    def get_value(self, value: dict) -> bool:
-        return value.get("BOOL", True)
+    def get_value(self, value: dict[str, Any]) -> bool:
+        return bool(value.get("BOOL", True))
 
 
-class Invalidation(MapAttribute):
+class Invalidation(MapAttribute[str, Any]):
     """The bulk deletion of an organization's sessions after an enforcement, and how far it got."""
 
     # The enforcement it belongs to: sessions of older generations are ended.
@@ -67,7 +68,7 @@ class Invalidation(MapAttribute):
     handoffs = NumberAttribute(default=0)
 
 
-class ComplianceRecount(MapAttribute):
+class ComplianceRecount(MapAttribute[str, Any]):
     """The recount of an organization's compliant members after its policy or a model's status
     changed, and how far it got (see chalicelib/counters/compliance.py)."""
 
@@ -103,7 +104,7 @@ class Organization(Model):
     backup_key_ids = UnicodeSetAttribute(null=True)
     # Which authenticators count as security keys here (chalicelib.ceremony.authenticator_policy);
     # absent means the default policy. Read with every session, so enforcing it costs no read.
-    authenticator_policy = MapAttribute(null=True)
+    authenticator_policy: MapAttribute[str, Any] = MapAttribute(null=True)
     # Who may register a first security key: "open" (absent) or "pass_required" (see chalicelib/keys/enrollment_passes.py).
     enrollment = UnicodeAttribute(null=True)
     # Coverage counters, changed in the transactions that create members and change whether a
@@ -188,7 +189,7 @@ class Member(Model):
     # key ID -> {"id": base64url credential ID, "transports": [...]}, kept in the transactions
     # that add and delete keys, so that options need no query. Absent for members whose keys
     # predate it (keyward then queries their keys) and for members without keys.
-    credentials = MapAttribute(null=True)
+    credentials: MapAttribute[str, Any] = MapAttribute(null=True)
     # Incremented when the member goes from no key to a key: their sessions of an older
     # generation whose proof is not a key the member holds have ended.
     session_generation = NumberAttribute(default=0)
@@ -420,7 +421,7 @@ class AuditEvent(Model):
     user_id = UnicodeAttribute(null=True)
     source_ip = UnicodeAttribute(null=True)
     user_agent = UnicodeAttribute(null=True)
-    details = MapAttribute(null=True)
+    details: MapAttribute[str, Any] = MapAttribute(null=True)
     ttl = TTLAttribute()
 
 
@@ -475,7 +476,7 @@ class Webhook(Model):
     revision = NumberAttribute(null=True)
 
 
-class EndpointSettings(MapAttribute):
+class EndpointSettings(MapAttribute[str, Any]):
     """What an endpoint was sent, and where, between two of its changes."""
 
     url = UnicodeAttribute()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
@@ -80,8 +80,8 @@ class LabelledWrite:
         self._write.save(model, condition=condition)
         self._labels["save"].append(label)
 
-    def update(self, label: str, model: Model, *, actions: list[Action], condition: Condition | None = None) -> None:
-        self._write.update(model, actions=actions, condition=condition)
+    def update(self, label: str, model: Model, *, actions: Sequence[Action], condition: Condition | None = None) -> None:
+        self._write.update(model, actions=list(actions), condition=condition)
         self._labels["update"].append(label)
 
     def room(self, *, keeping: int = 0) -> int:

@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
+from typing import Any, Mapping
 
 from pynamodb.exceptions import DeleteError
 from pynamodb.expressions.condition import Condition
@@ -95,7 +96,7 @@ def read(challenge_id: str) -> AlsoRead:
     return AlsoRead(LABEL, Challenge, challenge_id)
 
 
-def read_with(read: dict, challenge_id: str) -> Challenge | None:
+def read_with(read: Mapping[str, Any], challenge_id: str) -> Challenge | None:
     """The challenge a caller read with its session, or (for a caller that did not) read now."""
     if LABEL in read:
         return read[LABEL]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
@@ -41,6 +42,10 @@ from chalicelib.counters import conditions
 from chalicelib.counters.conditions import Standing
 
 log = logging.getLogger("keyward.compliance")
+
+# The path of the recount's fields, for update actions and conditions: PynamoDB's types read
+# ``Organization.compliance_recount.cursor`` as the cursor's value, not as its path.
+RECOUNT_PATH: Any = Organization.compliance_recount
 
 RECOUNTING = "recounting"
 DONE = "done"

@@ -14,7 +14,7 @@ import functools
 import html
 from dataclasses import dataclass
 from datetime import timedelta
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.utils import formatdate
 from typing import Any
 
@@ -250,8 +250,15 @@ def local_outbox() -> list[dict[str, str]]:
     found = []
     for stored in reversed(raw):
         message = email.message_from_string(stored["raw_data"])
-        text = next((part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
-                     for part in message.walk() if part.get_content_type() == "text/plain"), "")
         found.append({"from": str(message["From"] or ""), "to": str(message["To"] or ""),
-                      "subject": str(message["Subject"] or ""), "date": str(message["Date"] or ""), "text": text})
+                      "subject": str(message["Subject"] or ""), "date": str(message["Date"] or ""),
+                      "text": _plain_text(message)})
     return found
+
+
+def _plain_text(message: Message) -> str:
+    for part in message.walk():
+        payload = part.get_payload(decode=True)
+        if part.get_content_type() == "text/plain" and isinstance(payload, bytes):
+            return payload.decode(part.get_content_charset() or "utf-8")
+    return ""

@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.update import Action
 
 from chalicelib.base import audit, clock
 from chalicelib.base.config import settings
@@ -100,7 +101,7 @@ def deliver(*, entry: AuditEvent, deadline: Deadline) -> bool:
     if settings().mail_from:
         for user_id in notifications.recipients(entry):
             delivered &= _deliver(channel=f"mail#{entry.org_id}#{user_id}", entry=entry, deadline=deadline,
-                                  attempt=lambda user_id=user_id: _mail(entry, user_id), resend_unsure=False)
+                                  attempt=functools.partial(_mail, entry, user_id), resend_unsure=False)
     for destination in webhooks.destinations(entry=entry):
         delivered &= _deliver_webhook(destination=destination, entry=entry, deadline=deadline)
     return delivered
@@ -197,7 +198,7 @@ def _claim(*, channel: str, entry: AuditEvent, resend_unsure: bool) -> bool:
 
 def _finish(*, channel: str, entry: AuditEvent, state: str, detail: str | None = None,
             status_code: int | None = None) -> None:
-    actions = [Delivery.state.set(state)]
+    actions: list[Action] = [Delivery.state.set(state)]
     actions.append(Delivery.detail.set(detail) if detail else Delivery.detail.remove())
     actions.append(Delivery.status_code.set(status_code) if status_code is not None else Delivery.status_code.remove())
     Delivery(channel, entry.event_key).update(actions=actions)

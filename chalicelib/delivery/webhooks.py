@@ -134,7 +134,7 @@ def _change(*, entry: AuditEvent, webhook_id: str, before: EndpointSettings | No
                          sealed_secret=sealed_secret, ttl=entry.ttl)
 
 
-def _unchanged_since(revision: int | None) -> Any:
+def _unchanged_since(revision: float | None) -> Any:
     """The condition that the endpoint is still at the revision read (one from before revisions has none)."""
     if revision is None:
         return Webhook.revision.does_not_exist()
@@ -388,7 +388,7 @@ def _destinations_of(*, entry: AuditEvent, webhook_id: str, now: Webhook | None,
             urls.append(now.url)
     else:
         earlier = [change for change in changes if change.event_key <= entry.event_key]
-        in_force = earlier[-1].after if earlier else changes[0].before
+        in_force: EndpointSettings | None = earlier[-1].after if earlier else changes[0].before
         if not earlier and now is not None and entry.at < now.created_at:
             in_force = None  # older than the endpoint: its first recorded change is from before changes were
         if in_force is not None and _wanted(in_force, entry):
@@ -399,6 +399,8 @@ def _destinations_of(*, entry: AuditEvent, webhook_id: str, now: Webhook | None,
             urls.append(this_change.before.url)
     if not urls:
         return []
+    sealed: bytes | None
+    legacy: str | None
     if now is not None:
         sealed, legacy = now.sealed_secret, now.secret
     else:

@@ -12,11 +12,8 @@ import unicodedata
 from dataclasses import replace
 from typing import Any
 
-from chalicelib.access.sessions import (
-    Caller,
-    end_sessions,
-    sessions_of,
-)
+from chalicelib.access.sessions import end_sessions, sessions_of
+from chalicelib.base.context import Caller
 from chalicelib.base import audit, clock
 from chalicelib.base.errors import (
     ConcurrentChange,

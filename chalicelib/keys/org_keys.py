@@ -2,9 +2,7 @@
 its policy does not accept) and deleting a member's key."""
 from __future__ import annotations
 
-from chalicelib.access.sessions import (
-    Caller,
-)
+from chalicelib.base.context import Caller
 from chalicelib.base import pagination
 from chalicelib.base.errors import (
     KeyNotFound,

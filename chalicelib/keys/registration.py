@@ -12,12 +12,8 @@ from typing import TYPE_CHECKING, Any
 from pynamodb.expressions.condition import Condition
 
 from chalicelib.access import assurance
-from chalicelib.access.sessions import (
-    AlsoReads,
-    Caller,
-    SessionState,
-    rotated_token,
-)
+from chalicelib.access.sessions import rotated_token
+from chalicelib.base.context import AlsoReads, Caller, SessionState
 from chalicelib.base import audit, clock
 from chalicelib.base.config import settings
 from chalicelib.base.errors import (

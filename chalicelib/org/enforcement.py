@@ -95,7 +95,7 @@ def change_alone(*, org: Organization, change: AlongChange | None) -> MfaStatus:
 def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, along: AlongChange | None) -> Organization:
     session = caller.session
     enforced_at = clock.now()
-    generation = org.enforcement_generation + 1
+    generation = int(org.enforcement_generation) + 1
     try:
         with transaction() as write:
             write.condition_check(

@@ -42,7 +42,7 @@ def list_members_by_coverage(*, org_id: str, bucket: Bucket, limit: int, after: 
     found = {member.user_id: member for member in Member.batch_get([(org_id, user_id) for user_id in user_ids],
                                                                    consistent_read=True)}
     members = [found[user_id] for user_id in user_ids
-               if user_id in found and coverage.bucket_of(found[user_id].key_count) is bucket]
+               if user_id in found and coverage.bucket_of(int(found[user_id].key_count)) is bucket]
     return pagination.Page(items=members, next=pagination.encode(last["user_id"]["S"]) if last else None)
 
 

@@ -92,3 +92,18 @@ def test_a_refused_transaction_is_not_remembered_by_its_token(dynamodb):
 
     item = dynamodb.get_item(TableName=ORGS, Key={"org_id": {"S": "acme"}}, ConsistentRead=True)["Item"]
     assert "members_total" not in item  # the second attempt was applied: the Put replaced the item
+
+
+def test_a_transaction_naming_an_item_without_its_key_is_refused_and_leaves_the_other_items(dynamodb):
+    dynamodb.put_item(TableName=MEMBERS, Item=_member("acme", "bob", 1))
+
+    with pytest.raises(ClientError) as refused:
+        dynamodb.transact_write_items(TransactItems=[
+            {"Put": {"TableName": MEMBERS, "Item": {"user_id": {"S": "dave"}}}},  # no org_id
+            {"Delete": {"TableName": MEMBERS, "Key": {"org_id": {"S": "acme"}, "user_id": {"S": "bob"}}}},
+        ])
+
+    # moto's refusal, where it failed with an internal error before (DynamoDB answers ValidationException).
+    assert refused.value.response["Error"]["Code"] == "TransactionCanceledException"
+    members = dynamodb.scan(TableName=MEMBERS, ConsistentRead=True)["Items"]
+    assert [m["user_id"]["S"] for m in members] == ["bob"]

@@ -13,10 +13,6 @@ from tests.support.local_stack import LocalStack, running_local_stack
 OpenConsole = Callable[..., Console]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "browser: drives the web console in Chromium against the local stack")
-
-
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     # The console's tests are part of the suite: a machine without the browser fails them, with
