@@ -1,5 +1,5 @@
 """keyward: IdP-independent MFA with FIDO2/WebAuthn security keys. This module only wires."""
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from chalice.app import CloudWatchEvent, DynamoDBEvent, Rate
 
@@ -15,8 +15,12 @@ from chalicelib.base.config import settings
 from chalicelib.base.deferred import deferred
 
 # Only the stream function's invocations need it; the API's cold starts never load it.
-org_stream = deferred("chalicelib.background.org_stream")
-outbox = deferred("chalicelib.delivery.outbox")
+if TYPE_CHECKING:
+    from chalicelib.background import org_stream
+    from chalicelib.delivery import outbox
+else:
+    org_stream = deferred("chalicelib.background.org_stream")
+    outbox = deferred("chalicelib.delivery.outbox")
 
 app = KeywardApp(app_name="keyward")
 app.register_middleware(no_store, "http")

@@ -23,12 +23,20 @@ if TYPE_CHECKING:
     from chalicelib.access.mfa import Assertion
 
 # Each is loaded by the first request of its own kind, not by every cold start.
-assurance = deferred("chalicelib.access.assurance")
-backup = deferred("chalicelib.access.backup")
-identity = deferred("chalicelib.access.identity")
-mfa = deferred("chalicelib.access.mfa")
-sessions = deferred("chalicelib.access.sessions")
-stepup = deferred("chalicelib.access.stepup")
+if TYPE_CHECKING:
+    from chalicelib.access import assurance
+    from chalicelib.access import backup
+    from chalicelib.access import identity
+    from chalicelib.access import mfa
+    from chalicelib.access import sessions
+    from chalicelib.access import stepup
+else:
+    assurance = deferred("chalicelib.access.assurance")
+    backup = deferred("chalicelib.access.backup")
+    identity = deferred("chalicelib.access.identity")
+    mfa = deferred("chalicelib.access.mfa")
+    sessions = deferred("chalicelib.access.sessions")
+    stepup = deferred("chalicelib.access.stepup")
 
 auth = Blueprint(__name__)
 

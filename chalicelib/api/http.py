@@ -23,10 +23,16 @@ if TYPE_CHECKING:
 
 # Every request that authenticates loads them, on its first request rather than at import: the
 # stream and schedule functions import this module too and need none of them.
-assurance = deferred("chalicelib.access.assurance")
-audit = deferred("chalicelib.base.audit")
-sessions = deferred("chalicelib.access.sessions")
-storage = deferred("chalicelib.base.storage")
+if TYPE_CHECKING:
+    from chalicelib.access import assurance
+    from chalicelib.base import audit
+    from chalicelib.access import sessions
+    from chalicelib.base import storage
+else:
+    assurance = deferred("chalicelib.access.assurance")
+    audit = deferred("chalicelib.base.audit")
+    sessions = deferred("chalicelib.access.sessions")
+    storage = deferred("chalicelib.base.storage")
 
 _STATUS_BY_KIND: tuple[tuple[type[errors.Refusal], int], ...] = (
     (errors.InvalidInput, 400),

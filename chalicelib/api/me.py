@@ -16,12 +16,20 @@ if TYPE_CHECKING:
     from chalicelib.keys.registration import KeySubmission
 
 # Loaded by the first request about security keys, not by every cold start.
-authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
-enrollment_passes = deferred("chalicelib.keys.enrollment_passes")
-grace = deferred("chalicelib.access.grace")
-management = deferred("chalicelib.keys.management")
-registration = deferred("chalicelib.keys.registration")
-sessions = deferred("chalicelib.access.sessions")
+if TYPE_CHECKING:
+    from chalicelib.ceremony import authenticator_policy
+    from chalicelib.keys import enrollment_passes
+    from chalicelib.access import grace
+    from chalicelib.keys import management
+    from chalicelib.keys import registration
+    from chalicelib.access import sessions
+else:
+    authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
+    enrollment_passes = deferred("chalicelib.keys.enrollment_passes")
+    grace = deferred("chalicelib.access.grace")
+    management = deferred("chalicelib.keys.management")
+    registration = deferred("chalicelib.keys.registration")
+    sessions = deferred("chalicelib.access.sessions")
 
 me = Blueprint(__name__)
 

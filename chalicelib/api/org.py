@@ -20,21 +20,38 @@ if TYPE_CHECKING:
     from chalicelib.org.enforcement import MfaStatus
 
 # Each is loaded by the first request of its own kind, not by every cold start.
-audit = deferred("chalicelib.base.audit")
-authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
-backup = deferred("chalicelib.access.backup")
-enforcement = deferred("chalicelib.org.enforcement")
-enrollment_passes = deferred("chalicelib.keys.enrollment_passes")
-grace = deferred("chalicelib.access.grace")
-management = deferred("chalicelib.keys.management")
-org_keys = deferred("chalicelib.keys.org_keys")
-members = deferred("chalicelib.org.members")
-offboarding = deferred("chalicelib.org.offboarding")
-pagination = deferred("chalicelib.base.pagination")
-policy_change = deferred("chalicelib.org.policy_change")
-preview = deferred("chalicelib.org.preview")
-query_values = deferred("chalicelib.base.query_values")
-sessions = deferred("chalicelib.access.sessions")
+if TYPE_CHECKING:
+    from chalicelib.base import audit
+    from chalicelib.ceremony import authenticator_policy
+    from chalicelib.access import backup
+    from chalicelib.org import enforcement
+    from chalicelib.keys import enrollment_passes
+    from chalicelib.access import grace
+    from chalicelib.keys import management
+    from chalicelib.keys import org_keys
+    from chalicelib.org import members
+    from chalicelib.org import offboarding
+    from chalicelib.base import pagination
+    from chalicelib.org import policy_change
+    from chalicelib.org import preview
+    from chalicelib.base import query_values
+    from chalicelib.access import sessions
+else:
+    audit = deferred("chalicelib.base.audit")
+    authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
+    backup = deferred("chalicelib.access.backup")
+    enforcement = deferred("chalicelib.org.enforcement")
+    enrollment_passes = deferred("chalicelib.keys.enrollment_passes")
+    grace = deferred("chalicelib.access.grace")
+    management = deferred("chalicelib.keys.management")
+    org_keys = deferred("chalicelib.keys.org_keys")
+    members = deferred("chalicelib.org.members")
+    offboarding = deferred("chalicelib.org.offboarding")
+    pagination = deferred("chalicelib.base.pagination")
+    policy_change = deferred("chalicelib.org.policy_change")
+    preview = deferred("chalicelib.org.preview")
+    query_values = deferred("chalicelib.base.query_values")
+    sessions = deferred("chalicelib.access.sessions")
 
 org = Blueprint(__name__)
 
@@ -98,7 +115,7 @@ def set_enforcement() -> dict[str, Any]:
         raise MalformedRequest("'grace_period_hours' applies to an enforcement: send it with 'enforced': true.")
     change = enrollment_passes.policy_change(caller=caller, policy=enrollment_passes.check_policy(body["enrollment"])) \
         if "enrollment" in body else None
-    if "enforced" in body:
+    if isinstance(enforced, bool):
         return _status_body(enforcement.set_enforced(caller=caller, enforced=enforced, grace_period_hours=hours, along=change))
     return _status_body(enforcement.change_alone(org=caller.org, change=change))
 

@@ -5,7 +5,7 @@ on AWS the mail is in the members' mailboxes, not here.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from chalice import Blueprint
 
@@ -14,7 +14,10 @@ from chalicelib.api.http import caller_of, route
 from chalicelib.base.deferred import deferred
 
 # Only this page reads the outbox; a cold start of the local stage does not load it.
-notifications = deferred("chalicelib.delivery.notifications")
+if TYPE_CHECKING:
+    from chalicelib.delivery import notifications
+else:
+    notifications = deferred("chalicelib.delivery.notifications")
 
 local_outbox = Blueprint(__name__)
 

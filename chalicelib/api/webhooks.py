@@ -18,8 +18,12 @@ if TYPE_CHECKING:
     from chalicelib.base.context import Caller
 
 # Only the webhook settings need them; the API's cold starts do not load them.
-endpoints = deferred("chalicelib.delivery.webhooks")
-pagination = deferred("chalicelib.base.pagination")
+if TYPE_CHECKING:
+    from chalicelib.delivery import webhooks as endpoints
+    from chalicelib.base import pagination
+else:
+    endpoints = deferred("chalicelib.delivery.webhooks")
+    pagination = deferred("chalicelib.base.pagination")
 
 webhooks = Blueprint(__name__)
 

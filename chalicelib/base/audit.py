@@ -18,7 +18,10 @@ from chalicelib.base.deferred import deferred
 from chalicelib.base.models import AuditEvent
 
 # Only reading the log pages through it: writing events, which most requests do, does not need it.
-pagination = deferred("chalicelib.base.pagination")
+if TYPE_CHECKING:
+    from chalicelib.base import pagination
+else:
+    pagination = deferred("chalicelib.base.pagination")
 
 if TYPE_CHECKING:
     from chalicelib.base.pagination import Page
