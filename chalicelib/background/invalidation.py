@@ -19,6 +19,7 @@ from chalicelib.base.models import Invalidation, Organization, Session
 from chalicelib.base.storage import (
     THROTTLED,
     ConditionsFailed,
+    Item,
     condition_failed,
     response_code,
     transaction,
@@ -187,7 +188,7 @@ def _finish(*, org: Organization, invalidation: Invalidation) -> None:
     try:
         with transaction() as write:
             write.update(
-                "org",
+                Item.ORG,
                 Organization(org.org_id),
                 actions=[
                     Organization.invalidation.state.set("done"),
@@ -197,7 +198,7 @@ def _finish(*, org: Organization, invalidation: Invalidation) -> None:
                 ],
                 condition=_progress_condition(invalidation, handoffs=invalidation.handoffs),
             )
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=org.org_id, actor=_enforcer(org), action="enforcement.sessions_ended",
                 target=org.org_id, details={"sessions_ended": invalidation.sessions_ended,
                                             "generation": invalidation.generation},
