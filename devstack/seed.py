@@ -9,7 +9,7 @@ from pynamodb.exceptions import PutError
 from pynamodb.models import Model
 
 from chalicelib.base.models import Member, Organization
-from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.counters import coverage
 from chalicelib.counters.coverage import Bucket
 
@@ -50,7 +50,7 @@ def seed_demo_org() -> list[str]:
         try:
             # Counted with its creation, as a first login would.
             with transaction() as write:
-                write.save("member", member, condition=Member.org_id.does_not_exist())
+                write.save(Item.MEMBER, member, condition=Member.org_id.does_not_exist())
                 coverage.add_member(write, org_id=DEMO_ORG, admin=demo.admin)
         except ConditionsFailed:
             continue

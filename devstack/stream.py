@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime
 from collections.abc import Callable, Mapping
 from typing import Any, Literal

@@ -31,7 +31,7 @@ from chalicelib.base.errors import (
     NotForBackupSessions,
 )
 from chalicelib.base.models import BackupCredential, Organization
-from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, transaction
 
 log = logging.getLogger("keyward.backup")
 
@@ -81,11 +81,11 @@ def create(*, caller: Caller) -> IssuedBackupCredentials:
         scrypt_p=SCRYPT_P,
     )
     with transaction() as write:
-        write.save("credential", credential, condition=BackupCredential.key_id.does_not_exist())
-        write.update("org", Organization(org_id), actions=[Organization.backup_key_ids.add({credential.key_id})],
+        write.save(Item.BACKUP_CREDENTIAL, credential, condition=BackupCredential.key_id.does_not_exist())
+        write.update(Item.ORG, Organization(org_id), actions=[Organization.backup_key_ids.add({credential.key_id})],
                      condition=Organization.org_id.exists())
-        write.save("audit", audit.event(org_id=org_id, actor=caller.actor, action="backup_credentials.created",
-                                        target=credential.key_id, client=caller.client))
+        write.save(Item.AUDIT, audit.event(org_id=org_id, actor=caller.actor, action="backup_credentials.created",
+                                           target=credential.key_id, client=caller.client))
     return IssuedBackupCredentials(credential=credential, secret=secret)
 
 
@@ -105,10 +105,10 @@ def delete(*, caller: Caller, key_id: str) -> None:
         raise BackupCredentialsNotFound("No such backup credentials.")
     try:
         with transaction() as write:
-            write.delete("credential", BackupCredential(key_id), condition=BackupCredential.org_id == org_id)
-            write.update("org", Organization(org_id), actions=[Organization.backup_key_ids.delete({key_id})])
-            write.save("audit", audit.event(org_id=org_id, actor=caller.actor, action="backup_credentials.deleted",
-                                            target=key_id, client=caller.client))
+            write.delete(Item.BACKUP_CREDENTIAL, BackupCredential(key_id), condition=BackupCredential.org_id == org_id)
+            write.update(Item.ORG, Organization(org_id), actions=[Organization.backup_key_ids.delete({key_id})])
+            write.save(Item.AUDIT, audit.event(org_id=org_id, actor=caller.actor, action="backup_credentials.deleted",
+                                               target=key_id, client=caller.client))
     except ConditionsFailed:
         raise BackupCredentialsNotFound("No such backup credentials.") from None
 
@@ -155,7 +155,7 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
         issued = sessions.start(
             org=org, member=member, client=client, audit_event=used, state=SessionState.ACTIVE,
             also=lambda write: write.update(
-                "credential", BackupCredential(key_id), actions=[BackupCredential.last_used_at.set(clock.now())],
+                Item.BACKUP_CREDENTIAL, BackupCredential(key_id), actions=[BackupCredential.last_used_at.set(clock.now())],
                 condition=BackupCredential.key_id.exists(),
             ),
         )

@@ -18,7 +18,7 @@ from chalicelib.base import audit, clock
 from chalicelib.base.audit import BACKUP_USER_PREFIX
 from chalicelib.base.errors import ConcurrentChange, MalformedRequest
 from chalicelib.base.models import Member, Organization, Session
-from chalicelib.base.storage import ConditionsFailed, condition_failed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, condition_failed, transaction
 
 if TYPE_CHECKING:
     from chalicelib.base.context import AlongChange
@@ -90,11 +90,11 @@ def change_period(
     """
     try:
         with transaction() as write:
-            write.update("org", Organization(org_id),
+            write.update(Item.ORG, Organization(org_id),
                          actions=[Organization.grace_period_hours.set(hours), *(along.actions() if along else [])],
                          condition=Organization.mfa_enforced == True)
-            write.save("audit", audit.event(org_id=org_id, actor=actor, action="enforcement.grace_period_changed",
-                                            target=org_id, client=client, details={"grace_period_hours": hours}))
+            write.save(Item.AUDIT, audit.event(org_id=org_id, actor=actor, action="enforcement.grace_period_changed",
+                                               target=org_id, client=client, details={"grace_period_hours": hours}))
             if along:
                 along.add_to(write)
     except ConditionsFailed:

@@ -18,6 +18,7 @@ from chalicelib.base.errors import ConcurrentChange
 from chalicelib.base.models import Member, Organization
 from chalicelib.base.storage import (
     ConditionsFailed,
+    Item,
     LabelledWrite,
     condition_failed,
     transaction,
@@ -34,7 +35,7 @@ class Returning:
     actions: list[Action]
 
     def add_to(self, write: LabelledWrite) -> None:
-        write.update("member", Member(self.member.org_id, self.member.user_id), actions=self.actions,
+        write.update(Item.MEMBER, Member(self.member.org_id, self.member.user_id), actions=self.actions,
                      condition=Member.user_id.exists())
 
 
@@ -91,7 +92,7 @@ def sign_in_member(
 
         def create() -> None:
             with transaction() as write:
-                write.save("member", joining, condition=Member.user_id.does_not_exist())
+                write.save(Item.MEMBER, joining, condition=Member.user_id.does_not_exist())
                 coverage.add_member(write, org_id=org_id, admin=admin)
 
         try:
@@ -120,12 +121,12 @@ def change_admin(*, member: Member, admin: bool) -> None:
 
         def store() -> None:
             with transaction() as write:
-                write.update("member", Member(org_id, user_id), actions=[
+                write.update(Item.MEMBER, Member(org_id, user_id), actions=[
                     Member.admin.set(admin),
                     Member.admin_without_key.set(entry) if entry else Member.admin_without_key.remove(),
                 ], condition=Member.user_id.exists() & (Member.key_count == key_count)
                     & ((Member.admin == True) if was else ((Member.admin == False) | Member.admin.does_not_exist())))
-                write.update("org counters", Organization(org_id), actions=org_actions)
+                write.update(Item.ORG_COUNTERS, Organization(org_id), actions=org_actions)
 
         try:
             conditions.sent_again_on_conflict(store, org_id=org_id)

@@ -28,7 +28,7 @@ from chalicelib.base.errors import (
     UnknownCredential,
 )
 from chalicelib.base.models import SecurityKey, Session
-from chalicelib.base.storage import ConditionsFailed, LabelledWrite, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, LabelledWrite, transaction
 from chalicelib.ceremony import authenticator_policy, challenges
 from chalicelib.ceremony.challenges import Ceremony
 from chalicelib.ceremony.credentials import (
@@ -207,10 +207,10 @@ def checked_assertion(*, caller: Caller, assertion: Assertion, ceremony: Ceremon
 
 
 def record_use(write: LabelledWrite, *, key: SecurityKey, response: AuthenticationResponse, used_at: datetime) -> None:
-    """Add the key's new signature counter and last use to ``write`` (label ``key``), conditional
+    """Add the key's new signature counter and last use to ``write`` (``Item.KEY``), conditional
     on the counter it was read with: of two checks with one assertion, at most one commits."""
     write.update(
-        "key",
+        Item.KEY,
         SecurityKey(key.org_id, key.key_id),
         actions=[
             SecurityKey.sign_count.set(response.sign_count),
@@ -254,19 +254,19 @@ def record_check(*, caller: Caller, assertion: Assertion, ceremony: Ceremony, ke
             challenges.use_up(write, challenge_id=assertion.challenge_id, ceremony=ceremony, session=session)
             record_use(write, key=key, response=response, used_at=checked_at)
             write.update(
-                "session",
+                Item.SESSION,
                 Session(session.org_id, session.session_id),
                 actions=[*session_actions, *proved.actions()],
                 condition=(Session.token_hash == caller.token_hash) & (Session.state == from_state.value),
             )
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=session.org_id, actor=caller.actor, action=audited_as, target=key.key_id,
                 user_id=session.user_id, client=caller.client, details={"session_id": session.session_id},
             ))
     except ConditionsFailed as refused:
-        if challenges.LABEL in refused.labels:
+        if Item.CHALLENGE in refused.labels:
             raise ChallengeNotFound("The challenge was used by another request at the same time; request new options.") from None
-        if "key" in refused.labels:
+        if Item.KEY in refused.labels:
             raise SignCountRegression("The security key was used by another request at the same time.") from None
         raise InvalidToken("The session changed meanwhile; sign in again.") from None
     proved.apply_to(session)

@@ -50,6 +50,7 @@ from chalicelib.base.models import (
 from chalicelib.base.storage import (
     TRANSACTION_CANCELED,
     ConditionsFailed,
+    Item,
     LabelledWrite,
     response_code,
     transaction,
@@ -152,12 +153,12 @@ def start(
     audit.add_details(audit_event, session_id=session.session_id, state=session.state)
     try:
         with transaction() as write:
-            write.save("session", session, condition=Session.session_id.does_not_exist())
-            write.save("audit", audit_event)
+            write.save(Item.SESSION, session, condition=Session.session_id.does_not_exist())
+            write.save(Item.AUDIT, audit_event)
             if also is not None:
                 also(write)
     except ConditionsFailed as refused:
-        if "session" not in refused.labels:
+        if Item.SESSION not in refused.labels:
             raise  # a condition of the caller's own writes
         # 128 random bits collided: astronomically unlikely
         raise InvalidToken("Could not start a session; try again.") from None
@@ -348,9 +349,9 @@ def end(*, caller: Caller) -> None:
     session = caller.session
     try:
         with transaction() as write:
-            write.delete("session", Session(session.org_id, session.session_id),
+            write.delete(Item.SESSION, Session(session.org_id, session.session_id),
                          condition=Session.token_hash == caller.token_hash)
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=session.org_id, actor=caller.actor, action="logout", target=session.session_id,
                 user_id=session.user_id, client=caller.client,
             ))
@@ -384,11 +385,11 @@ def end_own_session(*, caller: Caller, session_id: str) -> None:
     try:
         with transaction() as write:
             write.delete(
-                "session",
+                Item.SESSION,
                 Session(caller.session.org_id, session_id),
                 condition=Session.session_id.exists() & (Session.user_id == caller.session.user_id),
             )
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=caller.session.org_id, actor=caller.actor, action="session.ended", target=session_id,
                 user_id=caller.session.user_id, client=caller.client,
             ))
@@ -405,7 +406,7 @@ def end_sessions(sessions: Iterable[Session]) -> int:
     for start in range(0, len(ending), 100):
         with transaction() as write:
             for session in ending[start:start + 100]:
-                write.delete("session", session)
+                write.delete(Item.SESSION, session)
     return len(ending)
 
 
@@ -441,8 +442,8 @@ def end_member_sessions(*, caller: Caller, user_id: str) -> int:
     for chunk in chunks or [[]]:
         with transaction() as write:
             for session in chunk:
-                write.delete("session", session)
-            write.save("audit", audit.event(
+                write.delete(Item.SESSION, session)
+            write.save(Item.AUDIT, audit.event(
                 org_id=org_id, actor=caller.actor, action="member.sessions_ended", target=user_id,
                 user_id=user_id, client=caller.client, details={"sessions_ended": len(chunk)},
             ))

@@ -19,6 +19,7 @@ from chalicelib.base.models import Invalidation, Organization, Session
 from chalicelib.base.storage import (
     THROTTLED,
     ConditionsFailed,
+    Item,
     condition_failed,
     response_code,
     transaction,
@@ -191,7 +192,7 @@ def _finish(*, org: Organization, invalidation: Invalidation) -> None:
     try:
         with transaction() as write:
             write.update(
-                "org",
+                Item.ORG,
                 Organization(org.org_id),
                 actions=[
                     _INVALIDATION.state.set("done"),
@@ -201,7 +202,7 @@ def _finish(*, org: Organization, invalidation: Invalidation) -> None:
                 ],
                 condition=_progress_condition(invalidation, handoffs=int(invalidation.handoffs)),
             )
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=org.org_id, actor=_enforcer(org), action="enforcement.sessions_ended",
                 target=org.org_id, details={"sessions_ended": invalidation.sessions_ended,
                                             "generation": invalidation.generation},

@@ -12,7 +12,7 @@ from chalicelib.background import invalidation, recount
 from chalicelib.base import audit, clock
 from chalicelib.base.errors import MalformedEnforcementFlag
 from chalicelib.base.models import Organization
-from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.org import enforcement
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def _record_operator_enforcement(*, org_id: str, generation: int) -> None:
     try:
         with transaction() as write:
             write.update(
-                "org",
+                Item.ORG,
                 Organization(org_id),
                 actions=[
                     Organization.enforced_at.set(enforced_at),
@@ -115,8 +115,8 @@ def _record_operator_enforcement(*, org_id: str, generation: int) -> None:
                 condition=(Organization.mfa_enforced == True)
                 & (Organization.enforcement_generation == generation),
             )
-            write.save("audit", audit.event(org_id=org_id, actor=audit.OPERATOR, action="enforcement.enabled",
-                                            target=org_id, details={"generation": generation + 1}))
+            write.save(Item.AUDIT, audit.event(org_id=org_id, actor=audit.OPERATOR, action="enforcement.enabled",
+                                               target=org_id, details={"generation": generation + 1}))
     except ConditionsFailed:
         return  # recorded already, or switched off again meanwhile
     log.info("organization %s: enforcement set outside the API recorded (generation %d)", org_id, generation + 1)

@@ -15,7 +15,7 @@ from chalicelib.background import resumable
 from chalicelib.base import clock
 from chalicelib.base.errors import ConcurrentChange
 from chalicelib.base.models import ComplianceRecount, Member, Organization, SecurityKey
-from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.ceremony import authenticator_policy
 from chalicelib.counters import compliance, conditions
 
@@ -110,23 +110,23 @@ def _count(*, member: Member, version: int, policy: authenticator_policy.Authent
         def write_figure() -> None:
             with transaction() as write:
                 write.update(
-                    "member", Member(member.org_id, member.user_id),
+                    Item.MEMBER, Member(member.org_id, member.user_id),
                     actions=[Member.compliant_keys.set(compliant), Member.compliance_version.set(version)],
                     # The keys just read are still the member's: no key transaction came between.
                     condition=Member.user_id.exists() & conditions.number_is(Member.key_changes, standing.key_changes)
                     & conditions.number_is(Member.compliance_version, standing.compliance_version),
                 )
                 if compliant:
-                    write.update("org", Organization(member.org_id), actions=[Organization.members_compliant.add(1)],
+                    write.update(Item.ORG, Organization(member.org_id), actions=[Organization.members_compliant.add(1)],
                                  condition=compliance.version_condition(version))
                 else:
-                    write.condition_check("org", Organization, member.org_id, condition=compliance.version_condition(version))
+                    write.condition_check(Item.ORG, Organization, member.org_id, condition=compliance.version_condition(version))
 
         try:
             conditions.sent_again_on_conflict(write_figure, org_id=member.org_id)
             return True
         except ConditionsFailed as refused:
-            if "org" in refused.labels:
+            if Item.ORG in refused.labels:
                 return False
         # Read as the page was (a query), the one read the stream function's role grants on members.
         again = list(Member.query(member.org_id, Member.user_id == member.user_id, consistent_read=True))
@@ -147,7 +147,7 @@ def _save_progress(*, org_id: str, recount: ComplianceRecount, cursor: str | Non
         actions.append(compliance.RECOUNT_PATH.handoffs.set(int(recount.handoffs or 0) + 1))
     try:
         with transaction() as write:
-            write.update("org", Organization(org_id), actions=actions, condition=_progress_condition(recount))
+            write.update(Item.ORG, Organization(org_id), actions=actions, condition=_progress_condition(recount))
     except ConditionsFailed:
         return False
     return True
@@ -156,7 +156,7 @@ def _save_progress(*, org_id: str, recount: ComplianceRecount, cursor: str | Non
 def _finish(*, org_id: str, recount: ComplianceRecount) -> None:
     try:
         with transaction() as write:
-            write.update("org", Organization(org_id), actions=[
+            write.update(Item.ORG, Organization(org_id), actions=[
                 compliance.RECOUNT_PATH.state.set(compliance.DONE),
                 compliance.RECOUNT_PATH.finished_at.set(clock.now()),
                 compliance.RECOUNT_PATH.cursor.remove(),

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Iterator, Sequence
+from enum import Enum
 from typing import Any
 
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
@@ -45,11 +46,34 @@ def condition_failed(error: PynamoDBException) -> bool:
     return response_code(error) == CONDITION_FAILED
 
 
+class Item(Enum):
+    """The items a transaction writes, named so that a cancellation can say whose condition failed.
+
+    A plain Enum rather than strings: a misspelt or invented label is a type error, not a test
+    that never matches. The organization's item has two names for the two things transactions
+    do with it (each touches it at most once): ``ORG`` for its settings, ``ORG_COUNTERS`` for its
+    counts (see chalicelib/counters/coverage.py).
+    """
+
+    ORG = "org"
+    ORG_COUNTERS = "org counters"
+    MEMBER = "member"
+    KEY = "key"
+    CLAIM = "claim"
+    SESSION = "session"
+    CHALLENGE = "challenge"
+    ENROLLMENT_PASS = "enrollment pass"
+    BACKUP_CREDENTIAL = "backup credential"
+    WEBHOOK = "webhook"
+    WEBHOOK_CHANGE = "webhook change"
+    AUDIT = "audit"
+
+
 class ConditionsFailed(Exception):
     """A transaction was cancelled because conditions failed; ``labels`` names those items."""
 
-    def __init__(self, labels: frozenset[str]) -> None:
-        super().__init__(", ".join(sorted(labels)))
+    def __init__(self, labels: frozenset[Item]) -> None:
+        super().__init__(", ".join(sorted(label.value for label in labels)))
         self.labels = labels
 
 
@@ -66,21 +90,21 @@ class LabelledWrite:
 
     def __init__(self, write: TransactWrite) -> None:
         self._write = write
-        self._labels: dict[str, list[str]] = {"check": [], "delete": [], "save": [], "update": []}
+        self._labels: dict[str, list[Item]] = {"check": [], "delete": [], "save": [], "update": []}
 
-    def condition_check(self, label: str, model_cls: type[Model], hash_key: Any, range_key: Any = None, *, condition: Condition) -> None:
+    def condition_check(self, label: Item, model_cls: type[Model], hash_key: Any, range_key: Any = None, *, condition: Condition) -> None:
         self._write.condition_check(model_cls, hash_key, range_key, condition=condition)
         self._labels["check"].append(label)
 
-    def delete(self, label: str, model: Model, *, condition: Condition | None = None) -> None:
+    def delete(self, label: Item, model: Model, *, condition: Condition | None = None) -> None:
         self._write.delete(model, condition=condition)
         self._labels["delete"].append(label)
 
-    def save(self, label: str, model: Model, *, condition: Condition | None = None) -> None:
+    def save(self, label: Item, model: Model, *, condition: Condition | None = None) -> None:
         self._write.save(model, condition=condition)
         self._labels["save"].append(label)
 
-    def update(self, label: str, model: Model, *, actions: Sequence[Action], condition: Condition | None = None) -> None:
+    def update(self, label: Item, model: Model, *, actions: Sequence[Action], condition: Condition | None = None) -> None:
         self._write.update(model, actions=list(actions), condition=condition)
         self._labels["update"].append(label)
 
@@ -90,7 +114,7 @@ class LabelledWrite:
         held = sum(len(labels) for labels in self._labels.values())
         return max(MAX_TRANSACTION_ITEMS - held - keeping, 0)
 
-    def failed_conditions(self, error: TransactWriteError) -> frozenset[str]:
+    def failed_conditions(self, error: TransactWriteError) -> frozenset[Item]:
         order = [label for kind in ("check", "delete", "save", "update") for label in self._labels[kind]]
         reasons = error.cancellation_reasons or []
         return frozenset(

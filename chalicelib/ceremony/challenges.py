@@ -30,6 +30,7 @@ from chalicelib.base.errors import (
 from chalicelib.base.models import Challenge, Session
 from chalicelib.base.storage import (
     ConditionsFailed,
+    Item,
     LabelledWrite,
     condition_failed,
     transaction,
@@ -128,8 +129,8 @@ def check(*, challenge: Challenge | None, ceremony: Ceremony, session: Session) 
 
 def use_up(write: LabelledWrite, *, challenge_id: str, ceremony: Ceremony, session: Session) -> None:
     """Delete the challenge in ``write``, on the conditions :func:`check` looked at: of two
-    transactions with one challenge, only one commits (the other fails on label ``challenge``)."""
-    write.delete(LABEL, Challenge(challenge_id), condition=_usable(ceremony=ceremony, session=session))
+    transactions with one challenge, only one commits (the other fails on ``Item.CHALLENGE``)."""
+    write.delete(Item.CHALLENGE, Challenge(challenge_id), condition=_usable(ceremony=ceremony, session=session))
 
 
 def discard(*, caller: Caller, challenge_id: str, ceremony: Ceremony, action: str, reason: str) -> None:
@@ -142,7 +143,7 @@ def discard(*, caller: Caller, challenge_id: str, ceremony: Ceremony, action: st
     try:
         with transaction() as write:
             use_up(write, challenge_id=challenge_id, ceremony=ceremony, session=session)
-            write.save("audit", refusal)
+            write.save(Item.AUDIT, refusal)
     except ConditionsFailed:
         refusal.save()
 

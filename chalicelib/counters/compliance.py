@@ -36,7 +36,7 @@ from pynamodb.expressions.update import Action
 from chalicelib.base import clock
 from chalicelib.base.errors import ConcurrentChange
 from chalicelib.base.models import ComplianceRecount, Member, Organization, SecurityKey
-from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.ceremony import authenticator_policy
 from chalicelib.counters import conditions
 from chalicelib.counters.conditions import Standing
@@ -175,7 +175,7 @@ def restart(*, org_id: str) -> int:
         actions, condition = restart_actions(org)
         try:
             with transaction() as write:
-                write.update("org", Organization(org_id), actions=actions, condition=condition)
+                write.update(Item.ORG, Organization(org_id), actions=actions, condition=condition)
             return version_of(org) + 1
         except ConditionsFailed:
             continue  # another restart meanwhile: start from the version it set

@@ -22,7 +22,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from chalicelib.base.models import Member, Organization
-from chalicelib.base.storage import ConditionsFailed, LabelledWrite, response_code
+from chalicelib.base.storage import ConditionsFailed, Item, LabelledWrite, response_code
 from chalicelib.counters import compliance
 from chalicelib.counters.conditions import (
     MAX_ATTEMPTS,
@@ -91,7 +91,7 @@ def add_member(write: LabelledWrite, *, org_id: str, admin: bool = False) -> Non
     actions = [Organization.members_total.add(1)]
     if admin:
         actions.append(Organization.admins_total.add(1))
-    write.update("org counters", Organization(org_id), actions=actions)
+    write.update(Item.ORG_COUNTERS, Organization(org_id), actions=actions)
 
 
 def admin_without_key_for(*, org_id: str, admin: bool, key_count: int) -> str | None:
@@ -112,7 +112,7 @@ def remove_member(write: LabelledWrite, *, org_id: str, standing: Standing, comp
     compliant = compliance.removed(standing=standing, version=compliance_version)
     if compliant:
         actions.append(Organization.members_compliant.add(compliant))
-    write.update("org counters", Organization(org_id), actions=actions,
+    write.update(Item.ORG_COUNTERS, Organization(org_id), actions=actions,
                  condition=compliance.version_condition(compliance_version))
     return _same_standing(standing)
 
@@ -120,7 +120,7 @@ def remove_member(write: LabelledWrite, *, org_id: str, standing: Standing, comp
 def change_key_count(
     write: LabelledWrite, *, org_id: str, user_id: str, expected: Standing, delta: int, compliant_delta: int,
     compliance_version: int, condition: Condition | None = None, extra_actions: Sequence[Action] = (),
-    org_condition: Condition | None = None, org_label: str = "org counters",
+    org_condition: Condition | None = None,
 ) -> None:
     """Change a member's key count from ``expected.key_count`` by ``delta`` (``compliant_delta``
     of those keys comply with the organization's authenticator policy) in ``write``, with their
@@ -128,11 +128,11 @@ def change_key_count(
     their compliance figure under ``compliance_version`` (the organization's, as read) moves too
     (see chalicelib/counters/compliance.py).
 
-    The member update (label ``member``) is conditional on the member standing as ``expected``
+    The member update (``Item.MEMBER``) is conditional on the member standing as ``expected``
     says, plus ``condition``; a refusal means the member changed meanwhile (see :func:`retrying`)
     or the caller's own condition failed. The organization's operation is conditional on its
     compliance version and on ``org_condition``, a condition the caller needs: a transaction may
-    touch an item only once, so it is checked here, with the counters (labelled ``org_label``).
+    touch an item only once, so it is checked here, with the counters (``Item.ORG_COUNTERS``).
     ``extra_actions`` are the caller's own changes of the member item, made in the same update.
     """
     after = expected.key_count + delta
@@ -149,7 +149,7 @@ def change_key_count(
     if figure.members_compliant_delta:
         org_actions.append(Organization.members_compliant.add(figure.members_compliant_delta))
     write.update(
-        "member",
+        Item.MEMBER,
         Member(org_id, user_id),
         actions=member_actions,
         condition=_same_standing(expected) & (condition if condition is not None else Member.user_id.exists()),
@@ -157,9 +157,9 @@ def change_key_count(
     org_condition = compliance.version_condition(compliance_version) & (
         org_condition if org_condition is not None else Organization.org_id.exists())
     if org_actions:
-        write.update(org_label, Organization(org_id), actions=org_actions, condition=org_condition)
+        write.update(Item.ORG_COUNTERS, Organization(org_id), actions=org_actions, condition=org_condition)
     else:
-        write.condition_check(org_label, Organization, org_id, condition=org_condition)
+        write.condition_check(Item.ORG_COUNTERS, Organization, org_id, condition=org_condition)
 
 
 def retrying(*, org_id: str, user_id: str, expected: Standing, compliance_version: int,
@@ -167,7 +167,7 @@ def retrying(*, org_id: str, user_id: str, expected: Standing, compliance_versio
     """Run ``attempt(the member's standing)``; send it again when it meets another transaction
     (a conflict) or when the member no longer stood as expected.
 
-    A refused ``member`` condition is re-read: if the member changed, the attempt runs with their
+    A refused ``Item.MEMBER`` condition is re-read: if the member changed, the attempt runs with their
     new standing; if not, the refusal was the caller's own condition and is raised.
 
     Raises:
@@ -180,10 +180,10 @@ def retrying(*, org_id: str, user_id: str, expected: Standing, compliance_versio
         try:
             return sent_again_on_conflict(lambda: attempt(expected), org_id=org_id)
         except ConditionsFailed as refused:
-            if refused.labels - {"member"}:
+            if refused.labels - {Item.MEMBER}:
                 compliance.refuse_if_moved(org_id=org_id, version=compliance_version)
             # Another failed condition (a used challenge, a registered credential) decides alone.
-            if refused.labels != {"member"} or number == MAX_ATTEMPTS - 1:
+            if refused.labels != {Item.MEMBER} or number == MAX_ATTEMPTS - 1:
                 raise
             now = standing_now(org_id=org_id, user_id=user_id)
             if now is None or now == expected:

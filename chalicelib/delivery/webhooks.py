@@ -49,7 +49,7 @@ from chalicelib.base.models import (
     Webhook,
     WebhookChange,
 )
-from chalicelib.base.storage import ConditionsFailed, condition_failed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, condition_failed, transaction
 from chalicelib.delivery import webhook_secrets
 
 ENABLED = "enabled"
@@ -116,9 +116,9 @@ def create(*, caller: Caller, url: str, events: Iterable[str], description: str 
     entry = audit.event(org_id=org_id, actor=caller.actor, action="webhook.created", target=webhook_id,
                         client=caller.client, details={"url": url, "events": sorted(wanted)})
     with transaction() as write:
-        write.save("webhook", webhook, condition=Webhook.webhook_id.does_not_exist())
-        write.save("audit", entry)
-        write.save("webhook_change", _change(entry=entry, webhook_id=webhook_id, before=None, after=settings_of(webhook)))
+        write.save(Item.WEBHOOK, webhook, condition=Webhook.webhook_id.does_not_exist())
+        write.save(Item.AUDIT, entry)
+        write.save(Item.WEBHOOK_CHANGE, _change(entry=entry, webhook_id=webhook_id, before=None, after=settings_of(webhook)))
     return CreatedWebhook(webhook=webhook, secret=secret)
 
 
@@ -164,11 +164,11 @@ def delete(*, caller: Caller, webhook_id: str) -> None:
                             client=caller.client, details={"url": webhook.url, "events": sorted(webhook.events)})
         try:
             with transaction() as write:
-                write.delete("webhook", Webhook(org_id, webhook_id),
+                write.delete(Item.WEBHOOK, Webhook(org_id, webhook_id),
                              condition=Webhook.webhook_id.exists() & _unchanged_since(webhook.revision))
-                write.save("audit", entry)
-                write.save("webhook_change", _change(entry=entry, webhook_id=webhook_id, before=settings_of(webhook),
-                                                     after=None, sealed_secret=sealed))
+                write.save(Item.AUDIT, entry)
+                write.save(Item.WEBHOOK_CHANGE, _change(entry=entry, webhook_id=webhook_id, before=settings_of(webhook),
+                                                        after=None, sealed_secret=sealed))
         except ConditionsFailed:
             continue  # deleted or changed meanwhile: read it again
         return
@@ -241,12 +241,12 @@ def change(*, caller: Caller, webhook_id: str, enabled: bool | None = None, url:
             with transaction() as write:
                 # Conditional on the revision read: an endpoint that a delivery disabled, or another
                 # admin changed, meanwhile is read again, so the event says what really changed.
-                write.update("webhook", Webhook(org_id, webhook_id), actions=actions,
+                write.update(Item.WEBHOOK, Webhook(org_id, webhook_id), actions=actions,
                              condition=Webhook.webhook_id.exists() & (Webhook.state == state_before)
                              & _unchanged_since(webhook.revision))
-                write.save("audit", entry)
-                write.save("webhook_change", _change(entry=entry, webhook_id=webhook_id, before=before,
-                                                     after=settings_of(webhook)))
+                write.save(Item.AUDIT, entry)
+                write.save(Item.WEBHOOK_CHANGE, _change(entry=entry, webhook_id=webhook_id, before=before,
+                                                        after=settings_of(webhook)))
         except ConditionsFailed:
             continue  # deleted or changed meanwhile
         return webhook
@@ -580,13 +580,13 @@ def record_failure(*, webhook: Webhook, reason: str) -> bool:
     after.state = DISABLED
     try:
         with transaction() as write:
-            write.update("webhook", Webhook(webhook.org_id, webhook.webhook_id),
+            write.update(Item.WEBHOOK, Webhook(webhook.org_id, webhook.webhook_id),
                          actions=[Webhook.state.set(DISABLED), Webhook.disabled_at.set(clock.now()), Webhook.revision.add(1)],
                          condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED)
                          & _unchanged_since(current.revision))
-            write.save("audit", entry)
-            write.save("webhook_change", _change(entry=entry, webhook_id=webhook.webhook_id,
-                                                 before=settings_of(current), after=after))
+            write.save(Item.AUDIT, entry)
+            write.save(Item.WEBHOOK_CHANGE, _change(entry=entry, webhook_id=webhook.webhook_id,
+                                                    before=settings_of(current), after=after))
     except ConditionsFailed:
         return False  # another delivery disabled it first
     return True

@@ -28,7 +28,7 @@ from chalicelib.base.models import (
     SecurityKey,
     Session,
 )
-from chalicelib.base.storage import ConditionsFailed, LabelledWrite, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, LabelledWrite, transaction
 from chalicelib.ceremony import authenticator_policy
 from chalicelib.ceremony.authenticator_policy import AuthenticatorPolicy
 from chalicelib.ceremony.credentials import keys_of
@@ -86,12 +86,12 @@ def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
     try:
         with transaction() as write:
             write.update(
-                "key",
+                Item.KEY,
                 SecurityKey(org_id, key_id),
                 actions=[SecurityKey.name.set(name)],
                 condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
             )
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=org_id, actor=caller.actor, action="key.renamed", target=key_id, user_id=user_id,
                 client=caller.client, details={"name": name},
             ))
@@ -112,7 +112,7 @@ def delete(*, caller: Caller, key_id: str) -> None:
     try:
         remove_key(caller=caller, user_id=caller.session.user_id, key_id=check_key_id(key_id), by="self")
     except ConditionsFailed as refused:
-        if "key" in refused.labels:
+        if Item.KEY in refused.labels:
             raise KeyNotFound("No such security key.") from None
         raise LastKeyRequired("The organization enforces MFA: your last security key cannot be deleted.") from None
 
@@ -126,7 +126,7 @@ def remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
     is still off otherwise. An admin (``by="admin"``) may delete any key.
 
     Raises:
-        ConditionsFailed: ``key`` when the member has no such key; otherwise the last-key rule.
+        ConditionsFailed: ``Item.KEY`` when the member has no such key; otherwise the last-key rule.
     """
     org_id = caller.session.org_id
     org = caller.org
@@ -158,22 +158,21 @@ def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id
     def store(standing: conditions.Standing) -> list[Session]:
         with transaction() as write:
             write.delete(
-                "key",
+                Item.KEY,
                 SecurityKey(org_id, key_id),
                 condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
             )
-            write.delete("claim", CredentialClaim(key_id))
+            write.delete(Item.CLAIM, CredentialClaim(key_id))
             coverage.change_key_count(
                 write, org_id=org_id, user_id=user_id, expected=standing, delta=-1,
                 compliant_delta=compliant, compliance_version=org_version,
                 condition=Member.key_count > 1 if keep_last and enforced else None,
                 extra_actions=[Member.credentials[key_id].remove()] if lists_credentials else [],
                 org_condition=Organization.mfa_enforced == False if keep_last and not enforced else None,
-                org_label="not enforced",
             )
             overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
                                                    sparing=caller.session.session_id)
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
                 client=caller.client, details={"by": by, "name": name},
             ))
@@ -218,17 +217,17 @@ def disable_mfa(*, caller: Caller) -> None:
     def store() -> list[Session]:
         with transaction() as write:
             for key in keys:
-                write.delete("key", key, condition=SecurityKey.key_id.exists())
-                write.delete("claim", CredentialClaim(key.key_id))
+                write.delete(Item.KEY, key, condition=SecurityKey.key_id.exists())
+                write.delete(Item.CLAIM, CredentialClaim(key.key_id))
             # The count condition makes a key registered meanwhile fail the whole transaction
             # rather than survive with a counter of zero.
             coverage.change_key_count(write, org_id=org_id, user_id=user_id, expected=standing, delta=-len(keys),
                                       compliant_delta=compliant, compliance_version=org_version,
                                       extra_actions=[Member.credentials.remove()],
-                                      org_condition=Organization.mfa_enforced == False, org_label="not enforced")
+                                      org_condition=Organization.mfa_enforced == False)
             overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id,
                                                    key_ids={key.key_id for key in keys}, sparing=caller.session.session_id)
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=org_id, actor=caller.actor, action="mfa.disabled", target=user_id, user_id=user_id,
                 client=caller.client, details={"keys_deleted": len(keys), "keys": named(keys)},
             ))
@@ -238,7 +237,8 @@ def disable_mfa(*, caller: Caller) -> None:
         overflow = conditions.sent_again_on_conflict(store, org_id=org_id)
     except ConditionsFailed as refused:
         compliance.refuse_if_moved(org_id=org_id, version=org_version)
-        if "not enforced" in refused.labels:
+        # MFA's not being enforced is checked with the organization's counters (see coverage.change_key_count).
+        if Item.ORG_COUNTERS in refused.labels:
             raise LastKeyRequired("The organization enforces MFA: it cannot be disabled.") from None
         raise ConcurrentChange("Your security keys changed meanwhile; try again.") from None
     end_sessions(overflow)
@@ -277,5 +277,5 @@ def _end_sessions_verified_with(
     # Disabling MFA with 20 keys puts 43 items in the transaction before any session.
     fitting = write.room(keeping=1)
     for session in verified[:fitting]:
-        write.delete("verified session", session)
+        write.delete(Item.SESSION, session)
     return verified[fitting:]

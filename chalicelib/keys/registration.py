@@ -28,7 +28,7 @@ from chalicelib.base.errors import (
     TooManyKeys,
 )
 from chalicelib.base.models import CredentialClaim, Member, SecurityKey, Session
-from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.ceremony import authenticator_policy, challenges
 from chalicelib.ceremony.authenticator_policy import Attestation, KeyFacts
 from chalicelib.ceremony.challenges import Ceremony
@@ -252,8 +252,8 @@ def _register(
             member_condition &= listing_condition
         with transaction() as write:
             challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
-            write.save("claim", claim, condition=CredentialClaim.key_id.does_not_exist())
-            write.save("key", key, condition=SecurityKey.key_id.does_not_exist())
+            write.save(Item.CLAIM, claim, condition=CredentialClaim.key_id.does_not_exist())
+            write.save(Item.KEY, key, condition=SecurityKey.key_id.does_not_exist())
             coverage.change_key_count(
                 write, org_id=session.org_id, user_id=session.user_id, expected=standing, delta=1,
                 compliant_delta=compliant, compliance_version=org_version,
@@ -262,12 +262,12 @@ def _register(
             )
             gate.add_to(write, key_id=key.key_id)
             write.update(
-                "session",
+                Item.SESSION,
                 Session(session.org_id, session.session_id),
                 actions=session_actions,
                 condition=session_condition,
             )
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=session.org_id, actor=caller.actor, action="key.registered", target=key.key_id,
                 user_id=session.user_id, client=caller.client,
                 details={"name": name, "by": "self", **({"session_activated": True} if activates_session else {})},
@@ -278,11 +278,11 @@ def _register(
                           compliance_version=org_version, attempt=store)
     except ConditionsFailed as refused:
         gate.explain(refused)
-        if challenges.LABEL in refused.labels:
+        if Item.CHALLENGE in refused.labels:
             raise ChallengeNotFound("The challenge was used by another request at the same time; request new options.") from None
-        if refused.labels & {"claim", "key"}:
+        if refused.labels & {Item.CLAIM, Item.KEY}:
             raise KeyAlreadyRegistered("This security key is already registered.") from None
-        if "member" in refused.labels:
+        if Item.MEMBER in refused.labels:
             raise _why_member_refused(caller) from None
         raise ConcurrentChange("The session changed while the key was being registered; sign in again.") from None
     if activates_session:

@@ -17,7 +17,7 @@ from chalicelib.base import audit, clock
 from chalicelib.base.context import AlongChange, Caller
 from chalicelib.base.errors import ConcurrentChange, SecurityKeyRequired
 from chalicelib.base.models import Invalidation, Member, Organization
-from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.counters import compliance, coverage
 
 log = logging.getLogger("keyward.enforcement")
@@ -99,10 +99,10 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
     try:
         with transaction() as write:
             write.condition_check(
-                "own key", Member, session.org_id, session.user_id, condition=Member.key_count > 0,
+                Item.MEMBER, Member, session.org_id, session.user_id, condition=Member.key_count > 0,
             )
             write.update(
-                "org",
+                Item.ORG,
                 Organization(org.org_id),
                 actions=[
                     Organization.mfa_enforced.set(True),
@@ -118,7 +118,7 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
                 condition=(Organization.mfa_enforced == False)
                 & (Organization.enforcement_generation == org.enforcement_generation),
             )
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=org.org_id, actor=caller.actor, action="enforcement.enabled", target=org.org_id,
                 client=caller.client, details={"generation": generation, "session_id": session.session_id,
                                                "grace_period_hours": grace_period_hours},
@@ -126,7 +126,7 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
             if along:
                 along.add_to(write)
     except ConditionsFailed as refused:
-        if "own key" in refused.labels:
+        if Item.MEMBER in refused.labels:
             raise SecurityKeyRequired("Register a security key of your own before enforcing MFA.") from None
         raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
     org.mfa_enforced, org.enforced_at, org.enforced_by = True, enforced_at, session.user_id
@@ -143,7 +143,7 @@ def _relax(*, caller: Caller, org: Organization, along: AlongChange | None) -> O
     try:
         with transaction() as write:
             write.update(
-                "org",
+                Item.ORG,
                 Organization(org.org_id),
                 actions=[
                     Organization.mfa_enforced.set(False),
@@ -154,8 +154,8 @@ def _relax(*, caller: Caller, org: Organization, along: AlongChange | None) -> O
                 # A flag of the wrong type reads as enforced; relaxing is how an admin repairs it.
                 condition=(Organization.mfa_enforced == True) | ~Organization.mfa_enforced.is_type(),
             )
-            write.save("audit", audit.event(org_id=org.org_id, actor=caller.actor, action="enforcement.disabled",
-                                            target=org.org_id, client=caller.client))
+            write.save(Item.AUDIT, audit.event(org_id=org.org_id, actor=caller.actor, action="enforcement.disabled",
+                                               target=org.org_id, client=caller.client))
             if along:
                 along.add_to(write)
     except ConditionsFailed:

@@ -15,7 +15,7 @@ from chalicelib.base.models import (
     SecurityKey,
     Session,
 )
-from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.ceremony.credentials import keys_of
 from chalicelib.counters import compliance, conditions, coverage
 from chalicelib.keys.enrollment_passes import passes_of
@@ -61,18 +61,18 @@ def offboard(*, caller: Caller, user_id: str) -> int:
             # read and sent again) rather than outlive its member.
             standing = replace(conditions.standing_of(member), key_count=len(held))
             counted_as = coverage.remove_member(write, org_id=org_id, standing=standing, compliance_version=org_version[0])
-            write.delete("member", member, condition=counted_as)
+            write.delete(Item.MEMBER, member, condition=counted_as)
             for key in held:
-                write.delete("key", key, condition=SecurityKey.key_id.exists())
-                write.delete("claim", CredentialClaim(key.key_id))
+                write.delete(Item.KEY, key, condition=SecurityKey.key_id.exists())
+                write.delete(Item.CLAIM, CredentialClaim(key.key_id))
             # Their passes are void once they are gone (bound to the member as created, see
             # enrollment_passes.of_member), one issued after this read included; deleted all the same,
             # as many as fit beside the member, the counters, the keys and their claims, and the
             # audit event added next.
             fitting = write.room(keeping=1)
             for enrollment_pass in passes[:fitting]:
-                write.delete("enrollment pass", enrollment_pass)
-            write.save("audit", audit.event(
+                write.delete(Item.ENROLLMENT_PASS, enrollment_pass)
+            write.save(Item.AUDIT, audit.event(
                 org_id=org_id, actor=caller.actor, action="member.offboarded", target=user_id, user_id=user_id,
                 client=caller.client, details={"keys_deleted": len(held), "keys": named(held), "name": member.name,
                                                 "email": member.email},
@@ -82,7 +82,7 @@ def offboard(*, caller: Caller, user_id: str) -> int:
         for start in range(0, len(leftover), 100):
             with transaction() as write:
                 for enrollment_pass in leftover[start:start + 100]:
-                    write.delete("enrollment pass", enrollment_pass)
+                    write.delete(Item.ENROLLMENT_PASS, enrollment_pass)
         return member, len(held)
 
     for attempt in range(conditions.MAX_ATTEMPTS):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from chalicelib.base import audit
 from chalicelib.base.errors import ConcurrentChange
 from chalicelib.base.models import Organization, SecurityKey
-from chalicelib.base.storage import ConditionsFailed, transaction
+from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.ceremony import authenticator_policy
 from chalicelib.ceremony.authenticator_policy import AuthenticatorPolicy
 from chalicelib.counters import compliance
@@ -80,9 +80,9 @@ def change(*, caller: Caller, document: object, dry_run: bool) -> PolicyChange:
     recount, counted_as_read = compliance.restart_actions(org)
     try:
         with transaction() as write:
-            write.update("org", Organization(org.org_id), actions=[Organization.authenticator_policy.set(stored), *recount],
+            write.update(Item.ORG, Organization(org.org_id), actions=[Organization.authenticator_policy.set(stored), *recount],
                          condition=Organization.org_id.exists() & unchanged & counted_as_read)
-            write.save("audit", audit.event(
+            write.save(Item.AUDIT, audit.event(
                 org_id=org.org_id, actor=caller.actor, action="policy.changed", target=org.org_id, client=caller.client,
                 details={"before": before.as_dict(), "after": saved.as_dict(),
                          "keys_noncompliant": counted.keys_noncompliant, "members_noncompliant": counted.members_noncompliant},
