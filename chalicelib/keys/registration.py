@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.update import Action
 
 from chalicelib.access import assurance
 from chalicelib.access.sessions import rotated_token
@@ -172,6 +173,26 @@ def register(*, caller: Caller, submission: KeySubmission) -> Registration:
 def _register(
     *, caller: Caller, challenge_id: str, name: str, response: RegistrationResponse, gate: enrollment_passes.FirstKeyGate,
 ) -> Registration:
+    key, facts = _verified_key(caller=caller, challenge_id=challenge_id, name=name, response=response)
+    plan = _plan(caller=caller, key=key, facts=facts)
+    try:
+        coverage.retrying(
+            org_id=caller.session.org_id, user_id=caller.session.user_id, expected=conditions.standing_of(caller.member),
+            compliance_version=plan.org_version,
+            attempt=lambda standing: _write(caller=caller, plan=plan, standing=standing, challenge_id=challenge_id, gate=gate),
+        )
+    except ConditionsFailed as refused:
+        raise _refusal(caller=caller, gate=gate, refused=refused) from None
+    return _applied(caller=caller, plan=plan)
+
+
+# --- decide: the ceremony, the policy, and what the transaction will write ----------------------
+
+def _verified_key(
+    *, caller: Caller, challenge_id: str, name: str, response: RegistrationResponse,
+) -> tuple[SecurityKey, KeyFacts]:
+    """The key the ceremony proves, once the challenge, the attestation and the organization's
+    authenticator policy accept it; nothing is written yet."""
     from chalicelib.ceremony import ceremonies, metadata
 
     session = caller.session
@@ -186,8 +207,6 @@ def _register(
         authenticator_policy.of(caller.org), key=facts, user_verified=verified.user_verified,
         certified=verdict.certified, model=model.description if model else None,
     )
-
-    registered_at = clock.now()
     key = SecurityKey(
         session.org_id,
         ceremonies.key_id_for(verified.credential_id),
@@ -202,99 +221,134 @@ def _register(
         transports=list(verified.transports),
         backup_eligible=verified.backup_eligible,
         backed_up=verified.backed_up,
-        created_at=registered_at,
+        created_at=clock.now(),
         model_id=model.model_id if model else None,
         model=model.description if model else None,
         model_status=facts.model_status,
         attested=verdict.attested,
     )
-    claim = CredentialClaim(key.key_id, org_id=key.org_id, user_id=key.user_id)
+    return key, facts
+
+
+@dataclass(frozen=True)
+class _NewKey:
+    """What registering ``key`` writes besides the key: the session's changes (its proof, its
+    generation, a waiting session's activation under a new token) and the counters' figures."""
+
+    key: SecurityKey
+    first_key: bool
+    activates_session: bool
+    proved: assurance.Proof
+    session_actions: list[Action]
+    session_condition: Condition
+    token: str | None
+    token_hash: str | None
+    org_version: int
+    compliant: int
+
+
+def _plan(*, caller: Caller, key: SecurityKey, facts: KeyFacts) -> _NewKey:
     member = caller.member
     first_key = member.key_count == 0
     activates_session = caller.state is SessionState.REGISTRATION_REQUIRED
-
     # Registering proves possession of the new key: it becomes the session's proof, so that
     # deleting it, by anyone, ends the session or drops it back to "must prove".
-    proved = assurance.proof(org=caller.org, key=key, at=registered_at)
+    proved = assurance.proof(org=caller.org, key=key, at=key.created_at)
     session_actions = proved.actions()
     if first_key:
         session_actions.append(Session.member_generation.set(member.session_generation + 1))
-    session_condition = (Session.state == caller.state.value) & (Session.token_hash == caller.token_hash)
-    token = None
+    token = token_hash = None
     if activates_session:
         token, token_hash = rotated_token(caller)
         session_actions += [Session.state.set(SessionState.ACTIVE.value), Session.token_hash.set(token_hash)]
+    return _NewKey(
+        key=key, first_key=first_key, activates_session=activates_session, proved=proved,
+        session_actions=session_actions,
+        session_condition=(Session.state == caller.state.value) & (Session.token_hash == caller.token_hash),
+        token=token, token_hash=token_hash,
+        org_version=compliance.version_of(caller.org), compliant=compliance.compliant_delta(org=caller.org, keys=[facts]),
+    )
 
-    org_version = compliance.version_of(caller.org)
-    compliant = compliance.compliant_delta(org=caller.org, keys=[facts])
 
-    def store(standing: conditions.Standing) -> None:
-        expected = standing.key_count
-        # A member's first key and any other differ in what they decide (the session generation,
-        # a waiting session's activation, the enrolment gate): a count that crossed zero meanwhile
-        # is a change the request did not see.
-        if (expected == 0) != first_key:
-            if activates_session and expected > 0:
-                raise AlreadyEnrolled("You hold a security key already: sign in again and pass the security key check.")
-            raise ConcurrentChange("Your security keys changed while the key was being registered; try again.")
-        listing, listing_condition = _credentials_with(member, key, key_count=expected)
-        member_actions = [listing]
-        if first_key:
-            same_generation = Member.session_generation == member.session_generation
-            if member.session_generation == 0:
-                # Members stored before session generations existed have none yet.
-                same_generation |= Member.session_generation.does_not_exist()
-            member_condition = same_generation
-            member_actions.append(Member.session_generation.set(member.session_generation + 1))
-        else:
-            member_condition = Member.key_count < settings().max_keys_per_member
-        if listing_condition is not None:
-            member_condition &= listing_condition
-        with transaction() as write:
-            challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
-            write.save(Item.CLAIM, claim, condition=CredentialClaim.key_id.does_not_exist())
-            write.save(Item.KEY, key, condition=SecurityKey.key_id.does_not_exist())
-            coverage.change_key_count(
-                write, org_id=session.org_id, user_id=session.user_id, expected=standing, delta=1,
-                compliant_delta=compliant, compliance_version=org_version,
-                condition=gate.member_condition(member_condition), extra_actions=member_actions,
-                org_condition=gate.org_condition(),
-            )
-            gate.add_to(write, key_id=key.key_id)
-            write.update(
-                Item.SESSION,
-                Session(session.org_id, session.session_id),
-                actions=session_actions,
-                condition=session_condition,
-            )
-            write.save(Item.AUDIT, audit.event(
-                org_id=session.org_id, actor=caller.actor, action="key.registered", target=key.key_id,
-                user_id=session.user_id, client=caller.client,
-                details={"name": name, "by": "self", **({"session_activated": True} if activates_session else {})},
-            ))
+# --- write: one transaction, conditional on what was decided ------------------------------------
 
-    try:
-        coverage.retrying(org_id=session.org_id, user_id=session.user_id, expected=conditions.standing_of(member),
-                          compliance_version=org_version, attempt=store)
-    except ConditionsFailed as refused:
-        gate.explain(refused)
-        if Item.CHALLENGE in refused.labels:
-            raise ChallengeNotFound("The challenge was used by another request at the same time; request new options.") from None
-        if refused.labels & {Item.CLAIM, Item.KEY}:
-            raise KeyAlreadyRegistered("This security key is already registered.") from None
-        if Item.MEMBER in refused.labels:
-            raise _why_member_refused(caller) from None
-        raise ConcurrentChange("The session changed while the key was being registered; sign in again.") from None
-    if activates_session:
-        assert token is not None
+def _write(
+    *, caller: Caller, plan: _NewKey, standing: conditions.Standing, challenge_id: str,
+    gate: enrollment_passes.FirstKeyGate,
+) -> None:
+    session, member, key = caller.session, caller.member, plan.key
+    expected = standing.key_count
+    # A member's first key and any other differ in what they decide (the session generation,
+    # a waiting session's activation, the enrolment gate): a count that crossed zero meanwhile
+    # is a change the request did not see.
+    if (expected == 0) != plan.first_key:
+        if plan.activates_session and expected > 0:
+            raise AlreadyEnrolled("You hold a security key already: sign in again and pass the security key check.")
+        raise ConcurrentChange("Your security keys changed while the key was being registered; try again.")
+    listing, listing_condition = _credentials_with(member, key, key_count=expected)
+    member_actions = [listing]
+    if plan.first_key:
+        same_generation = Member.session_generation == member.session_generation
+        if member.session_generation == 0:
+            # Members stored before session generations existed have none yet.
+            same_generation |= Member.session_generation.does_not_exist()
+        member_condition = same_generation
+        member_actions.append(Member.session_generation.set(member.session_generation + 1))
+    else:
+        member_condition = Member.key_count < settings().max_keys_per_member
+    if listing_condition is not None:
+        member_condition &= listing_condition
+    with transaction() as write:
+        challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
+        write.save(Item.CLAIM, CredentialClaim(key.key_id, org_id=key.org_id, user_id=key.user_id),
+                   condition=CredentialClaim.key_id.does_not_exist())
+        write.save(Item.KEY, key, condition=SecurityKey.key_id.does_not_exist())
+        coverage.change_key_count(
+            write, org_id=session.org_id, user_id=session.user_id, expected=standing, delta=1,
+            compliant_delta=plan.compliant, compliance_version=plan.org_version,
+            condition=gate.member_condition(member_condition), extra_actions=member_actions,
+            org_condition=gate.org_condition(),
+        )
+        gate.add_to(write, key_id=key.key_id)
+        write.update(
+            Item.SESSION,
+            Session(session.org_id, session.session_id),
+            actions=plan.session_actions,
+            condition=plan.session_condition,
+        )
+        write.save(Item.AUDIT, audit.event(
+            org_id=session.org_id, actor=caller.actor, action="key.registered", target=key.key_id,
+            user_id=session.user_id, client=caller.client,
+            details={"name": key.name, "by": "self", **({"session_activated": True} if plan.activates_session else {})},
+        ))
+
+
+def _applied(*, caller: Caller, plan: _NewKey) -> Registration:
+    """The registration as stored: the caller's items show what the transaction wrote."""
+    session, member = caller.session, caller.member
+    if plan.activates_session:
+        assert plan.token is not None
         session.state = SessionState.ACTIVE.value
-        session.token_hash = token_hash
-    proved.apply_to(session)
-    if first_key:
+        session.token_hash = plan.token_hash
+    plan.proved.apply_to(session)
+    if plan.first_key:
         member.session_generation += 1
         session.member_generation = member.session_generation
     member.key_count += 1
-    return Registration(key=key, token=token)
+    return Registration(key=plan.key, token=plan.token)
+
+
+# --- explain: which condition refused the transaction, as the caller's refusal ------------------
+
+def _refusal(*, caller: Caller, gate: enrollment_passes.FirstKeyGate, refused: ConditionsFailed) -> Exception:
+    gate.explain(refused)
+    if Item.CHALLENGE in refused.labels:
+        return ChallengeNotFound("The challenge was used by another request at the same time; request new options.")
+    if refused.labels & {Item.CLAIM, Item.KEY}:
+        return KeyAlreadyRegistered("This security key is already registered.")
+    if Item.MEMBER in refused.labels:
+        return _why_member_refused(caller)
+    return ConcurrentChange("The session changed while the key was being registered; sign in again.")
 
 
 def _why_member_refused(caller: Caller) -> Exception:
