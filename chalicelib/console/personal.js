@@ -16,7 +16,8 @@ let context = null;
 let keys = [];
 let editing = null; // the ID of the key being renamed
 
-// The owner of the page's timers (page.js); it has none yet.
+// The owner of the page's requests (page.js): leaving the page, or signing out, abandons them, so
+// that a late answer shows nothing of the page left. (The page has no timers.)
 export const personalPage = new Page();
 
 // Signing out: nothing the last person typed stays for the next one.
@@ -32,8 +33,9 @@ export async function showPersonal(session) {
 }
 
 async function load() {
+  const signal = personalPage.signal;
   const [me, listed, sessions] = await Promise.all([
-    context.refresh(), api.get("me/mfa/keys"), api.get("me/sessions"),
+    context.refresh(), api.get("me/mfa/keys", { signal }), api.get("me/sessions", { signal }),
   ]);
   keys = listed.keys;
   render(me);
@@ -212,7 +214,7 @@ function renderSessions(sessions) {
 
 async function endSession(found) {
   await api.delete(`me/sessions/${segment(found.id)}`);
-  const { sessions } = await api.get("me/sessions");
+  const { sessions } = await api.get("me/sessions", { signal: personalPage.signal });
   renderSessions(sessions);
   announce("The session was ended.");
   screen.sessions.title.setAttribute("tabindex", "-1");
