@@ -64,8 +64,8 @@ export const screen = {
     list: $("audit"),
     more: $("audit-more"),
   },
-  // The cards that built cards go after: roll-out after the first (multi-factor authentication),
-  // the authenticator policy after the keys, webhooks and the outbox after the audit log.
+  // Where the built cards go: roll-out after the first card (multi-factor authentication), the
+  // authenticator policy after the keys, webhooks and the outbox after the audit log.
   cards: {
     first: root.querySelector("section.card"),
     keys: $("org-keys").closest("section"),
