@@ -7,10 +7,15 @@ import {
   forgetOrganization, leaveNewSecret, organizationPage, refreshOrganization, showOrganization, showsNewSecret,
 } from "./organization.js";
 import { idpAnswer, idpConfigured, startIdpSignIn } from "./idp.js";
-import { personalPage, showPersonal } from "./personal.js";
+import { mfaScreen } from "./mfa-screen.js";
+import { forgetPersonal, personalPage, showPersonal } from "./personal.js";
 import { registerKey } from "./enrollment.js";
+import { registerScreen } from "./register-screen.js";
+import { signInScreen } from "./sign-in-screen.js";
 import { enableStepUp } from "./stepup.js";
-import { $, announce, clearMessages, refuseField, run, showError, showScreen } from "./ui.js";
+import {
+  announce, clearMessages, frame, refuseField, run, showError, showScreen, shownScreen,
+} from "./ui.js";
 import { getAssertion } from "./webauthn.js";
 
 const session = {
@@ -52,8 +57,9 @@ function showSignIn(reason = null) {
   renderAccount();
   clearMessages();
   // Nothing the last user typed stays for the next one.
-  for (const form of document.querySelectorAll("#screen-sign-in form, #register-form, #add-key-form")) form.reset();
-  const notice = $("sign-in-reason");
+  for (const form of [...signInScreen.forms, registerScreen.form]) form.reset();
+  forgetPersonal();
+  const notice = signInScreen.reason;
   notice.textContent = reason ?? "";
   notice.hidden = !reason;
   showScreen("screen-sign-in");
@@ -76,7 +82,7 @@ async function enter() {
       showScreen("screen-mfa");
       break;
     case "registration_required":
-      $("register-explanation").textContent =
+      registerScreen.explanation.textContent =
         `Your organization (${me.org.id}) enforces multi-factor authentication: everyone needs a security key `
         + "to sign in. Register yours now to continue — you will use it at every sign-in from now on.";
       showScreen("screen-register");
@@ -105,55 +111,56 @@ async function demoSignIn({ org, user, admin }) {
 }
 
 function wireSignIn() {
+  const { demo, idp, idToken, backup } = signInScreen;
   if (document.body.dataset.devSignIn === "on") {
-    $("dev-sign-in").hidden = false;
-    for (const button of document.querySelectorAll("[data-demo-user]")) {
+    demo.card.hidden = false;
+    for (const button of demo.users) {
       button.addEventListener("click", () => run(button, () => demoSignIn({
         org: button.dataset.demoOrg, user: button.dataset.demoUser, admin: button.dataset.demoAdmin === "true",
       })));
     }
-    $("dev-sign-in-form").addEventListener("submit", (event) => {
+    demo.form.addEventListener("submit", (event) => {
       event.preventDefault();
-      const org = $("dev-org").value.trim();
-      const user = $("dev-user").value.trim();
+      const org = demo.org.value.trim();
+      const user = demo.user.value.trim();
       if (!org || !user) {
-        refuseField(org ? $("dev-user") : $("dev-org"), "Enter an organization ID and a user ID.");
+        refuseField(org ? demo.user : demo.org, "Enter an organization ID and a user ID.");
         return;
       }
-      run(event.submitter, () => demoSignIn({ org, user, admin: $("dev-admin").checked }));
+      run(event.submitter, () => demoSignIn({ org, user, admin: demo.admin.checked }));
     });
   }
   if (idpConfigured()) {
-    $("idp-start").hidden = false;
-    $("idp-start-button").addEventListener("click", startIdpSignIn);
+    idp.start.hidden = false;
+    idp.button.addEventListener("click", startIdpSignIn);
   }
-  $("id-token-form").addEventListener("submit", (event) => {
+  idToken.form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const idToken = $("id-token").value.trim();
-    if (!idToken) {
-      refuseField($("id-token"), "Paste the ID token your identity provider issued.");
+    const given = idToken.input.value.trim();
+    if (!given) {
+      refuseField(idToken.input, "Paste the ID token your identity provider issued.");
       return;
     }
-    run(event.submitter, async () => signedIn(await api.post("auth/login", { id_token: idToken })),
-      { fields: { InvalidIdToken: $("id-token") } });
+    run(event.submitter, async () => signedIn(await api.post("auth/login", { id_token: given })),
+      { fields: { InvalidIdToken: idToken.input } });
   });
-  $("backup-sign-in-form").addEventListener("submit", (event) => {
+  backup.form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const keyId = $("backup-key-id").value.trim();
-    const secret = $("backup-secret").value.trim();
+    const keyId = backup.keyId.value.trim();
+    const secret = backup.secret.value.trim();
     if (!keyId || !secret) {
-      refuseField(keyId ? $("backup-secret") : $("backup-key-id"), "Enter the key ID and the secret of your backup credentials.");
+      refuseField(keyId ? backup.secret : backup.keyId, "Enter the key ID and the secret of your backup credentials.");
       return;
     }
     run(event.submitter, async () => {
       const login = await api.post("auth/backup-login", { key_id: keyId, secret });
-      $("backup-secret").value = "";
+      backup.secret.value = "";
       await signedIn(login);
       announce("Signed in with backup credentials. This sign-in is recorded in the audit log.");
-    }, { fields: { InvalidBackupCredentials: $("backup-secret"), TooManyAttempts: $("backup-secret") } });
+    }, { fields: { InvalidBackupCredentials: backup.secret, TooManyAttempts: backup.secret } });
   });
-  $("sign-out").addEventListener("click", (event) => run(event.currentTarget, signOut));
-  for (const button of document.querySelectorAll("[data-action=sign-out]")) {
+  frame.account.signOut.addEventListener("click", (event) => run(event.currentTarget, signOut));
+  for (const button of [mfaScreen.signOut, registerScreen.signOut]) {
     button.addEventListener("click", () => run(button, signOut));
   }
 }
@@ -176,7 +183,7 @@ async function idTokenFromRedirect() {
 // --- The MFA step and forced registration ------------------------------------------------------
 
 function wireSecondFactor() {
-  $("mfa-start").addEventListener("click", (event) => run(event.currentTarget, async () => {
+  mfaScreen.start.addEventListener("click", (event) => run(event.currentTarget, async () => {
     const { challenge_id, publicKey } = await api.post("auth/mfa/options");
     let credential;
     try {
@@ -191,19 +198,19 @@ function wireSecondFactor() {
     announce("Security key accepted. You are signed in.");
   }));
 
-  $("register-form").addEventListener("submit", (event) => {
+  registerScreen.form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const name = $("register-name").value.trim();
+    const name = registerScreen.name.value.trim();
     if (!name) {
-      refuseField($("register-name"), "Give the key a name of 1 to 64 printable characters.");
+      refuseField(registerScreen.name, "Give the key a name of 1 to 64 printable characters.");
       return;
     }
     run(event.submitter, async () => {
-      const key = await registerKey({ name, codeField: $("register-code-field"), codeInput: $("register-code") });
+      const key = await registerKey({ name, codeField: registerScreen.codeField, codeInput: registerScreen.code });
       if (!key) return;
       await enter();
       announce(`Security key “${key.name}” registered. You are signed in.`);
-    }, { fields: { InvalidKeyName: $("register-name") } });
+    }, { fields: { InvalidKeyName: registerScreen.name } });
   });
 }
 
@@ -226,7 +233,7 @@ function sayIfKeyWasDeleted(me) {
 async function whyNoAssertion(error) {
   if (error?.name !== "NotAllowedError") return error;
   const me = await session.refresh();
-  $("lost-key").open = true;
+  mfaScreen.lostKey.open = true;
   if (me.mfa.key_count === 0) {
     sessionStorage.setItem(KEY_GONE, `${me.org.id}/${me.user.id}`);
     return explained(
@@ -245,6 +252,7 @@ async function whyNoAssertion(error) {
 
 // Each page owns its timers (page.js): the page shown is entered, every other one left.
 const PAGES = { personal: personalPage, organization: organizationPage };
+const LINKS = { personal: frame.nav.personal, organization: frame.nav.organization };
 
 function leavePages() {
   for (const page of Object.values(PAGES)) page.leave();
@@ -265,7 +273,7 @@ function currentView() {
 async function showView() {
   if (!session.me || session.me.session.state !== "active") return;
   const view = currentView();
-  for (const [name, link] of [["personal", $("nav-personal")], ["organization", $("nav-organization")]]) {
+  for (const [name, link] of Object.entries(LINKS)) {
     if (name === view) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
@@ -280,12 +288,12 @@ async function showView() {
 function renderAccount() {
   const me = session.me;
   const active = me?.session.state === "active";
-  $("account").hidden = !me;
-  $("nav").hidden = !active;
-  $("nav-organization").hidden = !(active && me.user.admin);
+  frame.account.box.hidden = !me;
+  frame.nav.bar.hidden = !active;
+  frame.nav.organization.hidden = !(active && me.user.admin);
   if (me) {
     const role = me.user.admin ? "admin" : "member";
-    $("account-name").textContent = `${me.user.name || me.user.id} · ${role} of ${me.org.id}`;
+    frame.account.name.textContent = `${me.user.name || me.user.id} · ${role} of ${me.org.id}`;
   }
 }
 
@@ -309,7 +317,7 @@ async function start() {
     clearMessages(); // what was said about the last page is not about this one
     run(null, showView);
   });
-  for (const link of document.querySelectorAll("#nav a")) {
+  for (const link of Object.values(LINKS)) {
     link.addEventListener("click", (event) => {
       const target = link.getAttribute("href");
       const current = `#/${currentView()}`;
@@ -339,9 +347,9 @@ async function start() {
     event.returnValue = "";
   });
   // The skip link moves focus without touching the fragment, which names the page shown.
-  document.querySelector(".skip-link").addEventListener("click", (event) => {
+  frame.skipLink.addEventListener("click", (event) => {
     event.preventDefault();
-    $("main").focus();
+    frame.main.focus();
   });
 
   if (await idTokenFromRedirect()) return;
@@ -352,7 +360,7 @@ async function start() {
   watchSession();
   await run(null, enter);
   // A session that ended has already led to the sign-in screen, with its reason.
-  if (!session.me && !document.querySelector(".screen:not([hidden])")) showSignIn();
+  if (!session.me && !shownScreen()) showSignIn();
 }
 
 start();

@@ -2,8 +2,9 @@
 // member's pass (its code shown once), and a member enters the code when registering a first key.
 
 import { api, segment, token } from "./api.js";
+import { screen } from "./organization-screen.js";
 import {
-  $, actionsCell, announce, cell, confirmAction, emptyRow, h, row, run, showError, trashButton, when,
+  actionsCell, announce, cell, confirmAction, emptyRow, h, row, run, showError, trashButton, when,
 } from "./ui.js";
 import { createCredential } from "./webauthn.js";
 
@@ -36,7 +37,7 @@ export async function registerKey({ name, codeField, codeInput }) {
 // --- An admin: the organization's policy ---------------------------------------------------------
 
 export function renderEnrollmentPolicy(mfa) {
-  $("enrollment-pass-required").checked = mfa.enrollment === "pass_required";
+  screen.enrollment.passRequired.checked = mfa.enrollment === "pass_required";
 }
 
 async function changePolicy(toggle) {
@@ -55,6 +56,7 @@ async function changePolicy(toggle) {
 
 // --- An admin: a member's passes -----------------------------------------------------------------
 
+const elements = screen.enrollment.passes;
 let shownFor = null; // the member whose passes are shown
 
 // The button in a member's row that opens their enrolment passes.
@@ -69,12 +71,11 @@ export function passesButton(member) {
 async function showPasses(member) {
   if (shownFor?.id !== member.id) forgetPassCode();
   shownFor = member;
-  $("passes-member").textContent = member.name || member.id;
+  elements.member.textContent = member.name || member.id;
   const { enrollment_passes: passes } = await api.get(`org/members/${segment(member.id)}/enrollment-passes`);
   renderPasses(passes);
-  const panel = $("passes");
-  panel.hidden = false;
-  $("passes-title").focus();
+  elements.panel.hidden = false;
+  elements.title.focus();
 }
 
 const STATES = { active: "Active", used: "Used", revoked: "Revoked", expired: "Expired" };
@@ -93,18 +94,17 @@ function renderPasses(passes) {
       })
       : null),
   ));
-  $("passes-list").replaceChildren(...(rows.length ? rows : [emptyRow(5, "No enrolment passes yet.")]));
+  elements.list.replaceChildren(...(rows.length ? rows : [emptyRow(5, "No enrolment passes yet.")]));
 }
 
 async function issuePass() {
   const member = shownFor;
-  const lifetime = Number($("pass-lifetime").value);
+  const lifetime = Number(elements.lifetime.value);
   const issued = await api.post(`org/members/${segment(member.id)}/enrollment-passes`, { lifetime_minutes: lifetime });
-  $("pass-new-code").textContent = issued.code;
-  $("pass-new-expires").replaceChildren(when(issued.expires_at));
-  const box = $("pass-new");
-  box.hidden = false;
-  box.focus();
+  elements.newCode.textContent = issued.code;
+  elements.newExpires.replaceChildren(when(issued.expires_at));
+  elements.newPass.hidden = false;
+  elements.newPass.focus();
   const { enrollment_passes: passes } = await api.get(`org/members/${segment(member.id)}/enrollment-passes`);
   renderPasses(passes);
   announce(`Enrolment pass issued to ${member.name || member.id}. Give them the code now: it is shown only once.`);
@@ -124,20 +124,20 @@ async function revokePass(button, pass) {
     const { enrollment_passes: passes } = await api.get(`org/members/${segment(member.id)}/enrollment-passes`);
     renderPasses(passes);
     announce(`The enrolment pass of ${name} was revoked.`);
-    $("pass-issue").focus();
+    elements.issue.focus();
   });
 }
 
 // The code leaves the page for good: dismissed, another member chosen, or signed out.
 export function forgetPassCode() {
-  $("pass-new-code").textContent = "";
-  $("pass-new-expires").replaceChildren();
-  $("pass-new").hidden = true;
+  elements.newCode.textContent = "";
+  elements.newExpires.replaceChildren();
+  elements.newPass.hidden = true;
 }
 
 async function copyCode() {
   try {
-    await navigator.clipboard.writeText($("pass-new-code").textContent);
+    await navigator.clipboard.writeText(elements.newCode.textContent);
     announce("The code was copied to the clipboard.");
   } catch {
     showError("The browser did not allow copying. Select the code and copy it yourself.");
@@ -148,21 +148,21 @@ async function copyCode() {
 export function forgetPasses() {
   forgetPassCode();
   shownFor = null;
-  $("passes").hidden = true;
-  $("passes-list").replaceChildren();
+  elements.panel.hidden = true;
+  elements.list.replaceChildren();
 }
 
 function closePasses() {
   forgetPasses();
-  $("members-title").setAttribute("tabindex", "-1");
-  $("members-title").focus();
+  screen.members.title.setAttribute("tabindex", "-1");
+  screen.members.title.focus();
 }
 
-$("enrollment-pass-required").addEventListener("change", (event) => changePolicy(event.currentTarget));
-$("pass-issue").addEventListener("click", (event) => run(event.currentTarget, issuePass));
-$("pass-copy").addEventListener("click", copyCode);
-$("pass-done").addEventListener("click", () => {
+screen.enrollment.passRequired.addEventListener("change", (event) => changePolicy(event.currentTarget));
+elements.issue.addEventListener("click", (event) => run(event.currentTarget, issuePass));
+elements.copy.addEventListener("click", copyCode);
+elements.done.addEventListener("click", () => {
   forgetPassCode();
-  $("pass-issue").focus();
+  elements.issue.focus();
 });
-$("passes-close").addEventListener("click", closePasses);
+elements.close.addEventListener("click", closePasses);

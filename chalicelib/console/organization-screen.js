@@ -1,13 +1,16 @@
 // The organization screen's elements, looked up in this one place, and what its sections share:
 // the page's owner of timers (page.js), the session it shows, and how to reload what it shows.
-// (The cards built by policy.js, rollout.js and webhooks.js look up their own elements.)
+// (The cards that policy.js, rollout.js and webhooks.js build keep their own elements as they build
+// them, placed after the cards named here.)
 
 import { api } from "./api.js";
 import { Page } from "./page.js";
 import { $ } from "./ui.js";
 
+const root = $("screen-organization");
+
 export const screen = {
-  root: $("screen-organization"),
+  root,
   orgName: $("org-name"),
   updated: $("org-updated"),
   refresh: $("org-refresh"),
@@ -22,7 +25,25 @@ export const screen = {
     meter: $("compliance-meter"),
     complianceText: $("compliance-text"),
   },
-  members: { list: $("members"), more: $("members-more") },
+  enrollment: {
+    passRequired: $("enrollment-pass-required"),
+    // A member's enrolment passes, in a panel of the members card.
+    passes: {
+      panel: $("passes"),
+      title: $("passes-title"),
+      member: $("passes-member"),
+      lifetime: $("pass-lifetime"),
+      issue: $("pass-issue"),
+      close: $("passes-close"),
+      newPass: $("pass-new"),
+      newCode: $("pass-new-code"),
+      newExpires: $("pass-new-expires"),
+      copy: $("pass-copy"),
+      done: $("pass-done"),
+      list: $("passes-list"),
+    },
+  },
+  members: { title: $("members-title"), list: $("members"), more: $("members-more") },
   keys: { title: $("org-keys-title"), list: $("org-keys"), more: $("org-keys-more") },
   backup: {
     list: $("backup-list"),
@@ -42,6 +63,13 @@ export const screen = {
     member: $("audit-member"),
     list: $("audit"),
     more: $("audit-more"),
+  },
+  // Where the built cards go: roll-out after the first card (multi-factor authentication), the
+  // authenticator policy after the keys, webhooks and the outbox after the audit log.
+  cards: {
+    first: root.querySelector("section.card"),
+    keys: $("org-keys").closest("section"),
+    audit: $("audit-title").closest("section"),
   },
 };
 

@@ -14,7 +14,7 @@ import { forgetMembers, renderMembers } from "./organization-members.js";
 import { organization, organizationPage, screen } from "./organization-screen.js";
 import { showPolicy } from "./policy.js";
 import { forgetRollout, showRollout } from "./rollout.js";
-import { $, announce, h, run, showScreen } from "./ui.js";
+import { announce, frame, h, run, showScreen } from "./ui.js";
 import { forgetWebhooks, showWebhooks } from "./webhooks.js";
 
 export { leaveNewSecret, showsNewSecret } from "./organization-backup.js";
@@ -125,7 +125,7 @@ screen.refresh.addEventListener("click", (event) => run(event.currentTarget, () 
 
 // Coming back to the tab: what changed meanwhile (a member registered a key) shows without a click.
 function refreshWhenSeen() {
-  if (document.visibilityState !== "visible" || !onOrganizationPage() || $("confirm").open) return;
+  if (document.visibilityState !== "visible" || !onOrganizationPage() || frame.confirm.dialog.open) return;
   if (Date.now() - loadedAt < FRESH_FOR_MS) return;
   run(null, () => refreshOrganization({ quiet: true }));
 }

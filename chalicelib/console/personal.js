@@ -3,20 +3,27 @@
 
 import { api, segment } from "./api.js";
 import {
-  $, actionsCell, announce, cell, clearMessages, confirmAction, emptyRow, h, keyId, refuseField, row, run, shortUserAgent,
+  actionsCell, announce, cell, clearMessages, confirmAction, emptyRow, h, keyId, refuseField, row, run, shortUserAgent,
   showScreen, trashButton, when,
 } from "./ui.js";
 import { complianceText, modelText } from "./policy.js";
 import { registerKey } from "./enrollment.js";
 import { Page } from "./page.js";
+import { personalScreen as screen } from "./personal-screen.js";
 import { showRegistrationDeadline } from "./rollout.js";
 
 let context = null;
 let keys = [];
 let editing = null; // the ID of the key being renamed
 
-// The owner of the page's timers (page.js); it has none yet.
+// The owner of the page's requests (page.js): leaving the page, or signing out, abandons them, so
+// that a late answer shows nothing of the page left. (The page has no timers.)
 export const personalPage = new Page();
+
+// Signing out: nothing the last person typed stays for the next one.
+export function forgetPersonal() {
+  screen.addKey.form.reset();
+}
 
 export async function showPersonal(session) {
   context = session;
@@ -26,8 +33,9 @@ export async function showPersonal(session) {
 }
 
 async function load() {
+  const signal = personalPage.signal;
   const [me, listed, sessions] = await Promise.all([
-    context.refresh(), api.get("me/mfa/keys"), api.get("me/sessions"),
+    context.refresh(), api.get("me/mfa/keys", { signal }), api.get("me/sessions", { signal }),
   ]);
   keys = listed.keys;
   render(me);
@@ -47,24 +55,24 @@ function render(me) {
   const backup = isBackupSession(me);
   const lastKeyLocked = enforced && keys.length === 1;
 
-  $("personal-mfa-state").textContent = backup
+  screen.mfaState.textContent = backup
     ? "Backup credentials sign in without a security key; MFA settings belong to each member's own sign-in."
     : keys.length
     ? `MFA is on: you have ${plural(keys.length, "security key", "security keys")}, and keyward asks for one at every sign-in.`
       + (enforced ? " Your organization enforces MFA." : "")
     : "MFA is off. Enable it by registering a security key: keyward then asks for the key at every sign-in.";
   showRegistrationDeadline(me);
-  $("personal-backup-notice").hidden = !backup;
-  $("add-key-form").hidden = backup;
-  $("add-key-button").textContent = keys.length ? "Add key" : "Enable";
+  screen.backupNotice.hidden = !backup;
+  screen.addKey.form.hidden = backup;
+  screen.addKey.button.textContent = keys.length ? "Add key" : "Enable";
 
-  $("personal-keys-area").hidden = keys.length === 0;
-  $("disable-mfa-area").hidden = keys.length === 0 || backup;
-  $("last-key-reason").hidden = !lastKeyLocked;
-  $("disable-mfa").disabled = enforced;
-  $("disable-mfa-reason").hidden = !enforced;
+  screen.keys.area.hidden = keys.length === 0;
+  screen.disable.area.hidden = keys.length === 0 || backup;
+  screen.keys.lastKeyReason.hidden = !lastKeyLocked;
+  screen.disable.button.disabled = enforced;
+  screen.disable.reason.hidden = !enforced;
 
-  $("personal-keys").replaceChildren(...keys.map((key) => keyRow(key, { lastKeyLocked })));
+  screen.keys.list.replaceChildren(...keys.map((key) => keyRow(key, { lastKeyLocked })));
 }
 
 function keyRow(key, { lastKeyLocked }) {
@@ -128,7 +136,7 @@ function stopRename(key) {
   editing = null;
   clearMessages();
   render(context.me);
-  document.querySelector(`#personal-keys button[aria-label="Rename ${CSS.escape(key.name)}"]`)?.focus();
+  screen.keys.list.querySelector(`button[aria-label="Rename ${CSS.escape(key.name)}"]`)?.focus();
 }
 
 async function rename(key, name, input) {
@@ -140,14 +148,14 @@ async function rename(key, name, input) {
   editing = null;
   await load();
   announce(`Security key renamed to “${renamed.name}”.`);
-  document.querySelector(`#personal-keys tr[data-key-id="${CSS.escape(key.id)}"] button`)?.focus();
+  screen.keys.list.querySelector(`tr[data-key-id="${CSS.escape(key.id)}"] button`)?.focus();
 }
 
 async function addKey(name) {
   const enabling = keys.length === 0;
-  const key = await registerKey({ name, codeField: $("add-key-code-field"), codeInput: $("add-key-code") });
+  const key = await registerKey({ name, codeField: screen.addKey.codeField, codeInput: screen.addKey.code });
   if (!key) return;
-  $("add-key-name").value = "";
+  screen.addKey.name.value = "";
   await load();
   announce(enabling
     ? `MFA is on. Security key “${key.name}” was added; you will use it at every sign-in.`
@@ -168,7 +176,7 @@ async function deleteKey(button, key) {
     await api.delete(`me/mfa/keys/${segment(key.id)}`);
     await load();
     announce(`Security key “${key.name}” was deleted.` + (last ? " MFA is off." : ""));
-    $("personal-title").focus();
+    screen.title.focus();
   });
 }
 
@@ -183,7 +191,7 @@ async function disableMfa(button) {
     await api.delete("me/mfa");
     await load();
     announce("MFA is off. All your security keys were deleted.");
-    $("add-key-name").focus();
+    screen.addKey.name.focus();
   });
 }
 
@@ -201,26 +209,26 @@ function renderSessions(sessions) {
         onclick: (event) => run(event.currentTarget, () => endSession(found)),
       }, "End")),
   ));
-  $("sessions").replaceChildren(...(rows.length ? rows : [emptyRow(5, "No other sessions.")]));
+  screen.sessions.list.replaceChildren(...(rows.length ? rows : [emptyRow(5, "No other sessions.")]));
 }
 
 async function endSession(found) {
   await api.delete(`me/sessions/${segment(found.id)}`);
-  const { sessions } = await api.get("me/sessions");
+  const { sessions } = await api.get("me/sessions", { signal: personalPage.signal });
   renderSessions(sessions);
   announce("The session was ended.");
-  $("sessions-title").setAttribute("tabindex", "-1");
-  $("sessions-title").focus();
+  screen.sessions.title.setAttribute("tabindex", "-1");
+  screen.sessions.title.focus();
 }
 
-$("add-key-form").addEventListener("submit", (event) => {
+screen.addKey.form.addEventListener("submit", (event) => {
   event.preventDefault();
-  const name = $("add-key-name").value.trim();
+  const name = screen.addKey.name.value.trim();
   if (!name) {
-    refuseField($("add-key-name"), "Give the key a name of 1 to 64 printable characters.");
+    refuseField(screen.addKey.name, "Give the key a name of 1 to 64 printable characters.");
     return;
   }
-  run(event.submitter, () => addKey(name), { fields: { InvalidKeyName: $("add-key-name") } });
+  run(event.submitter, () => addKey(name), { fields: { InvalidKeyName: screen.addKey.name } });
 });
 
-$("disable-mfa").addEventListener("click", (event) => disableMfa(event.currentTarget));
+screen.disable.button.addEventListener("click", (event) => disableMfa(event.currentTarget));

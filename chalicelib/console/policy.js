@@ -2,9 +2,12 @@
 // would leave non-compliant shown before it is saved; and how a key's model and compliance read.
 
 import { api } from "./api.js";
-import { $, announce, confirmAction, h, run } from "./ui.js";
+import { screen } from "./organization-screen.js";
+import { announce, confirmAction, h, run } from "./ui.js";
 
 const CARD_ID = "policy-card";
+
+let card = null; // built on first show, then kept: its controls by name
 
 // A key's model and whether it counts, for the key tables of both settings pages.
 export function modelText(key) {
@@ -23,10 +26,9 @@ export function complianceText(key) {
 // The card sits after the organization's key list; it is built here so the page's markup stays as it is.
 export async function showPolicy({ onSaved }) {
   const { policy } = await api.get("org/mfa/policy");
-  let card = $(CARD_ID);
   if (!card) {
     card = buildCard(onSaved);
-    $("org-keys").closest("section").after(card);
+    screen.cards.keys.after(card.section);
   }
   fill(policy);
 }
@@ -43,57 +45,65 @@ function field(id, label, control, hint) {
 function buildCard(onSaved) {
   const select = (id, options) => h("select", { id, name: id },
     ...options.map(([value, text]) => h("option", { value }, text)));
-  const form = h("form", { id: "policy-form", class: "stack", novalidate: true },
-    field("policy-user-verification", "User verification", select("policy-user-verification", [
+  const built = {
+    userVerification: select("policy-user-verification", [
       ["discouraged", "Not needed (touch only)"], ["preferred", "When the key can"], ["required", "Required (PIN or biometric)"],
-    ])),
-    field("policy-attestation", "Attestation", select("policy-attestation", [
+    ]),
+    attestation: select("policy-attestation", [
       ["none", "Any security key"], ["required", "Only models verified by the FIDO Metadata Service"],
-    ]), "Verified models prove what they are with a certificate from their maker."),
+    ]),
+    deviceBound: h("input", { type: "checkbox", id: "policy-device-bound" }),
+    allowed: h("textarea", { id: "policy-allowed", rows: 2, spellcheck: "false" }),
+    denied: h("textarea", { id: "policy-denied", rows: 2, spellcheck: "false" }),
+    impact: h("p", { id: "policy-impact", role: "status", "aria-live": "polite" }),
+    check: h("button", { type: "button", id: "policy-check" }, "Check impact"),
+    save: h("button", { type: "submit", class: "primary", id: "policy-save" }, "Save policy"),
+  };
+  const form = h("form", { id: "policy-form", class: "stack", novalidate: true },
+    field("policy-user-verification", "User verification", built.userVerification),
+    field("policy-attestation", "Attestation", built.attestation,
+      "Verified models prove what they are with a certificate from their maker."),
     h("div", { class: "checkbox" },
-      h("input", { type: "checkbox", id: "policy-device-bound" }),
+      built.deviceBound,
       h("label", { for: "policy-device-bound" }, "Device-bound keys only (no synced passkeys)")),
-    field("policy-allowed", "Allowed models", h("textarea", { id: "policy-allowed", rows: 2, spellcheck: "false" }),
-      "AAGUIDs, one per line. Empty: any model."),
-    field("policy-denied", "Denied models", h("textarea", { id: "policy-denied", rows: 2, spellcheck: "false" }),
-      "AAGUIDs, one per line."),
-    h("p", { id: "policy-impact", role: "status", "aria-live": "polite" }),
-    h("div", { class: "row-actions" },
-      h("button", { type: "button", id: "policy-check" }, "Check impact"),
-      h("button", { type: "submit", class: "primary", id: "policy-save" }, "Save policy")),
+    field("policy-allowed", "Allowed models", built.allowed, "AAGUIDs, one per line. Empty: any model."),
+    field("policy-denied", "Denied models", built.denied, "AAGUIDs, one per line."),
+    built.impact,
+    h("div", { class: "row-actions" }, built.check, built.save),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    run($("policy-save"), () => save(onSaved));
+    run(built.save, () => save(onSaved));
   });
-  form.querySelector("#policy-check").addEventListener("click", (event) => run(event.currentTarget, checkImpact));
-  return h("section", { class: "card", id: CARD_ID, "aria-labelledby": "policy-title" },
+  built.check.addEventListener("click", (event) => run(event.currentTarget, checkImpact));
+  built.section = h("section", { class: "card", id: CARD_ID, "aria-labelledby": "policy-title" },
     h("h2", { id: "policy-title" }, "Authenticator policy"),
     h("p", { class: "muted" }, "Which security keys count for your organization. A change applies to keys "
       + "already registered: under enforcement, members whose keys no longer count must register one that does."),
     form);
+  return built;
 }
 
 function fill(policy) {
-  $("policy-user-verification").value = policy.user_verification;
-  $("policy-attestation").value = policy.attestation;
-  $("policy-device-bound").checked = policy.device_bound_only;
-  $("policy-allowed").value = policy.allowed_aaguids.join("\n");
-  $("policy-denied").value = policy.denied_aaguids.join("\n");
-  $("policy-impact").textContent = "";
+  card.userVerification.value = policy.user_verification;
+  card.attestation.value = policy.attestation;
+  card.deviceBound.checked = policy.device_bound_only;
+  card.allowed.value = policy.allowed_aaguids.join("\n");
+  card.denied.value = policy.denied_aaguids.join("\n");
+  card.impact.textContent = "";
 }
 
-function lines(id) {
-  return $(id).value.split(/[\s,]+/).map((line) => line.trim()).filter(Boolean);
+function lines(textarea) {
+  return textarea.value.split(/[\s,]+/).map((line) => line.trim()).filter(Boolean);
 }
 
 function edited() {
   return {
-    user_verification: $("policy-user-verification").value,
-    attestation: $("policy-attestation").value,
-    device_bound_only: $("policy-device-bound").checked,
-    allowed_aaguids: lines("policy-allowed"),
-    denied_aaguids: lines("policy-denied"),
+    user_verification: card.userVerification.value,
+    attestation: card.attestation.value,
+    device_bound_only: card.deviceBound.checked,
+    allowed_aaguids: lines(card.allowed),
+    denied_aaguids: lines(card.denied),
   };
 }
 
@@ -105,7 +115,7 @@ function describeImpact({ keys_total, keys_noncompliant, members_with_keys, memb
 
 async function checkImpact() {
   const { impact } = await api.put("org/mfa/policy?dry_run=true", edited());
-  $("policy-impact").textContent = describeImpact(impact);
+  card.impact.textContent = describeImpact(impact);
   return impact;
 }
 

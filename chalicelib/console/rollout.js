@@ -4,68 +4,77 @@
 
 import { api, segment } from "./api.js";
 import { adminsWithoutKey } from "./compliance.js";
-import { $, announce, cell, confirmAction, emptyRow, h, row, run, when } from "./ui.js";
+import { screen } from "./organization-screen.js";
+import { personalScreen } from "./personal-screen.js";
+import { announce, cell, confirmAction, emptyRow, h, row, run, when } from "./ui.js";
 
 let onChange = null;
+let card = null; // built on first show, then kept: its controls by name
+let deadlineNotice = null; // on the personal page, built on first show
 
 // The organization page's roll-out card, built once and refreshed with the page.
 // `changed` reloads the rest of the page after an enforcement or an offboarding.
 export async function showRollout(mfa, changed) {
   onChange = changed;
-  const card = $("rollout") ?? buildCard();
+  card ??= buildCard();
   renderGrace(mfa);
-  $("rollout-preview").replaceChildren();
+  card.preview.replaceChildren();
   await loadMembers();
-  return card;
+  return card.section;
 }
 
 // Signing out: the next admin at the tab starts from the card's defaults.
 export function forgetRollout() {
   onChange = null;
-  if (!$("rollout")) return;
-  $("grace-hours").value = "0";
-  $("coverage-filter").value = "none";
-  $("rollout-preview").replaceChildren();
-  $("coverage-members").replaceChildren();
+  if (!card) return;
+  card.graceHours.value = "0";
+  card.coverageFilter.value = "none";
+  card.preview.replaceChildren();
+  card.coverageMembers.replaceChildren();
 }
 
 function buildCard() {
-  const anchor = $("screen-organization").querySelector("section.card");
-  const card = h("section", { class: "card", id: "rollout", "aria-labelledby": "rollout-title" },
-    h("h2", { id: "rollout-title" }, "Roll-out"),
-    h("div", { class: "stack" },
-      h("label", { for: "grace-hours" }, "Grace period (hours)"),
-      h("input", { id: "grace-hours", type: "number", min: "0", max: "720", step: "1", value: "0",
-        "aria-describedby": "grace-help" }),
-      h("p", { id: "grace-help", class: "hint" }, "Members without a security key may keep signing in and working "
-        + "for this long after MFA is enforced; then they must register one. 0 means at once."),
-      h("p", { id: "grace-deadline", class: "muted", hidden: true }),
-      h("div", {},
-        h("button", { type: "button", id: "rollout-preview-button", onclick: (event) => preview(event.currentTarget) },
-          "Preview enforcement"),
-        h("button", { type: "button", id: "grace-save", hidden: true, onclick: (event) => saveGrace(event.currentTarget) },
-          "Change grace period")),
-      h("div", { id: "rollout-preview", "aria-live": "polite" })),
-    h("h3", { id: "coverage-title" }, "Members by security keys"),
-    h("label", { for: "coverage-filter" }, "Show"),
-    h("select", { id: "coverage-filter" },
+  const built = {
+    graceHours: h("input", { id: "grace-hours", type: "number", min: "0", max: "720", step: "1", value: "0",
+      "aria-describedby": "grace-help" }),
+    graceDeadline: h("p", { id: "grace-deadline", class: "muted", hidden: true }),
+    previewButton: h("button", { type: "button", id: "rollout-preview-button", onclick: (event) => preview(event.currentTarget) },
+      "Preview enforcement"),
+    graceSave: h("button", { type: "button", id: "grace-save", hidden: true, onclick: (event) => saveGrace(event.currentTarget) },
+      "Change grace period"),
+    preview: h("div", { id: "rollout-preview", "aria-live": "polite" }),
+    coverageFilter: h("select", { id: "coverage-filter" },
       h("option", { value: "none" }, "Members without a security key"),
       h("option", { value: "one" }, "Members with one security key"),
       h("option", { value: "many" }, "Members with several security keys")),
-    h("table", { role: "table", class: "responsive", "aria-labelledby": "coverage-title" },
-      h("tbody", { role: "rowgroup", id: "coverage-members" })),
+    coverageMembers: h("tbody", { role: "rowgroup", id: "coverage-members" }),
+  };
+  built.section = h("section", { class: "card", id: "rollout", "aria-labelledby": "rollout-title" },
+    h("h2", { id: "rollout-title" }, "Roll-out"),
+    h("div", { class: "stack" },
+      h("label", { for: "grace-hours" }, "Grace period (hours)"),
+      built.graceHours,
+      h("p", { id: "grace-help", class: "hint" }, "Members without a security key may keep signing in and working "
+        + "for this long after MFA is enforced; then they must register one. 0 means at once."),
+      built.graceDeadline,
+      h("div", {}, built.previewButton, built.graceSave),
+      built.preview),
+    h("h3", { id: "coverage-title" }, "Members by security keys"),
+    h("label", { for: "coverage-filter" }, "Show"),
+    built.coverageFilter,
+    h("table", { role: "table", class: "responsive", "aria-labelledby": "coverage-title" }, built.coverageMembers),
   );
-  anchor.after(card);
-  $("coverage-filter").addEventListener("change", () => run(null, loadMembers));
-  return card;
+  screen.cards.first.after(built.section);
+  built.coverageFilter.addEventListener("change", () => run(null, loadMembers));
+  return built;
 }
 
 function renderGrace(mfa) {
   const enforced = mfa.enforced;
-  $("grace-hours").value = String(enforced ? mfa.grace_period_hours : $("grace-hours").value || 0);
-  $("grace-save").hidden = !enforced;
-  $("rollout-preview-button").hidden = enforced;
-  const deadline = $("grace-deadline");
+  card.graceHours.value = String(enforced ? mfa.grace_period_hours : card.graceHours.value || 0);
+  card.graceSave.hidden = !enforced;
+  card.previewButton.hidden = enforced;
+  const deadline = card.graceDeadline;
   deadline.hidden = !mfa.registration_due_at;
   deadline.replaceChildren(...(mfa.registration_due_at
     ? ["Members without a security key must register one by ", when(mfa.registration_due_at), "."]
@@ -73,7 +82,7 @@ function renderGrace(mfa) {
 }
 
 function graceHours() {
-  const hours = Number($("grace-hours").value);
+  const hours = Number(card.graceHours.value);
   return Number.isInteger(hours) && hours >= 0 && hours <= 720 ? hours : null;
 }
 
@@ -83,7 +92,7 @@ async function preview(button) {
     const without = found.members_without_key;
     const list = h("ul", { id: "preview-members" },
       ...found.members_without_key_first_page.map((member) => h("li", {}, member.name || member.id)));
-    $("rollout-preview").replaceChildren(
+    card.preview.replaceChildren(
       h("p", { id: "preview-summary" },
         `Enforcing now would end about ${found.sessions_ending_estimate} other `
         + `${found.sessions_ending_estimate === 1 ? "session" : "sessions"}; ${without} of ${found.members_total} `
@@ -130,7 +139,7 @@ async function saveGrace(button) {
 }
 
 async function loadMembers() {
-  const filter = $("coverage-filter").value;
+  const filter = card.coverageFilter.value;
   const { members } = await api.get(`org/members?mfa=${filter}`);
   const rows = members.map((member) => row({ dataset: { userId: member.id } },
     cell("Member", member.name || member.id),
@@ -141,7 +150,7 @@ async function loadMembers() {
       onclick: (event) => offboard(event.currentTarget, member),
     }, "Offboard")),
   ));
-  $("coverage-members").replaceChildren(...(rows.length ? rows : [emptyRow(4, "No such members.")]));
+  card.coverageMembers.replaceChildren(...(rows.length ? rows : [emptyRow(4, "No such members.")]));
 }
 
 async function offboard(button, member) {
@@ -163,13 +172,12 @@ async function offboard(button, member) {
 // The personal page: a member without a key, during a grace period, sees until when.
 export function showRegistrationDeadline(me) {
   const due = me.mfa.registration_due_at;
-  let notice = $("registration-deadline");
-  if (!notice) {
-    notice = h("p", { id: "registration-deadline", class: "warning", role: "note" });
-    $("personal-mfa-state").after(notice);
+  if (!deadlineNotice) {
+    deadlineNotice = h("p", { id: "registration-deadline", class: "warning", role: "note" });
+    personalScreen.mfaState.after(deadlineNotice);
   }
-  notice.hidden = !due;
-  notice.replaceChildren(...(due
+  deadlineNotice.hidden = !due;
+  deadlineNotice.replaceChildren(...(due
     ? ["Your organization enforces MFA: register a security key by ", when(due), " to keep signing in."]
     : []));
 }

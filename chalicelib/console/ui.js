@@ -1,9 +1,39 @@
-// What every screen of the console shares: building elements safely, the status and alert
-// regions, the confirmation dialog, and how dates and keys are shown.
+// What every screen of the console shares: the elements around the screens, building elements
+// safely, the status and alert regions, the confirmation dialog, and how dates and keys are shown.
 
 import { describe } from "./messages.js";
 
+// Looks up an element by ID: for the screens' lookup modules (*-screen.js) and the frame below,
+// the only places that look elements up.
 export const $ = (id) => document.getElementById(id);
+
+// The elements around the screens, looked up in this one place: the top bar (app.js), the
+// messages, the loading note, the confirmation dialog, and the screens themselves.
+export const frame = {
+  skipLink: document.querySelector(".skip-link"),
+  main: $("main"),
+  nav: { bar: $("nav"), personal: $("nav-personal"), organization: $("nav-organization") },
+  account: { box: $("account"), name: $("account-name"), signOut: $("sign-out") },
+  messages: $("messages"),
+  regions: { status: $("status"), alert: $("alert") },
+  loading: $("loading"),
+  screens: [...document.querySelectorAll(".screen")],
+  confirm: {
+    dialog: $("confirm"),
+    title: $("confirm-title"),
+    text: $("confirm-text"),
+    choice: $("confirm-choice"),
+    choiceInput: $("confirm-choice-input"),
+    choiceLabel: $("confirm-choice-label"),
+    ok: $("confirm-ok"),
+    cancel: $("confirm-cancel"),
+  },
+};
+
+// The screen shown, if any.
+export function shownScreen() {
+  return frame.screens.find((screen) => !screen.hidden) ?? null;
+}
 
 // Elements are built with textContent only: names and user agents come from users.
 export function h(tag, attributes = {}, ...children) {
@@ -42,12 +72,11 @@ const REGIONS = {
 };
 
 function region(id) {
-  let element = document.getElementById(id);
-  if (!element) {
-    element = h("p", { id, ...REGIONS[id], hidden: id === "alert" });
-    $("messages").append(element);
+  if (!frame.regions[id]) {
+    frame.regions[id] = h("p", { id, ...REGIONS[id], hidden: id === "alert" });
+    frame.messages.append(frame.regions[id]);
   }
-  return element;
+  return frame.regions[id];
 }
 
 function place(message, near) {
@@ -56,7 +85,7 @@ function place(message, near) {
     if (anchor.nextElementSibling !== message) anchor.after(message);
     message.classList.add("inline");
   } else {
-    $("messages").append(message);
+    frame.messages.append(message);
     message.classList.remove("inline");
   }
 }
@@ -88,9 +117,13 @@ export function showError(error, { near } = {}) {
   if (error?.name !== "ApiError" && error?.name !== "Explained" && typeof error !== "string") console.error(error);
 }
 
+// The fields marked invalid, until their value is edited or the messages are cleared.
+const refused = new Set();
+
 // A field whose value was refused: marked invalid, described by the message beside it, focused.
 export function refuseField(field, error) {
   showError(error, { near: field });
+  refused.add(field);
   field.setAttribute("aria-invalid", "true");
   field.setAttribute("aria-describedby", [field.dataset.describedBy, "alert"].filter(Boolean).join(" "));
   field.focus();
@@ -98,17 +131,18 @@ export function refuseField(field, error) {
 }
 
 export function acceptField(field) {
+  refused.delete(field);
   field.removeAttribute("aria-invalid");
   if (field.dataset.describedBy) field.setAttribute("aria-describedby", field.dataset.describedBy);
   else field.removeAttribute("aria-describedby");
 }
 
 export function clearMessages() {
-  for (const field of document.querySelectorAll("[aria-invalid=true]")) acceptField(field);
+  for (const field of [...refused]) acceptField(field);
   region("status").textContent = "";
   region("alert").textContent = "";
   region("alert").hidden = true;
-  $("messages").append(region("status"), region("alert"));
+  frame.messages.append(region("status"), region("alert"));
 }
 
 // Runs an action started by `control`: the control is disabled meanwhile, any error is shown next
@@ -150,34 +184,31 @@ function lostFocus() {
 
 // The visible screen's heading: where focus goes when the control it was on is gone.
 export function focusScreen() {
-  document.querySelector(".screen:not([hidden]) h1")?.focus();
+  shownScreen()?.querySelector("h1")?.focus();
 }
 
 // A modal <dialog> that asks before anything destructive; resolves to true only on the confirm button.
 // `choice` ({label, checked}) adds a checkbox to the question; its answer is left in choice.checked.
 export function confirmAction({ title, text, confirm, danger = true, choice = null }) {
-  const dialog = $("confirm");
-  const box = $("confirm-choice");
-  box.hidden = !choice;
-  $("confirm-choice-input").checked = Boolean(choice?.checked);
-  $("confirm-choice-label").textContent = choice?.label ?? "";
-  const ok = $("confirm-ok");
-  const cancel = $("confirm-cancel");
+  const { dialog, ok, cancel } = frame.confirm;
+  frame.confirm.choice.hidden = !choice;
+  frame.confirm.choiceInput.checked = Boolean(choice?.checked);
+  frame.confirm.choiceLabel.textContent = choice?.label ?? "";
   const opener = document.activeElement;
-  $("confirm-title").textContent = title;
-  $("confirm-text").textContent = text;
+  frame.confirm.title.textContent = title;
+  frame.confirm.text.textContent = text;
   ok.textContent = confirm;
   ok.className = danger ? "danger" : "primary";
   return new Promise((resolve) => {
     const finish = (answer) => {
-      if (choice) choice.checked = answer && $("confirm-choice-input").checked;
+      if (choice) choice.checked = answer && frame.confirm.choiceInput.checked;
       ok.removeEventListener("click", onOk);
       cancel.removeEventListener("click", onCancel);
       dialog.removeEventListener("close", onClose);
       if (dialog.open) dialog.close();
       // Back to where the user was, or to the screen's heading when that control is gone.
       if (opener && opener.isConnected && !opener.disabled) opener.focus();
-      else document.querySelector(".screen:not([hidden]) h1")?.focus();
+      else focusScreen();
       resolve(answer);
     };
     const onOk = () => finish(true);
@@ -244,9 +275,9 @@ export function trashButton({ label, onclick, disabled = false, describedBy = nu
 let firstScreen = true;
 
 export function showScreen(id) {
-  for (const screen of document.querySelectorAll(".screen")) screen.hidden = screen.id !== id;
-  $("loading").hidden = true;
-  const heading = $(id)?.querySelector("h1");
+  for (const screen of frame.screens) screen.hidden = screen.id !== id;
+  frame.loading.hidden = true;
+  const heading = frame.screens.find((screen) => screen.id === id)?.querySelector("h1");
   // Each screen names the tab (and the history entry) after itself.
   if (heading) document.title = `${heading.textContent.trim()} · keyward`;
   // A screen that replaces another takes focus to its heading; the page's first screen leaves focus

@@ -17,12 +17,15 @@ export function enableButton(webhook, { reload }) {
   if (webhook.state !== "disabled") return null;
   return h("button", {
     type: "button", class: "quiet", "aria-label": `Enable webhook ${webhook.url}`,
-    onclick: (event) => run(event.currentTarget, async () => {
-      await api.patch(`org/webhooks/${segment(webhook.id)}`, { enabled: true });
-      await reload();
-      announce(`Webhook ${webhook.url} was enabled again: it receives the events from now on.`);
-      // The button is gone with its state; the row's next control keeps the place.
-      document.querySelector(`[aria-label="${CSS.escape(`Deliveries to ${webhook.url}`)}"]`)?.focus();
-    }),
+    onclick: (event) => {
+      const list = event.currentTarget.closest("tbody"); // stays while its rows are rendered again
+      run(event.currentTarget, async () => {
+        await api.patch(`org/webhooks/${segment(webhook.id)}`, { enabled: true });
+        await reload();
+        announce(`Webhook ${webhook.url} was enabled again: it receives the events from now on.`);
+        // The button is gone with its state; the row's next control keeps the place.
+        list.querySelector(`[aria-label="${CSS.escape(`Deliveries to ${webhook.url}`)}"]`)?.focus();
+      });
+    },
   }, "Enable");
 }

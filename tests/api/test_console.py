@@ -64,6 +64,26 @@ def test_every_file_the_page_loads_is_served(api):
     assert missing == {}
 
 
+# Looking an element up in the document, by ID (directly or with ui.js's `$`) or by selector.
+DOCUMENT_LOOKUP = re.compile(r"\bgetElementById\(|\bdocument\.querySelector(?:All)?\(|(?<![\w$.])\$\(")
+
+
+def test_each_screen_looks_up_its_elements_in_one_place():
+    # A screen's elements are looked up in its *-screen.js module, and the frame around the screens
+    # in ui.js; everything else is handed the elements, so a renamed ID is changed in one place.
+    lookups = {
+        name: [line.strip() for line in (CONSOLE_DIRECTORY / name).read_text(encoding="utf-8").splitlines()
+               if DOCUMENT_LOOKUP.search(line)]
+        for name in STATIC_FILES if name.endswith(".js")
+    }
+    elsewhere = {name: found for name, found in lookups.items()
+                 if found and not name.endswith("-screen.js") and name != "ui.js"}
+
+    assert elsewhere == {}
+    # The rule holds something: the lookup modules do look elements up.
+    assert lookups["organization-screen.js"] and lookups["personal-screen.js"] and lookups["sign-in-screen.js"]
+
+
 @pytest.mark.parametrize("name", ["index.html", "nothing.js", "..%2Fapi%2Fhttp.py", "console.py"])
 def test_files_outside_the_console_are_not_served(api, name):
     refused = api.call("GET", f"/console/{name}")

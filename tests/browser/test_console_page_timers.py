@@ -1,14 +1,15 @@
 """A page's timers stop when the page is left: while compliance is being recounted, the
 organization page asks for ``GET /org/mfa`` every second, and leaving it (for Personal settings, or
 by signing out) stops that at once; the next person signing in at the same tab sees nothing of the
-last admin's organization. In Chromium against the local stack."""
+last admin's organization. A page's requests are abandoned with it: a late answer for a page left
+shows nothing. In Chromium against the local stack."""
 from __future__ import annotations
 
 import re
 import time
 
 import pytest
-from playwright.sync_api import Request, expect
+from playwright.sync_api import Error, Request, Route, expect
 
 from tests.browser.conftest import OpenConsole
 from tests.browser.console import Console, unique_org
@@ -107,3 +108,26 @@ def test_signing_out_during_a_recount_stops_asking_and_leaves_nothing_to_the_nex
     expect(page.get_by_role("combobox", name="About member")).to_have_value("")
     expect(screen.get_by_role("row").filter(has_text="Admin key")).to_have_count(0)
     expect(ada.alert()).to_be_hidden()
+
+
+def test_signing_out_while_personal_settings_load_does_not_bring_them_back(open_console: OpenConsole):
+    bob = open_console()
+    bob.sign_in_to_settings(org=unique_org("timers-personal"), user="bob")
+    page = bob.page
+    # Bob's list of sessions is slow to come: he signs out before it does.
+    held: list[Route] = []
+    page.route(re.compile(r"/me/sessions$"), lambda route: held.append(route))
+    with page.expect_request(re.compile(r"/me/sessions$")):
+        page.get_by_role("link", name="Personal settings").click()
+    bob.sign_out()
+
+    page.unroute(re.compile(r"/me/sessions$"))
+    try:
+        held[0].continue_()
+    except Error:
+        pass  # the page abandoned the request: there is nothing to answer
+    page.wait_for_timeout(1000)  # time for a late answer to render, were it still awaited
+
+    expect(bob.heading("Sign in to keyward")).to_be_visible()
+    expect(page.locator("#screen-personal")).to_be_hidden()
+    expect(bob.alert()).to_be_hidden()
