@@ -1,5 +1,5 @@
 """keyward: IdP-independent MFA with FIDO2/WebAuthn security keys. This module only wires."""
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import CloudWatchEvent, DynamoDBEvent, Rate
 

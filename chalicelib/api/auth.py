@@ -24,12 +24,7 @@ if TYPE_CHECKING:
 
 # Each is loaded by the first request of its own kind, not by every cold start.
 if TYPE_CHECKING:
-    from chalicelib.access import assurance
-    from chalicelib.access import backup
-    from chalicelib.access import identity
-    from chalicelib.access import mfa
-    from chalicelib.access import sessions
-    from chalicelib.access import stepup
+    from chalicelib.access import assurance, backup, identity, mfa, sessions, stepup
 else:
     assurance = deferred("chalicelib.access.assurance")
     backup = deferred("chalicelib.access.backup")

@@ -24,10 +24,8 @@ if TYPE_CHECKING:
 # Every request that authenticates loads them, on its first request rather than at import: the
 # stream and schedule functions import this module too and need none of them.
 if TYPE_CHECKING:
-    from chalicelib.access import assurance
-    from chalicelib.base import audit
-    from chalicelib.access import sessions
-    from chalicelib.base import storage
+    from chalicelib.access import assurance, sessions
+    from chalicelib.base import audit, storage
 else:
     assurance = deferred("chalicelib.access.assurance")
     audit = deferred("chalicelib.base.audit")

@@ -17,12 +17,9 @@ if TYPE_CHECKING:
 
 # Loaded by the first request about security keys, not by every cold start.
 if TYPE_CHECKING:
+    from chalicelib.access import grace, sessions
     from chalicelib.ceremony import authenticator_policy
-    from chalicelib.keys import enrollment_passes
-    from chalicelib.access import grace
-    from chalicelib.keys import management
-    from chalicelib.keys import registration
-    from chalicelib.access import sessions
+    from chalicelib.keys import enrollment_passes, management, registration
 else:
     authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
     enrollment_passes = deferred("chalicelib.keys.enrollment_passes")

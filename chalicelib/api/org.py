@@ -21,21 +21,11 @@ if TYPE_CHECKING:
 
 # Each is loaded by the first request of its own kind, not by every cold start.
 if TYPE_CHECKING:
-    from chalicelib.base import audit
+    from chalicelib.access import backup, grace, sessions
+    from chalicelib.base import audit, pagination, query_values
     from chalicelib.ceremony import authenticator_policy
-    from chalicelib.access import backup
-    from chalicelib.org import enforcement
-    from chalicelib.keys import enrollment_passes
-    from chalicelib.access import grace
-    from chalicelib.keys import management
-    from chalicelib.keys import org_keys
-    from chalicelib.org import members
-    from chalicelib.org import offboarding
-    from chalicelib.base import pagination
-    from chalicelib.org import policy_change
-    from chalicelib.org import preview
-    from chalicelib.base import query_values
-    from chalicelib.access import sessions
+    from chalicelib.keys import enrollment_passes, management, org_keys
+    from chalicelib.org import enforcement, members, offboarding, policy_change, preview
 else:
     audit = deferred("chalicelib.base.audit")
     authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")

@@ -5,7 +5,7 @@ on AWS the mail is in the members' mailboxes, not here.
 """
 from __future__ import annotations
 
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint
 

@@ -1,7 +1,8 @@
 """Organization settings → Webhooks: where the organization's audit events are posted (admins only)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint
 
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
 
 # Only the webhook settings need them; the API's cold starts do not load them.
 if TYPE_CHECKING:
-    from chalicelib.delivery import webhooks as endpoints
     from chalicelib.base import pagination
+    from chalicelib.delivery import webhooks as endpoints
 else:
     endpoints = deferred("chalicelib.delivery.webhooks")
     pagination = deferred("chalicelib.base.pagination")

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib.base import audit, clock
 from chalicelib.background import resumable
+from chalicelib.base import audit, clock
 from chalicelib.base.errors import InvalidationFailed
 from chalicelib.base.models import Invalidation, Organization, Session
 from chalicelib.base.storage import (

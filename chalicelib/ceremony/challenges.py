@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from pynamodb.exceptions import DeleteError
 from pynamodb.expressions.condition import Condition

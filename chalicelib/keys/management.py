@@ -13,8 +13,8 @@ from dataclasses import replace
 from typing import Any
 
 from chalicelib.access.sessions import end_sessions, sessions_of
-from chalicelib.base.context import Caller
 from chalicelib.base import audit, clock
+from chalicelib.base.context import Caller
 from chalicelib.base.errors import (
     ConcurrentChange,
     InvalidKeyName,

@@ -2,8 +2,8 @@
 its policy does not accept) and deleting a member's key."""
 from __future__ import annotations
 
-from chalicelib.base.context import Caller
 from chalicelib.base import pagination
+from chalicelib.base.context import Caller
 from chalicelib.base.errors import (
     KeyNotFound,
 )

@@ -14,9 +14,9 @@ from pynamodb.expressions.update import Action
 
 from chalicelib.access import assurance
 from chalicelib.access.sessions import rotated_token
-from chalicelib.base.context import AlsoReads, Caller, SessionState
 from chalicelib.base import audit, clock
 from chalicelib.base.config import settings
+from chalicelib.base.context import AlsoReads, Caller, SessionState
 from chalicelib.base.errors import (
     AlreadyEnrolled,
     ChallengeNotFound,

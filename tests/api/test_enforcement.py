@@ -12,7 +12,6 @@ from chalicelib.base.models import Organization, Session
 from tests.support.authenticator import SoftwareAuthenticator
 
 
-
 def _session_ids(org="acme") -> set[str]:
     return {s.session_id for s in Session.query(org, consistent_read=True)}
 

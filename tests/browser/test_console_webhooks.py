@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.authenticator import SoftwareAuthenticator
 from tests.browser.conftest import OpenConsole
 from tests.browser.console import unique_org
+from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.stack_client import new_client
 from tests.support.webhook_receiver import Receiver, running_receiver
 
