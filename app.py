@@ -1,4 +1,5 @@
 """keyward: IdP-independent MFA with FIDO2/WebAuthn security keys. This module only wires."""
+
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import CloudWatchEvent, DynamoDBEvent, Rate
@@ -55,8 +56,12 @@ def refresh_authenticator_metadata(event: CloudWatchEvent) -> dict[str, Any]:
     loaded = metadata_refresh.refresh()
     if loaded is None:
         return {"loaded": False}
-    return {"loaded": True, "blob_number": loaded.blob_number, "newly_compromised": list(loaded.newly_compromised),
-            "keys_flagged": loaded.keys_flagged}
+    return {
+        "loaded": True,
+        "blob_number": loaded.blob_number,
+        "newly_compromised": list(loaded.newly_compromised),
+        "keys_flagged": loaded.keys_flagged,
+    }
 
 
 @app.on_dynamodb_record(stream_arn=settings().audit_stream_arn, batch_size=25, starting_position="TRIM_HORIZON")

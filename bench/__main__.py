@@ -7,6 +7,7 @@ with MFA at once, over HTTP, against ``python -m devstack run``) runs only when 
 Round trips, the cold import and the first requests are measured for an earlier commit too
 (``--baseline REF``, :mod:`bench.baseline`) in the same run, and printed next to the current code's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,16 +61,19 @@ def _calls(m: Measurement) -> str:
     return ", ".join(f"{name} ×{count}" if count > 1 else name for name, count in m.calls.items())
 
 
-def _round_trip_report(measurements: list[Measurement], old: list[Measurement] | str | None = None,
-                       old_tree: Tree | None = None) -> list[str]:
+def _round_trip_report(
+    measurements: list[Measurement], old: list[Measurement] | str | None = None, old_tree: Tree | None = None
+) -> list[str]:
     lines = ["## DynamoDB round trips per operation", ""]
     if old is None:
         lines += ["| Operation | Round trips | DynamoDB calls |", "|---|---:|---|"]
         lines += [f"| {m.operation} | {m.round_trips} | {_calls(m)} |" for m in measurements]
     else:
         old_by_name = {} if isinstance(old, str) else {m.operation: m for m in old}
-        lines += [f"| Operation | Old ({old_tree.name if old_tree else '–'}) | New | DynamoDB calls now | DynamoDB calls before |",
-                  "|---|---:|---:|---|---|"]
+        lines += [
+            f"| Operation | Old ({old_tree.name if old_tree else '–'}) | New | DynamoDB calls now | DynamoDB calls before |",
+            "|---|---:|---:|---|---|",
+        ]
         for m in measurements:
             before = old_by_name.get(m.operation)
             figure = "–" if before is None or before.missing else str(before.round_trips)
@@ -102,39 +106,55 @@ def _import_table(samples: Samples, old_tree: Tree | None) -> list[str]:
 
 def _ratios(samples: Samples, app: str = APP) -> str:
     whole = ImportCost.whole_process_ratio
-    return (f"{whole(samples.wall_ms, app):.2f}× wall and {whole(samples.cpu_ms, app):.2f}× CPU as whole processes; "
-            f"the import work alone {ImportCost.ratio(samples.wall_ms, app):.2f}× wall, "
-            f"{ImportCost.ratio(samples.cpu_ms, app):.2f}× CPU")
+    return (
+        f"{whole(samples.wall_ms, app):.2f}× wall and {whole(samples.cpu_ms, app):.2f}× CPU as whole processes; "
+        f"the import work alone {ImportCost.ratio(samples.wall_ms, app):.2f}× wall, "
+        f"{ImportCost.ratio(samples.cpu_ms, app):.2f}× CPU"
+    )
 
 
 def _import_report(cost: ImportCost) -> list[str]:
-    lines = [f"## Cold import (medians of {len(cost.cached.wall_ms[APP])} fresh interpreters each)", "",
-             "With cached bytecode (what the Lambda package's .pyc give):", "",
-             *_import_table(cost.cached, cost.old_tree), "",
-             "Compiling at every start (no bytecode, none written: a package without .pyc on Lambda):", "",
-             *_import_table(cost.compiled, cost.old_tree), ""]
+    lines = [
+        f"## Cold import (medians of {len(cost.cached.wall_ms[APP])} fresh interpreters each)",
+        "",
+        "With cached bytecode (what the Lambda package's .pyc give):",
+        "",
+        *_import_table(cost.cached, cost.old_tree),
+        "",
+        "Compiling at every start (no bytecode, none written: a package without .pyc on Lambda):",
+        "",
+        *_import_table(cost.compiled, cost.old_tree),
+        "",
+    ]
     ratio = ImportCost.whole_process_ratio(cost.cached.wall_ms)
-    lines += [f"{_verdict(ratio <= MAX_IMPORT_RATIO)}: `import app` costs {ratio:.2f}× `{BASELINE}` as whole "
-              f"processes with cached bytecode (target ≤ {MAX_IMPORT_RATIO:.2f}×): {_ratios(cost.cached)}",
-              f"Compiling at every start: {_ratios(cost.compiled)}; `import app` takes "
-              f"{median(cost.compiled.wall_ms[APP]) - median(cost.cached.wall_ms[APP]):.0f} ms more wall time "
-              f"than with bytecode"]
+    lines += [
+        f"{_verdict(ratio <= MAX_IMPORT_RATIO)}: `import app` costs {ratio:.2f}× `{BASELINE}` as whole "
+        f"processes with cached bytecode (target ≤ {MAX_IMPORT_RATIO:.2f}×): {_ratios(cost.cached)}",
+        f"Compiling at every start: {_ratios(cost.compiled)}; `import app` takes "
+        f"{median(cost.compiled.wall_ms[APP]) - median(cost.cached.wall_ms[APP]):.0f} ms more wall time "
+        f"than with bytecode",
+    ]
     if cost.old_missing is not None:
         lines.append(f"Old ({cost.old_tree.name}): – (its `import app` failed: {cost.old_missing})")
     elif cost.old_tree is not None:
-        lines += [f"Old ({cost.old_tree.name}), cached bytecode: {_ratios(cost.cached, OLD_APP)}",
-                  f"Old ({cost.old_tree.name}), compiling at every start: {_ratios(cost.compiled, OLD_APP)}"]
+        lines += [
+            f"Old ({cost.old_tree.name}), cached bytecode: {_ratios(cost.cached, OLD_APP)}",
+            f"Old ({cost.old_tree.name}), compiling at every start: {_ratios(cost.compiled, OLD_APP)}",
+        ]
     loaded = cost.deferred_loaded[APP]
     # Only what keyward itself pulls in counts: botocore loads cryptography (through pyOpenSSL)
     # for the baseline as well, and nothing in keyward can defer that.
     own = [module for module in loaded if module not in cost.deferred_loaded[BASELINE]]
-    lines.append(f"{_verdict(not own)}: `import app` loads {' and '.join(own) or 'neither'} of "
-                 f"{' and '.join(DEFERRED)} beyond what `{BASELINE}` loads (target: neither)")
+    lines.append(
+        f"{_verdict(not own)}: `import app` loads {' and '.join(own) or 'neither'} of "
+        f"{' and '.join(DEFERRED)} beyond what `{BASELINE}` loads (target: neither)"
+    )
     for module, chain in loaded.items():
         lines.append(f"  {module} via {' → '.join(chain)}")
         if module in cost.deferred_loaded[BASELINE]:
-            lines.append(f"  {module} is loaded by `{BASELINE}` too, via "
-                         f"{' → '.join(cost.deferred_loaded[BASELINE][module])}")
+            lines.append(
+                f"  {module} is loaded by `{BASELINE}` too, via {' → '.join(cost.deferred_loaded[BASELINE][module])}"
+            )
     return lines
 
 
@@ -143,13 +163,21 @@ def _phases(figures: FirstRequests) -> list[list[float]]:
 
 
 def _first_requests_report(compared: FirstRequestsCompared) -> list[str]:
-    names = ["the whole process (wall)", "`import app`", "first authenticated `GET /me`", "first MFA verify",
-             "import + `GET /me` + MFA verify"]
+    names = [
+        "the whole process (wall)",
+        "`import app`",
+        "first authenticated `GET /me`",
+        "first MFA verify",
+        "import + `GET /me` + MFA verify",
+    ]
     new = _phases(compared.new)
     lines = [f"## First requests in a fresh process (medians of {len(compared.new.process_ms)}, cached bytecode)", ""]
     if compared.old_tree is None:
-        return lines + ["| Phase | Wall |", "|---|---:|",
-                        *(f"| {name} | {median(samples):.0f} ms |" for name, samples in zip(names, new))]
+        return lines + [
+            "| Phase | Wall |",
+            "|---|---:|",
+            *(f"| {name} | {median(samples):.0f} ms |" for name, samples in zip(names, new)),
+        ]
     old = _phases(compared.old) if compared.old is not None else [None] * len(names)
     lines += [f"| Phase | Old ({compared.old_tree.name}) | New |", "|---|---:|---:|"]
     for name, before, now in zip(names, old, new):
@@ -162,8 +190,12 @@ def _first_requests_report(compared: FirstRequestsCompared) -> list[str]:
 
 
 def _instructions_report(found: Instructions) -> list[str]:
-    lines = ["## Instructions of the cold import (valgrind's callgrind, cached bytecode, one process each)", "",
-             f"| Statement | Instructions | Over `{BASELINE}` |", "|---|---:|---:|"]
+    lines = [
+        "## Instructions of the cold import (valgrind's callgrind, cached bytecode, one process each)",
+        "",
+        f"| Statement | Instructions | Over `{BASELINE}` |",
+        "|---|---:|---:|",
+    ]
     for label, count in found.counts.items():
         name = f"`{APP}`, old ({found.old_tree.name})" if label == OLD_APP and found.old_tree else f"`{label}`"
         if label == APP and OLD_APP in found.counts:
@@ -188,32 +220,58 @@ def _sizes(text: str) -> list[int]:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", metavar="PART",
-                        help=f"what to measure: {', '.join(PARTS + OPTIONAL_PARTS)} "
-                             f"(default: all but {', '.join(OPTIONAL_PARTS)})")
-    parser.add_argument("--sizes", type=_sizes, default=list(SIZES),
-                        help="invalidation: sessions per organization, comma-separated "
-                             f"(default: {','.join(str(size) for size in SIZES)})")
-    parser.add_argument("--plot", type=Path, default=PLOT,
-                        help="invalidation: where to write the SVG plot (default: %(default)s)")
+    parser.add_argument(
+        "parts",
+        nargs="*",
+        metavar="PART",
+        help=f"what to measure: {', '.join(PARTS + OPTIONAL_PARTS)} (default: all but {', '.join(OPTIONAL_PARTS)})",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=list(SIZES),
+        help="invalidation: sessions per organization, comma-separated "
+        f"(default: {','.join(str(size) for size in SIZES)})",
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=PLOT, help="invalidation: where to write the SVG plot (default: %(default)s)"
+    )
     parser.add_argument("--no-plot", action="store_true", help="invalidation: write no plot")
-    parser.add_argument("--profile", type=int, metavar="N",
-                        help="invalidation: cProfile keyward's run of size N (one of --sizes) and print "
-                             "the top entries to stderr")
-    parser.add_argument("--members", type=_sizes, default=list(COVERAGE_SIZES),
-                        help="coverage: members per organization, comma-separated "
-                             f"(default: {','.join(str(size) for size in COVERAGE_SIZES)})")
-    parser.add_argument("--baseline", default=DEFAULT_REF, metavar="REF",
-                        help="roundtrips, imports: the git commit measured next to the current code "
-                             "(default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=15,
-                        help="imports: fresh interpreters per statement, and first-request processes per tree "
-                             "(default: %(default)s)")
-    parser.add_argument("--no-instructions", action="store_true",
-                        help="imports: skip counting instructions with valgrind's callgrind (minutes per process)")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        help="invalidation: cProfile keyward's run of size N (one of --sizes) and print the top entries to stderr",
+    )
+    parser.add_argument(
+        "--members",
+        type=_sizes,
+        default=list(COVERAGE_SIZES),
+        help="coverage: members per organization, comma-separated "
+        f"(default: {','.join(str(size) for size in COVERAGE_SIZES)})",
+    )
+    parser.add_argument(
+        "--baseline",
+        default=DEFAULT_REF,
+        metavar="REF",
+        help="roundtrips, imports: the git commit measured next to the current code (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=15,
+        help="imports: fresh interpreters per statement, and first-request processes per tree (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-instructions",
+        action="store_true",
+        help="imports: skip counting instructions with valgrind's callgrind (minutes per process)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="roundtrips, imports: measure the current code only")
     parser.add_argument("--users", type=int, default=USERS, help="load: members signing in (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=ROUNDS, help="load: MFA sign-ins per member (default: %(default)s)")
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help="load: MFA sign-ins per member (default: %(default)s)"
+    )
     parser.add_argument("--threads", type=int, default=THREADS, help="load: client threads (default: %(default)s)")
     arguments = parser.parse_args()
     unknown = [part for part in arguments.parts if part not in PARTS + OPTIONAL_PARTS]
@@ -227,9 +285,11 @@ def _arguments() -> argparse.Namespace:
 def main() -> None:
     arguments = _arguments()
     parts = arguments.parts or PARTS
-    print(f"# keyward bench — {date.today().isoformat()}, Python {platform.python_version()}, "
-          f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} at start\n")
+    print(
+        f"# keyward bench — {date.today().isoformat()}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} at start\n"
+    )
     with contextlib.ExitStack() as cleanup:
         old, unavailable = None, None
         if not arguments.no_baseline and set(parts) & set(COMPARED_PARTS):
@@ -247,14 +307,21 @@ def main() -> None:
             print("\n".join(_import_report(measure_import_cost(arguments.runs, old=old))), end="\n\n", flush=True)
             if not arguments.no_instructions:
                 print("\n".join(_instructions_report(measure_instructions(old=old))), end="\n\n", flush=True)
-            print("\n".join(_first_requests_report(measure_first_requests(arguments.runs, old=old))), end="\n\n", flush=True)
+            print(
+                "\n".join(_first_requests_report(measure_first_requests(arguments.runs, old=old))),
+                end="\n\n",
+                flush=True,
+            )
     if "invalidation" in parts:
         figures = measure_invalidation(arguments.sizes, profile_size=arguments.profile)
         print("\n".join(invalidation_report(figures)))
         if not arguments.no_plot:
             written = plot(figures, arguments.plot)
-            print(f"\nPlot: {written}" if written else
-                  "\nPlot skipped: matplotlib is not installed (pip install -r bench/requirements.txt)")
+            print(
+                f"\nPlot: {written}"
+                if written
+                else "\nPlot skipped: matplotlib is not installed (pip install -r bench/requirements.txt)"
+            )
     if "coverage" in parts:
         print("\n".join(coverage_report(measure_coverage(arguments.members))), end="\n\n", flush=True)
     if "load" in parts:

@@ -5,6 +5,7 @@ the repository's worktrees), and the current ``bench`` package replaces the comm
 both trees are measured by the same code. The old tree runs on the interpreter and packages of
 the bench's own environment. The directory is removed when the run ends.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,9 @@ def baseline_tree(ref: str) -> Iterator[Tree]:
     archived = subprocess.run(["git", "archive", "--format=tar", ref], cwd=ROOT, capture_output=True)
     if archived.returncode != 0:
         raise BaselineUnavailable(f"git archive {ref} failed: {archived.stderr.decode(errors='replace').strip()}")
-    described = subprocess.run(["git", "rev-parse", "--short", f"{ref}^{{commit}}"], cwd=ROOT, capture_output=True,
-                               text=True)
+    described = subprocess.run(
+        ["git", "rev-parse", "--short", f"{ref}^{{commit}}"], cwd=ROOT, capture_output=True, text=True
+    )
     name = described.stdout.strip() or ref
     with tempfile.TemporaryDirectory(prefix="keyward-bench-baseline-") as directory:
         root = Path(directory) / "keyward"

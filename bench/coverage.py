@@ -21,6 +21,7 @@ the full size of the items each page reads (a projection does not lower it) and 
 page up to 4 KB. moto pages a Query by the size it returns, DynamoDB by the size it reads (1 MB
 a page): the DynamoDB round trips and units of the Query are computed on DynamoDB's pages.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,10 +87,18 @@ def measure_coverage(sizes: Sequence[int] = SIZES) -> list[CoverageFigures]:
         _progress(f"N={n:,}: after: {after.round_trips} round trips in {after.seconds:.3f} s")
         for run in (before, after):
             if (run.members_total, run.members_compliant) != _expected(n, admins=run is after):
-                raise RuntimeError(f"N={n}: {run.how} counted {run.members_total} members, "
-                                   f"{run.members_compliant} with a key")
-        figures.append(CoverageFigures(members=n, load_seconds=load_seconds,
-                                       member_bytes=sum(sizes_by_user.values()), before=before, after=after))
+                raise RuntimeError(
+                    f"N={n}: {run.how} counted {run.members_total} members, {run.members_compliant} with a key"
+                )
+        figures.append(
+            CoverageFigures(
+                members=n,
+                load_seconds=load_seconds,
+                member_bytes=sum(sizes_by_user.values()),
+                before=before,
+                after=after,
+            )
+        )
     return figures
 
 
@@ -107,6 +116,7 @@ def _expected(n: int, *, admins: bool) -> tuple[int, int]:
 
 
 # --- setup --------------------------------------------------------------------------------------
+
 
 def _populate(stack: LocalStack, org_id: str, n: int) -> dict[str, int]:
     """Write the organization and ``n`` members shaped as keyward writes them; each member's
@@ -136,7 +146,13 @@ def _populate(stack: LocalStack, org_id: str, n: int) -> dict[str, int]:
     # of them with its own ID, name, email and credential.
     shapes = {
         holds: Member(
-            org_id, "-", name="-", email="-", key_count=int(holds), created_at=now, last_login_at=now,
+            org_id,
+            "-",
+            name="-",
+            email="-",
+            key_count=int(holds),
+            created_at=now,
+            last_login_at=now,
             coverage=coverage.coverage_key(org_id=org_id, bucket=Bucket.ONE if holds else Bucket.NONE),
             # What a key's registration keeps on its member: the credential ID and transports.
             credentials={"-": {"id": "-", "transports": ["usb", "nfc"]}} if holds else None,
@@ -153,7 +169,10 @@ def _populate(stack: LocalStack, org_id: str, n: int) -> dict[str, int]:
         member["name"] = {"S": f"Member {i}"}
         member["email"] = {"S": f"member-{i}@bench.example"}
         if holds:
-            credential = {"id": {"S": f"{i:043d}"}, "transports": shapes[True]["credentials"]["M"]["-"]["M"]["transports"]}
+            credential = {
+                "id": {"S": f"{i:043d}"},
+                "transports": shapes[True]["credentials"]["M"]["-"]["M"]["transports"],
+            }
             member["credentials"] = {"M": {f"key{i:019d}": {"M": credential}}}
         sizes[user_id] = item_bytes(member)
         range_value = DynamoType(member["user_id"])
@@ -163,8 +182,9 @@ def _populate(stack: LocalStack, org_id: str, n: int) -> dict[str, int]:
     client = boto3.client("dynamodb", endpoint_url=stack.endpoint)
     last = {"org_id": {"S": org_id}, "user_id": {"S": f"member-{n - 1:06d}"}}
     if "Item" not in client.get_item(TableName=Member.Meta.table_name, Key=last, ConsistentRead=True):
-        raise RuntimeError("moto's server does not see the members written to its backend "
-                           f"({DEFAULT_ACCOUNT_ID}, {settings().region})")
+        raise RuntimeError(
+            f"moto's server does not see the members written to its backend ({DEFAULT_ACCOUNT_ID}, {settings().region})"
+        )
     return sizes
 
 
@@ -208,6 +228,7 @@ def _units(size: int) -> int:
 
 # --- before: a Query over every member ---------------------------------------------------------
 
+
 def _before(stack: LocalStack, org_id: str, sizes_by_user: dict[str, int]) -> CoverageRun:
     """What GET /org/mfa did before the counters: the organization, then every member's key count."""
     from chalicelib.base.models import Member, Organization
@@ -220,8 +241,9 @@ def _before(stack: LocalStack, org_id: str, sizes_by_user: dict[str, int]) -> Co
     start_key = None
     while True:
         # The same Query the endpoint sent, read page by page.
-        page = connection.query(org_id, consistent_read=True, attributes_to_get=["key_count"],
-                                exclusive_start_key=start_key)
+        page = connection.query(
+            org_id, consistent_read=True, attributes_to_get=["key_count"], exclusive_start_key=start_key
+        )
         items = page.get("Items", [])
         total += len(items)
         compliant += sum(int(item["key_count"]["N"]) > 0 for item in items)
@@ -242,11 +264,19 @@ def _before(stack: LocalStack, org_id: str, sizes_by_user: dict[str, int]) -> Co
     if page_bytes or not pages:
         pages, units = pages + 1, units + _units(page_bytes)
     org_units = _units(item_bytes(organization.serialize()))
-    return CoverageRun("before: the organization, then a Query over every member", calls, 1 + pages,
-                       float(org_units + units), seconds, total, compliant)
+    return CoverageRun(
+        "before: the organization, then a Query over every member",
+        calls,
+        1 + pages,
+        float(org_units + units),
+        seconds,
+        total,
+        compliant,
+    )
 
 
 # --- after: the counters ------------------------------------------------------------------------
+
 
 def _after(stack: LocalStack, org_id: str) -> CoverageRun:
     """GET /org/mfa now, through the API, its read units computed from the items its requests named."""
@@ -267,8 +297,15 @@ def _after(stack: LocalStack, org_id: str) -> CoverageRun:
     if reply.status != 200:
         raise RuntimeError(f"GET /org/mfa: {reply.status} {reply.body}")
     units = sum(_read_units(operation, body) for operation, body in sent)
-    return CoverageRun("after: the whole request, counters on the organization", calls, sum(calls.values()),
-                       float(units), seconds, reply.body["members_total"], reply.body["members_compliant"])
+    return CoverageRun(
+        "after: the whole request, counters on the organization",
+        calls,
+        sum(calls.values()),
+        float(units),
+        seconds,
+        reply.body["members_total"],
+        reply.body["members_compliant"],
+    )
 
 
 def _read_units(operation: str, body: dict[str, Any]) -> int:
@@ -277,10 +314,15 @@ def _read_units(operation: str, body: dict[str, Any]) -> int:
         units = _units(_stored_bytes(body["TableName"], body["Key"]))
         return units if body.get("ConsistentRead") else math.ceil(units / 2)
     if operation == "TransactGetItems":
-        return sum(2 * _units(_stored_bytes(get["Get"]["TableName"], get["Get"]["Key"])) for get in body["TransactItems"])
+        return sum(
+            2 * _units(_stored_bytes(get["Get"]["TableName"], get["Get"]["Key"])) for get in body["TransactItems"]
+        )
     if operation == "BatchGetItem":
-        return sum(_units(_stored_bytes(table, key))
-                   for table, request in body["RequestItems"].items() for key in request["Keys"])
+        return sum(
+            _units(_stored_bytes(table, key))
+            for table, request in body["RequestItems"].items()
+            for key in request["Keys"]
+        )
     raise ValueError(f"{operation}: read units are computed here only for requests that name their items")
 
 
@@ -300,28 +342,39 @@ def _stored_bytes(table_name: str, key: dict[str, Any]) -> int:
 
 # --- the report ---------------------------------------------------------------------------------
 
+
 def report(figures: list[CoverageFigures]) -> list[str]:
-    lines = ["## GET /org/mfa by organization size", "",
-             "Three in four members hold a key. Read units as DynamoDB charges them, computed from "
-             "the items' full sizes (moto reports a fixed figure).", "",
-             "| Members | How | Round trips (moto) | Round trips (DynamoDB) | Read units | Time on moto "
-             "| members_total | members_compliant |",
-             "|---:|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "## GET /org/mfa by organization size",
+        "",
+        "Three in four members hold a key. Read units as DynamoDB charges them, computed from "
+        "the items' full sizes (moto reports a fixed figure).",
+        "",
+        "| Members | How | Round trips (moto) | Round trips (DynamoDB) | Read units | Time on moto "
+        "| members_total | members_compliant |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
     for f in figures:
         for run in (f.before, f.after):
             calls = ", ".join(f"{name} {count:,}" for name, count in sorted(run.calls.items(), key=lambda kv: -kv[1]))
-            lines.append(f"| {f.members:,} | {run.how} | {run.round_trips:,} ({calls}) | {run.dynamodb_round_trips:,} "
-                         f"| {run.read_units:,.0f} | {run.seconds:.2f} s | {run.members_total:,} "
-                         f"| {run.members_compliant:,} |")
+            lines.append(
+                f"| {f.members:,} | {run.how} | {run.round_trips:,} ({calls}) | {run.dynamodb_round_trips:,} "
+                f"| {run.read_units:,.0f} | {run.seconds:.2f} s | {run.members_total:,} "
+                f"| {run.members_compliant:,} |"
+            )
     lines.append("")
     costs = {(f.after.round_trips, f.after.read_units) for f in figures}
     sizes = " and ".join(f"{f.members:,}" for f in figures)
-    lines.append(f"{'PASS' if len(costs) == 1 else 'FAIL'}: GET /org/mfa costs "
-                 f"{' / '.join(f'{trips} round trips and {units:,.0f} read units' for trips, units in sorted(costs))} "
-                 f"at {sizes} members (target: the same at any size)")
+    lines.append(
+        f"{'PASS' if len(costs) == 1 else 'FAIL'}: GET /org/mfa costs "
+        f"{' / '.join(f'{trips} round trips and {units:,.0f} read units' for trips, units in sorted(costs))} "
+        f"at {sizes} members (target: the same at any size)"
+    )
     for f in figures:
-        lines.append(f"N={f.members:,}: members average {f.member_bytes / f.members:.0f} bytes "
-                     f"({f.member_bytes / 1024 / 1024:.1f} MB in all); written into moto in {f.load_seconds:.0f} s")
+        lines.append(
+            f"N={f.members:,}: members average {f.member_bytes / f.members:.0f} bytes "
+            f"({f.member_bytes / 1024 / 1024:.1f} MB in all); written into moto in {f.load_seconds:.0f} s"
+        )
     return lines
 
 

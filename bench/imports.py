@@ -19,6 +19,7 @@ Given a baseline tree (:mod:`bench.baseline`), its ``import app`` runs in the sa
 current one's, and its first requests alternate with the current ones, so that the machine's
 load weighs on both alike.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,25 +73,35 @@ class ImportCost:
         return statistics.median(samples[app]) / statistics.median(samples[BASELINE])
 
 
-def _environment(bytecode_cache: str, *, endpoint: str = "http://127.0.0.1:9", jwks_json: str | None = None,
-                 write_bytecode: bool = True) -> dict[str, str]:
+def _environment(
+    bytecode_cache: str,
+    *,
+    endpoint: str = "http://127.0.0.1:9",
+    jwks_json: str | None = None,
+    write_bytecode: bool = True,
+) -> dict[str, str]:
     from devstack.environment import local_environment
     from devstack.idp import DevIdentityProvider
 
     jwks = jwks_json or DevIdentityProvider.ephemeral().jwks_json()
     unwanted = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "PYTHONDONTWRITEBYTECODE")
     environment = {name: value for name, value in os.environ.items() if name not in unwanted}
-    environment = {**environment, **local_environment(endpoint=endpoint, jwks_json=jwks),
-                   "PYTHONPYCACHEPREFIX": bytecode_cache}
+    environment = {
+        **environment,
+        **local_environment(endpoint=endpoint, jwks_json=jwks),
+        "PYTHONPYCACHEPREFIX": bytecode_cache,
+    }
     if not write_bytecode:
         environment["PYTHONDONTWRITEBYTECODE"] = "1"
     return environment
 
 
-def _python(statement: str, environment: dict[str, str], *options: str,
-            cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, *options, "-c", statement], env=environment, cwd=cwd,
-                          capture_output=True, text=True)
+def _python(
+    statement: str, environment: dict[str, str], *options: str, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, *options, "-c", statement], env=environment, cwd=cwd, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(f"python -c {statement!r} failed:\n{done.stderr[-2000:]}")
     return done
@@ -118,34 +129,39 @@ def import_chain(importtime_log: str, module: str) -> list[str]:
     for index, (depth, name) in enumerate(entries):
         if name == module:
             chain = [name]
-            for outer_depth, outer in entries[index + 1:]:
+            for outer_depth, outer in entries[index + 1 :]:
                 if outer_depth < depth:
                     chain.append(outer)
                     depth = outer_depth
             chain.reverse()
             # A submodule's import loads its parent packages inside it, which may import it again:
             # keep each module's innermost entry, and stop at the first of ``module``'s package.
-            chain = [name for at, name in enumerate(chain) if name not in chain[at + 1:]]
+            chain = [name for at, name in enumerate(chain) if name not in chain[at + 1 :]]
             first = next(at for at, name in enumerate(chain) if name == module or name.startswith(module + "."))
-            return chain[:first + 1]
+            return chain[: first + 1]
     return []
 
 
 def measure_import_cost(runs: int = 15, *, old: Tree | None = None) -> ImportCost:
     """The cold import with cached bytecode and compiling at every start; with ``old``, that
     tree's ``import app`` too (OLD_APP), in the same rounds."""
-    with tempfile.TemporaryDirectory(prefix="keyward-bench-pyc-") as bytecode_cache, \
-            tempfile.TemporaryDirectory(prefix="keyward-bench-no-pyc-") as empty_cache:
+    with (
+        tempfile.TemporaryDirectory(prefix="keyward-bench-pyc-") as bytecode_cache,
+        tempfile.TemporaryDirectory(prefix="keyward-bench-no-pyc-") as empty_cache,
+    ):
         cached = _environment(bytecode_cache)
         compiled = _environment(empty_cache, write_bytecode=False)
         old_missing = _old_import_fails(old, cached) if old else None
         rows = {BARE: (BARE, ROOT), BASELINE: (BASELINE, ROOT), APP: (APP, ROOT)}
         if old is not None and old_missing is None:
             rows[OLD_APP] = (APP, old.root)
-        return ImportCost(cached=_measure(cached, runs, rows), compiled=_measure(compiled, runs, rows),
-                          deferred_loaded={statement: _deferred_loaded(statement, cached)
-                                           for statement in (BASELINE, APP)},
-                          old_tree=old, old_missing=old_missing)
+        return ImportCost(
+            cached=_measure(cached, runs, rows),
+            compiled=_measure(compiled, runs, rows),
+            deferred_loaded={statement: _deferred_loaded(statement, cached) for statement in (BASELINE, APP)},
+            old_tree=old,
+            old_missing=old_missing,
+        )
 
 
 def _old_import_fails(old: Tree, environment: dict[str, str]) -> str | None:
@@ -249,20 +265,30 @@ class FirstRequestRunner:
         if self.api.add_key(member, self.key).status != 201:
             raise RuntimeError("the bench member's security key was not registered")
         self.active = self.api.mfa_login(org="bench-first", user="grace", authenticator=self.key)
-        self.environment = _environment(bytecode_cache, endpoint=self.stack.endpoint,
-                                        jwks_json=self.stack.idp.jwks_json())
+        self.environment = _environment(
+            bytecode_cache, endpoint=self.stack.endpoint, jwks_json=self.stack.idp.jwks_json()
+        )
 
     def run(self) -> dict[str, float]:
         """One fresh process: the whole process's wall time and its phases, in milliseconds."""
         pending = self.api.login(org="bench-first", user="grace")
         options = self.api.mfa_options(pending)
         assertion = self.key.authenticate(options.body["publicKey"])
-        request = {"active_token": self.active.token, "mfa_token": pending.token,
-                   "verify": {"challenge_id": options.body["challenge_id"], "credential": assertion}}
+        request = {
+            "active_token": self.active.token,
+            "mfa_token": pending.token,
+            "verify": {"challenge_id": options.body["challenge_id"], "credential": assertion},
+        }
         started = time.perf_counter()
         # ROOT is this tree's: the bench is copied into the baseline tree.
-        done = subprocess.run([sys.executable, "-c", FIRST_REQUESTS], input=json.dumps(request), env=self.environment,
-                              cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", FIRST_REQUESTS],
+            input=json.dumps(request),
+            env=self.environment,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         process_ms = (time.perf_counter() - started) * 1000
         if done.returncode != 0:
             raise RuntimeError(f"the first-request process failed: {last_line(done.stderr)}")
@@ -279,9 +305,15 @@ class _Worker:
         self.tree = tree
         self._log = log.open("w")
         environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
-        self._process = subprocess.Popen([sys.executable, "-m", "bench.worker", "first-requests"], cwd=tree.root,
-                                         env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self._log, text=True)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", "first-requests"],
+            cwd=tree.root,
+            env=environment,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
         try:
             self._answer()  # ready, once its member has a key
         except RuntimeError:
@@ -315,8 +347,9 @@ class _Worker:
 
 
 def _figures(samples: list[dict[str, float]]) -> FirstRequests:
-    return FirstRequests(**{phase: [sample[phase] for sample in samples]
-                            for phase in ("process_ms", "import_ms", "me_ms", "verify_ms")})
+    return FirstRequests(
+        **{phase: [sample[phase] for sample in samples] for phase in ("process_ms", "import_ms", "me_ms", "verify_ms")}
+    )
 
 
 def measure_first_requests(runs: int = 15, *, old: Tree | None = None) -> FirstRequestsCompared:
@@ -350,6 +383,9 @@ def measure_first_requests(runs: int = 15, *, old: Tree | None = None) -> FirstR
             new_worker.close()
             if old_worker is not None:
                 old_worker.close()
-    return FirstRequestsCompared(new=_figures(new_samples), old_tree=old,
-                                 old=_figures(old_samples) if old is not None and old_missing is None else None,
-                                 old_missing=old_missing)
+    return FirstRequestsCompared(
+        new=_figures(new_samples),
+        old_tree=old,
+        old=_figures(old_samples) if old is not None and old_missing is None else None,
+        old_missing=old_missing,
+    )

@@ -6,6 +6,7 @@ One process per statement, with cached bytecode (a run before it fills a private
 percent of the first. Under callgrind a process runs some fifty times slower: each ``import app``
 takes a minute or more.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,8 +57,13 @@ def _count(valgrind: str, statement: str, environment: dict[str, str], cwd: Path
     warm_up = subprocess.run(python, env=environment, cwd=cwd, capture_output=True, text=True)
     if warm_up.returncode != 0:
         return f"it failed: {last_line(warm_up.stderr)}"
-    counted = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *python],
-                             env=environment, cwd=cwd, capture_output=True, text=True)
+    counted = subprocess.run(
+        [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *python],
+        env=environment,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
     found = _COLLECTED.search(counted.stderr)
     if counted.returncode != 0 or found is None:
         return f"callgrind failed: {last_line(counted.stderr)}"

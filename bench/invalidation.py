@@ -21,6 +21,7 @@ a page takes longer the more sessions are left, and it serializes every item of 
 attribute by attribute, which makes full items costly to return. The figures compare the two
 loops on the same local DynamoDB; they do not predict times on AWS.
 """
+
 from __future__ import annotations
 
 import functools
@@ -84,8 +85,7 @@ class _Unlimited:
         return math.inf
 
 
-def measure_invalidation(sizes: Sequence[int] = SIZES, *,
-                         profile_size: int | None = None) -> list[SizeFigures]:
+def measure_invalidation(sizes: Sequence[int] = SIZES, *, profile_size: int | None = None) -> list[SizeFigures]:
     stack = local_stack()
     from chalicelib.base.models import Session
 
@@ -101,8 +101,9 @@ def measure_invalidation(sizes: Sequence[int] = SIZES, *,
 def _timed(name: str, n: int, run: Callable[[], Run]) -> Run:
     started = time.perf_counter()
     result = run()
-    _progress(f"{name} N={n}: deleted in {result.seconds:.1f} s "
-              f"({time.perf_counter() - started:.0f} s with setup and checks)")
+    _progress(
+        f"{name} N={n}: deleted in {result.seconds:.1f} s ({time.perf_counter() - started:.0f} s with setup and checks)"
+    )
     return result
 
 
@@ -111,6 +112,7 @@ def _progress(message: str) -> None:
 
 
 # --- keyward ------------------------------------------------------------------------------------
+
 
 def _keyward_run(stack: LocalStack, n: int, *, profile: bool) -> Run:
     from chalicelib.background import invalidation
@@ -122,14 +124,17 @@ def _keyward_run(stack: LocalStack, n: int, *, profile: bool) -> Run:
     _populate(stack, org_id, n)
     # What _enforce writes (no enforcing session to spare: every session ends).
     enforced_at = clock.now()
-    Organization(org_id).update(actions=[
-        Organization.mfa_enforced.set(True),
-        Organization.enforced_at.set(enforced_at),
-        Organization.enforced_by.set("bench"),
-        Organization.enforcement_generation.set(1),
-        Organization.invalidation.set(Invalidation(generation=1, state="running", sessions_ended=0,
-                                                   started_at=enforced_at, handoffs=0)),
-    ])
+    Organization(org_id).update(
+        actions=[
+            Organization.mfa_enforced.set(True),
+            Organization.enforced_at.set(enforced_at),
+            Organization.enforced_by.set("bench"),
+            Organization.enforcement_generation.set(1),
+            Organization.invalidation.set(
+                Invalidation(generation=1, state="running", sessions_ended=0, started_at=enforced_at, handoffs=0)
+            ),
+        ]
+    )
 
     def run() -> None:
         invalidation.continue_invalidation(org_id=org_id, deadline=_Unlimited())
@@ -149,12 +154,14 @@ def _keyward_run(stack: LocalStack, n: int, *, profile: bool) -> Run:
     left = _sessions_left(stack, org_id)
     progress = Organization.get(org_id, consistent_read=True).invalidation
     if left or progress is None or progress.sessions_ended != n or progress.state != "done":
-        raise RuntimeError(f"keyward N={n}: {left} sessions left, "
-                           f"invalidation {progress and progress.attribute_values}")
+        raise RuntimeError(
+            f"keyward N={n}: {left} sessions left, invalidation {progress and progress.attribute_values}"
+        )
     return Run(seconds=seconds, requests=requests, sessions=n, profiled=profile)
 
 
 # --- baseline -----------------------------------------------------------------------------------
+
 
 def _baseline_run(stack: LocalStack, n: int) -> Run:
     import boto3
@@ -191,6 +198,7 @@ def _baseline_run(stack: LocalStack, n: int) -> Run:
 
 # --- setup and checks ---------------------------------------------------------------------------
 
+
 def _client(stack: LocalStack) -> Any:
     import boto3
 
@@ -214,8 +222,16 @@ def _populate(stack: LocalStack, org_id: str, n: int) -> None:
     started = clock.now()
     expires = started + timedelta(hours=12)
     template = Session(
-        org_id, "-", token_hash="0" * 64, state="active", user_id="-", admin=False,
-        created_at=started, expires_at=expires, ttl=expires + timedelta(days=1), enforcement_generation=0,
+        org_id,
+        "-",
+        token_hash="0" * 64,
+        state="active",
+        user_id="-",
+        admin=False,
+        created_at=started,
+        expires_at=expires,
+        ttl=expires + timedelta(days=1),
+        enforcement_generation=0,
         source_ip="203.0.113.7",
         user_agent="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
     ).serialize()
@@ -230,8 +246,10 @@ def _populate(stack: LocalStack, org_id: str, n: int) -> None:
         backend.put_item(table, item)
     last = {"org_id": item["org_id"], "session_id": item["session_id"]}
     if "Item" not in _client(stack).get_item(TableName=table, Key=last):
-        raise RuntimeError("moto's server does not see the sessions written to its backend "
-                           f"({DEFAULT_ACCOUNT_ID}, {settings().region})")
+        raise RuntimeError(
+            "moto's server does not see the sessions written to its backend "
+            f"({DEFAULT_ACCOUNT_ID}, {settings().region})"
+        )
 
 
 def _sessions_left(stack: LocalStack, org_id: str) -> int:
@@ -239,8 +257,11 @@ def _sessions_left(stack: LocalStack, org_id: str) -> int:
 
     client = _client(stack)
     query: dict[str, Any] = {
-        "TableName": Session.Meta.table_name, "KeyConditionExpression": "org_id = :org",
-        "ExpressionAttributeValues": {":org": {"S": org_id}}, "Select": "COUNT", "ConsistentRead": True,
+        "TableName": Session.Meta.table_name,
+        "KeyConditionExpression": "org_id = :org",
+        "ExpressionAttributeValues": {":org": {"S": org_id}},
+        "Select": "COUNT",
+        "ConsistentRead": True,
     }
     count = 0
     while True:
@@ -253,6 +274,7 @@ def _sessions_left(stack: LocalStack, org_id: str) -> int:
 
 # --- report -------------------------------------------------------------------------------------
 
+
 def _verdict(passed: bool) -> str:
     return "PASS" if passed else "FAIL"
 
@@ -260,28 +282,38 @@ def _verdict(passed: bool) -> str:
 def report(figures: list[SizeFigures]) -> list[str]:
     from chalicelib.org.enforcement import PAGE_SIZE, PARALLEL_BATCHES
 
-    lines = ["## Ending sessions after enforcement", "",
-             f"keyward: `continue_invalidation`, {PAGE_SIZE} keys per query page, BatchWriteItem of "
-             f"{BATCH_SIZE} with {PARALLEL_BATCHES} in parallel. Baseline: boto3 `query` pages + "
-             "`batch_writer()`. Minimum: ⌈N/25⌉ BatchWriteItem + keyward's Query pages.", "",
-             "| N | keyward requests | Minimum | Overhead | keyward | keyward sessions/s "
-             "| Baseline requests | Baseline | Baseline sessions/s | Speed-up |",
-             "|---:|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "## Ending sessions after enforcement",
+        "",
+        f"keyward: `continue_invalidation`, {PAGE_SIZE} keys per query page, BatchWriteItem of "
+        f"{BATCH_SIZE} with {PARALLEL_BATCHES} in parallel. Baseline: boto3 `query` pages + "
+        "`batch_writer()`. Minimum: ⌈N/25⌉ BatchWriteItem + keyward's Query pages.",
+        "",
+        "| N | keyward requests | Minimum | Overhead | keyward | keyward sessions/s "
+        "| Baseline requests | Baseline | Baseline sessions/s | Speed-up |",
+        "|---:|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
     for f in figures:
         mark = " (profiled)" if f.keyward.profiled else ""
         lines.append(
             f"| {f.sessions:,} | {_requests(f.keyward.requests)} | {f.minimum_requests:,} | {f.overhead:.1%} "
             f"| {f.keyward.seconds:.1f} s{mark} | {f.keyward.sessions_per_second:,.0f} "
             f"| {_requests(f.baseline.requests)} | {f.baseline.seconds:.1f} s "
-            f"| {f.baseline.sessions_per_second:,.0f} | {f.baseline.seconds / f.keyward.seconds:.2f}× |")
+            f"| {f.baseline.sessions_per_second:,.0f} | {f.baseline.seconds / f.keyward.seconds:.2f}× |"
+        )
     lines.append("")
     for f in figures:
-        speed = ("keyward's time was taken under cProfile: no verdict on speed" if f.keyward.profiled else
-                 f"{_verdict(f.keyward.seconds < f.baseline.seconds)}: keyward "
-                 f"{f.keyward.sessions_per_second:,.0f} sessions/s vs baseline "
-                 f"{f.baseline.sessions_per_second:,.0f} (target: faster)")
-        lines.append(f"{_verdict(f.overhead <= MAX_OVERHEAD)}: N={f.sessions:,} request overhead "
-                     f"{f.overhead:.1%} (target ≤ {MAX_OVERHEAD:.0%}); {speed}")
+        speed = (
+            "keyward's time was taken under cProfile: no verdict on speed"
+            if f.keyward.profiled
+            else f"{_verdict(f.keyward.seconds < f.baseline.seconds)}: keyward "
+            f"{f.keyward.sessions_per_second:,.0f} sessions/s vs baseline "
+            f"{f.baseline.sessions_per_second:,.0f} (target: faster)"
+        )
+        lines.append(
+            f"{_verdict(f.overhead <= MAX_OVERHEAD)}: N={f.sessions:,} request overhead "
+            f"{f.overhead:.1%} (target ≤ {MAX_OVERHEAD:.0%}); {speed}"
+        )
     return lines
 
 
@@ -308,8 +340,9 @@ def plot(figures: list[SizeFigures], path: Path = PLOT) -> Path | None:
     ax.plot(sizes, [f.keyward.seconds for f in figures], "o-", label="keyward: continue_invalidation")
     for f in figures:
         for seconds, offset in ((f.baseline.seconds, (6, 4)), (f.keyward.seconds, (6, -12))):
-            ax.annotate(f"{seconds:.0f} s", (f.sessions, seconds), textcoords="offset points",
-                        xytext=offset, fontsize=8)
+            ax.annotate(
+                f"{seconds:.0f} s", (f.sessions, seconds), textcoords="offset points", xytext=offset, fontsize=8
+            )
     ax.set_xlabel("sessions deleted (N)")
     ax.set_ylabel("time (s)")
     ax.set_title("Ending an organization's sessions after enforcement (moto, in process)")

@@ -17,6 +17,7 @@ with a backlog of 5, and a burst of new connections beyond it is reset by the ke
 moto handles one request at a time, in Python: these are figures for the local stack, to
 compare runs of it with each other, not a prediction of keyward on Lambda and DynamoDB.
 """
+
 from __future__ import annotations
 
 import json
@@ -100,9 +101,13 @@ class _Client:
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
         started = time.perf_counter()
-        response = self._http().request(method, f"{self.api}{path}", headers=headers,
-                                        data=json.dumps(body) if body is not None else None,
-                                        timeout=REQUEST_TIMEOUT_SECONDS)
+        response = self._http().request(
+            method,
+            f"{self.api}{path}",
+            headers=headers,
+            data=json.dumps(body) if body is not None else None,
+            timeout=REQUEST_TIMEOUT_SECONDS,
+        )
         elapsed = time.perf_counter() - started
         try:
             parsed = response.json() if response.content else None
@@ -159,15 +164,28 @@ def _run(*, client: _Client, idp: Any, users: int, rounds: int, threads: int) ->
         return body
 
     def login(member: _User, *, timed: bool) -> dict[str, Any]:
-        id_token = idp.mint(org=member.org, user=member.user, name=member.user.title(), email=f"{member.user}@{member.org}.example")
+        id_token = idp.mint(
+            org=member.org, user=member.user, name=member.user.title(), email=f"{member.user}@{member.org}.example"
+        )
         return expect(LOGIN, client.call("POST", "/auth/login", body={"id_token": id_token}), 200, timed=timed)
 
     def register(member: _User) -> None:
         token = login(member, timed=False)["token"]
-        options = expect("POST /me/mfa/keys/options", client.call("POST", "/me/mfa/keys/options", token=token), 200, timed=False)
+        options = expect(
+            "POST /me/mfa/keys/options", client.call("POST", "/me/mfa/keys/options", token=token), 200, timed=False
+        )
         credential = member.authenticator.register(options["publicKey"], origin=client.api)
-        expect("POST /me/mfa/keys", client.call("POST", "/me/mfa/keys", token=token, body={
-            "challenge_id": options["challenge_id"], "name": "Load key", "credential": credential}), 201, timed=False)
+        expect(
+            "POST /me/mfa/keys",
+            client.call(
+                "POST",
+                "/me/mfa/keys",
+                token=token,
+                body={"challenge_id": options["challenge_id"], "name": "Load key", "credential": credential},
+            ),
+            201,
+            timed=False,
+        )
 
     sign_ins = 0
 
@@ -180,8 +198,16 @@ def _run(*, client: _Client, idp: Any, users: int, rounds: int, threads: int) ->
                     raise _Refused(LOGIN, 200, {"Code": f"state {signed['state']}"})
                 options = expect(OPTIONS, client.call("POST", "/auth/mfa/options", token=signed["token"]), 200)
                 assertion = member.authenticator.authenticate(options["publicKey"], origin=client.api)
-                verified = expect(VERIFY, client.call("POST", "/auth/mfa/verify", token=signed["token"], body={
-                    "challenge_id": options["challenge_id"], "credential": assertion}), 200)
+                verified = expect(
+                    VERIFY,
+                    client.call(
+                        "POST",
+                        "/auth/mfa/verify",
+                        token=signed["token"],
+                        body={"challenge_id": options["challenge_id"], "credential": assertion},
+                    ),
+                    200,
+                )
                 me = expect(ME, client.call("GET", "/me", token=verified["token"]), 200)
                 if verified["token"] == signed["token"] or me["session"]["state"] != "active":
                     raise _Refused(ME, 200, {"Code": "session not active under a new token"})
@@ -204,8 +230,16 @@ def _run(*, client: _Client, idp: Any, users: int, rounds: int, threads: int) ->
         started = time.perf_counter()
         list(pool.map(sign_in, members))
         seconds = time.perf_counter() - started
-    return LoadFigures(users=users, rounds=rounds, threads=threads, seconds=seconds, setup_seconds=setup_seconds,
-                       latencies=dict(latencies), errors=errors, sign_ins=sign_ins)
+    return LoadFigures(
+        users=users,
+        rounds=rounds,
+        threads=threads,
+        seconds=seconds,
+        setup_seconds=setup_seconds,
+        latencies=dict(latencies),
+        errors=errors,
+        sign_ins=sign_ins,
+    )
 
 
 def _ms(seconds: float) -> str:
@@ -222,28 +256,37 @@ def percentiles(samples: list[float]) -> tuple[float, float, float]:
 
 def report(figures: LoadFigures) -> list[str]:
     expected = figures.users * figures.rounds
-    lines = [f"## Load: {figures.users} members × {figures.rounds} MFA sign-in(s) each, {figures.threads} client thread(s)",
-             "",
-             f"{figures.requests} requests in {figures.seconds:.1f} s: **{figures.requests / figures.seconds:.1f} requests/s**, "
-             f"{figures.sign_ins / figures.seconds:.1f} MFA sign-ins/s "
-             f"({figures.sign_ins} of {expected} sign-ins completed; setup, not timed: {figures.setup_seconds:.1f} s "
-             f"to register {figures.users} keys).",
-             "",
-             "| Endpoint | Requests | p50 | p90 | p99 | Max |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"## Load: {figures.users} members × {figures.rounds} MFA sign-in(s) each, {figures.threads} client thread(s)",
+        "",
+        f"{figures.requests} requests in {figures.seconds:.1f} s: **{figures.requests / figures.seconds:.1f} requests/s**, "
+        f"{figures.sign_ins / figures.seconds:.1f} MFA sign-ins/s "
+        f"({figures.sign_ins} of {expected} sign-ins completed; setup, not timed: {figures.setup_seconds:.1f} s "
+        f"to register {figures.users} keys).",
+        "",
+        "| Endpoint | Requests | p50 | p90 | p99 | Max |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     every: list[float] = []
     for endpoint in ENDPOINTS:
         samples = figures.latencies.get(endpoint, [])
         every += samples
         if samples:
             p50, p90, p99 = percentiles(samples)
-            lines.append(f"| `{endpoint}` | {len(samples)} | {_ms(p50)} | {_ms(p90)} | {_ms(p99)} | {_ms(max(samples))} |")
+            lines.append(
+                f"| `{endpoint}` | {len(samples)} | {_ms(p50)} | {_ms(p90)} | {_ms(p99)} | {_ms(max(samples))} |"
+            )
     if every:
         p50, p90, p99 = percentiles(every)
         lines.append(f"| all | {len(every)} | {_ms(p50)} | {_ms(p90)} | {_ms(p99)} | {_ms(max(every))} |")
     lines.append("")
     if figures.errors:
-        lines.append(f"FAIL: {figures.error_count} error(s): "
-                     + ", ".join(f"{what} ×{count}" for what, count in figures.errors.most_common()))
+        lines.append(
+            f"FAIL: {figures.error_count} error(s): "
+            + ", ".join(f"{what} ×{count}" for what, count in figures.errors.most_common())
+        )
     else:
-        lines.append(f"PASS: no errors ({figures.sign_ins} sign-ins, each ending in an active session under a new token)")
+        lines.append(
+            f"PASS: no errors ({figures.sign_ins} sign-ins, each ending in an active session under a new token)"
+        )
     return lines

@@ -8,6 +8,7 @@ profiler of their own through ``threading.setprofile``. The report has two parts
 moto's ``_OneRequestAtATime.__call__`` waits for the request before it. Profiling slows the run
 several times over, unevenly: read the entries for where time goes, not the total.
 """
+
 from __future__ import annotations
 
 import cProfile
@@ -45,8 +46,10 @@ def profiled(run: Callable[[], None], *, top: int = 20) -> tuple[float, str]:
         for name, profiler in profilers:
             (client if name.startswith("ThreadPoolExecutor") else server).append(profiler)
     out = io.StringIO()
-    for title, group in (("client: the calling thread and keyward's deletion threads", client),
-                         ("moto's server threads", server)):
+    for title, group in (
+        ("client: the calling thread and keyward's deletion threads", client),
+        ("moto's server threads", server),
+    ):
         out.write(f"\n### {title} ({len(group)} threads)\n")
         if not group:
             continue

@@ -7,6 +7,7 @@ no single session to hook: the counter is added to ``botocore.handlers.BUILTIN_H
 every botocore session registers when it is created. It is installed before the first
 connection is made, once per process, by :func:`bench.stack.local_stack`.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,13 @@ def measure_operations() -> list[Measurement]:
 def measure_operations_in(tree: Tree) -> list[Measurement] | str:
     """The same journey against another tree of keyward, in a process of its own; or why it could not run."""
     environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
-    done = subprocess.run([sys.executable, "-m", "bench.worker", "roundtrips"], cwd=tree.root, env=environment,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.worker", "roundtrips"],
+        cwd=tree.root,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         return last_line(done.stderr)
     return [Measurement.from_json(found) for found in json.loads(done.stdout.splitlines()[-1])]
@@ -106,30 +112,59 @@ def _journey(api: KeywardClient, counter: RequestCounter, *, routes: set[str]) -
         return reply
 
     key = SoftwareAuthenticator()
-    token = measure("login, first sign-in", 200, lambda: api.login_reply(org="bench", user="ada", admin=True)).body["token"]
+    token = measure("login, first sign-in", 200, lambda: api.login_reply(org="bench", user="ada", admin=True)).body[
+        "token"
+    ]
     options = measure("registration options", 200, lambda: api.call("POST", "/me/mfa/keys/options", token=token)).body
     credential = key.register(options["publicKey"])
-    measure("registration verify", 201, lambda: api.call(
-        "POST", "/me/mfa/keys", token=token,
-        body={"challenge_id": options["challenge_id"], "name": "Bench key", "credential": credential}))
-    token = measure("login, returning member", 200, lambda: api.login_reply(org="bench", user="ada", admin=True)).body["token"]
+    measure(
+        "registration verify",
+        201,
+        lambda: api.call(
+            "POST",
+            "/me/mfa/keys",
+            token=token,
+            body={"challenge_id": options["challenge_id"], "name": "Bench key", "credential": credential},
+        ),
+    )
+    token = measure("login, returning member", 200, lambda: api.login_reply(org="bench", user="ada", admin=True)).body[
+        "token"
+    ]
     options = measure("MFA options", 200, lambda: api.call("POST", "/auth/mfa/options", token=token)).body
     assertion = key.authenticate(options["publicKey"])
-    token = measure("MFA verify", 200, lambda: api.call(
-        "POST", "/auth/mfa/verify", token=token,
-        body={"challenge_id": options["challenge_id"], "credential": assertion})).body["token"]
+    token = measure(
+        "MFA verify",
+        200,
+        lambda: api.call(
+            "POST",
+            "/auth/mfa/verify",
+            token=token,
+            body={"challenge_id": options["challenge_id"], "credential": assertion},
+        ),
+    ).body["token"]
     step_up = measure("step-up options", 200, lambda: api.call("POST", "/auth/reauth/options", token=token))
     if step_up is None:
         measure("step-up verify", 200, lambda: api.call("POST", "/auth/reauth/verify", token=token))
     else:
         assertion = key.authenticate(step_up.body["publicKey"])
-        measure("step-up verify", 200, lambda: api.call(
-            "POST", "/auth/reauth/verify", token=token,
-            body={"challenge_id": step_up.body["challenge_id"], "credential": assertion}))
+        measure(
+            "step-up verify",
+            200,
+            lambda: api.call(
+                "POST",
+                "/auth/reauth/verify",
+                token=token,
+                body={"challenge_id": step_up.body["challenge_id"], "credential": assertion},
+            ),
+        )
     measure("authenticated GET /me", 200, lambda: api.call("GET", "/me", token=token))
     # Ada is the organization's admin, holds a key and has just stepped up.
-    measure("enforcing MFA (PUT /org/mfa)", 200, lambda: api.call("PUT", "/org/mfa", token=token, body={"enforced": True}))
-    measure("relaxing MFA (PUT /org/mfa)", 200, lambda: api.call("PUT", "/org/mfa", token=token, body={"enforced": False}))
+    measure(
+        "enforcing MFA (PUT /org/mfa)", 200, lambda: api.call("PUT", "/org/mfa", token=token, body={"enforced": True})
+    )
+    measure(
+        "relaxing MFA (PUT /org/mfa)", 200, lambda: api.call("PUT", "/org/mfa", token=token, body={"enforced": False})
+    )
     if not any(result.round_trips for result in results):
         raise RuntimeError("no DynamoDB request was counted: the botocore hook was installed too late")
     return results

@@ -5,6 +5,7 @@ client it creates first: so one moto server, one environment and one request cou
 whole ``python -m bench`` run. The counter is registered before any botocore session exists
 (see :mod:`bench.roundtrips`), and each measurement takes the difference of two snapshots.
 """
+
 from __future__ import annotations
 
 import functools

@@ -6,6 +6,7 @@ the tree as its working directory, so that ``app`` and ``chalicelib`` are that t
   each line read serves one fresh process's first requests and prints their figures, as JSON,
   until its input ends. A failure is printed as ``{"error": ...}``.
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 OUT receives chalice's ``sam.json`` and ``deployment.zip``, the package with compiled bytecode
 for the runtime's Python (docs/deploy.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,14 +30,21 @@ def chalice() -> str:
 
 def package(*, stage: str, out: Path) -> str:
     """Package ``stage`` into ``out``; returns what chalice printed."""
-    done = subprocess.run([chalice(), "package", "--stage", stage, "--merge-template", MERGE_TEMPLATE, str(out)],
-                          cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [chalice(), "package", "--stage", stage, "--merge-template", MERGE_TEMPLATE, str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     output = done.stdout + done.stderr
     if done.returncode != 0:
         raise SystemExit(f"chalice package failed:\n{output}")
     template = json.loads((out / "sam.json").read_text())
-    runtimes = {resource["Properties"]["Runtime"] for resource in template["Resources"].values()
-                if resource["Type"] == "AWS::Serverless::Function"}
+    runtimes = {
+        resource["Properties"]["Runtime"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
     [runtime] = runtimes
     try:
         compiled = add_bytecode(package=out / "deployment.zip", runtime=runtime)

@@ -7,6 +7,7 @@ unchecked-hash ``.pyc`` (PEP 552): the interpreter loads it without comparing it
 source's modification time or hash, so neither unpacking nor the zip's timestamps can
 invalidate it. It must be built by the Python the runtime runs, whose magic number it carries.
 """
+
 from __future__ import annotations
 
 import py_compile
@@ -56,9 +57,11 @@ def add_bytecode(*, package: Path, runtime: str) -> Compiled:
         raise WrongPython(f"the package is for {runtime}, but this is {runtime_python()}: package with {runtime}")
     rewritten = package.with_suffix(".bytecode.zip")
     compiled, skipped = 0, []
-    with tempfile.TemporaryDirectory(prefix="keyward-bytecode-") as scratch, \
-            zipfile.ZipFile(package) as source, \
-            zipfile.ZipFile(rewritten, "w", compression=zipfile.ZIP_DEFLATED) as target:
+    with (
+        tempfile.TemporaryDirectory(prefix="keyward-bytecode-") as scratch,
+        zipfile.ZipFile(package) as source,
+        zipfile.ZipFile(rewritten, "w", compression=zipfile.ZIP_DEFLATED) as target,
+    ):
         entries = source.infolist()
         ours = {cache_name(entry.filename) for entry in entries if entry.filename.endswith(".py")}
         for entry in entries:
@@ -85,8 +88,14 @@ def _compile(source: bytes, name: str, scratch: Path) -> bytes | None:
     path = scratch / "module.py"
     path.write_bytes(source)
     try:
-        written = py_compile.compile(str(path), cfile=str(scratch / "module.pyc"), dfile=name, doraise=True, optimize=0,
-                                     invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        written = py_compile.compile(
+            str(path),
+            cfile=str(scratch / "module.pyc"),
+            dfile=name,
+            doraise=True,
+            optimize=0,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
     except py_compile.PyCompileError:
         return None
     if written is None:  # only without doraise

@@ -1,5 +1,6 @@
 """``python -m devstack``: run keyward locally, mint dev ID tokens, create local tables, and act
 as a software security key."""
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,12 @@ def main(argv: list[str] | None = None) -> int:
 
     run = commands.add_parser("run", help="run keyward on chalice local, with DynamoDB on moto")
     run.add_argument("--port", type=int, default=LOCAL_PORT)
-    run.add_argument("--dynamodb-port", type=int, default=MOTO_PORT, help="moto's port, unless DYNAMODB_ENDPOINT is set")
-    run.add_argument("--no-autoreload", dest="autoreload", action="store_false", help="don't restart chalice on file changes")
+    run.add_argument(
+        "--dynamodb-port", type=int, default=MOTO_PORT, help="moto's port, unless DYNAMODB_ENDPOINT is set"
+    )
+    run.add_argument(
+        "--no-autoreload", dest="autoreload", action="store_false", help="don't restart chalice on file changes"
+    )
 
     commands.add_parser("tables", help="create missing tables at DYNAMODB_ENDPOINT")
 
@@ -59,11 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         "(the local stack's DynamoDB, http://127.0.0.1:8001 with `make run`).",
     )
     mds.add_argument("blob", type=Path, help="the BLOB, as downloaded from https://mds3.fidoalliance.org/")
-    mds.add_argument("--trust-root", type=Path, help="PEM root the BLOB's chain must end at (default: the FIDO Alliance's)")
+    mds.add_argument(
+        "--trust-root", type=Path, help="PEM root the BLOB's chain must end at (default: the FIDO Alliance's)"
+    )
 
     mail = commands.add_parser("mail", help="show the local outbox: the mail keyward sent through SES on moto")
-    mail.add_argument("--endpoint", default=os.environ.get("KEYWARD_AWS_ENDPOINT") or f"http://{LOCAL_HOST}:{MOTO_PORT}",
-                      help="where moto answers (default: $KEYWARD_AWS_ENDPOINT, else the local stack's moto)")
+    mail.add_argument(
+        "--endpoint",
+        default=os.environ.get("KEYWARD_AWS_ENDPOINT") or f"http://{LOCAL_HOST}:{MOTO_PORT}",
+        help="where moto answers (default: $KEYWARD_AWS_ENDPOINT, else the local stack's moto)",
+    )
 
     key = commands.add_parser(
         "key",
@@ -82,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for action in (register, sign):
         action.add_argument(
-            "--key-file", type=Path, help="where the key is kept (default: $KEYWARD_DEV_KEY_FILE, else .devstack/keys/default.json)"
+            "--key-file",
+            type=Path,
+            help="where the key is kept (default: $KEYWARD_DEV_KEY_FILE, else .devstack/keys/default.json)",
         )
 
     args = parser.parse_args(argv)
@@ -142,8 +154,10 @@ def _load_metadata(*, blob: Path, trust_root: Path | None) -> int:
     except MetadataRejected as refused:
         print(f"not loaded: {refused}", file=sys.stderr)
         return 1
-    print(f"loaded BLOB no. {loaded.blob_number}: {loaded.models} models; newly compromised: "
-          f"{', '.join(loaded.newly_compromised) or 'none'}; keys flagged: {loaded.keys_flagged}")
+    print(
+        f"loaded BLOB no. {loaded.blob_number}: {loaded.models} models; newly compromised: "
+        f"{', '.join(loaded.newly_compromised) or 'none'}; keys flagged: {loaded.keys_flagged}"
+    )
     return 0
 
 
@@ -171,7 +185,9 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
 
         created = create_missing_tables()
         seeded = seed_demo_org()
-        print(f"DynamoDB at {endpoint}; tables created: {', '.join(created) or 'none'}; seeded: {', '.join(seeded) or 'nothing'}")
+        print(
+            f"DynamoDB at {endpoint}; tables created: {', '.join(created) or 'none'}; seeded: {', '.join(seeded) or 'nothing'}"
+        )
 
         # As on AWS, the organizations table's stream drives the stream function (within a second).
         from devstack.stream import org_stream_pump
@@ -186,12 +202,16 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
         try:
             prepare_channels(endpoint=os.environ["KEYWARD_AWS_ENDPOINT"])
         except Exception as error:  # a DynamoDB Local at DYNAMODB_ENDPOINT serves no SES or EventBridge
-            print(f"devstack: mail and EventBridge are not available at {os.environ['KEYWARD_AWS_ENDPOINT']}: {error}",
-                  file=sys.stderr)
+            print(
+                f"devstack: mail and EventBridge are not available at {os.environ['KEYWARD_AWS_ENDPOINT']}: {error}",
+                file=sys.stderr,
+            )
         audit_pump = audit_stream_pump(endpoint=endpoint)
         audit_pump.start()
-        print(f"stream function: pumping the audit table's stream; sent mail: {Path(sys.executable).name} -m devstack mail "
-              f"--endpoint {os.environ['KEYWARD_AWS_ENDPOINT']}")
+        print(
+            f"stream function: pumping the audit table's stream; sent mail: {Path(sys.executable).name} -m devstack mail "
+            f"--endpoint {os.environ['KEYWARD_AWS_ENDPOINT']}"
+        )
 
         chalice = _start_chalice(port=port, autoreload=autoreload)
         try:

@@ -7,6 +7,7 @@ distinct local source: a test binds 127.0.0.2 and 127.0.0.3 to play two clients.
 
 Run as ``python -m devstack.chalice_local local --stage local ...``: the arguments are chalice's.
 """
+
 from __future__ import annotations
 
 import sys

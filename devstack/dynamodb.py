@@ -1,4 +1,5 @@
 """A local DynamoDB for development and tests: moto's server, run in this process."""
+
 from __future__ import annotations
 
 import copy
@@ -237,4 +238,3 @@ def wait_until_up(endpoint: str, *, timeout_seconds: float = 10.0) -> None:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"nothing answers at {endpoint}: {error}") from error
             time.sleep(0.1)
-

@@ -1,4 +1,5 @@
 """The environment of the ``local`` stage, and putting it in place before keyward's models load."""
+
 from __future__ import annotations
 
 import os

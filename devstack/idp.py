@@ -1,4 +1,5 @@
 """A local stand-in for an organization's OIDC identity provider: one RSA key, RS256 ID tokens."""
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,16 @@ class DevIdentityProvider:
         Claim names, the admin group, issuer and audience default to what this process's
         settings say keyward expects. ``name`` and ``email`` are left out when not given.
         """
-        claims = id_token_claims(org=org, user=user, admin=admin, name=name, email=email,
-                                 lifetime_seconds=lifetime_seconds, issuer=issuer, audience=audience)
+        claims = id_token_claims(
+            org=org,
+            user=user,
+            admin=admin,
+            name=name,
+            email=email,
+            lifetime_seconds=lifetime_seconds,
+            issuer=issuer,
+            audience=audience,
+        )
         claims.update(extra_claims)
         return jwt.encode(claims, self._private_key, algorithm="RS256", headers={"kid": self.kid})
 

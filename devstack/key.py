@@ -1,5 +1,6 @@
 """``python -m devstack key``: a software security key for trying the API from a shell, answering
 its WebAuthn options with a real ES256 credential kept in a key file."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,14 @@ class KeyToolError(Exception):
     """Something the person at the shell must fix: the input, the key file or the environment."""
 
 
-def main(*, action: Action, name: str | None = None, key_file: Path | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+def main(
+    *,
+    action: Action,
+    name: str | None = None,
+    key_file: Path | None = None,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+) -> int:
     """Run ``key register`` or ``key sign``: options on ``stdin``, the request body on ``stdout``.
 
     Problems go to stderr with exit status 2, so a shell pipeline stops instead of posting junk.
@@ -47,7 +55,9 @@ def main(*, action: Action, name: str | None = None, key_file: Path | None = Non
         if action == "register":
             if name is None:
                 raise KeyToolError("a key needs a name: --name NAME")
-            body = register(reply=_read_reply(stdin, endpoint="POST /me/mfa/keys/options"), name=name, key_file=path, origin=origin)
+            body = register(
+                reply=_read_reply(stdin, endpoint="POST /me/mfa/keys/options"), name=name, key_file=path, origin=origin
+            )
         else:
             body = sign(reply=_read_reply(stdin, endpoint="POST /auth/mfa/options"), key_file=path, origin=origin)
     except KeyToolError as error:
@@ -177,7 +187,9 @@ def _read_reply(stdin: TextIO, *, endpoint: str) -> dict[str, Any]:
     try:
         reply = json.loads(text)
     except ValueError:
-        raise KeyToolError(f"stdin is not JSON; expected the API's reply to {endpoint}, got: {_excerpt(text)}") from None
+        raise KeyToolError(
+            f"stdin is not JSON; expected the API's reply to {endpoint}, got: {_excerpt(text)}"
+        ) from None
     if not isinstance(reply, dict):
         raise KeyToolError(f"expected a JSON object from {endpoint}, got: {_excerpt(text)}")
     if "Code" in reply:
@@ -187,12 +199,20 @@ def _read_reply(stdin: TextIO, *, endpoint: str) -> dict[str, Any]:
 
 def _options(reply: dict[str, Any], *, endpoint: str, creation: bool) -> dict[str, Any]:
     options = reply.get("publicKey")
-    if not isinstance(reply.get("challenge_id"), str) or not isinstance(options, dict) or not isinstance(options.get("challenge"), str):
-        raise KeyToolError(f"expected {endpoint}'s reply, {{\"challenge_id\": ..., \"publicKey\": {{...}}}}; got: {_excerpt(json.dumps(reply))}")
+    if (
+        not isinstance(reply.get("challenge_id"), str)
+        or not isinstance(options, dict)
+        or not isinstance(options.get("challenge"), str)
+    ):
+        raise KeyToolError(
+            f'expected {endpoint}\'s reply, {{"challenge_id": ..., "publicKey": {{...}}}}; got: {_excerpt(json.dumps(reply))}'
+        )
     # Creation options name the user; request options never do. Mixing them up would only earn
     # an opaque refusal from the API later.
     if creation and "user" not in options:
-        raise KeyToolError("these are sign-in options (POST /auth/mfa/options); answer them with `python -m devstack key sign`")
+        raise KeyToolError(
+            "these are sign-in options (POST /auth/mfa/options); answer them with `python -m devstack key sign`"
+        )
     if not creation and "user" in options:
         raise KeyToolError(
             "these are registration options (POST /me/mfa/keys/options); "

@@ -1,5 +1,6 @@
 """The local stand-ins for the outbox's channels: SES's verified sender and the EventBridge bus on
 moto, the audit table's stream pumped into the delivery function, and the mail SES "sent"."""
+
 from __future__ import annotations
 
 import email
@@ -59,8 +60,9 @@ def audit_stream_pump(*, endpoint: str, **options: Any) -> StreamPump:
     from app import deliver_audit_events
     from chalicelib.base.config import settings
 
-    return StreamPump(handler=deliver_audit_events, table_name=settings().tables.audit, endpoint=endpoint,
-                      batch_size=25, **options)
+    return StreamPump(
+        handler=deliver_audit_events, table_name=settings().tables.audit, endpoint=endpoint, batch_size=25, **options
+    )
 
 
 def sent_mail(*, endpoint: str) -> list[Message]:

@@ -1,4 +1,5 @@
 """Finding out, before starting a server, whether its port is free."""
+
 from __future__ import annotations
 
 import socket

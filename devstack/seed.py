@@ -1,4 +1,5 @@
 """The demo organization the local stack starts with: ``acme``, its admin alice and member bob."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -38,15 +39,22 @@ def seed_demo_org() -> list[str]:
     """
     now = datetime.now(UTC)
     created: list[str] = []
-    if _create_if_missing(Organization(org_id=DEMO_ORG, created_at=now, members_total=0, members_with_key=0,
-                                       admins_total=0, admins_with_key=0),
-                          key=Organization.org_id):
+    if _create_if_missing(
+        Organization(
+            org_id=DEMO_ORG, created_at=now, members_total=0, members_with_key=0, admins_total=0, admins_with_key=0
+        ),
+        key=Organization.org_id,
+    ):
         created.append(f"organization {DEMO_ORG}")
     for demo in _DEMO_MEMBERS:
-        member = Member(org_id=DEMO_ORG, created_at=now, key_count=0,
-                        coverage=coverage.coverage_key(org_id=DEMO_ORG, bucket=Bucket.NONE),
-                        admin_without_key=coverage.admin_without_key_for(org_id=DEMO_ORG, admin=demo.admin, key_count=0),
-                        **demo._asdict())
+        member = Member(
+            org_id=DEMO_ORG,
+            created_at=now,
+            key_count=0,
+            coverage=coverage.coverage_key(org_id=DEMO_ORG, bucket=Bucket.NONE),
+            admin_without_key=coverage.admin_without_key_for(org_id=DEMO_ORG, admin=demo.admin, key_count=0),
+            **demo._asdict(),
+        )
         try:
             # Counted with its creation, as a first login would.
             with transaction() as write:

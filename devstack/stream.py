@@ -1,6 +1,7 @@
 """The organizations table's stream, pumped from the local DynamoDB into keyward's stream
 function, as Lambda's event source mapping does on AWS (batches, ReportBatchItemFailures retries).
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,16 @@ class InvocationContext:
 class StreamPump:
     """Reads a table's stream shards and delivers their records to a stream handler."""
 
-    def __init__(self, *, handler: StreamHandler, table_name: str, endpoint: str, region: str = "us-east-1",
-                 batch_size: int = 100, invocation_seconds: float = INVOCATION_SECONDS) -> None:
+    def __init__(
+        self,
+        *,
+        handler: StreamHandler,
+        table_name: str,
+        endpoint: str,
+        region: str = "us-east-1",
+        batch_size: int = 100,
+        invocation_seconds: float = INVOCATION_SECONDS,
+    ) -> None:
         self._handler = handler
         self._batch_size = batch_size
         self._invocation_seconds = invocation_seconds
@@ -58,7 +67,9 @@ class StreamPump:
             shard_id = shard["ShardId"]
             if shard_id not in self._iterators:
                 self._iterators[shard_id] = self._streams.get_shard_iterator(
-                    StreamArn=self._stream_arn, ShardId=shard_id, ShardIteratorType=position,
+                    StreamArn=self._stream_arn,
+                    ShardId=shard_id,
+                    ShardIteratorType=position,
                 )["ShardIterator"]
 
     def drain(self) -> int:
@@ -83,7 +94,9 @@ class StreamPump:
                 # touched, stream included; an iterator of the replaced stream reads nothing more.
                 # A fresh one after the last record read goes on (and costs DynamoDB nothing).
                 iterator = self._streams.get_shard_iterator(
-                    StreamArn=self._stream_arn, ShardId=shard_id, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                    StreamArn=self._stream_arn,
+                    ShardId=shard_id,
+                    ShardIteratorType="AFTER_SEQUENCE_NUMBER",
                     SequenceNumber=last,
                 )["ShardIterator"]
                 response = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)
@@ -105,13 +118,17 @@ class StreamPump:
             first = next(i for i, record in enumerate(records) if record["dynamodb"]["SequenceNumber"] in failures)
             records = records[first:]
             log.warning("stream function failed %d record(s); retry %d", len(failures), attempt)
-            time.sleep(min(2.0, 0.1 * 2 ** attempt))
-        log.error("stream records %s still failing after %d attempts; giving up on them",
-                  [r["dynamodb"]["SequenceNumber"] for r in records], MAX_DELIVERY_ATTEMPTS)
+            time.sleep(min(2.0, 0.1 * 2**attempt))
+        log.error(
+            "stream records %s still failing after %d attempts; giving up on them",
+            [r["dynamodb"]["SequenceNumber"] for r in records],
+            MAX_DELIVERY_ATTEMPTS,
+        )
         self.dead_letters.extend(record for record in records if record["dynamodb"]["SequenceNumber"] in failures)
 
     def start(self, *, interval_seconds: float = 0.25) -> None:
         """Pump in the background until :meth:`stop`."""
+
         def run() -> None:
             while not self._stop.wait(interval_seconds):
                 try:

@@ -3,6 +3,7 @@
 Import this only after :func:`devstack.environment.apply_environment`: the models it imports
 read their endpoint and table names at import time.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,7 +39,11 @@ def truncate_tables() -> int:
     """
     deleted = 0
     for model in ALL_MODELS:
-        key_names = [attribute.attr_name for attribute in model.get_attributes().values() if attribute.is_hash_key or attribute.is_range_key]
+        key_names = [
+            attribute.attr_name
+            for attribute in model.get_attributes().values()
+            if attribute.is_hash_key or attribute.is_range_key
+        ]
         with model.batch_write() as batch:
             for item in model.scan(consistent_read=True, attributes_to_get=key_names):
                 batch.delete(item)
@@ -57,7 +62,9 @@ def _add_missing_global_indexes(model: type[Model]) -> None:
     existing = {index["IndexName"] for index in description.get("GlobalSecondaryIndexes", [])}
     schema = model._get_schema()  # PynamoDB's own description of the table, as create_table sends it
     # PynamoDB's schema is what DynamoDB takes, in TypedDicts of its own that boto3's stubs do not know.
-    wanted: list[Any] = [index for index in schema.get("global_secondary_indexes", []) if index["index_name"] not in existing]
+    wanted: list[Any] = [
+        index for index in schema.get("global_secondary_indexes", []) if index["index_name"] not in existing
+    ]
     if not wanted:
         return
     client = boto3.client("dynamodb", endpoint_url=settings().dynamodb_endpoint, region_name=settings().region)
@@ -65,7 +72,13 @@ def _add_missing_global_indexes(model: type[Model]) -> None:
         client.update_table(
             TableName=model.Meta.table_name,
             AttributeDefinitions=index["attribute_definitions"],
-            GlobalSecondaryIndexUpdates=[{"Create": {
-                "IndexName": index["index_name"], "KeySchema": index["key_schema"], "Projection": index["projection"],
-            }}],
+            GlobalSecondaryIndexUpdates=[
+                {
+                    "Create": {
+                        "IndexName": index["index_name"],
+                        "KeySchema": index["key_schema"],
+                        "Projection": index["projection"],
+                    }
+                }
+            ],
         )

@@ -10,6 +10,7 @@ that may write them (the API's own role may not create organizations).
 The tables are the ones the KEYWARD_* variables name (as for the deployed functions, e.g.
 KEYWARD_ORGS_TABLE), in AWS_REGION, or at DYNAMODB_ENDPOINT for a local DynamoDB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,15 +18,19 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keyward", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m keyward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     org = commands.add_parser("org", help="organizations").add_subparsers(dest="action", required=True)
 
     create = org.add_parser("create", help="create an organization (needed with KEYWARD_ORG_CREATION=operator)")
     create.add_argument("org_id")
-    create.add_argument("--issuer", help="the IdP issuer whose ID tokens may sign in to it (default: "
-                        "the IdP configuration binds it to, else the issuer of its first login)")
+    create.add_argument(
+        "--issuer",
+        help="the IdP issuer whose ID tokens may sign in to it (default: "
+        "the IdP configuration binds it to, else the issuer of its first login)",
+    )
 
     recount = org.add_parser("recount", help="set coverage counters from the members (after an upgrade)")
     target = recount.add_mutually_exclusive_group(required=True)
@@ -33,8 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--all", action="store_true", help="every organization")
 
     hooks = commands.add_parser("webhooks", help="webhook endpoints").add_subparsers(dest="action", required=True)
-    hooks.add_parser("seal-secrets", help="seal the secrets of endpoints from before secrets were sealed "
-                     "(needs kms:Encrypt on KEYWARD_WEBHOOK_SECRET_KEY)")
+    hooks.add_parser(
+        "seal-secrets",
+        help="seal the secrets of endpoints from before secrets were sealed "
+        "(needs kms:Encrypt on KEYWARD_WEBHOOK_SECRET_KEY)",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "webhooks":
@@ -61,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for org_id in coverage.organizations() if args.all else [args.org_id]:
         counted = coverage.recount(org_id=org_id)
-        print(f"{org_id}: {counted.members_total} members, {counted.members_with_key} with a security key, "
-              f"{counted.admins_total} admins, {counted.admins_with_key} of them with a key")
+        print(
+            f"{org_id}: {counted.members_total} members, {counted.members_with_key} with a security key, "
+            f"{counted.admins_total} admins, {counted.admins_with_key} of them with a key"
+        )
         if compliance.of(Organization.get(org_id, consistent_read=True)).state == compliance.UNCOUNTED:
             # A policy saved before compliance was counted: the stream function counts it now.
             compliance.restart(org_id=org_id)

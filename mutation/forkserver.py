@@ -16,6 +16,7 @@ by ``mutation/run.py`` from a coverage run of the unmutated module; ORIGINAL, th
 source). A test that never executes a line cannot tell its mutants apart, so leaving it out
 changes no outcome; a line that runs when the module is imported is run by every test.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,12 @@ def serve(socket_path: str, module_path: str) -> None:
                 request = json.loads(_receive(connection))
                 if request.get("stop"):
                     return
-                status = _run_child(request["args"], output=request["output"], timeout=float(request["timeout"]),
-                                    module_path=module_path)
+                status = _run_child(
+                    request["args"],
+                    output=request["output"],
+                    timeout=float(request["timeout"]),
+                    module_path=module_path,
+                )
                 connection.sendall(json.dumps({"status": status}).encode())
 
 
@@ -201,8 +206,9 @@ def main() -> None:
         if selection is not None:
             options = [arg for arg in args if not arg.endswith(".py")]
             test_files = [arg for arg in args if arg.endswith(".py")]
-            tests = tests_for_mutant(lines_map=selection[0], original=selection[1], module_path=selection[2],
-                                     test_files=test_files)
+            tests = tests_for_mutant(
+                lines_map=selection[0], original=selection[1], module_path=selection[2], test_files=test_files
+            )
             if tests == []:
                 print("no test executes the lines this mutant changed")
                 sys.exit(0)

@@ -4,6 +4,7 @@ and empty tables for every test.
 The environment is applied at import time, before any test module imports ``app``: keyward's
 models read the DynamoDB endpoint and table names when they are first imported.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -49,9 +50,7 @@ def stream():
     from chalicelib.base.config import settings
     from devstack.stream import StreamPump
 
-    return StreamPump(handler=end_sessions_on_enforcement, table_name=settings().tables.orgs,
-                      endpoint=_STACK.endpoint)
-
+    return StreamPump(handler=end_sessions_on_enforcement, table_name=settings().tables.orgs, endpoint=_STACK.endpoint)
 
 
 @pytest.fixture

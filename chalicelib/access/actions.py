@@ -2,6 +2,7 @@
 
 A leaf module, so that every handler can name its action without loading session code at import.
 """
+
 from __future__ import annotations
 
 from enum import Enum

@@ -12,6 +12,7 @@ organization accepts now. Registering a key records that key as the session's pr
 it — by anyone — ends the session or drops it back to "must prove"; and a keyless member's
 step-up window counts from their IdP login alone, whatever keys came and went since.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -91,16 +92,28 @@ Cell = Union[Permit, Refuse]
 
 _MFA_FIRST = Refuse(MfaRequired, "Complete the security key check first (POST /auth/mfa/options).")
 _REGISTER_FIRST = Refuse(RegistrationRequired, "The organization enforces MFA: register a security key first.")
-_REGISTER_COMPLIANT = Refuse(RegistrationRequired, "The organization no longer accepts your security keys: register one it accepts first.")
-_SIGN_IN_AGAIN = Refuse(AlreadyEnrolled, "You hold a security key already: sign in again and pass the security key check.")
+_REGISTER_COMPLIANT = Refuse(
+    RegistrationRequired, "The organization no longer accepts your security keys: register one it accepts first."
+)
+_SIGN_IN_AGAIN = Refuse(
+    AlreadyEnrolled, "You hold a security key already: sign in again and pass the security key check."
+)
 _NOT_WAITING = Refuse(WrongSessionState, "This session is not waiting for the security key check.")
-_PROVE_A_KEY = Refuse(ReauthenticationRequired, "This session has not proved a security key you still hold and the "
-                                                "organization accepts: step up with POST /auth/reauth/options.")
+_PROVE_A_KEY = Refuse(
+    ReauthenticationRequired,
+    "This session has not proved a security key you still hold and the "
+    "organization accepts: step up with POST /auth/reauth/options.",
+)
 _NO_KEY_TO_STEP_UP = Refuse(SecurityKeyRequired, "You hold no security key to step up with; sign in again.")
-_BACKUP_HOLDS_NO_KEYS = Refuse(NotForBackupSessions, "Sessions opened with backup credentials cannot hold security keys.")
-_BACKUP_CANNOT_STEP_UP = Refuse(NotForBackupSessions, "A session opened with backup credentials has no security key to "
-                                                      "step up with; sign in again.")
-_BACKUP_CANNOT_CREATE = Refuse(NotForBackupSessions, "A session opened with backup credentials cannot create more of them.")
+_BACKUP_HOLDS_NO_KEYS = Refuse(
+    NotForBackupSessions, "Sessions opened with backup credentials cannot hold security keys."
+)
+_BACKUP_CANNOT_STEP_UP = Refuse(
+    NotForBackupSessions, "A session opened with backup credentials has no security key to step up with; sign in again."
+)
+_BACKUP_CANNOT_CREATE = Refuse(
+    NotForBackupSessions, "A session opened with backup credentials cannot create more of them."
+)
 _YES, _WINDOW = Permit.ALLOWED, Permit.IN_WINDOW
 
 
@@ -110,30 +123,64 @@ def _only(allowed: dict[Action, Cell], otherwise: Refuse) -> dict[Action, Cell]:
 
 RULE: dict[Standing, dict[Action, Cell]] = {
     Standing.MFA_REQUIRED: _only({Action.READ_ACCOUNT: _YES, Action.MFA_CHECK: _YES}, _MFA_FIRST),
-    Standing.REGISTRATION_REQUIRED: _only({Action.READ_ACCOUNT: _YES, Action.REGISTER_FIRST_KEY: _WINDOW}, _REGISTER_FIRST),
+    Standing.REGISTRATION_REQUIRED: _only(
+        {Action.READ_ACCOUNT: _YES, Action.REGISTER_FIRST_KEY: _WINDOW}, _REGISTER_FIRST
+    ),
     Standing.REPLACING_KEY: _only({Action.READ_ACCOUNT: _YES, Action.REGISTER_KEY: _WINDOW}, _REGISTER_COMPLIANT),
     Standing.WAITING_OVERTAKEN: _only({Action.READ_ACCOUNT: _YES}, _SIGN_IN_AGAIN),
     Standing.KEYLESS: {
-        Action.READ_ACCOUNT: _YES, Action.MFA_CHECK: _NOT_WAITING, Action.READ: _YES, Action.STEP_UP: _NO_KEY_TO_STEP_UP,
-        Action.RENAME_KEY: _YES, Action.END_SESSION: _YES, Action.REGISTER_FIRST_KEY: _WINDOW,
-        Action.REGISTER_KEY: _WINDOW, Action.DELETE_KEY: _WINDOW, Action.DISABLE_MFA: _WINDOW,
-        Action.READ_ORG: _YES, Action.CHANGE_ORG: _WINDOW, Action.CREATE_BACKUP_CREDENTIALS: _WINDOW,
-    },
-    Standing.PROOF_LAPSED: _only({
-        Action.READ_ACCOUNT: _YES, Action.MFA_CHECK: _NOT_WAITING, Action.READ: _YES, Action.STEP_UP: _YES,
+        Action.READ_ACCOUNT: _YES,
+        Action.MFA_CHECK: _NOT_WAITING,
+        Action.READ: _YES,
+        Action.STEP_UP: _NO_KEY_TO_STEP_UP,
+        Action.RENAME_KEY: _YES,
+        Action.END_SESSION: _YES,
+        Action.REGISTER_FIRST_KEY: _WINDOW,
+        Action.REGISTER_KEY: _WINDOW,
+        Action.DELETE_KEY: _WINDOW,
+        Action.DISABLE_MFA: _WINDOW,
         Action.READ_ORG: _YES,
-    }, _PROVE_A_KEY),
+        Action.CHANGE_ORG: _WINDOW,
+        Action.CREATE_BACKUP_CREDENTIALS: _WINDOW,
+    },
+    Standing.PROOF_LAPSED: _only(
+        {
+            Action.READ_ACCOUNT: _YES,
+            Action.MFA_CHECK: _NOT_WAITING,
+            Action.READ: _YES,
+            Action.STEP_UP: _YES,
+            Action.READ_ORG: _YES,
+        },
+        _PROVE_A_KEY,
+    ),
     Standing.VERIFIED: {
-        Action.READ_ACCOUNT: _YES, Action.MFA_CHECK: _NOT_WAITING, Action.READ: _YES, Action.STEP_UP: _YES,
-        Action.RENAME_KEY: _YES, Action.END_SESSION: _YES, Action.REGISTER_FIRST_KEY: _WINDOW,
-        Action.REGISTER_KEY: _WINDOW, Action.DELETE_KEY: _WINDOW, Action.DISABLE_MFA: _WINDOW,
-        Action.READ_ORG: _YES, Action.CHANGE_ORG: _WINDOW, Action.CREATE_BACKUP_CREDENTIALS: _WINDOW,
+        Action.READ_ACCOUNT: _YES,
+        Action.MFA_CHECK: _NOT_WAITING,
+        Action.READ: _YES,
+        Action.STEP_UP: _YES,
+        Action.RENAME_KEY: _YES,
+        Action.END_SESSION: _YES,
+        Action.REGISTER_FIRST_KEY: _WINDOW,
+        Action.REGISTER_KEY: _WINDOW,
+        Action.DELETE_KEY: _WINDOW,
+        Action.DISABLE_MFA: _WINDOW,
+        Action.READ_ORG: _YES,
+        Action.CHANGE_ORG: _WINDOW,
+        Action.CREATE_BACKUP_CREDENTIALS: _WINDOW,
     },
     Standing.BACKUP: {
-        Action.READ_ACCOUNT: _YES, Action.MFA_CHECK: _NOT_WAITING, Action.READ: _YES,
-        Action.STEP_UP: _BACKUP_CANNOT_STEP_UP, Action.RENAME_KEY: _YES, Action.END_SESSION: _YES,
-        Action.REGISTER_FIRST_KEY: _BACKUP_HOLDS_NO_KEYS, Action.REGISTER_KEY: _BACKUP_HOLDS_NO_KEYS,
-        Action.DELETE_KEY: _WINDOW, Action.DISABLE_MFA: _WINDOW, Action.READ_ORG: _YES, Action.CHANGE_ORG: _WINDOW,
+        Action.READ_ACCOUNT: _YES,
+        Action.MFA_CHECK: _NOT_WAITING,
+        Action.READ: _YES,
+        Action.STEP_UP: _BACKUP_CANNOT_STEP_UP,
+        Action.RENAME_KEY: _YES,
+        Action.END_SESSION: _YES,
+        Action.REGISTER_FIRST_KEY: _BACKUP_HOLDS_NO_KEYS,
+        Action.REGISTER_KEY: _BACKUP_HOLDS_NO_KEYS,
+        Action.DELETE_KEY: _WINDOW,
+        Action.DISABLE_MFA: _WINDOW,
+        Action.READ_ORG: _YES,
+        Action.CHANGE_ORG: _WINDOW,
         Action.CREATE_BACKUP_CREDENTIALS: _BACKUP_CANNOT_CREATE,
     },
 }
@@ -166,8 +213,11 @@ class Proof:
     def actions(self) -> list[UpdateAction]:
         from chalicelib.base.models import Session
 
-        counts_under = (Session.verified_key_counts_under.set(self.counts_under) if self.counts_under is not None
-                        else Session.verified_key_counts_under.remove())
+        counts_under = (
+            Session.verified_key_counts_under.set(self.counts_under)
+            if self.counts_under is not None
+            else Session.verified_key_counts_under.remove()
+        )
         return [Session.verified_key_id.set(self.key_id), Session.key_checked_at.set(self.at), counts_under]
 
     def apply_to(self, session: Session) -> None:
@@ -246,4 +296,6 @@ def require(caller: Caller, action: Action) -> None:
             return
         if standing in (Standing.KEYLESS, Standing.REGISTRATION_REQUIRED, Standing.BACKUP):
             raise ReauthenticationRequired("This action needs a recent sign-in: sign in again.")
-        raise ReauthenticationRequired("This action needs a recent security key check: step up with POST /auth/reauth/options.")
+        raise ReauthenticationRequired(
+            "This action needs a recent security key check: step up with POST /auth/reauth/options."
+        )

@@ -8,6 +8,7 @@ slots *before* the secret is checked and gives it back on success, so parallel g
 source cannot exceed the limit; unknown key IDs are limited and hashed the same way, so neither
 the answer nor its timing tells whether a key ID exists.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -82,10 +83,22 @@ def create(*, caller: Caller) -> IssuedBackupCredentials:
     )
     with transaction() as write:
         write.save(Item.BACKUP_CREDENTIAL, credential, condition=BackupCredential.key_id.does_not_exist())
-        write.update(Item.ORG, Organization(org_id), actions=[Organization.backup_key_ids.add({credential.key_id})],
-                     condition=Organization.org_id.exists())
-        write.save(Item.AUDIT, audit.event(org_id=org_id, actor=caller.actor, action="backup_credentials.created",
-                                           target=credential.key_id, client=caller.client))
+        write.update(
+            Item.ORG,
+            Organization(org_id),
+            actions=[Organization.backup_key_ids.add({credential.key_id})],
+            condition=Organization.org_id.exists(),
+        )
+        write.save(
+            Item.AUDIT,
+            audit.event(
+                org_id=org_id,
+                actor=caller.actor,
+                action="backup_credentials.created",
+                target=credential.key_id,
+                client=caller.client,
+            ),
+        )
     return IssuedBackupCredentials(credential=credential, secret=secret)
 
 
@@ -93,7 +106,9 @@ def list_credentials(*, org_id: str) -> list[BackupCredential]:
     """``GET /org/backup-credentials``: the organization's backup credentials, oldest first."""
     org = Organization.get(org_id, consistent_read=True)
     key_ids = sorted(org.backup_key_ids or [])
-    found = [c for c in BackupCredential.batch_get(key_ids, consistent_read=True) if c.org_id == org_id] if key_ids else []
+    found = (
+        [c for c in BackupCredential.batch_get(key_ids, consistent_read=True) if c.org_id == org_id] if key_ids else []
+    )
     return sorted(found, key=lambda credential: credential.created_at)
 
 
@@ -107,8 +122,16 @@ def delete(*, caller: Caller, key_id: str) -> None:
         with transaction() as write:
             write.delete(Item.BACKUP_CREDENTIAL, BackupCredential(key_id), condition=BackupCredential.org_id == org_id)
             write.update(Item.ORG, Organization(org_id), actions=[Organization.backup_key_ids.delete({key_id})])
-            write.save(Item.AUDIT, audit.event(org_id=org_id, actor=caller.actor, action="backup_credentials.deleted",
-                                               target=key_id, client=caller.client))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org_id,
+                    actor=caller.actor,
+                    action="backup_credentials.deleted",
+                    target=key_id,
+                    client=caller.client,
+                ),
+            )
     except ConditionsFailed:
         raise BackupCredentialsNotFound("No such backup credentials.") from None
 
@@ -129,7 +152,8 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
     subject = f"backup-login#{key_id}#{attempt_source(client.source_ip)}"
     config = settings()
     window = throttles.reserve_attempt(
-        subject=subject, max_failures=config.backup_login_max_failures,
+        subject=subject,
+        max_failures=config.backup_login_max_failures,
         window_seconds=config.backup_login_window_seconds,
         refusal="Too many failed attempts with these backup credentials from this address; try again later.",
     )
@@ -140,22 +164,40 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
         log.info("backup login with an unknown key ID")
         raise InvalidBackupCredentials("The backup credentials are not valid.")
     expected = credential.secret_hash
-    presented = _hash(secret, salt=credential.salt, n=int(credential.scrypt_n), r=int(credential.scrypt_r), p=int(credential.scrypt_p))
+    presented = _hash(
+        secret, salt=credential.salt, n=int(credential.scrypt_n), r=int(credential.scrypt_r), p=int(credential.scrypt_p)
+    )
     if not hmac.compare_digest(expected, presented):
-        audit.record(org_id=credential.org_id, actor=audit.backup_actor(key_id), action="backup_login.failed",
-                     target=key_id, client=client)
+        audit.record(
+            org_id=credential.org_id,
+            actor=audit.backup_actor(key_id),
+            action="backup_login.failed",
+            target=key_id,
+            client=client,
+        )
         raise InvalidBackupCredentials("The backup credentials are not valid.")
 
     throttles.release_attempt(subject=subject, window=window)
     org = Organization.get(credential.org_id, consistent_read=True)
     member = sessions.backup_member(credential)
-    used = audit.event(org_id=org.org_id, actor=audit.backup_actor(key_id), action="backup_login.succeeded",
-                       target=key_id, client=client)
+    used = audit.event(
+        org_id=org.org_id,
+        actor=audit.backup_actor(key_id),
+        action="backup_login.succeeded",
+        target=key_id,
+        client=client,
+    )
     try:
         issued = sessions.start(
-            org=org, member=member, client=client, audit_event=used, state=SessionState.ACTIVE,
+            org=org,
+            member=member,
+            client=client,
+            audit_event=used,
+            state=SessionState.ACTIVE,
             also=lambda write: write.update(
-                Item.BACKUP_CREDENTIAL, BackupCredential(key_id), actions=[BackupCredential.last_used_at.set(clock.now())],
+                Item.BACKUP_CREDENTIAL,
+                BackupCredential(key_id),
+                actions=[BackupCredential.last_used_at.set(clock.now())],
                 condition=BackupCredential.key_id.exists(),
             ),
         )

@@ -1,5 +1,6 @@
 """The local stage's stand-in IdP, for the console's demo sign-in: ID tokens signed with the dev
 IdP's private key (``KEYWARD_DEV_IDP_KEY_FILE``), exactly as ``python -m devstack token`` mints them."""
+
 from __future__ import annotations
 
 import base64
@@ -31,7 +32,9 @@ def _signing_key(path: str) -> tuple[rsa.RSAPrivateKey, str]:
     try:
         private_key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError) as error:
-        raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE ({path}) is not a readable PEM private key: {error}") from None
+        raise ConfigurationError(
+            f"KEYWARD_DEV_IDP_KEY_FILE ({path}) is not a readable PEM private key: {error}"
+        ) from None
     if not isinstance(private_key, rsa.RSAPrivateKey):
         raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE ({path}) does not hold an RSA private key")
     return private_key, key_id(private_key.public_key())
@@ -87,14 +90,27 @@ def mint_id_token(*, org: object, user: object, admin: object, name: object = No
     if config.dev_idp_key_file is None:
         raise ConfigurationError("KEYWARD_DEV_IDP_KEY_FILE is not set: this stage has no dev IdP.")
     private_key, kid = _signing_key(config.dev_idp_key_file)
-    claims = id_token_claims(org=org_id, user=user_id, admin=admin, name=display_name, email=email_address,
-                             lifetime_seconds=ID_TOKEN_LIFETIME_SECONDS)
+    claims = id_token_claims(
+        org=org_id,
+        user=user_id,
+        admin=admin,
+        name=display_name,
+        email=email_address,
+        lifetime_seconds=ID_TOKEN_LIFETIME_SECONDS,
+    )
     return jwt.encode(claims, private_key, algorithm="RS256", headers={"kid": kid})
 
 
 def id_token_claims(
-    *, org: str, user: str, admin: bool, name: str | None, email: str | None, lifetime_seconds: int,
-    issuer: str | None = None, audience: str | None = None,
+    *,
+    org: str,
+    user: str,
+    admin: bool,
+    name: str | None,
+    email: str | None,
+    lifetime_seconds: int,
+    issuer: str | None = None,
+    audience: str | None = None,
 ) -> dict[str, Any]:
     """The claims of a dev IdP ID token, named as this stage's settings expect them."""
     config = settings()

@@ -7,6 +7,7 @@ their next login or request finds their session ``registration_required``. The d
 computed from the organization on every request, so changing the period — longer or shorter —
 applies to everyone at once. Enforcing still ends every other session immediately.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -62,14 +63,19 @@ def apply_deadline(*, session: Session, org: Organization, member: Member) -> No
     Backup-credentials sessions hold no keys and are not members: the rule is not theirs.
     """
     if (
-        session.state != "active" or not org.mfa_enforced or member.key_count > 0
-        or session.user_id.startswith(BACKUP_USER_PREFIX) or registration_deferred(org)
+        session.state != "active"
+        or not org.mfa_enforced
+        or member.key_count > 0
+        or session.user_id.startswith(BACKUP_USER_PREFIX)
+        or registration_deferred(org)
     ):
         return
     try:
         session.update(
             actions=[Session.state.set("registration_required")],
-            condition=Session.session_id.exists() & (Session.state == "active") & (Session.token_hash == session.token_hash),
+            condition=Session.session_id.exists()
+            & (Session.state == "active")
+            & (Session.token_hash == session.token_hash),
         )
     except UpdateError as error:
         if not condition_failed(error):
@@ -80,7 +86,12 @@ def apply_deadline(*, session: Session, org: Organization, member: Member) -> No
 
 
 def change_period(
-    *, org_id: str, hours: int, actor: audit.Actor, client: audit.Client, along: AlongChange | None = None,
+    *,
+    org_id: str,
+    hours: int,
+    actor: audit.Actor,
+    client: audit.Client,
+    along: AlongChange | None = None,
 ) -> None:
     """Change the grace period of the enforcement in force: applies to everyone at once.
     ``along`` (another setting of the same request) is written in the same transaction.
@@ -90,11 +101,23 @@ def change_period(
     """
     try:
         with transaction() as write:
-            write.update(Item.ORG, Organization(org_id),
-                         actions=[Organization.grace_period_hours.set(hours), *(along.actions() if along else [])],
-                         condition=Organization.mfa_enforced == True)
-            write.save(Item.AUDIT, audit.event(org_id=org_id, actor=actor, action="enforcement.grace_period_changed",
-                                               target=org_id, client=client, details={"grace_period_hours": hours}))
+            write.update(
+                Item.ORG,
+                Organization(org_id),
+                actions=[Organization.grace_period_hours.set(hours), *(along.actions() if along else [])],
+                condition=Organization.mfa_enforced == True,
+            )
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org_id,
+                    actor=actor,
+                    action="enforcement.grace_period_changed",
+                    target=org_id,
+                    client=client,
+                    details={"grace_period_hours": hours},
+                ),
+            )
             if along:
                 along.add_to(write)
     except ConditionsFailed:

@@ -3,6 +3,7 @@
 The IdP is trusted for who the user is, which organization they belong to and whether they are
 an admin; an organization and its members are created on the first login that names them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -123,7 +124,8 @@ def _check_nonce(claims: dict[str, Any], *, nonce: str | None) -> None:
     # The client chooses the nonce the IdP signs in, a lone surrogate included: compared as the
     # code points they are ("surrogatepass"), such a claim is simply another nonce.
     if not isinstance(presented, str) or not hmac.compare_digest(
-        presented.encode("utf-8", "surrogatepass"), nonce.encode("utf-8", "surrogatepass"),
+        presented.encode("utf-8", "surrogatepass"),
+        nonce.encode("utf-8", "surrogatepass"),
     ):
         raise NonceMismatch("The ID token's nonce is not the one this sign-in sent; sign in again.")
 
@@ -213,12 +215,18 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining
     org = tenancy.organization_for_sign_in(org_id=identity.org_id, issuer=identity.issuer, found=found_in(org_future))
     stored = found_in(member_future)
     if stored is not None:
-        update = joining.returning(member=stored, name=identity.name, email=identity.email,
-                                      admin=identity.admin, signed_in=signed_in)
+        update = joining.returning(
+            member=stored, name=identity.name, email=identity.email, admin=identity.admin, signed_in=signed_in
+        )
         return org, update.member, update
     member = joining.sign_in_member(
-        org_id=identity.org_id, user_id=identity.user_id, name=identity.name, email=identity.email,
-        admin=identity.admin, signed_in=signed_in, known_new=True,
+        org_id=identity.org_id,
+        user_id=identity.user_id,
+        name=identity.name,
+        email=identity.email,
+        admin=identity.admin,
+        signed_in=signed_in,
+        known_new=True,
     )
     return org, member, None
 
@@ -227,11 +235,19 @@ def sign_in(*, id_token: str, client: audit.Client, nonce: str | None = None) ->
     """``POST /auth/login``: verify the ID token and start a session in the state it calls for."""
     identity = verify_id_token(id_token=id_token, nonce=nonce)
     org, member, update = record_sign_in(identity=identity)
-    login = audit.event(org_id=org.org_id, actor=audit.member_actor(member.user_id), action="login", target=member.user_id,
-                        user_id=member.user_id, client=client, details={"method": "idp"})
+    login = audit.event(
+        org_id=org.org_id,
+        actor=audit.member_actor(member.user_id),
+        action="login",
+        target=member.user_id,
+        user_id=member.user_id,
+        client=client,
+        details={"method": "idp"},
+    )
     try:
-        issued = sessions.start(org=org, member=member, client=client, audit_event=login,
-                                also=update.add_to if update is not None else None)
+        issued = sessions.start(
+            org=org, member=member, client=client, audit_event=login, also=update.add_to if update is not None else None
+        )
     except ConditionsFailed:
         # The member was offboarded between the read and the write: nothing was started.
         raise InvalidIdToken("The member changed during this sign-in; sign in again.") from None

@@ -6,6 +6,7 @@ organization's counters (chalicelib/counters/coverage.py) never drift. Deleting 
 ends their sessions at once: every request reads the member, and a session older than its member
 is refused (see ``sessions.outlived_member``), so a returning user starts over with none of the old.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,12 @@ class Returning:
     actions: list[Action]
 
     def add_to(self, write: LabelledWrite) -> None:
-        write.update(Item.MEMBER, Member(self.member.org_id, self.member.user_id), actions=self.actions,
-                     condition=Member.user_id.exists())
+        write.update(
+            Item.MEMBER,
+            Member(self.member.org_id, self.member.user_id),
+            actions=self.actions,
+            condition=Member.user_id.exists(),
+        )
 
 
 def returning(*, member: Member, name: str, email: str, admin: bool, signed_in: datetime) -> Returning:
@@ -58,7 +63,14 @@ def returning(*, member: Member, name: str, email: str, admin: bool, signed_in: 
 
 
 def sign_in_member(
-    *, org_id: str, user_id: str, name: str, email: str, admin: bool, signed_in: datetime, known_new: bool = False,
+    *,
+    org_id: str,
+    user_id: str,
+    name: str,
+    email: str,
+    admin: bool,
+    signed_in: datetime,
+    known_new: bool = False,
 ) -> Member:
     """Refresh the member an ID token names, or create and count them on their first login
     (``known_new``: a read just found no such member, so creating is tried first).
@@ -84,10 +96,16 @@ def sign_in_member(
                 if not condition_failed(error):
                     raise
         joining = Member(
-            org_id, user_id, name=name, email=email, admin=admin, key_count=0,
+            org_id,
+            user_id,
+            name=name,
+            email=email,
+            admin=admin,
+            key_count=0,
             coverage=coverage.coverage_key(org_id=org_id, bucket=coverage.Bucket.NONE),
             admin_without_key=coverage.admin_without_key_for(org_id=org_id, admin=admin, key_count=0),
-            created_at=signed_in, last_login_at=signed_in,
+            created_at=signed_in,
+            last_login_at=signed_in,
         )
 
         def create() -> None:
@@ -121,11 +139,17 @@ def change_admin(*, member: Member, admin: bool) -> None:
 
         def store() -> None:
             with transaction() as write:
-                write.update(Item.MEMBER, Member(org_id, user_id), actions=[
-                    Member.admin.set(admin),
-                    Member.admin_without_key.set(entry) if entry else Member.admin_without_key.remove(),
-                ], condition=Member.user_id.exists() & (Member.key_count == key_count)
-                    & ((Member.admin == True) if was else ((Member.admin == False) | Member.admin.does_not_exist())))
+                write.update(
+                    Item.MEMBER,
+                    Member(org_id, user_id),
+                    actions=[
+                        Member.admin.set(admin),
+                        Member.admin_without_key.set(entry) if entry else Member.admin_without_key.remove(),
+                    ],
+                    condition=Member.user_id.exists()
+                    & (Member.key_count == key_count)
+                    & ((Member.admin == True) if was else ((Member.admin == False) | Member.admin.does_not_exist())),
+                )
                 write.update(Item.ORG_COUNTERS, Organization(org_id), actions=org_actions)
 
         try:

@@ -10,6 +10,7 @@ What this tells someone holding a made-up token is only that the organization en
 some time; the token itself, and every ended session, stays unusable. Session IDs issued before
 they carried a time (random ones, gone within a session lifetime) may be given a wrong reason.
 """
+
 from __future__ import annotations
 
 import base64

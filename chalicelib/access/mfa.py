@@ -5,6 +5,7 @@ The key check itself is the step-up's too (chalicelib/access/stepup.py): its opt
 of the assertion (:func:`checked_assertion`), the one transaction that records it
 (:func:`record_check`) and the audited use of the challenge on a refusal (:func:`refusal_uses_up`)
 live here, once, with the ceremony as their argument."""
+
 from __future__ import annotations
 
 import logging
@@ -65,8 +66,9 @@ def parse_assertion(*, challenge_id: object, credential: object) -> Assertion:
     """
     from chalicelib.ceremony import ceremonies
 
-    return Assertion(challenge_id=challenges.check_id(challenge_id),
-                     response=ceremonies.parse_authentication(credential=credential))
+    return Assertion(
+        challenge_id=challenges.check_id(challenge_id), response=ceremonies.parse_authentication(credential=credential)
+    )
 
 
 def assertion_reads(assertion: Assertion) -> AlsoReads:
@@ -75,7 +77,8 @@ def assertion_reads(assertion: Assertion) -> AlsoReads:
 
     key_id = ceremonies.key_id_for(assertion.response.credential_id)
     return lambda org_id, user_id: [
-        challenges.read(assertion.challenge_id), AlsoRead(KEY_LABEL, SecurityKey, org_id, key_id),
+        challenges.read(assertion.challenge_id),
+        AlsoRead(KEY_LABEL, SecurityKey, org_id, key_id),
     ]
 
 
@@ -136,10 +139,15 @@ def verify(*, caller: Caller, assertion: Assertion) -> MfaSuccess:
         key = checked_assertion(caller=caller, assertion=assertion, ceremony=ceremony)
         next_state = _state_after_check(caller=caller, key=key)
         token, token_hash = sessions.rotated_token(caller)
-        record_check(caller=caller, assertion=assertion, ceremony=ceremony, key=key,
-                     from_state=SessionState.MFA_REQUIRED,
-                     session_actions=[Session.token_hash.set(token_hash), Session.state.set(next_state.value)],
-                     audited_as="mfa.succeeded")
+        record_check(
+            caller=caller,
+            assertion=assertion,
+            ceremony=ceremony,
+            key=key,
+            from_state=SessionState.MFA_REQUIRED,
+            session_actions=[Session.token_hash.set(token_hash), Session.state.set(next_state.value)],
+            audited_as="mfa.succeeded",
+        )
     session = caller.session
     session.state = next_state.value
     session.token_hash = token_hash
@@ -154,8 +162,13 @@ def refusal_uses_up(*, caller: Caller, assertion: Assertion, ceremony: Ceremony,
     try:
         yield
     except (NotAuthenticated, NotAllowed) as refusal:
-        challenges.discard(caller=caller, challenge_id=assertion.challenge_id, ceremony=ceremony,
-                           action=audited_as, reason=refusal.code)
+        challenges.discard(
+            caller=caller,
+            challenge_id=assertion.challenge_id,
+            ceremony=ceremony,
+            action=audited_as,
+            reason=refusal.code,
+        )
         raise
 
 
@@ -175,8 +188,9 @@ def checked_assertion(*, caller: Caller, assertion: Assertion, ceremony: Ceremon
 
     session = caller.session
     response = assertion.response
-    expected_challenge = challenges.check(challenge=challenges.read_with(caller.read, assertion.challenge_id),
-                                          ceremony=ceremony, session=session)
+    expected_challenge = challenges.check(
+        challenge=challenges.read_with(caller.read, assertion.challenge_id), ceremony=ceremony, session=session
+    )
     key = caller.read[KEY_LABEL] if KEY_LABEL in caller.read else _stored_key(caller, response)
     if key is None:
         raise UnknownCredential("This security key is not registered to you.")
@@ -187,7 +201,9 @@ def checked_assertion(*, caller: Caller, assertion: Assertion, ceremony: Ceremon
     ):
         raise UnknownCredential("The assertion names another user.")
 
-    ceremonies.verify_authentication(response=response, expected_challenge=expected_challenge, public_key=key.public_key)
+    ceremonies.verify_authentication(
+        response=response, expected_challenge=expected_challenge, public_key=key.public_key
+    )
     # §7.2 step 17: backup eligibility is fixed when a credential is created; a change means
     # another credential, or another authenticator, behind the same ID.
     if response.backup_eligible != bool(key.backup_eligible):
@@ -195,11 +211,21 @@ def checked_assertion(*, caller: Caller, assertion: Assertion, ceremony: Ceremon
     if ceremonies.sign_count_regressed(stored=int(key.sign_count), presented=response.sign_count):
         log.warning(
             "sign-count regression: org=%s user=%s key=%s stored=%d presented=%d",
-            session.org_id, session.user_id, key.key_id, key.sign_count, response.sign_count,
+            session.org_id,
+            session.user_id,
+            key.key_id,
+            key.sign_count,
+            response.sign_count,
         )
-        audit.record(org_id=session.org_id, actor=caller.actor, action="key.sign_count_regression", target=key.key_id,
-                     user_id=session.user_id, client=caller.client,
-                     details={"stored": key.sign_count, "presented": response.sign_count})
+        audit.record(
+            org_id=session.org_id,
+            actor=caller.actor,
+            action="key.sign_count_regression",
+            target=key.key_id,
+            user_id=session.user_id,
+            client=caller.client,
+            details={"stored": key.sign_count, "presented": response.sign_count},
+        )
         raise SignCountRegression("The security key's signature counter went backwards; it may have been cloned.")
     # Every check, the MFA login and a step-up alike, meets the organization's policy.
     authenticator_policy.check_assertion(authenticator_policy.of(caller.org), user_verified=response.user_verified)
@@ -225,13 +251,23 @@ def _stored_key(caller: Caller, response: AuthenticationResponse) -> SecurityKey
     from chalicelib.ceremony import ceremonies
 
     try:
-        return SecurityKey.get(caller.session.org_id, ceremonies.key_id_for(response.credential_id), consistent_read=True)
+        return SecurityKey.get(
+            caller.session.org_id, ceremonies.key_id_for(response.credential_id), consistent_read=True
+        )
     except SecurityKey.DoesNotExist:
         return None
 
 
-def record_check(*, caller: Caller, assertion: Assertion, ceremony: Ceremony, key: SecurityKey,
-                 from_state: SessionState, session_actions: list[UpdateAction], audited_as: str) -> datetime:
+def record_check(
+    *,
+    caller: Caller,
+    assertion: Assertion,
+    ceremony: Ceremony,
+    key: SecurityKey,
+    from_state: SessionState,
+    session_actions: list[UpdateAction],
+    audited_as: str,
+) -> datetime:
     """Record a passed key check in one transaction: the challenge used up, the key's new counter
     and last use, the session's proof of the key (with ``session_actions``, the ceremony's own
     change of the session) and the audit event ``audited_as``. Each write is conditional on what
@@ -259,13 +295,23 @@ def record_check(*, caller: Caller, assertion: Assertion, ceremony: Ceremony, ke
                 actions=[*session_actions, *proved.actions()],
                 condition=(Session.token_hash == caller.token_hash) & (Session.state == from_state.value),
             )
-            write.save(Item.AUDIT, audit.event(
-                org_id=session.org_id, actor=caller.actor, action=audited_as, target=key.key_id,
-                user_id=session.user_id, client=caller.client, details={"session_id": session.session_id},
-            ))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=session.org_id,
+                    actor=caller.actor,
+                    action=audited_as,
+                    target=key.key_id,
+                    user_id=session.user_id,
+                    client=caller.client,
+                    details={"session_id": session.session_id},
+                ),
+            )
     except ConditionsFailed as refused:
         if Item.CHALLENGE in refused.labels:
-            raise ChallengeNotFound("The challenge was used by another request at the same time; request new options.") from None
+            raise ChallengeNotFound(
+                "The challenge was used by another request at the same time; request new options."
+            ) from None
         if Item.KEY in refused.labels:
             raise SignCountRegression("The security key was used by another request at the same time.") from None
         raise InvalidToken("The session changed meanwhile; sign in again.") from None
@@ -280,6 +326,9 @@ def _state_after_check(*, caller: Caller, key: SecurityKey) -> SessionState:
         return SessionState.ACTIVE
     policy = authenticator_policy.of(caller.org)
     session = caller.session
-    if any(authenticator_policy.is_compliant(policy, other) for other in keys_of(org_id=session.org_id, user_id=session.user_id)):
+    if any(
+        authenticator_policy.is_compliant(policy, other)
+        for other in keys_of(org_id=session.org_id, user_id=session.user_id)
+    ):
         raise AuthenticatorNotAllowed("The organization no longer accepts this security key; use another of your keys.")
     return SessionState.REGISTRATION_REQUIRED

@@ -5,6 +5,7 @@ A token is ``kw1.<org>.<user>.<session id>.<secret>``: the names in it let one D
 trip fetch the session together with its organization and member; the secret carries 256 random
 bits, and only the token's SHA-256 is stored.
 """
+
 from __future__ import annotations
 
 import base64
@@ -92,13 +93,15 @@ def _decode_name(part: str) -> str:
 
 
 def _new_token(session: Session) -> str:
-    return ".".join((
-        _TOKEN_VERSION,
-        _encode_name(session.org_id),
-        _encode_name(session.user_id),
-        session.session_id,
-        secrets.token_urlsafe(32),
-    ))
+    return ".".join(
+        (
+            _TOKEN_VERSION,
+            _encode_name(session.org_id),
+            _encode_name(session.user_id),
+            session.session_id,
+            secrets.token_urlsafe(32),
+        )
+    )
 
 
 def _parse_token(token: str) -> tuple[str, str, str]:
@@ -109,7 +112,11 @@ def _parse_token(token: str) -> tuple[str, str, str]:
     org_id, user_id, session_id = _decode_name(parts[1]), _decode_name(parts[2]), parts[3]
     # Only names keyward could have issued: longer ones would exceed DynamoDB's key sizes, which
     # the real service refuses with an error rather than finding nothing.
-    if not tenancy.valid_org_id(org_id) or not 0 < len(user_id) <= _MAX_USER_ID or not _SESSION_ID.fullmatch(session_id):
+    if (
+        not tenancy.valid_org_id(org_id)
+        or not 0 < len(user_id) <= _MAX_USER_ID
+        or not _SESSION_ID.fullmatch(session_id)
+    ):
         raise InvalidToken("The bearer token is not a keyward session token.")
     return org_id, user_id, session_id
 
@@ -124,8 +131,13 @@ def initial_state(*, org: Organization, member: Member) -> SessionState:
 
 
 def start(
-    *, org: Organization, member: Member, client: Client, audit_event: AuditEvent,
-    state: SessionState | None = None, also: Callable[[LabelledWrite], None] | None = None,
+    *,
+    org: Organization,
+    member: Member,
+    client: Client,
+    audit_event: AuditEvent,
+    state: SessionState | None = None,
+    also: Callable[[LabelledWrite], None] | None = None,
 ) -> IssuedSession:
     """Create a session for a member who has just proved who they are; the login's audit event,
     and whatever ``also`` adds, are written with it in one transaction."""
@@ -185,7 +197,7 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
         raise MissingToken("Send the session token as 'Authorization: Bearer <token>'.")
     org_id, user_id, session_id = _parse_token(token)
 
-    backup_key_id = user_id[len(BACKUP_USER_PREFIX):] if user_id.startswith(BACKUP_USER_PREFIX) else None
+    backup_key_id = user_id[len(BACKUP_USER_PREFIX) :] if user_id.startswith(BACKUP_USER_PREFIX) else None
     extra = list(also(org_id, user_id)) if also is not None else []
 
     for attempt in range(2):
@@ -225,8 +237,14 @@ def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoR
         raise ended
     grace.apply_deadline(session=session, org=org, member=member)
     _note_activity(session)
-    return Caller(session=session, org=org, member=member, token_hash=token_hash, client=client,
-                  read={label: found_in(future) for label, future in extra_futures.items()})
+    return Caller(
+        session=session,
+        org=org,
+        member=member,
+        token_hash=token_hash,
+        client=client,
+        read={label: found_in(future) for label, future in extra_futures.items()},
+    )
 
 
 def why_ended(*, session: Session, org: Organization, member: Member, now: datetime) -> NotAuthenticated | None:
@@ -239,7 +257,9 @@ def why_ended(*, session: Session, org: Organization, member: Member, now: datet
     if ended_by_enforcement(session=session, org=org):
         return SessionEndedByEnforcement("The organization now enforces MFA; sign in again.")
     if ended_by_new_key(session=session, member=member):
-        return SessionEndedByNewKey("A security key was registered to your account since this session started; sign in again.")
+        return SessionEndedByNewKey(
+            "A security key was registered to your account since this session started; sign in again."
+        )
     if now - (session.last_seen_at or session.created_at) >= _idle_timeout():
         return SessionIdle("The session was unused for too long; sign in again.")
     return None
@@ -349,18 +369,28 @@ def end(*, caller: Caller) -> None:
     session = caller.session
     try:
         with transaction() as write:
-            write.delete(Item.SESSION, Session(session.org_id, session.session_id),
-                         condition=Session.token_hash == caller.token_hash)
-            write.save(Item.AUDIT, audit.event(
-                org_id=session.org_id, actor=caller.actor, action="logout", target=session.session_id,
-                user_id=session.user_id, client=caller.client,
-            ))
+            write.delete(
+                Item.SESSION,
+                Session(session.org_id, session.session_id),
+                condition=Session.token_hash == caller.token_hash,
+            )
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=session.org_id,
+                    actor=caller.actor,
+                    action="logout",
+                    target=session.session_id,
+                    user_id=session.user_id,
+                    client=caller.client,
+                ),
+            )
     except ConditionsFailed:
         raise InvalidToken("The session does not exist or has ended.") from None
 
 
-
 # --- session hygiene --------------------------------------------------------------------------
+
 
 def sessions_of(*, org_id: str, user_id: str) -> list[Session]:
     """A member's live sessions, newest first (expired ones wait for DynamoDB's TTL)."""
@@ -375,7 +405,11 @@ def open_sessions_of(caller: Caller) -> list[Session]:
     they wait for DynamoDB's TTL, but no request can use them any more."""
     now = clock.now()
     found = sessions_of(org_id=caller.session.org_id, user_id=caller.session.user_id)
-    return [session for session in found if why_ended(session=session, org=caller.org, member=caller.member, now=now) is None]
+    return [
+        session
+        for session in found
+        if why_ended(session=session, org=caller.org, member=caller.member, now=now) is None
+    ]
 
 
 def end_own_session(*, caller: Caller, session_id: str) -> None:
@@ -389,10 +423,17 @@ def end_own_session(*, caller: Caller, session_id: str) -> None:
                 Session(caller.session.org_id, session_id),
                 condition=Session.session_id.exists() & (Session.user_id == caller.session.user_id),
             )
-            write.save(Item.AUDIT, audit.event(
-                org_id=caller.session.org_id, actor=caller.actor, action="session.ended", target=session_id,
-                user_id=caller.session.user_id, client=caller.client,
-            ))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=caller.session.org_id,
+                    actor=caller.actor,
+                    action="session.ended",
+                    target=session_id,
+                    user_id=caller.session.user_id,
+                    client=caller.client,
+                ),
+            )
     except ConditionsFailed:
         raise SessionNotFound("No such session.") from None
 
@@ -405,7 +446,7 @@ def end_sessions(sessions: Iterable[Session]) -> int:
     ending = list(sessions)
     for start in range(0, len(ending), 100):
         with transaction() as write:
-            for session in ending[start:start + 100]:
+            for session in ending[start : start + 100]:
                 write.delete(Item.SESSION, session)
     return len(ending)
 
@@ -416,7 +457,7 @@ def _is_member(*, org_id: str, user_id: str) -> bool:
         return False
     try:
         if user_id.startswith(BACKUP_USER_PREFIX):
-            credential = BackupCredential.get(user_id[len(BACKUP_USER_PREFIX):], consistent_read=True)
+            credential = BackupCredential.get(user_id[len(BACKUP_USER_PREFIX) :], consistent_read=True)
             return credential.org_id == org_id
         Member.get(org_id, user_id, consistent_read=True, attributes_to_get=["user_id"])
         return True
@@ -438,13 +479,21 @@ def end_member_sessions(*, caller: Caller, user_id: str) -> int:
     if not _is_member(org_id=org_id, user_id=user_id):
         raise MemberNotFound("No such member.")
     ending = [s for s in sessions_of(org_id=org_id, user_id=user_id) if s.session_id != caller.session.session_id]
-    chunks = [ending[i:i + _SESSIONS_PER_TRANSACTION] for i in range(0, len(ending), _SESSIONS_PER_TRANSACTION)]
+    chunks = [ending[i : i + _SESSIONS_PER_TRANSACTION] for i in range(0, len(ending), _SESSIONS_PER_TRANSACTION)]
     for chunk in chunks or [[]]:
         with transaction() as write:
             for session in chunk:
                 write.delete(Item.SESSION, session)
-            write.save(Item.AUDIT, audit.event(
-                org_id=org_id, actor=caller.actor, action="member.sessions_ended", target=user_id,
-                user_id=user_id, client=caller.client, details={"sessions_ended": len(chunk)},
-            ))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org_id,
+                    actor=caller.actor,
+                    action="member.sessions_ended",
+                    target=user_id,
+                    user_id=user_id,
+                    client=caller.client,
+                    details={"sessions_ended": len(chunk)},
+                ),
+            )
     return len(ending)

@@ -6,6 +6,7 @@ within ``KEYWARD_REAUTH_WINDOW_SECONDS`` of the session's last proof of a key th
 Who may step up at all is the assurance rule's too: backup credentials and members without keys
 have nothing to step up with.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -55,6 +56,15 @@ def verify(*, caller: Caller, assertion: Assertion) -> datetime:
         # A step-up proves what the MFA check proves, under the same rule: a key the organization no
         # longer accepts opens no window.
         if not assurance.accepts(caller.org, key):
-            raise AuthenticatorNotAllowed("The organization no longer accepts this security key; use another of your keys.")
-        return mfa.record_check(caller=caller, assertion=assertion, ceremony=ceremony, key=key,
-                                from_state=SessionState.ACTIVE, session_actions=[], audited_as="reauth.succeeded")
+            raise AuthenticatorNotAllowed(
+                "The organization no longer accepts this security key; use another of your keys."
+            )
+        return mfa.record_check(
+            caller=caller,
+            assertion=assertion,
+            ceremony=ceremony,
+            key=key,
+            from_state=SessionState.ACTIVE,
+            session_actions=[],
+            audited_as="reauth.succeeded",
+        )

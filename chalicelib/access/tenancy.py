@@ -9,6 +9,7 @@ one customer's IdP cannot sign users in to another customer's organization.
 With KEYWARD_ORG_CREATION=operator an unknown organization is refused until an operator creates
 it (``python -m keyward org create``); with on_first_login the first ID token naming it does.
 """
+
 from __future__ import annotations
 
 import re
@@ -85,7 +86,9 @@ def organization_for_sign_in(*, org_id: str, issuer: str, found: object = _UNREA
         except Organization.DoesNotExist:
             found = _UNREAD
             if settings().org_creation != "on_first_login":
-                raise UnknownOrganization("This organization is not set up on keyward; ask the operator to create it.") from None
+                raise UnknownOrganization(
+                    "This organization is not set up on keyward; ask the operator to create it."
+                ) from None
             try:
                 return create(org_id=org_id, issuer=issuer)
             except OrganizationExists:
@@ -122,8 +125,13 @@ def create(*, org_id: str, issuer: str | None) -> Organization:
         OrganizationExists: it exists already.
     """
     org = Organization(
-        org_id, created_at=clock.now(), mfa_enforced=False, enforcement_generation=0,
-        members_total=0, members_with_key=0, issuer=issuer,
+        org_id,
+        created_at=clock.now(),
+        mfa_enforced=False,
+        enforcement_generation=0,
+        members_total=0,
+        members_with_key=0,
+        issuer=issuer,
     )
     try:
         org.save(condition=Organization.org_id.does_not_exist())

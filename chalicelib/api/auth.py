@@ -1,4 +1,5 @@
 """Sign-in: the IdP step, the MFA step, and logout."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -41,9 +42,12 @@ def login() -> dict[str, Any]:
     body = json_body(auth.current_request)
     only_fields(body, {"id_token", "nonce"})
     nonce = string_field(body, "nonce", limit=256) if "nonce" in body else None
-    signed_in = identity.sign_in(id_token=string_field(body, "id_token", limit=16384), nonce=nonce,
-                                 client=client_of(auth.current_request))
-    return login_body(token=signed_in.issued.token, session=signed_in.issued.session, org=signed_in.org, member=signed_in.member)
+    signed_in = identity.sign_in(
+        id_token=string_field(body, "id_token", limit=16384), nonce=nonce, client=client_of(auth.current_request)
+    )
+    return login_body(
+        token=signed_in.issued.token, session=signed_in.issued.session, org=signed_in.org, member=signed_in.member
+    )
 
 
 @route(auth, "/auth/mfa/options", methods=["POST"])
@@ -60,8 +64,9 @@ def _assertion(body: dict[str, Any]) -> Assertion:
 
 @route(auth, "/auth/mfa/verify", methods=["POST"])
 def mfa_verify() -> dict[str, Any]:
-    caller, assertion = caller_with(auth.current_request, action=Action.MFA_CHECK,
-                                    parse=_assertion, reads=mfa.assertion_reads)
+    caller, assertion = caller_with(
+        auth.current_request, action=Action.MFA_CHECK, parse=_assertion, reads=mfa.assertion_reads
+    )
     passed = mfa.verify(caller=caller, assertion=assertion)
     return login_body(token=passed.token, session=caller.session, org=caller.org, member=caller.member)
 
@@ -74,8 +79,9 @@ def reauth_options() -> dict[str, Any]:
 
 @route(auth, "/auth/reauth/verify", methods=["POST"])
 def reauth_verify() -> dict[str, Any]:
-    caller, assertion = caller_with(auth.current_request, action=Action.STEP_UP, parse=_assertion,
-                                    reads=mfa.assertion_reads)
+    caller, assertion = caller_with(
+        auth.current_request, action=Action.STEP_UP, parse=_assertion, reads=mfa.assertion_reads
+    )
     checked_at = stepup.verify(caller=caller, assertion=assertion)
     return {"key_checked_at": clock.iso(checked_at), "reauth_until": clock.iso(assurance.window_ends(caller))}
 
@@ -89,6 +95,8 @@ def logout() -> None:
 def backup_login() -> dict[str, Any]:
     body = json_body(auth.current_request)
     only_fields(body, {"key_id", "secret"})
-    signed_in = backup.sign_in(key_id=body.get("key_id"), secret=body.get("secret"), client=client_of(auth.current_request))
+    signed_in = backup.sign_in(
+        key_id=body.get("key_id"), secret=body.get("secret"), client=client_of(auth.current_request)
+    )
     member = sessions.backup_member(signed_in.credential)
     return login_body(token=signed_in.issued.token, session=signed_in.issued.session, org=signed_in.org, member=member)

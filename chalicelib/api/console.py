@@ -1,5 +1,6 @@
 """The web console: its page and static files from ``chalicelib/console/``, and the local stage's
 demo sign-in (``POST /dev/id-token``), a Blueprint of its own that app.py registers only there."""
+
 from __future__ import annotations
 
 import functools
@@ -69,17 +70,20 @@ def _etag(body: str) -> str:
 
 
 @functools.cache
-def _page(*, base: str, dev_sign_in_enabled: bool, idp_authorization_endpoint: str = "", idp_client_id: str = "") -> _Asset:
+def _page(
+    *, base: str, dev_sign_in_enabled: bool, idp_authorization_endpoint: str = "", idp_client_id: str = ""
+) -> _Asset:
     # The page is filled in per deployment: API Gateway serves it under its stage (/api/), and
     # every URL in it is relative to that base.
     import html
 
     template = _assets()["index.html"].body
-    body = template.replace("{{base}}", html.escape(base, quote=True)).replace(
-        "{{dev_sign_in}}", "on" if dev_sign_in_enabled else "off"
-    ).replace(
-        "{{idp_authorization_endpoint}}", html.escape(idp_authorization_endpoint, quote=True)
-    ).replace("{{idp_client_id}}", html.escape(idp_client_id, quote=True))
+    body = (
+        template.replace("{{base}}", html.escape(base, quote=True))
+        .replace("{{dev_sign_in}}", "on" if dev_sign_in_enabled else "off")
+        .replace("{{idp_authorization_endpoint}}", html.escape(idp_authorization_endpoint, quote=True))
+        .replace("{{idp_client_id}}", html.escape(idp_client_id, quote=True))
+    )
     return _Asset(body=body, content_type=_CONTENT_TYPES[".html"], etag=_etag(body))
 
 
@@ -105,10 +109,14 @@ def _serve(asset: _Asset) -> Response:
 def page() -> Response:
     request = console.current_request
     config = settings()
-    return _serve(_page(
-        base=_base_path(request.context or {}), dev_sign_in_enabled=config.dev_idp_key_file is not None,
-        idp_authorization_endpoint=config.oidc_authorization_endpoint or "", idp_client_id=config.oidc_audience,
-    ))
+    return _serve(
+        _page(
+            base=_base_path(request.context or {}),
+            dev_sign_in_enabled=config.dev_idp_key_file is not None,
+            idp_authorization_endpoint=config.oidc_authorization_endpoint or "",
+            idp_client_id=config.oidc_audience,
+        )
+    )
 
 
 @console.route("/console/{name}", methods=["GET"])
@@ -128,7 +136,10 @@ def dev_id_token() -> dict[str, Any]:
     body = json_body(dev_sign_in.current_request)
     only_fields(body, {"org", "user", "admin", "name", "email"})
     token = devidp.mint_id_token(
-        org=body.get("org"), user=body.get("user"), admin=body.get("admin", False),
-        name=body.get("name"), email=body.get("email"),
+        org=body.get("org"),
+        user=body.get("user"),
+        admin=body.get("admin", False),
+        name=body.get("name"),
+        email=body.get("email"),
     )
     return {"id_token": token}

@@ -1,5 +1,6 @@
 """What every endpoint shares: reading the request, authenticating it, and the one place that
 turns domain refusals into HTTP errors with a stable reason code."""
+
 from __future__ import annotations
 
 import functools
@@ -60,12 +61,15 @@ def http_error(refusal: errors.Refusal) -> ChaliceViewError:
     return error_class(str(refusal))
 
 
-def route(blueprint: Blueprint, path: str, *, methods: list[str], status: int = 200) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def route(
+    blueprint: Blueprint, path: str, *, methods: list[str], status: int = 200
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a handler; its refusals become HTTP errors and its result the response body.
 
     DynamoDB failures that no domain function expected become 503 ``StorageUnavailable``: the
     client learns that nothing was done, never a 500.
     """
+
     def register(handler: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(handler)
         def endpoint(**params: Any) -> Response:
@@ -101,7 +105,9 @@ def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise errors.MalformedJson("The request body must be a JSON object.")
     if _holds_lone_surrogate(body):
-        raise errors.MalformedJson("A string in the request body holds an unpaired surrogate (such as \\ud800), which is not text.")
+        raise errors.MalformedJson(
+            "A string in the request body holds an unpaired surrogate (such as \\ud800), which is not text."
+        )
     return body
 
 
@@ -156,7 +162,10 @@ Submitted = TypeVar("Submitted")
 
 
 def caller_with(
-    request: Request, *, action: Action, parse: Callable[[dict[str, Any]], Submitted],
+    request: Request,
+    *,
+    action: Action,
+    parse: Callable[[dict[str, Any]], Submitted],
     reads: Callable[[Submitted], AlsoReads],
 ) -> tuple[Caller, Submitted]:
     """The caller and their parsed request body, read together: what the body names (a

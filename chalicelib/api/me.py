@@ -1,4 +1,5 @@
 """Personal settings → Multi-factor authentication: the caller's own security keys."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -61,24 +62,35 @@ def list_keys() -> dict[str, Any]:
 def registration_options() -> dict[str, Any]:
     caller = caller_of(me.current_request, action=Action.REGISTER_KEY)
     started = registration.registration_options(caller=caller)
-    return {"challenge_id": started.challenge_id, "publicKey": started.public_key,
-            "enrollment_code_required": enrollment_passes.code_required(caller=caller)}
+    return {
+        "challenge_id": started.challenge_id,
+        "publicKey": started.public_key,
+        "enrollment_code_required": enrollment_passes.code_required(caller=caller),
+    }
 
 
 def _key_submission(body: dict[str, Any]) -> KeySubmission:
     only_fields(body, {"challenge_id", "name", "credential", "enrollment_code"})
-    return registration.parse_submission(challenge_id=body.get("challenge_id"), name=body.get("name"), credential=body.get("credential"),
-                                 enrollment_code=body.get("enrollment_code"))
+    return registration.parse_submission(
+        challenge_id=body.get("challenge_id"),
+        name=body.get("name"),
+        credential=body.get("credential"),
+        enrollment_code=body.get("enrollment_code"),
+    )
 
 
 @route(me, "/me/mfa/keys", methods=["POST"], status=201)
 def register_key() -> dict[str, Any]:
-    caller, submission = caller_with(me.current_request, action=Action.REGISTER_KEY, parse=_key_submission,
-                                     reads=registration.submission_reads)
+    caller, submission = caller_with(
+        me.current_request, action=Action.REGISTER_KEY, parse=_key_submission, reads=registration.submission_reads
+    )
     registered = registration.register(caller=caller, submission=submission)
     # A session that had to register continues under a new token; the old one stops working.
-    return {"key": management.describe(registered.key, policy=authenticator_policy.of(caller.org)),
-            "session": {"state": caller.session.state}, "token": registered.token}
+    return {
+        "key": management.describe(registered.key, policy=authenticator_policy.of(caller.org)),
+        "session": {"state": caller.session.state},
+        "token": registered.token,
+    }
 
 
 @route(me, "/me/mfa/keys/{key_id}", methods=["PATCH"])
@@ -105,8 +117,12 @@ def disable_mfa() -> None:
 @route(me, "/me/sessions", methods=["GET"])
 def list_sessions() -> dict[str, Any]:
     caller = caller_of(me.current_request, action=Action.READ)
-    return {"sessions": [views.session_body(session, current=caller.session.session_id)
-                         for session in sessions.open_sessions_of(caller)]}
+    return {
+        "sessions": [
+            views.session_body(session, current=caller.session.session_id)
+            for session in sessions.open_sessions_of(caller)
+        ]
+    }
 
 
 @route(me, "/me/sessions/{session_id}", methods=["DELETE"], status=204)

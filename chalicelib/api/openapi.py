@@ -5,6 +5,7 @@ directory whole into the Lambda, and ``docs/openapi.json`` is a copy for readers
 tests/contract/test_openapi.py keeps identical. It is read once per process, on the first request, and
 served exactly as stored.
 """
+
 from __future__ import annotations
 
 import functools

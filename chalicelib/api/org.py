@@ -1,4 +1,5 @@
 """Organization settings → Multi-factor authentication: for the organization's admins only."""
+
 from __future__ import annotations
 
 import json
@@ -103,10 +104,15 @@ def set_enforcement() -> dict[str, Any]:
     hours = grace.check_hours(body["grace_period_hours"]) if "grace_period_hours" in body else None
     if hours is not None and enforced is not True:
         raise MalformedRequest("'grace_period_hours' applies to an enforcement: send it with 'enforced': true.")
-    change = enrollment_passes.policy_change(caller=caller, policy=enrollment_passes.check_policy(body["enrollment"])) \
-        if "enrollment" in body else None
+    change = (
+        enrollment_passes.policy_change(caller=caller, policy=enrollment_passes.check_policy(body["enrollment"]))
+        if "enrollment" in body
+        else None
+    )
     if isinstance(enforced, bool):
-        return _status_body(enforcement.set_enforced(caller=caller, enforced=enforced, grace_period_hours=hours, along=change))
+        return _status_body(
+            enforcement.set_enforced(caller=caller, enforced=enforced, grace_period_hours=hours, along=change)
+        )
     return _status_body(enforcement.change_alone(org=caller.org, change=change))
 
 
@@ -115,8 +121,9 @@ def list_members() -> dict[str, Any]:
     caller = _admin()
     limit, after, mfa = pagination.limit_from(_query("limit")), pagination.decode(_query("next")), _query("mfa")
     if mfa is not None:
-        page = members.list_members_by_coverage(org_id=caller.org.org_id, bucket=members.check_bucket(mfa),
-                                                limit=limit, after=after)
+        page = members.list_members_by_coverage(
+            org_id=caller.org.org_id, bucket=members.check_bucket(mfa), limit=limit, after=after
+        )
     else:
         page = members.list_members(org_id=caller.org.org_id, limit=limit, after=after)
     return {"members": [members.describe(member, org=caller.org) for member in page.items], "next": page.next}
@@ -131,15 +138,17 @@ def preview_enforcement() -> dict[str, Any]:
         "members_total": found.counters.members_total,
         "members_with_key": found.counters.members_with_key,
         "members_without_key": found.counters.members_without_key,
-        "members_without_key_first_page": [members.describe(member, org=caller.org)
-                                           for member in found.first_without_key.items],
+        "members_without_key_first_page": [
+            members.describe(member, org=caller.org) for member in found.first_without_key.items
+        ],
         "next": found.first_without_key.next,
         "members_compliant": found.compliance.members_compliant,
         "compliance": {"state": found.compliance.state},
         "admins_total": found.counters.admins_total,
         "admins_without_key": found.counters.admins_without_key,
-        "admins_without_key_first_page": [members.describe(member, org=caller.org)
-                                          for member in found.first_admins_without_key],
+        "admins_without_key_first_page": [
+            members.describe(member, org=caller.org) for member in found.first_admins_without_key
+        ],
         "sessions_ending_estimate": found.sessions_ending_estimate,
     }
 
@@ -157,15 +166,20 @@ def list_keys() -> dict[str, Any]:
     compliant = _query("compliant")
     if compliant not in (None, "", "false"):
         raise MalformedRequest("'compliant' may only be 'false' (the keys that fall short of the policy).")
-    page = org_keys.list_org_keys(org_id=org_id, limit=pagination.limit_from(_query("limit")),
-                              after=pagination.decode(_query("next")),
-                              user_id=query_values.user_id_filter(_query("user_id")),
-                              noncompliant_under=policy if compliant == "false" else None)
+    page = org_keys.list_org_keys(
+        org_id=org_id,
+        limit=pagination.limit_from(_query("limit")),
+        after=pagination.decode(_query("next")),
+        user_id=query_values.user_id_filter(_query("user_id")),
+        noncompliant_under=policy if compliant == "false" else None,
+    )
     owners = org_keys.owners_of(org_id=org_id, found=page.items)
     return {
         "keys": [
-            {**management.describe(key, policy=policy),
-             "user": {"id": key.user_id, "name": owners[key.user_id].name if key.user_id in owners else ""}}
+            {
+                **management.describe(key, policy=policy),
+                "user": {"id": key.user_id, "name": owners[key.user_id].name if key.user_id in owners else ""},
+            }
             for key in page.items
         ],
         "next": page.next,
@@ -247,9 +261,13 @@ def audit_log() -> dict[str, Any]:
     caller = _admin()
     since, until = _time_range()
     page = audit.list_events(
-        org_id=caller.org.org_id, limit=pagination.limit_from(_query("limit")), after=pagination.decode(_query("next")),
-        action=query_values.action_filter(_query("action")), user_id=query_values.user_id_filter(_query("user_id")),
-        since=since, until=until,
+        org_id=caller.org.org_id,
+        limit=pagination.limit_from(_query("limit")),
+        after=pagination.decode(_query("next")),
+        action=query_values.action_filter(_query("action")),
+        user_id=query_values.user_id_filter(_query("user_id")),
+        since=since,
+        until=until,
     )
     return {"events": [audit.describe(entry) for entry in page.items], "next": page.next}
 
@@ -261,8 +279,11 @@ def issue_enrollment_pass(user_id: str) -> dict[str, Any]:
     only_fields(body, {"lifetime_minutes"})
     lifetime = enrollment_passes.check_lifetime(body.get("lifetime_minutes"))
     issued = enrollment_passes.issue(caller=caller, user_id=user_id, lifetime_minutes=lifetime)
-    return {"id": issued.enrollment_pass.pass_id, "code": issued.code,
-            "expires_at": clock.iso(issued.enrollment_pass.expires_at)}
+    return {
+        "id": issued.enrollment_pass.pass_id,
+        "code": issued.code,
+        "expires_at": clock.iso(issued.enrollment_pass.expires_at),
+    }
 
 
 @route(org, "/org/members/{user_id}/enrollment-passes", methods=["GET"])
@@ -282,9 +303,14 @@ def export_audit_log() -> Response:
     caller = _admin()
     since, until = _time_range()
     page = audit.list_events(
-        org_id=caller.org.org_id, limit=audit.EXPORT_PAGE, after=pagination.decode(_query("next")),
-        action=query_values.action_filter(_query("action")), user_id=query_values.user_id_filter(_query("user_id")),
-        since=since, until=until, oldest_first=True,
+        org_id=caller.org.org_id,
+        limit=audit.EXPORT_PAGE,
+        after=pagination.decode(_query("next")),
+        action=query_values.action_filter(_query("action")),
+        user_id=query_values.user_id_filter(_query("user_id")),
+        since=since,
+        until=until,
+        oldest_first=True,
     )
     lines = "".join(json.dumps(audit.describe(entry), separators=(",", ":")) + "\n" for entry in page.items)
     headers: dict[str, str | list[str]] = {"Content-Type": "application/x-ndjson"}

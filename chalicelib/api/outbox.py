@@ -3,6 +3,7 @@
 Registered only where SES is moto (``KEYWARD_AWS_ENDPOINT``, which the local stage alone may set):
 on AWS the mail is in the members' mailboxes, not here.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

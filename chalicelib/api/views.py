@@ -1,4 +1,5 @@
 """How the API shows users, organizations and sessions (the contract's JSON bodies)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

@@ -1,4 +1,5 @@
 """Organization settings → Webhooks: where the organization's audit events are posted (admins only)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -91,7 +92,9 @@ def change_webhook(webhook_id: str) -> dict[str, Any]:
         raise MalformedRequest("'enabled' must be true or false.")
     url = string_field(body, "url", limit=endpoints.MAX_URL_LENGTH) if "url" in body else None
     events = _events(body) if "events" in body else None
-    changed = endpoints.change(caller=caller, webhook_id=_webhook_id(webhook_id), enabled=enabled, url=url, events=events)
+    changed = endpoints.change(
+        caller=caller, webhook_id=_webhook_id(webhook_id), enabled=enabled, url=url, events=events
+    )
     return {"webhook": endpoints.describe(changed)}
 
 

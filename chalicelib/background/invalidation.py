@@ -2,6 +2,7 @@
 by page, several batches at once, resumable across invocations (progress saved on the organization
 item, handed over to the next invocation before this one's time runs out: the rule of
 chalicelib/background/resumable.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -66,7 +67,9 @@ class _SessionDeletion:
 
     def work_page(self, *, after: str | None) -> resumable.Page:
         invalidation = self.invalidation
-        keys, cursor = _ended_sessions_page(org_id=self.org.org_id, generation=int(invalidation.generation), after=after)
+        keys, cursor = _ended_sessions_page(
+            org_id=self.org.org_id, generation=int(invalidation.generation), after=after
+        )
         keys = [key for key in keys if key["session_id"]["S"] != self.org.enforcing_session_id]
         try:
             invalidation.sessions_ended += _delete_sessions(keys)
@@ -81,8 +84,11 @@ class _SessionDeletion:
         self.invalidation.cursor = cursor
         saved = _save_progress(org=self.org, invalidation=self.invalidation, handoff=handoff)
         if handoff:
-            log.info("organization %s: %d sessions ended so far; continuing in the next invocation",
-                     self.org.org_id, self.invalidation.sessions_ended)
+            log.info(
+                "organization %s: %d sessions ended so far; continuing in the next invocation",
+                self.org.org_id,
+                self.invalidation.sessions_ended,
+            )
         return saved
 
     def finish(self) -> None:
@@ -115,14 +121,16 @@ def _delete_sessions(keys: list[dict[str, Any]]) -> int:
         ThreadPoolExecutor,  # only the stream function needs threads
     )
 
-    batches = [keys[i:i + BATCH_SIZE] for i in range(0, len(keys), BATCH_SIZE)]
+    batches = [keys[i : i + BATCH_SIZE] for i in range(0, len(keys), BATCH_SIZE)]
     if not batches:
         return 0
     with ThreadPoolExecutor(max_workers=min(PARALLEL_BATCHES, len(batches))) as pool:
         futures = [pool.submit(_delete_batch, batch) for batch in batches]
     # A failed batch may still have deleted some of its sessions before giving up.
-    deleted = sum(len(batch) if future.exception() is None else getattr(future.exception(), "deleted", 0)
-                  for batch, future in zip(batches, futures))
+    deleted = sum(
+        len(batch) if future.exception() is None else getattr(future.exception(), "deleted", 0)
+        for batch, future in zip(batches, futures)
+    )
     failure = next((future.exception() for future in futures if future.exception() is not None), None)
     if failure is not None:
         raise InvalidationFailed(f"{deleted} of {len(keys)} sessions deleted: {failure}", deleted=deleted) from failure
@@ -139,7 +147,7 @@ def _delete_batch(keys: list[dict[str, Any]]) -> None:
     pending = keys
     for attempt in range(MAX_BATCH_ATTEMPTS):
         if attempt:
-            time.sleep(random.uniform(0, min(5.0, 0.05 * 2 ** attempt)))
+            time.sleep(random.uniform(0, min(5.0, 0.05 * 2**attempt)))
         try:
             response = connection.batch_write_item(delete_items=pending)
         except PutError as error:
@@ -152,14 +160,14 @@ def _delete_batch(keys: list[dict[str, Any]]) -> None:
         pending = [request["DeleteRequest"]["Key"] for request in unprocessed]
         if not pending:
             return
-    raise InvalidationFailed(f"{len(pending)} sessions could not be deleted after {MAX_BATCH_ATTEMPTS} attempts",
-                             deleted=len(keys) - len(pending))
+    raise InvalidationFailed(
+        f"{len(pending)} sessions could not be deleted after {MAX_BATCH_ATTEMPTS} attempts",
+        deleted=len(keys) - len(pending),
+    )
 
 
 def _progress_condition(invalidation: Invalidation, *, handoffs: int) -> Any:
-    return (_INVALIDATION.generation == invalidation.generation) & (
-        _INVALIDATION.handoffs == handoffs
-    )
+    return (_INVALIDATION.generation == invalidation.generation) & (_INVALIDATION.handoffs == handoffs)
 
 
 def _save_progress(*, org: Organization, invalidation: Invalidation, handoff: bool) -> bool:
@@ -202,11 +210,16 @@ def _finish(*, org: Organization, invalidation: Invalidation) -> None:
                 ],
                 condition=_progress_condition(invalidation, handoffs=int(invalidation.handoffs)),
             )
-            write.save(Item.AUDIT, audit.event(
-                org_id=org.org_id, actor=_enforcer(org), action="enforcement.sessions_ended",
-                target=org.org_id, details={"sessions_ended": invalidation.sessions_ended,
-                                            "generation": invalidation.generation},
-            ))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org.org_id,
+                    actor=_enforcer(org),
+                    action="enforcement.sessions_ended",
+                    target=org.org_id,
+                    details={"sessions_ended": invalidation.sessions_ended, "generation": invalidation.generation},
+                ),
+            )
     except ConditionsFailed:
         return
     log.info("organization %s: enforcement ended %d sessions", org.org_id, invalidation.sessions_ended)

@@ -2,6 +2,7 @@
 store its authenticator models, flag the stored keys of models it newly reports compromised, and
 start a compliance recount where an organization's policy reads model statuses. What the metadata
 says of a key at registration: chalicelib/ceremony/metadata.py."""
+
 from __future__ import annotations
 
 import json
@@ -96,16 +97,26 @@ def _store(*, number: int, next_update: str, entries: list[dict[str, Any]]) -> L
         raise MetadataRejected(f"The metadata BLOB no. {number} is not newer than no. {previous_number} in use.")
 
     index = metadata.entries_by_model_id(entries)
-    before = {item.model_id: item for item in AuthenticatorModel.scan(consistent_read=True) if item.model_id != metadata.CURRENT}
+    before = {
+        item.model_id: item
+        for item in AuthenticatorModel.scan(consistent_read=True)
+        if item.model_id != metadata.CURRENT
+    }
     loaded_at = clock.now()
     with AuthenticatorModel.batch_write() as batch:
         for model_id, entry in index.items():
             info = metadata.model_from_entry(model_id, entry)
-            batch.save(AuthenticatorModel(
-                model_id, description=info.description, statuses=list(info.statuses),
-                entry=json.dumps(entry, separators=(",", ":")), blob_number=number, next_update=next_update,
-                loaded_at=loaded_at,
-            ))
+            batch.save(
+                AuthenticatorModel(
+                    model_id,
+                    description=info.description,
+                    statuses=list(info.statuses),
+                    entry=json.dumps(entry, separators=(",", ":")),
+                    blob_number=number,
+                    next_update=next_update,
+                    loaded_at=loaded_at,
+                )
+            )
         for model_id, item in before.items():
             if model_id not in index:
                 batch.delete(item)
@@ -124,7 +135,9 @@ def _store(*, number: int, next_update: str, entries: list[dict[str, Any]]) -> L
     # Last, so that readers switch to the new models only once all of them are stored.
     AuthenticatorModel(metadata.CURRENT, blob_number=number, next_update=next_update, loaded_at=loaded_at).save()
     log.info("metadata BLOB no. %d loaded: %d models, newly compromised %s", number, len(index), newly_compromised)
-    return LoadedBlob(blob_number=number, models=len(index), newly_compromised=tuple(newly_compromised), keys_flagged=flagged)
+    return LoadedBlob(
+        blob_number=number, models=len(index), newly_compromised=tuple(newly_compromised), keys_flagged=flagged
+    )
 
 
 def _bundled_statuses(model_id: str) -> tuple[str, ...]:
@@ -143,8 +156,12 @@ def _restamp_keys(*, model: metadata.ModelInfo, compromised_now: bool) -> int:
             # What the model lacks, the key lacks too, as when a key of it is registered.
             key.update(
                 actions=[
-                    SecurityKey.model_status.set(model.status) if model.status is not None else SecurityKey.model_status.remove(),
-                    SecurityKey.model.set(model.description) if model.description is not None else SecurityKey.model.remove(),
+                    SecurityKey.model_status.set(model.status)
+                    if model.status is not None
+                    else SecurityKey.model_status.remove(),
+                    SecurityKey.model.set(model.description)
+                    if model.description is not None
+                    else SecurityKey.model.remove(),
                 ],
                 condition=SecurityKey.key_id.exists(),
             )
@@ -155,8 +172,12 @@ def _restamp_keys(*, model: metadata.ModelInfo, compromised_now: bool) -> int:
         orgs.add(found.org_id)
         if compromised_now:
             audit.record(
-                org_id=found.org_id, actor=audit.SYSTEM, action="key.model_compromised", target=found.key_id,
-                user_id=found.user_id, details={"model": model.description or model.model_id, "status": model.status},
+                org_id=found.org_id,
+                actor=audit.SYSTEM,
+                action="key.model_compromised",
+                target=found.key_id,
+                user_id=found.user_id,
+                details={"model": model.description or model.model_id, "status": model.status},
             )
     _recount_compliance(orgs)
     return changed

@@ -2,6 +2,7 @@
 enforcement's bulk ending of sessions (``invalidation``), a compliance recount (``recount``) — and an
 enforcement switched on outside the API (an operator editing the table) is recorded as the API
 would have."""
+
 from __future__ import annotations
 
 import logging
@@ -108,15 +109,24 @@ def _record_operator_enforcement(*, org_id: str, generation: int) -> None:
                     Organization.enforced_by.set(audit.OPERATOR.name),
                     Organization.enforcing_session_id.remove(),
                     Organization.enforcement_generation.set(generation + 1),
-                    Organization.invalidation.set(enforcement.new_invalidation(generation=generation + 1, started_at=enforced_at)),
+                    Organization.invalidation.set(
+                        enforcement.new_invalidation(generation=generation + 1, started_at=enforced_at)
+                    ),
                     # What keeps the reason of sessions it ends once they are deleted (chalicelib.access.lifecycle).
                     Organization.last_enforced_at.set(enforced_at),
                 ],
-                condition=(Organization.mfa_enforced == True)
-                & (Organization.enforcement_generation == generation),
+                condition=(Organization.mfa_enforced == True) & (Organization.enforcement_generation == generation),
             )
-            write.save(Item.AUDIT, audit.event(org_id=org_id, actor=audit.OPERATOR, action="enforcement.enabled",
-                                               target=org_id, details={"generation": generation + 1}))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org_id,
+                    actor=audit.OPERATOR,
+                    action="enforcement.enabled",
+                    target=org_id,
+                    details={"generation": generation + 1},
+                ),
+            )
     except ConditionsFailed:
         return  # recorded already, or switched off again meanwhile
     log.info("organization %s: enforcement set outside the API recorded (generation %d)", org_id, generation + 1)

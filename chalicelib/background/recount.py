@@ -2,6 +2,7 @@
 status change) every member holding keys is counted again under the new compliance version, page by
 page, resumable across invocations as the enforcement's session clean-up is (the rule of
 chalicelib/background/resumable.py). The rule the figures follow: chalicelib/counters/compliance.py."""
+
 from __future__ import annotations
 
 import logging
@@ -32,16 +33,22 @@ def process_change(*, old: Mapping[str, Any] | None, new: Mapping[str, Any], dea
     """One organizations stream record: a recount that started, or was handed over, goes on; a
     policy changed outside the API (an operator in the AWS console), which moved no version,
     starts one."""
-    if old is not None and old.get("authenticator_policy") != new.get("authenticator_policy") \
-            and old.get("compliance_version") == new.get("compliance_version"):
+    if (
+        old is not None
+        and old.get("authenticator_policy") != new.get("authenticator_policy")
+        and old.get("compliance_version") == new.get("compliance_version")
+    ):
         log.info("organization %s: policy changed outside the API; recounting", new["org_id"]["S"])
         compliance.restart(org_id=new["org_id"]["S"])  # its own stream record runs the recount
         return
     before, after = _recount_of(old), _recount_of(new)
     if after is None or after.get("state", {}).get("S") != compliance.RECOUNTING:
         return
-    if before is not None and _number(before, "version") == _number(after, "version") \
-            and _number(before, "handoffs") == _number(after, "handoffs"):
+    if (
+        before is not None
+        and _number(before, "version") == _number(after, "version")
+        and _number(before, "handoffs") == _number(after, "handoffs")
+    ):
         return
     continue_recount(org_id=new["org_id"]["S"], deadline=deadline, handoffs=_number(after, "handoffs"))
 
@@ -110,17 +117,25 @@ def _count(*, member: Member, version: int, policy: authenticator_policy.Authent
         def write_figure() -> None:
             with transaction() as write:
                 write.update(
-                    Item.MEMBER, Member(member.org_id, member.user_id),
+                    Item.MEMBER,
+                    Member(member.org_id, member.user_id),
                     actions=[Member.compliant_keys.set(compliant), Member.compliance_version.set(version)],
                     # The keys just read are still the member's: no key transaction came between.
-                    condition=Member.user_id.exists() & conditions.number_is(Member.key_changes, standing.key_changes)
+                    condition=Member.user_id.exists()
+                    & conditions.number_is(Member.key_changes, standing.key_changes)
                     & conditions.number_is(Member.compliance_version, standing.compliance_version),
                 )
                 if compliant:
-                    write.update(Item.ORG, Organization(member.org_id), actions=[Organization.members_compliant.add(1)],
-                                 condition=compliance.version_condition(version))
+                    write.update(
+                        Item.ORG,
+                        Organization(member.org_id),
+                        actions=[Organization.members_compliant.add(1)],
+                        condition=compliance.version_condition(version),
+                    )
                 else:
-                    write.condition_check(Item.ORG, Organization, member.org_id, condition=compliance.version_condition(version))
+                    write.condition_check(
+                        Item.ORG, Organization, member.org_id, condition=compliance.version_condition(version)
+                    )
 
         try:
             conditions.sent_again_on_conflict(write_figure, org_id=member.org_id)
@@ -137,7 +152,9 @@ def _count(*, member: Member, version: int, policy: authenticator_policy.Authent
 
 
 def _progress_condition(recount: ComplianceRecount) -> Condition:
-    return compliance.version_condition(int(recount.version)) & (compliance.RECOUNT_PATH.handoffs == int(recount.handoffs or 0))
+    return compliance.version_condition(int(recount.version)) & (
+        compliance.RECOUNT_PATH.handoffs == int(recount.handoffs or 0)
+    )
 
 
 def _save_progress(*, org_id: str, recount: ComplianceRecount, cursor: str | None, handoff: bool) -> bool:
@@ -156,11 +173,16 @@ def _save_progress(*, org_id: str, recount: ComplianceRecount, cursor: str | Non
 def _finish(*, org_id: str, recount: ComplianceRecount) -> None:
     try:
         with transaction() as write:
-            write.update(Item.ORG, Organization(org_id), actions=[
-                compliance.RECOUNT_PATH.state.set(compliance.DONE),
-                compliance.RECOUNT_PATH.finished_at.set(clock.now()),
-                compliance.RECOUNT_PATH.cursor.remove(),
-            ], condition=_progress_condition(recount))
+            write.update(
+                Item.ORG,
+                Organization(org_id),
+                actions=[
+                    compliance.RECOUNT_PATH.state.set(compliance.DONE),
+                    compliance.RECOUNT_PATH.finished_at.set(clock.now()),
+                    compliance.RECOUNT_PATH.cursor.remove(),
+                ],
+                condition=_progress_condition(recount),
+            )
     except ConditionsFailed:
         return
     log.info("organization %s: compliance recounted under version %d", org_id, int(recount.version))

@@ -10,6 +10,7 @@ enforcement's session clean-up, the compliance recount), under one rule:
   invocation, which carries on (and a record naming an older handoff count is stale).
 - The last page finishes the work, on the same condition.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

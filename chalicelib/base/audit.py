@@ -4,6 +4,7 @@ Events of an action that writes are saved in the same transaction as the action,
 that fails is never logged as done and a logged action cannot be missing its event. Refusals
 (a failed MFA check, a wrong backup secret) are logged on their own.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -74,13 +75,19 @@ class Client:
 def actor_of(user_id: str) -> Actor:
     """The actor behind a session's user ID: a member, or the backup credentials they used."""
     if user_id.startswith(BACKUP_USER_PREFIX):
-        return backup_actor(user_id[len(BACKUP_USER_PREFIX):])
+        return backup_actor(user_id[len(BACKUP_USER_PREFIX) :])
     return member_actor(user_id)
 
 
 def event(
-    *, org_id: str, actor: Actor | str, action: str, target: str | None = None, user_id: str | None = None,
-    client: Client | None = None, details: dict[str, Any] | None = None,
+    *,
+    org_id: str,
+    actor: Actor | str,
+    action: str,
+    target: str | None = None,
+    user_id: str | None = None,
+    client: Client | None = None,
+    details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """An audit event, not yet saved: save it on its own or add it to the action's transaction.
 
@@ -138,8 +145,15 @@ def _time_range(since: datetime | None, until: datetime | None) -> Any:
 
 
 def list_events(
-    *, org_id: str, limit: int, after: str | None, action: str | None = None, user_id: str | None = None,
-    since: datetime | None = None, until: datetime | None = None, oldest_first: bool = False,
+    *,
+    org_id: str,
+    limit: int,
+    after: str | None,
+    action: str | None = None,
+    user_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    oldest_first: bool = False,
 ) -> Page[AuditEvent]:
     """One page of the organization's events, newest first (or oldest first), optionally of one
     action or member and within ``since`` (inclusive) and ``until`` (exclusive)."""
@@ -151,9 +165,14 @@ def list_events(
         condition = about if condition is None else condition & about
     start = {"org_id": {"S": org_id}, "event_key": {"S": after}} if after else None
     results = AuditEvent.query(
-        org_id, _time_range(since, until), filter_condition=condition, scan_index_forward=oldest_first,
-        limit=limit, page_size=limit,
-        last_evaluated_key=start, consistent_read=True,
+        org_id,
+        _time_range(since, until),
+        filter_condition=condition,
+        scan_index_forward=oldest_first,
+        limit=limit,
+        page_size=limit,
+        last_evaluated_key=start,
+        consistent_read=True,
     )
     found = list(results)
     last = results.last_evaluated_key

@@ -1,4 +1,5 @@
 """Time as keyward stores and shows it: aware UTC datetimes, ISO 8601 with a ``Z``."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

@@ -2,6 +2,7 @@
 
 This is the only module that reads ``os.environ``; every other module asks :func:`settings`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -166,10 +167,15 @@ def _extra_authenticators(raw: str | None) -> dict[str, ExtraAuthenticator]:
         extra = {}
         for aaguid, model in document.items():
             roots = model["roots"]
-            if not isinstance(roots, list) or not roots or not all(isinstance(r, str) and "BEGIN CERTIFICATE" in r for r in roots):
+            if (
+                not isinstance(roots, list)
+                or not roots
+                or not all(isinstance(r, str) and "BEGIN CERTIFICATE" in r for r in roots)
+            ):
                 raise ValueError(f"{aaguid}: 'roots' must list PEM certificates")
             extra[str(uuid.UUID(aaguid))] = ExtraAuthenticator(
-                description=str(model.get("description") or "In-house authenticator"), root_certificates=tuple(roots),
+                description=str(model.get("description") or "In-house authenticator"),
+                root_certificates=tuple(roots),
             )
         return extra
     except (ValueError, TypeError, KeyError, AttributeError) as error:
@@ -187,8 +193,18 @@ def _identity_providers(env: Mapping[str, str], single: IdentityProvider) -> tup
         raise ConfigurationError("KEYWARD_IDENTITY_PROVIDERS must be a JSON list of identity providers.") from None
     if not isinstance(entries, list) or not entries or not all(isinstance(entry, dict) for entry in entries):
         raise ConfigurationError("KEYWARD_IDENTITY_PROVIDERS must be a non-empty JSON list of objects.")
-    known = {"issuer", "audience", "jwks_url", "jwks_json", "org_claim", "groups_claim", "admin_group",
-             "name_claim", "email_claim", "organizations"}
+    known = {
+        "issuer",
+        "audience",
+        "jwks_url",
+        "jwks_json",
+        "org_claim",
+        "groups_claim",
+        "admin_group",
+        "name_claim",
+        "email_claim",
+        "organizations",
+    }
     providers: list[IdentityProvider] = []
     bound: dict[str, str] = {}
     for entry in entries:
@@ -203,32 +219,38 @@ def _identity_providers(env: Mapping[str, str], single: IdentityProvider) -> tup
         organizations = entry.get("organizations")
         if organizations is not None:
             if not isinstance(organizations, list) or not all(isinstance(org, str) and org for org in organizations):
-                raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: {issuer}'s 'organizations' must list organization IDs.")
+                raise ConfigurationError(
+                    f"KEYWARD_IDENTITY_PROVIDERS: {issuer}'s 'organizations' must list organization IDs."
+                )
             for org in organizations:
                 if bound.setdefault(org, issuer) != issuer:
                     raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: organization {org!r} is bound to two IdPs.")
         if any(provider.issuer == issuer for provider in providers):
             raise ConfigurationError(f"KEYWARD_IDENTITY_PROVIDERS: {issuer} is listed twice.")
         jwks_json = entry.get("jwks_json")
-        providers.append(IdentityProvider(
-            issuer=issuer,
-            audience=audience,
-            jwks_url=entry.get("jwks_url") or None,
-            jwks_json=json.dumps(jwks_json) if isinstance(jwks_json, dict) else (jwks_json or None),
-            org_claim=entry.get("org_claim", single.org_claim),
-            groups_claim=entry.get("groups_claim", single.groups_claim),
-            admin_group=entry.get("admin_group", single.admin_group),
-            name_claim=entry.get("name_claim", single.name_claim),
-            email_claim=entry.get("email_claim", single.email_claim),
-            organizations=frozenset(organizations) if organizations is not None else None,
-        ))
+        providers.append(
+            IdentityProvider(
+                issuer=issuer,
+                audience=audience,
+                jwks_url=entry.get("jwks_url") or None,
+                jwks_json=json.dumps(jwks_json) if isinstance(jwks_json, dict) else (jwks_json or None),
+                org_claim=entry.get("org_claim", single.org_claim),
+                groups_claim=entry.get("groups_claim", single.groups_claim),
+                admin_group=entry.get("admin_group", single.admin_group),
+                name_claim=entry.get("name_claim", single.name_claim),
+                email_claim=entry.get("email_claim", single.email_claim),
+                organizations=frozenset(organizations) if organizations is not None else None,
+            )
+        )
     return tuple(providers)
 
 
 def load(env: Mapping[str, str]) -> Settings:
     """Build the settings from an environment mapping (``os.environ`` in production)."""
     prefix = env.get("KEYWARD_TABLE_PREFIX", "keyward-")
-    origins = tuple(o.strip() for o in env.get("KEYWARD_ALLOWED_ORIGINS", "http://localhost:8000").split(",") if o.strip())
+    origins = tuple(
+        o.strip() for o in env.get("KEYWARD_ALLOWED_ORIGINS", "http://localhost:8000").split(",") if o.strip()
+    )
     jwks_url = env.get("KEYWARD_JWKS_URL") or None
     jwks_json = env.get("KEYWARD_JWKS_JSON") or None
     # No default: a deployment that forgot to name its stage must not pass for the local one.
@@ -249,7 +271,9 @@ def load(env: Mapping[str, str]) -> Settings:
     # Unknown organizations are created on first login only where anyone may run one (locally).
     org_creation = env.get("KEYWARD_ORG_CREATION") or ("on_first_login" if stage == "local" else "operator")
     if org_creation not in ORG_CREATION_MODES:
-        raise ConfigurationError(f"KEYWARD_ORG_CREATION must be one of {', '.join(ORG_CREATION_MODES)}, not {org_creation!r}")
+        raise ConfigurationError(
+            f"KEYWARD_ORG_CREATION must be one of {', '.join(ORG_CREATION_MODES)}, not {org_creation!r}"
+        )
     if dev_idp_key_file is not None:
         # Whoever holds this key can sign in as anyone the JWKS trusts it for: never on AWS,
         # whatever the stage variable says.

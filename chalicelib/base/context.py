@@ -5,6 +5,7 @@ invocation may still run, and a setting change written in another change's trans
 Nothing here decides anything; the rules live in their domains (``access.sessions`` resolves a
 caller, ``access.assurance`` decides what it may do).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence

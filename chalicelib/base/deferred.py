@@ -6,6 +6,7 @@ bulk invalidation, the key management of the settings pages) is bound here to a 
 that loads itself when one of its attributes is first read: those requests pay for it once, the
 others never. The standard library's ``importlib.util.LazyLoader`` does the loading.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -4,6 +4,7 @@ Every refusal is a small exception class; its name is the stable reason code a c
 ``Code``, its base class says which kind of refusal it is (and so which HTTP status the API layer
 gives it). Domain modules raise these; only ``chalicelib.api.http`` knows about HTTP.
 """
+
 from __future__ import annotations
 
 
@@ -20,6 +21,7 @@ class Refusal(Exception):
 
 
 # --- kinds of refusal -------------------------------------------------------------------------
+
 
 class InvalidInput(Refusal):
     """The request is malformed: it can never succeed as sent."""
@@ -51,6 +53,7 @@ class Unavailable(Refusal):
 
 # --- malformed input --------------------------------------------------------------------------
 
+
 class BodyTooLarge(TooLarge):
     pass
 
@@ -76,6 +79,7 @@ class InvalidKeyName(InvalidInput):
 
 
 # --- identity and sessions --------------------------------------------------------------------
+
 
 class InvalidIdToken(NotAuthenticated):
     pass
@@ -132,6 +136,7 @@ class ReauthenticationRequired(NotAllowed):
 
 # --- ceremonies -------------------------------------------------------------------------------
 
+
 class ChallengeNotFound(NotAuthenticated):
     """Unknown challenge, or one that was already used."""
 
@@ -185,6 +190,7 @@ class CeremonyFailed(NotAuthenticated):
 
 
 # --- security keys ----------------------------------------------------------------------------
+
 
 class KeyNotFound(NotFound):
     pass
@@ -272,6 +278,7 @@ class NotForBackupSessions(NotAllowed):
 
 # --- the organization's authenticator policy -----------------------------------------------------
 
+
 class InvalidPolicy(InvalidInput):
     """An authenticator policy with an unknown setting or a malformed AAGUID."""
 
@@ -304,6 +311,7 @@ class MetadataRejected(Exception):
 
 # --- enrolment passes -------------------------------------------------------------------------
 
+
 class EnrollmentPassRequired(NotAllowed):
     """The organization requires an admin's enrolment pass for a member's first security key."""
 
@@ -322,6 +330,7 @@ class EnrollmentPassUsed(RuleViolation):
 
 # --- organizations and their members ----------------------------------------------------------
 
+
 class UnknownOrganization(NotAuthenticated):
     """The ID token names an organization this deployment does not serve (yet)."""
 
@@ -334,8 +343,8 @@ class OrganizationExists(Exception):
     """An operator tried to create an organization that exists already."""
 
 
-
 # --- audit streaming: webhooks and the audit log's time range -----------------------------------
+
 
 class WebhookUrlRefused(InvalidInput):
     """Not a URL keyward posts to: not https, or resolving to a private, loopback or link-local address."""

@@ -4,6 +4,7 @@ Table names and the endpoint come from :mod:`chalicelib.base.config`. Keys are c
 hot path is a key lookup or a query on one partition: an organization's members, security keys
 and sessions all share the organization's ID as their partition key.
 """
+
 from __future__ import annotations
 
 import functools
@@ -531,10 +532,20 @@ class Delivery(Model):
 
 
 ALL_MODELS: tuple[type[Model], ...] = (
-    Organization, Member, SecurityKey, CredentialClaim, Challenge, Session, BackupCredential, Throttle, AuditEvent,
+    Organization,
+    Member,
+    SecurityKey,
+    CredentialClaim,
+    Challenge,
+    Session,
+    BackupCredential,
+    Throttle,
+    AuditEvent,
     AuthenticatorModel,
     EnrollmentPass,
-    Webhook, Delivery, WebhookChange,
+    Webhook,
+    Delivery,
+    WebhookChange,
 )
 
 

@@ -3,6 +3,7 @@
 A cursor carries only the sort key where the next page starts; the partition (the caller's
 organization) is always the caller's own, so a cursor can never reach into another organization.
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,12 @@ def decode(cursor: str | None) -> str | None:
         raise InvalidCursor("'next' is not a cursor this API returned.") from None
     # Every position is a sort key, and DynamoDB refuses a sort key over 1024 bytes (not characters).
     # Keys keyward writes are printable (no lone surrogates, which DynamoDB refuses too).
-    if (not isinstance(position, str) or not position or not position.isprintable()
-            or len(position.encode()) > MAX_SORT_KEY_BYTES):
+    if (
+        not isinstance(position, str)
+        or not position
+        or not position.isprintable()
+        or len(position.encode()) > MAX_SORT_KEY_BYTES
+    ):
         raise InvalidCursor("'next' is not a cursor this API returned.")
     return position
 

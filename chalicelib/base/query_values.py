@@ -6,6 +6,7 @@ client's request were fine and the database broken. Such a value can never match
 anyway: no ID token's ``sub`` is longer than keyward accepts at login, no audit action is longer
 than its longest name. So it is refused here, as a malformed request, before DynamoDB sees it.
 """
+
 from __future__ import annotations
 
 from chalicelib.base.errors import MalformedRequest
@@ -39,5 +40,7 @@ def action_filter(value: str | None) -> str | None:
     if not value:
         return None
     if len(value) > MAX_ACTION_CHARACTERS or not value.isprintable():
-        raise MalformedRequest(f"'action' must be an action name of at most {MAX_ACTION_CHARACTERS} printable characters.")
+        raise MalformedRequest(
+            f"'action' must be an action name of at most {MAX_ACTION_CHARACTERS} printable characters."
+        )
     return value

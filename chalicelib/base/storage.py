@@ -1,6 +1,7 @@
 """How DynamoDB failures become refusals: what a condition failure means is the caller's
 business; throttling and outages become :class:`StorageUnavailable` so that a request either
 succeeds or reports that nothing was done."""
+
 from __future__ import annotations
 
 import contextlib
@@ -23,14 +24,16 @@ log = logging.getLogger("keyward.storage")
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
 TRANSACTION_CANCELED = "TransactionCanceledException"
-THROTTLED = frozenset({
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "TransactionConflictException",
-    "InternalServerError",
-    "ServiceUnavailable",
-})
+THROTTLED = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TransactionConflictException",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
 
 
 def response_code(error: PynamoDBException) -> str | None:
@@ -92,7 +95,9 @@ class LabelledWrite:
         self._write = write
         self._labels: dict[str, list[Item]] = {"check": [], "delete": [], "save": [], "update": []}
 
-    def condition_check(self, label: Item, model_cls: type[Model], hash_key: Any, range_key: Any = None, *, condition: Condition) -> None:
+    def condition_check(
+        self, label: Item, model_cls: type[Model], hash_key: Any, range_key: Any = None, *, condition: Condition
+    ) -> None:
         self._write.condition_check(model_cls, hash_key, range_key, condition=condition)
         self._labels["check"].append(label)
 
@@ -104,7 +109,9 @@ class LabelledWrite:
         self._write.save(model, condition=condition)
         self._labels["save"].append(label)
 
-    def update(self, label: Item, model: Model, *, actions: Sequence[Action], condition: Condition | None = None) -> None:
+    def update(
+        self, label: Item, model: Model, *, actions: Sequence[Action], condition: Condition | None = None
+    ) -> None:
         self._write.update(model, actions=list(actions), condition=condition)
         self._labels["update"].append(label)
 
@@ -118,7 +125,8 @@ class LabelledWrite:
         order = [label for kind in ("check", "delete", "save", "update") for label in self._labels[kind]]
         reasons = error.cancellation_reasons or []
         return frozenset(
-            label for label, reason in zip(order, reasons)
+            label
+            for label, reason in zip(order, reasons)
             if reason is not None and reason.code == "ConditionalCheckFailed"
         )
 

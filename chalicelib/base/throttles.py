@@ -3,6 +3,7 @@
 An attempt reserves one of the subject's failure slots *before* its secret is checked and gives
 it back on success, so parallel guesses cannot exceed the limit: N attempts at once take N slots.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta

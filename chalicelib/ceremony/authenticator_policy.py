@@ -10,6 +10,7 @@ It decides at three moments, always by the rules in :func:`shortfalls` and the t
 - keys registered before a change: a key that falls short is shown as not compliant, does not
   count towards compliance, and under enforcement its holder must register a compliant key.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -29,13 +30,15 @@ from chalicelib.base.models import Organization, SecurityKey
 
 # Statuses under which a model's keys stop counting where attestation is required (see
 # chalicelib.ceremony.metadata, which records them on keys).
-COMPROMISED_STATUSES = frozenset({
-    "REVOKED",
-    "USER_VERIFICATION_BYPASS",
-    "ATTESTATION_KEY_COMPROMISE",
-    "USER_KEY_REMOTE_COMPROMISE",
-    "USER_KEY_PHYSICAL_COMPROMISE",
-})
+COMPROMISED_STATUSES = frozenset(
+    {
+        "REVOKED",
+        "USER_VERIFICATION_BYPASS",
+        "ATTESTATION_KEY_COMPROMISE",
+        "USER_KEY_REMOTE_COMPROMISE",
+        "USER_KEY_PHYSICAL_COMPROMISE",
+    }
+)
 MAX_AAGUIDS = 100
 
 
@@ -83,8 +86,12 @@ class KeyFacts:
 
     @classmethod
     def of(cls, key: SecurityKey) -> KeyFacts:
-        return cls(aaguid=key.aaguid, backup_eligible=bool(key.backup_eligible), attested=bool(key.attested),
-                   model_status=key.model_status)
+        return cls(
+            aaguid=key.aaguid,
+            backup_eligible=bool(key.backup_eligible),
+            attested=bool(key.attested),
+            model_status=key.model_status,
+        )
 
 
 def of(org: Organization) -> AuthenticatorPolicy:
@@ -103,7 +110,14 @@ def parse(document: object) -> AuthenticatorPolicy:
     """
     if not isinstance(document, dict):
         raise InvalidPolicy("The policy must be a JSON object.")
-    unknown = set(document) - {"user_verification", "attestation", "allowed_aaguids", "denied_aaguids", "device_bound_only", "version"}
+    unknown = set(document) - {
+        "user_verification",
+        "attestation",
+        "allowed_aaguids",
+        "denied_aaguids",
+        "device_bound_only",
+        "version",
+    }
     if unknown:
         raise InvalidPolicy(f"Unknown policy fields: {', '.join(sorted(unknown))}.")
     try:
@@ -122,8 +136,11 @@ def parse(document: object) -> AuthenticatorPolicy:
     if allowed & denied:
         raise InvalidPolicy(f"AAGUIDs both allowed and denied: {', '.join(sorted(allowed & denied))}.")
     return AuthenticatorPolicy(
-        user_verification=user_verification, attestation=attestation, allowed_aaguids=allowed,
-        denied_aaguids=denied, device_bound_only=device_bound_only,
+        user_verification=user_verification,
+        attestation=attestation,
+        allowed_aaguids=allowed,
+        denied_aaguids=denied,
+        device_bound_only=device_bound_only,
     )
 
 
@@ -142,6 +159,7 @@ def _aaguids(value: object, *, name: str) -> frozenset[str]:
 
 
 # --- the rules ------------------------------------------------------------------------------------
+
 
 def shortfalls(policy: AuthenticatorPolicy, key: KeyFacts) -> list[str]:
     """Why a key does not count under the policy, as reason codes; empty when it does."""
@@ -165,7 +183,12 @@ def is_compliant(policy: AuthenticatorPolicy, key: SecurityKey) -> bool:
 
 
 def check_registration(
-    policy: AuthenticatorPolicy, *, key: KeyFacts, user_verified: bool, certified: bool, model: str | None,
+    policy: AuthenticatorPolicy,
+    *,
+    key: KeyFacts,
+    user_verified: bool,
+    certified: bool,
+    model: str | None,
 ) -> None:
     """Refuse a new key the policy does not accept, with the most useful reason first.
 
@@ -174,24 +197,38 @@ def check_registration(
         AuthenticatorNotAllowed, SyncedCredentialNotAllowed.
     """
     if policy.user_verification is UserVerification.REQUIRED and not user_verified:
-        raise UserVerificationRequired("The organization requires user verification (a PIN or biometric) on security keys.")
+        raise UserVerificationRequired(
+            "The organization requires user verification (a PIN or biometric) on security keys."
+        )
     if policy.attestation is Attestation.REQUIRED:
         if not certified:
-            raise AttestationRequired("The organization accepts only security keys that attest their model; this one sent no attestation certificate.")
+            raise AttestationRequired(
+                "The organization accepts only security keys that attest their model; this one sent no attestation certificate."
+            )
         if not key.attested:
-            raise AttestationUntrusted("The security key's attestation does not verify up to a root the FIDO Metadata Service lists for its model.")
+            raise AttestationUntrusted(
+                "The security key's attestation does not verify up to a root the FIDO Metadata Service lists for its model."
+            )
         if key.model_status in COMPROMISED_STATUSES:
-            raise AuthenticatorNotAllowed(f"The FIDO Alliance reports this model ({model or key.aaguid}) as {key.model_status}.")
+            raise AuthenticatorNotAllowed(
+                f"The FIDO Alliance reports this model ({model or key.aaguid}) as {key.model_status}."
+            )
     if (policy.allowed_aaguids and key.aaguid not in policy.allowed_aaguids) or key.aaguid in policy.denied_aaguids:
-        raise AuthenticatorNotAllowed(f"The organization does not accept this security key model ({model or key.aaguid}).")
+        raise AuthenticatorNotAllowed(
+            f"The organization does not accept this security key model ({model or key.aaguid})."
+        )
     if policy.device_bound_only and key.backup_eligible:
-        raise SyncedCredentialNotAllowed("The organization accepts only device-bound security keys, not synced passkeys.")
+        raise SyncedCredentialNotAllowed(
+            "The organization accepts only device-bound security keys, not synced passkeys."
+        )
 
 
 def check_assertion(policy: AuthenticatorPolicy, *, user_verified: bool) -> None:
     """Refuse a security-key check without user verification where the policy requires it."""
     if policy.user_verification is UserVerification.REQUIRED and not user_verified:
-        raise UserVerificationRequired("The organization requires user verification (a PIN or biometric) on security keys.")
+        raise UserVerificationRequired(
+            "The organization requires user verification (a PIN or biometric) on security keys."
+        )
 
 
 def describe(policy: AuthenticatorPolicy) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Before py_webauthn's own verification, each response is parsed completely (a mal
 a 400 and consumes nothing) and checked step by step where the spec's steps have a reason
 code of their own (W3C WebAuthn Level 3, §7.1 and §7.2).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -252,8 +253,14 @@ def parse_authentication(*, credential: object) -> AuthenticationResponse:
 
 
 def _check_common(
-    *, client_data: ClientData, expected_type: str, expected_challenge: bytes, rp_id_hash: bytes,
-    user_present: bool, backup_eligible: bool, backed_up: bool,
+    *,
+    client_data: ClientData,
+    expected_type: str,
+    expected_challenge: bytes,
+    rp_id_hash: bytes,
+    user_present: bool,
+    backup_eligible: bool,
+    backed_up: bool,
 ) -> None:
     """The steps both ceremonies share, each with its own reason code (§7.1 steps 7–16, §7.2 steps 11–18)."""
     config = settings()
@@ -274,8 +281,15 @@ def _check_common(
 
 
 def registration_options(
-    *, challenge: bytes, user_handle: bytes, user_name: str, display_name: str, exclude: Sequence[KnownCredential],
-    user_verification: str = "discouraged", attestation: str = "none", roaming_only: bool = False,
+    *,
+    challenge: bytes,
+    user_handle: bytes,
+    user_name: str,
+    display_name: str,
+    exclude: Sequence[KnownCredential],
+    user_verification: str = "discouraged",
+    attestation: str = "none",
+    roaming_only: bool = False,
 ) -> dict[str, Any]:
     """PublicKeyCredentialCreationOptionsJSON for adding a security key.
 
@@ -316,7 +330,9 @@ def registration_options(
         ),
         hints=[PublicKeyCredentialHint.SECURITY_KEY],
         exclude_credentials=[
-            PublicKeyCredentialDescriptor(id=known.credential_id, transports=_transports(known.transports, AuthenticatorTransport))
+            PublicKeyCredentialDescriptor(
+                id=known.credential_id, transports=_transports(known.transports, AuthenticatorTransport)
+            )
             for known in exclude
         ],
         supported_pub_key_algs=[COSEAlgorithmIdentifier(alg) for alg in SUPPORTED_ALGORITHMS],
@@ -325,7 +341,10 @@ def registration_options(
 
 
 def authentication_options(
-    *, challenge: bytes, allow: Sequence[KnownCredential], user_verification: str = "discouraged",
+    *,
+    challenge: bytes,
+    allow: Sequence[KnownCredential],
+    user_verification: str = "discouraged",
 ) -> dict[str, Any]:
     """PublicKeyCredentialRequestOptionsJSON for the MFA login, listing only the user's keys."""
     from webauthn import generate_authentication_options, options_to_json
@@ -340,7 +359,9 @@ def authentication_options(
         challenge=challenge,
         timeout=TIMEOUT_MS,
         allow_credentials=[
-            PublicKeyCredentialDescriptor(id=known.credential_id, transports=_transports(known.transports, AuthenticatorTransport))
+            PublicKeyCredentialDescriptor(
+                id=known.credential_id, transports=_transports(known.transports, AuthenticatorTransport)
+            )
             for known in allow
         ],
         user_verification=UserVerificationRequirement(user_verification),
@@ -365,9 +386,13 @@ def verify_registration(*, response: RegistrationResponse, expected_challenge: b
     from webauthn.helpers.exceptions import WebAuthnException
 
     _check_common(
-        client_data=response.client_data, expected_type="webauthn.create", expected_challenge=expected_challenge,
-        rp_id_hash=response.rp_id_hash, user_present=response.user_present,
-        backup_eligible=response.backup_eligible, backed_up=response.backed_up,
+        client_data=response.client_data,
+        expected_type="webauthn.create",
+        expected_challenge=expected_challenge,
+        rp_id_hash=response.rp_id_hash,
+        user_present=response.user_present,
+        backup_eligible=response.backup_eligible,
+        backed_up=response.backed_up,
     )
     if response.algorithm not in SUPPORTED_ALGORITHMS:
         raise UnsupportedAlgorithm(f"COSE algorithm {response.algorithm} is not supported.")
@@ -415,9 +440,13 @@ def verify_authentication(*, response: AuthenticationResponse, expected_challeng
     from webauthn.helpers.exceptions import WebAuthnException
 
     _check_common(
-        client_data=response.client_data, expected_type="webauthn.get", expected_challenge=expected_challenge,
-        rp_id_hash=response.rp_id_hash, user_present=response.user_present,
-        backup_eligible=response.backup_eligible, backed_up=response.backed_up,
+        client_data=response.client_data,
+        expected_type="webauthn.get",
+        expected_challenge=expected_challenge,
+        rp_id_hash=response.rp_id_hash,
+        user_present=response.user_present,
+        backup_eligible=response.backup_eligible,
+        backed_up=response.backed_up,
     )
     config = settings()
     try:

@@ -6,6 +6,7 @@ its challenge together with its session (:func:`read`), checks it (:func:`check`
 it in the same transaction that records the ceremony's outcome (:func:`use_up`); a refused
 ceremony deletes it with the refusal's audit event (:func:`discard`).
 """
+
 from __future__ import annotations
 
 import re
@@ -122,7 +123,10 @@ def check(*, challenge: Challenge | None, ceremony: Ceremony, session: Session) 
     if challenge.expires_at <= clock.now():
         raise ChallengeExpired("The challenge has expired; request new options.")
     if (challenge.ceremony, challenge.org_id, challenge.user_id, challenge.session_id) != (
-        ceremony.value, session.org_id, session.user_id, session.session_id,
+        ceremony.value,
+        session.org_id,
+        session.user_id,
+        session.session_id,
     ):
         raise ChallengeMismatch("The challenge was issued for another session or ceremony.")
     return challenge.challenge
@@ -139,8 +143,15 @@ def discard(*, caller: Caller, challenge_id: str, ceremony: Ceremony, action: st
     with the refusal's reason code); a challenge that was not this session's (or is gone already)
     is left alone, and the event saved anyway."""
     session = caller.session
-    refusal = audit.event(org_id=session.org_id, actor=caller.actor, action=action, target=session.user_id,
-                          user_id=session.user_id, client=caller.client, details={"reason": reason})
+    refusal = audit.event(
+        org_id=session.org_id,
+        actor=caller.actor,
+        action=action,
+        target=session.user_id,
+        user_id=session.user_id,
+        client=caller.client,
+        details={"reason": reason},
+    )
     try:
         with transaction() as write:
             use_up(write, challenge_id=challenge_id, ceremony=ceremony, session=session)

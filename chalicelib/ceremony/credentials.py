@@ -1,5 +1,6 @@
 """A member's security keys as the WebAuthn ceremonies see them: the credentials a ceremony's
 options list, the user handle a key is bound to, and the options a client receives."""
+
 from __future__ import annotations
 
 import base64
@@ -41,14 +42,19 @@ def known_credentials(member: Member) -> list[KnownCredential]:
         keys = keys_of(org_id=member.org_id, user_id=member.user_id) if member.key_count > 0 else []
         return [ceremonies.KnownCredential(credential_id=key.credential_id, transports=key.transports) for key in keys]
     return [
-        ceremonies.KnownCredential(credential_id=_from_base64url(entry["id"]), transports=list(entry.get("transports") or []))
+        ceremonies.KnownCredential(
+            credential_id=_from_base64url(entry["id"]), transports=list(entry.get("transports") or [])
+        )
         for entry in member.credentials.as_dict().values()
     ]
 
 
 def credential_entry(key: SecurityKey) -> dict[str, Any]:
     """A key as the member item lists it among their credentials (``Member.credentials``)."""
-    return {"id": base64.urlsafe_b64encode(key.credential_id).decode().rstrip("="), "transports": list(key.transports or [])}
+    return {
+        "id": base64.urlsafe_b64encode(key.credential_id).decode().rstrip("="),
+        "transports": list(key.transports or []),
+    }
 
 
 def _from_base64url(text: str) -> bytes:

@@ -18,6 +18,7 @@ Operators may trust in-house authenticators beyond the metadata
 Import it only where a registration or a refresh needs it: python-fido2 and cryptography load
 with it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -108,6 +109,7 @@ class AttestationVerdict:
 
 # --- reading the metadata -----------------------------------------------------------------------
 
+
 def model_ids_for(*, aaguid: str, certificate_chain: Sequence[bytes]) -> list[str]:
     """The IDs the metadata may know this key by: its AAGUID, or (U2F keys have none) the key
     identifiers of its attestation certificates."""
@@ -117,7 +119,9 @@ def model_ids_for(*, aaguid: str, certificate_chain: Sequence[bytes]) -> list[st
     for der in certificate_chain:
         try:
             certificate = x509.load_der_x509_certificate(der)
-            identifiers.append("ski:" + x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest.hex())
+            identifiers.append(
+                "ski:" + x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest.hex()
+            )
         except (ValueError, TypeError):
             continue
     return identifiers
@@ -126,7 +130,9 @@ def model_ids_for(*, aaguid: str, certificate_chain: Sequence[bytes]) -> list[st
 def model_reads(model_ids: Iterable[str]) -> list[AlsoRead]:
     """The items :func:`models` needs, to be read with a request's session (same round trip)."""
     wanted = list(dict.fromkeys(model_ids))
-    return [AlsoRead(_LABEL + model_id, AuthenticatorModel, model_id) for model_id in [CURRENT, *wanted]] if wanted else []
+    return (
+        [AlsoRead(_LABEL + model_id, AuthenticatorModel, model_id) for model_id in [CURRENT, *wanted]] if wanted else []
+    )
 
 
 def models(model_ids: Iterable[str], *, stored: Mapping[str, Any] | None = None) -> dict[str, ModelInfo]:
@@ -137,7 +143,11 @@ def models(model_ids: Iterable[str], *, stored: Mapping[str, Any] | None = None)
         return {}
     found: dict[str, ModelInfo] = {}
     if stored is not None and all(_LABEL + model_id in stored for model_id in [CURRENT, *wanted]):
-        items = {model_id: stored[_LABEL + model_id] for model_id in [CURRENT, *wanted] if stored[_LABEL + model_id] is not None}
+        items = {
+            model_id: stored[_LABEL + model_id]
+            for model_id in [CURRENT, *wanted]
+            if stored[_LABEL + model_id] is not None
+        }
     else:
         items = {item.model_id: item for item in AuthenticatorModel.batch_get([CURRENT, *wanted])}
     if CURRENT in items:
@@ -145,7 +155,9 @@ def models(model_ids: Iterable[str], *, stored: Mapping[str, Any] | None = None)
             item = items.get(model_id)
             if item is not None:
                 found[model_id] = ModelInfo(
-                    model_id=model_id, description=item.description, statuses=tuple(item.statuses or ()),
+                    model_id=model_id,
+                    description=item.description,
+                    statuses=tuple(item.statuses or ()),
                     entry=json.loads(item.entry) if item.entry else None,
                 )
     else:
@@ -211,13 +223,17 @@ def bundled_blob_number() -> int:
         head = snapshot.read(4096).decode("utf-8", "replace")
     # The number sits near the top; the whole file is 9 MB, most of it icons.
     marker = head.find('"no":')
-    return int(head[marker + 5:].split(",", 1)[0].strip()) if marker >= 0 else 0
+    return int(head[marker + 5 :].split(",", 1)[0].strip()) if marker >= 0 else 0
 
 
 # --- attestation ----------------------------------------------------------------------------------
 
+
 def examine(
-    *, attestation_object: bytes, client_data_json: bytes, stored: Mapping[str, Any] | None = None,
+    *,
+    attestation_object: bytes,
+    client_data_json: bytes,
+    stored: Mapping[str, Any] | None = None,
 ) -> AttestationVerdict:
     """Find the key's model and verify its attestation statement against the metadata.
 
@@ -277,7 +293,11 @@ def _statement_formats(*, attestation_object: bytes, client_data_json: bytes) ->
     """The verifiers of :data:`STATEMENT_FORMATS`, named here rather than left to python-fido2's
     discovery (the subclasses of its ``Attestation`` that happen to be imported)."""
     return [
-        PackedAttestation(), FidoU2FAttestation(), TpmAttestation(), AndroidSafetynetAttestation(), AppleAttestation(),
+        PackedAttestation(),
+        FidoU2FAttestation(),
+        TpmAttestation(),
+        AndroidSafetynetAttestation(),
+        AppleAttestation(),
         AndroidKeyStatement(attestation_object=attestation_object, client_data_json=client_data_json),
     ]
 
@@ -314,8 +334,10 @@ class AndroidKeyStatement:
             if credential is None or AttestationObject(self._attestation_object).auth_data != auth_data:
                 raise InvalidData("the attestation object is not the one the statement is verified for")
             verify_android_key(
-                attestation_statement=parsed.att_stmt, attestation_object=self._attestation_object,
-                client_data_json=self._client_data_json, credential_public_key=credential.credential_public_key,
+                attestation_statement=parsed.att_stmt,
+                attestation_object=self._attestation_object,
+                client_data_json=self._client_data_json,
+                credential_public_key=credential.credential_public_key,
                 pem_root_certs_bytes=[],
             )
         except (WebAuthnException, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:

@@ -23,6 +23,7 @@ The rule:
 Version 0 (an organization that never changed its policy) keeps no figures: the default policy
 accepts every key, so ``members_compliant`` is the coverage counter ``members_with_key``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -79,6 +80,7 @@ def refuse_if_moved(*, org_id: str, version: int) -> None:
 
 # --- figures moved by key transactions ------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FigureChange:
     """What a key transaction changes of the member's figure and the organization's counter."""
@@ -115,11 +117,17 @@ def compliant_delta(*, org: Organization, keys: Sequence[SecurityKey | authentic
     if version_of(org) == 0:
         return 0
     policy = authenticator_policy.of(org)
-    return sum(1 for key in keys if not authenticator_policy.shortfalls(
-        policy, key if isinstance(key, authenticator_policy.KeyFacts) else authenticator_policy.KeyFacts.of(key)))
+    return sum(
+        1
+        for key in keys
+        if not authenticator_policy.shortfalls(
+            policy, key if isinstance(key, authenticator_policy.KeyFacts) else authenticator_policy.KeyFacts.of(key)
+        )
+    )
 
 
 # --- what admin pages show ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Compliance:
@@ -155,6 +163,7 @@ def member_compliant(*, member: Member, org: Organization) -> bool | None:
 
 # --- starting a recount ---------------------------------------------------------------------------
 
+
 def restart_actions(org: Organization) -> tuple[list[Action], Condition]:
     """The organization update that moves it to a new compliance version and starts its recount
     (the stream function runs it), and the condition it needs (the version as read)."""
@@ -162,8 +171,9 @@ def restart_actions(org: Organization) -> tuple[list[Action], Condition]:
     return [
         Organization.compliance_version.set(version),
         Organization.members_compliant.set(0),
-        Organization.compliance_recount.set(ComplianceRecount(version=version, state=RECOUNTING,
-                                                              started_at=clock.now(), handoffs=0)),
+        Organization.compliance_recount.set(
+            ComplianceRecount(version=version, state=RECOUNTING, started_at=clock.now(), handoffs=0)
+        ),
     ], version_condition(version_of(org))
 
 

@@ -3,6 +3,7 @@ conditions on the member item — and sending such a transaction again when Dyna
 meeting another on the same items (a conflict, not a refusal). Both counters, coverage
 (chalicelib/counters/coverage.py) and compliance (chalicelib/counters/compliance.py), move in such
 transactions."""
+
 from __future__ import annotations
 
 import logging
@@ -42,9 +43,13 @@ class Standing:
 
 
 def standing_of(member: Member) -> Standing:
-    return Standing(key_count=int(member.key_count or 0), admin=bool(member.admin),
-                    key_changes=int(member.key_changes or 0), compliant_keys=int(member.compliant_keys or 0),
-                    compliance_version=int(member.compliance_version or 0))
+    return Standing(
+        key_count=int(member.key_count or 0),
+        admin=bool(member.admin),
+        key_changes=int(member.key_changes or 0),
+        compliant_keys=int(member.compliant_keys or 0),
+        compliance_version=int(member.compliance_version or 0),
+    )
 
 
 def standing_now(*, org_id: str, user_id: str) -> Standing | None:
@@ -81,5 +86,5 @@ def sent_again_on_conflict(attempt: Callable[[], T], *, org_id: str) -> T:
             if not _conflicted(error) or number == MAX_ATTEMPTS - 1:
                 raise
             log.info("transaction conflict on organization %s; sending again", org_id)
-        time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** number)))
+        time.sleep(random.uniform(0, min(1.0, 0.01 * 2**number)))
     raise AssertionError("unreachable")

@@ -9,6 +9,7 @@ through such a transaction, so the counters are exact whatever runs at the same 
 one of them (a conflict, not a refusal) and it is sent again here, never reported to the user.
 Admin pages then read one item, whatever the organization's size.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,6 +36,7 @@ from chalicelib.counters.conditions import (
 log = logging.getLogger("keyward.coverage")
 
 T = TypeVar("T")
+
 
 class Bucket(str, Enum):
     """How many security keys a member holds, as ``GET /org/members?mfa=`` filters them."""
@@ -74,15 +76,23 @@ class Counters:
 
 
 def counters_of(org: Organization) -> Counters:
-    return Counters(members_total=int(org.members_total or 0), members_with_key=int(org.members_with_key or 0),
-                    admins_total=int(org.admins_total or 0), admins_with_key=int(org.admins_with_key or 0))
+    return Counters(
+        members_total=int(org.members_total or 0),
+        members_with_key=int(org.members_with_key or 0),
+        admins_total=int(org.admins_total or 0),
+        admins_with_key=int(org.admins_with_key or 0),
+    )
 
 
 def _same_standing(standing: Standing) -> Condition:
     admin = (Member.admin == True) if standing.admin else ((Member.admin == False) | Member.admin.does_not_exist())
-    return (Member.user_id.exists() & (Member.key_count == standing.key_count) & admin
-            & number_is(Member.key_changes, standing.key_changes)
-            & number_is(Member.compliance_version, standing.compliance_version))
+    return (
+        Member.user_id.exists()
+        & (Member.key_count == standing.key_count)
+        & admin
+        & number_is(Member.key_changes, standing.key_changes)
+        & number_is(Member.compliance_version, standing.compliance_version)
+    )
 
 
 def add_member(write: LabelledWrite, *, org_id: str, admin: bool = False) -> None:
@@ -112,14 +122,26 @@ def remove_member(write: LabelledWrite, *, org_id: str, standing: Standing, comp
     compliant = compliance.removed(standing=standing, version=compliance_version)
     if compliant:
         actions.append(Organization.members_compliant.add(compliant))
-    write.update(Item.ORG_COUNTERS, Organization(org_id), actions=actions,
-                 condition=compliance.version_condition(compliance_version))
+    write.update(
+        Item.ORG_COUNTERS,
+        Organization(org_id),
+        actions=actions,
+        condition=compliance.version_condition(compliance_version),
+    )
     return _same_standing(standing)
 
 
 def change_key_count(
-    write: LabelledWrite, *, org_id: str, user_id: str, expected: Standing, delta: int, compliant_delta: int,
-    compliance_version: int, condition: Condition | None = None, extra_actions: Sequence[Action] = (),
+    write: LabelledWrite,
+    *,
+    org_id: str,
+    user_id: str,
+    expected: Standing,
+    delta: int,
+    compliant_delta: int,
+    compliance_version: int,
+    condition: Condition | None = None,
+    extra_actions: Sequence[Action] = (),
     org_condition: Condition | None = None,
 ) -> None:
     """Change a member's key count from ``expected.key_count`` by ``delta`` (``compliant_delta``
@@ -138,14 +160,21 @@ def change_key_count(
     after = expected.key_count + delta
     crossed = (expected.key_count > 0) != (after > 0)
     figure = compliance.key_change(standing=expected, version=compliance_version, compliant_delta=compliant_delta)
-    member_actions = [Member.key_count.set(after), Member.coverage.set(coverage_key(org_id=org_id, bucket=bucket_of(after))),
-                      Member.key_changes.add(1), *figure.member_actions, *extra_actions]
+    member_actions = [
+        Member.key_count.set(after),
+        Member.coverage.set(coverage_key(org_id=org_id, bucket=bucket_of(after))),
+        Member.key_changes.add(1),
+        *figure.member_actions,
+        *extra_actions,
+    ]
     org_actions = []
     if crossed:
         org_actions.append(Organization.members_with_key.add(1 if after > 0 else -1))
         if expected.admin:
             org_actions.append(Organization.admins_with_key.add(1 if after > 0 else -1))
-            member_actions.append(Member.admin_without_key.remove() if after > 0 else Member.admin_without_key.set(org_id))
+            member_actions.append(
+                Member.admin_without_key.remove() if after > 0 else Member.admin_without_key.set(org_id)
+            )
     if figure.members_compliant_delta:
         org_actions.append(Organization.members_compliant.add(figure.members_compliant_delta))
     write.update(
@@ -155,15 +184,17 @@ def change_key_count(
         condition=_same_standing(expected) & (condition if condition is not None else Member.user_id.exists()),
     )
     org_condition = compliance.version_condition(compliance_version) & (
-        org_condition if org_condition is not None else Organization.org_id.exists())
+        org_condition if org_condition is not None else Organization.org_id.exists()
+    )
     if org_actions:
         write.update(Item.ORG_COUNTERS, Organization(org_id), actions=org_actions, condition=org_condition)
     else:
         write.condition_check(Item.ORG_COUNTERS, Organization, org_id, condition=org_condition)
 
 
-def retrying(*, org_id: str, user_id: str, expected: Standing, compliance_version: int,
-             attempt: Callable[[Standing], T]) -> T:
+def retrying(
+    *, org_id: str, user_id: str, expected: Standing, compliance_version: int, attempt: Callable[[Standing], T]
+) -> T:
     """Run ``attempt(the member's standing)``; send it again when it meets another transaction
     (a conflict) or when the member no longer stood as expected.
 
@@ -201,8 +232,11 @@ def recount(*, org_id: str) -> Counters:
     member joins or gains or loses their only key meanwhile — run it again if unsure.
     """
     total = with_key = admins = admins_with_key = 0
-    for member in Member.query(org_id, attributes_to_get=["org_id", "user_id", "key_count", "coverage", "admin",
-                                                          "admin_without_key"], consistent_read=True):
+    for member in Member.query(
+        org_id,
+        attributes_to_get=["org_id", "user_id", "key_count", "coverage", "admin", "admin_without_key"],
+        consistent_read=True,
+    ):
         count = int(member.key_count or 0)
         total += 1
         with_key += count > 0
@@ -212,19 +246,31 @@ def recount(*, org_id: str) -> Counters:
         entry = admin_without_key_for(org_id=org_id, admin=bool(member.admin), key_count=count)
         if member.coverage != wanted or member.admin_without_key != entry:
             try:
-                member.update(actions=[Member.coverage.set(wanted),
-                                       Member.admin_without_key.set(entry) if entry else Member.admin_without_key.remove()],
-                              condition=Member.user_id.exists() & (Member.key_count == count) & (Member.admin == bool(member.admin)))
+                member.update(
+                    actions=[
+                        Member.coverage.set(wanted),
+                        Member.admin_without_key.set(entry) if entry else Member.admin_without_key.remove(),
+                    ],
+                    condition=Member.user_id.exists()
+                    & (Member.key_count == count)
+                    & (Member.admin == bool(member.admin)),
+                )
             except PynamoDBException as error:
                 if response_code(error) != "ConditionalCheckFailedException":
                     raise
                 # Its count just changed; that change set the bucket and moved the counters.
     Organization(org_id).update(
-        actions=[Organization.members_total.set(total), Organization.members_with_key.set(with_key),
-                 Organization.admins_total.set(admins), Organization.admins_with_key.set(admins_with_key)],
+        actions=[
+            Organization.members_total.set(total),
+            Organization.members_with_key.set(with_key),
+            Organization.admins_total.set(admins),
+            Organization.admins_with_key.set(admins_with_key),
+        ],
         condition=Organization.org_id.exists(),
     )
-    return Counters(members_total=total, members_with_key=with_key, admins_total=admins, admins_with_key=admins_with_key)
+    return Counters(
+        members_total=total, members_with_key=with_key, admins_total=admins, admins_with_key=admins_with_key
+    )
 
 
 def organizations() -> list[str]:

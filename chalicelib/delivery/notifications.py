@@ -8,6 +8,7 @@ deleted, by an admin or by keyward). Every mail
 says what happened, when, from which address and browser, and what to do if it was not expected;
 it is built only from the event's own fields, never from a secret, token or code.
 """
+
 from __future__ import annotations
 
 import functools
@@ -80,10 +81,15 @@ def recipients(entry: AuditEvent) -> list[str]:
         about = entry.user_id or entry.target
         return [about] if about else []
     if who == ADMINS:
-        return [member.user_id for member in Member.query(
-            entry.org_id, filter_condition=Member.admin == True, consistent_read=True,
-            attributes_to_get=["user_id", "admin"],
-        )]
+        return [
+            member.user_id
+            for member in Member.query(
+                entry.org_id,
+                filter_condition=Member.admin == True,
+                consistent_read=True,
+                attributes_to_get=["user_id", "admin"],
+            )
+        ]
     return []
 
 
@@ -93,7 +99,8 @@ def _repeated_failure(entry: AuditEvent) -> bool:
         return False
     start = (entry.at - FAILURE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     failures = AuditEvent.count(
-        entry.org_id, AuditEvent.event_key.between(start, entry.event_key),
+        entry.org_id,
+        AuditEvent.event_key.between(start, entry.event_key),
         filter_condition=(AuditEvent.action == "mfa.failed") & (AuditEvent.user_id == entry.user_id),
         consistent_read=True,
     )
@@ -101,6 +108,7 @@ def _repeated_failure(entry: AuditEvent) -> bool:
 
 
 # --- what a mail says --------------------------------------------------------------------------
+
 
 def compose(*, entry: AuditEvent, recipient: Member, event_id: str) -> Mail:
     """The mail about ``entry`` for ``recipient``, in plain text and HTML."""
@@ -133,7 +141,7 @@ def compose(*, entry: AuditEvent, recipient: Member, event_id: str) -> Mail:
         + ["", advice, "", "-- keyward"]
     )
     rows = "".join(
-        f"<tr><th align=\"left\">{html.escape(label)}</th><td>{html.escape(value)}</td></tr>" for label, value in facts
+        f'<tr><th align="left">{html.escape(label)}</th><td>{html.escape(value)}</td></tr>' for label, value in facts
     )
     body = (
         f"<p>{html.escape(greeting)}</p><p><strong>{html.escape(_what(entry, details))}</strong></p>"
@@ -148,13 +156,13 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
     sentences = {
         "key.registered": f"A security key{f' named “{name}”' if name else ''} was added to your account by {entry.actor}.",
         "key.deleted": f"The security key {f'“{name}”' if name else target} was removed from your account by "
-                       f"{entry.actor}{', an admin' if details.get('by') == 'admin' else ''}.",
+        f"{entry.actor}{', an admin' if details.get('by') == 'admin' else ''}.",
         "mfa.disabled": f"Multi-factor authentication was turned off for your account by {entry.actor}; "
-                        f"{details.get('keys_deleted', 'all')} security key(s) were removed.",
+        f"{details.get('keys_deleted', 'all')} security key(s) were removed.",
         "enrollment_pass.issued": f"{entry.actor} issued an enrolment pass for you: it lets you register a security key.",
         "member.sessions_ended": f"{entry.actor} ended your sessions ({details.get('sessions_ended', 'all')}); sign in again.",
         "mfa.failed": f"The security key check failed {REPEATED_FAILURES} or more times on your account "
-                      f"within {int(FAILURE_WINDOW.total_seconds() // 60)} minutes.",
+        f"within {int(FAILURE_WINDOW.total_seconds() // 60)} minutes.",
         "enforcement.enabled": f"{entry.actor} turned on MFA enforcement for {entry.org_id}.",
         "enforcement.disabled": f"{entry.actor} turned off MFA enforcement for {entry.org_id}.",
         "policy.changed": f"{entry.actor} changed the authenticator policy of {entry.org_id}.",
@@ -162,12 +170,14 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
         "backup_login.succeeded": f"Someone signed in to {entry.org_id} with the backup credentials {target}.",
         "member.offboarded": f"{entry.actor} offboarded the member {target}.",
         "webhook.changed": f"{entry.actor} changed the webhook {target}: its events now go to {details.get('url', '')}"
-                           + (f" instead of {details['previous_url']}" if details.get("previous_url") else "")
-                           + f" ({', '.join(details.get('events', []))}).",
-        "webhook.disabled": (f"The webhook {target} ({details.get('url', '')}) was disabled after "
-                             f"{details.get('failures', 'repeated')} failed deliveries in a row; enable it again once it works."
-                             if entry.actor_kind == ActorKind.SYSTEM.value else
-                             f"{entry.actor} disabled the webhook {target} ({details.get('url', '')}): no events go to it."),
+        + (f" instead of {details['previous_url']}" if details.get("previous_url") else "")
+        + f" ({', '.join(details.get('events', []))}).",
+        "webhook.disabled": (
+            f"The webhook {target} ({details.get('url', '')}) was disabled after "
+            f"{details.get('failures', 'repeated')} failed deliveries in a row; enable it again once it works."
+            if entry.actor_kind == ActorKind.SYSTEM.value
+            else f"{entry.actor} disabled the webhook {target} ({details.get('url', '')}): no events go to it."
+        ),
         "webhook.deleted": f"{entry.actor} deleted the webhook {target} ({details.get('url', '')}): no events go to it.",
     }
     return sentences.get(entry.action, f"{entry.action} by {entry.actor}.")
@@ -176,12 +186,17 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
 def _advice(who: str, console: str | None) -> str:
     where = f" at {console}" if console else ""
     if who == MEMBER:
-        return (f"If this was not you, tell your organization's admins at once: someone may be using your account. "
-                f"Sign in{where} to review your security keys and sessions.")
-    return f"If this was not expected, review the audit log{where} and your organization's backup credentials and admins."
+        return (
+            f"If this was not you, tell your organization's admins at once: someone may be using your account. "
+            f"Sign in{where} to review your security keys and sessions."
+        )
+    return (
+        f"If this was not expected, review the audit log{where} and your organization's backup credentials and admins."
+    )
 
 
 # --- sending -----------------------------------------------------------------------------------
+
 
 def mime(*, mail: Mail, sender: str, to: str, event_id: str) -> bytes:
     message = EmailMessage()
@@ -197,8 +212,15 @@ def mime(*, mail: Mail, sender: str, to: str, event_id: str) -> bytes:
 
 
 # SES errors that will not go away by sending again.
-_REJECTED = frozenset({"MessageRejected", "InvalidParameterValue", "MailFromDomainNotVerifiedException",
-                       "AccountSendingPausedException", "ConfigurationSetDoesNotExist"})
+_REJECTED = frozenset(
+    {
+        "MessageRejected",
+        "InvalidParameterValue",
+        "MailFromDomainNotVerifiedException",
+        "AccountSendingPausedException",
+        "ConfigurationSetDoesNotExist",
+    }
+)
 
 
 def send(*, mail: Mail, to: str, event_id: str) -> None:
@@ -212,8 +234,11 @@ def send(*, mail: Mail, to: str, event_id: str) -> None:
 
     sender = settings().mail_from
     try:
-        _ses().send_raw_email(Source=sender, Destinations=[to],
-                              RawMessage={"Data": mime(mail=mail, sender=sender, to=to, event_id=event_id)})
+        _ses().send_raw_email(
+            Source=sender,
+            Destinations=[to],
+            RawMessage={"Data": mime(mail=mail, sender=sender, to=to, event_id=event_id)},
+        )
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         if code in _REJECTED:
@@ -227,11 +252,16 @@ def _ses() -> Any:
     from botocore.config import Config
 
     # The outbox retries with its own backoff and records every attempt.
-    return boto3.client("ses", region_name=settings().region, endpoint_url=settings().aws_endpoint,
-                        config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=10))
+    return boto3.client(
+        "ses",
+        region_name=settings().region,
+        endpoint_url=settings().aws_endpoint,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=10),
+    )
 
 
 # --- the local stage's outbox ------------------------------------------------------------------
+
 
 def local_outbox() -> list[dict[str, str]]:
     """The mail SES on moto has accepted, newest first: the local stage's outbox (moto keeps sent
@@ -250,9 +280,15 @@ def local_outbox() -> list[dict[str, str]]:
     found = []
     for stored in reversed(raw):
         message = email.message_from_string(stored["raw_data"])
-        found.append({"from": str(message["From"] or ""), "to": str(message["To"] or ""),
-                      "subject": str(message["Subject"] or ""), "date": str(message["Date"] or ""),
-                      "text": _plain_text(message)})
+        found.append(
+            {
+                "from": str(message["From"] or ""),
+                "to": str(message["To"] or ""),
+                "subject": str(message["Subject"] or ""),
+                "date": str(message["Date"] or ""),
+                "text": _plain_text(message),
+            }
+        )
     return found
 
 

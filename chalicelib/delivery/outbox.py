@@ -12,6 +12,7 @@ when it still fails its record is reported in ``batchItemFailures`` (the channel
 are not repeated), and after the event source's retries the record goes to the dead-letter queue.
 One event failing never stops the others of the batch from being delivered.
 """
+
 from __future__ import annotations
 
 import functools
@@ -96,12 +97,22 @@ def deliver(*, entry: AuditEvent, deadline: Deadline) -> bool:
     """Deliver one event to every channel that wants it; True when none of them is left failing."""
     delivered = True
     if settings().event_bus:
-        delivered &= _deliver(channel=f"events#{entry.org_id}", entry=entry, deadline=deadline,
-                              attempt=lambda: _put_event(entry), resend_unsure=True)
+        delivered &= _deliver(
+            channel=f"events#{entry.org_id}",
+            entry=entry,
+            deadline=deadline,
+            attempt=lambda: _put_event(entry),
+            resend_unsure=True,
+        )
     if settings().mail_from:
         for user_id in notifications.recipients(entry):
-            delivered &= _deliver(channel=f"mail#{entry.org_id}#{user_id}", entry=entry, deadline=deadline,
-                                  attempt=functools.partial(_mail, entry, user_id), resend_unsure=False)
+            delivered &= _deliver(
+                channel=f"mail#{entry.org_id}#{user_id}",
+                entry=entry,
+                deadline=deadline,
+                attempt=functools.partial(_mail, entry, user_id),
+                resend_unsure=False,
+            )
     for destination in webhooks.destinations(entry=entry):
         delivered &= _deliver_webhook(destination=destination, entry=entry, deadline=deadline)
     return delivered
@@ -113,14 +124,26 @@ def _deliver_webhook(*, destination: webhooks.Destination, entry: AuditEvent, de
     webhook = destination.current
 
     def attempt() -> int:
-        body = json.dumps({"type": entry.action, "timestamp": clock.iso(entry.at), "data": describe(entry)},
-                          separators=(",", ":")).encode()
+        body = json.dumps(
+            {"type": entry.action, "timestamp": clock.iso(entry.at), "data": describe(entry)}, separators=(",", ":")
+        ).encode()
         if not unsealed:  # decrypted here and only here, once per delivery
-            unsealed.append(webhook_secrets.unseal(org_id=destination.org_id, webhook_id=destination.webhook_id,
-                                                   sealed=destination.sealed_secret, legacy=destination.legacy_secret))
+            unsealed.append(
+                webhook_secrets.unseal(
+                    org_id=destination.org_id,
+                    webhook_id=destination.webhook_id,
+                    sealed=destination.sealed_secret,
+                    legacy=destination.legacy_secret,
+                )
+            )
         try:
-            return webhooks.post(url=destination.url, secret=unsealed[0], message_id=event_id(entry),
-                                 timestamp=int(time.time()), body=body)
+            return webhooks.post(
+                url=destination.url,
+                secret=unsealed[0],
+                message_id=event_id(entry),
+                timestamp=int(time.time()),
+                body=body,
+            )
         except webhooks.DeliveryFailed as failure:
             reasons.append(str(failure))
             raise Failed(str(failure), status_code=failure.status_code) from None
@@ -140,8 +163,9 @@ def _deliver_webhook(*, destination: webhooks.Destination, entry: AuditEvent, de
     return False
 
 
-def _deliver(*, channel: str, entry: AuditEvent, deadline: Deadline, attempt: Callable[[], Any],
-             resend_unsure: bool) -> bool:
+def _deliver(
+    *, channel: str, entry: AuditEvent, deadline: Deadline, attempt: Callable[[], Any], resend_unsure: bool
+) -> bool:
     """Deliver to one channel, unless it already took the event; True when it is done with it."""
     for number in range(1, ATTEMPTS + 1):
         if not _claim(channel=channel, entry=entry, resend_unsure=resend_unsure):
@@ -158,8 +182,9 @@ def _deliver(*, channel: str, entry: AuditEvent, deadline: Deadline, attempt: Ca
         except Exception as error:  # throttling, timeouts, 5xx: worth another attempt
             failure = error if isinstance(error, Failed) else Failed(f"{type(error).__name__}: {error}")
             log.warning("%s: attempt %d of event %s failed: %s", channel, number, entry.event_key, failure)
-            _finish(channel=channel, entry=entry, state=FAILED, detail=str(failure)[:500],
-                    status_code=failure.status_code)
+            _finish(
+                channel=channel, entry=entry, state=FAILED, detail=str(failure)[:500], status_code=failure.status_code
+            )
             pause = BACKOFF_SECONDS * 2 ** (number - 1) * random.uniform(0.5, 1.0)
             if number == ATTEMPTS or deadline.seconds_left() < RESERVE_SECONDS + pause:
                 return False
@@ -196,8 +221,9 @@ def _claim(*, channel: str, entry: AuditEvent, resend_unsure: bool) -> bool:
     return True
 
 
-def _finish(*, channel: str, entry: AuditEvent, state: str, detail: str | None = None,
-            status_code: int | None = None) -> None:
+def _finish(
+    *, channel: str, entry: AuditEvent, state: str, detail: str | None = None, status_code: int | None = None
+) -> None:
     actions: list[Action] = [Delivery.state.set(state)]
     actions.append(Delivery.detail.set(detail) if detail else Delivery.detail.remove())
     actions.append(Delivery.status_code.set(status_code) if status_code is not None else Delivery.status_code.remove())
@@ -206,6 +232,7 @@ def _finish(*, channel: str, entry: AuditEvent, state: str, detail: str | None =
 
 # --- the channels ----------------------------------------------------------------------------------
 
+
 def _mail(entry: AuditEvent, user_id: str) -> None:
     try:
         recipient = Member.get(entry.org_id, user_id, consistent_read=True)
@@ -213,18 +240,25 @@ def _mail(entry: AuditEvent, user_id: str) -> None:
         raise Skipped("no such member") from None
     if not recipient.email:
         raise Skipped("the member has no email address")
-    notifications.send(mail=notifications.compose(entry=entry, recipient=recipient, event_id=event_id(entry)),
-                       to=recipient.email, event_id=event_id(entry))
+    notifications.send(
+        mail=notifications.compose(entry=entry, recipient=recipient, event_id=event_id(entry)),
+        to=recipient.email,
+        event_id=event_id(entry),
+    )
 
 
 def _put_event(entry: AuditEvent) -> None:
-    answer = _events().put_events(Entries=[{
-        "Source": SOURCE,
-        "DetailType": entry.action,
-        "Detail": json.dumps(describe(entry)),
-        "EventBusName": settings().event_bus,
-        "Time": entry.at,
-    }])
+    answer = _events().put_events(
+        Entries=[
+            {
+                "Source": SOURCE,
+                "DetailType": entry.action,
+                "Detail": json.dumps(describe(entry)),
+                "EventBusName": settings().event_bus,
+                "Time": entry.at,
+            }
+        ]
+    )
     if answer.get("FailedEntryCount"):
         [result] = answer["Entries"]
         raise Failed(f"EventBridge refused the event: {result.get('ErrorCode')} {result.get('ErrorMessage')}")
@@ -236,5 +270,9 @@ def _events() -> Any:
     from botocore.config import Config
 
     # The outbox retries with its own backoff and records every attempt.
-    return boto3.client("events", region_name=settings().region, endpoint_url=settings().aws_endpoint,
-                        config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=10))
+    return boto3.client(
+        "events",
+        region_name=settings().region,
+        endpoint_url=settings().aws_endpoint,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=10),
+    )

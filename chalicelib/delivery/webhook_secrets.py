@@ -12,6 +12,7 @@ Endpoints created before secrets were sealed hold their secret in clear (``secre
 still reads it, changing such an endpoint seals it, and ``python -m keyward webhooks seal-secrets``
 seals all the others.
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,8 +45,11 @@ def seal(*, org_id: str, webhook_id: str, secret: str) -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        answer = _kms().encrypt(KeyId=settings().webhook_secret_key, Plaintext=secret.encode(),
-                                EncryptionContext=context(org_id=org_id, webhook_id=webhook_id))
+        answer = _kms().encrypt(
+            KeyId=settings().webhook_secret_key,
+            Plaintext=secret.encode(),
+            EncryptionContext=context(org_id=org_id, webhook_id=webhook_id),
+        )
     except (BotoCoreError, ClientError) as error:
         raise WebhookSecretKeyUnavailable(
             f"The webhook's signing secret could not be sealed ({type(error).__name__}); nothing was changed."
@@ -64,8 +68,11 @@ def unseal(*, org_id: str, webhook_id: str, sealed: bytes | None, legacy: str | 
         if legacy is None:
             raise ValueError(f"webhook {webhook_id} of {org_id} holds no secret")
         return legacy
-    answer = _kms().decrypt(CiphertextBlob=sealed, KeyId=settings().webhook_secret_key,
-                            EncryptionContext=context(org_id=org_id, webhook_id=webhook_id))
+    answer = _kms().decrypt(
+        CiphertextBlob=sealed,
+        KeyId=settings().webhook_secret_key,
+        EncryptionContext=context(org_id=org_id, webhook_id=webhook_id),
+    )
     return bytes(answer["Plaintext"]).decode()
 
 
@@ -74,5 +81,9 @@ def _kms() -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client("kms", region_name=settings().region, endpoint_url=settings().aws_endpoint,
-                        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=5))
+    return boto3.client(
+        "kms",
+        region_name=settings().region,
+        endpoint_url=settings().aws_endpoint,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=5),
+    )

@@ -16,6 +16,7 @@ The events that change where an endpoint's events go (``webhook.changed``, ``web
 ``webhook.deleted`` by a member) also go to where they went before the change, whatever the
 endpoint wants after it: the receiver an admin turns away hears of it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -88,6 +89,7 @@ def channel(*, org_id: str, webhook_id: str) -> str:
 
 # --- managing endpoints ---------------------------------------------------------------------------
 
+
 def create(*, caller: Caller, url: str, events: Iterable[str], description: str = "") -> CreatedWebhook:
     """``POST /org/webhooks``: a new endpoint for the caller's organization, and its secret.
 
@@ -108,17 +110,32 @@ def create(*, caller: Caller, url: str, events: Iterable[str], description: str 
     webhook_id = "wh_" + secrets.token_urlsafe(12)
     secret = webhook_secrets.new_secret()
     webhook = Webhook(
-        org_id, webhook_id, url=url, events=wanted, description=description,
+        org_id,
+        webhook_id,
+        url=url,
+        events=wanted,
+        description=description,
         sealed_secret=webhook_secrets.seal(org_id=org_id, webhook_id=webhook_id, secret=secret),
-        state=ENABLED, consecutive_failures=0, created_at=clock.now(), created_by=caller.actor.name,
+        state=ENABLED,
+        consecutive_failures=0,
+        created_at=clock.now(),
+        created_by=caller.actor.name,
     )
     webhook.revision = 1
-    entry = audit.event(org_id=org_id, actor=caller.actor, action="webhook.created", target=webhook_id,
-                        client=caller.client, details={"url": url, "events": sorted(wanted)})
+    entry = audit.event(
+        org_id=org_id,
+        actor=caller.actor,
+        action="webhook.created",
+        target=webhook_id,
+        client=caller.client,
+        details={"url": url, "events": sorted(wanted)},
+    )
     with transaction() as write:
         write.save(Item.WEBHOOK, webhook, condition=Webhook.webhook_id.does_not_exist())
         write.save(Item.AUDIT, entry)
-        write.save(Item.WEBHOOK_CHANGE, _change(entry=entry, webhook_id=webhook_id, before=None, after=settings_of(webhook)))
+        write.save(
+            Item.WEBHOOK_CHANGE, _change(entry=entry, webhook_id=webhook_id, before=None, after=settings_of(webhook))
+        )
     return CreatedWebhook(webhook=webhook, secret=secret)
 
 
@@ -127,11 +144,25 @@ def settings_of(webhook: Webhook) -> EndpointSettings:
     return EndpointSettings(url=webhook.url, events=set(webhook.events), state=webhook.state)
 
 
-def _change(*, entry: AuditEvent, webhook_id: str, before: EndpointSettings | None, after: EndpointSettings | None,
-            sealed_secret: bytes | None = None) -> WebhookChange:
-    return WebhookChange(entry.org_id, f"{entry.event_key}#{webhook_id}", event_key=entry.event_key,
-                         webhook_id=webhook_id, action=entry.action, before=before, after=after,
-                         sealed_secret=sealed_secret, ttl=entry.ttl)
+def _change(
+    *,
+    entry: AuditEvent,
+    webhook_id: str,
+    before: EndpointSettings | None,
+    after: EndpointSettings | None,
+    sealed_secret: bytes | None = None,
+) -> WebhookChange:
+    return WebhookChange(
+        entry.org_id,
+        f"{entry.event_key}#{webhook_id}",
+        event_key=entry.event_key,
+        webhook_id=webhook_id,
+        action=entry.action,
+        before=before,
+        after=after,
+        sealed_secret=sealed_secret,
+        ttl=entry.ttl,
+    )
 
 
 def _unchanged_since(revision: float | None) -> Any:
@@ -158,17 +189,35 @@ def delete(*, caller: Caller, webhook_id: str) -> None:
     for _ in range(CHANGE_ATTEMPTS):
         webhook = _get(org_id=org_id, webhook_id=webhook_id)
         # Its last event is signed with its secret after the item is gone: the change keeps it, sealed.
-        sealed = webhook.sealed_secret or webhook_secrets.seal(org_id=org_id, webhook_id=webhook_id,
-                                                               secret=webhook.secret or "")
-        entry = audit.event(org_id=org_id, actor=caller.actor, action="webhook.deleted", target=webhook_id,
-                            client=caller.client, details={"url": webhook.url, "events": sorted(webhook.events)})
+        sealed = webhook.sealed_secret or webhook_secrets.seal(
+            org_id=org_id, webhook_id=webhook_id, secret=webhook.secret or ""
+        )
+        entry = audit.event(
+            org_id=org_id,
+            actor=caller.actor,
+            action="webhook.deleted",
+            target=webhook_id,
+            client=caller.client,
+            details={"url": webhook.url, "events": sorted(webhook.events)},
+        )
         try:
             with transaction() as write:
-                write.delete(Item.WEBHOOK, Webhook(org_id, webhook_id),
-                             condition=Webhook.webhook_id.exists() & _unchanged_since(webhook.revision))
+                write.delete(
+                    Item.WEBHOOK,
+                    Webhook(org_id, webhook_id),
+                    condition=Webhook.webhook_id.exists() & _unchanged_since(webhook.revision),
+                )
                 write.save(Item.AUDIT, entry)
-                write.save(Item.WEBHOOK_CHANGE, _change(entry=entry, webhook_id=webhook_id, before=settings_of(webhook),
-                                                        after=None, sealed_secret=sealed))
+                write.save(
+                    Item.WEBHOOK_CHANGE,
+                    _change(
+                        entry=entry,
+                        webhook_id=webhook_id,
+                        before=settings_of(webhook),
+                        after=None,
+                        sealed_secret=sealed,
+                    ),
+                )
         except ConditionsFailed:
             continue  # deleted or changed meanwhile: read it again
         return
@@ -179,8 +228,14 @@ def delete(*, caller: Caller, webhook_id: str) -> None:
 CHANGE_ATTEMPTS = 3
 
 
-def change(*, caller: Caller, webhook_id: str, enabled: bool | None = None, url: str | None = None,
-           events: Iterable[str] | None = None) -> Webhook:
+def change(
+    *,
+    caller: Caller,
+    webhook_id: str,
+    enabled: bool | None = None,
+    url: str | None = None,
+    events: Iterable[str] | None = None,
+) -> Webhook:
     """``PATCH /org/webhooks/{id}``: enable or disable an endpoint, or change its URL or events.
 
     Enabling a disabled endpoint gives it a fresh run of attempts (its failures in a row start
@@ -206,8 +261,12 @@ def change(*, caller: Caller, webhook_id: str, enabled: bool | None = None, url:
         action = "webhook.changed"
         if enabled is True and state_before == DISABLED:
             action = "webhook.enabled"
-            actions += [Webhook.state.set(ENABLED), Webhook.consecutive_failures.set(0),
-                        Webhook.disabled_at.remove(), Webhook.enabled_at.set(now)]
+            actions += [
+                Webhook.state.set(ENABLED),
+                Webhook.consecutive_failures.set(0),
+                Webhook.disabled_at.remove(),
+                Webhook.enabled_at.set(now),
+            ]
             webhook.state, webhook.consecutive_failures, webhook.disabled_at, webhook.enabled_at = ENABLED, 0, None, now
         elif enabled is False and state_before == ENABLED:
             action = "webhook.disabled"
@@ -226,27 +285,38 @@ def change(*, caller: Caller, webhook_id: str, enabled: bool | None = None, url:
             return webhook
         if webhook.sealed_secret is None and webhook.secret is not None:
             # An endpoint from before secrets were sealed: its secret leaves the table with this change.
-            actions += [Webhook.sealed_secret.set(webhook_secrets.seal(org_id=org_id, webhook_id=webhook_id,
-                                                                       secret=webhook.secret)),
-                        Webhook.secret.remove()]
+            actions += [
+                Webhook.sealed_secret.set(
+                    webhook_secrets.seal(org_id=org_id, webhook_id=webhook_id, secret=webhook.secret)
+                ),
+                Webhook.secret.remove(),
+            ]
         details: dict[str, Any] = {"url": webhook.url, "events": sorted(webhook.events)}
         if changed:
             details["changed"] = changed
         if "url" in changed:
             details["previous_url"] = before.url
         actions.append(Webhook.revision.add(1))
-        entry = audit.event(org_id=org_id, actor=caller.actor, action=action, target=webhook_id,
-                            client=caller.client, details=details)
+        entry = audit.event(
+            org_id=org_id, actor=caller.actor, action=action, target=webhook_id, client=caller.client, details=details
+        )
         try:
             with transaction() as write:
                 # Conditional on the revision read: an endpoint that a delivery disabled, or another
                 # admin changed, meanwhile is read again, so the event says what really changed.
-                write.update(Item.WEBHOOK, Webhook(org_id, webhook_id), actions=actions,
-                             condition=Webhook.webhook_id.exists() & (Webhook.state == state_before)
-                             & _unchanged_since(webhook.revision))
+                write.update(
+                    Item.WEBHOOK,
+                    Webhook(org_id, webhook_id),
+                    actions=actions,
+                    condition=Webhook.webhook_id.exists()
+                    & (Webhook.state == state_before)
+                    & _unchanged_since(webhook.revision),
+                )
                 write.save(Item.AUDIT, entry)
-                write.save(Item.WEBHOOK_CHANGE, _change(entry=entry, webhook_id=webhook_id, before=before,
-                                                        after=settings_of(webhook)))
+                write.save(
+                    Item.WEBHOOK_CHANGE,
+                    _change(entry=entry, webhook_id=webhook_id, before=before, after=settings_of(webhook)),
+                )
         except ConditionsFailed:
             continue  # deleted or changed meanwhile
         return webhook
@@ -266,9 +336,14 @@ def seal_clear_secrets() -> int:
             continue
         try:
             Webhook(webhook.org_id, webhook.webhook_id).update(
-                actions=[Webhook.sealed_secret.set(webhook_secrets.seal(
-                    org_id=webhook.org_id, webhook_id=webhook.webhook_id, secret=webhook.secret)),
-                    Webhook.secret.remove()],
+                actions=[
+                    Webhook.sealed_secret.set(
+                        webhook_secrets.seal(
+                            org_id=webhook.org_id, webhook_id=webhook.webhook_id, secret=webhook.secret
+                        )
+                    ),
+                    Webhook.secret.remove(),
+                ],
                 condition=Webhook.secret == webhook.secret,
             )
         except UpdateError as error:
@@ -293,8 +368,15 @@ def recent_deliveries(*, org_id: str, webhook_id: str, limit: int) -> list[Deliv
         WebhookNotFound: the organization has no such endpoint.
     """
     _get(org_id=org_id, webhook_id=webhook_id, attributes=["webhook_id"])
-    return list(Delivery.query(channel(org_id=org_id, webhook_id=webhook_id), scan_index_forward=False,
-                               limit=limit, page_size=limit, consistent_read=True))
+    return list(
+        Delivery.query(
+            channel(org_id=org_id, webhook_id=webhook_id),
+            scan_index_forward=False,
+            limit=limit,
+            page_size=limit,
+            consistent_read=True,
+        )
+    )
 
 
 def describe(webhook: Webhook) -> dict[str, Any]:
@@ -335,7 +417,7 @@ def _check_events(events: Iterable[str]) -> set[str]:
         raise InvalidWebhookEvents(f"'events' must name 1 to {MAX_EVENTS} audit actions, or \"*\" for all.")
     for name in wanted:
         if name != EVERY_EVENT and not (isinstance(name, str) and _ACTION.fullmatch(name)):
-            raise InvalidWebhookEvents(f"{name!r} is not an audit action (such as \"key.registered\") or \"*\".")
+            raise InvalidWebhookEvents(f'{name!r} is not an audit action (such as "key.registered") or "*".')
     return wanted
 
 
@@ -343,8 +425,11 @@ def wants(webhook: Webhook, entry: AuditEvent) -> bool:
     """Whether an endpoint none of whose changes is recorded (from before they were, or whose
     records expired) is sent this event: it is enabled, wants the action, and existed (and was
     last enabled) when the event was recorded."""
-    return (webhook.state == ENABLED and (EVERY_EVENT in webhook.events or entry.action in webhook.events)
-            and entry.at >= (webhook.enabled_at or webhook.created_at))
+    return (
+        webhook.state == ENABLED
+        and (EVERY_EVENT in webhook.events or entry.action in webhook.events)
+        and entry.at >= (webhook.enabled_at or webhook.created_at)
+    )
 
 
 # Changes that turn an endpoint's events away from where they went: their events go there too.
@@ -375,13 +460,15 @@ def destinations(*, entry: AuditEvent) -> list[Destination]:
         history.setdefault(change.webhook_id, []).append(change)
     found: list[Destination] = []
     for webhook_id in sorted(set(now) | set(history)):
-        found += _destinations_of(entry=entry, webhook_id=webhook_id, now=now.get(webhook_id),
-                                  changes=history.get(webhook_id, []))
+        found += _destinations_of(
+            entry=entry, webhook_id=webhook_id, now=now.get(webhook_id), changes=history.get(webhook_id, [])
+        )
     return found
 
 
-def _destinations_of(*, entry: AuditEvent, webhook_id: str, now: Webhook | None,
-                     changes: list[WebhookChange]) -> list[Destination]:
+def _destinations_of(
+    *, entry: AuditEvent, webhook_id: str, now: Webhook | None, changes: list[WebhookChange]
+) -> list[Destination]:
     urls: list[str] = []
     if not changes:
         if now is not None and wants(now, entry):
@@ -394,8 +481,13 @@ def _destinations_of(*, entry: AuditEvent, webhook_id: str, now: Webhook | None,
         if in_force is not None and _wanted(in_force, entry):
             urls.append(in_force.url)
         this_change = earlier[-1] if earlier and earlier[-1].event_key == entry.event_key else None
-        if (this_change is not None and this_change.before is not None and entry.action in TOLD_WHERE_EVENTS_WENT
-                and entry.actor_kind != audit.ActorKind.SYSTEM.value and this_change.before.url not in urls):
+        if (
+            this_change is not None
+            and this_change.before is not None
+            and entry.action in TOLD_WHERE_EVENTS_WENT
+            and entry.actor_kind != audit.ActorKind.SYSTEM.value
+            and this_change.before.url not in urls
+        ):
             urls.append(this_change.before.url)
     if not urls:
         return []
@@ -410,11 +502,16 @@ def _destinations_of(*, entry: AuditEvent, webhook_id: str, now: Webhook | None,
             return []  # deleted before deletions kept the secret: nothing signs for it
     main = channel(org_id=entry.org_id, webhook_id=webhook_id)
     return [
-        Destination(org_id=entry.org_id, webhook_id=webhook_id, url=url,
-                    # The same event to a second URL of the endpoint is a delivery of its own.
-                    channel=main if number == 0 else f"{main}#before-change",
-                    sealed_secret=sealed, legacy_secret=legacy,
-                    current=now if now is not None and now.url == url else None)
+        Destination(
+            org_id=entry.org_id,
+            webhook_id=webhook_id,
+            url=url,
+            # The same event to a second URL of the endpoint is a delivery of its own.
+            channel=main if number == 0 else f"{main}#before-change",
+            sealed_secret=sealed,
+            legacy_secret=legacy,
+            current=now if now is not None and now.url == url else None,
+        )
         for number, url in enumerate(urls)
     ]
 
@@ -424,6 +521,7 @@ def _wanted(endpoint: EndpointSettings, entry: AuditEvent) -> bool:
 
 
 # --- where keyward may post -------------------------------------------------------------------------
+
 
 def check_url(url: str) -> SplitResult:
     """The URL's parts, if it is one keyward may post to (the address check comes with resolving).
@@ -480,6 +578,7 @@ def _public(address: str) -> bool:
 
 # --- delivering ---------------------------------------------------------------------------------
 
+
 def sign(*, secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` header: ``v1,`` and the base64 HMAC-SHA256 of ``id.timestamp.body``
     under the secret's key (Standard Webhooks)."""
@@ -510,8 +609,13 @@ def post(*, url: str, secret: str, message_id: str, timestamp: int, body: bytes)
     if parts.scheme == "https":
         # Connect to the checked address, but verify the certificate against the URL's host name.
         pool: Any = urllib3.HTTPSConnectionPool(
-            address, port, timeout=timeout, retries=False, cert_reqs="CERT_REQUIRED",
-            server_hostname=parts.hostname, assert_hostname=parts.hostname,
+            address,
+            port,
+            timeout=timeout,
+            retries=False,
+            cert_reqs="CERT_REQUIRED",
+            server_hostname=parts.hostname,
+            assert_hostname=parts.hostname,
         )
     else:
         pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
@@ -525,13 +629,23 @@ def post(*, url: str, secret: str, message_id: str, timestamp: int, body: bytes)
     }
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        response = pool.urlopen("POST", path, body=body, headers=headers, redirect=False, retries=False,
-                                preload_content=False, assert_same_host=False)
+        response = pool.urlopen(
+            "POST",
+            path,
+            body=body,
+            headers=headers,
+            redirect=False,
+            retries=False,
+            preload_content=False,
+            assert_same_host=False,
+        )
         status = response.status
         response.drain_conn()
         response.release_conn()
     except urllib3.exceptions.HTTPError as error:
-        raise DeliveryFailed(f"{type(error).__name__}: the endpoint did not answer in time or refused the connection") from None
+        raise DeliveryFailed(
+            f"{type(error).__name__}: the endpoint did not answer in time or refused the connection"
+        ) from None
     finally:
         pool.close()
     if not 200 <= status < 300:
@@ -574,19 +688,28 @@ def record_failure(*, webhook: Webhook, reason: str) -> bool:
     if failures < settings().webhook_disable_after_failures:
         return False
     current = Webhook.from_raw_data(updated["Attributes"])
-    entry = audit.event(org_id=webhook.org_id, actor=audit.SYSTEM, action="webhook.disabled", target=webhook.webhook_id,
-                        details={"url": current.url, "failures": failures, "last_error": reason[:300]})
+    entry = audit.event(
+        org_id=webhook.org_id,
+        actor=audit.SYSTEM,
+        action="webhook.disabled",
+        target=webhook.webhook_id,
+        details={"url": current.url, "failures": failures, "last_error": reason[:300]},
+    )
     after = settings_of(current)
     after.state = DISABLED
     try:
         with transaction() as write:
-            write.update(Item.WEBHOOK, Webhook(webhook.org_id, webhook.webhook_id),
-                         actions=[Webhook.state.set(DISABLED), Webhook.disabled_at.set(clock.now()), Webhook.revision.add(1)],
-                         condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED)
-                         & _unchanged_since(current.revision))
+            write.update(
+                Item.WEBHOOK,
+                Webhook(webhook.org_id, webhook.webhook_id),
+                actions=[Webhook.state.set(DISABLED), Webhook.disabled_at.set(clock.now()), Webhook.revision.add(1)],
+                condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED) & _unchanged_since(current.revision),
+            )
             write.save(Item.AUDIT, entry)
-            write.save(Item.WEBHOOK_CHANGE, _change(entry=entry, webhook_id=webhook.webhook_id,
-                                                    before=settings_of(current), after=after))
+            write.save(
+                Item.WEBHOOK_CHANGE,
+                _change(entry=entry, webhook_id=webhook.webhook_id, before=settings_of(current), after=after),
+            )
     except ConditionsFailed:
         return False  # another delivery disabled it first
     return True

@@ -13,6 +13,7 @@ store one key. Wrong codes are throttled per member: after 5 in 15 minutes, 429.
 It is also how a member who lost every key gets back in: an admin deletes the lost key and
 issues a pass.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,6 +77,7 @@ class IssuedPass:
 
 # --- the organization's policy ------------------------------------------------------------------
 
+
 def policy_of(org: Organization) -> Policy:
     """The organization's policy. Anything but absent or ``open`` (an operator's typo in the
     table, say) counts as ``pass_required``: the rule fails closed."""
@@ -87,7 +89,7 @@ def policy_of(org: Organization) -> Policy:
 def check_policy(value: object) -> Policy:
     """The ``enrollment`` field of ``PUT /org/mfa``."""
     if not isinstance(value, str) or value not in {policy.value for policy in Policy}:
-        raise MalformedRequest("'enrollment' must be \"open\" or \"pass_required\".")
+        raise MalformedRequest('\'enrollment\' must be "open" or "pass_required".')
     return Policy(value)
 
 
@@ -103,36 +105,56 @@ class PolicyChange:
 
     def add_to(self, write: LabelledWrite) -> None:
         org_id = self.caller.org.org_id
-        write.save(Item.AUDIT, audit.event(
-            org_id=org_id, actor=self.caller.actor, action="enrollment.changed", target=org_id,
-            client=self.caller.client, details={"enrollment": self.policy.value},
-        ))
+        write.save(
+            Item.AUDIT,
+            audit.event(
+                org_id=org_id,
+                actor=self.caller.actor,
+                action="enrollment.changed",
+                target=org_id,
+                client=self.caller.client,
+                details={"enrollment": self.policy.value},
+            ),
+        )
 
     def applied(self, org: Organization) -> None:
         org.enrollment = self.policy.value
 
     def commit(self) -> None:
         with transaction() as write:
-            write.update(Item.ORG, Organization(self.caller.org.org_id), actions=self.actions(),
-                         condition=Organization.org_id.exists())
+            write.update(
+                Item.ORG,
+                Organization(self.caller.org.org_id),
+                actions=self.actions(),
+                condition=Organization.org_id.exists(),
+            )
             self.add_to(write)
 
 
 def policy_change(*, caller: Caller, policy: Policy | None) -> PolicyChange | None:
     """The change ``PUT /org/mfa {"enrollment": ...}`` asks for; None when it asks for none or
     for the policy in force (which changes nothing and logs nothing)."""
-    if policy is None or (caller.org.enrollment == policy.value) or (caller.org.enrollment is None and policy is Policy.OPEN):
+    if (
+        policy is None
+        or (caller.org.enrollment == policy.value)
+        or (caller.org.enrollment is None and policy is Policy.OPEN)
+    ):
         return None
     return PolicyChange(caller=caller, policy=policy)
 
 
 # --- passes, for admins ---------------------------------------------------------------------------
 
+
 def check_lifetime(value: object) -> int:
     """``lifetime_minutes``: a whole number of minutes from 10 to 43200 (30 days); 60 when absent."""
     if value is None:
         return DEFAULT_LIFETIME_MINUTES
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_LIFETIME_MINUTES <= value <= MAX_LIFETIME_MINUTES:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not MIN_LIFETIME_MINUTES <= value <= MAX_LIFETIME_MINUTES
+    ):
         raise MalformedRequest(
             f"'lifetime_minutes' must be a whole number from {MIN_LIFETIME_MINUTES} to {MAX_LIFETIME_MINUTES}."
         )
@@ -189,11 +211,18 @@ def issue(*, caller: Caller, user_id: str, lifetime_minutes: int) -> IssuedPass:
             # Still the member read: one offboarded (and perhaps re-created) meanwhile gets no pass.
             write.condition_check(Item.MEMBER, Member, org_id, user_id, condition=_same_member(member))
             write.save(Item.ENROLLMENT_PASS, enrollment_pass, condition=EnrollmentPass.pass_id.does_not_exist())
-            write.save(Item.AUDIT, audit.event(
-                org_id=org_id, actor=caller.actor, action="enrollment_pass.issued", target=enrollment_pass.pass_id,
-                user_id=user_id, client=caller.client,
-                details={"lifetime_minutes": lifetime_minutes, "expires_at": clock.iso(expires_at)},
-            ))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org_id,
+                    actor=caller.actor,
+                    action="enrollment_pass.issued",
+                    target=enrollment_pass.pass_id,
+                    user_id=user_id,
+                    client=caller.client,
+                    details={"lifetime_minutes": lifetime_minutes, "expires_at": clock.iso(expires_at)},
+                ),
+            )
     except ConditionsFailed as refused:
         if Item.MEMBER in refused.labels:
             raise MemberNotFound("No such member.") from None
@@ -261,13 +290,22 @@ def revoke(*, caller: Caller, user_id: str, pass_id: str) -> None:
                 Item.ENROLLMENT_PASS,
                 EnrollmentPass(org_id, pass_id),
                 actions=[EnrollmentPass.revoked_at.set(clock.now()), EnrollmentPass.revoked_by.set(caller.actor.name)],
-                condition=EnrollmentPass.pass_id.exists() & (EnrollmentPass.user_id == user_id)
-                & EnrollmentPass.used_at.does_not_exist() & EnrollmentPass.revoked_at.does_not_exist(),
+                condition=EnrollmentPass.pass_id.exists()
+                & (EnrollmentPass.user_id == user_id)
+                & EnrollmentPass.used_at.does_not_exist()
+                & EnrollmentPass.revoked_at.does_not_exist(),
             )
-            write.save(Item.AUDIT, audit.event(
-                org_id=org_id, actor=caller.actor, action="enrollment_pass.revoked", target=pass_id,
-                user_id=user_id, client=caller.client,
-            ))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org_id,
+                    actor=caller.actor,
+                    action="enrollment_pass.revoked",
+                    target=pass_id,
+                    user_id=user_id,
+                    client=caller.client,
+                ),
+            )
     except ConditionsFailed:
         _explain_refused_revocation(org_id=org_id, user_id=user_id, pass_id=pass_id)
 
@@ -308,6 +346,7 @@ def describe(enrollment_pass: EnrollmentPass) -> dict[str, Any]:
 
 
 # --- registering a key ------------------------------------------------------------------------
+
 
 def code_required(*, caller: Caller) -> bool:
     """Whether the caller's next key registration needs an enrolment code (for the options)."""
@@ -354,15 +393,25 @@ class FirstKeyGate:
                 Item.ENROLLMENT_PASS,
                 EnrollmentPass(session.org_id, self.enrollment_pass.pass_id),
                 actions=[EnrollmentPass.used_at.set(now), EnrollmentPass.used_key_id.set(key_id)],
-                condition=EnrollmentPass.pass_id.exists() & (EnrollmentPass.user_id == session.user_id)
-                & (EnrollmentPass.code_hash == self.code_hash) & EnrollmentPass.used_at.does_not_exist()
-                & EnrollmentPass.revoked_at.does_not_exist() & (EnrollmentPass.expires_at > now),
+                condition=EnrollmentPass.pass_id.exists()
+                & (EnrollmentPass.user_id == session.user_id)
+                & (EnrollmentPass.code_hash == self.code_hash)
+                & EnrollmentPass.used_at.does_not_exist()
+                & EnrollmentPass.revoked_at.does_not_exist()
+                & (EnrollmentPass.expires_at > now),
             )
-            write.save(Item.AUDIT, audit.event(
-                org_id=session.org_id, actor=self.caller.actor, action="enrollment_pass.used",
-                target=self.enrollment_pass.pass_id, user_id=session.user_id, client=self.caller.client,
-                details={"key_id": key_id},
-            ))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=session.org_id,
+                    actor=self.caller.actor,
+                    action="enrollment_pass.used",
+                    target=self.enrollment_pass.pass_id,
+                    user_id=session.user_id,
+                    client=self.caller.client,
+                    details={"key_id": key_id},
+                ),
+            )
 
     def explain(self, refused: ConditionsFailed) -> None:
         """Raise this gate's refusal if one of its conditions cancelled the registration. A refused
@@ -373,7 +422,9 @@ class FirstKeyGate:
         # The open policy is a condition on the organization's counters (see org_condition); a
         # refusal there for a moved compliance version was named before this (coverage.retrying).
         if self.relies_on_open and Item.ORG_COUNTERS in refused.labels:
-            raise EnrollmentPassRequired("The organization now requires an enrolment pass from an admin for a first security key.")
+            raise EnrollmentPassRequired(
+                "The organization now requires an enrolment pass from an admin for a first security key."
+            )
 
 
 def admit(*, caller: Caller, code: object) -> FirstKeyGate:
@@ -396,7 +447,9 @@ def admit(*, caller: Caller, code: object) -> FirstKeyGate:
     if policy_of(caller.org) is Policy.OPEN:
         return FirstKeyGate(caller=caller, relies_on_open=True)
     if not code:
-        raise EnrollmentPassRequired("The organization requires an enrolment pass from an admin for your first security key.")
+        raise EnrollmentPassRequired(
+            "The organization requires an enrolment pass from an admin for your first security key."
+        )
     return _check_code(caller=caller, code=code)
 
 
@@ -405,20 +458,30 @@ def _check_code(*, caller: Caller, code: str) -> FirstKeyGate:
     org_id, user_id = caller.session.org_id, caller.session.user_id
     subject = "enrollment-pass#" + hashlib.sha256(f"{org_id}\x00{user_id}".encode()).hexdigest()
     window = throttles.reserve_attempt(
-        subject=subject, max_failures=config.enrollment_pass_max_failures,
+        subject=subject,
+        max_failures=config.enrollment_pass_max_failures,
         window_seconds=config.enrollment_pass_window_seconds,
         refusal="Too many wrong enrolment codes; try again later.",
     )
     presented = _hash(code)
     # An earlier member's pass is as unknown as any other code: it was never this member's.
-    matching = [p for p in passes_of(org_id=org_id, user_id=user_id)
-                if hmac.compare_digest(p.code_hash, presented) and of_member(p, caller.member)]
+    matching = [
+        p
+        for p in passes_of(org_id=org_id, user_id=user_id)
+        if hmac.compare_digest(p.code_hash, presented) and of_member(p, caller.member)
+    ]
     usable = [p for p in matching if state_of(p) is PassState.ACTIVE]
     if not usable:
         reason = state_of(matching[0]).value if matching else "unknown"
-        audit.record(org_id=org_id, actor=caller.actor, action="enrollment_pass.refused",
-                     target=matching[0].pass_id if matching else None, user_id=user_id, client=caller.client,
-                     details={"reason": reason})
+        audit.record(
+            org_id=org_id,
+            actor=caller.actor,
+            action="enrollment_pass.refused",
+            target=matching[0].pass_id if matching else None,
+            user_id=user_id,
+            client=caller.client,
+            details={"reason": reason},
+        )
         raise InvalidEnrollmentPass("The enrolment code is wrong, used, revoked or expired.")
     throttles.release_attempt(subject=subject, window=window)
     return FirstKeyGate(caller=caller, enrollment_pass=usable[0], code_hash=presented)

@@ -5,6 +5,7 @@ Every write that removes a key changes the member's ``key_count`` in the same tr
 conditions on that counter and on the organization's enforcement flag keep the rules true when
 requests race.
 """
+
 from __future__ import annotations
 
 import re
@@ -91,10 +92,18 @@ def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
                 actions=[SecurityKey.name.set(name)],
                 condition=SecurityKey.key_id.exists() & (SecurityKey.user_id == user_id),
             )
-            write.save(Item.AUDIT, audit.event(
-                org_id=org_id, actor=caller.actor, action="key.renamed", target=key_id, user_id=user_id,
-                client=caller.client, details={"name": name},
-            ))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org_id,
+                    actor=caller.actor,
+                    action="key.renamed",
+                    target=key_id,
+                    user_id=user_id,
+                    client=caller.client,
+                    details={"name": name},
+                ),
+            )
     except ConditionsFailed:
         raise KeyNotFound("No such security key.") from None
     key.name = name
@@ -164,18 +173,32 @@ def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id
             )
             write.delete(Item.CLAIM, CredentialClaim(key_id))
             coverage.change_key_count(
-                write, org_id=org_id, user_id=user_id, expected=standing, delta=-1,
-                compliant_delta=compliant, compliance_version=org_version,
+                write,
+                org_id=org_id,
+                user_id=user_id,
+                expected=standing,
+                delta=-1,
+                compliant_delta=compliant,
+                compliance_version=org_version,
                 condition=Member.key_count > 1 if keep_last and enforced else None,
                 extra_actions=[Member.credentials[key_id].remove()] if lists_credentials else [],
                 org_condition=Organization.mfa_enforced == False if keep_last and not enforced else None,
             )
-            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id, key_ids={key_id},
-                                                   sparing=caller.session.session_id)
-            write.save(Item.AUDIT, audit.event(
-                org_id=org_id, actor=caller.actor, action="key.deleted", target=key_id, user_id=user_id,
-                client=caller.client, details={"by": by, "name": name},
-            ))
+            overflow = _end_sessions_verified_with(
+                write, org_id=org_id, user_id=user_id, key_ids={key_id}, sparing=caller.session.session_id
+            )
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org_id,
+                    actor=caller.actor,
+                    action="key.deleted",
+                    target=key_id,
+                    user_id=user_id,
+                    client=caller.client,
+                    details={"by": by, "name": name},
+                ),
+            )
         return overflow
 
     own = user_id == caller.session.user_id
@@ -183,8 +206,11 @@ def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id
         expected, lists_credentials = conditions.standing_of(caller.member), caller.member.credentials is not None
     else:
         expected, lists_credentials = _standing_and_listing(org_id=org_id, user_id=user_id)
-    end_sessions(coverage.retrying(org_id=org_id, user_id=user_id, expected=expected, compliance_version=org_version,
-                                   attempt=store))
+    end_sessions(
+        coverage.retrying(
+            org_id=org_id, user_id=user_id, expected=expected, compliance_version=org_version, attempt=store
+        )
+    )
     if own:
         caller.member.key_count -= 1
 
@@ -193,8 +219,12 @@ def _stored_key(*, org_id: str, key_id: str) -> SecurityKey | None:
     """A key's name and what the authenticator policy looks at; None when there is no such key
     (its deletion is then refused anyway)."""
     try:
-        return SecurityKey.get(org_id, key_id, consistent_read=True,
-                               attributes_to_get=["name", "aaguid", "backup_eligible", "attested", "model_status"])
+        return SecurityKey.get(
+            org_id,
+            key_id,
+            consistent_read=True,
+            attributes_to_get=["name", "aaguid", "backup_eligible", "attested", "model_status"],
+        )
     except SecurityKey.DoesNotExist:
         return None
 
@@ -221,16 +251,36 @@ def disable_mfa(*, caller: Caller) -> None:
                 write.delete(Item.CLAIM, CredentialClaim(key.key_id))
             # The count condition makes a key registered meanwhile fail the whole transaction
             # rather than survive with a counter of zero.
-            coverage.change_key_count(write, org_id=org_id, user_id=user_id, expected=standing, delta=-len(keys),
-                                      compliant_delta=compliant, compliance_version=org_version,
-                                      extra_actions=[Member.credentials.remove()],
-                                      org_condition=Organization.mfa_enforced == False)
-            overflow = _end_sessions_verified_with(write, org_id=org_id, user_id=user_id,
-                                                   key_ids={key.key_id for key in keys}, sparing=caller.session.session_id)
-            write.save(Item.AUDIT, audit.event(
-                org_id=org_id, actor=caller.actor, action="mfa.disabled", target=user_id, user_id=user_id,
-                client=caller.client, details={"keys_deleted": len(keys), "keys": named(keys)},
-            ))
+            coverage.change_key_count(
+                write,
+                org_id=org_id,
+                user_id=user_id,
+                expected=standing,
+                delta=-len(keys),
+                compliant_delta=compliant,
+                compliance_version=org_version,
+                extra_actions=[Member.credentials.remove()],
+                org_condition=Organization.mfa_enforced == False,
+            )
+            overflow = _end_sessions_verified_with(
+                write,
+                org_id=org_id,
+                user_id=user_id,
+                key_ids={key.key_id for key in keys},
+                sparing=caller.session.session_id,
+            )
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org_id,
+                    actor=caller.actor,
+                    action="mfa.disabled",
+                    target=user_id,
+                    user_id=user_id,
+                    client=caller.client,
+                    details={"keys_deleted": len(keys), "keys": named(keys)},
+                ),
+            )
         return overflow
 
     try:
@@ -265,13 +315,19 @@ def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]
 
 
 def _end_sessions_verified_with(
-    write: LabelledWrite, *, org_id: str, user_id: str, key_ids: set[str], sparing: str,
+    write: LabelledWrite,
+    *,
+    org_id: str,
+    user_id: str,
+    key_ids: set[str],
+    sparing: str,
 ) -> list[Session]:
     """Add to ``write`` the deletion of the member's other sessions that passed MFA with one of
     these keys, as many as fit beside the keys it deletes and the audit event the caller adds
     next; returns the rest, to end right after it."""
     verified = [
-        session for session in sessions_of(org_id=org_id, user_id=user_id)
+        session
+        for session in sessions_of(org_id=org_id, user_id=user_id)
         if session.verified_key_id in key_ids and session.session_id != sparing
     ]
     # Disabling MFA with 20 keys puts 43 items in the transaction before any session.

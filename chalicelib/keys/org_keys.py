@@ -1,5 +1,6 @@
 """An organization's security keys as its admins manage them: the list (optionally only the keys
 its policy does not accept) and deleting a member's key."""
+
 from __future__ import annotations
 
 from chalicelib.base import pagination
@@ -15,7 +16,11 @@ from chalicelib.keys.management import check_key_id, remove_key
 
 
 def list_org_keys(
-    *, org_id: str, limit: int, after: str | None, user_id: str | None = None,
+    *,
+    org_id: str,
+    limit: int,
+    after: str | None,
+    user_id: str | None = None,
     noncompliant_under: AuthenticatorPolicy | None = None,
 ) -> pagination.Page[SecurityKey]:
     """One page of the organization's security keys (or one member's), with their owners; with
@@ -24,18 +29,31 @@ def list_org_keys(
         return _noncompliant_keys(org_id=org_id, limit=limit, after=after, user_id=user_id, policy=noncompliant_under)
     if user_id is not None:
         start = {"org_id": {"S": org_id}, "key_id": {"S": after}, "user_id": {"S": user_id}} if after else None
-        results = SecurityKey.by_member.query(org_id, SecurityKey.user_id == user_id, limit=limit, page_size=limit,
-                                              last_evaluated_key=start, consistent_read=True)
+        results = SecurityKey.by_member.query(
+            org_id,
+            SecurityKey.user_id == user_id,
+            limit=limit,
+            page_size=limit,
+            last_evaluated_key=start,
+            consistent_read=True,
+        )
     else:
         start = {"org_id": {"S": org_id}, "key_id": {"S": after}} if after else None
-        results = SecurityKey.query(org_id, limit=limit, page_size=limit, last_evaluated_key=start, consistent_read=True)
+        results = SecurityKey.query(
+            org_id, limit=limit, page_size=limit, last_evaluated_key=start, consistent_read=True
+        )
     found = list(results)
     last = results.last_evaluated_key
     return pagination.Page(items=found, next=pagination.encode(last["key_id"]["S"]) if last else None)
 
 
 def _noncompliant_keys(
-    *, org_id: str, limit: int, after: str | None, user_id: str | None, policy: AuthenticatorPolicy,
+    *,
+    org_id: str,
+    limit: int,
+    after: str | None,
+    user_id: str | None,
+    policy: AuthenticatorPolicy,
 ) -> pagination.Page[SecurityKey]:
     # Compliance depends on the policy, so no index can hold it: read pages of keys until a page
     # of answers is full. The cursor is the last key examined, so the next page resumes there.

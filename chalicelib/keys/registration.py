@@ -4,6 +4,7 @@ with the rules of who may register (enrolment passes, the authenticator policy, 
 
 Ceremony code (and py_webauthn with it) is imported only by the functions that run one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -103,7 +104,9 @@ class KeySubmission:
     enrollment_code: object = None
 
 
-def parse_submission(*, challenge_id: object, name: object, credential: object, enrollment_code: object = None) -> KeySubmission:
+def parse_submission(
+    *, challenge_id: object, name: object, credential: object, enrollment_code: object = None
+) -> KeySubmission:
     """Parse a ``POST /me/mfa/keys`` body completely, before anything is read or used.
 
     Raises:
@@ -115,15 +118,23 @@ def parse_submission(*, challenge_id: object, name: object, credential: object, 
     challenge_id = challenges.check_id(challenge_id)
     response = ceremonies.parse_registration(credential=credential)
     model_ids = metadata.model_ids_for(aaguid=response.aaguid, certificate_chain=response.attestation_certificates)
-    return KeySubmission(challenge_id=challenge_id, name=name, response=response, model_ids=tuple(model_ids),
-                         enrollment_code=enrollment_code)
+    return KeySubmission(
+        challenge_id=challenge_id,
+        name=name,
+        response=response,
+        model_ids=tuple(model_ids),
+        enrollment_code=enrollment_code,
+    )
 
 
 def submission_reads(submission: KeySubmission) -> AlsoReads:
     """The challenge and the authenticator model a registration names, to be read with the session."""
     from chalicelib.ceremony import metadata
 
-    return lambda org_id, user_id: [challenges.read(submission.challenge_id), *metadata.model_reads(submission.model_ids)]
+    return lambda org_id, user_id: [
+        challenges.read(submission.challenge_id),
+        *metadata.model_reads(submission.model_ids),
+    ]
 
 
 def register(*, caller: Caller, submission: KeySubmission) -> Registration:
@@ -162,24 +173,43 @@ def register(*, caller: Caller, submission: KeySubmission) -> Registration:
     # challenge usable for a retry with the right one.
     gate = enrollment_passes.admit(caller=caller, code=submission.enrollment_code)
     try:
-        return _register(caller=caller, challenge_id=submission.challenge_id, name=submission.name,
-                         response=submission.response, gate=gate)
+        return _register(
+            caller=caller,
+            challenge_id=submission.challenge_id,
+            name=submission.name,
+            response=submission.response,
+            gate=gate,
+        )
     except (NotAuthenticated, NotAllowed, RuleViolation) as refusal:
-        challenges.discard(caller=caller, challenge_id=submission.challenge_id, ceremony=Ceremony.REGISTRATION,
-                           action="key.registration_failed", reason=refusal.code)
+        challenges.discard(
+            caller=caller,
+            challenge_id=submission.challenge_id,
+            ceremony=Ceremony.REGISTRATION,
+            action="key.registration_failed",
+            reason=refusal.code,
+        )
         raise
 
 
 def _register(
-    *, caller: Caller, challenge_id: str, name: str, response: RegistrationResponse, gate: enrollment_passes.FirstKeyGate,
+    *,
+    caller: Caller,
+    challenge_id: str,
+    name: str,
+    response: RegistrationResponse,
+    gate: enrollment_passes.FirstKeyGate,
 ) -> Registration:
     key, facts = _verified_key(caller=caller, challenge_id=challenge_id, name=name, response=response)
     plan = _plan(caller=caller, key=key, facts=facts)
     try:
         coverage.retrying(
-            org_id=caller.session.org_id, user_id=caller.session.user_id, expected=conditions.standing_of(caller.member),
+            org_id=caller.session.org_id,
+            user_id=caller.session.user_id,
+            expected=conditions.standing_of(caller.member),
             compliance_version=plan.org_version,
-            attempt=lambda standing: _write(caller=caller, plan=plan, standing=standing, challenge_id=challenge_id, gate=gate),
+            attempt=lambda standing: _write(
+                caller=caller, plan=plan, standing=standing, challenge_id=challenge_id, gate=gate
+            ),
         )
     except ConditionsFailed as refused:
         raise _refusal(caller=caller, gate=gate, refused=refused) from None
@@ -188,24 +218,39 @@ def _register(
 
 # --- decide: the ceremony, the policy, and what the transaction will write ----------------------
 
+
 def _verified_key(
-    *, caller: Caller, challenge_id: str, name: str, response: RegistrationResponse,
+    *,
+    caller: Caller,
+    challenge_id: str,
+    name: str,
+    response: RegistrationResponse,
 ) -> tuple[SecurityKey, KeyFacts]:
     """The key the ceremony proves, once the challenge, the attestation and the organization's
     authenticator policy accept it; nothing is written yet."""
     from chalicelib.ceremony import ceremonies, metadata
 
     session = caller.session
-    expected = challenges.check(challenge=challenges.read_with(caller.read, challenge_id), ceremony=Ceremony.REGISTRATION, session=session)
+    expected = challenges.check(
+        challenge=challenges.read_with(caller.read, challenge_id), ceremony=Ceremony.REGISTRATION, session=session
+    )
     verified = ceremonies.verify_registration(response=response, expected_challenge=expected)
-    verdict = metadata.examine(attestation_object=verified.attestation_object, client_data_json=verified.client_data_json,
-                               stored=caller.read)
+    verdict = metadata.examine(
+        attestation_object=verified.attestation_object, client_data_json=verified.client_data_json, stored=caller.read
+    )
     model = verdict.model
-    facts = KeyFacts(aaguid=verified.aaguid, backup_eligible=verified.backup_eligible, attested=verdict.attested,
-                     model_status=model.status if model else None)
+    facts = KeyFacts(
+        aaguid=verified.aaguid,
+        backup_eligible=verified.backup_eligible,
+        attested=verdict.attested,
+        model_status=model.status if model else None,
+    )
     authenticator_policy.check_registration(
-        authenticator_policy.of(caller.org), key=facts, user_verified=verified.user_verified,
-        certified=verdict.certified, model=model.description if model else None,
+        authenticator_policy.of(caller.org),
+        key=facts,
+        user_verified=verified.user_verified,
+        certified=verdict.certified,
+        model=model.description if model else None,
     )
     key = SecurityKey(
         session.org_id,
@@ -262,18 +307,28 @@ def _plan(*, caller: Caller, key: SecurityKey, facts: KeyFacts) -> _NewKey:
         token, token_hash = rotated_token(caller)
         session_actions += [Session.state.set(SessionState.ACTIVE.value), Session.token_hash.set(token_hash)]
     return _NewKey(
-        key=key, first_key=first_key, activates_session=activates_session, proved=proved,
+        key=key,
+        first_key=first_key,
+        activates_session=activates_session,
+        proved=proved,
         session_actions=session_actions,
         session_condition=(Session.state == caller.state.value) & (Session.token_hash == caller.token_hash),
-        token=token, token_hash=token_hash,
-        org_version=compliance.version_of(caller.org), compliant=compliance.compliant_delta(org=caller.org, keys=[facts]),
+        token=token,
+        token_hash=token_hash,
+        org_version=compliance.version_of(caller.org),
+        compliant=compliance.compliant_delta(org=caller.org, keys=[facts]),
     )
 
 
 # --- write: one transaction, conditional on what was decided ------------------------------------
 
+
 def _write(
-    *, caller: Caller, plan: _NewKey, standing: conditions.Standing, challenge_id: str,
+    *,
+    caller: Caller,
+    plan: _NewKey,
+    standing: conditions.Standing,
+    challenge_id: str,
     gate: enrollment_passes.FirstKeyGate,
 ) -> None:
     session, member, key = caller.session, caller.member, plan.key
@@ -300,13 +355,22 @@ def _write(
         member_condition &= listing_condition
     with transaction() as write:
         challenges.use_up(write, challenge_id=challenge_id, ceremony=Ceremony.REGISTRATION, session=session)
-        write.save(Item.CLAIM, CredentialClaim(key.key_id, org_id=key.org_id, user_id=key.user_id),
-                   condition=CredentialClaim.key_id.does_not_exist())
+        write.save(
+            Item.CLAIM,
+            CredentialClaim(key.key_id, org_id=key.org_id, user_id=key.user_id),
+            condition=CredentialClaim.key_id.does_not_exist(),
+        )
         write.save(Item.KEY, key, condition=SecurityKey.key_id.does_not_exist())
         coverage.change_key_count(
-            write, org_id=session.org_id, user_id=session.user_id, expected=standing, delta=1,
-            compliant_delta=plan.compliant, compliance_version=plan.org_version,
-            condition=gate.member_condition(member_condition), extra_actions=member_actions,
+            write,
+            org_id=session.org_id,
+            user_id=session.user_id,
+            expected=standing,
+            delta=1,
+            compliant_delta=plan.compliant,
+            compliance_version=plan.org_version,
+            condition=gate.member_condition(member_condition),
+            extra_actions=member_actions,
             org_condition=gate.org_condition(),
         )
         gate.add_to(write, key_id=key.key_id)
@@ -316,11 +380,22 @@ def _write(
             actions=plan.session_actions,
             condition=plan.session_condition,
         )
-        write.save(Item.AUDIT, audit.event(
-            org_id=session.org_id, actor=caller.actor, action="key.registered", target=key.key_id,
-            user_id=session.user_id, client=caller.client,
-            details={"name": key.name, "by": "self", **({"session_activated": True} if plan.activates_session else {})},
-        ))
+        write.save(
+            Item.AUDIT,
+            audit.event(
+                org_id=session.org_id,
+                actor=caller.actor,
+                action="key.registered",
+                target=key.key_id,
+                user_id=session.user_id,
+                client=caller.client,
+                details={
+                    "name": key.name,
+                    "by": "self",
+                    **({"session_activated": True} if plan.activates_session else {}),
+                },
+            ),
+        )
 
 
 def _applied(*, caller: Caller, plan: _NewKey) -> Registration:
@@ -339,6 +414,7 @@ def _applied(*, caller: Caller, plan: _NewKey) -> Registration:
 
 
 # --- explain: which condition refused the transaction, as the caller's refusal ------------------
+
 
 def _refusal(*, caller: Caller, gate: enrollment_passes.FirstKeyGate, refused: ConditionsFailed) -> Exception:
     gate.explain(refused)

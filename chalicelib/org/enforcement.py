@@ -6,6 +6,7 @@ the stream function on the organizations table then deletes those sessions, in a
 invocations as it takes: when one runs short of time it records where it stopped and bumps
 ``invalidation.handoffs``, and the stream record of that write starts the next invocation.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,12 +45,20 @@ def status(*, org: Organization) -> MfaStatus:
     session (a transactional read, strongly consistent): no read of its own."""
     counters = coverage.counters_of(org)
     compliant = compliance.of(org)
-    return MfaStatus(org=org, members_total=counters.members_total, members_compliant=compliant.members_compliant,
-                     compliance_state=compliant.state)
+    return MfaStatus(
+        org=org,
+        members_total=counters.members_total,
+        members_compliant=compliant.members_compliant,
+        compliance_state=compliant.state,
+    )
 
 
 def set_enforced(
-    *, caller: Caller, enforced: bool, grace_period_hours: int | None = None, along: AlongChange | None = None,
+    *,
+    caller: Caller,
+    enforced: bool,
+    grace_period_hours: int | None = None,
+    along: AlongChange | None = None,
 ) -> MfaStatus:
     """``PUT /org/mfa``: enforce MFA (ending every other session at once) or relax it.
 
@@ -67,8 +76,13 @@ def set_enforced(
     before = status(org=caller.org)
     if bool(before.org.mfa_enforced) == enforced:
         if enforced and grace_period_hours is not None and grace_period_hours != (before.org.grace_period_hours or 0):
-            grace.change_period(org_id=before.org.org_id, hours=grace_period_hours, actor=caller.actor,
-                                client=caller.client, along=along)
+            grace.change_period(
+                org_id=before.org.org_id,
+                hours=grace_period_hours,
+                actor=caller.actor,
+                client=caller.client,
+                along=along,
+            )
             before.org.grace_period_hours = grace_period_hours
         elif along is not None:
             along.commit()
@@ -77,8 +91,11 @@ def set_enforced(
         return before
     # The answer is built from what was read before the change and what the change wrote: a read
     # failing after the commit would otherwise report 503 "nothing was changed" for a change made.
-    changed = (_enforce(caller=caller, org=before.org, grace_period_hours=grace_period_hours or 0, along=along)
-               if enforced else _relax(caller=caller, org=before.org, along=along))
+    changed = (
+        _enforce(caller=caller, org=before.org, grace_period_hours=grace_period_hours or 0, along=along)
+        if enforced
+        else _relax(caller=caller, org=before.org, along=along)
+    )
     return replace(before, org=changed)
 
 
@@ -99,7 +116,11 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
     try:
         with transaction() as write:
             write.condition_check(
-                Item.MEMBER, Member, session.org_id, session.user_id, condition=Member.key_count > 0,
+                Item.MEMBER,
+                Member,
+                session.org_id,
+                session.user_id,
+                condition=Member.key_count > 0,
             )
             write.update(
                 Item.ORG,
@@ -118,11 +139,21 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
                 condition=(Organization.mfa_enforced == False)
                 & (Organization.enforcement_generation == org.enforcement_generation),
             )
-            write.save(Item.AUDIT, audit.event(
-                org_id=org.org_id, actor=caller.actor, action="enforcement.enabled", target=org.org_id,
-                client=caller.client, details={"generation": generation, "session_id": session.session_id,
-                                               "grace_period_hours": grace_period_hours},
-            ))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org.org_id,
+                    actor=caller.actor,
+                    action="enforcement.enabled",
+                    target=org.org_id,
+                    client=caller.client,
+                    details={
+                        "generation": generation,
+                        "session_id": session.session_id,
+                        "grace_period_hours": grace_period_hours,
+                    },
+                ),
+            )
             if along:
                 along.add_to(write)
     except ConditionsFailed as refused:
@@ -154,8 +185,16 @@ def _relax(*, caller: Caller, org: Organization, along: AlongChange | None) -> O
                 # A flag of the wrong type reads as enforced; relaxing is how an admin repairs it.
                 condition=(Organization.mfa_enforced == True) | ~Organization.mfa_enforced.is_type(),
             )
-            write.save(Item.AUDIT, audit.event(org_id=org.org_id, actor=caller.actor, action="enforcement.disabled",
-                                               target=org.org_id, client=caller.client))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org.org_id,
+                    actor=caller.actor,
+                    action="enforcement.disabled",
+                    target=org.org_id,
+                    client=caller.client,
+                ),
+            )
             if along:
                 along.add_to(write)
     except ConditionsFailed:

@@ -1,4 +1,5 @@
 """An organization's members as its admins see them: key counts and compliance."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,10 +40,15 @@ def list_members_by_coverage(*, org_id: str, bucket: Bucket, limit: int, after: 
     results = Member.by_coverage.query(partition, limit=limit, page_size=limit, last_evaluated_key=start)
     user_ids = [entry.user_id for entry in results]
     last = results.last_evaluated_key
-    found = {member.user_id: member for member in Member.batch_get([(org_id, user_id) for user_id in user_ids],
-                                                                   consistent_read=True)}
-    members = [found[user_id] for user_id in user_ids
-               if user_id in found and coverage.bucket_of(int(found[user_id].key_count)) is bucket]
+    found = {
+        member.user_id: member
+        for member in Member.batch_get([(org_id, user_id) for user_id in user_ids], consistent_read=True)
+    }
+    members = [
+        found[user_id]
+        for user_id in user_ids
+        if user_id in found and coverage.bucket_of(int(found[user_id].key_count)) is bucket
+    ]
     return pagination.Page(items=members, next=pagination.encode(last["user_id"]["S"]) if last else None)
 
 
@@ -50,11 +56,16 @@ def list_admins_without_key(*, org_id: str, limit: int) -> list[Member]:
     """The first admins of the organization who hold no security key, by user ID: one query of
     the sparse AdminsWithoutKey index and one batch read, whatever the organization's size."""
     user_ids = [entry.user_id for entry in Member.admins_without_key.query(org_id, limit=limit, page_size=limit)]
-    found = {member.user_id: member for member in Member.batch_get([(org_id, user_id) for user_id in user_ids],
-                                                                   consistent_read=True)}
+    found = {
+        member.user_id: member
+        for member in Member.batch_get([(org_id, user_id) for user_id in user_ids], consistent_read=True)
+    }
     # The index lags its table by a moment: leave out whoever just registered a key or stopped being an admin.
-    return [found[user_id] for user_id in user_ids
-            if user_id in found and found[user_id].admin and int(found[user_id].key_count or 0) == 0]
+    return [
+        found[user_id]
+        for user_id in user_ids
+        if user_id in found and found[user_id].admin and int(found[user_id].key_count or 0) == 0
+    ]
 
 
 def describe(member: Member, *, org: Organization) -> dict[str, Any]:

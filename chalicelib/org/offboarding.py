@@ -1,5 +1,6 @@
 """Offboarding (``DELETE /org/members/{user_id}``): a member leaves the organization with everything
 of theirs — keys, credential claims, enrolment passes, sessions — and is no longer counted."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -60,7 +61,9 @@ def offboard(*, caller: Caller, user_id: str) -> int:
             # The count condition makes a key registered meanwhile fail this transaction (it is
             # read and sent again) rather than outlive its member.
             standing = replace(conditions.standing_of(member), key_count=len(held))
-            counted_as = coverage.remove_member(write, org_id=org_id, standing=standing, compliance_version=org_version[0])
+            counted_as = coverage.remove_member(
+                write, org_id=org_id, standing=standing, compliance_version=org_version[0]
+            )
             write.delete(Item.MEMBER, member, condition=counted_as)
             for key in held:
                 write.delete(Item.KEY, key, condition=SecurityKey.key_id.exists())
@@ -72,16 +75,28 @@ def offboard(*, caller: Caller, user_id: str) -> int:
             fitting = write.room(keeping=1)
             for enrollment_pass in passes[:fitting]:
                 write.delete(Item.ENROLLMENT_PASS, enrollment_pass)
-            write.save(Item.AUDIT, audit.event(
-                org_id=org_id, actor=caller.actor, action="member.offboarded", target=user_id, user_id=user_id,
-                client=caller.client, details={"keys_deleted": len(held), "keys": named(held), "name": member.name,
-                                                "email": member.email},
-            ))
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org_id,
+                    actor=caller.actor,
+                    action="member.offboarded",
+                    target=user_id,
+                    user_id=user_id,
+                    client=caller.client,
+                    details={
+                        "keys_deleted": len(held),
+                        "keys": named(held),
+                        "name": member.name,
+                        "email": member.email,
+                    },
+                ),
+            )
         # The few that do not fit the transaction (a member issued dozens) go right after it.
         leftover = passes[fitting:]
         for start in range(0, len(leftover), 100):
             with transaction() as write:
-                for enrollment_pass in leftover[start:start + 100]:
+                for enrollment_pass in leftover[start : start + 100]:
                     write.delete(Item.ENROLLMENT_PASS, enrollment_pass)
         return member, len(held)
 
@@ -95,8 +110,10 @@ def offboard(*, caller: Caller, user_id: str) -> int:
             if attempt == conditions.MAX_ATTEMPTS - 1:
                 raise ConcurrentChange("The member's keys kept changing; try again.") from None
     leftover = [
-        session for session in Session.by_member.query(org_id, Session.user_id == user_id, consistent_read=True,
-                                                       limit=MAX_SESSIONS_DELETED)
+        session
+        for session in Session.by_member.query(
+            org_id, Session.user_id == user_id, consistent_read=True, limit=MAX_SESSIONS_DELETED
+        )
         if session.session_id != caller.session.session_id
     ]
     return end_sessions(leftover)

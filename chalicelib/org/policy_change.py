@@ -1,6 +1,7 @@
 """Changing an organization's authenticator policy (``PUT /org/mfa/policy``): what a new policy
 would leave non-compliant, and saving it together with a restart of the compliance recount. What a
 policy is and how it judges a key: chalicelib/ceremony/authenticator_policy.py."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -48,7 +49,9 @@ def impact(*, org_id: str, policy: AuthenticatorPolicy) -> Impact:
         noncompliant += not fits
         compliant_by_member[key.user_id] |= fits
     return Impact(
-        keys_total=keys, keys_noncompliant=noncompliant, members_with_keys=len(compliant_by_member),
+        keys_total=keys,
+        keys_noncompliant=noncompliant,
+        members_with_keys=len(compliant_by_member),
         members_noncompliant=sum(1 for fits in compliant_by_member.values() if not fits),
     )
 
@@ -80,13 +83,28 @@ def change(*, caller: Caller, document: object, dry_run: bool) -> PolicyChange:
     recount, counted_as_read = compliance.restart_actions(org)
     try:
         with transaction() as write:
-            write.update(Item.ORG, Organization(org.org_id), actions=[Organization.authenticator_policy.set(stored), *recount],
-                         condition=Organization.org_id.exists() & unchanged & counted_as_read)
-            write.save(Item.AUDIT, audit.event(
-                org_id=org.org_id, actor=caller.actor, action="policy.changed", target=org.org_id, client=caller.client,
-                details={"before": before.as_dict(), "after": saved.as_dict(),
-                         "keys_noncompliant": counted.keys_noncompliant, "members_noncompliant": counted.members_noncompliant},
-            ))
+            write.update(
+                Item.ORG,
+                Organization(org.org_id),
+                actions=[Organization.authenticator_policy.set(stored), *recount],
+                condition=Organization.org_id.exists() & unchanged & counted_as_read,
+            )
+            write.save(
+                Item.AUDIT,
+                audit.event(
+                    org_id=org.org_id,
+                    actor=caller.actor,
+                    action="policy.changed",
+                    target=org.org_id,
+                    client=caller.client,
+                    details={
+                        "before": before.as_dict(),
+                        "after": saved.as_dict(),
+                        "keys_noncompliant": counted.keys_noncompliant,
+                        "members_noncompliant": counted.members_noncompliant,
+                    },
+                ),
+            )
     except ConditionsFailed:
         raise ConcurrentChange("The authenticator policy changed meanwhile; reload it and try again.") from None
     return PolicyChange(policy=saved, impact=counted, saved=True)
@@ -99,4 +117,3 @@ def describe_impact(counted: Impact) -> dict[str, int]:
         "members_with_keys": counted.members_with_keys,
         "members_noncompliant": counted.members_noncompliant,
     }
-

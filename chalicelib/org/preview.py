@@ -1,6 +1,7 @@
 """What enforcing MFA now would do to an organization, without changing anything: read from the
 coverage and compliance counters, one page of the coverage index and one of the admins without a
 key, so it costs the same for 10 members or 100,000."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """Fixtures of the API tests, which play requests through Chalice's test client in this process
 (``api``, ``idp`` and the empty tables come from ``tests/conftest.py``)."""
+
 from __future__ import annotations
 
 import pytest

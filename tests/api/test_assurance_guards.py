@@ -10,6 +10,7 @@ it (including another member's key of that ID) — and which sessions a member's
 Sessions are real: a login over the API, its items then set as the case needs, and
 ``sessions.resolve`` of its token, as every request does, before ``assurance.require``.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -51,25 +52,32 @@ ATTESTATION_REQUIRED = {"attestation": "required", "version": 1}
 
 # --- sessions as the cases need them ------------------------------------------------------------
 
+
 def _session_id(member: Member) -> str:
     return member.token.split(".")[3]
 
 
 def _set_session(member: Member, **values) -> None:
-    actions = [getattr(Session, name).set(value) if value is not None else getattr(Session, name).remove()
-               for name, value in values.items()]
+    actions = [
+        getattr(Session, name).set(value) if value is not None else getattr(Session, name).remove()
+        for name, value in values.items()
+    ]
     Session(member.org, _session_id(member)).update(actions=actions)
 
 
 def _set_member(member: Member, **values) -> None:
-    actions = [getattr(StoredMember, name).set(value) if value is not None else getattr(StoredMember, name).remove()
-               for name, value in values.items()]
+    actions = [
+        getattr(StoredMember, name).set(value) if value is not None else getattr(StoredMember, name).remove()
+        for name, value in values.items()
+    ]
     StoredMember(member.org, member.user).update(actions=actions)
 
 
 def _set_org(**values) -> None:
-    actions = [getattr(Organization, name).set(value) if value is not None else getattr(Organization, name).remove()
-               for name, value in values.items()]
+    actions = [
+        getattr(Organization, name).set(value) if value is not None else getattr(Organization, name).remove()
+        for name, value in values.items()
+    ]
     Organization(ORG).update(actions=actions)
 
 
@@ -113,11 +121,14 @@ def _at(monkeypatch, instant) -> None:
 
 # --- each standing's derivation -----------------------------------------------------------------
 
+
 def test_a_backup_credentials_session_stands_as_backup(api):
     admin, _ = _holder(api, user="alice", admin=True)
     created = api.call("POST", "/org/backup-credentials", token=admin.token)
     assert created.status == 201, created.body
-    reply = api.call("POST", "/auth/backup-login", body={"key_id": created.body["key_id"], "secret": created.body["secret"]})
+    reply = api.call(
+        "POST", "/auth/backup-login", body={"key_id": created.body["key_id"], "secret": created.body["secret"]}
+    )
     assert reply.status == 200, reply.body
     backup = Member(org=ORG, user="backup", token=reply.body["token"], state=reply.body["state"])
 
@@ -161,7 +172,9 @@ def test_an_active_session_that_proved_a_held_key_is_verified(api, count):
 @pytest.mark.parametrize("proof", ["none", "another key", "a deleted key"])
 def test_an_active_session_that_proved_no_key_the_member_holds_has_lapsed(api, proof):
     bob, _ = _holder(api, count=1)
-    _set_session(bob, verified_key_id={"none": None, "another key": "x" * 22, "a deleted key": "held" + "0" * 17 + "1"}[proof])
+    _set_session(
+        bob, verified_key_id={"none": None, "another key": "x" * 22, "a deleted key": "held" + "0" * 17 + "1"}[proof]
+    )
 
     assert _standing(bob) is Standing.PROOF_LAPSED
 
@@ -189,9 +202,15 @@ def test_without_enforcement_a_proof_counts_whatever_policy_version_it_was_made_
         assert _standing(bob) is Standing.VERIFIED, counts_under
 
 
-@pytest.mark.parametrize("counts_under, standing", [
-    (None, Standing.PROOF_LAPSED), (4, Standing.PROOF_LAPSED), (5, Standing.VERIFIED), (6, Standing.PROOF_LAPSED),
-])
+@pytest.mark.parametrize(
+    "counts_under, standing",
+    [
+        (None, Standing.PROOF_LAPSED),
+        (4, Standing.PROOF_LAPSED),
+        (5, Standing.VERIFIED),
+        (6, Standing.PROOF_LAPSED),
+    ],
+)
 def test_under_enforcement_a_proof_counts_only_under_the_organizations_policy_version(api, counts_under, standing):
     _enforcing(api)
     bob, _ = _holder(api)
@@ -211,9 +230,15 @@ def test_a_proof_counts_under_a_policy_version_equal_in_value_however_large(api)
     assert _standing(bob) is Standing.VERIFIED
 
 
-@pytest.mark.parametrize("counts_under, standing", [
-    (None, Standing.PROOF_LAPSED), (-1, Standing.PROOF_LAPSED), (0, Standing.VERIFIED), (1, Standing.PROOF_LAPSED),
-])
+@pytest.mark.parametrize(
+    "counts_under, standing",
+    [
+        (None, Standing.PROOF_LAPSED),
+        (-1, Standing.PROOF_LAPSED),
+        (0, Standing.VERIFIED),
+        (1, Standing.PROOF_LAPSED),
+    ],
+)
 def test_an_organization_that_never_changed_its_policy_is_at_version_0(api, counts_under, standing):
     _enforcing(api)
     bob, _ = _holder(api)
@@ -223,21 +248,31 @@ def test_an_organization_that_never_changed_its_policy_is_at_version_0(api, coun
     assert _standing(bob) is standing
 
 
-@pytest.mark.parametrize("counts_under, standing", [
-    (None, Standing.WAITING_OVERTAKEN), (4, Standing.REPLACING_KEY), (5, Standing.REPLACING_KEY),
-])
+@pytest.mark.parametrize(
+    "counts_under, standing",
+    [
+        (None, Standing.WAITING_OVERTAKEN),
+        (4, Standing.REPLACING_KEY),
+        (5, Standing.REPLACING_KEY),
+    ],
+)
 def test_a_waiting_session_replaces_a_held_key_whatever_version_it_counted_under(api, counts_under, standing):
     """Only a held key decides: a key the policy no longer accepts is what the session replaces."""
     _enforcing(api)
     bob, _ = _holder(api)
     _set_org(compliance_version=5)
-    _set_session(bob, state="registration_required", verified_key_counts_under=counts_under,
-                 **({"verified_key_id": None} if counts_under is None else {}))
+    _set_session(
+        bob,
+        state="registration_required",
+        verified_key_counts_under=counts_under,
+        **({"verified_key_id": None} if counts_under is None else {}),
+    )
 
     assert _standing(bob) is standing
 
 
 # --- the step-up window -------------------------------------------------------------------------
+
 
 def _window_action(standing: Standing) -> Action:
     return Action.DELETE_KEY if standing is Standing.BACKUP else Action.REGISTER_KEY
@@ -261,7 +296,9 @@ def _proved_later(api, *, state: str = "active") -> tuple[Member, object, object
     return bob, created, checked
 
 
-@pytest.mark.parametrize("state, standing", [("active", Standing.VERIFIED), ("registration_required", Standing.REPLACING_KEY)])
+@pytest.mark.parametrize(
+    "state, standing", [("active", Standing.VERIFIED), ("registration_required", Standing.REPLACING_KEY)]
+)
 def test_a_proved_keys_window_ends_exactly_a_window_after_the_proof_not_the_login(api, monkeypatch, state, standing):
     bob, created, checked = _proved_later(api, state=state)
     assert _standing(bob) is standing
@@ -278,12 +315,16 @@ def test_a_proved_keys_window_ends_exactly_a_window_after_the_proof_not_the_logi
 
 @pytest.mark.parametrize("standing", [Standing.KEYLESS, Standing.REGISTRATION_REQUIRED])
 def test_a_keyless_members_window_ends_exactly_a_window_after_the_login_whatever_keys_came_and_went(
-        api, monkeypatch, standing):
+    api, monkeypatch, standing
+):
     bob, _ = _holder(api)
     created = Session.get(ORG, _session_id(bob), consistent_read=True).created_at
     # A key proved ten minutes in and deleted since: it opens no window.
-    _set_session(bob, key_checked_at=created + timedelta(minutes=10),
-                 state="registration_required" if standing is Standing.REGISTRATION_REQUIRED else "active")
+    _set_session(
+        bob,
+        key_checked_at=created + timedelta(minutes=10),
+        state="registration_required" if standing is Standing.REGISTRATION_REQUIRED else "active",
+    )
     _set_member(bob, key_count=0)
     assert _standing(bob) is standing
     assert assurance.window_opened(_caller(bob)) == created
@@ -306,9 +347,15 @@ def test_a_backup_sessions_window_ends_exactly_a_window_after_its_login(api, mon
     assert not _allowed_at(monkeypatch, backup, login + WINDOW + MICROSECOND, Action.DELETE_KEY)
 
 
-@pytest.mark.parametrize("state, key_count, verified", [
-    ("mfa_required", 1, True), ("registration_required", 1, False), ("active", 1, False),
-], ids=["mfa_required", "waiting_overtaken", "proof_lapsed"])
+@pytest.mark.parametrize(
+    "state, key_count, verified",
+    [
+        ("mfa_required", 1, True),
+        ("registration_required", 1, False),
+        ("active", 1, False),
+    ],
+    ids=["mfa_required", "waiting_overtaken", "proof_lapsed"],
+)
 def test_a_session_without_a_held_proof_or_a_keyless_login_has_no_window(api, state, key_count, verified):
     bob, _ = _holder(api)
     _set_session(bob, state=state, **({} if verified else {"verified_key_id": None}))
@@ -345,8 +392,10 @@ def test_past_the_window_only_the_window_is_refused_and_the_message_says_how_to_
     keyless = _keyless(api, user="carol")
     _at(monkeypatch, clock.now() + WINDOW + timedelta(seconds=1))
 
-    for member, message in ((holder, "This action needs a recent security key check: step up with POST /auth/reauth/options."),
-                            (keyless, "This action needs a recent sign-in: sign in again.")):
+    for member, message in (
+        (holder, "This action needs a recent security key check: step up with POST /auth/reauth/options."),
+        (keyless, "This action needs a recent sign-in: sign in again."),
+    ):
         refused = _refusal(member, Action.REGISTER_KEY)
         assert (type(refused), str(refused)) == (ReauthenticationRequired, message)
         # What is allowed outright stays allowed past the window.
@@ -362,7 +411,10 @@ def test_a_waiting_sessions_past_window_refusal_tells_it_to_sign_in_again(api, m
 
     refused = _refusal(waiting, Action.REGISTER_FIRST_KEY)
 
-    assert (type(refused), str(refused)) == (ReauthenticationRequired, "This action needs a recent sign-in: sign in again.")
+    assert (type(refused), str(refused)) == (
+        ReauthenticationRequired,
+        "This action needs a recent sign-in: sign in again.",
+    )
     assurance.require(_caller(waiting), Action.READ_ACCOUNT)
 
 
@@ -374,10 +426,13 @@ def test_a_replacing_sessions_past_window_refusal_tells_it_to_step_up(api, monke
     refused = _refusal(bob, Action.REGISTER_KEY)
 
     assert (type(refused), str(refused)) == (
-        ReauthenticationRequired, "This action needs a recent security key check: step up with POST /auth/reauth/options.")
+        ReauthenticationRequired,
+        "This action needs a recent security key check: step up with POST /auth/reauth/options.",
+    )
 
 
 # --- "register a key" for a member without one ---------------------------------------------------
+
 
 def test_a_waiting_keyless_session_registering_a_key_registers_its_first(api):
     waiting = _keyless(api)
@@ -395,7 +450,9 @@ def test_a_replacing_session_registers_another_key_never_a_first(api, count):
     assurance.require(_caller(bob), Action.REGISTER_KEY)
     refused = _refusal(bob, Action.REGISTER_FIRST_KEY)
     assert (type(refused), str(refused)) == (
-        RegistrationRequired, "The organization no longer accepts your security keys: register one it accepts first.")
+        RegistrationRequired,
+        "The organization no longer accepts your security keys: register one it accepts first.",
+    )
 
 
 def test_only_registering_is_taken_for_registering_a_first_key(api, monkeypatch):
@@ -407,10 +464,13 @@ def test_only_registering_is_taken_for_registering_a_first_key(api, monkeypatch)
     assurance.require(_caller(waiting), Action.READ_ACCOUNT)
     refused = _refusal(waiting, Action.READ)
     assert (type(refused), str(refused)) == (
-        RegistrationRequired, "The organization enforces MFA: register a security key first.")
+        RegistrationRequired,
+        "The organization enforces MFA: register a security key first.",
+    )
 
 
 # --- the admin check ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("action", [Action.READ_ORG, Action.CHANGE_ORG, Action.CREATE_BACKUP_CREDENTIALS])
 def test_only_admins_take_the_admins_actions(api, action):
@@ -422,7 +482,9 @@ def test_only_admins_take_the_admins_actions(api, action):
     assert (type(refused), str(refused)) == (AdminRequired, "Only the organization's admins may do this.")
 
 
-@pytest.mark.parametrize("action", [Action.READ, Action.RENAME_KEY, Action.REGISTER_KEY, Action.DELETE_KEY, Action.DISABLE_MFA])
+@pytest.mark.parametrize(
+    "action", [Action.READ, Action.RENAME_KEY, Action.REGISTER_KEY, Action.DELETE_KEY, Action.DISABLE_MFA]
+)
 def test_members_take_every_other_action_without_being_admins(api, action):
     bob, _ = _holder(api, user="bob")
 
@@ -440,6 +502,7 @@ def test_the_rules_refusal_comes_before_the_admin_check_and_the_admin_check_befo
 
 
 # --- every refusal: its code and its message ----------------------------------------------------
+
 
 def _backup(api: KeywardClient) -> Member:
     admin, _ = _holder(api, user="alice", admin=True)
@@ -470,32 +533,71 @@ def _in_standing(api: KeywardClient, standing: Standing) -> Member:
 
 
 REFUSALS = [
-    (Standing.MFA_REQUIRED, Action.READ, MfaRequired,
-     "Complete the security key check first (POST /auth/mfa/options)."),
-    (Standing.REGISTRATION_REQUIRED, Action.STEP_UP, RegistrationRequired,
-     "The organization enforces MFA: register a security key first."),
-    (Standing.REPLACING_KEY, Action.READ, RegistrationRequired,
-     "The organization no longer accepts your security keys: register one it accepts first."),
-    (Standing.WAITING_OVERTAKEN, Action.REGISTER_KEY, AlreadyEnrolled,
-     "You hold a security key already: sign in again and pass the security key check."),
+    (
+        Standing.MFA_REQUIRED,
+        Action.READ,
+        MfaRequired,
+        "Complete the security key check first (POST /auth/mfa/options).",
+    ),
+    (
+        Standing.REGISTRATION_REQUIRED,
+        Action.STEP_UP,
+        RegistrationRequired,
+        "The organization enforces MFA: register a security key first.",
+    ),
+    (
+        Standing.REPLACING_KEY,
+        Action.READ,
+        RegistrationRequired,
+        "The organization no longer accepts your security keys: register one it accepts first.",
+    ),
+    (
+        Standing.WAITING_OVERTAKEN,
+        Action.REGISTER_KEY,
+        AlreadyEnrolled,
+        "You hold a security key already: sign in again and pass the security key check.",
+    ),
     (Standing.KEYLESS, Action.MFA_CHECK, WrongSessionState, "This session is not waiting for the security key check."),
     (Standing.VERIFIED, Action.MFA_CHECK, WrongSessionState, "This session is not waiting for the security key check."),
-    (Standing.PROOF_LAPSED, Action.MFA_CHECK, WrongSessionState, "This session is not waiting for the security key check."),
+    (
+        Standing.PROOF_LAPSED,
+        Action.MFA_CHECK,
+        WrongSessionState,
+        "This session is not waiting for the security key check.",
+    ),
     (Standing.BACKUP, Action.MFA_CHECK, WrongSessionState, "This session is not waiting for the security key check."),
-    (Standing.PROOF_LAPSED, Action.RENAME_KEY, ReauthenticationRequired,
-     "This session has not proved a security key you still hold and the organization accepts: "
-     "step up with POST /auth/reauth/options."),
+    (
+        Standing.PROOF_LAPSED,
+        Action.RENAME_KEY,
+        ReauthenticationRequired,
+        "This session has not proved a security key you still hold and the organization accepts: "
+        "step up with POST /auth/reauth/options.",
+    ),
     (Standing.KEYLESS, Action.STEP_UP, SecurityKeyRequired, "You hold no security key to step up with; sign in again."),
-    (Standing.BACKUP, Action.REGISTER_KEY, NotForBackupSessions,
-     "Sessions opened with backup credentials cannot hold security keys."),
-    (Standing.BACKUP, Action.STEP_UP, NotForBackupSessions,
-     "A session opened with backup credentials has no security key to step up with; sign in again."),
-    (Standing.BACKUP, Action.CREATE_BACKUP_CREDENTIALS, NotForBackupSessions,
-     "A session opened with backup credentials cannot create more of them."),
+    (
+        Standing.BACKUP,
+        Action.REGISTER_KEY,
+        NotForBackupSessions,
+        "Sessions opened with backup credentials cannot hold security keys.",
+    ),
+    (
+        Standing.BACKUP,
+        Action.STEP_UP,
+        NotForBackupSessions,
+        "A session opened with backup credentials has no security key to step up with; sign in again.",
+    ),
+    (
+        Standing.BACKUP,
+        Action.CREATE_BACKUP_CREDENTIALS,
+        NotForBackupSessions,
+        "A session opened with backup credentials cannot create more of them.",
+    ),
 ]
 
 
-@pytest.mark.parametrize("standing", sorted({standing for standing, _, _, _ in REFUSALS}), ids=lambda standing: standing.value)
+@pytest.mark.parametrize(
+    "standing", sorted({standing for standing, _, _, _ in REFUSALS}), ids=lambda standing: standing.value
+)
 def test_each_refusal_has_its_code_and_message(api, standing):
     member = _in_standing(api, standing)
     assert _standing(member) is standing
@@ -507,14 +609,18 @@ def test_each_refusal_has_its_code_and_message(api, standing):
 
 # --- whether the organization accepts a key, and what a proof records ---------------------------
 
+
 def _org_with_keys() -> tuple[Organization, SecurityKey, SecurityKey]:
     Organization(ORG, created_at=clock.now()).save()
     store_key(ORG, "bob", "attested" + "0" * 14, attested=True)
     store_key(ORG, "bob", "plain" + "0" * 17, attested=False)
     org = Organization.get(ORG, consistent_read=True)
     org.authenticator_policy = ATTESTATION_REQUIRED
-    return (org, SecurityKey.get(ORG, "attested" + "0" * 14, consistent_read=True),
-            SecurityKey.get(ORG, "plain" + "0" * 17, consistent_read=True))
+    return (
+        org,
+        SecurityKey.get(ORG, "attested" + "0" * 14, consistent_read=True),
+        SecurityKey.get(ORG, "plain" + "0" * 17, consistent_read=True),
+    )
 
 
 def test_without_enforcement_the_organization_accepts_any_key_and_under_it_only_a_compliant_one():
@@ -533,9 +639,12 @@ def test_a_proof_counts_under_the_policy_version_only_for_a_key_the_policy_accep
     org.mfa_enforced, org.compliance_version = enforced, version
     at = clock.now()
 
-    assert assurance.proof(org=org, key=compliant, at=at) == assurance.Proof(key_id=compliant.key_id, at=at,
-                                                                          counts_under=version or 0)
-    assert assurance.proof(org=org, key=refused, at=at) == assurance.Proof(key_id=refused.key_id, at=at, counts_under=None)
+    assert assurance.proof(org=org, key=compliant, at=at) == assurance.Proof(
+        key_id=compliant.key_id, at=at, counts_under=version or 0
+    )
+    assert assurance.proof(org=org, key=refused, at=at) == assurance.Proof(
+        key_id=refused.key_id, at=at, counts_under=None
+    )
 
 
 @pytest.mark.parametrize("counts_under", [None, 0, 3])
@@ -549,13 +658,21 @@ def test_a_proof_writes_its_key_its_time_and_its_version_or_removes_a_stale_vers
 
     stored = Session.get(ORG, _session_id(bob), consistent_read=True)
     assert (stored.verified_key_id, stored.key_checked_at, stored.verified_key_counts_under) == (
-        "new" + "0" * 19, at, counts_under)
+        "new" + "0" * 19,
+        at,
+        counts_under,
+    )
     shown = Session.get(ORG, _session_id(bob), consistent_read=True)
     proved.apply_to(shown)
-    assert (shown.verified_key_id, shown.key_checked_at, shown.verified_key_counts_under) == ("new" + "0" * 19, at, counts_under)
+    assert (shown.verified_key_id, shown.key_checked_at, shown.verified_key_counts_under) == (
+        "new" + "0" * 19,
+        at,
+        counts_under,
+    )
 
 
 # --- whether the member holds the proved key ----------------------------------------------------
+
 
 def test_a_member_holds_a_key_their_credential_list_names_and_no_other(api):
     bob, proven = _holder(api, count=2)
@@ -574,8 +691,11 @@ def test_a_member_without_keys_holds_none_even_one_a_stale_list_names(api):
     assert sessions.holds_key(_caller(bob).member, proven) is False
 
 
-@pytest.mark.parametrize("owner, held", [("bob", True), ("alice", False), ("carol", False), (None, False)],
-                         ids=["own-key", "key-of-a-member-below", "key-of-a-member-above", "no-such-key"])
+@pytest.mark.parametrize(
+    "owner, held",
+    [("bob", True), ("alice", False), ("carol", False), (None, False)],
+    ids=["own-key", "key-of-a-member-below", "key-of-a-member-above", "no-such-key"],
+)
 def test_a_member_whose_keys_predate_the_credential_list_holds_the_keys_stored_as_theirs(api, owner, held):
     """The fallback read: a key item of that ID is the member's only if it names them."""
     bob = _keyless(api)
@@ -603,11 +723,21 @@ def test_a_member_whose_keys_predate_the_list_holds_no_key_without_a_proof_and_n
 
 # --- which sessions a member's first key ends ---------------------------------------------------
 
-@pytest.mark.parametrize("session_generation, held, ended", [
-    (0, False, True), (0, True, False), (1, False, False), (1, True, False), (2, False, False),
-], ids=["before-proved-none", "before-holds-its-key", "same-proved-none", "same-holds-its-key", "after-proved-none"])
+
+@pytest.mark.parametrize(
+    "session_generation, held, ended",
+    [
+        (0, False, True),
+        (0, True, False),
+        (1, False, False),
+        (1, True, False),
+        (2, False, False),
+    ],
+    ids=["before-proved-none", "before-holds-its-key", "same-proved-none", "same-holds-its-key", "after-proved-none"],
+)
 def test_a_first_key_ends_only_the_sessions_from_before_it_that_prove_no_key_the_member_holds(
-        api, session_generation, held, ended):
+    api, session_generation, held, ended
+):
     bob, proven = _holder(api)
     _set_member(bob, session_generation=1)
     _set_session(bob, member_generation=session_generation, verified_key_id=proven if held else "gone" + "0" * 18)

@@ -103,6 +103,7 @@ The cores of both, played against the same machine::
 ``make explore`` runs many more examples, randomized, and prints which rules ran and how they
 were answered (docs/testing.md).
 """
+
 from __future__ import annotations
 
 import os
@@ -141,13 +142,21 @@ SEEN_RESOLUTION = timedelta(minutes=5)
 # deny); the admin's key is of model C, which no policy here denies.
 MODELS = {name: str(uuid.uuid5(uuid.NAMESPACE_URL, f"keyward-model-{name}")) for name in "ABC"}
 # A 401 that says the session itself is over, as opposed to a refused ceremony.
-SESSION_ENDED = frozenset({"InvalidToken", "SessionExpired", "SessionEndedByEnforcement", "SessionEndedByNewKey",
-                           "SessionIdle"})
+SESSION_ENDED = frozenset(
+    {"InvalidToken", "SessionExpired", "SessionEndedByEnforcement", "SessionEndedByNewKey", "SessionIdle"}
+)
 ENDED = (401, "ended")
 # What a session that has not proved a key its member holds (and the organization accepts) may be
 # told when it tries more than reading and stepping up: the rule names no single code.
-UNPROVEN = frozenset({(403, "ReauthenticationRequired"), (403, "MfaRequired"), (403, "AuthenticatorNotAllowed"),
-                      (403, "RegistrationRequired"), (409, "AlreadyEnrolled")})
+UNPROVEN = frozenset(
+    {
+        (403, "ReauthenticationRequired"),
+        (403, "MfaRequired"),
+        (403, "AuthenticatorNotAllowed"),
+        (403, "RegistrationRequired"),
+        (409, "AlreadyEnrolled"),
+    }
+)
 
 EXPLORE = int(os.environ.get("KEYWARD_MODEL_EXAMPLES", "0"))
 
@@ -281,11 +290,17 @@ class AssuranceModel(RuleBasedStateMachine):
     def proof_counts(self, session: Session, key: Key) -> bool:
         """Whether the session's proof of ``key`` counts now: a key the organization accepts,
         proved under the policy of now where it enforces MFA."""
-        return self.accepted(key) and (not self.enforced or session.proof_versions.get(key.key_id) == self.policy_version)
+        return self.accepted(key) and (
+            not self.enforced or session.proof_versions.get(key.key_id) == self.policy_version
+        )
 
     def deferred(self) -> bool:
-        return bool(self.enforced and self.grace_hours and self.enforced_at is not None
-                    and self.now < self.enforced_at + timedelta(hours=self.grace_hours))
+        return bool(
+            self.enforced
+            and self.grace_hours
+            and self.enforced_at is not None
+            and self.now < self.enforced_at + timedelta(hours=self.grace_hours)
+        )
 
     def keyless(self, session: Session) -> bool:
         return session.backup_key is not None or not self.held(session.user)
@@ -294,8 +309,11 @@ class AssuranceModel(RuleBasedStateMachine):
         """What the session proved among the keys its member holds now: "accepted" (a key the
         organization accepts), "held" (only keys it does not accept) or "none"; more than one
         when a deleted proof key leaves the service a choice."""
-        proved = [self.keys[key_id] for key_id in session.proofs
-                  if key_id in self.keys and self.keys[key_id].user == session.user]
+        proved = [
+            self.keys[key_id]
+            for key_id in session.proofs
+            if key_id in self.keys and self.keys[key_id].user == session.user
+        ]
         found = "accepted" if any(self.proof_counts(session, k) for k in proved) else "held" if proved else "none"
         return {found, "none"} if session.proof_doubt else {found}
 
@@ -304,8 +322,11 @@ class AssuranceModel(RuleBasedStateMachine):
             return self.now < session.created + WINDOW
         if standing == "none":
             return False
-        times = [at for key_id, at in session.proofs.items()
-                 if key_id in self.keys and self.keys[key_id].user == session.user]
+        times = [
+            at
+            for key_id, at in session.proofs.items()
+            if key_id in self.keys and self.keys[key_id].user == session.user
+        ]
         return self.now < max(times) + WINDOW
 
     def settle(self, session: Session) -> None:
@@ -328,15 +349,28 @@ class AssuranceModel(RuleBasedStateMachine):
             return {ENDED}
         # Past the grace period's deadline, a keyless member's active session must register: the
         # service records it at the session's next request.
-        if (session.state == "active" and self.enforced and session.backup_key is None
-                and not self.held(session.user) and not self.deferred()):
+        if (
+            session.state == "active"
+            and self.enforced
+            and session.backup_key is None
+            and not self.held(session.user)
+            and not self.deferred()
+        ):
             session.state = "registration_required"
         if session.state in states:
             return None
-        return {(403, {"mfa_required": "MfaRequired", "registration_required": "RegistrationRequired"}
-                 .get(session.state, "WrongSessionState"))}
+        return {
+            (
+                403,
+                {"mfa_required": "MfaRequired", "registration_required": "RegistrationRequired"}.get(
+                    session.state, "WrongSessionState"
+                ),
+            )
+        }
 
-    def sensitive(self, session: Session, *, registering: bool = False) -> dict[str, set[tuple[int, str | None]] | None]:
+    def sensitive(
+        self, session: Session, *, registering: bool = False
+    ) -> dict[str, set[tuple[int, str | None]] | None]:
         """For each standing the session may have, the refusal of a sensitive action (None: allowed)."""
         found: dict[str, set[tuple[int, str | None]] | None] = {}
         for standing in self.standing(session):
@@ -357,8 +391,9 @@ class AssuranceModel(RuleBasedStateMachine):
     def call(self, session: Session | None, method: str, path: str, body: Any = None) -> Reply:
         return self.api.call(method, path, token=session.token if session else None, body=body)
 
-    def judge(self, session: Session, reply: Reply, expected: set[tuple[int, str | None]], *, what: str,
-              changes: bool = False) -> tuple[int, str | None]:
+    def judge(
+        self, session: Session, reply: Reply, expected: set[tuple[int, str | None]], *, what: str, changes: bool = False
+    ) -> tuple[int, str | None]:
         """Check an answer to a session's request against the model; returns it as (status, code)."""
         code = reply.code if reply.status >= 400 else None
         outcome = ENDED if reply.status == 401 and code in SESSION_ENDED else (reply.status, code)
@@ -367,16 +402,20 @@ class AssuranceModel(RuleBasedStateMachine):
             if session.ended is not None or session.maybe_ended or ENDED in expected:
                 self.end(session, f"observed {reply.code}")
                 return outcome
-            raise ModelMismatch(f"{what}: {session} answered {reply.status} {reply.code} ({reply.body}); "
-                                f"the model expected {sorted(expected, key=str)}")
+            raise ModelMismatch(
+                f"{what}: {session} answered {reply.status} {reply.code} ({reply.body}); "
+                f"the model expected {sorted(expected, key=str)}"
+            )
         if session.ended is not None:
             self.outlived(session, f"{what} answered {reply.status} {reply.code or ''}")
         session.maybe_ended = False
         if self.now - session.last_seen >= SEEN_RESOLUTION:
             session.last_seen = self.now
         if outcome not in expected:
-            raise ModelMismatch(f"{what}: {session} answered {reply.status} {reply.code} ({reply.body}); "
-                                f"the model expected {sorted(expected, key=str)}")
+            raise ModelMismatch(
+                f"{what}: {session} answered {reply.status} {reply.code} ({reply.body}); "
+                f"the model expected {sorted(expected, key=str)}"
+            )
         if changes and reply.status < 300:
             self.changed = True
         if changes and reply.status < 300 and session.holder == "attacker" and self.member_holds_foreign_key():
@@ -409,8 +448,16 @@ class AssuranceModel(RuleBasedStateMachine):
     def new_session(self, *, user: str, holder: str, reply: Reply, backup_key: str | None = None) -> Session:
         self.counter += 1
         name = {"member": MEMBER, "attacker": "attacker", "admin": ADMIN if backup_key is None else "backup"}[holder]
-        session = Session(label=f"{name}#{self.counter}", user=user, holder=holder, token=reply.body["token"],
-                          state=reply.body["state"], created=self.now, last_seen=self.now, backup_key=backup_key)
+        session = Session(
+            label=f"{name}#{self.counter}",
+            user=user,
+            holder=holder,
+            token=reply.body["token"],
+            state=reply.body["state"],
+            created=self.now,
+            last_seen=self.now,
+            backup_key=backup_key,
+        )
         self.all_sessions.append(session)
         return session
 
@@ -433,13 +480,18 @@ class AssuranceModel(RuleBasedStateMachine):
                 session.proof_doubt = True
                 session.lost_by.append(who)
 
-    def register_ceremony(self, session: Session, model: str, code: str | None) -> tuple[Reply, Reply | None, SoftwareAuthenticator]:
+    def register_ceremony(
+        self, session: Session, model: str, code: str | None
+    ) -> tuple[Reply, Reply | None, SoftwareAuthenticator]:
         authenticator = SoftwareAuthenticator(aaguid=uuid.UUID(MODELS[model]).bytes)
         options = self.call(session, "POST", "/me/mfa/keys/options")
         if options.status != 200:
             return options, None, authenticator
-        body = {"challenge_id": options.body["challenge_id"], "name": f"{session.holder} {model}",
-                "credential": authenticator.register(options.body["publicKey"])}
+        body = {
+            "challenge_id": options.body["challenge_id"],
+            "name": f"{session.holder} {model}",
+            "credential": authenticator.register(options.body["publicKey"]),
+        }
         if code is not None:
             body["enrollment_code"] = code
         return options, self.call(session, "POST", "/me/mfa/keys", body), authenticator
@@ -479,6 +531,7 @@ class AssuranceModel(RuleBasedStateMachine):
         only meet the state check); ``mfa`` (waiting for the MFA check,
         its holder possessing a key the member holds); ``step-up`` (active, likewise); ``keys``
         (the member holds keys). Whoever holds the session acts: member, attacker or admin."""
+
         def usable(session: Session) -> bool:
             own = [k for k in self.held(session.user) if k.possessor == session.holder]
             return {
@@ -488,6 +541,7 @@ class AssuranceModel(RuleBasedStateMachine):
                 "step-up": session.state == "active" and bool(own),
                 "keys": session.backup_key is None and bool(self.held(session.user)),
             }[kind]
+
         return [s for s in reversed(self.all_sessions) if s.ended is None and usable(s)]
 
     def session_of(self, pick: int, kind: str = "any") -> Session | None:
@@ -502,8 +556,9 @@ class AssuranceModel(RuleBasedStateMachine):
         admin = self.new_session(user=ADMIN, holder="admin", reply=reply)
         options, registered, authenticator = self.register_ceremony(admin, "C", None)
         assert registered is not None and registered.status == 201, (options.body, registered and registered.body)
-        self.keys[registered.body["key"]["id"]] = Key(registered.body["key"]["id"], "C#admin", ADMIN, "admin", "C",
-                                                      authenticator)
+        self.keys[registered.body["key"]["id"]] = Key(
+            registered.body["key"]["id"], "C#admin", ADMIN, "admin", "C", authenticator
+        )
         admin.proofs[registered.body["key"]["id"]] = self.now
         admin.proof_versions[registered.body["key"]["id"]] = self.policy_version
 
@@ -516,8 +571,13 @@ class AssuranceModel(RuleBasedStateMachine):
         assert reply.status == 200, reply.body
         if user == MEMBER and not self.member_exists:
             self.member_exists = self.changed = True
-        state = ("mfa_required" if self.held(user)
-                 else "registration_required" if self.enforced and not self.deferred() else "active")
+        state = (
+            "mfa_required"
+            if self.held(user)
+            else "registration_required"
+            if self.enforced and not self.deferred()
+            else "active"
+        )
         event(f"login by {who}: {reply.body['state']}")
         if reply.body["state"] != state:
             raise ModelMismatch(f"a login of {user} by the {who} is {reply.body['state']}; the model expected {state}")
@@ -539,14 +599,22 @@ class AssuranceModel(RuleBasedStateMachine):
             return
         chosen = own[key % len(own)]
         if self.enforced and not self.accepted(chosen):
-            expected = ({(403, "AuthenticatorNotAllowed")} if any(self.accepted(k) for k in self.held(session.user))
-                        else {(200, None)})
+            expected = (
+                {(403, "AuthenticatorNotAllowed")}
+                if any(self.accepted(k) for k in self.held(session.user))
+                else {(200, None)}
+            )
         else:
             expected = {(200, None)}
-        reply = self.call(session, "POST", "/auth/mfa/verify", {
-            "challenge_id": reply.body["challenge_id"],
-            "credential": chosen.authenticator.authenticate(reply.body["publicKey"]),
-        })
+        reply = self.call(
+            session,
+            "POST",
+            "/auth/mfa/verify",
+            {
+                "challenge_id": reply.body["challenge_id"],
+                "credential": chosen.authenticator.authenticate(reply.body["publicKey"]),
+            },
+        )
         if self.judge(session, reply, expected, what="MFA verify") == (200, None):
             session.token, session.state = reply.body["token"], reply.body["state"]
             predicted = "active" if self.accepted(chosen) else "registration_required"
@@ -567,8 +635,13 @@ class AssuranceModel(RuleBasedStateMachine):
         self.tick()
         gate = self.gate(session, ("active",))
         if gate is None:
-            gate = ({(403, "NotForBackupSessions")} if session.backup_key is not None
-                    else {(409, "SecurityKeyRequired")} if not self.held(session.user) else None)
+            gate = (
+                {(403, "NotForBackupSessions")}
+                if session.backup_key is not None
+                else {(409, "SecurityKeyRequired")}
+                if not self.held(session.user)
+                else None
+            )
         reply = self.call(session, "POST", "/auth/reauth/options")
         outcome = self.judge(session, reply, gate or {(200, None)}, what="step-up options")
         own = [k for k in self.held(session.user) if k.possessor == session.holder]
@@ -576,10 +649,15 @@ class AssuranceModel(RuleBasedStateMachine):
             return
         chosen = own[key % len(own)]
         expected = {(403, "AuthenticatorNotAllowed")} if not self.accepted(chosen) else {(200, None)}
-        reply = self.call(session, "POST", "/auth/reauth/verify", {
-            "challenge_id": reply.body["challenge_id"],
-            "credential": chosen.authenticator.authenticate(reply.body["publicKey"]),
-        })
+        reply = self.call(
+            session,
+            "POST",
+            "/auth/reauth/verify",
+            {
+                "challenge_id": reply.body["challenge_id"],
+                "credential": chosen.authenticator.authenticate(reply.body["publicKey"]),
+            },
+        )
         if self.judge(session, reply, expected, what="step-up") == (200, None):
             session.proofs[chosen.key_id] = self.now
             session.proof_versions[chosen.key_id] = self.policy_version
@@ -593,8 +671,11 @@ class AssuranceModel(RuleBasedStateMachine):
         if session is None:
             return
         self.tick()
-        code = (self.passes[0] if with_pass and session.holder == "member" and self.passes
-                and not self.held(session.user) else None)
+        code = (
+            self.passes[0]
+            if with_pass and session.holder == "member" and self.passes and not self.held(session.user)
+            else None
+        )
         expected_options, expected_register, first = self.expected_registration(session, model, code)
         doubt = session.proof_doubt
         options, registered, authenticator = self.register_ceremony(session, model, code)
@@ -609,8 +690,9 @@ class AssuranceModel(RuleBasedStateMachine):
         if outcome != (201, None):
             return
         key_id = registered.body["key"]["id"]
-        self.keys[key_id] = Key(key_id, f"{model}#{session.holder}{len(self.keys)}", session.user, session.holder,
-                                model, authenticator)
+        self.keys[key_id] = Key(
+            key_id, f"{model}#{session.holder}{len(self.keys)}", session.user, session.holder, model, authenticator
+        )
         if first and code is not None and self.enrollment == "pass_required":
             self.passes.remove(code)  # a code that is not needed is not looked at
         if first:
@@ -624,15 +706,18 @@ class AssuranceModel(RuleBasedStateMachine):
             session.token = registered.body["token"]
             session.verified = session.verified or key_id
         if registered.body["session"]["state"] != session.state:
-            raise ModelMismatch(f"{session} is {registered.body['session']['state']} after registering; "
-                                f"the model expected {session.state}")
+            raise ModelMismatch(
+                f"{session} is {registered.body['session']['state']} after registering; "
+                f"the model expected {session.state}"
+            )
 
     def _key_of(self, user: str, key: int) -> Key | None:
         held = self.held(user)
         return held[key % len(held)] if held else None
 
-    def _sensitive_change(self, session: Session, states: Iterable[str], outcome_when_allowed: set, *,
-                          admin: bool = False) -> set[tuple[int, str | None]]:
+    def _sensitive_change(
+        self, session: Session, states: Iterable[str], outcome_when_allowed: set, *, admin: bool = False
+    ) -> set[tuple[int, str | None]]:
         gate = self.gate(session, states)
         if gate is not None:
             return gate
@@ -643,8 +728,18 @@ class AssuranceModel(RuleBasedStateMachine):
             expected |= outcome_when_allowed if refusal is None else refusal
         return expected
 
-    def change(self, session: Session, method: str, path: str, body: Any, allowed: set, *, what: str,
-               admin: bool = False, states: Iterable[str] = ("active",)) -> tuple[tuple[int, str | None], Reply]:
+    def change(
+        self,
+        session: Session,
+        method: str,
+        path: str,
+        body: Any,
+        allowed: set,
+        *,
+        what: str,
+        admin: bool = False,
+        states: Iterable[str] = ("active",),
+    ) -> tuple[tuple[int, str | None], Reply]:
         """A sensitive request: the model's expectation, the answer judged, the proof doubt resolved."""
         doubt = session.proof_doubt
         expected = self._sensitive_change(session, states, allowed, admin=admin)
@@ -665,8 +760,9 @@ class AssuranceModel(RuleBasedStateMachine):
         self.tick()
         last = self.enforced and len(self.held(session.user)) == 1
         allowed = {(409, "LastKeyRequired")} if last else {(204, None)}
-        outcome, _ = self.change(session, "DELETE", f"/me/mfa/keys/{target.key_id}", None, allowed,
-                                 what="delete own key")
+        outcome, _ = self.change(
+            session, "DELETE", f"/me/mfa/keys/{target.key_id}", None, allowed, what="delete own key"
+        )
         if outcome == (204, None):
             self.remove_keys([target], by=session)
 
@@ -692,17 +788,38 @@ class AssuranceModel(RuleBasedStateMachine):
         if session is None or target is None:
             return
         self.tick()
-        outcome, _ = self.change(session, "DELETE", f"/org/members/{MEMBER}/mfa/keys/{target.key_id}", None,
-                                 {(204, None)}, what="admin deletes a key", admin=True)
+        outcome, _ = self.change(
+            session,
+            "DELETE",
+            f"/org/members/{MEMBER}/mfa/keys/{target.key_id}",
+            None,
+            {(204, None)},
+            what="admin deletes a key",
+            admin=True,
+        )
         if outcome == (204, None):
             self.remove_keys([target], by=None)
 
     @precondition(lambda self: self.candidates("admin"))
-    @rule(pick=PICK, setting=st.sampled_from([
-        "enforce", "enforce with an hour's grace", "relax", "enrolment open", "enrolment by pass",
-        "deny model A", "deny model B", "deny no model", "issue a pass", "offboard carol",
-        "create backup credentials", "delete backup credentials",
-    ]))
+    @rule(
+        pick=PICK,
+        setting=st.sampled_from(
+            [
+                "enforce",
+                "enforce with an hour's grace",
+                "relax",
+                "enrolment open",
+                "enrolment by pass",
+                "deny model A",
+                "deny model B",
+                "deny no model",
+                "issue a pass",
+                "offboard carol",
+                "create backup credentials",
+                "delete backup credentials",
+            ]
+        ),
+    )
     def admin_changes(self, pick: int, setting: str) -> None:
         """An admin change of the organization, by an admin's session (or a backup session)."""
         session = self.session_of(pick, "admin")
@@ -712,21 +829,29 @@ class AssuranceModel(RuleBasedStateMachine):
         if setting.startswith("enforce"):
             self._enforce(session, 1 if "grace" in setting else None)
         elif setting == "relax":
-            outcome, _ = self.change(session, "PUT", "/org/mfa", {"enforced": False}, {(200, None)}, what=setting,
-                                     admin=True)
+            outcome, _ = self.change(
+                session, "PUT", "/org/mfa", {"enforced": False}, {(200, None)}, what=setting, admin=True
+            )
             if outcome == (200, None):
                 self.enforced, self.enforced_at, self.grace_hours = False, None, 0
         elif setting.startswith("enrolment"):
             policy = "open" if setting.endswith("open") else "pass_required"
-            outcome, _ = self.change(session, "PUT", "/org/mfa", {"enrollment": policy}, {(200, None)}, what=setting,
-                                     admin=True)
+            outcome, _ = self.change(
+                session, "PUT", "/org/mfa", {"enrollment": policy}, {(200, None)}, what=setting, admin=True
+            )
             if outcome == (200, None):
                 self.enrollment = policy
         elif setting.startswith("deny"):
             denied = frozenset({"deny model A": "A", "deny model B": "B"}.get(setting, ""))
-            outcome, _ = self.change(session, "PUT", "/org/mfa/policy",
-                                     {"denied_aaguids": [MODELS[m] for m in sorted(denied)]}, {(200, None)},
-                                     what=setting, admin=True)
+            outcome, _ = self.change(
+                session,
+                "PUT",
+                "/org/mfa/policy",
+                {"denied_aaguids": [MODELS[m] for m in sorted(denied)]},
+                {(200, None)},
+                what=setting,
+                admin=True,
+            )
             if outcome == (200, None):
                 if denied != self.denied:
                     self.policy_version += 1
@@ -735,22 +860,31 @@ class AssuranceModel(RuleBasedStateMachine):
                 recount.continue_recount(org_id=ORG, deadline=RecountDeadline())
         elif setting == "issue a pass":
             allowed = {(201, None)} if self.member_exists else {(404, "MemberNotFound")}
-            outcome, reply = self.change(session, "POST", f"/org/members/{MEMBER}/enrollment-passes",
-                                         {"lifetime_minutes": 43200}, allowed, what=setting, admin=True)
+            outcome, reply = self.change(
+                session,
+                "POST",
+                f"/org/members/{MEMBER}/enrollment-passes",
+                {"lifetime_minutes": 43200},
+                allowed,
+                what=setting,
+                admin=True,
+            )
             if outcome == (201, None):
                 self.passes.append(reply.body["code"])
         elif setting == "offboard carol":
             self._offboard(session)
         elif setting == "create backup credentials":
             allowed = {(403, "NotForBackupSessions")} if session.backup_key is not None else {(201, None)}
-            outcome, reply = self.change(session, "POST", "/org/backup-credentials", None, allowed, what=setting,
-                                         admin=True)
+            outcome, reply = self.change(
+                session, "POST", "/org/backup-credentials", None, allowed, what=setting, admin=True
+            )
             if outcome == (201, None):
                 self.backups[reply.body["key_id"]] = reply.body["secret"]
         elif self.backups:
             key_id = sorted(self.backups)[0]
-            outcome, _ = self.change(session, "DELETE", f"/org/backup-credentials/{key_id}", None, {(204, None)},
-                                     what=setting, admin=True)
+            outcome, _ = self.change(
+                session, "DELETE", f"/org/backup-credentials/{key_id}", None, {(204, None)}, what=setting, admin=True
+            )
             if outcome == (204, None):
                 del self.backups[key_id]
                 for other in self.all_sessions:
@@ -780,8 +914,9 @@ class AssuranceModel(RuleBasedStateMachine):
 
     def _offboard(self, session: Session) -> None:
         allowed = {(204, None)} if self.member_exists else {(404, "MemberNotFound")}
-        outcome, _ = self.change(session, "DELETE", f"/org/members/{MEMBER}", None, allowed, what="offboard",
-                                 admin=True)
+        outcome, _ = self.change(
+            session, "DELETE", f"/org/members/{MEMBER}", None, allowed, what="offboard", admin=True
+        )
         if outcome == (204, None):
             for key in self.held(MEMBER):
                 del self.keys[key.key_id]
@@ -837,10 +972,22 @@ class AssuranceModel(RuleBasedStateMachine):
         if self.judge(session, reply, {(200, None)}, what="read /org/mfa") != (200, None):
             return
         body = reply.body
-        shown_org = (body["enforced"], body["grace_period_hours"], body["enrollment"], body["members_total"],
-                     body["members_compliant"], body["compliance"]["state"])
-        predicted_org = (self.enforced, self.grace_hours if self.enforced else 0, self.enrollment,
-                         1 + self.member_exists, self.members_compliant(), "done")
+        shown_org = (
+            body["enforced"],
+            body["grace_period_hours"],
+            body["enrollment"],
+            body["members_total"],
+            body["members_compliant"],
+            body["compliance"]["state"],
+        )
+        predicted_org = (
+            self.enforced,
+            self.grace_hours if self.enforced else 0,
+            self.enrollment,
+            1 + self.member_exists,
+            self.members_compliant(),
+            "done",
+        )
         if shown_org != predicted_org:
             raise ModelMismatch(f"GET /org/mfa shows {shown_org}; the model counts {predicted_org}")
         members = self.call(session, "GET", "/org/members").body["members"]
@@ -899,8 +1046,9 @@ class AssuranceModel(RuleBasedStateMachine):
         policy_denies = {MODELS[m] for m in self.denied}
         compliant = len({key.user_id for key in items if key.aaguid not in policy_denies})
         if figures != (len(members), compliant, "done"):
-            raise ModelMismatch(f"GET /org/mfa's figures {figures}; recounted from the tables "
-                                f"{(len(members), compliant, 'done')}")
+            raise ModelMismatch(
+                f"GET /org/mfa's figures {figures}; recounted from the tables {(len(members), compliant, 'done')}"
+            )
 
 
 # In the suite: a fixed, derandomized run of about a minute that stops at the first failure

@@ -3,6 +3,7 @@
 Every route is called in each standing a session can be in, and must answer as the table says:
 no endpoint decides by a rule of its own.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,14 @@ OPENAPI = json.loads((ROOT / "chalicelib" / "openapi.json").read_text())
 TABLE_START, TABLE_END = "<!-- assurance-rule:start -->", "<!-- assurance-rule:end -->"
 
 # The routes no session is needed for.
-PUBLIC = {("GET", "/"), ("GET", "/console/{name}"), ("GET", "/openapi.json"), ("POST", "/auth/login"),
-          ("POST", "/auth/backup-login"), ("POST", "/dev/id-token")}
+PUBLIC = {
+    ("GET", "/"),
+    ("GET", "/console/{name}"),
+    ("GET", "/openapi.json"),
+    ("POST", "/auth/login"),
+    ("POST", "/auth/backup-login"),
+    ("POST", "/dev/id-token"),
+}
 # The routes a session needs but that change nothing of anyone's, or only end the caller's own session.
 READ_ACCOUNT = {("GET", "/me"), ("POST", "/auth/logout")}
 MFA_CHECK = {("POST", "/auth/mfa/options"), ("POST", "/auth/mfa/verify")}
@@ -42,16 +49,20 @@ def _cell_text(cell: object) -> str:
 
 def rule_as_markdown() -> str:
     """RULE as docs/security.md prints it: an action per row, a standing per column."""
-    lines = ["| Action | " + " | ".join(f"`{standing.value}`" for standing in Standing) + " |",
-             "|---|" + "---|" * len(Standing)]
+    lines = [
+        "| Action | " + " | ".join(f"`{standing.value}`" for standing in Standing) + " |",
+        "|---|" + "---|" * len(Standing),
+    ]
     for action in Action:
-        lines.append(f"| {action.value} | " + " | ".join(_cell_text(RULE[standing][action]) for standing in Standing) + " |")
+        lines.append(
+            f"| {action.value} | " + " | ".join(_cell_text(RULE[standing][action]) for standing in Standing) + " |"
+        )
     return "\n".join(lines)
 
 
 def test_the_security_doc_prints_the_rule_the_code_decides_by():
     text = (ROOT / "docs" / "security.md").read_text()
-    printed = text[text.index(TABLE_START) + len(TABLE_START):text.index(TABLE_END)].strip()
+    printed = text[text.index(TABLE_START) + len(TABLE_START) : text.index(TABLE_END)].strip()
     assert printed == rule_as_markdown()
     # Every standing is described beside the table.
     for standing in Standing:
@@ -70,7 +81,9 @@ def _routes() -> list[tuple[str, str]]:
 
 
 def _call(api: KeywardClient, method: str, path: str, token: str):
-    concrete = re.sub(r"\{[a-z_]+\}", lambda m: {"{key_id}": "k" * 22, "{session_id}": "s" * 22}.get(m.group(0), "x"), path)
+    concrete = re.sub(
+        r"\{[a-z_]+\}", lambda m: {"{key_id}": "k" * 22, "{session_id}": "s" * 22}.get(m.group(0), "x"), path
+    )
     return api.call(method, concrete, token=token, body={} if method in {"POST", "PUT", "PATCH"} else None)
 
 
@@ -82,8 +95,12 @@ def _admin_with_key(api: KeywardClient) -> tuple[Member, SoftwareAuthenticator]:
 
 
 def _step_up_routes() -> set[tuple[str, str]]:
-    return {(method.upper(), path) for path, item in OPENAPI["paths"].items() for method, operation in item.items()
-            if isinstance(operation, dict) and operation.get("x-keyward-step-up")}
+    return {
+        (method.upper(), path)
+        for path, item in OPENAPI["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and operation.get("x-keyward-step-up")
+    }
 
 
 def test_a_session_that_owes_the_mfa_check_reaches_only_its_account_and_the_check(api):
@@ -176,6 +193,8 @@ def test_every_standing_is_reachable_over_http(api, standing):
         token = api.mfa_login(org="acme", user="alice", authenticator=key, admin=True).token
     else:
         created = api.call("POST", "/org/backup-credentials", token=admin.token).body
-        token = api.call("POST", "/auth/backup-login", body={"key_id": created["key_id"], "secret": created["secret"]}).body["token"]
+        token = api.call(
+            "POST", "/auth/backup-login", body={"key_id": created["key_id"], "secret": created["secret"]}
+        ).body["token"]
 
     assert assurance.standing_of(sessions.resolve(authorization=f"Bearer {token}")) is standing

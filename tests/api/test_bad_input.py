@@ -7,6 +7,7 @@ member, key or credential claim is stored, the member's key_count is unchanged, 
 ``mfa_required`` stays there, and the challenge is not used up — the same challenge_id still
 completes a valid ceremony afterwards.
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,6 +52,7 @@ def _ids(values: list[Any]) -> list[str]:
 
 
 # --- the valid requests each test garbles, and "changes nothing" ---------------------------------
+
 
 @dataclass
 class Ceremony:
@@ -162,39 +164,46 @@ def target(request: pytest.FixtureRequest, api: KeywardClient) -> Target:
         return Target("POST", "/auth/login", None, {"id_token": id_token}, assert_no_login)
     if request.param == "rename":
         bob, key_id = request.getfixturevalue("renaming")
-        return Target("PATCH", f"/me/mfa/keys/{key_id}", bob.token, {"name": "Renamed"},
-                      lambda: assert_rename_untouched(key_id))
+        return Target(
+            "PATCH", f"/me/mfa/keys/{key_id}", bob.token, {"name": "Renamed"}, lambda: assert_rename_untouched(key_id)
+        )
     ceremony: Ceremony = request.getfixturevalue("verification" if request.param == "verify" else "registration")
     return Target("POST", ceremony.path, ceremony.member.token, ceremony.body(), ceremony.assert_untouched)
 
 
 # --- malformed bodies, on every endpoint ---------------------------------------------------------
 
+
 def _exactly(size: int) -> str:
     """A JSON object of exactly ``size`` bytes with one unknown field."""
     return '{"x":"' + "a" * (size - 8) + '"}'
 
 
-@pytest.mark.parametrize("raw, status, code", [
-    pytest.param('{"a":', 400, "MalformedJson", id="truncated-json"),
-    pytest.param("", 400, "MalformedJson", id="empty"),
-    pytest.param(" \r\n\t", 400, "MalformedJson", id="whitespace-only"),
-    pytest.param("[]", 400, "MalformedJson", id="array"),
-    pytest.param('"id_token"', 400, "MalformedJson", id="string"),
-    pytest.param("42", 400, "MalformedJson", id="number"),
-    pytest.param("null", 400, "MalformedJson", id="null"),
-    pytest.param("true", 400, "MalformedJson", id="boolean"),
-    pytest.param(b"\xff\xfe\xfd{}", 400, "MalformedJson", id="not-utf8"),
-    pytest.param('{"x": ' + "9" * 5000 + "}", 400, "MalformedJson", id="5000-digit-number"),
-    pytest.param("[" * 30_000 + "]" * 30_000, 400, "MalformedJson", id="30000-deep-array"),
-    pytest.param('{"x": ' + "[" * 30_000 + "]" * 30_000 + "}", 400, "MalformedJson", id="30000-deep-field"),
-    pytest.param("[" * 100_000, 413, "BodyTooLarge", id="100000-open-brackets"),
-    pytest.param(json.dumps({"x": "a" * 70_000}), 413, "BodyTooLarge", id="70000-byte-body"),
-    pytest.param(_exactly(MAX_BODY + 1), 413, "BodyTooLarge", id="64KiB-plus-one"),
-    pytest.param(_exactly(MAX_BODY), 400, "MalformedRequest", id="exactly-64KiB-is-read"),
-    pytest.param('{"bogus": 1}', 400, "MalformedRequest", id="only-unknown-field"),
-])
-def test_malformed_body_is_refused(api: KeywardClient, target: Target, raw: str | bytes, status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    "raw, status, code",
+    [
+        pytest.param('{"a":', 400, "MalformedJson", id="truncated-json"),
+        pytest.param("", 400, "MalformedJson", id="empty"),
+        pytest.param(" \r\n\t", 400, "MalformedJson", id="whitespace-only"),
+        pytest.param("[]", 400, "MalformedJson", id="array"),
+        pytest.param('"id_token"', 400, "MalformedJson", id="string"),
+        pytest.param("42", 400, "MalformedJson", id="number"),
+        pytest.param("null", 400, "MalformedJson", id="null"),
+        pytest.param("true", 400, "MalformedJson", id="boolean"),
+        pytest.param(b"\xff\xfe\xfd{}", 400, "MalformedJson", id="not-utf8"),
+        pytest.param('{"x": ' + "9" * 5000 + "}", 400, "MalformedJson", id="5000-digit-number"),
+        pytest.param("[" * 30_000 + "]" * 30_000, 400, "MalformedJson", id="30000-deep-array"),
+        pytest.param('{"x": ' + "[" * 30_000 + "]" * 30_000 + "}", 400, "MalformedJson", id="30000-deep-field"),
+        pytest.param("[" * 100_000, 413, "BodyTooLarge", id="100000-open-brackets"),
+        pytest.param(json.dumps({"x": "a" * 70_000}), 413, "BodyTooLarge", id="70000-byte-body"),
+        pytest.param(_exactly(MAX_BODY + 1), 413, "BodyTooLarge", id="64KiB-plus-one"),
+        pytest.param(_exactly(MAX_BODY), 400, "MalformedRequest", id="exactly-64KiB-is-read"),
+        pytest.param('{"bogus": 1}', 400, "MalformedRequest", id="only-unknown-field"),
+    ],
+)
+def test_malformed_body_is_refused(
+    api: KeywardClient, target: Target, raw: str | bytes, status: int, code: str
+) -> None:
     assert_refused(api.call(target.method, target.path, token=target.token, raw=raw), status, code)
     target.untouched()
 
@@ -206,8 +215,13 @@ def test_unknown_field_next_to_valid_ones_is_refused(api: KeywardClient, target:
 
 
 def test_non_json_content_type_is_refused(api: KeywardClient, target: Target) -> None:
-    reply = api.call(target.method, target.path, token=target.token, raw=json.dumps(target.valid_body),
-                     headers={"content-type": "text/plain"})
+    reply = api.call(
+        target.method,
+        target.path,
+        token=target.token,
+        raw=json.dumps(target.valid_body),
+        headers={"content-type": "text/plain"},
+    )
     assert_refused(reply, 415, "UnsupportedMediaType")  # Chalice's own refusal
     target.untouched()
 
@@ -247,8 +261,26 @@ def test_credential_is_malformed(ceremony: Ceremony, credential: Any) -> None:
 
 # --- key names -----------------------------------------------------------------------------------
 
-BAD_NAMES = [MISSING, None, 42, ["My key"], {"name": "x"}, True, "", "   ", "\t\n", "a" * 65, " " + "a" * 65 + " ",
-             "bell\x07", "two\nlines", "tab\there", "nul\x00", "del\x7f", "zero\u200bwidth", "line\u2028sep"]
+BAD_NAMES = [
+    MISSING,
+    None,
+    42,
+    ["My key"],
+    {"name": "x"},
+    True,
+    "",
+    "   ",
+    "\t\n",
+    "a" * 65,
+    " " + "a" * 65 + " ",
+    "bell\x07",
+    "two\nlines",
+    "tab\there",
+    "nul\x00",
+    "del\x7f",
+    "zero\u200bwidth",
+    "line\u2028sep",
+]
 # A name with a lone surrogate is no text at all: the whole body is refused (see below).
 
 
@@ -274,7 +306,8 @@ def test_64_char_name_with_surrounding_spaces_is_trimmed_and_accepted_at_registr
 # Apart from the registration above: bob's first key there would end the session it renames with
 # (a session from before his first key that never passed a key check).
 def test_64_char_name_with_surrounding_spaces_is_trimmed_and_accepted_at_renaming(
-    api: KeywardClient, renaming: tuple[SignedIn, str],
+    api: KeywardClient,
+    renaming: tuple[SignedIn, str],
 ) -> None:
     bob, key_id = renaming
     reply = api.call("PATCH", f"/me/mfa/keys/{key_id}", token=bob.token, body={"name": " " + "p" * 64 + " "})
@@ -297,11 +330,14 @@ def without(field: str) -> Mutation:
 def reencoded(field: str, change: Callable[[bytes], bytes]) -> Mutation:
     """Decode a binary response field, change its bytes, encode it again."""
     return lambda credential: credential["response"].__setitem__(
-        field, b64url(change(b64url_decode(credential["response"][field]))))
+        field, b64url(change(b64url_decode(credential["response"][field])))
+    )
 
 
 def client_data(document: Any) -> Mutation:
-    return in_response("clientDataJSON", b64url(document if isinstance(document, bytes) else json.dumps(document).encode()))
+    return in_response(
+        "clientDataJSON", b64url(document if isinstance(document, bytes) else json.dumps(document).encode())
+    )
 
 
 def client_data_with(**fields: Any) -> Mutation:
@@ -366,14 +402,14 @@ REGISTRATION_MUTATIONS: dict[str, Mutation] = {
     "attestationObject-no-authData": attestation(lambda decoded: {"fmt": "none", "attStmt": {}}),
     "authData-not-bytes": attestation(lambda decoded: {**decoded, "authData": "text"}),
     "authData-truncated-header": auth_data(lambda data: data[:36]),
-    "authData-truncated-credential-id": auth_data(lambda data: data[:37 + 16 + 2 + 10]),
+    "authData-truncated-credential-id": auth_data(lambda data: data[: 37 + 16 + 2 + 10]),
     "authData-truncated-public-key": auth_data(lambda data: data[:-10]),
     "authData-without-attested-credential": auth_data(lambda data: data[:32] + bytes([data[32] & ~0x40]) + data[33:37]),
     "authData-trailing-bytes": auth_data(lambda data: data + b"\x00"),
     # Bytes after the CBOR map: python-fido2, which reads the object again for the metadata, refuses them.
     "attestationObject-trailing-bytes": reencoded("attestationObject", lambda raw: raw + b"\x00"),
     "attestationObject-trailing-map": reencoded("attestationObject", lambda raw: raw + cbor2.dumps({"fmt": "none"})),
-    "authData-public-key-not-cose": auth_data(lambda data: data[:37 + 16 + 2 + 32] + cbor2.dumps({1: 2})),
+    "authData-public-key-not-cose": auth_data(lambda data: data[: 37 + 16 + 2 + 32] + cbor2.dumps({1: 2})),
     "authData-names-another-credential": ids(b64url(b"\x01" * 32)),
 }
 VERIFY_MUTATIONS: dict[str, Mutation] = {
@@ -387,7 +423,8 @@ VERIFY_MUTATIONS: dict[str, Mutation] = {
     "authenticatorData-truncated": reencoded("authenticatorData", lambda raw: raw[:36]),
     "authenticatorData-trailing-bytes": reencoded("authenticatorData", lambda raw: raw + b"\x00"),
     "authenticatorData-extensions-flag-without-extensions": reencoded(
-        "authenticatorData", lambda raw: raw[:32] + bytes([raw[32] | 0x80]) + raw[33:]),
+        "authenticatorData", lambda raw: raw[:32] + bytes([raw[32] | 0x80]) + raw[33:]
+    ),
     "userHandle-not-base64url": in_response("userHandle", "a"),
     "userHandle-number": in_response("userHandle", 7),
 }
@@ -411,15 +448,20 @@ def test_broken_assertion_is_malformed(verification: Ceremony, mutation: Mutatio
     test_broken_credential_is_malformed(verification, mutation)
 
 
-@pytest.mark.parametrize("fmt, statement", [
-    ("bogus", {}),
-    ("packed", {"alg": -7, "sig": b"not a signature"}),
-    ("packed", {"alg": -7, "sig": b"x", "x5c": [b"not a certificate"]}),
-    ("fido-u2f", {"sig": b"x", "x5c": [b"\x30\x00"]}),
-    ("tpm", {"ver": "2.0", "alg": -7, "sig": b"x", "certInfo": b"x", "pubArea": b"x", "x5c": [b"x"]}),
-    ("apple", {"x5c": "x"}),
-])
-def test_unverifiable_attestation_fails_the_ceremony(registration: Ceremony, fmt: str, statement: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "fmt, statement",
+    [
+        ("bogus", {}),
+        ("packed", {"alg": -7, "sig": b"not a signature"}),
+        ("packed", {"alg": -7, "sig": b"x", "x5c": [b"not a certificate"]}),
+        ("fido-u2f", {"sig": b"x", "x5c": [b"\x30\x00"]}),
+        ("tpm", {"ver": "2.0", "alg": -7, "sig": b"x", "certInfo": b"x", "pubArea": b"x", "x5c": [b"x"]}),
+        ("apple", {"x5c": "x"}),
+    ],
+)
+def test_unverifiable_attestation_fails_the_ceremony(
+    registration: Ceremony, fmt: str, statement: dict[str, Any]
+) -> None:
     # Well-formed CBOR whose attestation does not verify is a failed ceremony (401), not malformed
     # input: it uses up the challenge by design, but stores nothing and is never a 5xx.
     body = registration.body()
@@ -451,23 +493,37 @@ def test_credential_id_of_1023_bytes_is_accepted(registration: Ceremony) -> None
 
 # --- body-less endpoints: garbled tokens and key IDs ---------------------------------------------
 
-@pytest.mark.parametrize("authorization, code", [
-    pytest.param(None, "MissingToken", id="none"),
-    pytest.param("Bearer", "MissingToken", id="bearer-without-token"),
-    pytest.param("Bearer    ", "MissingToken", id="bearer-blank"),
-    pytest.param("Basic Ym9iOnB3", "MissingToken", id="basic-scheme"),
-    pytest.param("Bearer garbage", "InvalidToken", id="garbage"),
-    pytest.param("Bearer kw1.!!!.!!!.x.y", "InvalidToken", id="junk-names"),
-    pytest.param("Bearer kw1._w.Ym9i.x.y", "InvalidToken", id="org-not-utf8"),
-    pytest.param("Bearer kw1.YWNtZQ.Ym9i..y", "InvalidToken", id="empty-session-id"),
-    pytest.param("Bearer kw1.YWNtZQ.Ym9i.nope.secret", "InvalidToken", id="unknown-session"),
-    pytest.param("Bearer " + "x" * 5000, "InvalidToken", id="5000-chars"),
-])
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/me"), ("POST", "/me/mfa/keys/options"), ("POST", "/auth/mfa/options"), ("DELETE", "/me/mfa"),
-])
+
+@pytest.mark.parametrize(
+    "authorization, code",
+    [
+        pytest.param(None, "MissingToken", id="none"),
+        pytest.param("Bearer", "MissingToken", id="bearer-without-token"),
+        pytest.param("Bearer    ", "MissingToken", id="bearer-blank"),
+        pytest.param("Basic Ym9iOnB3", "MissingToken", id="basic-scheme"),
+        pytest.param("Bearer garbage", "InvalidToken", id="garbage"),
+        pytest.param("Bearer kw1.!!!.!!!.x.y", "InvalidToken", id="junk-names"),
+        pytest.param("Bearer kw1._w.Ym9i.x.y", "InvalidToken", id="org-not-utf8"),
+        pytest.param("Bearer kw1.YWNtZQ.Ym9i..y", "InvalidToken", id="empty-session-id"),
+        pytest.param("Bearer kw1.YWNtZQ.Ym9i.nope.secret", "InvalidToken", id="unknown-session"),
+        pytest.param("Bearer " + "x" * 5000, "InvalidToken", id="5000-chars"),
+    ],
+)
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/me"),
+        ("POST", "/me/mfa/keys/options"),
+        ("POST", "/auth/mfa/options"),
+        ("DELETE", "/me/mfa"),
+    ],
+)
 def test_garbled_token_is_not_authenticated(
-    api: KeywardClient, method: str, path: str, authorization: str | None, code: str,
+    api: KeywardClient,
+    method: str,
+    path: str,
+    authorization: str | None,
+    code: str,
 ) -> None:
     headers = {} if authorization is None else {"authorization": authorization}
     assert_refused(api.call(method, path, headers=headers), 401, code)
@@ -477,7 +533,11 @@ def test_garbled_token_is_not_authenticated(
 @pytest.mark.parametrize("key_id", ["nope", "A" * 22, "A" * 21 + "!", "A" * 500, "\u00e4" * 22, "%00" * 8])
 @pytest.mark.parametrize("method, body", [("DELETE", None), ("PATCH", {"name": "Renamed"})])
 def test_unknown_or_garbled_key_id_is_not_found(
-    api: KeywardClient, renaming: tuple[SignedIn, str], key_id: str, method: str, body: dict[str, Any] | None,
+    api: KeywardClient,
+    renaming: tuple[SignedIn, str],
+    key_id: str,
+    method: str,
+    body: dict[str, Any] | None,
 ) -> None:
     bob, existing = renaming
     assert_refused(api.call(method, f"/me/mfa/keys/{key_id}", token=bob.token, body=body), 404, "KeyNotFound")
@@ -553,7 +613,9 @@ def test_a_lone_surrogate_never_reaches_a_pair(api: KeywardClient) -> None:
 def test_login_with_a_lone_surrogate_is_malformed(api: KeywardClient, path: tuple[str, ...], surrogate: bytes) -> None:
     id_token = api.idp.mint(org="acme", user="bob", name="Bob", nonce="nonce-of-this-sign-in")
     body = {"id_token": id_token, "nonce": "nonce-of-this-sign-in"}
-    assert_refused(api.call("POST", "/auth/login", raw=with_lone_surrogate(body, path, surrogate)), 400, "MalformedJson")
+    assert_refused(
+        api.call("POST", "/auth/login", raw=with_lone_surrogate(body, path, surrogate)), 400, "MalformedJson"
+    )
     assert_no_login()
     assert audit_events() == []
     assert api.call("POST", "/auth/login", body=body).status == 200
@@ -568,14 +630,25 @@ def test_a_nonce_claim_with_a_lone_surrogate_is_another_nonce(api: KeywardClient
 
 
 @pytest.mark.parametrize("surrogate", TWO_FORMS.values(), ids=TWO_FORMS.keys())
-@pytest.mark.parametrize("path", [
-    ("challenge_id",), ("credential", "id"), ("credential", "type"), ("credential", "response", "clientDataJSON"),
-    ("credential", "response", "<name>"), ("<name>",),
-], ids=lambda path: "/".join(path))
-def test_a_ceremony_with_a_lone_surrogate_is_malformed(ceremony: Ceremony, path: tuple[str, ...], surrogate: bytes) -> None:
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("challenge_id",),
+        ("credential", "id"),
+        ("credential", "type"),
+        ("credential", "response", "clientDataJSON"),
+        ("credential", "response", "<name>"),
+        ("<name>",),
+    ],
+    ids=lambda path: "/".join(path),
+)
+def test_a_ceremony_with_a_lone_surrogate_is_malformed(
+    ceremony: Ceremony, path: tuple[str, ...], surrogate: bytes
+) -> None:
     before = audit_events()
-    reply = ceremony.api.call("POST", ceremony.path, token=ceremony.member.token,
-                              raw=with_lone_surrogate(ceremony.body(), path, surrogate))
+    reply = ceremony.api.call(
+        "POST", ceremony.path, token=ceremony.member.token, raw=with_lone_surrogate(ceremony.body(), path, surrogate)
+    )
     assert_refused(reply, 400, "MalformedJson")
     assert audit_events() == before
     ceremony.assert_untouched()
@@ -588,7 +661,9 @@ def test_a_registration_with_a_lone_surrogate_is_malformed(registration: Ceremon
 
 @pytest.mark.parametrize("surrogate", TWO_FORMS.values(), ids=TWO_FORMS.keys())
 def test_a_rename_with_a_lone_surrogate_is_malformed(
-    api: KeywardClient, renaming: tuple[SignedIn, str], surrogate: bytes,
+    api: KeywardClient,
+    renaming: tuple[SignedIn, str],
+    surrogate: bytes,
 ) -> None:
     bob, key_id = renaming
     raw = with_lone_surrogate({"name": "Renamed"}, ("name",), surrogate)
@@ -596,11 +671,13 @@ def test_a_rename_with_a_lone_surrogate_is_malformed(
     assert_rename_untouched(key_id)
 
 
-
 @pytest.mark.parametrize("surrogate", TWO_FORMS.values(), ids=TWO_FORMS.keys())
 @pytest.mark.parametrize("field", ["key_id", "secret"])
 def test_a_backup_login_with_a_lone_surrogate_is_malformed_and_counts_no_attempt(
-    api: KeywardClient, admin: SignedIn, field: str, surrogate: bytes,
+    api: KeywardClient,
+    admin: SignedIn,
+    field: str,
+    surrogate: bytes,
 ) -> None:
     created = api.call("POST", "/org/backup-credentials", token=admin.token)
     assert created.status == 201, created.body
@@ -616,17 +693,25 @@ def test_a_backup_login_with_a_lone_surrogate_is_malformed_and_counts_no_attempt
 
 @pytest.mark.parametrize("surrogate", TWO_FORMS.values(), ids=TWO_FORMS.keys())
 def test_an_enrollment_code_with_a_lone_surrogate_is_malformed_and_uses_nothing(
-    api: KeywardClient, admin: SignedIn, surrogate: bytes,
+    api: KeywardClient,
+    admin: SignedIn,
+    surrogate: bytes,
 ) -> None:
     assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
     bob = api.login()
     options = api.registration_options(bob)
     assert options.status == 200 and options.body["enrollment_code_required"] is True, options.body
-    body = {"challenge_id": options.body["challenge_id"], "name": "First key",
-            "credential": SoftwareAuthenticator().register(options.body["publicKey"]), "enrollment_code": "x"}
+    body = {
+        "challenge_id": options.body["challenge_id"],
+        "name": "First key",
+        "credential": SoftwareAuthenticator().register(options.body["publicKey"]),
+        "enrollment_code": "x",
+    }
     before = audit_events()
 
-    reply = api.call("POST", "/me/mfa/keys", token=bob.token, raw=with_lone_surrogate(body, ("enrollment_code",), surrogate))
+    reply = api.call(
+        "POST", "/me/mfa/keys", token=bob.token, raw=with_lone_surrogate(body, ("enrollment_code",), surrogate)
+    )
 
     assert_refused(reply, 400, "MalformedJson")
     # No failure slot of bob's taken, no refused code audited, the challenge still there.

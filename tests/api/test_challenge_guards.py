@@ -4,6 +4,7 @@ real ones must both miss, so that a condition weakened to ``<=`` or ``>=`` fails
 passing by the chance of random IDs. Also its size, its lifetime and its housekeeping TTL; the
 same rules in the check a ceremony makes before it verifies a response, the challenge read with
 the session, and a refused ceremony that met another session's challenge."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -24,9 +25,12 @@ from chalicelib.ceremony.challenges import Ceremony
 ORG, USER, SESSION = "org-m", "user-m", "m" * 22
 # Sessions that differ in one binding, with IDs just below and just above the real one's.
 OTHER_SESSIONS = [
-    {"org_id": "org-a"}, {"org_id": "org-z"},
-    {"user_id": "user-a"}, {"user_id": "user-z"},
-    {"session_id": "a" * 22}, {"session_id": "z" * 22},
+    {"org_id": "org-a"},
+    {"org_id": "org-z"},
+    {"user_id": "user-a"},
+    {"user_id": "user-z"},
+    {"session_id": "a" * 22},
+    {"session_id": "z" * 22},
 ]
 
 
@@ -42,23 +46,33 @@ def issued() -> challenges.IssuedChallenge:
 @pytest.mark.parametrize("other", OTHER_SESSIONS, ids=lambda other: "-".join(f"{k}={v[:6]}" for k, v in other.items()))
 def test_a_challenge_is_refused_to_every_other_org_user_and_session_below_and_above(issued, other):
     with pytest.raises(ChallengeMismatch):
-        challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=_session(**other))
+        challenges.consume(
+            challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=_session(**other)
+        )
 
     # Still there, and still usable by the session it was issued to.
-    assert challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION,
-                              session=_session()) == issued.challenge
+    assert (
+        challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=_session())
+        == issued.challenge
+    )
 
 
-@pytest.mark.parametrize("issued_for,used_for", [
-    (Ceremony.AUTHENTICATION, Ceremony.REGISTRATION),
-    (Ceremony.REGISTRATION, Ceremony.AUTHENTICATION),
-])
+@pytest.mark.parametrize(
+    "issued_for,used_for",
+    [
+        (Ceremony.AUTHENTICATION, Ceremony.REGISTRATION),
+        (Ceremony.REGISTRATION, Ceremony.AUTHENTICATION),
+    ],
+)
 def test_a_challenge_is_refused_to_the_other_ceremony_either_way(issued_for, used_for):
     issued = challenges.issue(ceremony=issued_for, session=_session())
 
     with pytest.raises(ChallengeMismatch):
         challenges.consume(challenge_id=issued.challenge_id, ceremony=used_for, session=_session())
-    assert challenges.consume(challenge_id=issued.challenge_id, ceremony=issued_for, session=_session()) == issued.challenge
+    assert (
+        challenges.consume(challenge_id=issued.challenge_id, ceremony=issued_for, session=_session())
+        == issued.challenge
+    )
 
 
 def test_a_challenge_is_used_once(issued):
@@ -99,8 +113,10 @@ def test_a_challenge_is_usable_until_the_instant_it_expires(monkeypatch, after_i
     monkeypatch.setattr(clock, "now", lambda: expiry + timedelta(microseconds=after_issue))
 
     if usable:
-        assert challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION,
-                                  session=_session()) == issued.challenge
+        assert (
+            challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=_session())
+            == issued.challenge
+        )
     else:
         with pytest.raises(ChallengeExpired):
             challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=_session())
@@ -117,6 +133,7 @@ def test_a_challenge_id_is_taken_as_issued_and_anything_else_is_malformed(issued
 
 # --- the check before a ceremony, which names a refusal before the ceremony is verified ----------
 
+
 @pytest.mark.parametrize("other", OTHER_SESSIONS, ids=lambda other: "-".join(f"{k}={v[:6]}" for k, v in other.items()))
 def test_the_check_before_a_ceremony_refuses_every_other_org_user_and_session_below_and_above(issued, other):
     challenge = Challenge.get(issued.challenge_id, consistent_read=True)
@@ -125,7 +142,9 @@ def test_the_check_before_a_ceremony_refuses_every_other_org_user_and_session_be
         challenges.check(challenge=challenge, ceremony=Ceremony.AUTHENTICATION, session=_session(**other))
     with pytest.raises(ChallengeMismatch):
         challenges.check(challenge=challenge, ceremony=Ceremony.REGISTRATION, session=_session())
-    assert challenges.check(challenge=challenge, ceremony=Ceremony.AUTHENTICATION, session=_session()) == issued.challenge
+    assert (
+        challenges.check(challenge=challenge, ceremony=Ceremony.AUTHENTICATION, session=_session()) == issued.challenge
+    )
 
 
 @pytest.mark.parametrize("after_issue,usable", [(-1, True), (0, False), (1, False)])
@@ -137,7 +156,10 @@ def test_the_check_before_a_ceremony_passes_until_the_instant_the_challenge_expi
     monkeypatch.setattr(clock, "now", lambda: challenge.expires_at + timedelta(microseconds=after_issue))
 
     if usable:
-        assert challenges.check(challenge=challenge, ceremony=Ceremony.AUTHENTICATION, session=_session()) == issued.challenge
+        assert (
+            challenges.check(challenge=challenge, ceremony=Ceremony.AUTHENTICATION, session=_session())
+            == issued.challenge
+        )
     else:
         with pytest.raises(ChallengeExpired):
             challenges.check(challenge=challenge, ceremony=Ceremony.AUTHENTICATION, session=_session())
@@ -164,12 +186,21 @@ def test_a_refused_ceremony_with_another_sessions_challenge_is_audited_and_leave
     from chalicelib.base import audit
     from chalicelib.base.models import AuditEvent
 
-    other = SimpleNamespace(session=_session(session_id="a" * 22), actor=audit.member_actor(USER), client=audit.Client())
+    other = SimpleNamespace(
+        session=_session(session_id="a" * 22), actor=audit.member_actor(USER), client=audit.Client()
+    )
 
-    challenges.discard(caller=other, challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION,
-                       action="mfa.failed", reason="CeremonyFailed")
+    challenges.discard(
+        caller=other,
+        challenge_id=issued.challenge_id,
+        ceremony=Ceremony.AUTHENTICATION,
+        action="mfa.failed",
+        reason="CeremonyFailed",
+    )
 
     [event] = AuditEvent.query(ORG, consistent_read=True)
     assert (event.action, event.details["reason"]) == ("mfa.failed", "CeremonyFailed")
-    assert challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION,
-                              session=_session()) == issued.challenge
+    assert (
+        challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=_session())
+        == issued.challenge
+    )

@@ -1,5 +1,6 @@
 """What a cold start loads: the wiring every function needs, and not the domain modules only some
 requests need (chalicelib/base/deferred.py), which load on the first request that uses them."""
+
 from __future__ import annotations
 
 import json
@@ -13,18 +14,36 @@ PROJECT = Path(__file__).resolve().parents[2]
 # backup credentials, the member list, the WebAuthn ceremonies, webhook settings, the local
 # outbox, the member counters, joining (sign-in) and leaving (offboarding), and the paged lists.
 ONLY_SOME_REQUESTS = {
-    "chalicelib.access.joining", "chalicelib.org.offboarding",
-    "chalicelib.org.enforcement", "chalicelib.access.identity", "chalicelib.access.mfa", "chalicelib.keys.registration", "chalicelib.keys.management",
-    "chalicelib.keys.org_keys", "chalicelib.ceremony.challenges",
-    "chalicelib.access.backup", "chalicelib.org.members", "chalicelib.ceremony.ceremonies", "webauthn",
-    "chalicelib.delivery.webhooks", "chalicelib.delivery.notifications", "chalicelib.counters.coverage", "chalicelib.base.pagination",
+    "chalicelib.access.joining",
+    "chalicelib.org.offboarding",
+    "chalicelib.org.enforcement",
+    "chalicelib.access.identity",
+    "chalicelib.access.mfa",
+    "chalicelib.keys.registration",
+    "chalicelib.keys.management",
+    "chalicelib.keys.org_keys",
+    "chalicelib.ceremony.challenges",
+    "chalicelib.access.backup",
+    "chalicelib.org.members",
+    "chalicelib.ceremony.ceremonies",
+    "webauthn",
+    "chalicelib.delivery.webhooks",
+    "chalicelib.delivery.notifications",
+    "chalicelib.counters.coverage",
+    "chalicelib.base.pagination",
 }
 # Each of these serves every authenticated request, but not the console's files, the OpenAPI
 # document, or the stream and schedule functions (which import app.py as well): the first
 # request that reads a session loads them, and PynamoDB with them.
 ONLY_AUTHENTICATED_REQUESTS = {
-    "chalicelib.access.sessions", "chalicelib.base.models", "chalicelib.base.audit", "chalicelib.base.storage",
-    "chalicelib.access.grace", "chalicelib.access.lifecycle", "chalicelib.base.query_values", "pynamodb.models",
+    "chalicelib.access.sessions",
+    "chalicelib.base.models",
+    "chalicelib.base.audit",
+    "chalicelib.base.storage",
+    "chalicelib.access.grace",
+    "chalicelib.access.lifecycle",
+    "chalicelib.base.query_values",
+    "pynamodb.models",
 }
 
 
@@ -34,12 +53,17 @@ def _executed_after(statements: str) -> set[str]:
     from devstack.environment import local_environment
     from devstack.idp import DevIdentityProvider
 
-    environment = {**os.environ, **local_environment(endpoint="http://127.0.0.1:9",
-                                                     jwks_json=DevIdentityProvider.ephemeral().jwks_json())}
-    probe = (f"import sys, types, json\n{statements}\n"
-             "print(json.dumps([n for n, m in list(sys.modules.items()) if type(m) is types.ModuleType]))")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT, env=environment, capture_output=True, text=True,
-                          timeout=300)
+    environment = {
+        **os.environ,
+        **local_environment(endpoint="http://127.0.0.1:9", jwks_json=DevIdentityProvider.ephemeral().jwks_json()),
+    }
+    probe = (
+        f"import sys, types, json\n{statements}\n"
+        "print(json.dumps([n for n, m in list(sys.modules.items()) if type(m) is types.ModuleType]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT, env=environment, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stdout))
 
@@ -66,7 +90,13 @@ def _first_request(method: str, path: str) -> str:
 
 def test_the_first_authenticated_request_loads_the_session_modules():
     executed = _executed_after("EXPECTED = (401, 'MissingToken')\n" + _first_request("GET", "/me"))
-    assert {"chalicelib.access.sessions", "chalicelib.base.models", "chalicelib.base.audit", "chalicelib.base.storage", "pynamodb.models"} <= executed
+    assert {
+        "chalicelib.access.sessions",
+        "chalicelib.base.models",
+        "chalicelib.base.audit",
+        "chalicelib.base.storage",
+        "pynamodb.models",
+    } <= executed
     assert not ONLY_SOME_REQUESTS & executed
 
 
@@ -88,8 +118,15 @@ def test_a_deferred_module_loads_on_first_use_and_is_then_an_ordinary_module():
     assert "chalicelib.keys.management" in executed
     # Listing, renaming and deleting keys need neither enforcement, nor registration, nor the
     # WebAuthn ceremonies and their challenges.
-    assert not {"chalicelib.org.enforcement", "chalicelib.keys.registration", "chalicelib.ceremony.ceremonies",
-                "chalicelib.ceremony.challenges"} & executed
+    assert (
+        not {
+            "chalicelib.org.enforcement",
+            "chalicelib.keys.registration",
+            "chalicelib.ceremony.ceremonies",
+            "chalicelib.ceremony.challenges",
+        }
+        & executed
+    )
 
 
 def test_the_deferred_modules_of_the_settings_pages_load_with_their_first_request():

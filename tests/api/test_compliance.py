@@ -1,6 +1,7 @@
 """Compliance counted in O(1) under an authenticator policy: each member's figure of compliant
 keys and the organization's members_compliant counter, moved by key transactions under the
 organization's compliance version, and recounted by the stream function after a policy change."""
+
 from __future__ import annotations
 
 import threading
@@ -99,8 +100,11 @@ def test_disabling_mfa_an_admin_deletion_and_offboarding_move_the_counter(api, s
 
     assert api.call("DELETE", "/me/mfa", token=members["bob"].token).status == 204
     assert _shown(api, alice) == (3, "done")
-    [accepted] = [k for k in api.call("GET", "/org/mfa/keys?user_id=carol", token=alice.token).body["keys"]
-                  if k["policy_compliant"]]
+    [accepted] = [
+        k
+        for k in api.call("GET", "/org/mfa/keys?user_id=carol", token=alice.token).body["keys"]
+        if k["policy_compliant"]
+    ]
     assert api.call("DELETE", f"/org/members/carol/mfa/keys/{accepted['id']}", token=alice.token).status == 204
     assert _shown(api, alice) == (2, "done")
     assert api.call("DELETE", "/org/members/dave", token=alice.token).status == 204
@@ -114,8 +118,11 @@ def test_a_key_change_read_under_the_old_policy_is_refused_and_counts_nothing(ap
     assert stream.drain()
     # bob's request reads the organization (its policy and compliance version) with his session...
     options = api.registration_options(bob).body
-    submission = registration.parse_submission(challenge_id=options["challenge_id"], name="Late",
-                                       credential=SoftwareAuthenticator().register(options["publicKey"]))
+    submission = registration.parse_submission(
+        challenge_id=options["challenge_id"],
+        name="Late",
+        credential=SoftwareAuthenticator().register(options["publicKey"]),
+    )
     caller = sessions.resolve(authorization=f"Bearer {bob.token}", also=registration.submission_reads(submission))
     # ... and the policy changes before his transaction runs.
     _deny(api, alice)
@@ -169,21 +176,29 @@ def test_parallel_registrations_and_deletions_during_a_policy_change_are_counted
     def register(n: int, member) -> object:
         authenticator = _denied_key() if n % 2 else SoftwareAuthenticator()
         options = api.registration_options(member).body
-        submission = registration.parse_submission(challenge_id=options["challenge_id"], name="First",
-                                           credential=authenticator.register(options["publicKey"]))
+        submission = registration.parse_submission(
+            challenge_id=options["challenge_id"], name="First", credential=authenticator.register(options["publicKey"])
+        )
         return lambda: registration.register(
-            caller=sessions.resolve(authorization=f"Bearer {member.token}", also=registration.submission_reads(submission)),
-            submission=submission)
+            caller=sessions.resolve(
+                authorization=f"Bearer {member.token}", also=registration.submission_reads(submission)
+            ),
+            submission=submission,
+        )
 
     def delete(member) -> object:
         [key] = api.call("GET", "/me/mfa/keys", token=member.token).body["keys"]
-        return lambda: management.delete(caller=sessions.resolve(authorization=f"Bearer {member.token}"), key_id=key["id"])
+        return lambda: management.delete(
+            caller=sessions.resolve(authorization=f"Bearer {member.token}"), key_id=key["id"]
+        )
 
     def change_policy() -> object:
         # Lifting the deny list: every key complies afterwards.
         return policy_change.change(
-            caller=sessions.resolve(authorization=f"Bearer {alice.token}"), document={"denied_aaguids": []},
-            dry_run=False)
+            caller=sessions.resolve(authorization=f"Bearer {alice.token}"),
+            document={"denied_aaguids": []},
+            dry_run=False,
+        )
 
     contenders = [register(n, member) for n, member in enumerate(newcomers)] + [delete(m) for m in holders]
     contenders.insert(len(contenders) // 2, change_policy)
@@ -205,8 +220,8 @@ def test_parallel_registrations_and_deletions_during_a_policy_change_are_counted
     # Deletions do not depend on the policy: they are counted again under the new one. Only a
     # registration checked against the old policy may be refused, as a concurrent change (or, a
     # refused model under the deny list, as not allowed).
-    assert not any(isinstance(outcome, Exception) for outcome in outcomes[len(newcomers):]), outcomes
-    refused = [outcome for outcome in outcomes[:len(newcomers)] if isinstance(outcome, Exception)]
+    assert not any(isinstance(outcome, Exception) for outcome in outcomes[len(newcomers) :]), outcomes
+    refused = [outcome for outcome in outcomes[: len(newcomers)] if isinstance(outcome, Exception)]
     assert all(isinstance(outcome, (ConcurrentChange, AuthenticatorNotAllowed)) for outcome in refused), refused
     assert stream.drain()
     assert _shown(api, alice) == (_counted_over_the_keys(), "done")
@@ -243,7 +258,9 @@ def test_an_organization_that_never_changed_its_policy_keeps_no_figures(api):
     assert _shown(api, alice) == (2, "done")
     assert Member.get("acme", "bob", consistent_read=True).compliance_version is None
     # A policy saved before figures were kept: nothing to show until an operator's recount.
-    Organization("acme").update(actions=[Organization.authenticator_policy.set({"denied_aaguids": [DENIED], "version": 1})])
+    Organization("acme").update(
+        actions=[Organization.authenticator_policy.set({"denied_aaguids": [DENIED], "version": 1})]
+    )
     assert _shown(api, alice) == (None, "uncounted")
     assert compliance.restart(org_id="acme") == 1
     assert _shown(api, alice) == (None, "recounting")
@@ -269,7 +286,9 @@ def test_the_operators_recount_counts_a_policy_saved_before_figures_were_kept(ap
     alice = _admin(api)
     bob = api.login(user="bob")
     assert api.add_key(bob, _denied_key()).status == 201
-    Organization("acme").update(actions=[Organization.authenticator_policy.set({"denied_aaguids": [DENIED], "version": 1})])
+    Organization("acme").update(
+        actions=[Organization.authenticator_policy.set({"denied_aaguids": [DENIED], "version": 1})]
+    )
     assert _shown(api, alice) == (None, "uncounted")
     assert main(["org", "recount", "acme"]) == 0
     assert "compliance recount started" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 Each round lines the contenders up on a barrier, so their requests reach DynamoDB together.
 """
+
 from __future__ import annotations
 
 import threading
@@ -41,7 +42,9 @@ def _caller(token: str, also: sessions.AlsoReads | None = None) -> sessions.Call
 def _register(token: str, *, challenge_id: str, name: str, credential: dict) -> registration.Registration:
     """What POST /me/mfa/keys does: parse, read the challenge with the session, register."""
     submission = registration.parse_submission(challenge_id=challenge_id, name=name, credential=credential)
-    return registration.register(caller=_caller(token, registration.submission_reads(submission)), submission=submission)
+    return registration.register(
+        caller=_caller(token, registration.submission_reads(submission)), submission=submission
+    )
 
 
 def _verify(token: str, *, challenge_id: str, credential: dict) -> mfa.MfaSuccess:
@@ -58,7 +61,9 @@ def test_one_challenge_registers_at_most_one_key(api, round_):
 
     def register(authenticator: SoftwareAuthenticator) -> Callable[[], object]:
         credential = authenticator.register(options["publicKey"])
-        return lambda: _register(bob.token, challenge_id=options["challenge_id"], name="Racing key", credential=credential)
+        return lambda: _register(
+            bob.token, challenge_id=options["challenge_id"], name="Racing key", credential=credential
+        )
 
     outcomes = _race(register(first), register(second))
 
@@ -76,8 +81,11 @@ def test_one_credential_is_stored_once_when_two_members_register_it_at_once(api,
         member = api.login(user=user)
         options = api.registration_options(member).body
         credential = shared.register(options["publicKey"])
-        contenders.append(lambda member=member, options=options, credential=credential: _register(
-            member.token, challenge_id=options["challenge_id"], name="Shared", credential=credential))
+        contenders.append(
+            lambda member=member, options=options, credential=credential: _register(
+                member.token, challenge_id=options["challenge_id"], name="Shared", credential=credential
+            )
+        )
 
     outcomes = _race(*contenders)
 
@@ -97,14 +105,15 @@ def test_one_assertion_activates_at_most_one_session(api, round_):
     options = api.mfa_options(pending).body
     assertion = authenticator.authenticate(options["publicKey"])
 
-    outcomes = _race(*[
-        lambda: _verify(pending.token, challenge_id=options["challenge_id"], credential=assertion)
-        for _ in range(3)
-    ])
+    outcomes = _race(
+        *[lambda: _verify(pending.token, challenge_id=options["challenge_id"], credential=assertion) for _ in range(3)]
+    )
 
     assert sum(isinstance(o, mfa.MfaSuccess) for o in outcomes) == 1, outcomes
     # A loser finds the challenge used, or, reading the session after the winner rotated its
     # token, finds its token ended.
-    assert all(isinstance(o, (mfa.MfaSuccess, errors.ChallengeNotFound, errors.InvalidToken)) for o in outcomes), outcomes
+    assert all(isinstance(o, (mfa.MfaSuccess, errors.ChallengeNotFound, errors.InvalidToken)) for o in outcomes), (
+        outcomes
+    )
     [key] = SecurityKey.scan(consistent_read=True)
     assert key.sign_count == 1

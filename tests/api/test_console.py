@@ -1,6 +1,7 @@
 """The web console as the API serves it: the page and its static files, the API Gateway stage in
 the page's base URL, and the demo sign-in (``POST /dev/id-token``) that only a stage with the dev
 IdP's key configured offers."""
+
 from __future__ import annotations
 
 import json
@@ -72,12 +73,17 @@ def test_each_screen_looks_up_its_elements_in_one_place():
     # A screen's elements are looked up in its *-screen.js module, and the frame around the screens
     # in ui.js; everything else is handed the elements, so a renamed ID is changed in one place.
     lookups = {
-        name: [line.strip() for line in (CONSOLE_DIRECTORY / name).read_text(encoding="utf-8").splitlines()
-               if DOCUMENT_LOOKUP.search(line)]
-        for name in STATIC_FILES if name.endswith(".js")
+        name: [
+            line.strip()
+            for line in (CONSOLE_DIRECTORY / name).read_text(encoding="utf-8").splitlines()
+            if DOCUMENT_LOOKUP.search(line)
+        ]
+        for name in STATIC_FILES
+        if name.endswith(".js")
     }
-    elsewhere = {name: found for name, found in lookups.items()
-                 if found and not name.endswith("-screen.js") and name != "ui.js"}
+    elsewhere = {
+        name: found for name, found in lookups.items() if found and not name.endswith("-screen.js") and name != "ui.js"
+    }
 
     assert elsewhere == {}
     # The rule holds something: the lookup modules do look elements up.
@@ -96,14 +102,32 @@ def test_behind_api_gateway_the_page_resolves_its_files_under_the_stage(path):
     from app import app
 
     event = {
-        "resource": "/", "path": "/", "httpMethod": "GET", "headers": {"accept": "text/html"},
-        "multiValueHeaders": {}, "queryStringParameters": None, "multiValueQueryStringParameters": None,
-        "pathParameters": None, "stageVariables": None, "body": None, "isBase64Encoded": False,
-        "requestContext": {"resourcePath": "/", "httpMethod": "GET", "path": path, "stage": "api",
-                           "identity": {"sourceIp": "192.0.2.1"}},
+        "resource": "/",
+        "path": "/",
+        "httpMethod": "GET",
+        "headers": {"accept": "text/html"},
+        "multiValueHeaders": {},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "body": None,
+        "isBase64Encoded": False,
+        "requestContext": {
+            "resourcePath": "/",
+            "httpMethod": "GET",
+            "path": path,
+            "stage": "api",
+            "identity": {"sourceIp": "192.0.2.1"},
+        },
     }
-    context = SimpleNamespace(aws_request_id="test", function_name="keyward", memory_limit_in_mb=128,
-                              function_version="$LATEST", get_remaining_time_in_millis=lambda: 3000)
+    context = SimpleNamespace(
+        aws_request_id="test",
+        function_name="keyward",
+        memory_limit_in_mb=128,
+        function_version="$LATEST",
+        get_remaining_time_in_millis=lambda: 3000,
+    )
 
     response = app(event, context)
 
@@ -125,8 +149,9 @@ print(json.dumps({"routes": sorted(app.routes), "status": demo.status_code, "bod
                   "page": page.body.decode()}))
 """
     environment = {name: value for name, value in os.environ.items() if name != "KEYWARD_DEV_IDP_KEY_FILE"}
-    ran = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=environment, capture_output=True,
-                         text=True, timeout=60)
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
     assert ran.returncode == 0, ran.stderr
     found = json.loads(ran.stdout.strip().splitlines()[-1])
 
@@ -159,8 +184,13 @@ def test_a_missing_stage_is_not_the_local_stage(stage):
 
 def test_the_dev_idp_key_is_refused_inside_lambda_even_on_a_stage_named_local():
     with pytest.raises(ConfigurationError, match="never inside AWS Lambda"):
-        load({"KEYWARD_STAGE": "local", "KEYWARD_DEV_IDP_KEY_FILE": "/keys/idp.pem",
-              "AWS_LAMBDA_FUNCTION_NAME": "keyward-prod-APIHandler"})
+        load(
+            {
+                "KEYWARD_STAGE": "local",
+                "KEYWARD_DEV_IDP_KEY_FILE": "/keys/idp.pem",
+                "AWS_LAMBDA_FUNCTION_NAME": "keyward-prod-APIHandler",
+            }
+        )
 
 
 def test_inside_lambda_the_app_does_not_start_with_the_dev_idp_key():
@@ -168,8 +198,14 @@ def test_inside_lambda_the_app_does_not_start_with_the_dev_idp_key():
     # so no request is ever served with the dev sign-in.
     environment = {**os.environ, "KEYWARD_STAGE": "local", "AWS_LAMBDA_FUNCTION_NAME": "keyward-dev-APIHandler"}
     assert environment.get("KEYWARD_DEV_IDP_KEY_FILE"), "the test environment configures the dev IdP key"
-    ran = subprocess.run([sys.executable, "-c", "import app"], cwd=PROJECT_ROOT, env=environment,
-                         capture_output=True, text=True, timeout=60)
+    ran = subprocess.run(
+        [sys.executable, "-c", "import app"],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert ran.returncode != 0
     assert "ConfigurationError" in ran.stderr and "never inside AWS Lambda" in ran.stderr
@@ -211,8 +247,9 @@ def test_the_demo_sign_in_mints_an_id_token_the_dev_idps_jwks_verifies(local_api
     assert header["kid"] == dev_idp.kid
     key = jwt.PyJWKSet.from_json(dev_idp.jwks_json())[header["kid"]]
     config = settings()
-    claims = jwt.decode(id_token, key=key.key, algorithms=["RS256"], audience=config.oidc_audience,
-                        issuer=config.oidc_issuer)
+    claims = jwt.decode(
+        id_token, key=key.key, algorithms=["RS256"], audience=config.oidc_audience, issuer=config.oidc_issuer
+    )
     assert claims["sub"] == "alice"
     assert claims[config.org_claim] == "acme"
     assert claims[config.groups_claim] == [config.admin_group]
@@ -221,17 +258,28 @@ def test_the_demo_sign_in_mints_an_id_token_the_dev_idps_jwks_verifies(local_api
     assert config.name_claim not in claims and config.email_claim not in claims
 
     member = local_api.call("POST", "/dev/id-token", body={"org": "acme", "user": "bob", "admin": False})
-    assert jwt.decode(member.body["id_token"], key=key.key, algorithms=["RS256"], audience=config.oidc_audience,
-                      issuer=config.oidc_issuer)[config.groups_claim] == []
+    assert (
+        jwt.decode(
+            member.body["id_token"],
+            key=key.key,
+            algorithms=["RS256"],
+            audience=config.oidc_audience,
+            issuer=config.oidc_issuer,
+        )[config.groups_claim]
+        == []
+    )
 
 
-@pytest.mark.parametrize("body", [
-    {"org": "acme", "admin": False},
-    {"org": "", "user": "bob", "admin": False},
-    {"org": "acme", "user": "bob", "admin": "yes"},
-    {"org": "acme", "user": "x" * 129, "admin": False},
-    {"org": "acme", "user": "bob", "admin": False, "groups": ["keyward-admins"]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"org": "acme", "admin": False},
+        {"org": "", "user": "bob", "admin": False},
+        {"org": "acme", "user": "bob", "admin": "yes"},
+        {"org": "acme", "user": "x" * 129, "admin": False},
+        {"org": "acme", "user": "bob", "admin": False, "groups": ["keyward-admins"]},
+    ],
+)
 def test_the_demo_sign_in_refuses_malformed_requests(local_api, dev_idp, body):
     refused = local_api.call("POST", "/dev/id-token", body=body)
 

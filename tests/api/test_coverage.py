@@ -1,5 +1,6 @@
 """Coverage counters: members and members holding a key, kept on the organization by the same
 transactions that create members and change key counts, and each member's bucket."""
+
 from __future__ import annotations
 
 import json
@@ -124,12 +125,20 @@ class _ConflictOnFirstAttempt:
         self._thread.met = True
         with self._lock:
             self.cancelled += 1
-        reasons = [{"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
-                   if table == Organization.Meta.table_name else {"Code": "None"} for table in tables]
-        body = {"__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
-                "message": "Transaction cancelled, please refer cancellation reasons for specific reasons",
-                "CancellationReasons": reasons}
-        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(json.dumps(body).encode()))
+        reasons = [
+            {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+            if table == Organization.Meta.table_name
+            else {"Code": "None"}
+            for table in tables
+        ]
+        body = {
+            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+            "message": "Transaction cancelled, please refer cancellation reasons for specific reasons",
+            "CancellationReasons": reasons,
+        }
+        return AWSResponse(
+            request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(json.dumps(body).encode())
+        )
 
 
 class _Raw:
@@ -144,8 +153,11 @@ class _Raw:
 def conflicts(monkeypatch: pytest.MonkeyPatch) -> _ConflictOnFirstAttempt:
     injector = _ConflictOnFirstAttempt()
     real_send = botocore.endpoint.Endpoint._send
-    monkeypatch.setattr(botocore.endpoint.Endpoint, "_send",
-                        lambda endpoint, request: injector.send(request, lambda sent: real_send(endpoint, sent)))
+    monkeypatch.setattr(
+        botocore.endpoint.Endpoint,
+        "_send",
+        lambda endpoint, request: injector.send(request, lambda sent: real_send(endpoint, sent)),
+    )
     return injector
 
 
@@ -162,15 +174,21 @@ def test_fifty_parallel_first_keys_and_fifty_deletions_are_all_counted(api, conf
         authenticator = SoftwareAuthenticator()
         options = api.registration_options(member).body
         credential = authenticator.register(options["publicKey"])
-        submission = registration.parse_submission(challenge_id=options["challenge_id"], name="First", credential=credential)
+        submission = registration.parse_submission(
+            challenge_id=options["challenge_id"], name="First", credential=credential
+        )
         return lambda: registration.register(
-            caller=sessions.resolve(authorization=f"Bearer {member.token}", also=registration.submission_reads(submission)),
+            caller=sessions.resolve(
+                authorization=f"Bearer {member.token}", also=registration.submission_reads(submission)
+            ),
             submission=submission,
         )
 
     def delete(member) -> object:
         [key] = api.call("GET", "/me/mfa/keys", token=member.token).body["keys"]
-        return lambda: management.delete(caller=sessions.resolve(authorization=f"Bearer {member.token}"), key_id=key["id"])
+        return lambda: management.delete(
+            caller=sessions.resolve(authorization=f"Bearer {member.token}"), key_id=key["id"]
+        )
 
     contenders = [register(member) for member in newcomers] + [delete(member) for member in holders]
     # Every contender on a thread of its own, released together: each one registers or deletes

@@ -1,4 +1,5 @@
 """Enforcing MFA: the PUT, the request-time rule, and the stream function that ends sessions in bulk."""
+
 from __future__ import annotations
 
 import logging
@@ -156,7 +157,9 @@ def test_an_operator_enforcing_in_the_console_ends_every_session(api, admin, str
 def _operator_sets_flag(value: dict, org: str = "acme") -> None:
     """An operator editing the organization's item in the AWS console: only the flag changes."""
     boto3.client("dynamodb", endpoint_url=settings().dynamodb_endpoint, region_name=settings().region).update_item(
-        TableName=settings().tables.orgs, Key={"org_id": {"S": org}}, UpdateExpression="SET mfa_enforced = :flag",
+        TableName=settings().tables.orgs,
+        Key={"org_id": {"S": org}},
+        UpdateExpression="SET mfa_enforced = :flag",
         ExpressionAttributeValues={":flag": value},
     )
 
@@ -203,10 +206,17 @@ def test_a_session_started_under_enforcement_survives_until_a_re_flip_is_recorde
 
 def test_a_redelivered_re_flip_is_recorded_once(api, admin, stream):
     _operator_sets_flag({"BOOL": True})
-    flip = {"dynamodb": {"SequenceNumber": "1", "OldImage": {"org_id": {"S": "acme"}, "mfa_enforced": {"BOOL": False},
-                                                               "enforcement_generation": {"N": "0"}},
-                         "NewImage": {"org_id": {"S": "acme"}, "mfa_enforced": {"BOOL": True},
-                                      "enforcement_generation": {"N": "0"}}}}
+    flip = {
+        "dynamodb": {
+            "SequenceNumber": "1",
+            "OldImage": {
+                "org_id": {"S": "acme"},
+                "mfa_enforced": {"BOOL": False},
+                "enforcement_generation": {"N": "0"},
+            },
+            "NewImage": {"org_id": {"S": "acme"}, "mfa_enforced": {"BOOL": True}, "enforcement_generation": {"N": "0"}},
+        }
+    }
     for _ in range(2):
         assert end_sessions_on_enforcement({"Records": [flip]}, _Plenty()) == {"batchItemFailures": []}
     assert Organization.get("acme", consistent_read=True).enforcement_generation == 1
@@ -216,8 +226,13 @@ def test_a_flag_of_the_wrong_type_fails_its_record_and_reads_as_enforced(api, ad
     bob = api.login(user="bob")
     assert bob.state == "active"
     _operator_sets_flag({"S": "true"})
-    typo = {"dynamodb": {"SequenceNumber": "42", "OldImage": {"org_id": {"S": "acme"}, "mfa_enforced": {"BOOL": False}},
-                         "NewImage": {"org_id": {"S": "acme"}, "mfa_enforced": {"S": "true"}}}}
+    typo = {
+        "dynamodb": {
+            "SequenceNumber": "42",
+            "OldImage": {"org_id": {"S": "acme"}, "mfa_enforced": {"BOOL": False}},
+            "NewImage": {"org_id": {"S": "acme"}, "mfa_enforced": {"S": "true"}},
+        }
+    }
 
     with caplog.at_level(logging.ERROR, logger="keyward"):
         reply = end_sessions_on_enforcement({"Records": [typo]}, _Plenty())
@@ -280,6 +295,7 @@ def test_after_enforcement_members_without_a_key_must_register_and_key_holders_p
 
 
 # --- PUT /org/mfa decides on the organization read with the session --------------------------------
+
 
 @pytest.mark.parametrize("enforced_before", [False, True], ids=["enforce", "relax"])
 def test_a_change_another_admin_made_after_the_session_was_read_is_refused_and_changes_nothing(api, enforced_before):

@@ -7,6 +7,7 @@ know, which fails closed; a pass's code changed between the check and the transa
 under ``pass_required``; the code's length; setting the policy in force; a pass moved to another
 member meanwhile; which refusals are the gate's own; a member whose keys went meanwhile; and a
 pass of a member offboarded (and signed in again) while it was issued, checked or used."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -31,7 +32,6 @@ from tests.support.meanwhile import after_verification
 AROUND = ["user-a", "user-z"]  # below and above user-m
 
 
-
 def _issue(api, admin, user: str, **body) -> dict:
     reply = api.call("POST", f"/org/members/{user}/enrollment-passes", token=admin.token, body=body)
     assert reply.status == 201, reply.body
@@ -39,10 +39,17 @@ def _issue(api, admin, user: str, **body) -> dict:
 
 
 def _first_key(api, member, options, **fields):
-    return api.call("POST", "/me/mfa/keys", token=member.token, body={
-        "challenge_id": options["challenge_id"], "name": "First key",
-        "credential": SoftwareAuthenticator().register(options["publicKey"]), **fields,
-    })
+    return api.call(
+        "POST",
+        "/me/mfa/keys",
+        token=member.token,
+        body={
+            "challenge_id": options["challenge_id"],
+            "name": "First key",
+            "credential": SoftwareAuthenticator().register(options["publicKey"]),
+            **fields,
+        },
+    )
 
 
 def test_a_members_passes_are_listed_without_those_of_members_whose_ids_sort_around_theirs(api, admin):
@@ -71,6 +78,7 @@ def test_a_pass_is_revoked_only_under_its_own_members_path(api, admin, path_user
 
 
 # --- boundaries: the member ID's length, the pass's expiry instant and its housekeeping -----------
+
 
 @pytest.mark.parametrize(("length", "status"), [(1, 200), (255, 200), (256, 404)])
 def test_a_member_id_may_be_255_characters_and_no_more(api, admin, length, status):
@@ -113,8 +121,11 @@ def test_a_pass_is_listed_as_expired_from_the_instant_it_expires(api, admin, mon
     assert [listed_pass["state"] for listed_pass in listed.body["enrollment_passes"]] == [state]
 
 
-@pytest.mark.parametrize(("checked_before", "after_expiry"), [(False, 0), (True, 0), (True, 1)],
-                         ids=["at-the-check", "at-expiry-meanwhile", "a-second-after-meanwhile"])
+@pytest.mark.parametrize(
+    ("checked_before", "after_expiry"),
+    [(False, 0), (True, 0), (True, 1)],
+    ids=["at-the-check", "at-expiry-meanwhile", "a-second-after-meanwhile"],
+)
 def test_a_pass_is_refused_at_the_instant_it_expires(api, admin, monkeypatch, checked_before, after_expiry):
     """At the check, or between the check and the registration's transaction: both the check and
     the transaction's condition hold the boundary."""
@@ -128,8 +139,9 @@ def test_a_pass_is_refused_at_the_instant_it_expires(api, admin, monkeypatch, ch
     options = api.registration_options(bob).body
     if not checked_before:
         now["at"] = expires_at
-    after_verification(monkeypatch, lambda: now.update(at=expires_at + timedelta(seconds=after_expiry)),
-                       ceremony="verify_registration")
+    after_verification(
+        monkeypatch, lambda: now.update(at=expires_at + timedelta(seconds=after_expiry)), ceremony="verify_registration"
+    )
 
     refused = _first_key(api, bob, options, enrollment_code=issued["code"])
 
@@ -182,18 +194,26 @@ def test_a_policy_value_keyward_does_not_know_requires_a_pass(api, admin, monkey
     assert {key.user_id for key in SecurityKey.scan()} == {"alice"}
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("code_hash", "0" * 64), ("code_hash", "f" * 64),  # its code
-    ("user_id", "user-a"), ("user_id", "user-z"),  # its member, on both sides of user-m
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("code_hash", "0" * 64),
+        ("code_hash", "f" * 64),  # its code
+        ("user_id", "user-a"),
+        ("user_id", "user-z"),  # its member, on both sides of user-m
+    ],
+)
 def test_a_pass_changed_meanwhile_is_not_used(api, admin, monkeypatch, field, value):
     """An operator's edit of the pass between the check and the registration's transaction."""
     assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
     member = api.login(user="user-m")
     issued = _issue(api, admin, "user-m")
     options = api.registration_options(member).body
-    after_verification(monkeypatch, lambda: EnrollmentPass("acme", issued["id"]).update(
-        actions=[getattr(EnrollmentPass, field).set(value)]), ceremony="verify_registration")
+    after_verification(
+        monkeypatch,
+        lambda: EnrollmentPass("acme", issued["id"]).update(actions=[getattr(EnrollmentPass, field).set(value)]),
+        ceremony="verify_registration",
+    )
 
     refused = _first_key(api, member, options, enrollment_code=issued["code"])
 
@@ -244,18 +264,26 @@ def test_under_open_enrolment_a_credential_claimed_meanwhile_is_named_as_such(ap
     key = SoftwareAuthenticator()
     credential = key.register(options["publicKey"])
     key_id = ceremonies.key_id_for(key.credential_id)
-    after_verification(monkeypatch, lambda: CredentialClaim(key_id, org_id="acme", user_id="carol").save(),
-                       ceremony="verify_registration")
+    after_verification(
+        monkeypatch,
+        lambda: CredentialClaim(key_id, org_id="acme", user_id="carol").save(),
+        ceremony="verify_registration",
+    )
 
-    refused = api.call("POST", "/me/mfa/keys", token=bob.token,
-                       body={"challenge_id": options["challenge_id"], "name": "First key", "credential": credential})
+    refused = api.call(
+        "POST",
+        "/me/mfa/keys",
+        token=bob.token,
+        body={"challenge_id": options["challenge_id"], "name": "First key", "credential": credential},
+    )
 
     assert (refused.status, refused.code) == (409, "KeyAlreadyRegistered")
 
 
 @pytest.mark.parametrize("attempts", [None, 1], ids=["with-retries", "retries-run-out"])
 def test_under_pass_required_a_member_whose_keys_went_meanwhile_registers_nothing_without_a_pass(
-        api, admin, monkeypatch, attempts):
+    api, admin, monkeypatch, attempts
+):
     """bob held a key when his second registration was read, so it needed no pass; his keys were
     deleted meanwhile: the key would now be a first key, and is refused."""
     from chalicelib.counters import coverage
@@ -267,8 +295,11 @@ def test_under_pass_required_a_member_whose_keys_went_meanwhile_registers_nothin
         monkeypatch.setattr(coverage, "MAX_ATTEMPTS", attempts)
     options = api.registration_options(bob).body
     assert options["enrollment_code_required"] is False
-    after_verification(monkeypatch, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(0)]),
-                       ceremony="verify_registration")
+    after_verification(
+        monkeypatch,
+        lambda: Member("acme", "bob").update(actions=[Member.key_count.set(0)]),
+        ceremony="verify_registration",
+    )
 
     refused = _first_key(api, bob, options)
 
@@ -277,6 +308,7 @@ def test_under_pass_required_a_member_whose_keys_went_meanwhile_registers_nothin
 
 
 # --- offboarding voids every pass of the member, whenever it was issued ----------------------------
+
 
 def _offboard_with_a_pass_issued_after_its_read(api, admin, monkeypatch, user: str = "bob") -> dict:
     """Offboard ``user`` while another admin request issues them a pass: after offboarding read
@@ -320,7 +352,8 @@ def test_a_pass_issued_while_its_member_is_offboarded_cannot_enrol_them_when_the
 
 @pytest.mark.parametrize("stored_before_creation_times", [False, True], ids=["member", "legacy-member"])
 def test_a_pass_is_not_used_by_a_member_re_created_between_the_check_and_the_transaction(
-        api, admin, monkeypatch, stored_before_creation_times):
+    api, admin, monkeypatch, stored_before_creation_times
+):
     """The member item becomes another member of the same ID (offboarded and signed in again)
     after the code was checked against the member the request read; the session and the pass
     are left in place, so only the registration's condition on the member can refuse. For a
@@ -332,8 +365,11 @@ def test_a_pass_is_not_used_by_a_member_re_created_between_the_check_and_the_tra
         Member("acme", "bob").update(actions=[Member.created_at.remove()])
     issued = _issue(api, admin, "bob")
     options = api.registration_options(bob).body
-    after_verification(monkeypatch, lambda: Member("acme", "bob").update(
-        actions=[Member.created_at.set(clock.now())]), ceremony="verify_registration")
+    after_verification(
+        monkeypatch,
+        lambda: Member("acme", "bob").update(actions=[Member.created_at.set(clock.now())]),
+        ceremony="verify_registration",
+    )
 
     refused = _first_key(api, bob, options, enrollment_code=issued["code"])
 
@@ -360,18 +396,26 @@ def test_no_pass_is_issued_to_a_member_re_created_after_issuing_read_them(api, a
     assert list(EnrollmentPass.scan()) == []
 
 
-@pytest.mark.parametrize(("issued_after_member", "status"), [
-    (timedelta(milliseconds=-1), 403), (timedelta(0), 201), (timedelta(milliseconds=1), 201),
-])
-def test_a_pass_that_never_recorded_its_member_is_of_the_member_created_before_it(api, admin, issued_after_member, status):
+@pytest.mark.parametrize(
+    ("issued_after_member", "status"),
+    [
+        (timedelta(milliseconds=-1), 403),
+        (timedelta(0), 201),
+        (timedelta(milliseconds=1), 201),
+    ],
+)
+def test_a_pass_that_never_recorded_its_member_is_of_the_member_created_before_it(
+    api, admin, issued_after_member, status
+):
     """Passes issued before they recorded their member: one issued before the member was created
     was an earlier member's."""
     assert api.call("PUT", "/org/mfa", token=admin.token, body={"enrollment": "pass_required"}).status == 200
     bob = api.login(user="bob")
     issued = _issue(api, admin, "bob")
     joined = Member.get("acme", "bob", consistent_read=True).created_at
-    EnrollmentPass("acme", issued["id"]).update(actions=[
-        EnrollmentPass.member_created_at.remove(), EnrollmentPass.created_at.set(joined + issued_after_member)])
+    EnrollmentPass("acme", issued["id"]).update(
+        actions=[EnrollmentPass.member_created_at.remove(), EnrollmentPass.created_at.set(joined + issued_after_member)]
+    )
 
     reply = _first_key(api, bob, api.registration_options(bob).body, enrollment_code=issued["code"])
 

@@ -4,6 +4,7 @@ and a first key registered only with a pass under ``pass_required`` — through 
 The same rules are played as attacks over HTTP against the running local stack in
 ``test_enrollment_passes_http.py``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,6 @@ from tests.support.authenticator import SoftwareAuthenticator
 CODE = re.compile(r"[A-HJKMNP-TV-Z2-9]{5}(-[A-HJKMNP-TV-Z2-9]{5}){3}")
 
 
-
 def _passes_path(user: str = "bob") -> str:
     return f"/org/members/{user}/enrollment-passes"
 
@@ -48,8 +48,11 @@ def _register(api, member, *, code: object = None, authenticator: SoftwareAuthen
     authenticator = authenticator or SoftwareAuthenticator()
     options = api.registration_options(member)
     assert options.status == 200, options.body
-    body: dict[str, Any] = {"challenge_id": options.body["challenge_id"], "name": "First key",
-                            "credential": authenticator.register(options.body["publicKey"])}
+    body: dict[str, Any] = {
+        "challenge_id": options.body["challenge_id"],
+        "name": "First key",
+        "credential": authenticator.register(options.body["publicKey"]),
+    }
     if code is not None:
         body["enrollment_code"] = code
     reply = api.call("POST", "/me/mfa/keys", token=member.token, body=body)
@@ -65,6 +68,7 @@ def _events(api, admin, action: str) -> list[dict[str, Any]]:
 
 
 # --- the policy -----------------------------------------------------------------------------------
+
 
 def test_the_policy_is_open_by_default_and_changes_alone_audited(api, admin):
     assert api.call("GET", "/org/mfa", token=admin.token).body["enrollment"] == "open"
@@ -88,8 +92,17 @@ def test_the_policy_and_enforcement_change_together(api, admin):
     assert (back.body["enforced"], back.body["enrollment"]) == (True, "open")
 
 
-@pytest.mark.parametrize("body", [{}, {"enrollment": "closed"}, {"enrollment": None}, {"enrollment": True},
-                                  {"enforced": "yes", "enrollment": "pass_required"}, {"enrollment": "open", "x": 1}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"enrollment": "closed"},
+        {"enrollment": None},
+        {"enrollment": True},
+        {"enforced": "yes", "enrollment": "pass_required"},
+        {"enrollment": "open", "x": 1},
+    ],
+)
 def test_a_bad_policy_change_is_refused_and_changes_nothing(api, admin, body):
     reply = api.call("PUT", "/org/mfa", token=admin.token, body=body)
     assert (reply.status, reply.code) == (400, "MalformedRequest")
@@ -122,6 +135,7 @@ def test_an_unknown_stored_policy_counts_as_pass_required(api, admin):
 
 # --- issuing, listing, revoking -----------------------------------------------------------------
 
+
 def test_a_pass_is_shown_once_and_stored_only_hashed(api, admin):
     api.login(user="bob")
     before = clock.now()
@@ -135,7 +149,10 @@ def test_a_pass_is_shown_once_and_stored_only_hashed(api, admin):
     everything = repr(raw)
     for form in (issued["code"], issued["code"].replace("-", ""), issued["code"].lower()):
         assert form not in everything
-    assert stored.code_hash == hashlib.sha256(b"keyward-enrollment-pass\x00" + issued["code"].replace("-", "").encode()).hexdigest()
+    assert (
+        stored.code_hash
+        == hashlib.sha256(b"keyward-enrollment-pass\x00" + issued["code"].replace("-", "").encode()).hexdigest()
+    )
 
     listed = api.call("GET", _passes_path(), token=admin.token).body["enrollment_passes"]
     assert [(p["id"], p["state"]) for p in listed] == [(issued["id"], "active")]
@@ -198,8 +215,11 @@ def test_revoking_checks_the_member_and_the_pass(api, admin):
     api.login(user="bob")
     api.login(user="carol")
     issued = _issue(api, admin)
-    for path in (f"{_passes_path('carol')}/{issued['id']}", f"{_passes_path()}/ep_{'A' * 22}",
-                 f"{_passes_path()}/not-a-pass"):
+    for path in (
+        f"{_passes_path('carol')}/{issued['id']}",
+        f"{_passes_path()}/ep_{'A' * 22}",
+        f"{_passes_path()}/not-a-pass",
+    ):
         reply = api.call("DELETE", path, token=admin.token)
         assert (reply.status, reply.code) == (404, "EnrollmentPassNotFound"), path
     assert EnrollmentPass.get("acme", issued["id"]).revoked_at is None
@@ -217,6 +237,7 @@ def test_an_admin_of_another_organization_cannot_see_or_revoke_a_pass(api, admin
 
 
 # --- registering under pass_required ----------------------------------------------------------
+
 
 def test_open_enrolment_needs_no_code(api, admin):
     bob = api.login(user="bob")
@@ -238,7 +259,11 @@ def test_a_first_key_needs_a_pass_and_uses_it_up(api, admin):
     stored = EnrollmentPass.get("acme", issued["id"])
     assert stored.used_at is not None and stored.used_key_id == reply.body["key"]["id"]
     [used] = _events(api, admin, "enrollment_pass.used")
-    assert (used["target"], used["user_id"], used["details"]) == (issued["id"], "bob", {"key_id": reply.body["key"]["id"]})
+    assert (used["target"], used["user_id"], used["details"]) == (
+        issued["id"],
+        "bob",
+        {"key_id": reply.body["key"]["id"]},
+    )
     assert api.call("GET", _passes_path(), token=admin.token).body["enrollment_passes"][0]["state"] == "used"
 
     # A second key needs no pass; the used code is not looked at.
@@ -266,7 +291,9 @@ def test_an_expired_pass_is_refused(api, admin):
     bob = api.login(user="bob")
     _require_passes(api, admin)
     issued = _issue(api, admin)
-    EnrollmentPass("acme", issued["id"]).update(actions=[EnrollmentPass.expires_at.set(clock.now() - timedelta(seconds=1))])
+    EnrollmentPass("acme", issued["id"]).update(
+        actions=[EnrollmentPass.expires_at.set(clock.now() - timedelta(seconds=1))]
+    )
     reply = _register(api, bob, code=issued["code"])
     assert (reply.status, reply.code) == (403, "InvalidEnrollmentPass")
     assert [key for key in SecurityKey.query("acme") if key.user_id == "bob"] == []
@@ -299,8 +326,12 @@ def test_a_malformed_code_is_refused_before_the_challenge_is_used(api, admin, co
     bob = api.login(user="bob")
     _require_passes(api, admin)
     options = api.registration_options(bob)
-    body = {"challenge_id": options.body["challenge_id"], "name": "K",
-            "credential": SoftwareAuthenticator().register(options.body["publicKey"]), "enrollment_code": code}
+    body = {
+        "challenge_id": options.body["challenge_id"],
+        "name": "K",
+        "credential": SoftwareAuthenticator().register(options.body["publicKey"]),
+        "enrollment_code": code,
+    }
     reply = api.call("POST", "/me/mfa/keys", token=bob.token, body=body)
     assert (reply.status, reply.code) == (400, "MalformedRequest")
     # The challenge is still there: a pass now lets the same ceremony through.

@@ -12,6 +12,7 @@ never stores a key without its member's counter and its credential claim; an MFA
 does not answer 200 leaves the session as it was; an enforcement takes effect entirely or not at
 all; and the stream function finishes the clean-up once the fault clears.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,6 +59,7 @@ ATTEMPTS = 3  # PynamoDB's max_retry_attempts=2, in botocore's standard retry mo
 
 
 # --- the fault injector -------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Call:
@@ -124,7 +126,9 @@ class DynamoDBFaults:
         """Every call's first attempt fails with a retryable error; the retry gets through."""
         self._decide = lambda call, attempt: codes[call.index % len(codes)] if attempt == 1 else None
 
-    def at_random(self, rng: random.Random, *, down: float, flaky: float, operations: frozenset[str] | None = None) -> None:
+    def at_random(
+        self, rng: random.Random, *, down: float, flaky: float, operations: frozenset[str] | None = None
+    ) -> None:
         """Each call (of these operations) is down (every attempt fails) with probability ``down``,
         flaky (only its first attempt fails) with probability ``flaky``."""
         decisions: dict[int, tuple[str, int]] = {}
@@ -134,7 +138,9 @@ class DynamoDBFaults:
                 return None
             if call.index not in decisions:
                 roll = rng.random()
-                code = rng.choice([THROTTLED, INTERNAL, CANCELLED] if call.operation in TRANSACTIONS else [THROTTLED, INTERNAL])
+                code = rng.choice(
+                    [THROTTLED, INTERNAL, CANCELLED] if call.operation in TRANSACTIONS else [THROTTLED, INTERNAL]
+                )
                 decisions[call.index] = (code, ATTEMPTS if roll < down else 1 if roll < down + flaky else 0)
             code, failing_attempts = decisions[call.index]
             return code if attempt <= failing_attempts else None
@@ -191,15 +197,20 @@ def _attempt(request: Any) -> int:
 
 def _error_response(request: Any, code: str, operation: str) -> AWSResponse:
     """DynamoDB's answer for ``code``, as its JSON protocol sends it."""
-    body: dict[str, Any] = {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": f"injected fault ({operation})"}
+    body: dict[str, Any] = {
+        "__type": f"com.amazonaws.dynamodb.v20120810#{code}",
+        "message": f"injected fault ({operation})",
+    }
     status = {INTERNAL: 500, "ServiceUnavailable": 503}.get(code, 400)
     if code == CANCELLED:
         sent = request.body.decode() if isinstance(request.body, bytes) else request.body
         items = json.loads(sent)["TransactItems"]
-        body["CancellationReasons"] = [{"Code": "ThrottlingError", "Message": "Throughput exceeds the current capacity."}] + [
-            {"Code": "None"} for _ in items[1:]
-        ]
-        body["message"] = "Transaction cancelled, please refer cancellation reasons for specific reasons [ThrottlingError]"
+        body["CancellationReasons"] = [
+            {"Code": "ThrottlingError", "Message": "Throughput exceeds the current capacity."}
+        ] + [{"Code": "None"} for _ in items[1:]]
+        body["message"] = (
+            "Transaction cancelled, please refer cancellation reasons for specific reasons [ThrottlingError]"
+        )
     headers = {"x-amzn-RequestId": "injected-fault", "Content-Type": "application/x-amz-json-1.0"}
     return AWSResponse(request.url, status, headers, _Raw(json.dumps(body).encode()))
 
@@ -242,7 +253,9 @@ class Tables:
     def __init__(self) -> None:
         import boto3
 
-        self._client = boto3.client("dynamodb", endpoint_url=settings().dynamodb_endpoint, region_name=settings().region)
+        self._client = boto3.client(
+            "dynamodb", endpoint_url=settings().dynamodb_endpoint, region_name=settings().region
+        )
 
     def read(self) -> Items:
         items: Items = {}
@@ -265,7 +278,7 @@ class Tables:
             requests += [{"PutRequest": {"Item": item}} for item in saved[table]]
             for i in range(0, len(requests), 25):
                 # A delete and a put of the same key may not share a batch: deletes go first, alone.
-                self._write(table, requests[i:i + 25])
+                self._write(table, requests[i : i + 25])
 
     def _write(self, table: str, requests: list[dict[str, Any]]) -> None:
         deletes = [r for r in requests if "DeleteRequest" in r]
@@ -284,6 +297,7 @@ def meaningful_state(items: Items) -> dict[str, Any]:
     member every login makes before the session, and bookkeeping times (``last_seen_at``,
     ``last_used_at`` of backup credentials).
     """
+
     def table(model: Any) -> list[dict[str, Any]]:
         return items[model.Meta.table_name]
 
@@ -294,17 +308,25 @@ def meaningful_state(items: Items) -> dict[str, Any]:
         return "/".join(next(iter(item[k].values())) for k in _keys_of(model))
 
     def default_org(org: dict[str, Any]) -> bool:
-        return (org.get("mfa_enforced", {}).get("BOOL") is not True and org.get("enforcement_generation", {}).get("N", "0") == "0"
-                and "invalidation" not in org and "backup_key_ids" not in org)
+        return (
+            org.get("mfa_enforced", {}).get("BOOL") is not True
+            and org.get("enforcement_generation", {}).get("N", "0") == "0"
+            and "invalidation" not in org
+            and "backup_key_ids" not in org
+        )
 
     return {
         "orgs": {key(o, Organization): without(o, "created_at") for o in table(Organization) if not default_org(o)},
-        "key counts": {key(m, Member): m["key_count"]["N"] for m in table(Member) if m.get("key_count", {}).get("N", "0") != "0"},
+        "key counts": {
+            key(m, Member): m["key_count"]["N"] for m in table(Member) if m.get("key_count", {}).get("N", "0") != "0"
+        },
         "keys": {key(k, SecurityKey): without(k) for k in table(SecurityKey)},
         "claims": {key(c, CredentialClaim): without(c) for c in table(CredentialClaim)},
         "sessions": {key(s, Session): without(s, "last_seen_at") for s in table(Session)},
         "backup credentials": {key(c, BackupCredential): without(c, "last_used_at") for c in table(BackupCredential)},
-        "audit": sorted((e["org_id"]["S"], e["action"]["S"], e.get("target", {}).get("S", "")) for e in table(AuditEvent)),
+        "audit": sorted(
+            (e["org_id"]["S"], e["action"]["S"], e.get("target", {}).get("S", "")) for e in table(AuditEvent)
+        ),
     }
 
 
@@ -313,7 +335,9 @@ def _differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     for part in before:
         if before[part] != after[part]:
             if isinstance(before[part], dict):
-                changed = sorted(str(k) for k in set(before[part]) | set(after[part]) if before[part].get(k) != after[part].get(k))
+                changed = sorted(
+                    str(k) for k in set(before[part]) | set(after[part]) if before[part].get(k) != after[part].get(k)
+                )
                 found.append(f"{part}: {', '.join(changed)}")
             else:
                 found.append(f"{part}: {sorted(set(after[part]) ^ set(before[part]))}")
@@ -343,6 +367,7 @@ def assert_refused_cleanly(reply: Reply, *, expected: set[int], what: str) -> No
 
 # --- the API's journeys, one call at a time ------------------------------------------------------
 
+
 @dataclass
 class Scenario:
     """A call under test, after a setup made without faults."""
@@ -367,8 +392,14 @@ def _prepared_registration(api: KeywardClient, member: Signed) -> dict[str, Any]
     options = api.registration_options(member)
     assert options.status == 200, options.body
     authenticator = SoftwareAuthenticator()
-    return {"member": member, "body": {"challenge_id": options.body["challenge_id"], "name": "New key",
-                                       "credential": authenticator.register(options.body["publicKey"])}}
+    return {
+        "member": member,
+        "body": {
+            "challenge_id": options.body["challenge_id"],
+            "name": "New key",
+            "credential": authenticator.register(options.body["publicKey"]),
+        },
+    }
 
 
 def _prepared_verify(api: KeywardClient) -> dict[str, Any]:
@@ -401,7 +432,9 @@ def _enforcing_admin(api: KeywardClient) -> dict[str, Any]:
 def _with_other_sessions(api: KeywardClient) -> dict[str, Any]:
     admin = _admin(api)
     bob = _member_with_key(api)
-    api.mfa_login(org="acme", user="bob", authenticator=bob.authenticators[0])  # a second session, verified with the key
+    api.mfa_login(
+        org="acme", user="bob", authenticator=bob.authenticators[0]
+    )  # a second session, verified with the key
     key_id = api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"][0]["id"]
     return {"admin": admin, "bob": bob, "key_id": key_id}
 
@@ -413,74 +446,173 @@ def _backup(api: KeywardClient) -> dict[str, Any]:
     return {"admin": admin, "key_id": created.body["key_id"], "secret": created.body["secret"]}
 
 
-def _post(path: str, body: Callable[[dict[str, Any]], Any] | None = None, *, who: str = "member") -> Callable[[KeywardClient, dict[str, Any]], Reply]:
-    return lambda api, ctx: api.call("POST", path, token=ctx[who].token if who else None, body=body(ctx) if body else None)
-
+def _post(
+    path: str, body: Callable[[dict[str, Any]], Any] | None = None, *, who: str = "member"
+) -> Callable[[KeywardClient, dict[str, Any]], Reply]:
+    return lambda api, ctx: api.call(
+        "POST", path, token=ctx[who].token if who else None, body=body(ctx) if body else None
+    )
 
 
 SCENARIOS = [
-    Scenario("login, first sign-in", lambda api: {},
-             lambda api, ctx: api.login_reply(user="bob"), 200),
-    Scenario("login, key holder", lambda api: {"bob": _member_with_key(api)},
-             lambda api, ctx: api.login_reply(user="bob"), 200),
-    Scenario("registration options", lambda api: {"member": api.login(user="bob")},
-             _post("/me/mfa/keys/options"), 200),
-    Scenario("register a key", lambda api: _prepared_registration(api, api.login(user="bob")),
-             _post("/me/mfa/keys", lambda ctx: ctx["body"]), 201),
-    Scenario("register the first key under enforcement", _enforced_registration,
-             _post("/me/mfa/keys", lambda ctx: ctx["body"]), 201),
+    Scenario("login, first sign-in", lambda api: {}, lambda api, ctx: api.login_reply(user="bob"), 200),
+    Scenario(
+        "login, key holder",
+        lambda api: {"bob": _member_with_key(api)},
+        lambda api, ctx: api.login_reply(user="bob"),
+        200,
+    ),
+    Scenario("registration options", lambda api: {"member": api.login(user="bob")}, _post("/me/mfa/keys/options"), 200),
+    Scenario(
+        "register a key",
+        lambda api: _prepared_registration(api, api.login(user="bob")),
+        _post("/me/mfa/keys", lambda ctx: ctx["body"]),
+        201,
+    ),
+    Scenario(
+        "register the first key under enforcement",
+        _enforced_registration,
+        _post("/me/mfa/keys", lambda ctx: ctx["body"]),
+        201,
+    ),
     Scenario("MFA options", lambda api: _key_holder_logged_in(api), _post("/auth/mfa/options"), 200),
     Scenario("MFA verify", _prepared_verify, _post("/auth/mfa/verify", lambda ctx: ctx["body"]), 200),
-    Scenario("GET /me", lambda api: {"member": _member_with_key(api)},
-             lambda api, ctx: api.call("GET", "/me", token=ctx["member"].token), 200),
-    Scenario("GET /me/mfa/keys", lambda api: {"member": _member_with_key(api)},
-             lambda api, ctx: api.call("GET", "/me/mfa/keys", token=ctx["member"].token), 200),
-    Scenario("GET /me/sessions", lambda api: {"member": _member_with_key(api)},
-             lambda api, ctx: api.call("GET", "/me/sessions", token=ctx["member"].token), 200),
-    Scenario("rename a key", lambda api: _with_other_sessions(api),
-             lambda api, ctx: api.call("PATCH", f"/me/mfa/keys/{ctx['key_id']}", token=ctx["bob"].token, body={"name": "Renamed"}),
-             200),
-    Scenario("delete a key", lambda api: _with_other_sessions(api),
-             lambda api, ctx: api.call("DELETE", f"/me/mfa/keys/{ctx['key_id']}", token=ctx["bob"].token), 204),
-    Scenario("disable MFA", lambda api: _with_other_sessions(api),
-             lambda api, ctx: api.call("DELETE", "/me/mfa", token=ctx["bob"].token), 204),
-    Scenario("end one of one's sessions", lambda api: {"member": _member_with_key(api), "other": api.login(user="bob")},
-             lambda api, ctx: api.call("DELETE", f"/me/sessions/{_session_id(ctx['other'].token)}", token=ctx["member"].token), 204),
+    Scenario(
+        "GET /me",
+        lambda api: {"member": _member_with_key(api)},
+        lambda api, ctx: api.call("GET", "/me", token=ctx["member"].token),
+        200,
+    ),
+    Scenario(
+        "GET /me/mfa/keys",
+        lambda api: {"member": _member_with_key(api)},
+        lambda api, ctx: api.call("GET", "/me/mfa/keys", token=ctx["member"].token),
+        200,
+    ),
+    Scenario(
+        "GET /me/sessions",
+        lambda api: {"member": _member_with_key(api)},
+        lambda api, ctx: api.call("GET", "/me/sessions", token=ctx["member"].token),
+        200,
+    ),
+    Scenario(
+        "rename a key",
+        lambda api: _with_other_sessions(api),
+        lambda api, ctx: api.call(
+            "PATCH", f"/me/mfa/keys/{ctx['key_id']}", token=ctx["bob"].token, body={"name": "Renamed"}
+        ),
+        200,
+    ),
+    Scenario(
+        "delete a key",
+        lambda api: _with_other_sessions(api),
+        lambda api, ctx: api.call("DELETE", f"/me/mfa/keys/{ctx['key_id']}", token=ctx["bob"].token),
+        204,
+    ),
+    Scenario(
+        "disable MFA",
+        lambda api: _with_other_sessions(api),
+        lambda api, ctx: api.call("DELETE", "/me/mfa", token=ctx["bob"].token),
+        204,
+    ),
+    Scenario(
+        "end one of one's sessions",
+        lambda api: {"member": _member_with_key(api), "other": api.login(user="bob")},
+        lambda api, ctx: api.call(
+            "DELETE", f"/me/sessions/{_session_id(ctx['other'].token)}", token=ctx["member"].token
+        ),
+        204,
+    ),
     Scenario("log out", lambda api: {"member": _member_with_key(api)}, _post("/auth/logout"), 204),
-    Scenario("enforce MFA", lambda api: _with_other_sessions(api),
-             lambda api, ctx: api.call("PUT", "/org/mfa", token=ctx["admin"].token, body={"enforced": True}),
-             200),
-    Scenario("relax MFA", lambda api: _enforcing_admin(api),
-             lambda api, ctx: api.call("PUT", "/org/mfa", token=ctx["admin"].token, body={"enforced": False}),
-             200),
-    Scenario("change the grace period and the enrolment policy", _enforcing_admin,
-             lambda api, ctx: api.call("PUT", "/org/mfa", token=ctx["admin"].token,
-                                       body={"enforced": True, "grace_period_hours": 24, "enrollment": "pass_required"}),
-             200),
-    Scenario("GET /org/mfa", lambda api: _with_other_sessions(api),
-             lambda api, ctx: api.call("GET", "/org/mfa", token=ctx["admin"].token), 200),
-    Scenario("GET /org/members", lambda api: _with_other_sessions(api),
-             lambda api, ctx: api.call("GET", "/org/members", token=ctx["admin"].token), 200),
-    Scenario("GET /org/mfa/keys", lambda api: _with_other_sessions(api),
-             lambda api, ctx: api.call("GET", "/org/mfa/keys", token=ctx["admin"].token), 200),
-    Scenario("GET /org/audit", lambda api: _with_other_sessions(api),
-             lambda api, ctx: api.call("GET", "/org/audit", token=ctx["admin"].token), 200),
-    Scenario("an admin deletes a member's key", lambda api: _with_other_sessions(api),
-             lambda api, ctx: api.call("DELETE", f"/org/members/bob/mfa/keys/{ctx['key_id']}", token=ctx["admin"].token), 204),
-    Scenario("an admin ends a member's sessions", lambda api: _with_other_sessions(api),
-             lambda api, ctx: api.call("DELETE", "/org/members/bob/sessions", token=ctx["admin"].token),
-             204),
-    Scenario("create backup credentials", lambda api: {"admin": _admin(api)},
-             lambda api, ctx: api.call("POST", "/org/backup-credentials", token=ctx["admin"].token), 201),
-    Scenario("list backup credentials", _backup,
-             lambda api, ctx: api.call("GET", "/org/backup-credentials", token=ctx["admin"].token), 200),
-    Scenario("backup login", _backup,
-             _post("/auth/backup-login", lambda ctx: {"key_id": ctx["key_id"], "secret": ctx["secret"]}, who=""),
-             200),
-    Scenario("backup login with a wrong secret", _backup,
-             _post("/auth/backup-login", lambda ctx: {"key_id": ctx["key_id"], "secret": "wrong"}, who=""), 401),
-    Scenario("delete backup credentials", _backup,
-             lambda api, ctx: api.call("DELETE", f"/org/backup-credentials/{ctx['key_id']}", token=ctx["admin"].token), 204),
+    Scenario(
+        "enforce MFA",
+        lambda api: _with_other_sessions(api),
+        lambda api, ctx: api.call("PUT", "/org/mfa", token=ctx["admin"].token, body={"enforced": True}),
+        200,
+    ),
+    Scenario(
+        "relax MFA",
+        lambda api: _enforcing_admin(api),
+        lambda api, ctx: api.call("PUT", "/org/mfa", token=ctx["admin"].token, body={"enforced": False}),
+        200,
+    ),
+    Scenario(
+        "change the grace period and the enrolment policy",
+        _enforcing_admin,
+        lambda api, ctx: api.call(
+            "PUT",
+            "/org/mfa",
+            token=ctx["admin"].token,
+            body={"enforced": True, "grace_period_hours": 24, "enrollment": "pass_required"},
+        ),
+        200,
+    ),
+    Scenario(
+        "GET /org/mfa",
+        lambda api: _with_other_sessions(api),
+        lambda api, ctx: api.call("GET", "/org/mfa", token=ctx["admin"].token),
+        200,
+    ),
+    Scenario(
+        "GET /org/members",
+        lambda api: _with_other_sessions(api),
+        lambda api, ctx: api.call("GET", "/org/members", token=ctx["admin"].token),
+        200,
+    ),
+    Scenario(
+        "GET /org/mfa/keys",
+        lambda api: _with_other_sessions(api),
+        lambda api, ctx: api.call("GET", "/org/mfa/keys", token=ctx["admin"].token),
+        200,
+    ),
+    Scenario(
+        "GET /org/audit",
+        lambda api: _with_other_sessions(api),
+        lambda api, ctx: api.call("GET", "/org/audit", token=ctx["admin"].token),
+        200,
+    ),
+    Scenario(
+        "an admin deletes a member's key",
+        lambda api: _with_other_sessions(api),
+        lambda api, ctx: api.call("DELETE", f"/org/members/bob/mfa/keys/{ctx['key_id']}", token=ctx["admin"].token),
+        204,
+    ),
+    Scenario(
+        "an admin ends a member's sessions",
+        lambda api: _with_other_sessions(api),
+        lambda api, ctx: api.call("DELETE", "/org/members/bob/sessions", token=ctx["admin"].token),
+        204,
+    ),
+    Scenario(
+        "create backup credentials",
+        lambda api: {"admin": _admin(api)},
+        lambda api, ctx: api.call("POST", "/org/backup-credentials", token=ctx["admin"].token),
+        201,
+    ),
+    Scenario(
+        "list backup credentials",
+        _backup,
+        lambda api, ctx: api.call("GET", "/org/backup-credentials", token=ctx["admin"].token),
+        200,
+    ),
+    Scenario(
+        "backup login",
+        _backup,
+        _post("/auth/backup-login", lambda ctx: {"key_id": ctx["key_id"], "secret": ctx["secret"]}, who=""),
+        200,
+    ),
+    Scenario(
+        "backup login with a wrong secret",
+        _backup,
+        _post("/auth/backup-login", lambda ctx: {"key_id": ctx["key_id"], "secret": "wrong"}, who=""),
+        401,
+    ),
+    Scenario(
+        "delete backup credentials",
+        _backup,
+        lambda api, ctx: api.call("DELETE", f"/org/backup-credentials/{ctx['key_id']}", token=ctx["admin"].token),
+        204,
+    ),
 ]
 
 
@@ -535,6 +667,7 @@ def test_when_any_one_dynamodb_call_fails_the_reply_is_503_and_nothing_changed(a
 
 # --- failures after a change has been decided: the answer must not deny the change ----------------
 
+
 def _fail_nth(faults: DynamoDBFaults, operation: str, occurrence: int, code: str = THROTTLED) -> None:
     """From now on, the ``occurrence``-th call of ``operation`` fails on every attempt."""
     start = len(faults.calls)
@@ -542,22 +675,32 @@ def _fail_nth(faults: DynamoDBFaults, operation: str, occurrence: int, code: str
     def decide(call: Call, attempt: int) -> str | None:
         if call.operation != operation:
             return None
-        earlier = sum(1 for c in faults.calls[start:call.index] if c.operation == operation)
+        earlier = sum(1 for c in faults.calls[start : call.index] if c.operation == operation)
         return code if earlier + 1 == occurrence else None
 
     faults.fail_when(decide)
 
 
-@pytest.mark.parametrize("setup, body", [
-    (_admin, {"enforced": True}),
-    (lambda api: _enforcing_admin(api)["admin"], {"enforced": False}),
-    (lambda api: _enforcing_admin(api)["admin"], {"enforced": True, "grace_period_hours": 24}),
-    (lambda api: _enforcing_admin(api)["admin"], {"enforced": True, "grace_period_hours": 24, "enrollment": "pass_required"}),
-    (_admin, {"enrollment": "pass_required"}),
-    (_admin, {"enforced": True, "enrollment": "pass_required"}),
-], ids=["enforce", "relax", "grace period", "grace period and enrollment", "enrollment", "enforce and enrollment"])
+@pytest.mark.parametrize(
+    "setup, body",
+    [
+        (_admin, {"enforced": True}),
+        (lambda api: _enforcing_admin(api)["admin"], {"enforced": False}),
+        (lambda api: _enforcing_admin(api)["admin"], {"enforced": True, "grace_period_hours": 24}),
+        (
+            lambda api: _enforcing_admin(api)["admin"],
+            {"enforced": True, "grace_period_hours": 24, "enrollment": "pass_required"},
+        ),
+        (_admin, {"enrollment": "pass_required"}),
+        (_admin, {"enforced": True, "enrollment": "pass_required"}),
+    ],
+    ids=["enforce", "relax", "grace period", "grace period and enrollment", "enrollment", "enforce and enrollment"],
+)
 def test_put_org_mfa_answers_from_the_organization_read_with_its_session_and_reads_nothing_after_its_write(
-    api, faults, setup, body,
+    api,
+    faults,
+    setup,
+    body,
 ):
     """The answer is built from the item the session's read brought and what the write changed:
     no second read of the organization, and so no read after the change that could fail and
@@ -572,7 +715,10 @@ def test_put_org_mfa_answers_from_the_organization_read_with_its_session_and_rea
     assert {name: reply.body[name] for name in body} == body
     stored = Organization.get("acme", consistent_read=True)
     assert (bool(stored.mfa_enforced), stored.enrollment or "open", int(stored.grace_period_hours or 0)) == (
-        reply.body["enforced"], reply.body["enrollment"], reply.body["grace_period_hours"])
+        reply.body["enforced"],
+        reply.body["enrollment"],
+        reply.body["grace_period_hours"],
+    )
 
 
 def test_a_503_from_renaming_a_key_means_the_name_did_not_change(api, faults):
@@ -584,7 +730,9 @@ def test_a_503_from_renaming_a_key_means_the_name_did_not_change(api, faults):
     faults.clear()
 
     assert reply.status == 503, reply.body
-    assert SecurityKey.get("acme", key_id, consistent_read=True).name == "My key", "503 'nothing was changed', yet renamed"
+    assert SecurityKey.get("acme", key_id, consistent_read=True).name == "My key", (
+        "503 'nothing was changed', yet renamed"
+    )
 
 
 def test_ending_a_members_sessions_is_never_done_without_its_audit_event(api, faults):
@@ -606,11 +754,15 @@ def test_a_503_from_backup_login_records_no_successful_login(api, faults):
     credentials = _backup(api)
     _fail_nth(faults, "TransactWriteItems", 1)  # the session, its audit event and last_used_at
 
-    reply = api.call("POST", "/auth/backup-login", body={"key_id": credentials["key_id"], "secret": credentials["secret"]})
+    reply = api.call(
+        "POST", "/auth/backup-login", body={"key_id": credentials["key_id"], "secret": credentials["secret"]}
+    )
     faults.clear()
 
     assert reply.status == 503, reply.body
-    assert not _events("acme", "backup_login.succeeded"), "503 'nothing was changed', yet the log records a backup login"
+    assert not _events("acme", "backup_login.succeeded"), (
+        "503 'nothing was changed', yet the log records a backup login"
+    )
 
 
 # --- randomized fault schedules ------------------------------------------------------------------
@@ -625,11 +777,15 @@ def _check_keys_consistent(orgs: tuple[str, ...]) -> dict[tuple[str, str], int]:
     held = Counter((key.org_id, key.user_id) for key in keys)
     for org in orgs:
         for member in Member.query(org, consistent_read=True):
-            assert member.key_count == held[(org, member.user_id)], f"{org}/{member.user_id}: key_count {member.key_count}, keys {held[(org, member.user_id)]}"
+            assert member.key_count == held[(org, member.user_id)], (
+                f"{org}/{member.user_id}: key_count {member.key_count}, keys {held[(org, member.user_id)]}"
+            )
     for key in keys:
         claim = claims.get(key.key_id)
         assert claim is not None, f"key {key.key_id} has no credential claim"
-        assert (claim.org_id, claim.user_id) == (key.org_id, key.user_id), f"key {key.key_id}'s claim names another member"
+        assert (claim.org_id, claim.user_id) == (key.org_id, key.user_id), (
+            f"key {key.key_id}'s claim names another member"
+        )
     assert set(claims) == {key.key_id for key in keys}, "a credential claim without its key"
     registered = Counter((e.org_id, e.user_id) for org in orgs for e in _events(org, "key.registered"))
     assert registered == held, "key.registered events do not match the keys stored"
@@ -657,8 +813,16 @@ def test_registration_is_never_half_done_under_random_faults(api, faults, seed):
         if options.status != 200:
             continue
         authenticator = SoftwareAuthenticator()
-        reply = api.call("POST", "/me/mfa/keys", token=member.token, body={
-            "challenge_id": options.body["challenge_id"], "name": "Key", "credential": authenticator.register(options.body["publicKey"])})
+        reply = api.call(
+            "POST",
+            "/me/mfa/keys",
+            token=member.token,
+            body={
+                "challenge_id": options.body["challenge_id"],
+                "name": "Key",
+                "credential": authenticator.register(options.body["publicKey"]),
+            },
+        )
         assert_refused_cleanly(reply, expected={201}, what="registration")
         outcomes.append((member, authenticator, reply.status))
         if reply.status == 201:
@@ -673,9 +837,16 @@ def test_registration_is_never_half_done_under_random_faults(api, faults, seed):
     if registered:
         options = api.registration_options(bob)
         if options.status == 200:
-            reply = api.call("POST", "/me/mfa/keys", token=bob.token, body={
-                "challenge_id": options.body["challenge_id"], "name": "Stolen",
-                "credential": registered[0].register({**options.body["publicKey"], "excludeCredentials": []})})
+            reply = api.call(
+                "POST",
+                "/me/mfa/keys",
+                token=bob.token,
+                body={
+                    "challenge_id": options.body["challenge_id"],
+                    "name": "Stolen",
+                    "credential": registered[0].register({**options.body["publicKey"], "excludeCredentials": []}),
+                },
+            )
             assert_refused_cleanly(reply, expected={409}, what="registering another member's credential")
     faults.clear()
 
@@ -688,8 +859,16 @@ def test_registration_is_never_half_done_under_random_faults(api, faults, seed):
     for member, authenticator, status in outcomes:
         if status == 503:
             options = api.registration_options(member)
-            reply = api.call("POST", "/me/mfa/keys", token=member.token, body={
-                "challenge_id": options.body["challenge_id"], "name": "Again", "credential": authenticator.register(options.body["publicKey"])})
+            reply = api.call(
+                "POST",
+                "/me/mfa/keys",
+                token=member.token,
+                body={
+                    "challenge_id": options.body["challenge_id"],
+                    "name": "Again",
+                    "credential": authenticator.register(options.body["publicKey"]),
+                },
+            )
             assert reply.status == 201, reply.body
     _check_keys_consistent(("acme", "strict"))
 
@@ -714,20 +893,27 @@ def test_mfa_verify_reports_success_only_when_the_session_is_activated(api, faul
             continue
         with faults.suspended():
             count_before = SecurityKey.get("acme", key_id, consistent_read=True).sign_count
-        body = {"challenge_id": options.body["challenge_id"], "credential": authenticator.authenticate(options.body["publicKey"])}
+        body = {
+            "challenge_id": options.body["challenge_id"],
+            "credential": authenticator.authenticate(options.body["publicKey"]),
+        }
         reply = api.call("POST", "/auth/mfa/verify", token=token, body=body)
         assert_refused_cleanly(reply, expected={200}, what="MFA verify")
 
         with faults.suspended():
             if reply.status == 200:
-                _assert_activated(api, old=token, new=reply.body["token"], key_id=key_id, sign_count=authenticator.sign_count)
+                _assert_activated(
+                    api, old=token, new=reply.body["token"], key_id=key_id, sign_count=authenticator.sign_count
+                )
                 continue
             _assert_untouched(api, token=token, key_id=key_id, sign_count=count_before)
             # The same request again, the fault gone: the challenge either was not used (and now
             # works) or was used up; either way the answer matches the session.
             again = api.call("POST", "/auth/mfa/verify", token=token, body=body)
             if again.status == 200:
-                _assert_activated(api, old=token, new=again.body["token"], key_id=key_id, sign_count=authenticator.sign_count)
+                _assert_activated(
+                    api, old=token, new=again.body["token"], key_id=key_id, sign_count=authenticator.sign_count
+                )
             else:
                 assert again.code == "ChallengeNotFound", again.body
                 _assert_untouched(api, token=token, key_id=key_id, sign_count=count_before)
@@ -830,8 +1016,18 @@ def _old_sessions(org: str, count: int) -> None:
     started = clock.now()
     with Session.batch_write() as batch:
         for i in range(count):
-            batch.save(Session(org, f"old{i:019d}", token_hash="x", state="active", user_id=f"u{i}",
-                               created_at=started, expires_at=started + timedelta(hours=1), ttl=started + timedelta(days=1)))
+            batch.save(
+                Session(
+                    org,
+                    f"old{i:019d}",
+                    token_hash="x",
+                    state="active",
+                    user_id=f"u{i}",
+                    created_at=started,
+                    expires_at=started + timedelta(hours=1),
+                    ttl=started + timedelta(days=1),
+                )
+            )
 
 
 def _remaining_old(org: str) -> int:
@@ -919,9 +1115,14 @@ def test_the_sessions_ended_count_is_right_when_the_fault_starts_midway(api, fau
     handler = _Capture(faults)
     enforced = _enforced_org(api, handler)
     start = len(faults.calls)
-    faults.fail_when(lambda call, attempt: (
-        INTERNAL if call.operation == "BatchWriteItem"
-        and sum(1 for c in faults.calls[start:call.index + 1] if c.operation == "BatchWriteItem") > 2 else None))
+    faults.fail_when(
+        lambda call, attempt: (
+            INTERNAL
+            if call.operation == "BatchWriteItem"
+            and sum(1 for c in faults.calls[start : call.index + 1] if c.operation == "BatchWriteItem") > 2
+            else None
+        )
+    )
 
     enforced.pump.drain()
     faults.clear()

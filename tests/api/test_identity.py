@@ -1,4 +1,5 @@
 """POST /auth/login: the ID token is verified for real, and a failed login stores nothing."""
+
 from __future__ import annotations
 
 import base64
@@ -103,8 +104,14 @@ def test_a_token_signed_by_another_key_is_refused(api):
 
 def test_an_unsigned_or_symmetric_token_is_refused(api, idp):
     now = int(time.time())
-    claims = {"iss": "http://localhost:8000/dev-idp", "aud": "keyward-local", "sub": "bob", "org": "acme",
-              "iat": now, "exp": now + 600}
+    claims = {
+        "iss": "http://localhost:8000/dev-idp",
+        "aud": "keyward-local",
+        "sub": "bob",
+        "org": "acme",
+        "iat": now,
+        "exp": now + 600,
+    }
     unsigned = jwt.encode(claims, key=None, algorithm="none", headers={"kid": idp.kid})
     # The classic algorithm confusion: HS256 keyed with the IdP's public key material.
     signing_input = ".".join(

@@ -1,4 +1,5 @@
 """The stream function's bulk clean-up: many invocations, redelivery, bad records, DynamoDB faults."""
+
 from __future__ import annotations
 
 import logging
@@ -41,24 +42,37 @@ def _populate(count: int, *, generation: int = 0) -> None:
     started = clock.now()
     with Session.batch_write() as batch:
         for i in range(count):
-            batch.save(Session(ORG, f"s{i:06d}", token_hash="x", state="active", user_id=f"u{i}",
-                               created_at=started, expires_at=started + timedelta(hours=1), ttl=started + timedelta(days=1),
-                               enforcement_generation=generation))
+            batch.save(
+                Session(
+                    ORG,
+                    f"s{i:06d}",
+                    token_hash="x",
+                    state="active",
+                    user_id=f"u{i}",
+                    created_at=started,
+                    expires_at=started + timedelta(hours=1),
+                    ttl=started + timedelta(days=1),
+                    enforcement_generation=generation,
+                )
+            )
 
 
 def _enforce_as_the_api(*, spare: str | None = None) -> None:
     org = Organization.get(ORG, consistent_read=True)
     generation = org.enforcement_generation + 1
     now = clock.now()
-    org.update(actions=[
-        Organization.mfa_enforced.set(True),
-        Organization.enforced_at.set(now),
-        Organization.enforced_by.set("alice"),
-        Organization.enforcing_session_id.set(spare) if spare else Organization.enforcing_session_id.remove(),
-        Organization.enforcement_generation.set(generation),
-        Organization.invalidation.set(Invalidation(generation=generation, state="running", sessions_ended=0,
-                                                   started_at=now, handoffs=0)),
-    ])
+    org.update(
+        actions=[
+            Organization.mfa_enforced.set(True),
+            Organization.enforced_at.set(now),
+            Organization.enforced_by.set("alice"),
+            Organization.enforcing_session_id.set(spare) if spare else Organization.enforcing_session_id.remove(),
+            Organization.enforcement_generation.set(generation),
+            Organization.invalidation.set(
+                Invalidation(generation=generation, state="running", sessions_ended=0, started_at=now, handoffs=0)
+            ),
+        ]
+    )
 
 
 def _remaining() -> set[str]:
@@ -86,8 +100,11 @@ def deleted(monkeypatch) -> Counter:
 
 
 def _pump(context_factory) -> StreamPump:
-    return StreamPump(handler=lambda event, _context: end_sessions_on_enforcement(event, context_factory()),
-                      table_name=settings().tables.orgs, endpoint=settings().dynamodb_endpoint)
+    return StreamPump(
+        handler=lambda event, _context: end_sessions_on_enforcement(event, context_factory()),
+        table_name=settings().tables.orgs,
+        endpoint=settings().dynamodb_endpoint,
+    )
 
 
 def test_a_tiny_time_budget_hands_off_until_every_session_is_deleted_exactly_once(org, deleted, monkeypatch):
@@ -116,8 +133,11 @@ def test_a_tiny_time_budget_hands_off_until_every_session_is_deleted_exactly_onc
 def test_a_redelivered_enforcement_record_is_harmless(org, deleted):
     _populate(60)
     captured: list[dict] = []
-    pump = StreamPump(handler=lambda event, context: (captured.append(event), end_sessions_on_enforcement(event, context))[1],
-                      table_name=settings().tables.orgs, endpoint=settings().dynamodb_endpoint)
+    pump = StreamPump(
+        handler=lambda event, context: (captured.append(event), end_sessions_on_enforcement(event, context))[1],
+        table_name=settings().tables.orgs,
+        endpoint=settings().dynamodb_endpoint,
+    )
     _enforce_as_the_api()
     pump.drain()
     ended = Organization.get(ORG, consistent_read=True).invalidation.sessions_ended
@@ -132,8 +152,13 @@ def test_a_redelivered_enforcement_record_is_harmless(org, deleted):
 
 def test_one_bad_record_does_not_hold_back_the_others(org, caplog):
     _populate(10)
-    good = {"dynamodb": {"SequenceNumber": "200", "OldImage": {"org_id": {"S": ORG}, "mfa_enforced": {"BOOL": False}},
-                         "NewImage": {"org_id": {"S": ORG}, "mfa_enforced": {"BOOL": True}}}}
+    good = {
+        "dynamodb": {
+            "SequenceNumber": "200",
+            "OldImage": {"org_id": {"S": ORG}, "mfa_enforced": {"BOOL": False}},
+            "NewImage": {"org_id": {"S": ORG}, "mfa_enforced": {"BOOL": True}},
+        }
+    }
     bad = {"dynamodb": {"SequenceNumber": "100", "NewImage": {"mfa_enforced": {"BOOL": True}}}}  # no org_id
     Organization(ORG).update(actions=[Organization.mfa_enforced.set(True)])  # as an operator would
 
@@ -157,7 +182,9 @@ def test_unprocessed_items_and_throttling_are_retried_with_growing_backoff(org, 
             raise PutError("throttled", _throttling_error())
         if calls["n"] == 2:  # DynamoDB processes some and hands the rest back
             real(delete_items=delete_items[:5])
-            return {"UnprocessedItems": {Session.Meta.table_name: [{"DeleteRequest": {"Key": k}} for k in delete_items[5:]]}}
+            return {
+                "UnprocessedItems": {Session.Meta.table_name: [{"DeleteRequest": {"Key": k}} for k in delete_items[5:]]}
+            }
         return real(delete_items=delete_items)
 
     sleeps: list[float] = []
@@ -177,14 +204,24 @@ def test_a_persistent_failure_is_reported_and_the_clean_up_finishes_once_it_clea
     connection = Session._get_connection()
     real = connection.batch_write_item
     monkeypatch.setattr(invalidation.time, "sleep", lambda seconds: None)
-    monkeypatch.setattr(connection, "batch_write_item",
-                        lambda delete_items: (_ for _ in ()).throw(PutError("throttled", _throttling_error())))
-    record = {"dynamodb": {"SequenceNumber": "7", "OldImage": {"org_id": {"S": ORG}},
-                           "NewImage": {"org_id": {"S": ORG}, "mfa_enforced": {"BOOL": True}}}}
+    monkeypatch.setattr(
+        connection,
+        "batch_write_item",
+        lambda delete_items: (_ for _ in ()).throw(PutError("throttled", _throttling_error())),
+    )
+    record = {
+        "dynamodb": {
+            "SequenceNumber": "7",
+            "OldImage": {"org_id": {"S": ORG}},
+            "NewImage": {"org_id": {"S": ORG}, "mfa_enforced": {"BOOL": True}},
+        }
+    }
     _enforce_as_the_api()
 
     with caplog.at_level(logging.ERROR, logger="keyward"):
-        assert end_sessions_on_enforcement({"Records": [record]}, Plenty()) == {"batchItemFailures": [{"itemIdentifier": "7"}]}
+        assert end_sessions_on_enforcement({"Records": [record]}, Plenty()) == {
+            "batchItemFailures": [{"itemIdentifier": "7"}]
+        }
     assert len(_remaining()) == 40
     assert Organization.get(ORG, consistent_read=True).invalidation.state == "running"
 
@@ -219,4 +256,6 @@ class _Budget:
 def _throttling_error() -> Exception:
     from botocore.exceptions import ClientError
 
-    return ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "BatchWriteItem")
+    return ClientError(
+        {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "BatchWriteItem"
+    )

@@ -11,6 +11,7 @@ meanwhile; key names, credential IDs of every length, what the audit records of 
 waiting session whose member's keys went meanwhile; the key a first key's activation records, the
 registration options, the shortfall list's page size, and a member ID that names no one; a maximum
 lowered below what a member holds, and renaming a key that is not there."""
+
 from __future__ import annotations
 
 import base64
@@ -51,10 +52,16 @@ def _register_with_change_meanwhile(api, monkeypatch, member, change):
     verification and the registration's transaction, as another request would."""
     options = api.registration_options(member).body
     after_verification(monkeypatch, change, ceremony="verify_registration")
-    return api.call("POST", "/me/mfa/keys", token=member.token, body={
-        "challenge_id": options["challenge_id"], "name": "Late",
-        "credential": SoftwareAuthenticator().register(options["publicKey"]),
-    })
+    return api.call(
+        "POST",
+        "/me/mfa/keys",
+        token=member.token,
+        body={
+            "challenge_id": options["challenge_id"],
+            "name": "Late",
+            "credential": SoftwareAuthenticator().register(options["publicKey"]),
+        },
+    )
 
 
 def test_deleting_the_last_key_is_refused_when_mfa_was_enforced_after_the_caller_was_read(api):
@@ -138,6 +145,7 @@ def test_disabling_mfa_without_enforcement_deletes_every_key(api):
 
 # --- what the member item's credential list gives a ceremony -------------------------------------
 
+
 def test_the_mfa_options_name_each_key_with_the_transports_it_registered_with(api):
     bob = api.login(user="bob")
     assert api.add_key(bob, SoftwareAuthenticator(transports=["nfc", "usb"])).status == 201
@@ -154,6 +162,7 @@ def test_the_mfa_options_name_each_key_with_the_transports_it_registered_with(ap
 
 # --- the sessions a deleted key ends -------------------------------------------------------------
 
+
 def test_deleting_a_key_ends_the_other_sessions_verified_with_it_and_spares_the_callers(api):
     bob = _member_with_keys(api, 1)
     other = api.mfa_login(org="acme", user="bob", authenticator=bob.authenticators[0])
@@ -166,6 +175,7 @@ def test_deleting_a_key_ends_the_other_sessions_verified_with_it_and_spares_the_
 
 
 # --- a policy that keeps moving ------------------------------------------------------------------
+
 
 def test_a_key_delete_that_meets_a_moved_policy_at_every_attempt_is_refused_and_deletes_nothing(api, monkeypatch):
     from chalicelib.counters import coverage
@@ -212,6 +222,7 @@ def test_a_key_delete_whose_policy_settles_at_the_last_attempt_is_done(api, monk
 
 # --- naming a refusal once the retries have run out ----------------------------------------------
 
+
 @pytest.mark.parametrize("waiting", [True, False], ids=["registration-required", "active"])
 def test_a_session_whose_member_got_a_key_meanwhile_is_told_why_once_the_retries_run_out(api, monkeypatch, waiting):
     from chalicelib.counters import coverage
@@ -224,13 +235,15 @@ def test_a_session_whose_member_got_a_key_meanwhile_is_told_why_once_the_retries
     monkeypatch.setattr(coverage, "MAX_ATTEMPTS", 1)
     # Another session of bob's registered his first key: one key, stored after this request read him.
     reply = _register_with_change_meanwhile(
-        api, monkeypatch, bob, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)]))
+        api, monkeypatch, bob, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)])
+    )
 
     assert (reply.status, reply.code) == (409, "AlreadyEnrolled" if waiting else "ConcurrentChange")
     assert _key_ids() == set()
 
 
 # --- members stored before keyward kept what it keeps now ----------------------------------------
+
 
 def test_a_member_stored_before_session_generations_registers_a_first_key(api):
     bob = api.login(user="bob")
@@ -254,6 +267,7 @@ def test_a_member_stored_before_credential_lists_keeps_every_key_in_the_list_a_s
 
 # --- a first key that is no longer the first -----------------------------------------------------
 
+
 @pytest.mark.parametrize("waiting", [True, False], ids=["registration-required", "active"])
 def test_a_first_key_whose_member_got_a_key_meanwhile_is_not_stored(api, monkeypatch, waiting):
     """Another session registered the member's first key between this request's read and its
@@ -264,7 +278,8 @@ def test_a_first_key_whose_member_got_a_key_meanwhile_is_not_stored(api, monkeyp
         enforce_in_table("acme")
     bob = api.login(user="bob")
     reply = _register_with_change_meanwhile(
-        api, monkeypatch, bob, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)]))
+        api, monkeypatch, bob, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(1)])
+    )
 
     assert (reply.status, reply.code) == (409, "AlreadyEnrolled" if waiting else "ConcurrentChange")
     assert _key_ids() == set()
@@ -277,13 +292,15 @@ def test_a_waiting_session_whose_member_moved_to_a_new_generation_meanwhile_is_t
     enforce_in_table("acme")
     bob = api.login(user="bob")
     reply = _register_with_change_meanwhile(
-        api, monkeypatch, bob, lambda: Member("acme", "bob").update(actions=[Member.session_generation.add(1)]))
+        api, monkeypatch, bob, lambda: Member("acme", "bob").update(actions=[Member.session_generation.add(1)])
+    )
 
     assert (reply.status, reply.code) == (409, "ConcurrentChange")
     assert _key_ids() == set()
 
 
 # --- whose key: fixed member IDs on both sides ---------------------------------------------------
+
 
 @pytest.mark.parametrize("owner", ["user-a", "user-z"])  # sorting before and after user-m
 def test_a_member_cannot_rename_another_members_key_whatever_the_order_of_their_ids(api, owner):
@@ -328,6 +345,7 @@ def test_an_admin_deletes_keys_of_members_whose_ids_are_up_to_255_characters(api
 
 # --- the policy's shortfall list, across pages ---------------------------------------------------
 
+
 def test_keys_short_of_the_policy_are_listed_once_each_across_the_pages_read(api):
     from chalicelib.ceremony.authenticator_policy import (
         Attestation,
@@ -340,8 +358,9 @@ def test_keys_short_of_the_policy_are_listed_once_each_across_the_pages_read(api
         key_id = f"k{number:03d}"
         store_key("acme", "bob", key_id, attested=key_id not in short)
 
-    page = org_keys.list_org_keys(org_id="acme", limit=100, after=None,
-                              noncompliant_under=AuthenticatorPolicy(attestation=Attestation.REQUIRED))
+    page = org_keys.list_org_keys(
+        org_id="acme", limit=100, after=None, noncompliant_under=AuthenticatorPolicy(attestation=Attestation.REQUIRED)
+    )
 
     assert [key.key_id for key in page.items] == ["k099", "k100"] and page.next is None
 
@@ -351,14 +370,19 @@ def test_a_registration_whose_session_changed_state_meanwhile_stores_nothing(api
     bob = api.login(user="bob")
     assert bob.state == "active"
 
-    reply = _register_with_change_meanwhile(api, monkeypatch, bob, lambda: Session(
-        "acme", bob.token.split(".")[3]).update(actions=[Session.state.set("mfa_required")]))
+    reply = _register_with_change_meanwhile(
+        api,
+        monkeypatch,
+        bob,
+        lambda: Session("acme", bob.token.split(".")[3]).update(actions=[Session.state.set("mfa_required")]),
+    )
 
     assert (reply.status, reply.code) == (409, "ConcurrentChange")
     assert _key_ids() == set()
 
 
 # --- names, credential IDs and what the audit records --------------------------------------------
+
 
 @pytest.mark.parametrize(("name", "status"), [("A", 201), ("A" * 64, 201), ("A" * 65, 400), ("  ", 400)])
 def test_a_key_name_is_1_to_64_characters(api, name, status):
@@ -395,14 +419,18 @@ def test_the_audit_says_which_registration_activated_its_session(api):
     assert carol.state == "registration_required"
     assert api.add_key(carol).status == 201
 
-    details = {e.user_id: e.details.as_dict() for e in AuditEvent.query("acme", consistent_read=True)
-               if e.action == "key.registered"}
+    details = {
+        e.user_id: e.details.as_dict()
+        for e in AuditEvent.query("acme", consistent_read=True)
+        if e.action == "key.registered"
+    }
     assert "session_activated" not in details["bob"]
     assert details["carol"]["session_activated"] is True
 
 
 def test_a_waiting_session_that_passed_the_key_check_and_whose_keys_went_meanwhile_is_told_to_try_again(
-        api, monkeypatch):
+    api, monkeypatch
+):
     """A session waiting to register because the policy no longer accepts the key it passed MFA
     with; the member's keys are deleted meanwhile: the count crossed zero, which the request did
     not see."""
@@ -412,13 +440,18 @@ def test_a_waiting_session_that_passed_the_key_check_and_whose_keys_went_meanwhi
     enforce_in_table("acme", enforcing_session_id="someone-elses")
     waiting = api.login(user="bob")
     [held] = _key_ids()
-    Session("acme", waiting.token.split(".")[3]).update(actions=[
-        Session.state.set("registration_required"), Session.verified_key_id.set(held),
-        Session.key_checked_at.set(clock.now())])
+    Session("acme", waiting.token.split(".")[3]).update(
+        actions=[
+            Session.state.set("registration_required"),
+            Session.verified_key_id.set(held),
+            Session.key_checked_at.set(clock.now()),
+        ]
+    )
     waiting.state = "registration_required"
 
     reply = _register_with_change_meanwhile(
-        api, monkeypatch, waiting, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(0)]))
+        api, monkeypatch, waiting, lambda: Member("acme", "bob").update(actions=[Member.key_count.set(0)])
+    )
 
     assert (reply.status, reply.code) == (409, "ConcurrentChange")
     assert len(_key_ids()) == 1 and _key_count() == 0
@@ -438,6 +471,7 @@ def test_a_waiting_session_activated_by_its_first_key_is_verified_with_that_key(
 
 
 # --- the registration options ---------------------------------------------------------------------
+
 
 def test_the_registration_options_ask_for_attestation_only_when_the_policy_requires_it(api):
     alice = api.login(user="alice", admin=True)
@@ -462,6 +496,7 @@ def test_the_registration_options_show_a_member_without_a_name_by_their_email(ap
 
 # --- the policy's shortfall list, a page at a time -----------------------------------------------
 
+
 def test_the_shortfall_list_returns_at_most_the_page_asked_for(api):
     from chalicelib.base import pagination
     from chalicelib.ceremony.authenticator_policy import (
@@ -475,7 +510,9 @@ def test_the_shortfall_list_returns_at_most_the_page_asked_for(api):
     policy = AuthenticatorPolicy(attestation=Attestation.REQUIRED)
 
     first = org_keys.list_org_keys(org_id="acme", limit=1, after=None, noncompliant_under=policy)
-    second = org_keys.list_org_keys(org_id="acme", limit=2, after=pagination.decode(first.next), noncompliant_under=policy)
+    second = org_keys.list_org_keys(
+        org_id="acme", limit=2, after=pagination.decode(first.next), noncompliant_under=policy
+    )
 
     assert [key.key_id for key in first.items] == ["k1"] and first.next is not None
     assert [key.key_id for key in second.items] == ["k2", "k3"]
@@ -486,10 +523,13 @@ def test_an_admin_deleting_a_key_of_no_member_at_all_finds_no_key(api):
 
     admin = api.login(user="admin", admin=True)
     with pytest.raises(KeyNotFound):
-        org_keys.delete_by_admin(caller=sessions.resolve(authorization=f"Bearer {admin.token}"), user_id="", key_id="k" * 22)
+        org_keys.delete_by_admin(
+            caller=sessions.resolve(authorization=f"Bearer {admin.token}"), user_id="", key_id="k" * 22
+        )
 
 
 # --- a maximum lowered below what a member holds, and a key that is not there --------------------
+
 
 def test_a_member_holding_more_keys_than_a_lowered_maximum_cannot_add_one(api):
     """An operator lowered ``KEYWARD_MAX_KEYS_PER_MEMBER`` below what bob already holds: the
@@ -516,6 +556,7 @@ def test_renaming_a_key_that_does_not_exist_is_404_and_stores_nothing(api):
 
 # --- how many sessions fit in the transaction that deletes keys ----------------------------------
 
+
 def _sessions_verified_with(key_id: str, count: int) -> None:
     from datetime import timedelta
 
@@ -524,9 +565,19 @@ def _sessions_verified_with(key_id: str, count: int) -> None:
     now = clock.now()
     with Session.batch_write() as batch:
         for number in range(count):
-            batch.save(Session("acme", f"s{number:04d}", token_hash="x", state="active", user_id="bob",
-                               verified_key_id=key_id, created_at=now, expires_at=now + timedelta(hours=1),
-                               ttl=now + timedelta(days=1)))
+            batch.save(
+                Session(
+                    "acme",
+                    f"s{number:04d}",
+                    token_hash="x",
+                    state="active",
+                    user_id="bob",
+                    verified_key_id=key_id,
+                    created_at=now,
+                    expires_at=now + timedelta(hours=1),
+                    ttl=now + timedelta(days=1),
+                )
+            )
 
 
 def test_disabling_mfa_with_the_most_keys_ends_every_session_verified_with_them(api):
@@ -546,6 +597,8 @@ def test_disabling_mfa_with_the_most_keys_ends_every_session_verified_with_them(
 
     assert reply.status == 204, reply.body
     assert _key_ids() == set() and _key_count() == 0
-    left = {session.session_id: session.verified_key_id for session in sessions.sessions_of(org_id="acme", user_id="bob")}
+    left = {
+        session.session_id: session.verified_key_id for session in sessions.sessions_of(org_id="acme", user_id="bob")
+    }
     assert left[bob.token.split(".")[3]] == first  # the caller's, spared
     assert [session_id for session_id, key_id in left.items() if key_id == first] == [bob.token.split(".")[3]]

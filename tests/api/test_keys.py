@@ -1,4 +1,5 @@
 """Personal settings → MFA: listing, renaming and deleting one's security keys, disabling MFA."""
+
 from __future__ import annotations
 
 import pytest
@@ -58,7 +59,9 @@ def test_rename_refuses_a_bad_name(api, bob, name):
 
 def test_rename_refuses_other_fields(api, bob):
     key_id = _key_ids(api, bob)[0]
-    reply = api.call("PATCH", f"/me/mfa/keys/{key_id}", token=bob.token, body={"name": "x", "user_id": "carol", "sign_count": 0})
+    reply = api.call(
+        "PATCH", f"/me/mfa/keys/{key_id}", token=bob.token, body={"name": "x", "user_id": "carol", "sign_count": 0}
+    )
     assert (reply.status, reply.code) == (400, "MalformedRequest")
     assert SecurityKey.get("acme", key_id).user_id == "bob"
 
@@ -118,7 +121,11 @@ def test_disable_mfa_deletes_every_key(api, bob):
     assert reply.status == 204
     assert list(SecurityKey.scan(consistent_read=True)) == []
     assert list(CredentialClaim.scan(consistent_read=True)) == []
-    assert api.call("GET", "/me", token=bob.token).body["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
+    assert api.call("GET", "/me", token=bob.token).body["mfa"] == {
+        "enabled": False,
+        "key_count": 0,
+        "registration_due_at": None,
+    }
 
 
 def test_disable_mfa_is_refused_under_enforcement(api, bob):

@@ -1,6 +1,7 @@
 """POST /auth/login binds an ID token to the sign-in that asked for it: the ``nonce`` the client
 made must come back in the token, and a token for several audiences must name keyward as its
 authorized party (``azp``). A refused login stores nothing."""
+
 from __future__ import annotations
 
 import pytest
@@ -61,16 +62,25 @@ def test_a_token_for_several_audiences_is_accepted_when_keyward_is_its_authorize
     assert reply.status == 200, reply.body
 
 
-@pytest.mark.parametrize("claims", [
-    {"aud": ["__ours__", "https://other.example"]},                           # no azp at all
-    {"aud": ["__ours__", "https://other.example"], "azp": "https://other.example"},
-    {"aud": ["__ours__"], "azp": "https://other.example"},
-    {"aud": "__ours__", "azp": "https://other.example"},                       # a single audience, another azp
-])
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"aud": ["__ours__", "https://other.example"]},  # no azp at all
+        {"aud": ["__ours__", "https://other.example"], "azp": "https://other.example"},
+        {"aud": ["__ours__"], "azp": "https://other.example"},
+        {"aud": "__ours__", "azp": "https://other.example"},  # a single audience, another azp
+    ],
+)
 def test_a_token_issued_to_another_party_is_refused(api, idp, claims):
     ours = settings().oidc_audience
-    claims = {name: ([ours if a == "__ours__" else a for a in value] if isinstance(value, list)
-                     else (ours if value == "__ours__" else value)) for name, value in claims.items()}
+    claims = {
+        name: (
+            [ours if a == "__ours__" else a for a in value]
+            if isinstance(value, list)
+            else (ours if value == "__ours__" else value)
+        )
+        for name, value in claims.items()
+    }
 
     reply = _login(api, idp, send_nonce=False, **claims)
 

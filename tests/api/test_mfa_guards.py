@@ -3,6 +3,7 @@ member's own (tested with fixed IDs on both sides, so ``!=`` weakened to ``<`` o
 and the race guards of the final transaction — the key's signature counter and the session's
 token and state unchanged since they were read — tested against a stale caller: the table is
 changed between the read and the write, as a concurrent request would change it."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,6 +47,7 @@ def _state(member) -> str:
 
 # --- whose key, whose user handle: both sides of each comparison ---------------------------------
 
+
 @pytest.mark.parametrize("intruder", ["user-a", "user-z"])  # below and above the key's owner, user-m
 def test_a_key_of_another_member_is_refused_whatever_the_order_of_their_ids(api, intruder):
     owners_key = _member_with_key(api, "user-m")
@@ -55,7 +57,9 @@ def test_a_key_of_another_member_is_refused_whatever_the_order_of_their_ids(api,
     assertion = owners_key.authenticate({**options["publicKey"], "allowCredentials": []})
 
     with pytest.raises(UnknownCredential):
-        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
+        mfa.verify(
+            caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)
+        )
     assert _state(member) == "mfa_required"
 
 
@@ -71,16 +75,22 @@ def test_a_user_handle_other_than_the_members_own_is_refused_on_either_side(api,
     assertion = authenticator.authenticate(options["publicKey"], user_handle=handle)
 
     with pytest.raises(UnknownCredential):
-        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
+        mfa.verify(
+            caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)
+        )
     assert _state(member) == "mfa_required"
 
 
 def test_the_members_own_user_handle_passes(api):
     authenticator = _member_with_key(api, "user-m")
     member, caller, options = _pending(api, "user-m")
-    assertion = authenticator.authenticate(options["publicKey"], user_handle=user_handle_for(org_id=ORG, user_id="user-m"))
+    assertion = authenticator.authenticate(
+        options["publicKey"], user_handle=user_handle_for(org_id=ORG, user_id="user-m")
+    )
 
-    assert mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)).token
+    assert mfa.verify(
+        caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)
+    ).token
     assert _state(member) == "active"
 
 
@@ -98,7 +108,9 @@ def test_a_key_whose_counter_changed_meanwhile_activates_nothing(api, monkeypatc
     after_verification(monkeypatch, lambda: key.update(actions=[SecurityKey.sign_count.set(counter_meanwhile)]))
 
     with pytest.raises(SignCountRegression):
-        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
+        mfa.verify(
+            caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)
+        )
 
     assert _state(member) == "mfa_required"
     assert SecurityKey.get(ORG, key.key_id, consistent_read=True).sign_count == counter_meanwhile
@@ -114,7 +126,9 @@ def test_a_session_whose_token_changed_meanwhile_is_not_activated(api, monkeypat
     after_verification(monkeypatch, lambda: session.update(actions=[Session.token_hash.set(token_hash_meanwhile)]))
 
     with pytest.raises(InvalidToken):
-        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
+        mfa.verify(
+            caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)
+        )
 
     stored = Session.get(ORG, caller.session.session_id, consistent_read=True)
     assert (stored.state, stored.token_hash) == ("mfa_required", token_hash_meanwhile)
@@ -131,13 +145,16 @@ def test_a_session_activated_meanwhile_is_not_activated_again(api, monkeypatch):
     after_verification(monkeypatch, lambda: session.update(actions=[Session.state.set("active")]))
 
     with pytest.raises(InvalidToken):
-        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
+        mfa.verify(
+            caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)
+        )
 
     stored = Session.get(ORG, caller.session.session_id, consistent_read=True)
     assert stored.token_hash == caller.token_hash and stored.verified_key_id is None
 
 
 # --- the key found must be the credential presented, and as it was registered -------------------
+
 
 @pytest.mark.parametrize("stored_id", [b"\x00" * 16, b"\xff" * 16])  # below and above any presented ID
 def test_a_stored_key_whose_credential_id_differs_from_the_presented_one_is_refused(api, stored_id):
@@ -149,8 +166,12 @@ def test_a_stored_key_whose_credential_id_differs_from_the_presented_one_is_refu
     member, caller, options = _pending(api, "bob")
 
     with pytest.raises(UnknownCredential):
-        mfa.verify(caller=caller, assertion=mfa.parse_assertion(
-            challenge_id=options["challenge_id"], credential=authenticator.authenticate(options["publicKey"])))
+        mfa.verify(
+            caller=caller,
+            assertion=mfa.parse_assertion(
+                challenge_id=options["challenge_id"], credential=authenticator.authenticate(options["publicKey"])
+            ),
+        )
     assert _state(member) == "mfa_required"
 
 
@@ -161,8 +182,13 @@ def test_a_credential_unknown_to_the_organization_is_refused(api):
     stranger.register({**api.registration_options(api.login(org="other", user="olga")).body["publicKey"]})
 
     with pytest.raises(UnknownCredential):
-        mfa.verify(caller=caller, assertion=mfa.parse_assertion(
-            challenge_id=options["challenge_id"], credential=stranger.authenticate({**options["publicKey"], "allowCredentials": []})))
+        mfa.verify(
+            caller=caller,
+            assertion=mfa.parse_assertion(
+                challenge_id=options["challenge_id"],
+                credential=stranger.authenticate({**options["publicKey"], "allowCredentials": []}),
+            ),
+        )
     assert _state(member) == "mfa_required"
 
 
@@ -175,8 +201,12 @@ def test_a_key_whose_backup_eligibility_changed_since_registration_is_refused_ei
     authenticator.backup_eligible = presented
 
     with pytest.raises(BackupEligibilityChanged):
-        mfa.verify(caller=caller, assertion=mfa.parse_assertion(
-            challenge_id=options["challenge_id"], credential=authenticator.authenticate(options["publicKey"])))
+        mfa.verify(
+            caller=caller,
+            assertion=mfa.parse_assertion(
+                challenge_id=options["challenge_id"], credential=authenticator.authenticate(options["publicKey"])
+            ),
+        )
     assert _state(pending) == "mfa_required"
 
 
@@ -185,15 +215,20 @@ def test_a_session_moved_to_registration_meanwhile_is_not_activated(api, monkeyp
     authenticator = _member_with_key(api, "bob")
     member, caller, options = _pending(api, "bob")
     assertion = authenticator.authenticate(options["publicKey"])
-    after_verification(monkeypatch, lambda: Session(ORG, caller.session.session_id).update(
-        actions=[Session.state.set("registration_required")]))
+    after_verification(
+        monkeypatch,
+        lambda: Session(ORG, caller.session.session_id).update(actions=[Session.state.set("registration_required")]),
+    )
 
     with pytest.raises(InvalidToken):
-        mfa.verify(caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion))
+        mfa.verify(
+            caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)
+        )
     assert _state(member) == "registration_required"
 
 
 # --- where a passed check leads: the policy matters only under enforcement ------------------------
+
 
 def _admin_with_key(api):
     first = api.login(org=ORG, user="alice", admin=True)

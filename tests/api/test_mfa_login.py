@@ -1,4 +1,5 @@
 """The MFA login: the authentication ceremony after the IdP step, verified by py_webauthn."""
+
 from __future__ import annotations
 
 import logging
@@ -65,7 +66,9 @@ def test_a_verified_assertion_activates_the_session_with_a_new_token(api, algori
     assert shown["last_used_at"] == clock.iso(key.last_used_at)
     # The registering session's proof is the key too; the new login's is the key it passed with.
     assert {s.session_id: s.verified_key_id for s in _session()} == {
-        bob.token.split(".")[3]: key.key_id, pending.token.split(".")[3]: key.key_id}
+        bob.token.split(".")[3]: key.key_id,
+        pending.token.split(".")[3]: key.key_id,
+    }
 
 
 def test_a_replayed_assertion_is_refused(api, bob_with_a_key):
@@ -130,8 +133,9 @@ def test_another_users_key_is_refused(api, bob_with_a_key):
 def test_a_user_handle_of_another_user_is_refused(api, bob_with_a_key):
     pending = _pending(api)
     options = api.mfa_options(pending).body
-    reply = api.mfa_verify(pending, options["challenge_id"],
-                           bob_with_a_key.authenticate(options["publicKey"], user_handle=b"\x00" * 32))
+    reply = api.mfa_verify(
+        pending, options["challenge_id"], bob_with_a_key.authenticate(options["publicKey"], user_handle=b"\x00" * 32)
+    )
     assert (reply.status, reply.code) == (401, "UnknownCredential")
 
 
@@ -148,7 +152,9 @@ def test_a_user_handle_of_another_user_is_refused(api, bob_with_a_key):
 def test_a_response_for_another_origin_rp_or_challenge_is_refused(api, bob_with_a_key, tamper, code):
     pending = _pending(api)
     options = api.mfa_options(pending).body
-    reply = api.mfa_verify(pending, options["challenge_id"], bob_with_a_key.authenticate(options["publicKey"], **tamper))
+    reply = api.mfa_verify(
+        pending, options["challenge_id"], bob_with_a_key.authenticate(options["publicKey"], **tamper)
+    )
     assert (reply.status, reply.code) == (401, code)
     assert api.call("GET", "/me", token=pending.token).body["session"]["state"] == "mfa_required"
 

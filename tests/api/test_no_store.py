@@ -1,5 +1,6 @@
 """``Cache-Control: no-store`` on every answer: tokens, backup secrets and personal data must not
 be kept by a browser's or a proxy's cache, and neither must the console's files."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,14 +27,17 @@ def test_the_backup_secret_is_not_stored(api):
     _no_store(created)
 
 
-@pytest.mark.parametrize("method,path,status", [
-    ("GET", "/me", 401),                              # a refusal by keyward
-    ("DELETE", "/me", 405),                           # Chalice's own: no such method
-    ("GET", "/openapi.json", 200),
-    ("GET", "/", 200),                                # the console's page
-    ("GET", "/console/app.js", 200),
-    ("GET", "/console/nothing.js", 404),
-])
+@pytest.mark.parametrize(
+    "method,path,status",
+    [
+        ("GET", "/me", 401),  # a refusal by keyward
+        ("DELETE", "/me", 405),  # Chalice's own: no such method
+        ("GET", "/openapi.json", 200),
+        ("GET", "/", 200),  # the console's page
+        ("GET", "/console/app.js", 200),
+        ("GET", "/console/nothing.js", 404),
+    ],
+)
 def test_every_answer_is_not_stored(api, method, path, status):
     reply = api.call(method, path)
 

@@ -1,5 +1,6 @@
 """A member offboarded while their key registration is under way: the registration is refused
 because their membership is gone, and stores nothing."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,8 +26,11 @@ def test_a_registration_of_a_member_offboarded_meanwhile_is_refused_as_a_session
         # His registration opens the step-up window another registration needs.
         assert api.add_key(bob, SoftwareAuthenticator()).status == 201
     options = api.registration_options(bob).body
-    submission = registration.parse_submission(challenge_id=options["challenge_id"], name="Late",
-                                       credential=SoftwareAuthenticator().register(options["publicKey"]))
+    submission = registration.parse_submission(
+        challenge_id=options["challenge_id"],
+        name="Late",
+        credential=SoftwareAuthenticator().register(options["publicKey"]),
+    )
     # bob's request has read his session and member item...
     caller = sessions.resolve(authorization=f"Bearer {bob.token}", also=registration.submission_reads(submission))
     # ... when an admin offboards him.

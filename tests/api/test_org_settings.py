@@ -4,6 +4,7 @@ GET/PUT /org/mfa, GET /org/members, GET /org/mfa/keys and
 DELETE /org/members/{user_id}/mfa/keys/{key_id}: who may call them, what they show, how they
 page, and that an admin of one organization never sees or touches another organization's data.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,6 +20,7 @@ UNKNOWN_KEY_ID = "A" * 22  # well-formed, never registered
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
 
 def _admin(api, org: str, user: str):
     """An admin holding one key, signed in through MFA (needed to enforce)."""
@@ -76,11 +78,15 @@ def _sizes(pages: list[list[dict]]) -> list[int]:
 
 # --- fixtures ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def acme(api):
     """acme: alice (admin, 1 key, through MFA), bob (2 keys), carol (no key)."""
-    return {"alice": _admin(api, "acme", "alice"), "bob": _member(api, "acme", "bob", keys=2),
-            "carol": _member(api, "acme", "carol")}
+    return {
+        "alice": _admin(api, "acme", "alice"),
+        "bob": _member(api, "acme", "bob", keys=2),
+        "carol": _member(api, "acme", "carol"),
+    }
 
 
 @pytest.fixture
@@ -90,6 +96,7 @@ def umbrella(api):
 
 
 # --- admins only ------------------------------------------------------------------------------
+
 
 def _admin_only_requests():
     alices_key = next(iter(_key_ids("acme", "alice")))
@@ -117,17 +124,27 @@ def test_a_member_is_refused_every_admin_endpoint_and_changes_nothing(api, acme,
 
 # --- GET /org/mfa -----------------------------------------------------------------------------
 
+
 def test_status_counts_members_and_compliant_ones_before_any_enforcement(api, acme):
     reply = api.call("GET", "/org/mfa", token=acme["alice"].token)
 
     assert reply.status == 200, reply.body
-    assert reply.body == {"enforced": False, "enforced_at": None, "enforced_by": None,
-                          "members_total": 3, "members_compliant": 2, "compliance": {"state": "done"},
-                          "invalidation": None, "enrollment": "open",
-                          "grace_period_hours": 0, "registration_due_at": None}
+    assert reply.body == {
+        "enforced": False,
+        "enforced_at": None,
+        "enforced_by": None,
+        "members_total": 3,
+        "members_compliant": 2,
+        "compliance": {"state": "done"},
+        "invalidation": None,
+        "enrollment": "open",
+        "grace_period_hours": 0,
+        "registration_due_at": None,
+    }
 
 
 # --- GET /org/members -------------------------------------------------------------------------
+
 
 def test_members_show_their_fields_and_compliance_means_holding_a_key(api, acme):
     reply = api.call("GET", "/org/members", token=acme["alice"].token)
@@ -140,8 +157,13 @@ def test_members_show_their_fields_and_compliance_means_holding_a_key(api, acme)
         assert set(member) == {"id", "name", "email", "admin", "key_count", "compliant", "last_login_at"}
         assert member["compliant"] is (member["key_count"] > 0)
         assert member["last_login_at"].endswith("Z")
-    assert {k: shown["bob"][k] for k in ("name", "email", "admin", "key_count", "compliant")} == \
-        {"name": "Bob", "email": "bob@acme.example", "admin": False, "key_count": 2, "compliant": True}
+    assert {k: shown["bob"][k] for k in ("name", "email", "admin", "key_count", "compliant")} == {
+        "name": "Bob",
+        "email": "bob@acme.example",
+        "admin": False,
+        "key_count": 2,
+        "compliant": True,
+    }
     assert (shown["carol"]["key_count"], shown["carol"]["compliant"]) == (0, False)
     assert (shown["alice"]["admin"], shown["alice"]["key_count"]) == (True, 1)
 
@@ -175,11 +197,19 @@ def test_a_superscript_digit_limit_is_refused(api, path, field):
 
 
 @pytest.mark.parametrize("path,field", LISTS)
-@pytest.mark.parametrize("cursor", [
-    "garbage!!", "bm90LWpzb24",  # not base64url; base64url of "not-json"
-    _cursor([1]), _cursor({"position": "bob"}), _cursor({"after": 5}), _cursor({"after": ""}),
-    _cursor({"after": "x" * 1025}),
-], ids=["junk", "not-json", "list", "no-after", "number", "empty", "too-long"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage!!",
+        "bm90LWpzb24",  # not base64url; base64url of "not-json"
+        _cursor([1]),
+        _cursor({"position": "bob"}),
+        _cursor({"after": 5}),
+        _cursor({"after": ""}),
+        _cursor({"after": "x" * 1025}),
+    ],
+    ids=["junk", "not-json", "list", "no-after", "number", "empty", "too-long"],
+)
 def test_a_garbage_cursor_is_refused(api, path, field, cursor):
     alice = api.login(user="alice", admin=True)
     reply = api.call("GET", f"{path}?next={cursor}", token=alice.token)
@@ -187,6 +217,7 @@ def test_a_garbage_cursor_is_refused(api, path, field, cursor):
 
 
 # --- GET /org/mfa/keys ------------------------------------------------------------------------
+
 
 @pytest.fixture
 def twelve_keys(api):
@@ -247,6 +278,7 @@ def test_an_empty_user_filter_means_no_filter(api, acme):
 
 # --- DELETE /org/members/{user_id}/mfa/keys/{id} ----------------------------------------------
 
+
 def test_an_admin_deletes_a_members_key(api, acme):
     doomed, kept = sorted(_key_ids("acme", "bob"))
 
@@ -260,8 +292,10 @@ def test_an_admin_deletes_a_members_key(api, acme):
     assert [k["id"] for k in listed] == [kept]
 
 
-@pytest.mark.parametrize("user,key", [("carol", "bobs"), ("alice", "bobs"), ("nobody", "bobs"),
-                                      ("bob", UNKNOWN_KEY_ID), ("bob", "not-a-key-id")])
+@pytest.mark.parametrize(
+    "user,key",
+    [("carol", "bobs"), ("alice", "bobs"), ("nobody", "bobs"), ("bob", UNKNOWN_KEY_ID), ("bob", "not-a-key-id")],
+)
 def test_deleting_a_key_the_member_does_not_hold_is_not_found_and_changes_nothing(api, acme, user, key):
     key_id = sorted(_key_ids("acme", "bob"))[0] if key == "bobs" else key
     before = (_key_ids("acme"), {u: _key_count("acme", u) for u in ("alice", "bob", "carol")})
@@ -288,6 +322,7 @@ def test_under_enforcement_an_admin_may_delete_a_members_last_key(api, acme):
 
 
 # --- isolation between organizations ----------------------------------------------------------
+
 
 def test_member_list_shows_only_the_callers_org(api, acme, umbrella):
     reply = api.call("GET", "/org/members", token=umbrella["ursula"].token)

@@ -1,6 +1,7 @@
 """The outbox: audit events delivered from the audit table's stream to mail (SES on moto), the
 EventBridge bus (moto) and signed webhooks (a local receiver) — once per event and channel, with
 retries, a dead-letter queue, and no event lost or duplicated when a channel fails."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,11 @@ def _mail_to(sent_mail: list[Any], address: str) -> list[Any]:
 
 
 def _parts(message: Any) -> dict[str, str]:
-    return {part.get_content_type(): part.get_payload(decode=True).decode()
-            for part in message.walk() if not part.is_multipart()}
+    return {
+        part.get_content_type(): part.get_payload(decode=True).decode()
+        for part in message.walk()
+        if not part.is_multipart()
+    }
 
 
 def _create_webhook(api, admin, url: str, events: list[str] | None = None) -> dict[str, Any]:
@@ -62,6 +66,7 @@ def _deliveries(channel: str) -> list[Delivery]:
 
 # --- mail ---------------------------------------------------------------------------------------
 
+
 def test_a_member_is_mailed_when_a_key_is_added_with_what_when_where_and_which_key(api, audit_stream, sent_mail):
     bob = api.login(user="bob")
     audit_stream.drain()  # the login: not mailed
@@ -74,8 +79,14 @@ def test_a_member_is_mailed_when_a_key_is_added_with_what_when_where_and_which_k
     parts = _parts(mail)
     text, page = parts["text/plain"], parts["text/html"]
     [event] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "key.registered"]
-    for fact in ("“Blue YubiKey”", event.target, USER_AGENT, event.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                 "If this was not you", mail["X-Keyward-Event"]):
+    for fact in (
+        "“Blue YubiKey”",
+        event.target,
+        USER_AGENT,
+        event.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "If this was not you",
+        mail["X-Keyward-Event"],
+    ):
         assert fact in text, fact
     assert "Blue YubiKey" in page and "<table>" in page
     assert bob.token not in text and bob.token not in page
@@ -83,8 +94,11 @@ def test_a_member_is_mailed_when_a_key_is_added_with_what_when_where_and_which_k
 
 
 def _key_deleted_mail(sent_mail: list[Any], address: str) -> tuple[str, str]:
-    [mail] = [m for m in _mail_to(sent_mail, address)
-              if m["Subject"] == "keyward: A security key was removed from your account"]
+    [mail] = [
+        m
+        for m in _mail_to(sent_mail, address)
+        if m["Subject"] == "keyward: A security key was removed from your account"
+    ]
     parts = _parts(mail)
     return parts["text/plain"], parts["text/html"]
 
@@ -94,7 +108,9 @@ def test_a_member_deleting_their_key_is_mailed_the_keys_name_and_id(api, audit_s
     assert api.add_key(bob, name="Blue YubiKey").status == 201
     kept = api.add_key(bob, name="Spare key")
     assert kept.status == 201
-    key_id = next(k["id"] for k in api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"] if k["name"] == "Blue YubiKey")
+    key_id = next(
+        k["id"] for k in api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"] if k["name"] == "Blue YubiKey"
+    )
     assert api.call("DELETE", f"/me/mfa/keys/{key_id}", token=bob.token).status == 204
     audit_stream.drain()
 
@@ -132,13 +148,18 @@ def test_disabling_mfa_mails_the_member_every_removed_keys_name(api, audit_strea
     assert api.call("DELETE", "/me/mfa", token=bob.token).status == 204
     audit_stream.drain()
 
-    [mail] = [m for m in _mail_to(sent_mail, "bob@acme.example")
-              if m["Subject"] == "keyward: Multi-factor authentication was turned off for your account"]
+    [mail] = [
+        m
+        for m in _mail_to(sent_mail, "bob@acme.example")
+        if m["Subject"] == "keyward: Multi-factor authentication was turned off for your account"
+    ]
     text = _parts(mail)["text/plain"]
     assert f"Security keys: Blue key ({keys['Blue key']}), Red key ({keys['Red key']})" in text
     [event] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "mfa.disabled"]
-    assert event.details.as_dict()["keys"] == [{"id": keys["Blue key"], "name": "Blue key"},
-                                               {"id": keys["Red key"], "name": "Red key"}]
+    assert event.details.as_dict()["keys"] == [
+        {"id": keys["Blue key"], "name": "Blue key"},
+        {"id": keys["Red key"], "name": "Red key"},
+    ]
 
 
 def test_offboarding_records_the_removed_keys_by_name(api):
@@ -160,8 +181,10 @@ def test_backup_credentials_are_announced_to_every_admin_without_the_secret(api,
     assert created.status == 201
     audit_stream.drain()
 
-    subjects = {address: [m["Subject"] for m in _mail_to(sent_mail, address)]
-                for address in ("alice@acme.example", "carol@acme.example", "bob@acme.example")}
+    subjects = {
+        address: [m["Subject"] for m in _mail_to(sent_mail, address)]
+        for address in ("alice@acme.example", "carol@acme.example", "bob@acme.example")
+    }
     assert subjects == {
         "alice@acme.example": ["keyward: Backup credentials were created"],
         "carol@acme.example": ["keyward: Backup credentials were created"],
@@ -210,6 +233,7 @@ def test_a_stage_without_a_sender_sends_no_mail(api, audit_stream, sent_mail, mo
 
 # --- EventBridge --------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def bus_queue() -> Iterator[Any]:
     """An SQS queue that a rule on keyward's bus feeds with every keyward event."""
@@ -239,7 +263,9 @@ def bus_queue() -> Iterator[Any]:
         sqs.delete_queue(QueueUrl=queue_url)
 
 
-def test_every_event_goes_to_the_bus_with_the_action_as_detail_type_and_the_org_in_the_detail(api, audit_stream, bus_queue):
+def test_every_event_goes_to_the_bus_with_the_action_as_detail_type_and_the_org_in_the_detail(
+    api, audit_stream, bus_queue
+):
     bob = api.login(user="bob")
     assert api.add_key(bob).status == 201
     audit_stream.drain()
@@ -254,6 +280,7 @@ def test_every_event_goes_to_the_bus_with_the_action_as_detail_type_and_the_org_
 
 # --- webhooks -------------------------------------------------------------------------------------
 
+
 def test_webhooks_receive_signed_events_exactly_once_across_redeliveries(api, audit_stream, receiver):
     alice = api.login(user="alice", admin=True)
     created = _create_webhook(api, alice, receiver.url, ["key.registered", "webhook.created"])
@@ -265,8 +292,10 @@ def test_webhooks_receive_signed_events_exactly_once_across_redeliveries(api, au
     bob = api.login(user="bob")
     assert api.add_key(bob).status == 201
     records: list[dict[str, Any]] = []
-    audit_stream._handler, deliver = (lambda event, context: (records.extend(event["Records"]), deliver(event, context))[1],
-                                      audit_stream._handler)
+    audit_stream._handler, deliver = (
+        lambda event, context: (records.extend(event["Records"]), deliver(event, context))[1],
+        audit_stream._handler,
+    )
     audit_stream.drain()
     # The stream hands the same records over again (a retried batch): nothing is posted twice.
     from devstack.stream import InvocationContext
@@ -282,7 +311,8 @@ def test_webhooks_receive_signed_events_exactly_once_across_redeliveries(api, au
     deliveries = api.call("GET", f"/org/webhooks/{created['webhook']['id']}/deliveries", token=alice.token)
     assert deliveries.status == 200
     assert [(d["action"], d["state"], d["attempts"], d["status_code"]) for d in deliveries.body["deliveries"]] == [
-        ("key.registered", "delivered", 1, 204), ("webhook.created", "delivered", 1, 204),
+        ("key.registered", "delivered", 1, 204),
+        ("webhook.created", "delivered", 1, 204),
     ]
 
 
@@ -316,7 +346,9 @@ def test_a_failing_endpoint_is_retried_with_backoff_and_a_flaky_one_gets_each_ev
     assert (delivery.state, delivery.attempts) == ("delivered", 3)
 
 
-def test_an_endpoint_that_keeps_failing_is_disabled_and_the_admins_are_told(api, audit_stream, receiver, sent_mail, monkeypatch):
+def test_an_endpoint_that_keeps_failing_is_disabled_and_the_admins_are_told(
+    api, audit_stream, receiver, sent_mail, monkeypatch
+):
     monkeypatch.setattr(webhooks, "settings", lambda: dataclasses.replace(settings(), webhook_disable_after_failures=2))
     alice = api.login(user="alice", admin=True)
     created = _create_webhook(api, alice, receiver.url)
@@ -329,7 +361,8 @@ def test_an_endpoint_that_keeps_failing_is_disabled_and_the_admins_are_told(api,
     actions = [e.action for e in AuditEvent.query("acme", consistent_read=True)]
     assert "webhook.disabled" in actions
     assert [m["Subject"] for m in _mail_to(sent_mail, "alice@acme.example")] == [
-        "keyward: A webhook was disabled after failing repeatedly"]
+        "keyward: A webhook was disabled after failing repeatedly"
+    ]
     # Nothing more is posted to it.
     posted = len(receiver.received)
     api.login(user="bob")
@@ -340,11 +373,19 @@ def test_an_endpoint_that_keeps_failing_is_disabled_and_the_admins_are_told(api,
 
 # --- faults: retries, the dead-letter queue, nothing lost or duplicated ------------------------------------
 
+
 class _FailingFirst:
     """A boto3 client whose named call fails the first ``times`` calls (``times=None``: always)."""
 
-    def __init__(self, client: Any, *, operation: str, times: int | None, error: Exception | None = None,
-                 answer: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        operation: str,
+        times: int | None,
+        error: Exception | None = None,
+        answer: dict[str, Any] | None = None,
+    ) -> None:
         self._client, self._operation, self.remaining = client, operation, times
         self._error, self._answer = error, answer
         self.calls = 0
@@ -385,7 +426,8 @@ def test_ses_throttling_is_retried_and_the_mail_sent_once(api, audit_stream, sen
 
 
 def test_ses_throttled_for_good_ends_in_the_dead_letter_queue_and_blocks_no_other_event(
-        api, audit_stream, sent_mail, receiver, monkeypatch):
+    api, audit_stream, sent_mail, receiver, monkeypatch
+):
     alice = api.login(user="alice", admin=True)
     created = _create_webhook(api, alice, receiver.url)
     receiver.secret = created["secret"]
@@ -395,7 +437,7 @@ def test_ses_throttled_for_good_ends_in_the_dead_letter_queue_and_blocks_no_othe
 
     bob = api.login(user="bob")
     assert api.add_key(bob).status == 201  # mailed: fails
-    api.login(user="carol")                 # not mailed: fine
+    api.login(user="carol")  # not mailed: fine
     audit_stream.drain()
 
     [poison] = audit_stream.dead_letters
@@ -416,7 +458,9 @@ def test_ses_throttled_for_good_ends_in_the_dead_letter_queue_and_blocks_no_othe
     assert receiver.accepted_ids() == ids
 
 
-def test_a_webhook_timing_out_ends_in_the_dead_letter_queue_and_is_delivered_once_later(api, audit_stream, receiver, monkeypatch):
+def test_a_webhook_timing_out_ends_in_the_dead_letter_queue_and_is_delivered_once_later(
+    api, audit_stream, receiver, monkeypatch
+):
     monkeypatch.setattr(webhooks, "READ_TIMEOUT_SECONDS", 0.3)
     alice = api.login(user="alice", admin=True)
     created = _create_webhook(api, alice, receiver.url, ["key.registered"])
@@ -442,9 +486,15 @@ def test_a_webhook_timing_out_ends_in_the_dead_letter_queue_and_is_delivered_onc
     assert received.verified and received.payload["type"] == "key.registered"
 
 
-def test_eventbridge_failing_ends_in_the_dead_letter_queue_without_losing_the_event(api, audit_stream, bus_queue, monkeypatch):
-    failing = _FailingFirst(outbox._events(), operation="put_events", times=None, answer={
-        "FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]})
+def test_eventbridge_failing_ends_in_the_dead_letter_queue_without_losing_the_event(
+    api, audit_stream, bus_queue, monkeypatch
+):
+    failing = _FailingFirst(
+        outbox._events(),
+        operation="put_events",
+        times=None,
+        answer={"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]},
+    )
     monkeypatch.setattr(outbox, "_events", lambda: failing)
     api.login(user="bob")
     audit_stream.drain()

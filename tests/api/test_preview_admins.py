@@ -1,6 +1,7 @@
 """Admins without a key in the enforcement preview: counted on the organization by the
 transactions that create members, change an admin flag at login, cross a key count over zero and
 offboard, and listed from a sparse index, never from every member."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,9 @@ def test_the_preview_names_the_admins_without_a_key(api):
     body = _preview(api, alice.token)
     assert (body["admins_total"], body["admins_without_key"]) == (2, 2)
     assert [(m["id"], m["name"], m["email"], m["admin"]) for m in body["admins_without_key_first_page"]] == [
-        ("alice", "Alice", "alice@acme.example", True), ("bob", "Bob Admin", "bob@acme.example", True)]
+        ("alice", "Alice", "alice@acme.example", True),
+        ("bob", "Bob Admin", "bob@acme.example", True),
+    ]
     # The members list shows a member the same way.
     listed = {m["id"]: m for m in api.call("GET", "/org/members", token=alice.token).body["members"]}
     assert body["admins_without_key_first_page"][0] == listed["alice"]
@@ -121,11 +124,17 @@ def test_parallel_first_keys_and_admin_changes_are_all_counted(api):
 
     def register(member) -> object:
         options = api.registration_options(member).body
-        submission = registration.parse_submission(challenge_id=options["challenge_id"], name="First",
-                                           credential=SoftwareAuthenticator().register(options["publicKey"]))
+        submission = registration.parse_submission(
+            challenge_id=options["challenge_id"],
+            name="First",
+            credential=SoftwareAuthenticator().register(options["publicKey"]),
+        )
         return lambda: registration.register(
-            caller=sessions.resolve(authorization=f"Bearer {member.token}", also=registration.submission_reads(submission)),
-            submission=submission)
+            caller=sessions.resolve(
+                authorization=f"Bearer {member.token}", also=registration.submission_reads(submission)
+            ),
+            submission=submission,
+        )
 
     def sign_in(user: str, *, admin: bool) -> object:
         token = api.idp.mint(org="acme", user=user, admin=admin, name=user.title(), email=f"{user}@acme.example")

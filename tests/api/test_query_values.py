@@ -1,5 +1,6 @@
 """Every query parameter of every endpoint: a value longer than DynamoDB accepts (or than any
 stored value can be) is a 400 with a reason code, never a 503 — and values at the limit work."""
+
 from __future__ import annotations
 
 import base64
@@ -8,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-EMOJI = "\U0001F600"  # four bytes in UTF-8
+EMOJI = "\U0001f600"  # four bytes in UTF-8
 
 
 def cursor(position: str) -> str:
@@ -26,13 +27,16 @@ LISTS = ["/org/members", "/org/mfa/keys", "/org/audit"]
 
 
 @pytest.mark.parametrize("path", LISTS)
-@pytest.mark.parametrize("position", [
-    "k" * 1025,                 # one byte over DynamoDB's sort key limit
-    EMOJI * 257,                # 257 characters, but 1028 bytes
-    "k" * 100_000,
-    "\ud800",                   # a lone surrogate: no key can hold it
-    "a\nb",
-])
+@pytest.mark.parametrize(
+    "position",
+    [
+        "k" * 1025,  # one byte over DynamoDB's sort key limit
+        EMOJI * 257,  # 257 characters, but 1028 bytes
+        "k" * 100_000,
+        "\ud800",  # a lone surrogate: no key can hold it
+        "a\nb",
+    ],
+)
 def test_a_cursor_past_what_a_sort_key_can_hold_is_a_bad_cursor(api, keyless_admin, path, position):
     reply = api.call("GET", f"{path}?next={cursor(position)}", token=keyless_admin.token)
 

@@ -1,4 +1,5 @@
 """Adding a security key: the registration ceremony, verified by py_webauthn for real."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -19,8 +20,12 @@ from tests.support.keyward_client import hold_keys_in_table
 def _register(api, member, authenticator, *, name="My key", options=None, **tamper):
     options = options or api.registration_options(member).body
     credential = authenticator.register(options["publicKey"], **tamper)
-    return api.call("POST", "/me/mfa/keys", token=member.token,
-                    body={"challenge_id": options["challenge_id"], "name": name, "credential": credential})
+    return api.call(
+        "POST",
+        "/me/mfa/keys",
+        token=member.token,
+        body={"challenge_id": options["challenge_id"], "name": name, "credential": credential},
+    )
 
 
 def _stored_keys() -> list[SecurityKey]:
@@ -47,8 +52,14 @@ def test_options_are_w3c_creation_options_bound_to_a_stored_challenge(api):
 @pytest.mark.parametrize("attestation", ["none", "packed"])
 def test_a_key_is_registered_with_everything_about_it_stored(api, algorithm, attestation):
     bob = api.login()
-    authenticator = SoftwareAuthenticator(algorithm=algorithm, attestation=attestation, aaguid=bytes(range(16)),
-                                          backup_eligible=True, backed_up=True, transports=["usb", "nfc"])
+    authenticator = SoftwareAuthenticator(
+        algorithm=algorithm,
+        attestation=attestation,
+        aaguid=bytes(range(16)),
+        backup_eligible=True,
+        backed_up=True,
+        transports=["usb", "nfc"],
+    )
 
     reply = api.add_key(bob, authenticator, name="  Blue YubiKey  ")
 
@@ -134,7 +145,10 @@ def test_an_authentication_challenge_cannot_register_a_key(api):
     pending.token = passed.body["token"]
 
     creation = api.registration_options(pending).body["publicKey"]
-    forged = {"challenge_id": leftover["challenge_id"], "publicKey": {**creation, "challenge": leftover["publicKey"]["challenge"]}}
+    forged = {
+        "challenge_id": leftover["challenge_id"],
+        "publicKey": {**creation, "challenge": leftover["publicKey"]["challenge"]},
+    }
     reply = _register(api, pending, SoftwareAuthenticator(), options=forged)
     assert (reply.status, reply.code) == (401, "ChallengeMismatch")
     assert len(_stored_keys()) == 1
@@ -188,11 +202,15 @@ def test_a_packed_attestation_with_a_bad_signature_is_refused(api):
     assert _stored_keys() == []
 
 
-@pytest.mark.parametrize("statement", [
-    {"alg": -7, "ver": -7, "response": -7},
-    {"ver": "1", "response": "not a JWS"},
-    {},
-], ids=["numbers", "not-a-jws", "empty"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        {"alg": -7, "ver": -7, "response": -7},
+        {"ver": "1", "response": "not a JWS"},
+        {},
+    ],
+    ids=["numbers", "not-a-jws", "empty"],
+)
 def test_a_malformed_safetynet_statement_is_a_failed_ceremony_not_a_500(api, statement):
     """Found by the property tests: py_webauthn reads an android-safetynet statement's fields as it
     finds them, and a number where it expects bytes broke the request."""
@@ -205,8 +223,12 @@ def test_a_malformed_safetynet_statement_is_a_failed_ceremony_not_a_500(api, sta
     document["fmt"], document["attStmt"] = "android-safetynet", statement
     credential["response"]["attestationObject"] = b64url(cbor2.dumps(document))
 
-    reply = api.call("POST", "/me/mfa/keys", token=bob.token,
-                     body={"challenge_id": options["challenge_id"], "name": "My key", "credential": credential})
+    reply = api.call(
+        "POST",
+        "/me/mfa/keys",
+        token=bob.token,
+        body={"challenge_id": options["challenge_id"], "name": "My key", "credential": credential},
+    )
 
     assert (reply.status, reply.code) == (401, "CeremonyFailed")
     assert _stored_keys() == []

@@ -1,6 +1,7 @@
 """Rolling enforcement out to a large organization: the grace period, the preview, members by
 coverage, offboarding, the reason a deleted session's token still gives, and organizations bound
 to their IdP (through Chalice's test client; the attacks run over HTTP in test_rollout_http.py)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,6 +44,7 @@ def _back_date_enforcement(org_id: str, *, hours: float) -> None:
 
 
 # --- grace period -----------------------------------------------------------------------------
+
 
 def test_during_the_grace_period_a_keyless_member_works_and_sees_the_deadline(api):
     alice = _admin(api)
@@ -133,6 +135,7 @@ def lifecycle_session_id(token: str) -> str:
 
 # --- preview and members by coverage ----------------------------------------------------------
 
+
 def test_the_preview_shows_who_enforcing_would_affect_and_changes_nothing(api):
     alice = _admin(api)
     for user in ("bob", "carol"):
@@ -188,6 +191,7 @@ def test_members_by_coverage_page_through_the_index(api):
 
 # --- offboarding ------------------------------------------------------------------------------
 
+
 def test_offboarding_removes_the_member_and_everything_of_theirs(api):
     alice = _admin(api)
     bob = api.login(user="bob")
@@ -241,8 +245,16 @@ def test_offboarding_ends_many_sessions(api):
     api.login(user="bob")
     started = clock.now()
     for n in range(150):
-        Session("acme", lifecycle.new_session_id(started), token_hash="x", state="active", user_id="bob",
-                created_at=started, expires_at=started + timedelta(hours=1), ttl=started + timedelta(hours=2)).save()
+        Session(
+            "acme",
+            lifecycle.new_session_id(started),
+            token_hash="x",
+            state="active",
+            user_id="bob",
+            created_at=started,
+            expires_at=started + timedelta(hours=1),
+            ttl=started + timedelta(hours=2),
+        ).save()
     assert api.call("DELETE", "/org/members/bob", token=alice.token).status == 204
     assert not list(Session.by_member.query("acme", Session.user_id == "bob", consistent_read=True))
 
@@ -269,6 +281,7 @@ def test_offboarding_a_member_with_many_keys_deletes_every_pass_issued_to_them(a
 
 
 # --- the enforcement reason survives clean-up -------------------------------------------------
+
 
 def test_a_deleted_sessions_token_still_says_it_was_ended_by_enforcement(api, stream):
     alice = _admin(api)
@@ -305,8 +318,9 @@ def two_idps(monkeypatch):
     other = DevIdentityProvider.ephemeral()
     config = settings()
     first = dataclasses.replace(config.identity_providers[0], organizations=frozenset({"acme"}))
-    second = dataclasses.replace(first, issuer=OTHER_ISSUER, jwks_json=other.jwks_json(),
-                                 organizations=frozenset({"globex"}))
+    second = dataclasses.replace(
+        first, issuer=OTHER_ISSUER, jwks_json=other.jwks_json(), organizations=frozenset({"globex"})
+    )
     monkeypatch.setattr(tenancy, "settings", lambda: dataclasses.replace(config, identity_providers=(first, second)))
     return other
 
@@ -316,8 +330,10 @@ def test_each_idp_signs_in_to_its_own_organizations_only(api, idp, two_idps):
     globex = two_idps.mint(org="globex", user="gina", admin=True, issuer=OTHER_ISSUER)
     assert api.call("POST", "/auth/login", body={"id_token": globex}).status == 200
     # The other IdP naming acme, and acme's IdP naming globex, are refused.
-    for token in (two_idps.mint(org="acme", user="bob", admin=True, issuer=OTHER_ISSUER),
-                  idp.mint(org="globex", user="gina", admin=True)):
+    for token in (
+        two_idps.mint(org="acme", user="bob", admin=True, issuer=OTHER_ISSUER),
+        idp.mint(org="globex", user="gina", admin=True),
+    ):
         reply = api.call("POST", "/auth/login", body={"id_token": token})
         assert (reply.status, reply.code) == (401, "WrongIdentityProvider")
     assert [m.user_id for m in Member.query("globex", consistent_read=True)] == ["gina"]
@@ -327,11 +343,16 @@ def test_an_organization_is_bound_to_the_issuer_of_its_first_login(api, monkeypa
     other = DevIdentityProvider.ephemeral()
     config = settings()
     second = dataclasses.replace(config.identity_providers[0], issuer=OTHER_ISSUER, jwks_json=other.jwks_json())
-    monkeypatch.setattr(tenancy, "settings",
-                        lambda: dataclasses.replace(config, identity_providers=(config.identity_providers[0], second)))
+    monkeypatch.setattr(
+        tenancy,
+        "settings",
+        lambda: dataclasses.replace(config, identity_providers=(config.identity_providers[0], second)),
+    )
     assert api.login(org="initech", user="peter").state == "active"
     assert Organization.get("initech").issuer == config.identity_providers[0].issuer
-    reply = api.call("POST", "/auth/login", body={"id_token": other.mint(org="initech", user="peter", issuer=OTHER_ISSUER)})
+    reply = api.call(
+        "POST", "/auth/login", body={"id_token": other.mint(org="initech", user="peter", issuer=OTHER_ISSUER)}
+    )
     assert (reply.status, reply.code) == (401, "WrongIdentityProvider")
 
 

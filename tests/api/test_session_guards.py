@@ -7,6 +7,7 @@ backup-credentials session is, the member ID's length, which sessions a first ke
 organization's backup credentials, and ending more sessions than one transaction holds; one read
 per request, what a session stores, the refresh of last_seen_at, a session deleted while its request
 runs, which ended sessions an admin's ending counts, and user IDs of every length in a token."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -28,6 +29,7 @@ def _session_of(member) -> Session:
 
 
 # --- the retry of a cancelled transactional read -------------------------------------------------
+
 
 @pytest.fixture
 def cancelled_reads(monkeypatch):
@@ -96,6 +98,7 @@ def test_a_read_refused_for_another_reason_is_not_retried(api, monkeypatch, code
 
 # --- the Bearer scheme ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("scheme", ["Basic", "Token", "Bearerx", "MAC", "Beare", ""])
 def test_a_valid_token_under_another_scheme_is_refused(api, scheme):
     bob = api.login(user="bob")
@@ -117,7 +120,10 @@ def test_the_bearer_scheme_in_any_case_is_accepted(api, scheme):
 
 # --- the expiry instant --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("offset,status", [(timedelta(microseconds=-1), 200), (timedelta(0), 401), (timedelta(microseconds=1), 401)])
+
+@pytest.mark.parametrize(
+    "offset,status", [(timedelta(microseconds=-1), 200), (timedelta(0), 401), (timedelta(microseconds=1), 401)]
+)
 def test_a_session_ends_at_the_instant_it_expires(api, monkeypatch, offset, status):
     bob = api.login(user="bob")
     session = _session_of(bob)
@@ -135,6 +141,7 @@ def test_a_session_ends_at_the_instant_it_expires(api, monkeypatch, offset, stat
 
 # --- how often last_seen_at is refreshed ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("after,refreshed", [(timedelta(seconds=29), False), (timedelta(seconds=30), True)])
 def test_under_a_short_idle_timeout_last_seen_is_refreshed_every_quarter_of_it(api, monkeypatch, after, refreshed):
     short = load({"KEYWARD_SESSION_IDLE_SECONDS": "120"})
@@ -149,6 +156,7 @@ def test_under_a_short_idle_timeout_last_seen_is_refreshed_every_quarter_of_it(a
 
 
 # --- logout against a stale caller ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("token_hash_meanwhile", ["0" * 64, "f" * 64])
 def test_logout_with_a_token_that_was_rotated_meanwhile_ends_nothing(api, token_hash_meanwhile):
@@ -174,6 +182,7 @@ def test_logout_with_the_current_token_ends_the_session(api):
 
 # --- ending one's own session: only one's own, on both sides of the owner's ID -------------------
 
+
 @pytest.mark.parametrize("other", ["user-a", "user-z"])
 def test_a_member_cannot_end_a_session_of_another_member_whatever_the_order_of_their_ids(api, other):
     mine = api.login(user="user-m")
@@ -186,6 +195,7 @@ def test_a_member_cannot_end_a_session_of_another_member_whatever_the_order_of_t
 
 
 # --- a member's sessions are exactly theirs: the member index's key condition, both sides ---------
+
 
 def test_a_members_sessions_are_listed_without_those_of_members_whose_ids_sort_around_theirs(api):
     below, mine, above = api.login(user="user-a"), api.login(user="user-m"), api.login(user="user-z")
@@ -211,6 +221,7 @@ def test_an_admin_ending_a_members_sessions_ends_none_of_the_members_around_them
 
 
 # --- the token's shape ----------------------------------------------------------------------------
+
 
 def test_a_token_of_the_right_version_with_too_few_or_too_many_parts_is_refused(api):
     bob = api.login(user="bob")
@@ -256,6 +267,7 @@ def test_a_session_id_that_is_taken_already_starts_no_session(api, monkeypatch):
 
 # --- the idle instant -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("offset,code", [(timedelta(microseconds=-1), None), (timedelta(0), "SessionIdle")])
 def test_a_session_ends_at_the_instant_it_has_been_idle_for_the_timeout(api, monkeypatch, offset, code):
     bob = api.login(user="bob")
@@ -268,6 +280,7 @@ def test_a_session_ends_at_the_instant_it_has_been_idle_for_the_timeout(api, mon
 
 
 # --- who a backup-credentials session is --------------------------------------------------------
+
 
 def test_a_backup_credentials_session_is_an_admin_holding_no_key(api):
     alice = api.login(user="alice", admin=True)
@@ -285,6 +298,7 @@ def test_a_backup_credentials_session_is_an_admin_holding_no_key(api):
 
 
 # --- the member ID's length -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("length", "status"), [(1, 204), (255, 204), (256, 404)])
 def test_an_admin_ends_the_sessions_of_a_member_whose_id_is_up_to_255_characters(api, length, status):
@@ -304,6 +318,7 @@ def test_an_empty_member_id_is_no_member(api):
 
 
 # --- a first key ends only the sessions that never passed a key check -----------------------------
+
 
 def test_a_session_whose_registered_key_is_gone_ends_with_a_later_first_key(api):
     """Registering a key is the session's proof only while the member holds that key: a session
@@ -325,6 +340,7 @@ def test_a_session_whose_registered_key_is_gone_ends_with_a_later_first_key(api)
 
 # --- backup credentials are a member of their own organization only -------------------------------
 
+
 @pytest.mark.parametrize("other_org", ["org-a", "org-z"])  # sorting before and after org-m
 def test_an_admin_cannot_end_the_sessions_of_another_organizations_backup_credentials(api, other_org):
     admin = api.login(org="org-m", user="admin", admin=True)
@@ -341,6 +357,7 @@ def test_an_admin_cannot_end_the_sessions_of_another_organizations_backup_creden
 
 # --- ending many sessions: 99 per transaction, beside the audit event that records them ----------
 
+
 def test_an_admin_ends_150_sessions_of_a_member_in_transactions_of_99_each_recorded(api):
     from chalicelib.base.models import AuditEvent
 
@@ -349,18 +366,32 @@ def test_an_admin_ends_150_sessions_of_a_member_in_transactions_of_99_each_recor
     now = clock.now()
     with Session.batch_write() as batch:
         for number in range(149):
-            batch.save(Session("acme", f"s{number:04d}", token_hash="x", state="active", user_id="bob", created_at=now,
-                               expires_at=now + timedelta(hours=1), ttl=now + timedelta(days=1)))
+            batch.save(
+                Session(
+                    "acme",
+                    f"s{number:04d}",
+                    token_hash="x",
+                    state="active",
+                    user_id="bob",
+                    created_at=now,
+                    expires_at=now + timedelta(hours=1),
+                    ttl=now + timedelta(days=1),
+                )
+            )
 
     assert api.call("DELETE", "/org/members/bob/sessions", token=admin.token).status == 204
 
     assert sessions.sessions_of(org_id="acme", user_id="bob") == []
-    recorded = [e.details.as_dict()["sessions_ended"] for e in AuditEvent.query("acme", consistent_read=True)
-                if e.action == "member.sessions_ended"]
+    recorded = [
+        e.details.as_dict()["sessions_ended"]
+        for e in AuditEvent.query("acme", consistent_read=True)
+        if e.action == "member.sessions_ended"
+    ]
     assert sorted(recorded, reverse=True) == [99, 51]
 
 
 # --- one read per request -------------------------------------------------------------------------
+
 
 @pytest.fixture
 def transactional_reads(monkeypatch) -> list[int]:
@@ -385,6 +416,7 @@ def test_a_request_reads_its_session_in_one_transactional_read(api, transactiona
 
 
 # --- what a session stores ------------------------------------------------------------------------
+
 
 def test_a_tokens_secret_is_32_random_bytes_and_the_session_is_kept_a_day_past_its_expiry(api):
     import base64
@@ -412,8 +444,10 @@ def test_a_token_naming_no_organization_or_no_user_is_refused_before_any_read(ap
 
 # --- the refresh of last_seen_at at the default idle timeout ------------------------------------
 
-@pytest.mark.parametrize("after,refreshed", [(timedelta(minutes=5) - timedelta(microseconds=1), False),
-                                             (timedelta(minutes=5), True)])
+
+@pytest.mark.parametrize(
+    "after,refreshed", [(timedelta(minutes=5) - timedelta(microseconds=1), False), (timedelta(minutes=5), True)]
+)
 def test_last_seen_is_refreshed_once_it_is_five_minutes_old(api, monkeypatch, after, refreshed):
     bob = api.login(user="bob")
     seen_at_login = _session_of(bob).last_seen_at
@@ -445,6 +479,7 @@ def test_a_session_deleted_while_its_request_runs_is_not_brought_back_by_the_act
 
 # --- a backup-credentials session item in the wrong organization (an operator's edit) ------------
 
+
 @pytest.mark.parametrize("credentials_org", ["org-a", "org-z"])  # sorting before and after org-m
 def test_a_session_item_of_another_organizations_backup_credentials_is_refused(api, credentials_org):
     from chalicelib.access import lifecycle
@@ -453,10 +488,20 @@ def test_a_session_item_of_another_organizations_backup_credentials_is_refused(a
     key_id = api.call("POST", "/org/backup-credentials", token=theirs.token).body["key_id"]
     api.login(org="org-m", user="someone")  # org-m exists
     started = clock.now()
-    session = Session("org-m", lifecycle.new_session_id(started), state="active", user_id=f"backup:{key_id}",
-                      admin=True, created_at=started, expires_at=started + timedelta(hours=1), last_seen_at=started,
-                      enforcement_generation=0, member_generation=0, org_enforced_at_start=False,
-                      ttl=started + timedelta(days=1))
+    session = Session(
+        "org-m",
+        lifecycle.new_session_id(started),
+        state="active",
+        user_id=f"backup:{key_id}",
+        admin=True,
+        created_at=started,
+        expires_at=started + timedelta(hours=1),
+        last_seen_at=started,
+        enforcement_generation=0,
+        member_generation=0,
+        org_enforced_at_start=False,
+        ttl=started + timedelta(days=1),
+    )
     token = sessions._new_token(session)
     session.token_hash = sessions._hash(token)
     session.save()
@@ -467,6 +512,7 @@ def test_a_session_item_of_another_organizations_backup_credentials_is_refused(a
 
 
 # --- ending a member's sessions counts the live ones ---------------------------------------------
+
 
 @pytest.mark.parametrize("expired_since", [timedelta(0), timedelta(seconds=1)])  # the expiry instant, and after
 def test_an_admin_ending_a_members_sessions_records_only_the_live_ones_as_ended(api, monkeypatch, expired_since):
@@ -481,12 +527,16 @@ def test_an_admin_ending_a_members_sessions_records_only_the_live_ones_as_ended(
     assert api.call("DELETE", "/org/members/bob/sessions", token=admin.token).status == 204
 
     assert api.call("GET", "/me", token=live.token).status == 401
-    [recorded] = [e.details.as_dict() for e in AuditEvent.query("acme", consistent_read=True)
-                  if e.action == "member.sessions_ended"]
+    [recorded] = [
+        e.details.as_dict()
+        for e in AuditEvent.query("acme", consistent_read=True)
+        if e.action == "member.sessions_ended"
+    ]
     assert recorded["sessions_ended"] == 1
 
 
 # --- the token carries IDs of any length ---------------------------------------------------------
+
 
 def test_a_token_names_users_of_every_id_length_modulo_base64s_blocks(api):
     """The user's part is unpadded base64url; each length (mod 3 bytes, 4 characters, ...) must

@@ -1,5 +1,6 @@
 """Session hygiene: a member's view of their own sessions, ending them, an admin ending a
 member's sessions, key deletions ending the sessions verified with the key, and last_seen_at."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -28,6 +29,7 @@ def _logged(action: str) -> list[AuditEvent]:
 
 # --- GET /me/sessions -----------------------------------------------------------------------------
 
+
 def test_the_list_shows_the_callers_own_sessions_newest_first(api):
     first, second, third = (api.login(user="bob") for _ in range(3))
     carol = api.login(user="carol")
@@ -42,8 +44,16 @@ def test_the_list_shows_the_callers_own_sessions_newest_first(api):
     assert [s["current"] for s in shown] == [False, True, False]
     assert [s["created_at"] for s in shown] == sorted((s["created_at"] for s in shown), reverse=True)
     for session in shown:
-        assert set(session) == {"id", "state", "created_at", "expires_at", "last_seen_at", "source_ip",
-                                "user_agent", "current"}
+        assert set(session) == {
+            "id",
+            "state",
+            "created_at",
+            "expires_at",
+            "last_seen_at",
+            "source_ip",
+            "user_agent",
+            "current",
+        }
         assert session["state"] == "active"
         assert session["created_at"].endswith("Z") and session["expires_at"] > session["created_at"]
         assert session["last_seen_at"] >= session["created_at"]
@@ -103,6 +113,7 @@ def test_sessions_the_organizations_enforcement_ended_are_not_listed(api):
 
 # --- DELETE /me/sessions/{id} ---------------------------------------------------------------------
 
+
 def test_a_member_ends_another_of_their_sessions(api):
     laptop, phone = api.login(user="bob"), api.login(user="bob")
     assert api.call("DELETE", f"/me/sessions/{_sid(phone)}", token=laptop.token).status == 204
@@ -134,6 +145,7 @@ def test_a_member_may_end_the_current_session(api):
 
 
 # --- DELETE /org/members/{user_id}/sessions -------------------------------------------------------
+
 
 def test_an_admin_ends_every_session_of_a_member(api):
     alice = api.login(user="alice", admin=True)
@@ -195,6 +207,7 @@ def test_ending_sessions_of_unknown_backup_credentials_is_not_found_and_not_logg
 
 # --- key deletions end the sessions verified with the key -----------------------------------------
 
+
 @pytest.fixture
 def bob(api):
     """bob with keys A and B: S0 (where he registered them: its proof is B, the last it registered),
@@ -233,6 +246,7 @@ def test_disabling_mfa_ends_the_other_sessions_verified_with_any_key(api, bob):
 
 
 # --- last_seen_at ---------------------------------------------------------------------------------
+
 
 def _last_seen(member):
     return Session.get("acme", _sid(member), consistent_read=True).last_seen_at
@@ -273,8 +287,18 @@ def test_ending_more_sessions_than_one_transaction_holds_ends_them_all(api):
     now = clock.now()
     with Session.batch_write() as batch:
         for i in range(150):
-            batch.save(Session("acme", f"s{i:04d}", token_hash="x", state="active", user_id="bob", created_at=now,
-                               expires_at=now + timedelta(hours=1), ttl=now + timedelta(days=1)))
+            batch.save(
+                Session(
+                    "acme",
+                    f"s{i:04d}",
+                    token_hash="x",
+                    state="active",
+                    user_id="bob",
+                    created_at=now,
+                    expires_at=now + timedelta(hours=1),
+                    ttl=now + timedelta(days=1),
+                )
+            )
 
     assert sessions.end_sessions(sessions.sessions_of(org_id="acme", user_id="bob")) == 150
     assert sessions.sessions_of(org_id="acme", user_id="bob") == []

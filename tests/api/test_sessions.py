@@ -1,4 +1,5 @@
 """Sessions: who may call what in which state, expiry, logout and the enforcement rule."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -45,10 +46,17 @@ def test_requests_without_a_valid_token_are_refused(api, header, code):
     assert (reply.status, reply.code) == (401, code)
 
 
-@pytest.mark.parametrize("part, value", [
-    ("org", "o" * 129), ("org", "not an org id"), ("user", "u" * 256), ("session", "s" * 23), ("session", "s" * 2000),
-    ("session", "s" * 21 + "!"),
-])
+@pytest.mark.parametrize(
+    "part, value",
+    [
+        ("org", "o" * 129),
+        ("org", "not an org id"),
+        ("user", "u" * 256),
+        ("session", "s" * 23),
+        ("session", "s" * 2000),
+        ("session", "s" * 21 + "!"),
+    ],
+)
 def test_a_token_naming_what_keyward_never_issues_is_refused_before_any_read(api, monkeypatch, part, value):
     """Names longer than keyward issues would exceed DynamoDB's key sizes: the real service
     answers such a read with an error (a 503 here), so the token is refused before it."""
@@ -201,8 +209,7 @@ def test_a_session_from_before_the_flag_was_recorded_keeps_the_earlier_rule(api)
     """Sessions stored before sessions recorded the flag at their start: the operator's
     enforcement that is not yet recorded ends them; an API enforcement's generation does the rest."""
     bob = api.login()
-    Session(_only_session().org_id, _only_session().session_id).update(
-        actions=[Session.org_enforced_at_start.remove()])
+    Session(_only_session().org_id, _only_session().session_id).update(actions=[Session.org_enforced_at_start.remove()])
     assert _only_session().org_enforced_at_start is None
     assert api.call("GET", "/me", token=bob.token).status == 200
 

@@ -1,5 +1,6 @@
 """Step-up, idle timeout and the enrolment rules, both sides of every time boundary, with a
 controlled clock (``chalicelib.base.clock.now``) through Chalice's test client."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -45,9 +46,15 @@ def _session(member: Member) -> Session:
 def _step_up(api: KeywardClient, member: Member, authenticator: SoftwareAuthenticator) -> int:
     options = api.call("POST", "/auth/reauth/options", token=member.token)
     assert options.status == 200, options.body
-    reply = api.call("POST", "/auth/reauth/verify", token=member.token, body={
-        "challenge_id": options.body["challenge_id"], "credential": authenticator.authenticate(options.body["publicKey"]),
-    })
+    reply = api.call(
+        "POST",
+        "/auth/reauth/verify",
+        token=member.token,
+        body={
+            "challenge_id": options.body["challenge_id"],
+            "credential": authenticator.authenticate(options.body["publicKey"]),
+        },
+    )
     return reply.status
 
 
@@ -120,7 +127,9 @@ def test_a_member_without_keys_acts_only_within_the_window_after_login(api, time
 def test_a_backup_session_acts_only_within_the_window_after_its_login(api, time):
     admin = api.login(user="alice", admin=True)
     created = api.call("POST", "/org/backup-credentials", token=admin.token).body
-    signed_in = api.call("POST", "/auth/backup-login", body={"key_id": created["key_id"], "secret": created["secret"]}).body
+    signed_in = api.call(
+        "POST", "/auth/backup-login", body={"key_id": created["key_id"], "secret": created["secret"]}
+    ).body
     backup = Member(org="acme", user=f"backup:{created['key_id']}", token=signed_in["token"], state="active")
 
     def end_bobs_sessions() -> tuple[int, str | None]:
@@ -135,13 +144,16 @@ def test_a_backup_session_acts_only_within_the_window_after_its_login(api, time)
     assert (step.status, step.code) == (403, "NotForBackupSessions")
 
 
-@pytest.mark.parametrize("action", [
-    ("PUT", "/org/mfa", {"enforced": False}),
-    ("POST", "/org/backup-credentials", None),
-    ("DELETE", "/org/backup-credentials/bk_AAAAAAAAAAAAAAAAAAAAAA", None),
-    ("DELETE", "/org/members/bob/sessions", None),
-    ("DELETE", "/org/members/bob/mfa/keys/AAAAAAAAAAAAAAAAAAAAAA", None),
-])
+@pytest.mark.parametrize(
+    "action",
+    [
+        ("PUT", "/org/mfa", {"enforced": False}),
+        ("POST", "/org/backup-credentials", None),
+        ("DELETE", "/org/backup-credentials/bk_AAAAAAAAAAAAAAAAAAAAAA", None),
+        ("DELETE", "/org/members/bob/sessions", None),
+        ("DELETE", "/org/members/bob/mfa/keys/AAAAAAAAAAAAAAAAAAAAAA", None),
+    ],
+)
 def test_every_admin_change_needs_a_recent_key_check(api, time, action):
     method, path, body = action
     admin = api.login(user="alice", admin=True)
@@ -173,8 +185,9 @@ def test_an_mfa_challenge_of_the_same_session_cannot_serve_a_step_up(api):
     options = api.call("POST", "/auth/reauth/options", token=bob.token).body
     forged = bob_key.authenticate({**options["publicKey"], "challenge": _b64(issued.challenge)})
 
-    reply = api.call("POST", "/auth/reauth/verify", token=bob.token,
-                     body={"challenge_id": issued.challenge_id, "credential": forged})
+    reply = api.call(
+        "POST", "/auth/reauth/verify", token=bob.token, body={"challenge_id": issued.challenge_id, "credential": forged}
+    )
 
     assert (reply.status, reply.code) == (401, "ChallengeMismatch")
     assert Challenge.get(issued.challenge_id, consistent_read=True) is not None
@@ -188,6 +201,7 @@ def _b64(raw: bytes) -> str:
 
 # --- idle timeout --------------------------------------------------------------------------------
 
+
 def test_a_session_unused_for_the_idle_timeout_ends(api, time):
     bob = api.login()
     time.advance(IDLE - timedelta(seconds=1))
@@ -199,7 +213,9 @@ def test_a_session_unused_for_the_idle_timeout_ends(api, time):
     assert (reply.status, reply.code) == (401, "SessionIdle")
 
 
-def test_use_within_the_refresh_resolution_keeps_a_short_idle_timeout_from_ending_a_session_in_use(api, time, monkeypatch):
+def test_use_within_the_refresh_resolution_keeps_a_short_idle_timeout_from_ending_a_session_in_use(
+    api, time, monkeypatch
+):
     from chalicelib.base import config
 
     short = load({"KEYWARD_SESSION_IDLE_SECONDS": "120"})
@@ -215,6 +231,7 @@ def test_use_within_the_refresh_resolution_keeps_a_short_idle_timeout_from_endin
 
 # --- enrolment -----------------------------------------------------------------------------------
 
+
 def test_a_waiting_session_resolved_before_the_member_enrolled_cannot_register(api):
     api.login(user="alice", admin=True)
     enforce_in_table("acme")
@@ -224,7 +241,9 @@ def test_a_waiting_session_resolved_before_the_member_enrolled_cannot_register(a
     credential = SoftwareAuthenticator().register(options["publicKey"])
     # The stale request passed resolve while the member had no key; then bob registered.
     submission = registration.parse_submission(challenge_id=options["challenge_id"], name="Late", credential=credential)
-    stale_caller = sessions.resolve(authorization=f"Bearer {stale.token}", also=registration.submission_reads(submission))
+    stale_caller = sessions.resolve(
+        authorization=f"Bearer {stale.token}", also=registration.submission_reads(submission)
+    )
     assert api.add_key(bob).status == 201
 
     with pytest.raises(errors.AlreadyEnrolled):
@@ -253,8 +272,12 @@ def test_refused_registration_ceremonies_are_audited(api):
     bob = api.login()
     options = api.registration_options(bob).body
     forged = SoftwareAuthenticator().register(options["publicKey"], origin="https://evil.example")
-    reply = api.call("POST", "/me/mfa/keys", token=bob.token,
-                     body={"challenge_id": options["challenge_id"], "name": "Evil", "credential": forged})
+    reply = api.call(
+        "POST",
+        "/me/mfa/keys",
+        token=bob.token,
+        body={"challenge_id": options["challenge_id"], "name": "Evil", "credential": forged},
+    )
     assert reply.code == "OriginMismatch"
     failed = [e for e in AuditEvent.query("acme") if e.action == "key.registration_failed"]
     assert [(e.user_id, e.details.as_dict()) for e in failed] == [("bob", {"reason": "OriginMismatch"})]
@@ -267,5 +290,3 @@ def test_logout_is_audited_and_a_stale_logout_is_refused(api):
     with pytest.raises(errors.InvalidToken):
         sessions.end(caller=caller)
     assert [e.action for e in AuditEvent.query("acme") if e.action == "logout"] == ["logout"]
-
-

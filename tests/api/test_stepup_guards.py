@@ -5,6 +5,7 @@ and the key's counter unchanged since they were read, the challenge not used mea
 against a stale request: the table is changed between the read and the write; and a step-up
 opens the window only with a key the organization accepts (under enforcement, one its policy
 accepts), its proof counting under the policy's version only for such a key."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -32,16 +33,22 @@ def _session(member: Member) -> Session:
     return Session.get(ORG, member.token.split(".")[3], consistent_read=True)
 
 
-
 def _step_up(api: KeywardClient, member: Member, key: SoftwareAuthenticator):
     options = api.call("POST", "/auth/reauth/options", token=member.token)
     assert options.status == 200, options.body
-    return api.call("POST", "/auth/reauth/verify", token=member.token, body={
-        "challenge_id": options.body["challenge_id"], "credential": key.authenticate(options.body["publicKey"]),
-    })
+    return api.call(
+        "POST",
+        "/auth/reauth/verify",
+        token=member.token,
+        body={
+            "challenge_id": options.body["challenge_id"],
+            "credential": key.authenticate(options.body["publicKey"]),
+        },
+    )
 
 
 # --- whose window counts from the login -----------------------------------------------------------
+
 
 def test_a_key_holders_fresh_session_without_a_key_check_must_step_up(api):
     """A session of a member with keys that never passed a key check (one from before keyward
@@ -71,13 +78,16 @@ def test_the_refusal_tells_a_key_holder_to_step_up_and_a_member_without_keys_to_
 
 # --- the step-up's transaction against a stale request --------------------------------------------
 
+
 @pytest.mark.parametrize("token_hash_meanwhile", ["0" * 64, "f" * 64])  # below and above any real hash
 def test_a_session_whose_token_changed_meanwhile_is_not_stepped_up(api, monkeypatch, token_hash_meanwhile):
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at
     [stored_key] = list(SecurityKey.scan())
-    after_verification(monkeypatch, lambda: Session(ORG, bob.token.split(".")[3]).update(
-        actions=[Session.token_hash.set(token_hash_meanwhile)]))
+    after_verification(
+        monkeypatch,
+        lambda: Session(ORG, bob.token.split(".")[3]).update(actions=[Session.token_hash.set(token_hash_meanwhile)]),
+    )
 
     reply = _step_up(api, bob, key)
 
@@ -92,8 +102,9 @@ def test_a_session_whose_token_changed_meanwhile_is_not_stepped_up(api, monkeypa
 def test_a_session_that_left_active_meanwhile_is_not_stepped_up(api, monkeypatch, state_meanwhile):
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at
-    after_verification(monkeypatch, lambda: Session(ORG, bob.token.split(".")[3]).update(
-        actions=[Session.state.set(state_meanwhile)]))
+    after_verification(
+        monkeypatch, lambda: Session(ORG, bob.token.split(".")[3]).update(actions=[Session.state.set(state_meanwhile)])
+    )
 
     reply = _step_up(api, bob, key)
 
@@ -116,8 +127,9 @@ def test_a_key_used_meanwhile_steps_nothing_up(api, monkeypatch):
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at
     [stored_key] = list(SecurityKey.scan())
-    after_verification(monkeypatch, lambda: SecurityKey(ORG, stored_key.key_id).update(
-        actions=[SecurityKey.sign_count.set(1_000)]))
+    after_verification(
+        monkeypatch, lambda: SecurityKey(ORG, stored_key.key_id).update(actions=[SecurityKey.sign_count.set(1_000)])
+    )
 
     reply = _step_up(api, bob, key)
 
@@ -133,18 +145,25 @@ ZERO_AAGUID = "00000000-0000-0000-0000-000000000000"  # the test authenticators'
 
 def _policy_in_table(*, enforced: bool, denied: list[str], version: int, session: Session) -> None:
     """The organization's policy and enforcement as stored, without ending the session."""
-    Organization(ORG).update(actions=[
-        Organization.mfa_enforced.set(enforced), Organization.compliance_version.set(version),
-        Organization.authenticator_policy.set({"denied_aaguids": denied, "version": version}),
-    ])
+    Organization(ORG).update(
+        actions=[
+            Organization.mfa_enforced.set(enforced),
+            Organization.compliance_version.set(version),
+            Organization.authenticator_policy.set({"denied_aaguids": denied, "version": version}),
+        ]
+    )
     session.update(actions=[Session.org_enforced_at_start.set(True)])
 
 
-@pytest.mark.parametrize("enforced, denied, outcome", [
-    (True, [ZERO_AAGUID], (403, "AuthenticatorNotAllowed")),
-    (True, [], (200, None)),
-    (False, [ZERO_AAGUID], (200, None)),
-], ids=["enforced-refused-key", "enforced-accepted-key", "not-enforced-refused-key"])
+@pytest.mark.parametrize(
+    "enforced, denied, outcome",
+    [
+        (True, [ZERO_AAGUID], (403, "AuthenticatorNotAllowed")),
+        (True, [], (200, None)),
+        (False, [ZERO_AAGUID], (200, None)),
+    ],
+    ids=["enforced-refused-key", "enforced-accepted-key", "not-enforced-refused-key"],
+)
 def test_a_step_up_opens_the_window_only_with_a_key_the_organization_accepts(api, enforced, denied, outcome):
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at

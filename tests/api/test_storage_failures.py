@@ -1,4 +1,5 @@
 """DynamoDB calls that get no answer at all (timeouts, refused connections) are a 503, never a 500."""
+
 from __future__ import annotations
 
 import botocore.client
@@ -16,8 +17,11 @@ def unanswered(monkeypatch):
 
     def call(client, operation, params):
         if operation in failing:
-            raise ReadTimeoutError(endpoint_url="http://dynamodb") if operation != "Query" else \
-                EndpointConnectionError(endpoint_url="http://dynamodb")
+            raise (
+                ReadTimeoutError(endpoint_url="http://dynamodb")
+                if operation != "Query"
+                else EndpointConnectionError(endpoint_url="http://dynamodb")
+            )
         return real(client, operation, params)
 
     monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", call)

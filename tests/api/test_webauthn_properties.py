@@ -26,6 +26,7 @@ right before and after the one request, so examples stay independent (see ``Sign
 The default example count keeps this file around a minute. For a longer hunt:
     KEYWARD_HYPOTHESIS_EXAMPLES=2000 python -m pytest tests/api/test_webauthn_properties.py --hypothesis-show-statistics
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,7 +47,9 @@ from tests.support.keyward_client import KeywardClient, Reply, enforce_in_table
 
 EXAMPLES = int(os.environ.get("KEYWARD_HYPOTHESIS_EXAMPLES", "100"))  # per test
 PROPERTY = settings(
-    max_examples=EXAMPLES, deadline=None, database=None,  # no .hypothesis/ directory in the work tree
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,  # no .hypothesis/ directory in the work tree
     phases=[Phase.explicit, Phase.generate, Phase.shrink],  # "explain" replays hundreds of requests
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -60,21 +63,37 @@ json_values = st.recursive(
     max_leaves=6,
 )
 cbor_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.binary(max_size=80) | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.integers(-30, 30) | st.text(max_size=8), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.binary(max_size=80)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.integers(-30, 30) | st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 ATTESTATION_FORMATS = ["none", "packed", "fido-u2f", "tpm", "apple", "android-key", "android-safetynet", "bogus"]
 # Statements whose keys are the ones the formats read, so that random values reach their verifiers.
 att_statements = st.dictionaries(
     st.sampled_from(["alg", "sig", "x5c", "ver", "certInfo", "pubArea", "response", "ecdaaKeyId"]),
-    st.sampled_from([-7, -8, -257, "2.0"]) | st.binary(max_size=80) | st.lists(st.binary(max_size=80), max_size=2) | cbor_values,
+    st.sampled_from([-7, -8, -257, "2.0"])
+    | st.binary(max_size=80)
+    | st.lists(st.binary(max_size=80), max_size=2)
+    | cbor_values,
     max_size=6,
 )
 CLIENT_DATA_VALUES = {
     "type": ["webauthn.create", "webauthn.get", "payment.get"],
-    "origin": ["http://localhost:8000", "https://localhost:8000", "http://localhost:8001", "http://localhost:8000/",
-               "http://evil.example", "null"],
+    "origin": [
+        "http://localhost:8000",
+        "https://localhost:8000",
+        "http://localhost:8001",
+        "http://localhost:8000/",
+        "http://evil.example",
+        "null",
+    ],
     "crossOrigin": [True, False, "false", 0],
 }
 
@@ -94,7 +113,9 @@ def edited(draw: st.DrawFn, raw: bytes) -> bytes:
             at = position % (len(out) + 1)
             out[at:at] = draw(st.binary(min_size=1, max_size=8))
             continue
-        argument = draw(st.integers(0, 7) if op == "flip" else st.integers(0, 255) if op == "set" else st.integers(1, 8))
+        argument = draw(
+            st.integers(0, 7) if op == "flip" else st.integers(0, 255) if op == "set" else st.integers(1, 8)
+        )
         if not out:
             continue
         at = position % len(out)
@@ -103,13 +124,14 @@ def edited(draw: st.DrawFn, raw: bytes) -> bytes:
         elif op == "set":
             out[at] = argument
         elif op == "delete":
-            del out[at:at + argument]
+            del out[at : at + argument]
         else:
             del out[at:]
     return bytes(out)
 
 
 # --- reading and writing the binary fields of a credential ---------------------------------------
+
 
 def _attestation(credential: dict[str, Any]) -> dict[str, Any]:
     return cbor2.loads(b64url_decode(credential["response"]["attestationObject"]))
@@ -152,6 +174,7 @@ def decoded(credential: dict[str, Any], kind: str) -> tuple[Any, ...]:
 
 # --- the valid responses an example mutates, and what must not change ----------------------------
 
+
 class Signer:
     """A session in ``state``, signed in once and reused while untouched (as it stays unless a
     mutation got through); after a change the next example signs in anew (for registration, as a
@@ -174,7 +197,10 @@ class Signer:
     def snapshot(self) -> tuple[Any, ...]:
         session = Session.get(self.org, self.token.split(".")[3], consistent_read=True)
         return (
-            sorted((k.org_id, k.key_id, k.sign_count, k.last_used_at, k.backed_up) for k in SecurityKey.scan(consistent_read=True)),
+            sorted(
+                (k.org_id, k.key_id, k.sign_count, k.last_used_at, k.backed_up)
+                for k in SecurityKey.scan(consistent_read=True)
+            ),
             sorted(claim.key_id for claim in CredentialClaim.scan(consistent_read=True)),
             Member.get(self.org, self.user, consistent_read=True).key_count,
             (session.state, session.token_hash, session.verified_key_id),
@@ -213,8 +239,9 @@ def assertion_world(signer: Signer, keys: list[SoftwareAuthenticator], primary: 
     challenge_id, options = signer.options("/auth/mfa/options")
     first, second = keys[primary], keys[1 - primary]
     elsewhere = first.authenticate(options, challenge=b64url(os.urandom(32)))
-    return World(signer, "assertion", challenge_id,
-                 first.authenticate(options), second.authenticate(options), elsewhere)
+    return World(
+        signer, "assertion", challenge_id, first.authenticate(options), second.authenticate(options), elsewhere
+    )
 
 
 @pytest.fixture
@@ -291,7 +318,8 @@ def mutate(draw: st.DrawFn, world: World, credential: dict[str, Any]) -> str:
         for names in draw(st.lists(st.sampled_from(SWAPPABLE[kind]), min_size=1, unique=True)):
             for name in names:
                 (credential if name in ("id", "rawId") else credential["response"])[name] = copy.deepcopy(
-                    (partner if name in ("id", "rawId") else partner["response"])[name])
+                    (partner if name in ("id", "rawId") else partner["response"])[name]
+                )
         return f"swap with {partner_name}"
     if how == "random_signature":
         set_field(credential, "signature", draw(st.binary(max_size=80)))
@@ -302,11 +330,16 @@ def mutate(draw: st.DrawFn, world: World, credential: dict[str, Any]) -> str:
     # random_attestation: anything CBOR, or a statement of any format around the valid authData
     # (fmt "none" with an empty statement excluded: attestation is not required, that verifies).
     authenticator_data = get_field(credential, "authData")
-    value = draw(cbor_values | st.fixed_dictionaries({
-        "fmt": st.sampled_from(ATTESTATION_FORMATS) | st.text(max_size=8),
-        "attStmt": att_statements,
-        "authData": st.just(authenticator_data) | st.binary(max_size=300),
-    }).filter(lambda o: not (o["fmt"] == "none" and o["attStmt"] == {} and o["authData"] == authenticator_data)))
+    value = draw(
+        cbor_values
+        | st.fixed_dictionaries(
+            {
+                "fmt": st.sampled_from(ATTESTATION_FORMATS) | st.text(max_size=8),
+                "attStmt": att_statements,
+                "authData": st.just(authenticator_data) | st.binary(max_size=300),
+            }
+        ).filter(lambda o: not (o["fmt"] == "none" and o["attStmt"] == {} and o["authData"] == authenticator_data))
+    )
     credential["response"]["attestationObject"] = b64url(cbor2.dumps(value))
     return "random attestationObject"
 
@@ -317,7 +350,10 @@ def check_refused(world: World, data: st.DataObject) -> None:
     # mostly hit bytes the first already made unparseable.
     event(mutate(data.draw, world, credential))
     # Discard no-ops: the verifier would see the valid response, or another valid answer to this challenge.
-    assume(decoded(credential, world.kind) not in (decoded(world.valid, world.kind), decoded(world.same_challenge, world.kind)))
+    assume(
+        decoded(credential, world.kind)
+        not in (decoded(world.valid, world.kind), decoded(world.same_challenge, world.kind))
+    )
     before = world.signer.snapshot()
     assert before[3][0] == world.signer.state
     reply = world.send(credential)
@@ -333,10 +369,14 @@ def check_refused(world: World, data: st.DataObject) -> None:
 
 # --- the properties ------------------------------------------------------------------------------
 
+
 @PROPERTY
 @given(data=st.data(), algorithm=st.sampled_from(["ES256", "EdDSA"]))
 def test_mutated_registration_is_refused_and_changes_nothing(
-    api: KeywardClient, registering: Signer, data: st.DataObject, algorithm: str,
+    api: KeywardClient,
+    registering: Signer,
+    data: st.DataObject,
+    algorithm: str,
 ) -> None:
     check_refused(registration_world(registering, algorithm), data)
 
@@ -344,7 +384,10 @@ def test_mutated_registration_is_refused_and_changes_nothing(
 @PROPERTY
 @given(data=st.data(), primary=st.sampled_from([0, 1]))
 def test_mutated_assertion_is_refused_and_changes_nothing(
-    api: KeywardClient, verifying: tuple[Signer, list[SoftwareAuthenticator]], data: st.DataObject, primary: int,
+    api: KeywardClient,
+    verifying: tuple[Signer, list[SoftwareAuthenticator]],
+    data: st.DataObject,
+    primary: int,
 ) -> None:
     signer, keys = verifying
     check_refused(assertion_world(signer, keys, primary), data)

@@ -1,5 +1,6 @@
 """The browser tests' stack: one local stack (``python -m devstack run``) and one Chromium per
 module, and a fresh browser context per user, closed when the test ends."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -18,7 +19,9 @@ def chromium() -> Iterator[Browser]:
     # The console's tests are part of the suite: a machine without the browser fails them, with
     # the command that installs it (as .ci/run does), rather than skipping them unnoticed.
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing; install Debian's chromium with: sudo apt-get install -y chromium", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing; install Debian's chromium with: sudo apt-get install -y chromium", pytrace=False
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -40,7 +43,8 @@ def open_console(chromium: Browser, stack: LocalStack) -> Iterator[OpenConsole]:
 
     def open_one(*, viewport: dict[str, int] = WIDE) -> Console:
         context = chromium.new_context(
-            viewport=viewport, base_url=stack.api,
+            viewport=viewport,
+            base_url=stack.api,
             permissions=["clipboard-read", "clipboard-write"],
         )
         console = Console(context=context, stack=stack)

@@ -2,6 +2,7 @@
 security keys from Chrome DevTools' WebAuthn domain, so the browser's own WebAuthn stack runs the
 ceremonies against the running local stack; and the API behind the page, called with the page's
 own session token."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ from tests.support.local_stack import PROJECT_ROOT, LocalStack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 # Test runs keep their screenshots out of git; KEYWARD_SCREENSHOTS=docs/screenshots refreshes the
 # images the README and docs show.
@@ -34,8 +40,12 @@ SERIOUS = {"serious", "critical"}
 AXE = Axe()
 # A plain USB security key: no PIN, no passkey; it answers as soon as it is asked.
 SECURITY_KEY = {
-    "protocol": "ctap2", "transport": "usb", "hasResidentKey": False, "hasUserVerification": False,
-    "isUserConsenting": True, "automaticPresenceSimulation": True,
+    "protocol": "ctap2",
+    "transport": "usb",
+    "hasResidentKey": False,
+    "hasUserVerification": False,
+    "isUserConsenting": True,
+    "automaticPresenceSimulation": True,
 }
 # Fail fast: every step of the console answers within a second or two on the local stack.
 STEP_TIMEOUT_MS = 10_000
@@ -67,8 +77,10 @@ class SecurityKeys:
 
     def use(self, authenticator: str) -> None:
         for plugged in self._plugged:
-            self._cdp.send("WebAuthn.setAutomaticPresenceSimulation",
-                           {"authenticatorId": plugged, "enabled": plugged == authenticator})
+            self._cdp.send(
+                "WebAuthn.setAutomaticPresenceSimulation",
+                {"authenticatorId": plugged, "enabled": plugged == authenticator},
+            )
 
     def credentials(self, authenticator: str) -> list[dict[str, Any]]:
         return self._cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
@@ -117,7 +129,10 @@ class Console:
         results = AXE.run(self.page)
         return [
             f"{violation['id']} ({violation['impact']}): {violation['help']} — "
-            + "; ".join(node["target"][0] if isinstance(node["target"][0], str) else str(node["target"]) for node in violation["nodes"][:5])
+            + "; ".join(
+                node["target"][0] if isinstance(node["target"][0], str) else str(node["target"])
+                for node in violation["nodes"][:5]
+            )
             for violation in results.response["violations"]
             if violation["impact"] in SERIOUS
         ]
@@ -194,8 +209,11 @@ class Console:
         sent = token if token is not None else self.token()
         assert sent, "the page holds no session token"
         return self._http.request(
-            method, f"{self.stack.api}{path}", headers={"authorization": f"Bearer {sent}", "content-type": "application/json"},
-            data=json.dumps(body) if body is not None else None, timeout=30,
+            method,
+            f"{self.stack.api}{path}",
+            headers={"authorization": f"Bearer {sent}", "content-type": "application/json"},
+            data=json.dumps(body) if body is not None else None,
+            timeout=30,
         )
 
     def get(self, path: str) -> Any:

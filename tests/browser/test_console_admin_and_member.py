@@ -2,6 +2,7 @@
 390 px phone, partly with the keyboard only: a new backup secret that must not outlive its page,
 messages beside what caused them, an organization page that keeps up, a filterable audit log,
 ending a member's sessions, a member whose key is gone, and measured contrast."""
+
 from __future__ import annotations
 
 import re
@@ -268,16 +269,25 @@ def test_an_unexplained_server_error_says_whether_anything_was_saved(open_consol
     noah.sign_in_to_settings(org=unique_org("crash"), user="noah")
     noah.enable_mfa(key_name="Blue YubiKey")
     # The API crashes on the rename, as a Lambda can: the page cannot know whether it was saved.
-    noah.page.route("**/me/mfa/keys/*", lambda route: route.fulfill(
-        status=500, content_type="application/json",
-        body='{"Code": "InternalServerError", "Message": "An internal server error occurred."}',
-    ) if route.request.method == "PATCH" else route.continue_())
+    noah.page.route(
+        "**/me/mfa/keys/*",
+        lambda route: (
+            route.fulfill(
+                status=500,
+                content_type="application/json",
+                body='{"Code": "InternalServerError", "Message": "An internal server error occurred."}',
+            )
+            if route.request.method == "PATCH"
+            else route.continue_()
+        ),
+    )
     noah.button("Rename Blue YubiKey").click()
     noah.page.get_by_role("textbox", name="New name for Blue YubiKey").fill("Keyring key")
     noah.button("Save").click()
     expect(noah.alert()).to_have_text(
         "keyward could not finish that (error 500). The change may or may not have been saved: reload the page to see, "
-        "then try again if needed.")
+        "then try again if needed."
+    )
     expect(noah.button("Save")).to_be_focused()
     # Cancelling puts the old message away with the form.
     noah.button("Cancel").click()
@@ -339,12 +349,17 @@ def test_a_member_whose_session_ends_is_told_without_clicking(open_console: Open
     expect(ada.page.locator("#enforce-warning")).to_be_hidden()
     expect(ada.page.locator("#enforce-help")).to_be_hidden()
     expect(ada.page.get_by_role("switch", name=re.compile("Enforce MFA"))).to_have_accessible_description(
-        re.compile("Every member needs a security key to sign in"))
+        re.compile("Every member needs a security key to sign in")
+    )
 
     max_.page.clock.run_for(31_000)  # the page checks its session every 30 seconds
     expect(max_.heading("Sign in to keyward")).to_be_visible()
     # The session's item is gone by now; its token still says why it ended.
-    expect(max_.page.get_by_role("alert").filter(has_text="enforces multi-factor authentication, so your session was ended")).to_be_visible()
+    expect(
+        max_.page.get_by_role("alert").filter(
+            has_text="enforces multi-factor authentication, so your session was ended"
+        )
+    ).to_be_visible()
 
 
 CONTRAST_PROBE = """() => {
@@ -416,17 +431,28 @@ def test_the_audit_log_shows_who_acted_by_the_kind_it_records_not_by_the_name(op
     created = keyward.call("POST", "/org/backup-credentials", token=admin)
     assert created.status == 201, created
     backup_key = created.body["key_id"]
-    assert keyward.call("POST", "/auth/backup-login",
-                        body={"key_id": backup_key, "secret": created.body["secret"]}).status == 200
+    assert (
+        keyward.call("POST", "/auth/backup-login", body={"key_id": backup_key, "secret": created.body["secret"]}).status
+        == 200
+    )
     now = datetime.now(UTC)
     for seconds, (actor, kind, action) in enumerate(
-            [("operator", "operator", "enforcement.disabled"), ("keyward", "system", "key.model_compromised")]):
+        [("operator", "operator", "enforcement.disabled"), ("keyward", "system", "key.model_compromised")]
+    ):
         at = now + timedelta(seconds=seconds + 1)
-        StackTables(stack).client.put_item(TableName=StackTables.table("audit"), Item={
-            "org_id": {"S": org}, "event_key": {"S": f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#0000000{seconds}"},
-            "at": {"S": at.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")}, "actor": {"S": actor}, "actor_kind": {"S": kind},
-            "action": {"S": action}, "target": {"S": org}, "ttl": {"N": str(int(at.timestamp()) + 86400)},
-        })
+        StackTables(stack).client.put_item(
+            TableName=StackTables.table("audit"),
+            Item={
+                "org_id": {"S": org},
+                "event_key": {"S": f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#0000000{seconds}"},
+                "at": {"S": at.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")},
+                "actor": {"S": actor},
+                "actor_kind": {"S": kind},
+                "action": {"S": action},
+                "target": {"S": org},
+                "ttl": {"N": str(int(at.timestamp()) + 86400)},
+            },
+        )
 
     ada = open_console()
     ada.sign_in_to_settings(org=org, user="ada", admin=True)

@@ -2,6 +2,7 @@
 requires passes and issues a member's pass (its code shown once, gone when dismissed or on
 sign-out), and the member enters the code when registering a first security key — from Personal
 settings, and from the registration an enforcing organization requires at sign-in."""
+
 from __future__ import annotations
 
 import re
@@ -146,4 +147,8 @@ def test_a_member_made_to_register_at_sign_in_enters_the_code(open_console: Open
     expect(dan.heading("Personal settings")).to_be_visible()
     expect(dan.key_row("personal-keys", "Dan's key")).to_have_count(1)
     me = dan.get("/me")
-    assert me["session"]["state"] == "active" and me["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
+    assert me["session"]["state"] == "active" and me["mfa"] == {
+        "enabled": True,
+        "key_count": 1,
+        "registration_due_at": None,
+    }

@@ -2,6 +2,7 @@
 the ``state`` and ``nonce`` itself, accepts only the answer to its own request, and the API checks
 the ID token's ``nonce``. The IdP is played by the test (Playwright answers its authorization
 endpoint), signing with the dev IdP key the local stack trusts."""
+
 from __future__ import annotations
 
 import os
@@ -67,6 +68,7 @@ def signing_in(open_console: OpenConsole) -> Callable[..., tuple[Console, Identi
     def make(user: str) -> tuple[Console, IdentityProvider]:
         console = open_console()
         return console, IdentityProvider(console, org=unique_org("idp"), user=user)
+
     return make
 
 

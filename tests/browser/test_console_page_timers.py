@@ -3,6 +3,7 @@ organization page asks for ``GET /org/mfa`` every second, and leaving it (for Pe
 by signing out) stops that at once; the next person signing in at the same tab sees nothing of the
 last admin's organization. A page's requests are abandoned with it: a late answer for a page left
 shows nothing. In Chromium against the local stack."""
+
 from __future__ import annotations
 
 import re
@@ -59,9 +60,11 @@ def admin_watching_a_recount(open_console: OpenConsole, org: str) -> tuple[Conso
         time.sleep(0.2)
     tables = StackTables(ada.stack)
     tables.client.update_item(
-        TableName=tables.table("orgs"), Key={"org_id": {"S": org}},
+        TableName=tables.table("orgs"),
+        Key={"org_id": {"S": org}},
         UpdateExpression="SET compliance_recount.#state = :recounting",
-        ExpressionAttributeNames={"#state": "state"}, ExpressionAttributeValues={":recounting": {"S": "recounting"}},
+        ExpressionAttributeNames={"#state": "state"},
+        ExpressionAttributeValues={":recounting": {"S": "recounting"}},
     )
     assert ada.get("/org/mfa")["compliance"] == {"state": "recounting"}
 

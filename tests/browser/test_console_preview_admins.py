@@ -1,6 +1,7 @@
 """The console's enforcement preview names the admins who hold no security key, and the
 organization page says the compliance figure is being recounted after a policy change instead of
 showing a stale one; in Chromium against the local stack."""
+
 from __future__ import annotations
 
 import pytest

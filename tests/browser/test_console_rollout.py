@@ -1,6 +1,7 @@
 """The console's roll-out card in Chromium against the local stack: an admin previews enforcement,
 enforces it with a grace period, filters members by coverage and offboards one; the keyless
 member sees their registration deadline."""
+
 from __future__ import annotations
 
 import pytest

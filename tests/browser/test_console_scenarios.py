@@ -1,6 +1,7 @@
 """The web console in Chromium against the running local stack: the browser's own WebAuthn stack
 performs every ceremony with virtual security keys. Each test checks what the page shows and what
 the API then reports, uses an organization of its own, and saves a screenshot (see console.SCREENSHOTS)."""
+
 from __future__ import annotations
 
 import re
@@ -152,7 +153,9 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     # Without a key, his next sign-in is for registering one.
     max_.sign_in(org=org, user="max")
     expect(max_.heading("Register your security key")).to_be_visible()
-    expect(max_.page.locator("#register-explanation")).to_contain_text(f"Your organization ({org}) enforces multi-factor authentication")
+    expect(max_.page.locator("#register-explanation")).to_contain_text(
+        f"Your organization ({org}) enforces multi-factor authentication"
+    )
     assert max_.get("/me")["session"]["state"] == "registration_required"
     assert max_.call("GET", "/me/mfa/keys").json()["Code"] == "RegistrationRequired"
     max_.screenshot("register-required")
@@ -163,7 +166,11 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     expect(max_.heading("Personal settings")).to_be_visible()
     expect(max_.key_row("personal-keys", "Max's key")).to_have_count(1)
     me = max_.get("/me")
-    assert me["session"]["state"] == "active" and me["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
+    assert me["session"]["state"] == "active" and me["mfa"] == {
+        "enabled": True,
+        "key_count": 1,
+        "registration_due_at": None,
+    }
 
     ada.page.reload()
     expect(ada.page.locator("#compliance-text")).to_have_text("2 of 2 members have a security key")
@@ -189,7 +196,9 @@ def test_the_last_key_cannot_be_deleted_while_the_organization_enforces_mfa(open
     expect(delete).to_have_accessible_description(re.compile("you must keep at least one security key"))
     expect(ida.page.locator("#last-key-reason")).to_be_visible()
     expect(ida.button("Disable MFA")).to_be_disabled()
-    expect(ida.page.locator("#disable-mfa-reason")).to_contain_text("cannot be disabled while your organization enforces it")
+    expect(ida.page.locator("#disable-mfa-reason")).to_contain_text(
+        "cannot be disabled while your organization enforces it"
+    )
     ida.screenshot("last-key-enforced")
     # The API holds the same rule for anyone who gets past the page.
     [key] = ida.get("/me/mfa/keys")["keys"]

@@ -1,6 +1,7 @@
 """Organization settings → Webhooks in Chromium against the running local stack: an endpoint keyward
 disabled after it kept failing is enabled again with its Enable button, keeps its secret, and
 receives the events from then on."""
+
 from __future__ import annotations
 
 import time
@@ -28,16 +29,21 @@ def _disabled_by_keyward(db: StackTables, org: str, webhook_id: str) -> None:
     """The endpoint as keyward leaves it after its deliveries failed ten times in a row."""
     at = datetime.now(UTC) - timedelta(minutes=5)
     db.client.update_item(
-        TableName=db.table("webhooks"), Key={"org_id": {"S": org}, "webhook_id": {"S": webhook_id}},
+        TableName=db.table("webhooks"),
+        Key={"org_id": {"S": org}, "webhook_id": {"S": webhook_id}},
         UpdateExpression="SET #state = :disabled, consecutive_failures = :failures, disabled_at = :at",
         ExpressionAttributeNames={"#state": "state"},
-        ExpressionAttributeValues={":disabled": {"S": "disabled"}, ":failures": {"N": "10"},
-                                   ":at": {"S": at.strftime(PYNAMODB_TIME_FORMAT)}},
+        ExpressionAttributeValues={
+            ":disabled": {"S": "disabled"},
+            ":failures": {"N": "10"},
+            ":at": {"S": at.strftime(PYNAMODB_TIME_FORMAT)},
+        },
     )
 
 
 def test_an_admin_enables_a_webhook_keyward_disabled_and_it_receives_events_again(
-        open_console: OpenConsole, stack, receiver: Receiver):
+    open_console: OpenConsole, stack, receiver: Receiver
+):
     org = unique_org("webhook-enable")
     ada = open_console()
     ada.sign_in_to_settings(org=org, user="ada", admin=True)

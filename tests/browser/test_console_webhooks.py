@@ -1,6 +1,7 @@
 """Organization settings → Webhooks in Chromium against the running local stack: an admin adds a
 webhook and copies its secret, sees the endpoint's deliveries, reads the local outbox, and deletes
 the webhook. A local receiver checks every delivery's signature with the secret the page showed."""
+
 from __future__ import annotations
 
 import time
@@ -59,7 +60,9 @@ def test_an_admin_manages_webhooks_and_reads_the_local_outbox(open_console: Open
 
     ada.page.get_by_role("button", name=f"Deliveries to {receiver.url}").click()
     deliveries = ada.page.locator("#webhook-delivery-list")
-    row = deliveries.get_by_role("row").filter(has=ada.page.get_by_role("cell", name="Security key registered", exact=True))
+    row = deliveries.get_by_role("row").filter(
+        has=ada.page.get_by_role("cell", name="Security key registered", exact=True)
+    )
     expect(row.get_by_role("cell", name="delivered", exact=True)).to_be_visible()
     expect(row.get_by_role("cell", name="204", exact=True)).to_be_visible()
 

@@ -2,6 +2,7 @@
 after the last security-key check makes the console ask for the key, record the check and carry
 the change out; without a key to step up with, it says to sign in again. Time passing is played
 by moving the session's stored times back in the stack's DynamoDB."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -31,14 +32,17 @@ def _move_back(console: Console, org: str, attribute: str) -> None:
     tables = StackTables(console.stack)
     key = {"org_id": {"S": org}, "session_id": {"S": _session_id(console)}}
     tables.client.update_item(
-        TableName=StackTables.table("sessions"), Key=key,
-        UpdateExpression=f"SET {attribute} = :at", ConditionExpression="attribute_exists(session_id)",
+        TableName=StackTables.table("sessions"),
+        Key=key,
+        UpdateExpression=f"SET {attribute} = :at",
+        ConditionExpression="attribute_exists(session_id)",
         ExpressionAttributeValues={":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}},
     )
     if attribute == "created_at":
         user_id = tables.client.get_item(TableName=StackTables.table("sessions"), Key=key)["Item"]["user_id"]["S"]
         tables.client.update_item(
-            TableName=StackTables.table("members"), Key={"org_id": {"S": org}, "user_id": {"S": user_id}},
+            TableName=StackTables.table("members"),
+            Key={"org_id": {"S": org}, "user_id": {"S": user_id}},
             UpdateExpression="SET created_at = :at",
             ExpressionAttributeValues={":at": {"S": (moment - timedelta(seconds=1)).strftime(PYNAMODB_TIME_FORMAT)}},
         )

@@ -1,5 +1,6 @@
 """docs/architecture.md draws the floors that pyproject.toml's import contract holds: the same
 packages, in the same order, and every package of chalicelib/ says in its docstring what it owns."""
+
 from __future__ import annotations
 
 import ast
@@ -13,8 +14,9 @@ CHALICELIB = PROJECT / "chalicelib"
 
 def _contract_layers() -> list[list[str]]:
     config = tomllib.loads((PROJECT / "pyproject.toml").read_text())
-    [layers] = [contract["layers"] for contract in config["tool"]["importlinter"]["contracts"]
-                if contract["type"] == "layers"]
+    [layers] = [
+        contract["layers"] for contract in config["tool"]["importlinter"]["contracts"] if contract["type"] == "layers"
+    ]
     return [[name.strip() for name in layer.split("|")] for layer in layers]
 
 
@@ -46,4 +48,6 @@ def test_every_package_stands_on_a_floor():
 def test_every_package_says_what_it_owns():
     for package in sorted(_packages()):
         docstring = ast.get_docstring(ast.parse((CHALICELIB / package / "__init__.py").read_text()))
-        assert docstring and len(docstring.split()) >= 8, f"chalicelib/{package}/__init__.py says nothing of what it owns"
+        assert docstring and len(docstring.split()) >= 8, (
+            f"chalicelib/{package}/__init__.py says nothing of what it owns"
+        )

@@ -9,6 +9,7 @@ itself — except the dev-only routes in ``DEV_ONLY_ROUTES``: they exist only on
 the dev IdP's private key (``KEYWARD_DEV_IDP_KEY_FILE``, the local stage), never in a deployment,
 so they are no part of the API's contract.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,10 @@ DOCS_COPY = PROJECT_ROOT / "docs" / "openapi.json"
 # Routes the app registers that the document leaves out on purpose, each with the reason.
 DEV_ONLY_ROUTES = {
     ("/dev/id-token", "POST"): "the console's demo sign-in; registered only where the dev IdP's key is configured",
-    ("/dev/outbox", "GET"): "the local outbox (mail SES on moto accepted); registered only where KEYWARD_AWS_ENDPOINT is set",
+    (
+        "/dev/outbox",
+        "GET",
+    ): "the local outbox (mail SES on moto accepted); registered only where KEYWARD_AWS_ENDPOINT is set",
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -37,10 +41,7 @@ def _document() -> dict:
 
 def _documented_operations(document: dict) -> set[tuple[str, str]]:
     return {
-        (path, method.upper())
-        for path, item in document["paths"].items()
-        for method in item
-        if method in HTTP_METHODS
+        (path, method.upper()) for path, item in document["paths"].items() for method in item if method in HTTP_METHODS
     }
 
 
@@ -103,9 +104,12 @@ def test_every_reason_code_is_documented_under_its_status():
     responses = _document()["components"]["responses"]
     statuses = {kind: status for kind, status in _STATUS_BY_KIND}
     codes = [
-        refusal for refusal in vars(errors).values()
-        if isinstance(refusal, type) and issubclass(refusal, errors.Refusal)
-        and refusal.__module__ == errors.__name__ and not refusal.__subclasses__()
+        refusal
+        for refusal in vars(errors).values()
+        if isinstance(refusal, type)
+        and issubclass(refusal, errors.Refusal)
+        and refusal.__module__ == errors.__name__
+        and not refusal.__subclasses__()
     ]
     assert codes
     undocumented = []

@@ -6,6 +6,7 @@ every setting of the deployed stages to the stage's environment or to the templa
 each function exactly the DynamoDB actions its code performs: the code's calls are recorded while
 every flow of the API and the stream function runs against moto, and compared with the policies.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,9 +40,32 @@ DEPLOYED_STAGES = ("dev", "prod")
 # about 5 MB of what is left.
 PACKAGE_LIMIT_BYTES = 40 * 1024 * 1024
 DEV_ONLY_PACKAGES = {
-    "moto", "pytest", "_pytest", "pluggy", "playwright", "cfnlint", "samtranslator", "werkzeug", "flask",
-    "responses", "requests", "click", "yaml", "_yaml", "inquirer", "blessed", "readchar", "wheel", "setuptools",
-    "pip", "boto3", "s3transfer", "devstack", "tests", "bench", "deploy",
+    "moto",
+    "pytest",
+    "_pytest",
+    "pluggy",
+    "playwright",
+    "cfnlint",
+    "samtranslator",
+    "werkzeug",
+    "flask",
+    "responses",
+    "requests",
+    "click",
+    "yaml",
+    "_yaml",
+    "inquirer",
+    "blessed",
+    "readchar",
+    "wheel",
+    "setuptools",
+    "pip",
+    "boto3",
+    "s3transfer",
+    "devstack",
+    "tests",
+    "bench",
+    "deploy",
 }
 # What AWS runs keyward on: Python 3.13 on Amazon Linux 2023 (glibc 2.34), on Graviton.
 RUNTIME = "python3.13"
@@ -49,8 +73,13 @@ ARCHITECTURE = "arm64"
 GLIBC = (2, 34)
 ELF_MACHINE_AARCH64 = 183
 # Settings that belong to the local stage only: a dev IdP's key or inline JWKS, a local DynamoDB.
-LOCAL_ONLY_SETTINGS = {"KEYWARD_DEV_IDP_KEY_FILE", "KEYWARD_JWKS_JSON", "KEYWARD_TABLE_PREFIX", "DYNAMODB_ENDPOINT",
-                       "KEYWARD_AWS_ENDPOINT"}
+LOCAL_ONLY_SETTINGS = {
+    "KEYWARD_DEV_IDP_KEY_FILE",
+    "KEYWARD_JWKS_JSON",
+    "KEYWARD_TABLE_PREFIX",
+    "DYNAMODB_ENDPOINT",
+    "KEYWARD_AWS_ENDPOINT",
+}
 # `<Ref Name>` or `<GetAtt Resource.Attribute>`: a value .chalice/resources.json binds to the template.
 TEMPLATE_BINDING = re.compile(r"<(Ref|GetAtt) ([A-Za-z0-9]+)(?:\.([A-Za-z0-9]+))?>")
 
@@ -58,13 +87,24 @@ API_HANDLER = "app.app"
 STREAM_HANDLER = "app.end_sessions_on_enforcement"
 REFRESH_HANDLER = "app.refresh_authenticator_metadata"
 DELIVERY_HANDLER = "app.deliver_audit_events"
-FUNCTIONS = (("api", API_HANDLER), ("stream", STREAM_HANDLER), ("refresh", REFRESH_HANDLER), ("delivery", DELIVERY_HANDLER))
+FUNCTIONS = (
+    ("api", API_HANDLER),
+    ("stream", STREAM_HANDLER),
+    ("refresh", REFRESH_HANDLER),
+    ("delivery", DELIVERY_HANDLER),
+)
 HANDLERS = tuple(handler for _, handler in FUNCTIONS)
-STREAM_READ_ACTIONS = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
+STREAM_READ_ACTIONS = {
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+}
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 
 
 # --- packaging --------------------------------------------------------------------------------
+
 
 def _tool(name: str) -> str:
     """A console script of this virtualenv (chalice, cfn-lint), else one on PATH."""
@@ -80,9 +120,13 @@ def _packaging_environment() -> dict[str, str]:
     chalice imports app.py to package it, with the stage's environment_variables on top of its
     own environment: a local setting left in it (the dev IdP's key file) must not reach prod.
     """
-    environment = {name: value for name, value in os.environ.items()
-                   if not name.startswith("KEYWARD_") and name not in LOCAL_ONLY_SETTINGS
-                   and name not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("KEYWARD_")
+        and name not in LOCAL_ONLY_SETTINGS
+        and name not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+    }
     # chalice package wants a region; the template itself only uses AWS::Region.
     environment.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     return environment
@@ -116,7 +160,11 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Package:
     directory = tmp_path_factory.mktemp("package") / "out"
     result = subprocess.run(
         [sys.executable, "-m", "deploy", "--stage", "prod", str(directory)],
-        cwd=PROJECT, env=_packaging_environment(), capture_output=True, text=True, timeout=1800,
+        cwd=PROJECT,
+        env=_packaging_environment(),
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
@@ -141,8 +189,9 @@ def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[s
 
 
 def _function(template: dict[str, Any], handler: str) -> dict[str, Any]:
-    [function] = [r for r in _resources(template, "AWS::Serverless::Function").values()
-                  if r["Properties"]["Handler"] == handler]
+    [function] = [
+        r for r in _resources(template, "AWS::Serverless::Function").values() if r["Properties"]["Handler"] == handler
+    ]
     return function
 
 
@@ -158,8 +207,11 @@ def _stream_event(template: dict[str, Any], handler: str = STREAM_HANDLER) -> di
 
 # --- the template -----------------------------------------------------------------------------
 
+
 def test_the_packaged_template_passes_cfn_lint(package):
-    result = subprocess.run([_tool("cfn-lint"), str(package.template_path)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [_tool("cfn-lint"), str(package.template_path)], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -178,8 +230,9 @@ def test_the_template_creates_the_tables_the_models_describe(package):
     template = package.template
     tables = _resources(template, "AWS::DynamoDB::Table")
     logical_ids = _table_logical_ids(template)
-    assert sorted(logical_ids[model.Meta.table_name] for model in ALL_MODELS) == sorted(tables), \
+    assert sorted(logical_ids[model.Meta.table_name] for model in ALL_MODELS) == sorted(tables), (
         "one table in the template for each model, and no other"
+    )
     with_recovery = {Organization, Member, SecurityKey, CredentialClaim, BackupCredential}
     # Rebuilt from the FIDO Metadata Service every day: nothing to keep when the stack goes.
     rebuilt = {"AuthenticatorModel"}
@@ -193,9 +246,15 @@ def test_the_template_creates_the_tables_the_models_describe(package):
         assert properties["BillingMode"] == "PAY_PER_REQUEST"
         assert _key_schema(properties["KeySchema"]) == _key_schema(schema["key_schema"]), model.__name__
         assert properties["KeySchema"][0]["KeyType"] == "HASH"
-        assert _attributes(properties["AttributeDefinitions"]) == _attributes(schema["attribute_definitions"]), model.__name__
-        assert _indexes(properties.get("LocalSecondaryIndexes", [])) == _indexes(schema["local_secondary_indexes"]), model.__name__
-        assert _indexes(properties.get("GlobalSecondaryIndexes", [])) == _indexes(schema["global_secondary_indexes"]), model.__name__
+        assert _attributes(properties["AttributeDefinitions"]) == _attributes(schema["attribute_definitions"]), (
+            model.__name__
+        )
+        assert _indexes(properties.get("LocalSecondaryIndexes", [])) == _indexes(schema["local_secondary_indexes"]), (
+            model.__name__
+        )
+        assert _indexes(properties.get("GlobalSecondaryIndexes", [])) == _indexes(schema["global_secondary_indexes"]), (
+            model.__name__
+        )
 
         ttl = [a.attr_name for a in model.get_attributes().values() if isinstance(a, TTLAttribute)]
         expected_ttl = {"AttributeName": ttl[0], "Enabled": True} if ttl else None
@@ -233,8 +292,11 @@ def _table_logical_ids(template: dict[str, Any]) -> dict[str, str]:
 
     tables = _resources(template, "AWS::DynamoDB::Table")
     environment = _environment(template, API_HANDLER)
-    bound = {name: value["Ref"] for name, value in environment.items() if isinstance(value, dict)
-             and value.get("Ref") in tables}
+    bound = {
+        name: value["Ref"]
+        for name, value in environment.items()
+        if isinstance(value, dict) and value.get("Ref") in tables
+    }
     # Which setting each variable feeds: load the settings from the variables' own names.
     probe = dataclasses.asdict(load({name: name for name in bound}).tables)
     local = dataclasses.asdict(settings().tables)
@@ -344,8 +406,17 @@ def test_the_delivery_function_is_wired_to_the_audit_table_with_bounded_retries_
 
 
 # What a KMS key policy may let a role or the account do with the key that seals webhook secrets.
-_USES_OF_A_KEY = {"kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:GenerateDataKey",
-                  "kms:GenerateDataKeyWithoutPlaintext", "kms:GenerateDataKeyPair", "kms:CreateGrant", "kms:*"}
+_USES_OF_A_KEY = {
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:GenerateDataKeyPair",
+    "kms:CreateGrant",
+    "kms:*",
+}
 _SEALED_FOR_ONE_ENDPOINT = {
     "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["org_id", "webhook_id"]},
     "StringLike": {"kms:EncryptionContext:webhook_id": "wh_*"},
@@ -367,8 +438,10 @@ def test_webhook_secrets_are_sealed_with_a_key_the_api_only_encrypts_with_and_de
     assert key["Type"] == "AWS::KMS::Key" and key["Properties"]["EnableKeyRotation"] is True
     # Losing the key loses every endpoint's secret: it outlives the stack, like the tables.
     assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
-    assert sorted(context(org_id="acme", webhook_id="wh_x")) == _SEALED_FOR_ONE_ENDPOINT[
-        "ForAllValues:StringEquals"]["kms:EncryptionContextKeys"]
+    assert (
+        sorted(context(org_id="acme", webhook_id="wh_x"))
+        == _SEALED_FOR_ONE_ENDPOINT["ForAllValues:StringEquals"]["kms:EncryptionContextKeys"]
+    )
 
     def role(handler: str) -> str:
         return _function(template, handler)["Properties"]["Role"]["Fn::GetAtt"][0]
@@ -414,6 +487,7 @@ def _orgs_table_name() -> str:
 
 # --- the Lambda package -----------------------------------------------------------------------
 
+
 def test_the_lambda_package_is_small_and_holds_no_dev_only_packages(package):
     size = package.zip_path.stat().st_size
     assert size < PACKAGE_LIMIT_BYTES, f"deployment.zip is {size / 1e6:.1f} MB"
@@ -431,17 +505,24 @@ def test_the_lambda_package_is_small_and_holds_no_dev_only_packages(package):
 
 def test_every_function_runs_on_python_3_13_on_graviton(package):
     functions = _resources(package.template, "AWS::Serverless::Function")
-    assert {name: (f["Properties"]["Runtime"], f["Properties"]["Architectures"]) for name, f in functions.items()} \
-        == {name: (RUNTIME, [ARCHITECTURE]) for name in functions}
+    assert {name: (f["Properties"]["Runtime"], f["Properties"]["Architectures"]) for name, f in functions.items()} == {
+        name: (RUNTIME, [ARCHITECTURE]) for name in functions
+    }
 
 
 def test_every_binary_in_the_package_is_for_the_runtime(package):
     """Each wheel chalice chose has a tag for CPython 3.13 (or the stable ABI, or pure Python), aarch64
     and a glibc no newer than Amazon Linux 2023's; each extension module is an aarch64 ELF file."""
     with zipfile.ZipFile(package.zip_path) as archive:
-        wheel_tags = {name.split("/", 1)[0]: [line.split(":", 1)[1].strip()
-                                              for line in archive.read(name).decode().splitlines() if line.startswith("Tag:")]
-                      for name in archive.namelist() if name.endswith(".dist-info/WHEEL")}
+        wheel_tags = {
+            name.split("/", 1)[0]: [
+                line.split(":", 1)[1].strip()
+                for line in archive.read(name).decode().splitlines()
+                if line.startswith("Tag:")
+            ]
+            for name in archive.namelist()
+            if name.endswith(".dist-info/WHEEL")
+        }
         extensions = {name: archive.read(name)[:20] for name in archive.namelist() if name.endswith(".so")}
     assert wheel_tags and extensions
     for distribution, tags in wheel_tags.items():
@@ -458,9 +539,14 @@ def _runs_on_lambda(tag: str) -> bool:
     glibc = re.fullmatch(r"manylinux_(\d+)_(\d+)_aarch64", platform)
     legacy = {"manylinux2014_aarch64": (2, 17)}.get(platform)
     version = (int(glibc[1]), int(glibc[2])) if glibc else legacy
-    return version is not None and version <= GLIBC and (
-        (python, abi) == ("cp313", "cp313") or (abi == "abi3" and python.startswith("cp3")
-                                               and int(python[3:]) <= 13))
+    return (
+        version is not None
+        and version <= GLIBC
+        and (
+            (python, abi) == ("cp313", "cp313")
+            or (abi == "abi3" and python.startswith("cp3") and int(python[3:]) <= 13)
+        )
+    )
 
 
 def test_the_runtime_loads_the_packaged_bytecode_instead_of_compiling(package, tmp_path):
@@ -472,8 +558,7 @@ def test_the_runtime_loads_the_packaged_bytecode_instead_of_compiling(package, t
         archive.extractall(task)
         sources = [name for name in archive.namelist() if name.endswith(".py")]
         bytecode = {name for name in archive.namelist() if name.endswith(".cpython-313.pyc")}
-    assert sources and all(cache_name(name) in bytecode for name in sources), \
-        "a .py without its bytecode"
+    assert sources and all(cache_name(name) in bytecode for name in sources), "a .py without its bytecode"
     for source in sources:
         os.utime(task / source)
     written_before = len(list(task.rglob("*.pyc")))
@@ -498,8 +583,13 @@ def test_the_runtime_loads_the_packaged_bytecode_instead_of_compiling(package, t
     )
     # -I: no site-packages and none of this environment's PYTHON* variables; -B: write no bytecode,
     # as in Lambda's read-only directory; -S: only the package and the standard library.
-    done = subprocess.run([sys.executable, "-I", "-B", "-S", "-c", probe], env=_unpacked_app_environment(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-I", "-B", "-S", "-c", probe],
+        env=_unpacked_app_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     imported = json.loads(done.stdout)
     assert imported["compiled"] == []
@@ -538,6 +628,7 @@ def test_the_lambda_package_holds_every_runtime_requirement(package):
 
 # --- least privilege --------------------------------------------------------------------------
 
+
 class DynamoDBCalls:
     """A botocore ``before-call.dynamodb`` handler: which IAM action each DynamoDB call needs, on
     which table or index, for the function running when it was made."""
@@ -569,7 +660,12 @@ class DynamoDBCalls:
 def _iam_actions(operation: str, request: dict[str, Any]) -> Iterator[tuple[str, str, str | None]]:
     """(IAM action, table, index or None) for one DynamoDB API request."""
     if operation == "TransactWriteItems":
-        kinds = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+        kinds = {
+            "Put": "PutItem",
+            "Update": "UpdateItem",
+            "Delete": "DeleteItem",
+            "ConditionCheck": "ConditionCheckItem",
+        }
         for item in request["TransactItems"]:
             [(kind, detail)] = item.items()
             yield f"dynamodb:{kinds[kind]}", detail["TableName"], None
@@ -634,10 +730,12 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
             return deliver_audit_events(event, context)
 
     with calls.running(None):
-        pump = StreamPump(handler=stream_function, table_name=settings().tables.orgs,
-                          endpoint=settings().dynamodb_endpoint)
-        audit_pump = StreamPump(handler=delivery_function, table_name=settings().tables.audit,
-                                endpoint=settings().dynamodb_endpoint)
+        pump = StreamPump(
+            handler=stream_function, table_name=settings().tables.orgs, endpoint=settings().dynamodb_endpoint
+        )
+        audit_pump = StreamPump(
+            handler=delivery_function, table_name=settings().tables.audit, endpoint=settings().dynamodb_endpoint
+        )
     # An endpoint is disabled at its first failed delivery, and retries are quick.
     monkeypatch.setattr(webhooks, "settings", lambda: dataclasses.replace(settings(), webhook_disable_after_failures=1))
     monkeypatch.setattr(outbox, "BACKOFF_SECONDS", 0.01)
@@ -654,14 +752,26 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         alice = api.mfa_login(org="acme", user="alice", authenticator=alice_key, admin=True)
         # A step-up of alice's session.
         options = ok(api.call("POST", "/auth/reauth/options", token=alice.token))
-        ok(api.call("POST", "/auth/reauth/verify", token=alice.token, body={
-            "challenge_id": options["challenge_id"], "credential": alice_key.authenticate(options["publicKey"])}))
+        ok(
+            api.call(
+                "POST",
+                "/auth/reauth/verify",
+                token=alice.token,
+                body={
+                    "challenge_id": options["challenge_id"],
+                    "credential": alice_key.authenticate(options["publicKey"]),
+                },
+            )
+        )
         bob = api.login(user="bob")
         bob_key = SoftwareAuthenticator()
         ok(api.add_key(bob, bob_key), 201)
         options = ok(api.registration_options(bob))
-        body = {"challenge_id": options["challenge_id"], "name": "Spare",
-                "credential": SoftwareAuthenticator().register(options["publicKey"])}
+        body = {
+            "challenge_id": options["challenge_id"],
+            "name": "Spare",
+            "credential": SoftwareAuthenticator().register(options["publicKey"]),
+        }
         spare = ok(api.call("POST", "/me/mfa/keys", token=bob.token, body=body), 201)["key"]["id"]
         assert api.call("POST", "/me/mfa/keys", token=bob.token, body=body).code == "ChallengeNotFound"
         # A failed MFA check (a phishing origin): mailed once it repeats.
@@ -724,8 +834,12 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         code = ok(api.call("POST", passes, token=alice.token, body={"lifetime_minutes": 10}), 201)["code"]
         for attempt in ("AAAAA-AAAAA-AAAAA-AAAAA", code):
             options = ok(api.registration_options(dave))
-            body = {"challenge_id": options["challenge_id"], "name": "First", "enrollment_code": attempt,
-                    "credential": SoftwareAuthenticator().register(options["publicKey"])}
+            body = {
+                "challenge_id": options["challenge_id"],
+                "name": "First",
+                "enrollment_code": attempt,
+                "credential": SoftwareAuthenticator().register(options["publicKey"]),
+            }
             api.call("POST", "/me/mfa/keys", token=dave.token, body=body)
         assert ok(api.call("GET", passes, token=alice.token))["enrollment_passes"][0]["state"] == "used"
         used = ok(api.call("GET", passes, token=alice.token))["enrollment_passes"][0]["id"]
@@ -770,11 +884,20 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
     from tests.support.attestation_ca import VendorRoot, metadata_entry, signed_blob
 
     vendor, mds_root, aaguid = VendorRoot("Vendor"), VendorRoot("MDS"), "6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a"
-    attested = SoftwareAuthenticator(attestation="packed", aaguid=uuid.UUID(aaguid).bytes,
-                                     attestation_certificate=vendor.attestation_certificate(aaguid=aaguid))
+    attested = SoftwareAuthenticator(
+        attestation="packed",
+        aaguid=uuid.UUID(aaguid).bytes,
+        attestation_certificate=vendor.attestation_certificate(aaguid=aaguid),
+    )
     with calls.running(None):
-        metadata_refresh.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_000, root=mds_root, entries=[
-            metadata_entry(aaguid=aaguid, description="Test Key", root=vendor)]))
+        metadata_refresh.load_blob(
+            trust_root=mds_root.der,
+            blob=signed_blob(
+                number=10_000,
+                root=mds_root,
+                entries=[metadata_entry(aaguid=aaguid, description="Test Key", root=vendor)],
+            ),
+        )
     with calls.running("api"):
         ok(api.add_key(alice, attested), 201)
         ok(api.call("PUT", "/org/mfa/policy?dry_run=true", token=alice.token, body={"attestation": "required"}))
@@ -782,8 +905,14 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         ok(api.call("GET", "/org/mfa/policy", token=alice.token))
         ok(api.call("GET", "/org/mfa/keys?compliant=false", token=alice.token))
     with calls.running("refresh"):
-        flagged = metadata_refresh.load_blob(trust_root=mds_root.der, blob=signed_blob(number=10_001, root=mds_root, entries=[
-            metadata_entry(aaguid=aaguid, description="Test Key", root=vendor, statuses=["REVOKED"])]))
+        flagged = metadata_refresh.load_blob(
+            trust_root=mds_root.der,
+            blob=signed_blob(
+                number=10_001,
+                root=mds_root,
+                entries=[metadata_entry(aaguid=aaguid, description="Test Key", root=vendor, statuses=["REVOKED"])],
+            ),
+        )
         assert flagged.keys_flagged == 1
 
     # Webhooks: one that takes every event, one that fails and is disabled; the outbox delivers
@@ -791,10 +920,12 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
     with running_receiver() as good, running_receiver() as bad:
         bad.statuses = [500] * 1000
         with calls.running("api"):
-            created = ok(api.call("POST", "/org/webhooks", token=alice.token,
-                                  body={"url": good.url, "events": ["*"]}), 201)["webhook"]
-            failing = ok(api.call("POST", "/org/webhooks", token=alice.token,
-                                  body={"url": bad.url, "events": ["login"]}), 201)["webhook"]
+            created = ok(
+                api.call("POST", "/org/webhooks", token=alice.token, body={"url": good.url, "events": ["*"]}), 201
+            )["webhook"]
+            failing = ok(
+                api.call("POST", "/org/webhooks", token=alice.token, body={"url": bad.url, "events": ["login"]}), 201
+            )["webhook"]
             ok(api.call("GET", "/org/webhooks", token=alice.token))
             api.login(user="bob")
         assert audit_pump.drain()
@@ -829,7 +960,9 @@ def _policy_grants(template: dict[str, Any], handler: str) -> set[tuple[str, tup
         document = policy["PolicyDocument"]
         assert "*" not in json.dumps(document), f"a wildcard in {role_name}'s policy"
         for statement in document["Statement"]:
-            assert statement["Effect"] == "Allow" and set(statement) <= {"Sid", "Effect", "Action", "Resource"}, statement
+            assert statement["Effect"] == "Allow" and set(statement) <= {"Sid", "Effect", "Action", "Resource"}, (
+                statement
+            )
             for action in _as_list(statement["Action"]):
                 for resource in _as_list(statement["Resource"]):
                     grants.add((action, _resource(template, resource)))
@@ -841,9 +974,13 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _resource(template: dict[str, Any], reference: Any) -> tuple[str, ...]:
-    kinds = {("AWS::DynamoDB::Table", "Arn"): "table", ("AWS::DynamoDB::Table", "StreamArn"): "stream",
-             ("AWS::SQS::Queue", "Arn"): "queue", ("AWS::Logs::LogGroup", "Arn"): "log-group",
-             ("AWS::Events::EventBus", "Arn"): "event-bus"}
+    kinds = {
+        ("AWS::DynamoDB::Table", "Arn"): "table",
+        ("AWS::DynamoDB::Table", "StreamArn"): "stream",
+        ("AWS::SQS::Queue", "Arn"): "queue",
+        ("AWS::Logs::LogGroup", "Arn"): "log-group",
+        ("AWS::Events::EventBus", "Arn"): "event-bus",
+    }
     if isinstance(reference, dict) and "Fn::GetAtt" in reference:
         name, attribute = reference["Fn::GetAtt"]
         return kinds[template["Resources"][name]["Type"], attribute], name
@@ -854,9 +991,21 @@ def _resource(template: dict[str, Any], reference: Any) -> tuple[str, ...]:
     if isinstance(reference, dict) and "Fn::Join" in reference:
         # An SES identity: arn:<partition>:ses:<region>:<account>:identity/<a parameter>.
         separator, parts = reference["Fn::Join"]
-        assert separator == "" and parts[:8] == [
-            "arn:", {"Ref": "AWS::Partition"}, ":ses:", {"Ref": "AWS::Region"}, ":", {"Ref": "AWS::AccountId"},
-            ":identity/", parts[7]] and len(parts) == 8, reference
+        assert (
+            separator == ""
+            and parts[:8]
+            == [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":ses:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":identity/",
+                parts[7],
+            ]
+            and len(parts) == 8
+        ), reference
         assert template["Parameters"][parts[7]["Ref"]]["Type"] == "String", reference
         return "ses-identity", parts[7]["Ref"]
     raise AssertionError(f"a policy resource this test cannot resolve: {reference!r}")
@@ -878,8 +1027,11 @@ def test_each_function_may_do_exactly_the_dynamodb_calls_its_code_makes(package,
     audit = logical_ids[_audit_table_name()]
     for function, handler in FUNCTIONS:
         granted = _policy_grants(template, handler)
-        dynamodb = {(action, resource) for action, resource in granted
-                    if action.startswith("dynamodb:") and resource[0] in ("table", "index")}
+        dynamodb = {
+            (action, resource)
+            for action, resource in granted
+            if action.startswith("dynamodb:") and resource[0] in ("table", "index")
+        }
         assert recorded[function] - dynamodb == set(), f"{function}: used but not allowed"
         assert dynamodb - recorded[function] == set(), f"{function}: allowed but never used"
 
@@ -894,6 +1046,9 @@ def test_each_function_may_do_exactly_the_dynamodb_calls_its_code_makes(package,
             queue = _stream_event(template, handler)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
             bus = _environment(template, handler)["KEYWARD_EVENT_BUS"]["Ref"]
             expected |= {(action, ("stream", audit)) for action in STREAM_READ_ACTIONS}
-            expected |= {("sqs:SendMessage", ("queue", queue)), ("events:PutEvents", ("event-bus", bus)),
-                         ("ses:SendRawEmail", ("ses-identity", "MailIdentity"))}
+            expected |= {
+                ("sqs:SendMessage", ("queue", queue)),
+                ("events:PutEvents", ("event-bus", bus)),
+                ("ses:SendRawEmail", ("ses-identity", "MailIdentity")),
+            }
         assert others == expected, function

@@ -5,6 +5,7 @@ log during each test, printed so that pytest shows it with a failure.
 A module whose stack needs settings of its own defines ``local_stack`` itself; the other fixtures
 then use that stack.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -5,6 +5,7 @@ exact refusal and that nothing changed in the stack's DynamoDB. Time passing (a 
 running out, a session left idle) is played by moving the session's stored timestamps back, as
 the only clock the stack's process has is the machine's.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -54,8 +55,11 @@ def move_back(db: StackTables, org: str, token: str, attribute: str, by: timedel
     stamp = {":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}}
     key = {"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}}
     db.client.update_item(
-        TableName=db.table("sessions"), Key=key, UpdateExpression=f"SET {attribute} = :at",
-        ConditionExpression="attribute_exists(session_id)", ExpressionAttributeValues=stamp,
+        TableName=db.table("sessions"),
+        Key=key,
+        UpdateExpression=f"SET {attribute} = :at",
+        ConditionExpression="attribute_exists(session_id)",
+        ExpressionAttributeValues=stamp,
     )
     if attribute != "created_at":
         return
@@ -65,16 +69,24 @@ def move_back(db: StackTables, org: str, token: str, attribute: str, by: timedel
         owner = ("backup-credentials", {"key_id": {"S": user_id.removeprefix("backup:")}})
     else:
         owner = ("members", {"org_id": {"S": org}, "user_id": {"S": user_id}})
-    db.client.update_item(TableName=db.table(owner[0]), Key=owner[1], UpdateExpression="SET created_at = :at",
-                          ExpressionAttributeValues=earlier)
+    db.client.update_item(
+        TableName=db.table(owner[0]),
+        Key=owner[1],
+        UpdateExpression="SET created_at = :at",
+        ExpressionAttributeValues=earlier,
+    )
 
 
 def step_up(keyward: StackClient, token: str, authenticator: SoftwareAuthenticator) -> Reply:
     options = keyward.call("POST", "/auth/reauth/options", token=token)
     assert options.status == 200, str(options)
     credential = authenticator.authenticate(options.body["publicKey"], origin=keyward.origin)
-    return keyward.call("POST", "/auth/reauth/verify", token=token,
-                        body={"challenge_id": options.body["challenge_id"], "credential": credential})
+    return keyward.call(
+        "POST",
+        "/auth/reauth/verify",
+        token=token,
+        body={"challenge_id": options.body["challenge_id"], "credential": credential},
+    )
 
 
 def keys_of(db: StackTables, org: str, user: str) -> set[str]:
@@ -82,6 +94,7 @@ def keys_of(db: StackTables, org: str, user: str) -> set[str]:
 
 
 # --- bypass 1: a stale registration_required session enrols after the member already has a key ----
+
 
 def test_a_stale_registration_session_cannot_register_once_the_member_holds_a_key(keyward, db):
     org = unique_org("stale-registration")
@@ -98,7 +111,9 @@ def test_a_stale_registration_session_cannot_register_once_the_member_holds_a_ke
     bob = registered.body["token"]
     before, logged = db.snapshot(org), audit_keys(db, org)
 
-    refused(keyward.register(attacker, prepared["challenge_id"], credential, name="Attacker"), 401, "SessionEndedByNewKey")
+    refused(
+        keyward.register(attacker, prepared["challenge_id"], credential, name="Attacker"), 401, "SessionEndedByNewKey"
+    )
     refused(keyward.call("POST", "/me/mfa/keys/options", token=attacker), 401, "SessionEndedByNewKey")
     refused(keyward.call("GET", "/me", token=attacker), 401, "SessionEndedByNewKey")
 
@@ -140,14 +155,22 @@ def test_two_waiting_sessions_registering_at_once_activate_at_most_one(keyward, 
     prepared = []
     for token in tokens:
         options = keyward.registration_options(token).body
-        prepared.append((token, options["challenge_id"],
-                         SoftwareAuthenticator().register(options["publicKey"], origin=keyward.origin)))
+        prepared.append(
+            (
+                token,
+                options["challenge_id"],
+                SoftwareAuthenticator().register(options["publicKey"], origin=keyward.origin),
+            )
+        )
 
-    replies = keyward.in_parallel([
-        lambda token=token, challenge_id=challenge_id, credential=credential:
-            keyward.register(token, challenge_id, credential, name="Racing key")
-        for token, challenge_id, credential in prepared
-    ])
+    replies = keyward.in_parallel(
+        [
+            lambda token=token, challenge_id=challenge_id, credential=credential: keyward.register(
+                token, challenge_id, credential, name="Racing key"
+            )
+            for token, challenge_id, credential in prepared
+        ]
+    )
 
     outcome = [str(reply) for reply in replies]
     winners = [reply for reply in replies if reply.status == 201]
@@ -161,6 +184,7 @@ def test_two_waiting_sessions_registering_at_once_activate_at_most_one(keyward, 
 
 
 # --- bypass 2: deleting the key a session registered ends that session --------------------------------
+
 
 @pytest.mark.parametrize("deleted_by", ["member", "admin"])
 def test_deleting_the_key_a_session_registered_ends_that_session(keyward, db, deleted_by):
@@ -187,6 +211,7 @@ def test_deleting_the_key_a_session_registered_ends_that_session(keyward, db, de
 
 # --- bypass 3: sessions from before enrolment lose their power ---------------------------------------
 
+
 def test_a_stolen_session_from_before_enrolment_ends_when_the_member_enrols(keyward, db):
     org = unique_org("stolen-before-enrolment")
     stolen = keyward.token(org=org, user="bob")  # no enforcement: active, no key
@@ -199,7 +224,9 @@ def test_a_stolen_session_from_before_enrolment_ends_when_the_member_enrols(keyw
     before, logged = db.snapshot(org), audit_keys(db, org)
 
     refused(keyward.call("DELETE", "/me/mfa", token=stolen), 401, "SessionEndedByNewKey")
-    refused(keyward.register(stolen, prepared["challenge_id"], credential, name="Attacker"), 401, "SessionEndedByNewKey")
+    refused(
+        keyward.register(stolen, prepared["challenge_id"], credential, name="Attacker"), 401, "SessionEndedByNewKey"
+    )
     refused(keyward.call("DELETE", f"/me/mfa/keys/{bobs_key_id}", token=stolen), 401, "SessionEndedByNewKey")
     refused(keyward.call("GET", "/me/mfa/keys", token=stolen), 401, "SessionEndedByNewKey")
 
@@ -230,6 +257,7 @@ def test_enrolling_again_ends_the_sessions_that_hold_no_proof_of_a_key_the_membe
 
 
 # --- a throwaway key: registering proves a key only while the member holds it ------------------------
+
 
 def test_a_throwaway_key_does_not_make_a_stolen_session_outlive_the_members_enrolment(keyward, db):
     """The attacker signs in as carol, a keyless admin, registers a key of their own and deletes it
@@ -266,8 +294,11 @@ def test_registering_and_deleting_keys_does_not_extend_a_keyless_sessions_window
 
     refused(keyward.call("POST", "/me/mfa/keys/options", token=stolen), 403, "ReauthenticationRequired")
     refused(keyward.call("POST", "/org/backup-credentials", token=stolen), 403, "ReauthenticationRequired")
-    refused(keyward.call("PUT", "/org/mfa", token=stolen, body={"enrollment": "pass_required"}), 403,
-            "ReauthenticationRequired")
+    refused(
+        keyward.call("PUT", "/org/mfa", token=stolen, body={"enrollment": "pass_required"}),
+        403,
+        "ReauthenticationRequired",
+    )
     assert db.snapshot(org) == before
     assert keyward.me(stolen).body["mfa"]["key_count"] == 0
 
@@ -295,6 +326,7 @@ def test_a_rogue_key_an_admin_deletes_takes_the_session_that_registered_it_along
 
 
 # --- step-up -----------------------------------------------------------------------------------------
+
 
 def test_an_admin_action_long_after_the_key_check_needs_a_step_up(keyward, db):
     org = unique_org("step-up")
@@ -335,14 +367,23 @@ def test_a_step_up_is_a_ceremony_of_its_own_and_refusals_are_audited(keyward, db
     _, _, key_id = keyward.member_with_key(org=org, user="bob", authenticator=bob_key)
     pending = keyward.pending(org=org, user="bob")  # an MFA challenge of this session, left unused
     again = keyward.mfa_options(pending.token).body
-    bob = keyward.mfa_verify(pending.token, again["challenge_id"],
-                             bob_key.authenticate(again["publicKey"], origin=keyward.origin)).body["token"]
+    bob = keyward.mfa_verify(
+        pending.token, again["challenge_id"], bob_key.authenticate(again["publicKey"], origin=keyward.origin)
+    ).body["token"]
     logged, count = audit_keys(db, org), db.sign_count(org, key_id)
 
     # The MFA login's challenge cannot serve a step-up of the same session.
     mfa_assertion = bob_key.authenticate(pending.public_key, origin=keyward.origin)
-    refused(keyward.call("POST", "/auth/reauth/verify", token=bob,
-                         body={"challenge_id": pending.challenge_id, "credential": mfa_assertion}), 401, "ChallengeMismatch")
+    refused(
+        keyward.call(
+            "POST",
+            "/auth/reauth/verify",
+            token=bob,
+            body={"challenge_id": pending.challenge_id, "credential": mfa_assertion},
+        ),
+        401,
+        "ChallengeMismatch",
+    )
     # A replayed step-up is refused; so is a key whose counter went backwards.
     options = keyward.call("POST", "/auth/reauth/options", token=bob).body
     assertion = bob_key.authenticate(options["publicKey"], origin=keyward.origin)
@@ -354,21 +395,30 @@ def test_a_step_up_is_a_ceremony_of_its_own_and_refusals_are_audited(keyward, db
 
     events = new_events(db, org, logged)
     assert [(action, details.get("reason")) for action, details in events if action.startswith("reauth.")] == [
-        ("reauth.failed", "ChallengeMismatch"), ("reauth.succeeded", None),
-        ("reauth.failed", "ChallengeNotFound"), ("reauth.failed", "SignCountRegression"),
+        ("reauth.failed", "ChallengeMismatch"),
+        ("reauth.succeeded", None),
+        ("reauth.failed", "ChallengeNotFound"),
+        ("reauth.failed", "SignCountRegression"),
     ]
     assert db.sign_count(org, key_id) == count + 2  # the one step-up that passed
 
     # And the other way round: a step-up challenge cannot pass an MFA login of the same session.
     options = keyward.call("POST", "/auth/reauth/options", token=bob).body
     db.client.update_item(
-        TableName=db.table("sessions"), Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(bob)}},
-        UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "state"},
+        TableName=db.table("sessions"),
+        Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(bob)}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "state"},
         ExpressionAttributeValues={":s": {"S": "mfa_required"}},
     )
     bob_key.sign_count = 100
-    refused(keyward.mfa_verify(bob, options["challenge_id"], bob_key.authenticate(options["publicKey"], origin=keyward.origin)),
-            401, "ChallengeMismatch")
+    refused(
+        keyward.mfa_verify(
+            bob, options["challenge_id"], bob_key.authenticate(options["publicKey"], origin=keyward.origin)
+        ),
+        401,
+        "ChallengeMismatch",
+    )
     assert keyward.me(bob).body["session"]["state"] == "mfa_required"
 
 
@@ -390,7 +440,9 @@ def test_a_backup_session_counts_from_its_login(keyward, db):
     admin = keyward.token(org=org, user="admin", admin=True)
     created = keyward.call("POST", "/org/backup-credentials", token=admin)
     assert created.status == 201, str(created)
-    login = keyward.call("POST", "/auth/backup-login", body={"key_id": created.body["key_id"], "secret": created.body["secret"]})
+    login = keyward.call(
+        "POST", "/auth/backup-login", body={"key_id": created.body["key_id"], "secret": created.body["secret"]}
+    )
     assert login.status == 200, str(login)
     backup = login.body["token"]
     assert keyward.call("DELETE", "/org/members/admin/sessions", token=backup).status == 204
@@ -402,6 +454,7 @@ def test_a_backup_session_counts_from_its_login(keyward, db):
 
 
 # --- idle sessions, backup eligibility, audit ------------------------------------------------------
+
 
 def test_an_idle_session_ends(keyward, db):
     org = unique_org("idle")

@@ -5,6 +5,7 @@ changed: the stack's DynamoDB is compared before and after (organizations, membe
 credential claims, sessions, backup credentials), and where it matters the challenge and the audit
 log are looked at, too. The tests share one stack; each uses organizations of its own.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,13 +55,15 @@ def without_allow_list(public_key: dict[str, Any]) -> dict[str, Any]:
 def honest_mfa_passes(keyward: StackClient, token: str, authenticator: SoftwareAuthenticator) -> str:
     """The pending session still passes MFA with a fresh challenge and an honest assertion."""
     options = keyward.mfa_options(token).body
-    reply = keyward.mfa_verify(token, options["challenge_id"],
-                               authenticator.authenticate(options["publicKey"], origin=keyward.origin))
+    reply = keyward.mfa_verify(
+        token, options["challenge_id"], authenticator.authenticate(options["publicKey"], origin=keyward.origin)
+    )
     assert reply.status == 200, f"an honest MFA check after the attack: {reply}"
     return reply.body["token"]
 
 
 # --- replay and challenge binding ----------------------------------------------------------------
+
 
 def test_a_replayed_assertion_is_refused(keyward, db):
     org = unique_org("replay")
@@ -82,7 +85,8 @@ def test_a_replayed_assertion_is_refused(keyward, db):
     assert db.sign_count(org, key_id) == used_count
     assert state_of(keyward, again.token) == "mfa_required"
     assert new_events(db, org, logged) == [
-        ("mfa.failed", {"reason": "ChallengeNotFound"}), ("mfa.failed", {"reason": "ChallengeMismatch"}),
+        ("mfa.failed", {"reason": "ChallengeNotFound"}),
+        ("mfa.failed", {"reason": "ChallengeMismatch"}),
     ]
 
 
@@ -96,10 +100,14 @@ def test_two_concurrent_uses_of_one_challenge_let_exactly_one_through(keyward, d
         counts = [bob_key.sign_count - 1, bob_key.sign_count]
         logged = audit_keys(db, org)
 
-        replies = keyward.in_parallel([
-            lambda assertion=assertion, pending=pending: keyward.mfa_verify(pending.token, pending.challenge_id, assertion)
-            for assertion in assertions
-        ])
+        replies = keyward.in_parallel(
+            [
+                lambda assertion=assertion, pending=pending: keyward.mfa_verify(
+                    pending.token, pending.challenge_id, assertion
+                )
+                for assertion in assertions
+            ]
+        )
 
         outcome = [str(reply) for reply in replies]
         winners = [index for index, reply in enumerate(replies) if reply.status == 200]
@@ -131,7 +139,9 @@ def test_a_challenge_of_another_session_is_refused(keyward, db):
     assert db.challenge(first.challenge_id) is not None, "a refused use must not use up another session's challenge"
     assert [state_of(keyward, p.token) for p in (first, second)] == ["mfa_required", "mfa_required"]
     # It stays usable by the session it was issued to.
-    retry = keyward.mfa_verify(first.token, first.challenge_id, bob_key.authenticate(first.public_key, origin=keyward.origin))
+    retry = keyward.mfa_verify(
+        first.token, first.challenge_id, bob_key.authenticate(first.public_key, origin=keyward.origin)
+    )
     assert retry.status == 200, str(retry)
 
 
@@ -164,20 +174,24 @@ def test_a_challenge_of_the_other_ceremony_is_refused(keyward, db):
 
     # An MFA challenge of this very session, answered as a registration.
     authentication_bytes = b64url(b64url_decode(pending.public_key["challenge"]))
-    forged = SoftwareAuthenticator().register(registration["publicKey"], origin=keyward.origin,
-                                              challenge=authentication_bytes)
+    forged = SoftwareAuthenticator().register(
+        registration["publicKey"], origin=keyward.origin, challenge=authentication_bytes
+    )
     refused(keyward.register(token, authentication_challenge, forged), 401, "ChallengeMismatch")
     # A registration challenge answered with a response of the other type.
-    swapped = SoftwareAuthenticator().register(registration["publicKey"], origin=keyward.origin,
-                                               client_data_type="webauthn.get")
+    swapped = SoftwareAuthenticator().register(
+        registration["publicKey"], origin=keyward.origin, client_data_type="webauthn.get"
+    )
     refused(keyward.register(token, registration["challenge_id"], swapped), 401, "ChallengeMismatch")
 
     # The other way round: the session's registration challenge used to pass MFA. Put the
     # session back into the MFA step behind the API's back, as the only way to hold both.
     registration = keyward.registration_options(token).body
     db.client.update_item(
-        TableName=db.table("sessions"), Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}},
-        UpdateExpression="SET #s = :s", ExpressionAttributeNames={"#s": "state"},
+        TableName=db.table("sessions"),
+        Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "state"},
         ExpressionAttributeValues={":s": {"S": "mfa_required"}},
     )
     before = db.snapshot(org)
@@ -215,9 +229,15 @@ def test_an_expired_challenge_is_refused(keyward, db, ceremony):
 
 # --- responses an honest browser and authenticator never produce ----------------------------------
 
+
 def _tampered_ceremony_is_refused(
-    keyward: StackClient, db: StackTables, *, ceremony: str, code: str,
-    flags: dict[str, bool] | None = None, client: dict[str, Any] | None = None,
+    keyward: StackClient,
+    db: StackTables,
+    *,
+    ceremony: str,
+    code: str,
+    flags: dict[str, bool] | None = None,
+    client: dict[str, Any] | None = None,
 ) -> None:
     """Run one ceremony with the authenticator's ``flags`` and the browser's ``client`` options
     tampered with; it must be refused with 401 ``code`` and change nothing."""
@@ -269,7 +289,9 @@ def test_a_wrong_rp_id_is_refused(keyward, db, ceremony):
 
 @CEREMONIES
 def test_a_cross_origin_ceremony_is_refused(keyward, db, ceremony):
-    _tampered_ceremony_is_refused(keyward, db, ceremony=ceremony, code="CrossOriginRefused", client={"cross_origin": True})
+    _tampered_ceremony_is_refused(
+        keyward, db, ceremony=ceremony, code="CrossOriginRefused", client={"cross_origin": True}
+    )
 
 
 @CEREMONIES
@@ -279,8 +301,9 @@ def test_a_response_without_user_presence_is_refused(keyward, db, ceremony):
 
 @CEREMONIES
 def test_backed_up_without_backup_eligible_is_refused(keyward, db, ceremony):
-    _tampered_ceremony_is_refused(keyward, db, ceremony=ceremony, code="InvalidBackupFlags",
-                                  flags={"backup_eligible": False, "backed_up": True})
+    _tampered_ceremony_is_refused(
+        keyward, db, ceremony=ceremony, code="InvalidBackupFlags", flags={"backup_eligible": False, "backed_up": True}
+    )
 
 
 def test_a_forged_signature_is_refused(keyward, db):
@@ -291,7 +314,9 @@ def test_a_forged_signature_is_refused(keyward, db):
 
     # Another private key under bob's credential ID.
     impostor = SoftwareAuthenticator(credential_id=bob_key.credential_id, sign_count=100)
-    reply = keyward.mfa_verify(pending.token, pending.challenge_id, impostor.authenticate(pending.public_key, origin=keyward.origin))
+    reply = keyward.mfa_verify(
+        pending.token, pending.challenge_id, impostor.authenticate(pending.public_key, origin=keyward.origin)
+    )
 
     refused(reply, 401, "CeremonyFailed")
     assert db.snapshot(org) == before
@@ -300,7 +325,9 @@ def test_a_forged_signature_is_refused(keyward, db):
 
 def test_a_sign_count_regression_is_refused(keyward, db):
     org = unique_org("regression")
-    _, bob_key, key_id = keyward.member_with_key(org=org, user="bob", authenticator=SoftwareAuthenticator(sign_count=10))
+    _, bob_key, key_id = keyward.member_with_key(
+        org=org, user="bob", authenticator=SoftwareAuthenticator(sign_count=10)
+    )
     keyward.mfa_login(org=org, user="bob", authenticator=bob_key)
     assert db.sign_count(org, key_id) == 11
 
@@ -308,7 +335,9 @@ def test_a_sign_count_regression_is_refused(keyward, db):
         bob_key.sign_count = clone_count
         pending = keyward.pending(org=org, user="bob")
         before, logged = db.snapshot(org), audit_keys(db, org)
-        reply = keyward.mfa_verify(pending.token, pending.challenge_id, bob_key.authenticate(pending.public_key, origin=keyward.origin))
+        reply = keyward.mfa_verify(
+            pending.token, pending.challenge_id, bob_key.authenticate(pending.public_key, origin=keyward.origin)
+        )
 
         refused(reply, 401, "SignCountRegression")
         assert db.snapshot(org) == before
@@ -352,7 +381,9 @@ def test_a_credential_id_owned_by_someone_else_cannot_be_registered(keyward, db)
         options = keyward.registration_options(token).body
         before = db.snapshot(org, elsewhere)
         thief = SoftwareAuthenticator(credential_id=bob_key.credential_id)
-        reply = keyward.register(token, options["challenge_id"], thief.register(options["publicKey"], origin=keyward.origin))
+        reply = keyward.register(
+            token, options["challenge_id"], thief.register(options["publicKey"], origin=keyward.origin)
+        )
         refused(reply, 409, "KeyAlreadyRegistered")
         assert db.snapshot(org, elsewhere) == before
         assert keyward.key_ids(token) == []
@@ -368,13 +399,17 @@ def test_a_credential_id_of_1024_bytes_is_refused(keyward, db, ceremony):
         token = keyward.token(org=org, user="bob")
         options = keyward.registration_options(token).body
         before = db.snapshot(org)
-        reply = keyward.register(token, options["challenge_id"], overlong.register(options["publicKey"], origin=keyward.origin))
+        reply = keyward.register(
+            token, options["challenge_id"], overlong.register(options["publicKey"], origin=keyward.origin)
+        )
         refused(reply, 400, "CredentialIdTooLong")
         assert db.snapshot(org) == before
         assert db.challenge(options["challenge_id"]) is not None, "a malformed request consumes no challenge"
         # The same challenge still registers a credential ID of the largest allowed size.
         longest = SoftwareAuthenticator(credential_id=b"\x01" * 1023)
-        accepted = keyward.register(token, options["challenge_id"], longest.register(options["publicKey"], origin=keyward.origin))
+        accepted = keyward.register(
+            token, options["challenge_id"], longest.register(options["publicKey"], origin=keyward.origin)
+        )
         assert accepted.status == 201, str(accepted)
         return
 
@@ -385,7 +420,9 @@ def test_a_credential_id_of_1024_bytes_is_refused(keyward, db, ceremony):
     refused(keyward.mfa_verify(pending.token, pending.challenge_id, assertion), 400, "CredentialIdTooLong")
     assert db.snapshot(org) == before
     assert db.challenge(pending.challenge_id) is not None, "a malformed request consumes no challenge"
-    retry = keyward.mfa_verify(pending.token, pending.challenge_id, bob_key.authenticate(pending.public_key, origin=keyward.origin))
+    retry = keyward.mfa_verify(
+        pending.token, pending.challenge_id, bob_key.authenticate(pending.public_key, origin=keyward.origin)
+    )
     assert retry.status == 200, str(retry)
 
 
@@ -396,7 +433,9 @@ def test_an_unsupported_algorithm_is_refused(keyward, db):
     before, logged = db.snapshot(org), audit_keys(db, org)
 
     authenticator = SoftwareAuthenticator(cose_alg_override=-65535)
-    reply = keyward.register(token, options["challenge_id"], authenticator.register(options["publicKey"], origin=keyward.origin))
+    reply = keyward.register(
+        token, options["challenge_id"], authenticator.register(options["publicKey"], origin=keyward.origin)
+    )
 
     refused(reply, 401, "UnsupportedAlgorithm")
     assert db.snapshot(org) == before
@@ -430,12 +469,14 @@ def test_a_user_handle_of_another_user_is_refused(keyward, db):
 
 # --- sessions ------------------------------------------------------------------------------------
 
+
 def test_the_token_from_before_mfa_stops_working_after_rotation(keyward, db):
     org = unique_org("rotation")
     _, bob_key, key_id = keyward.member_with_key(org=org, user="bob")
     pending = keyward.pending(org=org, user="bob")
-    active = keyward.mfa_verify(pending.token, pending.challenge_id,
-                                bob_key.authenticate(pending.public_key, origin=keyward.origin))
+    active = keyward.mfa_verify(
+        pending.token, pending.challenge_id, bob_key.authenticate(pending.public_key, origin=keyward.origin)
+    )
     assert active.status == 200, str(active)
     token = active.body["token"]
     assert session_id_of(token) == session_id_of(pending.token) and token != pending.token
@@ -475,7 +516,12 @@ def test_a_session_from_before_enforcement_is_refused(keyward, db):
         (bob_active, "GET", "/me", None),
         (bob_active, "DELETE", f"/me/mfa/keys/{bob_key_id}", None),
         (bob_active, "PATCH", f"/me/mfa/keys/{bob_key_id}", {"name": "Renamed"}),
-        (bob_pending.token, "POST", "/auth/mfa/verify", {"challenge_id": bob_pending.challenge_id, "credential": ready}),
+        (
+            bob_pending.token,
+            "POST",
+            "/auth/mfa/verify",
+            {"challenge_id": bob_pending.challenge_id, "credential": ready},
+        ),
         (carol, "POST", "/me/mfa/keys/options", None),
         (old_admin, "GET", "/me", None),
     ]
@@ -497,6 +543,7 @@ def test_a_session_from_before_enforcement_is_refused(keyward, db):
 
 
 # --- roles and organizations -----------------------------------------------------------------------
+
 
 def _admin_calls(*, user_id: str, key_id: str, backup_key_id: str) -> list[tuple[str, str, Any]]:
     return [
@@ -525,8 +572,11 @@ def test_a_member_cannot_call_admin_endpoints(keyward, db):
     calls = _admin_calls(user_id="admin", key_id=admin_key_id, backup_key_id=backup.body["key_id"])
     replies = [keyward.call(method, path, token=bob, body=body) for method, path, body in calls]
 
-    wrong = [f"{method} {path}: {reply}" for (method, path, _), reply in zip(calls, replies, strict=True)
-             if (reply.status, reply.code) != (403, "AdminRequired")]
+    wrong = [
+        f"{method} {path}: {reply}"
+        for (method, path, _), reply in zip(calls, replies, strict=True)
+        if (reply.status, reply.code) != (403, "AdminRequired")
+    ]
     assert not wrong, f"a member must get 403 AdminRequired: {wrong}"
     assert db.snapshot(org) == before
     assert state_of(keyward, admin) == "active" and keyward.key_ids(admin) == [admin_key_id]
@@ -554,12 +604,16 @@ def test_an_admin_of_another_org_sees_and_changes_nothing_of_it(keyward, db):
     credentials = call("GET", "/org/backup-credentials")
     assert (credentials.status, credentials.body["backup_credentials"]) == (200, []), str(credentials)
     status = call("GET", "/org/mfa")
-    assert status.status == 200 and (status.body["members_total"], status.body["members_compliant"]) == (1, 0), str(status)
+    assert status.status == 200 and (status.body["members_total"], status.body["members_compliant"]) == (1, 0), str(
+        status
+    )
     for path in ("/org/audit", "/org/audit?user_id=bob"):
         events = call("GET", path)
         assert events.status == 200, str(events)
         assert all(event["user_id"] in (None, "admin") for event in events.body["events"]), f"{path}: {events}"
-        assert all(event["target"] not in (admin_key_id, backup.body["key_id"]) for event in events.body["events"]), str(events)
+        assert all(event["target"] not in (admin_key_id, backup.body["key_id"]) for event in events.body["events"]), (
+            str(events)
+        )
 
     refused(call("DELETE", f"/org/members/admin/mfa/keys/{admin_key_id}"), 404, "KeyNotFound")
     refused(call("DELETE", f"/org/members/bob/mfa/keys/{admin_key_id}"), 404, "KeyNotFound")
@@ -616,8 +670,12 @@ def test_an_oversized_body_is_refused(keyward, db):
     just_over = padded({}, MAX_BODY + 1)
     assert len(just_over) == MAX_BODY + 1
     refused(keyward.call("PATCH", f"/me/mfa/keys/{key_id}", token=token, raw=just_over), 413, "BodyTooLarge")
-    refused(keyward.call("PATCH", f"/me/mfa/keys/{key_id}", token=token, raw=padded({}, 1024 * 1024)), 413, "BodyTooLarge")
-    refused(keyward.call("POST", "/auth/login", raw=json.dumps({"id_token": "x" * MAX_BODY}).encode()), 413, "BodyTooLarge")
+    refused(
+        keyward.call("PATCH", f"/me/mfa/keys/{key_id}", token=token, raw=padded({}, 1024 * 1024)), 413, "BodyTooLarge"
+    )
+    refused(
+        keyward.call("POST", "/auth/login", raw=json.dumps({"id_token": "x" * MAX_BODY}).encode()), 413, "BodyTooLarge"
+    )
     assertion = bob_key.authenticate(pending.public_key, origin=keyward.origin)
     huge = {"challenge_id": pending.challenge_id, "credential": {**assertion, "padding": "x" * MAX_BODY}}
     refused(keyward.call("POST", "/auth/mfa/verify", token=pending.token, body=huge), 413, "BodyTooLarge")
@@ -638,8 +696,9 @@ def test_a_deeply_nested_body_is_refused(keyward, db):
     depth = 10_000  # far beyond any parser's recursion limit, and still well under 64 KiB
     arrays = ('{"name": ' + "[" * depth + "]" * depth + "}").encode()
     objects = ('{"x":' * depth + "1" + "}" * depth).encode()
-    credential = ('{"challenge_id": "' + pending.challenge_id + '", "credential": '
-                  + '{"a":' * depth + "1" + "}" * depth + "}").encode()
+    credential = (
+        '{"challenge_id": "' + pending.challenge_id + '", "credential": ' + '{"a":' * depth + "1" + "}" * depth + "}"
+    ).encode()
     for raw in (arrays, objects, credential):
         assert len(raw) < MAX_BODY
     refused(keyward.call("PATCH", f"/me/mfa/keys/{key_id}", token=token, raw=arrays), 400, "MalformedJson")

@@ -1,6 +1,7 @@
 """The authenticator policy against the running local stack, over HTTP: someone who has a
 member's IdP password cannot enrol a key the organization does not accept, and an operator's
 `python -m devstack mds` changes what the stack trusts."""
+
 from __future__ import annotations
 
 import subprocess
@@ -32,8 +33,11 @@ def _admin_with_policy(keyward: StackClient, org: str, **policy) -> str:
 
 
 def _attested(root: VendorRoot, aaguid: str) -> SoftwareAuthenticator:
-    return SoftwareAuthenticator(attestation="packed", aaguid=uuid.UUID(aaguid).bytes,
-                                 attestation_certificate=root.attestation_certificate(aaguid=aaguid))
+    return SoftwareAuthenticator(
+        attestation="packed",
+        aaguid=uuid.UUID(aaguid).bytes,
+        attestation_certificate=root.attestation_certificate(aaguid=aaguid),
+    )
 
 
 def test_a_stolen_idp_password_cannot_enrol_a_key_the_policy_refuses(keyward, db):
@@ -51,7 +55,9 @@ def test_a_stolen_idp_password_cannot_enrol_a_key_the_policy_refuses(keyward, db
         (_attested(VendorRoot("Counterfeit Root"), LISTED_AAGUID), "AttestationUntrusted"),
     ):
         options = keyward.registration_options(attacker).body
-        reply = keyward.register(attacker, options["challenge_id"], authenticator.register(options["publicKey"], origin=keyward.origin))
+        reply = keyward.register(
+            attacker, options["challenge_id"], authenticator.register(options["publicKey"], origin=keyward.origin)
+        )
         assert (reply.status, reply.code) == (403, code), reply
     assert db.snapshot(org) == before
 
@@ -66,7 +72,9 @@ def test_user_verification_required_holds_at_every_check(keyward, db):
     pending = keyward.pending(org=org, user="alice", admin=True)
     assert pending.public_key["userVerification"] == "required"
     key.user_verified = False  # the key is touched, but nobody entered the PIN
-    reply = keyward.mfa_verify(pending.token, pending.challenge_id, key.authenticate(pending.public_key, origin=keyward.origin))
+    reply = keyward.mfa_verify(
+        pending.token, pending.challenge_id, key.authenticate(pending.public_key, origin=keyward.origin)
+    )
     assert (reply.status, reply.code) == (403, "UserVerificationRequired"), reply
     assert keyward.me(pending.token).body["session"]["state"] == "mfa_required"
 
@@ -79,16 +87,27 @@ def test_devstack_mds_loads_a_blob_the_stack_then_trusts(keyward, db, local_stac
     environment = {**stack_environment(), "DYNAMODB_ENDPOINT": local_stack.dynamodb}
 
     def devstack_mds(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "devstack", "mds", *arguments], cwd=PROJECT_ROOT,
-                              env=environment, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "devstack", "mds", *arguments],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     # Signed by a chain that does not end at the given root: refused, nothing loaded.
     blob.write_bytes(signed_blob(number=900_000, root=VendorRoot("Stranger"), entries=[]))
     refused = devstack_mds(str(blob), "--trust-root", str(root))
     assert refused.returncode == 1 and "not loaded" in refused.stderr
 
-    blob.write_bytes(signed_blob(number=900_001, root=mds_root, entries=[
-        metadata_entry(aaguid=IN_HOUSE_AAGUID, description="Acme Badge 2", root=vendor)]))
+    blob.write_bytes(
+        signed_blob(
+            number=900_001,
+            root=mds_root,
+            entries=[metadata_entry(aaguid=IN_HOUSE_AAGUID, description="Acme Badge 2", root=vendor)],
+        )
+    )
     loaded = devstack_mds(str(blob), "--trust-root", str(root))
     assert loaded.returncode == 0, loaded.stderr
     assert "900001" in loaded.stdout
@@ -100,4 +119,8 @@ def test_devstack_mds_loads_a_blob_the_stack_then_trusts(keyward, db, local_stac
     credential = _attested(vendor, IN_HOUSE_AAGUID).register(options["publicKey"], origin=keyward.origin)
     reply = keyward.register(member, options["challenge_id"], credential)
     assert reply.status == 201, reply
-    assert (reply.body["key"]["model"], reply.body["key"]["attested"], reply.body["key"]["policy_compliant"]) == ("Acme Badge 2", True, True)
+    assert (reply.body["key"]["model"], reply.body["key"]["attested"], reply.body["key"]["policy_compliant"]) == (
+        "Acme Badge 2",
+        True,
+        True,
+    )

@@ -1,6 +1,7 @@
 """Compliance counted under an authenticator policy, against the running local stack over HTTP:
 an admin's policy change is recounted by the stream function before any figure is shown, and
 key registrations move the count from then on; an operator's edit of the table is recounted too."""
+
 from __future__ import annotations
 
 import time
@@ -45,7 +46,10 @@ def test_a_policy_that_refuses_a_model_is_recounted_then_keys_move_the_count(key
         user = f"member{n:02d}"
         holders[user] = keyward.token(org=org, user=user)
         keyward.add_key(holders[user], _refused_model() if n % 2 else SoftwareAuthenticator())
-    assert (_status(keyward, admin)["members_compliant"], _status(keyward, admin)["compliance"]) == (17, {"state": "done"})
+    assert (_status(keyward, admin)["members_compliant"], _status(keyward, admin)["compliance"]) == (
+        17,
+        {"state": "done"},
+    )
 
     reply = keyward.call("PUT", "/org/mfa/policy", token=admin, body={"denied_aaguids": [REFUSED_MODEL]})
     assert reply.status == 200 and reply.body["impact"]["members_noncompliant"] == 8, reply
@@ -61,12 +65,17 @@ def test_a_policy_that_refuses_a_model_is_recounted_then_keys_move_the_count(key
     # A member holding only the refused model cannot add another of it; nothing moves.
     token = holders["member01"]
     options = keyward.registration_options(token).body
-    refused = keyward.register(token, options["challenge_id"], _refused_model().register(options["publicKey"], origin=keyward.origin))
+    refused = keyward.register(
+        token, options["challenge_id"], _refused_model().register(options["publicKey"], origin=keyward.origin)
+    )
     assert (refused.status, refused.code) == (403, "AuthenticatorNotAllowed"), refused
     assert _status(keyward, admin)["members_compliant"] == 9
     # They register an accepted model: the registration's own transaction moves the count.
     keyward.add_key(token, SoftwareAuthenticator(), name="Accepted")
-    assert (_status(keyward, admin)["members_compliant"], _status(keyward, admin)["compliance"]) == (10, {"state": "done"})
+    assert (_status(keyward, admin)["members_compliant"], _status(keyward, admin)["compliance"]) == (
+        10,
+        {"state": "done"},
+    )
     listed = {m["id"]: m["compliant"] for m in keyward.call("GET", "/org/members", token=admin).body["members"]}
     assert listed["member01"] is True
     # The preview reads the same counter.
@@ -86,7 +95,8 @@ def test_an_operator_editing_the_policy_in_the_table_is_recounted(keyward, db):
 
     # An operator adds the model to the deny list in the AWS console: no version moves with it.
     db.client.update_item(
-        TableName=db.table("orgs"), Key={"org_id": {"S": org}},
+        TableName=db.table("orgs"),
+        Key={"org_id": {"S": org}},
         UpdateExpression="SET authenticator_policy.denied_aaguids = :denied",
         ExpressionAttributeValues={":denied": {"L": [{"S": REFUSED_MODEL}]}},
     )

@@ -5,6 +5,7 @@ member but cannot register "their" first key without the pass an admin gave the 
 refusal is checked for its exact status and ``Code`` and for what it left in the stack's DynamoDB;
 the race runs parallel registrations with one code.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,9 @@ def issue(keyward: StackClient, admin: str, user: str, **body: Any) -> dict[str,
     return reply.body
 
 
-def register_first(keyward: StackClient, token: str, *, code: str | None = None,
-                   authenticator: SoftwareAuthenticator | None = None) -> Reply:
+def register_first(
+    keyward: StackClient, token: str, *, code: str | None = None, authenticator: SoftwareAuthenticator | None = None
+) -> Reply:
     """The whole registration ceremony, with the enrolment code when one is given."""
     options = keyward.registration_options(token)
     credential = (authenticator or SoftwareAuthenticator()).register(options.body["publicKey"], origin=keyward.origin)
@@ -79,6 +81,7 @@ def snapshot(db: StackTables, org: str) -> dict[str, Any]:
 
 
 # --- the attacker with a member's IdP password ---------------------------------------------------
+
 
 def test_an_idp_password_alone_no_longer_enrols_a_first_key(keyward, db):
     org = unique_org("pass-attacker")
@@ -127,9 +130,12 @@ def test_a_used_revoked_expired_or_someone_elses_pass_is_refused(keyward, db):
     assert keyward.call("DELETE", f"/org/members/bob/enrollment-passes/{revoked['id']}", token=admin).status == 204
     expired = issue(keyward, admin, "bob")
     db.client.update_item(
-        TableName=db.table("enrollment-passes"), Key={"org_id": {"S": org}, "pass_id": {"S": expired["id"]}},
+        TableName=db.table("enrollment-passes"),
+        Key={"org_id": {"S": org}, "pass_id": {"S": expired["id"]}},
         UpdateExpression="SET expires_at = :at",
-        ExpressionAttributeValues={":at": {"S": (datetime.now(UTC) - timedelta(seconds=1)).strftime(PYNAMODB_TIME_FORMAT)}},
+        ExpressionAttributeValues={
+            ":at": {"S": (datetime.now(UTC) - timedelta(seconds=1)).strftime(PYNAMODB_TIME_FORMAT)}
+        },
     )
     used = issue(keyward, admin, "dave")
     assert register_first(keyward, dave, code=used["code"]).status == 201
@@ -139,10 +145,18 @@ def test_a_used_revoked_expired_or_someone_elses_pass_is_refused(keyward, db):
         refused(register_first(keyward, bob, code=code), 403, "InvalidEnrollmentPass")
 
     assert snapshot(db, org) == before
-    assert [d["reason"] for _, d in audit_actions(db, org, "enrollment_pass.refused")] == ["unknown", "revoked", "expired", "unknown"]
+    assert [d["reason"] for _, d in audit_actions(db, org, "enrollment_pass.refused")] == [
+        "unknown",
+        "revoked",
+        "expired",
+        "unknown",
+    ]
     # carol's pass was not used up by bob's attempt.
     assert register_first(keyward, carol, code=for_carol["code"]).status == 201
-    states = {p["id"]: p["state"] for p in keyward.call("GET", "/org/members/bob/enrollment-passes", token=admin).body["enrollment_passes"]}
+    states = {
+        p["id"]: p["state"]
+        for p in keyward.call("GET", "/org/members/bob/enrollment-passes", token=admin).body["enrollment_passes"]
+    }
     assert states == {revoked["id"]: "revoked", expired["id"]: "expired"}
 
 
@@ -158,6 +172,7 @@ def test_a_pass_of_another_organization_is_refused(keyward, db):
 
 
 # --- the honest flow ------------------------------------------------------------------------------
+
 
 def test_a_pass_enrols_the_members_first_key_once_and_only_its_hash_is_stored(keyward, db):
     org = unique_org("pass-honest")
@@ -181,7 +196,11 @@ def test_a_pass_enrols_the_members_first_key_once_and_only_its_hash_is_stored(ke
     stored = passes(db, org)[issued["id"]]
     assert stored["used_key_id"] == {"S": key_id} and "used_at" in stored
     assert ("enrollment_pass.used", {"key_id": key_id}) in audit_actions(db, org, "enrollment_pass.")
-    refused(keyward.call("DELETE", f"/org/members/bob/enrollment-passes/{issued['id']}", token=admin), 409, "EnrollmentPassUsed")
+    refused(
+        keyward.call("DELETE", f"/org/members/bob/enrollment-passes/{issued['id']}", token=admin),
+        409,
+        "EnrollmentPassUsed",
+    )
 
     # The code is spent: bob's next session cannot use it to enrol again after losing his keys.
     assert keyward.call("DELETE", f"/org/members/bob/mfa/keys/{key_id}", token=admin).status == 204
@@ -233,9 +252,16 @@ def test_admin_endpoints_check_role_organization_and_member(keyward, db):
     refused(keyward.call("DELETE", path, token=outsider), 404, "EnrollmentPassNotFound")
     assert keyward.call("GET", "/org/members/bob/enrollment-passes", token=outsider).body == {"enrollment_passes": []}
     refused(keyward.call("POST", "/org/members/nobody/enrollment-passes", token=admin, body={}), 404, "MemberNotFound")
-    refused(keyward.call("DELETE", f"/org/members/carol/enrollment-passes/{issued['id']}", token=admin), 404, "EnrollmentPassNotFound")
-    refused(keyward.call("POST", "/org/members/bob/enrollment-passes", token=admin, body={"lifetime_minutes": 9}),
-            400, "MalformedRequest")
+    refused(
+        keyward.call("DELETE", f"/org/members/carol/enrollment-passes/{issued['id']}", token=admin),
+        404,
+        "EnrollmentPassNotFound",
+    )
+    refused(
+        keyward.call("POST", "/org/members/bob/enrollment-passes", token=admin, body={"lifetime_minutes": 9}),
+        400,
+        "MalformedRequest",
+    )
     refused(keyward.call("PUT", "/org/mfa", token=admin, body={"enrollment": "closed"}), 400, "MalformedRequest")
 
     assert snapshot(db, org) == before
@@ -243,6 +269,7 @@ def test_admin_endpoints_check_role_organization_and_member(keyward, db):
 
 
 # --- races ----------------------------------------------------------------------------------------
+
 
 def test_parallel_registrations_with_one_code_store_one_key(keyward, db):
     org = unique_org("pass-race")
@@ -256,20 +283,34 @@ def test_parallel_registrations_with_one_code_store_one_key(keyward, db):
         for token in tokens:
             options = keyward.registration_options(token)
             credential = SoftwareAuthenticator().register(options.body["publicKey"], origin=keyward.origin)
-            prepared.append((token, {"challenge_id": options.body["challenge_id"], "name": "Key", "credential": credential,
-                                     "enrollment_code": issued["code"]}))
+            prepared.append(
+                (
+                    token,
+                    {
+                        "challenge_id": options.body["challenge_id"],
+                        "name": "Key",
+                        "credential": credential,
+                        "enrollment_code": issued["code"],
+                    },
+                )
+            )
 
-        replies = keyward.in_parallel([
-            lambda token=token, body=body: keyward.call("POST", "/me/mfa/keys", token=token, body=body)
-            for token, body in prepared
-        ])
+        replies = keyward.in_parallel(
+            [
+                lambda token=token, body=body: keyward.call("POST", "/me/mfa/keys", token=token, body=body)
+                for token, body in prepared
+            ]
+        )
 
         outcome = [str(reply) for reply in replies]
         assert [reply.status for reply in replies].count(201) == 1, f"round {round_number}: {outcome}"
         for reply in replies:
             if reply.status != 201:
-                assert (reply.status, reply.code) in {(403, "InvalidEnrollmentPass"), (409, "ConcurrentChange"),
-                                                      (503, "StorageUnavailable")}, f"round {round_number}: {outcome}"
+                assert (reply.status, reply.code) in {
+                    (403, "InvalidEnrollmentPass"),
+                    (409, "ConcurrentChange"),
+                    (503, "StorageUnavailable"),
+                }, f"round {round_number}: {outcome}"
         [winner] = [reply.body["key"]["id"] for reply in replies if reply.status == 201]
         stored = [item["key_id"]["S"] for item in db.query_org("keys", org) if item["user_id"]["S"] == user]
         assert stored == [winner], f"round {round_number}: {outcome}"

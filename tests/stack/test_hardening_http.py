@@ -1,6 +1,7 @@
 """The review's smaller findings, played over real HTTP against the running local stack
 (``python -m devstack run``): an injected ID token with another nonce, an IdP user posing as the
 operator in the audit log, caching of answers, and query values DynamoDB would refuse."""
+
 from __future__ import annotations
 
 import base64
@@ -37,16 +38,20 @@ def test_an_id_token_from_another_sign_in_is_refused_and_nothing_is_stored(keywa
     assert (reply.status, reply.code) == (401, "NonceMismatch"), str(reply)
     # Refused before anything was written: no organization, member or session.
     assert db.get("orgs", org_id=org) is None
-    assert db.snapshot(org) == {org: {"org": None, "members": {}, "keys": {}, "sessions": {}, "credentials": {},
-                                      "backup-credentials": {}}}
+    assert db.snapshot(org) == {
+        org: {"org": None, "members": {}, "keys": {}, "sessions": {}, "credentials": {}, "backup-credentials": {}}
+    }
     honest = keyward.idp.mint(org=org, user="bob", nonce="nonce-of-this-sign-in")
-    assert keyward.call("POST", "/auth/login", body={"id_token": honest, "nonce": "nonce-of-this-sign-in"}).status == 200
+    assert (
+        keyward.call("POST", "/auth/login", body={"id_token": honest, "nonce": "nonce-of-this-sign-in"}).status == 200
+    )
 
 
 def test_an_id_token_for_another_party_is_refused(keyward, db):
     org = unique_org("azp")
-    token = keyward.idp.mint(org=org, user="bob", aud=["keyward-local", "https://other.example"],
-                             azp="https://other.example")
+    token = keyward.idp.mint(
+        org=org, user="bob", aud=["keyward-local", "https://other.example"], azp="https://other.example"
+    )
 
     reply = keyward.call("POST", "/auth/login", body={"id_token": token})
 
@@ -72,9 +77,13 @@ def test_no_answer_may_be_cached(keyward):
     login = _post(keyward, "/auth/login", json={"id_token": keyward.idp.mint(org=org, user="bob")})
     secret = _post(keyward, "/org/backup-credentials", token=token)
     answers = {
-        "login": login, "backup secret": secret, "me": _get(keyward, "/me", token=token),
-        "refusal": _get(keyward, "/me"), "console page": _get(keyward, "/"),
-        "console script": _get(keyward, "/console/app.js"), "openapi": _get(keyward, "/openapi.json"),
+        "login": login,
+        "backup secret": secret,
+        "me": _get(keyward, "/me", token=token),
+        "refusal": _get(keyward, "/me"),
+        "console page": _get(keyward, "/"),
+        "console script": _get(keyward, "/console/app.js"),
+        "openapi": _get(keyward, "/openapi.json"),
     }
 
     assert {name: answer.headers.get("cache-control") for name, answer in answers.items()} == {
@@ -87,15 +96,18 @@ def _cursor(position: str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"after": position}).encode()).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("query,code", [
-    ("/org/mfa/keys?user_id=" + "u" * 2000, "MalformedRequest"),
-    ("/org/audit?user_id=" + "u" * 2000, "MalformedRequest"),
-    ("/org/audit?action=" + "a" * 5000, "MalformedRequest"),
-    ("/org/members?limit=" + "9" * 5000, "MalformedRequest"),
-    ("/org/members?next=" + _cursor("m" * 1025), "InvalidCursor"),
-    ("/org/mfa/keys?next=" + _cursor("\U0001F600" * 300), "InvalidCursor"),
-    ("/org/audit?next=" + _cursor("e" * 4000), "InvalidCursor"),
-])
+@pytest.mark.parametrize(
+    "query,code",
+    [
+        ("/org/mfa/keys?user_id=" + "u" * 2000, "MalformedRequest"),
+        ("/org/audit?user_id=" + "u" * 2000, "MalformedRequest"),
+        ("/org/audit?action=" + "a" * 5000, "MalformedRequest"),
+        ("/org/members?limit=" + "9" * 5000, "MalformedRequest"),
+        ("/org/members?next=" + _cursor("m" * 1025), "InvalidCursor"),
+        ("/org/mfa/keys?next=" + _cursor("\U0001f600" * 300), "InvalidCursor"),
+        ("/org/audit?next=" + _cursor("e" * 4000), "InvalidCursor"),
+    ],
+)
 def test_a_query_value_dynamodb_would_refuse_is_a_400(keyward, query, code):
     token = keyward.token(org=unique_org("query"), user="alice", admin=True)
 

@@ -1,5 +1,6 @@
 """The local stack end to end: ``python -m devstack run`` on free ports, driven over real HTTP by
 the README's curl walk-through and by ``requests``."""
+
 from __future__ import annotations
 
 import json
@@ -40,10 +41,16 @@ def test_the_readme_walkthrough_runs_against_the_local_stack(local_stack, tmp_pa
 
     walkthrough = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", _readme_walkthrough()],
-        cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=WALKTHROUGH_TIMEOUT_SECONDS,
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=WALKTHROUGH_TIMEOUT_SECONDS,
     )
 
-    report = f"stdout:\n{walkthrough.stdout}\nstderr:\n{walkthrough.stderr}\ndevstack log:\n{local_stack.log.read_text()}"
+    report = (
+        f"stdout:\n{walkthrough.stdout}\nstderr:\n{walkthrough.stderr}\ndevstack log:\n{local_stack.log.read_text()}"
+    )
     assert walkthrough.returncode == 0, report
     # Step 3 prints the bare state; step 4 then prints the key list, and nothing else follows.
     assert "\nmfa_required\n" in walkthrough.stdout, report
@@ -61,10 +68,14 @@ def test_the_local_stack_refuses_bad_requests_with_reason_codes(local_stack):
     with requests.Session() as http:
         http.trust_env = False  # a proxy from the environment must not stand between us and localhost
 
-        wrong_token = http.get(f"{local_stack.api}/me", headers={"authorization": "Bearer not-a-keyward-token"}, timeout=10)
+        wrong_token = http.get(
+            f"{local_stack.api}/me", headers={"authorization": "Bearer not-a-keyward-token"}, timeout=10
+        )
         too_large = http.post(
-            f"{local_stack.api}/auth/login", data=json.dumps({"id_token": "x" * (64 * 1024)}),
-            headers={"content-type": "application/json"}, timeout=10,
+            f"{local_stack.api}/auth/login",
+            data=json.dumps({"id_token": "x" * (64 * 1024)}),
+            headers={"content-type": "application/json"},
+            timeout=10,
         )
 
     assert wrong_token.status_code == 401

@@ -5,6 +5,7 @@ On Linux every 127.x.y.z address is a distinct local source; the stack passes ea
 peer address to keyward as API Gateway would (``devstack.chalice_local``). The attacker binds
 127.0.0.2, the admin 127.0.0.3.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -35,8 +36,12 @@ class FromAddress:
         self._connection.connect()
 
     def backup_login(self, key_id: str, secret: str) -> Reply:
-        self._connection.request("POST", "/auth/backup-login", body=json.dumps({"key_id": key_id, "secret": secret}),
-                                 headers={"content-type": "application/json"})
+        self._connection.request(
+            "POST",
+            "/auth/backup-login",
+            body=json.dumps({"key_id": key_id, "secret": secret}),
+            headers={"content-type": "application/json"},
+        )
         response = self._connection.getresponse()
         content = response.read()
         return Reply(status=response.status, body=json.loads(content) if content else None)
@@ -92,7 +97,8 @@ def test_a_known_key_id_locks_out_only_the_attackers_address(keyward, db, local_
     stored = db.get("sessions", org_id=org, session_id=session_id_of(signed_in.body["token"]))
     assert stored["source_ip"] == {"S": ADMIN}
     assert {item["session_id"]["S"] for item in db.query_org("sessions", org)} == sessions_before | {
-        session_id_of(signed_in.body["token"])}
+        session_id_of(signed_in.body["token"])
+    }
 
     # Every failure is audited, with the address it came from; the lockout counts on.
     assert audit_sources(db, org, "backup_login.failed") == [ATTACKER] * MAX_FAILURES

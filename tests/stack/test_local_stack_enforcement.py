@@ -5,6 +5,7 @@ pumped into the stream function that deletes ended sessions.
 The tests share one stack. Each uses organizations of its own, except the enforcement test,
 which uses the demo organization ``acme`` the stack seeds.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,15 +37,20 @@ REGISTRATION_ALLOWED = {
 def sessions_table(local_stack: LocalStack) -> Callable[[str], set[str]]:
     """The session IDs of an organization, as the stack's DynamoDB holds them right now."""
     dynamodb = boto3.client(
-        "dynamodb", endpoint_url=local_stack.dynamodb, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "dynamodb",
+        endpoint_url=local_stack.dynamodb,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
     def session_ids(org_id: str) -> set[str]:
         found: set[str] = set()
         for page in dynamodb.get_paginator("query").paginate(
-            TableName=SESSIONS_TABLE, KeyConditionExpression="org_id = :org",
-            ExpressionAttributeValues={":org": {"S": org_id}}, ConsistentRead=True,
+            TableName=SESSIONS_TABLE,
+            KeyConditionExpression="org_id = :org",
+            ExpressionAttributeValues={":org": {"S": org_id}},
+            ConsistentRead=True,
         ):
             found.update(item["session_id"]["S"] for item in page["Items"])
         return found
@@ -79,7 +85,10 @@ def enforced_org(keyward: StackClient, org: str, *, admin: str = "admin") -> str
 
 # --- 1. enforcement deletes the other sessions ------------------------------------------------
 
-def test_enforcing_mfa_ends_every_other_session_and_the_stream_function_deletes_them(keyward, sessions_table, stack_log):
+
+def test_enforcing_mfa_ends_every_other_session_and_the_stream_function_deletes_them(
+    keyward, sessions_table, stack_log
+):
     org = "acme"
     alice_key = SoftwareAuthenticator()
     first = keyward.login(org=org, user="alice", admin=True)
@@ -123,7 +132,9 @@ def test_enforcing_mfa_ends_every_other_session_and_the_stream_function_deletes_
     )
 
     status = keyward.call("GET", "/org/mfa", token=alice)
-    while (status.status != 200 or (status.body["invalidation"] or {}).get("state") != "done") and time.monotonic() < deadline:
+    while (
+        status.status != 200 or (status.body["invalidation"] or {}).get("state") != "done"
+    ) and time.monotonic() < deadline:
         time.sleep(0.1)
         status = keyward.call("GET", "/org/mfa", token=alice)
     assert status.status == 200, str(status)
@@ -137,8 +148,10 @@ def test_enforcing_mfa_ends_every_other_session_and_the_stream_function_deletes_
 
 # --- 2. parallel deletes never take a member's last key ---------------------------------------
 
-def _delete_race_rounds(keyward: StackClient, token: str, keys: dict[str, SoftwareAuthenticator], *,
-                        count: int, rounds: int) -> None:
+
+def _delete_race_rounds(
+    keyward: StackClient, token: str, keys: dict[str, SoftwareAuthenticator], *, count: int, rounds: int
+) -> None:
     """``rounds`` times: top the member up to ``count`` keys, delete them all at once, and check
     that the last one survives."""
     for round_number in range(1, rounds + 1):
@@ -157,8 +170,10 @@ def test_two_parallel_deletes_under_enforcement_leave_exactly_one_key(keyward, s
     org = "race-two"
     first_key, second_key = SoftwareAuthenticator(), SoftwareAuthenticator()
     bob = keyward.login(org=org, user="bob").body["token"]
-    keys = {keyward.add_key(bob, key, name=name).body["key"]["id"]: key
-            for key, name in ((first_key, "First key"), (second_key, "Second key"))}
+    keys = {
+        keyward.add_key(bob, key, name=name).body["key"]["id"]: key
+        for key, name in ((first_key, "First key"), (second_key, "Second key"))
+    }
     enforced_org(keyward, org)
     assert_ended_by_enforcement({bob: keyward.call("GET", "/me", token=bob)}, sessions_table(org))
 
@@ -185,6 +200,7 @@ def test_three_parallel_deletes_under_enforcement_leave_exactly_one_key(keyward,
 
 # --- 3. registration_required -----------------------------------------------------------------
 
+
 def _session_calls(keyward: StackClient, *, key_id: str, user_id: str) -> list[tuple[str, str, str]]:
     """Every (method, concrete path, route) the app serves that needs a session — those that
     refuse an anonymous caller with 401 MissingToken — with ``{...}`` filled in."""
@@ -196,11 +212,17 @@ def _session_calls(keyward: StackClient, *, key_id: str, user_id: str) -> list[t
         concrete = re.sub(r"\{(\w+)\}", lambda name: values.get(name.group(1), "x"), path)
         for method in methods:
             calls.append((method, concrete, path))
-    anonymous = keyward.in_parallel([
-        lambda method=method, concrete=concrete: keyward.call(method, concrete, body=_body_for(method))
-        for method, concrete, _ in calls
-    ])
-    return sorted(call for call, reply in zip(calls, anonymous, strict=True) if (reply.status, reply.code) == (401, "MissingToken"))
+    anonymous = keyward.in_parallel(
+        [
+            lambda method=method, concrete=concrete: keyward.call(method, concrete, body=_body_for(method))
+            for method, concrete, _ in calls
+        ]
+    )
+    return sorted(
+        call
+        for call, reply in zip(calls, anonymous, strict=True)
+        if (reply.status, reply.code) == (401, "MissingToken")
+    )
 
 
 def _body_for(method: str) -> Any:
@@ -232,16 +254,26 @@ def test_a_member_without_a_key_must_register_one_before_anything_else(keyward, 
     assert me.body["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}, str(me)
 
     calls = _session_calls(keyward, key_id=admin_key, user_id="eve")
-    refused_calls = [(method, concrete, path) for method, concrete, path in calls if (method, path) not in REGISTRATION_ALLOWED]
+    refused_calls = [
+        (method, concrete, path) for method, concrete, path in calls if (method, path) not in REGISTRATION_ALLOWED
+    ]
     assert {(method, path) for method, _, path in calls} >= REGISTRATION_ALLOWED | {
-        ("GET", "/me/mfa/keys"), ("DELETE", "/me/mfa/keys/{key_id}"), ("GET", "/org/mfa"), ("PUT", "/org/mfa"),
+        ("GET", "/me/mfa/keys"),
+        ("DELETE", "/me/mfa/keys/{key_id}"),
+        ("GET", "/org/mfa"),
+        ("PUT", "/org/mfa"),
     }, f"the calls that need a session are not what this test expects: {calls}"
-    replies = keyward.in_parallel([
-        lambda method=method, concrete=concrete: keyward.call(method, concrete, token=token, body=_body_for(method))
-        for method, concrete, _ in refused_calls
-    ])
-    wrong = [f"{method} {concrete}: {reply}" for (method, concrete, _), reply in zip(refused_calls, replies, strict=True)
-             if (reply.status, reply.code) != (403, "RegistrationRequired")]
+    replies = keyward.in_parallel(
+        [
+            lambda method=method, concrete=concrete: keyward.call(method, concrete, token=token, body=_body_for(method))
+            for method, concrete, _ in refused_calls
+        ]
+    )
+    wrong = [
+        f"{method} {concrete}: {reply}"
+        for (method, concrete, _), reply in zip(refused_calls, replies, strict=True)
+        if (reply.status, reply.code) != (403, "RegistrationRequired")
+    ]
     assert not wrong, f"calls a registration_required session must be refused with 403 RegistrationRequired: {wrong}"
     # Nothing of the refused calls changed anything: the admin's key is still there.
     assert keyward.key_ids(admin_token) == [admin_key]

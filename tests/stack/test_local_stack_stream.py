@@ -2,6 +2,7 @@
 stream function must see every accepted change of the enforcement flag, whatever came before it —
 a refused enforcement, or an operator flipping the flag in the table behind the API's back.
 """
+
 from __future__ import annotations
 
 import time
@@ -46,13 +47,16 @@ def finished(db: StackTables, org: str, *, generation: int) -> bool:
 def set_flag(db: StackTables, org: str, value: dict[str, Any]) -> None:
     """An operator editing the organization's item in the AWS console: only the flag changes."""
     db.client.update_item(
-        TableName=db.table("orgs"), Key={"org_id": {"S": org}},
-        UpdateExpression="SET mfa_enforced = :flag", ConditionExpression="attribute_exists(org_id)",
+        TableName=db.table("orgs"),
+        Key={"org_id": {"S": org}},
+        UpdateExpression="SET mfa_enforced = :flag",
+        ConditionExpression="attribute_exists(org_id)",
         ExpressionAttributeValues={":flag": value},
     )
 
 
 # --- a refused enforcement does not stop the stream -------------------------------------------
+
 
 def test_the_stream_function_still_ends_sessions_after_a_refused_enforcement(keyward, db):
     refused_org, org = unique_org("refused"), unique_org("accepted")
@@ -81,6 +85,7 @@ def test_the_stream_function_still_ends_sessions_after_a_refused_enforcement(key
 
 # --- every switch of the flag from off to on is an enforcement --------------------------------
 
+
 def test_an_operators_re_flip_in_the_console_ends_the_sessions_that_started_without_enforcement(keyward, db):
     org = unique_org("reflip")
     admin = keyward.enforced_org(org)
@@ -96,16 +101,19 @@ def test_an_operators_re_flip_in_the_console_ends_the_sessions_that_started_with
     assert (ended.status, ended.code) in ((401, "SessionEndedByEnforcement"), (401, "InvalidToken")), str(ended)
     assert keyward.call("POST", "/me/mfa/keys/options", token=stolen).status == 401
 
-    eventually("the operator's enforcement to be recorded and its clean-up to finish",
-               lambda: finished(db, org, generation=int(before["enforcement_generation"]["N"]) + 1))
+    eventually(
+        "the operator's enforcement to be recorded and its clean-up to finish",
+        lambda: finished(db, org, generation=int(before["enforcement_generation"]["N"]) + 1),
+    )
     org_item = db.get("orgs", org_id=org)
     assert org_item["enforced_by"]["S"] == "operator"
     # No enforcing session is spared: the admin's ended too, and bob must register a key.
     assert session_ids(db, org) == set()
     assert keyward.call("GET", "/me", token=admin).status == 401
     assert keyward.login(org=org, user="bob").body["state"] == "registration_required"
-    assert [event["details"].get("generation") for event in db.audit(org) if event["action"] == "enforcement.enabled"] \
-        == ["1", "2"]
+    assert [
+        event["details"].get("generation") for event in db.audit(org) if event["action"] == "enforcement.enabled"
+    ] == ["1", "2"]
 
 
 def test_a_flag_of_the_wrong_type_is_read_as_enforced_and_its_record_fails(keyward, db, local_stack):
@@ -121,8 +129,13 @@ def test_a_flag_of_the_wrong_type_is_read_as_enforced_and_its_record_fails(keywa
     assert (ended.status, ended.code) == (401, "SessionEndedByEnforcement"), str(ended)
     assert keyward.login(org=org, user="bob").body["state"] == "registration_required"
     # The stream function fails the record and says why (on AWS it goes to the dead-letter queue).
-    eventually("the stream function to report the malformed flag", lambda: "mfa_enforced was set to {'S': 'true'}"
-               in local_stack.log.read_bytes()[log_offset:].decode(errors="replace"))
+    eventually(
+        "the stream function to report the malformed flag",
+        lambda: (
+            "mfa_enforced was set to {'S': 'true'}"
+            in local_stack.log.read_bytes()[log_offset:].decode(errors="replace")
+        ),
+    )
     assert "invalidation" not in db.get("orgs", org_id=org)
 
     # An admin repairs it through the API: relaxing writes a BOOL.

@@ -5,6 +5,7 @@ back with ``python -m devstack mail``) and a webhook receiver that checks every 
 The story: someone with bob's session adds a security key at night. bob gets a mail saying
 which key, when and from where; the organization's SIEM webhook gets the signed event once.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -61,18 +62,27 @@ def _eventually(check: Callable[[], bool], *, what: str) -> None:
 def _outbox(local_stack: LocalStack) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "devstack", "mail", "--endpoint", local_stack.dynamodb],
-        cwd=PROJECT_ROOT, env=stack_environment(), capture_output=True, text=True, timeout=60,
+        cwd=PROJECT_ROOT,
+        env=stack_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 def test_a_key_added_with_a_members_session_is_mailed_to_them_and_streamed_signed_to_the_webhook(
-        keyward: StackClient, local_stack: LocalStack, receiver: Receiver):
+    keyward: StackClient, local_stack: LocalStack, receiver: Receiver
+):
     org = unique_org("outbox")
     admin = keyward.token(org=org, user="alice", admin=True)
-    created = keyward.call("POST", "/org/webhooks", token=admin,
-                           body={"url": receiver.url, "events": ["key.registered", "key.deleted"], "description": "SIEM"})
+    created = keyward.call(
+        "POST",
+        "/org/webhooks",
+        token=admin,
+        body={"url": receiver.url, "events": ["key.registered", "key.deleted"], "description": "SIEM"},
+    )
     assert created.status == 201, created
     receiver.secret = created.body["secret"]
 
@@ -120,14 +130,17 @@ def _key_check_long_ago(db: StackTables, org: str, token: str) -> None:
     """The session's last security-key check is older than the step-up window: a laptop left open."""
     moment = datetime.now(UTC) - timedelta(seconds=900 + 5)
     db.client.update_item(
-        TableName=db.table("sessions"), Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}},
-        UpdateExpression="SET key_checked_at = :at", ConditionExpression="attribute_exists(session_id)",
+        TableName=db.table("sessions"),
+        Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}},
+        UpdateExpression="SET key_checked_at = :at",
+        ConditionExpression="attribute_exists(session_id)",
         ExpressionAttributeValues={":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}},
     )
 
 
 def test_a_disabled_siem_webhook_is_enabled_again_only_by_its_admins_after_a_step_up(
-        keyward: StackClient, db: StackTables, receiver: Receiver):
+    keyward: StackClient, db: StackTables, receiver: Receiver
+):
     """The SIEM endpoint was down and keyward disabled it. Someone at alice's unattended laptop
     cannot switch it (no recent key check), another organization's admin cannot touch it; alice
     steps up with her key and enables it, and the events from then on reach the SIEM, signed
@@ -143,7 +156,9 @@ def test_a_disabled_siem_webhook_is_enabled_again_only_by_its_admins_after_a_ste
     path = f"/org/webhooks/{webhook_id}"
     receiver.statuses = [500] * 3
     keyward.token(org=org, user="bob")
-    _eventually(lambda: _webhook_item(db, org, webhook_id)["state"]["S"] == "disabled", what="keyward disables the endpoint")
+    _eventually(
+        lambda: _webhook_item(db, org, webhook_id)["state"]["S"] == "disabled", what="keyward disables the endpoint"
+    )
     disabled = _webhook_item(db, org, webhook_id)
 
     mallory = keyward.token(org=unique_org("webhook-enable-other"), user="mallory", admin=True)
@@ -157,17 +172,28 @@ def test_a_disabled_siem_webhook_is_enabled_again_only_by_its_admins_after_a_ste
 
     options = keyward.call("POST", "/auth/reauth/options", token=alice)
     assert options.status == 200, options
-    stepped = keyward.call("POST", "/auth/reauth/verify", token=alice, body={
-        "challenge_id": options.body["challenge_id"],
-        "credential": alice_key.authenticate(options.body["publicKey"], origin=keyward.origin)})
+    stepped = keyward.call(
+        "POST",
+        "/auth/reauth/verify",
+        token=alice,
+        body={
+            "challenge_id": options.body["challenge_id"],
+            "credential": alice_key.authenticate(options.body["publicKey"], origin=keyward.origin),
+        },
+    )
     assert stepped.status == 200, stepped
     enabled = keyward.call("PATCH", path, token=alice, body={"enabled": True})
     assert enabled.status == 200, enabled
     assert (enabled.body["webhook"]["state"], enabled.body["webhook"]["consecutive_failures"]) == ("enabled", 0)
 
     keyward.token(org=org, user="carol")
-    _eventually(lambda: any(r.payload["data"]["user_id"] == "carol" for r in receiver.accepted() if r.verified),
-                what="the SIEM receives carol's login")
+    _eventually(
+        lambda: any(r.payload["data"]["user_id"] == "carol" for r in receiver.accepted() if r.verified),
+        what="the SIEM receives carol's login",
+    )
     assert [r.payload["data"]["user_id"] for r in receiver.accepted()] == ["carol"]
     assert [e["action"] for e in db.audit(org) if e["action"].startswith("webhook.")] == [
-        "webhook.created", "webhook.disabled", "webhook.enabled"]
+        "webhook.created",
+        "webhook.disabled",
+        "webhook.enabled",
+    ]

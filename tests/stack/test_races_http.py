@@ -2,6 +2,7 @@
 run``), each lined up on a barrier with its connection already open, so that they reach chalice
 local — and through it DynamoDB's conditional writes — together. Each race is run a few rounds.
 """
+
 from __future__ import annotations
 
 from tests.support.authenticator import SoftwareAuthenticator
@@ -28,7 +29,9 @@ def test_parallel_deletes_of_a_members_keys_under_enforcement_leave_exactly_one(
     for round_number in range(1, ROUNDS + 1):
         while len(keys) < CONTENDERS:
             authenticator = SoftwareAuthenticator()
-            keys[keyward.add_key(carol, authenticator, name=f"Round {round_number} key {len(keys)}").body["key"]["id"]] = authenticator
+            keys[
+                keyward.add_key(carol, authenticator, name=f"Round {round_number} key {len(keys)}").body["key"]["id"]
+            ] = authenticator
         assert keyward.key_count(carol) == CONTENDERS, f"round {round_number}"
 
         survivor = keyward.race_to_delete_every_key(carol, keys, label=f"round {round_number}")
@@ -52,36 +55,60 @@ def test_parallel_registrations_of_one_credential_store_it_once(keyward: StackCl
         bodies = []
         for token in tokens:
             options = keyward.registration_options(token).body
-            bodies.append({"challenge_id": options["challenge_id"], "name": "Shared key",
-                           "credential": shared.register(options["publicKey"], origin=keyward.origin)})
+            bodies.append(
+                {
+                    "challenge_id": options["challenge_id"],
+                    "name": "Shared key",
+                    "credential": shared.register(options["publicKey"], origin=keyward.origin),
+                }
+            )
         logged = {org: {event["event_key"] for event in db.audit(org)} for org in orgs}
 
-        replies = keyward.in_parallel([
-            lambda token=token, body=body: keyward.call("POST", "/me/mfa/keys", token=token, body=body)
-            for token, body in zip(tokens, bodies, strict=True)
-        ])
+        replies = keyward.in_parallel(
+            [
+                lambda token=token, body=body: keyward.call("POST", "/me/mfa/keys", token=token, body=body)
+                for token, body in zip(tokens, bodies, strict=True)
+            ]
+        )
 
         outcome = [f"{org}/{user}: {reply}" for (org, user), reply in zip(members, replies, strict=True)]
         winners = [index for index, reply in enumerate(replies) if reply.status == 201]
         assert len(winners) == 1, f"round {round_number}: exactly one registration may succeed: {outcome}"
         [winner] = winners
         losers = [reply for index, reply in enumerate(replies) if index != winner]
-        assert all((r.status, r.code) == (409, "KeyAlreadyRegistered") for r in losers), f"round {round_number}: {outcome}"
+        assert all((r.status, r.code) == (409, "KeyAlreadyRegistered") for r in losers), (
+            f"round {round_number}: {outcome}"
+        )
         key_id = replies[winner].body["key"]["id"]
         winner_org, winner_user = members[winner]
 
         claim = db.get("credentials", key_id=key_id)
-        assert (claim["org_id"]["S"], claim["user_id"]["S"]) == (winner_org, winner_user), f"round {round_number}: {claim}"
-        stored = [(org, item["user_id"]["S"]) for org in orgs for item in db.query_org("keys", org)
-                  if item["key_id"]["S"] == key_id]
+        assert (claim["org_id"]["S"], claim["user_id"]["S"]) == (winner_org, winner_user), (
+            f"round {round_number}: {claim}"
+        )
+        stored = [
+            (org, item["user_id"]["S"])
+            for org in orgs
+            for item in db.query_org("keys", org)
+            if item["key_id"]["S"] == key_id
+        ]
         assert stored == [(winner_org, winner_user)], f"round {round_number}: {stored}"
-        counts = {(org, user): int(db.get("members", org_id=org, user_id=user)["key_count"]["N"]) for org, user in members}
-        assert counts == {member: int(member == members[winner]) for member in members}, f"round {round_number}: {counts}"
-        registered = [event for org in orgs for event in db.audit(org)
-                      if event["event_key"] not in logged[org] and event["action"] == "key.registered"]
+        counts = {
+            (org, user): int(db.get("members", org_id=org, user_id=user)["key_count"]["N"]) for org, user in members
+        }
+        assert counts == {member: int(member == members[winner]) for member in members}, (
+            f"round {round_number}: {counts}"
+        )
+        registered = [
+            event
+            for org in orgs
+            for event in db.audit(org)
+            if event["event_key"] not in logged[org] and event["action"] == "key.registered"
+        ]
         assert [(event["user_id"], event["target"]) for event in registered] == [(winner_user, key_id)]
-        assert [keyward.key_ids(token) for token in tokens] == [[key_id] if index == winner else []
-                                                              for index in range(CONTENDERS)]
+        assert [keyward.key_ids(token) for token in tokens] == [
+            [key_id] if index == winner else [] for index in range(CONTENDERS)
+        ]
 
 
 def test_parallel_verifies_of_one_assertion_activate_exactly_one_session(keyward: StackClient, db: StackTables):
@@ -94,10 +121,14 @@ def test_parallel_verifies_of_one_assertion_activate_exactly_one_session(keyward
         count_before = db.sign_count(org, key_id)
         logged = {event["event_key"] for event in db.audit(org)}
 
-        replies = keyward.in_parallel([
-            lambda pending=pending, assertion=assertion: keyward.mfa_verify(pending.token, pending.challenge_id, assertion)
-            for _ in range(CONTENDERS)
-        ])
+        replies = keyward.in_parallel(
+            [
+                lambda pending=pending, assertion=assertion: keyward.mfa_verify(
+                    pending.token, pending.challenge_id, assertion
+                )
+                for _ in range(CONTENDERS)
+            ]
+        )
 
         outcome = [str(reply) for reply in replies]
         winners = [reply for reply in replies if reply.status == 200]

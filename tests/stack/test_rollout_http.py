@@ -2,6 +2,7 @@
 organization bound to another, organizations only an operator creates, offboarding, the grace
 period's deadline, the reason a cleaned-up session's token gives, and the coverage counters
 under parallel registrations and deletions."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,12 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     providers = [
         # The local dev IdP, as the single-IdP settings describe it: every organization not bound elsewhere.
         {"issuer": "http://localhost:8000/dev-idp", "audience": "keyward-local", "jwks_json": dev_idp.jwks_json()},
-        {"issuer": OTHER_ISSUER, "audience": "keyward-local", "jwks_json": OTHER_IDP.jwks_json(),
-         "organizations": [OTHER_ORG]},
+        {
+            "issuer": OTHER_ISSUER,
+            "audience": "keyward-local",
+            "jwks_json": OTHER_IDP.jwks_json(),
+            "organizations": [OTHER_ORG],
+        },
         {"issuer": THIRD_ISSUER, "audience": "keyward-local", "jwks_json": THIRD_IDP.jwks_json()},
     ]
     with pytest.MonkeyPatch.context() as patch:
@@ -53,9 +58,19 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
 def _operator(local_stack: LocalStack, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m keyward`` against the stack's tables, as an operator runs it."""
-    environment = {**stack_environment(), **dynamodb_environment(endpoint=local_stack.dynamodb), "KEYWARD_STAGE": "local"}
-    return subprocess.run([sys.executable, "-m", "keyward", *args], cwd=PROJECT_ROOT, env=environment,
-                          capture_output=True, text=True, timeout=120)
+    environment = {
+        **stack_environment(),
+        **dynamodb_environment(endpoint=local_stack.dynamodb),
+        "KEYWARD_STAGE": "local",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "keyward", *args],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _new_org(local_stack: LocalStack, prefix: str, *issuer: str) -> str:
@@ -70,6 +85,7 @@ def _login(keyward: StackClient, id_token: str):
 
 
 # --- organizations bound to their IdP ---------------------------------------------------------
+
 
 def test_an_unknown_organization_is_refused_until_an_operator_creates_it(keyward: StackClient, local_stack, db):
     org = unique_org("newco")
@@ -118,6 +134,7 @@ def test_an_organization_created_with_an_issuer_takes_only_that_issuers_tokens(k
 
 # --- offboarding ------------------------------------------------------------------------------
 
+
 def test_an_offboarded_member_is_out_at_once_and_starts_over(keyward: StackClient, local_stack, db):
     org = _new_org(local_stack, "offboard")
     admin = keyward.token(org=org, user="admin", admin=True)
@@ -157,11 +174,13 @@ def test_a_member_cannot_offboard_anyone(keyward: StackClient, local_stack, db):
 
 # --- the grace period -------------------------------------------------------------------------
 
+
 def _back_date_enforcement(db: StackTables, org: str, *, hours: int) -> None:
     enforced_at = db.get("orgs", org_id=org)["enforced_at"]["S"]
     moment = datetime.strptime(enforced_at, "%Y-%m-%dT%H:%M:%S.%f%z") - timedelta(hours=hours)
     db.client.update_item(
-        TableName=db.table("orgs"), Key={"org_id": {"S": org}},
+        TableName=db.table("orgs"),
+        Key={"org_id": {"S": org}},
         UpdateExpression="SET enforced_at = :at",
         ExpressionAttributeValues={":at": {"S": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+0000")}},
     )
@@ -190,6 +209,7 @@ def test_a_keyless_member_works_until_the_deadline_then_must_register(keyward: S
 
 
 # --- the enforcement reason survives clean-up ------------------------------------------------
+
 
 def test_a_cleaned_up_sessions_token_still_says_enforcement_ended_it(keyward: StackClient, local_stack, db):
     org = _new_org(local_stack, "reason")
@@ -230,15 +250,19 @@ def test_fifty_first_keys_and_fifty_last_key_deletions_at_once_are_all_counted(k
     print(f"{2 * RACERS} requests at once answered in {time.monotonic() - started:.1f} s")
 
     # Every member got their success: no conflict, no lost update reached anyone.
-    assert [r.status for r in replies] == [201] * RACERS + [204] * RACERS, \
-        [str(r) for r in replies if r.status not in (201, 204)]
+    assert [r.status for r in replies] == [201] * RACERS + [204] * RACERS, [
+        str(r) for r in replies if r.status not in (201, 204)
+    ]
     members = db.query_org("members", org)
     recount = (len(members), sum(int(member["key_count"]["N"]) > 0 for member in members))
     assert recount == (2 * RACERS, RACERS)
-    assert {member["user_id"]["S"] for member in members if member["key_count"]["N"] != "0"} == \
-        {f"newcomer{n}" for n in range(RACERS)}
+    assert {member["user_id"]["S"] for member in members if member["key_count"]["N"] != "0"} == {
+        f"newcomer{n}" for n in range(RACERS)
+    }
     # Each key stored is a newcomer's: the deletions went through and so did the registrations.
-    assert sorted(key["user_id"]["S"] for key in db.query_org("keys", org)) == sorted(f"newcomer{n}" for n in range(RACERS))
+    assert sorted(key["user_id"]["S"] for key in db.query_org("keys", org)) == sorted(
+        f"newcomer{n}" for n in range(RACERS)
+    )
     org_item = db.get("orgs", org_id=org)
     assert (int(org_item["members_total"]["N"]), int(org_item["members_with_key"]["N"])) == recount
     admin = keyward.token(org=org, user="admin", admin=True)

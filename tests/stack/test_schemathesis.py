@@ -16,6 +16,7 @@ conforms to the document's schema for that status. Four groups:
 The examples are few so the file fits a CI run; docs/testing.md says how to run a longer campaign.
 Every failure is a real finding: a 5xx, or an answer the document does not describe.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,7 +77,9 @@ def _load(*, coverage: bool = True, unexpected_methods: set[str] | None = None) 
 
 
 PUBLIC = _public_operation_ids()
-public_schema = _load(unexpected_methods={"get", "put", "post", "delete", "options", "patch"}).include(operation_id=PUBLIC)
+public_schema = _load(unexpected_methods={"get", "put", "post", "delete", "options", "patch"}).include(
+    operation_id=PUBLIC
+)
 signed_out_schema = _load(coverage=False).exclude(operation_id=PUBLIC)
 signed_in_schema = _load().exclude(operation_id=PUBLIC)
 # What a member who holds a key may call before the MFA check passes (beside logout).
@@ -112,8 +115,15 @@ def stack_idp() -> DevIdentityProvider:
     return DevIdentityProvider.load_or_create()
 
 
-def _sign_in(http: requests.Session, stack: LocalStack, idp: DevIdentityProvider, *, user: str = FUZZ_ADMIN,
-             admin: bool = True, state: str = "active") -> str:
+def _sign_in(
+    http: requests.Session,
+    stack: LocalStack,
+    idp: DevIdentityProvider,
+    *,
+    user: str = FUZZ_ADMIN,
+    admin: bool = True,
+    state: str = "active",
+) -> str:
     """A new session of ``user`` in an organization of the fuzz's own."""
     id_token = idp.mint(org=FUZZ_ORG, user=user, admin=admin, name=user.title(), email=f"{user}@{FUZZ_ORG}.example")
     reply = http.post(f"{stack.api}/auth/login", json={"id_token": id_token}, timeout=REQUEST_TIMEOUT_SECONDS)
@@ -134,7 +144,9 @@ def key_holder(local_stack: LocalStack, http: requests.Session, stack_idp: DevId
     document["/me/mfa/keys/options"]["POST"].validate_response(options)
     credential = SoftwareAuthenticator().register(options.json()["publicKey"], origin=local_stack.api)
     registered = http.post(
-        f"{local_stack.api}/me/mfa/keys", headers=headers, timeout=REQUEST_TIMEOUT_SECONDS,
+        f"{local_stack.api}/me/mfa/keys",
+        headers=headers,
+        timeout=REQUEST_TIMEOUT_SECONDS,
         json={"challenge_id": options.json()["challenge_id"], "name": "Fuzz key", "credential": credential},
     )
     assert registered.status_code == 201, f"key registration: {registered.status_code} {registered.text}"
@@ -143,15 +155,18 @@ def key_holder(local_stack: LocalStack, http: requests.Session, stack_idp: DevId
 
 
 @pytest.fixture(scope="module")
-def admin_token(local_stack: LocalStack, http: requests.Session, stack_idp: DevIdentityProvider, key_holder: str) -> str:
+def admin_token(
+    local_stack: LocalStack, http: requests.Session, stack_idp: DevIdentityProvider, key_holder: str
+) -> str:
     # Nothing but the session-ending operations can end it: the admin holds no key, so enforcing
     # MFA is refused, and "end a member's sessions" spares the caller's own.
     return _sign_in(http, local_stack, stack_idp)
 
 
 @pytest.fixture(scope="module")
-def mfa_required_token(local_stack: LocalStack, http: requests.Session, stack_idp: DevIdentityProvider,
-                       key_holder: str) -> str:
+def mfa_required_token(
+    local_stack: LocalStack, http: requests.Session, stack_idp: DevIdentityProvider, key_holder: str
+) -> str:
     # Stays mfa_required: schemathesis cannot produce an assertion that passes.
     return _sign_in(http, local_stack, stack_idp, user=key_holder, admin=False, state="mfa_required")
 
@@ -176,7 +191,10 @@ def test_without_a_session(case: schemathesis.Case, local_stack: LocalStack, htt
 @signed_in_schema.parametrize()
 @bounded(MAX_EXAMPLES)
 def test_with_an_active_admin_session(
-    case: schemathesis.Case, local_stack: LocalStack, http: requests.Session, stack_idp: DevIdentityProvider,
+    case: schemathesis.Case,
+    local_stack: LocalStack,
+    http: requests.Session,
+    stack_idp: DevIdentityProvider,
     admin_token: str,
 ) -> None:
     ends_session = case.operation.label in SESSION_ENDING_OPERATIONS

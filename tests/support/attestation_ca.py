@@ -1,6 +1,7 @@
 """Test authenticator vendors and a test FIDO Metadata Service: a root that issues packed
 attestation certificates per AAGUID (as WebAuthn §8.2.1 requires them), and MDS3 BLOBs signed
 by a chain that ends at a test root, so that tests control what the metadata says."""
+
 from __future__ import annotations
 
 import base64
@@ -32,8 +33,15 @@ def _name(common_name: str, *, unit: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def _certificate(*, subject: x509.Name, issuer: x509.Name, public_key: Any, signing_key: Any, ca: bool,
-                 extensions: list[x509.ExtensionType] = ()) -> x509.Certificate:
+def _certificate(
+    *,
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: Any,
+    signing_key: Any,
+    ca: bool,
+    extensions: list[x509.ExtensionType] = (),
+) -> x509.Certificate:
     now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
@@ -60,8 +68,9 @@ class VendorRoot:
 
     def __post_init__(self) -> None:
         subject = _name(self.name)
-        self.certificate = _certificate(subject=subject, issuer=subject, public_key=self.key.public_key(),
-                                        signing_key=self.key, ca=True)
+        self.certificate = _certificate(
+            subject=subject, issuer=subject, public_key=self.key.public_key(), signing_key=self.key, ca=True
+        )
 
     @property
     def pem(self) -> str:
@@ -76,7 +85,10 @@ class VendorRoot:
         key = ec.generate_private_key(ec.SECP256R1())
         leaf = _certificate(
             subject=_name(f"Test Authenticator {aaguid[:8]}", unit="Authenticator Attestation"),
-            issuer=self.certificate.subject, public_key=key.public_key(), signing_key=self.key, ca=False,
+            issuer=self.certificate.subject,
+            public_key=key.public_key(),
+            signing_key=self.key,
+            ca=False,
             extensions=[x509.UnrecognizedExtension(_AAGUID_EXTENSION, b"\x04\x10" + uuid.UUID(aaguid).bytes)],
         )
         return AttestationCertificate(private_key=key, chain=(leaf.public_bytes(serialization.Encoding.DER),))
@@ -84,12 +96,19 @@ class VendorRoot:
     def signing_certificate(self) -> tuple[rsa.RSAPrivateKey, bytes]:
         """A leaf for signing MDS BLOBs (RS256, as the FIDO Alliance signs them), issued by this root."""
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        leaf = _certificate(subject=_name("Test MDS Signer"), issuer=self.certificate.subject,
-                            public_key=key.public_key(), signing_key=self.key, ca=False)
+        leaf = _certificate(
+            subject=_name("Test MDS Signer"),
+            issuer=self.certificate.subject,
+            public_key=key.public_key(),
+            signing_key=self.key,
+            ca=False,
+        )
         return key, leaf.public_bytes(serialization.Encoding.DER)
 
 
-def metadata_entry(*, aaguid: str, description: str, root: VendorRoot, statuses: list[str] | None = None) -> dict[str, Any]:
+def metadata_entry(
+    *, aaguid: str, description: str, root: VendorRoot, statuses: list[str] | None = None
+) -> dict[str, Any]:
     """An MDS3 entry for a FIDO2 model whose attestation certificates ``root`` issues."""
     reports = [
         {"status": status, "effectiveDate": (datetime(2024, 1, 1) + timedelta(days=index)).date().isoformat()}

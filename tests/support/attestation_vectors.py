@@ -11,6 +11,7 @@ certificate for three days): :func:`certificate_store_at` is a certificate store
 the moment a registration was captured, for py_webauthn's own testing hook
 (``webauthn.helpers.validate_certificate_chain._generate_new_cert_store``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -61,9 +62,15 @@ def captured(name: str) -> CapturedRegistration:
     """The registration called ``name`` in the file (``PIXEL_8A``, ``YUBIKEY_5_NFC``, ...)."""
     [row] = [row for row in _rows() if row["name"] == name]
     return CapturedRegistration(
-        name=row["name"], device=row["device"], format=row["format"], aaguid=row["aaguid"], rp_id=row["rp_id"],
-        origin=row["origin"], captured_at=datetime.fromisoformat(row["captured_at"]),
-        credential_id=row["credential_id"], attestation_object=_b64url(row["attestation_object"]),
+        name=row["name"],
+        device=row["device"],
+        format=row["format"],
+        aaguid=row["aaguid"],
+        rp_id=row["rp_id"],
+        origin=row["origin"],
+        captured_at=datetime.fromisoformat(row["captured_at"]),
+        credential_id=row["credential_id"],
+        attestation_object=_b64url(row["attestation_object"]),
         client_data_json=_b64url(row["client_data_json"]),
     )
 

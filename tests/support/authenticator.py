@@ -4,6 +4,7 @@ It owns the byte layouts (authenticator data, COSE keys, attestation objects, cl
 a security key and a browser produce, and nothing about keyward: tests feed it the options JSON
 the server sends and post back what it returns, exactly as a browser would.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -117,9 +118,7 @@ class SoftwareAuthenticator:
         # while the key itself stays valid.
         self.cose_alg_override = cose_alg_override
         self.private_key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey = (
-            ec.generate_private_key(ec.SECP256R1())
-            if algorithm == "ES256"
-            else ed25519.Ed25519PrivateKey.generate()
+            ec.generate_private_key(ec.SECP256R1()) if algorithm == "ES256" else ed25519.Ed25519PrivateKey.generate()
         )
 
     # -- the credential ---------------------------------------------------------------------
@@ -143,8 +142,11 @@ class SoftwareAuthenticator:
         if isinstance(public, ec.EllipticCurvePublicKey):
             numbers = public.public_numbers()
             key: dict[int, Any] = {
-                1: 2, 3: self.cose_alg, -1: 1,  # kty EC2, alg, crv P-256
-                -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big"),
+                1: 2,
+                3: self.cose_alg,
+                -1: 1,  # kty EC2, alg, crv P-256
+                -2: numbers.x.to_bytes(32, "big"),
+                -3: numbers.y.to_bytes(32, "big"),
             }
         else:
             raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -208,14 +210,16 @@ class SoftwareAuthenticator:
         attestation_object = cbor2.dumps(
             {"fmt": self.attestation, "attStmt": att_stmt, "authData": auth_data}, canonical=True
         )
-        return self._credential({
-            "clientDataJSON": b64url(client_data),
-            "attestationObject": b64url(attestation_object),
-            "transports": list(self.transports),
-            "publicKeyAlgorithm": self.cose_alg,
-            "publicKey": b64url(self.public_key_der),
-            "authenticatorData": b64url(auth_data),
-        })
+        return self._credential(
+            {
+                "clientDataJSON": b64url(client_data),
+                "attestationObject": b64url(attestation_object),
+                "transports": list(self.transports),
+                "publicKeyAlgorithm": self.cose_alg,
+                "publicKey": b64url(self.public_key_der),
+                "authenticatorData": b64url(auth_data),
+            }
+        )
 
     def authenticate(
         self,
@@ -262,15 +266,11 @@ class SoftwareAuthenticator:
         flags |= FLAG_BE if self.backup_eligible else 0
         flags |= FLAG_BS if self.backed_up else 0
         return (
-            hashlib.sha256(rp_id.encode()).digest()
-            + bytes([flags])
-            + struct.pack(">I", self.sign_count & 0xFFFFFFFF)
+            hashlib.sha256(rp_id.encode()).digest() + bytes([flags]) + struct.pack(">I", self.sign_count & 0xFFFFFFFF)
         )
 
     @staticmethod
-    def _client_data(
-        type_: str, challenge: str, origin: str, cross_origin: bool | None
-    ) -> bytes:
+    def _client_data(type_: str, challenge: str, origin: str, cross_origin: bool | None) -> bytes:
         """Compact clientDataJSON in the member order browsers emit."""
         data: dict[str, Any] = {"type": type_, "challenge": challenge, "origin": origin}
         if cross_origin is not None:

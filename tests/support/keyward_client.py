@@ -1,5 +1,6 @@
 """A test client that speaks keyward's HTTP contract through Chalice's test client, with the
 steps most tests share (login, key registration, the MFA login) as one call each."""
+
 from __future__ import annotations
 
 import base64
@@ -43,8 +44,16 @@ class KeywardClient:
         self.client = client
         self.idp = idp
 
-    def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
-             raw: bytes | str | None = None, headers: dict[str, str] | None = None) -> Reply:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: Any = None,
+        raw: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
         sent = {"content-type": "application/json", "user-agent": USER_AGENT, **(headers or {})}
         if token is not None:
             sent["authorization"] = f"Bearer {token}"
@@ -60,8 +69,14 @@ class KeywardClient:
     # --- the shared steps -------------------------------------------------------------------
 
     def login_reply(self, *, org: str = "acme", user: str = "bob", admin: bool = False, **claims: Any) -> Reply:
-        token = self.idp.mint(org=org, user=user, admin=admin, name=claims.pop("name", user.title()),
-                              email=claims.pop("email", f"{user}@{org}.example"), **claims)
+        token = self.idp.mint(
+            org=org,
+            user=user,
+            admin=admin,
+            name=claims.pop("name", user.title()),
+            email=claims.pop("email", f"{user}@{org}.example"),
+            **claims,
+        )
         return self.call("POST", "/auth/login", body={"id_token": token})
 
     def login(self, *, org: str = "acme", user: str = "bob", admin: bool = False) -> Member:
@@ -72,14 +87,20 @@ class KeywardClient:
     def registration_options(self, member: Member) -> Reply:
         return self.call("POST", "/me/mfa/keys/options", token=member.token)
 
-    def add_key(self, member: Member, authenticator: SoftwareAuthenticator | None = None, *, name: str = "My key") -> Reply:
+    def add_key(
+        self, member: Member, authenticator: SoftwareAuthenticator | None = None, *, name: str = "My key"
+    ) -> Reply:
         """Run the whole registration ceremony; the authenticator joins the member's keys on success."""
         authenticator = authenticator or SoftwareAuthenticator()
         options = self.registration_options(member)
         assert options.status == 200, options.body
         credential = authenticator.register(options.body["publicKey"])
-        reply = self.call("POST", "/me/mfa/keys", token=member.token,
-                          body={"challenge_id": options.body["challenge_id"], "name": name, "credential": credential})
+        reply = self.call(
+            "POST",
+            "/me/mfa/keys",
+            token=member.token,
+            body={"challenge_id": options.body["challenge_id"], "name": name, "credential": credential},
+        )
         if reply.status == 201:
             member.authenticators.append(authenticator)
             # A session that had to register continues under a new token.
@@ -92,8 +113,12 @@ class KeywardClient:
         return self.call("POST", "/auth/mfa/options", token=member.token)
 
     def mfa_verify(self, member: Member, challenge_id: str, credential: dict[str, Any]) -> Reply:
-        return self.call("POST", "/auth/mfa/verify", token=member.token,
-                         body={"challenge_id": challenge_id, "credential": credential})
+        return self.call(
+            "POST",
+            "/auth/mfa/verify",
+            token=member.token,
+            body={"challenge_id": challenge_id, "credential": credential},
+        )
 
     def mfa_login(self, *, org: str, user: str, authenticator: SoftwareAuthenticator, admin: bool = False) -> Member:
         """Log in and pass the MFA step with ``authenticator``; returns the active member."""
@@ -101,7 +126,9 @@ class KeywardClient:
         assert member.state == "mfa_required"
         options = self.mfa_options(member)
         assert options.status == 200, options.body
-        reply = self.mfa_verify(member, options.body["challenge_id"], authenticator.authenticate(options.body["publicKey"]))
+        reply = self.mfa_verify(
+            member, options.body["challenge_id"], authenticator.authenticate(options.body["publicKey"])
+        )
         assert reply.status == 200, reply.body
         member.token, member.state = reply.body["token"], reply.body["state"]
         member.authenticators.append(authenticator)
@@ -129,19 +156,36 @@ def hold_keys_in_table(member: Member, *, count: int) -> str:
     from chalicelib.base.models import Member as StoredMember
     from chalicelib.base.models import Session
 
-    listed = {f"held{number:018d}": {"id": base64.urlsafe_b64encode(bytes([number]) * 16).decode().rstrip("="),
-                                     "transports": []} for number in range(count)}
-    StoredMember(member.org, member.user).update(actions=[StoredMember.key_count.set(count),
-                                                          StoredMember.credentials.set(listed)])
+    listed = {
+        f"held{number:018d}": {
+            "id": base64.urlsafe_b64encode(bytes([number]) * 16).decode().rstrip("="),
+            "transports": [],
+        }
+        for number in range(count)
+    }
+    StoredMember(member.org, member.user).update(
+        actions=[StoredMember.key_count.set(count), StoredMember.credentials.set(listed)]
+    )
     proven = min(listed)
-    Session(member.org, member.token.split(".")[3]).update(actions=[
-        Session.verified_key_id.set(proven), Session.key_checked_at.set(clock.now())])
+    Session(member.org, member.token.split(".")[3]).update(
+        actions=[Session.verified_key_id.set(proven), Session.key_checked_at.set(clock.now())]
+    )
     return proven
 
 
 def store_key(org_id: str, user_id: str, key_id: str, *, attested: bool = False) -> None:
     """A security key item as a registration stores it, without the ceremony, for tests that need
     many keys; the member's key count is the test's to set."""
-    SecurityKey(org_id, key_id, user_id=user_id, name=key_id, credential_id=key_id.encode(), public_key=b"k",
-                algorithm=-7, aaguid="00000000-0000-0000-0000-000000000000", attestation_format="none",
-                created_at=clock.now(), attested=attested).save()
+    SecurityKey(
+        org_id,
+        key_id,
+        user_id=user_id,
+        name=key_id,
+        credential_id=key_id.encode(),
+        public_key=b"k",
+        algorithm=-7,
+        aaguid="00000000-0000-0000-0000-000000000000",
+        attestation_format="none",
+        created_at=clock.now(),
+        attested=attested,
+    ).save()

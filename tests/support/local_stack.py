@@ -1,6 +1,7 @@
 """Starting and stopping ``python -m devstack run`` on free ports, for tests that drive the local
 stack over real HTTP. A test module wraps :func:`running_local_stack` in a module-scoped fixture,
 so its tests share one stack."""
+
 from __future__ import annotations
 
 import os
@@ -42,13 +43,24 @@ def running_local_stack(log_directory: Path) -> Iterator[LocalStack]:
     port, dynamodb_port = free_ports(2)
     log = log_directory / "devstack.log"
     command = [
-        sys.executable, "-m", "devstack", "run",
-        "--port", str(port), "--dynamodb-port", str(dynamodb_port), "--no-autoreload",
+        sys.executable,
+        "-m",
+        "devstack",
+        "run",
+        "--port",
+        str(port),
+        "--dynamodb-port",
+        str(dynamodb_port),
+        "--no-autoreload",
     ]
     with log.open("wb") as output:
         # Its own process group, so teardown reaches everything it started.
         devstack = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, env=stack_environment(), stdout=output, stderr=subprocess.STDOUT,
+            command,
+            cwd=PROJECT_ROOT,
+            env=stack_environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
@@ -64,7 +76,9 @@ def stack_environment() -> dict[str, str]:
     out of reach of any proxy: what the stack, and commands run next to it, get."""
     environment = {name: value for name, value in os.environ.items() if name not in _TEST_PROCESS_VARIABLES}
     # curl honours http_proxy; localhost must be reached directly.
-    bypass = ",".join(filter(None, [environment.get("NO_PROXY") or environment.get("no_proxy"), "localhost", "127.0.0.1"]))
+    bypass = ",".join(
+        filter(None, [environment.get("NO_PROXY") or environment.get("no_proxy"), "localhost", "127.0.0.1"])
+    )
     return {**environment, "NO_PROXY": bypass, "no_proxy": bypass}
 
 

@@ -1,5 +1,6 @@
 """Playing a concurrent request against a stale one: change the table after a ceremony's response
 was verified and before the request's final transaction writes, as another request would."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

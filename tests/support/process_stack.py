@@ -6,6 +6,7 @@ tables included, but not the thread that served it: :func:`prepared` serves that
 the same port, where the environment and keyward's models already point. ``make mutate`` relies
 on this (``mutation/forkserver.py``) so that no mutant pays for the set-up again.
 """
+
 from __future__ import annotations
 
 import os
@@ -80,11 +81,11 @@ def _prepare() -> ProcessStack:
 
     create_missing_tables()
     prepare_channels(endpoint=endpoint)
-    return ProcessStack(server=server, endpoint=endpoint, port=server.get_host_and_port()[1], idp=idp,
-                        pid=os.getpid())
+    return ProcessStack(server=server, endpoint=endpoint, port=server.get_host_and_port()[1], idp=idp, pid=os.getpid())
 
 
 def _serve_again(inherited: ProcessStack) -> ProcessStack:
     server = start_moto(port=inherited.port)
-    return ProcessStack(server=server, endpoint=inherited.endpoint, port=inherited.port, idp=inherited.idp,
-                        pid=os.getpid())
+    return ProcessStack(
+        server=server, endpoint=inherited.endpoint, port=inherited.port, idp=inherited.idp, pid=os.getpid()
+    )

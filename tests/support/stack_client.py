@@ -6,6 +6,7 @@ The client mints ID tokens with the dev IdP whose key the stack trusts (``.devst
 and runs the WebAuthn ceremonies with :class:`tests.support.authenticator.SoftwareAuthenticator`. It is
 safe to use from many threads at once: each thread keeps its own keep-alive connection.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,9 @@ class StackClient:
             self._local.http = http
         return http
 
-    def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
-             raw: bytes | None = None) -> Reply:
+    def call(
+        self, method: str, path: str, *, token: str | None = None, body: Any = None, raw: bytes | None = None
+    ) -> Reply:
         """One request; ``body`` is sent as JSON, ``raw`` as the exact bytes given."""
         headers = {"content-type": "application/json"}
         if token is not None:
@@ -99,8 +101,9 @@ class StackClient:
             # (see in_parallel).
             with requests.Session() as http:
                 http.trust_env = False
-                response = http.request(method, url, headers={**headers, "connection": "close"}, data=data,
-                                        timeout=REQUEST_TIMEOUT_SECONDS)
+                response = http.request(
+                    method, url, headers={**headers, "connection": "close"}, data=data, timeout=REQUEST_TIMEOUT_SECONDS
+                )
         try:
             parsed = response.json() if response.content else None
         except ValueError:
@@ -127,8 +130,12 @@ class StackClient:
         return options
 
     def register(self, token: str, challenge_id: str, credential: Any, *, name: str = "Key") -> Reply:
-        return self.call("POST", "/me/mfa/keys", token=token,
-                         body={"challenge_id": challenge_id, "name": name, "credential": credential})
+        return self.call(
+            "POST",
+            "/me/mfa/keys",
+            token=token,
+            body={"challenge_id": challenge_id, "name": name, "credential": credential},
+        )
 
     def add_key(self, token: str, authenticator: SoftwareAuthenticator | None = None, *, name: str = "Key") -> Reply:
         """The whole registration ceremony; returns the 201 reply (its body has the key)."""
@@ -139,8 +146,9 @@ class StackClient:
         assert reply.status == 201, f"key registration: {reply}"
         return reply
 
-    def member_with_key(self, *, org: str, user: str, admin: bool = False,
-                        authenticator: SoftwareAuthenticator | None = None) -> tuple[str, SoftwareAuthenticator, str]:
+    def member_with_key(
+        self, *, org: str, user: str, admin: bool = False, authenticator: SoftwareAuthenticator | None = None
+    ) -> tuple[str, SoftwareAuthenticator, str]:
         """A member who registered a key in their first (active) session: that session's token,
         the authenticator and the key's ID."""
         authenticator = authenticator or SoftwareAuthenticator()
@@ -160,8 +168,9 @@ class StackClient:
         return Pending(token=token, challenge_id=options.body["challenge_id"], public_key=options.body["publicKey"])
 
     def mfa_verify(self, token: str, challenge_id: str, credential: Any) -> Reply:
-        return self.call("POST", "/auth/mfa/verify", token=token,
-                         body={"challenge_id": challenge_id, "credential": credential})
+        return self.call(
+            "POST", "/auth/mfa/verify", token=token, body={"challenge_id": challenge_id, "credential": credential}
+        )
 
     def mfa_login(self, *, org: str, user: str, authenticator: SoftwareAuthenticator, admin: bool = False) -> str:
         """Log in and pass the MFA step; returns the new, active token."""
@@ -197,8 +206,12 @@ class StackClient:
         options = self.call("POST", "/auth/reauth/options", token=token)
         assert options.status == 200, f"step-up options: {options}"
         credential = authenticator.authenticate(options.body["publicKey"], origin=self.origin)
-        return self.call("POST", "/auth/reauth/verify", token=token,
-                         body={"challenge_id": options.body["challenge_id"], "credential": credential})
+        return self.call(
+            "POST",
+            "/auth/reauth/verify",
+            token=token,
+            body={"challenge_id": options.body["challenge_id"], "credential": credential},
+        )
 
     def race_to_delete_every_key(self, token: str, keys: dict[str, SoftwareAuthenticator], *, label: str) -> str:
         """Delete all of a member's ``keys`` (key ID → authenticator) at once under enforcement,
@@ -209,9 +222,9 @@ class StackClient:
         ``LastKeyRequired``. Returns the surviving key's ID, which the session then steps up with.
         """
         held = sorted(keys)
-        replies = self.in_parallel([
-            lambda key_id=key_id: self.call("DELETE", f"/me/mfa/keys/{key_id}", token=token) for key_id in held
-        ])
+        replies = self.in_parallel(
+            [lambda key_id=key_id: self.call("DELETE", f"/me/mfa/keys/{key_id}", token=token) for key_id in held]
+        )
         outcome = [f"{key_id}: {reply}" for key_id, reply in zip(held, replies, strict=True)]
         refusals = [(reply.status, reply.code) for reply in replies if reply.status != 204]
         assert set(refusals) <= {(409, "LastKeyRequired"), (403, "ReauthenticationRequired")}, f"{label}: {outcome}"
@@ -269,7 +282,9 @@ class StackClient:
         # An anonymous GET /me is refused without touching DynamoDB, and is safe to repeat.
         for attempt in range(CONNECT_ATTEMPTS):
             try:
-                self._http().get(f"{self.api}/me", headers={"connection": "keep-alive"}, timeout=REQUEST_TIMEOUT_SECONDS)
+                self._http().get(
+                    f"{self.api}/me", headers={"connection": "keep-alive"}, timeout=REQUEST_TIMEOUT_SECONDS
+                )
                 return
             except requests.ConnectionError:
                 if attempt == CONNECT_ATTEMPTS - 1:
@@ -285,8 +300,11 @@ class StackTables:
 
     def __init__(self, stack: LocalStack) -> None:
         self.client = boto3.client(
-            "dynamodb", endpoint_url=stack.dynamodb, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
+            "dynamodb",
+            endpoint_url=stack.dynamodb,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
         )
 
     @staticmethod
@@ -294,15 +312,18 @@ class StackTables:
         return TABLE_PREFIX + name
 
     def get(self, table: str, **key: str) -> dict[str, Any] | None:
-        found = self.client.get_item(TableName=self.table(table), Key={k: {"S": v} for k, v in key.items()},
-                                     ConsistentRead=True)
+        found = self.client.get_item(
+            TableName=self.table(table), Key={k: {"S": v} for k, v in key.items()}, ConsistentRead=True
+        )
         return found.get("Item")
 
     def query_org(self, table: str, org_id: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         for page in self.client.get_paginator("query").paginate(
-            TableName=self.table(table), KeyConditionExpression="org_id = :org",
-            ExpressionAttributeValues={":org": {"S": org_id}}, ConsistentRead=True,
+            TableName=self.table(table),
+            KeyConditionExpression="org_id = :org",
+            ExpressionAttributeValues={":org": {"S": org_id}},
+            ConsistentRead=True,
         ):
             items.extend(page["Items"])
         return items
@@ -311,8 +332,10 @@ class StackTables:
         """Items of a table keyed by something else than the organization, that name it."""
         items: list[dict[str, Any]] = []
         for page in self.client.get_paginator("scan").paginate(
-            TableName=self.table(table), FilterExpression="org_id = :org",
-            ExpressionAttributeValues={":org": {"S": org_id}}, ConsistentRead=True,
+            TableName=self.table(table),
+            FilterExpression="org_id = :org",
+            ExpressionAttributeValues={":org": {"S": org_id}},
+            ConsistentRead=True,
         ):
             items.extend(page["Items"])
         return items
@@ -328,10 +351,14 @@ class StackTables:
         for org_id in org_ids:
             state[org_id] = {
                 "org": self.get("orgs", org_id=org_id),
-                **{table: self._by_key(table, self.query_org(table, org_id), key)
-                   for table, key in (("members", "user_id"), ("keys", "key_id"), ("sessions", "session_id"))},
-                **{table: self._by_key(table, self.scan_org(table, org_id), "key_id")
-                   for table in ("credentials", "backup-credentials")},
+                **{
+                    table: self._by_key(table, self.query_org(table, org_id), key)
+                    for table, key in (("members", "user_id"), ("keys", "key_id"), ("sessions", "session_id"))
+                },
+                **{
+                    table: self._by_key(table, self.scan_org(table, org_id), "key_id")
+                    for table in ("credentials", "backup-credentials")
+                },
             }
         return state
 
@@ -352,8 +379,10 @@ class StackTables:
 
     def expire_challenge(self, challenge_id: str, *, at: datetime) -> None:
         self.client.update_item(
-            TableName=self.table("challenges"), Key={"challenge_id": {"S": challenge_id}},
-            UpdateExpression="SET expires_at = :at", ConditionExpression="attribute_exists(challenge_id)",
+            TableName=self.table("challenges"),
+            Key={"challenge_id": {"S": challenge_id}},
+            UpdateExpression="SET expires_at = :at",
+            ConditionExpression="attribute_exists(challenge_id)",
             ExpressionAttributeValues={":at": {"S": at.strftime(PYNAMODB_TIME_FORMAT)}},
         )
 
@@ -375,4 +404,3 @@ class StackTables:
 def new_client(local_stack: LocalStack) -> StackClient:
     # The stack signs nothing itself: it trusts the dev IdP whose key is kept in .devstack/.
     return StackClient(stack=local_stack, idp=DevIdentityProvider.load_or_create())
-

@@ -1,5 +1,6 @@
 """A webhook endpoint for tests: a local HTTP server that checks every delivery's Standard Webhooks
 signature with the ``standardwebhooks`` library and keeps what it received."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,13 @@ def running_receiver() -> Iterator[Receiver]:
             with receiver.lock:
                 status = receiver.statuses.pop(0) if receiver.statuses else 204
                 # A slow answer is one the tests make keyward stop waiting for: it counts as none.
-                entry = Received(headers=headers, body=body, verified=verified, payload=payload,
-                                 status=0 if receiver.delay_seconds else status)
+                entry = Received(
+                    headers=headers,
+                    body=body,
+                    verified=verified,
+                    payload=payload,
+                    status=0 if receiver.delay_seconds else status,
+                )
                 receiver.received.append(entry)
             if receiver.delay_seconds:
                 time.sleep(receiver.delay_seconds)
