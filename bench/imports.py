@@ -255,8 +255,10 @@ class FirstRequestRunner:
         from chalice.test import Client
 
         from app import app
-        from tests.support.authenticator import SoftwareAuthenticator
-        from tests.support.keyward_client import KeywardClient
+        from bench.stack import test_support
+
+        SoftwareAuthenticator = test_support("authenticator").SoftwareAuthenticator
+        KeywardClient = test_support("keyward_client").KeywardClient
 
         self.key = SoftwareAuthenticator()
         self._client = Client(app)

@@ -280,7 +280,7 @@ def _verdict(passed: bool) -> str:
 
 
 def report(figures: list[SizeFigures]) -> list[str]:
-    from chalicelib.org.enforcement import PAGE_SIZE, PARALLEL_BATCHES
+    from chalicelib.background.invalidation import PAGE_SIZE, PARALLEL_BATCHES
 
     lines = [
         "## Ending sessions after enforcement",

@@ -70,7 +70,9 @@ def measure_operations() -> list[Measurement]:
     from chalice.test import Client
 
     from app import app
-    from tests.support.keyward_client import KeywardClient
+    from bench.stack import test_support
+
+    KeywardClient = test_support("keyward_client").KeywardClient
 
     with Client(app) as chalice_client:
         return _journey(KeywardClient(client=chalice_client, idp=stack.idp), stack.counter, routes=set(app.routes))
@@ -96,8 +98,9 @@ LATER_ROUTES = {"step-up options": "/auth/reauth/options", "step-up verify": "/a
 
 
 def _journey(api: KeywardClient, counter: RequestCounter, *, routes: set[str]) -> list[Measurement]:
-    from tests.support.authenticator import SoftwareAuthenticator
+    from bench.stack import test_support
 
+    SoftwareAuthenticator = test_support("authenticator").SoftwareAuthenticator
     results: list[Measurement] = []
 
     def measure(operation: str, expected_status: int, call: Callable[[], Reply]) -> Reply | None:

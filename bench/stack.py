@@ -9,12 +9,14 @@ whole ``python -m bench`` run. The counter is registered before any botocore ses
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from botocore import handlers
@@ -92,8 +94,9 @@ def local_stack() -> LocalStack:
     idp = DevIdentityProvider.ephemeral()
     # The models read the endpoint when first imported: environment first, then models.
     apply_environment(local_environment(endpoint=endpoint, jwks_json=idp.jwks_json()))
-    from chalicelib.base.models import Session
     from devstack.tables import create_missing_tables
+
+    Session = tree_models().Session
 
     # moto sorts a partition's items on every Query page, in Python: on a partition of 100,000
     # sessions one page takes over 10 s, where DynamoDB's cost for a page does not grow with the
@@ -103,3 +106,21 @@ def local_stack() -> LocalStack:
     Session.Meta.read_timeout_seconds = MOTO_READ_TIMEOUT_SECONDS
     create_missing_tables()
     return LocalStack(server=server, endpoint=endpoint, idp=idp, counter=counter)
+
+
+def tree_models() -> ModuleType:
+    """The measured tree's PynamoDB models: the bench runs against older commits too, from before
+    chalicelib was split into domain packages."""
+    try:
+        return importlib.import_module("chalicelib.base.models")
+    except ModuleNotFoundError:
+        return importlib.import_module("chalicelib.models")
+
+
+def test_support(name: str) -> ModuleType:
+    """A module of the measured tree's test support (its software authenticator, its API client),
+    which older commits kept at the top of tests/."""
+    try:
+        return importlib.import_module(f"tests.support.{name}")
+    except ModuleNotFoundError:
+        return importlib.import_module(f"tests.{name}")
