@@ -176,11 +176,11 @@ def _first_requests_report(compared: FirstRequestsCompared) -> list[str]:
         return lines + [
             "| Phase | Wall |",
             "|---|---:|",
-            *(f"| {name} | {median(samples):.0f} ms |" for name, samples in zip(names, new)),
+            *(f"| {name} | {median(samples):.0f} ms |" for name, samples in zip(names, new, strict=True)),
         ]
     old = _phases(compared.old) if compared.old is not None else [None] * len(names)
     lines += [f"| Phase | Old ({compared.old_tree.name}) | New |", "|---|---:|---:|"]
-    for name, before, now in zip(names, old, new):
+    for name, before, now in zip(names, old, new, strict=True):
         lines.append(f"| {name} | {'–' if before is None else f'{median(before):.0f} ms'} | {median(now):.0f} ms |")
     if compared.old_missing is not None:
         lines += ["", f"The old code's first requests did not run: {compared.old_missing}"]

@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
 
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.condition import Condition
@@ -34,8 +33,6 @@ from chalicelib.counters.conditions import (
 )
 
 log = logging.getLogger("keyward.coverage")
-
-T = TypeVar("T")
 
 
 class Bucket(str, Enum):
@@ -192,7 +189,7 @@ def change_key_count(
         write.condition_check(Item.ORG_COUNTERS, Organization, org_id, condition=org_condition)
 
 
-def retrying(
+def retrying[T](
     *, org_id: str, user_id: str, expected: Standing, compliance_version: int, attempt: Callable[[Standing], T]
 ) -> T:
     """Run ``attempt(the member's standing)``; send it again when it meets another transaction
