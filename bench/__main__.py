@@ -71,7 +71,8 @@ def _round_trip_report(
     else:
         old_by_name = {} if isinstance(old, str) else {m.operation: m for m in old}
         lines += [
-            f"| Operation | Old ({old_tree.name if old_tree else '–'}) | New | DynamoDB calls now | DynamoDB calls before |",
+            f"| Operation | Old ({old_tree.name if old_tree else '–'}) | New "
+            "| DynamoDB calls now | DynamoDB calls before |",
             "|---|---:|---:|---|---|",
         ]
         for m in measurements:

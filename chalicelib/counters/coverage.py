@@ -5,8 +5,9 @@ the same of its admins, kept as counters on the organization; each member's cove
 The rule: every transaction that creates or deletes a member, changes a member's key count, or
 (at login) their admin flag, states the member's standing it expects (conditions) and moves the
 counters, the bucket and the admin entry with it. A member's count and flag can only change
-through such a transaction, so the counters are exact whatever runs at the same time; when two transactions meet on one organization item, DynamoDB cancels
-one of them (a conflict, not a refusal) and it is sent again here, never reported to the user.
+through such a transaction, so the counters are exact whatever runs at the same time; when two
+transactions meet on one organization item, DynamoDB cancels one of them (a conflict, not a
+refusal) and it is sent again here, never reported to the user.
 Admin pages then read one item, whatever the organization's size.
 """
 
