@@ -71,7 +71,8 @@ def _round_trip_report(
     else:
         old_by_name = {} if isinstance(old, str) else {m.operation: m for m in old}
         lines += [
-            f"| Operation | Old ({old_tree.name if old_tree else '–'}) | New | DynamoDB calls now | DynamoDB calls before |",
+            f"| Operation | Old ({old_tree.name if old_tree else '–'}) | New "
+            "| DynamoDB calls now | DynamoDB calls before |",
             "|---|---:|---:|---|---|",
         ]
         for m in measurements:
@@ -176,11 +177,11 @@ def _first_requests_report(compared: FirstRequestsCompared) -> list[str]:
         return lines + [
             "| Phase | Wall |",
             "|---|---:|",
-            *(f"| {name} | {median(samples):.0f} ms |" for name, samples in zip(names, new)),
+            *(f"| {name} | {median(samples):.0f} ms |" for name, samples in zip(names, new, strict=True)),
         ]
     old = _phases(compared.old) if compared.old is not None else [None] * len(names)
     lines += [f"| Phase | Old ({compared.old_tree.name}) | New |", "|---|---:|---:|"]
-    for name, before, now in zip(names, old, new):
+    for name, before, now in zip(names, old, new, strict=True):
         lines.append(f"| {name} | {'–' if before is None else f'{median(before):.0f} ms'} | {median(now):.0f} ms |")
     if compared.old_missing is not None:
         lines += ["", f"The old code's first requests did not run: {compared.old_missing}"]

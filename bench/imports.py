@@ -231,7 +231,7 @@ class FirstRequests:
 
     def total_ms(self) -> list[float]:
         """import app + first GET /me + first MFA verify, per process."""
-        return [sum(phases) for phases in zip(self.import_ms, self.me_ms, self.verify_ms)]
+        return [sum(phases) for phases in zip(self.import_ms, self.me_ms, self.verify_ms, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,8 @@ def report(figures: LoadFigures) -> list[str]:
     lines = [
         f"## Load: {figures.users} members × {figures.rounds} MFA sign-in(s) each, {figures.threads} client thread(s)",
         "",
-        f"{figures.requests} requests in {figures.seconds:.1f} s: **{figures.requests / figures.seconds:.1f} requests/s**, "
+        f"{figures.requests} requests in {figures.seconds:.1f} s: "
+        f"**{figures.requests / figures.seconds:.1f} requests/s**, "
         f"{figures.sign_ins / figures.seconds:.1f} MFA sign-ins/s "
         f"({figures.sign_ins} of {expected} sign-ins completed; setup, not timed: {figures.setup_seconds:.1f} s "
         f"to register {figures.users} keys).",

@@ -186,7 +186,8 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
         created = create_missing_tables()
         seeded = seed_demo_org()
         print(
-            f"DynamoDB at {endpoint}; tables created: {', '.join(created) or 'none'}; seeded: {', '.join(seeded) or 'nothing'}"
+            f"DynamoDB at {endpoint}; tables created: {', '.join(created) or 'none'}; "
+            f"seeded: {', '.join(seeded) or 'nothing'}"
         )
 
         # As on AWS, the organizations table's stream drives the stream function (within a second).
@@ -209,8 +210,8 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
         audit_pump = audit_stream_pump(endpoint=endpoint)
         audit_pump.start()
         print(
-            f"stream function: pumping the audit table's stream; sent mail: {Path(sys.executable).name} -m devstack mail "
-            f"--endpoint {os.environ['KEYWARD_AWS_ENDPOINT']}"
+            "stream function: pumping the audit table's stream; "
+            f"sent mail: {Path(sys.executable).name} -m devstack mail --endpoint {os.environ['KEYWARD_AWS_ENDPOINT']}"
         )
 
         chalice = _start_chalice(port=port, autoreload=autoreload)
@@ -302,8 +303,10 @@ ID tokens from the dev IdP (run in {PROJECT_ROOT}):
   {member_token}
 
 Log in:
-  curl -s localhost:{port}/auth/login -H 'content-type: application/json' -d "{{\\"id_token\\": \\"$({admin_token})\\"}}"
-  curl -s localhost:{port}/auth/login -H 'content-type: application/json' -d "{{\\"id_token\\": \\"$({member_token})\\"}}"
+  curl -s localhost:{port}/auth/login -H 'content-type: application/json' \\
+    -d "{{\\"id_token\\": \\"$({admin_token})\\"}}"
+  curl -s localhost:{port}/auth/login -H 'content-type: application/json' \\
+    -d "{{\\"id_token\\": \\"$({member_token})\\"}}"
 
 Ctrl-C stops keyward and DynamoDB.""",
         flush=True,

@@ -205,7 +205,8 @@ def _options(reply: dict[str, Any], *, endpoint: str, creation: bool) -> dict[st
         or not isinstance(options.get("challenge"), str)
     ):
         raise KeyToolError(
-            f'expected {endpoint}\'s reply, {{"challenge_id": ..., "publicKey": {{...}}}}; got: {_excerpt(json.dumps(reply))}'
+            f'expected {endpoint}\'s reply, {{"challenge_id": ..., "publicKey": {{...}}}}; '
+            f"got: {_excerpt(json.dumps(reply))}"
         )
     # Creation options name the user; request options never do. Mixing them up would only earn
     # an opaque refusal from the API later.

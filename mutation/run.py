@@ -190,8 +190,10 @@ def _select_functions(session: Path, functions: list[str] | None) -> int:
             return 0
         names = ", ".join("?" * len(functions))
         return database.execute(
-            "INSERT INTO work_results (worker_outcome, output, job_id) SELECT 'SKIPPED', ?, job_id FROM mutation_specs"
-            f" WHERE coalesce(definition_name, '') NOT IN ({names}) AND job_id NOT IN (SELECT job_id FROM work_results)",
+            "INSERT INTO work_results (worker_outcome, output, job_id)"
+            " SELECT 'SKIPPED', ?, job_id FROM mutation_specs"
+            f" WHERE coalesce(definition_name, '') NOT IN ({names})"
+            " AND job_id NOT IN (SELECT job_id FROM work_results)",
             (_OUTSIDE_FUNCTIONS, *functions),
         ).rowcount
 

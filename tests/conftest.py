@@ -17,8 +17,9 @@ from tests.support.process_stack import forget_stream_records, prepared
 _STACK = prepared()
 IDP = _STACK.idp
 
-from devstack.tables import truncate_tables
-from tests.support.keyward_client import KeywardClient
+# Only now, with the environment applied: these import keyward's models.
+from devstack.tables import truncate_tables  # noqa: E402
+from tests.support.keyward_client import KeywardClient  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from chalicelib.access.actions import Action
 from chalicelib.access.sessions import holds_key
@@ -88,7 +88,7 @@ class Refuse:
         return self.refusal.__name__
 
 
-Cell = Union[Permit, Refuse]
+Cell = Permit | Refuse
 
 _MFA_FIRST = Refuse(MfaRequired, "Complete the security key check first (POST /auth/mfa/options).")
 _REGISTER_FIRST = Refuse(RegistrationRequired, "The organization enforces MFA: register a security key first.")

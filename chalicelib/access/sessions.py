@@ -25,7 +25,7 @@ from pynamodb.transactions import TransactGet
 
 from chalicelib.access import grace, lifecycle, tenancy
 from chalicelib.base import audit, clock
-from chalicelib.base.audit import BACKUP_USER_PREFIX, Client
+from chalicelib.base.audit import BACKUP_USER_PREFIX, UNKNOWN_CLIENT, Client
 from chalicelib.base.config import settings
 from chalicelib.base.context import AlsoReads, Caller, SessionState
 from chalicelib.base.errors import (
@@ -177,7 +177,7 @@ def start(
     return IssuedSession(token=token, session=session)
 
 
-def resolve(*, authorization: str | None, client: Client = Client(), also: AlsoReads | None = None) -> Caller:
+def resolve(*, authorization: str | None, client: Client = UNKNOWN_CLIENT, also: AlsoReads | None = None) -> Caller:
     """The caller behind an ``Authorization: Bearer`` header, in one DynamoDB round trip, with
     the items ``also`` names (``Caller.read``) in the same transactional read.
 

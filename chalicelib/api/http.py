@@ -8,7 +8,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from chalice import Blueprint, Chalice, Response
 from chalice.app import ChaliceViewError, Request
@@ -158,10 +158,7 @@ def caller_of(request: Request, *, action: Action, also: AlsoReads | None = None
     return caller
 
 
-Submitted = TypeVar("Submitted")
-
-
-def caller_with(
+def caller_with[Submitted](
     request: Request,
     *,
     action: Action,

@@ -129,7 +129,7 @@ def _delete_sessions(keys: list[dict[str, Any]]) -> int:
     # A failed batch may still have deleted some of its sessions before giving up.
     deleted = sum(
         len(batch) if future.exception() is None else getattr(future.exception(), "deleted", 0)
-        for batch, future in zip(batches, futures)
+        for batch, future in zip(batches, futures, strict=True)
     )
     failure = next((future.exception() for future in futures if future.exception() is not None), None)
     if failure is not None:

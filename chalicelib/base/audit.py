@@ -72,6 +72,10 @@ class Client:
     user_agent: str | None = None
 
 
+# What is recorded when the caller is not an HTTP request (a test, a script): nothing known.
+UNKNOWN_CLIENT = Client()
+
+
 def actor_of(user_id: str) -> Actor:
     """The actor behind a session's user ID: a member, or the backup credentials they used."""
     if user_id.startswith(BACKUP_USER_PREFIX):

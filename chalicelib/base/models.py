@@ -106,7 +106,8 @@ class Organization(Model):
     # Which authenticators count as security keys here (chalicelib.ceremony.authenticator_policy);
     # absent means the default policy. Read with every session, so enforcing it costs no read.
     authenticator_policy: MapAttribute[str, Any] = MapAttribute(null=True)
-    # Who may register a first security key: "open" (absent) or "pass_required" (see chalicelib/keys/enrollment_passes.py).
+    # Who may register a first security key: "open" (absent) or "pass_required"
+    # (see chalicelib/keys/enrollment_passes.py).
     enrollment = UnicodeAttribute(null=True)
     # Coverage counters, changed in the transactions that create members and change whether a
     # member holds a key (see chalicelib/counters/coverage.py): admin pages read them instead of every member.

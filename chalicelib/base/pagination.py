@@ -10,18 +10,16 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from chalicelib.base.errors import InvalidCursor, MalformedRequest
 
-T = TypeVar("T")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 MAX_SORT_KEY_BYTES = 1024
 
 
 @dataclass(frozen=True)
-class Page(Generic[T]):
+class Page[T]:
     items: list[T]
     next: str | None
 

@@ -124,9 +124,10 @@ class LabelledWrite:
     def failed_conditions(self, error: TransactWriteError) -> frozenset[Item]:
         order = [label for kind in ("check", "delete", "save", "update") for label in self._labels[kind]]
         reasons = error.cancellation_reasons or []
+        # One reason per item, in order, when DynamoDB gives reasons at all; without them none is named.
         return frozenset(
             label
-            for label, reason in zip(order, reasons)
+            for label, reason in zip(order, reasons, strict=False)
             if reason is not None and reason.code == "ConditionalCheckFailed"
         )
 

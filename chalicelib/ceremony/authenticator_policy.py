@@ -203,11 +203,13 @@ def check_registration(
     if policy.attestation is Attestation.REQUIRED:
         if not certified:
             raise AttestationRequired(
-                "The organization accepts only security keys that attest their model; this one sent no attestation certificate."
+                "The organization accepts only security keys that attest their model; "
+                "this one sent no attestation certificate."
             )
         if not key.attested:
             raise AttestationUntrusted(
-                "The security key's attestation does not verify up to a root the FIDO Metadata Service lists for its model."
+                "The security key's attestation does not verify up to a root "
+                "the FIDO Metadata Service lists for its model."
             )
         if key.model_status in COMPROMISED_STATUSES:
             raise AuthenticatorNotAllowed(

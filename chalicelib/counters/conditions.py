@@ -11,7 +11,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from pynamodb.attributes import NumberAttribute
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
@@ -22,7 +21,6 @@ from chalicelib.base.storage import response_code
 
 log = logging.getLogger("keyward.coverage")
 
-T = TypeVar("T")
 
 # Attempts of one transaction that keeps meeting others on the same items; with jittered
 # backoff this outlasts hundreds of simultaneous writers to one organization.
@@ -76,7 +74,7 @@ def _conflicted(error: Exception) -> bool:
     return isinstance(error, PynamoDBException) and response_code(error) == "TransactionConflictException"
 
 
-def sent_again_on_conflict(attempt: Callable[[], T], *, org_id: str) -> T:
+def sent_again_on_conflict[T](attempt: Callable[[], T], *, org_id: str) -> T:
     """Run ``attempt``; send it again, after a jittered pause, when DynamoDB cancelled it because
     another transaction held one of its items at that moment (a conflict, not a refusal)."""
     for number in range(MAX_ATTEMPTS):

@@ -5,8 +5,9 @@ the same of its admins, kept as counters on the organization; each member's cove
 The rule: every transaction that creates or deletes a member, changes a member's key count, or
 (at login) their admin flag, states the member's standing it expects (conditions) and moves the
 counters, the bucket and the admin entry with it. A member's count and flag can only change
-through such a transaction, so the counters are exact whatever runs at the same time; when two transactions meet on one organization item, DynamoDB cancels
-one of them (a conflict, not a refusal) and it is sent again here, never reported to the user.
+through such a transaction, so the counters are exact whatever runs at the same time; when two
+transactions meet on one organization item, DynamoDB cancels one of them (a conflict, not a
+refusal) and it is sent again here, never reported to the user.
 Admin pages then read one item, whatever the organization's size.
 """
 
@@ -16,7 +17,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
 
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.condition import Condition
@@ -34,8 +34,6 @@ from chalicelib.counters.conditions import (
 )
 
 log = logging.getLogger("keyward.coverage")
-
-T = TypeVar("T")
 
 
 class Bucket(str, Enum):
@@ -192,7 +190,7 @@ def change_key_count(
         write.condition_check(Item.ORG_COUNTERS, Organization, org_id, condition=org_condition)
 
 
-def retrying(
+def retrying[T](
     *, org_id: str, user_id: str, expected: Standing, compliance_version: int, attempt: Callable[[Standing], T]
 ) -> T:
     """Run ``attempt(the member's standing)``; send it again when it meets another transaction

@@ -154,13 +154,19 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
     name = details.get("name")
     target = entry.target or ""
     sentences = {
-        "key.registered": f"A security key{f' named “{name}”' if name else ''} was added to your account by {entry.actor}.",
+        "key.registered": (
+            f"A security key{f' named “{name}”' if name else ''} was added to your account by {entry.actor}."
+        ),
         "key.deleted": f"The security key {f'“{name}”' if name else target} was removed from your account by "
         f"{entry.actor}{', an admin' if details.get('by') == 'admin' else ''}.",
         "mfa.disabled": f"Multi-factor authentication was turned off for your account by {entry.actor}; "
         f"{details.get('keys_deleted', 'all')} security key(s) were removed.",
-        "enrollment_pass.issued": f"{entry.actor} issued an enrolment pass for you: it lets you register a security key.",
-        "member.sessions_ended": f"{entry.actor} ended your sessions ({details.get('sessions_ended', 'all')}); sign in again.",
+        "enrollment_pass.issued": (
+            f"{entry.actor} issued an enrolment pass for you: it lets you register a security key."
+        ),
+        "member.sessions_ended": (
+            f"{entry.actor} ended your sessions ({details.get('sessions_ended', 'all')}); sign in again."
+        ),
         "mfa.failed": f"The security key check failed {REPEATED_FAILURES} or more times on your account "
         f"within {int(FAILURE_WINDOW.total_seconds() // 60)} minutes.",
         "enforcement.enabled": f"{entry.actor} turned on MFA enforcement for {entry.org_id}.",
@@ -178,7 +184,9 @@ def _what(entry: AuditEvent, details: dict[str, Any]) -> str:
             if entry.actor_kind == ActorKind.SYSTEM.value
             else f"{entry.actor} disabled the webhook {target} ({details.get('url', '')}): no events go to it."
         ),
-        "webhook.deleted": f"{entry.actor} deleted the webhook {target} ({details.get('url', '')}): no events go to it.",
+        "webhook.deleted": (
+            f"{entry.actor} deleted the webhook {target} ({details.get('url', '')}): no events go to it."
+        ),
     }
     return sentences.get(entry.action, f"{entry.action} by {entry.actor}.")
 

@@ -67,7 +67,8 @@ class Failed(Exception):
 
 
 def event_id(entry: AuditEvent) -> str:
-    """The event's ID for its consumers, the same on every delivery (the ``webhook-id``, EventBridge's detail ``id``)."""
+    """The event's ID for its consumers, the same on every delivery (the ``webhook-id``,
+    EventBridge's detail ``id``)."""
     return "evt_" + hashlib.sha256(f"{entry.org_id}\n{entry.event_key}".encode()).hexdigest()[:32]
 
 

@@ -105,11 +105,13 @@ with Client(app.app) as client:
         challenge.update(actions=[Challenge.challenge.set(b64url(json.loads(b64url(vector["client_data_json"]))["challenge"]))])
         credential = {
             "id": vector["credential_id"], "rawId": vector["credential_id"], "type": "public-key",
-            "response": {"attestationObject": vector["attestation_object"], "clientDataJSON": vector["client_data_json"]},
+            "response": {
+                "attestationObject": vector["attestation_object"], "clientDataJSON": vector["client_data_json"]
+            },
             "clientExtensionResults": {},
         }
-        status, answer = call("POST", "/me/mfa/keys", login["token"],
-                              {"challenge_id": options["challenge_id"], "name": vector["device"], "credential": credential})
+        submitted = {"challenge_id": options["challenge_id"], "name": vector["device"], "credential": credential}
+        status, answer = call("POST", "/me/mfa/keys", login["token"], submitted)
         stored = [
             {"attested": key.attested, "model": key.model, "model_id": key.model_id, "format": key.attestation_format}
             for key in SecurityKey.query(org, consistent_read=True)

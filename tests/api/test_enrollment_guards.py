@@ -179,7 +179,10 @@ def test_a_policy_value_keyward_does_not_know_requires_a_pass(api, admin, monkey
     """An operator's typo in the table fails closed, whether it is there when the registration is
     read or lands between the check and the registration's transaction."""
     bob = api.login(user="bob")
-    set_typo = lambda: Organization("acme").update(actions=[Organization.enrollment.set(typo)])
+
+    def set_typo() -> None:
+        Organization("acme").update(actions=[Organization.enrollment.set(typo)])
+
     if when == "before":
         set_typo()
         assert api.call("GET", "/org/mfa", token=admin.token).body["enrollment"] == "pass_required"

@@ -436,7 +436,7 @@ def test_a_waiting_session_that_passed_the_key_check_and_whose_keys_went_meanwhi
     not see."""
     from chalicelib.base import clock
 
-    bob = _member_with_keys(api, 1)
+    _member_with_keys(api, 1)
     enforce_in_table("acme", enforcing_session_id="someone-elses")
     waiting = api.login(user="bob")
     [held] = _key_ids()

@@ -244,7 +244,7 @@ def test_offboarding_ends_many_sessions(api):
     alice = _admin(api)
     api.login(user="bob")
     started = clock.now()
-    for n in range(150):
+    for _ in range(150):
         Session(
             "acme",
             lifecycle.new_session_id(started),

@@ -68,9 +68,12 @@ def test_a_token_naming_what_keyward_never_issues_is_refused_before_any_read(api
         raise AssertionError("the session was read")
 
     monkeypatch.setattr(sessions, "TransactGet", no_read)
-    name = lambda text: base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-    parts = {"org": name("acme"), "user": name("bob"), "session": "A" * 22}
-    parts[part] = name(value) if part != "session" else value
+
+    def encoded(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    parts = {"org": encoded("acme"), "user": encoded("bob"), "session": "A" * 22}
+    parts[part] = encoded(value) if part != "session" else value
     token = ".".join(("kw1", parts["org"], parts["user"], parts["session"], "secret"))
 
     for method, path in (("GET", "/me"), ("POST", "/auth/logout")):

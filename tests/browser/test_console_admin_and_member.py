@@ -28,7 +28,8 @@ def in_view(console: Console, selector: str) -> bool:
 
 def focused(console: Console) -> str:
     return console.page.evaluate(
-        "(() => { const e = document.activeElement; return e.id || e.getAttribute('aria-label') || e.textContent.trim(); })()"
+        "(() => { const e = document.activeElement;"
+        " return e.id || e.getAttribute('aria-label') || e.textContent.trim(); })()"
     )
 
 
@@ -152,12 +153,17 @@ def test_a_wrong_backup_secret_on_a_phone_is_said_beside_the_field_with_the_keyb
 
 
 SIGN_ONE_CHECK_SEND_ANOTHER = """async () => {
-  const headers = { authorization: `Bearer ${sessionStorage.getItem("keyward.session")}`, "content-type": "application/json" };
+  const headers = {
+    authorization: `Bearer ${sessionStorage.getItem("keyward.session")}`, "content-type": "application/json",
+  };
   const ask = async () => (await fetch("auth/mfa/options", { method: "POST", headers })).json();
   const [signed, other] = [await ask(), await ask()];
-  const credential = await navigator.credentials.get({ publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(signed.publicKey) });
+  const credential = await navigator.credentials.get({
+    publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(signed.publicKey),
+  });
   const response = await fetch("auth/mfa/verify", {
-    method: "POST", headers, body: JSON.stringify({ challenge_id: other.challenge_id, credential: credential.toJSON() }),
+    method: "POST", headers,
+    body: JSON.stringify({ challenge_id: other.challenge_id, credential: credential.toJSON() }),
   });
   return [response.status, (await response.json()).Code];
 }"""
@@ -368,16 +374,22 @@ CONTRAST_PROBE = """() => {
     const channel = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
     return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
   };
-  const ratio = (a, b) => { const [hi, lo] = [luminance(rgb(a)), luminance(rgb(b))].sort((x, y) => y - x); return (hi + 0.05) / (lo + 0.05); };
+  const ratio = (a, b) => {
+    const [hi, lo] = [luminance(rgb(a)), luminance(rgb(b))].sort((x, y) => y - x);
+    return (hi + 0.05) / (lo + 0.05);
+  };
   const card = getComputedStyle(document.querySelector(".card")).backgroundColor;
   const enforce = document.getElementById("enforce");
   const field = document.getElementById("audit-action");
+  const textField = document.getElementById("add-key-name");
   return {
     "focus ring on a card": ratio(getComputedStyle(document.activeElement).outlineColor, card),
     "switch track (off) on a card": ratio(getComputedStyle(enforce).backgroundColor, card),
-    "switch knob on its track": ratio(getComputedStyle(enforce, "::before").backgroundColor, getComputedStyle(enforce).backgroundColor),
+    "switch knob on its track": ratio(
+      getComputedStyle(enforce, "::before").backgroundColor, getComputedStyle(enforce).backgroundColor
+    ),
     "field border on a card": ratio(getComputedStyle(field).borderTopColor, card),
-    "text field border on a card": ratio(getComputedStyle(document.getElementById("add-key-name")).borderTopColor, card),
+    "text field border on a card": ratio(getComputedStyle(textField).borderTopColor, card),
   };
 }"""
 
@@ -407,7 +419,10 @@ def test_controls_and_the_focus_ring_reach_three_to_one_contrast(open_console: O
 def contrast(first: str, second: str) -> float:
     def luminance(color: str) -> float:
         red, green, blue = (float(part) / 255 for part in re.findall(r"[\d.]+", color)[:3])
-        channel = lambda c: c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+        def channel(c: float) -> float:
+            return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
         return 0.2126 * channel(red) + 0.7152 * channel(green) + 0.0722 * channel(blue)
 
     high, low = sorted((luminance(first), luminance(second)), reverse=True)

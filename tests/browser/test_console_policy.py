@@ -28,7 +28,8 @@ def test_an_admin_sees_the_impact_of_a_policy_before_saving_it(open_console: Ope
     attestation.select_option(label="Only models verified by the FIDO Metadata Service")
     policy.get_by_role("button", name="Check impact").click()
     expect(policy.get_by_role("status")).to_have_text(
-        "With this policy, 1 of 1 security key would not count, and 1 of 1 member with keys would hold no key that counts."
+        "With this policy, 1 of 1 security key would not count, "
+        "and 1 of 1 member with keys would hold no key that counts."
     )
     assert ada.get("/org/mfa/policy")["policy"]["attestation"] == "none"  # only counted
 

@@ -394,5 +394,6 @@ def sticking_out(console: Console) -> list[str]:
         """() => [...document.querySelectorAll("body *")]
             .filter((element) => element.getClientRects().length && !element.closest("thead, .visually-hidden"))
             .filter((element) => element.getBoundingClientRect().right > innerWidth + 0.5)
-            .map((element) => `${element.tagName.toLowerCase()}#${element.id}.${element.className}: ${element.textContent.slice(0, 40)}`)"""
+            .map((element) => `${element.tagName.toLowerCase()}#${element.id}.${element.className}: `
+                + element.textContent.slice(0, 40))"""
     )

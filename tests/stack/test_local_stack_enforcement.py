@@ -67,7 +67,8 @@ def assert_ended_by_enforcement(replies: dict[str, Reply], stored_session_ids: s
     must never be taken for an unknown token, and none may get through.
     """
     wrong = [
-        f"session {session_id_of(token)} ({'stored' if session_id_of(token) in stored_session_ids else 'deleted'}): {reply}"
+        f"session {session_id_of(token)} "
+        f"({'stored' if session_id_of(token) in stored_session_ids else 'deleted'}): {reply}"
         for token, reply in replies.items()
         if (reply.status, reply.code) != (401, "SessionEndedByEnforcement")
         and not ((reply.status, reply.code) == (401, "InvalidToken") and session_id_of(token) not in stored_session_ids)

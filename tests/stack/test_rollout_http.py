@@ -245,7 +245,10 @@ def test_fifty_first_keys_and_fifty_last_key_deletions_at_once_are_all_counted(k
     started = time.monotonic()
     replies = keyward.in_parallel(
         [lambda p=p: keyward.register(p[0], p[1], p[2]) for p in prepared]
-        + [lambda t=t, k=k: keyward.call("DELETE", f"/me/mfa/keys/{k}", token=t) for t, k in zip(holders, held)]
+        + [
+            lambda t=t, k=k: keyward.call("DELETE", f"/me/mfa/keys/{k}", token=t)
+            for t, k in zip(holders, held, strict=True)
+        ]
     )
     print(f"{2 * RACERS} requests at once answered in {time.monotonic() - started:.1f} s")
 
