@@ -19,7 +19,7 @@ from chalicelib.base.models import (
 from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.ceremony.credentials import keys_of
 from chalicelib.counters import compliance, conditions, coverage
-from chalicelib.keys.enrollment_passes import passes_of
+from chalicelib.keys import enrollment_passes
 from chalicelib.keys.management import named
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def offboard(*, caller: Caller, user_id: str) -> int:
         except Member.DoesNotExist:
             raise MemberNotFound("No such member.") from None
         held = keys_of(org_id=org_id, user_id=user_id)
-        passes = passes_of(org_id=org_id, user_id=user_id)
+        passes = enrollment_passes.passes_of(org_id=org_id, user_id=user_id)
         with transaction() as write:
             # The count condition makes a key registered meanwhile fail this transaction (it is
             # read and sent again) rather than outlive its member.
