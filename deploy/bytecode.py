@@ -10,6 +10,7 @@ invalidate it. It must be built by the Python the runtime runs, whose magic numb
 
 from __future__ import annotations
 
+import copy
 import py_compile
 import sys
 import tempfile
@@ -65,9 +66,11 @@ def add_bytecode(*, package: Path, runtime: str) -> Compiled:
         entries = source.infolist()
         ours = {cache_name(entry.filename) for entry in entries if entry.filename.endswith(".py")}
         for entry in entries:
-            # A .pyc that a wheel brought along for this Python is replaced by ours.
+            # A .pyc that a wheel (or the packaged tree's own __pycache__) brought along is replaced
+            # by ours. The target gets a copy of the entry: writing records the target's offset in
+            # the ZipInfo, and the source's own must stay as it is for the reads below.
             if entry.filename not in ours:
-                target.writestr(entry, source.read(entry))
+                target.writestr(copy.copy(entry), source.read(entry))
         for entry in entries:
             if not entry.filename.endswith(".py"):
                 continue
