@@ -109,18 +109,22 @@ def local_stack() -> LocalStack:
 
 
 def tree_models() -> ModuleType:
-    """The measured tree's PynamoDB models: the bench runs against older commits too, from before
-    chalicelib was split into domain packages."""
-    try:
-        return importlib.import_module("chalicelib.base.models")
-    except ModuleNotFoundError:
-        return importlib.import_module("chalicelib.models")
+    """The measured tree's PynamoDB models."""
+    return _in_either_layout("chalicelib.base.models", older="chalicelib.models")
 
 
 def test_support(name: str) -> ModuleType:
-    """A module of the measured tree's test support (its software authenticator, its API client),
-    which older commits kept at the top of tests/."""
+    """A module of the measured tree's test support (its software authenticator, its API client)."""
+    return _in_either_layout(f"tests.support.{name}", older=f"tests.{name}")
+
+
+def _in_either_layout(current: str, *, older: str) -> ModuleType:
+    """The module ``current`` names, or ``older`` in a tree from before the domain packages and
+    tests by layer: the bench measures older commits too. Only a missing ``current`` itself (or a
+    package of it) falls back; a module that fails inside stays a failure."""
     try:
-        return importlib.import_module(f"tests.support.{name}")
-    except ModuleNotFoundError:
-        return importlib.import_module(f"tests.{name}")
+        return importlib.import_module(current)
+    except ModuleNotFoundError as missing:
+        if missing.name is None or not current.startswith(missing.name):
+            raise
+        return importlib.import_module(older)
