@@ -10,6 +10,7 @@ from devstack.dynamodb import dynamodb_environment
 from devstack.idp import DEFAULT_KEY_PATH
 
 LOCAL_PORT = 8000
+PROVIDER_KEY_DIR = DEFAULT_KEY_PATH.parent / "provider-keys"
 
 # A named profile would win over, or fail next to, the fake credentials a local DynamoDB needs.
 _SHADOWING_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
@@ -36,6 +37,9 @@ def local_environment(*, endpoint: str, jwks_json: str, port: int = LOCAL_PORT) 
         "KEYWARD_AWS_ENDPOINT": endpoint,
         "KEYWARD_MAIL_FROM": "keyward <notifications@keyward.localhost>",
         "KEYWARD_EVENT_BUS": "keyward-local",
+        # The OpenID provider: discovery and its tokens name the local API; its keys are files.
+        "KEYWARD_PROVIDER_ISSUER": f"http://localhost:{port}",
+        "KEYWARD_PROVIDER_KEY_DIR": str(PROVIDER_KEY_DIR),
     }
 
 

@@ -34,6 +34,9 @@ class Tables:
     webhooks: str
     deliveries: str
     webhook_changes: str
+    relying_parties: str
+    authorizations: str
+    signing_keys: str
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,12 @@ class Settings:
     mds_url: str
     extra_authenticator_roots: Mapping[str, ExtraAuthenticator]
 
+    # The OpenID provider (chalicelib/provider/): its issuer, the API's public base URL, which
+    # discovery and every token it signs name.
+    provider_issuer: str
+    # Local stage only: the directory of its signing keys' PEM files (on AWS they never leave KMS).
+    provider_key_dir: str | None
+
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -245,6 +254,18 @@ def _identity_providers(env: Mapping[str, str], single: IdentityProvider) -> tup
     return tuple(providers)
 
 
+def checked_issuer(issuer: str) -> str:
+    """The provider's issuer, refused unless an https URL (http only for localhost) with no query
+    or fragment, as OpenID Connect Discovery §3 asks. Checked where the provider first uses it,
+    not at load: packaging reads the settings with the template's placeholders in them."""
+    local = issuer.startswith(("http://localhost", "http://127.0.0.1"))
+    if not (issuer.startswith("https://") or local) or "?" in issuer or "#" in issuer:
+        raise ConfigurationError(
+            f"KEYWARD_PROVIDER_ISSUER must be an https URL without query or fragment, not {issuer!r}"
+        )
+    return issuer
+
+
 def load(env: Mapping[str, str]) -> Settings:
     """Build the settings from an environment mapping (``os.environ`` in production)."""
     prefix = env.get("KEYWARD_TABLE_PREFIX", "keyward-")
@@ -281,6 +302,10 @@ def load(env: Mapping[str, str]) -> Settings:
             raise ConfigurationError(f"KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, not {stage!r}")
         if env.get("AWS_LAMBDA_FUNCTION_NAME"):
             raise ConfigurationError("KEYWARD_DEV_IDP_KEY_FILE is for the local stage only, never inside AWS Lambda")
+    provider_key_dir = env.get("KEYWARD_PROVIDER_KEY_DIR") or None
+    if provider_key_dir is not None and (stage != LOCAL_STAGE or env.get("AWS_LAMBDA_FUNCTION_NAME")):
+        # A signing key in a file is one anyone reading the package or the disk could sign with.
+        raise ConfigurationError(f"KEYWARD_PROVIDER_KEY_DIR is for the local stage only, not {stage!r}")
     aws_endpoint = env.get("KEYWARD_AWS_ENDPOINT") or None
     if aws_endpoint is not None and stage != LOCAL_STAGE:
         # Mail and audit events would go to whatever answers there instead of AWS.
@@ -304,6 +329,9 @@ def load(env: Mapping[str, str]) -> Settings:
             webhooks=env.get("KEYWARD_WEBHOOKS_TABLE", prefix + "webhooks"),
             deliveries=env.get("KEYWARD_DELIVERIES_TABLE", prefix + "deliveries"),
             webhook_changes=env.get("KEYWARD_WEBHOOK_CHANGES_TABLE", prefix + "webhook-changes"),
+            relying_parties=env.get("KEYWARD_RELYING_PARTIES_TABLE", prefix + "relying-parties"),
+            authorizations=env.get("KEYWARD_AUTHORIZATIONS_TABLE", prefix + "authorizations"),
+            signing_keys=env.get("KEYWARD_SIGNING_KEYS_TABLE", prefix + "signing-keys"),
         ),
         rp_id=env.get("KEYWARD_RP_ID", "localhost"),
         rp_name=env.get("KEYWARD_RP_NAME", "keyward"),
@@ -348,6 +376,9 @@ def load(env: Mapping[str, str]) -> Settings:
         dev_idp_key_file=dev_idp_key_file,
         mds_url=env.get("KEYWARD_MDS_URL", "https://mds3.fidoalliance.org/"),
         extra_authenticator_roots=_extra_authenticators(env.get("KEYWARD_EXTRA_AUTHENTICATOR_ROOTS")),
+        # Without a trailing slash, so that paths append to it.
+        provider_issuer=(env.get("KEYWARD_PROVIDER_ISSUER") or "http://localhost:8000").strip().rstrip("/"),
+        provider_key_dir=provider_key_dir,
     )
 
 

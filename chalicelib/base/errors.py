@@ -360,3 +360,14 @@ class WebhookNotFound(NotFound):
 
 class InvalidTimeRange(InvalidInput):
     """``since``/``until`` are not ISO 8601 UTC timestamps, or ``since`` is not before ``until``."""
+
+
+# --- the OpenID provider ------------------------------------------------------------------------
+
+
+class UnknownClient(NotFound):
+    """No relying party has this client ID (for this organization)."""
+
+
+class InvalidClient(NotAuthenticated):
+    """The relying party did not authenticate: wrong or missing client secret (RFC 6749 §5.2 ``invalid_client``)."""

@@ -532,6 +532,84 @@ class Delivery(Model):
     ttl = TTLAttribute()
 
 
+class ClientsByOrg(GlobalSecondaryIndex["RelyingParty"]):
+    """An organization's relying parties, for its admins' list."""
+
+    class Meta:
+        index_name = "by-org"
+        projection = AllProjection()
+
+    org_id = UnicodeAttribute(hash_key=True)
+    client_id = UnicodeAttribute(range_key=True)
+
+
+class RelyingParty(Model):
+    """An app or IdP that asks keyward, as its OpenID provider, whether a member proved a key
+    (chalicelib/provider/clients.py). Registered by an organization's admins."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.relying_parties
+
+    # Globally unique: a token request names the client, not the organization.
+    client_id = UnicodeAttribute(hash_key=True)
+    org_id = UnicodeAttribute()
+    by_org = ClientsByOrg()
+    name = UnicodeAttribute()
+    # Matched exactly, never by prefix (RFC 9700 §4.1.3).
+    redirect_uris = ListAttribute(of=UnicodeAttribute)
+    # Which authorization flows it may use: "code" (code + PKCE), "id_token" (form_post).
+    flows = UnicodeSetAttribute()
+    # SHA-256 of the client secret, shown once at creation; absent for a public client.
+    secret_hash = UnicodeAttribute(null=True)
+    # The algorithm its ID tokens are signed with: "RS256" (the default, Entra's) or "ES256".
+    signing_alg = UnicodeAttribute(default="RS256")
+    created_at = UTCDateTimeAttribute()
+    created_by = UnicodeAttribute()
+    updated_at = UTCDateTimeAttribute(null=True)
+
+
+class Authorization(Model):
+    """One authorization at the OpenID provider (chalicelib/provider/authorization.py): first the
+    pending request a member answers with a key check, then the code the client redeems once."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.authorizations
+
+    # "request#<random id>" while pending; "code#<SHA-256 of the code>" once issued.
+    authorization_id = UnicodeAttribute(hash_key=True)
+    client_id = UnicodeAttribute()
+    org_id = UnicodeAttribute(null=True)
+    user_id = UnicodeAttribute(null=True)
+    # Everything else the request asked for and the check it got, as the provider reads them.
+    details: MapAttribute[str, Any] = MapAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    expires_at = UTCDateTimeAttribute()
+    # Set, under a condition that it is not, when the request is answered or the code redeemed.
+    used_at = UTCDateTimeAttribute(null=True)
+    # Only housekeeping: expiry is checked on use.
+    ttl = TTLAttribute()
+
+
+class SigningKey(Model):
+    """A key the OpenID provider signs tokens with (chalicelib/provider/signing.py): published in
+    the JWKS while it signs and until the last token it signed has expired."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.signing_keys
+
+    kid = UnicodeAttribute(hash_key=True)
+    algorithm = UnicodeAttribute()  # "RS256" | "ES256"
+    # The public key as a JWK (JSON), as the JWKS publishes it.
+    public_jwk = UnicodeAttribute()
+    # Where the private key is: a KMS key ARN on AWS, a file name under the local key directory.
+    private_key_ref = UnicodeAttribute()
+    state = UnicodeAttribute()  # "current" | "retired"
+    created_at = UTCDateTimeAttribute()
+    retired_at = UTCDateTimeAttribute(null=True)
+    # Published in the JWKS until then: a retired key's last tokens have expired by it.
+    published_until = UTCDateTimeAttribute(null=True)
+
+
 ALL_MODELS: tuple[type[Model], ...] = (
     Organization,
     Member,
@@ -547,6 +625,9 @@ ALL_MODELS: tuple[type[Model], ...] = (
     Webhook,
     Delivery,
     WebhookChange,
+    RelyingParty,
+    Authorization,
+    SigningKey,
 )
 
 

@@ -79,6 +79,7 @@ LOCAL_ONLY_SETTINGS = {
     "KEYWARD_TABLE_PREFIX",
     "DYNAMODB_ENDPOINT",
     "KEYWARD_AWS_ENDPOINT",
+    "KEYWARD_PROVIDER_KEY_DIR",
 }
 # `<Ref Name>` or `<GetAtt Resource.Attribute>`: a value .chalice/resources.json binds to the template.
 TEMPLATE_BINDING = re.compile(r"<(Ref|GetAtt) ([A-Za-z0-9]+)(?:\.([A-Za-z0-9]+))?>")
