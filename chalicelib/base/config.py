@@ -149,6 +149,10 @@ class Settings:
     provider_issuer: str
     # Local stage only: the directory of its signing keys' PEM files (on AWS they never leave KMS).
     provider_key_dir: str | None
+    # The template's KMS keys (ARNs) that sign the provider's first RS256 and ES256 tokens, recorded
+    # as the current key of their algorithm when the signing keys table holds none yet.
+    provider_rs256_key: str | None
+    provider_es256_key: str | None
 
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
@@ -379,6 +383,8 @@ def load(env: Mapping[str, str]) -> Settings:
         # Without a trailing slash, so that paths append to it.
         provider_issuer=(env.get("KEYWARD_PROVIDER_ISSUER") or "http://localhost:8000").strip().rstrip("/"),
         provider_key_dir=provider_key_dir,
+        provider_rs256_key=env.get("KEYWARD_PROVIDER_RS256_KEY", "").strip() or None,
+        provider_es256_key=env.get("KEYWARD_PROVIDER_ES256_KEY", "").strip() or None,
     )
 
 
