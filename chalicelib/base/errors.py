@@ -371,3 +371,39 @@ class UnknownClient(NotFound):
 
 class InvalidClient(NotAuthenticated):
     """The relying party did not authenticate: wrong or missing client secret (RFC 6749 §5.2 ``invalid_client``)."""
+
+
+class InvalidRedirectUri(InvalidInput):
+    """The authorization request's ``redirect_uri`` is missing or not one the client registered:
+    keyward answers with an error page and never redirects there (RFC 6749 §4.1.2.1)."""
+
+
+class InvalidAuthorizationRequest(InvalidInput):
+    """An authorization request keyward cannot answer as asked; its OAuth ``error`` (RFC 6749
+    §4.1.2.1, OIDC Core §3.1.2.6) goes back to the client's redirect URI."""
+
+    def __init__(self, message: str, *, error: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class AuthorizationRequestNotFound(NotFound):
+    """No pending authorization request has this ID: unknown, answered already, or expired."""
+
+
+class HintMismatch(NotAllowed):
+    """The authorization request's ``id_token_hint`` names another person than the keyward
+    session in this browser."""
+
+
+class ClientOfAnotherOrganization(NotAllowed):
+    """The relying party is registered by another organization than the member's."""
+
+
+class InvalidGrant(InvalidInput):
+    """The code is unknown, expired, used already, issued to another client or redirect URI, its
+    PKCE verifier does not match, or its session has ended (RFC 6749 §5.2 ``invalid_grant``)."""
+
+
+class UnsupportedGrantType(InvalidInput):
+    """The token endpoint grants ``authorization_code`` only (RFC 6749 §5.2 ``unsupported_grant_type``)."""

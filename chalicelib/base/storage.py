@@ -70,6 +70,9 @@ class Item(Enum):
     WEBHOOK = "webhook"
     WEBHOOK_CHANGE = "webhook change"
     AUDIT = "audit"
+    # The OpenID provider's pending authorization request, and the code it issues.
+    AUTHORIZATION = "authorization"
+    CODE = "code"
 
 
 class ConditionsFailed(Exception):
