@@ -222,3 +222,34 @@ def test_a_session_ended_by_enforcement_before_redemption_gets_nothing(
     stream.drain()
     answer = _redeem(api, client_id, secret, code=code, code_verifier=verifier)
     assert answer.status_code == 400 and _error_of(answer) == "invalid_grant"
+
+
+def test_max_age_lets_a_recent_key_check_count_and_prompt_login_asks_again(api: KeywardClient, bob: Member) -> None:
+    client_id, secret = register_client()
+    session = relying_party(api, client_id=client_id, secret=secret)
+    verifier = secrets.token_urlsafe(48)
+
+    request_id, _ = _authorize(api, session, verifier, max_age=300)
+    answer = api.call("POST", f"/oidc/authorize/{request_id}/options", token=bob.token)
+    assert answer.status == 200 and answer.body["refusal"] is None
+    token = session.fetch_token(
+        metadata(session)["token_endpoint"],
+        authorization_response=_callback(answer.body["done"]),
+        code_verifier=verifier,
+    )
+    claims = verified_id_token(session, token["id_token"], audience=client_id)
+    assert claims["amr"] == ["hwk", "user"]
+
+    request_id, _ = _authorize(api, session, verifier, max_age=300, prompt="login")
+    assert "challenge_id" in api.call("POST", f"/oidc/authorize/{request_id}/options", token=bob.token).body
+    request_id, _ = _authorize(api, session, verifier)
+    assert "challenge_id" in api.call("POST", f"/oidc/authorize/{request_id}/options", token=bob.token).body
+
+
+def test_an_answered_request_cannot_be_answered_again(api: KeywardClient, bob: Member) -> None:
+    client_id, secret = register_client()
+    session = relying_party(api, client_id=client_id, secret=secret)
+    request_id, _ = _authorize(api, session, secrets.token_urlsafe(48))
+    _key_check(api, bob, request_id)
+    again = api.call("POST", f"/oidc/authorize/{request_id}/options", token=bob.token)
+    assert again.status == 404 and again.code == "AuthorizationRequestNotFound"
