@@ -12,6 +12,7 @@ from chalicelib.api.oidc_clients import oidc_clients
 from chalicelib.api.openapi import openapi
 from chalicelib.api.org import org
 from chalicelib.api.outbox import local_outbox
+from chalicelib.api.provider import provider
 from chalicelib.api.webhooks import webhooks
 from chalicelib.base.config import settings
 from chalicelib.base.deferred import deferred
@@ -32,6 +33,7 @@ app.register_blueprint(org)
 app.register_blueprint(webhooks)
 app.register_blueprint(oidc_clients)
 app.register_blueprint(openapi)
+app.register_blueprint(provider)
 app.register_blueprint(console)
 # The demo sign-in mints ID tokens for anyone: it exists only where the dev IdP's key is configured.
 if settings().dev_idp_key_file is not None:

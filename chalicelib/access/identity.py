@@ -19,6 +19,7 @@ from chalicelib.base.errors import (
     IdentityProviderUnavailable,
     InvalidIdToken,
     NonceMismatch,
+    SecurityKeyRequired,
 )
 from chalicelib.base.models import Member, Organization
 from chalicelib.base.storage import ConditionsFailed
@@ -43,6 +44,8 @@ class Identity:
     admin: bool
     # The IdP that vouched for it (its ``iss``).
     issuer: str
+    # The token's ``tid`` (Entra's tenant), which an ID token answering Entra's hint repeats.
+    tenant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,9 +133,13 @@ def _check_nonce(claims: dict[str, Any], *, nonce: str | None) -> None:
         raise NonceMismatch("The ID token's nonce is not the one this sign-in sent; sign in again.")
 
 
-def verify_id_token(*, id_token: str, nonce: str | None = None) -> Identity:
+def verify_id_token(*, id_token: str, nonce: str | None = None, expired_grace_seconds: int = 0) -> Identity:
     """Verify an OIDC ID token: signature against the JWKS, ``iss``, ``aud``, ``azp``, ``exp``,
     ``iat``, and ``nonce`` when the client sent the one it made.
+
+    ``expired_grace_seconds`` accepts a token that expired at most that long ago: an
+    ``id_token_hint`` from Entra ID is issued expired on purpose, so that it serves as nothing but
+    a hint (the OpenID provider's authorization requests; a login never passes it).
 
     Raises:
         InvalidIdToken: any verification failure, or claims keyward cannot use.
@@ -162,7 +169,7 @@ def verify_id_token(*, id_token: str, nonce: str | None = None) -> Identity:
             algorithms=[algorithm],
             audience=config.audience,
             issuer=config.issuer,
-            leeway=_CLOCK_SKEW_SECONDS,
+            leeway=_CLOCK_SKEW_SECONDS + expired_grace_seconds,
             options={"require": ["exp", "iat", "iss", "aud", "sub"]},
         )
     except jwt.PyJWTError as error:
@@ -191,6 +198,7 @@ def verify_id_token(*, id_token: str, nonce: str | None = None) -> Identity:
         email=_text_claim(claims, config.email_claim, limit=256),
         admin=admin,
         issuer=config.issuer,
+        tenant_id=claims["tid"] if isinstance(claims.get("tid"), str) else None,
     )
 
 
@@ -233,8 +241,23 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining
 
 def sign_in(*, id_token: str, client: audit.Client, nonce: str | None = None) -> SignIn:
     """``POST /auth/login``: verify the ID token and start a session in the state it calls for."""
-    identity = verify_id_token(id_token=id_token, nonce=nonce)
+    return sign_in_as(identity=verify_id_token(id_token=id_token, nonce=nonce), client=client)
+
+
+def sign_in_as(*, identity: Identity, client: audit.Client, method: str = "idp", key_required: bool = False) -> SignIn:
+    """Start the session of a person their IdP vouched for (``identity``, verified), in the state
+    it calls for; the login's audit event names the ``method`` (``idp``, or ``id_token_hint``
+    when an OpenID provider's authorization request carried the ID token).
+
+    ``key_required``: start none for a member without a security key (the OpenID provider's
+    sessions exist only to check one).
+
+    Raises:
+        SecurityKeyRequired: ``key_required``, and the member holds no key.
+    """
     org, member, update = record_sign_in(identity=identity)
+    if key_required and member.key_count == 0:
+        raise SecurityKeyRequired("You hold no security key: register one in the keyward console first.")
     login = audit.event(
         org_id=org.org_id,
         actor=audit.member_actor(member.user_id),
@@ -242,7 +265,7 @@ def sign_in(*, id_token: str, client: audit.Client, nonce: str | None = None) ->
         target=member.user_id,
         user_id=member.user_id,
         client=client,
-        details={"method": "idp"},
+        details={"method": method},
     )
     try:
         issued = sessions.start(

@@ -62,7 +62,12 @@ def http_error(refusal: errors.Refusal) -> ChaliceViewError:
 
 
 def route(
-    blueprint: Blueprint, path: str, *, methods: list[str], status: int = 200
+    blueprint: Blueprint,
+    path: str,
+    *,
+    methods: list[str],
+    status: int = 200,
+    content_types: list[str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a handler; its refusals become HTTP errors and its result the response body.
 
@@ -84,10 +89,37 @@ def route(
                 return body
             return Response(body=body, status_code=status)
 
-        blueprint.route(path, methods=methods)(endpoint)
+        if content_types is None:
+            blueprint.route(path, methods=methods)(endpoint)
+        else:
+            blueprint.route(path, methods=methods, content_types=content_types)(endpoint)
         return handler
 
     return register
+
+
+# RFC 6749 §5.2: the OAuth endpoints' refusals carry an OAuth error code, not keyward's body.
+_OAUTH_ERRORS: tuple[tuple[type[errors.Refusal], str, int], ...] = (
+    (errors.InvalidClient, "invalid_client", 401),
+    (errors.InvalidGrant, "invalid_grant", 400),
+    (errors.UnsupportedGrantType, "unsupported_grant_type", 400),
+    (errors.InvalidInput, "invalid_request", 400),
+    (errors.TooLarge, "invalid_request", 400),
+    (errors.Unavailable, "temporarily_unavailable", 503),
+)
+
+
+def oauth_error(refusal: errors.Refusal, *, basic_auth: bool = False) -> Response:
+    """An OAuth endpoint's refusal, as RFC 6749 §5.2 shapes it: ``{"error", "error_description"}``;
+    a client that authenticated with HTTP Basic is challenged again (§5.2, ``invalid_client``)."""
+    error, status = next(
+        ((error, status) for kind, error, status in _OAUTH_ERRORS if isinstance(refusal, kind)),
+        ("invalid_request", 400),
+    )
+    headers: dict[str, str | list[str]] = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if status == 401 and basic_auth:
+        headers["WWW-Authenticate"] = 'Basic realm="keyward"'
+    return Response(body={"error": error, "error_description": str(refusal)}, status_code=status, headers=headers)
 
 
 def json_body(request: Request) -> dict[str, Any]:

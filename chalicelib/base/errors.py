@@ -379,8 +379,10 @@ class InvalidClient(NotAuthenticated):
 
 
 class InvalidRedirectUri(InvalidInput):
-    """A redirect URI keyward does not register: not an absolute https URL (http only for a loopback
-    host), a fragment, a wildcard, credentials, too many or none (RFC 9700 §4.1.3, RFC 8252 §7.3)."""
+    """A redirect URI keyward does not accept: at registration, not an absolute https URL (http
+    only for a loopback host), a fragment, a wildcard, credentials, too many or none (RFC 9700
+    §4.1.3, RFC 8252 §7.3); in an authorization request, missing or not one the client registered:
+    keyward answers with an error page and never redirects there (RFC 6749 §4.1.2.1)."""
 
 
 class InvalidClientRegistration(InvalidInput):
@@ -389,3 +391,34 @@ class InvalidClientRegistration(InvalidInput):
 
 class PublicClientHasNoSecret(RuleViolation):
     """A public client authenticates by PKCE alone: it has no secret to rotate."""
+
+
+class InvalidAuthorizationRequest(InvalidInput):
+    """An authorization request keyward cannot answer as asked; its OAuth ``error`` (RFC 6749
+    §4.1.2.1, OIDC Core §3.1.2.6) goes back to the client's redirect URI."""
+
+    def __init__(self, message: str, *, error: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class AuthorizationRequestNotFound(NotFound):
+    """No pending authorization request has this ID: unknown, answered already, or expired."""
+
+
+class HintMismatch(NotAllowed):
+    """The authorization request's ``id_token_hint`` names another person than the keyward
+    session in this browser."""
+
+
+class ClientOfAnotherOrganization(NotAllowed):
+    """The relying party is registered by another organization than the member's."""
+
+
+class InvalidGrant(InvalidInput):
+    """The code is unknown, expired, used already, issued to another client or redirect URI, its
+    PKCE verifier does not match, or its session has ended (RFC 6749 §5.2 ``invalid_grant``)."""
+
+
+class UnsupportedGrantType(InvalidInput):
+    """The token endpoint grants ``authorization_code`` only (RFC 6749 §5.2 ``unsupported_grant_type``)."""

@@ -72,6 +72,9 @@ class Item(Enum):
     RELYING_PARTY = "relying party"
     SIGNING_KEY = "signing key"
     AUDIT = "audit"
+    # The OpenID provider's pending authorization request, and the code it issues.
+    AUTHORIZATION = "authorization"
+    CODE = "code"
 
 
 class ConditionsFailed(Exception):

@@ -736,6 +736,61 @@ def dynamodb_calls() -> Iterator[DynamoDBCalls]:
         fresh_connections()
 
 
+def _exercise_the_provider(api, calls: DynamoDBCalls, member, key) -> None:
+    """The OpenID provider as the API function serves it: discovery, the JWKS, an authorization
+    request answered after a key check (and one refused), and the code redeemed (then replayed)."""
+    import base64
+    import secrets
+    from urllib.parse import urlencode
+
+    from chalicelib.provider import authorization, signing
+    from tests.support.oidc import REDIRECT_URI, register_client
+
+    with calls.running(None):
+        client_id, secret = register_client()
+        # On AWS the keys are created by `keys rotate`, never by a request.
+        signing.sign({"iss": "setup"}, algorithm="RS256")
+    assert api.call("GET", "/.well-known/openid-configuration").status == 200
+    assert api.call("GET", "/oidc/jwks").status == 200
+    verifier = secrets.token_urlsafe(48)
+    query = urlencode(
+        {
+            "client_id": client_id,
+            "redirect_uri": REDIRECT_URI,
+            "response_type": "code",
+            "scope": "openid",
+            "state": "s",
+            "code_challenge": authorization.pkce_challenge(verifier),
+            "code_challenge_method": "S256",
+        }
+    )
+    page = api.call("GET", f"/oidc/authorize?{query}")
+    request_id = page.body.split('data-request="', 1)[1].split('"', 1)[0]
+    assert api.call("GET", f"/oidc/authorize/{request_id}").status == 200
+    options = api.call("POST", f"/oidc/authorize/{request_id}/options", token=member.token).body
+    answer = api.call(
+        "POST",
+        f"/oidc/authorize/{request_id}/verify",
+        token=member.token,
+        body={"challenge_id": options["challenge_id"], "credential": key.authenticate(options["publicKey"])},
+    ).body
+    code = answer["done"]["params"]["code"]
+    refused = api.call("GET", f"/oidc/authorize?{query.replace('S256', 'plain')}")
+    assert refused.status == 302
+    cancelled = api.call("GET", f"/oidc/authorize?{query}")
+    cancelled_id = cancelled.body.split('data-request="', 1)[1].split('"', 1)[0]
+    assert api.call("POST", f"/oidc/authorize/{cancelled_id}/cancel").status == 200
+    form = urlencode(
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": verifier}
+    )
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode(),
+    }
+    assert api.client.http.request(method="POST", path="/oidc/token", headers=headers, body=form).status_code == 200
+    assert api.client.http.request(method="POST", path="/oidc/token", headers=headers, body=form).status_code == 400
+
+
 def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every endpoint, its refusals that read or write something of their own, and every path
     of the stream function: as the API function, or as the stream function through the stream."""
@@ -796,6 +851,7 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
                 },
             )
         )
+        _exercise_the_provider(api, calls, alice, alice_key)
         bob = api.login(user="bob")
         bob_key = SoftwareAuthenticator()
         ok(api.add_key(bob, bob_key), 201)
