@@ -149,6 +149,8 @@ class Settings:
     provider_issuer: str
     # Local stage only: the directory of its signing keys' PEM files (on AWS they never leave KMS).
     provider_key_dir: str | None
+    # Whether the API Gateway authorizer allows only sessions that proved a security key.
+    authorizer_require_mfa: bool
 
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
@@ -162,6 +164,15 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigurationError(f"{name} must be positive, not {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("true", "false"):
+        raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
+    return raw == "true"
 
 
 def _extra_authenticators(raw: str | None) -> dict[str, ExtraAuthenticator]:
@@ -379,6 +390,7 @@ def load(env: Mapping[str, str]) -> Settings:
         # Without a trailing slash, so that paths append to it.
         provider_issuer=(env.get("KEYWARD_PROVIDER_ISSUER") or "http://localhost:8000").strip().rstrip("/"),
         provider_key_dir=provider_key_dir,
+        authorizer_require_mfa=_flag(env, "KEYWARD_AUTHORIZER_REQUIRE_MFA", True),
     )
 
 
