@@ -69,6 +69,8 @@ class Item(Enum):
     BACKUP_CREDENTIAL = "backup credential"
     WEBHOOK = "webhook"
     WEBHOOK_CHANGE = "webhook change"
+    RELYING_PARTY = "relying party"
+    SIGNING_KEY = "signing key"
     AUDIT = "audit"
 
 

@@ -113,7 +113,7 @@ def _session_token(token: str) -> ActiveToken | None:
 def _access_token(token: str) -> ActiveToken | None:
     import jwt
 
-    from chalicelib.provider import signing
+    from chalicelib.provider import clients, signing
 
     try:
         claims = signing.verify(token, typ=ACCESS_TOKEN_TYPE)
@@ -135,18 +135,23 @@ def _access_token(token: str) -> ActiveToken | None:
     # PyJWT checked expiry against the system clock; keyward's clock is the one its rules use.
     if expires_at <= clock.now().timestamp():
         return None
+    # A client the operator configured for the stage serves the organizations it lists; an
+    # organization's own is read with the session: deleting it ends its tokens.
+    stage_client = clients.preconfigured().get(client_id)
+    if stage_client is not None and not stage_client.serves(org_id):
+        return None
     caller = sessions.standing(
         org_id=org_id,
         user_id=user_id,
         session_id=session_id,
-        also=[AlsoRead(_CLIENT, RelyingParty, client_id)],
+        also=[] if stage_client is not None else [AlsoRead(_CLIENT, RelyingParty, client_id)],
     )
     if caller is None:
         return None
-    # Deleting a relying party ends its tokens with it.
-    client = caller.read[_CLIENT]
-    if client is None or client.org_id != org_id:
-        return None
+    if stage_client is None:
+        registered = caller.read[_CLIENT]
+        if registered is None or registered.org_id != org_id:
+            return None
     return _active(caller, issued_at=issued_at, expires_at=expires_at, client_id=client_id, scope=scope)
 
 

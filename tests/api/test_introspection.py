@@ -285,3 +285,44 @@ def test_a_json_body_is_refused(api, payroll, bob):
     reply = api.call("POST", "/oidc/introspect", body={"token": bob.token}, headers={"authorization": _basic(payroll)})
 
     assert reply.status == 415
+
+
+def test_the_tokens_of_a_client_the_operator_configured_stand_for_the_organizations_it_serves(
+    api, bob, payroll, monkeypatch
+):
+    import dataclasses
+
+    from chalicelib.base.config import load
+    from chalicelib.provider import clients
+
+    configured = load(
+        {
+            "KEYWARD_PROVIDER_CLIENTS": json.dumps(
+                [
+                    {
+                        "client_id": "every-org",
+                        "name": "Everyone's",
+                        "redirect_uris": ["https://a.example/cb"],
+                        "flows": ["code"],
+                    },
+                    {
+                        "client_id": "globex-only",
+                        "name": "Globex's",
+                        "redirect_uris": ["https://g.example/cb"],
+                        "flows": ["code"],
+                        "organizations": ["globex"],
+                    },
+                ]
+            )
+        }
+    ).provider_clients
+    monkeypatch.setattr(clients, "settings", lambda: dataclasses.replace(settings(), provider_clients=configured))
+    clients.preconfigured.cache_clear()
+    try:
+        every_org = RegisteredClient(client_id="every-org", secret=None, org="")
+        globex_only = RegisteredClient(client_id="globex-only", secret=None, org="globex")
+
+        assert introspect(api, payroll, access_token(bob, every_org)).body["active"] is True
+        assert introspect(api, payroll, access_token(bob, globex_only)).body == {"active": False}
+    finally:
+        clients.preconfigured.cache_clear()
