@@ -7,6 +7,7 @@ from chalice.app import CloudWatchEvent, DynamoDBEvent, Rate
 from chalicelib.api.auth import auth
 from chalicelib.api.console import console, dev_sign_in
 from chalicelib.api.http import KeywardApp, LambdaDeadline, no_store
+from chalicelib.api.introspection import token_introspection
 from chalicelib.api.me import me
 from chalicelib.api.oidc_clients import oidc_clients
 from chalicelib.api.openapi import openapi
@@ -17,13 +18,15 @@ from chalicelib.api.webhooks import webhooks
 from chalicelib.base.config import settings
 from chalicelib.base.deferred import deferred
 
-# Only the stream function's invocations need it; the API's cold starts never load it.
+# Only the stream functions' and the authorizer's invocations need them; the API's cold starts never load them.
 if TYPE_CHECKING:
     from chalicelib.background import org_stream
     from chalicelib.delivery import outbox
+    from chalicelib.provider import authorizer
 else:
     org_stream = deferred("chalicelib.background.org_stream")
     outbox = deferred("chalicelib.delivery.outbox")
+    authorizer = deferred("chalicelib.provider.authorizer")
 
 app = KeywardApp(app_name="keyward")
 app.register_middleware(no_store, "http")
@@ -31,6 +34,7 @@ app.register_blueprint(auth)
 app.register_blueprint(me)
 app.register_blueprint(org)
 app.register_blueprint(webhooks)
+app.register_blueprint(token_introspection)
 app.register_blueprint(oidc_clients)
 app.register_blueprint(openapi)
 app.register_blueprint(provider)
@@ -73,3 +77,10 @@ def deliver_audit_events(event: DynamoDBEvent) -> dict[str, Any]:
     """The audit table's stream: deliver each event to its channels (EventBridge, mail, webhooks)."""
     failed = outbox.deliver_audit_events(records=event.to_dict()["Records"], deadline=LambdaDeadline(event.context))
     return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in failed]}
+
+
+@app.lambda_function(name="api_authorizer")
+def api_authorizer(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda authorizer (REQUEST) organizations attach to their own API Gateway routes: allows
+    a request whose bearer token stands (docs/integrations.md#an-api-behind-api-gateway)."""
+    return authorizer.authorize(event)

@@ -56,19 +56,23 @@ def registration_deferred(org: Organization) -> bool:
     return due is not None and clock.now() < due
 
 
+def past_deadline(*, session: Session, org: Organization, member: Member) -> bool:
+    """Whether a keyless member's active session has passed the registration deadline, and so
+    must register a key first. Backup-credentials sessions hold no keys and are not members: the
+    rule is not theirs."""
+    return (
+        session.state == "active"
+        and bool(org.mfa_enforced)
+        and member.key_count == 0
+        and not session.user_id.startswith(BACKUP_USER_PREFIX)
+        and not registration_deferred(org)
+    )
+
+
 def apply_deadline(*, session: Session, org: Organization, member: Member) -> None:
     """At request time: once the deadline has passed, a keyless member's active session must
-    register a key first. Recorded on the session, so that registering activates it again.
-
-    Backup-credentials sessions hold no keys and are not members: the rule is not theirs.
-    """
-    if (
-        session.state != "active"
-        or not org.mfa_enforced
-        or member.key_count > 0
-        or session.user_id.startswith(BACKUP_USER_PREFIX)
-        or registration_deferred(org)
-    ):
+    register a key first. Recorded on the session, so that registering activates it again."""
+    if not past_deadline(session=session, org=org, member=member):
         return
     try:
         session.update(

@@ -15,7 +15,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from chalicelib.access import grace, lifecycle, tenancy
 from chalicelib.base import audit, clock
 from chalicelib.base.audit import BACKUP_USER_PREFIX, UNKNOWN_CLIENT, Client
 from chalicelib.base.config import settings
-from chalicelib.base.context import AlsoReads, Caller, SessionState
+from chalicelib.base.context import AlsoRead, AlsoReads, Caller, SessionState
 from chalicelib.base.errors import (
     InvalidToken,
     MemberNotFound,
@@ -197,36 +197,13 @@ def resolve(*, authorization: str | None, client: Client = UNKNOWN_CLIENT, also:
         raise MissingToken("Send the session token as 'Authorization: Bearer <token>'.")
     org_id, user_id, session_id = _parse_token(token)
 
-    backup_key_id = user_id[len(BACKUP_USER_PREFIX) :] if user_id.startswith(BACKUP_USER_PREFIX) else None
     extra = list(also(org_id, user_id)) if also is not None else []
-
-    for attempt in range(2):
-        try:
-            with TransactGet(connection=connection()) as reads:
-                session_future = reads.get(Session, org_id, session_id)
-                org_future = reads.get(Organization, org_id)
-                # A backup session's "member" is its backup credentials: deleting them ends it.
-                member_future = (
-                    reads.get(BackupCredential, backup_key_id) if backup_key_id else reads.get(Member, org_id, user_id)
-                )
-                extra_futures = {read.label: reads.get(read.model, read.hash_key, read.range_key) for read in extra}
-            break
-        except TransactGetError as error:
-            # A transactional read is cancelled while a transaction writes the same item
-            # (an MFA verify of this session, say); that write is done in milliseconds.
-            if attempt or response_code(error) != TRANSACTION_CANCELED:
-                raise
-    try:
-        session = session_future.get()
-    except Session.DoesNotExist:
-        raise lifecycle.missing_session_refusal(session_id=session_id, org=found_in(org_future)) from None
-    try:
-        org, found = org_future.get(), member_future.get()
-    except (Organization.DoesNotExist, Member.DoesNotExist, BackupCredential.DoesNotExist):
-        raise InvalidToken("The session does not exist or has ended.") from None
-    member = backup_member(found) if isinstance(found, BackupCredential) else found
-    if member.org_id != org_id:
+    read = _read_with_session(org_id=org_id, user_id=user_id, session_id=session_id, extra=extra)
+    if read.session is None:
+        raise lifecycle.missing_session_refusal(session_id=session_id, org=read.org)
+    if read.org is None or read.member is None:
         raise InvalidToken("The session does not exist or has ended.")
+    session, org, member = read.session, read.org, read.member
 
     token_hash = _hash(token)
     # The hash comparison covers the whole token, so a forged user part cannot match.
@@ -243,8 +220,76 @@ def resolve(*, authorization: str | None, client: Client = UNKNOWN_CLIENT, also:
         member=member,
         token_hash=token_hash,
         client=client,
-        read={label: found_in(future) for label, future in extra_futures.items()},
+        read=read.also,
     )
+
+
+@dataclass(frozen=True)
+class _SessionRead:
+    """A session with its organization and member as one transactional read found them (None
+    where an item does not exist), and what else the request named."""
+
+    session: Session | None
+    org: Organization | None
+    member: Member | None
+    also: dict[str, Any]
+
+
+def _read_with_session(*, org_id: str, user_id: str, session_id: str, extra: Sequence[AlsoRead]) -> _SessionRead:
+    backup_key_id = user_id[len(BACKUP_USER_PREFIX) :] if user_id.startswith(BACKUP_USER_PREFIX) else None
+    for attempt in range(2):
+        try:
+            with TransactGet(connection=connection()) as reads:
+                session_future = reads.get(Session, org_id, session_id)
+                org_future = reads.get(Organization, org_id)
+                # A backup session's "member" is its backup credentials: deleting them ends it.
+                member_future = (
+                    reads.get(BackupCredential, backup_key_id) if backup_key_id else reads.get(Member, org_id, user_id)
+                )
+                extra_futures = {read.label: reads.get(read.model, read.hash_key, read.range_key) for read in extra}
+            break
+        except TransactGetError as error:
+            # A transactional read is cancelled while a transaction writes the same item
+            # (an MFA verify of this session, say); that write is done in milliseconds.
+            if attempt or response_code(error) != TRANSACTION_CANCELED:
+                raise
+    found = found_in(member_future)
+    member = backup_member(found) if isinstance(found, BackupCredential) else found
+    if member is not None and member.org_id != org_id:
+        member = None
+    return _SessionRead(
+        session=found_in(session_future),
+        org=found_in(org_future),
+        member=member,
+        also={label: found_in(future) for label, future in extra_futures.items()},
+    )
+
+
+def standing(*, org_id: str, user_id: str, session_id: str, also: Sequence[AlsoRead] = ()) -> Caller | None:
+    """The session ``session_id`` of ``user_id`` as it stands now, with its organization, member
+    and the items ``also`` names, in one round trip; None when it does not exist, is another
+    member's, or has ended by any rule of :func:`why_ended`.
+
+    For a token that names a session rather than being its bearer token (the OpenID provider's
+    access tokens): unlike :func:`resolve`, it writes nothing. The session is not used, so its
+    activity is not recorded; a keyless member's session past the registration deadline reads as
+    ``registration_required``, as :func:`resolve` would record it.
+    """
+    if (
+        not tenancy.valid_org_id(org_id)
+        or not 0 < len(user_id) <= _MAX_USER_ID
+        or not _SESSION_ID.fullmatch(session_id)
+    ):
+        return None
+    read = _read_with_session(org_id=org_id, user_id=user_id, session_id=session_id, extra=also)
+    session, org, member = read.session, read.org, read.member
+    if session is None or org is None or member is None or session.user_id != user_id:
+        return None
+    if why_ended(session=session, org=org, member=member, now=clock.now()) is not None:
+        return None
+    if grace.past_deadline(session=session, org=org, member=member):
+        session.state = "registration_required"
+    return Caller(session=session, org=org, member=member, token_hash=session.token_hash, read=read.also)
 
 
 def why_ended(*, session: Session, org: Organization, member: Member, now: datetime) -> NotAuthenticated | None:

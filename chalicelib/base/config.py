@@ -169,6 +169,8 @@ class Settings:
     provider_issuer: str
     # Local stage only: the directory of its signing keys' PEM files (on AWS they never leave KMS).
     provider_key_dir: str | None
+    # Whether the API Gateway authorizer allows only sessions that proved a security key.
+    authorizer_require_mfa: bool
     # Relying parties the operator configures for every organization of the stage (Entra's multi-tenant case).
     provider_clients: tuple[PreconfiguredClient, ...]
     # The template's KMS keys (ARNs) that sign the provider's first RS256 and ES256 tokens, recorded
@@ -188,6 +190,15 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigurationError(f"{name} must be positive, not {value}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("true", "false"):
+        raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
+    return raw == "true"
 
 
 def _extra_authenticators(raw: str | None) -> dict[str, ExtraAuthenticator]:
@@ -471,6 +482,7 @@ def load(env: Mapping[str, str]) -> Settings:
         # Without a trailing slash, so that paths append to it.
         provider_issuer=(env.get("KEYWARD_PROVIDER_ISSUER") or "http://localhost:8000").strip().rstrip("/"),
         provider_key_dir=provider_key_dir,
+        authorizer_require_mfa=_flag(env, "KEYWARD_AUTHORIZER_REQUIRE_MFA", True),
         provider_clients=_provider_clients(env.get("KEYWARD_PROVIDER_CLIENTS") or ""),
         provider_rs256_key=env.get("KEYWARD_PROVIDER_RS256_KEY", "").strip() or None,
         provider_es256_key=env.get("KEYWARD_PROVIDER_ES256_KEY", "").strip() or None,

@@ -12,7 +12,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[2]
 # Each of these serves only some requests: the stream function, sign-in, MFA, key management,
 # backup credentials, the member list, the WebAuthn ceremonies, webhook settings, the local
-# outbox, the member counters, joining (sign-in) and leaving (offboarding), and the paged lists.
+# outbox, the member counters, joining (sign-in) and leaving (offboarding), the paged lists, and token
+# introspection and the API Gateway authorizer (a function of its own).
 ONLY_SOME_REQUESTS = {
     "chalicelib.access.joining",
     "chalicelib.org.offboarding",
@@ -31,6 +32,8 @@ ONLY_SOME_REQUESTS = {
     "chalicelib.delivery.notifications",
     "chalicelib.counters.coverage",
     "chalicelib.base.pagination",
+    "chalicelib.provider.introspection",
+    "chalicelib.provider.authorizer",
 }
 # Each of these serves every authenticated request, but not the console's files, the OpenAPI
 # document, or the stream and schedule functions (which import app.py as well): the first

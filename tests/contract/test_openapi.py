@@ -99,6 +99,11 @@ def test_every_operation_has_an_id_a_security_requirement_and_the_statuses_every
                 name = schema["$ref"].rsplit("/", 1)[1]
                 assert document["components"]["schemas"][name].get("additionalProperties") is False, where
                 assert {"400", "413"} <= set(operation["responses"]), where
+            elif body is not None:
+                # The OAuth endpoints take forms, whose unknown parameters OAuth ignores (RFC 6749 §3.1),
+                # and answer every malformed request with 400 invalid_request.
+                assert set(body["content"]) == {"application/x-www-form-urlencoded"}, where
+                assert "400" in operation["responses"], where
     assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
 
 

@@ -9,6 +9,7 @@ every flow of the API and the stream function runs against moto, and compared wi
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -89,11 +90,13 @@ API_HANDLER = "app.app"
 STREAM_HANDLER = "app.end_sessions_on_enforcement"
 REFRESH_HANDLER = "app.refresh_authenticator_metadata"
 DELIVERY_HANDLER = "app.deliver_audit_events"
+AUTHORIZER_HANDLER = "app.api_authorizer"
 FUNCTIONS = (
     ("api", API_HANDLER),
     ("stream", STREAM_HANDLER),
     ("refresh", REFRESH_HANDLER),
     ("delivery", DELIVERY_HANDLER),
+    ("authorizer", AUTHORIZER_HANDLER),
 )
 HANDLERS = tuple(handler for _, handler in FUNCTIONS)
 STREAM_READ_ACTIONS = {
@@ -346,7 +349,7 @@ def test_the_template_binds_the_stage_settings(package):
     parameters = template["Parameters"]
     for required in ("RpId", "AllowedOrigins", "OidcIssuer", "OidcAudience", "JwksUrl"):
         assert "Default" not in parameters[required], required
-    referenced = json.dumps(template["Resources"])
+    referenced = json.dumps([template["Resources"], template.get("Conditions", {})])
     assert all(f'{{"Ref": "{name}"}}' in referenced for name in parameters)
 
 
@@ -405,6 +408,49 @@ def test_the_delivery_function_is_wired_to_the_audit_table_with_bounded_retries_
     # The bus the events go to is the template's own.
     bus = _environment(template, DELIVERY_HANDLER)["KEYWARD_EVENT_BUS"]["Ref"]
     assert template["Resources"][bus]["Type"] == "AWS::Events::EventBus"
+
+
+def test_the_api_authorizer_is_optional_and_its_example_route_uses_it(package):
+    """ApiAuthorizer, its role, its logs and its example REST API exist only where the deployer
+    asks for them; the example attaches it as organizations attach it to their own routes."""
+    template = package.template
+    parameter = template["Parameters"]["EnableApiAuthorizer"]
+    assert parameter["Default"] == "false" and sorted(parameter["AllowedValues"]) == ["false", "true"]
+    [(condition, rule)] = template["Conditions"].items()
+    assert rule == {"Fn::Equals": [{"Ref": "EnableApiAuthorizer"}, "true"]}
+
+    resources = template["Resources"]
+    [function] = [name for name, r in resources.items() if r["Properties"].get("Handler") == AUTHORIZER_HANDLER]
+    role = resources[function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    log_group = resources[function]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    # Whatever names the function, its role or its log group exists only with it.
+    dependent = {
+        name
+        for name, resource in resources.items()
+        if any(f'"{target}"' in json.dumps(resource) for target in (function, role, log_group))
+    } | {function, role, log_group}
+    assert all(resources[name].get("Condition") == condition for name in dependent), dependent
+    unconditional = {name for name, r in resources.items() if "Condition" not in r}
+    assert all(f'"{function}"' not in json.dumps(resources[name]) for name in unconditional)
+
+    [authorizer] = _resources(template, "AWS::ApiGateway::Authorizer").values()
+    properties = authorizer["Properties"]
+    assert properties["Type"] == "REQUEST"
+    assert properties["IdentitySource"] == "method.request.header.Authorization"
+    # Session ends and enforcement reach the API within this TTL (docs/integrations.md).
+    assert 0 < properties["AuthorizerResultTtlInSeconds"] <= 300
+    assert "${" + function + ".Arn}" in properties["AuthorizerUri"]["Fn::Sub"]
+    [method] = _resources(template, "AWS::ApiGateway::Method").values()
+    assert method["Properties"]["AuthorizationType"] == "CUSTOM"
+    [permission] = [
+        p
+        for p in _resources(template, "AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == {"Fn::GetAtt": [function, "Arn"]}
+    ]
+    assert permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    assert "/authorizers/${" in permission["Properties"]["SourceArn"]["Fn::Sub"]
+    output = template["Outputs"]["ApiAuthorizerArn"]
+    assert output["Condition"] == condition and output["Value"] == {"Fn::GetAtt": [function, "Arn"]}
 
 
 # What a KMS key policy may let a role or the account do with the key that seals webhook secrets.
@@ -797,14 +843,19 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
     from app import deliver_audit_events, end_sessions_on_enforcement
     from chalicelib.access import sessions
     from chalicelib.base.config import settings
-    from chalicelib.base.models import Organization, Session
+    from chalicelib.base.models import Member, Organization, Session
     from chalicelib.delivery import outbox, webhooks
-    from chalicelib.provider import clients
+    from chalicelib.provider import clients, signing
     from devstack.stream import InvocationContext, StreamPump
+    from tests.support.access_tokens import access_token, register_client
     from tests.support.authenticator import SoftwareAuthenticator
     from tests.support.webhook_receiver import running_receiver
 
     short_invocations = []
+
+    def authorize(token: str) -> dict[str, Any]:
+        event = {"version": "2.0", "type": "REQUEST", "headers": {"authorization": f"Bearer {token}"}}
+        return api.client.lambda_.invoke("api_authorizer", event).payload
 
     def stream_function(event: dict[str, Any], context: Any) -> Any:
         # A queued short invocation runs out of time at once: it hands off to the next one.
@@ -871,6 +922,32 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         bob = api.mfa_login(org="acme", user="bob", authenticator=bob_key)
         other_bob = api.mfa_login(org="acme", user="bob", authenticator=bob_key)
 
+        # Token introspection by a relying party, and the API Gateway authorizer: an access token
+        # and a session token (noting its activity), and a member whose keys predate their list.
+        with calls.running(None):
+            payroll = register_client("acme")
+            bob_access = access_token(bob, payroll)
+            erin_key = SoftwareAuthenticator()
+            ok(api.add_key(api.login(user="erin"), erin_key), 201)
+            erin = api.mfa_login(org="acme", user="erin", authenticator=erin_key)
+            Member("acme", "erin").update(actions=[Member.credentials.remove()])
+        # Each function is a process of its own, which reads the signing keys once a minute.
+        signing.forget_keys()
+        basic = base64.b64encode(f"{payroll.client_id}:{payroll.secret}".encode()).decode()
+        for token in (bob_access, bob.token, "garbage"):
+            introspected = api.client.http.request(
+                method="POST",
+                path="/oidc/introspect",
+                headers={"content-type": "application/x-www-form-urlencoded", "authorization": f"Basic {basic}"},
+                body=f"token={token}".encode(),
+            )
+            assert json.loads(introspected.body)["active"] is (token != "garbage"), introspected.body
+        with calls.running("authorizer"), monkeypatch.context() as patch:
+            patch.setattr(sessions, "LAST_SEEN_RESOLUTION", timedelta(0))
+            signing.forget_keys()
+            for token in (bob_access, bob.token, erin.token):
+                assert authorize(token)["isAuthorized"] is True
+
         # Personal settings: keys, sessions, activity, logout, disabling MFA.
         ok(api.call("GET", "/me", token=bob.token))
         with monkeypatch.context() as patch:
@@ -909,6 +986,9 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         backup = {"key_id": created["key_id"], "secret": created["secret"]}
         backup_token = ok(api.call("POST", "/auth/backup-login", body=backup))["token"]
         ok(api.call("GET", "/me", token=backup_token))
+        with calls.running("authorizer"):
+            # Known, but no key proved: not authorized.
+            assert authorize(backup_token)["isAuthorized"] is False
         wrong = {**backup, "secret": "not-" + created["secret"]}
         for _ in range(settings().backup_login_max_failures):
             ok(api.call("POST", "/auth/backup-login", body=wrong), 401)
