@@ -107,13 +107,13 @@ class _Pending:
 @dataclass(frozen=True)
 class SignedIn:
     """What the callback received: the ID token, verified, and what introspection says of the
-    access token (``None`` when keyward offers no introspection endpoint)."""
+    access token (or, in ``introspection_note``, why the app could not ask)."""
 
     claims: dict[str, Any]
     id_token: str
     id_token_header: dict[str, Any]
     introspection: dict[str, Any] | None
-    introspection_refused: str | None
+    introspection_note: str | None
 
 
 class DemoApp:
@@ -214,19 +214,24 @@ class DemoApp:
             raise SignInFailed(refused.error, refused.description or "") from None
         if claims is None:
             raise SignInFailed("invalid_response", "keyward's token response carries no ID token.")
-        introspection, refused_because = self._introspect(str(token["access_token"]))
+        introspection, note = self._introspect(str(token["access_token"]))
         return SignedIn(
             claims=dict(claims),
             id_token=str(token["id_token"]),
             id_token_header=_header(str(token["id_token"])),
             introspection=introspection,
-            introspection_refused=refused_because,
+            introspection_note=note,
         )
 
     def _introspect(self, access_token: str) -> tuple[dict[str, Any] | None, str | None]:
-        endpoint = self.keyward.load_server_metadata().get("introspection_endpoint")
+        metadata = self.keyward.load_server_metadata()
+        endpoint = metadata.get("introspection_endpoint")
         if not endpoint:
             return None, None
+        # RFC 7662 asks the caller to authenticate: a public client may only where "none" is offered.
+        methods = metadata.get("introspection_endpoint_auth_methods_supported") or ["client_secret_basic"]
+        if "none" not in methods:
+            return None, f"introspection is for confidential clients ({', '.join(methods)}); this app is public."
         # A public client authenticates at introspection as at the token endpoint: by its ID alone.
         with _LocalSession(
             client_id=self.keyward.client_id,
@@ -235,7 +240,7 @@ class DemoApp:
         ) as client:
             answer = client.introspect_token(endpoint, token=access_token, token_type_hint="access_token")
         if answer.status_code != HTTPStatus.OK:
-            return None, f"{answer.status_code}: {answer.text[:500]}"
+            return None, f"keyward answered {answer.status_code}: {answer.text[:500]}"
         found: dict[str, Any] = answer.json()
         return found, None
 
@@ -395,8 +400,8 @@ def _claims_page(signed_in: SignedIn) -> str:
     )
     if signed_in.introspection is not None:
         introspection = f'<pre id="introspection">{html.escape(json.dumps(signed_in.introspection, indent=2))}</pre>'
-    elif signed_in.introspection_refused is not None:
-        introspection = f'<p id="introspection">Refused: {html.escape(signed_in.introspection_refused)}</p>'
+    elif signed_in.introspection_note is not None:
+        introspection = f'<p id="introspection">Not introspected: {html.escape(signed_in.introspection_note)}</p>'
     else:
         introspection = '<p id="introspection">keyward\'s discovery document names no introspection endpoint.</p>'
     header = signed_in.id_token_header
