@@ -37,11 +37,10 @@ def _sign_in_at_the_demo_app(member: Console, *, user: str) -> None:
     expect(member.heading("keyward demo app")).to_be_visible()
     member.page.get_by_role("textbox", name="User ID").fill(user)
     member.button("Sign in with keyward").click()
-    # keyward's authorization page: the member touches the key (the virtual key answers at once).
     member.page.wait_for_url(re.compile(re.escape(member.stack.api) + r"/oidc/authorize.*"))
-    use_key = member.page.get_by_role("button", name=re.compile("security key", re.IGNORECASE))
-    if use_key.count():
-        use_key.first.click()
+
+
+def _back_at_the_demo_app(member: Console) -> None:
     member.page.wait_for_url(re.compile(re.escape(member.stack.demo) + r"/callback.*"))
 
 
@@ -56,6 +55,9 @@ def test_a_member_signs_in_to_the_demo_app_with_their_security_key(open_console)
     member, user = _member_with_a_key(open_console)
 
     _sign_in_at_the_demo_app(member, user=user)
+    # keyward's page: the member touches the key (the virtual key answers at once).
+    member.button("Use my security key").click()
+    _back_at_the_demo_app(member)
 
     expect(member.heading(f"Signed in as {user}")).to_be_visible()
     claims_table = member.page.locator("#claims")
@@ -79,6 +81,21 @@ def test_a_member_signs_in_to_the_demo_app_with_their_security_key(open_console)
     assert "hwk" in claims["amr"]
     assert claims["org"] == DEMO_ORG
     member.screenshot("demo-app-signed-in")
+
+
+def test_a_member_without_a_key_is_told_why_and_the_app_gets_keywards_refusal(open_console):
+    # Signed in to the console in this tab, but no key registered: keyward cannot vouch for them.
+    member = open_console()
+    user = f"nokey-{uuid.uuid4().hex[:8]}"
+    member.sign_in_to_settings(org=DEMO_ORG, user=user)
+
+    _sign_in_at_the_demo_app(member, user=user)
+    expect(member.page.get_by_role("alert")).to_be_visible()
+    member.button("Return to keyward demo app").click()
+    _back_at_the_demo_app(member)
+
+    expect(member.heading("Not signed in")).to_be_visible()
+    expect(member.page.locator("#error")).to_contain_text("access_denied")
 
 
 def test_an_answer_this_browser_did_not_ask_for_is_refused(open_console):
