@@ -205,6 +205,10 @@ class DemoApp:
             raise SignInFailed("state_unknown", "This sign-in was already finished, or is too old.")
         if "code" not in query:
             raise SignInFailed("invalid_response", "keyward's answer carries no code.")
+        # RFC 9207: an answer that names an issuer must name the one this sign-in went to.
+        issuer = self.keyward.load_server_metadata().get("issuer")
+        if "iss" in query and query["iss"] != issuer:
+            raise SignInFailed("issuer_mismatch", f"The answer names {query['iss']!r}, not {issuer!r}.")
         try:
             token = self.keyward.fetch_access_token(
                 redirect_uri=self.redirect_uri, code=query["code"], code_verifier=pending.code_verifier
@@ -212,6 +216,8 @@ class DemoApp:
             claims = self.keyward.parse_id_token(token, nonce=pending.nonce)
         except OAuthError as refused:
             raise SignInFailed(refused.error, refused.description or "") from None
+        except Exception as error:  # an answer that is no OAuth error (a 5xx, a token that fails its checks)
+            raise SignInFailed("token_not_accepted", f"{type(error).__name__}: {error}") from None
         if claims is None:
             raise SignInFailed("invalid_response", "keyward's token response carries no ID token.")
         introspection, note = self._introspect(str(token["access_token"]))

@@ -90,6 +90,7 @@ def test_a_member_without_a_key_is_told_why_and_the_app_gets_keywards_refusal(op
     member.sign_in_to_settings(org=DEMO_ORG, user=user)
 
     _sign_in_at_the_demo_app(member, user=user)
+    member.button("Use my security key").click()
     expect(member.page.get_by_role("alert")).to_be_visible()
     member.button("Return to keyward demo app").click()
     _back_at_the_demo_app(member)
