@@ -8,6 +8,7 @@ from chalicelib.api.auth import auth
 from chalicelib.api.console import console, dev_sign_in
 from chalicelib.api.http import KeywardApp, LambdaDeadline, no_store
 from chalicelib.api.me import me
+from chalicelib.api.oidc_clients import oidc_clients
 from chalicelib.api.openapi import openapi
 from chalicelib.api.org import org
 from chalicelib.api.outbox import local_outbox
@@ -29,6 +30,7 @@ app.register_blueprint(auth)
 app.register_blueprint(me)
 app.register_blueprint(org)
 app.register_blueprint(webhooks)
+app.register_blueprint(oidc_clients)
 app.register_blueprint(openapi)
 app.register_blueprint(console)
 # The demo sign-in mints ID tokens for anyone: it exists only where the dev IdP's key is configured.

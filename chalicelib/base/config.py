@@ -67,6 +67,26 @@ class IdentityProvider:
 ORG_CREATION_MODES = ("on_first_login", "operator")
 
 
+@dataclass(frozen=True)
+class PreconfiguredClient:
+    """A relying party the operator configures for the whole stage (KEYWARD_PROVIDER_CLIENTS), such
+    as Entra ID's multi-tenant external authentication method: it has no secret, and serves the
+    organizations listed, or any organization when ``organizations`` is None (then whoever asks must
+    present a valid ID token hint of a member)."""
+
+    client_id: str
+    name: str
+    redirect_uris: tuple[str, ...]
+    flows: frozenset[str]
+    signing_alg: str
+    organizations: frozenset[str] | None
+
+
+# The flows and ID token algorithms of the OpenID provider, for KEYWARD_PROVIDER_CLIENTS and registrations alike.
+PROVIDER_FLOWS = ("code", "id_token")
+PROVIDER_SIGNING_ALGS = ("RS256", "ES256")
+
+
 # No generated __eq__ and __hash__: nothing compares settings, a Mapping field makes them
 # unhashable anyway, and every cold start pays for compiling them (45 fields each).
 @dataclass(frozen=True, eq=False)
@@ -149,6 +169,8 @@ class Settings:
     provider_issuer: str
     # Local stage only: the directory of its signing keys' PEM files (on AWS they never leave KMS).
     provider_key_dir: str | None
+    # Relying parties the operator configures for every organization of the stage (Entra's multi-tenant case).
+    provider_clients: tuple[PreconfiguredClient, ...]
 
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
@@ -252,6 +274,72 @@ def _identity_providers(env: Mapping[str, str], single: IdentityProvider) -> tup
             )
         )
     return tuple(providers)
+
+
+def _provider_clients(raw: str) -> tuple[PreconfiguredClient, ...]:
+    """KEYWARD_PROVIDER_CLIENTS: a JSON list of ``{client_id, name, redirect_uris, flows,
+    signing_alg?, organizations?}``. Each redirect URI is held to the registration rule where the
+    provider first reads the list (chalicelib/provider/clients.py), the one place that rule lives."""
+    if not raw.strip():
+        return ()
+    name = "KEYWARD_PROVIDER_CLIENTS"
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a JSON list of relying parties.") from None
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigurationError(f"{name} must be a JSON list of objects.")
+    known = {"client_id", "name", "redirect_uris", "flows", "signing_alg", "organizations"}
+    clients: list[PreconfiguredClient] = []
+    for number, entry in enumerate(entries, start=1):
+        client_id = entry.get("client_id")
+        if not isinstance(client_id, str) or not 0 < len(client_id) <= 128 or not client_id.isprintable():
+            raise ConfigurationError(f"{name}: client {number} needs a 'client_id' of 1 to 128 printable characters.")
+        unknown = sorted(set(entry) - known)
+        if unknown:
+            raise ConfigurationError(f"{name}: {client_id}: unknown field(s) {', '.join(unknown)}.")
+        if any(client.client_id == client_id for client in clients):
+            raise ConfigurationError(f"{name}: {client_id} is listed twice.")
+        display = entry.get("name")
+        if not isinstance(display, str) or not display.strip():
+            raise ConfigurationError(f"{name}: {client_id} needs a 'name'.")
+        uris = entry.get("redirect_uris")
+        if not isinstance(uris, list) or not uris or not all(isinstance(uri, str) and uri for uri in uris):
+            raise ConfigurationError(f"{name}: {client_id}'s 'redirect_uris' must be a non-empty list of URLs.")
+        flows = entry.get("flows")
+        if (
+            not isinstance(flows, list)
+            or not flows
+            or not all(isinstance(flow, str) and flow in PROVIDER_FLOWS for flow in flows)
+        ):
+            raise ConfigurationError(
+                f"{name}: {client_id}'s 'flows' must be a non-empty list of {', '.join(PROVIDER_FLOWS)}."
+            )
+        signing_alg = entry.get("signing_alg", "RS256")
+        if signing_alg not in PROVIDER_SIGNING_ALGS:
+            raise ConfigurationError(
+                f"{name}: {client_id}'s 'signing_alg' must be one of {', '.join(PROVIDER_SIGNING_ALGS)}."
+            )
+        organizations = entry.get("organizations")
+        if organizations is not None and (
+            not isinstance(organizations, list)
+            or not organizations
+            or not all(isinstance(org, str) and org for org in organizations)
+        ):
+            raise ConfigurationError(
+                f"{name}: {client_id}'s 'organizations' must list organization IDs, or be left out for any."
+            )
+        clients.append(
+            PreconfiguredClient(
+                client_id=client_id,
+                name=display.strip(),
+                redirect_uris=tuple(uris),
+                flows=frozenset(flows),
+                signing_alg=signing_alg,
+                organizations=frozenset(organizations) if organizations is not None else None,
+            )
+        )
+    return tuple(clients)
 
 
 def checked_issuer(issuer: str) -> str:
@@ -379,6 +467,7 @@ def load(env: Mapping[str, str]) -> Settings:
         # Without a trailing slash, so that paths append to it.
         provider_issuer=(env.get("KEYWARD_PROVIDER_ISSUER") or "http://localhost:8000").strip().rstrip("/"),
         provider_key_dir=provider_key_dir,
+        provider_clients=_provider_clients(env.get("KEYWARD_PROVIDER_CLIENTS") or ""),
     )
 
 

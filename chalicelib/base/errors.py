@@ -371,3 +371,16 @@ class UnknownClient(NotFound):
 
 class InvalidClient(NotAuthenticated):
     """The relying party did not authenticate: wrong or missing client secret (RFC 6749 §5.2 ``invalid_client``)."""
+
+
+class InvalidRedirectUri(InvalidInput):
+    """A redirect URI keyward does not register: not an absolute https URL (http only for a loopback
+    host), a fragment, a wildcard, credentials, too many or none (RFC 9700 §4.1.3, RFC 8252 §7.3)."""
+
+
+class InvalidClientRegistration(InvalidInput):
+    """A relying party's name, flows, type or signing algorithm is not one keyward registers."""
+
+
+class PublicClientHasNoSecret(RuleViolation):
+    """A public client authenticates by PKCE alone: it has no secret to rotate."""

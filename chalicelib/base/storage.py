@@ -69,6 +69,7 @@ class Item(Enum):
     BACKUP_CREDENTIAL = "backup credential"
     WEBHOOK = "webhook"
     WEBHOOK_CHANGE = "webhook change"
+    RELYING_PARTY = "relying party"
     AUDIT = "audit"
 
 

@@ -67,6 +67,12 @@ const BY_CODE = {
   EnrollmentPassNotFound: "That enrolment pass no longer exists.",
   EnrollmentPassUsed: "That enrolment pass was already used; delete the security key it let in instead.",
 
+  // Relying parties.
+  InvalidRedirectUri: null, // the API's message names the URI and what is wrong with it
+  InvalidClientRegistration: null, // the API's message names the field
+  UnknownClient: "That relying party no longer exists; it may have been deleted elsewhere.",
+  PublicClientHasNoSecret: "A public relying party has no secret: it proves itself with PKCE alone.",
+
   // Anything else.
   MalformedJson: "The console sent a request keyward did not understand. Reload the page and try again.",
   MalformedRequest: null, // the API's message names the field
@@ -162,6 +168,10 @@ const ACTIONS = {
   "enrollment_pass.used": "Enrolment pass used",
   "enrollment_pass.refused": "Enrolment code refused",
   "member.sessions_ended": "Member's sessions ended",
+  "oidc_client.created": "Relying party added",
+  "oidc_client.changed": "Relying party changed",
+  "oidc_client.deleted": "Relying party deleted",
+  "oidc_client.secret_rotated": "Relying party's client secret replaced",
 };
 
 export function describeAction(action) {

@@ -1,7 +1,7 @@
 // Organization settings → Multi-factor authentication, for admins: the page and how it stays
 // current — on coming back to the tab, after the admin's own actions and while a session clean-up
 // runs. Its sections are modules of their own: enforcement (organization-enforcement.js), members,
-// keys, backup credentials and the audit log; the screen's elements are looked up in
+// keys, backup credentials, relying parties and the audit log; the screen's elements are looked up in
 // organization-screen.js.
 
 import { api } from "./api.js";
@@ -11,6 +11,7 @@ import { forgetBackupCredentials, renderBackupCredentials } from "./organization
 import { forgetStatus, pollInvalidation, renderStatus } from "./organization-enforcement.js";
 import { forgetKeys, renderKeys } from "./organization-keys.js";
 import { forgetMembers, renderMembers } from "./organization-members.js";
+import { forgetRelyingParties, showRelyingParties } from "./organization-relying-parties.js";
 import { organization, organizationPage, screen } from "./organization-screen.js";
 import { showPolicy } from "./policy.js";
 import { forgetRollout, showRollout } from "./rollout.js";
@@ -28,7 +29,7 @@ const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
 
 export async function showOrganization(session) {
   organization.session = session;
-  await Promise.all([load(), showWebhooks()]);
+  await Promise.all([load(), showWebhooks(), showRelyingParties()]);
   showScreen("screen-organization");
   // Opened while a clean-up runs (e.g. reloaded right after enforcing): keep showing its progress.
   pollInvalidation();
@@ -54,6 +55,7 @@ export function forgetOrganization() {
   forgetPasses();
   forgetRollout();
   forgetWebhooks();
+  forgetRelyingParties();
 }
 
 function onOrganizationPage() {

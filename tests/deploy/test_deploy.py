@@ -713,6 +713,7 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
     from chalicelib.base.config import settings
     from chalicelib.base.models import Organization, Session
     from chalicelib.delivery import outbox, webhooks
+    from chalicelib.provider import clients
     from devstack.stream import InvocationContext, StreamPump
     from tests.support.authenticator import SoftwareAuthenticator
     from tests.support.webhook_receiver import running_receiver
@@ -936,6 +937,27 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
             ok(api.call("PATCH", f"/org/webhooks/{failing['id']}", token=alice.token, body={"enabled": True}))
             ok(api.call("DELETE", f"/org/webhooks/{created['id']}", token=alice.token), 204)
             ok(api.call("DELETE", f"/org/webhooks/{failing['id']}", token=alice.token), 204)
+    assert audit_pump.drain()
+
+    # Relying parties: an admin registers, lists, reads, changes one, rotates its secret and
+    # deletes it; the provider looks one up and authenticates it.
+    with calls.running("api"):
+        registered = ok(
+            api.call(
+                "POST",
+                "/org/oidc-clients",
+                token=alice.token,
+                body={"name": "Expenses", "redirect_uris": ["https://expenses.example.com/cb"], "flows": ["code"]},
+            ),
+            201,
+        )
+        client_id = registered["client"]["client_id"]
+        ok(api.call("GET", "/org/oidc-clients", token=alice.token))
+        ok(api.call("GET", f"/org/oidc-clients/{client_id}", token=alice.token))
+        ok(api.call("PATCH", f"/org/oidc-clients/{client_id}", token=alice.token, body={"name": "Expenses (EU)"}))
+        secret = ok(api.call("POST", f"/org/oidc-clients/{client_id}/secret", token=alice.token))["client_secret"]
+        assert clients.authenticate(client_id=client_id, secret=secret).client_id == client_id
+        ok(api.call("DELETE", f"/org/oidc-clients/{client_id}", token=alice.token), 204)
     assert audit_pump.drain()
 
     # An operator switches enforcement on in the console: the stream function takes it over.
