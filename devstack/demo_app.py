@@ -53,15 +53,20 @@ _MAX_FORM_BYTES = 4096
 
 def register_demo_client(*, redirect_uri: str, org_id: str = DEMO_ORG) -> None:
     """Register (or re-register, with the redirect URI of this run) the demo app as a public
-    client of ``org_id``: code flow only, so PKCE binds its codes."""
+    client of ``org_id``: code flow only, so PKCE binds its codes.
+
+    An admin registers through ``POST /org/oidc-clients``, which draws a random client ID; the
+    demo app keeps a fixed one across runs, so it writes the item itself, held to the same rules.
+    """
     from chalicelib.base.models import RelyingParty
+    from chalicelib.provider import clients
 
     # The item is the local stack's own: a rerun on another port points it at that port.
     RelyingParty(
         client_id=DEMO_CLIENT_ID,
         org_id=org_id,
         name=DEMO_CLIENT_NAME,
-        redirect_uris=[redirect_uri],
+        redirect_uris=[clients.check_redirect_uri(redirect_uri)],
         flows={"code"},
         secret_hash=None,
         signing_alg="RS256",
