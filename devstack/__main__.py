@@ -208,6 +208,12 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool, demo_port: int | No
             f"DynamoDB at {endpoint}; tables created: {', '.join(created) or 'none'}; "
             f"seeded: {', '.join(seeded) or 'nothing'}"
         )
+        # The OpenID provider's keys are files under .devstack/: made now, before chalice starts,
+        # since a file written while it runs would make `make run`'s autoreload restart it.
+        from chalicelib.provider import signing
+
+        current = signing.ensure_current_keys()
+        print(f"OpenID provider signing keys: {', '.join(key.kid for key in current)}")
 
         # As on AWS, the organizations table's stream drives the stream function (within a second).
         from devstack.stream import org_stream_pump

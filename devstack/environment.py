@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from devstack.dynamodb import dynamodb_environment
 from devstack.idp import DEFAULT_KEY_PATH
@@ -18,9 +19,13 @@ PROVIDER_KEY_DIR = DEFAULT_KEY_PATH.parent / "provider-keys"
 _SHADOWING_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")
 
 
-def local_environment(*, endpoint: str, jwks_json: str, port: int = LOCAL_PORT) -> dict[str, str]:
+def local_environment(
+    *, endpoint: str, jwks_json: str, port: int = LOCAL_PORT, provider_key_dir: Path = PROVIDER_KEY_DIR
+) -> dict[str, str]:
     """The variables the ``local`` stage needs: DynamoDB at ``endpoint``, the dev IdP's keys, the
-    origin of the API on ``port``, and the dev IdP's private key for the console's demo sign-in."""
+    origin of the API on ``port``, the dev IdP's private key for the console's demo sign-in, and
+    where the OpenID provider's signing keys are kept (``.devstack/provider-keys``; tests take
+    their own directory)."""
     # Issuer, audience and claim names are left to the defaults in chalicelib.base.config, so that
     # `python -m devstack token` run from a plain shell mints tokens the local app accepts.
     return {
@@ -41,7 +46,7 @@ def local_environment(*, endpoint: str, jwks_json: str, port: int = LOCAL_PORT) 
         "KEYWARD_EVENT_BUS": "keyward-local",
         # The OpenID provider: discovery and its tokens name the local API; its keys are files.
         "KEYWARD_PROVIDER_ISSUER": f"http://localhost:{port}",
-        "KEYWARD_PROVIDER_KEY_DIR": str(PROVIDER_KEY_DIR),
+        "KEYWARD_PROVIDER_KEY_DIR": str(provider_key_dir),
     }
 
 

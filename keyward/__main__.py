@@ -6,9 +6,15 @@ that may write them (the API's own role may not create organizations).
                                                       start a compliance recount where none was kept
     python -m keyward webhooks seal-secrets           encrypt, with the webhook secret key, the signing
                                                       secrets of endpoints that still hold them in clear
+    python -m keyward keys rotate [--algorithm RS256|ES256]
+                                                      make a new signing key of the OpenID provider current;
+                                                      the old one stays in the JWKS until its tokens expired
+    python -m keyward keys list                       the provider's signing keys, current and retired
 
 The tables are the ones the KEYWARD_* variables name (as for the deployed functions, e.g.
-KEYWARD_ORGS_TABLE), in AWS_REGION, or at DYNAMODB_ENDPOINT for a local DynamoDB.
+KEYWARD_ORGS_TABLE), in AWS_REGION, or at DYNAMODB_ENDPOINT for a local DynamoDB. A rotation makes
+its key in KMS (tagged for KEYWARD_SIGNING_KEYS_TABLE), or a PEM file where KEYWARD_PROVIDER_KEY_DIR
+is set (the local stack's).
 """
 
 from __future__ import annotations
@@ -44,7 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         "(needs kms:Encrypt on KEYWARD_WEBHOOK_SECRET_KEY)",
     )
 
+    signing_keys = commands.add_parser("keys", help="the OpenID provider's signing keys").add_subparsers(
+        dest="action", required=True
+    )
+    rotate = signing_keys.add_parser(
+        "rotate", help="make a new key current; the old one stays published until the tokens it signed expired"
+    )
+    rotate.add_argument("--algorithm", choices=("RS256", "ES256"), default="RS256")
+    signing_keys.add_parser("list", help="the signing keys, current and retired, and until when each is published")
+
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return _signing_keys(args.action, algorithm=getattr(args, "algorithm", "RS256"))
     if args.command == "webhooks":
         from chalicelib.delivery import webhooks
 
@@ -78,6 +95,39 @@ def main(argv: list[str] | None = None) -> int:
             compliance.restart(org_id=org_id)
             print(f"{org_id}: compliance recount started")
     return 0
+
+
+def _signing_keys(action: str, *, algorithm: str) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+    from pynamodb.exceptions import PynamoDBException
+
+    from chalicelib.base import clock
+    from chalicelib.base.errors import ConfigurationError, Refusal
+    from chalicelib.provider import signing
+
+    try:
+        if action == "rotate":
+            rotation = signing.rotate(algorithm=algorithm)
+            print(f"{algorithm}: {rotation.current.kid} is current ({rotation.current.private_key_ref})")
+            for old in rotation.retired:
+                print(f"{algorithm}: {old.kid} retired, published until {clock.iso(old.published_until)}")
+            return 0
+        now = clock.now()
+        for key in signing.all_keys():
+            if key.state == signing.CURRENT:
+                shown = "current"
+            elif key.published_until is not None and key.published_until > now:
+                shown = f"retired, published until {clock.iso(key.published_until)}"
+            else:
+                shown = f"retired {clock.iso(key.retired_at)}, no longer published"
+            print(f"{key.kid}  {key.algorithm}  {shown}  created {clock.iso(key.created_at)}  {key.private_key_ref}")
+        return 0
+    except (Refusal, ConfigurationError) as refused:
+        print(refused, file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError, PynamoDBException) as error:
+        print(f"{action} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ _STACK = prepared()
 IDP = _STACK.idp
 
 # Only now, with the environment applied: these import keyward's models.
+from chalicelib.provider import signing  # noqa: E402
 from devstack.tables import truncate_tables  # noqa: E402
 from tests.support.keyward_client import KeywardClient  # noqa: E402
 
@@ -25,6 +26,8 @@ from tests.support.keyward_client import KeywardClient  # noqa: E402
 @pytest.fixture(autouse=True)
 def empty_tables() -> Iterator[None]:
     truncate_tables()
+    # The signing keys went with the tables: this process must not sign with its copy of them.
+    signing.forget_keys()
     forget_stream_records()
     yield
 

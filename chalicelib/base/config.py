@@ -171,6 +171,10 @@ class Settings:
     provider_key_dir: str | None
     # Relying parties the operator configures for every organization of the stage (Entra's multi-tenant case).
     provider_clients: tuple[PreconfiguredClient, ...]
+    # The template's KMS keys (ARNs) that sign the provider's first RS256 and ES256 tokens, recorded
+    # as the current key of their algorithm when the signing keys table holds none yet.
+    provider_rs256_key: str | None
+    provider_es256_key: str | None
 
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
@@ -468,6 +472,8 @@ def load(env: Mapping[str, str]) -> Settings:
         provider_issuer=(env.get("KEYWARD_PROVIDER_ISSUER") or "http://localhost:8000").strip().rstrip("/"),
         provider_key_dir=provider_key_dir,
         provider_clients=_provider_clients(env.get("KEYWARD_PROVIDER_CLIENTS") or ""),
+        provider_rs256_key=env.get("KEYWARD_PROVIDER_RS256_KEY", "").strip() or None,
+        provider_es256_key=env.get("KEYWARD_PROVIDER_ES256_KEY", "").strip() or None,
     )
 
 

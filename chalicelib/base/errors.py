@@ -228,6 +228,11 @@ class WebhookSecretKeyUnavailable(Unavailable):
     """KMS did not seal a webhook's signing secret: no endpoint was created or changed."""
 
 
+class SigningKeyUnavailable(Unavailable):
+    """KMS did not sign the OpenID provider's token (or give the public key of a key it records):
+    no token was issued."""
+
+
 class SecurityKeyRequired(RuleViolation):
     """A security key of one's own is needed: to enforce MFA, or to step up."""
 

@@ -70,6 +70,7 @@ class Item(Enum):
     WEBHOOK = "webhook"
     WEBHOOK_CHANGE = "webhook change"
     RELYING_PARTY = "relying party"
+    SIGNING_KEY = "signing key"
     AUDIT = "audit"
 
 

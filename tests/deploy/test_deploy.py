@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -310,7 +311,7 @@ def test_deployed_stages_take_every_setting_from_their_environment():
     """Every setting config.py reads is in the dev and prod stages' environment_variables, except
     the local stage's own; nothing local-only is set for them."""
     source = (PROJECT / "chalicelib" / "base" / "config.py").read_text()
-    settings_read = set(re.findall(r"\"((?:KEYWARD|DYNAMODB)_[A-Z_]+)\"", source))
+    settings_read = set(re.findall(r"\"((?:KEYWARD|DYNAMODB)_[A-Z0-9_]+)\"", source))
     assert "KEYWARD_RP_ID" in settings_read and "KEYWARD_ORGS_STREAM_ARN" in settings_read
     config = _config()
     for stage in DEPLOYED_STAGES:
@@ -463,6 +464,36 @@ def test_webhook_secrets_are_sealed_with_a_key_the_api_only_encrypts_with_and_de
     assert uses.pop(role(DELIVERY_HANDLER)) == {"kms:Decrypt"}
     assert uses.pop("account") == {"kms:Encrypt"}
     assert uses == {}, "no other function's role may use the key"
+
+
+def test_the_providers_first_signing_keys_are_the_templates_kms_keys_tagged_for_its_table(package):
+    """Every function is told of the template's RS256 and ES256 keys; they are asymmetric signing
+    keys of the right spec, outlive the stack (their tokens' relying parties cached them), and carry
+    the tag the API's role may sign by, as keys made by a rotation do."""
+    from chalicelib.provider.signing import KMS_KEY_SPECS, KMS_TAG
+
+    template = package.template
+    signing_keys = _table_logical_ids(template)[_signing_keys_table_name()]
+    for algorithm, setting in (("RS256", "KEYWARD_PROVIDER_RS256_KEY"), ("ES256", "KEYWARD_PROVIDER_ES256_KEY")):
+        names = {_environment(template, handler)[setting]["Fn::GetAtt"][0] for _, handler in FUNCTIONS}
+        [name] = names
+        key = template["Resources"][name]
+        assert key["Type"] == "AWS::KMS::Key"
+        assert (key["DeletionPolicy"], key["UpdateReplacePolicy"]) == ("Retain", "Retain")
+        properties = key["Properties"]
+        assert (properties["KeyUsage"], properties["KeySpec"]) == ("SIGN_VERIFY", KMS_KEY_SPECS[algorithm])
+        assert properties["Tags"] == [{"Key": KMS_TAG, "Value": {"Ref": signing_keys}}]
+        account = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+        for statement in properties["KeyPolicy"]["Statement"]:
+            # Only the account: its IAM policies (the API's role) say who signs.
+            assert statement["Principal"] == {"AWS": account}, statement
+            assert not {"kms:*", "kms:Decrypt", "kms:Encrypt", "kms:CreateGrant"} & set(_as_list(statement["Action"]))
+
+
+def _signing_keys_table_name() -> str:
+    from chalicelib.base.config import settings
+
+    return settings().tables.signing_keys
 
 
 def _audit_table_name() -> str:
@@ -959,6 +990,23 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         assert clients.authenticate(client_id=client_id, secret=secret).client_id == client_id
         ok(api.call("DELETE", f"/org/oidc-clients/{client_id}", token=alice.token), 204)
     assert audit_pump.drain()
+    # The OpenID provider signs and verifies tokens (its first keys recorded on first use); an
+    # operator rotates them with `python -m keyward keys rotate`, and the API signs with the new ones.
+    from chalicelib.provider import signing
+
+    def token(algorithm: str) -> str:
+        now = int(time.time())
+        claims = {"iss": settings().provider_issuer, "sub": "bob", "aud": "app", "iat": now, "exp": now + 300}
+        return signing.sign(claims, algorithm=algorithm)
+
+    for algorithm in signing.ALGORITHMS:
+        with calls.running("api"):
+            signing.verify(token(algorithm), audience="app")
+            signing.jwks()
+        with calls.running(None):
+            signing.rotate(algorithm=algorithm)
+        with calls.running("api"):
+            signing.verify(token(algorithm), audience="app")
 
     # An operator switches enforcement on in the console: the stream function takes it over.
     with calls.running(None):
@@ -981,8 +1029,12 @@ def _policy_grants(template: dict[str, Any], handler: str) -> set[tuple[str, tup
     grants = set()
     for policy in role["Properties"]["Policies"]:
         document = policy["PolicyDocument"]
-        assert "*" not in json.dumps(document), f"a wildcard in {role_name}'s policy"
-        for statement in document["Statement"]:
+        tagged = [statement for statement in document["Statement"] if "Condition" in statement]
+        for statement in tagged:
+            grants |= _tagged_kms_grants(template, statement)
+        untagged = [statement for statement in document["Statement"] if statement not in tagged]
+        assert "*" not in json.dumps(untagged), f"a wildcard in {role_name}'s policy"
+        for statement in untagged:
             assert statement["Effect"] == "Allow" and set(statement) <= {"Sid", "Effect", "Action", "Resource"}, (
                 statement
             )
@@ -990,6 +1042,25 @@ def _policy_grants(template: dict[str, Any], handler: str) -> set[tuple[str, tup
                 for resource in _as_list(statement["Resource"]):
                     grants.add((action, _resource(template, resource)))
     return grants
+
+
+def _tagged_kms_grants(template: dict[str, Any], statement: dict[str, Any]) -> set[tuple[str, tuple[str, ...]]]:
+    """The one kind of statement with a wildcard: KMS keys of this account and region, only those
+    tagged with a signing keys table of the template (the provider's keys, rotated ones included)."""
+    from chalicelib.provider.signing import KMS_TAG
+
+    assert statement["Effect"] == "Allow" and set(statement) == {"Sid", "Effect", "Action", "Resource", "Condition"}
+    assert _as_list(statement["Resource"]) == [
+        {"Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"}
+    ], statement
+    [(operator, condition)] = statement["Condition"].items()
+    [(key, value)] = condition.items()
+    assert (operator, key) == ("StringEquals", f"aws:ResourceTag/{KMS_TAG}"), statement
+    table = value["Ref"]
+    assert template["Resources"][table]["Type"] == "AWS::DynamoDB::Table", statement
+    actions = _as_list(statement["Action"])
+    assert all(action.startswith("kms:") and "*" not in action for action in actions), statement
+    return {(action, ("kms-keys-tagged", table)) for action in actions}
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -1061,6 +1132,10 @@ def test_each_function_may_do_exactly_the_dynamodb_calls_its_code_makes(package,
         log_group = _function(template, handler)["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
         others = granted - dynamodb
         expected = {(action, ("log-group", log_group)) for action in LOG_ACTIONS}
+        if function == "api":
+            # The provider signs in KMS, and reads a template key's public key once, to record it.
+            signing_keys = logical_ids[_signing_keys_table_name()]
+            expected |= {(action, ("kms-keys-tagged", signing_keys)) for action in ("kms:Sign", "kms:GetPublicKey")}
         if function == "stream":
             queue = _stream_event(template)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
             expected |= {(action, ("stream", orgs)) for action in STREAM_READ_ACTIONS}

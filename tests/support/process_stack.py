@@ -9,8 +9,12 @@ on this (``mutation/forkserver.py``) so that no mutant pays for the set-up again
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from moto.server import ThreadedMotoServer
 
@@ -74,7 +78,13 @@ def _prepare() -> ProcessStack:
     server = start_moto(port=0)
     endpoint = server_endpoint(server)
     idp = DevIdentityProvider.ephemeral()
-    apply_environment(local_environment(endpoint=endpoint, jwks_json=idp.jwks_json()))
+    # The provider's signing keys are files of this process, not the repository's .devstack.
+    provider_key_dir = Path(tempfile.mkdtemp(prefix="keyward-provider-keys-"))
+    owner = os.getpid()
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(provider_key_dir, ignore_errors=True))
+    apply_environment(
+        local_environment(endpoint=endpoint, jwks_json=idp.jwks_json(), provider_key_dir=provider_key_dir)
+    )
     # Only now: keyward's models read the endpoint and table names when they are first imported.
     from devstack.outbox import prepare_channels
     from devstack.tables import create_missing_tables
