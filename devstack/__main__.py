@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from devstack.dynamodb import (
     dynamodb_environment,
@@ -18,9 +19,12 @@ from devstack.dynamodb import (
     start_moto,
     wait_until_up,
 )
-from devstack.environment import LOCAL_PORT, apply_environment, local_environment
+from devstack.environment import DEMO_PORT, LOCAL_PORT, apply_environment, local_environment
 from devstack.idp import DevIdentityProvider
 from devstack.ports import ensure_free
+
+if TYPE_CHECKING:
+    from devstack.demo_app import DemoApp
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOST = "127.0.0.1"
@@ -53,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--no-autoreload", dest="autoreload", action="store_false", help="don't restart chalice on file changes"
     )
+    run.add_argument(
+        "--demo-port",
+        type=int,
+        default=DEMO_PORT,
+        help="the demo app's port: a relying party that signs in through keyward's OpenID provider",
+    )
+    run.add_argument("--no-demo-app", dest="demo_app", action="store_false", help="don't serve the demo app")
 
     commands.add_parser("tables", help="create missing tables at DYNAMODB_ENDPOINT")
 
@@ -123,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         from devstack import key as security_key
 
         return security_key.main(action=args.action, name=getattr(args, "name", None), key_file=args.key_file)
-    return _run(port=args.port, dynamodb_port=args.dynamodb_port, autoreload=args.autoreload)
+    return _run(
+        port=args.port,
+        dynamodb_port=args.dynamodb_port,
+        autoreload=args.autoreload,
+        demo_port=args.demo_port if args.demo_app else None,
+    )
 
 
 def _create_tables() -> int:
@@ -161,15 +177,18 @@ def _load_metadata(*, blob: Path, trust_root: Path | None) -> int:
     return 0
 
 
-def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
+def _run(*, port: int, dynamodb_port: int, autoreload: bool, demo_port: int | None) -> int:
     signal.signal(signal.SIGINT, _request_stop)
     signal.signal(signal.SIGTERM, _request_stop)
     moto = None
     pump = None
     audit_pump = None
     chalice: subprocess.Popen[bytes] | None = None
+    demo: DemoApp | None = None
     try:
         ensure_free(host=LOCAL_HOST, port=port)
+        if demo_port is not None:
+            ensure_free(host=LOCAL_HOST, port=demo_port)
         identity_provider = DevIdentityProvider.load_or_create()
         endpoint = os.environ.get("DYNAMODB_ENDPOINT")
         if endpoint:
@@ -220,12 +239,22 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
             f"sent mail: {Path(sys.executable).name} -m devstack mail --endpoint {os.environ['KEYWARD_AWS_ENDPOINT']}"
         )
 
+        if demo_port is not None:
+            # A relying party of the demo organization, registered as an admin would register it.
+            from devstack.demo_app import DemoApp, register_demo_client
+
+            demo = DemoApp(
+                api=f"http://localhost:{port}", port=demo_port, identity_provider=identity_provider, host=LOCAL_HOST
+            )
+            register_demo_client(redirect_uri=demo.redirect_uri)
+            demo.start()
+
         chalice = _start_chalice(port=port, autoreload=autoreload)
         try:
             wait_until_up(f"http://{LOCAL_HOST}:{port}/", timeout_seconds=20)
         except TimeoutError:
             print("chalice local is not answering yet; see its output above", file=sys.stderr)
-        _print_how_to_log_in(port=port)
+        _print_how_to_log_in(port=port, demo=demo)
         return chalice.wait()
     except _StopRequested:
         return 0
@@ -238,6 +267,8 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if chalice is not None:
             _stop_chalice(chalice)
+        if demo is not None:
+            demo.stop()
         if pump is not None:
             pump.stop()
         if audit_pump is not None:
@@ -295,7 +326,7 @@ def _group_gone(chalice: subprocess.Popen[bytes], *, timeout_seconds: float) -> 
     return False
 
 
-def _print_how_to_log_in(*, port: int) -> None:
+def _print_how_to_log_in(*, port: int, demo: DemoApp | None) -> None:
     python = Path(sys.executable)
     shown_python = os.path.relpath(python, PROJECT_ROOT) if python.is_relative_to(PROJECT_ROOT) else str(python)
     admin_token = f"{shown_python} -m devstack token --org acme --user alice --admin"
@@ -314,9 +345,19 @@ Log in:
   curl -s localhost:{port}/auth/login -H 'content-type: application/json' \\
     -d "{{\\"id_token\\": \\"$({member_token})\\"}}"
 
-Ctrl-C stops keyward and DynamoDB.""",
+{_how_to_try_the_demo(demo)}Ctrl-C stops keyward and DynamoDB.""",
         flush=True,
     )
+
+
+def _how_to_try_the_demo(demo: DemoApp | None) -> str:
+    if demo is None:
+        return ""
+    return f"""The demo app runs at {demo.url}: an app of {demo.org_id} that signs people in with keyward as
+its second factor (OpenID Connect, code + PKCE). Give the member a security key in the console
+first, then sign in there as that member.
+
+"""
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from devstack.dynamodb import dynamodb_environment
 from devstack.idp import DEFAULT_KEY_PATH
 
 LOCAL_PORT = 8000
+# The demo app, a relying party of keyward's OpenID provider (devstack/demo_app.py).
+DEMO_PORT = 8002
 PROVIDER_KEY_DIR = DEFAULT_KEY_PATH.parent / "provider-keys"
 
 # A named profile would win over, or fail next to, the fake credentials a local DynamoDB needs.

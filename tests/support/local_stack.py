@@ -34,13 +34,15 @@ class LocalStack(NamedTuple):
     log: Path
     # The stack's own DynamoDB (moto), e.g. to look at its tables behind the API's back.
     dynamodb: str
+    # The demo app: a relying party of the demo organization (devstack/demo_app.py).
+    demo: str
 
 
 @contextmanager
 def running_local_stack(log_directory: Path) -> Iterator[LocalStack]:
     """``python -m devstack run`` on free ports until the block ends; everything it started is
     stopped afterwards, whatever happens."""
-    port, dynamodb_port = free_ports(2)
+    port, dynamodb_port, demo_port = free_ports(3)
     log = log_directory / "devstack.log"
     command = [
         sys.executable,
@@ -51,6 +53,8 @@ def running_local_stack(log_directory: Path) -> Iterator[LocalStack]:
         str(port),
         "--dynamodb-port",
         str(dynamodb_port),
+        "--demo-port",
+        str(demo_port),
         "--no-autoreload",
     ]
     with log.open("wb") as output:
@@ -66,7 +70,9 @@ def running_local_stack(log_directory: Path) -> Iterator[LocalStack]:
     try:
         api = f"http://localhost:{port}"
         _wait_for_api(api=api, devstack=devstack, log=log)
-        yield LocalStack(api=api, log=log, dynamodb=f"http://127.0.0.1:{dynamodb_port}")
+        yield LocalStack(
+            api=api, log=log, dynamodb=f"http://127.0.0.1:{dynamodb_port}", demo=f"http://localhost:{demo_port}"
+        )
     finally:
         _stop(devstack)
 
