@@ -21,6 +21,7 @@ from devstack.dynamodb import (
 from devstack.environment import LOCAL_PORT, apply_environment, local_environment
 from devstack.idp import DevIdentityProvider
 from devstack.ports import ensure_free
+from keyward.exits import run as run_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOST = "127.0.0.1"
@@ -140,6 +141,10 @@ def _create_tables() -> int:
 
 
 def _load_metadata(*, blob: Path, trust_root: Path | None) -> int:
+    for given, what in ((blob, "BLOB"), (trust_root, "trust root")):
+        if given is not None and not given.is_file():
+            print(f"no {what} file at {given}: pass the path of an existing file", file=sys.stderr)
+            return 2
     endpoint = os.environ.get("DYNAMODB_ENDPOINT") or f"http://{LOCAL_HOST}:{MOTO_PORT}"
     apply_environment(dynamodb_environment(endpoint=endpoint))
     from cryptography import x509
@@ -314,4 +319,4 @@ Ctrl-C stops keyward and DynamoDB.""",
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))
