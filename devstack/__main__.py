@@ -22,6 +22,7 @@ from devstack.dynamodb import (
 from devstack.environment import DEMO_PORT, LOCAL_PORT, apply_environment, local_environment
 from devstack.idp import DevIdentityProvider
 from devstack.ports import ensure_free
+from keyward.exits import run as run_command
 
 if TYPE_CHECKING:
     from devstack.demo_app import DemoApp
@@ -156,6 +157,10 @@ def _create_tables() -> int:
 
 
 def _load_metadata(*, blob: Path, trust_root: Path | None) -> int:
+    for given, what in ((blob, "BLOB"), (trust_root, "trust root")):
+        if given is not None and not given.is_file():
+            print(f"no {what} file at {given}: pass the path of an existing file", file=sys.stderr)
+            return 2
     endpoint = os.environ.get("DYNAMODB_ENDPOINT") or f"http://{LOCAL_HOST}:{MOTO_PORT}"
     apply_environment(dynamodb_environment(endpoint=endpoint))
     from cryptography import x509
@@ -361,4 +366,4 @@ first, then sign in there as that member.
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

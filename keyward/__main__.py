@@ -15,12 +15,15 @@ The tables are the ones the KEYWARD_* variables name (as for the deployed functi
 KEYWARD_ORGS_TABLE), in AWS_REGION, or at DYNAMODB_ENDPOINT for a local DynamoDB. A rotation makes
 its key in KMS (tagged for KEYWARD_SIGNING_KEYS_TABLE), or a PEM file where KEYWARD_PROVIDER_KEY_DIR
 is set (the local stack's).
+A command that fails says why in one line; KEYWARD_DEBUG=1 shows the traceback too.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from keyward.exits import run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +87,16 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"organization {args.org_id} created")
         return 0
+    if not args.all:
+        try:
+            Organization.get(args.org_id, consistent_read=True)
+        except Organization.DoesNotExist:
+            print(
+                f"no organization {args.org_id!r} in {Organization.Meta.table_name}: "
+                f"`python -m keyward org create {args.org_id}` creates one",
+                file=sys.stderr,
+            )
+            return 1
     for org_id in coverage.organizations() if args.all else [args.org_id]:
         counted = coverage.recount(org_id=org_id)
         print(
@@ -131,4 +144,4 @@ def _signing_keys(action: str, *, algorithm: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

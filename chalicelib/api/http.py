@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -14,7 +15,7 @@ from chalice import Blueprint, Chalice, Response
 from chalice.app import ChaliceViewError, Request
 
 from chalicelib.access.actions import Action
-from chalicelib.base import errors
+from chalicelib.base import errors, logs
 from chalicelib.base.config import settings
 from chalicelib.base.deferred import deferred
 
@@ -45,6 +46,7 @@ _STATUS_BY_KIND: tuple[tuple[type[errors.Refusal], int], ...] = (
 )
 _http_errors: dict[str, type[ChaliceViewError]] = {}
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+log = logging.getLogger("keyward.api")
 
 
 def http_error(refusal: errors.Refusal) -> ChaliceViewError:
@@ -72,7 +74,8 @@ def route(
     """Register a handler; its refusals become HTTP errors and its result the response body.
 
     DynamoDB failures that no domain function expected become 503 ``StorageUnavailable``: the
-    client learns that nothing was done, never a 500.
+    client learns that nothing was done, never a 500. Each refusal is logged here, once, with its
+    reason code; not its message, which may repeat what the client sent.
     """
 
     def register(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,7 +85,15 @@ def route(
                 with storage.unavailable_on_failure():
                     body = handler(**params)
             except errors.Refusal as refusal:
-                raise http_error(refusal) from None
+                error = http_error(refusal)
+                log.info(
+                    "refused %s %s: %s",
+                    " ".join(methods),
+                    path,
+                    refusal.code,
+                    extra={"reason": refusal.code, "status": error.STATUS_CODE, "route": path},
+                )
+                raise error from None
             if status == 204:
                 return Response(body="", status_code=204)
             if isinstance(body, Response):  # a body that is not JSON (an NDJSON export)
@@ -186,6 +197,7 @@ def client_of(request: Request) -> Client:
 def caller_of(request: Request, *, action: Action, also: AlsoReads | None = None) -> Caller:
     """The authenticated caller, refused unless the assurance rule allows them ``action``."""
     caller = sessions.resolve(authorization=request.headers.get("authorization"), client=client_of(request), also=also)
+    logs.annotate(org=caller.session.org_id, user=caller.session.user_id)
     assurance.require(caller, action)
     return caller
 
@@ -219,11 +231,27 @@ def no_store(event: Request, get_response: Callable[[Request], Response]) -> Res
     return response
 
 
+def logged_invocation(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    """Every invocation, a request, a stream batch or a scheduled run, starts its log lines
+    afresh with its Lambda request ID."""
+    context = event.lambda_context if isinstance(event, Request) else getattr(event, "context", None)
+    logs.start_invocation(request_id=getattr(context, "aws_request_id", None))
+    return get_response(event)
+
+
 class KeywardApp(Chalice):
     """Chalice keeps the current request on the app object. Lambda runs one request at a time,
-    but ``chalice local`` serves each request on its own thread, so each thread gets its own."""
+    but ``chalice local`` serves each request on its own thread, so each thread gets its own.
+
+    Chalice would set the ``keyward`` logger to ERROR, dropping every warning: keyward sets up
+    its own (chalicelib/base/logs.py)."""
 
     _per_thread = threading.local()
+
+    def __init__(self, app_name: str) -> None:
+        super().__init__(app_name=app_name, configure_logs=False)
+        logs.configure(level=settings().log_level)
+        self.register_middleware(logged_invocation, "all")
 
     @property
     def current_request(self) -> Request | None:

@@ -235,7 +235,7 @@ def delete_backup_credentials(key_id: str) -> None:
 
 def _moment(name: str) -> datetime | None:
     raw = _query(name)
-    if not raw:
+    if raw is None:  # left out; given but empty is no moment, and refused below
         return None
     moment: datetime | None
     try:
@@ -277,7 +277,11 @@ def issue_enrollment_pass(user_id: str) -> dict[str, Any]:
     caller = _admin_changing()
     body = json_body(org.current_request) if org.current_request.raw_body else {}
     only_fields(body, {"lifetime_minutes"})
-    lifetime = enrollment_passes.check_lifetime(body.get("lifetime_minutes"))
+    lifetime = (
+        enrollment_passes.check_lifetime(body["lifetime_minutes"])
+        if "lifetime_minutes" in body
+        else enrollment_passes.DEFAULT_LIFETIME_MINUTES
+    )
     issued = enrollment_passes.issue(caller=caller, user_id=user_id, lifetime_minutes=lifetime)
     return {
         "id": issued.enrollment_pass.pass_id,

@@ -137,6 +137,9 @@ class Settings:
 
     audit_retention_days: int
 
+    # The least severe log lines written (chalicelib/base/logs.py): DEBUG, INFO, WARNING or ERROR.
+    log_level: str
+
     # The stream function that delivers audit events: mail (SES), EventBridge, webhooks.
     audit_stream_arn: str
     # The sender of notification mails; empty turns mail off for the stage.
@@ -199,6 +202,13 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw not in ("true", "false"):
         raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
     return raw == "true"
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    level = (env.get("KEYWARD_LOG_LEVEL") or "INFO").strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigurationError(f"KEYWARD_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {level!r}")
+    return level
 
 
 def _extra_authenticators(raw: str | None) -> dict[str, ExtraAuthenticator]:
@@ -463,6 +473,7 @@ def load(env: Mapping[str, str]) -> Settings:
         ),
         invalidation_reserve_seconds=_integer(env, "KEYWARD_INVALIDATION_RESERVE_SECONDS", 60),
         audit_retention_days=_integer(env, "KEYWARD_AUDIT_RETENTION_DAYS", 400),
+        log_level=_log_level(env),
         audit_stream_arn=env.get(
             "KEYWARD_AUDIT_STREAM_ARN",
             f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}audit/stream/local",

@@ -147,9 +147,8 @@ def policy_change(*, caller: Caller, policy: Policy | None) -> PolicyChange | No
 
 
 def check_lifetime(value: object) -> int:
-    """``lifetime_minutes``: a whole number of minutes from 10 to 43200 (30 days); 60 when absent."""
-    if value is None:
-        return DEFAULT_LIFETIME_MINUTES
+    """``lifetime_minutes``, where a request gives it: a whole number of minutes from 10 to 43200
+    (30 days). null is none, and refused: a request that wants the default leaves the field out."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int)
