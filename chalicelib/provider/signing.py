@@ -14,8 +14,9 @@ no request asks KMS for it.
 
 Each key's public JWK carries a self-signed X.509 certificate of the key (``x5c``, ``x5t``,
 ``x5t#S256``), which Entra ID requires (:mod:`chalicelib.provider.certificates`), made when the key
-is recorded. A key recorded before keys had one gets it the first time a process reads it, by a
-conditional update, so that a deployment needs no step for it.
+is recorded. A key recorded before keys had one gets it the first time the JWKS is read, by a
+conditional update, so that a deployment needs no step for it (and only what serves the JWKS
+writes keys' items; signing and verifying only read them).
 
 The first key of an algorithm is the template's KMS key (``KEYWARD_PROVIDER_RS256_KEY``,
 ``KEYWARD_PROVIDER_ES256_KEY``), or locally a PEM file, recorded on first use under a ``kid`` derived
@@ -133,9 +134,6 @@ def _keys(*, fresh: bool = False) -> tuple[SigningKey, ...]:
         return cached.keys
     # A handful of items: the current key of each algorithm and the retired ones still published.
     keys = tuple(SigningKey.scan(consistent_read=True))
-    if not _certify_published(keys):
-        # Another process gave a key its certificate first: publish that one.
-        keys = tuple(SigningKey.scan(consistent_read=True))
     _key_set = _KeySet(keys=keys, read_at=time.monotonic())
     return keys
 
@@ -189,9 +187,13 @@ def published_keys() -> list[PublishedKey]:
     """The keys a relying party may meet in a token now: current ones and retired ones whose
     tokens may not have expired yet. Read from the table, not this process's copy: a relying party
     that fetches the JWKS for a new ``kid`` must find it whichever process answers."""
+    keys = _keys(fresh=True)
+    if not _certify_published(keys):
+        # Another process gave a key its certificate first: publish that one.
+        keys = _keys(fresh=True)
     return [
         PublishedKey(kid=key.kid, algorithm=key.algorithm, jwk=json.loads(key.public_jwk))
-        for key in _published(_keys(fresh=True), clock.now())
+        for key in _published(keys, clock.now())
     ]
 
 
