@@ -12,6 +12,12 @@ never leaves KMS and the provider asks KMS for each signature; locally, the name
 minute per process for signing (:data:`KEY_CACHE_TTL`); the public key is stored with the item, so
 no request asks KMS for it.
 
+Each key's public JWK carries a self-signed X.509 certificate of the key (``x5c``, ``x5t``,
+``x5t#S256``), which Entra ID requires (:mod:`chalicelib.provider.certificates`), made when the key
+is recorded. A key recorded before keys had one gets it the first time the JWKS is read, by a
+conditional update, so that a deployment needs no step for it (and only what serves the JWKS
+writes keys' items; signing and verifying only read them).
+
 The first key of an algorithm is the template's KMS key (``KEYWARD_PROVIDER_RS256_KEY``,
 ``KEYWARD_PROVIDER_ES256_KEY``), or locally a PEM file, recorded on first use under a ``kid`` derived
 from it, so that processes recording it at once write the same item. ``python -m keyward keys
@@ -25,6 +31,7 @@ import base64
 import functools
 import hashlib
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -36,9 +43,13 @@ from chalicelib.base import clock, storage
 from chalicelib.base.config import settings
 from chalicelib.base.errors import ConcurrentChange, ConfigurationError, SigningKeyUnavailable
 from chalicelib.base.models import SigningKey
+from chalicelib.provider import certificates
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+log = logging.getLogger("keyward.provider")
 
 ALGORITHMS = ("RS256", "ES256")
 CURRENT, RETIRED = "current", "retired"
@@ -127,6 +138,38 @@ def _keys(*, fresh: bool = False) -> tuple[SigningKey, ...]:
     return keys
 
 
+def _certify_published(keys: tuple[SigningKey, ...]) -> bool:
+    """Give each published key recorded before keys had certificates its certificate, once: a
+    conditional update, so that of processes doing it at once one writes and the rest publish that.
+
+    Returns:
+        False when another process certified one of them first (the item read here is stale).
+    """
+    from pynamodb.exceptions import UpdateError
+
+    settled = True
+    for key in _published(keys, clock.now()):
+        jwk = json.loads(key.public_jwk)
+        if "x5c" in jwk:
+            continue
+        try:
+            public_key = _public_key(jwk)
+            certified = _certified_jwk(jwk, algorithm=key.algorithm, public_key=public_key, ref=key.private_key_ref)
+        except (SigningKeyUnavailable, ConfigurationError, OSError) as error:
+            # The JWKS goes on being served, this key without its certificate; the next read tries again.
+            log.warning("The signing key %s has no certificate yet: %s", key.kid, error)
+            continue
+        try:
+            key.update(
+                actions=[SigningKey.public_jwk.set(certified)], condition=SigningKey.public_jwk == key.public_jwk
+            )
+        except UpdateError as error:
+            if not storage.condition_failed(error):
+                raise
+            settled = False
+    return settled
+
+
 def _published(keys: tuple[SigningKey, ...], now: datetime) -> list[SigningKey]:
     return [
         key for key in keys if key.state == CURRENT or (key.published_until is not None and key.published_until > now)
@@ -144,9 +187,13 @@ def published_keys() -> list[PublishedKey]:
     """The keys a relying party may meet in a token now: current ones and retired ones whose
     tokens may not have expired yet. Read from the table, not this process's copy: a relying party
     that fetches the JWKS for a new ``kid`` must find it whichever process answers."""
+    keys = _keys(fresh=True)
+    if not _certify_published(keys):
+        # Another process gave a key its certificate first: publish that one.
+        keys = _keys(fresh=True)
     return [
         PublishedKey(kid=key.kid, algorithm=key.algorithm, jwk=json.loads(key.public_jwk))
-        for key in _published(_keys(fresh=True), clock.now())
+        for key in _published(keys, clock.now())
     ]
 
 
@@ -199,11 +246,11 @@ def sign(claims: dict[str, Any], *, algorithm: str = "RS256", typ: str = "JWT") 
     key = current_key(algorithm)
     header = {"alg": algorithm, "kid": key.kid, "typ": typ}
     signing_input = f"{_b64(_compact(header))}.{_b64(_compact(claims))}".encode("ascii")
-    if _in_kms(key):
+    if _in_kms(key.private_key_ref):
         signature = _sign_in_kms(key, signing_input)
     else:
-        signature = _sign_locally(key, signing_input)
-    return f"{signing_input.decode('ascii')}.{_b64(signature)}"
+        signature = _local_signature(_private_key(str(_key_dir() / key.private_key_ref)), signing_input)
+    return f"{signing_input.decode('ascii')}.{_b64(_jws_signature(algorithm, signature))}"
 
 
 def verify(token: str, *, typ: str | None = None, audience: str | None = None) -> dict[str, Any]:
@@ -239,8 +286,8 @@ def _published_key(kid: str, keys: tuple[SigningKey, ...]) -> SigningKey | None:
     return next((key for key in _published(keys, clock.now()) if key.kid == kid), None)
 
 
-def _in_kms(key: SigningKey) -> bool:
-    return key.private_key_ref.startswith("arn:")
+def _in_kms(private_key_ref: str) -> bool:
+    return private_key_ref.startswith("arn:")
 
 
 # --- rotation -------------------------------------------------------------------------------------
@@ -288,6 +335,11 @@ def rotate(*, algorithm: str = "RS256") -> Rotation:
 
 
 def _signing_key(*, kid: str, algorithm: str, public_key: PublicKeyTypes, ref: str, now: datetime) -> SigningKey:
+    """The item of a new key, its JWK with the key's certificate (which the key signs).
+
+    Raises:
+        SigningKeyUnavailable: KMS did not sign the certificate.
+    """
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
@@ -302,11 +354,60 @@ def _signing_key(*, kid: str, algorithm: str, public_key: PublicKeyTypes, ref: s
     return SigningKey(
         kid,
         algorithm=algorithm,
-        public_jwk=json.dumps({**jwk, "kid": kid, "use": "sig", "alg": algorithm}),
+        public_jwk=_certified_jwk(
+            {**jwk, "kid": kid, "use": "sig", "alg": algorithm}, algorithm=algorithm, public_key=public_key, ref=ref
+        ),
         private_key_ref=ref,
         state=CURRENT,
         created_at=now,
     )
+
+
+def _certified_jwk(
+    jwk: dict[str, Any], *, algorithm: str, public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, ref: str
+) -> str:
+    """``jwk`` with the key's self-signed certificate (``x5c``, ``x5t``, ``x5t#S256``), as stored.
+
+    Raises:
+        SigningKeyUnavailable: KMS did not sign the certificate.
+    """
+    certificate = certificates.self_signed(
+        algorithm=algorithm,
+        public_key=public_key,
+        issuer=settings().provider_issuer,
+        now=clock.now(),
+        sign=_signer(algorithm, ref),
+    )
+    return json.dumps({**jwk, **certificates.jwk_parameters(certificate)})
+
+
+def _public_key(jwk: dict[str, Any]) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = jwt.PyJWK(jwk).key
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise ConfigurationError(f"The signing key {jwk.get('kid')} is neither RSA nor EC.")
+    return key
+
+
+def _signer(algorithm: str, ref: str) -> certificates.Signer:
+    """What signs with the private key at ``ref``: KMS, or the local PEM file."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if not _in_kms(ref):
+        private_key = _private_key(str(_key_dir() / ref))
+        return lambda message: _local_signature(private_key, message)
+
+    def in_kms(message: bytes) -> bytes:
+        try:
+            return _kms_signature(ref, algorithm, message)
+        except (BotoCoreError, ClientError) as error:
+            raise SigningKeyUnavailable(
+                f"KMS did not sign the certificate of the {algorithm} key {ref} ({type(error).__name__})."
+            ) from None
+
+    return in_kms
 
 
 def _record_first_key(algorithm: str) -> None:
@@ -385,7 +486,11 @@ def _new_kms_key(algorithm: str, now: datetime) -> SigningKey:
         )["KeyMetadata"]
     except (BotoCoreError, ClientError) as error:
         raise SigningKeyUnavailable(f"KMS did not create the new {algorithm} key ({type(error).__name__}).") from None
-    key = _kms_key(algorithm, created["Arn"], kid=f"{algorithm.lower()}-{secrets.token_hex(8)}")
+    try:
+        key = _kms_key(algorithm, created["Arn"], kid=f"{algorithm.lower()}-{secrets.token_hex(8)}")
+    except SigningKeyUnavailable:
+        _discard_kms_key(created["Arn"])
+        raise
     key.created_at = now
     return key
 
@@ -393,24 +498,29 @@ def _new_kms_key(algorithm: str, now: datetime) -> SigningKey:
 def _sign_in_kms(key: SigningKey, signing_input: bytes) -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    if len(signing_input) <= KMS_RAW_MESSAGE_LIMIT:
-        message, message_type = signing_input, "RAW"
-    else:
-        message, message_type = hashlib.sha256(signing_input).digest(), "DIGEST"
     try:
-        signature = bytes(
-            _kms().sign(
-                KeyId=key.private_key_ref,
-                Message=message,
-                MessageType=message_type,
-                SigningAlgorithm=KMS_SIGNING_ALGORITHMS[key.algorithm],
-            )["Signature"]
-        )
+        return _kms_signature(key.private_key_ref, key.algorithm, signing_input)
     except (BotoCoreError, ClientError) as error:
         raise SigningKeyUnavailable(
             f"KMS did not sign with the {key.algorithm} key {key.kid} ({type(error).__name__}); no token was issued."
         ) from None
-    return _jws_signature(key.algorithm, signature)
+
+
+def _kms_signature(arn: str, algorithm: str, data: bytes) -> bytes:
+    """KMS's signature of ``data`` with SHA-256: PKCS#1 v1.5, or DER-encoded ECDSA.
+
+    Raises:
+        BotoCoreError, ClientError: KMS did not sign.
+    """
+    if len(data) <= KMS_RAW_MESSAGE_LIMIT:
+        message, message_type = data, "RAW"
+    else:
+        message, message_type = hashlib.sha256(data).digest(), "DIGEST"
+    return bytes(
+        _kms().sign(
+            KeyId=arn, Message=message, MessageType=message_type, SigningAlgorithm=KMS_SIGNING_ALGORITHMS[algorithm]
+        )["Signature"]
+    )
 
 
 def _jws_signature(algorithm: str, signature: bytes) -> bytes:
@@ -425,17 +535,19 @@ def _jws_signature(algorithm: str, signature: bytes) -> bytes:
 
 def _discard(key: SigningKey) -> None:
     """Undo the key material made for a rotation that changed nothing."""
-    if _in_kms(key):
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            _kms().schedule_key_deletion(
-                KeyId=key.private_key_ref.rsplit("/", 1)[-1], PendingWindowInDays=DISCARDED_KEY_PENDING_DAYS
-            )
-        except (BotoCoreError, ClientError):
-            pass  # an unused key, tagged with its table: an operator may delete it
+    if _in_kms(key.private_key_ref):
+        _discard_kms_key(key.private_key_ref)
     else:
         (_key_dir() / key.private_key_ref).unlink(missing_ok=True)
+
+
+def _discard_kms_key(arn: str) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _kms().schedule_key_deletion(KeyId=arn.rsplit("/", 1)[-1], PendingWindowInDays=DISCARDED_KEY_PENDING_DAYS)
+    except (BotoCoreError, ClientError):
+        pass  # an unused key, tagged with its table: an operator may delete it
 
 
 # --- the local stage's keys -----------------------------------------------------------------------
@@ -491,13 +603,13 @@ def _private_key(path: str) -> Any:
     return serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
 
 
-def _sign_locally(key: SigningKey, signing_input: bytes) -> bytes:
+def _local_signature(private_key: Any, data: bytes) -> bytes:
+    """The local key's signature of ``data`` with SHA-256, as KMS gives it: PKCS#1 v1.5, or DER ECDSA."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-    private_key = _private_key(str(_key_dir() / key.private_key_ref))
     if isinstance(private_key, rsa.RSAPrivateKey):
-        return private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        return private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        return _jws_signature("ES256", private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-    raise ConfigurationError(f"The signing key {key.kid} is neither RSA nor EC.")
+        return private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+    raise ConfigurationError("A local signing key is neither RSA nor EC.")

@@ -1,10 +1,14 @@
 """The OpenID provider's signing keys: tokens verified with PyJWT against the JWKS for both
 algorithms, rotation that keeps the old public key published until its tokens expired (with a
-controlled clock), concurrent rotations, keys in KMS on moto, and ``python -m keyward keys``."""
+controlled clock), concurrent rotations, keys in KMS on moto, each key's self-signed certificate
+(``x5c``, which Entra ID requires), and ``python -m keyward keys``."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from chalicelib.base import clock
 from chalicelib.base.config import settings
 from chalicelib.base.errors import ConcurrentChange, ConfigurationError, SigningKeyUnavailable
 from chalicelib.base.models import SigningKey
-from chalicelib.provider import signing
+from chalicelib.provider import certificates, signing
 from keyward.__main__ import main
 
 
@@ -67,6 +71,49 @@ def _verified_with_jwks(token: str, *, audience: str = "app") -> dict[str, Any]:
         # The clock is keyward's, moved by the test; PyJWT's is the machine's.
         options={"verify_exp": False, "verify_iat": False},
     )
+
+
+def _certificate_of(jwk: dict[str, Any]) -> Any:
+    """The certificate of a published JWK, checked as a relying party that reads ``x5c`` may: its
+    key is the JWK's, it is signed by that key, and the thumbprints are its own (RFC 7517 §4.7-4.9)."""
+    from asn1crypto import x509 as asn1_x509
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    [encoded] = jwk["x5c"]
+    der = base64.b64decode(encoded, validate=True)  # standard base64: a url-safe '-' or '_' is refused
+    certificate = x509.load_der_x509_certificate(der)
+
+    public_key = certificate.public_key()
+    assert public_key.public_numbers() == jwt.PyJWK(jwk).key.public_numbers(), "the certificate holds another key"
+    if isinstance(public_key, rsa.RSAPublicKey):
+        assert jwk["kty"] == "RSA" and certificate.signature_algorithm_oid == x509.SignatureAlgorithmOID.RSA_WITH_SHA256
+        public_key.verify(certificate.signature, certificate.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        assert isinstance(public_key, ec.EllipticCurvePublicKey) and jwk["kty"] == "EC"
+        assert certificate.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
+        public_key.verify(certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
+    certificate.verify_directly_issued_by(certificate)
+    # RFC 5280 §4.1.1.2: the signature algorithm inside the signed part is the one the signature uses.
+    parsed = asn1_x509.Certificate.load(der)
+    assert parsed["tbs_certificate"]["signature"].dump() == parsed["signature_algorithm"].dump()
+
+    assert jwk["x5t"] == jwt.utils.base64url_encode(hashlib.sha1(der).digest()).decode()
+    assert jwk["x5t#S256"] == jwt.utils.base64url_encode(hashlib.sha256(der).digest()).decode()
+    return certificate
+
+
+def _stored_jwk(kid: str) -> dict[str, Any]:
+    return dict(json.loads(SigningKey.get(kid, consistent_read=True).public_jwk))
+
+
+def _as_recorded_before_certificates(kid: str) -> dict[str, Any]:
+    """Strip a stored key's certificate, as keys were recorded before keyward published one."""
+    jwk = {name: value for name, value in _stored_jwk(kid).items() if not name.startswith("x5")}
+    SigningKey(kid).update(actions=[SigningKey.public_jwk.set(json.dumps(jwk))])
+    signing.forget_keys()
+    return jwk
 
 
 def _current(algorithm: str) -> list[SigningKey]:
@@ -163,6 +210,154 @@ def test_the_local_stack_keeps_its_key_files_across_empty_tables():
     assert (Path(settings().provider_key_dir or "") / f"{first.kid}.pem").exists()
 
 
+# --- each key's certificate (x5c) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_every_published_key_carries_its_self_signed_certificate(algorithm):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    kid = signing.current_key(algorithm).kid
+    [jwk] = [key for key in signing.jwks()["keys"] if key["kid"] == kid]
+
+    certificate = _certificate_of(jwk)
+    name = certificate.subject
+    assert certificate.issuer == name
+    assert name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "keyward OpenID provider"
+    assert name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "localhost"  # the local issuer's host
+    constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.critical and constraints.value.ca is False
+    usage = certificate.extensions.get_extension_for_class(x509.KeyUsage)
+    assert usage.critical and usage.value.digital_signature and not usage.value.key_cert_sign
+    assert certificate.not_valid_before_utc <= clock.now() < certificate.not_valid_after_utc
+    assert certificate.not_valid_after_utc == certificates.NO_EXPIRATION
+    # What the JWKS publishes is what the key's item holds: no request makes a certificate.
+    assert _stored_jwk(kid) == jwk
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_the_certificate_is_assembled_as_cryptography_itself_encodes_a_certificate(algorithm):
+    """The DER written around a signature from elsewhere (KMS) is byte for byte cryptography's own."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    private_key: Any = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if algorithm == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "keyward")])
+    own = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(clock.now())
+        .not_valid_after(certificates.NO_EXPIRATION)
+        .sign(private_key, hashes.SHA256())
+    )
+    assembled = certificates._certificate(
+        own.tbs_certificate_bytes, certificates.SIGNATURE_ALGORITHMS[algorithm], own.signature
+    )
+    assert assembled == own.public_bytes(serialization.Encoding.DER)
+
+
+def test_a_long_length_is_written_in_the_definite_long_form():
+    assert certificates._der(0x04, b"x" * 0x7F)[:2] == bytes([0x04, 0x7F])
+    assert certificates._der(0x04, b"x" * 0x80)[:3] == bytes([0x04, 0x81, 0x80])
+    assert certificates._der(0x04, b"x" * 0x1234)[:4] == bytes([0x04, 0x82, 0x12, 0x34])
+
+
+def test_an_issuer_host_too_long_for_a_common_name_leaves_the_organization_alone():
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    host = "a" * 60 + ".example.com"
+    der = certificates.self_signed(
+        algorithm="ES256",
+        public_key=private_key.public_key(),
+        issuer=f"https://{host}/api",
+        now=clock.now(),
+        sign=lambda tbs: private_key.sign(tbs, ec.ECDSA(hashes.SHA256())),
+    )
+    name = x509.load_der_x509_certificate(der).subject
+    assert name.get_attributes_for_oid(NameOID.COMMON_NAME) == []
+    assert name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "keyward OpenID provider"
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_a_key_recorded_without_a_certificate_gets_one_once_when_first_read(algorithm, monkeypatch):
+    kid = signing.current_key(algorithm).kid
+    bare = _as_recorded_before_certificates(kid)
+    # Signing and verifying only read the keys: the JWKS's reader certifies.
+    assert signing.verify(signing.sign(_claims(), algorithm=algorithm))["sub"] == "bob"
+    assert _stored_jwk(kid) == bare
+
+    [published] = [key for key in signing.jwks()["keys"] if key["kid"] == kid]
+
+    _certificate_of(published)
+    assert {name: value for name, value in published.items() if not name.startswith("x5")} == bare
+    assert _stored_jwk(kid) == published
+
+    def refused(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a second certificate for the key")
+
+    monkeypatch.setattr(certificates, "self_signed", refused)
+    signing.forget_keys()
+    assert published in signing.jwks()["keys"]
+    assert signing.verify(signing.sign(_claims(), algorithm=algorithm))["sub"] == "bob"
+
+
+def test_of_two_processes_certifying_a_key_at_once_both_publish_the_stored_certificate(monkeypatch):
+    kid = signing.current_key("RS256").kid
+    _as_recorded_before_certificates(kid)
+    certified = signing._certified_jwk
+    theirs: list[str] = []
+
+    def another_process_first(jwk: dict[str, Any], **arguments: Any) -> str:
+        if not theirs:
+            # The other process reads the same bare item and writes its certificate first.
+            theirs.append(certified(jwk, **arguments))
+            SigningKey(kid).update(actions=[SigningKey.public_jwk.set(theirs[0])])
+        return certified(jwk, **arguments)
+
+    monkeypatch.setattr(signing, "_certified_jwk", another_process_first)
+    [published] = [key for key in signing.jwks()["keys"] if key["kid"] == kid]
+
+    assert published == json.loads(theirs[0]) == _stored_jwk(kid)
+    _certificate_of(published)
+
+
+def test_a_key_that_cannot_be_certified_now_is_published_without_it_and_certified_later(monkeypatch):
+    kid = signing.current_key("ES256").kid
+    bare = _as_recorded_before_certificates(kid)
+    key_file = Path(settings().provider_key_dir or "") / f"{kid}.pem"
+    kept = key_file.read_bytes()
+    key_file.unlink()
+    signing._private_key.cache_clear()
+    try:
+        assert {key["kid"]: key for key in signing.jwks()["keys"]}[kid] == bare
+        assert _stored_jwk(kid) == bare
+    finally:
+        key_file.write_bytes(kept)
+    _certificate_of({key["kid"]: key for key in signing.jwks()["keys"]}[kid])
+
+
+def test_a_retired_key_still_published_gets_its_certificate_too():
+    old = signing.current_key("RS256").kid
+    _as_recorded_before_certificates(old)
+    signing.rotate(algorithm="RS256")
+    published = {key["kid"]: key for key in signing.jwks()["keys"]}
+    _certificate_of(published[old])
+    assert SigningKey.get(old, consistent_read=True).state == "retired"
+
+
 # --- rotation ---------------------------------------------------------------------------------------
 
 
@@ -184,7 +379,10 @@ def test_rotation_keeps_the_old_key_published_until_its_tokens_expired_then_drop
 
     new_token = signing.sign(_claims(), algorithm=algorithm)
     assert jwt.get_unverified_header(new_token)["kid"] == rotation.current.kid
-    assert {old.kid, rotation.current.kid} <= {key["kid"] for key in signing.jwks()["keys"]}
+    published = {key["kid"]: key for key in signing.jwks()["keys"]}
+    assert {old.kid, rotation.current.kid} <= set(published)
+    old_certificate, new_certificate = (_certificate_of(published[kid]) for kid in (old.kid, rotation.current.kid))
+    assert old_certificate.serial_number != new_certificate.serial_number
     assert _verified_with_jwks(old_token)["sub"] == "bob"
     assert signing.verify(old_token)["sub"] == "bob"
 
@@ -260,6 +458,10 @@ def test_the_templates_kms_key_is_recorded_on_first_use_and_signs(on_aws, monkey
     [key] = _current(algorithm)
     assert key.private_key_ref == on_aws[algorithm]
     assert _verified_with_jwks(token)["sub"] == "bob"
+    # Its certificate holds the KMS key's public key and was signed in KMS by that key.
+    [published] = [jwk for jwk in signing.jwks()["keys"] if jwk["kid"] == key.kid]
+    public_key = _certificate_of(published).public_key()
+    assert public_key.public_numbers() == _kms_public_key(on_aws[algorithm]).public_numbers()
     assert signing.verify(token)["sub"] == "bob"
     if algorithm == "ES256":
         assert len(jwt.utils.base64url_decode(token.rsplit(".", 1)[1])) == 64, "r || s, not DER"
@@ -271,6 +473,42 @@ def test_the_templates_kms_key_is_recorded_on_first_use_and_signs(on_aws, monkey
     monkeypatch.setattr(signing._kms(), "get_public_key", refused)
     signing.forget_keys()
     assert signing.verify(signing.sign(_claims(), algorithm=algorithm))["sub"] == "bob"
+
+
+def _kms_public_key(arn: str) -> Any:
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    return load_der_public_key(_kms().get_public_key(KeyId=arn)["PublicKey"])
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_a_kms_key_recorded_without_a_certificate_gets_one_signed_in_kms(on_aws, algorithm):
+    kid = signing.current_key(algorithm).kid
+    _as_recorded_before_certificates(kid)
+
+    [published] = [jwk for jwk in signing.jwks()["keys"] if jwk["kid"] == kid]
+
+    public_key = _certificate_of(published).public_key()
+    assert public_key.public_numbers() == _kms_public_key(on_aws[algorithm]).public_numbers()
+    assert _stored_jwk(kid) == published
+
+
+def test_kms_refusing_to_sign_a_certificate_leaves_the_jwks_served_until_it_signs(on_aws, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    kid = signing.current_key("RS256").kid
+    bare = _as_recorded_before_certificates(kid)
+    kms_sign = signing._kms().sign
+
+    def disabled(**_: Any) -> Any:
+        raise ClientError({"Error": {"Code": "DisabledException", "Message": "disabled"}}, "Sign")
+
+    monkeypatch.setattr(signing._kms(), "sign", disabled)
+    assert {jwk["kid"]: jwk for jwk in signing.jwks()["keys"]}[kid] == bare
+    assert _stored_jwk(kid) == bare
+
+    monkeypatch.setattr(signing._kms(), "sign", kms_sign)
+    _certificate_of({jwk["kid"]: jwk for jwk in signing.jwks()["keys"]}[kid])
 
 
 def test_processes_recording_the_templates_key_at_once_record_one_item(on_aws):
@@ -334,6 +572,36 @@ def test_a_rotation_on_aws_makes_a_tagged_kms_key_current(on_aws, algorithm):
     new_token = signing.sign(_claims(), algorithm=algorithm)
     assert jwt.get_unverified_header(new_token)["kid"] == rotation.current.kid
     assert _verified_with_jwks(new_token)["sub"] == _verified_with_jwks(old_token)["sub"] == "bob"
+    published = {jwk["kid"]: jwk for jwk in signing.jwks()["keys"]}
+    assert json.loads(rotation.current.public_jwk) == published[rotation.current.kid]
+    public_key = _certificate_of(published[rotation.current.kid]).public_key()
+    assert public_key.public_numbers() == _kms_public_key(arn).public_numbers()
+    _certificate_of(published[jwt.get_unverified_header(old_token)["kid"]])
+
+
+def test_a_rotation_whose_key_kms_will_not_certify_changes_nothing_and_discards_the_key(on_aws, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    old = signing.current_key("RS256")
+    created: list[str] = []
+    create_key = signing._kms().create_key
+
+    def recorded(**arguments: Any) -> Any:
+        answer = create_key(**arguments)
+        created.append(answer["KeyMetadata"]["KeyId"])
+        return answer
+
+    def disabled(**_: Any) -> Any:
+        raise ClientError({"Error": {"Code": "KMSInvalidStateException", "Message": "pending"}}, "Sign")
+
+    monkeypatch.setattr(signing._kms(), "create_key", recorded)
+    monkeypatch.setattr(signing._kms(), "sign", disabled)
+    with pytest.raises(SigningKeyUnavailable, match="certificate"):
+        signing.rotate(algorithm="RS256")
+
+    assert [key.kid for key in _current("RS256")] == [old.kid]
+    [key_id] = created
+    assert _kms().describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
 
 
 def test_a_rotation_on_aws_that_loses_the_race_schedules_its_kms_key_for_deletion(on_aws, monkeypatch):

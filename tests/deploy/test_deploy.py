@@ -843,7 +843,7 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
     from app import deliver_audit_events, end_sessions_on_enforcement
     from chalicelib.access import sessions
     from chalicelib.base.config import settings
-    from chalicelib.base.models import Member, Organization, Session
+    from chalicelib.base.models import Member, Organization, Session, SigningKey
     from chalicelib.delivery import outbox, webhooks
     from chalicelib.provider import clients, signing
     from devstack.stream import InvocationContext, StreamPump
@@ -1143,6 +1143,16 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
             signing.rotate(algorithm=algorithm)
         with calls.running("api"):
             signing.verify(token(algorithm), audience="app")
+    # A key recorded before keys carried a certificate (x5c) gets one when the API first reads it.
+    with calls.running(None):
+        [key] = [
+            key for key in SigningKey.scan(consistent_read=True) if key.state == "current" and key.algorithm == "RS256"
+        ]
+        bare = {name: value for name, value in json.loads(key.public_jwk).items() if not name.startswith("x5")}
+        key.update(actions=[SigningKey.public_jwk.set(json.dumps(bare))])
+    signing.forget_keys()
+    with calls.running("api"):
+        assert all("x5c" in jwk for jwk in signing.jwks()["keys"])
 
     # An operator switches enforcement on in the console: the stream function takes it over.
     with calls.running(None):
