@@ -222,11 +222,16 @@ def test_the_template_creates_the_tables_the_models_describe(package):
 
     from chalicelib.base.models import (
         ALL_MODELS,
+        AuditEvent,
         BackupCredential,
         CredentialClaim,
         Member,
         Organization,
+        RelyingParty,
         SecurityKey,
+        SigningKey,
+        Webhook,
+        WebhookChange,
     )
 
     template = package.template
@@ -235,7 +240,19 @@ def test_the_template_creates_the_tables_the_models_describe(package):
     assert sorted(logical_ids[model.Meta.table_name] for model in ALL_MODELS) == sorted(tables), (
         "one table in the template for each model, and no other"
     )
-    with_recovery = {Organization, Member, SecurityKey, CredentialClaim, BackupCredential}
+    # What people would miss (tests/deploy/test_operations.py has why the others go without).
+    with_recovery = {
+        Organization,
+        Member,
+        SecurityKey,
+        CredentialClaim,
+        BackupCredential,
+        AuditEvent,
+        Webhook,
+        WebhookChange,
+        RelyingParty,
+        SigningKey,
+    }
     # Rebuilt from the FIDO Metadata Service every day: nothing to keep when the stack goes.
     rebuilt = {"AuthenticatorModel"}
 
@@ -346,7 +363,8 @@ def test_the_template_binds_the_stage_settings(package):
     parameters = template["Parameters"]
     for required in ("RpId", "AllowedOrigins", "OidcIssuer", "OidcAudience", "JwksUrl"):
         assert "Default" not in parameters[required], required
-    referenced = json.dumps(template["Resources"])
+    # (Read by a resource, or by a condition that chooses resources, such as EnableWaf.)
+    referenced = json.dumps([template["Resources"], template.get("Conditions", {})])
     assert all(f'{{"Ref": "{name}"}}' in referenced for name in parameters)
 
 
@@ -1139,6 +1157,10 @@ def test_each_function_may_do_exactly_the_dynamodb_calls_its_code_makes(package,
         if function == "stream":
             queue = _stream_event(template)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
             expected |= {(action, ("stream", orgs)) for action in STREAM_READ_ACTIONS}
+            expected.add(("sqs:SendMessage", ("queue", queue)))
+        if function == "refresh":
+            # Lambda sends a scheduled refresh that failed its retries to the function's queue.
+            queue = _function(template, handler)["Properties"]["DeadLetterQueue"]["TargetArn"]["Fn::GetAtt"][0]
             expected.add(("sqs:SendMessage", ("queue", queue)))
         if function == "delivery":
             queue = _stream_event(template, handler)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
