@@ -130,6 +130,13 @@ def test_every_alarm_notifies_the_topic_which_mails_the_alarm_email_when_one_is_
         assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
         assert alarm["OKActions"] == [{"Ref": "AlarmTopic"}], name
         assert "docs/operations.md" in json.dumps(alarm["AlarmDescription"]), name
+        # CloudWatch refuses an alarm that looks back further than a day (periods under an hour)
+        # or seven days.
+        periods = [alarm.get("Period")] + [
+            q["MetricStat"]["Period"] for q in alarm.get("Metrics", []) if "MetricStat" in q
+        ]
+        [period] = {period for period in periods if period}
+        assert period * alarm["EvaluationPeriods"] <= (86400 if period < 3600 else 7 * 86400), name
     assert template["Resources"]["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
     [subscription] = _resources(template, "AWS::SNS::Subscription").values()
     assert subscription["Condition"] == "HasAlarmEmail"
