@@ -56,14 +56,17 @@ def end_sessions_on_enforcement(event: DynamoDBEvent) -> dict[str, Any]:
 
 @app.schedule(Rate(1, unit=Rate.DAYS))
 def refresh_authenticator_metadata(event: CloudWatchEvent) -> dict[str, Any]:
-    """Daily: load the FIDO Metadata Service's newest BLOB once its signature chain verifies."""
+    """Daily: load the FIDO Metadata Service's newest BLOB once its signature chain verifies. A BLOB
+    that does not verify, or a failed download, fails the invocation: Lambda retries it, counts
+    an error, and then sends the event to the refresh's dead-letter queue."""
     from chalicelib.background import (
         metadata_refresh,  # python-fido2 loads here, not in the API's cold start
     )
 
-    loaded = metadata_refresh.refresh()
+    context: Any = event.context  # the Lambda context, whatever chalice's annotation says
+    loaded = metadata_refresh.refresh(function_name=context.function_name)
     if loaded is None:
-        return {"loaded": False}
+        return {"loaded": False}  # the BLOB in use is the newest
     return {
         "loaded": True,
         "blob_number": loaded.blob_number,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,15 @@ from chalicelib.counters import compliance
 
 log = logging.getLogger("keyward.metadata")
 
+# The metric each successful refresh emits (CloudWatch embedded metric format, from the function's
+# log); the template's MetadataStaleAlarm fires when two days pass without one.
+METRICS_NAMESPACE = "keyward"
+METADATA_CONFIRMED = "MetadataConfirmed"
+
+
+class MetadataUpToDate(MetadataRejected):
+    """The BLOB is the one in use: nothing to load, and nothing wrong."""
+
 
 @dataclass(frozen=True)
 class LoadedBlob:
@@ -36,9 +46,16 @@ class LoadedBlob:
     keys_flagged: int
 
 
-def refresh() -> LoadedBlob | None:
+def refresh(*, function_name: str) -> LoadedBlob | None:
     """The daily refresh: download the FIDO Alliance's BLOB and load it if it verifies and is
-    newer. A BLOB that does not verify is logged and left out; the metadata in use stays."""
+    newer. Returns None when the BLOB is the one in use already. Either way the metadata is
+    confirmed current, and the refresh says so in ``function_name``'s metrics.
+
+    Raises:
+        OSError: the BLOB could not be downloaded.
+        MetadataRejected: the BLOB does not verify, or is older than the one in use; the metadata
+            in use stays. The invocation fails, so that Lambda retries it and counts an error.
+    """
     import urllib.request
 
     url = settings().mds_url
@@ -49,10 +66,36 @@ def refresh() -> LoadedBlob | None:
         log.error("could not download the metadata BLOB from %s: %s", url, error)
         raise
     try:
-        return load_blob(blob=blob)
+        loaded: LoadedBlob | None = load_blob(blob=blob)
+    except MetadataUpToDate as same:
+        log.info("metadata BLOB from %s not loaded: %s", url, same)
+        loaded = None
     except MetadataRejected as refused:
         log.error("metadata BLOB from %s not loaded: %s", url, refused)
-        return None
+        raise
+    print(metadata_confirmed_metric(function_name=function_name), flush=True)
+    return loaded
+
+
+def metadata_confirmed_metric(*, function_name: str) -> str:
+    """One log line in CloudWatch's embedded metric format: the metadata was confirmed current."""
+    return json.dumps(
+        {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": METRICS_NAMESPACE,
+                        "Dimensions": [["FunctionName"]],
+                        "Metrics": [{"Name": METADATA_CONFIRMED, "Unit": "Count"}],
+                    }
+                ],
+            },
+            "FunctionName": function_name,
+            METADATA_CONFIRMED: 1,
+        },
+        separators=(",", ":"),
+    )
 
 
 def fido_root() -> bytes:
@@ -65,7 +108,8 @@ def load_blob(*, blob: bytes, trust_root: bytes | None = None) -> LoadedBlob:
     compromised are flagged and the flag audited in their organizations.
 
     Raises:
-        MetadataRejected: the BLOB does not verify, or is not newer than the current one; the
+        MetadataUpToDate: the BLOB is the current one.
+        MetadataRejected: the BLOB does not verify, or is older than the current one; the
             current metadata stays as it was.
     """
     root = fido_root() if trust_root is None else trust_root
@@ -93,8 +137,10 @@ def _store(*, number: int, next_update: str, entries: list[dict[str, Any]]) -> L
         previous_number = int(current.blob_number)
     except AuthenticatorModel.DoesNotExist:
         previous_number = metadata.bundled_blob_number()
-    if number <= previous_number:
-        raise MetadataRejected(f"The metadata BLOB no. {number} is not newer than no. {previous_number} in use.")
+    if number == previous_number:
+        raise MetadataUpToDate(f"The metadata BLOB no. {number} is the one in use.")
+    if number < previous_number:
+        raise MetadataRejected(f"The metadata BLOB no. {number} is older than no. {previous_number} in use.")
 
     index = metadata.entries_by_model_id(entries)
     before = {

@@ -225,11 +225,16 @@ def test_the_template_creates_the_tables_the_models_describe(package):
 
     from chalicelib.base.models import (
         ALL_MODELS,
+        AuditEvent,
         BackupCredential,
         CredentialClaim,
         Member,
         Organization,
+        RelyingParty,
         SecurityKey,
+        SigningKey,
+        Webhook,
+        WebhookChange,
     )
 
     template = package.template
@@ -238,7 +243,19 @@ def test_the_template_creates_the_tables_the_models_describe(package):
     assert sorted(logical_ids[model.Meta.table_name] for model in ALL_MODELS) == sorted(tables), (
         "one table in the template for each model, and no other"
     )
-    with_recovery = {Organization, Member, SecurityKey, CredentialClaim, BackupCredential}
+    # What people would miss (tests/deploy/test_operations.py has why the others go without).
+    with_recovery = {
+        Organization,
+        Member,
+        SecurityKey,
+        CredentialClaim,
+        BackupCredential,
+        AuditEvent,
+        Webhook,
+        WebhookChange,
+        RelyingParty,
+        SigningKey,
+    }
     # Rebuilt from the FIDO Metadata Service every day: nothing to keep when the stack goes.
     rebuilt = {"AuthenticatorModel"}
 
@@ -349,6 +366,7 @@ def test_the_template_binds_the_stage_settings(package):
     parameters = template["Parameters"]
     for required in ("RpId", "AllowedOrigins", "OidcIssuer", "OidcAudience", "JwksUrl"):
         assert "Default" not in parameters[required], required
+    # (Read by a resource, or by a condition that chooses resources, such as EnableWaf.)
     referenced = json.dumps([template["Resources"], template.get("Conditions", {})])
     assert all(f'{{"Ref": "{name}"}}' in referenced for name in parameters)
 
@@ -410,24 +428,39 @@ def test_the_delivery_function_is_wired_to_the_audit_table_with_bounded_retries_
     assert template["Resources"][bus]["Type"] == "AWS::Events::EventBus"
 
 
+def _outside(value: Any, condition: str) -> Any:
+    """``value`` without what an ``Fn::If`` on ``condition`` names when the condition holds."""
+    if isinstance(value, dict):
+        if "Fn::If" in value and value["Fn::If"][0] == condition:
+            return _outside(value["Fn::If"][2], condition)
+        return {key: _outside(item, condition) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_outside(item, condition) for item in value]
+    return value
+
+
 def test_the_api_authorizer_is_optional_and_its_example_route_uses_it(package):
     """ApiAuthorizer, its role, its logs and its example REST API exist only where the deployer
     asks for them; the example attaches it as organizations attach it to their own routes."""
     template = package.template
     parameter = template["Parameters"]["EnableApiAuthorizer"]
     assert parameter["Default"] == "false" and sorted(parameter["AllowedValues"]) == ["false", "true"]
-    [(condition, rule)] = template["Conditions"].items()
-    assert rule == {"Fn::Equals": [{"Ref": "EnableApiAuthorizer"}, "true"]}
+    [condition] = [
+        name
+        for name, rule in template["Conditions"].items()
+        if rule == {"Fn::Equals": [{"Ref": "EnableApiAuthorizer"}, "true"]}
+    ]
 
     resources = template["Resources"]
-    [function] = [name for name, r in resources.items() if r["Properties"].get("Handler") == AUTHORIZER_HANDLER]
+    [function] = [name for name, r in resources.items() if r.get("Properties", {}).get("Handler") == AUTHORIZER_HANDLER]
     role = resources[function]["Properties"]["Role"]["Fn::GetAtt"][0]
     log_group = resources[function]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
     # Whatever names the function, its role or its log group exists only with it.
+    # ... except where it is named only under that condition (an Fn::If), as the tracing policy does.
     dependent = {
         name
         for name, resource in resources.items()
-        if any(f'"{target}"' in json.dumps(resource) for target in (function, role, log_group))
+        if any(f'"{target}"' in json.dumps(_outside(resource, condition)) for target in (function, role, log_group))
     } | {function, role, log_group}
     assert all(resources[name].get("Condition") == condition for name in dependent), dependent
     unconditional = {name for name, r in resources.items() if "Condition" not in r}
@@ -1285,6 +1318,10 @@ def test_each_function_may_do_exactly_the_dynamodb_calls_its_code_makes(package,
         if function == "stream":
             queue = _stream_event(template)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
             expected |= {(action, ("stream", orgs)) for action in STREAM_READ_ACTIONS}
+            expected.add(("sqs:SendMessage", ("queue", queue)))
+        if function == "refresh":
+            # Lambda sends a scheduled refresh that failed its retries to the function's queue.
+            queue = _function(template, handler)["Properties"]["DeadLetterQueue"]["TargetArn"]["Fn::GetAtt"][0]
             expected.add(("sqs:SendMessage", ("queue", queue)))
         if function == "delivery":
             queue = _stream_event(template, handler)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
