@@ -180,8 +180,9 @@ def _error(response: Response, *, error: str, description: str, state: str | Non
     params = {"error": error, "error_description": description}
     if state is not None:
         params["state"] = state
-    if response.mode == "query":
-        params["iss"] = discovery.issuer()
+    # RFC 9207 §2: every authorization response names the issuer, errors and form posts too;
+    # discovery announces it, and a client that reads the announcement rejects a response without.
+    params["iss"] = discovery.issuer()
     return Response(redirect_uri=response.redirect_uri, mode=response.mode, params=params)
 
 
@@ -594,11 +595,11 @@ def _authorize(request: _Request, *, caller: Caller, checked_at: datetime, user_
             ttl=expires + _HOUSEKEEPING_DELAY,
         )
         params["code"] = code
-        params["iss"] = discovery.issuer()  # RFC 9207
     else:
         params["id_token"] = tokens.id_token(
             subject=subject, client_id=client.client_id, algorithm=client.signing_alg, nonce=details.get("nonce")
         )
+    params["iss"] = discovery.issuer()  # RFC 9207, as in _error
     if "state" in details:
         params["state"] = details["state"]
     event = audit.event(

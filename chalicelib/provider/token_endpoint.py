@@ -7,9 +7,11 @@ to that client, for exactly this ``redirect_uri`` (RFC 6749 §4.1.3), unexpired,
 verifier hashes to the stored challenge (RFC 7636 §4.6); the keyward session the code was issued
 under still stands — a session ended by enforcement, logout or offboarding between the key check
 and the redemption issues nothing. The code is used up by a write conditional on ``used_at``
-being absent, with the issuance's audit event: of two redemptions, one succeeds. A code redeemed
-a second time is refused and audited (RFC 6749 §4.1.2: the first redemption's tokens live only
-as long as their session, which the organization's admins can end).
+being absent, with the issuance's audit event: of two redemptions, one succeeds. Every refused
+redemption of a code this provider issued is audited with its reason (another client's code, a
+second redemption, an expired code, another redirect URI, a wrong verifier, an ended session):
+each may be a stolen code in use. RFC 6749 §4.1.2: the first redemption's tokens live only as
+long as their session, which the organization's admins can end.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from chalicelib.access import sessions
 from chalicelib.base import audit, clock
 from chalicelib.base.errors import InvalidGrant, UnsupportedGrantType
-from chalicelib.base.models import Authorization, Member, Organization, Session
+from chalicelib.base.models import Authorization
 from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.provider import authorization, clients, tokens
 from chalicelib.provider.clients import Client
@@ -76,20 +78,12 @@ def exchange(
         raise InvalidGrant("The code is unknown.") from None
     details = authorization.details_of(item)
     now = clock.now()
-    if item.client_id != relying_party.client_id:
-        raise InvalidGrant("The code was issued to another client.")
-    if item.used_at is not None:
-        _refused(item, relying_party, client, reason="code_reused")
-        raise InvalidGrant("The code was redeemed already.")
-    if item.expires_at <= now:
-        raise InvalidGrant("The code has expired.")
-    if form.get("redirect_uri") != details["redirect_uri"]:
-        raise InvalidGrant("'redirect_uri' is not the one the code was issued for.")
-    verifier = form.get("code_verifier") or ""
-    if not _VERIFIER.fullmatch(verifier) or authorization.pkce_challenge(verifier) != details["code_challenge"]:
-        raise InvalidGrant("The PKCE code_verifier does not match the code's challenge.")
     org_id, user_id, session_id = str(item.org_id), str(item.user_id), str(details["session_id"])
-    _check_session(org_id=org_id, user_id=user_id, session_id=session_id, now=now)
+    refusal = _why_refused(item, details, relying_party=relying_party, form=form, now=now)
+    if refusal is not None:
+        reason, message = refusal
+        _refused(item, relying_party, client, reason=reason)
+        raise InvalidGrant(message)
 
     subject = tokens.Subject(
         org_id=org_id,
@@ -131,21 +125,28 @@ def exchange(
     return Issued(access_token=access_token, expires_in=expires_in, id_token=id_token, scope="openid")
 
 
-def _check_session(*, org_id: str, user_id: str, session_id: str, now: datetime) -> None:
-    """The code's keyward session must still stand, judged as every request judges it.
-
-    Raises:
-        InvalidGrant: it has ended (or its member or organization is gone).
-    """
-    try:
-        session = Session.get(org_id, session_id, consistent_read=True)
-        org = Organization.get(org_id, consistent_read=True)
-        member = Member.get(org_id, user_id, consistent_read=True)
-    except (Session.DoesNotExist, Organization.DoesNotExist, Member.DoesNotExist):
-        raise InvalidGrant("The keyward session this code was issued in has ended.") from None
-    ended = sessions.why_ended(session=session, org=org, member=member, now=now)
-    if ended is not None:
-        raise InvalidGrant(f"The keyward session this code was issued in has ended ({ended.code}).")
+def _why_refused(
+    item: Authorization, details: dict[str, Any], *, relying_party: Client, form: dict[str, str], now: datetime
+) -> tuple[str, str] | None:
+    """Why a code this provider issued is not redeemed by this request: the audited reason and
+    the client's message; None when it is. The code's session is judged as every request judges
+    it, with its organization and member in one transactional read."""
+    if item.client_id != relying_party.client_id:
+        # Another client holds this code: stolen, or injected into that client's session.
+        return "code_of_another_client", "The code was issued to another client."
+    if item.used_at is not None:
+        return "code_reused", "The code was redeemed already."
+    if item.expires_at <= now:
+        return "code_expired", "The code has expired."
+    if form.get("redirect_uri") != details["redirect_uri"]:
+        return "redirect_uri_mismatch", "'redirect_uri' is not the one the code was issued for."
+    verifier = form.get("code_verifier") or ""
+    if not _VERIFIER.fullmatch(verifier) or authorization.pkce_challenge(verifier) != details["code_challenge"]:
+        return "pkce_mismatch", "The PKCE code_verifier does not match the code's challenge."
+    session_id = str(details["session_id"])
+    if sessions.standing(org_id=str(item.org_id), user_id=str(item.user_id), session_id=session_id) is None:
+        return "session_ended", "The keyward session this code was issued in has ended."
+    return None
 
 
 def _refused(item: Authorization, relying_party: Client, client: audit.Client, *, reason: str) -> None:

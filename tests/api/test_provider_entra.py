@@ -125,7 +125,8 @@ def test_entra_gets_an_id_token_for_the_hints_subject(api: KeywardClient, idp, e
     assert answer["refusal"] is None
     done = answer["done"]
     assert done["mode"] == "form_post" and done["redirect_uri"] == ENTRA_REDIRECT_URI
-    assert set(done["params"]) == {"id_token", "state"}
+    assert set(done["params"]) == {"id_token", "state", "iss"}
+    assert done["params"]["iss"] == ISSUER
     assert done["params"]["state"] == state
     claims = verified_id_token(session, done["params"]["id_token"], audience=client_id)
     assert claims["sub"] == "bob"
@@ -203,4 +204,5 @@ def test_a_key_the_policy_refuses_gets_no_id_token(api: KeywardClient, idp, entr
         "error": "access_denied",
         "error_description": answer["refusal"]["Message"],
         "state": "st",
+        "iss": ISSUER,
     }

@@ -9,7 +9,7 @@ import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import jwt
 import requests
@@ -122,4 +122,54 @@ def verified_id_token(session: OAuth2Session, id_token: str, *, audience: str) -
         audience=audience,
         issuer=ISSUER,
         options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+    )
+
+
+def authorization_request(api: KeywardClient, session: OAuth2Session, verifier: str, **params: Any) -> tuple[str, str]:
+    """The client's authorization request as Authlib builds it, sent by the browser: the pending
+    request's ID on keyward's page, and the state Authlib chose."""
+    url, state = session.create_authorization_url(
+        metadata(session)["authorization_endpoint"], code_verifier=verifier, **params
+    )
+    return request_id_of(api.call("GET", local_path(url))), state
+
+
+def key_check(api: KeywardClient, token: str, request_id: str, authenticator: Any) -> dict[str, Any]:
+    """keyward's page: a challenge for the request, the member's key answers it; the page's answer."""
+    options = api.call("POST", f"/oidc/authorize/{request_id}/options", token=token)
+    assert options.status == 200 and "challenge_id" in options.body, options.body
+    answer = api.call(
+        "POST",
+        f"/oidc/authorize/{request_id}/verify",
+        token=token,
+        body={
+            "challenge_id": options.body["challenge_id"],
+            "credential": authenticator.authenticate(options.body["publicKey"]),
+        },
+    )
+    assert answer.status == 200, answer.body
+    return answer.body
+
+
+def callback_url(done: dict[str, Any]) -> str:
+    """Where the browser lands with a query-mode answer."""
+    assert done["mode"] == "query", done
+    return f"{done['redirect_uri']}?{urlencode(done['params'])}"
+
+
+def signed_in_through_keyward(
+    api: KeywardClient, token: str, authenticator: Any, *, client_id: str, secret: str | None, **params: Any
+) -> dict[str, Any]:
+    """The whole code flow with PKCE for the member of session ``token``: the token response."""
+    session = relying_party(api, client_id=client_id, secret=secret)
+    verifier = secrets.token_urlsafe(48)
+    request_id, _ = authorization_request(api, session, verifier, **params)
+    answer = key_check(api, token, request_id, authenticator)
+    assert answer["refusal"] is None, answer
+    return dict(
+        session.fetch_token(
+            metadata(session)["token_endpoint"],
+            authorization_response=callback_url(answer["done"]),
+            code_verifier=verifier,
+        )
     )
