@@ -25,8 +25,10 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
 	touch $@
 
+# `make run DEVSTACK_ARGS="--port 9000 --dynamodb-port 9001 --demo-port 9002"` passes options on
+# (`python -m devstack run --help`).
 run: $(INSTALLED)
-	$(PYTHON) -m devstack run
+	$(PYTHON) -m devstack run $(DEVSTACK_ARGS)
 
 # Lint, format, types and import contracts, as configured in pyproject.toml; quick, unlike `make test`.
 check: $(INSTALLED)
