@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,25 +77,22 @@ def _serving_workers(stack: LocalStack) -> list[int]:
     return workers
 
 
-class _files_written_into:
+@contextmanager
+def _files_written_into(directories: tuple[str, ...]) -> Iterator[None]:
     """A new file in each directory (made if missing) for the block; all gone afterwards."""
-
-    def __init__(self, directories: tuple[str, ...]) -> None:
-        self.directories = [PROJECT_ROOT / name for name in directories]
-        self.made: list[Path] = []
-        self.files: list[Path] = []
-
-    def __enter__(self) -> None:
-        for directory in self.directories:
+    made: list[Path] = []
+    files: list[Path] = []
+    try:
+        for name in directories:
+            directory = PROJECT_ROOT / name
             if not directory.exists():
                 directory.mkdir()
-                self.made.append(directory)
-            probe = directory / f"written-while-serving-{uuid.uuid4().hex}"
-            probe.write_text("not source\n")
-            self.files.append(probe)
-
-    def __exit__(self, *exc_info: object) -> None:
-        for probe in self.files:
+                made.append(directory)
+            files.append(directory / f"written-while-serving-{uuid.uuid4().hex}")
+            files[-1].write_text("not source\n")
+        yield
+    finally:
+        for probe in files:
             probe.unlink(missing_ok=True)
-        for directory in self.made:
+        for directory in made:
             directory.rmdir()
