@@ -8,7 +8,7 @@ BOOTSTRAP_PYTHON ?= $(shell .ci/find-python)
 # The stamp names the version, so a .venv of another Python is rebuilt rather than reused.
 INSTALLED := $(VENV)/.installed-3.13
 
-.PHONY: install run check test test-fast explore bench package mutate clean
+.PHONY: install system-packages run check test test-fast explore bench package mutate clean
 
 install: $(INSTALLED)
 
@@ -25,8 +25,10 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
 	touch $@
 
+# `make run DEVSTACK_ARGS="--port 9000 --dynamodb-port 9001 --demo-port 9002"` passes options on
+# (`python -m devstack run --help`).
 run: $(INSTALLED)
-	$(PYTHON) -m devstack run
+	$(PYTHON) -m devstack run $(DEVSTACK_ARGS)
 
 # Lint, format, types and import contracts, as configured in pyproject.toml; quick, unlike `make test`.
 check: $(INSTALLED)
@@ -35,15 +37,19 @@ check: $(INSTALLED)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-# The console's browser tests drive Debian's chromium; without it, stop and say how to get it.
-test: $(INSTALLED)
-	@test -x /usr/bin/chromium || { echo "make test: the console's browser tests need Debian's chromium (/usr/bin/chromium). Install it with: sudo apt-get install -y chromium" >&2; exit 1; }
+# What the suite needs of the system: Debian's chromium for the console's browser tests, curl and
+# jq for the README's walk-through. Installed with apt-get as root or with sudo that asks no
+# password; elsewhere this stops and names the command that installs them.
+system-packages:
+	@.ci/install-system-packages "make test"
+
+test: $(INSTALLED) system-packages
 	$(PYTHON) -m pytest -q
 
 # The edit-test loop: the layers that need neither Chromium nor the local stack (docs/testing.md).
 # The stack, browser and deploy layers run with `make test`.
 test-fast: $(INSTALLED)
-	$(PYTHON) -m pytest -q tests/api tests/contract tests/bench
+	$(PYTHON) -m pytest -q tests/api tests/contract tests/bench tests/tooling
 
 # A longer hunt of the assurance model (docs/testing.md): randomized, shrunk, with statistics of
 # the rules that ran. `make explore EXPLORE_EXAMPLES=2000` hunts longer.

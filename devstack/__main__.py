@@ -213,8 +213,7 @@ def _run(*, port: int, dynamodb_port: int, autoreload: bool, demo_port: int | No
             f"DynamoDB at {endpoint}; tables created: {', '.join(created) or 'none'}; "
             f"seeded: {', '.join(seeded) or 'nothing'}"
         )
-        # The OpenID provider's keys are files under .devstack/: made now, before chalice starts,
-        # since a file written while it runs would make `make run`'s autoreload restart it.
+        # The OpenID provider's keys are files under .devstack/, made now, before chalice starts.
         from chalicelib.provider import signing
 
         current = signing.ensure_current_keys()
@@ -302,10 +301,8 @@ def _start_chalice(*, port: int, autoreload: bool) -> subprocess.Popen[bytes]:
     ]
     if not autoreload:
         command.append("--no-autoreload")
-    # chalice's stat-based reloader restarts on every new file, .pyc files included.
-    environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     # Its own process group, so stopping reaches chalice's reloader and its worker alike.
-    return subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, start_new_session=True)
+    return subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True)
 
 
 def _stop_chalice(chalice: subprocess.Popen[bytes]) -> None:

@@ -4,8 +4,6 @@ the README's curl walk-through and by ``requests``."""
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -13,14 +11,12 @@ import pytest
 import requests
 
 from tests.support.local_stack import (
-    PROJECT_ROOT,
     LocalStack,
+    free_ports,
     running_local_stack,
     stack_environment,
 )
-
-README = PROJECT_ROOT / "README.md"
-WALKTHROUGH_TIMEOUT_SECONDS = 120.0
+from tests.support.walkthrough import run_readme_walkthrough, walked_through
 
 
 @pytest.fixture(scope="module")
@@ -39,29 +35,36 @@ def test_the_readme_walkthrough_runs_against_the_local_stack(local_stack, tmp_pa
         "KEYWARD_DEV_KEY_FILE": str(key_file),
     }
 
-    walkthrough = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", _readme_walkthrough()],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=WALKTHROUGH_TIMEOUT_SECONDS,
-    )
+    walkthrough = run_readme_walkthrough(directory=tmp_path, environment=environment)
 
-    report = (
-        f"stdout:\n{walkthrough.stdout}\nstderr:\n{walkthrough.stderr}\ndevstack log:\n{local_stack.log.read_text()}"
+    walked_through(
+        walkthrough,
+        report=f"stdout:\n{walkthrough.stdout}\nstderr:\n{walkthrough.stderr}\n"
+        f"devstack log:\n{local_stack.log.read_text()}",
     )
-    assert walkthrough.returncode == 0, report
-    # Step 3 prints the bare state; step 4 then prints the key list, and nothing else follows.
-    assert "\nmfa_required\n" in walkthrough.stdout, report
-    keys_listing = json.loads(walkthrough.stdout.split("\nmfa_required\n", 1)[1])
-    [demo_key] = [key for key in keys_listing["keys"] if key["name"] == "Demo key"]
-    assert demo_key["last_used_at"] is not None, report
-
     stored = json.loads(key_file.read_text())
     assert stored["sign_count"] == 1
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert key_file.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_the_readme_walkthrough_stops_at_the_first_failed_step(tmp_path):
+    # Nothing listens on the port: the first request fails, and so must the script, saying why;
+    # without pipefail `curl | jq` succeeds with jq, and the script would walk on and exit 0.
+    [closed_port] = free_ports(1)
+    environment = {
+        **stack_environment(),
+        "API": f"http://localhost:{closed_port}",
+        "PY": sys.executable,
+        "KEYWARD_DEV_KEY_FILE": str(tmp_path / "keys" / "default.json"),
+    }
+
+    walkthrough = run_readme_walkthrough(directory=tmp_path, environment=environment)
+
+    assert walkthrough.returncode != 0
+    assert walkthrough.stdout == ""
+    assert "curl: (7)" in walkthrough.stderr, walkthrough.stderr
+    assert not (tmp_path / "keys").exists()
 
 
 def test_the_local_stack_refuses_bad_requests_with_reason_codes(local_stack):
@@ -82,11 +85,3 @@ def test_the_local_stack_refuses_bad_requests_with_reason_codes(local_stack):
     assert wrong_token.json()["Code"] == "InvalidToken"
     assert too_large.status_code == 413
     assert too_large.json()["Code"] == "BodyTooLarge"
-
-
-def _readme_walkthrough() -> str:
-    section = re.search(r"<!-- walkthrough:start -->(.*?)<!-- walkthrough:end -->", README.read_text(), re.DOTALL)
-    assert section is not None, "README.md has no walkthrough markers"
-    fenced = re.search(r"^```sh\n(.*?)^```", section.group(1), re.DOTALL | re.MULTILINE)
-    assert fenced is not None, "the README's walkthrough has no ```sh block"
-    return fenced.group(1)

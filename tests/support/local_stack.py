@@ -36,6 +36,8 @@ class LocalStack(NamedTuple):
     dynamodb: str
     # The demo app: a relying party of the demo organization (devstack/demo_app.py).
     demo: str
+    # The process that runs it all: `python -m devstack run`, or `make run`.
+    pid: int
 
 
 @contextmanager
@@ -71,10 +73,110 @@ def running_local_stack(log_directory: Path) -> Iterator[LocalStack]:
         api = f"http://localhost:{port}"
         _wait_for_api(api=api, devstack=devstack, log=log)
         yield LocalStack(
-            api=api, log=log, dynamodb=f"http://127.0.0.1:{dynamodb_port}", demo=f"http://localhost:{demo_port}"
+            api=api,
+            log=log,
+            dynamodb=f"http://127.0.0.1:{dynamodb_port}",
+            demo=f"http://localhost:{demo_port}",
+            pid=devstack.pid,
         )
     finally:
         _stop(devstack)
+
+
+@contextmanager
+def running_make_run(log_directory: Path) -> Iterator[LocalStack]:
+    """``make run`` on free ports, as a newcomer starts it (chalice autoreloading), until the block
+    ends; then stopped as Ctrl-C stops it, and everything it started must be gone."""
+    port, dynamodb_port, demo_port = free_ports(3)
+    log = log_directory / "make-run.log"
+    arguments = f"--port {port} --dynamodb-port {dynamodb_port} --demo-port {demo_port}"
+    with log.open("wb") as output:
+        # Its own process group, as a terminal's foreground job is: Ctrl-C reaches make and devstack.
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "run", f"DEVSTACK_ARGS={arguments}"],
+            cwd=PROJECT_ROOT,
+            env=stack_environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    started: list[int] = []
+    try:
+        api = f"http://localhost:{port}"
+        _wait_for_api(api=api, devstack=make, log=log)
+        started = descendants(make.pid)
+        yield LocalStack(
+            api=api,
+            log=log,
+            dynamodb=f"http://127.0.0.1:{dynamodb_port}",
+            demo=f"http://localhost:{demo_port}",
+            pid=make.pid,
+        )
+    finally:
+        left = _interrupt(make, started=[*started, *descendants(make.pid)])
+    assert not left, f"make run left processes running after Ctrl-C: {left}\n{log.read_text()}"
+
+
+def descendants(root: int) -> list[int]:
+    """The processes below ``root``, children first."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _ in _processes():
+        children.setdefault(ppid, []).append(pid)
+    found: list[int] = []
+    parents = [root]
+    while parents:
+        below = [child for parent in parents for child in children.get(parent, [])]
+        found.extend(below)
+        parents = below
+    return found
+
+
+def chalice_workers(root: int) -> list[int]:
+    """The processes below ``root`` that serve chalice local's requests: its reloader starts each
+    with ``CHALICE_WORKER`` set, and a new one whenever it restarts the server."""
+    workers = []
+    for pid in descendants(root):
+        try:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"CHALICE_WORKER=true" in environment:
+            workers.append(pid)
+    return workers
+
+
+def _interrupt(make: subprocess.Popen[bytes], *, started: list[int]) -> list[int]:
+    """Ctrl-C ``make run``; return the processes it started that outlived it (then killed)."""
+    try:
+        os.killpg(make.pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    try:
+        make.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    alive = set(started)
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if _alive(pid)}
+        time.sleep(0.1)
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if make.poll() is None:
+        os.killpg(make.pid, signal.SIGKILL)
+    make.wait()
+    return sorted(alive)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def stack_environment() -> dict[str, str]:
@@ -138,14 +240,15 @@ def _stop(devstack: subprocess.Popen[bytes]) -> None:
 
 
 def _child_process_groups(parent: int) -> list[int]:
-    groups: list[int] = []
+    return [pgid for _, ppid, pgid in _processes() if ppid == parent]
+
+
+def _processes() -> Iterator[tuple[int, int, int]]:
+    """Each process's ID, its parent's and its process group's."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             # The command name may hold spaces and parentheses; the fields after its last ")" don't.
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        ppid, pgid = int(fields[1]), int(fields[2])
-        if ppid == parent:
-            groups.append(pgid)
-    return groups
+        yield int(stat.parent.name), int(fields[1]), int(fields[2])
