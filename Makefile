@@ -3,7 +3,8 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 # Lambda runs keyward on Python 3.13, and chalice packages for the Python that runs it: development,
-# tests and packaging all use 3.13. `make BOOTSTRAP_PYTHON=/path/to/python3.13` overrides the search.
+# tests and packaging all use 3.13. `make BOOTSTRAP_PYTHON=/path/to/python3.13` overrides the search;
+# where none is found, .ci/install-python installs one (uv's build, or the system's package).
 BOOTSTRAP_PYTHON ?= $(shell .ci/find-python)
 # The stamp names the version, so a .venv of another Python is rebuilt rather than reused.
 INSTALLED := $(VENV)/.installed-3.13
@@ -13,15 +14,19 @@ INSTALLED := $(VENV)/.installed-3.13
 install: $(INSTALLED)
 
 $(INSTALLED): requirements.txt requirements-dev.txt
-	@test -n "$(BOOTSTRAP_PYTHON)" || { \
-	  echo "make: Python 3.13 not found. Install it with one of:" >&2; \
-	  echo "  uv python install 3.13          (any Linux or macOS; uv: https://docs.astral.sh/uv/)" >&2; \
-	  echo "  pyenv install 3.13              (builds it from source)" >&2; \
-	  echo "  apt-get install python3.13-venv (Debian 13, Ubuntu 24.10 and later)" >&2; \
-	  echo "or run .ci/run, which installs it; or pass BOOTSTRAP_PYTHON=/path/to/python3.13." >&2; \
-	  exit 1; }
+	@python="$(BOOTSTRAP_PYTHON)"; \
+	if [ -z "$$python" ]; then \
+	  echo "make: Python 3.13 not found; installing it (.ci/install-python)" >&2; \
+	  python=$$(.ci/install-python make) || { \
+	    echo "make: Python 3.13 could not be installed. Install it with one of:" >&2; \
+	    echo "  uv python install 3.13          (any Linux or macOS; uv: https://docs.astral.sh/uv/)" >&2; \
+	    echo "  pyenv install 3.13              (builds it from source)" >&2; \
+	    echo "  apt-get install python3.13-venv (Debian 13, Ubuntu 24.10 and later)" >&2; \
+	    echo "or pass BOOTSTRAP_PYTHON=/path/to/python3.13." >&2; \
+	    exit 1; }; \
+	fi; \
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null \
-	  || { rm -rf $(VENV) && $(BOOTSTRAP_PYTHON) -m venv $(VENV); }
+	  || { echo "make: creating $(VENV) with $$python" >&2; rm -rf $(VENV) && "$$python" -m venv $(VENV); }
 	$(PYTHON) -m pip install --disable-pip-version-check --quiet -r requirements-dev.txt
 	touch $@
 
