@@ -4,11 +4,14 @@ each checked against AWS's "Specification: Embedded metric format" before its va
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import botocore.client
 import pytest
@@ -22,6 +25,7 @@ from chalicelib.ceremony import metadata
 from chalicelib.delivery import notifications, outbox
 from devstack.stream import StreamPump
 from tests.support.authenticator import SoftwareAuthenticator
+from tests.support.oidc import REDIRECT_URI, authorization_request, key_check, register_client, relying_party
 
 # The units the specification allows (CloudWatch's StandardUnit).
 UNITS = {
@@ -32,6 +36,8 @@ UNITS = {
 }  # fmt: skip
 # Who a line is about, and what must never be: none of these is ever a dimension.
 NEVER_DIMENSIONS = {"org", "org_id", "user", "user_id", "token", "session_id", "client_id", "key_id"}
+# The dimensions there are: each value of each is a metric billed by the month.
+DIMENSIONS = {"Stage", "Reason", "Method", "Channel", "FunctionName"}
 
 
 def _check_emf(document: dict[str, Any]) -> None:
@@ -50,7 +56,7 @@ def _check_emf(document: dict[str, Any]) -> None:
             for name in dimension_set:
                 # Each dimension is a member of the root whose value is a string.
                 assert isinstance(document.get(name), str) and document[name], (name, document)
-                assert name.lower() not in NEVER_DIMENSIONS, (name, document)
+                assert name.lower() not in NEVER_DIMENSIONS and name in DIMENSIONS, (name, document)
         assert 0 < len(directive["Metrics"]) <= 100
         for definition in directive["Metrics"]:
             assert set(definition) <= {"Name", "Unit", "StorageResolution"}
@@ -297,6 +303,35 @@ def test_a_dynamodb_throttle_is_counted_where_it_becomes_storage_unavailable(api
     [throttle] = emitted.of("DynamoDBThrottles")
     assert (throttle["DynamoDBThrottles"], throttle["error_code"]) == (1, "ProvisionedThroughputExceededException")
     assert emitted.total("Refusals", Reason="StorageUnavailable") == 1
+
+
+def _redeem(api, client_id: str, secret: str, **form: str) -> int:
+    body = urlencode({"grant_type": "authorization_code", "redirect_uri": REDIRECT_URI, **form})
+    basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    headers = {"content-type": "application/x-www-form-urlencoded", "authorization": f"Basic {basic}"}
+    return api.client.http.request(method="POST", path="/oidc/token", headers=headers, body=body.encode()).status_code
+
+
+def test_the_openid_providers_authorization_token_and_refusal_are_counted(api, emitted):
+    key = SoftwareAuthenticator()
+    bob = api.login(user="bob")
+    assert api.add_key(bob, key).status == 201
+    bob = api.mfa_login(org="acme", user="bob", authenticator=key)
+    client_id, secret = register_client()
+    assert secret is not None
+    verifier = secrets.token_urlsafe(48)
+    request_id, _ = authorization_request(api, relying_party(api, client_id=client_id, secret=secret), verifier)
+    answer = key_check(api, bob.token, request_id, key)
+    code = answer["done"]["params"]["code"]
+
+    assert _redeem(api, client_id, secret, code=code, code_verifier=verifier) == 200
+    assert _redeem(api, client_id, secret, code=code, code_verifier=verifier) == 400
+
+    assert emitted.total("ProviderAuthorizations") == 1
+    assert emitted.total("ProviderTokensIssued") == 1
+    assert emitted.total("ProviderRefusals", Reason="code_reused") == 1
+    [authorized] = emitted.of("ProviderAuthorizations")
+    assert (authorized["client_id"], authorized["org"], authorized["user"]) == (client_id, "acme", "bob")
 
 
 def test_the_metadata_age_is_the_hours_since_the_blob_in_use_was_loaded(emitted):
