@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from chalicelib.access import sessions
 from chalicelib.access.sessions import IssuedSession
-from chalicelib.base import audit, clock, throttles
+from chalicelib.base import audit, clock, metrics, throttles
 from chalicelib.base.audit import Client
 from chalicelib.base.config import settings
 from chalicelib.base.context import Caller, SessionState
@@ -203,6 +203,7 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
         )
     except ConditionsFailed:
         raise InvalidBackupCredentials("The backup credentials are not valid.") from None  # deleted meanwhile
+    metrics.count("Logins", by=("Method", "backup"), org=org.org_id)
     return BackupSignIn(issued=issued, org=org, credential=credential)
 
 

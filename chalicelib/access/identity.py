@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.access import joining, sessions, tenancy
-from chalicelib.base import audit, clock
+from chalicelib.base import audit, clock, metrics
 from chalicelib.base.config import IdentityProvider
 from chalicelib.base.errors import (
     ConfigurationError,
@@ -274,4 +274,5 @@ def sign_in_as(*, identity: Identity, client: audit.Client, method: str = "idp",
     except ConditionsFailed:
         # The member was offboarded between the read and the write: nothing was started.
         raise InvalidIdToken("The member changed during this sign-in; sign in again.") from None
+    metrics.count("Logins", by=("Method", method), org=org.org_id, user=member.user_id)
     return SignIn(issued=issued, org=org, member=member)

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from chalicelib.access import assurance, sessions
-from chalicelib.base import audit, clock
+from chalicelib.base import audit, clock, metrics
 from chalicelib.base.context import AlsoRead, AlsoReads, Caller, SessionState
 from chalicelib.base.errors import (
     AuthenticatorNotAllowed,
@@ -151,6 +151,7 @@ def verify(*, caller: Caller, assertion: Assertion) -> MfaSuccess:
     session = caller.session
     session.state = next_state.value
     session.token_hash = token_hash
+    metrics.count("MfaPasses")
     return MfaSuccess(token=token, key=key)
 
 

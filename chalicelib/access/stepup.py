@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from chalicelib.access import assurance
+from chalicelib.base import metrics
 from chalicelib.base.context import Caller, SessionState
 from chalicelib.base.errors import AuthenticatorNotAllowed
 from chalicelib.ceremony.challenges import Ceremony
@@ -59,7 +60,7 @@ def verify(*, caller: Caller, assertion: Assertion) -> datetime:
             raise AuthenticatorNotAllowed(
                 "The organization no longer accepts this security key; use another of your keys."
             )
-        return mfa.record_check(
+        checked_at = mfa.record_check(
             caller=caller,
             assertion=assertion,
             ceremony=ceremony,
@@ -68,3 +69,5 @@ def verify(*, caller: Caller, assertion: Assertion) -> datetime:
             session_actions=[],
             audited_as="reauth.succeeded",
         )
+    metrics.count("StepUps")
+    return checked_at

@@ -62,7 +62,7 @@ def _assertion(body: dict[str, Any]) -> Assertion:
     return mfa.parse_assertion(challenge_id=body.get("challenge_id"), credential=body.get("credential"))
 
 
-@route(auth, "/auth/mfa/verify", methods=["POST"])
+@route(auth, "/auth/mfa/verify", methods=["POST"], refusals_counted_as="MfaRefusals")
 def mfa_verify() -> dict[str, Any]:
     caller, assertion = caller_with(
         auth.current_request, action=Action.MFA_CHECK, parse=_assertion, reads=mfa.assertion_reads
@@ -77,7 +77,7 @@ def reauth_options() -> dict[str, Any]:
     return {"challenge_id": started.challenge_id, "publicKey": started.public_key}
 
 
-@route(auth, "/auth/reauth/verify", methods=["POST"])
+@route(auth, "/auth/reauth/verify", methods=["POST"], refusals_counted_as="StepUpRefusals")
 def reauth_verify() -> dict[str, Any]:
     caller, assertion = caller_with(
         auth.current_request, action=Action.STEP_UP, parse=_assertion, reads=mfa.assertion_reads
@@ -91,7 +91,7 @@ def logout() -> None:
     sessions.end(caller=caller_of(auth.current_request, action=Action.READ_ACCOUNT))
 
 
-@route(auth, "/auth/backup-login", methods=["POST"])
+@route(auth, "/auth/backup-login", methods=["POST"], refusals_counted_as="BackupLoginRefusals")
 def backup_login() -> dict[str, Any]:
     body = json_body(auth.current_request)
     only_fields(body, {"key_id", "secret"})

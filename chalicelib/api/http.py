@@ -15,7 +15,7 @@ from chalice import Blueprint, Chalice, Response
 from chalice.app import ChaliceViewError, Request
 
 from chalicelib.access.actions import Action
-from chalicelib.base import errors, logs
+from chalicelib.base import errors, logs, metrics
 from chalicelib.base.config import settings
 from chalicelib.base.deferred import deferred
 
@@ -70,13 +70,17 @@ def route(
     methods: list[str],
     status: int = 200,
     content_types: list[str] | None = None,
+    refusals_counted_as: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a handler; its refusals become HTTP errors and its result the response body.
 
     DynamoDB failures that no domain function expected become 503 ``StorageUnavailable``: the
     client learns that nothing was done, never a 500. Each refusal is logged here, once, with its
-    reason code; not its message, which may repeat what the client sent.
+    reason code; not its message, which may repeat what the client sent. It is counted here too,
+    by its reason code, in the metric ``Refusals`` and, for a route whose refusals are worth a
+    metric of their own (the MFA check's), in ``refusals_counted_as``.
     """
+    counted_as = ("Refusals", refusals_counted_as) if refusals_counted_as else ("Refusals",)
 
     def register(handler: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(handler)
@@ -93,6 +97,7 @@ def route(
                     refusal.code,
                     extra={"reason": refusal.code, "status": error.STATUS_CODE, "route": path},
                 )
+                metrics.count(*counted_as, by=("Reason", refusal.code), route=path, status=error.STATUS_CODE)
                 raise error from None
             if status == 204:
                 return Response(body="", status_code=204)

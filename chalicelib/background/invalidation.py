@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib.background import resumable
-from chalicelib.base import audit, clock
+from chalicelib.base import audit, clock, metrics
 from chalicelib.base.errors import InvalidationFailed
 from chalicelib.base.models import Invalidation, Organization, Session
 from chalicelib.base.storage import (
+    CAPACITY_EXCEEDED,
     THROTTLED,
     ConditionsFailed,
     Item,
@@ -54,7 +55,15 @@ def continue_invalidation(*, org_id: str, deadline: Deadline, handoffs: int | No
         return
     if invalidation.generation != org.enforcement_generation:
         return  # a newer enforcement has its own invalidation, which covers this one
-    resumable.run(_SessionDeletion(org=org, invalidation=invalidation), cursor=invalidation.cursor, deadline=deadline)
+    ended_before = int(invalidation.sessions_ended)
+    try:
+        resumable.run(
+            _SessionDeletion(org=org, invalidation=invalidation), cursor=invalidation.cursor, deadline=deadline
+        )
+    finally:
+        # This invocation's progress, failed or not: a clean-up that stalls shows as zeros.
+        ended = int(invalidation.sessions_ended) - ended_before
+        metrics.count("EnforcementSessionsEnded", value=ended, org=org_id)
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,8 @@ class _SessionDeletion:
     def save_progress(self, *, cursor: str | None, handoff: bool) -> bool:
         self.invalidation.cursor = cursor
         saved = _save_progress(org=self.org, invalidation=self.invalidation, handoff=handoff)
+        if handoff and saved:
+            metrics.count("EnforcementHandoffs", org=self.org.org_id)
         if handoff:
             log.info(
                 "organization %s: %d sessions ended so far; continuing in the next invocation",
@@ -154,6 +165,8 @@ def _delete_batch(keys: list[dict[str, Any]]) -> None:
             code = response_code(error)
             if code is not None and code not in THROTTLED:
                 raise
+            if code in CAPACITY_EXCEEDED:
+                metrics.count("DynamoDBThrottles", error_code=code)
             log.warning("session deletion throttled or unanswered (%s); retrying", code)
             continue
         unprocessed = response.get("UnprocessedItems", {}).get(Session.Meta.table_name, [])

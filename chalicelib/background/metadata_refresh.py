@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fido2.mds3 import parse_blob
 
-from chalicelib.base import audit, clock
+from chalicelib.base import audit, clock, metrics
 from chalicelib.base.config import settings
 from chalicelib.base.errors import MetadataRejected
 from chalicelib.base.models import AuthenticatorModel, Organization, SecurityKey
@@ -49,13 +49,21 @@ class LoadedBlob:
 def refresh(*, function_name: str) -> LoadedBlob | None:
     """The daily refresh: download the FIDO Alliance's BLOB and load it if it verifies and is
     newer. Returns None when the BLOB is the one in use already. Either way the metadata is
-    confirmed current, and the refresh says so in ``function_name``'s metrics.
+    confirmed current, and the refresh says so in ``function_name``'s metrics. Whether or not it
+    succeeds, it measures the age of the BLOB in use (:func:`measure_age`).
 
     Raises:
         OSError: the BLOB could not be downloaded.
         MetadataRejected: the BLOB does not verify, or is older than the one in use; the metadata
             in use stays. The invocation fails, so that Lambda retries it and counts an error.
     """
+    try:
+        return _refresh(function_name=function_name)
+    finally:
+        measure_age()
+
+
+def _refresh(*, function_name: str) -> LoadedBlob | None:
     import urllib.request
 
     url = settings().mds_url
@@ -96,6 +104,24 @@ def metadata_confirmed_metric(*, function_name: str) -> str:
         },
         separators=(",", ":"),
     )
+
+
+def measure_age() -> None:
+    """The metric ``MetadataAgeHours``: the hours since the BLOB in use was loaded. Where
+    MetadataConfirmed says that a refresh ran, this says how old what it left in use is, and it is
+    measured when a refresh fails too, which is when it grows. The BLOB bundled with the code,
+    in use until a refresh loads one, has no load time and no age."""
+    try:
+        current = AuthenticatorModel.get(metadata.CURRENT, consistent_read=True)
+    except AuthenticatorModel.DoesNotExist:
+        return
+    except Exception as error:  # the refresh's own outcome, raised or returned, matters more
+        log.warning("could not read the metadata in use to measure its age: %s", error)
+        return
+    if current.loaded_at is None:
+        return
+    hours = (clock.now() - current.loaded_at).total_seconds() / 3600
+    metrics.measure("MetadataAgeHours", round(hours, 2), unit=metrics.Unit.NONE, blob_number=int(current.blob_number))
 
 
 def fido_root() -> bytes:

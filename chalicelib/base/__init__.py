@@ -1,2 +1,3 @@
 """What every domain stands on: refusals, time, settings, the DynamoDB tables and how their failures
-become refusals, the audit log, and the shapes of a request (its caller, its deadline)."""
+become refusals, the audit log, the shapes of a request (its caller, its deadline), and what an
+invocation writes for operators: its log lines and its metrics."""

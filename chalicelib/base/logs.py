@@ -39,6 +39,12 @@ def annotate(*, org: str, user: str) -> None:
     _invocation.set({**_invocation.get({}), "org": org, "user": user})
 
 
+def invocation_keys() -> dict[str, str]:
+    """The invocation's keys (its request ID, and once known its organization and member), for
+    lines written without the logger: metrics.py's."""
+    return dict(_invocation.get({}))
+
+
 class JsonLines(logging.Formatter):
     """A record as one line of JSON: time, level, message, where it was logged, the
     invocation's keys, what the call passed in ``extra=``, and a traceback if there is one."""

@@ -17,6 +17,7 @@ from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 
+from chalicelib.base import metrics
 from chalicelib.base.errors import StorageUnavailable
 from chalicelib.base.models import connection
 
@@ -34,6 +35,8 @@ THROTTLED = frozenset(
         "ServiceUnavailable",
     }
 )
+# Of those, the ones that say the table's capacity (or the account's) was exceeded.
+CAPACITY_EXCEEDED = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
 
 
 def response_code(error: PynamoDBException) -> str | None:
@@ -168,6 +171,8 @@ def unavailable_on_failure() -> Iterator[None]:
         yield
     except PynamoDBException as error:
         code = response_code(error)
+        if code in CAPACITY_EXCEEDED:
+            metrics.count("DynamoDBThrottles", error_code=code)
         if code in THROTTLED or code is None:
             log.warning("DynamoDB throttled or unavailable: %s", code)
         else:

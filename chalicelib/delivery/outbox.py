@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 
-from chalicelib.base import audit, clock
+from chalicelib.base import audit, clock, metrics
 from chalicelib.base.config import settings
 from chalicelib.base.models import AuditEvent, Delivery, Member
 from chalicelib.base.storage import condition_failed
@@ -79,8 +79,10 @@ def describe(entry: AuditEvent) -> dict[str, Any]:
 
 def deliver_audit_events(*, records: Iterable[Mapping[str, Any]], deadline: Deadline) -> list[str]:
     """Handle a batch of the audit table's stream records; returns the sequence numbers that failed."""
+    batch = list(records)
+    _measure_backlog(batch)
     failed: list[str] = []
-    for record in records:
+    for record in batch:
         sequence = record["dynamodb"]["SequenceNumber"]
         try:
             if record.get("eventName") != "INSERT":
@@ -92,6 +94,20 @@ def deliver_audit_events(*, records: Iterable[Mapping[str, Any]], deadline: Dead
             log.exception("audit stream record %s failed; it will be retried", sequence)
             failed.append(sequence)
     return failed
+
+
+def _measure_backlog(records: list[Mapping[str, Any]]) -> None:
+    """How long the batch's oldest record waited in the stream, from its ApproximateCreationDateTime
+    (seconds since the epoch, to the second): how far delivery lags behind the events."""
+    created = [
+        float(record["dynamodb"]["ApproximateCreationDateTime"])
+        for record in records
+        if record.get("dynamodb", {}).get("ApproximateCreationDateTime") is not None
+    ]
+    if created:
+        metrics.measure(
+            "DeliveryBacklogAge", max(time.time() - min(created), 0.0), unit=metrics.Unit.SECONDS, records=len(records)
+        )
 
 
 def deliver(*, entry: AuditEvent, deadline: Deadline) -> bool:
@@ -183,6 +199,9 @@ def _deliver(
         except Exception as error:  # throttling, timeouts, 5xx: worth another attempt
             failure = error if isinstance(error, Failed) else Failed(f"{type(error).__name__}: {error}")
             log.warning("%s: attempt %d of event %s failed: %s", channel, number, entry.event_key, failure)
+            metrics.count(
+                "DeliveryFailures", by=("Channel", channel.split("#", 1)[0]), org=entry.org_id, attempt=number
+            )
             _finish(
                 channel=channel, entry=entry, state=FAILED, detail=str(failure)[:500], status_code=failure.status_code
             )

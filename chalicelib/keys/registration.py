@@ -15,7 +15,7 @@ from pynamodb.expressions.update import Action
 
 from chalicelib.access import assurance
 from chalicelib.access.sessions import rotated_token
-from chalicelib.base import audit, clock
+from chalicelib.base import audit, clock, metrics
 from chalicelib.base.config import settings
 from chalicelib.base.context import AlsoReads, Caller, SessionState
 from chalicelib.base.errors import (
@@ -213,6 +213,7 @@ def _register(
         )
     except ConditionsFailed as refused:
         raise _refusal(caller=caller, gate=gate, refused=refused) from None
+    metrics.count("Registrations", first_key=plan.first_key)
     return _applied(caller=caller, plan=plan)
 
 

@@ -51,7 +51,7 @@ from pynamodb.exceptions import UpdateError
 
 from chalicelib.access import assurance, identity
 from chalicelib.access.actions import Action
-from chalicelib.base import audit, clock
+from chalicelib.base import audit, clock, metrics
 from chalicelib.base.context import Caller, SessionState
 from chalicelib.base.errors import (
     AuthenticatorNotAllowed,
@@ -625,6 +625,7 @@ def _authorize(request: _Request, *, caller: Caller, checked_at: datetime, user_
             write.save(Item.AUDIT, event)
     except ConditionsFailed:
         raise AuthorizationRequestNotFound("This authorization request was answered already.") from None
+    metrics.count("ProviderAuthorizations", client_id=client.client_id, org=session.org_id, user=session.user_id)
     return Finished(
         response=Response(redirect_uri=details["redirect_uri"], mode=details["response_mode"], params=params)
     )
@@ -666,6 +667,7 @@ def _refuse(request: _Request, *, refusal: Refusal, client: audit.Client, user_i
                 )
     except ConditionsFailed:
         raise AuthorizationRequestNotFound("This authorization request was answered already.") from None
+    _count_refusal(reason=refusal.code, client_id=request.client.client_id, org_id=org_id)
     return Finished(
         response=_error(response, error=_oauth_error(refusal), description=str(refusal), state=details.get("state")),
         refusal=refusal,
@@ -686,3 +688,10 @@ def _refusal_event(*, org_id: str, client: audit.Client, client_id: str, refusal
 
 def _record_refusal(*, org_id: str, client: audit.Client, client_id: str, refusal: Refusal) -> None:
     _refusal_event(org_id=org_id, client=client, client_id=client_id, refusal=refusal, user_id=None).save()
+    _count_refusal(reason=refusal.code, client_id=client_id, org_id=org_id)
+
+
+def _count_refusal(*, reason: str, client_id: str, org_id: str | None) -> None:
+    """The metric ``ProviderRefusals`` by reason, as the refusal's audit event records it; the token
+    endpoint counts its own (token_endpoint.py) in the same metric."""
+    metrics.count("ProviderRefusals", by=("Reason", reason), client_id=client_id, org=org_id)

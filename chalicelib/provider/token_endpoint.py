@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.access import sessions
-from chalicelib.base import audit, clock
+from chalicelib.base import audit, clock, metrics
 from chalicelib.base.errors import InvalidGrant, UnsupportedGrantType
 from chalicelib.base.models import Authorization
 from chalicelib.base.storage import ConditionsFailed, Item, transaction
@@ -122,6 +122,7 @@ def exchange(
     except ConditionsFailed:
         _refused(item, relying_party, client, reason="code_reused")
         raise InvalidGrant("The code was redeemed already.") from None
+    metrics.count("ProviderTokensIssued", client_id=relying_party.client_id, org=org_id, user=user_id)
     return Issued(access_token=access_token, expires_in=expires_in, id_token=id_token, scope="openid")
 
 
@@ -159,3 +160,4 @@ def _refused(item: Authorization, relying_party: Client, client: audit.Client, *
         client=client,
         details={"client_id": relying_party.client_id, "reason": reason, "error": "invalid_grant"},
     )
+    metrics.count("ProviderRefusals", by=("Reason", reason), client_id=relying_party.client_id, org=str(item.org_id))

@@ -129,6 +129,11 @@ class LambdaRuntime:
         """keyward's lines, each of which must be a JSON object."""
         return [json.loads(line) for line in self.cloudwatch() if line.startswith("{")]
 
+    def log_lines(self) -> list[str]:
+        """The lines that are logs, not metrics: a metric is a JSON line with an ``_aws`` member
+        (chalicelib/base/metrics.py), which CloudWatch reads as embedded metric format."""
+        return [line for line in self.cloudwatch() if "_aws" not in (json.loads(line) if line.startswith("{") else {})]
+
 
 @pytest.fixture
 def runtime(capsys: pytest.CaptureFixture[str]) -> Iterator[LambdaRuntime]:
@@ -147,7 +152,7 @@ def lambda_api(runtime: LambdaRuntime, idp: Any) -> KeywardClient:
 
 
 def _one_line_saying(runtime: LambdaRuntime, text: str) -> dict[str, Any]:
-    lines = [line for line in runtime.cloudwatch() if text in line]
+    lines = [line for line in runtime.log_lines() if text in line]
     assert len(lines) == 1, f"{text!r} was written {len(lines)} times: {lines}"
     return json.loads(lines[0])
 
@@ -183,9 +188,12 @@ def test_each_refusal_is_logged_once_at_info_with_its_reason_code(runtime, lambd
         "/me",
     )
     assert missing["function_request_id"] == runtime.request_ids[0] and "user" not in missing
-    [refused] = [line for line in runtime.keyward_lines() if line.get("route") == "/org/mfa"]
+    [refused] = [line for line in runtime.keyward_lines() if line.get("route") == "/org/mfa" and "_aws" not in line]
     assert refused["status"] == 403 and refused["reason"]
     assert (refused["org"], refused["user"], refused["function_request_id"]) == ("acme", "bob", runtime.request_ids[-1])
+    # Each is counted once as well, in a line of its own that is a metric, not a log.
+    counted = [line for line in runtime.keyward_lines() if "_aws" in line and line.get("Reason") == "MissingToken"]
+    assert [line["Refusals"] for line in counted] == [1]
 
 
 def test_an_invocation_names_no_member_of_the_one_before(runtime, lambda_api):
@@ -193,8 +201,11 @@ def test_an_invocation_names_no_member_of_the_one_before(runtime, lambda_api):
     assert lambda_api.call("GET", "/org/mfa", token=bob.token).status == 403
     assert lambda_api.call("GET", "/me", token="not-a-session").status == 401
 
-    [last] = [line for line in runtime.keyward_lines() if line["function_request_id"] == runtime.request_ids[-1]]
-    assert last["route"] == "/me" and "org" not in last and "user" not in last
+    # Its log line and its metric line (the refusal's count) alike.
+    lines = [line for line in runtime.keyward_lines() if line["function_request_id"] == runtime.request_ids[-1]]
+    [logged] = [line for line in lines if "_aws" not in line]
+    assert logged["route"] == "/me" and len(lines) == 2
+    assert all("org" not in line and "user" not in line for line in lines)
 
 
 def test_the_stream_functions_failures_reach_cloudwatch_with_their_request_id(runtime, lambda_api):

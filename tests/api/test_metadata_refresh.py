@@ -72,7 +72,8 @@ def _blob(root: VendorRoot, number: int) -> bytes:
 
 
 def _metric_lines(output: str) -> list[dict]:
-    return [line for line in map(json.loads, filter(None, output.splitlines())) if "_aws" in line]
+    """The lines confirming the metadata (every refresh also measures its age: tests/api/test_metrics.py)."""
+    return [line for line in map(json.loads, filter(None, output.splitlines())) if "MetadataConfirmed" in line]
 
 
 def _blob_in_use() -> int:
