@@ -1423,3 +1423,28 @@ def test_each_function_may_do_exactly_the_dynamodb_calls_its_code_makes(package,
                 ("ses:SendRawEmail", ("ses-identity", "MailIdentity")),
             }
         assert others == expected, function
+
+
+def test_the_deploy_docs_figures_are_the_built_packages(package):
+    """docs/deploy.md's figures, read from what `python -m deploy` built: each function's memory
+    and timeout from the template; the zip's size and its count of compiled modules from the
+    package (within a tenth: a dependency's patch release moves them a little, a forgotten
+    change of what is shipped moves them more)."""
+    document = (PROJECT / "docs" / "deploy.md").read_text()
+    template = package.template
+    functions = _resources(template, "AWS::Serverless::Function")
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)`[^|]* \| (.*) \|$", document, re.M)}
+    for name, function in functions.items():
+        row = rows.get(name)
+        assert row is not None, f"docs/deploy.md has no row for the function {name}"
+        properties = function["Properties"]
+        assert f"{properties['MemorySize']} MB, {properties['Timeout']} s" in row, name
+
+    stated_bytes = int(re.search(r"\*\*[\d.]+ MB\*\*\s*\(([\d,]+) bytes", document).group(1).replace(",", ""))
+    built_bytes = package.zip_path.stat().st_size
+    assert abs(built_bytes - stated_bytes) <= stated_bytes / 10, (built_bytes, stated_bytes)
+
+    stated_modules = int(re.search(r"for ([\d,]+) modules", document).group(1).replace(",", ""))
+    with zipfile.ZipFile(package.zip_path) as built:
+        built_modules = sum(1 for name in built.namelist() if name.endswith(".pyc"))
+    assert abs(built_modules - stated_modules) <= stated_modules / 10, (built_modules, stated_modules)
