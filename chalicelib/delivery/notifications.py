@@ -11,7 +11,6 @@ it is built only from the event's own fields, never from a secret, token or code
 
 from __future__ import annotations
 
-import functools
 import html
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +18,7 @@ from email.message import EmailMessage, Message
 from email.utils import formatdate
 from typing import Any
 
-from chalicelib.base import clock
+from chalicelib.base import aws, clock
 from chalicelib.base.audit import ActorKind
 from chalicelib.base.config import settings
 from chalicelib.base.models import AuditEvent, Member
@@ -254,18 +253,8 @@ def send(*, mail: Mail, to: str, event_id: str) -> None:
         raise
 
 
-@functools.cache
 def _ses() -> Any:
-    import boto3
-    from botocore.config import Config
-
-    # The outbox retries with its own backoff and records every attempt.
-    return boto3.client(
-        "ses",
-        region_name=settings().region,
-        endpoint_url=settings().aws_endpoint,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=10),
-    )
+    return aws.client("ses", attempts=1, read_timeout=10)  # the outbox retries, and records each attempt
 
 
 # --- the local stage's outbox ------------------------------------------------------------------

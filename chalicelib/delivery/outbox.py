@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.update import Action
 
-from chalicelib.base import audit, clock, metrics
+from chalicelib.base import audit, aws, clock, metrics
 from chalicelib.base.config import settings
 from chalicelib.base.models import AuditEvent, Delivery, Member
 from chalicelib.base.storage import condition_failed
@@ -284,15 +284,5 @@ def _put_event(entry: AuditEvent) -> None:
         raise Failed(f"EventBridge refused the event: {result.get('ErrorCode')} {result.get('ErrorMessage')}")
 
 
-@functools.cache
 def _events() -> Any:
-    import boto3
-    from botocore.config import Config
-
-    # The outbox retries with its own backoff and records every attempt.
-    return boto3.client(
-        "events",
-        region_name=settings().region,
-        endpoint_url=settings().aws_endpoint,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=3, read_timeout=10),
-    )
+    return aws.client("events", attempts=1, read_timeout=10)  # the outbox retries, and records each attempt

@@ -16,10 +16,10 @@ seals all the others.
 from __future__ import annotations
 
 import base64
-import functools
 import secrets
 from typing import Any
 
+from chalicelib.base import aws
 from chalicelib.base.config import settings
 from chalicelib.base.errors import WebhookSecretKeyUnavailable
 
@@ -76,14 +76,5 @@ def unseal(*, org_id: str, webhook_id: str, sealed: bytes | None, legacy: str | 
     return bytes(answer["Plaintext"]).decode()
 
 
-@functools.cache
 def _kms() -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "kms",
-        region_name=settings().region,
-        endpoint_url=settings().aws_endpoint,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=5),
-    )
+    return aws.client("kms")

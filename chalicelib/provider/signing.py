@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.base import clock, storage
+from chalicelib.base import aws, clock, storage
 from chalicelib.base.config import settings
 from chalicelib.base.errors import ConcurrentChange, ConfigurationError, SigningKeyUnavailable
 from chalicelib.base.models import SigningKey
@@ -433,17 +433,8 @@ def _record_first_key(algorithm: str) -> None:
 # --- keys in KMS ----------------------------------------------------------------------------------
 
 
-@functools.cache
 def _kms() -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "kms",
-        region_name=settings().region,
-        endpoint_url=settings().aws_endpoint,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=5),
-    )
+    return aws.client("kms")
 
 
 def _kms_key(algorithm: str, key_id: str, *, kid: str) -> SigningKey:

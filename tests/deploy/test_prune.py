@@ -16,6 +16,7 @@ from deploy.prune import KEPT_SERVICES, prune, without_icons
 
 PROJECT = Path(__file__).resolve().parents[2]
 CLIENT_FACTORIES = {"client", "resource", "create_client"}
+AWS_CLIENTS = PROJECT / "chalicelib" / "base" / "aws.py"
 
 
 def _services_created_in(path: Path) -> set[str]:
@@ -30,6 +31,8 @@ def _services_created_in(path: Path) -> set[str]:
         ):
             continue
         named = node.args[0] if node.args else next(k.value for k in node.keywords if k.arg == "service_name")
+        if path == AWS_CLIENTS and isinstance(named, ast.Name) and named.id == "service":
+            continue  # the one factory, whose callers name their service
         assert isinstance(named, ast.Constant) and isinstance(named.value, str), (
             f"{path}:{node.lineno}: a client of a service named at run time: name it, so the package can keep its model"
         )
