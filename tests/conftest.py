@@ -18,6 +18,7 @@ _STACK = prepared()
 IDP = _STACK.idp
 
 # Only now, with the environment applied: these import keyward's models.
+from chalicelib.base.config import settings  # noqa: E402
 from chalicelib.provider import signing  # noqa: E402
 from devstack.tables import truncate_tables  # noqa: E402
 from tests.support.keyward_client import KeywardClient  # noqa: E402
@@ -25,6 +26,10 @@ from tests.support.keyward_client import KeywardClient  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def empty_tables() -> Iterator[None]:
+    # Read the settings from this process's environment now: Chalice's test client patches a
+    # stage's variables (.chalice/config.json's) into the environment for each request, and a test
+    # that cleared the settings would otherwise have the next request read them from those.
+    settings()
     truncate_tables()
     # The signing keys went with the tables: this process must not sign with its copy of them.
     signing.forget_keys()

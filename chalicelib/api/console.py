@@ -122,7 +122,8 @@ def page() -> Response:
 @console.route("/console/{name}", methods=["GET"])
 def static_file(name: str) -> Response:
     asset = _assets().get(name)
-    if asset is None or name == "index.html":
+    # The pages are templates keyward fills in (index.html, authorize.html), never files to fetch.
+    if asset is None or name.endswith(".html"):
         raise http_error(ConsoleFileNotFound("No such file in the console."))
     return _serve(asset)
 

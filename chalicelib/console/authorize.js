@@ -4,15 +4,14 @@
 // id_token_hint starts one for the person it names.
 
 import { ApiError, call, segment, token } from "./api.js";
+import { authorizeScreen } from "./authorize-screen.js";
 import { getAssertion } from "./webauthn.js";
 
 const body = document.body;
 const requestId = body.dataset.request;
-const status = () => document.getElementById("authorize-status");
-const actions = () => document.getElementById("authorize-actions");
 
 function say(text, { alert = false } = {}) {
-  const element = status();
+  const element = authorizeScreen.status;
   element.textContent = text;
   element.setAttribute("role", alert ? "alert" : "status");
 }
@@ -22,7 +21,7 @@ function button(label, onClick) {
   element.type = "button";
   element.textContent = label;
   element.addEventListener("click", onClick);
-  actions().replaceChildren(element);
+  authorizeScreen.actions.replaceChildren(element);
   element.focus();
   return element;
 }
@@ -79,7 +78,7 @@ async function checkKey() {
 }
 
 async function run() {
-  actions().replaceChildren();
+  authorizeScreen.actions.replaceChildren();
   try {
     if (!token.get()) {
       if (body.dataset.hint !== "yes") {
@@ -88,7 +87,7 @@ async function run() {
         link.href = new URL(".", document.baseURI).toString();
         link.target = "_blank";
         link.textContent = "Open keyward";
-        actions().replaceChildren(link);
+        authorizeScreen.actions.replaceChildren(link);
         button("I signed in: continue", () => run()).before(link);
         return;
       }
@@ -121,7 +120,7 @@ function failed(error) {
 }
 
 if (body.dataset.step === "respond") {
-  document.getElementById("response").submit();
+  authorizeScreen.response.submit();
 } else if (body.dataset.step === "check") {
   run();
 }

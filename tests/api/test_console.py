@@ -23,7 +23,7 @@ from devstack.idp import DevIdentityProvider
 from tests.support.keyward_client import KeywardClient
 from tests.support.local_stack import PROJECT_ROOT
 
-STATIC_FILES = sorted(path.name for path in CONSOLE_DIRECTORY.iterdir() if path.name != "index.html")
+STATIC_FILES = sorted(path.name for path in CONSOLE_DIRECTORY.iterdir() if path.suffix != ".html")
 CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
@@ -50,6 +50,13 @@ def test_each_static_file_is_served_with_its_content_type_and_revalidated_by_eta
     unchanged = api.call("GET", f"/console/{name}", headers={"if-none-match": served.headers["ETag"]})
     assert unchanged.status == 304
     assert unchanged.body in ("", None)
+
+
+@pytest.mark.parametrize("page", ["index.html", "authorize.html"])
+def test_the_pages_templates_are_not_served_as_files(api, page):
+    served = api.call("GET", f"/console/{page}")
+    assert (served.status, served.code) == (404, "ConsoleFileNotFound")
+    assert "{{" not in str(served.body)
 
 
 def test_every_file_the_page_loads_is_served(api):

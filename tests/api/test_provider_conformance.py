@@ -209,7 +209,7 @@ def test_the_form_post_page_posts_itself_by_the_consoles_script_under_its_csp(ap
     )
     assert "on" + "load=" not in page.body.lower() and "onclick=" not in page.body.lower()
     script = api.call("GET", "/console/authorize.js")
-    assert script.status == 200 and 'getElementById("response").submit()' in script.body
+    assert script.status == 200 and "authorizeScreen.response.submit()" in script.body
     csp = {
         directive.split()[0]: directive.split()[1:]
         for directive in page.headers["Content-Security-Policy"].split(";")
