@@ -227,9 +227,14 @@ def _assertion(body: dict[str, Any]) -> Assertion:
 
 @route(provider, "/oidc/authorize/{request_id}/verify", methods=["POST"])
 def authorization_verify(request_id: str) -> dict[str, Any]:
-    caller, assertion = caller_with(
-        provider.current_request, action=Action.READ_ACCOUNT, parse=_assertion, reads=mfa.assertion_reads
-    )
+    try:
+        caller, assertion = caller_with(
+            provider.current_request, action=Action.READ_ACCOUNT, parse=_assertion, reads=mfa.assertion_reads
+        )
+    except errors.InvalidInput:
+        # As on every route, a session the rule refuses learns that before what was wrong with its body.
+        authorization.can_check_a_key(caller_of(provider.current_request, action=Action.READ_ACCOUNT))
+        raise
     return _finished(authorization.verify(request_id=request_id, caller=caller, assertion=assertion))
 
 

@@ -415,6 +415,30 @@ def _check_caller(request: _Request, caller: Caller) -> None:
         raise HintMismatch("You are signed in to keyward as someone else than the person this sign-in is for.")
 
 
+def _pending_for(request_id: str, caller: Caller) -> _Request:
+    """The pending request, for a key check by ``caller``. Where there is none, a session that
+    can make no key check at all is told why (as every route tells it), not that the request is
+    unknown.
+
+    Raises:
+        AuthorizationRequestNotFound, and :func:`_check_action`'s refusals.
+    """
+    try:
+        return _pending(request_id)
+    except AuthorizationRequestNotFound:
+        can_check_a_key(caller)
+        raise
+
+
+def can_check_a_key(caller: Caller) -> None:
+    """Refuse a session that can make no key check at all, with the reason every route gives it.
+
+    Raises:
+        :func:`_check_action`'s refusals.
+    """
+    _check_action(caller)
+
+
 def _check_action(caller: Caller) -> Action:
     """The key check this session can make (the MFA login's, or a step-up), or why none.
 
@@ -425,6 +449,8 @@ def _check_action(caller: Caller) -> Action:
     """
     if caller.is_backup:
         assurance.require(caller, Action.STEP_UP)  # refuses: backup credentials hold no key
+    if caller.state is SessionState.REGISTRATION_REQUIRED and caller.member.key_count == 0:
+        assurance.require(caller, Action.STEP_UP)  # refuses: the organization wants a key registered first
     if caller.member.key_count == 0:
         raise SecurityKeyRequired("You hold no security key: register one in the keyward console first.")
     standing = assurance.standing_of(caller)
@@ -453,11 +479,12 @@ def options(*, request_id: str, caller: Caller) -> CeremonyOptions | Finished:
     :func:`_fresh_enough`); or answered with a refusal.
 
     Raises:
-        AuthorizationRequestNotFound.
+        AuthorizationRequestNotFound: no such pending request (a session that can make no key
+            check gets its own refusal instead).
     """
     from chalicelib.access import mfa, stepup
 
-    request = _pending(request_id)
+    request = _pending_for(request_id, caller)
     try:
         _check_caller(request, caller)
         earlier = _fresh_enough(request, caller)
@@ -485,11 +512,12 @@ def verify(*, request_id: str, caller: Caller, assertion: Assertion) -> Finished
     request: a code, or the ID token to post back; or the refusal.
 
     Raises:
-        AuthorizationRequestNotFound.
+        AuthorizationRequestNotFound: no such pending request (a session that can make no key
+            check gets its own refusal instead).
     """
     from chalicelib.access import mfa, stepup
 
-    request = _pending(request_id)
+    request = _pending_for(request_id, caller)
     token: str | None = None
     try:
         _check_caller(request, caller)

@@ -436,3 +436,16 @@ def test_entra_a_hint_for_someone_else_than_the_browsers_session_is_refused_and_
     assert Authorization.get(f"request#{request_id}").used_at is not None
     [refusal] = _events("oidc.refused")
     assert refusal.user_id == "alice" and refusal.details["reason"] == "HintMismatch"
+
+
+@pytest.mark.parametrize("step", ["options", "verify"])
+def test_a_session_that_must_register_is_told_so_whatever_request_it_names(api: KeywardClient, step: str) -> None:
+    """Like every route, the key check's steps refuse a session that owes a registration with
+    the rule's reason, not with news of whether the request it named exists."""
+    api.login(user="alice", admin=True)
+    enforce_in_table("acme")
+    waiting = api.login(user="nina")
+    assert waiting.state == "registration_required"
+    body = {} if step == "options" else {"challenge_id": "x", "credential": {}}
+    refused = api.call("POST", f"/oidc/authorize/{'x' * 32}/{step}", token=waiting.token, body=body)
+    assert (refused.status, refused.code) == (403, "RegistrationRequired")
