@@ -5,6 +5,7 @@ copy of the project's skeleton whose .ci scripts are stubs."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -28,8 +29,14 @@ def _skeleton(root: Path, *, installs: bool) -> Path:
     return root
 
 
+# Under `make test BOOTSTRAP_PYTHON=...` (as .ci/run calls it) make hands its variables down through
+# MAKEFLAGS; the Makefile under test must search for Python itself, as on a machine without one.
+_MAKE_INHERITANCE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "BOOTSTRAP_PYTHON")
+
+
 def _make_install(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", "install"], cwd=root, capture_output=True, text=True, timeout=300)
+    environment = {name: value for name, value in os.environ.items() if name not in _MAKE_INHERITANCE}
+    return subprocess.run(["make", "install"], cwd=root, env=environment, capture_output=True, text=True, timeout=300)
 
 
 def test_without_python_313_make_installs_one_and_builds_the_virtualenv_with_it(tmp_path):
