@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from chalice import Blueprint, Response
 
@@ -23,12 +23,13 @@ if TYPE_CHECKING:
 # Each is loaded by the first request of its own kind, not by every cold start.
 if TYPE_CHECKING:
     from chalicelib.access import backup, grace, sessions
-    from chalicelib.base import audit, pagination, query_values
+    from chalicelib.base import audit, audit_csv, pagination, query_values
     from chalicelib.ceremony import authenticator_policy
     from chalicelib.keys import enrollment_passes, management, org_keys
     from chalicelib.org import enforcement, members, offboarding, policy_change, preview
 else:
     audit = deferred("chalicelib.base.audit")
+    audit_csv = deferred("chalicelib.base.audit_csv")
     authenticator_policy = deferred("chalicelib.ceremony.authenticator_policy")
     backup = deferred("chalicelib.access.backup")
     enforcement = deferred("chalicelib.org.enforcement")
@@ -256,18 +257,35 @@ def _time_range() -> tuple[datetime | None, datetime | None]:
     return since, until
 
 
+class _AuditFilters(TypedDict):
+    action: str | None
+    user_id: str | None
+    actor: str | None
+    since: datetime | None
+    until: datetime | None
+
+
+def _audit_filters() -> _AuditFilters:
+    """The audit log's filters, the same for the listing and the export."""
+    since, until = _time_range()
+    return _AuditFilters(
+        action=query_values.action_filter(_query("action")),
+        user_id=query_values.user_id_filter(_query("user_id")),
+        actor=query_values.actor_filter(_query("actor")),
+        since=since,
+        until=until,
+    )
+
+
 @route(org, "/org/audit", methods=["GET"])
 def audit_log() -> dict[str, Any]:
     caller = _admin()
-    since, until = _time_range()
+    filters = _audit_filters()
     page = audit.list_events(
         org_id=caller.org.org_id,
         limit=pagination.limit_from(_query("limit")),
         after=pagination.decode(_query("next")),
-        action=query_values.action_filter(_query("action")),
-        user_id=query_values.user_id_filter(_query("user_id")),
-        since=since,
-        until=until,
+        **filters,
     )
     return {"events": [audit.describe(entry) for entry in page.items], "next": page.next}
 
@@ -301,23 +319,28 @@ def revoke_enrollment_pass(user_id: str, pass_id: str) -> None:
     enrollment_passes.revoke(caller=_admin_changing(), user_id=user_id, pass_id=pass_id)
 
 
+# What an export is written as: the format's media type.
+_EXPORT_FORMATS = {"ndjson": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+
+
 @route(org, "/org/audit/export", methods=["GET"])
 def export_audit_log() -> Response:
-    """Long ranges as NDJSON, oldest first; ``Keyward-Next-Cursor`` continues where a full answer stops."""
+    """Long ranges as NDJSON or CSV, oldest first; ``Keyward-Next-Cursor`` continues where a full answer stops."""
     caller = _admin()
-    since, until = _time_range()
+    export_format = _query("format") or "ndjson"
+    if export_format not in _EXPORT_FORMATS:
+        raise MalformedRequest("'format' must be 'ndjson' or 'csv'.")
+    filters = _audit_filters()
+    after = pagination.decode(_query("next"))
     page = audit.list_events(
-        org_id=caller.org.org_id,
-        limit=audit.EXPORT_PAGE,
-        after=pagination.decode(_query("next")),
-        action=query_values.action_filter(_query("action")),
-        user_id=query_values.user_id_filter(_query("user_id")),
-        since=since,
-        until=until,
-        oldest_first=True,
+        org_id=caller.org.org_id, limit=audit.EXPORT_PAGE, after=after, oldest_first=True, **filters
     )
-    lines = "".join(json.dumps(audit.describe(entry), separators=(",", ":")) + "\n" for entry in page.items)
-    headers: dict[str, str | list[str]] = {"Content-Type": "application/x-ndjson"}
+    events = [audit.describe(entry) for entry in page.items]
+    if export_format == "csv":
+        body = audit_csv.rows(events, header=after is None)
+    else:
+        body = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
+    headers: dict[str, str | list[str]] = {"Content-Type": _EXPORT_FORMATS[export_format]}
     if page.next:
         headers["Keyward-Next-Cursor"] = page.next
-    return Response(body=lines, status_code=200, headers=headers)
+    return Response(body=body, status_code=200, headers=headers)

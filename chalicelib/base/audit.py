@@ -155,18 +155,26 @@ def list_events(
     after: str | None,
     action: str | None = None,
     user_id: str | None = None,
+    actor: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     oldest_first: bool = False,
 ) -> Page[AuditEvent]:
     """One page of the organization's events, newest first (or oldest first), optionally of one
-    action or member and within ``since`` (inclusive) and ``until`` (exclusive)."""
+    action, about one member (``user_id``), by one actor (``actor``, the name the log shows) and
+    within ``since`` (inclusive) and ``until`` (exclusive).
+
+    The filters are DynamoDB's filter on the range read, which goes on reading until it holds
+    ``limit`` matches or the range ends: a page is short only at the end (and may then be empty).
+    """
     condition = None
-    if action:
-        condition = AuditEvent.action == action
-    if user_id:
-        about = AuditEvent.user_id == user_id
-        condition = about if condition is None else condition & about
+    for wanted in (
+        AuditEvent.action == action if action else None,
+        AuditEvent.user_id == user_id if user_id else None,
+        AuditEvent.actor == actor if actor else None,
+    ):
+        if wanted is not None:
+            condition = wanted if condition is None else condition & wanted
     start = {"org_id": {"S": org_id}, "event_key": {"S": after}} if after else None
     results = AuditEvent.query(
         org_id,

@@ -16,6 +16,9 @@ from chalicelib.base.errors import MalformedRequest
 MAX_USER_ID_CHARACTERS = 255
 # Audit actions are short dotted names (``key.sign_count_regression`` is the longest so far).
 MAX_ACTION_CHARACTERS = 64
+# Whoever acted is named by a user ID, ``backup credentials <key id>``, ``operator`` or ``keyward``:
+# a user ID is the longest of these.
+MAX_ACTOR_CHARACTERS = MAX_USER_ID_CHARACTERS
 
 
 def user_id_filter(value: str | None) -> str | None:
@@ -42,5 +45,21 @@ def action_filter(value: str | None) -> str | None:
     if len(value) > MAX_ACTION_CHARACTERS or not value.isprintable():
         raise MalformedRequest(
             f"'action' must be an action name of at most {MAX_ACTION_CHARACTERS} printable characters."
+        )
+    return value
+
+
+def actor_filter(value: str | None) -> str | None:
+    """Whoever acted, as the log names them (an event's ``actor``), or ``None`` for anyone.
+
+    Raises:
+        MalformedRequest: longer than any actor's name, or not printable.
+    """
+    if not value:
+        return None
+    if len(value) > MAX_ACTOR_CHARACTERS or not value.isprintable():
+        raise MalformedRequest(
+            f"'actor' must be an actor's name of at most {MAX_ACTOR_CHARACTERS} printable characters "
+            "(a user ID, 'backup credentials <key id>', 'operator' or 'keyward')."
         )
     return value
