@@ -53,8 +53,10 @@ export function whenReauthenticationRequired(handler) {
 
 // Every path is relative to the page's <base>, so the console works under API Gateway's stage too.
 // A request given an AbortSignal (a page's, see page.js) rejects with the AbortError once aborted.
-export async function call(method, path, body, { retried = false, signal = undefined } = {}) {
-  const headers = { accept: "application/json" };
+// `file` asks for an answer that is a file rather than JSON (the audit log's export): it resolves
+// to its text and headers; a refusal is still JSON and still an ApiError.
+export async function call(method, path, body, { retried = false, signal = undefined, file = false } = {}) {
+  const headers = { accept: file ? "*/*" : "application/json" };
   const sent = token.get();
   if (sent) headers.authorization = `Bearer ${sent}`;
   if (body !== undefined) headers["content-type"] = "application/json";
@@ -70,6 +72,7 @@ export async function call(method, path, body, { retried = false, signal = undef
   if (response.status === 204) return null;
   const text = await response.text();
   signal?.throwIfAborted();
+  if (file && response.ok) return { text, headers: response.headers };
   let parsed = null;
   try {
     parsed = text ? JSON.parse(text) : null;
@@ -94,13 +97,14 @@ export async function call(method, path, body, { retried = false, signal = undef
     onWrongState(error);
   } else if (sent && error.code === "ReauthenticationRequired" && onReauthenticationRequired && !retried) {
     await onReauthenticationRequired(error);
-    return call(method, path, body, { retried: true, signal });
+    return call(method, path, body, { retried: true, signal, file });
   }
   throw error;
 }
 
 export const api = {
   get: (path, { signal } = {}) => call("GET", path, undefined, { signal }),
+  file: (path, { signal } = {}) => call("GET", path, undefined, { signal, file: true }),
   post: (path, body) => call("POST", path, body),
   put: (path, body) => call("PUT", path, body),
   patch: (path, body) => call("PATCH", path, body),
