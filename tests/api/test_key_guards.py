@@ -1,6 +1,7 @@
-"""The last-key rule's guards in management.delete and management.disable_mfa, tested against a stale caller:
-the caller was resolved (organization and member read) before the table changed — an admin
-enforced MFA, or another request deleted or added a key — and the rule must still hold, because
+"""The last-key rule's guards in management.delete, an admin's org_keys.delete_by_admin and
+management.disable_mfa, tested against a stale caller: the caller was resolved (organization and
+member read) before the table changed — an admin enforced MFA, or another request deleted or
+added a key — and the rule must still hold, because
 it is a condition of the write, not a decision on what was read. Then what the member item's
 credential list gives a ceremony, the sessions a deleted key ends, a delete that meets a moved
 authenticator policy at every attempt, the refusal a waiting session meets when its member got a
