@@ -200,6 +200,12 @@ class MemberNotFound(NotFound):
     pass
 
 
+class CannotOffboardYourself(NotAllowed):
+    """Offboarding ends every session and deletes every key of the member: done to oneself it would
+    take an admin's own way in at once (the organization's only admin's, perhaps), and their last
+    key past the last-key rule. Another admin offboards them."""
+
+
 class KeyAlreadyRegistered(RuleViolation):
     pass
 

@@ -6,7 +6,7 @@ import { api } from "./api.js";
 import { AUDIT_ACTIONS, describeAction, describeFailure } from "./messages.js";
 import { keyName } from "./organization-keys.js";
 import { memberNames, nameOf, whenMembersRendered } from "./organization-members.js";
-import { loadMore, organization, organizationPage, screen } from "./organization-screen.js";
+import { isYou, loadMore, organization, organizationPage, screen } from "./organization-screen.js";
 import { acceptField, cell, emptyRow, h, refuseField, row, run, when } from "./ui.js";
 
 const AUDIT_PAGE = 20;
@@ -141,9 +141,13 @@ function renderActorChoices() {
 
 // What an event was about, in names: the member and, for a key, the key's name.
 function about(event) {
-  const member = event.user_id ? nameOf(event.user_id) : null;
+  const yours = event.user_id && isYou(event.user_id);
+  const member = event.user_id ? (yours ? "You" : nameOf(event.user_id)) : null;
   const named = event.details?.name ?? keyName(event.target);
-  if ((event.action.startsWith("key.") || event.action === "mfa.succeeded") && named) return member ? `“${named}” of ${member}` : `“${named}”`;
+  if ((event.action.startsWith("key.") || event.action === "mfa.succeeded") && named) {
+    if (yours) return `Your “${named}”`;
+    return member ? `“${named}” of ${member}` : `“${named}”`;
+  }
   if (event.action.startsWith("backup_credentials.")) return event.target ?? "";
   return member ?? (event.target === organization.session.me.org.id ? "The organization" : event.target ?? "");
 }
@@ -162,7 +166,7 @@ const ACTOR_BADGES = { operator: "Operator", system: "keyward", backup_credentia
 
 function actor(event) {
   const badge = ACTOR_BADGES[event.actor_kind];
-  if (!badge) return [nameOf(event.actor)];
+  if (!badge) return [isYou(event.actor) ? "You" : nameOf(event.actor)];
   const shown = [h("span", { class: "badge" }, badge)];
   // Backup credentials are named by their key ID, which tells one set from another.
   if (event.actor_kind === "backup_credentials") shown.push(" ", event.actor.replace(/^backup credentials /, ""));

@@ -3,7 +3,7 @@
 
 import { api, segment } from "./api.js";
 import { nameOf } from "./organization-members.js";
-import { isBackupSession, organization, organizationPage, screen } from "./organization-screen.js";
+import { isBackupSession, isYou, organization, organizationPage, screen } from "./organization-screen.js";
 import {
   actionsCell, announce, cell, confirmAction, emptyRow, focusScreen, keyId, row, run, showError, trashButton, when,
 } from "./ui.js";
@@ -21,7 +21,7 @@ export function renderBackupCredentials(found) {
   const rows = found.map((credential) => row({},
     cell("Key ID", keyId(credential.key_id)),
     cell("Created", when(credential.created_at)),
-    cell("Created by", nameOf(credential.created_by)),
+    cell("Created by", isYou(credential.created_by) ? "You" : nameOf(credential.created_by)),
     cell("Last used", when(credential.last_used_at)),
     actionsCell(trashButton({
       label: `Delete backup credentials ${credential.key_id}`,

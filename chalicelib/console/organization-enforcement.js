@@ -6,7 +6,7 @@ import { complianceSentence, compliantCount, watchRecount } from "./compliance.j
 import { renderEnrollmentPolicy } from "./enrollment.js";
 import { backupCredentialCount } from "./organization-backup.js";
 import { nameOf } from "./organization-members.js";
-import { isBackupSession, organization, organizationPage, screen } from "./organization-screen.js";
+import { isBackupSession, isYou, organization, organizationPage, screen } from "./organization-screen.js";
 import { announce, confirmAction, run, when } from "./ui.js";
 
 const POLL_INTERVAL_MS = 1000;
@@ -39,7 +39,7 @@ export function renderStatus(mfa) {
   const since = elements.since;
   since.hidden = !mfa.enforced;
   since.replaceChildren(...(mfa.enforced
-    ? ["MFA is enforced since ", when(mfa.enforced_at), mfa.enforced_by ? ` (by ${nameOf(mfa.enforced_by)}).` : "."]
+    ? ["MFA is enforced since ", when(mfa.enforced_at), mfa.enforced_by ? ` (by ${isYou(mfa.enforced_by) ? "you" : nameOf(mfa.enforced_by)}).` : "."]
     : []));
 
   const total = mfa.members_total;

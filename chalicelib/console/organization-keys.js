@@ -1,8 +1,10 @@
 // Organization settings → Security keys: every member's keys, whether each counts under the
-// policy, and deleting one (ending its owner's sessions too, if the admin asks).
+// policy, and deleting one (ending its owner's sessions too, if the admin asks). The admin's own
+// keys are "yours".
 
 import { api, segment } from "./api.js";
-import { loadMore, organization, screen } from "./organization-screen.js";
+import { explained } from "./messages.js";
+import { isYou, loadMore, organization, screen } from "./organization-screen.js";
 import { complianceText, modelText } from "./policy.js";
 import { actionsCell, announce, cell, confirmAction, emptyRow, keyId, row, run, trashButton, when } from "./ui.js";
 
@@ -19,7 +21,7 @@ export function renderKeys({ keys, next: cursor }, { append }) {
   if (!append) names.clear();
   for (const key of keys) names.set(key.id, key.name);
   const rows = keys.map((key) => {
-    const owner = key.user.name || key.user.id;
+    const owner = isYou(key.user.id) ? "You" : key.user.name || key.user.id;
     return row({ dataset: { keyId: key.id } },
       cell("Member", owner),
       cell("Name", key.name),
@@ -29,7 +31,7 @@ export function renderKeys({ keys, next: cursor }, { append }) {
       cell("Created", when(key.created_at)),
       cell("Last used", when(key.last_used_at)),
       actionsCell(trashButton({
-        label: `Delete ${key.name} of ${owner}`,
+        label: isYou(key.user.id) ? `Delete your key ${key.name}` : `Delete ${key.name} of ${owner}`,
         onclick: (event) => deleteMemberKey(event.currentTarget, key, owner),
       })),
     );
@@ -48,22 +50,42 @@ export function forgetKeys() {
 }
 
 async function deleteMemberKey(button, key, owner) {
-  const endSessions = { label: `End every session of ${owner} too`, checked: false };
-  const confirmed = await confirmAction({
-    title: `Delete “${key.name}” of ${owner}?`,
-    text: `${owner} will no longer be able to sign in with this security key (key ID ${key.id}), and their sessions `
-      + "that passed the security key check with it end. If it is their last key and MFA is enforced, they must "
-      + "register a new key at their next sign-in.",
-    confirm: "Delete key",
-    choice: endSessions,
-  });
+  const own = isYou(key.user.id);
+  const endSessions = { label: own ? "End your other sessions too" : `End every session of ${owner} too`, checked: false };
+  const confirmed = await confirmAction(own
+    ? {
+      title: `Delete your key “${key.name}”?`,
+      text: `You will no longer be able to sign in with this security key (key ID ${key.id}), and your other sessions `
+        + "that passed the security key check with it end. While MFA is enforced, your last key cannot be deleted.",
+      confirm: "Delete key",
+      choice: endSessions,
+    }
+    : {
+      title: `Delete “${key.name}” of ${owner}?`,
+      text: `${owner} will no longer be able to sign in with this security key (key ID ${key.id}), and their sessions `
+        + "that passed the security key check with it end. While MFA is enforced, a member's last key cannot be "
+        + "deleted: offboard them to remove it.",
+      confirm: "Delete key",
+      choice: endSessions,
+    });
   if (!confirmed) return;
   await run(button, async () => {
-    await api.delete(`org/members/${segment(key.user.id)}/mfa/keys/${segment(key.id)}`);
+    try {
+      await api.delete(`org/members/${segment(key.user.id)}/mfa/keys/${segment(key.id)}`);
+    } catch (error) {
+      if (error?.code !== "LastKeyRequired") throw error;
+      // The list may have been out of date: show the keys as they are, then say why this one stays.
+      await organization.reload();
+      throw explained(own
+        ? `Your organization enforces MFA, so you must keep at least one security key: “${key.name}” is your last one, `
+          + "and it was not deleted."
+        : `Your organization enforces MFA, so ${owner} must keep at least one security key: “${key.name}” is their `
+          + `last one, and it was not deleted. To remove it, offboard ${owner}.`);
+    }
     if (endSessions.checked) await api.delete(`org/members/${segment(key.user.id)}/sessions`);
     await organization.reload();
-    announce(`Security key “${key.name}” of ${owner} was deleted.`
-      + (endSessions.checked ? ` Every session of ${owner} was ended.` : ""));
+    announce((own ? `Your security key “${key.name}” was deleted.` : `Security key “${key.name}” of ${owner} was deleted.`)
+      + (endSessions.checked ? (own ? " Your other sessions were ended." : ` Every session of ${owner} was ended.`) : ""));
     elements.title.setAttribute("tabindex", "-1");
     elements.title.focus();
   });

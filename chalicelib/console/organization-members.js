@@ -4,7 +4,7 @@
 import { api, segment } from "./api.js";
 import { memberStanding } from "./compliance.js";
 import { passesButton } from "./enrollment.js";
-import { loadMore, organization, screen } from "./organization-screen.js";
+import { isYou, loadMore, organization, screen } from "./organization-screen.js";
 import { actionsCell, announce, cell, confirmAction, emptyRow, h, row, run, when } from "./ui.js";
 
 const elements = screen.members;
@@ -31,9 +31,9 @@ export function renderMembers({ members, next: cursor }, { append }) {
   for (const member of members) names.set(member.id, member.name || member.id);
   const rows = members.map((member) => {
     const name = member.name || member.id;
-    const own = member.id === organization.session.me.user.id;
+    const own = isYou(member.id);
     return row({ dataset: { userId: member.id } },
-      cell("Member", h("span", { class: "member-name" }, name),
+      cell("Member", h("span", { class: "member-name" }, name), own ? " (you)" : "",
         h("span", { class: "muted block" }, member.email || member.id)),
       cell("Role", member.admin ? "Admin" : "Member"),
       cell("Security keys", String(member.key_count)),

@@ -102,6 +102,11 @@ export function isBackupSession() {
   return organization.session.me.user.id.startsWith("backup:");
 }
 
+// Whether a member of the page is the signed-in person, whom the page calls "you", never by name.
+export function isYou(userId) {
+  return userId === organization.session.me.user.id;
+}
+
 // The next page of a list; focus moves to its first new row, since the button may be gone.
 export async function loadMore(path, next, render) {
   const page = await api.get(`${path}${path.includes("?") ? "&" : "?"}next=${encodeURIComponent(next)}`);

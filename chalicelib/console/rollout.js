@@ -4,7 +4,7 @@
 
 import { api, segment } from "./api.js";
 import { adminsWithoutKey } from "./compliance.js";
-import { screen } from "./organization-screen.js";
+import { isYou, screen } from "./organization-screen.js";
 import { personalScreen } from "./personal-screen.js";
 import { announce, cell, confirmAction, emptyRow, h, row, run, when } from "./ui.js";
 
@@ -91,7 +91,8 @@ async function preview(button) {
     const found = await api.get("org/mfa/preview");
     const without = found.members_without_key;
     const list = h("ul", { id: "preview-members" },
-      ...found.members_without_key_first_page.map((member) => h("li", {}, member.name || member.id)));
+      ...found.members_without_key_first_page.map((member) =>
+        h("li", {}, member.name || member.id, isYou(member.id) ? " (you)" : "")));
     card.preview.replaceChildren(
       h("p", { id: "preview-summary" },
         `Enforcing now would end about ${found.sessions_ending_estimate} other `
@@ -142,10 +143,11 @@ async function loadMembers() {
   const filter = card.coverageFilter.value;
   const { members } = await api.get(`org/members?mfa=${filter}`);
   const rows = members.map((member) => row({ dataset: { userId: member.id } },
-    cell("Member", member.name || member.id),
+    cell("Member", member.name || member.id, isYou(member.id) ? " (you)" : ""),
     cell("Security keys", String(member.key_count)),
     cell("Last sign-in", when(member.last_login_at)),
-    cell("Actions", h("button", {
+    // keyward refuses an admin's offboarding of themselves (CannotOffboardYourself): no button for it.
+    cell("Actions", isYou(member.id) ? h("span", { class: "muted" }, "Another admin can offboard you.") : h("button", {
       type: "button", class: "danger", "aria-label": `Offboard ${member.name || member.id}`,
       onclick: (event) => offboard(event.currentTarget, member),
     }, "Offboard")),

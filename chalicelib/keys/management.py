@@ -113,49 +113,55 @@ def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
 def delete(*, caller: Caller, key_id: str) -> None:
     """``DELETE /me/mfa/keys/{id}``: remove one of one's own keys.
 
-    While the organization enforces MFA, the member's last key stays (409 LastKeyRequired).
-    The rule is a condition on the member's key count when enforcement is on, and a condition
-    that enforcement is still off otherwise — so it holds when deletes race each other or an
-    admin enforcing MFA.
+    While the organization enforces MFA, the member's last key stays (409 LastKeyRequired), as
+    :func:`remove_key` holds.
     """
-    try:
-        remove_key(caller=caller, user_id=caller.session.user_id, key_id=check_key_id(key_id), by="self")
-    except ConditionsFailed as refused:
-        if Item.KEY in refused.labels:
-            raise KeyNotFound("No such security key.") from None
-        raise LastKeyRequired("The organization enforces MFA: your last security key cannot be deleted.") from None
+    remove_key(caller=caller, user_id=caller.session.user_id, key_id=check_key_id(key_id), by="self")
 
 
 def remove_key(*, caller: Caller, user_id: str, key_id: str, by: str) -> None:
     """Delete a member's key in one transaction with its credential claim, the member's key
     count, the member's other sessions that passed MFA with it, and the audit event.
 
-    A member deleting their own key (``by="self"``) keeps the last one while the organization
-    enforces MFA: a condition on the key count when enforcement is on, and a condition that it
-    is still off otherwise. An admin (``by="admin"``) may delete any key.
+    Whoever deletes it, the member (``by="self"``) or an admin (``by="admin"``), the member's last
+    key stays while the organization enforces MFA: a condition on the key count when enforcement
+    is on, and a condition that it is still off otherwise — so the rule holds when deletes race
+    each other or an admin enforcing MFA. An admin who wants everything of a member's gone
+    offboards them.
 
     Raises:
-        ConditionsFailed: ``Item.KEY`` when the member has no such key; otherwise the last-key rule.
+        KeyNotFound: the member has no such key.
+        LastKeyRequired: it is the member's last key and the organization enforces MFA.
+        ConcurrentChange: the organization's authenticator policy kept changing meanwhile.
     """
+    own = user_id == caller.session.user_id
     org_id = caller.session.org_id
     org = caller.org
-    for attempt in range(conditions.MAX_ATTEMPTS):
-        try:
-            _remove_key_under(org=org, caller=caller, user_id=user_id, key_id=key_id, by=by)
-            return
-        except ConcurrentChange:
-            # The policy or a model's status changed since the organization was read: deleting a
-            # key does not depend on them, so count again under the new version.
-            fresh = Organization.get(org_id, consistent_read=True)
-            if compliance.version_of(fresh) == compliance.version_of(org) or attempt == conditions.MAX_ATTEMPTS - 1:
-                raise
-            org = fresh
+    try:
+        for attempt in range(conditions.MAX_ATTEMPTS):
+            try:
+                _remove_key_under(org=org, caller=caller, user_id=user_id, key_id=key_id, by=by)
+                return
+            except ConcurrentChange:
+                # The policy or a model's status changed since the organization was read: deleting a
+                # key does not depend on them, so count again under the new version.
+                fresh = Organization.get(org_id, consistent_read=True)
+                if compliance.version_of(fresh) == compliance.version_of(org) or attempt == conditions.MAX_ATTEMPTS - 1:
+                    raise
+                org = fresh
+    except ConditionsFailed as refused:
+        if Item.KEY in refused.labels:
+            raise KeyNotFound("No such security key." if own else "No such security key for this member.") from None
+        raise LastKeyRequired(
+            "The organization enforces MFA: your last security key cannot be deleted."
+            if own
+            else "The organization enforces MFA: the member's last security key cannot be deleted."
+        ) from None
 
 
 def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id: str, by: str) -> None:
     """:func:`remove_key`, with the organization as read (its enforcement and compliance version)."""
     org_id = caller.session.org_id
-    keep_last = by == "self"
     enforced = bool(org.mfa_enforced)
     org_version = compliance.version_of(org)
     # Read for the audit event and the member's mail, which name the key, and for whether it
@@ -180,9 +186,9 @@ def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id
                 delta=-1,
                 compliant_delta=compliant,
                 compliance_version=org_version,
-                condition=Member.key_count > 1 if keep_last and enforced else None,
+                condition=Member.key_count > 1 if enforced else None,
                 extra_actions=[Member.credentials[key_id].remove()] if lists_credentials else [],
-                org_condition=Organization.mfa_enforced == False if keep_last and not enforced else None,
+                org_condition=Organization.mfa_enforced == False if not enforced else None,
             )
             overflow = _end_sessions_verified_with(
                 write, org_id=org_id, user_id=user_id, key_ids={key_id}, sparing=caller.session.session_id

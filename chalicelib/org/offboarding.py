@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from chalicelib.access.sessions import end_sessions
 from chalicelib.base import audit
-from chalicelib.base.errors import ConcurrentChange, MemberNotFound
+from chalicelib.base.errors import CannotOffboardYourself, ConcurrentChange, MemberNotFound
 from chalicelib.base.models import (
     CredentialClaim,
     Member,
@@ -42,9 +42,12 @@ def offboard(*, caller: Caller, user_id: str) -> int:
     Returns how many sessions were deleted.
 
     Raises:
+        CannotOffboardYourself: the member is the caller; nothing is read or written.
         MemberNotFound: no such member.
     """
     org_id = caller.org.org_id
+    if user_id == caller.session.user_id:
+        raise CannotOffboardYourself("You cannot offboard yourself: another admin can.")
     if not 0 < len(user_id) <= 255 or user_id.startswith(audit.BACKUP_USER_PREFIX):
         raise MemberNotFound("No such member.")
 

@@ -788,12 +788,14 @@ class AssuranceModel(RuleBasedStateMachine):
         if session is None or target is None:
             return
         self.tick()
+        # The member's own last-key rule: under enforcement, their last key stays.
+        last = self.enforced and len(self.held(MEMBER)) == 1
         outcome, _ = self.change(
             session,
             "DELETE",
             f"/org/members/{MEMBER}/mfa/keys/{target.key_id}",
             None,
-            {(204, None)},
+            {(409, "LastKeyRequired")} if last else {(204, None)},
             what="admin deletes a key",
             admin=True,
         )

@@ -67,7 +67,9 @@ def test_a_scripted_morning_leaves_a_complete_trail_newest_first(api, stream):
     assert bob.state == "registration_required"
     bobs_key = SoftwareAuthenticator()
     bobs_key_id = _key_id(api.add_key(bob, bobs_key))
-    api.mfa_login(org="acme", user="bob", authenticator=bobs_key)
+    verified = api.mfa_login(org="acme", user="bob", authenticator=bobs_key)
+    # A spare key, so that bob's first is not his last: under enforcement, that one stays.
+    spare_key_id = _key_id(api.add_key(verified, SoftwareAuthenticator()))
     failing = api.login(user="bob")
     assert _fail_mfa(api, failing, bobs_key, origin=EVIL_ORIGIN).code == "OriginMismatch"
     assert api.call("DELETE", f"/org/members/bob/mfa/keys/{bobs_key_id}", token=alice.token).status == 204
@@ -84,6 +86,7 @@ def test_a_scripted_morning_leaves_a_complete_trail_newest_first(api, stream):
         ("key.deleted", "alice", bobs_key_id),
         ("mfa.failed", "bob", "bob"),
         ("login", "bob", "bob"),
+        ("key.registered", "bob", spare_key_id),
         ("mfa.succeeded", "bob", bobs_key_id),
         ("login", "bob", "bob"),
         ("key.registered", "bob", bobs_key_id),
@@ -125,7 +128,7 @@ def test_a_scripted_morning_leaves_a_complete_trail_newest_first(api, stream):
     assert enabled["details"]["session_id"] == alice.token.split(".")[3]
     [deleted] = by_action["key.deleted"]
     assert (deleted["details"]["by"], deleted["user_id"]) == ("admin", "bob")
-    assert [e["details"]["by"] for e in by_action["key.registered"]] == ["self", "self"]
+    assert [e["details"]["by"] for e in by_action["key.registered"]] == ["self", "self", "self"]
     [failed] = by_action["mfa.failed"]
     assert (failed["details"]["reason"], failed["user_id"]) == ("OriginMismatch", "bob")
     [succeeded] = by_action["backup_login.succeeded"]

@@ -14,8 +14,9 @@ import pytest
 from chalicelib.access import mfa, sessions
 from chalicelib.base import errors
 from chalicelib.base.models import CredentialClaim, Member, SecurityKey
-from chalicelib.keys import registration
+from chalicelib.keys import org_keys, registration
 from tests.support.authenticator import SoftwareAuthenticator
+from tests.support.keyward_client import enforce_in_table
 
 ROUNDS = 5
 
@@ -117,3 +118,29 @@ def test_one_assertion_activates_at_most_one_session(api, round_):
     )
     [key] = SecurityKey.scan(consistent_read=True)
     assert key.sign_count == 1
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_two_admins_deleting_a_members_last_two_keys_at_once_under_enforcement_leave_one(api, round_):
+    bob = api.login()
+    for name in ("First", "Second"):
+        assert api.add_key(bob, SoftwareAuthenticator(), name=name).status == 201
+    enforce_in_table("acme")
+    admins = [api.login(user=user, admin=True) for user in ("alice", "dave")]
+    first, second = sorted(key.key_id for key in SecurityKey.scan(consistent_read=True))
+
+    outcomes = _race(
+        *[
+            lambda admin=admin, key_id=key_id: org_keys.delete_by_admin(
+                caller=_caller(admin.token), user_id="bob", key_id=key_id
+            )
+            for admin, key_id in zip(admins, (first, second), strict=True)
+        ]
+    )
+
+    assert sum(o is None for o in outcomes) == 1, outcomes
+    assert sum(isinstance(o, errors.LastKeyRequired) for o in outcomes) == 1, outcomes
+    [kept] = SecurityKey.scan(consistent_read=True)
+    assert kept.key_id == (second if outcomes[0] is None else first)
+    assert CredentialClaim.get(kept.key_id).user_id == "bob"
+    assert Member.get("acme", "bob", consistent_read=True).key_count == 1

@@ -375,8 +375,10 @@ def test_a_member_who_lost_every_key_gets_back_in_with_a_pass(api, admin):
     assert _register(api, bob, code=first["code"]).status == 201
     assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
     [lost] = [key.key_id for key in SecurityKey.query("acme") if key.user_id == "bob"]
-    # The admin deletes the lost key: bob must register a new one at his next login, with a pass.
-    assert api.call("DELETE", f"/org/members/bob/mfa/keys/{lost}", token=admin.token).status == 204
+    # The lost key is his last: it stays under enforcement, whoever deletes it.
+    assert api.call("DELETE", f"/org/members/bob/mfa/keys/{lost}", token=admin.token).code == "LastKeyRequired"
+    # The admin offboards him: he starts over at his next login, and registers a new key with a pass.
+    assert api.call("DELETE", "/org/members/bob", token=admin.token).status == 204
     bob = api.login(user="bob")
     assert bob.state == "registration_required"
     assert _register(api, bob).code == "EnrollmentPassRequired"

@@ -1,6 +1,7 @@
-"""The last-key rule's guards in management.delete and management.disable_mfa, tested against a stale caller:
-the caller was resolved (organization and member read) before the table changed — an admin
-enforced MFA, or another request deleted or added a key — and the rule must still hold, because
+"""The last-key rule's guards in management.delete, an admin's org_keys.delete_by_admin and
+management.disable_mfa, tested against a stale caller: the caller was resolved (organization and
+member read) before the table changed — an admin enforced MFA, or another request deleted or
+added a key — and the rule must still hold, because
 it is a condition of the write, not a decision on what was read. Then what the member item's
 credential list gives a ceremony, the sessions a deleted key ends, a delete that meets a moved
 authenticator policy at every attempt, the refusal a waiting session meets when its member got a
@@ -100,6 +101,36 @@ def test_the_last_key_is_kept_when_another_delete_took_the_other_one_meanwhile(a
         management.delete(caller=stale, key_id=second)
 
     assert _key_ids() == {second} and _key_count() == 1
+
+
+def test_an_admins_delete_of_a_members_last_key_is_kept_when_another_took_the_other_one_meanwhile(api):
+    # Under enforcement, bob holds two keys; this admin was read then; another admin deleted one since.
+    bob = _member_with_keys(api, 2)
+    enforce_in_table("acme", enforcing_session_id=bob.token.split(".")[3])
+    admin = api.login(user="alice", admin=True)
+    stale = _caller(admin)
+    first, second = sorted(_key_ids())
+    org_keys.delete_by_admin(caller=_caller(admin), user_id="bob", key_id=first)
+
+    with pytest.raises(LastKeyRequired):
+        org_keys.delete_by_admin(caller=stale, user_id="bob", key_id=second)
+
+    assert _key_ids() == {second} and _key_count() == 1
+
+
+def test_an_admins_delete_of_a_members_last_key_is_refused_when_mfa_was_enforced_after_the_caller_was_read(api):
+    bob = _member_with_keys(api, 1)
+    admin = api.login(user="alice", admin=True)
+    stale = _caller(admin)
+    [only] = _key_ids()
+    # Enforced, but the admin's caller read the organization before: only the write's condition can see it.
+    Organization("acme").update(actions=[Organization.mfa_enforced.set(True)])
+    assert stale.org.mfa_enforced is False and bob
+
+    with pytest.raises(LastKeyRequired):
+        org_keys.delete_by_admin(caller=stale, user_id="bob", key_id=only)
+
+    assert _key_ids() == {only} and _key_count() == 1
 
 
 def test_disabling_mfa_is_refused_when_mfa_was_enforced_after_the_caller_was_read(api):

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from chalicelib.base.models import CredentialClaim, Member, Organization, SecurityKey
+from chalicelib.base.models import AuditEvent, CredentialClaim, Member, Organization, SecurityKey
 from tests.support.authenticator import SoftwareAuthenticator
 
 LISTS = [("/org/members", "members"), ("/org/mfa/keys", "keys")]
@@ -307,18 +307,52 @@ def test_deleting_a_key_the_member_does_not_hold_is_not_found_and_changes_nothin
     assert all(_exists(CredentialClaim, k) for k in before[0])
 
 
-def test_under_enforcement_an_admin_may_delete_a_members_last_key(api, acme):
+def _audited_deletions(org: str) -> list[str]:
+    return [event.target for event in AuditEvent.query(org, consistent_read=True) if event.action == "key.deleted"]
+
+
+def test_under_enforcement_an_admin_may_not_delete_a_members_last_key(api, acme):
     alice = acme["alice"]
     assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}).status == 200
+    first, last = sorted(_key_ids("acme", "bob"))
+    assert api.call("DELETE", f"/org/members/bob/mfa/keys/{first}", token=alice.token).status == 204
+
+    reply = api.call("DELETE", f"/org/members/bob/mfa/keys/{last}", token=alice.token)
+
+    assert (reply.status, reply.code) == (409, "LastKeyRequired"), reply.body
+    assert "last security key" in reply.body["Message"]
+    assert _key_ids("acme", "bob") == {last} and _key_count("acme", "bob") == 1
+    assert _exists(CredentialClaim, last)
+    assert _audited_deletions("acme") == [first]
+    listed = api.call("GET", "/org/mfa/keys?user_id=bob", token=alice.token).body["keys"]
+    assert [key["id"] for key in listed] == [last]
+    status = api.call("GET", "/org/mfa", token=alice.token).body
+    assert (status["members_total"], status["members_compliant"]) == (3, 2)
+
+
+def test_under_enforcement_an_admin_may_not_delete_her_own_last_key_from_the_organizations_keys(api, acme):
+    alice = acme["alice"]
+    assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}).status == 200
+    [own] = _key_ids("acme", "alice")
+
+    reply = api.call("DELETE", f"/org/members/alice/mfa/keys/{own}", token=alice.token)
+
+    # The same answer as Personal settings gives her (DELETE /me/mfa/keys/{id}).
+    assert (reply.status, reply.code) == (409, "LastKeyRequired"), reply.body
+    assert api.call("DELETE", f"/me/mfa/keys/{own}", token=alice.token).code == "LastKeyRequired"
+    assert _key_ids("acme", "alice") == {own} and _key_count("acme", "alice") == 1
+    assert _audited_deletions("acme") == []
+
+
+def test_without_enforcement_an_admin_may_delete_a_members_last_key(api, acme):
+    alice = acme["alice"]
 
     for key_id in sorted(_key_ids("acme", "bob")):
         reply = api.call("DELETE", f"/org/members/bob/mfa/keys/{key_id}", token=alice.token)
         assert reply.status == 204, reply.body
 
     assert _key_ids("acme", "bob") == set() and _key_count("acme", "bob") == 0
-    status = api.call("GET", "/org/mfa", token=alice.token).body
-    assert (status["enforced"], status["members_total"], status["members_compliant"]) == (True, 3, 1)
-    assert api.login(user="bob").state == "registration_required"
+    assert api.login(user="bob").state == "active"
 
 
 # --- isolation between organizations ----------------------------------------------------------

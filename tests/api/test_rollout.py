@@ -240,6 +240,23 @@ def test_offboarding_an_unknown_member_or_as_a_member_is_refused(api):
     assert Member.get("acme", "alice", consistent_read=True).key_count == 1
 
 
+def test_an_admin_cannot_offboard_herself_and_nothing_changes(api):
+    alice = _admin(api)
+    [key_id] = [key.key_id for key in SecurityKey.query("acme", consistent_read=True) if key.user_id == "alice"]
+    before = Organization.get("acme", consistent_read=True)
+
+    reply = api.call("DELETE", "/org/members/alice", token=alice.token)
+
+    assert (reply.status, reply.code) == (403, "CannotOffboardYourself"), reply.body
+    assert Member.get("acme", "alice", consistent_read=True).key_count == 1
+    assert SecurityKey.get("acme", key_id, consistent_read=True).user_id == "alice"
+    assert CredentialClaim.get(key_id, consistent_read=True).user_id == "alice"
+    assert api.call("GET", "/me", token=alice.token).status == 200
+    after = Organization.get("acme", consistent_read=True)
+    assert (after.members_total, after.members_with_key) == (before.members_total, before.members_with_key) == (1, 1)
+    assert not [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "member.offboarded"]
+
+
 def test_offboarding_ends_many_sessions(api):
     alice = _admin(api)
     api.login(user="bob")

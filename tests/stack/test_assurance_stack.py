@@ -303,17 +303,19 @@ def test_registering_and_deleting_keys_does_not_extend_a_keyless_sessions_window
     assert keyward.me(stolen).body["mfa"]["key_count"] == 0
 
 
-def test_a_rogue_key_an_admin_deletes_takes_the_session_that_registered_it_along(keyward, db):
-    """Under enforcement with a grace period, the attacker (active, keyless) registers a rogue key;
-    an admin deletes it. The session that registered it ends with it: it neither survives bob's
-    real enrolment nor adds another key."""
+def test_a_rogue_key_an_admin_removes_takes_the_session_that_registered_it_along(keyward, db):
+    """Under enforcement with a grace period, the attacker (active, keyless) registers a rogue key.
+    It is bob's last, which stays under enforcement whoever deletes it: the admin offboards bob.
+    The session that registered it ends with it: it neither survives bob's real enrolment nor
+    adds another key."""
     org = unique_org("rogue-key")
     admin = keyward.enforced_org(org)
     grace = keyward.call("PUT", "/org/mfa", token=admin, body={"enforced": True, "grace_period_hours": 24})
     assert grace.status == 200, str(grace)
     stolen = keyward.token(org=org, user="bob")
     rogue = keyward.add_key(stolen, name="Rogue").body["key"]["id"]
-    assert keyward.call("DELETE", f"/org/members/bob/mfa/keys/{rogue}", token=admin).status == 204
+    refused(keyward.call("DELETE", f"/org/members/bob/mfa/keys/{rogue}", token=admin), 409, "LastKeyRequired")
+    assert keyward.call("DELETE", "/org/members/bob", token=admin).status == 204
 
     refused(keyward.call("GET", "/me", token=stolen), 401, "InvalidToken")
     assert session_item(db, org, stolen) is None

@@ -202,9 +202,12 @@ def test_a_pass_enrols_the_members_first_key_once_and_only_its_hash_is_stored(ke
         "EnrollmentPassUsed",
     )
 
-    # The code is spent: bob's next session cannot use it to enrol again after losing his keys.
+    # The code is spent: bob's next session cannot use it to enrol again after losing his keys
+    # (his last, deleted once enforcement is relaxed: under enforcement it stays).
+    relaxed = keyward.call("PUT", "/org/mfa", token=admin, body={"enforced": False})
+    assert relaxed.status == 200, str(relaxed)
     assert keyward.call("DELETE", f"/org/members/bob/mfa/keys/{key_id}", token=admin).status == 204
-    again = keyward.token(org=org, user="bob", state="registration_required")
+    again = keyward.token(org=org, user="bob")
     refused(register_first(keyward, again, code=issued["code"]), 403, "InvalidEnrollmentPass")
 
 
@@ -216,8 +219,10 @@ def test_a_member_who_lost_every_key_gets_back_in_with_a_pass(keyward, db):
     assert keyward.call("PUT", "/org/mfa", token=admin, body={"enforced": True}).status == 200
     [lost] = [item["key_id"]["S"] for item in db.query_org("keys", org) if item["user_id"]["S"] == "bob"]
 
-    # bob lost his key. Signed in with only his IdP password he is stuck at registration.
-    assert keyward.call("DELETE", f"/org/members/bob/mfa/keys/{lost}", token=admin).status == 204
+    # bob lost his key, his last: under enforcement it stays, whoever deletes it. The admin
+    # offboards him; signed in again with only his IdP password, he is stuck at registration.
+    refused(keyward.call("DELETE", f"/org/members/bob/mfa/keys/{lost}", token=admin), 409, "LastKeyRequired")
+    assert keyward.call("DELETE", "/org/members/bob", token=admin).status == 204
     bob = keyward.token(org=org, user="bob", state="registration_required")
     refused(keyward.call("GET", "/me/mfa/keys", token=bob), 403, "RegistrationRequired")
     refused(register_first(keyward, bob), 403, "EnrollmentPassRequired")
