@@ -189,6 +189,25 @@ def test_an_mfa_check_is_not_a_login(api, second):
     assert (api.login_reply(org="acme", user="carol").status, api.login_reply(org="acme").code) == (429, LIMITED[1])
 
 
+def test_a_returning_members_login_is_still_two_round_trips_with_the_count_in_its_transaction(api, second, monkeypatch):
+    _set_up(api, "acme", users=("bob",))
+    second(0)
+    sent: list[tuple[str, list[str]]] = []
+    real_send = botocore.endpoint.Endpoint._send
+
+    def recording(endpoint: Any, request: Any) -> Any:
+        target = request.headers.get("X-Amz-Target", b"")
+        operation = (target.decode() if isinstance(target, bytes) else target).rpartition(".")[2]
+        items = json.loads(request.body).get("TransactItems", [])
+        sent.append((operation, [next(iter(item.values()))["TableName"] for item in items]))
+        return real_send(endpoint, request)
+
+    monkeypatch.setattr(botocore.endpoint.Endpoint, "_send", recording)
+    assert api.login_reply(org="acme", user="bob").status == 200
+    assert [operation for operation, _ in sent] == ["TransactGetItems", "TransactWriteItems"]
+    assert Throttle.Meta.table_name in sent[1][1]
+
+
 # --- two logins' transactions meeting on one counter -------------------------------------------------
 
 
