@@ -286,3 +286,27 @@ def test_a_login_that_meets_others_twice_is_told_to_try_again_and_wrote_nothing(
     assert (refused.status, refused.code) == (503, "StorageUnavailable")
     assert injector.sent == 2
     assert (_sessions("acme"), _logins("acme")) == (sessions_before, logins_before)
+
+
+def test_the_openid_providers_session_from_a_hint_counts_and_leaves_the_request_pending(api, idp, second):
+    from chalicelib.base.models import Authorization
+    from tests.support.authenticator import SoftwareAuthenticator
+    from tests.support.oidc import authorization_request, register_client, relying_party
+
+    bob = api.login(org="acme", user="bob")
+    assert api.add_key(bob, SoftwareAuthenticator()).status == 201
+    client_id, secret = register_client()
+    session = relying_party(api, client_id=client_id, secret=secret)
+    request_id, _ = authorization_request(api, session, "v" * 64, id_token_hint=idp.mint(org="acme", user="bob"))
+    login_rate.set_limit(org_id="acme", rate=1)
+    second(0)
+    assert api.login_reply(org="acme", user="carol").status == 200
+
+    refused = api.call("POST", f"/oidc/authorize/{request_id}/session")
+    assert (refused.status, refused.code) == LIMITED
+    assert refused.headers.get("Retry-After") == "1"
+    assert Authorization.get(f"request#{request_id}", consistent_read=True).used_at is None
+
+    second(1)
+    started = api.call("POST", f"/oidc/authorize/{request_id}/session")
+    assert started.status == 200 and started.body["state"] == "mfa_required"
