@@ -18,7 +18,8 @@ from botocore.awsrequest import AWSResponse
 
 from chalicelib.access import login_rate
 from chalicelib.base import clock
-from chalicelib.base.config import settings
+from chalicelib.base.config import load, settings
+from chalicelib.base.errors import ConfigurationError
 from chalicelib.base.models import AuditEvent, Organization, Session, Throttle
 
 LIMITED = (429, "OrganizationRateLimited")
@@ -149,6 +150,19 @@ def test_a_high_rate_spreads_a_seconds_logins_over_shards(api, second, monkeypat
     assert [api.login_reply(org="acme", user=f"user{n}").status for n in range(5)] == [200] * 4 + [429]
     at = int(moment.timestamp())
     assert _counters("acme", moment) == {f"logins#acme#{at}#0": 2, f"logins#acme#{at}#1": 2}
+
+
+def test_the_deployments_rate_is_200_unless_set_and_may_be_0():
+    assert load({}).org_login_rate == 200
+    assert load({"KEYWARD_ORG_LOGIN_RATE": "0"}).org_login_rate == 0
+    assert load({"KEYWARD_ORG_LOGIN_RATE": "5000"}).org_login_rate == 5000
+    with pytest.raises(ConfigurationError, match="KEYWARD_ORG_LOGIN_RATE must be 0 or more"):
+        load({"KEYWARD_ORG_LOGIN_RATE": "-1"})
+    with pytest.raises(ConfigurationError, match="must be an integer"):
+        load({"KEYWARD_ORG_LOGIN_RATE": "fast"})
+    # The other settings stay positive.
+    with pytest.raises(ConfigurationError, match="must be positive"):
+        load({"KEYWARD_REAUTH_WINDOW_SECONDS": "0"})
 
 
 def test_shards_keep_every_counter_far_below_a_partitions_write_units():
