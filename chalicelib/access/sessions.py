@@ -131,6 +131,12 @@ def initial_state(*, org: Organization, member: Member) -> SessionState:
     return SessionState.ACTIVE
 
 
+# Tries of a login whose counter shard another login's transaction holds; after them the login
+# starts uncounted. The rate sheds storms; it is no reason to refuse a person, and shards that
+# keep meeting other transactions are busy, not full (a full shard fails its condition instead).
+_COUNTED_TRIES = 3
+
+
 def start(
     *,
     org: Organization,
@@ -171,12 +177,14 @@ def start(
     token = _new_token(session)
     session.token_hash = _hash(token)
     audit.add_details(audit_event, session_id=session.session_id, state=session.state)
-    for attempt in range(2):
+    for attempt in range(_COUNTED_TRIES + 1):
+        counted = attempt < _COUNTED_TRIES
         try:
             with transaction() as write:
                 write.save(Item.SESSION, session, condition=Session.session_id.does_not_exist())
                 write.save(Item.AUDIT, audit_event)
-                login_rate.count_login(write, org=org, at=started)
+                if counted:
+                    login_rate.count_login(write, org=org, at=started)
                 if also is not None:
                     also(write)
             break
@@ -189,11 +197,13 @@ def start(
             # 128 random bits collided: astronomically unlikely
             raise InvalidToken("Could not start a session; try again.") from None
         except Contended as busy:
-            # Another login's transaction held the same counter shard at that moment: the second
+            # Another login's transaction held the same counter shard at that moment: the next
             # try draws a shard again. Only contention costs a round trip more.
-            if attempt or busy.labels != {Item.LOGIN_RATE}:
+            if not counted or busy.labels != {Item.LOGIN_RATE}:
                 raise
             metrics.count("LoginRateContention", org=org.org_id)
+    if not counted:
+        log.warning("login of %s started uncounted: its counter shards were contended", org.org_id)
     return IssuedSession(token=token, session=session)
 
 
