@@ -4,6 +4,8 @@ that may write them (the API's own role may not create organizations).
     python -m keyward org create ORG [--issuer URL]   create an organization, bound to an IdP
     python -m keyward org recount ORG | --all         set coverage counters from the members, and
                                                       start a compliance recount where none was kept
+    python -m keyward org login-rate ORG N|default    sessions the organization may start a second
+                                                      (0: no limit; default: KEYWARD_ORG_LOGIN_RATE)
     python -m keyward webhooks seal-secrets           encrypt, with the webhook secret key, the signing
                                                       secrets of endpoints that still hold them in clear
     python -m keyward keys rotate [--algorithm RS256|ES256]
@@ -46,6 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("org_id", nargs="?")
     target.add_argument("--all", action="store_true", help="every organization")
 
+    rate = org.add_parser(
+        "login-rate",
+        help="sessions the organization may start a second: a number (0 for no limit), "
+        "or 'default' for the deployment's KEYWARD_ORG_LOGIN_RATE",
+    )
+    rate.add_argument("org_id")
+    # Read as text and checked here, so that a wrong value is one line, not argparse's usage.
+    rate.add_argument("rate", metavar="N|default")
+
     hooks = commands.add_parser("webhooks", help="webhook endpoints").add_subparsers(dest="action", required=True)
     hooks.add_parser(
         "seal-secrets",
@@ -76,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     from chalicelib.base.models import Organization
     from chalicelib.counters import compliance, coverage
 
+    if args.action == "login-rate":
+        return _login_rate(args.org_id, args.rate)
     if args.action == "create":
         if not tenancy.valid_org_id(args.org_id):
             print(f"not a usable organization ID: {args.org_id!r}", file=sys.stderr)
@@ -107,6 +120,41 @@ def main(argv: list[str] | None = None) -> int:
             # A policy saved before compliance was counted: the stream function counts it now.
             compliance.restart(org_id=org_id)
             print(f"{org_id}: compliance recount started")
+    return 0
+
+
+def _login_rate(org_id: str, given: str) -> int:
+    from chalicelib.access import login_rate, tenancy
+    from chalicelib.base.config import settings
+    from chalicelib.base.models import Organization
+
+    if not tenancy.valid_org_id(org_id):
+        print(f"not a usable organization ID: {org_id!r}", file=sys.stderr)
+        return 2
+    if given == "default":
+        rate = None
+    elif given.isascii() and given.isdigit():
+        rate = int(given)
+    else:
+        print(
+            f"not a login rate: {given!r}: give a whole number of logins a second (0: no limit) or 'default'",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        login_rate.set_limit(org_id=org_id, rate=rate)
+    except Organization.DoesNotExist:
+        print(
+            f"no organization {org_id!r} in {Organization.Meta.table_name}: "
+            f"`python -m keyward org create {org_id}` creates one",
+            file=sys.stderr,
+        )
+        return 1
+    if rate is None:
+        default = settings().org_login_rate
+        print(f"{org_id}: the deployment's login rate, now {default or 'no limit'} a second (KEYWARD_ORG_LOGIN_RATE)")
+    else:
+        print(f"{org_id}: {rate} logins a second" if rate else f"{org_id}: no login rate limit")
     return 0
 
 

@@ -23,8 +23,8 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, TransactGetError, UpdateError
 from pynamodb.transactions import TransactGet
 
-from chalicelib.access import grace, lifecycle, tenancy
-from chalicelib.base import audit, clock
+from chalicelib.access import grace, lifecycle, login_rate, tenancy
+from chalicelib.base import audit, clock, metrics
 from chalicelib.base.audit import BACKUP_USER_PREFIX, UNKNOWN_CLIENT, Client
 from chalicelib.base.config import settings
 from chalicelib.base.context import AlsoRead, AlsoReads, Caller, SessionState
@@ -51,6 +51,7 @@ from chalicelib.base.models import (
 from chalicelib.base.storage import (
     TRANSACTION_CANCELED,
     ConditionsFailed,
+    Contended,
     Item,
     LabelledWrite,
     response_code,
@@ -130,6 +131,12 @@ def initial_state(*, org: Organization, member: Member) -> SessionState:
     return SessionState.ACTIVE
 
 
+# Tries of a login whose counter shard another login's transaction holds; after them the login
+# starts uncounted. The rate sheds storms; it is no reason to refuse a person, and shards that
+# keep meeting other transactions are busy, not full (a full shard fails its condition instead).
+_COUNTED_TRIES = 3
+
+
 def start(
     *,
     org: Organization,
@@ -140,7 +147,14 @@ def start(
     also: Callable[[LabelledWrite], None] | None = None,
 ) -> IssuedSession:
     """Create a session for a member who has just proved who they are; the login's audit event,
-    and whatever ``also`` adds, are written with it in one transaction."""
+    the count of the organization's logins this second, and whatever ``also`` adds, are written
+    with it in one transaction.
+
+    Raises:
+        OrganizationRateLimited: the organization has started as many sessions this second as its
+            login rate allows (chalicelib/access/login_rate.py); nothing was written.
+        ConditionsFailed: a condition of ``also``'s writes failed; nothing was written.
+    """
     started = clock.now()
     expires = started + timedelta(seconds=settings().session_lifetime_seconds)
     session = Session(
@@ -163,17 +177,33 @@ def start(
     token = _new_token(session)
     session.token_hash = _hash(token)
     audit.add_details(audit_event, session_id=session.session_id, state=session.state)
-    try:
-        with transaction() as write:
-            write.save(Item.SESSION, session, condition=Session.session_id.does_not_exist())
-            write.save(Item.AUDIT, audit_event)
-            if also is not None:
-                also(write)
-    except ConditionsFailed as refused:
-        if Item.SESSION not in refused.labels:
-            raise  # a condition of the caller's own writes
-        # 128 random bits collided: astronomically unlikely
-        raise InvalidToken("Could not start a session; try again.") from None
+    for attempt in range(_COUNTED_TRIES + 1):
+        counted = attempt < _COUNTED_TRIES
+        try:
+            with transaction() as write:
+                write.save(Item.SESSION, session, condition=Session.session_id.does_not_exist())
+                write.save(Item.AUDIT, audit_event)
+                if counted:
+                    login_rate.count_login(write, org=org, at=started)
+                if also is not None:
+                    also(write)
+            break
+        except ConditionsFailed as refused:
+            if Item.LOGIN_RATE in refused.labels:
+                metrics.count("LoginsRateLimited", org=org.org_id, limit=login_rate.limit_of(org))
+                raise login_rate.refusal(org) from None
+            if Item.SESSION not in refused.labels:
+                raise  # a condition of the caller's own writes
+            # 128 random bits collided: astronomically unlikely
+            raise InvalidToken("Could not start a session; try again.") from None
+        except Contended as busy:
+            # Another login's transaction held the same counter shard at that moment: the next
+            # try draws a shard again. Only contention costs a round trip more.
+            if not counted or busy.labels != {Item.LOGIN_RATE}:
+                raise
+            metrics.count("LoginRateContention", org=org.org_id)
+    if not counted:
+        log.warning("login of %s started uncounted: its counter shards were contended", org.org_id)
     return IssuedSession(token=token, session=session)
 
 

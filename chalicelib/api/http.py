@@ -98,6 +98,13 @@ def route(
                     extra={"reason": refusal.code, "status": error.STATUS_CODE, "route": path},
                 )
                 metrics.count(*counted_as, by=("Reason", refusal.code), route=path, status=error.STATUS_CODE)
+                if isinstance(refusal, errors.RateLimited) and refusal.retry_after is not None:
+                    # RFC 9110 §10.2.3: when to try again. Chalice's errors carry no headers.
+                    return Response(
+                        body={"Code": refusal.code, "Message": str(refusal)},
+                        status_code=error.STATUS_CODE,
+                        headers={"Retry-After": str(refusal.retry_after)},
+                    )
                 raise error from None
             if status == 204:
                 return Response(body="", status_code=204)

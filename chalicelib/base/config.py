@@ -66,6 +66,10 @@ class IdentityProvider:
 
 ORG_CREATION_MODES = ("on_first_login", "operator")
 
+# Logins a second per organization: below what one organization's partition of the sessions
+# table takes (docs/operations.md, "Per-organization limits").
+DEFAULT_ORG_LOGIN_RATE = 200
+
 
 @dataclass(frozen=True)
 class PreconfiguredClient:
@@ -155,6 +159,9 @@ class Settings:
 
     backup_login_max_failures: int
     backup_login_window_seconds: int
+    # Logins a second one organization may start, unless its own item sets another rate
+    # (chalicelib/access/login_rate.py); 0: no limit.
+    org_login_rate: int
     # Wrong enrolment pass codes a member may enter per window.
     enrollment_pass_max_failures: int
     enrollment_pass_window_seconds: int
@@ -182,7 +189,7 @@ class Settings:
     provider_es256_key: str | None
 
 
-def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -190,8 +197,9 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be an integer, not {raw!r}") from None
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be positive, not {value}")
+    if value < minimum:
+        wanted = "positive" if minimum == 1 else f"{minimum} or more"
+        raise ConfigurationError(f"{name} must be {wanted}, not {value}")
     return value
 
 
@@ -485,6 +493,7 @@ def load(env: Mapping[str, str]) -> Settings:
         webhook_secret_key=env.get("KEYWARD_WEBHOOK_SECRET_KEY", "").strip() or "alias/keyward-webhook-secrets",
         backup_login_max_failures=_integer(env, "KEYWARD_BACKUP_LOGIN_MAX_FAILURES", 5),
         backup_login_window_seconds=_integer(env, "KEYWARD_BACKUP_LOGIN_WINDOW_SECONDS", 15 * 60),
+        org_login_rate=_integer(env, "KEYWARD_ORG_LOGIN_RATE", DEFAULT_ORG_LOGIN_RATE, minimum=0),
         enrollment_pass_max_failures=_integer(env, "KEYWARD_ENROLLMENT_PASS_MAX_FAILURES", 5),
         enrollment_pass_window_seconds=_integer(env, "KEYWARD_ENROLLMENT_PASS_WINDOW_SECONDS", 15 * 60),
         dev_idp_key_file=dev_idp_key_file,

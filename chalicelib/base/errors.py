@@ -276,11 +276,23 @@ class InvalidBackupCredentials(NotAuthenticated):
 
 
 class RateLimited(Refusal):
-    """Too many failed attempts; try again after the window passes."""
+    """Too many attempts, or too many requests at once; try again after the window passes.
+
+    ``retry_after``: the seconds until another attempt can pass, where keyward knows them (the
+    answer's ``Retry-After``).
+    """
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TooManyAttempts(RateLimited):
     pass
+
+
+class OrganizationRateLimited(RateLimited):
+    """The organization started as many sessions this second as it may (chalicelib/access/login_rate.py)."""
 
 
 class NotForBackupSessions(NotAllowed):

@@ -128,6 +128,9 @@ class Organization(Model):
     compliance_version = NumberAttribute(null=True)
     members_compliant = NumberAttribute(null=True)
     compliance_recount = ComplianceRecount(null=True)
+    # Logins a second this organization may start, set by the operator (chalicelib/access/login_rate.py);
+    # absent means the deployment's KEYWARD_ORG_LOGIN_RATE, 0 no limit. Read with every login.
+    login_rate = NumberAttribute(null=True)
 
 
 class MembersByCoverage(GlobalSecondaryIndex["Member"]):
@@ -352,7 +355,8 @@ class BackupCredential(Model):
 
 class Throttle(Model):
     """Failed attempts against one subject (a backup key ID from one source, a member's enrolment
-    codes) in the current window."""
+    codes) in the current window; or one shard of an organization's logins in one second
+    (``logins#<org>#<second>#<shard>``, chalicelib/access/login_rate.py): only ``logins`` and ``ttl``."""
 
     class Meta(_KeywardMeta):
         table_name = _settings.tables.throttles
@@ -360,6 +364,7 @@ class Throttle(Model):
     subject = UnicodeAttribute(hash_key=True)
     window_start = UTCDateTimeAttribute()
     failures = NumberAttribute(default=0)
+    logins = NumberAttribute(null=True)
     ttl = TTLAttribute()
 
 

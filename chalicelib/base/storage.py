@@ -78,6 +78,8 @@ class Item(Enum):
     # The OpenID provider's pending authorization request, and the code it issues.
     AUTHORIZATION = "authorization"
     CODE = "code"
+    # One shard of the organization's logins this second (chalicelib/access/login_rate.py).
+    LOGIN_RATE = "login rate"
 
 
 class ConditionsFailed(Exception):
@@ -85,6 +87,19 @@ class ConditionsFailed(Exception):
 
     def __init__(self, labels: frozenset[Item]) -> None:
         super().__init__(", ".join(sorted(label.value for label in labels)))
+        self.labels = labels
+
+
+class Contended(TransactWriteError):
+    """A transaction was cancelled because another transaction was writing one of its items at the
+    same moment; ``labels`` names those items. Nothing was written.
+
+    A TransactWriteError still, with DynamoDB's answer as its cause: a caller that does not try
+    again meets it as any other failed transaction (a 503).
+    """
+
+    def __init__(self, labels: frozenset[Item], *, cause: Exception | None) -> None:
+        super().__init__(", ".join(sorted(label.value for label in labels)), cause=cause)
         self.labels = labels
 
 
@@ -130,13 +145,17 @@ class LabelledWrite:
         return max(MAX_TRANSACTION_ITEMS - held - keeping, 0)
 
     def failed_conditions(self, error: TransactWriteError) -> frozenset[Item]:
+        return self._items_cancelled_by(error, "ConditionalCheckFailed")
+
+    def conflicts(self, error: TransactWriteError) -> frozenset[Item]:
+        return self._items_cancelled_by(error, "TransactionConflict")
+
+    def _items_cancelled_by(self, error: TransactWriteError, code: str) -> frozenset[Item]:
         order = [label for kind in ("check", "delete", "save", "update") for label in self._labels[kind]]
         reasons = error.cancellation_reasons or []
         # One reason per item, in order, when DynamoDB gives reasons at all; without them none is named.
         return frozenset(
-            label
-            for label, reason in zip(order, reasons, strict=False)
-            if reason is not None and reason.code == "ConditionalCheckFailed"
+            label for label, reason in zip(order, reasons, strict=False) if reason is not None and reason.code == code
         )
 
 
@@ -146,6 +165,8 @@ def transaction() -> Iterator[LabelledWrite]:
 
     Raises:
         ConditionsFailed: the transaction was cancelled by conditions; it names the items.
+        Contended: it was cancelled by another transaction on the same items (and no condition
+            failed); it names them.
     """
     try:
         # The token makes botocore's retry of a transaction whose answer was lost (a timeout)
@@ -157,6 +178,9 @@ def transaction() -> Iterator[LabelledWrite]:
         failed = labelled.failed_conditions(error)
         if failed:
             raise ConditionsFailed(failed) from None
+        contended = labelled.conflicts(error)
+        if contended:
+            raise Contended(contended, cause=error.cause) from None
         raise
 
 

@@ -18,6 +18,7 @@ const BY_CODE = {
   InvalidIdToken:
     "Your sign-in from the identity provider could not be verified. Start again from your organization's sign-in page.",
   IdentityProviderUnavailable: "Your organization's identity provider cannot be reached right now. Try again in a minute.",
+  OrganizationRateLimited: "Many people of your organization are signing in at this moment. Try again in a second.",
   MfaRequired: "Finish the security key check first.",
   RegistrationRequired: "Your organization enforces MFA: register a security key first.",
   AdminRequired: "Only the organization's admins can do this.",

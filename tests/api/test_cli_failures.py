@@ -55,6 +55,41 @@ def test_recounting_a_known_organization_still_counts(api, with_tables):
     assert done.stdout.startswith("acme: 1 members")
 
 
+def test_an_operator_sets_an_organizations_login_rate_and_takes_it_back(api, capsys):
+    from chalicelib.base.models import Organization
+    from keyward.__main__ import main
+
+    api.login(org="acme", user="bob")
+    capsys.readouterr()  # the login's metric line
+    assert main(["org", "login-rate", "acme", "3"]) == 0
+    assert Organization.get("acme", consistent_read=True).login_rate == 3
+    assert capsys.readouterr().out == "acme: 3 logins a second\n"
+    assert main(["org", "login-rate", "acme", "0"]) == 0
+    assert Organization.get("acme", consistent_read=True).login_rate == 0
+    assert main(["org", "login-rate", "acme", "default"]) == 0
+    assert Organization.get("acme", consistent_read=True).login_rate is None
+    assert "the deployment's login rate, now 200 a second" in capsys.readouterr().out.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("org", "rate", "said"),
+    [
+        ("nosuch", "5", "no organization 'nosuch'"),
+        ("acme", "many", "not a login rate: 'many'"),
+        ("acme", "-1", "not a login rate: '-1'"),
+        ("acme", "2.5", "not a login rate: '2.5'"),
+        ("not an org id", "5", "not a usable organization ID"),
+    ],
+)
+def test_a_login_rate_the_operator_cannot_set_is_one_line(api, with_tables, org, rate, said):
+    from chalicelib.base.models import Organization
+
+    api.login(org="acme", user="bob")
+    line = _one_line(_command("keyward", "org", "login-rate", org, rate, environment=with_tables))
+    assert said in line, line
+    assert Organization.get("acme", consistent_read=True).login_rate is None
+
+
 def test_creating_an_organization_without_aws_credentials_says_where_they_come_from(tmp_path):
     # What the shell of an operator who has not configured AWS holds: no credentials anywhere.
     environment = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "DYNAMODB_"))}

@@ -40,6 +40,7 @@ ONLY_SOME_REQUESTS = {
 # request that reads a session loads them, and PynamoDB with them.
 ONLY_AUTHENTICATED_REQUESTS = {
     "chalicelib.access.sessions",
+    "chalicelib.access.login_rate",
     "chalicelib.base.models",
     "chalicelib.base.audit",
     "chalicelib.base.storage",

@@ -13,9 +13,9 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -48,6 +48,8 @@ def session_id_of(token: str) -> str:
 class Reply:
     status: int
     body: Any
+    # Looked up regardless of case, as HTTP names them.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def code(self) -> str | None:
@@ -108,7 +110,7 @@ class StackClient:
             parsed = response.json() if response.content else None
         except ValueError:
             parsed = response.text
-        return Reply(status=response.status_code, body=parsed)
+        return Reply(status=response.status_code, body=parsed, headers=response.headers)
 
     # --- the flows --------------------------------------------------------------------------
 
