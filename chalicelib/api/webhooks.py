@@ -105,3 +105,15 @@ def webhook_deliveries(webhook_id: str) -> dict[str, Any]:
     limit = pagination.limit_from(params.get("limit"))
     found = endpoints.recent_deliveries(org_id=caller.org.org_id, webhook_id=_webhook_id(webhook_id), limit=limit)
     return {"deliveries": [endpoints.describe_delivery(delivery) for delivery in found]}
+
+
+@route(webhooks, "/org/webhooks/{webhook_id}/ping", methods=["POST"], status=202)
+def ping_webhook(webhook_id: str) -> dict[str, Any]:
+    caller = _admin_changing()
+    return {"delivery_id": endpoints.ping(caller=caller, webhook_id=_webhook_id(webhook_id))}
+
+
+@route(webhooks, "/org/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", methods=["POST"], status=202)
+def redeliver_webhook_delivery(webhook_id: str, delivery_id: str) -> dict[str, Any]:
+    caller = _admin_changing()
+    return {"delivery_id": endpoints.redeliver(caller=caller, webhook_id=_webhook_id(webhook_id), delivery=delivery_id)}

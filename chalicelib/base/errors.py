@@ -381,6 +381,14 @@ class WebhookNotFound(NotFound):
     pass
 
 
+class WebhookDeliveryNotFound(NotFound):
+    """No delivery of this endpoint has this ID (or it is older than deliveries are kept)."""
+
+
+class WebhookDisabled(RuleViolation):
+    """The endpoint is disabled: it is sent no event until an admin enables it."""
+
+
 class InvalidTimeRange(InvalidInput):
     """``since``/``until`` are not ISO 8601 UTC timestamps, or ``since`` is not before ``until``."""
 

@@ -475,6 +475,8 @@ class Webhook(Model):
     created_at = UTCDateTimeAttribute()
     created_by = UnicodeAttribute()
     disabled_at = UTCDateTimeAttribute(null=True)
+    # When the current run of failed deliveries began; absent while deliveries go through.
+    failing_since = UTCDateTimeAttribute(null=True)
     # When an admin last enabled it again: it is sent the events recorded from then on, not the
     # ones recorded while it was disabled.
     enabled_at = UTCDateTimeAttribute(null=True)
@@ -534,6 +536,11 @@ class Delivery(Model):
     status_code = NumberAttribute(null=True)
     # Why it failed or was skipped (no email address, endpoint disabled, HTTP 500...).
     detail = UnicodeAttribute(null=True)
+    # How long the endpoint took to answer the last attempt, when it answered.
+    duration_ms = NumberAttribute(null=True)
+    # A redelivery (an admin sent the event again) is a delivery of its own, under the key of the
+    # request's audit event: this is the key of the event it sends again.
+    redelivers = UnicodeAttribute(null=True)
     ttl = TTLAttribute()
 
 

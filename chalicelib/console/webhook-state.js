@@ -1,12 +1,20 @@
 // Whether a webhook endpoint is sent events, in Organization settings → Webhooks: the State cell,
 // and the Enable action for an endpoint that is disabled (keyward disables one that keeps
-// failing). Enabling keeps its secret and deliveries and gives it a fresh run of attempts.
+// failing), and an enabled endpoint's run of failed deliveries. Enabling keeps its secret and
+// deliveries and gives it a fresh run of attempts.
 
 import { api, segment } from "./api.js";
 import { announce, h, run, when } from "./ui.js";
 
 export function describeState(webhook) {
-  if (webhook.state === "enabled") return "Enabled";
+  if (webhook.state === "enabled") {
+    const failures = webhook.consecutive_failures;
+    if (!failures) return "Enabled";
+    // Still sent events, but keyward disables it once the run reaches its limit: an admin should know now.
+    return [h("strong", {}, "Enabled — failing: "),
+      failures === 1 ? "1 delivery failed" : `${failures} deliveries in a row failed`,
+      webhook.failing_since ? [" since ", when(webhook.failing_since)] : ""];
+  }
   const failures = webhook.consecutive_failures;
   return ["Disabled ", when(webhook.disabled_at, { never: "" }),
     failures > 0 ? ` after ${failures} failed deliveries in a row` : ""];

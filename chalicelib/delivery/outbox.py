@@ -22,6 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -61,9 +62,18 @@ class Rejected(Exception):
 class Failed(Exception):
     """This attempt failed; a later one may succeed."""
 
-    def __init__(self, reason: str, *, status_code: int | None = None) -> None:
+    def __init__(self, reason: str, *, status_code: int | None = None, duration_ms: int | None = None) -> None:
         super().__init__(reason)
         self.status_code = status_code
+        self.duration_ms = duration_ms
+
+
+@dataclass(frozen=True)
+class Answered:
+    """An endpoint's answer to an attempt that went through, and how long it took."""
+
+    status_code: int
+    duration_ms: int
 
 
 def event_id(entry: AuditEvent) -> str:
@@ -139,10 +149,17 @@ def _deliver_webhook(*, destination: webhooks.Destination, entry: AuditEvent, de
     reasons: list[str] = []
     unsealed: list[str] = []
     webhook = destination.current
+    # What goes out: the event itself, or, when an admin asked to send an earlier one again, that
+    # one, under its own ID (``webhook-id``) and signed anew. Either is recorded under this event's key.
+    sent: AuditEvent | None = entry
+    if entry.action == webhooks.REDELIVERED:
+        sent = webhooks.event_sent_again(entry=entry)
 
-    def attempt() -> int:
+    def attempt() -> Answered:
+        if sent is None:
+            raise Skipped("the event to send again is no longer kept")
         body = json.dumps(
-            {"type": entry.action, "timestamp": clock.iso(entry.at), "data": describe(entry)}, separators=(",", ":")
+            {"type": sent.action, "timestamp": clock.iso(sent.at), "data": describe(sent)}, separators=(",", ":")
         ).encode()
         if not unsealed:  # decrypted here and only here, once per delivery
             unsealed.append(
@@ -153,20 +170,23 @@ def _deliver_webhook(*, destination: webhooks.Destination, entry: AuditEvent, de
                     legacy=destination.legacy_secret,
                 )
             )
+        started = time.monotonic()
         try:
-            return webhooks.post(
+            status = webhooks.post(
                 url=destination.url,
                 secret=unsealed[0],
-                message_id=event_id(entry),
+                message_id=event_id(sent),
                 timestamp=int(time.time()),
                 body=body,
             )
         except webhooks.DeliveryFailed as failure:
             reasons.append(str(failure))
-            raise Failed(str(failure), status_code=failure.status_code) from None
+            answered_in = _milliseconds_since(started) if failure.status_code is not None else None
+            raise Failed(str(failure), status_code=failure.status_code, duration_ms=answered_in) from None
+        return Answered(status_code=status, duration_ms=_milliseconds_since(started))
 
     channel = destination.channel
-    if _deliver(channel=channel, entry=entry, deadline=deadline, attempt=attempt, resend_unsure=True):
+    if _deliver(channel=channel, entry=entry, sent=sent, deadline=deadline, attempt=attempt, resend_unsure=True):
         if webhook is not None and (reasons or webhook.consecutive_failures):
             webhooks.record_success(webhook=webhook)
         return True
@@ -180,12 +200,23 @@ def _deliver_webhook(*, destination: webhooks.Destination, entry: AuditEvent, de
     return False
 
 
+def _milliseconds_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
+
+
 def _deliver(
-    *, channel: str, entry: AuditEvent, deadline: Deadline, attempt: Callable[[], Any], resend_unsure: bool
+    *,
+    channel: str,
+    entry: AuditEvent,
+    deadline: Deadline,
+    attempt: Callable[[], Any],
+    resend_unsure: bool,
+    sent: AuditEvent | None = None,
 ) -> bool:
-    """Deliver to one channel, unless it already took the event; True when it is done with it."""
+    """Deliver to one channel, unless it already took the event; True when it is done with it.
+    ``sent`` is the event that goes out, when it is not ``entry`` itself (a redelivery)."""
     for number in range(1, ATTEMPTS + 1):
-        if not _claim(channel=channel, entry=entry, resend_unsure=resend_unsure):
+        if not _claim(channel=channel, entry=entry, sent=sent, resend_unsure=resend_unsure):
             return True
         try:
             result = attempt()
@@ -203,34 +234,48 @@ def _deliver(
                 "DeliveryFailures", by=("Channel", channel.split("#", 1)[0]), org=entry.org_id, attempt=number
             )
             _finish(
-                channel=channel, entry=entry, state=FAILED, detail=str(failure)[:500], status_code=failure.status_code
+                channel=channel,
+                entry=entry,
+                state=FAILED,
+                detail=str(failure)[:500],
+                status_code=failure.status_code,
+                duration_ms=failure.duration_ms,
             )
             pause = BACKOFF_SECONDS * 2 ** (number - 1) * random.uniform(0.5, 1.0)
             if number == ATTEMPTS or deadline.seconds_left() < RESERVE_SECONDS + pause:
                 return False
             time.sleep(pause)
             continue
-        _finish(channel=channel, entry=entry, state=DELIVERED, status_code=result if isinstance(result, int) else None)
+        answered = result if isinstance(result, Answered) else None
+        _finish(
+            channel=channel,
+            entry=entry,
+            state=DELIVERED,
+            status_code=answered.status_code if answered else None,
+            duration_ms=answered.duration_ms if answered else None,
+        )
         return True
     return False
 
 
-def _claim(*, channel: str, entry: AuditEvent, resend_unsure: bool) -> bool:
+def _claim(*, channel: str, entry: AuditEvent, sent: AuditEvent | None, resend_unsure: bool) -> bool:
     """Take the (event, channel) pair for one attempt; False when it was delivered (or settled) before."""
     retryable = Delivery.state == FAILED
     if resend_unsure:
         retryable |= Delivery.state == SENDING
     now = clock.now()
+    what = sent or entry
     try:
         Delivery(channel, entry.event_key).update(
             actions=[
                 Delivery.org_id.set(entry.org_id),
-                Delivery.event_id.set(event_id(entry)),
-                Delivery.action.set(entry.action),
+                Delivery.event_id.set(event_id(what)),
+                Delivery.action.set(what.action),
                 Delivery.state.set(SENDING),
                 Delivery.attempts.add(1),
                 Delivery.last_attempt_at.set(now),
                 Delivery.ttl.set(now + DELIVERY_RETENTION),
+                *([Delivery.redelivers.set(what.event_key)] if what is not entry else []),
             ],
             condition=Delivery.channel.does_not_exist() | retryable,
         )
@@ -242,11 +287,18 @@ def _claim(*, channel: str, entry: AuditEvent, resend_unsure: bool) -> bool:
 
 
 def _finish(
-    *, channel: str, entry: AuditEvent, state: str, detail: str | None = None, status_code: int | None = None
+    *,
+    channel: str,
+    entry: AuditEvent,
+    state: str,
+    detail: str | None = None,
+    status_code: int | None = None,
+    duration_ms: int | None = None,
 ) -> None:
     actions: list[Action] = [Delivery.state.set(state)]
     actions.append(Delivery.detail.set(detail) if detail else Delivery.detail.remove())
     actions.append(Delivery.status_code.set(status_code) if status_code is not None else Delivery.status_code.remove())
+    actions.append(Delivery.duration_ms.set(duration_ms) if duration_ms is not None else Delivery.duration_ms.remove())
     Delivery(channel, entry.event_key).update(actions=actions)
 
 

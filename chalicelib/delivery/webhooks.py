@@ -40,6 +40,8 @@ from chalicelib.base.errors import (
     ConcurrentChange,
     InvalidWebhookEvents,
     MalformedRequest,
+    WebhookDeliveryNotFound,
+    WebhookDisabled,
     WebhookNotFound,
     WebhookUrlRefused,
 )
@@ -264,10 +266,12 @@ def change(
             actions += [
                 Webhook.state.set(ENABLED),
                 Webhook.consecutive_failures.set(0),
+                Webhook.failing_since.remove(),
                 Webhook.disabled_at.remove(),
                 Webhook.enabled_at.set(now),
             ]
             webhook.state, webhook.consecutive_failures, webhook.disabled_at, webhook.enabled_at = ENABLED, 0, None, now
+            webhook.failing_since = None
         elif enabled is False and state_before == ENABLED:
             action = "webhook.disabled"
             actions += [Webhook.state.set(DISABLED), Webhook.disabled_at.set(now)]
@@ -379,6 +383,117 @@ def recent_deliveries(*, org_id: str, webhook_id: str, limit: int) -> list[Deliv
     )
 
 
+# --- a test event, and an event sent again ----------------------------------------------------------
+
+# An admin asks for these; each goes to its one endpoint (its ``target``) and to no other.
+PING = "webhook.ping"
+REDELIVERED = "webhook.redelivered"
+ADDRESSED = frozenset({PING, REDELIVERED})
+# The longest event key a delivery ID may name (keys are 36 characters).
+_MAX_EVENT_KEY = 64
+
+
+def delivery_id(event_key: str) -> str:
+    """A delivery's ID in the API: its key within the endpoint's deliveries, made URL-safe."""
+    return "dlv_" + base64.urlsafe_b64encode(event_key.encode()).decode().rstrip("=")
+
+
+def event_key_of(delivery: str) -> str:
+    """The key a delivery ID names.
+
+    Raises:
+        WebhookDeliveryNotFound: not a delivery ID keyward gives.
+    """
+    encoded = delivery.removeprefix("dlv_")
+    if encoded == delivery or not 0 < len(encoded) <= _MAX_EVENT_KEY * 4 // 3 + 1:
+        raise WebhookDeliveryNotFound("No such delivery.")
+    try:
+        key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookDeliveryNotFound("No such delivery.") from None
+    if not key.isprintable() or delivery_id(key) != delivery:
+        raise WebhookDeliveryNotFound("No such delivery.")
+    return key
+
+
+def ping(*, caller: Caller, webhook_id: str) -> str:
+    """``POST /org/webhooks/{id}/ping``: send the endpoint a test event (``webhook.ping``) now;
+    returns the ID its delivery will be listed under.
+
+    The request is an audit event like any admin's act on an endpoint: the delivery function,
+    the one that may decrypt the endpoint's secret, signs and posts it from the audit table's
+    stream, and lists it among the endpoint's deliveries. A disabled endpoint is pinged too, which
+    is how an admin learns it works again before enabling it; a ping neither counts as a failure
+    of the endpoint nor ends its run of failures — that is what real deliveries tell.
+
+    Raises:
+        WebhookNotFound: the organization has no such endpoint.
+    """
+    org_id = caller.session.org_id
+    webhook = _get(org_id=org_id, webhook_id=webhook_id)
+    entry = audit.event(
+        org_id=org_id,
+        actor=caller.actor,
+        action=PING,
+        target=webhook_id,
+        client=caller.client,
+        details={"url": webhook.url},
+    )
+    entry.save()
+    return delivery_id(entry.event_key)
+
+
+def redeliver(*, caller: Caller, webhook_id: str, delivery: str) -> str:
+    """``POST /org/webhooks/{id}/deliveries/{delivery_id}/redeliver``: send that delivery's event
+    to the endpoint again, as it is now; returns the ID of the new delivery.
+
+    The new delivery carries the event's own ID (``webhook-id``), so that a receiver which has it
+    already can tell, and a fresh ``webhook-timestamp`` and signature, as Standard Webhooks asks
+    of every retry. It goes from the delivery function like any other (see :func:`ping`), and
+    counts towards the endpoint's run of failures like any other.
+
+    Raises:
+        WebhookNotFound: the organization has no such endpoint.
+        WebhookDeliveryNotFound: the endpoint has no delivery of that ID (they are kept 30 days).
+        WebhookDisabled: the endpoint is disabled; enable it first (a ping is allowed).
+    """
+    org_id = caller.session.org_id
+    webhook = _get(org_id=org_id, webhook_id=webhook_id)
+    try:
+        earlier = Delivery.get(
+            channel(org_id=org_id, webhook_id=webhook_id), event_key_of(delivery), consistent_read=True
+        )
+    except Delivery.DoesNotExist:
+        raise WebhookDeliveryNotFound("The endpoint has no such delivery (deliveries are kept 30 days).") from None
+    if webhook.state != ENABLED:
+        raise WebhookDisabled("The webhook is disabled: enable it to send it events again, or send it a test event.")
+    entry = audit.event(
+        org_id=org_id,
+        actor=caller.actor,
+        action=REDELIVERED,
+        target=webhook_id,
+        client=caller.client,
+        details={"url": webhook.url, "event_id": earlier.event_id, "action": earlier.action, "delivery_id": delivery},
+    )
+    entry.save()
+    return delivery_id(entry.event_key)
+
+
+def event_sent_again(*, entry: AuditEvent) -> AuditEvent | None:
+    """The event a ``webhook.redelivered`` event asks to send again; None when it is gone (its
+    delivery or the event expired meanwhile)."""
+    details = entry.details.as_dict() if entry.details is not None else {}
+    try:
+        earlier = Delivery.get(
+            channel(org_id=entry.org_id, webhook_id=entry.target or ""),
+            event_key_of(str(details.get("delivery_id"))),
+            consistent_read=True,
+        )
+        return AuditEvent.get(entry.org_id, earlier.redelivers or earlier.event_key, consistent_read=True)
+    except (Delivery.DoesNotExist, AuditEvent.DoesNotExist, WebhookDeliveryNotFound):
+        return None
+
+
 def describe(webhook: Webhook) -> dict[str, Any]:
     return {
         "id": webhook.webhook_id,
@@ -390,18 +505,22 @@ def describe(webhook: Webhook) -> dict[str, Any]:
         "created_at": clock.iso(webhook.created_at),
         "created_by": webhook.created_by,
         "disabled_at": clock.iso(webhook.disabled_at),
+        "failing_since": clock.iso(webhook.failing_since),
     }
 
 
 def describe_delivery(delivery: Delivery) -> dict[str, Any]:
     return {
+        "id": delivery_id(delivery.event_key),
         "event_id": delivery.event_id,
         "action": delivery.action,
         "state": delivery.state,
         "attempts": delivery.attempts,
         "last_attempt_at": clock.iso(delivery.last_attempt_at),
         "status_code": delivery.status_code,
+        "duration_ms": delivery.duration_ms,
         "detail": delivery.detail,
+        "redelivery": delivery.redelivers is not None,
     }
 
 
@@ -453,7 +572,10 @@ class Destination:
 def destinations(*, entry: AuditEvent) -> list[Destination]:
     """Every endpoint's destinations for this event: where the endpoint's events went when it was
     recorded (if it wanted it then), and, for a change in TOLD_WHERE_EVENTS_WENT made by a member,
-    where they went before that change."""
+    where they went before that change. A test event or an event sent again goes only to its
+    endpoint, as it is now."""
+    if entry.action in ADDRESSED:
+        return _addressed(entry)
     now = {webhook.webhook_id: webhook for webhook in Webhook.query(entry.org_id, consistent_read=True)}
     history: dict[str, list[WebhookChange]] = {}
     for change in WebhookChange.query(entry.org_id, consistent_read=True):  # in the order of their events
@@ -513,6 +635,27 @@ def _destinations_of(
             current=now if now is not None and now.url == url else None,
         )
         for number, url in enumerate(urls)
+    ]
+
+
+def _addressed(entry: AuditEvent) -> list[Destination]:
+    try:
+        webhook = Webhook.get(entry.org_id, entry.target or "", consistent_read=True)
+    except Webhook.DoesNotExist:
+        return []  # deleted meanwhile
+    if entry.action == REDELIVERED and webhook.state != ENABLED:
+        return []  # disabled meanwhile: a disabled endpoint is sent no event
+    return [
+        Destination(
+            org_id=entry.org_id,
+            webhook_id=webhook.webhook_id,
+            url=webhook.url,
+            channel=channel(org_id=entry.org_id, webhook_id=webhook.webhook_id),
+            sealed_secret=webhook.sealed_secret,
+            legacy_secret=webhook.secret,
+            # An event sent again counts in the endpoint's run of failures; a test event does not.
+            current=webhook if entry.action == REDELIVERED else None,
+        )
     ]
 
 
@@ -661,7 +804,7 @@ def record_success(*, webhook: Webhook) -> None:
         return
     try:
         Webhook(webhook.org_id, webhook.webhook_id).update(
-            actions=[Webhook.consecutive_failures.set(0)],
+            actions=[Webhook.consecutive_failures.set(0), Webhook.failing_since.remove()],
             condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED),
         )
     except UpdateError as error:
@@ -677,7 +820,11 @@ def record_failure(*, webhook: Webhook, reason: str) -> bool:
     """
     try:
         updated = Webhook(webhook.org_id, webhook.webhook_id).update(
-            actions=[Webhook.consecutive_failures.add(1)],
+            # The run's first failure says since when it has been failing; the others keep that.
+            actions=[
+                Webhook.consecutive_failures.add(1),
+                Webhook.failing_since.set(Webhook.failing_since | clock.now()),
+            ],
             condition=Webhook.webhook_id.exists() & (Webhook.state == ENABLED),
         )
     except UpdateError as error:

@@ -1222,6 +1222,18 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
             api.login(user="bob")
         assert audit_pump.drain()
         assert good.accepted() and bad.received
+        # A test event, an event sent again, and one that names no delivery.
+        with calls.running("api"):
+            [*_, delivered] = ok(api.call("GET", f"/org/webhooks/{created['id']}/deliveries", token=alice.token))[
+                "deliveries"
+            ]
+            ok(api.call("POST", f"/org/webhooks/{created['id']}/ping", token=alice.token), 202)
+            again = f"/org/webhooks/{created['id']}/deliveries/{delivered['id']}/redeliver"
+            ok(api.call("POST", again, token=alice.token), 202)
+            unknown = f"/org/webhooks/{created['id']}/deliveries/dlv_MjAyNg/redeliver"
+            ok(api.call("POST", unknown, token=alice.token), 404)
+        assert audit_pump.drain()
+        assert [json.loads(r.body)["type"] for r in good.accepted()][-2:] == ["webhook.ping", delivered["action"]]
         with calls.running("api"):
             assert ok(api.call("GET", f"/org/webhooks/{failing['id']}/deliveries", token=alice.token))["deliveries"]
             ok(api.call("PATCH", f"/org/webhooks/{failing['id']}", token=alice.token, body={"enabled": True}))
