@@ -84,7 +84,12 @@ def test_an_admin_issues_a_pass_and_the_member_enables_mfa_with_its_code(open_co
     expect(bob.status()).to_contain_text("Security key “Bob's key” was added")
     expect(bob.key_row("personal-keys", "Bob's key")).to_have_count(1)
     expect(code_box).to_be_hidden()
-    assert bob.get("/me")["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
+    assert bob.get("/me")["mfa"] == {
+        "enabled": True,
+        "key_count": 1,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
     bob.screenshot("enrollment-pass-used")
 
     # A second key needs no code.
@@ -151,4 +156,5 @@ def test_a_member_made_to_register_at_sign_in_enters_the_code(open_console: Open
         "enabled": True,
         "key_count": 1,
         "registration_due_at": None,
+        "enrollment_code_required": False,
     }

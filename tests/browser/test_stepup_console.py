@@ -105,9 +105,19 @@ def test_a_member_without_keys_is_told_to_sign_in_again(open_console: OpenConsol
 
     expect(kai.alert()).to_have_text("This change needs a recent sign-in. Sign out and sign in again, then retry it.")
     expect(kai.dialog()).to_be_hidden()
-    assert kai.get("/me")["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
+    assert kai.get("/me")["mfa"] == {
+        "enabled": False,
+        "key_count": 0,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
 
     kai.sign_out()
     kai.sign_in_to_settings(org=org, user="kai")
     kai.enable_mfa(key_name="Blue YubiKey")
-    assert kai.get("/me")["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
+    assert kai.get("/me")["mfa"] == {
+        "enabled": True,
+        "key_count": 1,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
