@@ -46,14 +46,16 @@ export function whenSessionNeedsStep(handler) {
 }
 
 // A sensitive change needs a recent security-key check: the handler performs one (or throws),
-// and the change is sent once more.
+// and the change is sent once more. The handler is told what the change is, to name it.
 export function whenReauthenticationRequired(handler) {
   onReauthenticationRequired = handler;
 }
 
 // Every path is relative to the page's <base>, so the console works under API Gateway's stage too.
 // A request given an AbortSignal (a page's, see page.js) rejects with the AbortError once aborted.
-export async function call(method, path, body, { retried = false, signal = undefined } = {}) {
+// `change` names a sensitive change in words ("delete the security key “Blue YubiKey”") for the
+// step-up that may guard it.
+export async function call(method, path, body, { retried = false, signal = undefined, change = undefined } = {}) {
   const headers = { accept: "application/json" };
   const sent = token.get();
   if (sent) headers.authorization = `Bearer ${sent}`;
@@ -93,18 +95,18 @@ export async function call(method, path, body, { retried = false, signal = undef
     error.handled = true;
     onWrongState(error);
   } else if (sent && error.code === "ReauthenticationRequired" && onReauthenticationRequired && !retried) {
-    await onReauthenticationRequired(error);
-    return call(method, path, body, { retried: true, signal });
+    await onReauthenticationRequired(error, { method, path, body, change });
+    return call(method, path, body, { retried: true, signal, change });
   }
   throw error;
 }
 
 export const api = {
   get: (path, { signal } = {}) => call("GET", path, undefined, { signal }),
-  post: (path, body) => call("POST", path, body),
-  put: (path, body) => call("PUT", path, body),
-  patch: (path, body) => call("PATCH", path, body),
-  delete: (path) => call("DELETE", path),
+  post: (path, body, { change } = {}) => call("POST", path, body, { change }),
+  put: (path, body, { change } = {}) => call("PUT", path, body, { change }),
+  patch: (path, body, { change } = {}) => call("PATCH", path, body, { change }),
+  delete: (path, { change } = {}) => call("DELETE", path, undefined, { change }),
 };
 
 export const segment = (value) => encodeURIComponent(value);

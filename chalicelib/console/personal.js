@@ -173,7 +173,7 @@ async function deleteKey(button, key) {
   });
   if (!confirmed) return;
   await run(button, async () => {
-    await api.delete(`me/mfa/keys/${segment(key.id)}`);
+    await api.delete(`me/mfa/keys/${segment(key.id)}`, { change: `delete the security key “${key.name}”` });
     await load();
     announce(`Security key “${key.name}” was deleted.` + (last ? " MFA is off." : ""));
     screen.title.focus();
