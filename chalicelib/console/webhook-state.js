@@ -3,13 +3,14 @@
 // failing). Enabling keeps its secret and deliveries and gives it a fresh run of attempts.
 
 import { api, segment } from "./api.js";
+import { WORDS, counted } from "./plural.js";
 import { announce, h, run, when } from "./ui.js";
 
 export function describeState(webhook) {
   if (webhook.state === "enabled") return "Enabled";
   const failures = webhook.consecutive_failures;
   return ["Disabled ", when(webhook.disabled_at, { never: "" }),
-    failures > 0 ? ` after ${failures} failed deliveries in a row` : ""];
+    failures > 0 ? ` after ${counted(failures, WORDS.failedDelivery)} in a row` : ""];
 }
 
 // Null for an enabled endpoint: there is nothing to enable.

@@ -130,7 +130,7 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Ada's key")
     ada.go_to("Organization settings")
-    expect(ada.page.locator("#compliance-text")).to_have_text("1 of 2 members have a security key")
+    expect(ada.page.locator("#compliance-text")).to_have_text("1 of 2 members has a security key")
     enforce = ada.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone"))
     expect(enforce).not_to_be_checked()
 
@@ -138,7 +138,7 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     expect(ada.dialog()).to_contain_text("Every other session of the organization ends at once")
     # The question says what enforcing does to this organization: who lacks a key, and that no
     # backup credentials exist yet.
-    expect(ada.dialog()).to_contain_text("1 of 2 members have no security key yet")
+    expect(ada.dialog()).to_contain_text("1 of 2 members has no security key yet")
     expect(ada.dialog()).to_contain_text("The organization has no backup credentials: create them first")
     ada.screenshot("enforce-confirmation")
     ada.confirm("Enforce MFA")
