@@ -6,6 +6,7 @@
 
 import { ApiError, api, whenReauthenticationRequired } from "./api.js";
 import { explained } from "./messages.js";
+import { WORDS, counted } from "./plural.js";
 import { confirmAction } from "./ui.js";
 import { getAssertion } from "./webauthn.js";
 
@@ -20,6 +21,10 @@ const CHANGES = [
   ["DELETE", /^me\/mfa\/keys\/[^/]+$/, () => "delete one of your security keys"],
   ["DELETE", /^me\/mfa$/, () => "disable MFA and delete all your security keys"],
   ["PUT", /^org\/mfa$/, (_, body) => {
+    // Changing the grace period sends it with enforced: true too, which this wording also fits.
+    if (body?.enforced === true && body.grace_period_hours > 0) {
+      return `enforce MFA for everyone in the organization, with a grace period of ${counted(body.grace_period_hours, WORDS.hour)}`;
+    }
     if (body?.enforced === true) return "enforce MFA for everyone in the organization";
     if (body?.enforced === false) return "stop enforcing MFA";
     return "change who may register a first security key";

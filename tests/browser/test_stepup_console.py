@@ -178,3 +178,24 @@ def test_a_step_up_while_adding_a_key_asks_for_a_registered_one_and_says_a_new_o
     expect(lea.status()).to_contain_text("Security key “Spare key” was added")
     expect(lea.dialog()).to_be_hidden()
     assert [key["name"] for key in lea.get("/me/mfa/keys")["keys"]] == ["Blue YubiKey", "Spare key"]
+
+
+def test_an_admin_change_is_named_from_its_request(open_console: OpenConsole):
+    org = unique_org("step-up-admin")
+    ada = open_console()
+    ada.sign_in_to_settings(org=org, user="ada", admin=True)
+    ada.enable_mfa(key_name="Desk key")
+    ada.go_to("Organization settings")
+    _move_back(ada, org, "key_checked_at")
+
+    switch = ada.page.get_by_role("switch", name="Require an enrolment pass for a member's first security key")
+    switch.click()
+    dialog = ada.page.get_by_role("dialog", name="Confirm with your security key")
+    expect(dialog).to_have_accessible_description(
+        "To change who may register a first security key, keyward needs a fresh check of a security key already "
+        "registered to your account (“Desk key”). Nothing has been changed yet."
+    )
+    ada.confirm("Use security key")
+    expect(ada.status()).to_contain_text("now needs an enrolment pass")
+    expect(switch).to_be_checked()
+    assert ada.get("/org/mfa")["enrollment"] == "pass_required"
