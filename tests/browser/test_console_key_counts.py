@@ -20,6 +20,8 @@ def test_after_the_first_key_the_console_asks_for_a_second_until_there_are_two(o
     mia.sign_in_to_settings(org=org, user="mia")
     prompt = mia.page.get_by_role("region", name="Add a second security key")
     expect(prompt).to_be_hidden()  # no key yet: nothing to back up
+    # An open organization asks for no enrolment code.
+    expect(mia.page.get_by_role("textbox", name="Enrolment code")).to_be_hidden()
 
     mia.enable_mfa(key_name="Blue YubiKey")
     expect(prompt).to_be_visible()
