@@ -47,6 +47,8 @@ def who_am_i() -> dict[str, Any]:
             "enabled": caller.member.key_count > 0,
             "key_count": caller.member.key_count,
             "registration_due_at": clock.iso(grace.member_due_at(org=caller.org, member=caller.member)),
+            # Known before the registration starts, so that the console asks for the code up front.
+            "enrollment_code_required": enrollment_passes.code_required(caller=caller),
         },
     }
 

@@ -46,7 +46,7 @@ export function whenSessionNeedsStep(handler) {
 }
 
 // A sensitive change needs a recent security-key check: the handler performs one (or throws),
-// and the change is sent once more.
+// and the change is sent once more. The handler is told what the change is, to name it.
 export function whenReauthenticationRequired(handler) {
   onReauthenticationRequired = handler;
 }
@@ -54,8 +54,10 @@ export function whenReauthenticationRequired(handler) {
 // Every path is relative to the page's <base>, so the console works under API Gateway's stage too.
 // A request given an AbortSignal (a page's, see page.js) rejects with the AbortError once aborted.
 // `file` asks for an answer that is a file rather than JSON (the audit log's export): it resolves
-// to its text and headers; a refusal is still JSON and still an ApiError.
-export async function call(method, path, body, { retried = false, signal = undefined, file = false } = {}) {
+// to its text and headers; a refusal is still JSON and still an ApiError. `change` names a
+// sensitive change in words ("delete the security key “Blue YubiKey”") for the step-up that may
+// guard it.
+export async function call(method, path, body, { retried = false, signal = undefined, file = false, change = undefined } = {}) {
   const headers = { accept: file ? "*/*" : "application/json" };
   const sent = token.get();
   if (sent) headers.authorization = `Bearer ${sent}`;
@@ -96,8 +98,8 @@ export async function call(method, path, body, { retried = false, signal = undef
     error.handled = true;
     onWrongState(error);
   } else if (sent && error.code === "ReauthenticationRequired" && onReauthenticationRequired && !retried) {
-    await onReauthenticationRequired(error);
-    return call(method, path, body, { retried: true, signal, file });
+    await onReauthenticationRequired(error, { method, path, body, change });
+    return call(method, path, body, { retried: true, signal, file, change });
   }
   throw error;
 }
@@ -105,10 +107,10 @@ export async function call(method, path, body, { retried = false, signal = undef
 export const api = {
   get: (path, { signal } = {}) => call("GET", path, undefined, { signal }),
   file: (path, { signal } = {}) => call("GET", path, undefined, { signal, file: true }),
-  post: (path, body) => call("POST", path, body),
-  put: (path, body) => call("PUT", path, body),
-  patch: (path, body) => call("PATCH", path, body),
-  delete: (path) => call("DELETE", path),
+  post: (path, body, { change } = {}) => call("POST", path, body, { change }),
+  put: (path, body, { change } = {}) => call("PUT", path, body, { change }),
+  patch: (path, body, { change } = {}) => call("PATCH", path, body, { change }),
+  delete: (path, { change } = {}) => call("DELETE", path, undefined, { change }),
 };
 
 export const segment = (value) => encodeURIComponent(value);

@@ -85,6 +85,8 @@ async function enter() {
       registerScreen.explanation.textContent =
         `Your organization (${me.org.id}) enforces multi-factor authentication: everyone needs a security key `
         + "to sign in. Register yours now to continue — you will use it at every sign-in from now on.";
+      // Asked for up front when the organization requires a pass for a first key.
+      registerScreen.codeField.hidden = !me.mfa.enrollment_code_required;
       showScreen("screen-register");
       break;
     default:

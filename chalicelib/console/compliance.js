@@ -3,6 +3,7 @@
 // enforcement preview names because they hold no key.
 
 import { api } from "./api.js";
+import { WORDS, counted, form, partOf } from "./plural.js";
 import { h, run } from "./ui.js";
 
 const RECOUNT_POLL_MS = 1000;
@@ -17,11 +18,14 @@ export function complianceSentence(mfa) {
   const total = mfa.members_total;
   const compliant = compliantCount(mfa);
   if (compliant === null) {
+    // Not "which of the 1 member": a single member either holds one or not.
+    const members = counted(total, WORDS.member);
+    const which = form(total, { one: `whether the ${members} holds`, other: `which of the ${members} hold` });
     return mfa.compliance?.state === "uncounted"
-      ? `Which of the ${total} ${total === 1 ? "member holds" : "members hold"} an accepted security key is not counted yet`
-      : `Recounting which of the ${total} ${total === 1 ? "member holds" : "members hold"} a security key the policy accepts…`;
+      ? `${which.charAt(0).toUpperCase()}${which.slice(1)} an accepted security key is not counted yet`
+      : `Recounting ${which} a security key the policy accepts…`;
   }
-  return `${compliant} of ${total} ${total === 1 ? "member has" : "members have"} a security key`;
+  return `${partOf(compliant, total, WORDS.member, WORDS.has)} a security key`;
 }
 
 // While the figure is recounted, ask again every second and show the result once it is done; the
@@ -43,7 +47,7 @@ export function adminsWithoutKey(found) {
   }
   return h("div", { id: "preview-admins" },
     h("p", { id: "preview-admins-summary" },
-      `${missing} of ${found.admins_total} ${found.admins_total === 1 ? "admin has" : "admins have"} no security key: `
+      `${partOf(missing, found.admins_total, WORDS.admin, WORDS.has)} no security key: `
       + "an admin needs one to enforce MFA, and to sign in once it is enforced."),
     h("ul", { id: "preview-admins-list", "aria-label": "Admins without a security key" },
       ...found.admins_without_key_first_page.map((admin) =>

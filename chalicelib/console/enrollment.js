@@ -11,8 +11,10 @@ import { createCredential } from "./webauthn.js";
 // --- A member registering a key ----------------------------------------------------------------
 
 // Registers a security key named `name`, with the code from `codeInput` when the organization
-// requires a pass for this (first) key. When it does and no code was entered, the code field is
-// shown and nothing else happens: the security key is not asked before the code is there.
+// requires a pass for this (first) key. The screens show the code field from the start when GET
+// /me says a code is needed; the registration options have the last word, as the organization's
+// setting may have changed since. When a code is needed and none was entered, nothing else
+// happens: the security key is not asked before the code is there.
 // Returns the new key, or null when the code is still needed.
 export async function registerKey({ name, codeField, codeInput }) {
   const { challenge_id, publicKey, enrollment_code_required: codeRequired } = await api.post("me/mfa/keys/options");

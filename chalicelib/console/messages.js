@@ -58,6 +58,17 @@ const BY_CODE = {
   SecurityKeyRequired:
     "Add a security key of your own (Personal settings) before enforcing MFA, so that you cannot lock yourself out.",
   ConcurrentChange: "Someone changed the same thing at the same moment. Reload and try again.",
+
+  // The organization's authenticator policy. Attestation is only ever checked at registration.
+  UserVerificationRequired:
+    "Your organization requires security keys that check a PIN or fingerprint, and this key did not. Set up a PIN on the key, or use another key.",
+  AttestationRequired:
+    "Your organization accepts only security keys that prove their model, and this key did not. It was not registered: use another key, or ask an admin which models are accepted.",
+  AttestationUntrusted:
+    "Your organization accepts only security key models verified by the FIDO Metadata Service, and this key's model could not be verified. It was not registered: use another key, or ask an admin which models are accepted.",
+  AuthenticatorNotAllowed: null, // the API's message names the key's model, or that another key of yours is needed
+  SyncedCredentialNotAllowed:
+    "Your organization accepts only security keys bound to one device, not passkeys synced between devices. Use a hardware security key.",
   SessionNotFound: "That session has already ended.",
 
   // Enrolment passes.

@@ -6,6 +6,7 @@ import { complianceSentence, compliantCount, watchRecount } from "./compliance.j
 import { renderEnrollmentPolicy } from "./enrollment.js";
 import { backupCredentialCount } from "./organization-backup.js";
 import { nameOf } from "./organization-members.js";
+import { WORDS, counted, partOf } from "./plural.js";
 import { isBackupSession, isYou, organization, organizationPage, screen } from "./organization-screen.js";
 import { announce, confirmAction, run, when } from "./ui.js";
 
@@ -69,7 +70,7 @@ function renderInvalidation(mfa) {
   progress.hidden = !invalidation;
   if (!invalidation) return;
   const ended = invalidation.sessions_ended;
-  const sessions = `${ended} ${ended === 1 ? "session" : "sessions"} ended`;
+  const sessions = `${counted(ended, WORDS.session)} ended`;
   if (invalidation.state === "done") {
     progress.dataset.state = "done";
     progress.replaceChildren(`Session clean-up finished: ${sessions} (`, when(invalidation.finished_at), ").");
@@ -96,7 +97,7 @@ export function pollInvalidation() {
       await organization.reloadLists();
       // Told only on this page: an admin who moved on meanwhile is reading another page's news.
       if (!organizationPage.shown || screen.root.hidden) return;
-      announce(`Session clean-up finished: ${mfa.invalidation.sessions_ended} ${mfa.invalidation.sessions_ended === 1 ? "session" : "sessions"} ended.`,
+      announce(`Session clean-up finished: ${counted(mfa.invalidation.sessions_ended, WORDS.session)} ended.`,
         { near: elements.invalidation });
     }
   }));
@@ -108,12 +109,12 @@ function enforcementQuestion() {
     ? "Which members hold a security key the policy accepts is being recounted."
     : missing === 0
     ? "Every member has a security key."
-    : `${missing} of ${status.members_total} ${status.members_total === 1 ? "member has" : "members have"} no security key `
+    : `${partOf(missing, status.members_total, WORDS.member, WORDS.has)} no security key `
       + "yet: they must register one at their next sign-in, so make sure they have a FIDO2 security key.";
   const count = backupCredentialCount();
   const backups = count === 0
     ? "The organization has no backup credentials: create them first, they are the way back in when a key is lost."
-    : `The organization has ${count} backup ${count === 1 ? "credential" : "credentials"}.`;
+    : `The organization has ${counted(count, WORDS.backupCredential)}.`;
   return `Every other session of the organization ends at once; yours stays. ${keyless} ${backups}`;
 }
 

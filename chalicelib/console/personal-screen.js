@@ -9,6 +9,7 @@ export const personalScreen = {
   mfaState: $("personal-mfa-state"),
   backupNotice: $("personal-backup-notice"),
   keys: { area: $("personal-keys-area"), list: $("personal-keys"), lastKeyReason: $("last-key-reason") },
+  secondKey: { root: $("second-key"), add: $("second-key-add"), later: $("second-key-later") },
   addKey: {
     form: $("add-key-form"),
     name: $("add-key-name"),

@@ -1,5 +1,5 @@
 // Personal settings → Multi-factor authentication: enable MFA, add, rename and delete security
-// keys, disable MFA; and the member's own sessions.
+// keys (and, with only one, a prompt to add a second), disable MFA; and the member's own sessions.
 
 import { api, segment } from "./api.js";
 import {
@@ -9,6 +9,7 @@ import {
 import { complianceText, modelText } from "./policy.js";
 import { registerKey } from "./enrollment.js";
 import { Page } from "./page.js";
+import { WORDS, counted, form } from "./plural.js";
 import { personalScreen as screen } from "./personal-screen.js";
 import { showRegistrationDeadline } from "./rollout.js";
 
@@ -46,8 +47,12 @@ function isBackupSession(me) {
   return me.user.id.startsWith("backup:");
 }
 
-function plural(count, one, many) {
-  return `${count} ${count === 1 ? one : many}`;
+// A member who said "Not now" to the second-key prompt is not asked again in this tab (and the
+// next sign-in in another tab asks again: one key is one loss away from needing an admin).
+const SECOND_KEY_LATER = "keyward.second-key-later";
+
+function secondKeyPostponed(me) {
+  return sessionStorage.getItem(SECOND_KEY_LATER) === `${me.org.id}/${me.user.id}`;
 }
 
 function render(me) {
@@ -58,13 +63,16 @@ function render(me) {
   screen.mfaState.textContent = backup
     ? "Backup credentials sign in without a security key; MFA settings belong to each member's own sign-in."
     : keys.length
-    ? `MFA is on: you have ${plural(keys.length, "security key", "security keys")}, and keyward asks for one at every sign-in.`
+    ? `MFA is on: you have ${counted(keys.length, WORDS.securityKey)}, and keyward asks for one at every sign-in.`
       + (enforced ? " Your organization enforces MFA." : "")
     : "MFA is off. Enable it by registering a security key: keyward then asks for the key at every sign-in.";
   showRegistrationDeadline(me);
   screen.backupNotice.hidden = !backup;
   screen.addKey.form.hidden = backup;
   screen.addKey.button.textContent = keys.length ? "Add key" : "Enable";
+  // Asked for up front when the organization requires a pass for this (first) key.
+  screen.addKey.codeField.hidden = !me.mfa.enrollment_code_required;
+  screen.secondKey.root.hidden = backup || keys.length !== 1 || secondKeyPostponed(me);
 
   screen.keys.area.hidden = keys.length === 0;
   screen.disable.area.hidden = keys.length === 0 || backup;
@@ -173,7 +181,7 @@ async function deleteKey(button, key) {
   });
   if (!confirmed) return;
   await run(button, async () => {
-    await api.delete(`me/mfa/keys/${segment(key.id)}`);
+    await api.delete(`me/mfa/keys/${segment(key.id)}`, { change: `delete the security key “${key.name}”` });
     await load();
     announce(`Security key “${key.name}” was deleted.` + (last ? " MFA is off." : ""));
     screen.title.focus();
@@ -183,7 +191,8 @@ async function deleteKey(button, key) {
 async function disableMfa(button) {
   const confirmed = await confirmAction({
     title: "Disable MFA?",
-    text: `This deletes all ${plural(keys.length, "security key", "security keys")} of yours. keyward will no longer ask for a key when you sign in.`,
+    text: `This deletes ${form(keys.length, { one: "your only security key", other: `all ${keys.length} of your security keys` })}. `
+      + "keyward will no longer ask for a key when you sign in.",
     confirm: "Disable MFA",
   });
   if (!confirmed) return;
@@ -232,3 +241,13 @@ screen.addKey.form.addEventListener("submit", (event) => {
 });
 
 screen.disable.button.addEventListener("click", (event) => disableMfa(event.currentTarget));
+
+screen.secondKey.add.addEventListener("click", () => {
+  screen.addKey.name.focus();
+  screen.addKey.name.select();
+});
+screen.secondKey.later.addEventListener("click", () => {
+  sessionStorage.setItem(SECOND_KEY_LATER, `${context.me.org.id}/${context.me.user.id}`);
+  screen.secondKey.root.hidden = true;
+  screen.addKey.name.focus();
+});

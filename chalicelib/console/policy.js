@@ -3,6 +3,7 @@
 
 import { api } from "./api.js";
 import { screen } from "./organization-screen.js";
+import { WORDS, counted } from "./plural.js";
 import { announce, confirmAction, h, run } from "./ui.js";
 
 const CARD_ID = "policy-card";
@@ -108,8 +109,8 @@ function edited() {
 }
 
 function describeImpact({ keys_total, keys_noncompliant, members_with_keys, members_noncompliant }) {
-  const keys = `${keys_noncompliant} of ${keys_total} security ${keys_total === 1 ? "key" : "keys"}`;
-  const members = `${members_noncompliant} of ${members_with_keys} ${members_with_keys === 1 ? "member" : "members"} with keys`;
+  const keys = `${keys_noncompliant} of ${counted(keys_total, WORDS.securityKey)}`;
+  const members = `${members_noncompliant} of ${counted(members_with_keys, WORDS.member)} with keys`;
   return `With this policy, ${keys} would not count, and ${members} would hold no key that counts.`;
 }
 

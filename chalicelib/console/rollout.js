@@ -6,6 +6,7 @@ import { api, segment } from "./api.js";
 import { adminsWithoutKey } from "./compliance.js";
 import { isYou, screen } from "./organization-screen.js";
 import { personalScreen } from "./personal-screen.js";
+import { WORDS, counted, form, partOf } from "./plural.js";
 import { announce, cell, confirmAction, emptyRow, h, row, run, when } from "./ui.js";
 
 let onChange = null;
@@ -96,8 +97,8 @@ async function preview(button) {
     card.preview.replaceChildren(
       h("p", { id: "preview-summary" },
         `Enforcing now would end about ${found.sessions_ending_estimate} other `
-        + `${found.sessions_ending_estimate === 1 ? "session" : "sessions"}; ${without} of ${found.members_total} `
-        + `${found.members_total === 1 ? "member has" : "members have"} no security key and must register one.`),
+        + `${form(found.sessions_ending_estimate, WORDS.session)}; `
+        + `${partOf(without, found.members_total, WORDS.member, WORDS.has)} no security key and must register one.`),
       list,
       adminsWithoutKey(found),
       h("button", { type: "button", class: "primary", id: "rollout-enforce", onclick: (event) => enforce(event.currentTarget) },
@@ -115,7 +116,7 @@ async function enforce(button) {
   const confirmed = await confirmAction({
     title: "Enforce MFA for everyone?",
     text: `Every other session of the organization ends at once; yours stays. Members without a security key `
-      + (hours ? `may keep working for ${hours} hours, then must register one.` : "must register one at their next sign-in."),
+      + (hours ? `may keep working for ${counted(hours, WORDS.hour)}, then must register one.` : "must register one at their next sign-in."),
     confirm: "Enforce MFA",
   });
   if (!confirmed) return;
@@ -135,7 +136,7 @@ async function saveGrace(button) {
   await run(button, async () => {
     const mfa = await api.put("org/mfa", { enforced: true, grace_period_hours: hours });
     renderGrace(mfa);
-    announce(`The grace period is now ${hours} hours.`);
+    announce(`The grace period is now ${counted(hours, WORDS.hour)}.`);
   });
 }
 

@@ -4,6 +4,7 @@
 // deliveries and gives it a fresh run of attempts.
 
 import { api, segment } from "./api.js";
+import { WORDS, counted } from "./plural.js";
 import { announce, h, run, when } from "./ui.js";
 
 export function describeState(webhook) {
@@ -17,7 +18,7 @@ export function describeState(webhook) {
   }
   const failures = webhook.consecutive_failures;
   return ["Disabled ", when(webhook.disabled_at, { never: "" }),
-    failures > 0 ? ` after ${failures} failed deliveries in a row` : ""];
+    failures > 0 ? ` after ${counted(failures, WORDS.failedDelivery)} in a row` : ""];
 }
 
 // Null for an enabled endpoint: there is nothing to enable.

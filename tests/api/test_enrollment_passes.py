@@ -247,7 +247,10 @@ def test_open_enrolment_needs_no_code(api, admin):
 
 def test_a_first_key_needs_a_pass_and_uses_it_up(api, admin):
     bob = api.login(user="bob")
+    assert api.call("GET", "/me", token=bob.token).body["mfa"]["enrollment_code_required"] is False
     _require_passes(api, admin)
+    # Told before any registration starts, so that a client asks for the code up front.
+    assert api.call("GET", "/me", token=bob.token).body["mfa"]["enrollment_code_required"] is True
     assert api.registration_options(bob).body["enrollment_code_required"] is True
     reply = _register(api, bob)
     assert (reply.status, reply.code) == (403, "EnrollmentPassRequired")
@@ -266,6 +269,7 @@ def test_a_first_key_needs_a_pass_and_uses_it_up(api, admin):
     assert api.call("GET", _passes_path(), token=admin.token).body["enrollment_passes"][0]["state"] == "used"
 
     # A second key needs no pass; the used code is not looked at.
+    assert api.call("GET", "/me", token=bob.token).body["mfa"]["enrollment_code_required"] is False
     assert api.registration_options(bob).body["enrollment_code_required"] is False
     assert _register(api, bob).status == 201
     assert _register(api, bob, code=issued["code"]).status == 201

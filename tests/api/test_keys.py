@@ -125,6 +125,7 @@ def test_disable_mfa_deletes_every_key(api, bob):
         "enabled": False,
         "key_count": 0,
         "registration_due_at": None,
+        "enrollment_code_required": False,
     }
 
 

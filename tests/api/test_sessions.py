@@ -25,7 +25,12 @@ def test_me_describes_the_caller(api):
     assert reply.body["user"]["id"] == "bob"
     assert reply.body["org"] == {"id": "acme", "mfa_enforced": False}
     assert reply.body["session"]["state"] == "active"
-    assert reply.body["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
+    assert reply.body["mfa"] == {
+        "enabled": False,
+        "key_count": 0,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,11 @@ class SecurityKeys:
         self.use(authenticator)
         return authenticator
 
+    @property
+    def first(self) -> str:
+        """The key plugged in when the browser opened."""
+        return self._plugged[0]
+
     def use(self, authenticator: str) -> None:
         for plugged in self._plugged:
             self._cdp.send(

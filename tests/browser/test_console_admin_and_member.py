@@ -177,7 +177,7 @@ def test_the_organization_page_keeps_up_and_its_audit_log_filters(open_console: 
     mia = open_console()
     mia.sign_in_to_settings(org=org, user="mia")
     ada.go_to("Organization settings")
-    expect(ada.page.locator("#compliance-text")).to_have_text("1 of 2 members have a security key")
+    expect(ada.page.locator("#compliance-text")).to_have_text("1 of 2 members has a security key")
     expect(ada.page.locator("#org-updated")).to_contain_text("Updated at")
 
     # A member registers a key meanwhile: the current nav item brings the page up to date.

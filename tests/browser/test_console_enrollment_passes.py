@@ -1,7 +1,8 @@
 """Enrolment passes in the web console, in Chromium against the running local stack: an admin
 requires passes and issues a member's pass (its code shown once, gone when dismissed or on
-sign-out), and the member enters the code when registering a first security key — from Personal
-settings, and from the registration an enforcing organization requires at sign-in."""
+sign-out), and the member, shown the code field from the start, enters the code when registering
+a first security key — from Personal settings, and from the registration an enforcing
+organization requires at sign-in."""
 
 from __future__ import annotations
 
@@ -53,13 +54,14 @@ def test_an_admin_issues_a_pass_and_the_member_enables_mfa_with_its_code(open_co
 
     bob = open_console()
     bob.sign_in_to_settings(org=org, user="bob")
+    # The organization requires a pass: the field is there from the start, with what it is for.
     code_box = bob.page.get_by_role("textbox", name="Enrolment code")
-    expect(code_box).to_be_hidden()
+    expect(code_box).to_be_visible()
+    expect(code_box).to_have_accessible_description(re.compile("requires an enrolment pass for your first"))
     bob.page.get_by_role("textbox", name="Key name").fill("Bob's key")
     bob.button("Enable").click()
     # Asked for the code before the security key is: nothing was registered.
     expect(bob.alert()).to_contain_text("requires an enrolment pass")
-    expect(code_box).to_be_visible()
     expect(code_box).to_be_focused()
     assert bob.get("/me")["mfa"]["key_count"] == 0
 
@@ -84,7 +86,12 @@ def test_an_admin_issues_a_pass_and_the_member_enables_mfa_with_its_code(open_co
     expect(bob.status()).to_contain_text("Security key “Bob's key” was added")
     expect(bob.key_row("personal-keys", "Bob's key")).to_have_count(1)
     expect(code_box).to_be_hidden()
-    assert bob.get("/me")["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
+    assert bob.get("/me")["mfa"] == {
+        "enabled": True,
+        "key_count": 1,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
     bob.screenshot("enrollment-pass-used")
 
     # A second key needs no code.
@@ -133,11 +140,12 @@ def test_a_member_made_to_register_at_sign_in_enters_the_code(open_console: Open
     dan = open_console()
     dan.sign_in(org=org, user="dan")
     expect(dan.heading("Register your security key")).to_be_visible()
+    code_box = dan.page.get_by_role("textbox", name="Enrolment code")
+    expect(code_box).to_be_visible()  # from the start
     dan.page.get_by_role("textbox", name="Key name").fill("Dan's key")
     dan.button("Register security key").click()
-    code_box = dan.page.get_by_role("textbox", name="Enrolment code")
-    expect(code_box).to_be_visible()
     expect(dan.alert()).to_contain_text("requires an enrolment pass")
+    expect(code_box).to_be_focused()
     assert dan.get("/me")["session"]["state"] == "registration_required"
     dan.screenshot("enrollment-pass-required-at-sign-in")
 
@@ -151,4 +159,5 @@ def test_a_member_made_to_register_at_sign_in_enters_the_code(open_console: Open
         "enabled": True,
         "key_count": 1,
         "registration_due_at": None,
+        "enrollment_code_required": False,
     }

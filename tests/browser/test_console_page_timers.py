@@ -70,7 +70,7 @@ def admin_watching_a_recount(open_console: OpenConsole, org: str) -> tuple[Conso
 
     asked = StatusRequests(ada)
     ada.go_to("Organization settings")
-    expect(ada.page.locator("#compliance-text")).to_contain_text("Recounting which of the 1 member holds")
+    expect(ada.page.locator("#compliance-text")).to_contain_text("Recounting whether the 1 member holds")
     # The page keeps asking while the recount runs.
     assert asked.over_the_next_seconds() >= 2
     return ada, asked

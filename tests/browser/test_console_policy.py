@@ -1,5 +1,6 @@
 """The authenticator policy in the console, in Chromium: an admin sees what a policy would leave
-non-compliant before saving it, and every key shows its model and whether it counts."""
+non-compliant before saving it, every key shows its model and whether it counts, and a key the
+policy refuses is refused with the policy's reason in words."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from tests.browser.conftest import OpenConsole
 from tests.browser.console import unique_org
 
 pytestmark = pytest.mark.browser
+
+REFUSED_FOR_ATTESTATION = (
+    "Your organization accepts only security key models verified by the FIDO Metadata Service, and this key's "
+    "model could not be verified. It was not registered: use another key, or ask an admin which models are accepted."
+)
 
 
 def test_an_admin_sees_the_impact_of_a_policy_before_saving_it(open_console: OpenConsole):
@@ -54,3 +60,28 @@ def test_a_malformed_aaguid_is_refused_with_the_reason_and_nothing_saved(open_co
     policy.get_by_role("button", name="Save policy").click()
     expect(ada.alert()).to_contain_text("not an AAGUID")
     assert ada.get("/org/mfa/policy")["policy"]["denied_aaguids"] == []
+
+
+def test_a_key_the_policy_refuses_is_refused_with_the_reason(open_console: OpenConsole):
+    org = unique_org("policy-refused")
+    ada = open_console()
+    ada.sign_in_to_settings(org=org, user="ada", admin=True)
+    ada.enable_mfa(key_name="Desk key")
+    ada.go_to("Organization settings")
+    policy = ada.page.get_by_role("region", name="Authenticator policy")
+    policy.get_by_role("combobox", name="Attestation").select_option(
+        label="Only models verified by the FIDO Metadata Service"
+    )
+    policy.get_by_role("button", name="Save policy").click()
+    ada.confirm("Save policy")
+    expect(ada.status()).to_contain_text("Authenticator policy saved")
+
+    # The browser's virtual key proves no model the metadata lists.
+    ada.go_to("Personal settings")
+    ada.keys.plug_in_new()
+    ada.page.get_by_role("textbox", name="Key name").fill("Travel key")
+    ada.button("Add key").click()
+    expect(ada.alert()).to_have_text(REFUSED_FOR_ATTESTATION)
+    expect(ada.page.get_by_role("textbox", name="Key name")).to_have_value("Travel key")
+    assert [key["name"] for key in ada.get("/me/mfa/keys")["keys"]] == ["Desk key"]
+    ada.screenshot("key-refused-by-policy")

@@ -26,7 +26,7 @@ def test_an_admin_previews_enforces_with_a_grace_period_and_offboards(open_conso
     expect(ada.page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
     page.get_by_role("spinbutton", name="Grace period (hours)").fill("48")
     ada.button("Preview enforcement").click()
-    expect(page.locator("#preview-summary")).to_contain_text("1 of 2 members have no security key")
+    expect(page.locator("#preview-summary")).to_contain_text("1 of 2 members has no security key")
     expect(page.locator("#preview-members")).to_contain_text("ben")
     assert ada.get("/org/mfa")["enforced"] is False  # the preview changed nothing
 

@@ -22,7 +22,12 @@ def test_a_member_enables_mfa_and_passes_the_mfa_prompt_at_the_next_sign_in(open
     mia.sign_in_to_settings(org=org, user="mia")
     expect(mia.page.locator("#personal-mfa-state")).to_contain_text("MFA is off")
     expect(mia.button("Enable")).to_be_visible()
-    assert mia.get("/me")["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
+    assert mia.get("/me")["mfa"] == {
+        "enabled": False,
+        "key_count": 0,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
 
     mia.enable_mfa(key_name="Blue YubiKey")
     # Focus stays on the button that did it (now "Add key"), not on the page's body.
@@ -35,7 +40,12 @@ def test_a_member_enables_mfa_and_passes_the_mfa_prompt_at_the_next_sign_in(open
     expect(row.locator(".key-id")).to_have_text(key["id"])
     expect(row).to_contain_text("Never")  # not used for a sign-in yet
     expect(mia.page.locator("#personal-mfa-state")).to_contain_text("MFA is on")
-    assert mia.get("/me")["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
+    assert mia.get("/me")["mfa"] == {
+        "enabled": True,
+        "key_count": 1,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
     mia.screenshot("enable-mfa")
 
     old_token = mia.token()
@@ -101,7 +111,12 @@ def test_a_member_adds_a_second_key_renames_it_and_deletes_it_after_confirming(o
     expect(noah.status()).to_have_text("Security key “Keyring key” was deleted.")
     expect(noah.key_row("personal-keys", "Keyring key")).to_have_count(0)
     assert [key["name"] for key in noah.get("/me/mfa/keys")["keys"]] == ["Blue YubiKey"]
-    assert noah.get("/me")["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
+    assert noah.get("/me")["mfa"] == {
+        "enabled": True,
+        "key_count": 1,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
     noah.screenshot("manage-keys")
 
 
@@ -115,7 +130,7 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Ada's key")
     ada.go_to("Organization settings")
-    expect(ada.page.locator("#compliance-text")).to_have_text("1 of 2 members have a security key")
+    expect(ada.page.locator("#compliance-text")).to_have_text("1 of 2 members has a security key")
     enforce = ada.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone"))
     expect(enforce).not_to_be_checked()
 
@@ -123,7 +138,7 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     expect(ada.dialog()).to_contain_text("Every other session of the organization ends at once")
     # The question says what enforcing does to this organization: who lacks a key, and that no
     # backup credentials exist yet.
-    expect(ada.dialog()).to_contain_text("1 of 2 members have no security key yet")
+    expect(ada.dialog()).to_contain_text("1 of 2 members has no security key yet")
     expect(ada.dialog()).to_contain_text("The organization has no backup credentials: create them first")
     ada.screenshot("enforce-confirmation")
     ada.confirm("Enforce MFA")
@@ -170,6 +185,7 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
         "enabled": True,
         "key_count": 1,
         "registration_due_at": None,
+        "enrollment_code_required": False,
     }
 
     ada.page.reload()
@@ -269,7 +285,12 @@ def test_an_admin_deletes_a_members_key(open_console: OpenConsole):
     expect(lea.page.get_by_role("alert")).to_contain_text("Your session has ended")
     lea.sign_in_to_settings(org=org, user="lea")
     expect(lea.page.locator("#personal-mfa-state")).to_contain_text("MFA is off")
-    assert lea.get("/me")["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
+    assert lea.get("/me")["mfa"] == {
+        "enabled": False,
+        "key_count": 0,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
 
 
 def test_backup_credentials_are_shown_once_and_sign_an_admin_in(open_console: OpenConsole):

@@ -1,10 +1,12 @@
 """Step-up in the console, in Chromium against the running local stack: a sensitive change long
-after the last security-key check makes the console ask for the key, record the check and carry
-the change out; without a key to step up with, it says to sign in again. Time passing is played
+after the last security-key check makes the console name the change, ask for a key already
+registered, record the check and carry the change out; a new key touched for the check is told
+apart from nothing; without a key to step up with, it says to sign in again. Time passing is played
 by moving the session's stored times back in the stack's DynamoDB."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -69,7 +71,12 @@ def test_a_sensitive_change_long_after_the_key_check_asks_for_the_key_and_goes_t
 
     lea.button("Delete Blue YubiKey").click()
     lea.confirm("Delete key")
-    expect(lea.dialog()).to_contain_text("Confirm with your security key")
+    dialog = lea.page.get_by_role("dialog", name="Confirm with your security key")
+    # The change it guards, and the keys that can confirm it.
+    expect(dialog).to_have_accessible_description(
+        "To delete the security key “Blue YubiKey”, keyward needs a fresh check of a security key already "
+        "registered to your account (“Blue YubiKey” or “Spare key”). Nothing has been changed yet."
+    )
     lea.screenshot("step-up")
     lea.confirm("Use security key")
 
@@ -105,9 +112,90 @@ def test_a_member_without_keys_is_told_to_sign_in_again(open_console: OpenConsol
 
     expect(kai.alert()).to_have_text("This change needs a recent sign-in. Sign out and sign in again, then retry it.")
     expect(kai.dialog()).to_be_hidden()
-    assert kai.get("/me")["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}
+    assert kai.get("/me")["mfa"] == {
+        "enabled": False,
+        "key_count": 0,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
 
     kai.sign_out()
     kai.sign_in_to_settings(org=org, user="kai")
     kai.enable_mfa(key_name="Blue YubiKey")
-    assert kai.get("/me")["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}
+    assert kai.get("/me")["mfa"] == {
+        "enabled": True,
+        "key_count": 1,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }
+
+
+def test_a_step_up_while_adding_a_key_asks_for_a_registered_one_and_says_a_new_one_cannot_answer(
+    open_console: OpenConsole,
+):
+    org = unique_org("step-up-new-key")
+    lea = open_console()
+    lea.sign_in_to_settings(org=org, user="lea")
+    lea.enable_mfa(key_name="Blue YubiKey")
+    first = lea.keys.first
+    registered = lea.keys.credentials(first)
+    _move_back(lea, org, "key_checked_at")
+
+    # A new, empty key in hand, Lea adds it: the check first needs one of her registered keys.
+    new = lea.keys.plug_in_new()
+    lea.page.get_by_role("textbox", name="Key name").fill("Spare key")
+    with lea.page.expect_response(lambda answer: answer.url.endswith("/auth/reauth/options")) as asked:
+        lea.button("Add key").click()
+    allowed = asked.value.json()["publicKey"]["allowCredentials"]
+    # The API's options are base64url, DevTools' credential IDs plain base64.
+    assert [base64.urlsafe_b64decode(credential["id"] + "==") for credential in allowed] == [
+        base64.b64decode(credential["credentialId"]) for credential in registered
+    ]
+    dialog = lea.page.get_by_role("dialog", name="Confirm with your security key")
+    expect(dialog).to_have_accessible_description(
+        "To add a security key, keyward needs a fresh check of a security key already registered to your "
+        "account (“Blue YubiKey”). Use a key you already have, not the new one you are adding. "
+        "Nothing has been changed yet."
+    )
+    lea.confirm("Use security key")
+
+    # The new key holds no credential the check allows; the browser says only NotAllowedError.
+    expect(lea.alert()).to_have_text(
+        "No registered security key answered: either the key you used is not one of your registered keys "
+        "(a new key can only confirm once it is added), or the check was cancelled or timed out. "
+        "Nothing was changed — try again with a key you registered."
+    )
+    assert [key["name"] for key in lea.get("/me/mfa/keys")["keys"]] == ["Blue YubiKey"]
+    assert lea.call("POST", "/me/mfa/keys/options").status_code == 403
+
+    # With the registered key, the check passes, and the new key is then added.
+    lea.keys.use(first)
+    lea.button("Add key").click()
+    lea.confirm("Use security key")
+    expect(lea.alert()).to_have_text("This security key is already registered to your account. Use a different key.")
+    lea.keys.use(new)
+    lea.button("Add key").click()
+    expect(lea.status()).to_contain_text("Security key “Spare key” was added")
+    expect(lea.dialog()).to_be_hidden()
+    assert [key["name"] for key in lea.get("/me/mfa/keys")["keys"]] == ["Blue YubiKey", "Spare key"]
+
+
+def test_an_admin_change_is_named_from_its_request(open_console: OpenConsole):
+    org = unique_org("step-up-admin")
+    ada = open_console()
+    ada.sign_in_to_settings(org=org, user="ada", admin=True)
+    ada.enable_mfa(key_name="Desk key")
+    ada.go_to("Organization settings")
+    _move_back(ada, org, "key_checked_at")
+
+    switch = ada.page.get_by_role("switch", name="Require an enrolment pass for a member's first security key")
+    switch.click()
+    dialog = ada.page.get_by_role("dialog", name="Confirm with your security key")
+    expect(dialog).to_have_accessible_description(
+        "To change who may register a first security key, keyward needs a fresh check of a security key already "
+        "registered to your account (“Desk key”). Nothing has been changed yet."
+    )
+    ada.confirm("Use security key")
+    expect(ada.status()).to_contain_text("now needs an enrolment pass")
+    expect(switch).to_be_checked()
+    assert ada.get("/org/mfa")["enrollment"] == "pass_required"

@@ -252,7 +252,12 @@ def test_a_member_without_a_key_must_register_one_before_anything_else(keyward, 
     me = keyward.call("GET", "/me", token=token)
     assert me.status == 200, f"GET /me: {me}"
     assert me.body["session"]["state"] == "registration_required", str(me)
-    assert me.body["mfa"] == {"enabled": False, "key_count": 0, "registration_due_at": None}, str(me)
+    assert me.body["mfa"] == {
+        "enabled": False,
+        "key_count": 0,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }, str(me)
 
     calls = _session_calls(keyward, key_id=admin_key, user_id="eve")
     refused_calls = [
@@ -288,7 +293,12 @@ def test_a_member_without_a_key_must_register_one_before_anything_else(keyward, 
     me = keyward.call("GET", "/me", token=token)
     assert me.status == 200, f"GET /me after registering: {me}"
     assert me.body["session"]["state"] == "active", str(me)
-    assert me.body["mfa"] == {"enabled": True, "key_count": 1, "registration_due_at": None}, str(me)
+    assert me.body["mfa"] == {
+        "enabled": True,
+        "key_count": 1,
+        "registration_due_at": None,
+        "enrollment_code_required": False,
+    }, str(me)
     assert keyward.key_ids(token) == [registered.body["key"]["id"]]
     if admin:
         status = keyward.call("GET", "/org/mfa", token=token)
