@@ -102,7 +102,7 @@ def _admin_only_requests():
     alices_key = next(iter(_key_ids("acme", "alice")))
     return [
         ("GET", "/org/mfa", None),
-        ("PUT", "/org/mfa", {"enforced": True}),
+        ("PUT", "/org/mfa", {"enforced": True, "without_backup_credentials": True}),
         ("GET", "/org/members", None),
         ("GET", "/org/mfa/keys", None),
         ("DELETE", f"/org/members/alice/mfa/keys/{alices_key}", None),
@@ -309,7 +309,12 @@ def test_deleting_a_key_the_member_does_not_hold_is_not_found_and_changes_nothin
 
 def test_under_enforcement_an_admin_may_delete_a_members_last_key(api, acme):
     alice = acme["alice"]
-    assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=alice.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
 
     for key_id in sorted(_key_ids("acme", "bob")):
         reply = api.call("DELETE", f"/org/members/bob/mfa/keys/{key_id}", token=alice.token)
@@ -343,7 +348,12 @@ def test_filtering_keys_by_another_orgs_member_is_empty(api, acme, umbrella):
 
 
 def test_status_and_enforcement_are_per_org(api, acme, umbrella):
-    assert api.call("PUT", "/org/mfa", token=acme["alice"].token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=acme["alice"].token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
 
     shown = api.call("GET", "/org/mfa", token=umbrella["ursula"].token).body
     assert (shown["enforced"], shown["members_total"], shown["members_compliant"]) == (False, 2, 2)
@@ -354,7 +364,15 @@ def test_status_and_enforcement_are_per_org(api, acme, umbrella):
 
     # and the other way round: umbrella enforcing ends no session of acme's.
     carol = api.login(user="carol")
-    assert api.call("PUT", "/org/mfa", token=umbrella["ursula"].token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT",
+            "/org/mfa",
+            token=umbrella["ursula"].token,
+            body={"enforced": True, "without_backup_credentials": True},
+        ).status
+        == 200
+    )
     assert api.call("GET", "/me", token=carol.token).status == 200
 
 
