@@ -195,7 +195,8 @@ def _enforce(
                 "'without_backup_credentials': true to enforce without them."
             ) from None
         # Held backup credentials when the session was read: they, or the setting, changed since.
-        raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
+        changed = "MFA setting" if without_backup_credentials else "MFA setting or its backup credentials"
+        raise ConcurrentChange(f"The organization's {changed} changed meanwhile; reload and try again.") from None
     org.mfa_enforced, org.enforced_at, org.enforced_by = True, enforced_at, session.user_id
     org.enforcing_session_id, org.enforcement_generation = session.session_id, generation
     org.invalidation = new_invalidation(generation=generation, started_at=enforced_at)
