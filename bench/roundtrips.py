@@ -161,7 +161,11 @@ def _journey(api: KeywardClient, counter: RequestCounter, *, routes: set[str]) -
             ),
         )
     measure("authenticated GET /me", 200, lambda: api.call("GET", "/me", token=token))
-    # Ada is the organization's admin, holds a key and has just stepped up.
+    # Ada is the organization's admin, holds a key and has just stepped up; the organization holds
+    # backup credentials, as it should before MFA is enforced.
+    created = api.call("POST", "/org/backup-credentials", token=token)
+    if created.status != 201:
+        raise RuntimeError(f"creating backup credentials: expected HTTP 201, got {created.status}: {created.body}")
     measure(
         "enforcing MFA (PUT /org/mfa)", 200, lambda: api.call("PUT", "/org/mfa", token=token, body={"enforced": True})
     )

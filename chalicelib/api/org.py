@@ -96,7 +96,7 @@ def mfa_status() -> dict[str, Any]:
 def set_enforcement() -> dict[str, Any]:
     caller = _admin_changing()
     body = json_body(org.current_request)
-    only_fields(body, {"enforced", "enrollment", "grace_period_hours"})
+    only_fields(body, {"enforced", "enrollment", "grace_period_hours", "without_backup_credentials"})
     if not body:
         raise MalformedRequest("Give 'enforced', 'enrollment' or both.")
     enforced = body.get("enforced")
@@ -105,6 +105,11 @@ def set_enforcement() -> dict[str, Any]:
     hours = grace.check_hours(body["grace_period_hours"]) if "grace_period_hours" in body else None
     if hours is not None and enforced is not True:
         raise MalformedRequest("'grace_period_hours' applies to an enforcement: send it with 'enforced': true.")
+    without_backup_credentials = body.get("without_backup_credentials", False)
+    if not isinstance(without_backup_credentials, bool):
+        raise MalformedRequest("'without_backup_credentials' must be true or false.")
+    if without_backup_credentials and enforced is not True:
+        raise MalformedRequest("'without_backup_credentials' applies to an enforcement: send it with 'enforced': true.")
     change = (
         enrollment_passes.policy_change(caller=caller, policy=enrollment_passes.check_policy(body["enrollment"]))
         if "enrollment" in body
@@ -112,7 +117,13 @@ def set_enforcement() -> dict[str, Any]:
     )
     if isinstance(enforced, bool):
         return _status_body(
-            enforcement.set_enforced(caller=caller, enforced=enforced, grace_period_hours=hours, along=change)
+            enforcement.set_enforced(
+                caller=caller,
+                enforced=enforced,
+                grace_period_hours=hours,
+                without_backup_credentials=without_backup_credentials,
+                along=change,
+            )
         )
     return _status_body(enforcement.change_alone(org=caller.org, change=change))
 

@@ -243,6 +243,11 @@ class SecurityKeyRequired(RuleViolation):
     """A security key of one's own is needed: to enforce MFA, or to step up."""
 
 
+class BackupCredentialsMissing(RuleViolation):
+    """Enforcing MFA while the organization has no backup credentials, without saying so: once
+    enforced, a lost IdP or lost keys leave no way back in."""
+
+
 class AlreadyEnrolled(RuleViolation):
     """A session waiting for a first key cannot register one: the member holds a key already."""
 

@@ -57,6 +57,9 @@ const BY_CODE = {
   LastKeyRequired: "Your organization enforces MFA, so you must keep at least one security key.",
   SecurityKeyRequired:
     "Add a security key of your own (Personal settings) before enforcing MFA, so that you cannot lock yourself out.",
+  BackupCredentialsMissing:
+    "The organization has no backup credentials: create them first, or tick “Enforce without backup credentials” "
+    + "to enforce knowing that nobody can get back in if the identity provider or the security keys are lost.",
   ConcurrentChange: "Someone changed the same thing at the same moment. Reload and try again.",
 
   // The organization's authenticator policy. Attestation is only ever checked at registration.

@@ -10,10 +10,17 @@ import {
 
 const elements = screen.backup;
 let credentials = [];
+let enforced = false; // as GET /org/mfa last said
 
-// How many the organization holds, for the question before enforcing.
-export function backupCredentialCount() {
-  return credentials.length;
+// Told by the enforcement section whenever it shows the organization's setting.
+export function showEnforcement(isEnforced) {
+  enforced = isEnforced;
+  renderNoWayBack();
+}
+
+// Enforced without backup credentials: a warning that stays until they exist.
+function renderNoWayBack() {
+  elements.noWayBack.hidden = !(enforced && credentials.length === 0);
 }
 
 export function renderBackupCredentials(found) {
@@ -32,10 +39,14 @@ export function renderBackupCredentials(found) {
   // A backup session may not make more of itself: the button says so rather than fail.
   elements.create.disabled = isBackupSession();
   elements.createReason.hidden = !isBackupSession();
+  elements.noWayBackCreate.disabled = isBackupSession();
+  renderNoWayBack();
 }
 
 export function forgetBackupCredentials() {
   credentials = [];
+  enforced = false;
+  renderNoWayBack();
   forgetNewSecret({ focus: false });
   elements.list.replaceChildren();
 }
@@ -54,6 +65,11 @@ export async function leaveNewSecret() {
 // Whether a new secret is on screen (closing the tab then asks first).
 export function showsNewSecret() {
   return !elements.secretBox.hidden;
+}
+
+// The checklist before enforcing offers this instead.
+export function createBackupCredentialsFirst() {
+  return createBackupCredentials(elements.create);
 }
 
 async function createBackupCredentials(button) {
@@ -115,6 +131,7 @@ async function deleteBackupCredentials(button, credential) {
 
 organizationPage.whenLeft(() => forgetNewSecret({ focus: false }));
 elements.create.addEventListener("click", (event) => createBackupCredentials(event.currentTarget));
+elements.noWayBackCreate.addEventListener("click", () => createBackupCredentials(elements.create));
 elements.copy.addEventListener("click", () => copy(elements.newSecret.textContent, "The secret was"));
 elements.copyBoth.addEventListener("click", () => copy(
   `Key ID: ${elements.newKeyId.textContent}\nSecret: ${elements.newSecret.textContent}`, "The key ID and secret were",

@@ -4,9 +4,10 @@
 import { api } from "./api.js";
 import { complianceSentence, compliantCount, watchRecount } from "./compliance.js";
 import { renderEnrollmentPolicy } from "./enrollment.js";
-import { backupCredentialCount } from "./organization-backup.js";
+import { askBeforeEnforcing, loadChecklist } from "./enforcement-checklist.js";
+import { createBackupCredentialsFirst, showEnforcement } from "./organization-backup.js";
 import { nameOf } from "./organization-members.js";
-import { WORDS, counted, partOf } from "./plural.js";
+import { WORDS, counted } from "./plural.js";
 import { isBackupSession, isYou, organization, organizationPage, screen } from "./organization-screen.js";
 import { announce, confirmAction, run, when } from "./ui.js";
 
@@ -58,6 +59,7 @@ export function renderStatus(mfa) {
 
   renderInvalidation(mfa);
   renderEnrollmentPolicy(mfa);
+  showEnforcement(mfa.enforced);
 }
 
 export function forgetStatus() {
@@ -103,36 +105,35 @@ export function pollInvalidation() {
   }));
 }
 
-function enforcementQuestion() {
-  const missing = status.members_total - (compliantCount(status) ?? 0);
-  const keyless = compliantCount(status) === null
-    ? "Which members hold a security key the policy accepts is being recounted."
-    : missing === 0
-    ? "Every member has a security key."
-    : `${partOf(missing, status.members_total, WORDS.member, WORDS.has)} no security key `
-      + "yet: they must register one at their next sign-in, so make sure they have a FIDO2 security key.";
-  const count = backupCredentialCount();
-  const backups = count === 0
-    ? "The organization has no backup credentials: create them first, they are the way back in when a key is lost."
-    : `The organization has ${counted(count, WORDS.backupCredential)}.`;
-  return `Every other session of the organization ends at once; yours stays. ${keyless} ${backups}`;
+async function askBeforeEnforcingNow(enforce) {
+  const found = await run(enforce, loadChecklist);
+  if (!found) return null;
+  return askBeforeEnforcing(found, {
+    consequence: "Members without a security key must register one at their next sign-in.",
+    createFirst: createBackupCredentialsFirst,
+  });
+}
+
+async function askBeforeRelaxing() {
+  const confirmed = await confirmAction({
+    title: "Stop enforcing MFA?",
+    text: "Members will be able to delete all their security keys and sign in without one. Sessions that "
+      + "enforcement ended stay ended.",
+    confirm: "Stop enforcing",
+  });
+  return confirmed ? {} : null;
 }
 
 async function changeEnforcement(enforce) {
   const wanted = enforce.checked;
   // The switch shows the organization's actual setting until the change is confirmed and made.
   enforce.checked = !wanted;
-  const confirmed = await confirmAction(wanted
-    ? { title: "Enforce MFA for everyone?", text: enforcementQuestion(), confirm: "Enforce MFA" }
-    : {
-      title: "Stop enforcing MFA?",
-      text: "Members will be able to delete all their security keys and sign in without one. Sessions that "
-        + "enforcement ended stay ended.",
-      confirm: "Stop enforcing",
-    });
-  if (!confirmed) return;
+  // Enforcing: the pre-flight checklist, and what it adds to the request (the acknowledgement of
+  // enforcing without backup credentials).
+  const along = wanted ? await askBeforeEnforcingNow(enforce) : await askBeforeRelaxing();
+  if (!along) return;
   await run(enforce, async () => {
-    const mfa = await api.put("org/mfa", { enforced: wanted });
+    const mfa = await api.put("org/mfa", { enforced: wanted, ...along });
     await organization.session.refresh();
     renderStatus(mfa);
     announce(wanted

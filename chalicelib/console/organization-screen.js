@@ -46,6 +46,8 @@ export const screen = {
   members: { title: $("members-title"), list: $("members"), more: $("members-more") },
   keys: { title: $("org-keys-title"), list: $("org-keys"), more: $("org-keys-more") },
   backup: {
+    noWayBack: $("no-way-back"),
+    noWayBackCreate: $("no-way-back-create"),
     list: $("backup-list"),
     create: $("backup-create"),
     createReason: $("backup-create-reason"),

@@ -5,6 +5,7 @@
 // organization-screen.js.
 
 import { api } from "./api.js";
+import { checklistOpen } from "./enforcement-checklist.js";
 import { forgetPasses } from "./enrollment.js";
 import { forgetAudit, loadAudit } from "./organization-audit.js";
 import { forgetBackupCredentials, renderBackupCredentials } from "./organization-backup.js";
@@ -127,7 +128,7 @@ screen.refresh.addEventListener("click", (event) => run(event.currentTarget, () 
 
 // Coming back to the tab: what changed meanwhile (a member registered a key) shows without a click.
 function refreshWhenSeen() {
-  if (document.visibilityState !== "visible" || !onOrganizationPage() || frame.confirm.dialog.open) return;
+  if (document.visibilityState !== "visible" || !onOrganizationPage() || frame.confirm.dialog.open || checklistOpen()) return;
   if (Date.now() - loadedAt < FRESH_FOR_MS) return;
   run(null, () => refreshOrganization({ quiet: true }));
 }

@@ -4,6 +4,8 @@
 
 import { api, segment } from "./api.js";
 import { adminsWithoutKey } from "./compliance.js";
+import { askBeforeEnforcing, loadChecklist } from "./enforcement-checklist.js";
+import { createBackupCredentialsFirst } from "./organization-backup.js";
 import { isYou, screen } from "./organization-screen.js";
 import { personalScreen } from "./personal-screen.js";
 import { WORDS, counted, form, partOf } from "./plural.js";
@@ -113,15 +115,16 @@ async function enforce(button) {
     announce("The grace period must be a whole number of hours from 0 to 720.");
     return;
   }
-  const confirmed = await confirmAction({
-    title: "Enforce MFA for everyone?",
-    text: `Every other session of the organization ends at once; yours stays. Members without a security key `
+  const found = await run(button, loadChecklist);
+  if (!found) return;
+  const along = await askBeforeEnforcing(found, {
+    consequence: "Members without a security key "
       + (hours ? `may keep working for ${counted(hours, WORDS.hour)}, then must register one.` : "must register one at their next sign-in."),
-    confirm: "Enforce MFA",
+    createFirst: createBackupCredentialsFirst,
   });
-  if (!confirmed) return;
+  if (!along) return;
   await run(button, async () => {
-    await api.put("org/mfa", { enforced: true, grace_period_hours: hours });
+    await api.put("org/mfa", { enforced: true, grace_period_hours: hours, ...along });
     announce("MFA is now enforced. Every other session of the organization is being ended.");
     await onChange();
   });

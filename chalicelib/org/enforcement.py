@@ -16,7 +16,7 @@ from typing import Any
 from chalicelib.access import grace
 from chalicelib.base import audit, clock
 from chalicelib.base.context import AlongChange, Caller
-from chalicelib.base.errors import ConcurrentChange, SecurityKeyRequired
+from chalicelib.base.errors import BackupCredentialsMissing, ConcurrentChange, SecurityKeyRequired
 from chalicelib.base.models import Invalidation, Member, Organization
 from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.counters import compliance, coverage
@@ -58,18 +58,23 @@ def set_enforced(
     caller: Caller,
     enforced: bool,
     grace_period_hours: int | None = None,
+    without_backup_credentials: bool = False,
     along: AlongChange | None = None,
 ) -> MfaStatus:
     """``PUT /org/mfa``: enforce MFA (ending every other session at once) or relax it.
 
     Enforcing requires the admin to hold a key themselves — checked inside the transaction,
-    so a key deleted at the same moment cannot slip through. Repeating the current setting
+    so a key deleted at the same moment cannot slip through — and the organization to hold
+    backup credentials, its way back in when the IdP or the keys are lost, unless the admin says
+    ``without_backup_credentials`` (then the enforcement's audit event records it). Repeating the current setting
     changes nothing. ``grace_period_hours`` (see chalicelib/access/grace.py) comes with a new enforcement
     (0 when left out) or changes the one in force, for everyone at once. ``along`` (another
     setting of the same request) is made in the same transaction, or alone when enforcement stays.
 
     Raises:
         SecurityKeyRequired: the admin has no security key of their own.
+        BackupCredentialsMissing: the organization has no backup credentials, and the admin did
+            not say ``without_backup_credentials``.
         ConcurrentChange: another admin changed the setting at the same moment.
     """
     # caller.org came with the session, strongly consistent: the write's conditions catch a change since.
@@ -92,7 +97,13 @@ def set_enforced(
     # The answer is built from what was read before the change and what the change wrote: a read
     # failing after the commit would otherwise report 503 "nothing was changed" for a change made.
     changed = (
-        _enforce(caller=caller, org=before.org, grace_period_hours=grace_period_hours or 0, along=along)
+        _enforce(
+            caller=caller,
+            org=before.org,
+            grace_period_hours=grace_period_hours or 0,
+            without_backup_credentials=without_backup_credentials,
+            along=along,
+        )
         if enforced
         else _relax(caller=caller, org=before.org, along=along)
     )
@@ -109,10 +120,28 @@ def change_alone(*, org: Organization, change: AlongChange | None) -> MfaStatus:
     return before
 
 
-def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, along: AlongChange | None) -> Organization:
+def _enforce(
+    *,
+    caller: Caller,
+    org: Organization,
+    grace_period_hours: int,
+    without_backup_credentials: bool,
+    along: AlongChange | None,
+) -> Organization:
     session = caller.session
     enforced_at = clock.now()
     generation = int(org.enforcement_generation) + 1
+    # ``org`` was read with the session; the organization item's own condition holds the rule at
+    # the write, so backup credentials deleted meanwhile cannot slip through, at no extra read.
+    # DynamoDB removes a string set with its last element, so "exists" means "holds one". A request
+    # refused for want of them still makes the write: only the transaction tells whether the admin
+    # holds a key, the refusal named first.
+    had_backup_credentials = bool(org.backup_key_ids)
+    unchanged = (Organization.mfa_enforced == False) & (
+        Organization.enforcement_generation == org.enforcement_generation
+    )
+    condition = unchanged if without_backup_credentials else unchanged & Organization.backup_key_ids.exists()
+    recorded = {"without_backup_credentials": True} if not had_backup_credentials else {}
     try:
         with transaction() as write:
             write.condition_check(
@@ -136,8 +165,7 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
                     Organization.grace_period_hours.set(grace_period_hours),
                     Organization.last_enforced_at.set(enforced_at),
                 ],
-                condition=(Organization.mfa_enforced == False)
-                & (Organization.enforcement_generation == org.enforcement_generation),
+                condition=condition,
             )
             write.save(
                 Item.AUDIT,
@@ -151,6 +179,7 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
                         "generation": generation,
                         "session_id": session.session_id,
                         "grace_period_hours": grace_period_hours,
+                        **recorded,
                     },
                 ),
             )
@@ -159,7 +188,15 @@ def _enforce(*, caller: Caller, org: Organization, grace_period_hours: int, alon
     except ConditionsFailed as refused:
         if Item.MEMBER in refused.labels:
             raise SecurityKeyRequired("Register a security key of your own before enforcing MFA.") from None
-        raise ConcurrentChange("The organization's MFA setting changed meanwhile; reload and try again.") from None
+        if not without_backup_credentials and not had_backup_credentials:
+            raise BackupCredentialsMissing(
+                "The organization has no backup credentials: once MFA is enforced, a lost identity provider or "
+                "lost security keys leave no way back in. Create backup credentials first, or send "
+                "'without_backup_credentials': true to enforce without them."
+            ) from None
+        # Held backup credentials when the session was read: they, or the setting, changed since.
+        changed = "MFA setting" if without_backup_credentials else "MFA setting or its backup credentials"
+        raise ConcurrentChange(f"The organization's {changed} changed meanwhile; reload and try again.") from None
     org.mfa_enforced, org.enforced_at, org.enforced_by = True, enforced_at, session.user_id
     org.enforcing_session_id, org.enforcement_generation = session.session_id, generation
     org.invalidation = new_invalidation(generation=generation, started_at=enforced_at)

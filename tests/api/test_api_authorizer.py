@@ -203,7 +203,12 @@ def test_enforcement_ends_access_at_the_next_uncached_call(api, admin, bob, payr
     token = access_token(bob, payroll)
     assert invoke(api, rest_event(token))["policyDocument"]["Statement"][0]["Effect"] == "Allow"
 
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
 
     _unauthorized(api, rest_event(token))
     assert stream.drain()

@@ -900,7 +900,7 @@ class AssuranceModel(RuleBasedStateMachine):
             allowed = {(409, "SecurityKeyRequired")}
         else:
             allowed = {(200, None)}
-        body: dict[str, Any] = {"enforced": True}
+        body: dict[str, Any] = {"enforced": True, "without_backup_credentials": True}
         if grace is not None:
             body["grace_period_hours"] = grace
         outcome, _ = self.change(session, "PUT", "/org/mfa", body, allowed, what="enforce", admin=True)

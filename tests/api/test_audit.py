@@ -166,7 +166,12 @@ def test_the_other_actions_are_logged_with_their_details(api):
     backup_id = api.call("POST", "/org/backup-credentials", token=alice.token).body["key_id"]
     assert api.call("DELETE", f"/org/backup-credentials/{backup_id}", token=alice.token).status == 204
     alices_key_id = _key_id(api.add_key(alice))
-    assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=alice.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": False}).status == 200
 
     events = _events(api, alice)
@@ -204,10 +209,20 @@ def test_the_other_actions_are_logged_with_their_details(api):
 
 def test_refused_actions_are_not_logged_as_done(api, admin):
     keyless_admin = api.login(user="dora", admin=True)
-    assert api.call("PUT", "/org/mfa", token=keyless_admin.token, body={"enforced": True}).code == "SecurityKeyRequired"
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=keyless_admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).code
+        == "SecurityKeyRequired"
+    )
     assert _events(api, admin, action="enforcement.enabled") == []
 
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     carol = api.login(user="carol")
     options = api.registration_options(carol)
     forged = SoftwareAuthenticator().register(options.body["publicKey"], origin=EVIL_ORIGIN)

@@ -24,7 +24,12 @@ def test_a_member_called_operator_who_enforces_is_a_member_not_the_operator(api,
     impostor = _admin_with_key(api, "operator")
     api.login(user="bob")
 
-    assert api.call("PUT", "/org/mfa", token=impostor.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=impostor.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     stream.drain()
 
     [login] = [e for e in _events(api, impostor, "login") if e["user_id"] == "operator"][:1]

@@ -416,7 +416,12 @@ def test_under_enforcement_a_member_whose_keys_all_fall_short_must_register_a_co
     plain = SoftwareAuthenticator()
     assert api.add_key(bob, plain).status == 201
     assert api.add_key(admin, _key(vendor, TRUSTED)).status == 201
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     _set_policy(api, admin, attestation="required")
 
     bob = api.mfa_login(org="acme", user="bob", authenticator=plain)
@@ -432,7 +437,12 @@ def test_under_enforcement_a_refused_key_cannot_stand_in_for_a_compliant_one(api
     admin = _admin(api)
     plain = admin.authenticators[0]
     assert api.add_key(admin, _key(vendor, TRUSTED)).status == 201
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     _set_policy(api, admin, attestation="required")
     pending = api.login(user="alice", admin=True)
     options = api.mfa_options(pending).body
@@ -535,7 +545,12 @@ def test_under_enforcement_a_refused_key_opens_no_step_up_window(api, vendor, lo
     plain = admin.authenticators[0]
     trusted = _key(vendor, TRUSTED)
     assert api.add_key(admin, trusted).status == 201
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     _set_policy(api, admin, attestation="required")
     later = clock.now() + timedelta(minutes=20)
     monkeypatch.setattr(clock, "now", lambda: later)
@@ -571,7 +586,12 @@ def test_under_enforcement_a_policy_change_lapses_every_proof_until_a_key_that_c
     admin = _admin(api)
     trusted = _key(vendor, TRUSTED)
     assert api.add_key(admin, trusted).status == 201
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     admin = api.mfa_login(org="acme", user="alice", authenticator=admin.authenticators[0], admin=True)
     assert api.call("GET", "/org/mfa/policy", token=admin.token).status == 200
 

@@ -22,7 +22,9 @@ def _session_id(member) -> str:
 
 
 def _enforce(api, admin, enforced=True):
-    return api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": enforced})
+    """Enforce (knowingly, in an organization without backup credentials) or relax."""
+    body = {"enforced": True, "without_backup_credentials": True} if enforced else {"enforced": False}
+    return api.call("PUT", "/org/mfa", token=admin.token, body=body)
 
 
 def test_enforcing_records_who_when_and_from_which_session(api, admin):
@@ -63,13 +65,21 @@ def test_a_refused_enforcement_leaves_the_stream_to_the_next_accepted_one(api, s
 
 def test_members_cannot_read_or_change_the_setting(api, admin):
     bob = api.login(user="bob")
-    for method, body in (("GET", None), ("PUT", {"enforced": True})):
+    for method, body in (("GET", None), ("PUT", {"enforced": True, "without_backup_credentials": True})):
         reply = api.call(method, "/org/mfa", token=bob.token, body=body)
         assert (reply.status, reply.code) == (403, "AdminRequired")
     assert Organization.get("acme").mfa_enforced is False
 
 
-@pytest.mark.parametrize("body", [{"enforced": "yes"}, {"enforced": 1}, {}, {"enforced": True, "enforced_by": "x"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"enforced": "yes"},
+        {"enforced": 1},
+        {},
+        {"enforced": True, "without_backup_credentials": True, "enforced_by": "x"},
+    ],
+)
 def test_a_malformed_setting_is_refused(api, admin, body):
     reply = api.call("PUT", "/org/mfa", token=admin.token, body=body)
     assert (reply.status, reply.code) == (400, "MalformedRequest")
@@ -311,7 +321,12 @@ def test_a_change_another_admin_made_after_the_session_was_read_is_refused_and_c
     assert api.add_key(first, key).status == 201
     alice = api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
     if enforced_before:
-        assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}).status == 200
+        assert (
+            api.call(
+                "PUT", "/org/mfa", token=alice.token, body={"enforced": True, "without_backup_credentials": True}
+            ).status
+            == 200
+        )
     stale = sessions.resolve(authorization=f"Bearer {alice.token}")
     # Meanwhile another admin made the change this one is about to make (and, to relax, undid it).
     if enforced_before:
@@ -321,7 +336,109 @@ def test_a_change_another_admin_made_after_the_session_was_read_is_refused_and_c
     moved = Organization.get("acme", consistent_read=True)
 
     with pytest.raises(ConcurrentChange):
-        enforcement.set_enforced(caller=stale, enforced=not enforced_before)
+        enforcement.set_enforced(caller=stale, enforced=not enforced_before, without_backup_credentials=True)
 
     after = Organization.get("acme", consistent_read=True)
     assert (after.mfa_enforced, after.enforcement_generation) == (moved.mfa_enforced, moved.enforcement_generation)
+
+
+# --- backup credentials: the way back in, asked for before enforcing -----------------------------
+
+
+def _enforcement_events(api, admin):
+    reply = api.call("GET", "/org/audit?action=enforcement.enabled", token=admin.token)
+    assert reply.status == 200, reply.body
+    return reply.body["events"]
+
+
+def test_enforcing_without_backup_credentials_is_refused_and_changes_nothing(api, admin, stream):
+    bob = api.login(user="bob")
+    stream.drain()
+
+    reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True, "enrollment": "pass_required"})
+
+    assert (reply.status, reply.code) == (409, "BackupCredentialsMissing")
+    org = Organization.get("acme", consistent_read=True)
+    assert (org.mfa_enforced, org.enforcement_generation, org.enrollment) == (False, 0, None)
+    assert stream.drain() == 0
+    assert _session_id(bob) in _session_ids()
+    assert api.call("GET", "/me", token=bob.token).status == 200
+    assert _enforcement_events(api, admin) == []
+
+
+def test_enforcing_knowingly_without_backup_credentials_is_recorded_in_the_audit_log(api, admin, stream):
+    bob = api.login(user="bob")
+
+    reply = api.call(
+        "PUT",
+        "/org/mfa",
+        token=admin.token,
+        body={"enforced": True, "grace_period_hours": 24, "without_backup_credentials": True},
+    )
+
+    assert reply.status == 200, reply.body
+    assert (reply.body["enforced"], reply.body["grace_period_hours"]) == (True, 24)
+    assert Organization.get("acme", consistent_read=True).mfa_enforced is True
+    [event] = _enforcement_events(api, admin)
+    assert event["details"]["without_backup_credentials"] is True
+    assert api.call("GET", "/me", token=bob.token).code == "SessionEndedByEnforcement"
+
+
+def test_an_organization_with_backup_credentials_enforces_without_saying_more(api, admin):
+    assert api.call("POST", "/org/backup-credentials", token=admin.token).status == 201
+
+    reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True})
+
+    assert (reply.status, reply.body["enforced"]) == (200, True)
+    [event] = _enforcement_events(api, admin)
+    assert "without_backup_credentials" not in event["details"]
+
+
+def test_deleting_the_last_backup_credentials_brings_the_refusal_back(api, admin):
+    created = api.call("POST", "/org/backup-credentials", token=admin.token).body
+    assert api.call("DELETE", f"/org/backup-credentials/{created['key_id']}", token=admin.token).status == 204
+
+    reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True})
+
+    assert (reply.status, reply.code) == (409, "BackupCredentialsMissing")
+    assert Organization.get("acme", consistent_read=True).mfa_enforced is False
+
+
+def test_backup_credentials_deleted_after_the_session_was_read_cannot_slip_through(api, admin):
+    """The session's read saw backup credentials; the write's condition sees they are gone."""
+    from chalicelib.access import sessions
+    from chalicelib.base.errors import ConcurrentChange
+    from chalicelib.org import enforcement
+
+    created = api.call("POST", "/org/backup-credentials", token=admin.token).body
+    stale = sessions.resolve(authorization=f"Bearer {admin.token}")
+    assert api.call("DELETE", f"/org/backup-credentials/{created['key_id']}", token=admin.token).status == 204
+
+    with pytest.raises(ConcurrentChange):
+        enforcement.set_enforced(caller=stale, enforced=True)
+
+    assert Organization.get("acme", consistent_read=True).mfa_enforced is False
+    assert _enforcement_events(api, admin) == []
+    # Asked again, the refusal names the reason.
+    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).code == "BackupCredentialsMissing"
+
+
+def test_an_admin_without_a_key_hears_of_the_key_first(api):
+    alice = api.login(user="alice", admin=True)
+    reply = api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True})
+    assert (reply.status, reply.code) == (409, "SecurityKeyRequired")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"enforced": True, "without_backup_credentials": "yes"},
+        {"enforced": True, "without_backup_credentials": None},
+        {"enforced": False, "without_backup_credentials": True},
+        {"enrollment": "open", "without_backup_credentials": True},
+    ],
+)
+def test_a_malformed_acknowledgement_is_refused(api, admin, body):
+    reply = api.call("PUT", "/org/mfa", token=admin.token, body=body)
+    assert (reply.status, reply.code) == (400, "MalformedRequest")
+    assert Organization.get("acme", consistent_read=True).mfa_enforced is False

@@ -82,7 +82,12 @@ def test_the_policy_is_open_by_default_and_changes_alone_audited(api, admin):
 
 
 def test_the_policy_and_enforcement_change_together(api, admin):
-    reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True, "enrollment": "pass_required"})
+    reply = api.call(
+        "PUT",
+        "/org/mfa",
+        token=admin.token,
+        body={"enforced": True, "without_backup_credentials": True, "enrollment": "pass_required"},
+    )
     assert reply.status == 200, reply.body
     assert (reply.body["enforced"], reply.body["enrollment"]) == (True, "pass_required")
     assert Organization.get("acme").enrollment == "pass_required"
@@ -112,7 +117,12 @@ def test_a_bad_policy_change_is_refused_and_changes_nothing(api, admin, body):
 
 def test_a_refused_enforcement_leaves_the_policy_as_it_was(api):
     carol = api.login(user="carol", admin=True)  # an admin without a key cannot enforce
-    reply = api.call("PUT", "/org/mfa", token=carol.token, body={"enforced": True, "enrollment": "pass_required"})
+    reply = api.call(
+        "PUT",
+        "/org/mfa",
+        token=carol.token,
+        body={"enforced": True, "without_backup_credentials": True, "enrollment": "pass_required"},
+    )
     assert (reply.status, reply.code) == (409, "SecurityKeyRequired")
     assert Organization.get("acme").enrollment is None
 
@@ -377,7 +387,12 @@ def test_a_member_who_lost_every_key_gets_back_in_with_a_pass(api, admin):
     _require_passes(api, admin)
     first = _issue(api, admin)
     assert _register(api, bob, code=first["code"]).status == 201
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     [lost] = [key.key_id for key in SecurityKey.query("acme") if key.user_id == "bob"]
     # The lost key is his last: it stays under enforcement, whoever deletes it.
     assert api.call("DELETE", f"/org/members/bob/mfa/keys/{lost}", token=admin.token).code == "LastKeyRequired"

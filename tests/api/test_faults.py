@@ -412,7 +412,12 @@ def _prepared_verify(api: KeywardClient) -> dict[str, Any]:
 
 def _enforced_registration(api: KeywardClient) -> dict[str, Any]:
     admin = _admin(api)
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     member = api.login(user="dave")
     assert member.state == "registration_required"
     return _prepared_registration(api, member)
@@ -425,7 +430,12 @@ def _key_holder_logged_in(api: KeywardClient) -> dict[str, Any]:
 
 def _enforcing_admin(api: KeywardClient) -> dict[str, Any]:
     admin = _admin(api)
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     return {"admin": admin}
 
 
@@ -527,7 +537,9 @@ SCENARIOS = [
     Scenario(
         "enforce MFA",
         lambda api: _with_other_sessions(api),
-        lambda api, ctx: api.call("PUT", "/org/mfa", token=ctx["admin"].token, body={"enforced": True}),
+        lambda api, ctx: api.call(
+            "PUT", "/org/mfa", token=ctx["admin"].token, body={"enforced": True, "without_backup_credentials": True}
+        ),
         200,
     ),
     Scenario(
@@ -543,7 +555,12 @@ SCENARIOS = [
             "PUT",
             "/org/mfa",
             token=ctx["admin"].token,
-            body={"enforced": True, "grace_period_hours": 24, "enrollment": "pass_required"},
+            body={
+                "enforced": True,
+                "without_backup_credentials": True,
+                "grace_period_hours": 24,
+                "enrollment": "pass_required",
+            },
         ),
         200,
     ),
@@ -684,7 +701,7 @@ def _fail_nth(faults: DynamoDBFaults, operation: str, occurrence: int, code: str
 @pytest.mark.parametrize(
     "setup, body",
     [
-        (_admin, {"enforced": True}),
+        (_admin, {"enforced": True, "without_backup_credentials": True}),
         (lambda api: _enforcing_admin(api)["admin"], {"enforced": False}),
         (lambda api: _enforcing_admin(api)["admin"], {"enforced": True, "grace_period_hours": 24}),
         (
@@ -692,7 +709,7 @@ def _fail_nth(faults: DynamoDBFaults, operation: str, occurrence: int, code: str
             {"enforced": True, "grace_period_hours": 24, "enrollment": "pass_required"},
         ),
         (_admin, {"enrollment": "pass_required"}),
-        (_admin, {"enforced": True, "enrollment": "pass_required"}),
+        (_admin, {"enforced": True, "without_backup_credentials": True, "enrollment": "pass_required"}),
     ],
     ids=["enforce", "relax", "grace period", "grace period and enrollment", "enrollment", "enforce and enrollment"],
 )
@@ -712,7 +729,9 @@ def test_put_org_mfa_answers_from_the_organization_read_with_its_session_and_rea
 
     assert reply.status == 200, reply.body
     assert [call.operation for call in faults.calls_since(start)] == ["TransactGetItems", "TransactWriteItems"]
-    assert {name: reply.body[name] for name in body} == body
+    # The acknowledgement belongs to the request; the answer shows the settings.
+    settings = {name: value for name, value in body.items() if name != "without_backup_credentials"}
+    assert {name: reply.body[name] for name in settings} == settings
     stored = Organization.get("acme", consistent_read=True)
     assert (bool(stored.mfa_enforced), stored.enrollment or "open", int(stored.grace_period_hours or 0)) == (
         reply.body["enforced"],
@@ -799,7 +818,12 @@ def test_registration_is_never_half_done_under_random_faults(api, faults, seed):
     bob = api.login(org="acme", user="bob")
     carol = _member_with_key(api, org="acme", user="carol")
     strict_admin = _admin(api, org="strict")
-    assert api.call("PUT", "/org/mfa", token=strict_admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=strict_admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     dave = api.login(org="strict", user="dave")
     assert dave.state == "registration_required"
     held_before = {("acme", "carol"): 1, ("strict", "alice"): 1}
@@ -951,7 +975,7 @@ def test_enforcement_takes_effect_entirely_or_not_at_all(api, faults, seed):
     carol = _member_with_key(api, user="carol")
 
     faults.at_random(rng, down=rng.choice([0.2, 0.35, 0.5]), flaky=rng.choice([0.1, 0.3]))
-    reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True})
+    reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True})
     faults.clear()
     assert_refused_cleanly(reply, expected={200}, what="enforce")
     enforced, generation, logged = _enforcement_state("acme", "enforcement.enabled")
@@ -964,7 +988,12 @@ def test_enforcement_takes_effect_entirely_or_not_at_all(api, faults, seed):
     assert api.call("GET", "/me", token=admin.token).status == 200
 
     # Trying again without faults finishes it, once.
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     assert _enforcement_state("acme", "enforcement.enabled") == (True, 1, 1)
 
     faults.at_random(rng, down=rng.choice([0.2, 0.35, 0.5]), flaky=0.1)
@@ -996,7 +1025,7 @@ def test_during_an_outage_every_call_answers_503(api, faults):
         api.call("POST", "/me/mfa/keys/options", token=bob.token),
         api.call("GET", "/me/mfa/keys", token=bob.token),
         api.call("DELETE", "/me/mfa", token=bob.token),
-        api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}),
+        api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}),
         api.call("GET", "/org/audit", token=admin.token),
         api.call("POST", "/auth/backup-login", body={"key_id": "bk_" + "a" * 22, "secret": "x"}),
         api.call("POST", "/auth/logout", token=bob.token),
@@ -1068,7 +1097,12 @@ def _enforced_org(api: KeywardClient, handler: _Capture) -> _Enforced:
     _old_sessions("acme", OLD_SESSIONS)
     ended = sum(1 for _ in Session.query("acme", consistent_read=True)) - 1
     pump = StreamPump(handler=handler, table_name=settings().tables.orgs, endpoint=settings().dynamodb_endpoint)
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     return _Enforced(admin=admin, pump=pump, ended=ended)
 
 

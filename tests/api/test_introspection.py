@@ -126,7 +126,12 @@ def test_enforcement_ends_the_access_tokens_at_once_and_after_the_stream_deleted
     token = access_token(bob, payroll)
     assert introspect(api, payroll, token).body["active"] is True
 
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     # The request-time rule: ended before the stream function has deleted anything.
     assert introspect(api, payroll, token).body == {"active": False}
 

@@ -214,7 +214,12 @@ def test_an_enforcement_clean_up_counts_the_sessions_it_ended(api, admin, stream
     stream.drain()
     emitted.read()
 
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     stream.drain()
 
     ended = Organization.get("acme", consistent_read=True).invalidation.sessions_ended
@@ -250,7 +255,12 @@ def test_a_clean_up_handed_to_the_next_invocation_counts_the_handoff_and_each_in
     pump.drain()
     emitted.read()
 
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     pump.drain()
 
     done = Organization.get("acme", consistent_read=True).invalidation

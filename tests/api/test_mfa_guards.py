@@ -238,7 +238,12 @@ def _admin_with_key(api):
 
 def test_under_enforcement_a_compliant_key_activates_the_session(api):
     admin = _admin_with_key(api)
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     authenticator = _member_with_key_under_enforcement(api, admin, "bob")
 
     bob = api.mfa_login(org=ORG, user="bob", authenticator=authenticator)

@@ -102,7 +102,7 @@ def _admin_only_requests():
     alices_key = next(iter(_key_ids("acme", "alice")))
     return [
         ("GET", "/org/mfa", None),
-        ("PUT", "/org/mfa", {"enforced": True}),
+        ("PUT", "/org/mfa", {"enforced": True, "without_backup_credentials": True}),
         ("GET", "/org/members", None),
         ("GET", "/org/mfa/keys", None),
         ("DELETE", f"/org/members/alice/mfa/keys/{alices_key}", None),
@@ -313,7 +313,12 @@ def _audited_deletions(org: str) -> list[str]:
 
 def test_under_enforcement_an_admin_may_not_delete_a_members_last_key(api, acme):
     alice = acme["alice"]
-    assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=alice.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     first, last = sorted(_key_ids("acme", "bob"))
     assert api.call("DELETE", f"/org/members/bob/mfa/keys/{first}", token=alice.token).status == 204
 
@@ -332,7 +337,12 @@ def test_under_enforcement_an_admin_may_not_delete_a_members_last_key(api, acme)
 
 def test_under_enforcement_an_admin_may_not_delete_her_own_last_key_from_the_organizations_keys(api, acme):
     alice = acme["alice"]
-    assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=alice.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     [own] = _key_ids("acme", "alice")
 
     reply = api.call("DELETE", f"/org/members/alice/mfa/keys/{own}", token=alice.token)
@@ -377,7 +387,12 @@ def test_filtering_keys_by_another_orgs_member_is_empty(api, acme, umbrella):
 
 
 def test_status_and_enforcement_are_per_org(api, acme, umbrella):
-    assert api.call("PUT", "/org/mfa", token=acme["alice"].token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=acme["alice"].token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
 
     shown = api.call("GET", "/org/mfa", token=umbrella["ursula"].token).body
     assert (shown["enforced"], shown["members_total"], shown["members_compliant"]) == (False, 2, 2)
@@ -388,7 +403,15 @@ def test_status_and_enforcement_are_per_org(api, acme, umbrella):
 
     # and the other way round: umbrella enforcing ends no session of acme's.
     carol = api.login(user="carol")
-    assert api.call("PUT", "/org/mfa", token=umbrella["ursula"].token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT",
+            "/org/mfa",
+            token=umbrella["ursula"].token,
+            body={"enforced": True, "without_backup_credentials": True},
+        ).status
+        == 200
+    )
     assert api.call("GET", "/me", token=carol.token).status == 200
 
 

@@ -116,7 +116,12 @@ def test_an_issued_access_token_ends_with_enforcement_before_and_after_the_strea
     access = _issued(api, bob, payroll)
     _stands(api, payroll, access)
 
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
     _ended(api, payroll, access)
     _ended(api, payroll, bob.token)
     assert stream.drain()

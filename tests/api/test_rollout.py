@@ -33,7 +33,9 @@ def _admin(api, org: str = "acme", user: str = "alice"):
 
 
 def _enforce(api, admin, **body):
-    reply = api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True, **body})
+    reply = api.call(
+        "PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True, **body}
+    )
     assert reply.status == 200, reply.body
     return reply.body
 
@@ -118,7 +120,12 @@ def test_no_grace_period_is_todays_behaviour(api):
 @pytest.mark.parametrize("hours", [-1, 721, 1.5, "24", True, None])
 def test_a_bad_grace_period_is_refused_and_changes_nothing(api, hours):
     alice = _admin(api)
-    reply = api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True, "grace_period_hours": hours})
+    reply = api.call(
+        "PUT",
+        "/org/mfa",
+        token=alice.token,
+        body={"enforced": True, "without_backup_credentials": True, "grace_period_hours": hours},
+    )
     assert (reply.status, reply.code) == (400, "MalformedRequest")
     assert Organization.get("acme", consistent_read=True).mfa_enforced is False
 

@@ -105,7 +105,12 @@ def test_sessions_the_organizations_enforcement_ended_are_not_listed(api):
     other = api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
     assert _listed(api, alice) == [_sid(other), _sid(alice)]
 
-    assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}).status == 200
+    assert (
+        api.call(
+            "PUT", "/org/mfa", token=alice.token, body={"enforced": True, "without_backup_credentials": True}
+        ).status
+        == 200
+    )
 
     assert api.call("GET", "/me", token=other.token).code == "SessionEndedByEnforcement"
     assert _listed(api, alice) == [_sid(alice)]

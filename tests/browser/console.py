@@ -193,10 +193,20 @@ class Console:
         expect(self.heading(settings)).to_be_visible()
 
     def enforce_mfa(self) -> None:
-        """On Organization settings: switch on *Enforce MFA for everyone* and confirm it."""
+        """On Organization settings: switch on *Enforce MFA for everyone* and enforce from the checklist."""
         self.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone")).click()
-        self.confirm("Enforce MFA")
+        self.enforce_from_checklist()
         expect(self.page.locator("#enforced-since")).to_be_visible()
+
+    def enforce_from_checklist(self) -> None:
+        """On the pre-flight checklist before enforcing: enforce, saying so when the organization has
+        no backup credentials (the tests' organizations seldom have any)."""
+        dialog = self.dialog()
+        expect(dialog.get_by_role("list", name="Pre-flight checklist")).to_be_visible()
+        acknowledgement = dialog.get_by_role("checkbox", name="Enforce without backup credentials")
+        if acknowledgement.is_visible():
+            acknowledgement.check()
+        self.confirm("Enforce MFA")
 
     def confirm(self, button: str) -> None:
         dialog = self.dialog()

@@ -31,7 +31,8 @@ def test_an_admin_previews_enforces_with_a_grace_period_and_offboards(open_conso
     assert ada.get("/org/mfa")["enforced"] is False  # the preview changed nothing
 
     ada.button("Enforce MFA with this grace period").click()
-    ada.confirm("Enforce MFA")
+    expect(ada.dialog()).to_contain_text("may keep working for 48 hours")
+    ada.enforce_from_checklist()
     expect(ada.status()).to_contain_text("MFA is now enforced")
     status = ada.get("/org/mfa")
     assert status["enforced"] is True and status["grace_period_hours"] == 48

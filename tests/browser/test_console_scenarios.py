@@ -136,12 +136,12 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
 
     enforce.click()
     expect(ada.dialog()).to_contain_text("Every other session of the organization ends at once")
-    # The question says what enforcing does to this organization: who lacks a key, and that no
+    # The checklist says what enforcing does to this organization: who lacks a key, and that no
     # backup credentials exist yet.
     expect(ada.dialog()).to_contain_text("1 of 2 members has no security key yet")
     expect(ada.dialog()).to_contain_text("The organization has no backup credentials: create them first")
     ada.screenshot("enforce-confirmation")
-    ada.confirm("Enforce MFA")
+    ada.enforce_from_checklist()
 
     expect(enforce).to_be_checked()
     expect(ada.page.locator("#invalidation")).to_contain_text("Session clean-up finished: 1 session ended (")

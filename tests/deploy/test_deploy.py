@@ -1152,7 +1152,14 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
 
         # Enforcing MFA: the stream function ends every other session, in one invocation...
         bob = api.login(user="bob")
-        ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True, "grace_period_hours": 1}))
+        ok(
+            api.call(
+                "PUT",
+                "/org/mfa",
+                token=alice.token,
+                body={"enforced": True, "grace_period_hours": 1, "without_backup_credentials": True},
+            )
+        )
     assert pump.drain()
     with calls.running("api"):
         ok(api.call("GET", "/org/mfa", token=alice.token))
@@ -1165,7 +1172,7 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
         for _ in range(3):
             api.login(user="bob")
         # ... or in several, each handing off to the next when its time runs short.
-        ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True}))
+        ok(api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": True, "without_backup_credentials": True}))
     short_invocations.append(InvocationContext(seconds=0))
     assert pump.drain()
     with calls.running("api"):

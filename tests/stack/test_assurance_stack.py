@@ -357,7 +357,7 @@ def test_an_admin_action_long_after_the_key_check_needs_a_step_up(keyward, db):
     stepped = step_up(keyward, admin, admin_key)
     assert stepped.status == 200, str(stepped)
     assert set(stepped.body) == {"key_checked_at", "reauth_until"}
-    enforced = keyward.call("PUT", "/org/mfa", token=admin, body={"enforced": True})
+    enforced = keyward.call("PUT", "/org/mfa", token=admin, body={"enforced": True, "without_backup_credentials": True})
     assert enforced.status == 200 and enforced.body["enforced"] is True, str(enforced)
     assert ("reauth.succeeded", {"session_id": session_id_of(admin)}) in new_events(db, org, logged)
     assert db.sign_count(org, key_id) == admin_key.sign_count

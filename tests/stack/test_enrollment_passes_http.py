@@ -37,7 +37,10 @@ def guarded_org(keyward: StackClient, org: str, *, enforce: bool = True) -> str:
     """An organization whose admin holds a key and requires passes (and enforces MFA); the admin's token."""
     admin = keyward.token(org=org, user="admin", admin=True)
     keyward.add_key(admin, name="Admin key")
-    body: dict[str, Any] = {"enrollment": "pass_required", **({"enforced": True} if enforce else {})}
+    body: dict[str, Any] = {
+        "enrollment": "pass_required",
+        **({"enforced": True, "without_backup_credentials": True} if enforce else {}),
+    }
     reply = keyward.call("PUT", "/org/mfa", token=admin, body=body)
     assert reply.status == 200 and reply.body["enrollment"] == "pass_required", str(reply)
     if enforce:
@@ -216,7 +219,10 @@ def test_a_member_who_lost_every_key_gets_back_in_with_a_pass(keyward, db):
     admin = guarded_org(keyward, org, enforce=False)
     bob = keyward.token(org=org, user="bob")
     assert register_first(keyward, bob, code=issue(keyward, admin, "bob")["code"]).status == 201
-    assert keyward.call("PUT", "/org/mfa", token=admin, body={"enforced": True}).status == 200
+    assert (
+        keyward.call("PUT", "/org/mfa", token=admin, body={"enforced": True, "without_backup_credentials": True}).status
+        == 200
+    )
     [lost] = [item["key_id"]["S"] for item in db.query_org("keys", org) if item["user_id"]["S"] == "bob"]
 
     # bob lost his key, his last: under enforcement it stays, whoever deletes it. The admin

@@ -190,7 +190,12 @@ def test_a_keyless_member_works_until_the_deadline_then_must_register(keyward: S
     org = _new_org(local_stack, "grace")
     admin = keyward.token(org=org, user="admin", admin=True)
     keyward.add_key(admin)
-    enforced = keyward.call("PUT", "/org/mfa", token=admin, body={"enforced": True, "grace_period_hours": 24})
+    enforced = keyward.call(
+        "PUT",
+        "/org/mfa",
+        token=admin,
+        body={"enforced": True, "grace_period_hours": 24, "without_backup_credentials": True},
+    )
     assert enforced.status == 200 and enforced.body["registration_due_at"], str(enforced)
 
     bob = keyward.token(org=org, user="bob", state="active")

@@ -185,7 +185,10 @@ class StackClient:
         return verified.body["token"]
 
     def enforce(self, admin_token: str) -> Reply:
-        reply = self.call("PUT", "/org/mfa", token=admin_token, body={"enforced": True})
+        """Enforce MFA, knowingly, in an organization that holds no backup credentials."""
+        reply = self.call(
+            "PUT", "/org/mfa", token=admin_token, body={"enforced": True, "without_backup_credentials": True}
+        )
         assert reply.status == 200, f"PUT /org/mfa: {reply}"
         assert reply.body["enforced"] is True, f"PUT /org/mfa: {reply}"
         return reply
