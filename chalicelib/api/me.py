@@ -49,9 +49,12 @@ def who_am_i() -> dict[str, Any]:
             "registration_due_at": clock.iso(grace.member_due_at(org=caller.org, member=caller.member)),
             # Known before the registration starts, so that the console asks for the code up front.
             "enrollment_code_required": enrollment_passes.code_required(caller=caller),
-            # Where the organization's policy stopped counting the member's keys: which, and why.
-            "keys_to_replace": management.keys_to_replace(caller=caller),
+        },
+        "key_policy": {
+            # What a key registered now must be, and, where the organization's policy stopped
+            # counting the member's keys, which of them and why.
             "accepted": authenticator_policy.describe_accepted(authenticator_policy.of(caller.org)),
+            "keys_to_replace": management.keys_to_replace(caller=caller),
         },
     }
 

@@ -51,6 +51,7 @@ class Impact:
     keys_noncompliant: int
     members_with_keys: int
     members_noncompliant: int  # hold keys, none of them compliant
+    members_affected: int = 0  # hold a key that would not count
     # The affected members after the cursor, in user ID order, one page of them.
     affected: list[AffectedMember] = field(default_factory=list)
     affected_next: str | None = None
@@ -94,6 +95,7 @@ def impact(
         keys_noncompliant=noncompliant,
         members_with_keys=len(compliant_by_member),
         members_noncompliant=sum(1 for fits in compliant_by_member.values() if not fits),
+        members_affected=len(failing),
         affected=[
             AffectedMember(
                 user_id=user_id,
@@ -194,6 +196,7 @@ def describe_impact(counted: Impact) -> dict[str, object]:
         "keys_noncompliant": counted.keys_noncompliant,
         "members_with_keys": counted.members_with_keys,
         "members_noncompliant": counted.members_noncompliant,
+        "members_affected": counted.members_affected,
         "affected": [
             {
                 "user_id": member.user_id,

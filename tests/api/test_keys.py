@@ -126,14 +126,6 @@ def test_disable_mfa_deletes_every_key(api, bob):
         "key_count": 0,
         "registration_due_at": None,
         "enrollment_code_required": False,
-        "keys_to_replace": None,
-        "accepted": {
-            "user_verification": "discouraged",
-            "attestation": "none",
-            "allowed_aaguids": [],
-            "denied_aaguids": [],
-            "device_bound_only": False,
-        },
     }
 
 

@@ -43,7 +43,7 @@ def test_the_dry_run_names_the_affected_members_their_failing_keys_and_the_calle
     impact = _dry_run(api, admin, DEVICE_BOUND)
 
     assert (impact["keys_total"], impact["keys_noncompliant"]) == (5, 3)
-    assert (impact["members_with_keys"], impact["members_noncompliant"]) == (4, 2)
+    assert (impact["members_with_keys"], impact["members_noncompliant"], impact["members_affected"]) == (4, 2, 3)
     assert impact["includes_you"] is True
     assert impact["affected_next"] is None
     assert [(m["user_id"], m["name"], m["keeps_a_key"]) for m in impact["affected"]] == [
@@ -145,13 +145,13 @@ def test_a_member_whose_keys_stopped_counting_is_told_which_rule_each_fails_and_
 
     bob = api.mfa_login(org="acme", user="bob", authenticator=passkey)
     assert bob.state == "registration_required"
-    mfa = api.call("GET", "/me", token=bob.token).body["mfa"]
-    assert mfa["keys_to_replace"] == [
-        {"id": mfa["keys_to_replace"][0]["id"], "name": "bob key 0", "shortfalls": ["SyncedCredentialNotAllowed"]}
+    told = api.call("GET", "/me", token=bob.token).body["key_policy"]
+    assert told["keys_to_replace"] == [
+        {"id": told["keys_to_replace"][0]["id"], "name": "bob key 0", "shortfalls": ["SyncedCredentialNotAllowed"]}
     ]
-    assert mfa["accepted"]["device_bound_only"] is True
+    assert told["accepted"]["device_bound_only"] is True
     # A member whose keys count is not told to replace any.
-    assert api.call("GET", "/me", token=admin.token).body["mfa"]["keys_to_replace"] is None
+    assert api.call("GET", "/me", token=admin.token).body["key_policy"]["keys_to_replace"] is None
 
 
 @pytest.mark.parametrize(
