@@ -125,27 +125,19 @@ def change(
         InvalidPolicy: the document is not a policy.
         ConcurrentChange: another admin changed the policy meanwhile.
     """
-    if isinstance(document, dict) and "grace_period_hours" in document:
+    if not isinstance(document, dict):
+        raise InvalidPolicy("The policy must be a JSON object.")
+    if "grace_period_hours" in document:
         raise InvalidPolicy(
             "A grace period for members whose keys stop counting is not offered: "
             "apply the policy to new registrations only instead."
         )
-    rules = (
-        {name: value for name, value in document.items() if name != "applies_to"}
-        if isinstance(document, dict)
-        else document
-    )
-    mode = authenticator_policy.applies_to(
-        document.get("applies_to", AppliesTo.ALL_KEYS.value) if isinstance(document, dict) else AppliesTo.ALL_KEYS.value
-    )
-    new = authenticator_policy.parse(rules)
+    mode = authenticator_policy.applies_to(document.get("applies_to", AppliesTo.ALL_KEYS.value))
+    new = authenticator_policy.parse({name: value for name, value in document.items() if name != "applies_to"})
     org = caller.org
     before = authenticator_policy.of(org)
-    unchanged_rules = new.as_dict() == before.as_dict()
-    if unchanged_rules and mode is AppliesTo.NEW_REGISTRATIONS:
-        # The same rules for new keys only would change nothing: keep the policy as it is.
-        new = before
-    elif unchanged_rules and before.applies_from is None:
+    # The same rules again change nothing, unless applied to all keys where older keys were spared.
+    if new.as_dict() == before.as_dict() and (mode is AppliesTo.NEW_REGISTRATIONS or before.applies_from is None):
         new = before
     else:
         new = authenticator_policy.successor(before=before, new=new, mode=mode, at=clock.now())
