@@ -229,7 +229,9 @@ def checked_assertion(*, caller: Caller, assertion: Assertion, ceremony: Ceremon
         )
         raise SignCountRegression("The security key's signature counter went backwards; it may have been cloned.")
     # Every check, the MFA login and a step-up alike, meets the organization's policy.
-    authenticator_policy.check_assertion(authenticator_policy.of(caller.org), user_verified=response.user_verified)
+    authenticator_policy.check_assertion(
+        authenticator_policy.of(caller.org), registered_at=key.created_at, user_verified=response.user_verified
+    )
     return key
 
 

@@ -50,6 +50,12 @@ def who_am_i() -> dict[str, Any]:
             # Known before the registration starts, so that the console asks for the code up front.
             "enrollment_code_required": enrollment_passes.code_required(caller=caller),
         },
+        "key_policy": {
+            # What a key registered now must be, and, where the organization's policy stopped
+            # counting the member's keys, which of them and why.
+            "accepted": authenticator_policy.describe_accepted(authenticator_policy.of(caller.org)),
+            "keys_to_replace": management.keys_to_replace(caller=caller),
+        },
     }
 
 
@@ -57,7 +63,11 @@ def who_am_i() -> dict[str, Any]:
 def list_keys() -> dict[str, Any]:
     caller = caller_of(me.current_request, action=Action.READ)
     policy = authenticator_policy.of(caller.org)
-    return {"keys": [management.describe(key, policy=policy) for key in management.list_keys(caller=caller)]}
+    return {
+        "keys": [management.describe(key, policy=policy) for key in management.list_keys(caller=caller)],
+        # What a key registered now must be: a member whose keys stopped counting learns what to get.
+        "accepted": authenticator_policy.describe_accepted(policy),
+    }
 
 
 @route(me, "/me/mfa/keys/options", methods=["POST"])

@@ -210,7 +210,13 @@ def set_policy() -> dict[str, Any]:
         raise MalformedRequest("'dry_run' must be 'true' or 'false'.")
     # Counting what a policy would do changes nothing; saving it is an admin change like any other.
     caller = _admin() if dry_run == "true" else _admin_changing()
-    changed = policy_change.change(caller=caller, document=json_body(org.current_request), dry_run=dry_run == "true")
+    changed = policy_change.change(
+        caller=caller,
+        document=json_body(org.current_request),
+        dry_run=dry_run == "true",
+        after=pagination.decode(_query("next")),
+        limit=pagination.limit_from(_query("limit")) if _query("limit") is not None else policy_change.AFFECTED_PAGE,
+    )
     return {
         "policy": authenticator_policy.describe(changed.policy),
         "saved": changed.saved,

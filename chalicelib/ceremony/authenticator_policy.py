@@ -9,15 +9,22 @@ It decides at three moments, always by the rules in :func:`shortfalls` and the t
 - every security-key check: user verification;
 - keys registered before a change: a key that falls short is shown as not compliant, does not
   count towards compliance, and under enforcement its holder must register a compliant key.
+
+A change may apply to new registrations only: the saved policy then keeps the one it replaced
+(``earlier``) and its own start (``applies_from``), and a key registered before that start is
+judged by the earlier policy. The key's registration time is on the key, which every check reads
+anyway, so judging this way reads no more items than judging by one policy.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from chalicelib.base import clock
 from chalicelib.base.errors import (
     AttestationRequired,
     AttestationUntrusted,
@@ -40,6 +47,9 @@ COMPROMISED_STATUSES = frozenset(
     }
 )
 MAX_AAGUIDS = 100
+# How many earlier policies a policy may keep for the keys registered under them: each change
+# applied to new registrations only keeps one more, and the organization item must stay small.
+MAX_EARLIER = 5
 
 
 class UserVerification(str, Enum):
@@ -53,6 +63,13 @@ class Attestation(str, Enum):
     REQUIRED = "required"
 
 
+class AppliesTo(str, Enum):
+    """Which keys a saved policy judges."""
+
+    ALL_KEYS = "all_keys"
+    NEW_REGISTRATIONS = "new_registrations"
+
+
 @dataclass(frozen=True)
 class AuthenticatorPolicy:
     """What an organization accepts; the defaults accept any security key, as keyward always did."""
@@ -64,6 +81,38 @@ class AuthenticatorPolicy:
     device_bound_only: bool = False
     # Bumped by every change, so that two admins' changes cannot silently overwrite each other.
     version: int = 0
+    # Set where the policy applies to new registrations only: keys registered before
+    # ``applies_from`` are judged by ``earlier``, the policy in force until then.
+    applies_from: datetime | None = None
+    earlier: AuthenticatorPolicy | None = None
+
+    @property
+    def applies_to(self) -> AppliesTo:
+        return AppliesTo.ALL_KEYS if self.applies_from is None else AppliesTo.NEW_REGISTRATIONS
+
+    def eras(self) -> int:
+        """How many policies this one holds, itself included."""
+        return 1 + (self.earlier.eras() if self.earlier is not None else 0)
+
+    def governing(self, registered_at: datetime | None) -> AuthenticatorPolicy:
+        """The policy that judges a key registered at ``registered_at`` (None: being registered now)."""
+        policy = self
+        while (
+            policy.earlier is not None
+            and policy.applies_from is not None
+            and registered_at is not None
+            and registered_at < policy.applies_from
+        ):
+            policy = policy.earlier
+        return policy
+
+    def stored(self) -> dict[str, Any]:
+        """The policy as the organization item holds it."""
+        document: dict[str, Any] = {**self.as_dict(), "version": self.version}
+        if self.applies_from is not None and self.earlier is not None:
+            document["applies_from"] = self.applies_from.isoformat()
+            document["earlier"] = self.earlier.stored()
+        return document
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +132,7 @@ class KeyFacts:
     backup_eligible: bool
     attested: bool
     model_status: str | None
+    registered_at: datetime | None = None  # None: being registered now
 
     @classmethod
     def of(cls, key: SecurityKey) -> KeyFacts:
@@ -91,6 +141,7 @@ class KeyFacts:
             backup_eligible=bool(key.backup_eligible),
             attested=bool(key.attested),
             model_status=key.model_status,
+            registered_at=key.created_at,
         )
 
 
@@ -99,7 +150,47 @@ def of(org: Organization) -> AuthenticatorPolicy:
     stored = org.authenticator_policy.as_dict() if org.authenticator_policy is not None else None
     if not stored:
         return AuthenticatorPolicy()
-    return replace(parse(stored), version=int(stored.get("version", 0)))
+    return _from_stored(stored)
+
+
+def _from_stored(stored: dict[str, Any]) -> AuthenticatorPolicy:
+    rules = {name: value for name, value in stored.items() if name not in ("applies_from", "earlier")}
+    policy = replace(parse(rules), version=int(stored.get("version", 0)))
+    if stored.get("applies_from") and isinstance(stored.get("earlier"), dict):
+        return replace(
+            policy, applies_from=datetime.fromisoformat(stored["applies_from"]), earlier=_from_stored(stored["earlier"])
+        )
+    return policy
+
+
+def applies_to(value: object) -> AppliesTo:
+    """Which keys a change applies to, as a request names it.
+
+    Raises:
+        InvalidPolicy: not one of the two.
+    """
+    try:
+        return AppliesTo(value)
+    except ValueError:
+        raise InvalidPolicy("'applies_to' must be 'all_keys' or 'new_registrations'.") from None
+
+
+def successor(
+    *, before: AuthenticatorPolicy, new: AuthenticatorPolicy, mode: AppliesTo, at: datetime
+) -> AuthenticatorPolicy:
+    """The policy to save when ``new`` replaces ``before`` for the keys ``mode`` names.
+
+    Raises:
+        InvalidPolicy: applied to new registrations only once too often in a row.
+    """
+    if mode is AppliesTo.ALL_KEYS:
+        return new
+    if before.eras() >= MAX_EARLIER:
+        raise InvalidPolicy(
+            f"The policy already keeps {MAX_EARLIER - 1} earlier policies for older keys: "
+            "apply this one to all keys, or choose one that older keys meet."
+        )
+    return replace(new, applies_from=at, earlier=before)
 
 
 def parse(document: object) -> AuthenticatorPolicy:
@@ -162,7 +253,9 @@ def _aaguids(value: object, *, name: str) -> frozenset[str]:
 
 
 def shortfalls(policy: AuthenticatorPolicy, key: KeyFacts) -> list[str]:
-    """Why a key does not count under the policy, as reason codes; empty when it does."""
+    """Why a key does not count under the policy, as reason codes; empty when it does. A key
+    registered before a policy applied to new registrations only is judged by the earlier one."""
+    policy = policy.governing(key.registered_at)
     found = []
     if policy.allowed_aaguids and key.aaguid not in policy.allowed_aaguids:
         found.append(AuthenticatorNotAllowed.__name__)
@@ -225,13 +318,24 @@ def check_registration(
         )
 
 
-def check_assertion(policy: AuthenticatorPolicy, *, user_verified: bool) -> None:
-    """Refuse a security-key check without user verification where the policy requires it."""
-    if policy.user_verification is UserVerification.REQUIRED and not user_verified:
+def check_assertion(policy: AuthenticatorPolicy, *, registered_at: datetime, user_verified: bool) -> None:
+    """Refuse a security-key check without user verification where the policy that judges the
+    key (registered at ``registered_at``) requires it."""
+    if policy.governing(registered_at).user_verification is UserVerification.REQUIRED and not user_verified:
         raise UserVerificationRequired(
             "The organization requires user verification (a PIN or biometric) on security keys."
         )
 
 
 def describe(policy: AuthenticatorPolicy) -> dict[str, Any]:
+    described = {**policy.as_dict(), "applies_to": policy.applies_to.value}
+    if policy.applies_from is not None and policy.earlier is not None:
+        described["applies_from"] = clock.iso(policy.applies_from)
+        described["earlier"] = describe(policy.earlier)
+    return described
+
+
+def describe_accepted(policy: AuthenticatorPolicy) -> dict[str, Any]:
+    """What a key registered now must be, as its holder is told: the rules of the policy in force,
+    without the earlier policies that judge older keys."""
     return policy.as_dict()

@@ -10,6 +10,7 @@ import { idpAnswer, idpConfigured, startIdpSignIn } from "./idp.js";
 import { mfaScreen } from "./mfa-screen.js";
 import { forgetPersonal, personalPage, showPersonal } from "./personal.js";
 import { registerKey } from "./enrollment.js";
+import { replacementText } from "./policy.js";
 import { registerScreen } from "./register-screen.js";
 import { signInScreen } from "./sign-in-screen.js";
 import { enableStepUp } from "./stepup.js";
@@ -82,9 +83,14 @@ async function enter() {
       showScreen("screen-mfa");
       break;
     case "registration_required":
-      registerScreen.explanation.textContent =
-        `Your organization (${me.org.id}) enforces multi-factor authentication: everyone needs a security key `
-        + "to sign in. Register yours now to continue — you will use it at every sign-in from now on.";
+      // A member holding keys the policy no longer accepts is told which, why, and what would do.
+      registerScreen.title.textContent = me.key_policy.keys_to_replace?.length
+        ? "Register a security key your organization accepts"
+        : "Register your security key";
+      registerScreen.explanation.textContent = me.key_policy.keys_to_replace?.length
+        ? replacementText(me.key_policy)
+        : `Your organization (${me.org.id}) enforces multi-factor authentication: everyone needs a security key `
+          + "to sign in. Register yours now to continue — you will use it at every sign-in from now on.";
       // Asked for up front when the organization requires a pass for a first key.
       registerScreen.codeField.hidden = !me.mfa.enrollment_code_required;
       showScreen("screen-register");
@@ -197,7 +203,8 @@ function wireSecondFactor() {
     // The session continues under a new token; the old one no longer works.
     token.set(login.token);
     await enter();
-    announce("Security key accepted. You are signed in.");
+    // A key the policy no longer accepts signs in only as far as registering one it does.
+    if (login.state === "active") announce("Security key accepted. You are signed in.");
   }));
 
   registerScreen.form.addEventListener("submit", (event) => {

@@ -21,7 +21,36 @@ export function complianceText(key) {
       && key.model_status !== "NOT_FIDO_CERTIFIED") {
     return `Does not count: model reported ${key.model_status.toLowerCase().replaceAll("_", " ")}`;
   }
+  if (key.policy_shortfalls?.length) return `Does not count: ${shortfallsText(key.policy_shortfalls)}`;
   return "Does not count under the organization's policy";
+}
+
+// The rules a stored key falls short of (the API's reason codes), in words.
+const SHORTFALLS = {
+  AttestationRequired: "the organization requires a key model verified by the FIDO Metadata Service",
+  AuthenticatorNotAllowed: "the organization does not accept this key's model",
+  SyncedCredentialNotAllowed: "the organization accepts only device-bound keys, not synced passkeys",
+};
+
+export function shortfallsText(codes) {
+  return codes.map((code) => SHORTFALLS[code] ?? "it falls short of the organization's policy").join("; ");
+}
+
+// What a key registered now must be, from the policy's rules (GET /me's mfa.accepted).
+export function acceptedText(accepted) {
+  const needs = [];
+  if (accepted.user_verification === "required") needs.push("verifies a PIN or biometric");
+  if (accepted.attestation === "required") needs.push("is a model verified by the FIDO Metadata Service");
+  if (accepted.device_bound_only) needs.push("is device-bound, not a synced passkey");
+  if (accepted.allowed_aaguids.length) needs.push("is one of the models the organization allows (ask an admin which)");
+  if (!needs.length) return "Register a new security key.";
+  return `Register a security key that ${needs.join(", and that ")}.`;
+}
+
+// For a member whose keys the organization no longer accepts: which of their keys, why, and what would do.
+export function replacementText({ keys_to_replace: keys, accepted }) {
+  const why = keys.map((key) => `Your key “${key.name}” no longer counts: ${shortfallsText(key.shortfalls)}.`);
+  return [...why, acceptedText(accepted)].join(" ");
 }
 
 // The card sits after the organization's key list; it is built here so the page's markup stays as it is.
@@ -57,6 +86,17 @@ function buildCard(onSaved) {
     allowed: h("textarea", { id: "policy-allowed", rows: 2, spellcheck: "false" }),
     denied: h("textarea", { id: "policy-denied", rows: 2, spellcheck: "false" }),
     impact: h("p", { id: "policy-impact", role: "status", "aria-live": "polite" }),
+    affected: h("div", { id: "policy-affected", hidden: true }),
+    appliesTo: h("fieldset", { class: "stack", id: "policy-applies-to" },
+      h("legend", {}, "Apply the change"),
+      ...[
+        ["all_keys", "Apply to all keys now", "Keys already registered that fall short stop counting."],
+        ["new_registrations", "Apply to new registrations only", "Keys already registered keep counting; only keys registered from now on must comply."],
+      ].map(([value, label, hint]) => h("div", { class: "checkbox" },
+        h("input", { type: "radio", name: "policy-applies-to", id: `policy-applies-${value}`, value,
+          "aria-describedby": `policy-applies-${value}-hint` }),
+        h("label", { for: `policy-applies-${value}` }, label),
+        h("p", { id: `policy-applies-${value}-hint`, class: "muted" }, hint)))),
     check: h("button", { type: "button", id: "policy-check" }, "Check impact"),
     save: h("button", { type: "submit", class: "primary", id: "policy-save" }, "Save policy"),
   };
@@ -69,7 +109,9 @@ function buildCard(onSaved) {
       h("label", { for: "policy-device-bound" }, "Device-bound keys only (no synced passkeys)")),
     field("policy-allowed", "Allowed models", built.allowed, "AAGUIDs, one per line. Empty: any model."),
     field("policy-denied", "Denied models", built.denied, "AAGUIDs, one per line."),
+    built.appliesTo,
     built.impact,
+    built.affected,
     h("div", { class: "row-actions" }, built.check, built.save),
   );
   form.addEventListener("submit", (event) => {
@@ -80,7 +122,8 @@ function buildCard(onSaved) {
   built.section = h("section", { class: "card", id: CARD_ID, "aria-labelledby": "policy-title" },
     h("h2", { id: "policy-title" }, "Authenticator policy"),
     h("p", { class: "muted" }, "Which security keys count for your organization. A change applies to keys "
-      + "already registered: under enforcement, members whose keys no longer count must register one that does."),
+      + "already registered — under enforcement, members whose keys no longer count must register one that does — "
+      + "or, if you choose, to new registrations only."),
     form);
   return built;
 }
@@ -92,6 +135,13 @@ function fill(policy) {
   card.allowed.value = policy.allowed_aaguids.join("\n");
   card.denied.value = policy.denied_aaguids.join("\n");
   card.impact.textContent = "";
+  card.affected.replaceChildren();
+  card.affected.hidden = true;
+  card.appliesTo.querySelector("input[value=all_keys]").checked = true;
+}
+
+function appliesTo() {
+  return card.appliesTo.querySelector("input:checked")?.value ?? "all_keys";
 }
 
 function lines(textarea) {
@@ -114,24 +164,88 @@ function describeImpact({ keys_total, keys_noncompliant, members_with_keys, memb
   return `With this policy, ${keys} would not count, and ${members} would hold no key that counts.`;
 }
 
-async function checkImpact() {
-  const { impact } = await api.put("org/mfa/policy?dry_run=true", edited());
-  card.impact.textContent = describeImpact(impact);
+function memberText(member) {
+  const keys = member.keys.map((key) => `“${key.name}” (${shortfallsText(key.shortfalls)})`).join(", ");
+  return `${member.name || member.user_id}: ${keys}${member.keeps_a_key ? "; another of their keys still counts" : ""}`;
+}
+
+function affectedHeading(impact) {
+  return `${counted(impact.members_affected, WORDS.member)} would have keys that no longer count`
+    + `${impact.includes_you ? ", including your own key" : ""}:`;
+}
+
+// The affected members, a page at a time: what the dry run named, and a button for the rest.
+function showAffected(impact, dryRun) {
+  card.affected.replaceChildren();
+  card.affected.hidden = impact.members_affected === 0;
+  if (card.affected.hidden) return;
+  const list = h("ul", { id: "policy-affected-list", "aria-labelledby": "policy-affected-heading" });
+  const rest = h("p", { class: "muted" });
+  const more = h("button", { type: "button", class: "quiet" }, "Show more");
+  let shown = 0;
+  let next = impact.affected_next;
+  const add = (page) => {
+    for (const member of page) list.append(h("li", {}, memberText(member)));
+    shown += page.length;
+    rest.textContent = next ? `and ${counted(impact.members_affected - shown, WORDS.member)} more` : "";
+    rest.hidden = more.hidden = !next;
+  };
+  more.addEventListener("click", (event) => run(event.currentTarget, async () => {
+    const page = await dryRun(next);
+    next = page.affected_next;
+    add(page.affected);
+  }));
+  card.affected.append(h("p", { id: "policy-affected-heading" }, affectedHeading(impact)), list, rest, more);
+  add(impact.affected);
+}
+
+// The dry run is always of the change applied to all keys: it names whom the rules would touch,
+// whichever way the admin then chooses to apply them.
+async function dryRun(next = null, document = edited()) {
+  const query = next ? `&next=${encodeURIComponent(next)}` : "";
+  const { impact } = await api.put(`org/mfa/policy?dry_run=true${query}`, document);
   return impact;
+}
+
+async function checkImpact() {
+  const document = edited();
+  const impact = await dryRun(null, document);
+  card.impact.textContent = describeImpact(impact);
+  showAffected(impact, (next) => dryRun(next, document));
+  return impact;
+}
+
+function consequence(impact, mode) {
+  const names = impact.affected.map((member) => member.name || member.user_id);
+  const more = impact.members_affected - names.length;
+  const who = `${names.join(", ")}${more > 0 ? ` and ${counted(more, WORDS.member)} more` : ""}`;
+  if (mode === "new_registrations") {
+    return `Applied to new registrations only: keys already registered keep counting — those of ${who} too`
+      + `${impact.includes_you ? ", and your own" : ""}. Only keys registered from now on must meet this policy.`;
+  }
+  return `${describeImpact(impact)} Affected: ${who}${impact.includes_you ? ", including your own key" : ""}. `
+    + "Those members must register a key that counts (under enforcement, at their next sign-in)"
+    + `${impact.includes_you ? ", you included" : ""}.`;
 }
 
 async function save(onSaved) {
   const impact = await checkImpact();
+  const mode = appliesTo();
   if (impact.keys_noncompliant > 0) {
     const confirmed = await confirmAction({
-      title: "Save this authenticator policy?",
-      text: `${describeImpact(impact)} Those members must register a key that counts (under enforcement, at their next sign-in).`,
+      title: mode === "new_registrations"
+        ? "Save this authenticator policy for new registrations only?"
+        : "Save this authenticator policy for all keys now?",
+      text: consequence(impact, mode),
       confirm: "Save policy",
+      danger: mode !== "new_registrations",
     });
     if (!confirmed) return;
   }
-  const { policy } = await api.put("org/mfa/policy", edited());
+  const { policy } = await api.put("org/mfa/policy", { ...edited(), applies_to: mode });
   fill(policy);
-  announce("Authenticator policy saved.");
+  announce(mode === "new_registrations"
+    ? "Authenticator policy saved for new registrations only."
+    : "Authenticator policy saved.");
   await onSaved?.();
 }

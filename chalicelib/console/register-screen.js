@@ -7,6 +7,7 @@ const root = $("screen-register");
 
 export const registerScreen = {
   root,
+  title: $("register-title"),
   explanation: $("register-explanation"),
   form: $("register-form"),
   name: $("register-name"),

@@ -15,7 +15,7 @@ from typing import Any
 
 from chalicelib.access.sessions import end_sessions, sessions_of
 from chalicelib.base import audit, clock
-from chalicelib.base.context import Caller
+from chalicelib.base.context import Caller, SessionState
 from chalicelib.base.errors import (
     ConcurrentChange,
     InvalidKeyName,
@@ -31,7 +31,7 @@ from chalicelib.base.models import (
 )
 from chalicelib.base.storage import ConditionsFailed, Item, LabelledWrite, transaction
 from chalicelib.ceremony import authenticator_policy
-from chalicelib.ceremony.authenticator_policy import AuthenticatorPolicy
+from chalicelib.ceremony.authenticator_policy import AuthenticatorPolicy, KeyFacts
 from chalicelib.ceremony.credentials import keys_of
 from chalicelib.counters import compliance, conditions, coverage
 
@@ -71,6 +71,19 @@ def _standing_and_listing(*, org_id: str, user_id: str) -> tuple[conditions.Stan
 def list_keys(*, caller: Caller) -> list[SecurityKey]:
     """``GET /me/mfa/keys``."""
     return keys_of(org_id=caller.session.org_id, user_id=caller.session.user_id)
+
+
+def keys_to_replace(*, caller: Caller) -> list[dict[str, Any]] | None:
+    """For ``GET /me``: while the member must replace keys the organization no longer accepts
+    (their session waits to register, yet they hold keys), each key and the rules it falls short
+    of; ``None`` otherwise, without reading the keys."""
+    if caller.is_backup or caller.state is not SessionState.REGISTRATION_REQUIRED or caller.member.key_count == 0:
+        return None
+    policy = authenticator_policy.of(caller.org)
+    return [
+        {"id": key.key_id, "name": key.name, "shortfalls": authenticator_policy.shortfalls(policy, KeyFacts.of(key))}
+        for key in list_keys(caller=caller)
+    ]
 
 
 def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
@@ -303,6 +316,7 @@ def disable_mfa(*, caller: Caller) -> None:
 
 def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]:
     """A key as the API shows it, with whether it counts under the organization's policy."""
+    shortfalls = authenticator_policy.shortfalls(policy, authenticator_policy.KeyFacts.of(key))
     return {
         "id": key.key_id,
         "name": key.name,
@@ -316,7 +330,9 @@ def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]
         "model": key.model,
         "model_status": key.model_status,
         "attested": bool(key.attested),
-        "policy_compliant": authenticator_policy.is_compliant(policy, key),
+        "policy_compliant": not shortfalls,
+        # The rules (reason codes) the key falls short of, so that its holder knows what to replace.
+        "policy_shortfalls": shortfalls,
     }
 
 
