@@ -302,7 +302,9 @@ def disable_mfa(*, caller: Caller) -> None:
 
 
 def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]:
-    """A key as the API shows it, with whether it counts under the organization's policy."""
+    """A key as the API shows it, with whether it counts under the organization's policy and, if
+    not, which of its rules it falls short of."""
+    shortfalls = authenticator_policy.shortfalls(policy, authenticator_policy.KeyFacts.of(key))
     return {
         "id": key.key_id,
         "name": key.name,
@@ -316,7 +318,8 @@ def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]
         "model": key.model,
         "model_status": key.model_status,
         "attested": bool(key.attested),
-        "policy_compliant": authenticator_policy.is_compliant(policy, key),
+        "policy_compliant": not shortfalls,
+        "policy_shortfalls": shortfalls,
     }
 
 
