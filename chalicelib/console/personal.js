@@ -3,8 +3,8 @@
 
 import { api, segment } from "./api.js";
 import {
-  actionsCell, ago, announce, cell, clearMessages, confirmAction, deviceName, emptyRow, h, policyStatus, refuseField, row,
-  run, showScreen, trashButton,
+  actionsCell, ago, announce, cell, clearMessages, confirmAction, deviceName, emptyRow, h, policyShortfalls,
+  refuseField, row, run, showScreen, trashButton,
 } from "./ui.js";
 import { registerKey } from "./enrollment.js";
 import { Page } from "./page.js";
@@ -88,7 +88,8 @@ function keyRow(key, { lastKeyLocked }) {
     // What a member acts on, as a security page shows it: which key, since when, last used when.
     // A key the organization's policy does not accept says so under its name: it must be replaced.
     cell("Name", h("span", { class: "key-name" }, key.name),
-      key.policy_compliant ? null : h("span", { class: "block muted" }, `Your organization's policy: ${policyStatus(key)}`)),
+      key.policy_compliant ? null : h("span", { class: "block muted" },
+        `Not accepted by your organization's policy${policyShortfalls(key) ? `: ${policyShortfalls(key)}` : ""}`)),
     cell("Added", ago(key.created_at)),
     cell("Last used", ago(key.last_used_at)),
     actionsCell(

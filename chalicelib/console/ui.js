@@ -310,10 +310,14 @@ function shortfallWords(code, key) {
   return code;
 }
 
+export function policyShortfalls(key) {
+  return (key.policy_shortfalls ?? []).map((code) => shortfallWords(code, key)).join("; ");
+}
+
 export function policyStatus(key) {
   if (key.policy_compliant) return "accepted by the policy";
-  const why = (key.policy_shortfalls ?? []).map((code) => shortfallWords(code, key));
-  return why.length ? `not accepted: ${why.join("; ")}` : "not accepted by the policy";
+  const why = policyShortfalls(key);
+  return why ? `not accepted: ${why}` : "not accepted by the policy";
 }
 
 // A labelled region around a table, which scrolls sideways on its own when the table is wider

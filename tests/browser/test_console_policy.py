@@ -24,7 +24,7 @@ def test_an_admin_sees_the_impact_of_a_policy_before_saving_it(open_console: Ope
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Desk key")
     # The browser's virtual key attests nothing: any key counts until the policy asks for more.
-    expect(ada.key_row("personal-keys", "Desk key")).not_to_contain_text("not accepted")
+    expect(ada.key_row("personal-keys", "Desk key")).not_to_contain_text("Not accepted")
     ada.go_to("Organization settings")
 
     policy = ada.page.get_by_role("region", name="Authenticator policy")
