@@ -550,9 +550,19 @@ def end_member_sessions(*, caller: Caller, user_id: str) -> int:
     The admin's own current session is spared when they end their own. Sessions end in
     transactions with the audit event recording them, so none ends unrecorded.
     """
-    org_id = caller.session.org_id
-    if not _is_member(org_id=org_id, user_id=user_id):
+    if not _is_member(org_id=caller.session.org_id, user_id=user_id):
         raise MemberNotFound("No such member.")
+    return _end_sessions_but_callers(caller=caller, user_id=user_id)
+
+
+def end_other_sessions(*, caller: Caller) -> int:
+    """``DELETE /me/sessions``: "sign out all other sessions": every session of the caller's but
+    the one making the request, audited as an admin's ending of a member's sessions is."""
+    return _end_sessions_but_callers(caller=caller, user_id=caller.session.user_id)
+
+
+def _end_sessions_but_callers(*, caller: Caller, user_id: str) -> int:
+    org_id = caller.session.org_id
     ending = [s for s in sessions_of(org_id=org_id, user_id=user_id) if s.session_id != caller.session.session_id]
     chunks = [ending[i : i + _SESSIONS_PER_TRANSACTION] for i in range(0, len(ending), _SESSIONS_PER_TRANSACTION)]
     for chunk in chunks or [[]]:

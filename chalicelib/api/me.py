@@ -137,6 +137,11 @@ def list_sessions() -> dict[str, Any]:
     }
 
 
+@route(me, "/me/sessions", methods=["DELETE"], status=204)
+def end_other_sessions() -> None:
+    sessions.end_other_sessions(caller=caller_of(me.current_request, action=Action.END_SESSION))
+
+
 @route(me, "/me/sessions/{session_id}", methods=["DELETE"], status=204)
 def end_session(session_id: str) -> None:
     sessions.end_own_session(caller=caller_of(me.current_request, action=Action.END_SESSION), session_id=session_id)

@@ -4,7 +4,7 @@
 import { api, segment, token } from "./api.js";
 import { screen } from "./organization-screen.js";
 import {
-  actionsCell, announce, cell, confirmAction, emptyRow, h, row, run, showError, trashButton, when,
+  actionsCell, announce, cell, confirmAction, copyText, emptyRow, h, row, run, showError, trashButton, when,
 } from "./ui.js";
 import { createCredential } from "./webauthn.js";
 
@@ -137,13 +137,8 @@ export function forgetPassCode() {
   elements.newPass.hidden = true;
 }
 
-async function copyCode() {
-  try {
-    await navigator.clipboard.writeText(elements.newCode.textContent);
-    announce("The code was copied to the clipboard.");
-  } catch {
-    showError("The browser did not allow copying. Select the code and copy it yourself.");
-  }
+function copyCode() {
+  return copyText(elements.newCode.textContent, { what: "the code", select: elements.newCode });
 }
 
 // Signing out closes the panel, whose member the next person at the tab has nothing to do with.

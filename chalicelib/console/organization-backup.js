@@ -5,7 +5,7 @@ import { api, segment } from "./api.js";
 import { nameOf } from "./organization-members.js";
 import { isBackupSession, isYou, organization, organizationPage, screen } from "./organization-screen.js";
 import {
-  actionsCell, announce, cell, confirmAction, emptyRow, focusScreen, keyId, row, run, showError, trashButton, when,
+  actionsCell, announce, cell, confirmAction, copyText, emptyRow, focusScreen, keyId, row, run, trashButton, when,
 } from "./ui.js";
 
 const elements = screen.backup;
@@ -104,15 +104,6 @@ function forgetNewSecret({ focus = true } = {}) {
   if (shown && focus) elements.create.focus();
 }
 
-async function copy(text, what) {
-  try {
-    await navigator.clipboard.writeText(text);
-    announce(`${what} copied to the clipboard.`);
-  } catch {
-    showError("The browser did not allow copying. Select the text and copy it yourself.");
-  }
-}
-
 async function deleteBackupCredentials(button, credential) {
   const confirmed = await confirmAction({
     title: `Delete backup credentials ${credential.key_id}?`,
@@ -132,8 +123,11 @@ async function deleteBackupCredentials(button, credential) {
 organizationPage.whenLeft(() => forgetNewSecret({ focus: false }));
 elements.create.addEventListener("click", (event) => createBackupCredentials(event.currentTarget));
 elements.noWayBackCreate.addEventListener("click", () => createBackupCredentials(elements.create));
-elements.copy.addEventListener("click", () => copy(elements.newSecret.textContent, "The secret was"));
-elements.copyBoth.addEventListener("click", () => copy(
-  `Key ID: ${elements.newKeyId.textContent}\nSecret: ${elements.newSecret.textContent}`, "The key ID and secret were",
+elements.copy.addEventListener("click", () => copyText(elements.newSecret.textContent, {
+  what: "the secret", select: elements.newSecret,
+}));
+elements.copyBoth.addEventListener("click", () => copyText(
+  `Key ID: ${elements.newKeyId.textContent}\nSecret: ${elements.newSecret.textContent}`,
+  { what: "the key ID and secret", plural: true },
 ));
 elements.done.addEventListener("click", () => forgetNewSecret());

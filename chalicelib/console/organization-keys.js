@@ -5,8 +5,10 @@
 import { api, segment } from "./api.js";
 import { explained } from "./messages.js";
 import { isYou, loadMore, organization, screen } from "./organization-screen.js";
-import { complianceText, modelText } from "./policy.js";
-import { actionsCell, announce, cell, confirmAction, emptyRow, keyId, row, run, trashButton, when } from "./ui.js";
+import { modelText } from "./policy.js";
+import {
+  actionsCell, ago, announce, cell, confirmAction, emptyRow, keyId, policyStatus, row, run, trashButton,
+} from "./ui.js";
 
 const elements = screen.keys;
 const names = new Map(); // key ID → its name, for events that name a key by ID only
@@ -27,9 +29,9 @@ export function renderKeys({ keys, next: cursor }, { append }) {
       cell("Name", key.name),
       cell("Key ID", keyId(key.id)),
       cell("Model", modelText(key)),
-      cell("Policy", complianceText(key)),
-      cell("Created", when(key.created_at)),
-      cell("Last used", when(key.last_used_at)),
+      cell("Policy", policyStatus(key)),
+      cell("Added", ago(key.created_at)),
+      cell("Last used", ago(key.last_used_at)),
       actionsCell(trashButton({
         label: isYou(key.user.id) ? `Delete your key ${key.name}` : `Delete ${key.name} of ${owner}`,
         onclick: (event) => deleteMemberKey(event.currentTarget, key, owner),

@@ -9,6 +9,7 @@ import { actionsCell, announce, cell, confirmAction, emptyRow, h, row, run, when
 
 const elements = screen.members;
 const names = new Map(); // user ID → how people know them
+let shown = []; // the members loaded so far, as the API listed them
 let next = null; // the cursor of the list's next page
 let onRendered = () => {};
 
@@ -25,18 +26,32 @@ export function whenMembersRendered(rendered) {
   onRendered = rendered;
 }
 
+// Members by key count, fewest first: a member without a key is the one an admin acts on (the
+// table's caption says so). Ties keep the API's order (by user ID).
+function byKeyCount(members) {
+  return members.map((member, index) => ({ member, index }))
+    .sort((a, b) => a.member.key_count - b.member.key_count || a.index - b.index)
+    .map(({ member }) => member);
+}
+
+// Returns the rows of the members just loaded (a next page's focus goes to the first of them).
 export function renderMembers({ members, next: cursor }, { append }) {
   next = cursor ?? null;
-  if (!append) names.clear();
+  if (!append) {
+    names.clear();
+    shown = [];
+  }
   for (const member of members) names.set(member.id, member.name || member.id);
-  const rows = members.map((member) => {
+  shown.push(...members);
+  const loaded = new Set(members.map((member) => member.id));
+  const rows = byKeyCount(shown).map((member) => {
     const name = member.name || member.id;
     const own = isYou(member.id);
     return row({ dataset: { userId: member.id } },
       cell("Member", h("span", { class: "member-name" }, name), own ? " (you)" : "",
         h("span", { class: "muted block" }, member.email || member.id)),
       cell("Role", member.admin ? "Admin" : "Member"),
-      cell("Security keys", String(member.key_count)),
+      cell("Security keys", h("span", { class: "nowrap" }, String(member.key_count))),
       cell("MFA", memberStanding(member)),
       cell("Last sign-in", when(member.last_login_at)),
       actionsCell(passesButton(member), own ? h("span", { class: "badge" }, "You") : h("button", {
@@ -45,16 +60,16 @@ export function renderMembers({ members, next: cursor }, { append }) {
       }, "End sessions")),
     );
   });
-  if (append) elements.list.append(...rows);
-  else elements.list.replaceChildren(...(rows.length ? rows : [emptyRow(6, "No members yet.")]));
+  elements.list.replaceChildren(...(rows.length ? rows : [emptyRow(6, "No members yet.")]));
   elements.more.hidden = !next;
   onRendered();
-  return rows;
+  return rows.filter((member) => loaded.has(member.dataset.userId));
 }
 
 export function forgetMembers() {
   next = null;
   names.clear();
+  shown = [];
   elements.list.replaceChildren();
   elements.more.hidden = true;
 }

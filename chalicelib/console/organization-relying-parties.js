@@ -7,7 +7,7 @@ import { api, segment } from "./api.js";
 import { organizationPage } from "./organization-screen.js";
 import { relyingPartiesScreen } from "./relying-parties-screen.js";
 import {
-  actionsCell, announce, cell, confirmAction, emptyRow, h, row, run, showError, trashButton,
+  actionsCell, announce, cell, confirmAction, copyText, emptyRow, h, row, run, shortId, trashButton,
 } from "./ui.js";
 
 let card = null;
@@ -46,8 +46,12 @@ function wire() {
       card.flowCode.checked = true;
     }
   });
-  card.copyClientId.addEventListener("click", () => copy(card.secretClientId.textContent, "The client ID was"));
-  card.copySecret.addEventListener("click", () => copy(card.secret.textContent, "The client secret was"));
+  card.copyClientId.addEventListener("click", () => copyText(card.secretClientId.textContent, {
+    what: "the client ID", select: card.secretClientId,
+  }));
+  card.copySecret.addEventListener("click", () => copyText(card.secret.textContent, {
+    what: "the client secret", select: card.secret,
+  }));
   card.secretDone.addEventListener("click", () => forgetSecret());
   card.edit.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -64,7 +68,7 @@ function uris(textarea) {
 function render(clients) {
   const rows = clients.map((client) => row({},
     cell("Name", client.name),
-    cell("Client ID", h("code", {}, client.client_id)),
+    cell("Client ID", shortId(client.client_id, { what: "client ID" })),
     cell("Redirect URIs", h("ul", { class: "plain" }, ...client.redirect_uris.map((uri) => h("li", {}, h("code", {}, uri))))),
     cell("Flows", client.flows.map((flow) => FLOW_NAMES[flow] ?? flow).join(", ")),
     cell("Type", client.type === "public" ? "Public" : "Confidential"),
@@ -125,14 +129,6 @@ function forgetSecret({ focus = true } = {}) {
   if (shown && focus) card.name.focus();
 }
 
-async function copy(text, what) {
-  try {
-    await navigator.clipboard.writeText(text);
-    announce(`${what} copied to the clipboard.`);
-  } catch {
-    showError("The browser did not allow copying. Select the text and copy it yourself.");
-  }
-}
 
 function openEdit(client) {
   editing = client;

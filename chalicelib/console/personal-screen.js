@@ -18,5 +18,5 @@ export const personalScreen = {
     button: $("add-key-button"),
   },
   disable: { area: $("disable-mfa-area"), button: $("disable-mfa"), reason: $("disable-mfa-reason") },
-  sessions: { title: $("sessions-title"), list: $("sessions") },
+  sessions: { title: $("sessions-title"), list: $("sessions"), endOthers: $("sessions-end-others") },
 };

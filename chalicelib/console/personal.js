@@ -3,10 +3,9 @@
 
 import { api, segment } from "./api.js";
 import {
-  actionsCell, announce, cell, clearMessages, confirmAction, emptyRow, h, keyId, refuseField, row, run, shortUserAgent,
-  showScreen, trashButton, when,
+  actionsCell, ago, announce, cell, clearMessages, confirmAction, deviceName, emptyRow, h, policyShortfalls,
+  refuseField, row, run, showScreen, trashButton,
 } from "./ui.js";
-import { complianceText, modelText } from "./policy.js";
 import { registerKey } from "./enrollment.js";
 import { Page } from "./page.js";
 import { WORDS, counted, form } from "./plural.js";
@@ -86,12 +85,13 @@ function render(me) {
 function keyRow(key, { lastKeyLocked }) {
   if (editing === key.id) return renameRow(key);
   return row({ dataset: { keyId: key.id } },
-    cell("Name", h("span", { class: "key-name" }, key.name)),
-    cell("Key ID", keyId(key.id)),
-    cell("Model", modelText(key)),
-    cell("Policy", complianceText(key)),
-    cell("Created", when(key.created_at)),
-    cell("Last used", when(key.last_used_at)),
+    // What a member acts on, as a security page shows it: which key, since when, last used when.
+    // A key the organization's policy does not accept says so under its name: it must be replaced.
+    cell("Name", h("span", { class: "key-name" }, key.name),
+      key.policy_compliant ? null : h("span", { class: "block muted" },
+        `Not accepted by your organization's policy${policyShortfalls(key) ? `: ${policyShortfalls(key)}` : ""}`)),
+    cell("Added", ago(key.created_at)),
+    cell("Last used", ago(key.last_used_at)),
     actionsCell(
       h("button", {
         type: "button", class: "quiet", "aria-label": `Rename ${key.name}`,
@@ -131,7 +131,7 @@ function renameRow(key) {
     input.select();
   });
   return row({ dataset: { keyId: key.id } },
-    h("td", { role: "cell", colspan: 5 }, form),
+    h("td", { role: "cell", colspan: 4 }, form),
   );
 }
 
@@ -204,31 +204,69 @@ async function disableMfa(button) {
   });
 }
 
+// What a session may do, in words.
+function sessionState(found) {
+  if (found.state === "mfa_required") return "waiting for a security key";
+  if (found.state === "registration_required") return "waiting for a security key to be registered";
+  if (isBackupSession(context.me)) return "backup credentials";
+  return keys.length ? "verified with a security key" : "signed in without a security key";
+}
+
+// The current session first, then the others newest first, as the API lists them.
 function renderSessions(sessions) {
-  const rows = sessions.map((found) => row({},
-    cell("Started", when(found.created_at)),
-    cell("Last seen", when(found.last_seen_at, { never: "—" })),
-    cell("Browser", shortUserAgent(found.user_agent)),
-    cell("IP address", found.source_ip ?? "—"),
-    actionsCell(found.current
-      ? h("span", { class: "badge" }, "This session")
-      : h("button", {
+  const ordered = [...sessions.filter((found) => found.current), ...sessions.filter((found) => !found.current)];
+  const rows = ordered.map((found) => {
+    const device = deviceName(found.user_agent);
+    return row({ dataset: { sessionId: found.id }, class: found.current ? "current" : null },
+      cell("Device", h("span", { class: "device" }, device),
+        found.current ? h("span", { class: "badge" }, "This session") : null),
+      cell("State", sessionState(found)),
+      cell("Started", ago(found.created_at)),
+      cell("Last active", ago(found.last_seen_at, { never: "—" })),
+      cell("IP address", h("span", { class: "nowrap" }, found.source_ip ?? "—")),
+      actionsCell(found.current ? null : h("button", {
         type: "button", class: "quiet",
-        "aria-label": `End the session started ${new Date(found.created_at).toLocaleString()}`,
+        "aria-label": `Sign out ${device}, started ${new Date(found.created_at).toLocaleString()}`,
         onclick: (event) => run(event.currentTarget, () => endSession(found)),
-      }, "End")),
-  ));
-  screen.sessions.list.replaceChildren(...(rows.length ? rows : [emptyRow(5, "No other sessions.")]));
+      }, "Sign out")),
+    );
+  });
+  screen.sessions.list.replaceChildren(...(rows.length ? rows : [emptyRow(6, "No sessions.")]));
+  screen.sessions.endOthers.hidden = !ordered.some((found) => !found.current);
+}
+
+async function reloadSessions() {
+  const { sessions } = await api.get("me/sessions", { signal: personalPage.signal });
+  renderSessions(sessions);
 }
 
 async function endSession(found) {
   await api.delete(`me/sessions/${segment(found.id)}`);
-  const { sessions } = await api.get("me/sessions", { signal: personalPage.signal });
-  renderSessions(sessions);
+  await reloadSessions();
   announce("The session was ended.");
   screen.sessions.title.setAttribute("tabindex", "-1");
   screen.sessions.title.focus();
 }
+
+// "Sign out all other sessions": every browser but this one signs in again.
+async function endOtherSessions(button) {
+  const confirmed = await confirmAction({
+    title: "Sign out all other sessions?",
+    text: "Every other browser and device where you are signed in is signed out and must sign in again "
+      + "(with a security key, if you have one). This session stays signed in.",
+    confirm: "Sign out other sessions",
+  });
+  if (!confirmed) return;
+  await run(button, async () => {
+    await api.delete("me/sessions");
+    await reloadSessions();
+    announce("All your other sessions were signed out.");
+    screen.sessions.title.setAttribute("tabindex", "-1");
+    screen.sessions.title.focus();
+  });
+}
+
+screen.sessions.endOthers.addEventListener("click", (event) => endOtherSessions(event.currentTarget));
 
 screen.addKey.form.addEventListener("submit", (event) => {
   event.preventDefault();

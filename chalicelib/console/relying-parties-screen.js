@@ -3,7 +3,7 @@
 // The card stands before the audit log, so that the log stays the page's last settings card.
 
 import { screen } from "./organization-screen.js";
-import { h } from "./ui.js";
+import { h, scrolling } from "./ui.js";
 
 let elements = null;
 
@@ -84,9 +84,9 @@ function build() {
     h("p", { class: "muted" }, "Apps and identity providers that ask keyward, as their OpenID provider, ",
       "whether a member of this organization just proved a security key. Adding, changing and deleting ",
       "one asks for your security key if you have not used it recently."),
-    h("table", { role: "table", class: "responsive", "aria-labelledby": "rp-title" },
+    scrolling(h("table", { role: "table", class: "responsive", "aria-labelledby": "rp-title" },
       header("Name", "Client ID", "Redirect URIs", "Flows", "Type", h("span", { class: "visually-hidden" }, "Actions")),
-      built.list),
+      built.list), "Relying parties: table"),
     built.edit,
     built.form,
     built.secretBox);

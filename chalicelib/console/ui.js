@@ -229,8 +229,101 @@ export function when(iso, { never = "Never" } = {}) {
   return h("time", { datetime: iso, title: iso }, dateFormat.format(new Date(iso)));
 }
 
+// "Today", "Yesterday", "3 days ago", "Never": how long ago, in words, with the exact date and
+// time a hover or a screen reader away. Days are the local calendar's.
+const DAY = 24 * 60 * 60 * 1000;
+const relativeFormat = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
+
+export function ago(iso, { never = "Never" } = {}) {
+  if (!iso) return h("span", { class: "muted nowrap" }, never);
+  const then = new Date(iso);
+  const startOfDay = (date) => new Date(date.getFullYear(), date.getMonth(), date.getDate()).getTime();
+  const days = Math.round((startOfDay(new Date()) - startOfDay(then)) / DAY);
+  let words;
+  if (days <= 0) words = "today";
+  else if (days < 30) words = relativeFormat.format(-days, "day");
+  else if (days < 365) words = relativeFormat.format(-Math.floor(days / 30), "month");
+  else words = relativeFormat.format(-Math.floor(days / 365), "year");
+  words = `${words[0].toUpperCase()}${words.slice(1)}`;
+  return h("time", { datetime: iso, title: dateFormat.format(then), class: "nowrap" }, words);
+}
+
+// Copies text to the clipboard and says so; true when it did. A browser that refuses (no
+// permission, an insecure page) gets the text selected instead, with the keys that copy it:
+// `select` is the element that holds the text, made to show all of it first. `what` names the text
+// ("the signing secret"), `plural` when it is several things.
+export async function copyText(text, { what, plural = false, select = null, near }) {
+  const [was, is, it] = plural ? ["were", "are", "them"] : ["was", "is", "it"];
+  try {
+    await navigator.clipboard.writeText(text);
+    announce(`${what[0].toUpperCase()}${what.slice(1)} ${was} copied to the clipboard.`, { near });
+    return true;
+  } catch {
+    if (!select) {
+      showError("The browser did not allow copying. Select the text and copy it yourself.", { near });
+      return false;
+    }
+    if (select.textContent !== text) select.textContent = text;
+    const range = document.createRange();
+    range.selectNodeContents(select);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    announce(`The browser did not allow copying: ${what} ${is} selected, press Ctrl+C (⌘C on a Mac) to copy ${it}.`,
+      { near });
+    return false;
+  }
+}
+
+// Opaque IDs (keys, sessions, credentials, clients) are shown by their first 8 characters and an
+// ellipsis: enough to tell them apart on a screen, short enough not to widen a table. Only the
+// eye gets the short form (CSS cuts it): the element's text, title and accessible name are the
+// whole ID, and the Copy button copies all of it (or, refused the clipboard, shows and selects it).
+export function shortId(id, { what = "ID", className = "" } = {}) {
+  const code = h("code", { class: `short-id ${className}`.trim(), title: id }, id);
+  const button = h("button", {
+    type: "button", class: "quiet small", "aria-label": `Copy the ${what} ${id}`,
+    onclick: () => {
+      code.classList.add("whole");
+      return copyText(id, { what: `the ${what}`, select: code, near: button })
+        .then((copied) => copied && code.classList.remove("whole"));
+    },
+  }, "Copy");
+  return h("span", { class: "id-with-copy" }, code, button);
+}
+
 export function keyId(id) {
-  return h("code", { class: "key-id" }, id);
+  return shortId(id, { what: "key ID", className: "key-id" });
+}
+
+// Whether a key counts under the organization's authenticator policy, in words, with the rules it
+// falls short of (the API's policy_shortfalls).
+const CERTIFIED = /^(NOT_)?FIDO_CERTIFIED(_|$)/;
+
+function shortfallWords(code, key) {
+  if (code === "SyncedCredentialNotAllowed") return "a synced passkey, where only device-bound keys count";
+  if (code === "AttestationRequired") return "it does not prove its model";
+  if (code === "AuthenticatorNotAllowed" && key.model_status && !CERTIFIED.test(key.model_status)) {
+    return `its model was reported ${key.model_status.toLowerCase().replaceAll("_", " ")}`;
+  }
+  if (code === "AuthenticatorNotAllowed") return "the policy does not allow its model";
+  return code;
+}
+
+export function policyShortfalls(key) {
+  return (key.policy_shortfalls ?? []).map((code) => shortfallWords(code, key)).join("; ");
+}
+
+export function policyStatus(key) {
+  if (key.policy_compliant) return "accepted by the policy";
+  const why = policyShortfalls(key);
+  return why ? `not accepted: ${why}` : "not accepted by the policy";
+}
+
+// A labelled region around a table, which scrolls sideways on its own when the table is wider
+// than the screen, rather than the page scrolling or the table's words breaking.
+export function scrolling(table, label) {
+  return h("div", { class: "table-scroll", role: "region", "aria-label": label, tabindex: 0 }, table);
 }
 
 // Table rows and cells say what they are: narrow screens restyle them as stacked cards, and a
@@ -286,11 +379,24 @@ export function showScreen(id) {
   firstScreen = false;
 }
 
-export function shortUserAgent(userAgent) {
-  if (!userAgent) return "Unknown";
-  const browser = /(Edg|Firefox|Chrome|Chromium|Safari)\/([\d]+)/.exec(userAgent);
-  const system = /(Windows|Mac OS X|Android|iPhone|Linux)/.exec(userAgent);
-  if (!browser) return userAgent.slice(0, 60);
-  const name = { Edg: "Edge" }[browser[1]] ?? browser[1];
-  return `${name} ${browser[2]}${system ? ` on ${system[1].replace("Mac OS X", "macOS")}` : ""}`;
+// The device a session was opened from, in words: "Chrome on macOS", "Safari on iPhone". A user
+// agent names several browsers at once (Edge and Opera also say Chrome, Chrome also says Safari),
+// so the more particular names are looked for first.
+const BROWSERS = [
+  ["Edge", /\bEdg(e|A|iOS)?\//], ["Opera", /\bOPR\//], ["Samsung Internet", /\bSamsungBrowser\//],
+  ["Firefox", /\b(Firefox|FxiOS)\//], ["Chrome", /\b(Chrome|CriOS|HeadlessChrome)\//], ["Chromium", /\bChromium\//],
+  ["Safari", /\bVersion\/[\d.]+.*\bSafari\//],
+];
+const SYSTEMS = [
+  ["iPhone", /\biPhone\b/], ["iPad", /\biPad\b/], ["Android", /\bAndroid\b/], ["ChromeOS", /\bCrOS\b/],
+  ["Windows", /\bWindows\b/], ["macOS", /\bMac OS X\b|\bMacintosh\b/], ["Linux", /\bLinux\b/],
+];
+
+export function deviceName(userAgent) {
+  if (!userAgent) return "Unknown device";
+  const browser = BROWSERS.find(([, pattern]) => pattern.test(userAgent))?.[0];
+  const system = SYSTEMS.find(([, pattern]) => pattern.test(userAgent))?.[0];
+  if (browser && system) return `${browser} on ${system}`;
+  if (browser || system) return browser ?? `A browser on ${system}`;
+  return "Unknown device";
 }

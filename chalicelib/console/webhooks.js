@@ -9,7 +9,7 @@ import { EVERY_EVENT, eventChooser } from "./webhook-events.js";
 import { describeState, enableButton } from "./webhook-state.js";
 import { screen } from "./organization-screen.js";
 import {
-  actionsCell, announce, cell, confirmAction, emptyRow, h, row, run, showError, trashButton, when,
+  actionsCell, announce, cell, confirmAction, copyText, emptyRow, h, row, run, scrolling, showError, trashButton, when,
 } from "./ui.js";
 
 let card = null; // built on first show, then kept: its elements by name
@@ -74,18 +74,18 @@ function build() {
     h("div", { class: "button-row" }, built.copySecret, built.secretDone));
   built.deliveries = h("div", { id: "webhook-deliveries", hidden: true },
     built.deliveriesTitle,
-    h("table", { role: "table", class: "responsive", "aria-labelledby": "webhook-deliveries-title" },
+    scrolling(h("table", { role: "table", class: "responsive", "aria-labelledby": "webhook-deliveries-title" },
       header("When", "Event", "Outcome", "Attempts", h("span", { class: "visually-hidden" }, "Actions")),
-      built.deliveryList));
+      built.deliveryList), "Deliveries: table"));
   built.section = h("section", { class: "card", "aria-labelledby": "webhooks-title", id: "webhooks-card" },
     h("h2", { id: "webhooks-title" }, "Webhooks"),
     h("p", { class: "muted" }, "keyward posts the organization's audit events to these endpoints as they happen, ",
       "signed as Standard Webhooks specifies. Every event also goes to the deployment's EventBridge bus."),
     built.form,
     built.newWebhook,
-    h("table", { role: "table", class: "responsive", "aria-labelledby": "webhooks-title" },
+    scrolling(h("table", { role: "table", class: "responsive", "aria-labelledby": "webhooks-title" },
       header("URL", "Events", "State", "Created", h("span", { class: "visually-hidden" }, "Actions")),
-      built.list),
+      built.list), "Webhooks: table"),
     built.deliveries);
   built.outbox = h("section", { class: "card", "aria-labelledby": "outbox-title", id: "outbox-card", hidden: true },
     h("h2", { id: "outbox-title" }, "Local outbox ", h("span", { class: "badge" }, "local stage")),
@@ -150,18 +150,8 @@ function forgetSecret() {
 }
 
 async function copySecret() {
-  try {
-    await navigator.clipboard.writeText(card.newSecret.textContent);
+  if (await copyText(card.newSecret.textContent, { what: "the signing secret", select: card.newSecret })) {
     card.copySecret.textContent = "Copied";
-    announce("The signing secret was copied to the clipboard.");
-  } catch {
-    // No clipboard (an insecure origin, a refused permission): the secret is selected instead.
-    const selection = window.getSelection();
-    const range = document.createRange();
-    range.selectNodeContents(card.newSecret);
-    selection.removeAllRanges();
-    selection.addRange(range);
-    announce("The browser did not allow copying: the secret is selected, press Ctrl+C (⌘C) to copy it.");
   }
 }
 

@@ -315,7 +315,8 @@ def disable_mfa(*, caller: Caller) -> None:
 
 
 def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]:
-    """A key as the API shows it, with whether it counts under the organization's policy."""
+    """A key as the API shows it, with whether it counts under the organization's policy and, if
+    not, which of its rules it falls short of."""
     shortfalls = authenticator_policy.shortfalls(policy, authenticator_policy.KeyFacts.of(key))
     return {
         "id": key.key_id,

@@ -396,6 +396,8 @@ def test_existing_keys_show_compliance_and_admins_list_the_rest(api, vendor, loa
 
     mine = {k["name"]: k["policy_compliant"] for k in api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"]}
     assert mine == {"attested": True, "plain": False}
+    why = {k["name"]: k["policy_shortfalls"] for k in api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"]}
+    assert why == {"attested": [], "plain": ["AttestationRequired"]}
     listed = api.call("GET", "/org/mfa/keys?compliant=false&limit=1", token=admin.token).body
     names = [k["name"] for k in listed["keys"]]
     while listed["next"]:

@@ -149,6 +149,44 @@ def test_a_member_may_end_the_current_session(api):
     assert _works(api, other)
 
 
+# --- DELETE /me/sessions ---------------------------------------------------------------------------
+
+
+def test_a_member_signs_out_every_other_session_and_keeps_the_current_one(api):
+    laptop, phone, tablet = (api.login(user="bob") for _ in range(3))
+    carol = api.login(user="carol")
+
+    assert api.call("DELETE", "/me/sessions", token=laptop.token).status == 204
+
+    assert _works(api, laptop) and _works(api, carol)
+    assert api.call("GET", "/me", token=phone.token).code == "InvalidToken"
+    assert api.call("GET", "/me", token=tablet.token).code == "InvalidToken"
+    assert _listed(api, laptop) == [_sid(laptop)]
+    [ended] = _logged("member.sessions_ended")
+    assert (ended.actor, ended.target, ended.user_id, ended.details.as_dict()) == (
+        "bob",
+        "bob",
+        "bob",
+        {"sessions_ended": 2},
+    )
+
+
+def test_signing_out_other_sessions_with_none_is_still_recorded(api):
+    bob = api.login(user="bob")
+    assert api.call("DELETE", "/me/sessions", token=bob.token).status == 204
+    assert _works(api, bob)
+    [ended] = _logged("member.sessions_ended")
+    assert ended.details.as_dict() == {"sessions_ended": 0}
+
+
+def test_a_session_waiting_for_its_key_cannot_sign_out_the_others(api):
+    bob = api.login(user="bob")
+    assert api.add_key(bob).status == 201
+    waiting = api.login(user="bob")
+    assert api.call("DELETE", "/me/sessions", token=waiting.token).code == "MfaRequired"
+    assert _works(api, bob)
+
+
 # --- DELETE /org/members/{user_id}/sessions -------------------------------------------------------
 
 

@@ -61,7 +61,7 @@ def test_an_admin_tests_redelivers_and_sees_a_failing_webhook(open_console: Open
         "() => { navigator.clipboard.writeText = () => Promise.reject(new DOMException('no', 'NotAllowedError')); }"
     )
     ada.button("Copy secret").click()
-    expect(ada.status()).to_contain_text("the secret is selected, press Ctrl+C")
+    expect(ada.status()).to_contain_text("the signing secret is selected, press Ctrl+C")
     assert page.evaluate("window.getSelection().toString()") == page.locator("#webhook-new-secret").text_content()
     expect(page.locator("#webhook-copy-secret")).to_have_text("Copy secret")
     page.evaluate("() => { delete navigator.clipboard.writeText; }")  # the browser's own again
