@@ -1,6 +1,8 @@
 // keyward's HTTP API as the console calls it: the session token, JSON in and out, and refusals
 // as ApiError with the API's reason code.
 
+import { reached, unreachable } from "./connection.js";
+
 const TOKEN_KEY = "keyward.session";
 
 // Ceremony failures are 401s too, but the session survives them: the user just tries again.
@@ -10,6 +12,11 @@ const CEREMONY_FAILURES = new Set([
   "SignCountRegression", "CeremonyFailed", "BackupEligibilityChanged",
 ]);
 
+// Answers of a gateway that got none from keyward; a 503 of keyward's own says its storage is busy.
+const GATEWAY_FAILURES = new Set([502, 503, 504]);
+// keyward's own 503s that name something else than keyward being out of reach (the IdP, KMS).
+const UNAVAILABLE_ELSEWHERE = new Set(["IdentityProviderUnavailable", "WebhookSecretKeyUnavailable", "SigningKeyUnavailable"]);
+
 export class ApiError extends Error {
   constructor({ status, code, message, method = null }) {
     super(message);
@@ -17,6 +24,12 @@ export class ApiError extends Error {
     this.status = status;
     this.code = code;
     this.method = method; // whether the refused request could have changed anything
+    // keyward could not be reached: the offline banner says so (connection.js).
+    this.unreachable = status === 0 || (GATEWAY_FAILURES.has(status) && !UNAVAILABLE_ELSEWHERE.has(code));
+    // A refusal that may mean the page shows what is no longer so — a rule refused the change as
+    // things are now (409), or what it was about is gone (404) — after which the page reloads
+    // what it shows (ui.js run). A step-up not completed is one too (see call).
+    this.pageMayBeStale = status === 409 || (status === 404 && code !== "NoSuchEndpoint");
   }
 
   // The session is gone (ended, expired, thrown out by enforcement): back to the sign-in screen.
@@ -69,8 +82,10 @@ export async function call(method, path, body, { retried = false, signal = undef
     });
   } catch (error) {
     if (error?.name === "AbortError") throw error;
+    unreachable({ change: method === "GET" ? null : "was not saved" });
     throw new ApiError({ status: 0, code: "NetworkError", message: "keyward could not be reached.", method });
   }
+  if (response.ok) reached();
   if (response.status === 204) return null;
   const text = await response.text();
   signal?.throwIfAborted();
@@ -89,6 +104,13 @@ export async function call(method, path, body, { retried = false, signal = undef
     message: parsed?.Message ?? parsed?.message ?? `${response.status} ${response.statusText}`,
     method,
   });
+  if (error.unreachable) {
+    // A gateway that timed out waiting for keyward cannot tell whether the change was made.
+    const outcome = response.status === 503 ? "was not saved" : "may not have been saved";
+    unreachable({ change: method === "GET" ? null : outcome });
+    throw error;
+  }
+  reached();
   // Only a session we sent can have ended; a failed sign-in is reported where it happened.
   if (sent && error.endsSession && token.get() === sent) {
     token.clear();
@@ -98,7 +120,15 @@ export async function call(method, path, body, { retried = false, signal = undef
     error.handled = true;
     onWrongState(error);
   } else if (sent && error.code === "ReauthenticationRequired" && onReauthenticationRequired && !retried) {
-    await onReauthenticationRequired(error, { method, path, body, change });
+    try {
+      await onReauthenticationRequired(error, { method, path, body, change });
+    } catch (notConfirmed) {
+      // Cancelled, or no key answered: the change was not sent, and the page shows it as stored.
+      if (notConfirmed instanceof Error && notConfirmed.name !== "AbortError" && !notConfirmed.unreachable) {
+        notConfirmed.pageMayBeStale = true;
+      }
+      throw notConfirmed;
+    }
     return call(method, path, body, { retried: true, signal, file, change });
   }
   throw error;

@@ -2,12 +2,14 @@
 // MFA step and forced registration, then the two settings pages.
 
 import { api, token, whenSessionEnds, whenSessionNeedsStep } from "./api.js";
+import { retryWith } from "./connection.js";
 import { describe, explained } from "./messages.js";
 import {
   forgetOrganization, leaveNewSecret, organizationPage, refreshOrganization, showOrganization, showsNewSecret,
 } from "./organization.js";
 import { idpAnswer, idpConfigured, startIdpSignIn } from "./idp.js";
 import { mfaScreen } from "./mfa-screen.js";
+import { shownPage } from "./page.js";
 import { forgetPersonal, personalPage, showPersonal } from "./personal.js";
 import { registerKey } from "./enrollment.js";
 import { replacementText } from "./policy.js";
@@ -308,7 +310,17 @@ function renderAccount() {
 
 // --- Start ---------------------------------------------------------------------------------------
 
+// keyward answers again: the page shown reads again what it shows; a console that could not start
+// starts; any other screen only asks whether keyward answers.
+async function readAgain() {
+  const page = shownPage();
+  if (page) await page.reload();
+  else if (token.get() && !session.me) await run(null, enter);
+  else await api.get("me");
+}
+
 async function start() {
+  retryWith(readAgain);
   whenSessionEnds((error) => showSignIn(describe(error)));
   enableStepUp();
   whenSessionNeedsStep((error) => {

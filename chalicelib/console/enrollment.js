@@ -44,16 +44,20 @@ export function renderEnrollmentPolicy(mfa) {
 
 async function changePolicy(toggle) {
   const wanted = toggle.checked;
-  const changed = await run(toggle, async () => {
-    const mfa = await api.put("org/mfa", { enrollment: wanted ? "pass_required" : "open" });
+  await run(toggle, async () => {
+    let mfa;
+    try {
+      mfa = await api.put("org/mfa", { enrollment: wanted ? "pass_required" : "open" });
+    } catch (error) {
+      // A refused change leaves the switch showing the setting in force (the page may then reload it).
+      toggle.checked = !wanted;
+      throw error;
+    }
     renderEnrollmentPolicy(mfa);
     announce(wanted
       ? "A member's first security key now needs an enrolment pass from an admin."
       : "Members can register a first security key without an enrolment pass.");
-    return true;
   });
-  // A refused change leaves the switch showing the setting in force.
-  if (!changed) toggle.checked = !wanted;
 }
 
 // --- An admin: a member's passes -----------------------------------------------------------------

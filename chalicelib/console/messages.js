@@ -60,7 +60,7 @@ const BY_CODE = {
   BackupCredentialsMissing:
     "The organization has no backup credentials: create them first, or tick “Enforce without backup credentials” "
     + "to enforce knowing that nobody can get back in if the identity provider or the security keys are lost.",
-  ConcurrentChange: "Someone changed the same thing at the same moment. Reload and try again.",
+  ConcurrentChange: "Someone changed the same thing at the same moment, so this was not done. Try again.",
 
   // The organization's authenticator policy. Attestation is only ever checked at registration.
   UserVerificationRequired:
@@ -94,7 +94,7 @@ const BY_CODE = {
   BodyTooLarge: "That is more data than keyward accepts in one request.",
   InvalidCursor: "The list changed meanwhile. Reload the page.",
   StorageUnavailable: "keyward's storage is busy. Nothing was changed; try again in a moment.",
-  NetworkError: "keyward could not be reached. Check your connection and try again.",
+  NetworkError: null, // said with whether a change was lost (unreachable below)
   NoSuchEndpoint: "This keyward deployment does not offer that.",
 };
 
@@ -127,9 +127,19 @@ const BY_CODE_THEN = {
 // An answer keyward did not explain (a crash, a gateway timeout): what happened, and whether the
 // change may have been made, which only a read can tell.
 function unexplained(error) {
+  if (error.unreachable) return unreachable(error);
   const what = `keyward could not finish that (error ${error.status}).`;
   if (error.method === "GET") return `${what} Nothing was changed. Try again in a moment.`;
   return `${what} The change may or may not have been saved: reload the page to see, then try again if needed.`;
+}
+
+// keyward could not be reached (connection.js keeps trying): a change is not sent again, and the page
+// shows what is stored once keyward answers.
+function unreachable(error) {
+  const what = error.status ? `keyward could not be reached (error ${error.status})` : "keyward could not be reached";
+  if (error.method === "GET") return `${what}. Check your connection; the page tries again.`;
+  const outcome = error.status === 502 || error.status === 504 ? "may not have been saved" : "was not saved";
+  return `${what}, so the change ${outcome}. The page shows what keyward stores once it answers again.`;
 }
 
 // An error the console has already put in words.
@@ -146,7 +156,7 @@ export function describe(error) {
     if (BY_CODE_THEN[error.code]) return BY_CODE_THEN[error.code]();
     const sentence = BY_CODE[error.code];
     if (sentence) return sentence;
-    if (error.status >= 500 && sentence === undefined) return unexplained(error);
+    if ((error.status >= 500 || error.status === 0) && !sentence) return unexplained(error);
     return error.message || "Something went wrong. Please try again.";
   }
   if (error?.name && BY_WEBAUTHN_ERROR[error.name]) return BY_WEBAUTHN_ERROR[error.name];

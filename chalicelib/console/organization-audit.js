@@ -201,7 +201,8 @@ async function applyFilters(control) {
     return;
   }
   await run(control, async () => {
-    (await loadAudit({ filters }))();
+    // The page's request: signing out before the events come leaves nothing to render them for.
+    (await loadAudit({ filters, signal: organizationPage.signal }))();
     organization.loaded();
   }, { fields: { InvalidTimeRange: filters.untilDay ? elements.until : elements.since } });
 }

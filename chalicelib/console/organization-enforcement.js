@@ -2,7 +2,7 @@
 // starts (polled every second while it runs), the enrolment-pass switch's state, and compliance.
 
 import { api } from "./api.js";
-import { complianceSentence, compliantCount, watchRecount } from "./compliance.js";
+import { complianceChanged, compliantCount, renderMeter, watchRecount } from "./compliance.js";
 import { renderEnrollmentPolicy } from "./enrollment.js";
 import { askBeforeEnforcing, loadChecklist } from "./enforcement-checklist.js";
 import { createBackupCredentialsFirst, showEnforcement } from "./organization-backup.js";
@@ -44,18 +44,10 @@ export function renderStatus(mfa) {
     ? ["MFA is enforced since ", when(mfa.enforced_at), mfa.enforced_by ? ` (by ${isYou(mfa.enforced_by) ? "you" : nameOf(mfa.enforced_by)}).` : "."]
     : []));
 
-  const total = mfa.members_total;
-  const meter = elements.meter;
-  meter.max = Math.max(total, 1);
-  meter.value = compliantCount(mfa) ?? 0;
-  meter.low = Math.max(total, 1) - 0.5; // anything short of everyone shows as a warning
-  meter.high = Math.max(total, 1) - 0.25;
-  meter.optimum = Math.max(total, 1);
-  const text = complianceSentence(mfa);
+  // A recount that started or ended is shown by the meter, the members and the roll-out at once.
+  if (complianceChanged(mfa)) run(null, () => organization.showCoverage(mfa));
+  else renderMeter(mfa);
   watchRecount(mfa, renderStatus, organizationPage);
-  meter.textContent = text;
-  meter.setAttribute("aria-valuetext", text);
-  elements.complianceText.textContent = text;
 
   renderInvalidation(mfa);
   renderEnrollmentPolicy(mfa);

@@ -76,13 +76,13 @@ async function deleteMemberKey(button, key, owner) {
       await api.delete(`org/members/${segment(key.user.id)}/mfa/keys/${segment(key.id)}`);
     } catch (error) {
       if (error?.code !== "LastKeyRequired") throw error;
-      // The list may have been out of date: show the keys as they are, then say why this one stays.
-      await organization.reload();
-      throw explained(own
+      // The list may have been out of date: the page shows the keys as they are (ui.js run), and
+      // says why this one stays.
+      throw Object.assign(explained(own
         ? `Your organization enforces MFA, so you must keep at least one security key: “${key.name}” is your last one, `
           + "and it was not deleted."
         : `Your organization enforces MFA, so ${owner} must keep at least one security key: “${key.name}” is their `
-          + `last one, and it was not deleted. To remove it, offboard ${owner}.`);
+          + `last one, and it was not deleted. To remove it, offboard ${owner}.`), { cause: error });
     }
     if (endSessions.checked) await api.delete(`org/members/${segment(key.user.id)}/sessions`);
     await organization.reload();

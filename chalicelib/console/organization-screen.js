@@ -91,12 +91,13 @@ export const screen = {
 // requests; the router enters and leaves it (app.js).
 export const organizationPage = new Page();
 
-// Set by organization.js: the session shown, reloading the whole page or only its lists, and
-// saying when it was last brought up to date.
+// Set by organization.js: the session shown, reloading the whole page or only its lists, showing
+// a new compliance state everywhere at once, and saying when it was last brought up to date.
 export const organization = {
   session: null,
   reload: async () => {},
   reloadLists: async () => {},
+  showCoverage: async () => {},
   loaded: () => {},
 };
 

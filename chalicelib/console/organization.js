@@ -5,6 +5,7 @@
 // organization-screen.js.
 
 import { api } from "./api.js";
+import { forgetCompliance, showCompliance } from "./compliance.js";
 import { checklistOpen } from "./enforcement-checklist.js";
 import { forgetPasses } from "./enrollment.js";
 import { forgetAudit, loadAudit } from "./organization-audit.js";
@@ -15,7 +16,7 @@ import { forgetMembers, renderMembers } from "./organization-members.js";
 import { forgetRelyingParties, showRelyingParties } from "./organization-relying-parties.js";
 import { organization, organizationPage, screen } from "./organization-screen.js";
 import { showPolicy } from "./policy.js";
-import { forgetRollout, showRollout } from "./rollout.js";
+import { forgetRollout, loadCoverageMembers, showRollout } from "./rollout.js";
 import { announce, frame, h, run, showScreen } from "./ui.js";
 import { forgetWebhooks, showWebhooks } from "./webhooks.js";
 
@@ -49,6 +50,7 @@ export function forgetOrganization() {
   organizationPage.leave();
   organization.session = null;
   forgetStatus();
+  forgetCompliance();
   forgetMembers();
   forgetKeys();
   forgetBackupCredentials();
@@ -65,27 +67,44 @@ function onOrganizationPage() {
 
 async function load({ quiet = false } = {}) {
   const focused = focusedControl();
-  const [, mfa, members, keys, backups, audit] = await Promise.all([
+  const [, mfa, members, keys, backups, audit, coverage] = await Promise.all([
     organization.session.refresh(),
     api.get("org/mfa"),
     api.get("org/members"),
     api.get("org/mfa/keys"),
     api.get("org/backup-credentials"),
     loadAudit(),
+    loadCoverageMembers(),
   ]);
+  // Every place of coverage shows this answer's compliance state (compliance.js).
+  showCompliance(mfa);
   renderMembers(members, { append: false });
   renderStatus(mfa);
   renderKeys(keys, { append: false });
   renderBackupCredentials(backups.backup_credentials);
   audit();
+  coverage();
   // A saved policy changes which keys count: the meter and the key list are read again. A refresh
   // the admin did not ask for leaves the policy form as they are editing it.
   if (!quiet) await showPolicy({ onSaved: () => load() });
   // The roll-out card (grace period, preview, coverage filter, offboarding) likewise keeps an
-  // admin's edits through a refresh they did not ask for.
+  // admin's edits through a refresh they did not ask for; its list of members is read above.
   if (!quiet) await showRollout(mfa, async () => { await load(); pollInvalidation(); });
   renderUpdated();
   focused.restore();
+}
+
+// A recount started or ended (`mfa` says so): the meter, the members' standing and the roll-out
+// list are read and shown together, so that no place shows figures while another says they are
+// being recounted.
+async function showCoverage(mfa) {
+  const signal = organizationPage.signal;
+  const [members, coverage] = await Promise.all([api.get("org/members", { signal }), loadCoverageMembers({ signal })]);
+  showCompliance(mfa);
+  renderStatus(mfa);
+  renderMembers(members, { append: false });
+  coverage();
+  renderUpdated();
 }
 
 // The lists a session clean-up changes (their sessions and events); aborted when the page is left.
@@ -122,6 +141,9 @@ function renderUpdated() {
 
 organization.reload = () => load();
 organization.reloadLists = reloadLists;
+organization.showCoverage = showCoverage;
+// After a refusal, or when keyward answers again: what the page shows, keeping the admin's edits.
+organizationPage.reloadsWith(() => refreshOrganization({ quiet: true }));
 organization.loaded = renderUpdated;
 
 screen.refresh.addEventListener("click", (event) => run(event.currentTarget, () => refreshOrganization({ announced: true })));

@@ -2,12 +2,31 @@
 // it and leaves it when another page is shown or the session ends, and leaving stops every timer
 // the page started and aborts the requests they made — so nothing of one page, or of one person's
 // session, keeps running behind the next.
+//
+// A page also says how to reload what it shows: after a refusal that may mean the page showed what
+// is no longer so (ui.js run), and when keyward can be reached again (connection.js).
+
+const pages = new Set();
 
 export class Page {
   #timers = new Map(); // name → timeout ID: one pending run per name
   #requests = new AbortController();
   #shown = false;
   #onLeave = [];
+  #reload = async () => {};
+
+  constructor() {
+    pages.add(this);
+  }
+
+  // `reload` reads again what the page shows and shows it, keeping what the person is typing.
+  reloadsWith(reload) {
+    this.#reload = reload;
+  }
+
+  async reload() {
+    if (this.#shown) await this.#reload();
+  }
 
   // `hook` takes off the page what must not outlive it (a secret shown once) when it is left.
   whenLeft(hook) {
@@ -56,4 +75,9 @@ export class Page {
   get signal() {
     return this.#requests.signal;
   }
+}
+
+// The page shown, if a settings page is (not the sign-in or MFA screens).
+export function shownPage() {
+  return [...pages].find((page) => page.shown) ?? null;
 }

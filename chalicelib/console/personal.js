@@ -19,6 +19,7 @@ let editing = null; // the ID of the key being renamed
 // The owner of the page's requests (page.js): leaving the page, or signing out, abandons them, so
 // that a late answer shows nothing of the page left. (The page has no timers.)
 export const personalPage = new Page();
+personalPage.reloadsWith(() => load());
 
 // Signing out: nothing the last person typed stays for the next one.
 export function forgetPersonal() {

@@ -3,7 +3,7 @@
 // personal page, the member's own registration deadline.
 
 import { api, segment } from "./api.js";
-import { adminsWithoutKey } from "./compliance.js";
+import { adminsWithoutKey, coverageBeingCounted, figuresKnown } from "./compliance.js";
 import { askBeforeEnforcing, loadChecklist } from "./enforcement-checklist.js";
 import { createBackupCredentialsFirst } from "./organization-backup.js";
 import { isYou, screen } from "./organization-screen.js";
@@ -144,8 +144,23 @@ async function saveGrace(button) {
 }
 
 async function loadMembers() {
+  (await loadCoverageMembers())();
+}
+
+// The members of the coverage chosen, read now and shown when the page shows the rest of what it
+// read: while the figures are being recounted (compliance.js), the list says so instead.
+export async function loadCoverageMembers({ signal } = {}) {
+  if (!card) return () => {};
   const filter = card.coverageFilter.value;
-  const { members } = await api.get(`org/members?mfa=${filter}`);
+  const { members } = await api.get(`org/members?mfa=${filter}`, { signal });
+  return () => renderCoverageMembers(members);
+}
+
+function renderCoverageMembers(members) {
+  if (!figuresKnown()) {
+    card.coverageMembers.replaceChildren(coverageBeingCounted(4));
+    return;
+  }
   const rows = members.map((member) => row({ dataset: { userId: member.id } },
     cell("Member", member.name || member.id, isYou(member.id) ? " (you)" : ""),
     cell("Security keys", String(member.key_count)),

@@ -2,6 +2,7 @@
 // safely, the status and alert regions, the confirmation dialog, and how dates and keys are shown.
 
 import { describe } from "./messages.js";
+import { shownPage } from "./page.js";
 
 // Looks up an element by ID: for the screens' lookup modules (*-screen.js) and the frame below,
 // the only places that look elements up.
@@ -108,6 +109,8 @@ export function showError(error, { near } = {}) {
   if (error?.name === "ApiError" && error.handled) return;
   // A request of a page that was left meanwhile: nobody is waiting for its answer.
   if (error?.name === "AbortError") return;
+  // A read that could not reach keyward: the offline banner says so, and reads again (connection.js).
+  if (error?.name === "ApiError" && error.unreachable && error.method === "GET") return;
   region("status").textContent = "";
   const alert = region("alert");
   place(alert, near);
@@ -147,8 +150,27 @@ export function clearMessages() {
 
 // Runs an action started by `control`: the control is disabled meanwhile, any error is shown next
 // to it, and focus comes back to it (a disabled button drops focus to the body). `fields` maps a
-// reason code to the field it refuses, which is then marked invalid and focused.
-export async function run(control, action, { fields = {} } = {}) {
+// reason code to the field it refuses, which is then marked invalid and focused. A refusal that
+// may mean the page showed what is no longer so (api.js) reloads the page shown, so that no
+// control stays as the refused change would have left it.
+export async function run(control, action, options = {}) {
+  const hadFocus = control && document.activeElement === control;
+  let refusal = null;
+  const outcome = await attempt(control, action, options, (error) => {
+    refusal = error;
+  });
+  if (refusal?.pageMayBeStale || refusal?.cause?.pageMayBeStale) {
+    try {
+      await shownPage()?.reload();
+    } catch (error) {
+      showError(error);
+    }
+    if (hadFocus && lostFocus()) giveFocusBack(control);
+  }
+  return outcome;
+}
+
+async function attempt(control, action, { fields = {} }, refused) {
   const wasDisabled = control?.disabled;
   const hadFocus = control && document.activeElement === control;
   const previous = acting;
@@ -160,6 +182,7 @@ export async function run(control, action, { fields = {} } = {}) {
   try {
     return await action();
   } catch (error) {
+    refused(error);
     const field = fields[error?.code];
     if (field && !error.handled) refuseField(field, error);
     else showError(error);
@@ -170,11 +193,13 @@ export async function run(control, action, { fields = {} } = {}) {
       control.disabled = wasDisabled;
       control.removeAttribute("aria-busy");
     }
-    if (hadFocus && lostFocus()) {
-      if (control.isConnected && !control.disabled && control.checkVisibility()) control.focus();
-      else focusScreen();
-    }
+    if (hadFocus && lostFocus()) giveFocusBack(control);
   }
+}
+
+function giveFocusBack(control) {
+  if (control.isConnected && !control.disabled && control.checkVisibility()) control.focus();
+  else focusScreen();
 }
 
 function lostFocus() {
