@@ -3,15 +3,12 @@ transactions that create members and change key counts, and each member's bucket
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import botocore.endpoint
 import pytest
-from botocore.awsrequest import AWSResponse
 
 from chalicelib.access import sessions
 from chalicelib.base.models import Member, Organization
@@ -19,6 +16,7 @@ from chalicelib.counters import coverage
 from chalicelib.keys import management, registration
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.keyward_client import hold_keys_in_table
+from tests.support.transaction_conflicts import cancelled_by_conflict, intercept, written_tables
 
 
 def _counters(org_id: str = "acme") -> tuple[int, int]:
@@ -115,49 +113,21 @@ class _ConflictOnFirstAttempt:
         self._lock = threading.Lock()
 
     def send(self, request: Any, real: Callable[[Any], Any]) -> Any:
-        target = request.headers.get("X-Amz-Target", b"")
-        if (target.decode() if isinstance(target, bytes) else target) != "DynamoDB_20120810.TransactWriteItems":
+        tables = written_tables(request)
+        if tables is None or not self.armed or Organization.Meta.table_name not in tables:
             return real(request)
-        items = json.loads(request.body)["TransactItems"]
-        tables = [next(iter(item.values()))["TableName"] for item in items]
-        if not self.armed or Organization.Meta.table_name not in tables or getattr(self._thread, "met", False):
+        if getattr(self._thread, "met", False):
             return real(request)
         self._thread.met = True
         with self._lock:
             self.cancelled += 1
-        reasons = [
-            {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
-            if table == Organization.Meta.table_name
-            else {"Code": "None"}
-            for table in tables
-        ]
-        body = {
-            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
-            "message": "Transaction cancelled, please refer cancellation reasons for specific reasons",
-            "CancellationReasons": reasons,
-        }
-        return AWSResponse(
-            request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(json.dumps(body).encode())
-        )
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self._body
+        return cancelled_by_conflict(request, tables=tables, on=Organization.Meta.table_name)
 
 
 @pytest.fixture
 def conflicts(monkeypatch: pytest.MonkeyPatch) -> _ConflictOnFirstAttempt:
     injector = _ConflictOnFirstAttempt()
-    real_send = botocore.endpoint.Endpoint._send
-    monkeypatch.setattr(
-        botocore.endpoint.Endpoint,
-        "_send",
-        lambda endpoint, request: injector.send(request, lambda sent: real_send(endpoint, sent)),
-    )
+    intercept(monkeypatch, injector.send)
     return injector
 
 

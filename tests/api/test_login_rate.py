@@ -8,19 +8,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import botocore.endpoint
 import pytest
-from botocore.awsrequest import AWSResponse
 
 from chalicelib.access import login_rate
 from chalicelib.base import clock
 from chalicelib.base.config import load, settings
 from chalicelib.base.errors import ConfigurationError
 from chalicelib.base.models import AuditEvent, Organization, Session, Throttle
+from tests.support.transaction_conflicts import cancelled_by_conflict, intercept, written_tables
 
 LIMITED = (429, "OrganizationRateLimited")
 
@@ -235,50 +235,20 @@ class _ConflictOnCounter:
         self._lock = threading.Lock()
 
     def send(self, request: Any, real: Callable[[Any], Any]) -> Any:
-        target = request.headers.get("X-Amz-Target", b"")
-        if (target.decode() if isinstance(target, bytes) else target) != "DynamoDB_20120810.TransactWriteItems":
-            return real(request)
-        items = json.loads(request.body)["TransactItems"]
-        tables = [next(iter(item.values()))["TableName"] for item in items]
-        if Throttle.Meta.table_name not in tables:
+        tables = written_tables(request)
+        if tables is None or Throttle.Meta.table_name not in tables:
             return real(request)
         with self._lock:
             self.sent += 1
             if self.times == 0:
                 return real(request)
             self.times -= 1
-        reasons = [
-            {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
-            if table == Throttle.Meta.table_name
-            else {"Code": "None"}
-            for table in tables
-        ]
-        body = {
-            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
-            "message": "Transaction cancelled, please refer cancellation reasons for specific reasons",
-            "CancellationReasons": reasons,
-        }
-        return AWSResponse(
-            request.url, 400, {"Content-Type": "application/x-amz-json-1.0"}, _Raw(json.dumps(body).encode())
-        )
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self._body
+        return cancelled_by_conflict(request, tables=tables, on=Throttle.Meta.table_name)
 
 
 def _conflicts(monkeypatch: pytest.MonkeyPatch, times: int) -> _ConflictOnCounter:
     injector = _ConflictOnCounter(times)
-    real_send = botocore.endpoint.Endpoint._send
-    monkeypatch.setattr(
-        botocore.endpoint.Endpoint,
-        "_send",
-        lambda endpoint, request: injector.send(request, lambda sent: real_send(endpoint, sent)),
-    )
+    intercept(monkeypatch, injector.send)
     return injector
 
 
