@@ -125,6 +125,7 @@ from hypothesis.stateful import (
 
 from chalicelib.background import recount
 from chalicelib.base import clock
+from chalicelib.base.config import settings as keyward_settings
 from chalicelib.base.models import Member as MemberItem
 from chalicelib.base.models import Organization, SecurityKey
 from chalicelib.org import enforcement
@@ -519,6 +520,8 @@ class AssuranceModel(RuleBasedStateMachine):
                 register.add((403, "EnrollmentPassRequired"))
             elif model in self.denied:
                 register.add((403, "AuthenticatorNotAllowed"))
+            elif len(self.held(session.user)) >= keyward_settings().max_keys_per_member:
+                register.add((409, "TooManyKeys"))
             else:
                 register.add((201, None))
         return options, register, first
