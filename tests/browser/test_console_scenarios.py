@@ -378,8 +378,9 @@ def test_the_readme_screenshots_of_both_settings_pages(open_console: OpenConsole
     expect(alice.page.locator("#compliance-text")).to_have_text("2 of 2 members have a security key")
     status = alice.get("/org/mfa")
     assert (status["members_compliant"], status["members_total"]) == (2, 2)
-    # The audit log names the key of a security key check, and its member: registered, then used.
-    used = alice.key_row("audit", "“Backup YubiKey” of Alice Admin")
+    # The audit log names the key of a security key check, and whose it is (hers: "Your"):
+    # registered, then used.
+    used = alice.key_row("audit", "Your “Backup YubiKey”")
     expect(used).to_have_count(2)
     expect(used.first).to_contain_text("Passed the security key check")
     alice.screenshot("organization-settings")
