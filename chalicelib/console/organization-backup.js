@@ -18,8 +18,10 @@ export function showEnforcement(isEnforced) {
   renderNoWayBack();
 }
 
-// Enforced without backup credentials: a warning that stays until they exist.
+// What the page says of backup credentials follows whether any exist: before enforcing, advice to
+// create them (gone once they exist); enforced without them, a warning that stays until they do.
 function renderNoWayBack() {
+  screen.enforcement.warning.hidden = enforced || credentials.length > 0;
   elements.noWayBack.hidden = !(enforced && credentials.length === 0);
 }
 

@@ -32,8 +32,8 @@ export function renderStatus(mfa) {
     : isBackupSession()
       ? "Backup credentials cannot enforce MFA: sign in through your identity provider, with a security key of your own."
       : "You need a security key of your own before you can enforce MFA: add one in Personal settings.";
-  // What is said before enforcing is not what holds once it is done.
-  elements.warning.hidden = mfa.enforced;
+  // What is said before enforcing is not what holds once it is done (the advice to create backup
+  // credentials first follows them too: organization-backup.js).
   elements.help.hidden = mfa.enforced;
   elements.enforcedHelp.hidden = !mfa.enforced;
   enforce.setAttribute("aria-describedby", mfa.enforced ? "enforced-help enforce-reason" : "enforce-help enforce-reason");

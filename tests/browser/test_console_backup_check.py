@@ -83,3 +83,29 @@ def test_an_admin_enforces_without_backup_credentials_knowingly_and_is_warned_un
     expect(page.get_by_role("heading", name="Organization settings", level=1)).to_be_visible()
     expect(switch).to_be_checked()
     expect(no_way_back).to_be_hidden()
+
+
+def test_the_advice_to_create_backup_credentials_first_shows_only_while_there_are_none(open_console: OpenConsole):
+    org = unique_org("backup-advice")
+    ada = open_console()
+    ada.sign_in_to_settings(org=org, user="ada", admin=True)
+    ada.enable_mfa(key_name="Admin key")
+    ada.go_to("Organization settings")
+    page = ada.page
+    advice = page.get_by_text("Before you enforce MFA, create backup credentials.")
+    expect(advice).to_be_visible()
+
+    page.get_by_role("button", name="Create backup credentials").click()
+    expect(page.get_by_role("heading", name="New backup credentials")).to_be_visible()
+    expect(advice).to_be_hidden()
+    page.get_by_role("button", name="I have saved it").click()
+    page.reload()
+    expect(page.get_by_role("heading", name="Multi-factor authentication")).to_be_visible()
+    expect(advice).to_be_hidden()
+    ada.check_accessibility()
+
+    [credentials] = ada.get("/org/backup-credentials")["backup_credentials"]
+    page.get_by_role("button", name=f"Delete backup credentials {credentials['key_id']}").click()
+    ada.confirm("Delete backup credentials")
+    expect(page.get_by_text("No backup credentials yet.")).to_be_visible()
+    expect(advice).to_be_visible()
