@@ -129,7 +129,7 @@ def test_an_enforcement_refused_for_a_key_deleted_meanwhile_leaves_the_switch_as
     assert deleted.status_code == 204, deleted.text
 
     enforce.click()
-    ada.confirm("Enforce MFA")
+    ada.enforce_from_checklist()
     expect(ada.alert()).to_contain_text("Add a security key of your own")
     # The page read again what is stored: not enforced, and she cannot enforce without a key.
     expect(enforce).not_to_be_checked()

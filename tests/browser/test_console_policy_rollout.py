@@ -58,7 +58,10 @@ def test_an_admin_sees_whom_a_policy_affects_and_applies_it_to_new_registrations
     _sign_in_with_key(ada, org=org, user="ada", admin=True)
     expect(ada.heading("Personal settings")).to_be_visible()
     expect(ada.status()).to_contain_text("Security key accepted")
-    expect(ada.key_row("personal-keys", "Desk key")).to_contain_text("Counts")
+    # A key the policy accepts carries no note under its name; one it does not, says so.
+    expect(ada.key_row("personal-keys", "Desk key")).not_to_contain_text("Not accepted")
+    [desk] = ada.get("/me/mfa/keys")["keys"]
+    assert desk["policy_compliant"] is True
 
 
 def test_a_member_whose_key_no_longer_counts_is_told_which_rule_it_fails_and_what_would_do(open_console: OpenConsole):

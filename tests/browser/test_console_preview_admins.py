@@ -27,7 +27,7 @@ def test_the_preview_names_the_admins_without_a_key(open_console: OpenConsole):
     page = ada.page
     expect(page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
     ada.button("Preview enforcement").click()
-    expect(page.locator("#preview-admins-summary")).to_contain_text("1 of 2 admins have no security key")
+    expect(page.locator("#preview-admins-summary")).to_contain_text("1 of 2 admins has no security key")
     admins = page.get_by_role("list", name="Admins without a security key")
     # The demo sign-in sends no name or email: the admin is named by user ID, as in the members list.
     expect(admins.get_by_role("listitem")).to_have_text(["cy"])
