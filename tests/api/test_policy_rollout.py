@@ -10,6 +10,9 @@ from tests.support.authenticator import SoftwareAuthenticator
 
 DEVICE_BOUND = {"device_bound_only": True}
 
+# The tests' organizations hold no backup credentials: enforcing says it knows.
+ENFORCE_KNOWINGLY = {"enforced": True, "without_backup_credentials": True}
+
 
 def _admin_with(api, authenticator: SoftwareAuthenticator):
     first = api.login(user="alice", admin=True)
@@ -77,7 +80,7 @@ def test_the_dry_run_pages_the_affected_members_with_a_cursor(api):
 def test_applied_to_new_registrations_old_keys_keep_counting_and_new_ones_must_comply(api, stream):
     passkey = _synced()
     admin = _admin_with(api, passkey)
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}).status == 200
+    assert api.call("PUT", "/org/mfa", token=admin.token, body=ENFORCE_KNOWINGLY).status == 200
     admin = api.mfa_login(org="acme", user="alice", authenticator=passkey, admin=True)
 
     preview = _dry_run(api, admin, {**DEVICE_BOUND, "applies_to": "new_registrations"})
@@ -139,7 +142,7 @@ def test_a_member_whose_keys_stopped_counting_is_told_which_rule_each_fails_and_
     admin = _admin_with(api, SoftwareAuthenticator())
     passkey = _synced()
     _member_with(api, "bob", passkey)
-    assert api.call("PUT", "/org/mfa", token=admin.token, body={"enforced": True, "without_backup_credentials": True}).status == 200
+    assert api.call("PUT", "/org/mfa", token=admin.token, body=ENFORCE_KNOWINGLY).status == 200
     admin = api.mfa_login(org="acme", user="alice", authenticator=admin.authenticators[0], admin=True)
     assert api.call("PUT", "/org/mfa/policy", token=admin.token, body=DEVICE_BOUND).status == 200
 
