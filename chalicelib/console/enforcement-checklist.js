@@ -5,6 +5,7 @@
 
 import { api } from "./api.js";
 import { organization } from "./organization-screen.js";
+import { WORDS, counted, partOf } from "./plural.js";
 import { focusScreen, h } from "./ui.js";
 
 let dialog = null; // built on first use, then kept: its parts by name
@@ -61,7 +62,7 @@ function membersSentence(found) {
   const without = found.members_without_key;
   const total = found.members_total;
   if (without === 0) return "None: every member has a security key.";
-  return `${without} of ${total} ${total === 1 ? "member has" : "members have"} no security key yet: they must `
+  return `${partOf(without, total, WORDS.member, WORDS.has)} no security key yet: they must `
     + "register one at their next sign-in (or when the grace period ends), so make sure they have a FIDO2 security key.";
 }
 
@@ -85,10 +86,10 @@ export function askBeforeEnforcing({ preview, backups }, { consequence, createFi
   parts.backup.textContent = backups.length === 0
     ? "None. The organization has no backup credentials: create them first, they are the way back in when the "
       + "identity provider or the security keys are lost."
-    : `Ready: the organization has ${backups.length} backup ${backups.length === 1 ? "credential" : "credentials"}.`;
+    : `Ready: the organization has ${counted(backups.length, WORDS.backupCredential)}.`;
   parts.ownKey.textContent = ownKeys === 0
     ? "None. Register a security key of your own (Personal settings) before enforcing MFA."
-    : `Ready: you hold ${ownKeys} security ${ownKeys === 1 ? "key" : "keys"}.`;
+    : `Ready: you hold ${counted(ownKeys, WORDS.securityKey)}.`;
   parts.members.textContent = membersSentence(preview);
   parts.acknowledge.checked = false;
   parts.acknowledgement.hidden = backups.length !== 0;

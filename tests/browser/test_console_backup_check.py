@@ -52,7 +52,7 @@ def test_an_admin_enforces_without_backup_credentials_knowingly_and_is_warned_un
     items = checklist.get_by_role("listitem")
     expect(items.nth(0)).to_contain_text("Backup credentials: None. The organization has no backup credentials")
     expect(items.nth(1)).to_have_text("Your own security key: Ready: you hold 1 security key.")
-    expect(items.nth(2)).to_contain_text("Members without a security key: 1 of 2 members have no security key yet")
+    expect(items.nth(2)).to_contain_text("Members without a security key: 1 of 2 members has no security key yet")
     enforce = dialog.get_by_role("button", name="Enforce MFA", exact=True)
     expect(enforce).to_be_disabled()
     expect(enforce).to_have_accessible_description(re.compile("tick “Enforce without backup credentials”"))
