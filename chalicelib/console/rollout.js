@@ -149,11 +149,18 @@ async function loadMembers() {
 
 // The members of the coverage chosen, read now and shown when the page shows the rest of what it
 // read: while the figures are being recounted (compliance.js), the list says so instead.
+// Only the latest read is shown: a slower, older one (a refresh started before the filter
+// changed) must not overwrite the list the admin chose since.
+let coverageReads = 0;
+
 export async function loadCoverageMembers({ signal } = {}) {
   if (!card) return () => {};
+  const read = ++coverageReads;
   const filter = card.coverageFilter.value;
   const { members } = await api.get(`org/members?mfa=${filter}`, { signal });
-  return () => renderCoverageMembers(members);
+  return () => {
+    if (read === coverageReads) renderCoverageMembers(members);
+  };
 }
 
 function renderCoverageMembers(members) {

@@ -57,3 +57,31 @@ def test_an_admin_previews_enforces_with_a_grace_period_and_offboards(open_conso
     assert ben.call("GET", "/me").status_code == 401
     page.get_by_role("combobox", name="Show").select_option("one")
     expect(page.locator("#coverage-members")).to_contain_text("ada")
+
+
+def test_a_slower_older_read_of_the_coverage_list_never_overwrites_the_one_chosen_since(open_console: OpenConsole):
+    org = unique_org("rollout-race")
+    ben = open_console()
+    ben.sign_in_to_settings(org=org, user="ben")  # a member without a key
+    ada = open_console()
+    ada.sign_in_to_settings(org=org, user="ada", admin=True)
+    ada.enable_mfa(key_name="Admin key")
+    ada.go_to("Organization settings")
+    page = ada.page
+    expect(page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
+    coverage = page.locator("#coverage-members")
+    show = page.get_by_role("combobox", name="Show")
+
+    # The list of members without a key answers late; the admin has chosen another list meanwhile.
+    def late(route) -> None:
+        page.wait_for_timeout(1500)
+        route.continue_()
+
+    page.route("**/org/members?mfa=none*", late)
+    show.select_option("none")
+    show.select_option("one")
+    expect(coverage).to_contain_text("ada")
+    page.wait_for_timeout(2500)  # the late answer has arrived by now
+    expect(coverage).to_contain_text("ada")
+    expect(coverage).not_to_contain_text("ben")
+    ada.check_accessibility()
