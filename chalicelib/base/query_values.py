@@ -27,11 +27,11 @@ def user_id_filter(value: str | None) -> str | None:
     Raises:
         MalformedRequest: longer than any user ID keyward accepts, or not printable.
     """
-    if not value:
-        return None
-    if len(value) > MAX_USER_ID_CHARACTERS or not value.isprintable():
-        raise MalformedRequest(f"'user_id' must be a user ID of at most {MAX_USER_ID_CHARACTERS} printable characters.")
-    return value
+    return _printable_filter(
+        value,
+        limit=MAX_USER_ID_CHARACTERS,
+        refusal=f"'user_id' must be a user ID of at most {MAX_USER_ID_CHARACTERS} printable characters.",
+    )
 
 
 def action_filter(value: str | None) -> str | None:
@@ -40,13 +40,11 @@ def action_filter(value: str | None) -> str | None:
     Raises:
         MalformedRequest: longer than any action's name, or not printable.
     """
-    if not value:
-        return None
-    if len(value) > MAX_ACTION_CHARACTERS or not value.isprintable():
-        raise MalformedRequest(
-            f"'action' must be an action name of at most {MAX_ACTION_CHARACTERS} printable characters."
-        )
-    return value
+    return _printable_filter(
+        value,
+        limit=MAX_ACTION_CHARACTERS,
+        refusal=f"'action' must be an action name of at most {MAX_ACTION_CHARACTERS} printable characters.",
+    )
 
 
 def actor_filter(value: str | None) -> str | None:
@@ -55,11 +53,19 @@ def actor_filter(value: str | None) -> str | None:
     Raises:
         MalformedRequest: longer than any actor's name, or not printable.
     """
+    return _printable_filter(
+        value,
+        limit=MAX_ACTOR_CHARACTERS,
+        refusal=f"'actor' must be an actor's name of at most {MAX_ACTOR_CHARACTERS} printable characters "
+        "(a user ID, 'backup credentials <key id>', 'operator' or 'keyward').",
+    )
+
+
+def _printable_filter(value: str | None, *, limit: int, refusal: str) -> str | None:
+    """``value`` as a filter (``None`` when left out or empty), refused when over ``limit``
+    characters or not printable."""
     if not value:
         return None
-    if len(value) > MAX_ACTOR_CHARACTERS or not value.isprintable():
-        raise MalformedRequest(
-            f"'actor' must be an actor's name of at most {MAX_ACTOR_CHARACTERS} printable characters "
-            "(a user ID, 'backup credentials <key id>', 'operator' or 'keyward')."
-        )
+    if len(value) > limit or not value.isprintable():
+        raise MalformedRequest(refusal)
     return value
