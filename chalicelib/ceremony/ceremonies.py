@@ -178,7 +178,11 @@ def parse_registration(*, credential: object) -> RegistrationResponse:
         # python-fido2 reads the same bytes again for the metadata (chalicelib.ceremony.metadata), and its
         # CBOR decoder is the stricter one (bytes after the map, say): both must accept them here,
         # before anything is read or used, rather than the second fail once the ceremony ran.
-        AttestationObject(parsed.response.attestation_object)
+        strict = AttestationObject(parsed.response.attestation_object)
+        # "none" is defined with an empty statement (WebAuthn §8.7); py_webauthn reads only the
+        # statement fields it knows, so anything else in it would pass unseen.
+        if strict.fmt == "none" and strict.att_stmt:
+            raise ValueError("a 'none' attestation statement must be empty")
         attested = attestation.auth_data.attested_credential_data
         if attested is None:
             raise ValueError("no attested credential data")

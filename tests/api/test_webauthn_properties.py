@@ -391,3 +391,17 @@ def test_mutated_assertion_is_refused_and_changes_nothing(
 ) -> None:
     signer, keys = verifying
     check_refused(assertion_world(signer, keys, primary), data)
+
+
+def test_none_attestation_with_a_statement_is_refused(api: KeywardClient, registering: Signer) -> None:
+    """Found by the property above: py_webauthn reads only the statement fields it knows, so a
+    "none" attestation carrying one (here an ECDAA key ID) passed unseen."""
+    world = registration_world(registering, "ES256")
+    credential = copy.deepcopy(world.valid)
+    authenticator_data = get_field(credential, "authData")
+    statement = {"fmt": "none", "attStmt": {"ecdaaKeyId": -7}, "authData": authenticator_data}
+    credential["response"]["attestationObject"] = b64url(cbor2.dumps(statement))
+    before = registering.snapshot()
+    reply = world.send(credential)
+    assert (reply.status, reply.code) == (400, "MalformedCredential")
+    assert registering.snapshot() == before
