@@ -6,6 +6,7 @@ it back on success, so parallel guesses cannot exceed the limit: N attempts at o
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from pynamodb.exceptions import PutError, UpdateError
@@ -56,8 +57,11 @@ def reserve_attempt(*, subject: str, max_failures: int, window_seconds: int, ref
                 raise
         throttle = Throttle.get(subject, consistent_read=True)
         if throttle.window_start > window_open and throttle.failures >= max_failures:
-            raise TooManyAttempts(refusal)
-    raise TooManyAttempts(refusal)
+            # The window's first failure opened it; a slot frees when the whole window has passed.
+            remaining = throttle.window_start + window - now
+            raise TooManyAttempts(refusal, retry_after=max(1, math.ceil(remaining.total_seconds())))
+    # Three conflicting writers in a row: someone else is counting right now; try again shortly.
+    raise TooManyAttempts(refusal, retry_after=1)
 
 
 def release_attempt(*, subject: str, window: datetime) -> None:

@@ -300,7 +300,10 @@ def test_after_five_failures_even_the_right_secret_waits_for_the_window(api, adm
         assert (reply.status, reply.code) == (429, "TooManyAttempts")
 
     _open_window(created["key_id"], minutes_ago=14)
-    assert _backup_login(api, created["key_id"], created["secret"]).status == 429
+    reply = _backup_login(api, created["key_id"], created["secret"])
+    assert reply.status == 429
+    # The window opened 14 minutes ago and lasts 15: about a minute to wait, and the answer says so.
+    assert 55 <= int(reply.headers["Retry-After"]) <= 60, reply.headers
     _open_window(created["key_id"], minutes_ago=16)
     reply = _backup_login(api, created["key_id"], created["secret"])
     assert reply.status == 200, reply.body
