@@ -28,8 +28,8 @@ from tests.support.keyward_client import KeywardClient, Member
 
 ORG = "acme"
 
-# Keys written by every sign-in of an organization, spread over shards drawn at random, by table:
-# the login rate's counters (chalicelib/access/login_rate.py).
+# Keys that sign-ins of an organization share, spread over shards, by table (or "table index"
+# for a global index's partitions): the login rate's counters (chalicelib/access/login_rate.py).
 SHARDED = {"throttles": re.compile(rf"logins#{ORG}#\d+#\d+")}
 
 # Partitions that every sign-in of an organization writes today, and that it should not: each is
@@ -63,6 +63,8 @@ class Recorded:
 
 
 class Recorder:
+    """Records each request's writes and the partitions they land on (key schemas from DescribeTable)."""
+
     def __init__(self, recorder: WriteRecorder) -> None:
         self._recorder = recorder
         self._dynamodb = boto3.client(
@@ -80,7 +82,13 @@ class Recorder:
         with self._recorder.recording() as writes:
             answer = call()
         found = [charge for write in writes for charge in charges(write, self._schema(write.table))]
-        self.requests.append(Recorded(operation, list(writes), found, set(own)))
+        # The sessions the request wrote are its own, whatever their token looks like.
+        sessions = {
+            write.after["session_id"]["S"]
+            for write in writes
+            if _table(write.table) == "sessions" and write.after and "session_id" in write.after
+        }
+        self.requests.append(Recorded(operation, list(writes), found, set(own) | sessions))
         return answer
 
 
@@ -115,8 +123,6 @@ def _sign_in_with_mfa_and_step_up(api: KeywardClient, record: Recorder, key: Sof
 
     login = record("login", member_and_key, lambda: api.login_reply(user="bob"))
     assert login.status == 200, login.body
-    # The login's session is the one it started: known once it answers.
-    record.requests[-1].own.add(_session_id(login.body["token"]))
     session = Member(org=ORG, user="bob", token=login.body["token"], state=login.body["state"])
     own = member_and_key | {_session_id(session.token)}
 
@@ -145,11 +151,11 @@ def _sign_in_with_mfa_and_step_up(api: KeywardClient, record: Recorder, key: Sof
 def _whose(charge: Charge, own: set[str]) -> str | None:
     """Why ``charge``'s partition is not the organization's: the ID of its own it is under, or
     the sharding it follows; None when it is neither."""
-    table = _table(charge.table)
     if any(identifier in charge.partition_key.split("#") for identifier in own):
         return "own"
-    sharded = SHARDED.get(table)
-    if sharded is not None and charge.index is None and sharded.fullmatch(charge.partition_key):
+    where, partition_key = _partition(charge)
+    sharded = SHARDED.get(where)
+    if sharded is not None and sharded.fullmatch(partition_key):
         return "sharded"
     return None
 
