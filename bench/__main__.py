@@ -23,7 +23,7 @@ from statistics import median
 
 from bench.baseline import DEFAULT_REF, BaselineUnavailable, Tree, baseline_tree
 from bench.capacity import DEFAULT_REF as CAPACITY_REF
-from bench.capacity import SIGN_INS, measure_capacity, start_capacity_in
+from bench.capacity import SIGN_INS, capacity_in, measure_capacity
 from bench.capacity import report as capacity_report
 from bench.coverage import SIZES as COVERAGE_SIZES
 from bench.coverage import measure_coverage
@@ -318,10 +318,9 @@ def _capacity(arguments: argparse.Namespace) -> list[str]:
     if arguments.no_baseline:
         return capacity_report(measure_capacity(arguments.sign_ins))
     try:
-        with baseline_tree(arguments.capacity_baseline) as old_tree:
-            old_storm = start_capacity_in(old_tree, arguments.sign_ins)
+        with baseline_tree(arguments.capacity_baseline) as old_tree, capacity_in(old_tree, arguments.sign_ins) as old:
             new = measure_capacity(arguments.sign_ins)
-            return capacity_report(new, old_storm(), old_tree)
+            return capacity_report(new, old(), old_tree)
     except BaselineUnavailable as failed:
         return capacity_report(measure_capacity(arguments.sign_ins), str(failed))
 

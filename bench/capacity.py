@@ -37,6 +37,7 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -409,26 +410,38 @@ def _busiest(draw: random.Random, *, draws: int, keys: int) -> float:
 # --- the baseline, in its own process -------------------------------------------------------------------
 
 
-def start_capacity_in(tree: Tree, sign_ins: int) -> Callable[[], Storm | str]:
-    """Start the storm against another tree of keyward in a process of its own; the returned
-    function waits for it and gives its storm, or why it could not run."""
+@contextmanager
+def capacity_in(tree: Tree, sign_ins: int) -> Iterator[Callable[[], Storm | str]]:
+    """The storm against another tree of keyward, started in a process of its own; the function
+    given waits for it and returns its storm, or why it could not run. The process is stopped if
+    the block ends before it does."""
     environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
-    started = subprocess.Popen(
-        [sys.executable, "-m", "bench.worker", "capacity", str(sign_ins)],
-        cwd=tree.root,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Files, not pipes: keyward logs a line a request, and a full pipe would stop the process
+    # until this one reads it, after its own storm.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", "capacity", str(sign_ins)],
+            cwd=tree.root,
+            env=environment,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
 
-    def finished() -> Storm | str:
-        out, err = started.communicate()
-        if started.returncode != 0:
-            return last_line(err)
-        return Storm.from_json(json.loads(out.splitlines()[-1]))
+        def finished() -> Storm | str:
+            started.wait()
+            out.seek(0)
+            err.seek(0)
+            if started.returncode != 0:
+                return last_line(err.read())
+            return Storm.from_json(json.loads(out.read().splitlines()[-1]))
 
-    return finished
+        try:
+            yield finished
+        finally:
+            if started.poll() is None:
+                started.kill()
+                started.wait()
 
 
 # --- the report ---------------------------------------------------------------------------------------

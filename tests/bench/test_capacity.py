@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from bench.capacity import KeyLoad, Storm, estimated_keys, model, pattern_of, verdict
+from bench.baseline import ROOT
+from bench.capacity import KeyLoad, Storm, estimated_keys, model, pattern_of, report, verdict
 
 MEMBERS = {"m00001", "m00002"}
 
@@ -82,3 +83,38 @@ def test_random_shards_share_a_keys_load_and_the_busiest_shard_takes_more_than_i
     # 2 units a sign-in over about 50 shards: about 400 a shard at 10,000 sign-ins a second.
     assert load.expected[10_000] == pytest.approx(2 * 10_000 / shards, rel=0.3)
     assert load.expected[10_000] < load.hottest[10_000] < 2 * load.expected[10_000]
+
+
+def test_the_report_sets_old_and_new_side_by_side_and_fails_a_key_above_the_target_at_the_top_rate():
+    from bench.baseline import Tree
+
+    spread = [
+        KeyLoad("sessions", f"s{i:08d}", "<id>", units=6, writes=3, sign_ins=(i,), operations=("login",))
+        for i in range(10)
+    ]
+    shared = [
+        KeyLoad("sessions", "storm", "<org>", units=60, writes=30, sign_ins=tuple(range(10)), operations=("login",))
+    ]
+    lines = report(_storm(spread), _storm(shared), Tree(name="f02df52", root=ROOT))
+    text = "\n".join(lines)
+
+    assert "| R = 10,000, old (f02df52) | R = 10,000, new |" in text
+    # Rows by the hottest key at the top rate, old or new; a pattern one tree lacks is "–" there.
+    assert lines[6:8] == [
+        "| `sessions: <org>` | login | old: 1 | old: 6.00 | 3,000 | – | 10,200 | – | 60,000 | – |",
+        "| `sessions: <id>` | login | one per sign-in | 6.00 | – | 6 | – | 6 | – | 6 |",
+    ]
+    assert (
+        "FAIL: old (f02df52): no partition key above 1,000 write units/s at 10,000 sign-ins/s; "
+        "above it: `sessions: <org>` 60,000" in text
+    )
+    assert "PASS: new: no partition key above 1,000 write units/s at 10,000 sign-ins/s" in text
+
+
+def test_the_report_says_why_the_old_codes_storm_did_not_run():
+    lines = report(
+        _storm([KeyLoad("challenges", "c1", "<id>", units=3, writes=2, sign_ins=(0,))]), "no /auth/reauth/verify"
+    )
+
+    assert "The old code's storm did not run: no /auth/reauth/verify" in lines
+    assert lines[-1].startswith("PASS: new:")
