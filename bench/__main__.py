@@ -1,12 +1,14 @@
 """``python -m bench [PART ...]``: measure, then print the report with each target's PASS or FAIL.
 
-Parts: ``roundtrips``, ``imports``, ``invalidation``, ``coverage``; all of them when none is named. The exit
-status is 0 whatever the figures: this is a report, not a test. ``load`` (many members signing in
+Parts: ``roundtrips``, ``imports``, ``invalidation``, ``coverage``, ``capacity``; all of them when none
+is named. The exit status is 0 whatever the figures: this is a report, not a test. ``load`` (many members signing in
 with MFA at once, over HTTP, against ``python -m devstack run``) and ``package`` (the Lambda package
 as chalice makes it against the pruned one: size and cold start) run only when named.
 
 Round trips, the cold import and the first requests are measured for an earlier commit too
 (``--baseline REF``, :mod:`bench.baseline`) in the same run, and printed next to the current code's.
+So is the capacity model (:mod:`bench.capacity`), against today's design unless
+``--capacity-baseline REF`` names another commit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from pathlib import Path
 from statistics import median
 
 from bench.baseline import DEFAULT_REF, BaselineUnavailable, Tree, baseline_tree
+from bench.capacity import DEFAULT_REF as CAPACITY_REF
+from bench.capacity import SIGN_INS, capacity_in, measure_capacity
+from bench.capacity import report as capacity_report
 from bench.coverage import SIZES as COVERAGE_SIZES
 from bench.coverage import measure_coverage
 from bench.coverage import report as coverage_report
@@ -47,7 +52,7 @@ from bench.package import report as package_report
 from bench.roundtrips import TARGETS as ROUND_TRIP_TARGETS
 from bench.roundtrips import Measurement, measure_operations, measure_operations_in
 
-PARTS = ("roundtrips", "imports", "invalidation", "coverage")
+PARTS = ("roundtrips", "imports", "invalidation", "coverage", "capacity")
 # The parts that measure the baseline tree too.
 COMPARED_PARTS = ("roundtrips", "imports")
 OPTIONAL_PARTS = ("load", "package")  # run only when named
@@ -272,7 +277,22 @@ def _arguments() -> argparse.Namespace:
         action="store_true",
         help="imports: skip counting instructions with valgrind's callgrind (minutes per process)",
     )
-    parser.add_argument("--no-baseline", action="store_true", help="roundtrips, imports: measure the current code only")
+    parser.add_argument(
+        "--capacity-baseline",
+        default=CAPACITY_REF,
+        metavar="REF",
+        help="capacity: the git commit whose key design is modelled next to the current code's (default: %(default)s, "
+        "today's design)",
+    )
+    parser.add_argument(
+        "--sign-ins",
+        type=int,
+        default=SIGN_INS,
+        help="capacity: sign-ins replayed in the storm (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="roundtrips, imports, capacity: measure the current code only"
+    )
     parser.add_argument("--users", type=int, default=USERS, help="load: members signing in (default: %(default)s)")
     parser.add_argument(
         "--rounds", type=int, default=ROUNDS, help="load: MFA sign-ins per member (default: %(default)s)"
@@ -291,6 +311,18 @@ def _arguments() -> argparse.Namespace:
     if arguments.profile is not None and arguments.profile not in arguments.sizes:
         parser.error(f"--profile {arguments.profile} is not one of --sizes")
     return arguments
+
+
+def _capacity(arguments: argparse.Namespace) -> list[str]:
+    """The storm against the current code, in this process, while the baseline's runs in its own."""
+    if arguments.no_baseline:
+        return capacity_report(measure_capacity(arguments.sign_ins))
+    try:
+        with baseline_tree(arguments.capacity_baseline) as old_tree, capacity_in(old_tree, arguments.sign_ins) as old:
+            new = measure_capacity(arguments.sign_ins)
+            return capacity_report(new, old(), old_tree)
+    except BaselineUnavailable as failed:
+        return capacity_report(measure_capacity(arguments.sign_ins), str(failed))
 
 
 def main() -> None:
@@ -335,6 +367,8 @@ def main() -> None:
             )
     if "coverage" in parts:
         print("\n".join(coverage_report(measure_coverage(arguments.members))), end="\n\n", flush=True)
+    if "capacity" in parts:
+        print("\n".join(_capacity(arguments)), end="\n\n", flush=True)
     if "load" in parts:
         figures = measure_load(users=arguments.users, rounds=arguments.rounds, threads=arguments.threads)
         print("\n".join(load_report(figures)), end="\n\n", flush=True)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.stack import LocalStack, local_stack
+from bench.writes import item_bytes
 
 SIZES = (10_000, 100_000)
 _UNIT_BYTES = 4096
@@ -186,40 +187,6 @@ def _populate(stack: LocalStack, org_id: str, n: int) -> dict[str, int]:
             f"moto's server does not see the members written to its backend ({DEFAULT_ACCOUNT_ID}, {settings().region})"
         )
     return sizes
-
-
-def item_bytes(item: dict[str, Any]) -> int:
-    """DynamoDB's size of an item: each attribute's name plus its value."""
-    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
-
-
-def _value_bytes(value: dict[str, Any]) -> int:
-    [(kind, content)] = value.items()
-    if kind == "S":
-        return len(content.encode())
-    if kind == "N":
-        return _number_bytes(content)
-    if kind == "B":
-        return len(content)
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "M":
-        return 3 + sum(len(name.encode()) + 1 + _value_bytes(inner) for name, inner in content.items())
-    if kind == "L":
-        return 3 + sum(1 + _value_bytes(inner) for inner in content)
-    if kind == "SS":
-        return sum(len(element.encode()) for element in content)
-    if kind == "NS":
-        return sum(_number_bytes(element) for element in content)
-    if kind == "BS":
-        return sum(len(element) for element in content)
-    raise ValueError(f"unknown DynamoDB type {kind}")
-
-
-def _number_bytes(number: str) -> int:
-    # Up to 38 significant digits, stored two to a byte, plus one byte.
-    digits = number.lstrip("-").replace(".", "").strip("0") or "0"
-    return math.ceil(len(digits) / 2) + 1
 
 
 def _units(size: int) -> int:

@@ -2,6 +2,8 @@
 the tree as its working directory, so that ``app`` and ``chalicelib`` are that tree's.
 
 - ``roundtrips``: the round-trip journey; prints its measurements as one JSON list.
+- ``capacity N``: a storm of N sign-ins with every write recorded (:mod:`bench.capacity`);
+  prints the storm as one JSON object.
 - ``first-requests``: sets up a member with a security key, prints ``{}`` once ready, then for
   each line read serves one fresh process's first requests and prints their figures, as JSON,
   until its input ends. A failure is printed as ``{"error": ...}``.
@@ -20,6 +22,11 @@ def main() -> None:
         from bench.roundtrips import measure_operations
 
         print(json.dumps([measurement.to_json() for measurement in measure_operations()]))
+    elif part == "capacity":
+        from bench.capacity import SIGN_INS, measure_capacity
+
+        sign_ins = int(sys.argv[2]) if len(sys.argv) > 2 else SIGN_INS
+        print(json.dumps(measure_capacity(sign_ins).to_json()))
     elif part == "first-requests":
         from bench.imports import FirstRequestRunner
 
@@ -37,7 +44,7 @@ def main() -> None:
                     print(json.dumps({"error": f"{type(failed).__name__}: {failed}"}), flush=True)
                     return
     else:
-        sys.exit(f"usage: python -m bench.worker roundtrips|first-requests (not {part!r})")
+        sys.exit(f"usage: python -m bench.worker roundtrips|capacity [N]|first-requests (not {part!r})")
 
 
 if __name__ == "__main__":
