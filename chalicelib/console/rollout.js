@@ -16,6 +16,8 @@ import { WORDS, counted, form, partOf } from "./plural.js";
 import { announce, cell, confirmAction, emptyRow, h, row, run, when } from "./ui.js";
 
 const GRACE_HOURS_WRONG = "The grace period must be a whole number of hours from 0 to 720.";
+// Before enforcing, none is chosen as "At their next sign-in" rather than as 0 hours.
+const NEW_GRACE_HOURS_WRONG = "The grace period must be a whole number of hours from 1 to 720.";
 
 let onChange = null;
 let card = null; // built on first show, then kept: its controls by name
@@ -46,7 +48,7 @@ export function forgetRollout() {
   card.coverageMembers.replaceChildren();
 }
 
-// The overview's way in: the flow is brought into view, its state read first.
+// The overview's way in: the flow is brought into view, its heading (then its state) read first.
 export function openRollout() {
   if (!card) return;
   card.section.scrollIntoView({ block: "start" });
@@ -193,7 +195,7 @@ async function preview(button) {
 async function enforce(button) {
   const hours = chosenGraceHours();
   if (hours === null) {
-    announce(GRACE_HOURS_WRONG);
+    announce(NEW_GRACE_HOURS_WRONG);
     card.graceHours.focus();
     return;
   }

@@ -56,6 +56,11 @@ def test_an_admin_enforces_with_a_grace_period_through_the_one_flow_and_is_never
     hours = page.get_by_role("spinbutton", name="Grace period (hours)")
     expect(hours).to_be_hidden()
     choice.get_by_role("radio", name="After a grace period").check()
+    hours.fill("0")  # no grace period is "At their next sign-in", not 0 hours
+    ada.button("Enforce MFA…").click()
+    expect(ada.status()).to_have_text("The grace period must be a whole number of hours from 1 to 720.")
+    expect(hours).to_be_focused()
+    expect(ada.dialog()).to_be_hidden()
     hours.fill("48")
 
     ada.button("Preview enforcement").click()
