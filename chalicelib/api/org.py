@@ -98,13 +98,13 @@ def set_enforcement() -> dict[str, Any]:
     body = json_body(org.current_request)
     only_fields(body, {"enforced", "enrollment", "grace_period_hours", "without_backup_credentials"})
     if not body:
-        raise MalformedRequest("Give 'enforced', 'enrollment' or both.")
+        raise MalformedRequest("Give 'enforced', 'grace_period_hours', 'enrollment' or several.")
     enforced = body.get("enforced")
     if "enforced" in body and not isinstance(enforced, bool):
         raise MalformedRequest("'enforced' must be true or false.")
     hours = grace.check_hours(body["grace_period_hours"]) if "grace_period_hours" in body else None
-    if hours is not None and enforced is not True:
-        raise MalformedRequest("'grace_period_hours' applies to an enforcement: send it with 'enforced': true.")
+    if hours is not None and enforced is False:
+        raise MalformedRequest("'grace_period_hours' applies to an enforcement: it cannot come with 'enforced': false.")
     without_backup_credentials = body.get("without_backup_credentials", False)
     if not isinstance(without_backup_credentials, bool):
         raise MalformedRequest("'without_backup_credentials' must be true or false.")
@@ -125,6 +125,8 @@ def set_enforcement() -> dict[str, Any]:
                 along=change,
             )
         )
+    if hours is not None:
+        return _status_body(enforcement.change_grace_period(caller=caller, hours=hours, along=change))
     return _status_body(enforcement.change_alone(org=caller.org, change=change))
 
 

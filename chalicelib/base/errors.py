@@ -248,6 +248,11 @@ class BackupCredentialsMissing(RuleViolation):
     enforced, a lost IdP or lost keys leave no way back in."""
 
 
+class MfaNotEnforced(RuleViolation):
+    """Changing the grace period of an enforcement while MFA is not enforced: there is none to
+    change, and enforcing is a decision of its own (``"enforced": true``), never a side effect."""
+
+
 class AlreadyEnrolled(RuleViolation):
     """A session waiting for a first key cannot register one: the member holds a key already."""
 

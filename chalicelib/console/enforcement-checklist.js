@@ -1,4 +1,4 @@
-// Before either way of enforcing MFA (the switch, the roll-out card): a pre-flight checklist of
+// Before enforcing MFA (the one way to, the roll-out flow: rollout.js): a pre-flight checklist of
 // what enforcing depends on — backup credentials, the admin's own security key, the members still
 // without one — each in words. Without backup credentials the admin must say, in so many words,
 // that they enforce without them: the API refuses otherwise (409 BackupCredentialsMissing).

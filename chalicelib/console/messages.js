@@ -60,6 +60,7 @@ const BY_CODE = {
   BackupCredentialsMissing:
     "The organization has no backup credentials: create them first, or tick “Enforce without backup credentials” "
     + "to enforce knowing that nobody can get back in if the identity provider or the security keys are lost.",
+  MfaNotEnforced: "MFA is no longer enforced (another admin turned it off), so there is no grace period to change.",
   ConcurrentChange: "Someone changed the same thing at the same moment, so this was not done. Try again.",
 
   // The organization's authenticator policy. Attestation is only ever checked at registration.

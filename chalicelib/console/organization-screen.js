@@ -11,16 +11,13 @@ const root = $("screen-organization");
 
 export const screen = {
   root,
-  orgName: $("org-name"),
   updated: $("org-updated"),
   refresh: $("org-refresh"),
   enforcement: {
-    toggle: $("enforce"),
-    reason: $("enforce-reason"),
+    // The state in words, and the way into the roll-out flow, where enforcing is done (rollout.js).
+    state: $("enforcement-state"),
+    open: $("enforcement-open"),
     warning: $("enforce-warning"),
-    help: $("enforce-help"),
-    enforcedHelp: $("enforced-help"),
-    since: $("enforced-since"),
     invalidation: $("invalidation"),
     meter: $("compliance-meter"),
     complianceText: $("compliance-text"),

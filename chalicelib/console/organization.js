@@ -7,6 +7,7 @@
 import { api } from "./api.js";
 import { forgetCompliance, showCompliance } from "./compliance.js";
 import { checklistOpen } from "./enforcement-checklist.js";
+import { forgetWithoutKey, loadWithoutKey } from "./enforcement-state.js";
 import { forgetPasses } from "./enrollment.js";
 import { forgetAudit, loadAudit } from "./organization-audit.js";
 import { forgetBackupCredentials, renderBackupCredentials } from "./organization-backup.js";
@@ -50,6 +51,7 @@ export function forgetOrganization() {
   organizationPage.leave();
   organization.session = null;
   forgetStatus();
+  forgetWithoutKey();
   forgetCompliance();
   forgetMembers();
   forgetKeys();
@@ -67,7 +69,7 @@ function onOrganizationPage() {
 
 async function load({ quiet = false } = {}) {
   const focused = focusedControl();
-  const [, mfa, members, keys, backups, audit, coverage] = await Promise.all([
+  const [, mfa, members, keys, backups, audit, coverage, withoutKey] = await Promise.all([
     organization.session.refresh(),
     api.get("org/mfa"),
     api.get("org/members"),
@@ -75,7 +77,9 @@ async function load({ quiet = false } = {}) {
     api.get("org/backup-credentials"),
     loadAudit(),
     loadCoverageMembers(),
+    loadWithoutKey(),
   ]);
+  withoutKey();
   // Every place of coverage shows this answer's compliance state (compliance.js).
   showCompliance(mfa);
   renderMembers(members, { append: false });
@@ -89,7 +93,9 @@ async function load({ quiet = false } = {}) {
   if (!quiet) await showPolicy({ onSaved: () => load() });
   // The roll-out card (grace period, preview, coverage filter, offboarding) likewise keeps an
   // admin's edits through a refresh they did not ask for; its list of members is read above.
-  if (!quiet) await showRollout(mfa, async () => { await load(); pollInvalidation(); });
+  // After its own changes (enforcing, offboarding) the page is read again quietly: the policy
+  // form an admin may be editing meanwhile stays as it is.
+  if (!quiet) await showRollout(mfa, async () => { await load({ quiet: true }); pollInvalidation(); });
   renderUpdated();
   focused.restore();
 }

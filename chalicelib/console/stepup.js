@@ -21,7 +21,11 @@ const CHANGES = [
   ["DELETE", /^me\/mfa\/keys\/[^/]+$/, () => "delete one of your security keys"],
   ["DELETE", /^me\/mfa$/, () => "disable MFA and delete all your security keys"],
   ["PUT", /^org\/mfa$/, (_, body) => {
-    // Changing the grace period sends it with enforced: true too, which this wording also fits.
+    // Changing the grace period of the enforcement in force sends it without `enforced`.
+    if (body?.enforced === undefined && body?.grace_period_hours === 0) return "end the grace period of MFA enforcement now";
+    if (body?.enforced === undefined && body?.grace_period_hours > 0) {
+      return `change the grace period of MFA enforcement to ${counted(body.grace_period_hours, WORDS.hour)}`;
+    }
     if (body?.enforced === true && body.grace_period_hours > 0) {
       return `enforce MFA for everyone in the organization, with a grace period of ${counted(body.grace_period_hours, WORDS.hour)}`;
     }

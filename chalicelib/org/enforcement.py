@@ -16,7 +16,7 @@ from typing import Any
 from chalicelib.access import grace
 from chalicelib.base import audit, clock
 from chalicelib.base.context import AlongChange, Caller
-from chalicelib.base.errors import BackupCredentialsMissing, ConcurrentChange, SecurityKeyRequired
+from chalicelib.base.errors import BackupCredentialsMissing, ConcurrentChange, MfaNotEnforced, SecurityKeyRequired
 from chalicelib.base.models import Invalidation, Member, Organization
 from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.counters import compliance, coverage
@@ -108,6 +108,21 @@ def set_enforced(
         else _relax(caller=caller, org=before.org, along=along)
     )
     return replace(before, org=changed)
+
+
+def change_grace_period(*, caller: Caller, hours: int, along: AlongChange | None = None) -> MfaStatus:
+    """``PUT /org/mfa`` with ``grace_period_hours`` and no ``enforced``: change the grace period of
+    the enforcement in force, for everyone at once — and never enforce. A console that shows a
+    grace period to change may be showing an enforcement another admin has since turned off;
+    ``"enforced": true`` there would enforce again unasked. ``along`` is refused with it.
+
+    Raises:
+        MfaNotEnforced: MFA is not enforced, so there is no grace period to change.
+        ConcurrentChange: MFA was turned off at the same moment.
+    """
+    if not caller.org.mfa_enforced:
+        raise MfaNotEnforced("MFA is not enforced, so it has no grace period to change; enforcing is 'enforced': true.")
+    return set_enforced(caller=caller, enforced=True, grace_period_hours=hours, along=along)
 
 
 def change_alone(*, org: Organization, change: AlongChange | None) -> MfaStatus:

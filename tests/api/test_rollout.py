@@ -136,6 +136,37 @@ def test_a_grace_period_without_enforcing_is_refused(api):
     assert (reply.status, reply.code) == (400, "MalformedRequest")
 
 
+def test_the_grace_period_alone_changes_the_enforcement_in_force(api):
+    alice = _admin(api)
+    enforced = _enforce(api, alice, grace_period_hours=48)
+    reply = api.call("PUT", "/org/mfa", token=alice.token, body={"grace_period_hours": 0})
+    assert reply.status == 200, reply.body
+    body = reply.body
+    assert (body["enforced"], body["grace_period_hours"], body["registration_due_at"]) == (True, 0, None)
+    assert body["enforced_at"] == enforced["enforced_at"]  # the same enforcement, not a new one
+    assert api.login(user="bob").state == "registration_required"
+    actions = [event.action for event in AuditEvent.query("acme", consistent_read=True)]
+    assert actions.count("enforcement.enabled") == 1 and "enforcement.grace_period_changed" in actions
+
+
+def test_the_grace_period_alone_never_enforces(api):
+    alice = _admin(api)
+    # Another admin turned enforcement off after this admin's page showed a grace period to change.
+    _enforce(api, alice, grace_period_hours=48)
+    assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": False}).status == 200
+
+    def setting() -> tuple[object, ...]:
+        org = Organization.get("acme", consistent_read=True)
+        return org.mfa_enforced, org.enforced_at, org.grace_period_hours, org.enrollment
+
+    before = setting()
+    for body in ({"grace_period_hours": 24}, {"grace_period_hours": 24, "enrollment": "pass_required"}):
+        reply = api.call("PUT", "/org/mfa", token=alice.token, body=body)
+        assert (reply.status, reply.code) == (409, "MfaNotEnforced"), reply.body
+    assert setting() == before and before[0] is False
+    assert api.login(user="bob").state == "active"
+
+
 def lifecycle_session_id(token: str) -> str:
     return token.split(".")[3]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -193,10 +192,18 @@ class Console:
         expect(self.heading(settings)).to_be_visible()
 
     def enforce_mfa(self) -> None:
-        """On Organization settings: switch on *Enforce MFA for everyone* and enforce from the checklist."""
-        self.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone")).click()
+        """On Organization settings: enforce MFA at once through the roll-out flow and its checklist."""
+        self.start_enforcing()
         self.enforce_from_checklist()
-        expect(self.page.locator("#enforced-since")).to_be_visible()
+        expect(self.status()).to_contain_text("MFA is now enforced")
+        expect(self.page.locator("#rollout-state")).to_contain_text("MFA is enforced since")
+
+    def start_enforcing(self) -> None:
+        """From the overview into the roll-out flow, and its *Enforce MFA…*: the checklist opens."""
+        self.button("Roll out enforcement").click()
+        expect(self.page.get_by_role("heading", name="Roll-out", level=2)).to_be_focused()
+        self.button("Enforce MFA…").click()
+        expect(self.dialog().get_by_role("heading", name="Before you enforce MFA")).to_be_visible()
 
     def enforce_from_checklist(self) -> None:
         """On the pre-flight checklist before enforcing: enforce, saying so when the organization has

@@ -351,11 +351,10 @@ def test_a_member_whose_session_ends_is_told_without_clicking(open_console: Open
     ada.go_to("Organization settings")
     ada.enforce_mfa()
     expect(ada.page.locator("#invalidation")).to_contain_text("Session clean-up finished")
-    # Enforced: the advice for before enforcing is gone, and the help speaks of now.
+    # Enforced: the advice for before enforcing is gone, and the page speaks of now.
     expect(ada.page.locator("#enforce-warning")).to_be_hidden()
-    expect(ada.page.locator("#enforce-help")).to_be_hidden()
-    expect(ada.page.get_by_role("switch", name=re.compile("Enforce MFA"))).to_have_accessible_description(
-        re.compile("Every member needs a security key to sign in")
+    expect(ada.page.locator("#enforcement-state")).to_contain_text(
+        "Members without a security key must register one at their next sign-in."
     )
 
     max_.page.clock.run_for(31_000)  # the page checks its session every 30 seconds
@@ -379,7 +378,7 @@ CONTRAST_PROBE = """() => {
     return (hi + 0.05) / (lo + 0.05);
   };
   const card = getComputedStyle(document.querySelector(".card")).backgroundColor;
-  const enforce = document.getElementById("enforce");
+  const enforce = document.getElementById("enrollment-pass-required");
   const field = document.getElementById("audit-action");
   const textField = document.getElementById("add-key-name");
   return {

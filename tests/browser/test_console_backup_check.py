@@ -26,7 +26,7 @@ def test_an_admin_enforces_without_backup_credentials_knowingly_and_is_warned_un
     ada.enable_mfa(key_name="Admin key")
     ada.go_to("Organization settings")
     page = ada.page
-    switch = page.get_by_role("switch", name=re.compile("Enforce MFA for everyone"))
+    state = page.locator("#rollout-state")
     no_way_back = page.get_by_role("alert").filter(has=page.get_by_role("heading", name="No way back in"))
     expect(no_way_back).to_be_hidden()
 
@@ -34,7 +34,7 @@ def test_an_admin_enforces_without_backup_credentials_knowingly_and_is_warned_un
     # refusal says why, in words, and nothing changes.
     created = ada.call("POST", "/org/backup-credentials")
     assert created.status_code == 201, created.text
-    switch.click()
+    ada.start_enforcing()
     checklist = ada.dialog().get_by_role("list", name="Pre-flight checklist")
     expect(checklist.get_by_role("listitem").nth(0)).to_have_text(
         "Backup credentials: Ready: the organization has 1 backup credential."
@@ -42,11 +42,11 @@ def test_an_admin_enforces_without_backup_credentials_knowingly_and_is_warned_un
     assert ada.call("DELETE", f"/org/backup-credentials/{created.json()['key_id']}").status_code == 204
     ada.confirm("Enforce MFA")
     expect(ada.alert()).to_contain_text("The organization has no backup credentials: create them first")
-    expect(switch).not_to_be_checked()
+    expect(state).to_have_text("MFA is not enforced: members may sign in without a security key.")
     assert ada.get("/org/mfa")["enforced"] is False
 
     # Asked again, the checklist says what is missing, and enforcing needs her acknowledgement.
-    switch.click()
+    ada.button("Enforce MFA…").click()
     dialog = ada.dialog()
     expect(dialog.get_by_role("heading", name="Before you enforce MFA")).to_be_visible()
     items = checklist.get_by_role("listitem")
@@ -64,7 +64,7 @@ def test_an_admin_enforces_without_backup_credentials_knowingly_and_is_warned_un
     ada.confirm("Enforce MFA")
 
     expect(ada.status()).to_contain_text("MFA is now enforced")
-    expect(switch).to_be_checked()
+    expect(state).to_contain_text("MFA is enforced since")
     [event] = ada.get("/org/audit?action=enforcement.enabled")["events"]
     assert event["details"]["without_backup_credentials"] is True
 
@@ -81,7 +81,7 @@ def test_an_admin_enforces_without_backup_credentials_knowingly_and_is_warned_un
     page.get_by_role("button", name="I have saved it").click()
     page.reload()
     expect(page.get_by_role("heading", name="Organization settings", level=1)).to_be_visible()
-    expect(switch).to_be_checked()
+    expect(state).to_contain_text("MFA is enforced since")
     expect(no_way_back).to_be_hidden()
 
 

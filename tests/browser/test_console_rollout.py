@@ -24,19 +24,20 @@ def test_an_admin_previews_enforces_with_a_grace_period_and_offboards(open_conso
 
     page = ada.page
     expect(ada.page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
+    page.get_by_role("radio", name="After a grace period").check()
     page.get_by_role("spinbutton", name="Grace period (hours)").fill("48")
     ada.button("Preview enforcement").click()
     expect(page.locator("#preview-summary")).to_contain_text("1 of 2 members has no security key")
     expect(page.locator("#preview-members")).to_contain_text("ben")
     assert ada.get("/org/mfa")["enforced"] is False  # the preview changed nothing
 
-    ada.button("Enforce MFA with this grace period").click()
+    ada.button("Enforce MFA…").click()
     expect(ada.dialog()).to_contain_text("may keep working for 48 hours")
     ada.enforce_from_checklist()
     expect(ada.status()).to_contain_text("MFA is now enforced")
     status = ada.get("/org/mfa")
     assert status["enforced"] is True and status["grace_period_hours"] == 48
-    expect(page.locator("#grace-deadline")).to_contain_text("must register one by")
+    expect(page.locator("#rollout-state")).to_contain_text("Members without a security key have until")
     ada.screenshot("rollout-grace-period")
 
     # Ben's session ended with the enforcement; signing in again, he may work until the deadline.

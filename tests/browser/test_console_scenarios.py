@@ -131,10 +131,11 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     ada.enable_mfa(key_name="Ada's key")
     ada.go_to("Organization settings")
     expect(ada.page.locator("#compliance-text")).to_have_text("1 of 2 members has a security key")
-    enforce = ada.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone"))
-    expect(enforce).not_to_be_checked()
+    expect(ada.page.locator("#enforcement-state")).to_have_text(
+        "MFA is not enforced: members may sign in without a security key."
+    )
 
-    enforce.click()
+    ada.start_enforcing()
     expect(ada.dialog()).to_contain_text("Every other session of the organization ends at once")
     # The checklist says what enforcing does to this organization: who lacks a key, and that no
     # backup credentials exist yet.
@@ -143,7 +144,7 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     ada.screenshot("enforce-confirmation")
     ada.enforce_from_checklist()
 
-    expect(enforce).to_be_checked()
+    expect(ada.page.locator("#enforcement-state")).to_contain_text("MFA is enforced since")
     expect(ada.page.locator("#invalidation")).to_contain_text("Session clean-up finished: 1 session ended (")
     status = ada.get("/org/mfa")
     assert status["enforced"] is True and status["enforced_by"] == "ada"

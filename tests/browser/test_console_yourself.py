@@ -24,7 +24,7 @@ def test_the_only_admin_is_you_and_a_last_key_stays_under_enforcement(open_conso
     ada.go_to("Organization settings")
     ada.enforce_mfa()
     page = ada.page
-    expect(page.locator("#enforced-since")).to_contain_text("(by you).")
+    expect(page.locator("#enforcement-state")).to_contain_text("(by you).")
 
     # The members table and the roll-out card name her "you", and offer no way to offboard herself.
     own_row = page.locator("#members tr").filter(has_text="ada")
