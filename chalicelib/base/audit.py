@@ -228,6 +228,8 @@ def events(
     """The organization's events with keys from ``low`` (inclusive) to ``high`` (exclusive, but an
     event whose key is exactly ``high`` may be included), newest first unless ``oldest_first``,
     read lazily: a day's shards are queried when the walk reaches that day."""
+    if low is not None and high is not None and low > high:
+        return  # a cursor past the range's start: nothing is left (and DynamoDB refuses such a range)
     now = clock.now()
     oldest = max(
         audit_shards.day_of(now - timedelta(days=settings().audit_retention_days)),

@@ -300,3 +300,12 @@ def test_a_cursor_that_is_no_event_key_is_refused(api):
     for path in ("/org/audit", "/org/audit/export"):
         reply = api.call("GET", f"{path}?next={forged}", token=alice.token)
         assert (reply.status, reply.code) == (400, "InvalidCursor"), path
+
+
+def test_a_cursor_before_the_start_of_the_range_lists_nothing_more(api):
+    alice = api.login(user="alice", admin=True)
+    made = _spread_log("acme", days=2, per_day=4)
+    first = api.call("GET", "/org/audit?limit=2", token=alice.token)
+    since = clock.iso(clock.now() + timedelta(minutes=1))  # later than every event, the cursor too
+    later = api.call("GET", f"/org/audit?limit=2&since={since}&next={first.body['next']}", token=alice.token)
+    assert made and (later.status, later.body) == (200, {"events": [], "next": None})
