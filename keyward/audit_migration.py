@@ -68,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
     if tables.legacy_audit == tables.audit:
         print(
             f"KEYWARD_LEGACY_AUDIT_TABLE and KEYWARD_AUDIT_TABLE both name {tables.audit!r}: "
-            "set KEYWARD_LEGACY_AUDIT_TABLE to the old table (the stack's LegacyAuditTableName output)",
+            "set KEYWARD_LEGACY_AUDIT_TABLE to the old table (the stack's AuditTableName output)",
             file=sys.stderr,
         )
         return 2
