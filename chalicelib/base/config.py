@@ -487,7 +487,7 @@ def load(env: Mapping[str, str]) -> Settings:
         log_level=_log_level(env),
         audit_stream_arn=env.get(
             "KEYWARD_AUDIT_STREAM_ARN",
-            f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}audit/stream/local",
+            f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}audit-log/stream/local",
         ),
         mail_from=env.get("KEYWARD_MAIL_FROM", "").strip(),
         event_bus=env.get("KEYWARD_EVENT_BUS", "").strip(),
