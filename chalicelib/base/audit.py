@@ -183,7 +183,7 @@ def list_events(
     is the log's order and the cursor (the last event key returned) splits it with no duplicate and
     no gap. The filters are DynamoDB's filter on each range read, which goes on reading until it
     holds ``limit`` matches or the range ends: a page is short only at the end (and may then be
-    empty). docs/performance.md has what a page costs.
+    empty). docs/api.md has what a page costs.
 
     Raises:
         InvalidCursor: ``after`` is not an event key.
