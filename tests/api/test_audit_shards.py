@@ -309,3 +309,25 @@ def test_a_cursor_before_the_start_of_the_range_lists_nothing_more(api):
     since = clock.iso(clock.now() + timedelta(minutes=1))  # later than every event, the cursor too
     later = api.call("GET", f"/org/audit?limit=2&since={since}&next={first.body['next']}", token=alice.token)
     assert made and (later.status, later.body) == (200, {"events": [], "next": None})
+
+
+def test_repeated_failed_checks_spread_over_shards_are_counted_together_for_the_mail(api, audit_stream, sent_mail):
+    from chalicelib.delivery import notifications
+
+    key = SoftwareAuthenticator()
+    bob = api.login(user="bob")
+    assert api.add_key(bob, key).status == 201
+    _shards("acme", {"2000-01-01T00": 8})
+    bob = api.login(user="bob")
+    failures = notifications.REPEATED_FAILURES * 2
+    for _ in range(failures):
+        options = api.mfa_options(bob).body
+        phished = key.authenticate(options["publicKey"], origin="https://keyward.evil.example")
+        assert api.mfa_verify(bob, options["challenge_id"], phished).status == 401
+    audit_stream.drain()
+
+    failed = [e for e in logged_events("acme") if e.action == "mfa.failed"]
+    assert len(failed) == failures and len({e.shard_key for e in failed}) > 1
+    subject = "Repeated failed security key checks on your account"
+    mailed = [m for m in sent_mail if any("bob@acme.example" in d for d in m.destinations) and subject in m.raw_data]
+    assert len(mailed) == 2
