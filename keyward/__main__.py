@@ -6,12 +6,17 @@ that may write them (the API's own role may not create organizations).
                                                       start a compliance recount where none was kept
     python -m keyward org login-rate ORG N|default    sessions the organization may start a second
                                                       (0: no limit; default: KEYWARD_ORG_LOGIN_RATE)
+    python -m keyward org audit-shards ORG N          spread the organization's audit events over N
+                                                      shards, from the next full hour on
     python -m keyward webhooks seal-secrets           encrypt, with the webhook secret key, the signing
                                                       secrets of endpoints that still hold them in clear
     python -m keyward keys rotate [--algorithm RS256|ES256]
                                                       make a new signing key of the OpenID provider current;
                                                       the old one stays in the JWKS until its tokens expired
     python -m keyward keys list                       the provider's signing keys, current and retired
+    python -m keyward migrate audit [--progress FILE] [--restart]
+                                                      copy the audit events of the table from before
+                                                      they were spread over shards (KEYWARD_LEGACY_AUDIT_TABLE)
 
 The tables are the ones the KEYWARD_* variables name (as for the deployed functions, e.g.
 KEYWARD_ORGS_TABLE), in AWS_REGION, or at DYNAMODB_ENDPOINT for a local DynamoDB. A rotation makes
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keyward import audit_migration
 from keyward.exits import run
 
 
@@ -57,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     # Read as text and checked here, so that a wrong value is one line, not argparse's usage.
     rate.add_argument("rate", metavar="N|default")
 
+    shards = org.add_parser(
+        "audit-shards",
+        help="spread the organization's audit events over N shards (1 to 100), from the next full hour on "
+        "(see docs/performance.md for N)",
+    )
+    shards.add_argument("org_id")
+    shards.add_argument("shards", metavar="N")
+
     hooks = commands.add_parser("webhooks", help="webhook endpoints").add_subparsers(dest="action", required=True)
     hooks.add_parser(
         "seal-secrets",
@@ -73,7 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     rotate.add_argument("--algorithm", choices=("RS256", "ES256"), default="RS256")
     signing_keys.add_parser("list", help="the signing keys, current and retired, and until when each is published")
 
+    migrate = commands.add_parser("migrate", help="move data to a new table layout").add_subparsers(
+        dest="action", required=True
+    )
+    audit_migration.add_arguments(
+        migrate.add_parser("audit", help="copy the audit events of the table from before they were spread over shards")
+    )
+
     args = parser.parse_args(argv)
+    if (args.command, args.action) == ("migrate", "audit"):
+        return audit_migration.main(args)
     if args.command == "keys":
         return _signing_keys(args.action, algorithm=getattr(args, "algorithm", "RS256"))
     if args.command == "webhooks":
@@ -89,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.action == "login-rate":
         return _login_rate(args.org_id, args.rate)
+    if args.action == "audit-shards":
+        return _audit_shards(args.org_id, args.shards)
     if args.action == "create":
         if not tenancy.valid_org_id(args.org_id):
             print(f"not a usable organization ID: {args.org_id!r}", file=sys.stderr)
@@ -155,6 +180,38 @@ def _login_rate(org_id: str, given: str) -> int:
         print(f"{org_id}: the deployment's login rate, now {default or 'no limit'} a second (KEYWARD_ORG_LOGIN_RATE)")
     else:
         print(f"{org_id}: {rate} logins a second" if rate else f"{org_id}: no login rate limit")
+    return 0
+
+
+def _audit_shards(org_id: str, given: str) -> int:
+    from datetime import timedelta
+
+    from chalicelib.access import tenancy
+    from chalicelib.base import audit_shards, clock
+    from chalicelib.base.config import settings
+    from chalicelib.base.models import Organization
+
+    if not tenancy.valid_org_id(org_id):
+        print(f"not a usable organization ID: {org_id!r}", file=sys.stderr)
+        return 2
+    if not (given.isascii() and given.isdigit()) or not 1 <= int(given) <= audit_shards.MAX_SHARDS:
+        print(f"not a shard count: {given!r}: give a whole number from 1 to {audit_shards.MAX_SHARDS}", file=sys.stderr)
+        return 2
+    try:
+        start = audit_shards.set_count(
+            org_id=org_id,
+            shards=int(given),
+            now=clock.now(),
+            retention=timedelta(days=settings().audit_retention_days),
+        )
+    except Organization.DoesNotExist:
+        print(
+            f"no organization {org_id!r} in {Organization.Meta.table_name}: "
+            f"`python -m keyward org create {org_id}` creates one",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{org_id}: audit events spread over {int(given)} shard(s) from {clock.iso(start)}")
     return 0
 
 

@@ -186,6 +186,7 @@ def sign_in(*, key_id: object, secret: object, client: Client) -> BackupSignIn:
         action="backup_login.succeeded",
         target=key_id,
         client=client,
+        spread_over=org,
     )
     try:
         issued = sessions.start(

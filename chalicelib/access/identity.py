@@ -266,6 +266,7 @@ def sign_in_as(*, identity: Identity, client: audit.Client, method: str = "idp",
         user_id=member.user_id,
         client=client,
         details={"method": method},
+        spread_over=org,
     )
     try:
         issued = sessions.start(

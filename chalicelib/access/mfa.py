@@ -308,6 +308,7 @@ def record_check(
                     user_id=session.user_id,
                     client=caller.client,
                     details={"session_id": session.session_id},
+                    spread_over=caller.org,
                 ),
             )
     except ConditionsFailed as refused:

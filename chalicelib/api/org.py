@@ -301,7 +301,7 @@ def audit_log() -> dict[str, Any]:
     caller = _admin()
     filters = _audit_filters()
     page = audit.list_events(
-        org_id=caller.org.org_id,
+        org=caller.org,
         limit=pagination.limit_from(_query("limit")),
         after=pagination.decode(_query("next")),
         **filters,
@@ -351,9 +351,7 @@ def export_audit_log() -> Response:
         raise MalformedRequest("'format' must be 'ndjson' or 'csv'.")
     filters = _audit_filters()
     after = pagination.decode(_query("next"))
-    page = audit.list_events(
-        org_id=caller.org.org_id, limit=audit.EXPORT_PAGE, after=after, oldest_first=True, **filters
-    )
+    page = audit.list_events(org=caller.org, limit=audit.EXPORT_PAGE, after=after, oldest_first=True, **filters)
     events = [audit.describe(entry) for entry in page.items]
     if export_format == "csv":
         body = audit_csv.rows(events, header=after is None)

@@ -7,16 +7,19 @@ that fails is never logged as done and a logged action cannot be missing its eve
 
 from __future__ import annotations
 
+import heapq
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.base import clock
+from chalicelib.base import audit_shards, clock
 from chalicelib.base.config import settings
 from chalicelib.base.deferred import deferred
-from chalicelib.base.models import AuditEvent
+from chalicelib.base.errors import InvalidCursor
+from chalicelib.base.models import AuditEvent, Organization
 
 # Only reading the log pages through it: writing events, which most requests do, does not need it.
 if TYPE_CHECKING:
@@ -28,6 +31,11 @@ if TYPE_CHECKING:
     from chalicelib.base.pagination import Page
 
 BACKUP_USER_PREFIX = "backup:"
+KEY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# An NDJSON export answers with at most this many events; its cursor continues from there.
+EXPORT_PAGE = 5000
+# How far ahead of the reader's clock an event may be stamped (another function's clock).
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 class ActorKind(str, Enum):
@@ -92,19 +100,24 @@ def event(
     user_id: str | None = None,
     client: Client | None = None,
     details: dict[str, Any] | None = None,
+    spread_over: Organization | None = None,
 ) -> AuditEvent:
     """An audit event, not yet saved: save it on its own or add it to the action's transaction.
 
     ``actor`` is an :class:`Actor` (``caller.actor``, :data:`OPERATOR`); a plain string is a
-    member's user ID.
+    member's user ID. ``spread_over``: the organization as the request read it, whose shard count
+    the event is spread over — what every path an organization's sign-ins take passes; without it
+    the event goes to shard 0 (chalicelib/base/audit_shards.py).
     """
     if isinstance(actor, str):
         actor = member_actor(actor)
     at = clock.now()
     client = client or Client()
+    shard = audit_shards.pick(spread_over, at) if spread_over is not None else 0
     return AuditEvent(
-        org_id,
-        f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{secrets.token_hex(4)}",
+        audit_shards.shard_key(org_id, audit_shards.day_of(at), shard),
+        f"{at.strftime(KEY_TIME_FORMAT)}#{secrets.token_hex(4)}",
+        org_id=org_id,
         at=at,
         actor=actor.name,
         actor_kind=actor.kind.value,
@@ -118,6 +131,25 @@ def event(
     )
 
 
+def from_stream(image: dict[str, Any]) -> AuditEvent:
+    """An event from a stream record's new image: of this table, or of the table from before
+    events were spread (LegacyAuditEvent), which has no shard key — it is given the one
+    `migrate audit` copies it to."""
+    entry = AuditEvent.from_raw_data(image)
+    if "shard_key" not in image:
+        entry.shard_key = moved_to(entry.org_id, entry.event_key)
+    return entry
+
+
+def moved_to(org_id: str, event_key: str) -> str:
+    """Where `migrate audit` copies an event of the table from before events were spread: shard 0
+    of its day, which every day has."""
+    day = audit_shards.day_of_key(event_key)
+    if day is None:
+        raise ValueError(f"not an event key: {event_key!r}")
+    return audit_shards.shard_key(org_id, day, 0)
+
+
 def add_details(entry: AuditEvent, **details: Any) -> None:
     """Add what became known after the event was made (the session a login started, say)."""
     known = entry.details.as_dict() if entry.details is not None else {}
@@ -129,28 +161,9 @@ def record(**fields: Any) -> None:
     event(**fields).save()
 
 
-KEY_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-# An NDJSON export answers with at most this many events; its cursor continues from there.
-EXPORT_PAGE = 5000
-
-
-def _time_range(since: datetime | None, until: datetime | None) -> Any:
-    """The event keys from ``since`` (inclusive) to ``until`` (exclusive): keys start with the event's time."""
-    low = since.astimezone(UTC).strftime(KEY_TIME_FORMAT) if since else None
-    # "...Z" sorts before every "...Z#suffix" of the same moment, so an event at `until` is left out.
-    high = until.astimezone(UTC).strftime(KEY_TIME_FORMAT) if until else None
-    if low and high:
-        return AuditEvent.event_key.between(low, high)
-    if low:
-        return AuditEvent.event_key >= low
-    if high:
-        return AuditEvent.event_key < high
-    return None
-
-
 def list_events(
     *,
-    org_id: str,
+    org: Organization,
     limit: int,
     after: str | None,
     action: str | None = None,
@@ -164,9 +177,19 @@ def list_events(
     action, about one member (``user_id``), by one actor (``actor``, the name the log shows) and
     within ``since`` (inclusive) and ``until`` (exclusive).
 
-    The filters are DynamoDB's filter on the range read, which goes on reading until it holds
-    ``limit`` matches or the range ends: a page is short only at the end (and may then be empty).
+    The log is read a day at a time, from the newest (or oldest) day the range, the retention period
+    and the organization's creation allow, merging the queries of the day's shards by event key: every
+    event of a day is in one of them, and event keys sort by time and never repeat, so the merge
+    is the log's order and the cursor (the last event key returned) splits it with no duplicate and
+    no gap. The filters are DynamoDB's filter on each range read, which goes on reading until it
+    holds ``limit`` matches or the range ends: a page is short only at the end (and may then be
+    empty). docs/api.md has what a page costs.
+
+    Raises:
+        InvalidCursor: ``after`` is not an event key.
     """
+    if after is not None and audit_shards.day_of_key(after) is None:
+        raise InvalidCursor("'next' is not a cursor this API returned.")
     condition = None
     for wanted in (
         AuditEvent.action == action if action else None,
@@ -175,20 +198,79 @@ def list_events(
     ):
         if wanted is not None:
             condition = wanted if condition is None else condition & wanted
-    start = {"org_id": {"S": org_id}, "event_key": {"S": after}} if after else None
-    results = AuditEvent.query(
-        org_id,
-        _time_range(since, until),
-        filter_condition=condition,
-        scan_index_forward=oldest_first,
-        limit=limit,
-        page_size=limit,
-        last_evaluated_key=start,
-        consistent_read=True,
+    low = since.astimezone(UTC).strftime(KEY_TIME_FORMAT) if since else None
+    # "...Z" sorts before every "...Z#suffix" of the same moment, so an event at `until` is left out.
+    high = until.astimezone(UTC).strftime(KEY_TIME_FORMAT) if until else None
+    if after is not None:
+        if oldest_first:
+            low = max(low, after) if low else after
+        else:
+            high = min(high, after) if high else after
+    found: list[AuditEvent] = []
+    for entry in events(org=org, low=low, high=high, condition=condition, oldest_first=oldest_first, page_size=limit):
+        if entry.event_key == after:
+            continue  # the bound is inclusive where DynamoDB has no exclusive one
+        found.append(entry)
+        if len(found) == limit:
+            return pagination.Page(items=found, next=pagination.encode(entry.event_key))
+    return pagination.Page(items=found, next=None)
+
+
+def events(
+    *,
+    org: Organization,
+    low: str | None,
+    high: str | None,
+    condition: Any = None,
+    oldest_first: bool = False,
+    page_size: int = 100,
+) -> Iterator[AuditEvent]:
+    """The organization's events with keys from ``low`` (inclusive) to ``high`` (exclusive, but an
+    event whose key is exactly ``high`` may be included), newest first unless ``oldest_first``,
+    read lazily: a day's shards are queried when the walk reaches that day."""
+    if low is not None and high is not None and low > high:
+        return  # a cursor past the range's start: nothing is left (and DynamoDB refuses such a range)
+    now = clock.now()
+    oldest = max(
+        audit_shards.day_of(now - timedelta(days=settings().audit_retention_days)),
+        audit_shards.day_of(org.created_at),
     )
-    found = list(results)
-    last = results.last_evaluated_key
-    return pagination.Page(items=found, next=pagination.encode(last["event_key"]["S"]) if last else None)
+    newest = audit_shards.day_of(now + CLOCK_SKEW)
+    if low is not None:
+        oldest = max(oldest, audit_shards.day_of_key(low) or oldest)
+    if high is not None:
+        newest = min(newest, audit_shards.day_of_key(high) or newest)
+    span = (newest - oldest).days
+    if span < 0:
+        return
+    days = [oldest + timedelta(days=offset) for offset in range(span + 1)]
+    for day in days if oldest_first else reversed(days):
+        shards = [
+            AuditEvent.query(
+                audit_shards.shard_key(org.org_id, day, shard),
+                _key_range(low, high),
+                filter_condition=condition,
+                scan_index_forward=oldest_first,
+                page_size=page_size,
+                consistent_read=True,
+            )
+            for shard in range(audit_shards.count_for_day(org, day))
+        ]
+        yield from heapq.merge(*shards, key=_event_key, reverse=not oldest_first)
+
+
+def _event_key(entry: AuditEvent) -> str:
+    return entry.event_key
+
+
+def _key_range(low: str | None, high: str | None) -> Any:
+    if low and high:
+        return AuditEvent.event_key.between(low, high)
+    if low:
+        return AuditEvent.event_key >= low
+    if high:
+        return AuditEvent.event_key <= high
+    return None
 
 
 def describe(entry: AuditEvent) -> dict[str, Any]:

@@ -29,6 +29,8 @@ class Tables:
     backup_credentials: str
     throttles: str
     audit: str
+    # The audit table from before events were spread over shards, until `migrate audit` has copied it.
+    legacy_audit: str
     authenticator_models: str
     enrollment_passes: str
     webhooks: str
@@ -444,7 +446,8 @@ def load(env: Mapping[str, str]) -> Settings:
             sessions=env.get("KEYWARD_SESSIONS_TABLE", prefix + "sessions"),
             backup_credentials=env.get("KEYWARD_BACKUP_CREDENTIALS_TABLE", prefix + "backup-credentials"),
             throttles=env.get("KEYWARD_THROTTLES_TABLE", prefix + "throttles"),
-            audit=env.get("KEYWARD_AUDIT_TABLE", prefix + "audit"),
+            audit=env.get("KEYWARD_AUDIT_TABLE", prefix + "audit-log"),
+            legacy_audit=env.get("KEYWARD_LEGACY_AUDIT_TABLE", prefix + "audit"),
             authenticator_models=env.get("KEYWARD_AUTHENTICATOR_MODELS_TABLE", prefix + "authenticator-models"),
             enrollment_passes=env.get("KEYWARD_ENROLLMENT_PASSES_TABLE", prefix + "enrollment-passes"),
             webhooks=env.get("KEYWARD_WEBHOOKS_TABLE", prefix + "webhooks"),
@@ -484,7 +487,7 @@ def load(env: Mapping[str, str]) -> Settings:
         log_level=_log_level(env),
         audit_stream_arn=env.get(
             "KEYWARD_AUDIT_STREAM_ARN",
-            f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}audit/stream/local",
+            f"arn:aws:dynamodb:us-east-1:000000000000:table/{prefix}audit-log/stream/local",
         ),
         mail_from=env.get("KEYWARD_MAIL_FROM", "").strip(),
         event_bus=env.get("KEYWARD_EVENT_BUS", "").strip(),

@@ -2,7 +2,8 @@
 
 Table names and the endpoint come from :mod:`chalicelib.base.config`. Keys are chosen so that every
 hot path is a key lookup or a query on one partition: an organization's members, security keys
-and sessions all share the organization's ID as their partition key.
+and sessions all share the organization's ID as their partition key. Its audit events, which every
+sign-in writes, are spread over several (see :class:`AuditEvent`).
 """
 
 from __future__ import annotations
@@ -131,6 +132,10 @@ class Organization(Model):
     # Logins a second this organization may start, set by the operator (chalicelib/access/login_rate.py);
     # absent means the deployment's KEYWARD_ORG_LOGIN_RATE, 0 no limit. Read with every login.
     login_rate = NumberAttribute(null=True)
+    # How many shards its audit events are spread over, from the hour each count names
+    # (``{"2026-12-07T21": 8}``); absent means one (chalicelib/base/audit_shards.py). Set by the
+    # operator only: read with every request, written on no sign-in path.
+    audit_shards: MapAttribute[str, Any] = MapAttribute(null=True)
 
 
 class MembersByCoverage(GlobalSecondaryIndex["Member"]):
@@ -408,16 +413,23 @@ class EnrollmentPass(Model):
 
 
 class AuditEvent(Model):
-    """One security event of an organization, kept for the audit retention period."""
+    """One security event of an organization, kept for the audit retention period.
+
+    Keyed for spread (chalicelib/base/audit_shards.py): an organization's events of one day are
+    spread over its shards, ``<org>#<day>#<shard>``, so that a storm of sign-ins, each writing an
+    event in its transaction, heats no single partition key; reading the log merges the shards.
+    """
 
     class Meta(_KeywardMeta):
         table_name = _settings.tables.audit
         # The outbox: every saved event reaches the delivery stream function (mail, EventBridge, webhooks).
         stream_view_type = "NEW_IMAGE"
 
-    org_id = UnicodeAttribute(hash_key=True)
+    # ``<org>#<day>#<shard>`` (audit_shards.shard_key).
+    shard_key = UnicodeAttribute(hash_key=True)
     # The event's time and a random suffix: sorts by time, never collides.
     event_key = UnicodeAttribute(range_key=True)
+    org_id = UnicodeAttribute()
     at = UTCDateTimeAttribute()
     actor = UnicodeAttribute()
     # member, backup_credentials or operator: the name alone cannot tell (an IdP user may be "operator").
@@ -425,6 +437,33 @@ class AuditEvent(Model):
     action = UnicodeAttribute()
     target = UnicodeAttribute(null=True)
     # The member the event is about (for filtering), whoever the actor was.
+    user_id = UnicodeAttribute(null=True)
+    source_ip = UnicodeAttribute(null=True)
+    user_agent = UnicodeAttribute(null=True)
+    details: MapAttribute[str, Any] = MapAttribute(null=True)
+    # Set on a copy made by `python -m keyward migrate audit`: the event was delivered from the
+    # table it was copied from, so the outbox does not deliver it again.
+    migrated = BooleanAttribute(null=True)
+    ttl = TTLAttribute()
+
+
+class LegacyAuditEvent(Model):
+    """An audit event in the table from before events were spread over shards (one partition key
+    an organization): read only by `python -m keyward migrate audit`, which copies it to
+    :class:`AuditEvent`. Its stream still reaches the delivery function, so that events written
+    before the new table took over are delivered."""
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.legacy_audit
+        stream_view_type = "NEW_IMAGE"
+
+    org_id = UnicodeAttribute(hash_key=True)
+    event_key = UnicodeAttribute(range_key=True)
+    at = UTCDateTimeAttribute()
+    actor = UnicodeAttribute()
+    actor_kind = UnicodeAttribute(null=True)
+    action = UnicodeAttribute()
+    target = UnicodeAttribute(null=True)
     user_id = UnicodeAttribute(null=True)
     source_ip = UnicodeAttribute(null=True)
     user_agent = UnicodeAttribute(null=True)
@@ -541,6 +580,9 @@ class Delivery(Model):
     # A redelivery (an admin sent the event again) is a delivery of its own, under the key of the
     # request's audit event: this is the key of the event it sends again.
     redelivers = UnicodeAttribute(null=True)
+    # The partition key of the audit event that went out (AuditEvent.shard_key), to read it again
+    # by; absent on deliveries from before events were spread, now on shard 0 of their day.
+    shard_key = UnicodeAttribute(null=True)
     ttl = TTLAttribute()
 
 
@@ -632,6 +674,7 @@ ALL_MODELS: tuple[type[Model], ...] = (
     BackupCredential,
     Throttle,
     AuditEvent,
+    LegacyAuditEvent,
     AuthenticatorModel,
     EnrollmentPass,
     Webhook,

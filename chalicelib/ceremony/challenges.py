@@ -151,6 +151,7 @@ def discard(*, caller: Caller, challenge_id: str, ceremony: Ceremony, action: st
         user_id=session.user_id,
         client=caller.client,
         details={"reason": reason},
+        spread_over=caller.org,
     )
     try:
         with transaction() as write:

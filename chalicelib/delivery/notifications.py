@@ -18,10 +18,10 @@ from email.message import EmailMessage, Message
 from email.utils import formatdate
 from typing import Any
 
-from chalicelib.base import aws, clock
+from chalicelib.base import audit, aws, clock
 from chalicelib.base.audit import ActorKind
 from chalicelib.base.config import settings
-from chalicelib.base.models import AuditEvent, Member
+from chalicelib.base.models import AuditEvent, Member, Organization
 
 MEMBER = "member"
 ADMINS = "admins"
@@ -93,15 +93,24 @@ def recipients(entry: AuditEvent) -> list[str]:
 
 
 def _repeated_failure(entry: AuditEvent) -> bool:
-    """Whether this failed MFA check completes a run of REPEATED_FAILURES within the window."""
+    """Whether this failed MFA check completes a run of REPEATED_FAILURES within the window.
+
+    The window's events are on every shard of its days: the organization says how many.
+    """
     if not entry.user_id:
         return False
-    start = (entry.at - FAILURE_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    failures = AuditEvent.count(
-        entry.org_id,
-        AuditEvent.event_key.between(start, entry.event_key),
-        filter_condition=(AuditEvent.action == "mfa.failed") & (AuditEvent.user_id == entry.user_id),
-        consistent_read=True,
+    try:
+        org = Organization.get(entry.org_id)
+    except Organization.DoesNotExist:
+        return False
+    failures = sum(
+        1
+        for _ in audit.events(
+            org=org,
+            low=(entry.at - FAILURE_WINDOW).strftime(audit.KEY_TIME_FORMAT),
+            high=entry.event_key,
+            condition=(AuditEvent.action == "mfa.failed") & (AuditEvent.user_id == entry.user_id),
+        )
     )
     return failures > 0 and failures % REPEATED_FAILURES == 0
 

@@ -97,7 +97,9 @@ def deliver_audit_events(*, records: Iterable[Mapping[str, Any]], deadline: Dead
         try:
             if record.get("eventName") != "INSERT":
                 continue  # events are written once; their expiry (REMOVE) is not news
-            entry = AuditEvent.from_raw_data(record["dynamodb"]["NewImage"])
+            entry = audit.from_stream(record["dynamodb"]["NewImage"])
+            if entry.migrated:
+                continue  # a copy `migrate audit` made: the original was delivered from the old table
             if not deliver(entry=entry, deadline=deadline):
                 failed.append(sequence)
         except Exception:  # one event's failure must not stop the others of the batch
@@ -269,6 +271,7 @@ def _claim(*, channel: str, entry: AuditEvent, sent: AuditEvent | None, resend_u
         Delivery(channel, entry.event_key).update(
             actions=[
                 Delivery.org_id.set(entry.org_id),
+                Delivery.shard_key.set(what.shard_key),
                 Delivery.event_id.set(event_id(what)),
                 Delivery.action.set(what.action),
                 Delivery.state.set(SENDING),

@@ -489,7 +489,9 @@ def event_sent_again(*, entry: AuditEvent) -> AuditEvent | None:
             event_key_of(str(details.get("delivery_id"))),
             consistent_read=True,
         )
-        return AuditEvent.get(entry.org_id, earlier.redelivers or earlier.event_key, consistent_read=True)
+        event_key = earlier.redelivers or earlier.event_key
+        kept_under = earlier.shard_key or audit.moved_to(entry.org_id, event_key)
+        return AuditEvent.get(kept_under, event_key, consistent_read=True)
     except (Delivery.DoesNotExist, AuditEvent.DoesNotExist, WebhookDeliveryNotFound):
         return None
 

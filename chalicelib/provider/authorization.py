@@ -644,6 +644,7 @@ def _authorize(request: _Request, *, caller: Caller, checked_at: datetime, user_
             "acr": context.acr,
             "amr": list(context.amr),
         },
+        spread_over=caller.org,
     )
     try:
         with transaction() as write:

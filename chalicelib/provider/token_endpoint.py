@@ -80,8 +80,11 @@ def exchange(
     now = clock.now()
     org_id, user_id, session_id = str(item.org_id), str(item.user_id), str(details["session_id"])
     refusal = _why_refused(item, details, relying_party=relying_party, form=form, now=now)
-    if refusal is not None:
-        reason, message = refusal
+    # The code's session is judged as every request judges it, with its organization and member
+    # in one transactional read; the organization read spreads the event (audit.event).
+    standing = None if refusal is not None else sessions.standing(org_id=org_id, user_id=user_id, session_id=session_id)
+    if standing is None:
+        reason, message = refusal or ("session_ended", "The keyward session this code was issued in has ended.")
         _refused(item, relying_party, client, reason=reason)
         raise InvalidGrant(message)
 
@@ -109,6 +112,7 @@ def exchange(
         user_id=user_id,
         client=client,
         details={"client_id": relying_party.client_id, "session_id": session_id},
+        spread_over=standing.org,
     )
     try:
         with transaction() as write:
@@ -129,9 +133,8 @@ def exchange(
 def _why_refused(
     item: Authorization, details: dict[str, Any], *, relying_party: Client, form: dict[str, str], now: datetime
 ) -> tuple[str, str] | None:
-    """Why a code this provider issued is not redeemed by this request: the audited reason and
-    the client's message; None when it is. The code's session is judged as every request judges
-    it, with its organization and member in one transactional read."""
+    """Why a code this provider issued is not redeemed by this request, its session aside: the
+    audited reason and the client's message; None when it is."""
     if item.client_id != relying_party.client_id:
         # Another client holds this code: stolen, or injected into that client's session.
         return "code_of_another_client", "The code was issued to another client."
@@ -144,9 +147,6 @@ def _why_refused(
     verifier = form.get("code_verifier") or ""
     if not _VERIFIER.fullmatch(verifier) or authorization.pkce_challenge(verifier) != details["code_challenge"]:
         return "pkce_mismatch", "The PKCE code_verifier does not match the code's challenge."
-    session_id = str(details["session_id"])
-    if sessions.standing(org_id=str(item.org_id), user_id=str(item.user_id), session_id=session_id) is None:
-        return "session_ended", "The keyward session this code was issued in has ended."
     return None
 
 

@@ -18,7 +18,6 @@ import pytest
 from chalicelib.background import metadata_refresh
 from chalicelib.base.errors import MetadataRejected
 from chalicelib.base.models import (
-    AuditEvent,
     AuthenticatorModel,
     Organization,
     SecurityKey,
@@ -31,6 +30,7 @@ from tests.support.attestation_vectors import (
     captured,
     certificate_store_at,
 )
+from tests.support.audit_log import logged_events
 from tests.support.authenticator import SoftwareAuthenticator
 
 TRUSTED = "6e2b4c1a-0d5f-4c9e-9a3b-1f2e3d4c5b6a"
@@ -221,7 +221,7 @@ def test_a_malformed_policy_is_refused_and_nothing_changes(api, body):
 def test_a_change_is_audited_with_before_and_after(api):
     admin = _admin(api)
     _set_policy(api, admin, user_verification="required", denied_aaguids=[COMPROMISED.upper()])
-    [event] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "policy.changed"]
+    [event] = [e for e in logged_events("acme") if e.action == "policy.changed"]
     details = event.details.as_dict()
     assert details["before"]["user_verification"] == "discouraged"
     assert details["after"]["user_verification"] == "required"
@@ -245,7 +245,7 @@ def test_a_dry_run_counts_without_changing_anything(api):
     }
     assert reply.body["policy"]["device_bound_only"] is False  # what is in force
     assert Organization.get("acme", consistent_read=True).authenticator_policy is None
-    assert not [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "policy.changed"]
+    assert not [e for e in logged_events("acme") if e.action == "policy.changed"]
 
 
 # --- registration under a policy ----------------------------------------------------------------------
@@ -375,9 +375,9 @@ def test_user_verification_required_at_registration_and_at_every_check(api):
     reply = api.mfa_verify(pending, options["challenge_id"], verifying.authenticate(options["publicKey"]))
     assert (reply.status, reply.code) == (403, "UserVerificationRequired")
     assert Session.get("acme", pending.token.split(".")[3], consistent_read=True).state == "mfa_required"
-    assert [
-        e.details["reason"] for e in AuditEvent.query("acme", consistent_read=True) if e.action == "mfa.failed"
-    ] == ["UserVerificationRequired"]
+    assert [e.details["reason"] for e in logged_events("acme") if e.action == "mfa.failed"] == [
+        "UserVerificationRequired"
+    ]
     verifying.user_verified = True
     options = api.mfa_options(pending).body
     assert api.mfa_verify(pending, options["challenge_id"], verifying.authenticate(options["publicKey"])).status == 200
@@ -516,7 +516,7 @@ def test_a_model_that_turns_revoked_is_flagged_on_every_stored_key_and_audited(a
     for org, user in (("acme", "bob"), ("globex", "carol")):
         [stored] = _stored_keys(org, user)
         assert stored.model_status == "USER_VERIFICATION_BYPASS"
-        [event] = [e for e in AuditEvent.query(org, consistent_read=True) if e.action == "key.model_compromised"]
+        [event] = [e for e in logged_events(org) if e.action == "key.model_compromised"]
         assert event.target == stored.key_id and event.user_id == user
         # keyward flagged it on its own: neither a member nor an operator did.
         assert (event.actor, event.actor_kind) == ("keyward", "system")
@@ -571,7 +571,7 @@ def test_under_enforcement_a_refused_key_opens_no_step_up_window(api, vendor, lo
 
     assert (reply.status, reply.code) == (403, "AuthenticatorNotAllowed")
     assert api.call("DELETE", delete_plain, token=admin.token).code == "ReauthenticationRequired"
-    failed = [e.details.as_dict() for e in AuditEvent.query("acme") if e.action == "reauth.failed"]
+    failed = [e.details.as_dict() for e in logged_events("acme") if e.action == "reauth.failed"]
     assert failed == [{"reason": "AuthenticatorNotAllowed"}]
     options = api.call("POST", "/auth/reauth/options", token=admin.token).body
     reply = api.call(

@@ -21,6 +21,7 @@ from chalicelib.base.errors import (
 from chalicelib.base.models import Challenge, Session
 from chalicelib.ceremony import challenges
 from chalicelib.ceremony.challenges import Ceremony
+from tests.support.audit_log import logged_events
 
 ORG, USER, SESSION = "org-m", "user-m", "m" * 22
 # Sessions that differ in one binding, with IDs just below and just above the real one's.
@@ -184,10 +185,9 @@ def test_a_refused_ceremony_with_another_sessions_challenge_is_audited_and_leave
     from types import SimpleNamespace
 
     from chalicelib.base import audit
-    from chalicelib.base.models import AuditEvent
 
     other = SimpleNamespace(
-        session=_session(session_id="a" * 22), actor=audit.member_actor(USER), client=audit.Client()
+        org=None, session=_session(session_id="a" * 22), actor=audit.member_actor(USER), client=audit.Client()
     )
 
     challenges.discard(
@@ -198,7 +198,7 @@ def test_a_refused_ceremony_with_another_sessions_challenge_is_audited_and_leave
         reason="CeremonyFailed",
     )
 
-    [event] = AuditEvent.query(ORG, consistent_read=True)
+    [event] = logged_events(ORG)
     assert (event.action, event.details["reason"]) == ("mfa.failed", "CeremonyFailed")
     assert (
         challenges.consume(challenge_id=issued.challenge_id, ceremony=Ceremony.AUTHENTICATION, session=_session())

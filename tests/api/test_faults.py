@@ -47,6 +47,7 @@ from chalicelib.base.models import (
     Session,
 )
 from devstack.stream import MAX_DELIVERY_ATTEMPTS, StreamPump
+from tests.support.audit_log import logged_events
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.keyward_client import KeywardClient, Reply
 from tests.support.keyward_client import Member as Signed
@@ -353,7 +354,7 @@ def _session_id(token: str) -> str:
 
 
 def _events(org: str, action: str) -> list[AuditEvent]:
-    return [e for e in AuditEvent.query(org, consistent_read=True) if e.action == action]
+    return [e for e in logged_events(org) if e.action == action]
 
 
 def assert_refused_cleanly(reply: Reply, *, expected: set[int], what: str) -> None:

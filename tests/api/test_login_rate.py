@@ -19,7 +19,8 @@ from chalicelib.access import login_rate
 from chalicelib.base import clock
 from chalicelib.base.config import load, settings
 from chalicelib.base.errors import ConfigurationError
-from chalicelib.base.models import AuditEvent, Organization, Session, Throttle
+from chalicelib.base.models import Organization, Session, Throttle
+from tests.support.audit_log import logged_events
 from tests.support.transaction_conflicts import cancelled_by_conflict, intercept, written_tables
 
 LIMITED = (429, "OrganizationRateLimited")
@@ -52,7 +53,7 @@ def _sessions(org_id: str) -> int:
 
 
 def _logins(org_id: str) -> int:
-    return sum(1 for event in AuditEvent.query(org_id, consistent_read=True) if event.action == "login")
+    return sum(1 for event in logged_events(org_id) if event.action == "login")
 
 
 def _counters(org_id: str, moment: datetime) -> dict[str, int]:
@@ -76,7 +77,7 @@ def test_logins_beyond_the_rate_in_one_second_are_refused_and_write_nothing(api,
     login_rate.set_limit(org_id="acme", rate=2)
     login_rate.set_limit(org_id="globex", rate=2)
     sessions_before, logins_before = _sessions("acme"), _logins("acme")
-    dave_before = [e.event_key for e in AuditEvent.query("acme", consistent_read=True) if e.user_id == "dave"]
+    dave_before = [e.event_key for e in logged_events("acme") if e.user_id == "dave"]
 
     moment = second(0)
     assert api.login_reply(org="acme", user="bob").status == 200
@@ -88,7 +89,7 @@ def test_logins_beyond_the_rate_in_one_second_are_refused_and_write_nothing(api,
     assert "acme" in refused.body["Message"]
     assert _sessions("acme") == sessions_before + 2
     assert _logins("acme") == logins_before + 2
-    assert [e.event_key for e in AuditEvent.query("acme", consistent_read=True) if e.user_id == "dave"] == dave_before
+    assert [e.event_key for e in logged_events("acme") if e.user_id == "dave"] == dave_before
     # One shard under a rate of 2, holding the two logins that passed.
     assert _counters("acme", moment) == {f"logins#acme#{int(moment.timestamp())}#0": 2}
     counter = Throttle.get(f"logins#acme#{int(moment.timestamp())}#0", consistent_read=True)
@@ -185,7 +186,7 @@ def test_backup_credentials_logins_count_too(api, admin, second):
     assert (refused.status, refused.code) == LIMITED
     assert refused.headers.get("Retry-After") == "1"
     assert _sessions("acme") == sessions_before
-    used = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "backup_login.succeeded"]
+    used = [e for e in logged_events("acme") if e.action == "backup_login.succeeded"]
     assert len(used) == 1
 
 

@@ -16,6 +16,7 @@ from chalicelib.base.config import load, settings
 from chalicelib.base.errors import ConfigurationError, InvalidClient, UnknownClient
 from chalicelib.base.models import AuditEvent, RelyingParty
 from chalicelib.provider import clients
+from tests.support.audit_log import logged_events
 from tests.support.keyward_client import KeywardClient, Member
 
 WINDOW = timedelta(seconds=900)
@@ -37,7 +38,7 @@ def _stored(client_id: str) -> RelyingParty:
 
 
 def _events(org: str = "acme") -> list[AuditEvent]:
-    return [e for e in AuditEvent.query(org, consistent_read=True) if e.action.startswith("oidc_client.")]
+    return [e for e in logged_events(org) if e.action.startswith("oidc_client.")]
 
 
 def test_an_admin_registers_a_confidential_client_and_sees_its_secret_once(api, admin):

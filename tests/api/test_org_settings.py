@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from chalicelib.base.models import AuditEvent, CredentialClaim, Member, Organization, SecurityKey
+from chalicelib.base.models import CredentialClaim, Member, Organization, SecurityKey
+from tests.support.audit_log import logged_events
 from tests.support.authenticator import SoftwareAuthenticator
 
 LISTS = [("/org/members", "members"), ("/org/mfa/keys", "keys")]
@@ -308,7 +309,7 @@ def test_deleting_a_key_the_member_does_not_hold_is_not_found_and_changes_nothin
 
 
 def _audited_deletions(org: str) -> list[str]:
-    return [event.target for event in AuditEvent.query(org, consistent_read=True) if event.action == "key.deleted"]
+    return [event.target for event in logged_events(org) if event.action == "key.deleted"]
 
 
 def test_under_enforcement_an_admin_may_not_delete_a_members_last_key(api, acme):

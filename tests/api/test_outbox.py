@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from chalicelib.base.config import settings
 from chalicelib.base.models import AuditEvent, Delivery, Webhook
 from chalicelib.delivery import notifications, outbox, webhooks
+from tests.support.audit_log import logged_events
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.keyward_client import USER_AGENT
 from tests.support.webhook_receiver import Receiver, running_receiver
@@ -78,7 +79,7 @@ def test_a_member_is_mailed_when_a_key_is_added_with_what_when_where_and_which_k
     assert "notifications@keyward.localhost" in mail["From"]
     parts = _parts(mail)
     text, page = parts["text/plain"], parts["text/html"]
-    [event] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "key.registered"]
+    [event] = [e for e in logged_events("acme") if e.action == "key.registered"]
     for fact in (
         "“Blue YubiKey”",
         event.target,
@@ -119,7 +120,7 @@ def test_a_member_deleting_their_key_is_mailed_the_keys_name_and_id(api, audit_s
     assert f"Security key: Blue YubiKey ({key_id})" in text
     assert "Spare key" not in text
     assert "Blue YubiKey" in page and key_id in page
-    [event] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "key.deleted"]
+    [event] = [e for e in logged_events("acme") if e.action == "key.deleted"]
     assert (event.target, event.details.as_dict()) == (key_id, {"by": "self", "name": "Blue YubiKey"})
 
 
@@ -155,7 +156,7 @@ def test_disabling_mfa_mails_the_member_every_removed_keys_name(api, audit_strea
     ]
     text = _parts(mail)["text/plain"]
     assert f"Security keys: Blue key ({keys['Blue key']}), Red key ({keys['Red key']})" in text
-    [event] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "mfa.disabled"]
+    [event] = [e for e in logged_events("acme") if e.action == "mfa.disabled"]
     assert event.details.as_dict()["keys"] == [
         {"id": keys["Blue key"], "name": "Blue key"},
         {"id": keys["Red key"], "name": "Red key"},
@@ -358,7 +359,7 @@ def test_an_endpoint_that_keeps_failing_is_disabled_and_the_admins_are_told(
 
     stored = Webhook.get("acme", webhook_id, consistent_read=True)
     assert stored.state == "disabled" and stored.disabled_at is not None
-    actions = [e.action for e in AuditEvent.query("acme", consistent_read=True)]
+    actions = [e.action for e in logged_events("acme")]
     assert "webhook.disabled" in actions
     assert [m["Subject"] for m in _mail_to(sent_mail, "alice@acme.example")] == [
         "keyward: A webhook was disabled after failing repeatedly"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.base.models import AuditEvent, Organization
+from chalicelib.base.models import Organization
+from tests.support.audit_log import logged_events
 from tests.support.authenticator import SoftwareAuthenticator
 
 DEVICE_BOUND = {"device_bound_only": True}
@@ -107,7 +108,7 @@ def test_applied_to_new_registrations_old_keys_keep_counting_and_new_ones_must_c
     assert api.add_key(bob, _synced()).code == "SyncedCredentialNotAllowed"
     assert api.add_key(bob, SoftwareAuthenticator()).status == 201
 
-    [event] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "policy.changed"]
+    [event] = [e for e in logged_events("acme") if e.action == "policy.changed"]
     assert event.details["applies_to"] == "new_registrations"
     assert event.details["after"]["device_bound_only"] is True
 
@@ -119,7 +120,7 @@ def test_applied_to_all_keys_an_old_key_stops_counting_as_before(api):
     assert reply.status == 200 and reply.body["policy"]["applies_to"] == "all_keys"
     assert "earlier" not in reply.body["policy"]
     assert reply.body["impact"]["includes_you"] is True
-    [event] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "policy.changed"]
+    [event] = [e for e in logged_events("acme") if e.action == "policy.changed"]
     assert event.details["applies_to"] == "all_keys"
     admin = api.mfa_login(org="acme", user="alice", authenticator=passkey, admin=True)
     [key] = api.call("GET", "/me/mfa/keys", token=admin.token).body["keys"]

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from chalicelib.base.config import settings
 from chalicelib.base.models import AuditEvent, Authorization
 from tests.api.test_outbox import bus_queue  # noqa: F401  (the fixture: an SQS queue fed by keyward's bus)
+from tests.support.audit_log import logged_events
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.keyward_client import KeywardClient, Member, Reply, enforce_in_table
 from tests.support.oidc import (
@@ -52,7 +53,7 @@ def bob(api: KeywardClient) -> Member:
 
 
 def _events(action: str) -> list[AuditEvent]:
-    return [event for event in AuditEvent.query("acme", consistent_read=True) if event.action == action]
+    return [event for event in logged_events("acme") if event.action == action]
 
 
 def _refusals() -> list[dict[str, Any]]:

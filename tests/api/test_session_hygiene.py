@@ -9,6 +9,7 @@ import pytest
 
 from chalicelib.base import clock
 from chalicelib.base.models import AuditEvent, Session
+from tests.support.audit_log import logged_events
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.keyward_client import USER_AGENT
 
@@ -24,7 +25,7 @@ def _works(api, member) -> bool:
 
 
 def _logged(action: str) -> list[AuditEvent]:
-    return [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == action]
+    return [e for e in logged_events("acme") if e.action == action]
 
 
 # --- GET /me/sessions -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 from chalicelib.base.config import settings
 from chalicelib.base.models import AuditEvent, Delivery, Webhook
 from chalicelib.delivery import outbox, webhook_secrets, webhooks
+from tests.support.audit_log import logged_events
 from tests.support.webhook_receiver import Receiver, running_receiver
 
 
@@ -99,13 +100,10 @@ def test_create_list_and_delete_a_webhook_and_the_audit_log_says_so(api, receive
     assert _webhooks_stored() == []
     again = api.call("DELETE", f"/org/webhooks/{webhook['id']}", token=alice.token)
     assert (again.status, again.code) == (404, "WebhookNotFound")
-    actions = [
-        (e.action, e.target) for e in AuditEvent.query("acme", consistent_read=True) if e.action.startswith("webhook.")
-    ]
+    actions = [(e.action, e.target) for e in logged_events("acme") if e.action.startswith("webhook.")]
     assert actions == [("webhook.created", webhook["id"]), ("webhook.deleted", webhook["id"])]
     assert not any(
-        created.body["secret"] in json.dumps(e.details.as_dict() if e.details else {})
-        for e in AuditEvent.query("acme", consistent_read=True)
+        created.body["secret"] in json.dumps(e.details.as_dict() if e.details else {}) for e in logged_events("acme")
     )
 
 
@@ -180,7 +178,7 @@ def test_a_webhook_is_not_created_when_kms_does_not_seal_its_secret(api, receive
     reply = api.call("POST", "/org/webhooks", token=alice.token, body={"url": receiver.url, "events": ["*"]})
     assert (reply.status, reply.code) == (503, "WebhookSecretKeyUnavailable"), reply.body
     assert _webhooks_stored() == []
-    assert [e.action for e in AuditEvent.query("acme", consistent_read=True) if e.action.startswith("webhook.")] == []
+    assert [e.action for e in logged_events("acme") if e.action.startswith("webhook.")] == []
 
 
 def _in_clear(webhook_id: str, secret: str) -> None:
@@ -384,9 +382,7 @@ def test_a_change_that_changes_nothing_writes_nothing(api, receiver):
         body={"enabled": True, "url": receiver.url, "events": ["login"]},
     )
     assert reply.status == 200 and reply.body["webhook"] == created["webhook"]
-    assert [e.action for e in AuditEvent.query("acme", consistent_read=True) if e.action.startswith("webhook.")] == [
-        "webhook.created"
-    ]
+    assert [e.action for e in logged_events("acme") if e.action.startswith("webhook.")] == ["webhook.created"]
 
 
 def test_the_url_and_events_are_changed_with_the_checks_of_creation(api, receiver, on_aws, monkeypatch):
@@ -416,7 +412,7 @@ def test_the_url_and_events_are_changed_with_the_checks_of_creation(api, receive
         {"*", "key.deleted"},
         created["secret"],
     )
-    [changed] = [e for e in AuditEvent.query("acme", consistent_read=True) if e.action == "webhook.changed"]
+    [changed] = [e for e in logged_events("acme") if e.action == "webhook.changed"]
     assert changed.details.as_dict() == {
         "url": "https://new.example.com/k",
         "events": ["*", "key.deleted"],
@@ -447,11 +443,11 @@ def test_a_bad_change_is_refused_with_a_reason_and_nothing_changes(
 ):
     alice, created = _disabled_by_failures(api, audit_stream, receiver, monkeypatch)
     before = _webhooks_stored()[0].serialize()
-    logged = [e.event_key for e in AuditEvent.query("acme", consistent_read=True)]
+    logged = [e.event_key for e in logged_events("acme")]
     reply = api.call("PATCH", f"/org/webhooks/{created['webhook']['id']}", token=alice.token, body=body)
     assert (reply.status, reply.code) == (400, code), reply.body
     assert _webhooks_stored()[0].serialize() == before
-    assert [e.event_key for e in AuditEvent.query("acme", consistent_read=True)] == logged
+    assert [e.event_key for e in logged_events("acme")] == logged
 
 
 def test_an_unknown_webhook_is_not_found_for_a_change(api):
@@ -497,11 +493,7 @@ def test_an_endpoint_keyward_disables_while_an_admin_disables_it_is_recorded_onc
     monkeypatch.setattr(webhooks, "_get", read_then_keyward_disables)
     reply = api.call("PATCH", f"/org/webhooks/{webhook_id}", token=alice.token, body={"enabled": False})
     assert reply.status == 200 and reply.body["webhook"]["state"] == "disabled"
-    disabled = [
-        (e.actor, e.actor_kind)
-        for e in AuditEvent.query("acme", consistent_read=True)
-        if e.action == "webhook.disabled"
-    ]
+    disabled = [(e.actor, e.actor_kind) for e in logged_events("acme") if e.action == "webhook.disabled"]
     assert disabled == [("keyward", "system")]
 
 
@@ -591,12 +583,19 @@ def test_deliveries_are_listed_newest_first_for_the_webhooks_admins(api, audit_s
 
 
 def _audit_at(moment: str, action: str = "login") -> None:
+    """An event at ``moment``, in an organization that existed then (the log is read back to its creation)."""
     from datetime import datetime, timedelta
 
+    from chalicelib.base import audit_shards
+    from chalicelib.base.models import Organization
+
     at = datetime.fromisoformat(moment)
+    if Organization.get("acme").created_at > at:
+        Organization("acme").update(actions=[Organization.created_at.set(at - timedelta(days=1))])
     AuditEvent(
-        "acme",
+        audit_shards.shard_key("acme", audit_shards.day_of(at), 0),
         f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#0000",
+        org_id="acme",
         at=at,
         actor="bob",
         action=action,

@@ -455,8 +455,9 @@ def test_the_audit_log_shows_who_acted_by_the_kind_it_records_not_by_the_name(op
     ):
         at = now + timedelta(seconds=seconds + 1)
         StackTables(stack).client.put_item(
-            TableName=StackTables.table("audit"),
+            TableName=StackTables.table("audit-log"),
             Item={
+                "shard_key": {"S": f"{org}#{at.strftime('%Y-%m-%d')}#0"},
                 "org_id": {"S": org},
                 "event_key": {"S": f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#0000000{seconds}"},
                 "at": {"S": at.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")},

@@ -34,11 +34,19 @@ SEEDED = [
 
 
 def _seed(stack, org: str) -> None:
-    """Events of March, written to the log as keyward writes them (a console cannot make old events)."""
+    """Events of March, written to the log as keyward writes them (a console cannot make old
+    events), in an organization made to have existed then (the log is read back to its creation)."""
     tables = StackTables(stack)
+    tables.client.update_item(
+        TableName=StackTables.table("orgs"),
+        Key={"org_id": {"S": org}},
+        UpdateExpression="SET created_at = :then",
+        ExpressionAttributeValues={":then": {"S": "2026-03-01T00:00:00.000000+0000"}},
+    )
     for number, (moment, actor, kind, action, user_id, target) in enumerate(SEEDED):
         at = datetime.fromisoformat(moment)
         item = {
+            "shard_key": {"S": f"{org}#{at.strftime('%Y-%m-%d')}#0"},
             "org_id": {"S": org},
             "event_key": {"S": f"{at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#0000000{number}"},
             "at": {"S": at.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")},
@@ -51,14 +59,18 @@ def _seed(stack, org: str) -> None:
             item["user_id"] = {"S": user_id}
         if target:
             item["target"] = {"S": target}
-        tables.client.put_item(TableName=StackTables.table("audit"), Item=item)
+        tables.client.put_item(TableName=StackTables.table("audit-log"), Item=item)
 
 
-def _admin_in_auckland(open_console: OpenConsole, org: str) -> Console:
+def _admin_in_auckland(open_console: OpenConsole, org: str, *, seeded_in: object = None) -> Console:
+    """Ada, an admin, on the organization's settings; with the March events seeded once her
+    sign-in made the organization, when ``seeded_in`` is the stack."""
     ada = open_console()
     cdp = ada.context.new_cdp_session(ada.page)
     cdp.send("Emulation.setTimezoneOverride", {"timezoneId": TIME_ZONE})
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
+    if seeded_in is not None:
+        _seed(seeded_in, org)
     ada.go_to("Organization settings")
     return ada
 
@@ -86,8 +98,7 @@ def test_an_admin_filters_by_who_acted_and_by_days_of_her_time_zone_and_exports_
     open_console: OpenConsole, stack
 ):
     org = unique_org("audit-export")
-    _seed(stack, org)
-    ada = _admin_in_auckland(open_console, org)
+    ada = _admin_in_auckland(open_console, org, seeded_in=stack)
     page = ada.page
     rows = page.locator("#audit tr")
     shown = page.locator("#audit-shown")

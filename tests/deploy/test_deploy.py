@@ -205,8 +205,11 @@ def _environment(template: dict[str, Any], handler: str) -> dict[str, Any]:
     return _function(template, handler)["Properties"]["Environment"]["Variables"]
 
 
-def _stream_event(template: dict[str, Any], handler: str = STREAM_HANDLER) -> dict[str, Any]:
-    [event] = _function(template, handler)["Properties"]["Events"].values()
+def _stream_event(template: dict[str, Any], handler: str = STREAM_HANDLER, *, legacy: bool = False) -> dict[str, Any]:
+    """A function's stream event source; ``legacy``: the delivery function's second, from the
+    audit table of before events were spread, which drains until `migrate audit` retires it."""
+    events = _function(template, handler)["Properties"]["Events"]
+    [event] = [event for name, event in events.items() if name.startswith("DeliverLegacy") is legacy]
     assert event["Type"] == "DynamoDB"
     return event["Properties"]
 
@@ -229,6 +232,7 @@ def test_the_template_creates_the_tables_the_models_describe(package):
         AuditEvent,
         BackupCredential,
         CredentialClaim,
+        LegacyAuditEvent,
         Member,
         Organization,
         RelyingParty,
@@ -252,6 +256,7 @@ def test_the_template_creates_the_tables_the_models_describe(package):
         CredentialClaim,
         BackupCredential,
         AuditEvent,
+        LegacyAuditEvent,
         Webhook,
         WebhookChange,
         RelyingParty,
@@ -424,6 +429,13 @@ def test_the_delivery_function_is_wired_to_the_audit_table_with_bounded_retries_
     queue, attribute = event["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"]
     assert template["Resources"][queue]["Type"] == "AWS::SQS::Queue" and attribute == "Arn"
     assert queue != _stream_event(template)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+    # Events written to the audit table of before events were spread are delivered from its
+    # stream, as they were: the same retries and queue.
+    legacy = _stream_event(template, DELIVERY_HANDLER, legacy=True)
+    assert legacy["Stream"] == {"Fn::GetAtt": [_table_logical_ids(template)[_legacy_audit_table_name()], "StreamArn"]}
+    assert {name: value for name, value in legacy.items() if name != "Stream"} == {
+        name: value for name, value in event.items() if name != "Stream"
+    }
     # The bus the events go to is the template's own.
     bus = _environment(template, DELIVERY_HANDLER)["KEYWARD_EVENT_BUS"]["Ref"]
     assert template["Resources"][bus]["Type"] == "AWS::Events::EventBus"
@@ -580,6 +592,12 @@ def _audit_table_name() -> str:
     from chalicelib.base.config import settings
 
     return settings().tables.audit
+
+
+def _legacy_audit_table_name() -> str:
+    from chalicelib.base.config import settings
+
+    return settings().tables.legacy_audit
 
 
 def test_the_api_stage_is_throttled(package):
@@ -1435,7 +1453,9 @@ def test_each_function_may_do_exactly_the_dynamodb_calls_its_code_makes(package,
         if function == "delivery":
             queue = _stream_event(template, handler)["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
             bus = _environment(template, handler)["KEYWARD_EVENT_BUS"]["Ref"]
-            expected |= {(action, ("stream", audit)) for action in STREAM_READ_ACTIONS}
+            legacy_audit = logical_ids[_legacy_audit_table_name()]
+            streams = (audit, legacy_audit)
+            expected |= {(action, ("stream", table)) for action in STREAM_READ_ACTIONS for table in streams}
             expected |= {
                 ("sqs:SendMessage", ("queue", queue)),
                 ("events:PutEvents", ("event-bus", bus)),

@@ -34,6 +34,7 @@ RECOVERED_MODELS = {
     "CredentialClaim",
     "BackupCredential",
     "AuditEvent",
+    "LegacyAuditEvent",
     "Webhook",
     "WebhookChange",
     "RelyingParty",
