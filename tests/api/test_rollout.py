@@ -145,7 +145,7 @@ def test_the_grace_period_alone_changes_the_enforcement_in_force(api):
     assert (body["enforced"], body["grace_period_hours"], body["registration_due_at"]) == (True, 0, None)
     assert body["enforced_at"] == enforced["enforced_at"]  # the same enforcement, not a new one
     assert api.login(user="bob").state == "registration_required"
-    actions = [event.action for event in AuditEvent.query("acme", consistent_read=True)]
+    actions = [event.action for event in logged_events("acme")]
     assert actions.count("enforcement.enabled") == 1 and "enforcement.grace_period_changed" in actions
 
 

@@ -29,8 +29,12 @@ from tests.support.keyward_client import KeywardClient, Member
 ORG = "acme"
 
 # Keys that sign-ins of an organization share, spread over shards, by table (or "table index"
-# for a global index's partitions): the login rate's counters (chalicelib/access/login_rate.py).
-SHARDED = {"throttles": re.compile(rf"logins#{ORG}#\d+#\d+")}
+# for a global index's partitions): the login rate's counters (chalicelib/access/login_rate.py)
+# and the audit log's day shards (chalicelib/base/audit_shards.py).
+SHARDED = {
+    "throttles": re.compile(rf"logins#{ORG}#\d+#\d+"),
+    "audit": re.compile(rf"{ORG}#\d{{4}}-\d\d-\d\d#\d+"),
+}
 
 # Partitions that every sign-in of an organization writes today, and that it should not: each is
 # one organization-wide partition key, by table (and global index). These are known, and listed so
@@ -40,8 +44,6 @@ KNOWN_ORGANIZATION_WIDE_WRITES = {
     # Every session of an organization under its key, one item collection (the by-member local
     # index): re-keyed for spread by issue 26.
     ("sessions", ORG),
-    # Audit events sort by time under the organization's key: sharded by issue 26.
-    ("audit", ORG),
     # The member's item (last login) is keyed (organization, member): the organization is the
     # partition key. No local index, so DynamoDB can split the partition by member under heat.
     ("members", ORG),
