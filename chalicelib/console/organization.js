@@ -1,8 +1,8 @@
-// Organization settings → Multi-factor authentication, for admins: the page and how it stays
-// current — on coming back to the tab, after the admin's own actions and while a session clean-up
-// runs. Its sections are modules of their own: enforcement (organization-enforcement.js), members,
-// keys, backup credentials, relying parties and the audit log; the screen's elements are looked up in
-// organization-screen.js.
+// Organization settings, for admins: the page and how it stays current — on coming back to the
+// tab, after the admin's own actions and while a session clean-up runs. Its cards are modules of
+// their own: enforcement (organization-enforcement.js), members, keys, backup credentials, relying
+// parties and the audit log; which section shows which card, and at which address, is
+// organization-sections.js; the screen's elements are looked up in organization-screen.js.
 
 import { api } from "./api.js";
 import { forgetCompliance, showCompliance } from "./compliance.js";
@@ -11,10 +11,13 @@ import { forgetPasses } from "./enrollment.js";
 import { forgetAudit, loadAudit } from "./organization-audit.js";
 import { forgetBackupCredentials, renderBackupCredentials } from "./organization-backup.js";
 import { forgetStatus, pollInvalidation, renderStatus } from "./organization-enforcement.js";
-import { forgetKeys, renderKeys } from "./organization-keys.js";
-import { forgetMembers, renderMembers } from "./organization-members.js";
+import { forgetKeys, keysPath, renderKeys } from "./organization-keys.js";
+import { forgetMember, showMember } from "./organization-member.js";
+import { forgetMembers, membersPath, renderMembers } from "./organization-members.js";
+import { forgetOverview, renderOverview } from "./organization-overview.js";
 import { forgetRelyingParties, showRelyingParties } from "./organization-relying-parties.js";
 import { organization, organizationPage, screen } from "./organization-screen.js";
+import { forgetSection, showSection, shownMember } from "./organization-sections.js";
 import { showPolicy } from "./policy.js";
 import { forgetRollout, loadCoverageMembers, showRollout } from "./rollout.js";
 import { announce, frame, h, run, showScreen } from "./ui.js";
@@ -29,10 +32,17 @@ const FRESH_FOR_MS = 5000;
 let loadedAt = 0;
 const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
 
+// Opens the organization page at the section its address names; a move from one section to
+// another (the page already shown) shows that section and reads nothing again.
 export async function showOrganization(session) {
+  if (onOrganizationPage()) {
+    await showSection({ focus: true });
+    return;
+  }
   organization.session = session;
   await Promise.all([load(), showWebhooks(), showRelyingParties()]);
   showScreen("screen-organization");
+  await showSection();
   // Opened while a clean-up runs (e.g. reloaded right after enforcing): keep showing its progress.
   pollInvalidation();
 }
@@ -49,6 +59,9 @@ export async function refreshOrganization({ announced = false, quiet = false } =
 export function forgetOrganization() {
   organizationPage.leave();
   organization.session = null;
+  forgetSection();
+  forgetOverview();
+  forgetMember();
   forgetStatus();
   forgetCompliance();
   forgetMembers();
@@ -67,14 +80,15 @@ function onOrganizationPage() {
 
 async function load({ quiet = false } = {}) {
   const focused = focusedControl();
-  const [, mfa, members, keys, backups, audit, coverage] = await Promise.all([
+  const [, mfa, members, keys, backups, audit, coverage, preview] = await Promise.all([
     organization.session.refresh(),
     api.get("org/mfa"),
-    api.get("org/members"),
-    api.get("org/mfa/keys"),
+    api.get(membersPath()),
+    api.get(keysPath()),
     api.get("org/backup-credentials"),
     loadAudit(),
     loadCoverageMembers(),
+    api.get("org/mfa/preview"),
   ]);
   // Every place of coverage shows this answer's compliance state (compliance.js).
   showCompliance(mfa);
@@ -82,6 +96,7 @@ async function load({ quiet = false } = {}) {
   renderStatus(mfa);
   renderKeys(keys, { append: false });
   renderBackupCredentials(backups.backup_credentials);
+  renderOverview({ mfa, backups: backups.backup_credentials, preview });
   audit();
   coverage();
   // A saved policy changes which keys count: the meter and the key list are read again. A refresh
@@ -90,6 +105,8 @@ async function load({ quiet = false } = {}) {
   // The roll-out card (grace period, preview, coverage filter, offboarding) likewise keeps an
   // admin's edits through a refresh they did not ask for; its list of members is read above.
   if (!quiet) await showRollout(mfa, async () => { await load(); pollInvalidation(); });
+  // A member's page shown reads their keys, sessions and passes again too.
+  if (shownMember() !== null) await showMember(shownMember());
   renderUpdated();
   focused.restore();
 }
@@ -99,9 +116,10 @@ async function load({ quiet = false } = {}) {
 // being recounted.
 async function showCoverage(mfa) {
   const signal = organizationPage.signal;
-  const [members, coverage] = await Promise.all([api.get("org/members", { signal }), loadCoverageMembers({ signal })]);
+  const [members, coverage] = await Promise.all([api.get(membersPath(), { signal }), loadCoverageMembers({ signal })]);
   showCompliance(mfa);
   renderStatus(mfa);
+  renderOverview({ mfa });
   renderMembers(members, { append: false });
   coverage();
   renderUpdated();
@@ -111,7 +129,7 @@ async function showCoverage(mfa) {
 async function reloadLists() {
   const signal = organizationPage.signal;
   const [members, keys, audit] = await Promise.all([
-    api.get("org/members", { signal }), api.get("org/mfa/keys", { signal }), loadAudit({ signal }),
+    api.get(membersPath(), { signal }), api.get(keysPath(), { signal }), loadAudit({ signal }),
   ]);
   renderMembers(members, { append: false });
   renderKeys(keys, { append: false });

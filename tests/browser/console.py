@@ -192,8 +192,18 @@ class Console:
         self.page.get_by_role("link", name=settings).click()
         expect(self.heading(settings)).to_be_visible()
 
+    def open_section(self, section: str) -> None:
+        """On Organization settings: follow the link of a section (Members, Security keys, Roll-out,
+        Backup credentials, ...) and wait for it to be the page shown."""
+        nav = self.page.get_by_role("navigation", name="Organization settings")
+        link = nav.get_by_role("link", name=section, exact=True)
+        link.click()
+        expect(link).to_have_attribute("aria-current", "page")
+
     def enforce_mfa(self) -> None:
-        """On Organization settings: switch on *Enforce MFA for everyone* and enforce from the checklist."""
+        """On Organization settings: switch on *Enforce MFA for everyone* (in Roll-out) and enforce
+        from the checklist."""
+        self.open_section("Roll-out")
         self.page.get_by_role("switch", name=re.compile("Enforce MFA for everyone")).click()
         self.enforce_from_checklist()
         expect(self.page.locator("#enforced-since")).to_be_visible()
