@@ -48,7 +48,7 @@ function render({ mfa, backups, preview }) {
       : ownKeys
         ? `Ready: you hold ${counted(ownKeys, WORDS.securityKey)}.`
         : "None. Register one before enforcing MFA.",
-    isBackupSession() ? null : go("#/personal", ownKeys ? "Your keys in Personal settings" : "Add a key in Personal settings"));
+    isBackupSession() ? null : go("#/personal", ownKeys ? "Manage your own keys" : "Add a key of your own"));
 
   const without = preview.members_without_key;
   item(elements.members, "Members without a security key",

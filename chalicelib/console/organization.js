@@ -79,9 +79,10 @@ function onOrganizationPage() {
 }
 
 async function load({ quiet = false } = {}) {
+  const { session } = organization;
   const focused = focusedControl();
   const [, mfa, members, keys, backups, audit, coverage, preview] = await Promise.all([
-    organization.session.refresh(),
+    session.refresh(),
     api.get("org/mfa"),
     api.get(membersPath()),
     api.get(keysPath()),
@@ -90,6 +91,9 @@ async function load({ quiet = false } = {}) {
     loadCoverageMembers(),
     api.get("org/mfa/preview"),
   ]);
+  // Signed out meanwhile (a reload the admin did not ask for may still be under way): nothing of
+  // this organization is shown to whoever is at the tab now.
+  if (organization.session !== session) return;
   // Every place of coverage shows this answer's compliance state (compliance.js).
   showCompliance(mfa);
   renderMembers(members, { append: false });
@@ -163,6 +167,16 @@ organization.showCoverage = showCoverage;
 // After a refusal, or when keyward answers again: what the page shows, keeping the admin's edits.
 organizationPage.reloadsWith(() => refreshOrganization({ quiet: true }));
 organization.loaded = renderUpdated;
+
+// The link of the section shown brings it up to date rather than do nothing, as the settings
+// pages' own links do.
+for (const link of screen.sections.links) {
+  link.addEventListener("click", (event) => {
+    if (link.getAttribute("href") !== location.hash) return;
+    event.preventDefault();
+    run(link, () => refreshOrganization({ announced: true }));
+  });
+}
 
 screen.refresh.addEventListener("click", (event) => run(event.currentTarget, () => refreshOrganization({ announced: true })));
 
