@@ -200,6 +200,13 @@ class Console:
         link.click()
         expect(link).to_have_attribute("aria-current", "page")
 
+    def open_member(self, name: str) -> None:
+        """On Organization settings: open a member's own page from the members table."""
+        self.open_section("Members")
+        self.page.get_by_role("table", name="Members").get_by_role("link", name=name, exact=True).click()
+        heading = self.page.get_by_role("heading", name=re.compile(rf"^{re.escape(name)}( \(you\))?$"), level=2)
+        expect(heading).to_be_focused()
+
     def enforce_mfa(self) -> None:
         """On Organization settings: switch on *Enforce MFA for everyone* (in Roll-out) and enforce
         from the checklist."""

@@ -60,6 +60,7 @@ def _admin_in_auckland(open_console: OpenConsole, org: str) -> Console:
     cdp.send("Emulation.setTimezoneOverride", {"timezoneId": TIME_ZONE})
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.go_to("Organization settings")
+    ada.open_section("Audit log")
     return ada
 
 
