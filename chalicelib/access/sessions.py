@@ -487,6 +487,38 @@ def open_sessions_of(caller: Caller) -> list[Session]:
     ]
 
 
+def open_sessions_of_member(*, caller: Caller, user_id: str) -> list[Session]:
+    """``GET /org/members/{user_id}/sessions``: a member's sessions that still work, newest first,
+    as an admin of their organization sees them (``open_sessions_of`` for the member themself).
+
+    Raises:
+        MemberNotFound: the organization has no such member (nor backup credentials of that ID).
+    """
+    org_id = caller.session.org_id
+    member = _member_or_none(org_id=org_id, user_id=user_id)
+    if member is None:
+        raise MemberNotFound("No such member.")
+    now = clock.now()
+    return [
+        session
+        for session in sessions_of(org_id=org_id, user_id=user_id)
+        if why_ended(session=session, org=caller.org, member=member, now=now) is None
+    ]
+
+
+def _member_or_none(*, org_id: str, user_id: str) -> Member | None:
+    """The member (or, for ``backup:<key id>``, the admin these backup credentials act as)."""
+    if not 0 < len(user_id) <= 255:
+        return None
+    try:
+        if user_id.startswith(BACKUP_USER_PREFIX):
+            credential = BackupCredential.get(user_id[len(BACKUP_USER_PREFIX) :], consistent_read=True)
+            return backup_member(credential) if credential.org_id == org_id else None
+        return Member.get(org_id, user_id, consistent_read=True)
+    except (Member.DoesNotExist, BackupCredential.DoesNotExist):
+        return None
+
+
 def end_own_session(*, caller: Caller, session_id: str) -> None:
     """``DELETE /me/sessions/{id}``: end one of one's own sessions (the current one too)."""
     if not _SESSION_ID.fullmatch(session_id):

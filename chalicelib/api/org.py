@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from chalice import Blueprint, Response
 
 from chalicelib.access.actions import Action
+from chalicelib.api import views
 from chalicelib.api.http import caller_of, json_body, only_fields, route
 from chalicelib.base import clock
 from chalicelib.base.deferred import deferred
@@ -46,6 +47,9 @@ else:
     sessions = deferred("chalicelib.access.sessions")
 
 org = Blueprint(__name__)
+
+# Where a page of keys searched by owner ends: the by-member index resumes at both.
+SEARCH_CURSOR = ("user_id", "key_id")
 
 
 def _admin() -> Caller:
@@ -134,12 +138,13 @@ def set_enforcement() -> dict[str, Any]:
 def list_members() -> dict[str, Any]:
     caller = _admin()
     limit, after, mfa = pagination.limit_from(_query("limit")), pagination.decode(_query("next")), _query("mfa")
+    search = query_values.search_filter(_query("search"))
     if mfa is not None:
         page = members.list_members_by_coverage(
-            org_id=caller.org.org_id, bucket=members.check_bucket(mfa), limit=limit, after=after
+            org_id=caller.org.org_id, bucket=members.check_bucket(mfa), limit=limit, after=after, search=search
         )
     else:
-        page = members.list_members(org_id=caller.org.org_id, limit=limit, after=after)
+        page = members.list_members(org_id=caller.org.org_id, limit=limit, after=after, search=search)
     return {"members": [members.describe(member, org=caller.org) for member in page.items], "next": page.next}
 
 
@@ -180,13 +185,26 @@ def list_keys() -> dict[str, Any]:
     compliant = _query("compliant")
     if compliant not in (None, "", "false"):
         raise MalformedRequest("'compliant' may only be 'false' (the keys that fall short of the policy).")
-    page = org_keys.list_org_keys(
-        org_id=org_id,
-        limit=pagination.limit_from(_query("limit")),
-        after=pagination.decode(_query("next")),
-        user_id=query_values.user_id_filter(_query("user_id")),
-        noncompliant_under=policy if compliant == "false" else None,
-    )
+    search = query_values.search_filter(_query("search"))
+    user_id = query_values.user_id_filter(_query("user_id"))
+    limit = pagination.limit_from(_query("limit"))
+    if search is not None:
+        if user_id is not None or compliant == "false":
+            raise MalformedRequest("'search' lists keys by the start of their owner's user ID: send it alone.")
+        page = org_keys.search_org_keys(
+            org_id=org_id,
+            search=search,
+            limit=limit,
+            after=pagination.decode_fields(_query("next"), names=SEARCH_CURSOR),
+        )
+    else:
+        page = org_keys.list_org_keys(
+            org_id=org_id,
+            limit=limit,
+            after=pagination.decode(_query("next")),
+            user_id=user_id,
+            noncompliant_under=policy if compliant == "false" else None,
+        )
     owners = org_keys.owners_of(org_id=org_id, found=page.items)
     return {
         "keys": [
@@ -234,6 +252,17 @@ def delete_member_key(user_id: str, key_id: str) -> None:
 @route(org, "/org/members/{user_id}/sessions", methods=["DELETE"], status=204)
 def end_member_sessions(user_id: str) -> None:
     sessions.end_member_sessions(caller=_admin_changing(), user_id=user_id)
+
+
+@route(org, "/org/members/{user_id}/sessions", methods=["GET"])
+def list_member_sessions(user_id: str) -> dict[str, Any]:
+    caller = _admin()
+    return {
+        "sessions": [
+            views.session_body(session, current=caller.session.session_id)
+            for session in sessions.open_sessions_of_member(caller=caller, user_id=user_id)
+        ]
+    }
 
 
 @route(org, "/org/backup-credentials", methods=["POST"], status=201)

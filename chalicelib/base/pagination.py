@@ -51,6 +51,37 @@ def decode(cursor: str | None) -> str | None:
     return position
 
 
+def encode_fields(position: dict[str, str] | None) -> str | None:
+    """A cursor for an index whose next page starts at more than one key (the keys by member: a
+    member's user ID, then a key ID)."""
+    if position is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps({"after": position}).encode()).decode().rstrip("=")
+
+
+def decode_fields(cursor: str | None, *, names: tuple[str, ...]) -> dict[str, str] | None:
+    """The keys a cursor of :func:`encode_fields` resumes after, exactly ``names``; ``None`` for
+    the first page."""
+    if cursor is None or cursor == "":
+        return None
+    try:
+        document = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        position = document["after"]
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        raise InvalidCursor("'next' is not a cursor this API returned.") from None
+    if not isinstance(position, dict) or sorted(position) != sorted(names):
+        raise InvalidCursor("'next' is not a cursor this API returned.")
+    for value in position.values():
+        if (
+            not isinstance(value, str)
+            or not value
+            or not value.isprintable()
+            or len(value.encode()) > MAX_SORT_KEY_BYTES
+        ):
+            raise InvalidCursor("'next' is not a cursor this API returned.")
+    return position
+
+
 def limit_from(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT

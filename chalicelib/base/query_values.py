@@ -34,6 +34,20 @@ def user_id_filter(value: str | None) -> str | None:
     )
 
 
+def search_filter(value: str | None) -> str | None:
+    """A ``search``: the first characters of the user IDs to list, or ``None`` for everyone when it
+    is left out or empty.
+
+    Raises:
+        MalformedRequest: longer than any user ID keyward accepts, or not printable.
+    """
+    return _printable_filter(
+        value,
+        limit=MAX_USER_ID_CHARACTERS,
+        refusal=f"'search' must be the start of a user ID: at most {MAX_USER_ID_CHARACTERS} printable characters.",
+    )
+
+
 def action_filter(value: str | None) -> str | None:
     """An audit ``action`` to list by, or ``None`` for every action.
 

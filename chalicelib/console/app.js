@@ -7,6 +7,7 @@ import { describe, explained } from "./messages.js";
 import {
   forgetOrganization, leaveNewSecret, organizationPage, refreshOrganization, showOrganization, showsNewSecret,
 } from "./organization.js";
+import { isOrganizationAddress } from "./organization-sections.js";
 import { idpAnswer, idpConfigured, startIdpSignIn } from "./idp.js";
 import { mfaScreen } from "./mfa-screen.js";
 import { shownPage } from "./page.js";
@@ -275,7 +276,7 @@ function isBackupSession(me) {
 
 function currentView() {
   if (!session.me?.user.admin) return "personal";
-  if (location.hash === "#/organization") return "organization";
+  if (isOrganizationAddress(location.hash)) return "organization";
   // Backup credentials cannot hold keys: their work is on the organization's page.
   if (location.hash !== "#/personal" && isBackupSession(session.me)) return "organization";
   return "personal";
@@ -341,15 +342,17 @@ async function start() {
   for (const link of Object.values(LINKS)) {
     link.addEventListener("click", (event) => {
       const target = link.getAttribute("href");
-      const current = `#/${currentView()}`;
+      const view = currentView();
+      // Organization settings are at the address of the section shown.
+      const current = view === "organization" ? location.hash : `#/${view}`;
       if (target === current) {
         // The page shown is the one asked for: bring it up to date rather than do nothing.
         event.preventDefault();
-        if (target === "#/organization") run(link, () => refreshOrganization({ announced: true }));
+        if (view === "organization") run(link, () => refreshOrganization({ announced: true }));
         else run(link, showView);
         return;
       }
-      if (current === "#/organization") {
+      if (view === "organization" && !isOrganizationAddress(target)) {
         event.preventDefault();
         leaveNewSecret().then((leave) => {
           if (leave) location.hash = target;

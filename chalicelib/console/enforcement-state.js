@@ -2,7 +2,6 @@
 // flow: whether MFA is enforced, since when and by whom, how long members without a security key
 // still have, and how many of them there are.
 
-import { api } from "./api.js";
 import { nameOf } from "./organization-members.js";
 import { isYou } from "./organization-screen.js";
 import { WORDS, partOf } from "./plural.js";
@@ -10,13 +9,7 @@ import { when } from "./ui.js";
 
 let withoutKey = null; // GET /org/mfa/preview's figures, as last read
 
-// The members still without a key, read with the rest of the page and shown with it.
-export async function loadWithoutKey({ signal } = {}) {
-  const found = await api.get("org/mfa/preview", { signal });
-  return () => rememberWithoutKey(found);
-}
-
-// A preview the roll-out flow read: its figures are the latest.
+// A preview read with the page, or by the roll-out flow: its figures are the latest.
 export function rememberWithoutKey(found) {
   withoutKey = { members_without_key: found.members_without_key, members_total: found.members_total };
 }

@@ -65,23 +65,15 @@ async function changePolicy(toggle) {
 const elements = screen.enrollment.passes;
 let shownFor = null; // the member whose passes are shown
 
-// The button in a member's row that opens their enrolment passes.
-export function passesButton(member) {
-  const name = member.name || member.id;
-  return h("button", {
-    type: "button", class: "quiet", "aria-label": `Enrolment passes of ${name}`,
-    onclick: (event) => run(event.currentTarget, () => showPasses(member)),
-  }, "Enrolment passes");
-}
-
-async function showPasses(member) {
+// A member's enrolment passes, on their page (organization-member.js); `focus` moves to the list.
+export async function showPasses(member, { focus = true } = {}) {
   if (shownFor?.id !== member.id) forgetPassCode();
   shownFor = member;
   elements.member.textContent = member.name || member.id;
   const { enrollment_passes: passes } = await api.get(`org/members/${segment(member.id)}/enrollment-passes`);
   renderPasses(passes);
   elements.panel.hidden = false;
-  elements.title.focus();
+  if (focus) elements.title.focus();
 }
 
 const STATES = { active: "Active", used: "Used", revoked: "Revoked", expired: "Expired" };

@@ -89,6 +89,8 @@ async function createBackupCredentials(button) {
     const created = await api.post("org/backup-credentials");
     elements.newKeyId.textContent = created.key_id;
     elements.newSecret.textContent = created.secret;
+    // Created from another section (the checklist, the no-way-back warning): shown where it belongs.
+    organization.reveal("backup-credentials");
     elements.secretBox.hidden = false;
     const { backup_credentials } = await api.get("org/backup-credentials");
     renderBackupCredentials(backup_credentials);

@@ -1,18 +1,28 @@
 // Organization settings → Security keys: every member's keys, whether each counts under the
-// policy, and deleting one (ending its owner's sessions too, if the admin asks). The admin's own
-// keys are "yours".
+// policy, searching them by their owner's user ID, and deleting one (ending its owner's sessions
+// too, if the admin asks; a member's page deletes theirs the same way). The admin's own keys are
+// "yours".
 
 import { api, segment } from "./api.js";
 import { explained } from "./messages.js";
-import { isYou, loadMore, organization, screen } from "./organization-screen.js";
+import { isYou, loadMore, organization, organizationPage, screen } from "./organization-screen.js";
+import { memberAddress } from "./organization-sections.js";
 import { modelText } from "./policy.js";
 import {
-  actionsCell, ago, announce, cell, confirmAction, emptyRow, keyId, policyStatus, row, run, trashButton,
+  actionsCell, ago, announce, cell, confirmAction, emptyRow, h, keyId, policyStatus, row, run, trashButton,
 } from "./ui.js";
 
 const elements = screen.keys;
 const names = new Map(); // key ID → its name, for events that name a key by ID only
 let next = null; // the cursor of the list's next page
+let searched = ""; // the start of the owners' user IDs listed, "" for everyone
+
+const SEARCH_PAUSE_MS = 300; // one request per word typed, not per letter
+
+// The keys list as searched; every read of it (a reload, the next page) keeps the search.
+export function keysPath() {
+  return searched ? `org/mfa/keys?search=${encodeURIComponent(searched)}` : "org/mfa/keys";
+}
 
 export function keyName(keyIdentifier) {
   return names.get(keyIdentifier);
@@ -25,7 +35,7 @@ export function renderKeys({ keys, next: cursor }, { append }) {
   const rows = keys.map((key) => {
     const owner = isYou(key.user.id) ? "You" : key.user.name || key.user.id;
     return row({ dataset: { keyId: key.id } },
-      cell("Member", owner),
+      cell("Member", h("a", { href: memberAddress(key.user.id) }, owner)),
       cell("Name", key.name),
       cell("Key ID", keyId(key.id)),
       cell("Model", modelText(key)),
@@ -39,19 +49,26 @@ export function renderKeys({ keys, next: cursor }, { append }) {
     );
   });
   if (append) elements.list.append(...rows);
-  else elements.list.replaceChildren(...(rows.length ? rows : [emptyRow(8, "No member has a security key yet.")]));
+  else {
+    const none = searched ? `No security key of a member whose user ID starts with “${searched}”.` : "No member has a security key yet.";
+    elements.list.replaceChildren(...(rows.length ? rows : [emptyRow(8, none)]));
+  }
   elements.more.hidden = !next;
   return rows;
 }
 
 export function forgetKeys() {
   next = null;
+  searched = "";
+  elements.search.value = "";
   names.clear();
   elements.list.replaceChildren();
   elements.more.hidden = true;
 }
 
-async function deleteMemberKey(button, key, owner) {
+// After the deletion, focus goes to the heading of the card the key was deleted from.
+export async function deleteMemberKey(button, key, owner) {
+  const heading = button.closest("section.card")?.querySelector("h2") ?? elements.title;
   const own = isYou(key.user.id);
   const endSessions = { label: own ? "End your other sessions too" : `End every session of ${owner} too`, checked: false };
   const confirmed = await confirmAction(own
@@ -88,9 +105,24 @@ async function deleteMemberKey(button, key, owner) {
     await organization.reload();
     announce((own ? `Your security key “${key.name}” was deleted.` : `Security key “${key.name}” of ${owner} was deleted.`)
       + (endSessions.checked ? (own ? " Your other sessions were ended." : ` Every session of ${owner} was ended.`) : ""));
-    elements.title.setAttribute("tabindex", "-1");
-    elements.title.focus();
+    heading.setAttribute("tabindex", "-1");
+    heading.focus();
   });
 }
 
-elements.more.addEventListener("click", (event) => run(event.currentTarget, () => loadMore("org/mfa/keys", next, renderKeys)));
+elements.more.addEventListener("click", (event) => run(event.currentTarget, () => loadMore(keysPath(), next, renderKeys)));
+
+// The API searches: a search finds keys on pages not loaded yet, too.
+async function search() {
+  const wanted = elements.search.value.trim();
+  if (wanted === searched) return;
+  searched = wanted;
+  renderKeys(await api.get(keysPath(), { signal: organizationPage.signal }), { append: false });
+}
+
+elements.search.addEventListener("input", () => organizationPage.after("keys-search", SEARCH_PAUSE_MS, () => run(null, search)));
+elements.searchForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  organizationPage.cancel("keys-search");
+  run(null, search);
+});

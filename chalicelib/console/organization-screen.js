@@ -11,6 +11,8 @@ const root = $("screen-organization");
 
 export const screen = {
   root,
+  // The sections' links (organization-sections.js).
+  sections: { nav: $("org-nav"), links: [...$("org-nav").querySelectorAll("a")] },
   updated: $("org-updated"),
   refresh: $("org-refresh"),
   enforcement: {
@@ -40,8 +42,32 @@ export const screen = {
       list: $("passes-list"),
     },
   },
-  members: { title: $("members-title"), list: $("members"), more: $("members-more") },
-  keys: { title: $("org-keys-title"), list: $("org-keys"), more: $("org-keys-more") },
+  overview: {
+    enforcement: $("overview-enforcement"),
+    backup: $("overview-backup"),
+    ownKey: $("overview-own-key"),
+    members: $("overview-members"),
+    coverage: $("overview-coverage"),
+  },
+  members: {
+    title: $("members-title"), list: $("members"), more: $("members-more"),
+    searchForm: $("members-search-form"), search: $("members-search"),
+  },
+  // A member's own page: their keys, sessions and enrolment passes.
+  member: {
+    card: $("member-page"),
+    title: $("member-title"),
+    summary: $("member-summary"),
+    missing: $("member-missing"),
+    details: $("member-details"),
+    keys: $("member-keys"),
+    sessions: $("member-sessions"),
+    endSessions: $("member-end-sessions"),
+  },
+  keys: {
+    title: $("org-keys-title"), list: $("org-keys"), more: $("org-keys-more"),
+    searchForm: $("org-keys-search-form"), search: $("org-keys-search"),
+  },
   backup: {
     noWayBack: $("no-way-back"),
     noWayBackCreate: $("no-way-back-create"),
@@ -75,10 +101,10 @@ export const screen = {
     list: $("audit"),
     more: $("audit-more"),
   },
-  // Where the built cards go: roll-out after the first card (multi-factor authentication), the
+  // Where the built cards go: roll-out after the multi-factor authentication card, the
   // authenticator policy after the keys, webhooks and the outbox after the audit log.
   cards: {
-    first: root.querySelector("section.card"),
+    first: $("org-mfa-title").closest("section"),
     keys: $("org-keys").closest("section"),
     audit: $("audit-title").closest("section"),
   },
@@ -96,6 +122,8 @@ export const organization = {
   reloadLists: async () => {},
   showCoverage: async () => {},
   loaded: () => {},
+  // Brings a section up (organization-sections.js), e.g. where a new secret is shown.
+  reveal: () => {},
 };
 
 export function isBackupSession() {

@@ -1,21 +1,24 @@
-// Organization settings → Multi-factor authentication, for admins: the page and how it stays
-// current — on coming back to the tab, after the admin's own actions and while a session clean-up
-// runs. Its sections are modules of their own: enforcement (organization-enforcement.js), members,
-// keys, backup credentials, relying parties and the audit log; the screen's elements are looked up in
-// organization-screen.js.
+// Organization settings, for admins: the page and how it stays current — on coming back to the
+// tab, after the admin's own actions and while a session clean-up runs. Its cards are modules of
+// their own: enforcement (organization-enforcement.js), members, keys, backup credentials, relying
+// parties and the audit log; which section shows which card, and at which address, is
+// organization-sections.js; the screen's elements are looked up in organization-screen.js.
 
 import { api } from "./api.js";
 import { forgetCompliance, showCompliance } from "./compliance.js";
 import { checklistOpen } from "./enforcement-checklist.js";
-import { forgetWithoutKey, loadWithoutKey } from "./enforcement-state.js";
+import { forgetWithoutKey, rememberWithoutKey } from "./enforcement-state.js";
 import { forgetPasses } from "./enrollment.js";
 import { forgetAudit, loadAudit } from "./organization-audit.js";
 import { forgetBackupCredentials, renderBackupCredentials } from "./organization-backup.js";
 import { forgetStatus, pollInvalidation, renderStatus } from "./organization-enforcement.js";
-import { forgetKeys, renderKeys } from "./organization-keys.js";
-import { forgetMembers, renderMembers } from "./organization-members.js";
+import { forgetKeys, keysPath, renderKeys } from "./organization-keys.js";
+import { forgetMember, showMember } from "./organization-member.js";
+import { forgetMembers, membersPath, renderMembers } from "./organization-members.js";
+import { forgetOverview, renderOverview } from "./organization-overview.js";
 import { forgetRelyingParties, showRelyingParties } from "./organization-relying-parties.js";
 import { organization, organizationPage, screen } from "./organization-screen.js";
+import { forgetSection, showSection, shownMember } from "./organization-sections.js";
 import { showPolicy } from "./policy.js";
 import { forgetRollout, loadCoverageMembers, showRollout } from "./rollout.js";
 import { announce, frame, h, run, showScreen } from "./ui.js";
@@ -30,10 +33,17 @@ const FRESH_FOR_MS = 5000;
 let loadedAt = 0;
 const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
 
+// Opens the organization page at the section its address names; a move from one section to
+// another (the page already shown) shows that section and reads nothing again.
 export async function showOrganization(session) {
+  if (onOrganizationPage()) {
+    await showSection({ focus: true });
+    return;
+  }
   organization.session = session;
   await Promise.all([load(), showWebhooks(), showRelyingParties()]);
   showScreen("screen-organization");
+  await showSection();
   // Opened while a clean-up runs (e.g. reloaded right after enforcing): keep showing its progress.
   pollInvalidation();
 }
@@ -50,6 +60,9 @@ export async function refreshOrganization({ announced = false, quiet = false } =
 export function forgetOrganization() {
   organizationPage.leave();
   organization.session = null;
+  forgetSection();
+  forgetOverview();
+  forgetMember();
   forgetStatus();
   forgetWithoutKey();
   forgetCompliance();
@@ -68,24 +81,29 @@ function onOrganizationPage() {
 }
 
 async function load({ quiet = false } = {}) {
+  const { session } = organization;
   const focused = focusedControl();
-  const [, mfa, members, keys, backups, audit, coverage, withoutKey] = await Promise.all([
-    organization.session.refresh(),
+  const [, mfa, members, keys, backups, audit, coverage, preview] = await Promise.all([
+    session.refresh(),
     api.get("org/mfa"),
-    api.get("org/members"),
-    api.get("org/mfa/keys"),
+    api.get(membersPath()),
+    api.get(keysPath()),
     api.get("org/backup-credentials"),
     loadAudit(),
     loadCoverageMembers(),
-    loadWithoutKey(),
+    api.get("org/mfa/preview"),
   ]);
-  withoutKey();
+  // Signed out meanwhile (a reload the admin did not ask for may still be under way): nothing of
+  // this organization is shown to whoever is at the tab now.
+  if (organization.session !== session) return;
+  rememberWithoutKey(preview);
   // Every place of coverage shows this answer's compliance state (compliance.js).
   showCompliance(mfa);
   renderMembers(members, { append: false });
   renderStatus(mfa);
   renderKeys(keys, { append: false });
   renderBackupCredentials(backups.backup_credentials);
+  renderOverview({ mfa, backups: backups.backup_credentials, preview });
   audit();
   coverage();
   // A saved policy changes which keys count: the meter and the key list are read again. A refresh
@@ -96,6 +114,8 @@ async function load({ quiet = false } = {}) {
   // After its own changes (enforcing, offboarding) the page is read again quietly: the policy
   // form an admin may be editing meanwhile stays as it is.
   if (!quiet) await showRollout(mfa, async () => { await load({ quiet: true }); pollInvalidation(); });
+  // A member's page shown reads their keys, sessions and passes again too.
+  if (shownMember() !== null) await showMember(shownMember());
   renderUpdated();
   focused.restore();
 }
@@ -105,9 +125,10 @@ async function load({ quiet = false } = {}) {
 // being recounted.
 async function showCoverage(mfa) {
   const signal = organizationPage.signal;
-  const [members, coverage] = await Promise.all([api.get("org/members", { signal }), loadCoverageMembers({ signal })]);
+  const [members, coverage] = await Promise.all([api.get(membersPath(), { signal }), loadCoverageMembers({ signal })]);
   showCompliance(mfa);
   renderStatus(mfa);
+  renderOverview({ mfa });
   renderMembers(members, { append: false });
   coverage();
   renderUpdated();
@@ -117,7 +138,7 @@ async function showCoverage(mfa) {
 async function reloadLists() {
   const signal = organizationPage.signal;
   const [members, keys, audit] = await Promise.all([
-    api.get("org/members", { signal }), api.get("org/mfa/keys", { signal }), loadAudit({ signal }),
+    api.get(membersPath(), { signal }), api.get(keysPath(), { signal }), loadAudit({ signal }),
   ]);
   renderMembers(members, { append: false });
   renderKeys(keys, { append: false });
@@ -151,6 +172,16 @@ organization.showCoverage = showCoverage;
 // After a refusal, or when keyward answers again: what the page shows, keeping the admin's edits.
 organizationPage.reloadsWith(() => refreshOrganization({ quiet: true }));
 organization.loaded = renderUpdated;
+
+// The link of the section shown brings it up to date rather than do nothing, as the settings
+// pages' own links do.
+for (const link of screen.sections.links) {
+  link.addEventListener("click", (event) => {
+    if (link.getAttribute("href") !== location.hash) return;
+    event.preventDefault();
+    run(link, () => refreshOrganization({ announced: true }));
+  });
+}
 
 screen.refresh.addEventListener("click", (event) => run(event.currentTarget, () => refreshOrganization({ announced: true })));
 

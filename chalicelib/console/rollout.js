@@ -51,6 +51,7 @@ export function forgetRollout() {
 // The overview's way in: the flow is brought into view, its heading (then its state) read first.
 export function openRollout() {
   if (!card) return;
+  organization.reveal?.("rollout");
   card.section.scrollIntoView({ block: "start" });
   card.title.focus();
 }

@@ -46,6 +46,36 @@ def list_org_keys(
     return pagination.Page(items=found, next=pagination.encode(last["key_id"]["S"]) if last else None)
 
 
+def search_org_keys(
+    *, org_id: str, search: str, limit: int, after: dict[str, str] | None
+) -> pagination.Page[SecurityKey]:
+    """One page of the keys of the members whose user ID starts with ``search``, by owner then
+    key ID: a condition on the by-member index's sort key, so one query whatever the size of the
+    organization. ``after`` (and the cursor returned) holds both the owner and the key where a page
+    ended, as the index needs both to resume."""
+    start = (
+        {"org_id": {"S": org_id}, "key_id": {"S": after["key_id"]}, "user_id": {"S": after["user_id"]}}
+        if after
+        else None
+    )
+    results = SecurityKey.by_member.query(
+        org_id,
+        SecurityKey.user_id.startswith(search),
+        limit=limit,
+        page_size=limit,
+        last_evaluated_key=start,
+        consistent_read=True,
+    )
+    found = list(results)
+    last = results.last_evaluated_key
+    return pagination.Page(
+        items=found,
+        next=pagination.encode_fields({"user_id": last["user_id"]["S"], "key_id": last["key_id"]["S"]})
+        if last
+        else None,
+    )
+
+
 def _noncompliant_keys(
     *,
     org_id: str,

@@ -191,6 +191,21 @@ class Console:
         self.page.get_by_role("link", name=settings).click()
         expect(self.heading(settings)).to_be_visible()
 
+    def open_section(self, section: str) -> None:
+        """On Organization settings: follow the link of a section (Members, Security keys, Roll-out,
+        Backup credentials, ...) and wait for it to be the page shown."""
+        nav = self.page.get_by_role("navigation", name="Organization settings")
+        link = nav.get_by_role("link", name=section, exact=True)
+        link.click()
+        expect(link).to_have_attribute("aria-current", "page")
+
+    def open_member(self, name: str) -> None:
+        """On Organization settings: open a member's own page from the members table."""
+        self.open_section("Members")
+        self.page.get_by_role("table", name="Members").get_by_role("link", name=name, exact=True).click()
+        heading = self.page.get_by_role("heading", name=re.compile(rf"^{re.escape(name)}( \(you\))?$"), level=2)
+        expect(heading).to_be_focused()
+
     def enforce_mfa(self) -> None:
         """On Organization settings: enforce MFA at once through the roll-out flow and its checklist."""
         self.start_enforcing()
@@ -199,7 +214,8 @@ class Console:
         expect(self.page.locator("#rollout-state")).to_contain_text("MFA is enforced since")
 
     def start_enforcing(self) -> None:
-        """From the overview into the roll-out flow, and its *Enforce MFA…*: the checklist opens."""
+        """Into the roll-out flow, and its *Enforce MFA…*: the checklist opens."""
+        self.open_section("Roll-out")
         self.button("Roll out enforcement").click()
         expect(self.page.get_by_role("heading", name="Roll-out", level=2)).to_be_focused()
         self.button("Enforce MFA…").click()

@@ -38,6 +38,7 @@ def test_a_new_backup_secret_is_asked_about_before_leaving_and_gone_after_sign_o
     eve = open_console()
     eve.sign_in_to_settings(org=org, user="eve", admin=True)
     eve.go_to("Organization settings")
+    eve.open_section("Backup credentials")
     eve.button("Create backup credentials").click()
     box = eve.page.locator("#backup-new")
     expect(box).to_be_visible()
@@ -80,7 +81,7 @@ def test_a_new_backup_secret_is_asked_about_before_leaving_and_gone_after_sign_o
     eve.go_to("Organization settings")
     expect(box).to_be_hidden()
     assert secret not in eve.page.content() and key_id in eve.page.content()  # listed, without its secret
-    expect(eve.page).to_have_title("Organization settings · keyward")
+    expect(eve.page).to_have_title("Overview · Organization settings · keyward")
 
 
 def test_a_secret_on_screen_goes_when_another_admin_ends_the_session(open_console: OpenConsole):
@@ -88,6 +89,7 @@ def test_a_secret_on_screen_goes_when_another_admin_ends_the_session(open_consol
     eve = open_console()
     eve.sign_in_to_settings(org=org, user="eve", admin=True)
     eve.go_to("Organization settings")
+    eve.open_section("Backup credentials")
     eve.button("Create backup credentials").click()
     expect(eve.page.locator("#backup-new")).to_be_visible()
     secret = eve.page.locator("#backup-new-secret").inner_text()
@@ -96,6 +98,7 @@ def test_a_secret_on_screen_goes_when_another_admin_ends_the_session(open_consol
     ann = open_console()
     ann.sign_in_to_settings(org=org, user="ann", admin=True)
     ann.go_to("Organization settings")
+    ann.open_section("Members")
     ann.button("End the sessions of eve").click()
     expect(ann.dialog()).to_contain_text("End every session of eve?")
     ann.confirm("End sessions")
@@ -113,6 +116,7 @@ def test_a_wrong_backup_secret_on_a_phone_is_said_beside_the_field_with_the_keyb
     eve = open_console()
     eve.sign_in_to_settings(org=org, user="eve", admin=True)
     eve.go_to("Organization settings")
+    eve.open_section("Backup credentials")
     eve.button("Create backup credentials").click()
     expect(eve.page.locator("#backup-new")).to_be_visible()
     key_id = eve.page.locator("#backup-new-key-id").inner_text()
@@ -185,6 +189,7 @@ def test_the_organization_page_keeps_up_and_its_audit_log_filters(open_console: 
     ada.page.get_by_role("link", name="Organization settings").click()
     expect(ada.page.locator("#compliance-text")).to_have_text("2 of 2 members have a security key")
     expect(ada.status()).to_contain_text("Organization settings updated at")
+    ada.open_section("Security keys")
     expect(ada.key_row("org-keys", "Mia's key")).to_have_count(1)
 
     # Coming back to the tab does too.
@@ -204,6 +209,7 @@ def test_the_organization_page_keeps_up_and_its_audit_log_filters(open_console: 
     ada.status().evaluate("(status) => { status.textContent = ''; }")
     ada.button("Refresh").click()
     expect(ada.status()).to_contain_text("Organization settings updated at")
+    ada.open_section("Audit log")
     audit = ada.page.locator("#audit")
     expect(audit).to_contain_text("Security key registered")
     ada.page.get_by_role("combobox", name="What happened").select_option(label="Security key registered")
@@ -233,6 +239,7 @@ def test_an_admin_deletes_a_members_key_and_ends_their_sessions_with_the_keyboar
     ben = open_console()
     ben.sign_in_to_settings(org=org, user="ben", admin=True)
     ben.go_to("Organization settings")
+    ben.open_section("Security keys")
     delete = ben.button("Delete Lea's key of lea")
     delete.focus()
     ben.page.keyboard.press("Enter")
@@ -261,6 +268,7 @@ def test_an_admin_deletes_a_members_key_and_ends_their_sessions_with_the_keyboar
     # "Load more events" lands focus on the first new event, not on the body.
     for _ in range(20):
         assert ben.call("DELETE", "/org/members/lea/sessions").status_code == 204
+    ben.open_section("Audit log")
     ben.button("Refresh").click()
     expect(ben.page.locator("#audit tr")).to_have_count(20)
     more = ben.button("Load more events")
@@ -397,6 +405,7 @@ def test_controls_and_the_focus_ring_reach_three_to_one_contrast(open_console: O
     ida = open_console()
     ida.sign_in_to_settings(org=unique_org("contrast"), user="ida", admin=True)
     ida.go_to("Organization settings")
+    ida.open_section("Audit log")
     # The focus ring as the keyboard shows it, measured on the control it surrounds.
     ida.page.get_by_role("combobox", name="What happened").focus()
     ida.page.keyboard.press("Shift+Tab")
@@ -472,6 +481,7 @@ def test_the_audit_log_shows_who_acted_by_the_kind_it_records_not_by_the_name(op
     ada = open_console()
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.go_to("Organization settings")
+    ada.open_section("Audit log")
 
     def who(action: str):
         return ada.page.locator("#audit tr").filter(has_text=action).get_by_role("cell").nth(1)

@@ -72,6 +72,7 @@ def _admin_in_auckland(open_console: OpenConsole, org: str, *, seeded_in: object
     if seeded_in is not None:
         _seed(seeded_in, org)
     ada.go_to("Organization settings")
+    ada.open_section("Audit log")
     return ada
 
 

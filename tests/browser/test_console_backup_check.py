@@ -25,6 +25,7 @@ def test_an_admin_enforces_without_backup_credentials_knowingly_and_is_warned_un
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Admin key")
     ada.go_to("Organization settings")
+    ada.open_section("Roll-out")
     page = ada.page
     state = page.locator("#rollout-state")
     no_way_back = page.get_by_role("alert").filter(has=page.get_by_role("heading", name="No way back in"))
@@ -81,6 +82,7 @@ def test_an_admin_enforces_without_backup_credentials_knowingly_and_is_warned_un
     page.get_by_role("button", name="I have saved it").click()
     page.reload()
     expect(page.get_by_role("heading", name="Organization settings", level=1)).to_be_visible()
+    ada.open_section("Roll-out")
     expect(state).to_contain_text("MFA is enforced since")
     expect(no_way_back).to_be_hidden()
 
@@ -91,21 +93,25 @@ def test_the_advice_to_create_backup_credentials_first_shows_only_while_there_ar
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Admin key")
     ada.go_to("Organization settings")
+    ada.open_section("Roll-out")
     page = ada.page
     advice = page.get_by_text("Before you enforce MFA, create backup credentials.")
     expect(advice).to_be_visible()
 
+    ada.open_section("Backup credentials")
     page.get_by_role("button", name="Create backup credentials").click()
     expect(page.get_by_role("heading", name="New backup credentials")).to_be_visible()
-    expect(advice).to_be_hidden()
     page.get_by_role("button", name="I have saved it").click()
     page.reload()
+    ada.open_section("Roll-out")
     expect(page.get_by_role("heading", name="Multi-factor authentication")).to_be_visible()
     expect(advice).to_be_hidden()
     ada.check_accessibility()
 
+    ada.open_section("Backup credentials")
     [credentials] = ada.get("/org/backup-credentials")["backup_credentials"]
     page.get_by_role("button", name=f"Delete backup credentials {credentials['key_id']}").click()
     ada.confirm("Delete backup credentials")
     expect(page.get_by_text("No backup credentials yet.")).to_be_visible()
+    ada.open_section("Roll-out")
     expect(advice).to_be_visible()

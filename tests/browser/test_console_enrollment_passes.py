@@ -26,6 +26,7 @@ def _admin_requiring_passes(open_console: OpenConsole, org: str, *, enforce: boo
     admin.go_to("Organization settings")
     if enforce:
         admin.enforce_mfa()
+    admin.open_section("Enrolment passes")
     switch = admin.page.get_by_role("switch", name="Require an enrolment pass for a member's first security key")
     expect(switch).not_to_be_checked()
     switch.click()
@@ -36,10 +37,11 @@ def _admin_requiring_passes(open_console: OpenConsole, org: str, *, enforce: boo
 
 
 def _issue_pass(admin: Console, member_name: str) -> str:
-    """Open the member's passes from the members table and issue one; returns the code shown."""
+    """Open the member's page from the members table and issue one of their passes; returns the
+    code shown."""
     admin.page.reload()
     expect(admin.heading("Organization settings")).to_be_visible()
-    admin.button(f"Enrolment passes of {member_name}").click()
+    admin.open_member(member_name)
     expect(admin.page.get_by_role("heading", name=f"Enrolment passes of {member_name}")).to_be_visible()
     admin.button("Issue enrolment pass").click()
     expect(admin.status()).to_contain_text(f"Enrolment pass issued to {member_name}")
@@ -97,7 +99,7 @@ def test_an_admin_issues_a_pass_and_the_member_enables_mfa_with_its_code(open_co
     # A second key needs no code.
     bob.add_key(key_name="Spare key")
 
-    alice.button("Enrolment passes of bob").click()
+    alice.open_member("bob")
     expect(alice.page.locator("#passes-list tr")).to_contain_text("Used")
     [used] = alice.get("/org/members/bob/enrollment-passes")["enrollment_passes"]
     assert used["state"] == "used"
@@ -118,7 +120,7 @@ def test_the_code_is_gone_after_sign_out_and_a_pass_can_be_revoked(open_console:
     alice.button("Use security key").click()
     expect(alice.heading("Personal settings")).to_be_visible()
     alice.go_to("Organization settings")
-    alice.button("Enrolment passes of carol").click()
+    alice.open_member("carol")
     alice.page.get_by_role("button", name=re.compile("^Revoke the enrolment pass of carol")).click()
     alice.confirm("Revoke pass")
     expect(alice.status()).to_contain_text("The enrolment pass of carol was revoked")

@@ -51,11 +51,12 @@ def _key_checked_long_ago(console: Console, org: str) -> None:
     )
 
 
-def _admin_on_the_organization_page(open_console: OpenConsole, org: str) -> Console:
+def _admin_on_the_organization_page(open_console: OpenConsole, org: str, section: str) -> Console:
     ada = open_console()
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Admin key")
     ada.go_to("Organization settings")
+    ada.open_section(section)
     return ada
 
 
@@ -84,6 +85,7 @@ def test_during_a_recount_every_place_of_coverage_says_so_and_all_show_the_figur
     assert ada.get("/org/mfa")["compliance"] == {"state": "recounting"}
 
     ada.go_to("Organization settings")
+    ada.open_section("Roll-out")
     page = ada.page
     # The meter shows no number, only that the figure is being recounted.
     expect(page.locator("#compliance-text")).to_have_text(
@@ -118,7 +120,7 @@ def test_during_a_recount_every_place_of_coverage_says_so_and_all_show_the_figur
 
 def test_an_enforcement_refused_for_a_key_deleted_meanwhile_shows_the_setting_as_stored(open_console: OpenConsole):
     org = unique_org("truth-409")
-    ada = _admin_on_the_organization_page(open_console, org)
+    ada = _admin_on_the_organization_page(open_console, org, "Roll-out")
     page = ada.page
     ada.button("Roll out enforcement").click()
     enforce = ada.button("Enforce MFA…")
@@ -145,7 +147,7 @@ def test_an_enforcement_refused_for_a_key_deleted_meanwhile_shows_the_setting_as
 
 def test_a_switch_refused_with_409_shows_the_stored_setting(open_console: OpenConsole):
     org = unique_org("truth-conflict")
-    ada = _admin_on_the_organization_page(open_console, org)
+    ada = _admin_on_the_organization_page(open_console, org, "Enrolment passes")
     page = ada.page
     switch = page.get_by_role("switch", name=PASS_SWITCH)
     expect(switch).not_to_be_checked()
@@ -174,7 +176,7 @@ def test_a_switch_refused_with_409_shows_the_stored_setting(open_console: OpenCo
 
 def test_a_cancelled_step_up_leaves_the_switch_as_stored_and_the_page_current(open_console: OpenConsole):
     org = unique_org("truth-step-up")
-    ada = _admin_on_the_organization_page(open_console, org)
+    ada = _admin_on_the_organization_page(open_console, org, "Enrolment passes")
     page = ada.page
     switch = page.get_by_role("switch", name=PASS_SWITCH)
     expect(switch).not_to_be_checked()
@@ -199,7 +201,7 @@ def test_offline_one_banner_says_so_a_change_is_not_saved_and_the_page_is_curren
     open_console: OpenConsole,
 ):
     org = unique_org("truth-offline")
-    ada = _admin_on_the_organization_page(open_console, org)
+    ada = _admin_on_the_organization_page(open_console, org, "Enrolment passes")
     page = ada.page
     switch = page.get_by_role("switch", name=PASS_SWITCH)
     banner = page.locator("#offline")

@@ -26,6 +26,7 @@ def test_an_admin_sees_the_impact_of_a_policy_before_saving_it(open_console: Ope
     # The browser's virtual key attests nothing: any key counts until the policy asks for more.
     expect(ada.key_row("personal-keys", "Desk key")).not_to_contain_text("Not accepted")
     ada.go_to("Organization settings")
+    ada.open_section("Policy")
 
     policy = ada.page.get_by_role("region", name="Authenticator policy")
     expect(policy).to_be_visible()
@@ -44,7 +45,9 @@ def test_an_admin_sees_the_impact_of_a_policy_before_saving_it(open_console: Ope
     ada.confirm("Save policy")
     expect(ada.status()).to_contain_text("Authenticator policy saved")
     assert ada.get("/org/mfa/policy")["policy"]["attestation"] == "required"
+    ada.open_section("Security keys")
     expect(ada.key_row("org-keys", "Desk key")).to_contain_text("not accepted: it does not prove its model")
+    ada.open_section("Roll-out")
     expect(ada.page.get_by_role("meter")).to_have_attribute("aria-valuetext", "0 of 1 member has a security key")
     ada.screenshot("authenticator-policy")
 
@@ -55,6 +58,7 @@ def test_a_malformed_aaguid_is_refused_with_the_reason_and_nothing_saved(open_co
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Desk key")
     ada.go_to("Organization settings")
+    ada.open_section("Policy")
     policy = ada.page.get_by_role("region", name="Authenticator policy")
     policy.get_by_role("textbox", name="Denied models").fill("not-a-model")
     policy.get_by_role("button", name="Save policy").click()
@@ -68,6 +72,7 @@ def test_a_key_the_policy_refuses_is_refused_with_the_reason(open_console: OpenC
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Desk key")
     ada.go_to("Organization settings")
+    ada.open_section("Policy")
     policy = ada.page.get_by_role("region", name="Authenticator policy")
     policy.get_by_role("combobox", name="Attestation").select_option(
         label="Only models verified by the FIDO Metadata Service"

@@ -32,6 +32,7 @@ def test_an_admin_sees_whom_a_policy_affects_and_applies_it_to_new_registrations
     mia.enable_mfa(key_name="Mia's key")
 
     ada.go_to("Organization settings")
+    ada.open_section("Policy")
     policy = ada.page.get_by_role("region", name="Authenticator policy")
     # The browser's virtual keys attest nothing: requiring verified models disqualifies both.
     policy.get_by_role("combobox", name="Attestation").select_option(label=VERIFIED_MODELS)
@@ -75,6 +76,7 @@ def test_a_member_whose_key_no_longer_counts_is_told_which_rule_it_fails_and_wha
 
     ada.go_to("Organization settings")
     ada.enforce_mfa()
+    ada.open_section("Policy")
     policy = ada.page.get_by_role("region", name="Authenticator policy")
     policy.get_by_role("combobox", name="Attestation").select_option(label=VERIFIED_MODELS)
     expect(policy.get_by_role("radio", name="Apply to all keys now")).to_be_checked()

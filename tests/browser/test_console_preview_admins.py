@@ -23,6 +23,7 @@ def test_the_preview_names_the_admins_without_a_key(open_console: OpenConsole):
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Admin key")
     ada.go_to("Organization settings")
+    ada.open_section("Roll-out")
 
     page = ada.page
     expect(page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
@@ -53,6 +54,7 @@ def test_the_page_shows_a_recount_then_the_figure_never_a_stale_one(open_console
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Admin key")
     ada.go_to("Organization settings")
+    ada.open_section("Roll-out")
     expect(ada.page.locator("#compliance-text")).to_have_text("2 of 2 members have a security key")
 
     # The virtual authenticators' model is denied: neither key counts once recounted.

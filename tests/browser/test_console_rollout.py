@@ -21,6 +21,7 @@ def test_an_admin_previews_enforces_with_a_grace_period_and_offboards(open_conso
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Admin key")
     ada.go_to("Organization settings")
+    ada.open_section("Roll-out")
 
     page = ada.page
     expect(ada.page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
@@ -68,6 +69,7 @@ def test_a_slower_older_read_of_the_coverage_list_never_overwrites_the_one_chose
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Admin key")
     ada.go_to("Organization settings")
+    ada.open_section("Roll-out")
     page = ada.page
     expect(page.get_by_role("heading", name="Roll-out", level=2)).to_be_visible()
     coverage = page.locator("#coverage-members")

@@ -130,6 +130,7 @@ def test_enforcing_mfa_throws_the_members_other_session_out_and_makes_them_regis
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Ada's key")
     ada.go_to("Organization settings")
+    ada.open_section("Roll-out")
     expect(ada.page.locator("#compliance-text")).to_have_text("1 of 2 members has a security key")
     expect(ada.page.locator("#enforcement-state")).to_have_text(
         "MFA is not enforced: members may sign in without a security key."
@@ -262,6 +263,7 @@ def test_an_admin_deletes_a_members_key(open_console: OpenConsole):
     ben = open_console()
     ben.sign_in_to_settings(org=org, user="ben", admin=True)
     ben.go_to("Organization settings")
+    ben.open_section("Security keys")
     row = ben.key_row("org-keys", "Lea's key")
     expect(row).to_contain_text("lea")
     [key] = ben.get("/org/mfa/keys")["keys"]
@@ -299,6 +301,7 @@ def test_backup_credentials_are_shown_once_and_sign_an_admin_in(open_console: Op
     eve = open_console()
     eve.sign_in_to_settings(org=org, user="eve", admin=True)
     eve.go_to("Organization settings")
+    eve.open_section("Backup credentials")
 
     eve.button("Create backup credentials").click()
     expect(eve.status()).to_contain_text("Copy the secret now")
@@ -336,6 +339,7 @@ def test_backup_credentials_are_shown_once_and_sign_an_admin_in(open_console: Op
     expect(rescue.heading("Organization settings")).to_be_visible()
     me = rescue.get("/me")
     assert me["user"]["admin"] is True and me["session"]["state"] == "active" and me["org"]["id"] == org
+    rescue.open_section("Backup credentials")
     create = rescue.button("Create backup credentials")
     expect(create).to_be_disabled()
     expect(create).to_have_accessible_description(re.compile("only an admin signed in through the identity provider"))
@@ -372,6 +376,7 @@ def test_the_readme_screenshots_of_both_settings_pages(open_console: OpenConsole
     alice.screenshot("personal-settings")
 
     alice.go_to("Organization settings")
+    alice.open_section("Backup credentials")
     alice.button("Create backup credentials").click()
     alice.button("I have saved it").click()
     alice.enforce_mfa()
@@ -381,6 +386,7 @@ def test_the_readme_screenshots_of_both_settings_pages(open_console: OpenConsole
     assert (status["members_compliant"], status["members_total"]) == (2, 2)
     # The audit log names the key of a security key check, and whose it is (hers: "Your"):
     # registered, then used.
+    alice.open_section("Audit log")
     used = alice.key_row("audit", "Your “Backup YubiKey”")
     expect(used).to_have_count(2)
     expect(used.first).to_contain_text("Passed the security key check")
@@ -402,8 +408,10 @@ def test_both_settings_pages_fit_a_390_pixel_wide_screen(open_console: OpenConso
     admin.screenshot("personal-settings-390")
 
     admin.go_to("Organization settings")
+    admin.open_section("Backup credentials")
     admin.button("Create backup credentials").click()
     expect(admin.status()).to_contain_text("Copy the secret now")
+    admin.open_section("Security keys")
     expect(admin.key_row("org-keys", "A security key with a long name")).to_have_count(1)
     assert admin.page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
     assert sticking_out(admin) == []

@@ -113,6 +113,7 @@ def test_tables_keep_words_whole_shorten_ids_and_list_sessions(open_console: Ope
 
     # The members, by key count with Lea (no key) first, as the caption says.
     ada.go_to("Organization settings")
+    ada.open_section("Members")
     members = page.get_by_role("region", name="Members: table")
     expect(members.get_by_role("columnheader", name="Security keys")).to_be_visible()
     expect(members.locator("caption")).to_contain_text("Members without a security key first")
@@ -124,6 +125,7 @@ def test_tables_keep_words_whole_shorten_ids_and_list_sessions(open_console: Ope
 
     # The organization's keys add the model and the policy's verdict, in words; the key ID is
     # shortened, and its Copy button copies all of it.
+    ada.open_section("Security keys")
     assert _headers(page, "org-keys") == [
         "Member",
         "Name",
@@ -158,6 +160,9 @@ def test_tables_keep_words_whole_shorten_ids_and_list_sessions(open_console: Ope
 
     # On a phone: words stay whole; a table wider than the screen scrolls in its own region.
     page.set_viewport_size(NARROW)
+    _no_word_broken(page)
+    _fits_the_screen(page)
+    ada.open_section("Members")
     expect(members).to_be_visible()
     _no_word_broken(page)
     _fits_the_screen(page)

@@ -38,6 +38,7 @@ def test_an_admin_tests_redelivers_and_sees_a_failing_webhook(open_console: Open
     ada = open_console()
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.go_to("Organization settings")
+    ada.open_section("Webhooks")
     page = ada.page
 
     # The events, by checkbox: each says what it means; "All events" greys the others out.
@@ -118,6 +119,7 @@ def test_an_admin_tests_redelivers_and_sees_a_failing_webhook(open_console: Open
         time.sleep(0.2)
     ada.go_to("Personal settings")
     ada.go_to("Organization settings")
+    ada.open_section("Webhooks")
     state = page.locator("#webhook-list").get_by_role("row").filter(has_text=receiver.url).get_by_role("cell").nth(2)
     expect(state).to_contain_text(
         re.compile(r"Enabled — failing: (1 delivery failed|\d+ deliveries in a row failed) since")

@@ -31,6 +31,7 @@ def test_an_admin_manages_webhooks_and_reads_the_local_outbox(open_console: Open
     ada = open_console()
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.go_to("Organization settings")
+    ada.open_section("Webhooks")
     expect(ada.page.get_by_role("heading", name="Webhooks", level=2)).to_be_visible()
     expect(ada.page.locator("#webhook-list")).to_contain_text("No webhooks yet.")
 

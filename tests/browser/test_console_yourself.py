@@ -27,9 +27,11 @@ def test_the_only_admin_is_you_and_a_last_key_stays_under_enforcement(open_conso
     expect(page.locator("#enforcement-state")).to_contain_text("(by you).")
 
     # The members table and the roll-out card name her "you", and offer no way to offboard herself.
+    ada.open_section("Members")
     own_row = page.locator("#members tr").filter(has_text="ada")
     expect(own_row).to_contain_text("ada (you)")
     expect(own_row.get_by_role("button", name="End the sessions of ada")).to_have_count(0)
+    ada.open_section("Roll-out")
     page.get_by_role("combobox", name="Show").select_option("one")
     coverage = page.locator("#coverage-members")
     expect(coverage).to_contain_text("ada (you)")
@@ -38,6 +40,7 @@ def test_the_only_admin_is_you_and_a_last_key_stays_under_enforcement(open_conso
     expect(coverage.locator("tr").filter(has_text="ada")).to_contain_text("Another admin can offboard you.")
 
     # The organization's keys: hers are "yours", the member's are the member's.
+    ada.open_section("Security keys")
     expect(ada.key_row("org-keys", "Ada's key")).to_contain_text("You")
     expect(ada.button("Delete Ada's key of ada")).to_have_count(0)
     expect(ada.key_row("org-keys", "Lea's key")).to_contain_text("lea")

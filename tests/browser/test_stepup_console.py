@@ -186,6 +186,7 @@ def test_an_admin_change_is_named_from_its_request(open_console: OpenConsole):
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Desk key")
     ada.go_to("Organization settings")
+    ada.open_section("Enrolment passes")
     _move_back(ada, org, "key_checked_at")
 
     switch = ada.page.get_by_role("switch", name="Require an enrolment pass for a member's first security key")
