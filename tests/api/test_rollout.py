@@ -89,7 +89,7 @@ def test_after_the_deadline_the_next_request_needs_registration(api):
 
     refused = api.call("GET", "/me/sessions", token=bob.token)
     assert (refused.status, refused.code) == (403, "RegistrationRequired")
-    assert Session.get("acme", lifecycle_session_id(bob.token)).state == "registration_required"
+    assert Session.get(lifecycle_session_id(bob.token)).state == "registration_required"
     assert api.login(user="bob").state == "registration_required"
     # Registering a key lets the same session work again.
     reply = api.add_key(bob)
@@ -226,7 +226,7 @@ def test_an_offboarded_member_starts_over_and_old_tokens_stay_dead(api):
     alice = _admin(api)
     bob = api.login(user="bob")
     assert api.add_key(bob).status == 201
-    old_session = Session.get("acme", lifecycle_session_id(bob.token))
+    old_session = Session.get(lifecycle_session_id(bob.token))
     assert api.call("DELETE", "/org/members/bob", token=alice.token).status == 204
     # Even if an old session item survived the clean-up, it must not come back with the member.
     old_session.save()
@@ -269,9 +269,9 @@ def test_offboarding_ends_many_sessions(api):
     api.login(user="bob")
     started = clock.now()
     for _ in range(150):
-        Session(
-            "acme",
+        Session.of_member(
             lifecycle.new_session_id(started),
+            org_id="acme",
             token_hash="x",
             state="active",
             user_id="bob",
@@ -313,7 +313,7 @@ def test_a_deleted_sessions_token_still_says_it_was_ended_by_enforcement(api, st
     _enforce(api, alice)
     stream.drain()
     with pytest.raises(Session.DoesNotExist):
-        Session.get("acme", lifecycle_session_id(bob.token), consistent_read=True)
+        Session.get(lifecycle_session_id(bob.token), consistent_read=True)
     assert api.call("GET", "/me", token=bob.token).code == "SessionEndedByEnforcement"
     # Still after MFA is relaxed again.
     assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": False}).status == 200
