@@ -12,6 +12,9 @@ that may write them (the API's own role may not create organizations).
                                                       make a new signing key of the OpenID provider current;
                                                       the old one stays in the JWKS until its tokens expired
     python -m keyward keys list                       the provider's signing keys, current and retired
+    python -m keyward migrate sessions --from TABLE [--cursor C]
+                                                      move the sessions of the table of before the
+                                                      sharded layout into KEYWARD_SESSIONS_TABLE
 
 The tables are the ones the KEYWARD_* variables name (as for the deployed functions, e.g.
 KEYWARD_ORGS_TABLE), in AWS_REGION, or at DYNAMODB_ENDPOINT for a local DynamoDB. A rotation makes
@@ -26,6 +29,7 @@ import argparse
 import sys
 
 from keyward.exits import run
+from keyward.migrate_sessions import add_migrate_sessions, migrate_sessions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     rotate.add_argument("--algorithm", choices=("RS256", "ES256"), default="RS256")
     signing_keys.add_parser("list", help="the signing keys, current and retired, and until when each is published")
 
+    migrate = commands.add_parser("migrate", help="move data to a newer table layout").add_subparsers(
+        dest="action", required=True
+    )
+    add_migrate_sessions(migrate)
+
     args = parser.parse_args(argv)
+    if args.command == "migrate" and args.action == "sessions":
+        return migrate_sessions(args)
     if args.command == "keys":
         return _signing_keys(args.action, algorithm=getattr(args, "algorithm", "RS256"))
     if args.command == "webhooks":
