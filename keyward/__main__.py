@@ -17,6 +17,9 @@ that may write them (the API's own role may not create organizations).
     python -m keyward migrate audit [--progress FILE] [--restart]
                                                       copy the audit events of the table from before
                                                       they were spread over shards (KEYWARD_LEGACY_AUDIT_TABLE)
+    python -m keyward migrate sessions --from TABLE [--cursor C]
+                                                      move the sessions of the table of before the
+                                                      sharded layout into KEYWARD_SESSIONS_TABLE
 
 The tables are the ones the KEYWARD_* variables name (as for the deployed functions, e.g.
 KEYWARD_ORGS_TABLE), in AWS_REGION, or at DYNAMODB_ENDPOINT for a local DynamoDB. A rotation makes
@@ -32,6 +35,7 @@ import sys
 
 from keyward import audit_migration
 from keyward.exits import run
+from keyward.migrate_sessions import add_migrate_sessions, migrate_sessions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,16 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     rotate.add_argument("--algorithm", choices=("RS256", "ES256"), default="RS256")
     signing_keys.add_parser("list", help="the signing keys, current and retired, and until when each is published")
 
-    migrate = commands.add_parser("migrate", help="move data to a new table layout").add_subparsers(
+    migrate = commands.add_parser("migrate", help="move data to a newer table layout").add_subparsers(
         dest="action", required=True
     )
     audit_migration.add_arguments(
         migrate.add_parser("audit", help="copy the audit events of the table from before they were spread over shards")
     )
+    add_migrate_sessions(migrate)
 
     args = parser.parse_args(argv)
     if (args.command, args.action) == ("migrate", "audit"):
         return audit_migration.main(args)
+    if (args.command, args.action) == ("migrate", "sessions"):
+        return migrate_sessions(args)
     if args.command == "keys":
         return _signing_keys(args.action, algorithm=getattr(args, "algorithm", "RS256"))
     if args.command == "webhooks":

@@ -294,7 +294,7 @@ def record_check(
             record_use(write, key=key, response=response, used_at=checked_at)
             write.update(
                 Item.SESSION,
-                Session(session.org_id, session.session_id),
+                Session(session.session_id),
                 actions=[*session_actions, *proved.actions()],
                 condition=(Session.token_hash == caller.token_hash) & (Session.state == from_state.value),
             )

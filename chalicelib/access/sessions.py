@@ -15,7 +15,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,6 +47,9 @@ from chalicelib.base.models import (
     SecurityKey,
     Session,
     connection,
+    member_session_key,
+    org_shard_key,
+    session_shard,
 )
 from chalicelib.base.storage import (
     TRANSACTION_CANCELED,
@@ -157,11 +160,11 @@ def start(
     """
     started = clock.now()
     expires = started + timedelta(seconds=settings().session_lifetime_seconds)
-    session = Session(
-        org.org_id,
+    session = Session.of_member(
         lifecycle.new_session_id(started),
-        state=(state or initial_state(org=org, member=member)).value,
+        org_id=org.org_id,
         user_id=member.user_id,
+        state=(state or initial_state(org=org, member=member)).value,
         admin=bool(member.admin),
         created_at=started,
         expires_at=expires,
@@ -169,6 +172,7 @@ def start(
         ttl=expires + timedelta(days=1),
         enforcement_generation=org.enforcement_generation,
         member_generation=member.session_generation,
+        sign_out_generation=member.sign_out_generation or 0,
         org_enforced_at_start=bool(org.mfa_enforced),
         source_ip=client.source_ip,
         user_agent=(client.user_agent or "")[:512] or None,
@@ -270,7 +274,7 @@ def _read_with_session(*, org_id: str, user_id: str, session_id: str, extra: Seq
     for attempt in range(2):
         try:
             with TransactGet(connection=connection()) as reads:
-                session_future = reads.get(Session, org_id, session_id)
+                session_future = reads.get(Session, session_id)
                 org_future = reads.get(Organization, org_id)
                 # A backup session's "member" is its backup credentials: deleting them ends it.
                 member_future = (
@@ -287,8 +291,13 @@ def _read_with_session(*, org_id: str, user_id: str, session_id: str, extra: Seq
     member = backup_member(found) if isinstance(found, BackupCredential) else found
     if member is not None and member.org_id != org_id:
         member = None
+    session = found_in(session_future)
+    # Session IDs are unique across organizations; a token naming another organization than its
+    # session's is no token of that session.
+    if session is not None and session.org_id != org_id:
+        session = None
     return _SessionRead(
-        session=found_in(session_future),
+        session=session,
         org=found_in(org_future),
         member=member,
         also={label: found_in(future) for label, future in extra_futures.items()},
@@ -331,6 +340,8 @@ def why_ended(*, session: Session, org: Organization, member: Member, now: datet
         return SessionExpired("The session has expired; sign in again.")
     if ended_by_enforcement(session=session, org=org):
         return SessionEndedByEnforcement("The organization now enforces MFA; sign in again.")
+    if signed_out(session=session, member=member):
+        return InvalidToken("The session does not exist or has ended.")
     if ended_by_new_key(session=session, member=member):
         return SessionEndedByNewKey(
             "A security key was registered to your account since this session started; sign in again."
@@ -344,6 +355,12 @@ def outlived_member(*, session: Session, member: Member) -> bool:
     """A session started before its member was created belongs to an earlier, offboarded member
     of the same user ID: it must not come back to life when that user signs in again."""
     return member.created_at is not None and session.created_at < member.created_at
+
+
+def signed_out(*, session: Session, member: Member) -> bool:
+    """A session started before every session of its member was ended at once has ended, even
+    if the read that listed the sessions to delete (an eventually consistent index) missed it."""
+    return session.sign_out_generation < (member.sign_out_generation or 0)
 
 
 def found_in(future: Any) -> Any:
@@ -364,6 +381,7 @@ def backup_member(credential: BackupCredential) -> Member:
         admin=True,
         key_count=0,
         created_at=credential.created_at,
+        sign_out_generation=credential.sign_out_generation,
     )
 
 
@@ -446,7 +464,7 @@ def end(*, caller: Caller) -> None:
         with transaction() as write:
             write.delete(
                 Item.SESSION,
-                Session(session.org_id, session.session_id),
+                Session(session.session_id),
                 condition=Session.token_hash == caller.token_hash,
             )
             write.save(
@@ -467,10 +485,26 @@ def end(*, caller: Caller) -> None:
 # --- session hygiene --------------------------------------------------------------------------
 
 
+def stored_sessions_of(*, org_id: str, user_id: str, limit: int | None = None) -> Iterator[Session]:
+    """A member's stored sessions, oldest first: one query of their shard of the by-org-shard index.
+
+    Eventually consistent (a global index): a session started a moment ago may be missing.
+    What ends sessions relies on the generation rules, not on finding every one here.
+    """
+    shard = org_shard_key(org_id, session_shard(user_id))
+    return Session.by_org_shard.query(
+        shard,
+        Session.member_session.startswith(member_session_key(user_id, "")),
+        # A user ID containing "#" shares a prefix with others': their sessions are not this member's.
+        filter_condition=Session.user_id == user_id,
+        limit=limit,
+    )
+
+
 def sessions_of(*, org_id: str, user_id: str) -> list[Session]:
     """A member's live sessions, newest first (expired ones wait for DynamoDB's TTL)."""
     now = clock.now()
-    found = Session.by_member.query(org_id, Session.user_id == user_id, consistent_read=True)
+    found = stored_sessions_of(org_id=org_id, user_id=user_id)
     return sorted((s for s in found if s.expires_at > now), key=lambda s: s.created_at, reverse=True)
 
 
@@ -527,8 +561,10 @@ def end_own_session(*, caller: Caller, session_id: str) -> None:
         with transaction() as write:
             write.delete(
                 Item.SESSION,
-                Session(caller.session.org_id, session_id),
-                condition=Session.session_id.exists() & (Session.user_id == caller.session.user_id),
+                Session(session_id),
+                condition=Session.session_id.exists()
+                & (Session.org_id == caller.session.org_id)
+                & (Session.user_id == caller.session.user_id),
             )
             write.save(
                 Item.AUDIT,
@@ -572,8 +608,9 @@ def _is_member(*, org_id: str, user_id: str) -> bool:
         return False
 
 
-# Sessions ended per transaction, next to the audit event that records them.
-_SESSIONS_PER_TRANSACTION = 99
+# Sessions ended per transaction, next to the audit event that records them and (in the first)
+# the member's and the caller's session's new sign-out generation: 100 items at most.
+_SESSIONS_PER_TRANSACTION = 97
 
 
 def end_member_sessions(*, caller: Caller, user_id: str) -> int:
@@ -594,23 +631,62 @@ def end_other_sessions(*, caller: Caller) -> int:
 
 
 def _end_sessions_but_callers(*, caller: Caller, user_id: str) -> int:
+    """Every session of the member but the caller's ends at once, by a new sign-out generation
+    (so that a session the index does not list yet ends too); the listed ones are deleted."""
     org_id = caller.session.org_id
     ending = [s for s in sessions_of(org_id=org_id, user_id=user_id) if s.session_id != caller.session.session_id]
     chunks = [ending[i : i + _SESSIONS_PER_TRANSACTION] for i in range(0, len(ending), _SESSIONS_PER_TRANSACTION)]
-    for chunk in chunks or [[]]:
-        with transaction() as write:
-            for session in chunk:
-                write.delete(Item.SESSION, session)
-            write.save(
-                Item.AUDIT,
-                audit.event(
-                    org_id=org_id,
-                    actor=caller.actor,
-                    action="member.sessions_ended",
-                    target=user_id,
-                    user_id=user_id,
-                    client=caller.client,
-                    details={"sessions_ended": len(chunk)},
-                ),
-            )
+    for number, chunk in enumerate(chunks or [[]]):
+        try:
+            with transaction() as write:
+                if number == 0:
+                    _next_sign_out_generation(write, caller=caller, org_id=org_id, user_id=user_id)
+                for session in chunk:
+                    write.delete(Item.SESSION, session)
+                write.save(
+                    Item.AUDIT,
+                    audit.event(
+                        org_id=org_id,
+                        actor=caller.actor,
+                        action="member.sessions_ended",
+                        target=user_id,
+                        user_id=user_id,
+                        client=caller.client,
+                        details={"sessions_ended": len(chunk)},
+                    ),
+                )
+        except ConditionsFailed as refused:
+            if Item.SESSION in refused.labels:
+                raise InvalidToken("The session does not exist or has ended.") from None
+            raise MemberNotFound("No such member.") from None  # offboarded meanwhile
     return len(ending)
+
+
+def _next_sign_out_generation(write: LabelledWrite, *, caller: Caller, org_id: str, user_id: str) -> None:
+    """Move the member (or backup credentials) to the next sign-out generation, and the caller's
+    own session with them when it is theirs, so that it alone goes on working.
+
+    The member's generation is added to rather than set, so that no read is needed; should two
+    ends meet, the caller's session lands one behind and ends too, which fails safe.
+    """
+    if user_id.startswith(BACKUP_USER_PREFIX):
+        write.update(
+            Item.BACKUP_CREDENTIAL,
+            BackupCredential(user_id[len(BACKUP_USER_PREFIX) :]),
+            actions=[BackupCredential.sign_out_generation.add(1)],
+            condition=BackupCredential.org_id == org_id,
+        )
+    else:
+        write.update(
+            Item.MEMBER,
+            Member(org_id, user_id),
+            actions=[Member.sign_out_generation.add(1)],
+            condition=Member.user_id.exists(),
+        )
+    if user_id == caller.session.user_id:
+        write.update(
+            Item.SESSION,
+            Session(caller.session.session_id),
+            actions=[Session.sign_out_generation.set((caller.member.sign_out_generation or 0) + 1)],
+            condition=Session.token_hash == caller.token_hash,
+        )

@@ -1,10 +1,17 @@
 """Ending an enforcement's sessions in bulk: the sessions older than its generation are deleted page
 by page, several batches at once, resumable across invocations (progress saved on the organization
 item, handed over to the next invocation before this one's time runs out: the rule of
-chalicelib/background/resumable.py)."""
+chalicelib/background/resumable.py).
+
+An organization's sessions are spread over the shards of the by-org-shard index
+(chalicelib/base/models.py, SESSION_SHARDS). Each round reads one page of every shard not yet
+done, in parallel, and deletes what the pages found together, 25 keys a batch: a round leaves at
+most one partly filled batch, as a single page did. The cursor names every shard's position.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -16,7 +23,7 @@ from pynamodb.exceptions import PutError, UpdateError
 from chalicelib.background import resumable
 from chalicelib.base import audit, clock, metrics
 from chalicelib.base.errors import InvalidationFailed
-from chalicelib.base.models import Invalidation, Organization, Session
+from chalicelib.base.models import SESSION_SHARDS, Invalidation, Organization, Session, org_shard_key
 from chalicelib.base.storage import (
     CAPACITY_EXCEEDED,
     THROTTLED,
@@ -36,9 +43,12 @@ log = logging.getLogger("keyward.enforcement")
 # ``Organization.invalidation.cursor`` as the cursor's value, not as its path.
 _INVALIDATION: Any = Organization.invalidation
 
-PAGE_SIZE = 2000
+# Sessions a query page of one shard reads: a round of every shard reads up to 128,000.
+PAGE_SIZE = 1000
 BATCH_SIZE = 25  # BatchWriteItem's limit
 PARALLEL_BATCHES = 8
+# Shards queried at once in a round.
+PARALLEL_QUERIES = 8
 MAX_BATCH_ATTEMPTS = 8
 
 
@@ -76,7 +86,7 @@ class _SessionDeletion:
 
     def work_page(self, *, after: str | None) -> resumable.Page:
         invalidation = self.invalidation
-        keys, cursor = _ended_sessions_page(
+        keys, cursor = _ended_sessions_round(
             org_id=self.org.org_id, generation=int(invalidation.generation), after=after
         )
         keys = [key for key in keys if key["session_id"]["S"] != self.org.enforcing_session_id]
@@ -106,20 +116,77 @@ class _SessionDeletion:
         _finish(org=self.org, invalidation=self.invalidation)
 
 
-def _ended_sessions_page(*, org_id: str, generation: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """One query page of sessions older than ``generation``: their keys, and the cursor after it."""
-    start = {"org_id": {"S": org_id}, "session_id": {"S": after}} if after else None
-    results = Session.query(
-        org_id,
+# Where each shard's query stands, as the cursor stores it: a shard absent has not started, one
+# naming None is done, any other names the index sort key of the last session read.
+ShardPositions = dict[int, str | None]
+
+
+def parse_cursor(cursor: str | None) -> ShardPositions:
+    """The shard positions an invalidation's cursor names (None: every shard from its start)."""
+    if cursor is None:
+        return {}
+    return {int(shard): position for shard, position in json.loads(cursor).items()}
+
+
+def format_cursor(positions: ShardPositions) -> str | None:
+    """The cursor for these shard positions; None once every shard is done."""
+    if len(positions) == SESSION_SHARDS and all(position is None for position in positions.values()):
+        return None
+    return json.dumps({str(shard): position for shard, position in sorted(positions.items())}, separators=(",", ":"))
+
+
+def _ended_sessions_round(
+    *, org_id: str, generation: int, after: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One query page of every shard not yet done, in parallel: the keys of the sessions older
+    than ``generation`` they found, and the cursor after them."""
+    from concurrent.futures import ThreadPoolExecutor  # only the stream function needs threads
+
+    positions = parse_cursor(after)
+    pending = [shard for shard in range(SESSION_SHARDS) if shard not in positions or positions[shard] is not None]
+    with ThreadPoolExecutor(max_workers=max(1, min(PARALLEL_QUERIES, len(pending)))) as pool:
+        pages = list(
+            pool.map(
+                lambda shard: _ended_sessions_page(
+                    org_id=org_id, shard=shard, generation=generation, after=positions.get(shard)
+                ),
+                pending,
+            )
+        )
+    keys: list[dict[str, Any]] = []
+    for shard, (found, position) in zip(pending, pages, strict=True):
+        keys += found
+        positions[shard] = position
+    return keys, format_cursor(positions)
+
+
+def _ended_sessions_page(
+    *, org_id: str, shard: int, generation: int, after: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One query page of one shard: the keys of sessions older than ``generation``, and the
+    position after it (None: the shard is done)."""
+    shard_key = org_shard_key(org_id, shard)
+    start = (
+        {
+            "org_shard": {"S": shard_key},
+            "member_session": {"S": after},
+            # The sort key ends with the session ID, the table's key.
+            "session_id": {"S": after.rsplit("#", 1)[1]},
+        }
+        if after
+        else None
+    )
+    results = Session.by_org_shard.query(
+        shard_key,
         filter_condition=Session.enforcement_generation < generation,
-        attributes_to_get=["org_id", "session_id"],
+        attributes_to_get=["session_id"],
         page_size=PAGE_SIZE,
         last_evaluated_key=start,
-        consistent_read=True,
     )
     page = next(results.page_iter)
     last = page.get("LastEvaluatedKey")
-    return list(page.get("Items", [])), (last["session_id"]["S"] if last else None)
+    keys = [{"session_id": item["session_id"]} for item in page.get("Items", [])]
+    return keys, (last["member_session"]["S"] if last else None)
 
 
 def _delete_sessions(keys: list[dict[str, Any]]) -> int:

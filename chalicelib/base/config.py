@@ -443,7 +443,7 @@ def load(env: Mapping[str, str]) -> Settings:
             keys=env.get("KEYWARD_KEYS_TABLE", prefix + "keys"),
             credentials=env.get("KEYWARD_CREDENTIALS_TABLE", prefix + "credentials"),
             challenges=env.get("KEYWARD_CHALLENGES_TABLE", prefix + "challenges"),
-            sessions=env.get("KEYWARD_SESSIONS_TABLE", prefix + "sessions"),
+            sessions=env.get("KEYWARD_SESSIONS_TABLE", prefix + "sessions-v2"),
             backup_credentials=env.get("KEYWARD_BACKUP_CREDENTIALS_TABLE", prefix + "backup-credentials"),
             throttles=env.get("KEYWARD_THROTTLES_TABLE", prefix + "throttles"),
             audit=env.get("KEYWARD_AUDIT_TABLE", prefix + "audit-log"),

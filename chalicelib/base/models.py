@@ -1,14 +1,16 @@
 """keyward's DynamoDB tables, as PynamoDB models.
 
 Table names and the endpoint come from :mod:`chalicelib.base.config`. Keys are chosen so that every
-hot path is a key lookup or a query on one partition: an organization's members, security keys
-and sessions all share the organization's ID as their partition key. Its audit events, which every
-sign-in writes, are spread over several (see :class:`AuditEvent`).
+hot path is a key lookup or a query on one partition: an organization's members and security
+keys share the organization's ID as their partition key. What a sign-in storm writes is spread:
+sessions are keyed by their own ID and found by organization through a write-sharded index, and
+audit events are spread over several partitions of their day (see :class:`AuditEvent`).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from typing import Any
 
 from pynamodb.attributes import (
@@ -203,6 +205,11 @@ class Member(Model):
     # Incremented when the member goes from no key to a key: their sessions of an older
     # generation whose proof is not a key the member holds have ended.
     session_generation = NumberAttribute(default=0)
+    # Incremented when every session of the member is ended at once (the member signing out
+    # everywhere else, an admin ending their sessions): sessions started under an older value
+    # have ended, whether or not the eventually consistent index listed them for deletion.
+    # Absent means 0.
+    sign_out_generation = NumberAttribute(null=True)
 
 
 class KeysByMember(LocalSecondaryIndex["SecurityKey"]):
@@ -291,35 +298,97 @@ class Challenge(Model):
     ttl = TTLAttribute()
 
 
-class SessionsByMember(LocalSecondaryIndex["Session"]):
-    """A member's sessions, read with strong consistency."""
+# How many partitions of the by-org-shard index one organization's sessions spread over. Sized
+# from the writes of a sign-in storm. The index holds the whole session item: about 800 bytes
+# with a browser's user agent (one write unit), about 1.9 KB at the longest keyward stores (an
+# organization ID of 128 and a user ID of 255 characters, a user agent of 512: two units).
+# A sign-in writes its session twice (the login, then the MFA verify that rotates its token);
+# counting each index write as transactional (twice the units), a sign-in costs the index 8
+# units at most. At 10,000 sign-ins a second in one organization that is 80,000 units a second,
+# 625 per shard over 128 shards: below the 1,000 a partition takes, with room for step-ups and
+# an uneven draw of members to shards (typical items, counted plainly, make it 156). A
+# clean-up's deletions are paced by its batches. Changing it on a deployed table needs the
+# sessions re-keyed: a member's sessions would sit in a shard their reads no longer ask.
+SESSION_SHARDS = 128
+
+
+def session_shard(user_id: str) -> int:
+    """The shard of a member's sessions: stable across processes (unlike ``hash()``), so that
+    every session of one member is in one shard and a member's sessions are one query."""
+    return int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "big") % SESSION_SHARDS
+
+
+def org_shard_key(org_id: str, shard: int) -> str:
+    """The by-org-shard index's partition key: ``<org>#<shard>``."""
+    return f"{org_id}#{shard}"
+
+
+def member_session_key(user_id: str, session_id: str) -> str:
+    """The by-org-shard index's sort key: a member's sessions are together, oldest first
+    (session IDs begin with their creation time)."""
+    return f"{user_id}#{session_id}"
+
+
+class SessionsByOrgShard(GlobalSecondaryIndex["Session"]):
+    """An organization's sessions, spread over :data:`SESSION_SHARDS` partitions by member:
+    ``<org>#<shard>`` → ``<user>#<session>``. A member's sessions are one query of their shard;
+    the organization's are one query per shard.
+
+    Global, so eventually consistent: a session written a moment ago may be missing from a read.
+    Nothing that ends sessions relies on finding it — see Member.sign_out_generation and
+    docs/architecture.md ("Sessions").
+    """
 
     class Meta:
-        index_name = "by-member"
+        index_name = "by-org-shard"
+        # Everything: GET /me/sessions shows the sessions and decides which still work.
         projection = AllProjection()
 
-    org_id = UnicodeAttribute(hash_key=True)
-    user_id = UnicodeAttribute(range_key=True)
+    org_shard = UnicodeAttribute(hash_key=True)
+    member_session = UnicodeAttribute(range_key=True)
 
 
 class Session(Model):
-    """A login: the hash of its bearer token, its state and whose it is."""
+    """A login: the hash of its bearer token, its state and whose it is.
+
+    Keyed by the session ID alone, so that one organization's sessions spread over as many
+    partitions as DynamoDB likes: a token names its session, and its lookup stays one GetItem
+    (in the transactional read of resolve()). The organization's and member's sessions are
+    found through :class:`SessionsByOrgShard`.
+    """
 
     class Meta(_KeywardMeta):
         table_name = _settings.tables.sessions
 
-    org_id = UnicodeAttribute(hash_key=True)
-    session_id = UnicodeAttribute(range_key=True)
+    session_id = UnicodeAttribute(hash_key=True)
+    org_id = UnicodeAttribute()
+    org_shard = UnicodeAttribute()
+    member_session = UnicodeAttribute()
+    by_org_shard = SessionsByOrgShard()
+
+    @classmethod
+    def of_member(cls, session_id: str, *, org_id: str, user_id: str, **attributes: Any) -> Session:
+        """A new session item of this member, its index keys derived from its names."""
+        return cls(
+            session_id,
+            org_id=org_id,
+            user_id=user_id,
+            org_shard=org_shard_key(org_id, session_shard(user_id)),
+            member_session=member_session_key(user_id, session_id),
+            **attributes,
+        )
+
     token_hash = UnicodeAttribute()
     state = UnicodeAttribute()
     user_id = UnicodeAttribute()
-    by_member = SessionsByMember()
     admin = BooleanAttribute(default=False)
     created_at = UTCDateTimeAttribute()
     expires_at = UTCDateTimeAttribute()
     enforcement_generation = NumberAttribute(default=0)
     # The member's session generation when the session started (see Member.session_generation).
     member_generation = NumberAttribute(default=0)
+    # The member's sign-out generation when the session started (see Member.sign_out_generation).
+    sign_out_generation = NumberAttribute(default=0)
     # Whether the organization enforced MFA when the session started: a session that started
     # without it ends when the flag is switched on, even before an enforcement is recorded.
     # Absent on sessions from before keyward recorded it.
@@ -356,6 +425,8 @@ class BackupCredential(Model):
     scrypt_n = NumberAttribute()
     scrypt_r = NumberAttribute()
     scrypt_p = NumberAttribute()
+    # As Member.sign_out_generation, for the sessions of these backup credentials.
+    sign_out_generation = NumberAttribute(null=True)
 
 
 class Throttle(Model):

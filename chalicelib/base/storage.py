@@ -67,6 +67,9 @@ class Item(Enum):
     KEY = "key"
     CLAIM = "claim"
     SESSION = "session"
+    # A session in the sessions table of before the sharded layout, which
+    # `python -m keyward migrate sessions` moves (chalicelib/background/session_migration.py).
+    OLD_SESSION = "old session"
     CHALLENGE = "challenge"
     ENROLLMENT_PASS = "enrollment pass"
     BACKUP_CREDENTIAL = "backup credential"

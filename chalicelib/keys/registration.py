@@ -377,7 +377,7 @@ def _write(
         gate.add_to(write, key_id=key.key_id)
         write.update(
             Item.SESSION,
-            Session(session.org_id, session.session_id),
+            Session(session.session_id),
             actions=plan.session_actions,
             condition=plan.session_condition,
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from chalicelib.access.sessions import end_sessions
+from chalicelib.access.sessions import end_sessions, stored_sessions_of
 from chalicelib.base import audit
 from chalicelib.base.errors import CannotOffboardYourself, ConcurrentChange, MemberNotFound
 from chalicelib.base.models import (
@@ -14,7 +14,6 @@ from chalicelib.base.models import (
     Member,
     Organization,
     SecurityKey,
-    Session,
 )
 from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.ceremony.credentials import keys_of
@@ -114,9 +113,8 @@ def offboard(*, caller: Caller, user_id: str) -> int:
                 raise ConcurrentChange("The member's keys kept changing; try again.") from None
     leftover = [
         session
-        for session in Session.by_member.query(
-            org_id, Session.user_id == user_id, consistent_read=True, limit=MAX_SESSIONS_DELETED
-        )
+        # The index may not list a session started a moment ago: it ended with its member all the same.
+        for session in stored_sessions_of(org_id=org_id, user_id=user_id, limit=MAX_SESSIONS_DELETED)
         if session.session_id != caller.session.session_id
     ]
     return end_sessions(leftover)

@@ -62,7 +62,7 @@ def _set_session(member: Member, **values) -> None:
         getattr(Session, name).set(value) if value is not None else getattr(Session, name).remove()
         for name, value in values.items()
     ]
-    Session(member.org, _session_id(member)).update(actions=actions)
+    Session(_session_id(member)).update(actions=actions)
 
 
 def _set_member(member: Member, **values) -> None:
@@ -290,7 +290,7 @@ def _allowed_at(monkeypatch, member: Member, instant, action: Action) -> bool:
 def _proved_later(api, *, state: str = "active") -> tuple[Member, object, object]:
     """A key holder's session whose proof came ten minutes after its login."""
     bob, _ = _holder(api)
-    created = Session.get(ORG, _session_id(bob), consistent_read=True).created_at
+    created = Session.get(_session_id(bob), consistent_read=True).created_at
     checked = created + timedelta(minutes=10)
     _set_session(bob, state=state, key_checked_at=checked, last_seen_at=checked)
     return bob, created, checked
@@ -318,7 +318,7 @@ def test_a_keyless_members_window_ends_exactly_a_window_after_the_login_whatever
     api, monkeypatch, standing
 ):
     bob, _ = _holder(api)
-    created = Session.get(ORG, _session_id(bob), consistent_read=True).created_at
+    created = Session.get(_session_id(bob), consistent_read=True).created_at
     # A key proved ten minutes in and deleted since: it opens no window.
     _set_session(
         bob,
@@ -339,7 +339,7 @@ def test_a_backup_sessions_window_ends_exactly_a_window_after_its_login(api, mon
     created = api.call("POST", "/org/backup-credentials", token=admin.token).body
     reply = api.call("POST", "/auth/backup-login", body={"key_id": created["key_id"], "secret": created["secret"]})
     backup = Member(org=ORG, user="backup", token=reply.body["token"], state=reply.body["state"])
-    login = Session.get(ORG, _session_id(backup), consistent_read=True).created_at
+    login = Session.get(_session_id(backup), consistent_read=True).created_at
     assert assurance.window_opened(_caller(backup)) == login
 
     assert _allowed_at(monkeypatch, backup, login + WINDOW - MICROSECOND, Action.DELETE_KEY)
@@ -654,15 +654,15 @@ def test_a_proof_writes_its_key_its_time_and_its_version_or_removes_a_stale_vers
     at = clock.now() + timedelta(seconds=5)
     proved = assurance.Proof(key_id="new" + "0" * 19, at=at, counts_under=counts_under)
 
-    Session(ORG, _session_id(bob)).update(actions=proved.actions())
+    Session(_session_id(bob)).update(actions=proved.actions())
 
-    stored = Session.get(ORG, _session_id(bob), consistent_read=True)
+    stored = Session.get(_session_id(bob), consistent_read=True)
     assert (stored.verified_key_id, stored.key_checked_at, stored.verified_key_counts_under) == (
         "new" + "0" * 19,
         at,
         counts_under,
     )
-    shown = Session.get(ORG, _session_id(bob), consistent_read=True)
+    shown = Session.get(_session_id(bob), consistent_read=True)
     proved.apply_to(shown)
     assert (shown.verified_key_id, shown.key_checked_at, shown.verified_key_counts_under) == (
         "new" + "0" * 19,
@@ -741,7 +741,7 @@ def test_a_first_key_ends_only_the_sessions_from_before_it_that_prove_no_key_the
     bob, proven = _holder(api)
     _set_member(bob, session_generation=1)
     _set_session(bob, member_generation=session_generation, verified_key_id=proven if held else "gone" + "0" * 18)
-    caller_session = Session.get(ORG, _session_id(bob), consistent_read=True)
+    caller_session = Session.get(_session_id(bob), consistent_read=True)
     member = StoredMember.get(ORG, "bob", consistent_read=True)
 
     assert sessions.ended_by_new_key(session=caller_session, member=member) is ended

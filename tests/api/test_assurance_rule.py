@@ -137,7 +137,7 @@ def test_a_session_whose_proof_lapsed_may_read_and_step_up_only(api):
             continue
         alice = api.mfa_login(org="acme", user="alice", authenticator=key, admin=True)
         # The key the session proved is gone (by its ID); the member still holds another.
-        Session("acme", alice.token.split(".")[3]).update(actions=[Session.verified_key_id.set("gone" * 5 + "xx")])
+        Session(alice.token.split(".")[3]).update(actions=[Session.verified_key_id.set("gone" * 5 + "xx")])
         reply = _call(api, method, path, alice.token)
         if (method, path) in reads | READ_ACCOUNT | STEP_UP | KEY_CHECK:
             assert reply.code != "ReauthenticationRequired", (method, path, reply)
@@ -189,7 +189,7 @@ def test_every_standing_is_reachable_over_http(api, standing):
         waiting, other = api.login(user="bob"), api.login(user="bob")
         assert api.add_key(other).status == 201
         # The waiting session proved nothing, yet started after the member's first key's generation.
-        Session("acme", waiting.token.split(".")[3]).update(actions=[Session.member_generation.set(1)])
+        Session(waiting.token.split(".")[3]).update(actions=[Session.member_generation.set(1)])
         token = waiting.token
     elif standing is Standing.KEYLESS:
         token = api.login(user="bob").token

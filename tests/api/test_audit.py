@@ -10,6 +10,7 @@ import pytest
 from chalicelib.base.models import AuditEvent, Organization, SecurityKey
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.keyward_client import USER_AGENT, Member
+from tests.support.sessions import org_sessions
 
 LOCAL_IP = "127.0.0.1"  # what Chalice's test gateway reports as the source IP
 EVIL_ORIGIN = "https://evil.example"
@@ -353,9 +354,8 @@ def test_another_orgs_admin_sees_nothing_of_acmes_even_with_acmes_cursor(api):
 
 
 def _acme_sessions() -> set[str]:
-    from chalicelib.base.models import Session
 
-    return {s.session_id for s in Session.query("acme", consistent_read=True)}
+    return {s.session_id for s in org_sessions("acme")}
 
 
 def test_every_stored_event_expires_after_the_retention_period(api):

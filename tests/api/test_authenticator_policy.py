@@ -374,7 +374,7 @@ def test_user_verification_required_at_registration_and_at_every_check(api):
     verifying.user_verified = False
     reply = api.mfa_verify(pending, options["challenge_id"], verifying.authenticate(options["publicKey"]))
     assert (reply.status, reply.code) == (403, "UserVerificationRequired")
-    assert Session.get("acme", pending.token.split(".")[3], consistent_read=True).state == "mfa_required"
+    assert Session.get(pending.token.split(".")[3], consistent_read=True).state == "mfa_required"
     assert [e.details["reason"] for e in logged_events("acme") if e.action == "mfa.failed"] == [
         "UserVerificationRequired"
     ]

@@ -36,7 +36,7 @@ OTHER_SESSIONS = [
 
 
 def _session(*, org_id: str = ORG, user_id: str = USER, session_id: str = SESSION) -> Session:
-    return Session(org_id, session_id, user_id=user_id)
+    return Session.of_member(session_id, org_id=org_id, user_id=user_id)
 
 
 @pytest.fixture

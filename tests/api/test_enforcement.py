@@ -9,12 +9,13 @@ import pytest
 
 from app import end_sessions_on_enforcement
 from chalicelib.base.config import settings
-from chalicelib.base.models import Organization, Session
+from chalicelib.base.models import Organization
 from tests.support.authenticator import SoftwareAuthenticator
+from tests.support.sessions import org_sessions
 
 
 def _session_ids(org="acme") -> set[str]:
-    return {s.session_id for s in Session.query(org, consistent_read=True)}
+    return {s.session_id for s in org_sessions(org)}
 
 
 def _session_id(member) -> str:

@@ -51,6 +51,7 @@ from tests.support.audit_log import logged_events
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.keyward_client import KeywardClient, Reply
 from tests.support.keyward_client import Member as Signed
+from tests.support.sessions import org_sessions
 
 THROTTLED = "ProvisionedThroughputExceededException"
 INTERNAL = "InternalServerError"
@@ -765,7 +766,7 @@ def test_ending_a_members_sessions_is_never_done_without_its_audit_event(api, fa
     faults.clear()
 
     assert reply.status == 503, reply.body
-    remaining = [s for s in Session.query("acme", consistent_read=True) if s.user_id == "bob"]
+    remaining = [s for s in org_sessions("acme") if s.user_id == "bob"]
     logged = _events("acme", "member.sessions_ended")
     assert remaining or logged, "bob's sessions were ended, the reply said nothing was changed, and no event records it"
 
@@ -878,7 +879,7 @@ def test_registration_is_never_half_done_under_random_faults(api, faults, seed):
     expected = Counter(held_before)
     expected.update((m.org, m.user) for m, _, status in outcomes if status == 201)
     assert _check_keys_consistent(("acme", "strict")) == dict(expected)
-    dave_session = Session.get("strict", _session_id(dave.token), consistent_read=True)
+    dave_session = Session.get(_session_id(dave.token), consistent_read=True)
     assert dave_session.state == ("active" if dave.authenticators else "registration_required")
     # A refused registration stored nothing: the same authenticator registers now.
     for member, authenticator, status in outcomes:
@@ -946,7 +947,7 @@ def test_mfa_verify_reports_success_only_when_the_session_is_activated(api, faul
 
 
 def _assert_activated(api: KeywardClient, *, old: str, new: str, key_id: str, sign_count: int) -> None:
-    session = Session.get("acme", _session_id(old), consistent_read=True)
+    session = Session.get(_session_id(old), consistent_read=True)
     assert (session.state, session.token_hash, session.verified_key_id) == ("active", _token_hash(new), key_id)
     assert new != old
     assert api.call("GET", "/me", token=old).code == "InvalidToken"
@@ -956,7 +957,7 @@ def _assert_activated(api: KeywardClient, *, old: str, new: str, key_id: str, si
 
 
 def _assert_untouched(api: KeywardClient, *, token: str, key_id: str, sign_count: int) -> None:
-    session = Session.get("acme", _session_id(token), consistent_read=True)
+    session = Session.get(_session_id(token), consistent_read=True)
     assert (session.state, session.token_hash, session.verified_key_id) == ("mfa_required", _token_hash(token), None)
     assert api.call("GET", "/me", token=token).body["session"]["state"] == "mfa_required"
     assert SecurityKey.get("acme", key_id, consistent_read=True).sign_count == sign_count
@@ -1047,9 +1048,9 @@ def _old_sessions(org: str, count: int) -> None:
     with Session.batch_write() as batch:
         for i in range(count):
             batch.save(
-                Session(
-                    org,
+                Session.of_member(
                     f"old{i:019d}",
+                    org_id=org,
                     token_hash="x",
                     state="active",
                     user_id=f"u{i}",
@@ -1061,7 +1062,7 @@ def _old_sessions(org: str, count: int) -> None:
 
 
 def _remaining_old(org: str) -> int:
-    return sum(1 for s in Session.query(org, consistent_read=True) if s.session_id.startswith("old"))
+    return sum(1 for s in org_sessions(org) if s.session_id.startswith("old"))
 
 
 class _Capture:
@@ -1096,7 +1097,7 @@ class _Enforced:
 def _enforced_org(api: KeywardClient, handler: _Capture) -> _Enforced:
     admin = _admin(api)
     _old_sessions("acme", OLD_SESSIONS)
-    ended = sum(1 for _ in Session.query("acme", consistent_read=True)) - 1
+    ended = sum(1 for _ in org_sessions("acme")) - 1
     pump = StreamPump(handler=handler, table_name=settings().tables.orgs, endpoint=settings().dynamodb_endpoint)
     assert (
         api.call(
@@ -1109,7 +1110,7 @@ def _enforced_org(api: KeywardClient, handler: _Capture) -> _Enforced:
 
 def _assert_invalidation_done(enforced: _Enforced) -> None:
     invalidation = Organization.get("acme", consistent_read=True).invalidation
-    assert [s.session_id for s in Session.query("acme", consistent_read=True)] == [_session_id(enforced.admin.token)]
+    assert [s.session_id for s in org_sessions("acme")] == [_session_id(enforced.admin.token)]
     assert (invalidation.state, invalidation.sessions_ended) == ("done", enforced.ended)
     [event] = _events("acme", "enforcement.sessions_ended")
     assert event.details["sessions_ended"] == enforced.ended

@@ -13,8 +13,9 @@ from app import end_sessions_on_enforcement
 from chalicelib.background import invalidation
 from chalicelib.base import clock
 from chalicelib.base.config import settings
-from chalicelib.base.models import Invalidation, Organization, Session
+from chalicelib.base.models import SESSION_SHARDS, Invalidation, Organization, Session, session_shard
 from devstack.stream import StreamPump
+from tests.support.sessions import org_sessions
 
 ORG = "acme"
 
@@ -43,9 +44,9 @@ def _populate(count: int, *, generation: int = 0) -> None:
     with Session.batch_write() as batch:
         for i in range(count):
             batch.save(
-                Session(
-                    ORG,
+                Session.of_member(
                     f"s{i:06d}",
+                    org_id=ORG,
                     token_hash="x",
                     state="active",
                     user_id=f"u{i}",
@@ -76,7 +77,7 @@ def _enforce_as_the_api(*, spare: str | None = None) -> None:
 
 
 def _remaining() -> set[str]:
-    return {s.session_id for s in Session.query(ORG, consistent_read=True)}
+    return {s.session_id for s in org_sessions(ORG)}
 
 
 @pytest.fixture
@@ -108,7 +109,8 @@ def _pump(context_factory) -> StreamPump:
 
 
 def test_a_tiny_time_budget_hands_off_until_every_session_is_deleted_exactly_once(org, deleted, monkeypatch):
-    monkeypatch.setattr(invalidation, "PAGE_SIZE", 40)
+    # 300 members' sessions over 64 shards: 2 a shard per round takes several rounds.
+    monkeypatch.setattr(invalidation, "PAGE_SIZE", 2)
     _populate(300)
     pump = _pump(OnePage)
     OnePage.invocations = 0
@@ -121,7 +123,8 @@ def test_a_tiny_time_budget_hands_off_until_every_session_is_deleted_exactly_onc
     assert set(deleted.values()) == {1}, "a session was deleted more than once"
     progress = Organization.get(ORG, consistent_read=True).invalidation
     assert (progress.state, progress.sessions_ended) == ("done", 299)
-    assert progress.handoffs >= 300 // 40  # one page per invocation
+    fullest = max(Counter(session_shard(f"u{i}") for i in range(300)).values())
+    assert progress.handoffs >= fullest // 2 - 1  # one round per invocation
     assert OnePage.invocations >= progress.handoffs + 1
 
     # And then it stops: nothing left to deliver, nothing deleted again.
@@ -232,7 +235,7 @@ def test_a_persistent_failure_is_reported_and_the_clean_up_finishes_once_it_clea
 
 
 def test_a_newer_enforcement_supersedes_a_running_clean_up(org, deleted, monkeypatch):
-    monkeypatch.setattr(invalidation, "PAGE_SIZE", 10)
+    monkeypatch.setattr(invalidation, "PAGE_SIZE", 1)
     _populate(30)
     _enforce_as_the_api()
     invalidation.continue_invalidation(org_id=ORG, deadline=_Budget(pages=1))
@@ -259,3 +262,31 @@ def _throttling_error() -> Exception:
     return ClientError(
         {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "BatchWriteItem"
     )
+
+
+def test_the_clean_up_reads_every_shard_and_resumes_each_from_its_own_position(org, deleted, monkeypatch):
+    monkeypatch.setattr(invalidation, "PAGE_SIZE", 2)
+    _populate(800)
+    by_shard = Counter(session_shard(f"u{i}") for i in range(800))
+    assert len(by_shard) == SESSION_SHARDS  # the organization's sessions are spread over every shard
+    _enforce_as_the_api()
+
+    invalidation.continue_invalidation(org_id=ORG, deadline=_Budget(pages=1))
+
+    # One round: two sessions of every shard (or its only one), and a cursor naming where each stopped.
+    progress = Organization.get(ORG, consistent_read=True).invalidation
+    first_round = {shard: min(2, count) for shard, count in by_shard.items()}
+    assert progress.sessions_ended == len(deleted) == sum(first_round.values())
+    assert Counter(session_shard(f"u{int(key[1:])}") for key in deleted) == first_round
+    positions = invalidation.parse_cursor(progress.cursor)
+    assert set(positions) == set(range(SESSION_SHARDS))
+    assert all(position is None or position.startswith("u") for position in positions.values())
+
+    # A later invocation carries on from those positions: every session deleted once.
+    invalidation.continue_invalidation(org_id=ORG, deadline=_Budget(pages=1000))
+
+    assert _remaining() == set()
+    assert set(deleted) == {f"s{i:06d}" for i in range(800)}
+    assert set(deleted.values()) == {1}
+    done = Organization.get(ORG, consistent_read=True).invalidation
+    assert (done.state, done.sessions_ended, done.cursor) == ("done", 800, None)

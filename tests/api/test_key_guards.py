@@ -406,7 +406,7 @@ def test_a_registration_whose_session_changed_state_meanwhile_stores_nothing(api
         api,
         monkeypatch,
         bob,
-        lambda: Session("acme", bob.token.split(".")[3]).update(actions=[Session.state.set("mfa_required")]),
+        lambda: Session(bob.token.split(".")[3]).update(actions=[Session.state.set("mfa_required")]),
     )
 
     assert (reply.status, reply.code) == (409, "ConcurrentChange")
@@ -467,7 +467,7 @@ def test_a_waiting_session_that_passed_the_key_check_and_whose_keys_went_meanwhi
     enforce_in_table("acme", enforcing_session_id="someone-elses")
     waiting = api.login(user="bob")
     [held] = _key_ids()
-    Session("acme", waiting.token.split(".")[3]).update(
+    Session(waiting.token.split(".")[3]).update(
         actions=[
             Session.state.set("registration_required"),
             Session.verified_key_id.set(held),
@@ -494,7 +494,7 @@ def test_a_waiting_session_activated_by_its_first_key_is_verified_with_that_key(
     reply = api.add_key(bob)
 
     assert reply.status == 201, reply.body
-    assert Session.get("acme", bob.token.split(".")[3], consistent_read=True).verified_key_id == reply.body["key"]["id"]
+    assert Session.get(bob.token.split(".")[3], consistent_read=True).verified_key_id == reply.body["key"]["id"]
 
 
 # --- the registration options ---------------------------------------------------------------------
@@ -593,9 +593,9 @@ def _sessions_verified_with(key_id: str, count: int) -> None:
     with Session.batch_write() as batch:
         for number in range(count):
             batch.save(
-                Session(
-                    "acme",
+                Session.of_member(
                     f"s{number:04d}",
+                    org_id="acme",
                     token_hash="x",
                     state="active",
                     user_id="bob",

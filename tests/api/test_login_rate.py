@@ -19,8 +19,9 @@ from chalicelib.access import login_rate
 from chalicelib.base import clock
 from chalicelib.base.config import load, settings
 from chalicelib.base.errors import ConfigurationError
-from chalicelib.base.models import Organization, Session, Throttle
+from chalicelib.base.models import Organization, Throttle
 from tests.support.audit_log import logged_events
+from tests.support.sessions import org_sessions
 from tests.support.transaction_conflicts import cancelled_by_conflict, intercept, written_tables
 
 LIMITED = (429, "OrganizationRateLimited")
@@ -49,7 +50,7 @@ def default_rate(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
 
 
 def _sessions(org_id: str) -> int:
-    return sum(1 for _ in Session.query(org_id, consistent_read=True))
+    return sum(1 for _ in org_sessions(org_id))
 
 
 def _logins(org_id: str) -> int:
@@ -259,7 +260,7 @@ def test_a_login_that_meets_others_on_its_counter_tries_fresh_shards(api, second
     injector = _conflicts(monkeypatch, times=2)
     assert api.login_reply(org="acme", user="bob").status == 200
     assert injector.sent == 3
-    assert sum(1 for s in Session.query("acme", consistent_read=True) if s.user_id == "bob") == 1
+    assert sum(1 for s in org_sessions("acme") if s.user_id == "bob") == 1
 
 
 def test_a_login_that_meets_others_on_three_shards_starts_uncounted(api, second, monkeypatch):

@@ -122,7 +122,7 @@ def test_a_session_whose_token_changed_meanwhile_is_not_activated(api, monkeypat
     member, caller, options = _pending(api, "bob")
     [key] = list(SecurityKey.scan())
     assertion = authenticator.authenticate(options["publicKey"])
-    session = Session(ORG, caller.session.session_id)
+    session = Session(caller.session.session_id)
     after_verification(monkeypatch, lambda: session.update(actions=[Session.token_hash.set(token_hash_meanwhile)]))
 
     with pytest.raises(InvalidToken):
@@ -130,7 +130,7 @@ def test_a_session_whose_token_changed_meanwhile_is_not_activated(api, monkeypat
             caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)
         )
 
-    stored = Session.get(ORG, caller.session.session_id, consistent_read=True)
+    stored = Session.get(caller.session.session_id, consistent_read=True)
     assert (stored.state, stored.token_hash) == ("mfa_required", token_hash_meanwhile)
     # One transaction: the key's counter did not move either.
     assert SecurityKey.get(ORG, key.key_id, consistent_read=True).sign_count == key.sign_count
@@ -141,7 +141,7 @@ def test_a_session_activated_meanwhile_is_not_activated_again(api, monkeypatch):
     authenticator = _member_with_key(api, "bob")
     member, caller, options = _pending(api, "bob")
     assertion = authenticator.authenticate(options["publicKey"])
-    session = Session(ORG, caller.session.session_id)
+    session = Session(caller.session.session_id)
     after_verification(monkeypatch, lambda: session.update(actions=[Session.state.set("active")]))
 
     with pytest.raises(InvalidToken):
@@ -149,7 +149,7 @@ def test_a_session_activated_meanwhile_is_not_activated_again(api, monkeypatch):
             caller=caller, assertion=mfa.parse_assertion(challenge_id=options["challenge_id"], credential=assertion)
         )
 
-    stored = Session.get(ORG, caller.session.session_id, consistent_read=True)
+    stored = Session.get(caller.session.session_id, consistent_read=True)
     assert stored.token_hash == caller.token_hash and stored.verified_key_id is None
 
 
@@ -217,7 +217,7 @@ def test_a_session_moved_to_registration_meanwhile_is_not_activated(api, monkeyp
     assertion = authenticator.authenticate(options["publicKey"])
     after_verification(
         monkeypatch,
-        lambda: Session(ORG, caller.session.session_id).update(actions=[Session.state.set("registration_required")]),
+        lambda: Session(caller.session.session_id).update(actions=[Session.state.set("registration_required")]),
     )
 
     with pytest.raises(InvalidToken):

@@ -100,14 +100,14 @@ def test_a_registration_challenge_cannot_pass_mfa(api, bob_with_a_key):
     registration = api.registration_options(active).body
     # Put the very session that holds the registration challenge back into the MFA step.
     session_id = active.token.split(".")[3]
-    Session("acme", session_id).update(actions=[Session.state.set("mfa_required")])
+    Session(session_id).update(actions=[Session.state.set("mfa_required")])
     options = api.mfa_options(active).body
     forged = {**options["publicKey"], "challenge": registration["publicKey"]["challenge"]}
 
     reply = api.mfa_verify(active, registration["challenge_id"], bob_with_a_key.authenticate(forged))
 
     assert (reply.status, reply.code) == (401, "ChallengeMismatch")
-    assert Session.get("acme", session_id).state == "mfa_required"
+    assert Session.get(session_id).state == "mfa_required"
 
 
 def test_an_expired_challenge_is_refused(api, bob_with_a_key):

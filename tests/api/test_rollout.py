@@ -24,6 +24,7 @@ from devstack.idp import DevIdentityProvider
 from tests.support.audit_log import logged_events
 from tests.support.authenticator import SoftwareAuthenticator
 from tests.support.keyward_client import store_key
+from tests.support.sessions import org_sessions
 
 
 def _admin(api, org: str = "acme", user: str = "alice"):
@@ -89,7 +90,7 @@ def test_after_the_deadline_the_next_request_needs_registration(api):
 
     refused = api.call("GET", "/me/sessions", token=bob.token)
     assert (refused.status, refused.code) == (403, "RegistrationRequired")
-    assert Session.get("acme", lifecycle_session_id(bob.token)).state == "registration_required"
+    assert Session.get(lifecycle_session_id(bob.token)).state == "registration_required"
     assert api.login(user="bob").state == "registration_required"
     # Registering a key lets the same session work again.
     reply = api.add_key(bob)
@@ -244,7 +245,7 @@ def test_offboarding_removes_the_member_and_everything_of_theirs(api):
         Member.get("acme", "bob", consistent_read=True)
     assert not [key for key in SecurityKey.query("acme", consistent_read=True) if key.user_id == "bob"]
     assert not [claim for claim in CredentialClaim.scan(consistent_read=True) if claim.key_id in key_ids]
-    assert not list(Session.by_member.query("acme", Session.user_id == "bob", consistent_read=True))
+    assert not [session for session in org_sessions("acme") if session.user_id == "bob"]
     for member in [bob, *others]:
         assert api.call("GET", "/me", token=member.token).status == 401
     org = Organization.get("acme", consistent_read=True)
@@ -257,7 +258,7 @@ def test_an_offboarded_member_starts_over_and_old_tokens_stay_dead(api):
     alice = _admin(api)
     bob = api.login(user="bob")
     assert api.add_key(bob).status == 201
-    old_session = Session.get("acme", lifecycle_session_id(bob.token))
+    old_session = Session.get(lifecycle_session_id(bob.token))
     assert api.call("DELETE", "/org/members/bob", token=alice.token).status == 204
     # Even if an old session item survived the clean-up, it must not come back with the member.
     old_session.save()
@@ -300,9 +301,9 @@ def test_offboarding_ends_many_sessions(api):
     api.login(user="bob")
     started = clock.now()
     for _ in range(150):
-        Session(
-            "acme",
+        Session.of_member(
             lifecycle.new_session_id(started),
+            org_id="acme",
             token_hash="x",
             state="active",
             user_id="bob",
@@ -311,7 +312,7 @@ def test_offboarding_ends_many_sessions(api):
             ttl=started + timedelta(hours=2),
         ).save()
     assert api.call("DELETE", "/org/members/bob", token=alice.token).status == 204
-    assert not list(Session.by_member.query("acme", Session.user_id == "bob", consistent_read=True))
+    assert not [session for session in org_sessions("acme") if session.user_id == "bob"]
 
 
 def test_offboarding_a_member_with_many_keys_deletes_every_pass_issued_to_them(api):
@@ -344,7 +345,7 @@ def test_a_deleted_sessions_token_still_says_it_was_ended_by_enforcement(api, st
     _enforce(api, alice)
     stream.drain()
     with pytest.raises(Session.DoesNotExist):
-        Session.get("acme", lifecycle_session_id(bob.token), consistent_read=True)
+        Session.get(lifecycle_session_id(bob.token), consistent_read=True)
     assert api.call("GET", "/me", token=bob.token).code == "SessionEndedByEnforcement"
     # Still after MFA is relaxed again.
     assert api.call("PUT", "/org/mfa", token=alice.token, body={"enforced": False}).status == 200

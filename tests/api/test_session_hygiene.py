@@ -35,7 +35,7 @@ def test_the_list_shows_the_callers_own_sessions_newest_first(api):
     first, second, third = (api.login(user="bob") for _ in range(3))
     carol = api.login(user="carol")
     expired = api.login(user="bob")
-    Session("acme", _sid(expired)).update(actions=[Session.expires_at.set(clock.now() - timedelta(seconds=1))])
+    Session(_sid(expired)).update(actions=[Session.expires_at.set(clock.now() - timedelta(seconds=1))])
 
     reply = api.call("GET", "/me/sessions", token=second.token)
 
@@ -87,13 +87,13 @@ def test_sessions_a_first_key_ended_are_not_listed_but_stay_stored_for_the_ttl(a
 
     assert api.call("GET", "/me", token=stolen.token).code == "SessionEndedByNewKey"
     assert _listed(api, bob) == [_sid(bob)]
-    assert Session.get("acme", _sid(stolen), consistent_read=True).user_id == "bob"
+    assert Session.get(_sid(stolen), consistent_read=True).user_id == "bob"
 
 
 def test_an_idle_session_is_not_listed(api):
     idle = api.login(user="bob")
     bob = api.login(user="bob")
-    Session("acme", _sid(idle)).update(actions=[Session.last_seen_at.set(clock.now() - timedelta(hours=1))])
+    Session(_sid(idle)).update(actions=[Session.last_seen_at.set(clock.now() - timedelta(hours=1))])
 
     assert _listed(api, bob) == [_sid(bob)]
     assert api.call("GET", "/me", token=idle.token).code == "SessionIdle"
@@ -265,7 +265,7 @@ def bob(api):
         key_ids[name] = reply.body["key"]["id"]
     s1, s2, s3 = (api.mfa_login(org="acme", user="bob", authenticator=k) for k in (a, b, a))
     for session, key in ((s0, "B"), (s1, "A"), (s2, "B"), (s3, "A")):
-        assert Session.get("acme", _sid(session), consistent_read=True).verified_key_id == key_ids[key]
+        assert Session.get(_sid(session), consistent_read=True).verified_key_id == key_ids[key]
     return {"S0": s0, "S1": s1, "S2": s2, "S3": s3, **key_ids}
 
 
@@ -293,17 +293,17 @@ def test_disabling_mfa_ends_the_other_sessions_verified_with_any_key(api, bob):
 
 
 def _last_seen(member):
-    return Session.get("acme", _sid(member), consistent_read=True).last_seen_at
+    return Session.get(_sid(member), consistent_read=True).last_seen_at
 
 
 def _set_last_seen(member, moment) -> None:
-    Session("acme", _sid(member)).update(actions=[Session.last_seen_at.set(moment)])
+    Session(_sid(member)).update(actions=[Session.last_seen_at.set(moment)])
 
 
 def test_last_seen_is_set_at_login_and_refreshed_only_every_five_minutes(api):
     before = clock.now()
     bob = api.login(user="bob")
-    stored = Session.get("acme", _sid(bob), consistent_read=True)
+    stored = Session.get(_sid(bob), consistent_read=True)
     assert stored.last_seen_at == stored.created_at and stored.last_seen_at >= before
 
     assert _works(api, bob)
@@ -332,9 +332,9 @@ def test_ending_more_sessions_than_one_transaction_holds_ends_them_all(api):
     with Session.batch_write() as batch:
         for i in range(150):
             batch.save(
-                Session(
-                    "acme",
+                Session.of_member(
                     f"s{i:04d}",
+                    org_id="acme",
                     token_hash="x",
                     state="active",
                     user_id="bob",

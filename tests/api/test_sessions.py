@@ -217,7 +217,7 @@ def test_a_session_from_before_the_flag_was_recorded_keeps_the_earlier_rule(api)
     """Sessions stored before sessions recorded the flag at their start: the operator's
     enforcement that is not yet recorded ends them; an API enforcement's generation does the rest."""
     bob = api.login()
-    Session(_only_session().org_id, _only_session().session_id).update(actions=[Session.org_enforced_at_start.remove()])
+    Session(_only_session().session_id).update(actions=[Session.org_enforced_at_start.remove()])
     assert _only_session().org_enforced_at_start is None
     assert api.call("GET", "/me", token=bob.token).status == 200
 

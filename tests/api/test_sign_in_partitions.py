@@ -30,10 +30,12 @@ ORG = "acme"
 
 # Keys that sign-ins of an organization share, spread over shards, by table (or "table index"
 # for a global index's partitions): the login rate's counters (chalicelib/access/login_rate.py)
-# and the audit log's day shards (chalicelib/base/audit_shards.py).
+# the audit log's day shards (chalicelib/base/audit_shards.py) and the sessions' organization
+# shards (the by-org-shard index, chalicelib/base/models.py).
 SHARDED = {
     "throttles": re.compile(rf"logins#{ORG}#\d+#\d+"),
     "audit": re.compile(rf"{ORG}#\d{{4}}-\d\d-\d\d#\d+"),
+    "sessions by-org-shard": re.compile(rf"{ORG}#\d+"),
 }
 
 # Partitions that every sign-in of an organization writes today, and that it should not: each is
@@ -41,9 +43,6 @@ SHARDED = {
 # that this test holds while they are; the test below checks that each is still written, so that
 # the list goes when its partition is re-keyed.
 KNOWN_ORGANIZATION_WIDE_WRITES = {
-    # Every session of an organization under its key, one item collection (the by-member local
-    # index): re-keyed for spread by issue 26.
-    ("sessions", ORG),
     # The member's item (last login) is keyed (organization, member): the organization is the
     # partition key. No local index, so DynamoDB can split the partition by member under heat.
     ("members", ORG),

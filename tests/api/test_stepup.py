@@ -41,7 +41,7 @@ def time(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 def _session(member: Member) -> Session:
-    return Session.get(member.org, member.token.split(".")[3], consistent_read=True)
+    return Session.get(member.token.split(".")[3], consistent_read=True)
 
 
 def _step_up(api: KeywardClient, member: Member, authenticator: SoftwareAuthenticator) -> int:

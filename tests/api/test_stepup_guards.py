@@ -30,7 +30,7 @@ def _key_holder(api: KeywardClient, user: str = "bob") -> tuple[Member, Software
 
 
 def _session(member: Member) -> Session:
-    return Session.get(ORG, member.token.split(".")[3], consistent_read=True)
+    return Session.get(member.token.split(".")[3], consistent_read=True)
 
 
 def _step_up(api: KeywardClient, member: Member, key: SoftwareAuthenticator):
@@ -54,7 +54,7 @@ def test_a_key_holders_fresh_session_without_a_key_check_must_step_up(api):
     """A session of a member with keys that never passed a key check (one from before keyward
     recorded checks) may not act on the strength of its login alone, however recent."""
     bob, _ = _key_holder(api)
-    Session(ORG, bob.token.split(".")[3]).update(actions=[Session.key_checked_at.remove()])
+    Session(bob.token.split(".")[3]).update(actions=[Session.key_checked_at.remove()])
 
     reply = api.call("POST", "/me/mfa/keys/options", token=bob.token)
 
@@ -86,7 +86,7 @@ def test_a_session_whose_token_changed_meanwhile_is_not_stepped_up(api, monkeypa
     [stored_key] = list(SecurityKey.scan())
     after_verification(
         monkeypatch,
-        lambda: Session(ORG, bob.token.split(".")[3]).update(actions=[Session.token_hash.set(token_hash_meanwhile)]),
+        lambda: Session(bob.token.split(".")[3]).update(actions=[Session.token_hash.set(token_hash_meanwhile)]),
     )
 
     reply = _step_up(api, bob, key)
@@ -103,7 +103,7 @@ def test_a_session_that_left_active_meanwhile_is_not_stepped_up(api, monkeypatch
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at
     after_verification(
-        monkeypatch, lambda: Session(ORG, bob.token.split(".")[3]).update(actions=[Session.state.set(state_meanwhile)])
+        monkeypatch, lambda: Session(bob.token.split(".")[3]).update(actions=[Session.state.set(state_meanwhile)])
     )
 
     reply = _step_up(api, bob, key)

@@ -195,7 +195,7 @@ class Signer:
         return reply.body["challenge_id"], reply.body["publicKey"]
 
     def snapshot(self) -> tuple[Any, ...]:
-        session = Session.get(self.org, self.token.split(".")[3], consistent_read=True)
+        session = Session.get(self.token.split(".")[3], consistent_read=True)
         return (
             sorted(
                 (k.org_id, k.key_id, k.sign_count, k.last_used_at, k.backed_up)

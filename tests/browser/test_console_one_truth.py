@@ -43,8 +43,8 @@ def _key_checked_long_ago(console: Console, org: str) -> None:
     moment = datetime.now(UTC) - timedelta(hours=1)
     tables = StackTables(console.stack)
     tables.client.update_item(
-        TableName=tables.table("sessions"),
-        Key={"org_id": {"S": org}, "session_id": {"S": token.split(".")[3]}},
+        TableName=tables.table("sessions-v2"),
+        Key={"session_id": {"S": token.split(".")[3]}},
         UpdateExpression="SET key_checked_at = :at",
         ConditionExpression="attribute_exists(session_id)",
         ExpressionAttributeValues={":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}},

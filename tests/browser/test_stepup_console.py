@@ -32,16 +32,16 @@ def _move_back(console: Console, org: str, attribute: str) -> None:
     login long ago is of a member created before it."""
     moment = datetime.now(UTC) - LONG_AGO
     tables = StackTables(console.stack)
-    key = {"org_id": {"S": org}, "session_id": {"S": _session_id(console)}}
+    key = {"session_id": {"S": _session_id(console)}}
     tables.client.update_item(
-        TableName=StackTables.table("sessions"),
+        TableName=StackTables.table("sessions-v2"),
         Key=key,
         UpdateExpression=f"SET {attribute} = :at",
         ConditionExpression="attribute_exists(session_id)",
         ExpressionAttributeValues={":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}},
     )
     if attribute == "created_at":
-        user_id = tables.client.get_item(TableName=StackTables.table("sessions"), Key=key)["Item"]["user_id"]["S"]
+        user_id = tables.client.get_item(TableName=StackTables.table("sessions-v2"), Key=key)["Item"]["user_id"]["S"]
         tables.client.update_item(
             TableName=StackTables.table("members"),
             Key={"org_id": {"S": org}, "user_id": {"S": user_id}},

@@ -984,7 +984,7 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
     from app import deliver_audit_events, end_sessions_on_enforcement
     from chalicelib.access import sessions
     from chalicelib.base.config import settings
-    from chalicelib.base.models import Member, Organization, Session, SigningKey
+    from chalicelib.base.models import Member, Organization, SigningKey
     from chalicelib.delivery import outbox, webhooks
     from chalicelib.provider import clients, signing
     from devstack.stream import InvocationContext, StreamPump
@@ -1321,7 +1321,9 @@ def _exercise_every_flow(api, calls: DynamoDBCalls, monkeypatch: pytest.MonkeyPa
     with calls.running(None):
         org = Organization.get("acme", consistent_read=True)
         assert org.enforced_at is not None and org.invalidation.state == "done", org.invalidation
-        assert [s.user_id for s in Session.query("acme", consistent_read=True)] == []
+        from tests.support.sessions import org_sessions
+
+        assert [s.user_id for s in org_sessions("acme")] == []
 
 
 def _policy_grants(template: dict[str, Any], handler: str) -> set[tuple[str, tuple[str, ...]]]:

@@ -42,7 +42,7 @@ def new_events(db: StackTables, org: str, before: set[str]) -> list[tuple[str, d
 
 
 def session_item(db: StackTables, org: str, token: str) -> dict[str, Any] | None:
-    return db.get("sessions", org_id=org, session_id=session_id_of(token))
+    return db.get("sessions-v2", session_id=session_id_of(token))
 
 
 def move_back(db: StackTables, org: str, token: str, attribute: str, by: timedelta) -> None:
@@ -53,9 +53,9 @@ def move_back(db: StackTables, org: str, token: str, attribute: str, by: timedel
     """
     moment = datetime.now(UTC) - by
     stamp = {":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}}
-    key = {"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}}
+    key = {"session_id": {"S": session_id_of(token)}}
     db.client.update_item(
-        TableName=db.table("sessions"),
+        TableName=db.table("sessions-v2"),
         Key=key,
         UpdateExpression=f"SET {attribute} = :at",
         ConditionExpression="attribute_exists(session_id)",
@@ -63,7 +63,9 @@ def move_back(db: StackTables, org: str, token: str, attribute: str, by: timedel
     )
     if attribute != "created_at":
         return
-    user_id = db.client.get_item(TableName=db.table("sessions"), Key=key, ConsistentRead=True)["Item"]["user_id"]["S"]
+    user_id = db.client.get_item(TableName=db.table("sessions-v2"), Key=key, ConsistentRead=True)["Item"]["user_id"][
+        "S"
+    ]
     earlier = {":at": {"S": (moment - timedelta(seconds=1)).strftime(PYNAMODB_TIME_FORMAT)}}
     if user_id.startswith("backup:"):
         owner = ("backup-credentials", {"key_id": {"S": user_id.removeprefix("backup:")}})
@@ -179,7 +181,7 @@ def test_two_waiting_sessions_registering_at_once_activate_at_most_one(keyward, 
     assert (losers[0].status, losers[0].code) in {(401, "SessionEndedByNewKey"), (409, "AlreadyEnrolled")}, outcome
     assert keys_of(db, org, "bob") == {winners[0].body["key"]["id"]}
     assert db.get("members", org_id=org, user_id="bob")["key_count"]["N"] == "1"
-    states = sorted(item["state"]["S"] for item in db.query_org("sessions", org) if item["user_id"]["S"] == "bob")
+    states = sorted(item["state"]["S"] for item in db.scan_org("sessions-v2", org) if item["user_id"]["S"] == "bob")
     assert states == ["active", "registration_required"], outcome
 
 
@@ -407,8 +409,8 @@ def test_a_step_up_is_a_ceremony_of_its_own_and_refusals_are_audited(keyward, db
     # And the other way round: a step-up challenge cannot pass an MFA login of the same session.
     options = keyward.call("POST", "/auth/reauth/options", token=bob).body
     db.client.update_item(
-        TableName=db.table("sessions"),
-        Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(bob)}},
+        TableName=db.table("sessions-v2"),
+        Key={"session_id": {"S": session_id_of(bob)}},
         UpdateExpression="SET #s = :s",
         ExpressionAttributeNames={"#s": "state"},
         ExpressionAttributeValues={":s": {"S": "mfa_required"}},

@@ -120,7 +120,7 @@ def test_two_concurrent_uses_of_one_challenge_let_exactly_one_through(keyward, d
         token = replies[winner].body["token"]
         assert state_of(keyward, token) == "active"
         refused(keyward.call("GET", "/me", token=pending.token), 401, "InvalidToken")
-        stored = db.get("sessions", org_id=org, session_id=session_id_of(pending.token))
+        stored = db.get("sessions-v2", session_id=session_id_of(pending.token))
         assert stored["state"]["S"] == "active" and stored["verified_key_id"]["S"] == key_id
         actions = [action for action, _ in new_events(db, org, logged)]
         assert actions.count("mfa.succeeded") == 1, actions
@@ -188,8 +188,8 @@ def test_a_challenge_of_the_other_ceremony_is_refused(keyward, db):
     # session back into the MFA step behind the API's back, as the only way to hold both.
     registration = keyward.registration_options(token).body
     db.client.update_item(
-        TableName=db.table("sessions"),
-        Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}},
+        TableName=db.table("sessions-v2"),
+        Key={"session_id": {"S": session_id_of(token)}},
         UpdateExpression="SET #s = :s",
         ExpressionAttributeNames={"#s": "state"},
         ExpressionAttributeValues={":s": {"S": "mfa_required"}},
@@ -507,7 +507,7 @@ def test_a_session_from_before_enforcement_is_refused(keyward, db):
     ready = bob_key.authenticate(bob_pending.public_key, origin=keyward.origin)  # a valid assertion, sent too late
     carol = keyward.token(org=org, user="carol")
     old_admin = keyward.token(org=org, user="admin", admin=True, state="mfa_required")
-    sessions_before = {s["session_id"]["S"]: s for s in db.query_org("sessions", org)}
+    sessions_before = {s["session_id"]["S"]: s for s in db.scan_org("sessions-v2", org)}
     before = db.snapshot(org)
 
     keyward.enforce(admin)
@@ -527,7 +527,7 @@ def test_a_session_from_before_enforcement_is_refused(keyward, db):
     ]
     for token, method, path, body in attempts:
         reply = keyward.call(method, path, token=token, body=body)
-        stored = db.get("sessions", org_id=org, session_id=session_id_of(token))
+        stored = db.get("sessions-v2", session_id=session_id_of(token))
         # Refused at once; once the stream function has deleted the session, it is simply gone.
         expected = {(401, "SessionEndedByEnforcement")} | ({(401, "InvalidToken")} if stored is None else set())
         assert (reply.status, reply.code) in expected, f"{method} {path}: {reply}"

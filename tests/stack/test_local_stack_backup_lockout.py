@@ -86,7 +86,7 @@ def test_a_known_key_id_locks_out_only_the_attackers_address(keyward, db, local_
     # Even the right secret waits, from the attacker's address.
     locked = backup_login(local_stack, ATTACKER, key_id, secret)
     assert (locked.status, locked.code) == (429, "TooManyAttempts"), str(locked)
-    sessions_before = {item["session_id"]["S"] for item in db.query_org("sessions", org)}
+    sessions_before = {item["session_id"]["S"] for item in db.scan_org("sessions-v2", org)}
 
     # The admin, from another address, gets in with the right secret.
     signed_in = backup_login(local_stack, ADMIN, key_id, secret)
@@ -94,9 +94,9 @@ def test_a_known_key_id_locks_out_only_the_attackers_address(keyward, db, local_
     assert signed_in.body["state"] == "active"
     me = keyward.me(signed_in.body["token"])
     assert me.body["session"]["state"] == "active"
-    stored = db.get("sessions", org_id=org, session_id=session_id_of(signed_in.body["token"]))
+    stored = db.get("sessions-v2", session_id=session_id_of(signed_in.body["token"]))
     assert stored["source_ip"] == {"S": ADMIN}
-    assert {item["session_id"]["S"] for item in db.query_org("sessions", org)} == sessions_before | {
+    assert {item["session_id"]["S"] for item in db.scan_org("sessions-v2", org)} == sessions_before | {
         session_id_of(signed_in.body["token"])
     }
 

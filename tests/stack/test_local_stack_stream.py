@@ -28,7 +28,7 @@ def eventually(what: str, check: Callable[[], Any]) -> Any:
 
 
 def session_ids(db: StackTables, org: str) -> set[str]:
-    return {item["session_id"]["S"] for item in db.query_org("sessions", org)}
+    return {item["session_id"]["S"] for item in db.scan_org("sessions-v2", org)}
 
 
 def invalidation(db: StackTables, org: str) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def test_one_organizations_storm_gets_429_while_anothers_member_signs_in(keyward
         (429, "OrganizationRateLimited", "1")
     }
     # A refused login started no session and recorded no login.
-    assert len(db.query_org("sessions", storm)) == len(passed)
+    assert len(db.scan_org("sessions-v2", storm)) == len(passed)
     assert len([event for event in db.audit(storm) if event["action"] == "login"]) == len(passed)
 
     # The client does what Retry-After says, and is let in.

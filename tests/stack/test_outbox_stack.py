@@ -130,8 +130,8 @@ def _key_check_long_ago(db: StackTables, org: str, token: str) -> None:
     """The session's last security-key check is older than the step-up window: a laptop left open."""
     moment = datetime.now(UTC) - timedelta(seconds=900 + 5)
     db.client.update_item(
-        TableName=db.table("sessions"),
-        Key={"org_id": {"S": org}, "session_id": {"S": session_id_of(token)}},
+        TableName=db.table("sessions-v2"),
+        Key={"session_id": {"S": session_id_of(token)}},
         UpdateExpression="SET key_checked_at = :at",
         ConditionExpression="attribute_exists(session_id)",
         ExpressionAttributeValues={":at": {"S": moment.strftime(PYNAMODB_TIME_FORMAT)}},

@@ -146,7 +146,7 @@ def test_parallel_verifies_of_one_assertion_activate_exactly_one_session(keyward
         assert [action for action, _ in events].count("mfa.succeeded") == 1, events
         failures = [details["reason"] for action, details in events if action == "mfa.failed"]
         assert sorted(failures) == sorted(code for _, code in losers if code == "ChallengeNotFound"), events
-        session = db.get("sessions", org_id=org, session_id=session_id_of(pending.token))
+        session = db.get("sessions-v2", session_id=session_id_of(pending.token))
         assert (session["state"]["S"], session["verified_key_id"]["S"]) == ("active", key_id)
         assert keyward.me(winner.body["token"]).body["session"]["state"] == "active"
         assert keyward.call("GET", "/me", token=pending.token).code == "InvalidToken"

@@ -150,7 +150,7 @@ def test_an_offboarded_member_is_out_at_once_and_starts_over(keyward: StackClien
         assert refused.status == 401, str(refused)
     assert db.get("members", org_id=org, user_id="bob") is None
     assert db.key(org, key_id) is None and db.get("credentials", key_id=key_id) is None
-    assert [s for s in db.query_org("sessions", org) if s["user_id"]["S"] == "bob"] == []
+    assert [s for s in db.scan_org("sessions-v2", org) if s["user_id"]["S"] == "bob"] == []
     assert "member.offboarded" in [event["action"] for event in db.audit(org)]
 
     # The IdP signs them in again: a new member, without the old key, counted once.
@@ -223,7 +223,7 @@ def test_a_cleaned_up_sessions_token_still_says_enforcement_ended_it(keyward: St
     bob = keyward.token(org=org, user="bob")
     keyward.enforce(admin)
     deadline = time.monotonic() + 30
-    while db.get("sessions", org_id=org, session_id=session_id_of(bob)) is not None:
+    while db.get("sessions-v2", session_id=session_id_of(bob)) is not None:
         assert time.monotonic() < deadline, "the stream function did not delete the session"
         time.sleep(0.2)
     refused = keyward.call("GET", "/me", token=bob)

@@ -167,7 +167,7 @@ def hold_keys_in_table(member: Member, *, count: int) -> str:
         actions=[StoredMember.key_count.set(count), StoredMember.credentials.set(listed)]
     )
     proven = min(listed)
-    Session(member.org, member.token.split(".")[3]).update(
+    Session(member.token.split(".")[3]).update(
         actions=[Session.verified_key_id.set(proven), Session.key_checked_at.set(clock.now())]
     )
     return proven

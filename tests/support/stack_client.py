@@ -358,8 +358,10 @@ class StackTables:
                 "org": self.get("orgs", org_id=org_id),
                 **{
                     table: self._by_key(table, self.query_org(table, org_id), key)
-                    for table, key in (("members", "user_id"), ("keys", "key_id"), ("sessions", "session_id"))
+                    for table, key in (("members", "user_id"), ("keys", "key_id"))
                 },
+                # Sessions are keyed by their own ID: those naming the organization.
+                "sessions": self._by_key("sessions", self.scan_org("sessions-v2", org_id), "session_id"),
                 **{
                     table: self._by_key(table, self.scan_org(table, org_id), "key_id")
                     for table in ("credentials", "backup-credentials")
