@@ -242,6 +242,7 @@ def test_a_dry_run_counts_without_changing_anything(api):
         "members_with_keys": 2,
         "members_noncompliant": 1,
         "members_affected": 1,
+        "members_spared": 0,
     }
     assert reply.body["policy"]["device_bound_only"] is False  # what is in force
     assert Organization.get("acme", consistent_read=True).authenticator_policy is None
