@@ -113,6 +113,8 @@ def test_a_key_a_stricter_policy_stops_counting_counts_until_the_grace_period_en
     assert stream.drain()
     figures = api.call("GET", "/org/mfa", token=alice.token).body
     assert figures["members_compliant"] == 2
+    # Counted apart by the recount, Bob is still told.
+    assert api.call("GET", "/me", token=bob.token).body["key_policy"]["keys_spared"]["until"] == due
 
     # From the end on, the new policy applies fully: nothing ran in between.
     time.advance(timedelta(hours=24))
