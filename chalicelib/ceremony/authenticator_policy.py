@@ -251,10 +251,13 @@ def successor(
         )
     if mode is AppliesTo.ALL_KEYS and not grace_hours:
         return new
+    if before.grace_until is not None and not before.in_grace(at):
+        # A grace period that ended spares no key any more: the policy it kept is not needed.
+        before = replace(before, earlier=None, grace_from=None, grace_until=None)
     if before.eras() >= MAX_EARLIER:
         raise InvalidPolicy(
             f"The policy already keeps {MAX_EARLIER - 1} earlier policies for older keys: "
-            "apply this one to all keys, or choose one that older keys meet."
+            "apply this one to all keys without a grace period, or choose one that older keys meet."
         )
     if grace_hours:
         return replace(new, grace_from=at, grace_until=at + timedelta(hours=grace_hours), earlier=before)

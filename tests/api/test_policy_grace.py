@@ -4,6 +4,7 @@ request is made (no job runs at the end), with a controlled clock (``chalicelib.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -208,3 +209,22 @@ def test_a_policy_only_loosening_a_rule_takes_no_grace_period(api, time):
 
     assert (reply.status, reply.code) == (409, "GracePeriodNotApplicable")
     assert Organization.get("acme", consistent_read=True).authenticator_policy["version"] == version
+
+
+def test_a_grace_period_that_ended_keeps_no_earlier_policy_in_the_next_change(api, time):
+    alice_key = SoftwareAuthenticator()
+    alice = api.login(user="alice", admin=True)
+    assert api.add_key(alice, alice_key).status == 201
+    alice = _admin(api, alice_key, time)
+    denied = [str(uuid.UUID(int=n)) for n in range(1, 8)]
+    # Each change denies one more model with a day's grace, after the last period ended: the
+    # organization item keeps only the policy the running period needs.
+    for number in range(1, len(denied) + 1):
+        body = {"denied_aaguids": denied[:number], "grace_period_hours": 24}
+        reply = api.call("PUT", "/org/mfa/policy", token=alice.token, body=body)
+        assert reply.status == 200, reply.body
+        time.advance(timedelta(hours=25))
+        alice = _admin(api, alice_key, time)
+    stored = Organization.get("acme", consistent_read=True).authenticator_policy.as_dict()
+    assert stored["earlier"]["denied_aaguids"] == denied[:-1]
+    assert "earlier" not in stored["earlier"]
