@@ -204,11 +204,13 @@ def policy_version(org: Organization) -> int:
 class Proof:
     """A session's proof of possession of one of the member's keys (an MFA check, a step-up, a
     registration): the key, when, and the policy version under which the key counted (None:
-    it did not count). Written with the ceremony's own transaction."""
+    it did not count) — until when, where it counted only by the policy's grace period. Written
+    with the ceremony's own transaction."""
 
     key_id: str
     at: datetime
     counts_under: int | None
+    counts_until: datetime | None = None
 
     def actions(self) -> list[UpdateAction]:
         from chalicelib.base.models import Session
@@ -218,23 +220,42 @@ class Proof:
             if self.counts_under is not None
             else Session.verified_key_counts_under.remove()
         )
-        return [Session.verified_key_id.set(self.key_id), Session.key_checked_at.set(self.at), counts_under]
+        counts_until = (
+            Session.verified_key_counts_until.set(self.counts_until)
+            if self.counts_until is not None
+            else Session.verified_key_counts_until.remove()
+        )
+        return [
+            Session.verified_key_id.set(self.key_id),
+            Session.key_checked_at.set(self.at),
+            counts_under,
+            counts_until,
+        ]
 
     def apply_to(self, session: Session) -> None:
         """Show the committed proof on the session as the request read it."""
         session.verified_key_id, session.key_checked_at = self.key_id, self.at
         session.verified_key_counts_under = self.counts_under
+        session.verified_key_counts_until = self.counts_until
 
 
 def proof(*, org: Organization, key: SecurityKey, at: datetime) -> Proof:
     from chalicelib.ceremony import authenticator_policy
 
-    counts = authenticator_policy.is_compliant(authenticator_policy.of(org), key)
-    return Proof(key_id=key.key_id, at=at, counts_under=policy_version(org) if counts else None)
+    judged = authenticator_policy.verdict(authenticator_policy.of(org), authenticator_policy.KeyFacts.of(key))
+    if not judged.counts(at):
+        return Proof(key_id=key.key_id, at=at, counts_under=None)
+    return Proof(key_id=key.key_id, at=at, counts_under=policy_version(org), counts_until=judged.spared_until)
 
 
 def _proof_accepted(session: Session, org: Organization) -> bool:
-    return not org.mfa_enforced or session.verified_key_counts_under == policy_version(org)
+    """Whether the session's proof still shows a key the organization accepts: proved under the
+    policy version in force and, where the key counted only by the grace period, before its end
+    (decided from the session and the clock, so that the period's end needs no job)."""
+    if not org.mfa_enforced:
+        return True
+    until = session.verified_key_counts_until
+    return session.verified_key_counts_under == policy_version(org) and (until is None or clock.now() < until)
 
 
 def standing_of(caller: Caller) -> Standing:

@@ -55,6 +55,8 @@ def who_am_i() -> dict[str, Any]:
             # counting the member's keys, which of them and why.
             "accepted": authenticator_policy.describe_accepted(authenticator_policy.of(caller.org)),
             "keys_to_replace": management.keys_to_replace(caller=caller),
+            # Keys that fall short but count until the grace period of the policy's change ends.
+            "keys_spared": management.keys_spared(caller=caller),
         },
     }
 

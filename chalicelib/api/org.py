@@ -227,6 +227,7 @@ def get_policy() -> dict[str, Any]:
 def set_policy() -> dict[str, Any]:
     dry_run = _query("dry_run")
     if dry_run not in (None, "", "true", "false"):
+        _admin()  # who asks is decided first: without a session the answer is 401, whatever the query
         raise MalformedRequest("'dry_run' must be 'true' or 'false'.")
     # Counting what a policy would do changes nothing; saving it is an admin change like any other.
     caller = _admin() if dry_run == "true" else _admin_changing()

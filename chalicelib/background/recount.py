@@ -112,24 +112,29 @@ def _count(*, member: Member, version: int, policy: authenticator_policy.Authent
         if standing.key_count == 0 or standing.compliance_version == version:
             return True
         held = SecurityKey.by_member.query(member.org_id, SecurityKey.user_id == member.user_id, consistent_read=True)
-        compliant = sum(1 for key in held if authenticator_policy.is_compliant(policy, key))
+        figures = compliance.figures_of(policy=policy, keys=held)
 
         def write_figure() -> None:
             with transaction() as write:
                 write.update(
                     Item.MEMBER,
                     Member(member.org_id, member.user_id),
-                    actions=[Member.compliant_keys.set(compliant), Member.compliance_version.set(version)],
+                    actions=[
+                        Member.compliant_keys.set(figures.compliant),
+                        Member.spared_keys.set(figures.spared),
+                        Member.compliance_version.set(version),
+                    ],
                     # The keys just read are still the member's: no key transaction came between.
                     condition=Member.user_id.exists()
                     & conditions.number_is(Member.key_changes, standing.key_changes)
                     & conditions.number_is(Member.compliance_version, standing.compliance_version),
                 )
-                if compliant:
+                if figures.compliant or figures.counts_as_spared():
+                    counter = Organization.members_compliant if figures.compliant else Organization.members_spared
                     write.update(
                         Item.ORG,
                         Organization(member.org_id),
-                        actions=[Organization.members_compliant.add(1)],
+                        actions=[counter.add(1)],
                         condition=compliance.version_condition(version),
                     )
                 else:

@@ -316,6 +316,15 @@ class InvalidPolicy(InvalidInput):
     """An authenticator policy with an unknown setting or a malformed AAGUID."""
 
 
+class InvalidGracePeriod(InvalidInput):
+    """A policy change's grace period is not a whole number of hours within the bounds."""
+
+
+class GracePeriodNotApplicable(RuleViolation):
+    """A grace period with a policy change that stops counting no key (not stricter about stored
+    keys than the policy in force, or for new registrations only)."""
+
+
 class AuthenticatorNotAllowed(NotAllowed):
     """The organization's policy does not accept this authenticator model (AAGUID lists, or a
     model the FIDO Metadata Service reports compromised)."""

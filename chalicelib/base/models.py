@@ -130,6 +130,9 @@ class Organization(Model):
     # under compliance_version (chalicelib/counters/compliance.py); absent until the first policy change.
     compliance_version = NumberAttribute(null=True)
     members_compliant = NumberAttribute(null=True)
+    # Members without a complying key whose keys the policy's grace period spares: they count as
+    # compliant until the period ends, decided when the figure is read.
+    members_spared = NumberAttribute(null=True)
     compliance_recount = ComplianceRecount(null=True)
     # Logins a second this organization may start, set by the operator (chalicelib/access/login_rate.py);
     # absent means the deployment's KEYWARD_ORG_LOGIN_RATE, 0 no limit. Read with every login.
@@ -194,6 +197,8 @@ class Member(Model):
     # How many of the member's keys comply with the organization's authenticator policy, counted
     # under the organization's compliance_version named here (chalicelib/counters/compliance.py).
     compliant_keys = NumberAttribute(null=True)
+    # Of the others, how many the policy's grace period spares (they count until it ends).
+    spared_keys = NumberAttribute(null=True)
     compliance_version = NumberAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     last_login_at = UTCDateTimeAttribute(null=True)
@@ -400,6 +405,8 @@ class Session(Model):
     # The organization's policy version under which that key counted when it was proved (None:
     # it did not count); under enforcement the proof lapses when the version moves on.
     verified_key_counts_under = NumberAttribute(null=True)
+    # Set where the key counted only by the policy's grace period: the proof lapses at its end.
+    verified_key_counts_until = UTCDateTimeAttribute(null=True)
     source_ip = UnicodeAttribute(null=True)
     user_agent = UnicodeAttribute(null=True)
     # Refreshed at most every few minutes, so that requests stay one round trip.

@@ -14,13 +14,19 @@ A change may apply to new registrations only: the saved policy then keeps the on
 (``earlier``) and its own start (``applies_from``), and a key registered before that start is
 judged by the earlier policy. The key's registration time is on the key, which every check reads
 anyway, so judging this way reads no more items than judging by one policy.
+
+A change applied to all keys may give a grace period instead: the saved policy keeps the one it
+replaced (``earlier``), its own start (``grace_from``) and the period's end (``grace_until``). A key
+registered before the start that counted then under the earlier policy but falls short of the new
+one is *spared*: it keeps counting until the end, and from then on it does not — decided by
+:func:`verdict` at the moment of each check, so that no job has to run when the period ends.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -29,6 +35,8 @@ from chalicelib.base.errors import (
     AttestationRequired,
     AttestationUntrusted,
     AuthenticatorNotAllowed,
+    GracePeriodNotApplicable,
+    InvalidGracePeriod,
     InvalidPolicy,
     SyncedCredentialNotAllowed,
     UserVerificationRequired,
@@ -50,6 +58,8 @@ MAX_AAGUIDS = 100
 # How many earlier policies a policy may keep for the keys registered under them: each change
 # applied to new registrations only keeps one more, and the organization item must stay small.
 MAX_EARLIER = 5
+# The longest grace period for keys a change stops counting, in hours: that of an enforcement.
+MAX_GRACE_HOURS = 720
 
 
 class UserVerification(str, Enum):
@@ -85,6 +95,14 @@ class AuthenticatorPolicy:
     # ``applies_from`` are judged by ``earlier``, the policy in force until then.
     applies_from: datetime | None = None
     earlier: AuthenticatorPolicy | None = None
+    # Set where a change applied to all keys gave a grace period: keys registered before
+    # ``grace_from`` that counted then under ``earlier`` keep counting until ``grace_until``.
+    grace_from: datetime | None = None
+    grace_until: datetime | None = None
+
+    def in_grace(self, at: datetime) -> bool:
+        """Whether the policy's grace period is running at ``at``."""
+        return self.grace_until is not None and at < self.grace_until
 
     @property
     def applies_to(self) -> AppliesTo:
@@ -111,6 +129,10 @@ class AuthenticatorPolicy:
         document: dict[str, Any] = {**self.as_dict(), "version": self.version}
         if self.applies_from is not None and self.earlier is not None:
             document["applies_from"] = self.applies_from.isoformat()
+            document["earlier"] = self.earlier.stored()
+        if self.grace_from is not None and self.grace_until is not None and self.earlier is not None:
+            document["grace_from"] = self.grace_from.isoformat()
+            document["grace_until"] = self.grace_until.isoformat()
             document["earlier"] = self.earlier.stored()
         return document
 
@@ -154,11 +176,21 @@ def of(org: Organization) -> AuthenticatorPolicy:
 
 
 def _from_stored(stored: dict[str, Any]) -> AuthenticatorPolicy:
-    rules = {name: value for name, value in stored.items() if name not in ("applies_from", "earlier")}
+    kept = ("applies_from", "earlier", "grace_from", "grace_until")
+    rules = {name: value for name, value in stored.items() if name not in kept}
     policy = replace(parse(rules), version=int(stored.get("version", 0)))
-    if stored.get("applies_from") and isinstance(stored.get("earlier"), dict):
+    if not isinstance(stored.get("earlier"), dict):
+        return policy
+    if stored.get("applies_from"):
         return replace(
             policy, applies_from=datetime.fromisoformat(stored["applies_from"]), earlier=_from_stored(stored["earlier"])
+        )
+    if stored.get("grace_from") and stored.get("grace_until"):
+        return replace(
+            policy,
+            grace_from=datetime.fromisoformat(stored["grace_from"]),
+            grace_until=datetime.fromisoformat(stored["grace_until"]),
+            earlier=_from_stored(stored["earlier"]),
         )
     return policy
 
@@ -175,21 +207,60 @@ def applies_to(value: object) -> AppliesTo:
         raise InvalidPolicy("'applies_to' must be 'all_keys' or 'new_registrations'.") from None
 
 
+def grace_hours(value: object) -> int:
+    """A grace period for keys a change stops counting, as a request names it.
+
+    Raises:
+        InvalidGracePeriod: not a whole number of hours from 0 to :data:`MAX_GRACE_HOURS`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_GRACE_HOURS:
+        raise InvalidGracePeriod(f"'grace_period_hours' must be a whole number from 0 to {MAX_GRACE_HOURS}.")
+    return value
+
+
+def stops_counting_keys(*, before: AuthenticatorPolicy, new: AuthenticatorPolicy) -> bool:
+    """Whether ``new`` tightens a rule judged on stored keys, so that some key ``before`` counts
+    could stop counting (user verification is checked at each use, not judged on a key)."""
+    return (
+        (new.attestation is Attestation.REQUIRED and before.attestation is not Attestation.REQUIRED)
+        or (new.device_bound_only and not before.device_bound_only)
+        or bool(new.denied_aaguids - before.denied_aaguids)
+        or bool(new.allowed_aaguids and (not before.allowed_aaguids or before.allowed_aaguids - new.allowed_aaguids))
+    )
+
+
 def successor(
-    *, before: AuthenticatorPolicy, new: AuthenticatorPolicy, mode: AppliesTo, at: datetime
+    *, before: AuthenticatorPolicy, new: AuthenticatorPolicy, mode: AppliesTo, at: datetime, grace_hours: int = 0
 ) -> AuthenticatorPolicy:
-    """The policy to save when ``new`` replaces ``before`` for the keys ``mode`` names.
+    """The policy to save when ``new`` replaces ``before`` for the keys ``mode`` names, sparing
+    for ``grace_hours`` the keys it stops counting.
 
     Raises:
         InvalidPolicy: applied to new registrations only once too often in a row.
+        GracePeriodNotApplicable: a grace period with a policy for new registrations only, or
+            with one that stops counting no key ``before`` counts.
     """
-    if mode is AppliesTo.ALL_KEYS:
+    if grace_hours and mode is AppliesTo.NEW_REGISTRATIONS:
+        raise GracePeriodNotApplicable(
+            "A policy for new registrations only stops counting no key: it needs no grace period."
+        )
+    if grace_hours and not stops_counting_keys(before=before, new=new):
+        raise GracePeriodNotApplicable(
+            "This policy is not stricter than the one in force about stored keys: "
+            "no key stops counting, so there is nothing to give a grace period for."
+        )
+    if mode is AppliesTo.ALL_KEYS and not grace_hours:
         return new
+    if before.grace_until is not None and not before.in_grace(at):
+        # A grace period that ended spares no key any more: the policy it kept is not needed.
+        before = replace(before, earlier=None, grace_from=None, grace_until=None)
     if before.eras() >= MAX_EARLIER:
         raise InvalidPolicy(
             f"The policy already keeps {MAX_EARLIER - 1} earlier policies for older keys: "
-            "apply this one to all keys, or choose one that older keys meet."
+            "apply this one to all keys without a grace period, or choose one that older keys meet."
         )
+    if grace_hours:
+        return replace(new, grace_from=at, grace_until=at + timedelta(hours=grace_hours), earlier=before)
     return replace(new, applies_from=at, earlier=before)
 
 
@@ -252,6 +323,47 @@ def _aaguids(value: object, *, name: str) -> frozenset[str]:
 # --- the rules ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """How the policy judges a key: the rules it falls short of and, for a key the policy's grace
+    period spares, until when it counts all the same."""
+
+    shortfalls: list[str]
+    spared_until: datetime | None = None
+
+    @property
+    def compliant(self) -> bool:
+        """Meets the policy's rules, grace period or not."""
+        return not self.shortfalls
+
+    @property
+    def spared(self) -> bool:
+        """Falls short, but the grace period spares it (for as long as it runs)."""
+        return bool(self.shortfalls) and self.spared_until is not None
+
+    def counts(self, at: datetime) -> bool:
+        """Whether the key counts at ``at``: it complies, or the grace period spares it then."""
+        return not self.shortfalls or (self.spared_until is not None and at < self.spared_until)
+
+
+def verdict(policy: AuthenticatorPolicy, key: KeyFacts) -> Verdict:
+    """The rule of which keys count: a key counts when it meets the policy that judges it (by
+    :func:`shortfalls`), or while the policy's grace period runs, when it was registered before
+    the change and counted then under the policy the change replaced."""
+    short = shortfalls(policy, key)
+    if (
+        short
+        and policy.earlier is not None
+        and policy.grace_from is not None
+        and policy.grace_until is not None
+        and key.registered_at is not None
+        and key.registered_at < policy.grace_from
+        and verdict(policy.earlier, key).counts(policy.grace_from)
+    ):
+        return Verdict(shortfalls=short, spared_until=policy.grace_until)
+    return Verdict(shortfalls=short)
+
+
 def shortfalls(policy: AuthenticatorPolicy, key: KeyFacts) -> list[str]:
     """Why a key does not count under the policy, as reason codes; empty when it does. A key
     registered before a policy applied to new registrations only is judged by the earlier one."""
@@ -272,7 +384,8 @@ def shortfalls(policy: AuthenticatorPolicy, key: KeyFacts) -> list[str]:
 
 
 def is_compliant(policy: AuthenticatorPolicy, key: SecurityKey) -> bool:
-    return not shortfalls(policy, KeyFacts.of(key))
+    """Whether the key counts now (:func:`verdict`)."""
+    return verdict(policy, KeyFacts.of(key)).counts(clock.now())
 
 
 def check_registration(
@@ -331,6 +444,10 @@ def describe(policy: AuthenticatorPolicy) -> dict[str, Any]:
     described = {**policy.as_dict(), "applies_to": policy.applies_to.value}
     if policy.applies_from is not None and policy.earlier is not None:
         described["applies_from"] = clock.iso(policy.applies_from)
+        described["earlier"] = describe(policy.earlier)
+    if policy.grace_until is not None and policy.earlier is not None and policy.in_grace(clock.now()):
+        described["grace_from"] = clock.iso(policy.grace_from)
+        described["grace_until"] = clock.iso(policy.grace_until)
         described["earlier"] = describe(policy.earlier)
     return described
 

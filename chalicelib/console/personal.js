@@ -4,13 +4,14 @@
 import { api, segment } from "./api.js";
 import {
   actionsCell, ago, announce, cell, clearMessages, confirmAction, deviceName, emptyRow, h, policyShortfalls,
-  refuseField, row, run, showScreen, trashButton,
+  refuseField, row, run, showScreen, trashButton, when,
 } from "./ui.js";
 import { registerKey } from "./enrollment.js";
 import { Page } from "./page.js";
 import { WORDS, counted, form } from "./plural.js";
 import { personalScreen as screen } from "./personal-screen.js";
 import { showRegistrationDeadline } from "./rollout.js";
+import { showKeysSpared } from "./policy.js";
 
 let context = null;
 let keys = [];
@@ -67,6 +68,7 @@ function render(me) {
       + (enforced ? " Your organization enforces MFA." : "")
     : "MFA is off. Enable it by registering a security key: keyward then asks for the key at every sign-in.";
   showRegistrationDeadline(me);
+  showKeysSpared(me, screen.mfaState);
   screen.backupNotice.hidden = !backup;
   screen.addKey.form.hidden = backup;
   screen.addKey.button.textContent = keys.length ? "Add key" : "Enable";
@@ -90,7 +92,10 @@ function keyRow(key, { lastKeyLocked }) {
     // A key the organization's policy does not accept says so under its name: it must be replaced.
     cell("Name", h("span", { class: "key-name" }, key.name),
       key.policy_compliant ? null : h("span", { class: "block muted" },
-        `Not accepted by your organization's policy${policyShortfalls(key) ? `: ${policyShortfalls(key)}` : ""}`)),
+        key.counts_until ? "Counts until " : "",
+        key.counts_until ? when(key.counts_until) : "",
+        `${key.counts_until ? ", then n" : "N"}ot accepted by your organization's policy`
+          + `${policyShortfalls(key) ? `: ${policyShortfalls(key)}` : ""}`)),
     cell("Added", ago(key.created_at)),
     cell("Last used", ago(key.last_used_at)),
     actionsCell(

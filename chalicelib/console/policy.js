@@ -3,10 +3,14 @@
 
 import { api } from "./api.js";
 import { screen } from "./organization-screen.js";
-import { WORDS, counted } from "./plural.js";
-import { announce, confirmAction, h, run } from "./ui.js";
+import { WORDS, counted, form } from "./plural.js";
+import { announce, confirmAction, h, run, when } from "./ui.js";
 
 const CARD_ID = "policy-card";
+// The words only this card counts, in plural.js's shape.
+const DAYS = { one: "day", other: "days" };
+const KEEPS = { one: "keeps", other: "keep" };
+const IS = { one: "is", other: "are" };
 
 let card = null; // built on first show, then kept: its controls by name
 
@@ -45,6 +49,43 @@ export function acceptedText(accepted) {
   if (accepted.allowed_aaguids.length) needs.push("is one of the models the organization allows (ask an admin which)");
   if (!needs.length) return "Register a new security key.";
   return `Register a security key that ${needs.join(", and that ")}.`;
+}
+
+// A deadline in words, relative to today ("tomorrow", "in 6 days"), beside the date itself.
+const DAY = 24 * 60 * 60 * 1000;
+const relativeDays = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
+
+function fromNow(iso) {
+  const days = Math.round((new Date(iso).getTime() - Date.now()) / DAY);
+  return days <= 0 ? "today" : relativeDays.format(days, "day");
+}
+
+function deadline(iso) {
+  return [when(iso), ` (${fromNow(iso)})`];
+}
+
+// For a member whose keys a policy change stopped counting, during its grace period: which key fails
+// which rule, until when it still counts, and what to register by then (GET /me's key_policy.keys_spared).
+let sparedNotice = null;
+
+export function showKeysSpared(me, after) {
+  const spared = me.key_policy?.keys_spared;
+  if (!sparedNotice) {
+    sparedNotice = h("div", { id: "keys-spared", class: "warning", role: "note" });
+    after.after(sparedNotice);
+  }
+  sparedNotice.hidden = !spared;
+  if (!spared) {
+    sparedNotice.replaceChildren();
+    return;
+  }
+  const why = spared.keys.map((key) => h("p", {},
+    `Your organization's policy no longer accepts your key “${key.name}”: ${shortfallsText(key.shortfalls)}.`));
+  sparedNotice.replaceChildren(...why, h("p", {},
+    ...(spared.keeps_a_key
+      ? ["It keeps working until ", ...deadline(spared.until), "; another of your keys already counts."]
+      : ["It keeps working until ", ...deadline(spared.until), ". ",
+        `${acceptedText(me.key_policy.accepted).replace(/\.$/, "")} by then to keep signing in.`])));
 }
 
 // For a member whose keys the organization no longer accepts: which of their keys, why, and what would do.
@@ -92,11 +133,16 @@ function buildCard(onSaved) {
       ...[
         ["all_keys", "Apply to all keys now", "Keys already registered that fall short stop counting."],
         ["new_registrations", "Apply to new registrations only", "Keys already registered keep counting; only keys registered from now on must comply."],
+        ["grace", "Apply to all keys after a grace period", "Keys already registered that fall short keep counting until the period ends; their holders are told by when to replace them."],
       ].map(([value, label, hint]) => h("div", { class: "checkbox" },
         h("input", { type: "radio", name: "policy-applies-to", id: `policy-applies-${value}`, value,
           "aria-describedby": `policy-applies-${value}-hint` }),
         h("label", { for: `policy-applies-${value}` }, label),
         h("p", { id: `policy-applies-${value}-hint`, class: "muted" }, hint)))),
+    graceDays: h("select", { id: "policy-grace-days", name: "policy-grace-days" },
+      ...[1, 3, 7, 14, 30].map((days) => h("option", { value: String(days) }, counted(days, DAYS)))),
+    graceField: null,
+    graceStatus: h("p", { id: "policy-grace-status", class: "muted", hidden: true }),
     check: h("button", { type: "button", id: "policy-check" }, "Check impact"),
     save: h("button", { type: "submit", class: "primary", id: "policy-save" }, "Save policy"),
   };
@@ -110,6 +156,9 @@ function buildCard(onSaved) {
     field("policy-allowed", "Allowed models", built.allowed, "AAGUIDs, one per line. Empty: any model."),
     field("policy-denied", "Denied models", built.denied, "AAGUIDs, one per line."),
     built.appliesTo,
+    built.graceField = field("policy-grace-days", "Grace period", built.graceDays,
+      "How long keys the change stops counting keep counting (at most 30 days)."),
+    built.graceStatus,
     built.impact,
     built.affected,
     h("div", { class: "row-actions" }, built.check, built.save),
@@ -119,6 +168,7 @@ function buildCard(onSaved) {
     run(built.save, () => save(onSaved));
   });
   built.check.addEventListener("click", (event) => run(event.currentTarget, checkImpact));
+  built.appliesTo.addEventListener("change", () => showGraceField(built));
   built.section = h("section", { class: "card", id: CARD_ID, "aria-labelledby": "policy-title" },
     h("h2", { id: "policy-title" }, "Authenticator policy"),
     h("p", { class: "muted" }, "Which security keys count for your organization. A change applies to keys "
@@ -138,10 +188,28 @@ function fill(policy) {
   card.affected.replaceChildren();
   card.affected.hidden = true;
   card.appliesTo.querySelector("input[value=all_keys]").checked = true;
+  card.graceDays.value = "7";
+  showGraceField(card);
+  // A grace period running: until when the keys the last change stopped counting still count.
+  card.graceStatus.hidden = !policy.grace_until;
+  card.graceStatus.replaceChildren(...(policy.grace_until
+    ? ["Keys the last change stopped counting keep counting until ", ...deadline(policy.grace_until), "."]
+    : []));
 }
 
+function showGraceField(built) {
+  built.graceField.hidden = built.appliesTo.querySelector("input:checked")?.value !== "grace";
+}
+
+// The radio's choice: "all_keys", "new_registrations", or "grace" (all keys, after a grace period).
 function appliesTo() {
   return card.appliesTo.querySelector("input:checked")?.value ?? "all_keys";
+}
+
+// The change as the API takes it: the rules, and which keys they judge from when.
+function changeOf(mode, rules = edited()) {
+  if (mode === "grace") return { ...rules, applies_to: "all_keys", grace_period_hours: Number(card.graceDays.value) * 24 };
+  return { ...rules, applies_to: mode };
 }
 
 function lines(textarea) {
@@ -158,10 +226,26 @@ function edited() {
   };
 }
 
-function describeImpact({ keys_total, keys_noncompliant, members_with_keys, members_noncompliant }) {
+function describeImpact({ keys_total, keys_noncompliant, members_with_keys, members_noncompliant, grace_until }) {
   const keys = `${keys_noncompliant} of ${counted(keys_total, WORDS.securityKey)}`;
   const members = `${members_noncompliant} of ${counted(members_with_keys, WORDS.member)} with keys`;
-  return `With this policy, ${keys} would not count, and ${members} would hold no key that counts.`;
+  const from = grace_until ? ` once the grace period ends on ${dateText(grace_until)}` : "";
+  return `With this policy, ${keys} would not count${from}, and ${members} would hold no key that counts.`;
+}
+
+// The grace period's effect, for the dry run's answer: who keeps passing MFA, and until when.
+function graceText(impact) {
+  if (!impact.grace_until || !impact.members_affected) return "";
+  return ` Until ${dateText(impact.grace_until)} (${fromNow(impact.grace_until)}) their keys keep counting: `
+    + `${counted(impact.members_spared, WORDS.member)} who would hold no key that counts `
+    + `${form(impact.members_spared, KEEPS)} passing MFA until then and ${form(impact.members_spared, IS)} `
+    + "told by when to replace their key.";
+}
+
+const dateWords = new Intl.DateTimeFormat(undefined, { dateStyle: "long", timeStyle: "short" });
+
+function dateText(iso) {
+  return dateWords.format(new Date(iso));
 }
 
 function memberText(member) {
@@ -199,8 +283,8 @@ function showAffected(impact, dryRun) {
   add(impact.affected);
 }
 
-// The dry run is always of the change applied to all keys: it names whom the rules would touch,
-// whichever way the admin then chooses to apply them.
+// The dry run is of the change applied to all keys (with the grace period, if one is chosen): it
+// names whom the rules would touch, whichever way the admin then chooses to apply them.
 async function dryRun(next = null, document = edited()) {
   const query = next ? `&next=${encodeURIComponent(next)}` : "";
   const { impact } = await api.put(`org/mfa/policy?dry_run=true${query}`, document);
@@ -208,9 +292,10 @@ async function dryRun(next = null, document = edited()) {
 }
 
 async function checkImpact() {
-  const document = edited();
+  const mode = appliesTo();
+  const document = mode === "grace" ? changeOf(mode) : edited();
   const impact = await dryRun(null, document);
-  card.impact.textContent = describeImpact(impact);
+  card.impact.textContent = describeImpact(impact) + graceText(impact);
   showAffected(impact, (next) => dryRun(next, document));
   return impact;
 }
@@ -223,6 +308,11 @@ function consequence(impact, mode) {
     return `Applied to new registrations only: keys already registered keep counting — those of ${who} too`
       + `${impact.includes_you ? ", and your own" : ""}. Only keys registered from now on must meet this policy.`;
   }
+  if (mode === "grace") {
+    return `${describeImpact(impact)} Affected: ${who}${impact.includes_you ? ", including your own key" : ""}.`
+      + `${graceText(impact)} From then on, those members must register a key that counts`
+      + `${impact.includes_you ? ", you included" : ""}.`;
+  }
   return `${describeImpact(impact)} Affected: ${who}${impact.includes_you ? ", including your own key" : ""}. `
     + "Those members must register a key that counts (under enforcement, at their next sign-in)"
     + `${impact.includes_you ? ", you included" : ""}.`;
@@ -233,19 +323,21 @@ async function save(onSaved) {
   const mode = appliesTo();
   if (impact.keys_noncompliant > 0) {
     const confirmed = await confirmAction({
-      title: mode === "new_registrations"
-        ? "Save this authenticator policy for new registrations only?"
-        : "Save this authenticator policy for all keys now?",
+      title: {
+        new_registrations: "Save this authenticator policy for new registrations only?",
+        grace: "Save this authenticator policy for all keys after a grace period?",
+      }[mode] ?? "Save this authenticator policy for all keys now?",
       text: consequence(impact, mode),
       confirm: "Save policy",
-      danger: mode !== "new_registrations",
+      danger: mode === "all_keys",
     });
     if (!confirmed) return;
   }
-  const { policy } = await api.put("org/mfa/policy", { ...edited(), applies_to: mode });
+  const { policy } = await api.put("org/mfa/policy", changeOf(mode));
   fill(policy);
-  announce(mode === "new_registrations"
-    ? "Authenticator policy saved for new registrations only."
-    : "Authenticator policy saved.");
+  announce({
+    new_registrations: "Authenticator policy saved for new registrations only.",
+    grace: `Authenticator policy saved: keys it stops counting keep counting until ${policy.grace_until ? dateText(policy.grace_until) : "the grace period ends"}.`,
+  }[mode] ?? "Authenticator policy saved.");
   await onSaved?.();
 }

@@ -20,6 +20,11 @@ The rule:
   key); a member with keys not counted yet under the new version is left to the recount, whose
   write is conditional on the member's ``key_changes`` and version being those it read.
 
+- A change with a grace period keeps a second figure beside each: ``spared_keys``, the member's
+  keys that fall short but that the grace period spares, and ``members_spared``, the members
+  without a complying key who hold such a key. The figures shown add the spared ones while the
+  period runs and leave them out from its end, decided when they are read: no recount runs then.
+
 Version 0 (an organization that never changed its policy) keeps no figures: the default policy
 accepts every key, so ``members_compliant`` is the coverage counter ``members_with_key``.
 """
@@ -27,7 +32,7 @@ accepts every key, so ``members_compliant`` is the coverage counter ``members_wi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,47 +87,88 @@ def refuse_if_moved(*, org_id: str, version: int) -> None:
 
 
 @dataclass(frozen=True)
+class KeyFigures:
+    """Keys that comply with the organization's policy, and keys that do not but that its grace
+    period spares: a member's figures, or their change."""
+
+    compliant: int = 0
+    spared: int = 0
+
+    def __neg__(self) -> KeyFigures:
+        return KeyFigures(compliant=-self.compliant, spared=-self.spared)
+
+    def counts_as_spared(self) -> bool:
+        """A member holding no complying key, but a spared one."""
+        return self.compliant <= 0 < self.spared
+
+
+@dataclass(frozen=True)
 class FigureChange:
-    """What a key transaction changes of the member's figure and the organization's counter."""
+    """What a key transaction changes of the member's figure and the organization's counters."""
 
     member_actions: Sequence[Action] = field(default_factory=tuple)
     members_compliant_delta: int = 0
+    members_spared_delta: int = 0
 
 
-def key_change(*, standing: Standing, version: int, compliant_delta: int) -> FigureChange:
-    """The figure change of a member standing as ``standing`` whose compliant keys change by
-    ``compliant_delta``, under the organization's ``version`` (the member's own version is a
-    condition of the transaction, see ``coverage.change_key_count``)."""
+def key_change(*, standing: Standing, version: int, compliant_delta: KeyFigures) -> FigureChange:
+    """The figure change of a member standing as ``standing`` whose compliant (and spared) keys
+    change by ``compliant_delta``, under the organization's ``version`` (the member's own version
+    is a condition of the transaction, see ``coverage.change_key_count``)."""
     if version == 0:
         return FigureChange()
     counted = standing.compliance_version == version
     if not counted and standing.key_count > 0:
         return FigureChange()  # the running recount counts this member, after this change
-    before = standing.compliant_keys if counted else 0
-    after = max(before + compliant_delta, 0)
+    before = KeyFigures(compliant=standing.compliant_keys, spared=standing.spared_keys) if counted else KeyFigures()
+    after = KeyFigures(
+        compliant=max(before.compliant + compliant_delta.compliant, 0),
+        spared=max(before.spared + compliant_delta.spared, 0),
+    )
     return FigureChange(
-        member_actions=(Member.compliant_keys.set(after), Member.compliance_version.set(version)),
-        members_compliant_delta=(after > 0) - (before > 0),
+        member_actions=(
+            Member.compliant_keys.set(after.compliant),
+            Member.spared_keys.set(after.spared),
+            Member.compliance_version.set(version),
+        ),
+        members_compliant_delta=(after.compliant > 0) - (before.compliant > 0),
+        members_spared_delta=after.counts_as_spared() - before.counts_as_spared(),
     )
 
 
-def removed(*, standing: Standing, version: int) -> int:
-    """The counter's change when a member standing as ``standing`` leaves the organization."""
+def removed(*, standing: Standing, version: int) -> FigureChange:
+    """The counters' change when a member standing as ``standing`` leaves the organization."""
     counted = version != 0 and standing.compliance_version == version and standing.key_count > 0
-    return -1 if counted and standing.compliant_keys > 0 else 0
+    if not counted:
+        return FigureChange()
+    figures = KeyFigures(compliant=standing.compliant_keys, spared=standing.spared_keys)
+    return FigureChange(
+        members_compliant_delta=-1 if figures.compliant > 0 else 0,
+        members_spared_delta=-1 if figures.counts_as_spared() else 0,
+    )
 
 
-def compliant_delta(*, org: Organization, keys: Sequence[SecurityKey | authenticator_policy.KeyFacts]) -> int:
-    """How many of these keys comply with the organization's policy (0 where no figures are kept)."""
+def compliant_delta(*, org: Organization, keys: Sequence[SecurityKey | authenticator_policy.KeyFacts]) -> KeyFigures:
+    """How many of these keys comply with the organization's policy, and how many its grace
+    period spares (none where no figures are kept)."""
     if version_of(org) == 0:
-        return 0
-    policy = authenticator_policy.of(org)
-    return sum(
-        1
-        for key in keys
-        if not authenticator_policy.shortfalls(
+        return KeyFigures()
+    return figures_of(policy=authenticator_policy.of(org), keys=keys)
+
+
+def figures_of(
+    *, policy: authenticator_policy.AuthenticatorPolicy, keys: Iterable[SecurityKey | authenticator_policy.KeyFacts]
+) -> KeyFigures:
+    """A member's figures from their keys, by the one rule of which keys count."""
+    verdicts = [
+        authenticator_policy.verdict(
             policy, key if isinstance(key, authenticator_policy.KeyFacts) else authenticator_policy.KeyFacts.of(key)
         )
+        for key in keys
+    ]
+    return KeyFigures(
+        compliant=sum(1 for judged in verdicts if judged.compliant),
+        spared=sum(1 for judged in verdicts if judged.spared),
     )
 
 
@@ -145,7 +191,8 @@ def of(org: Organization) -> Compliance:
     recount = org.compliance_recount
     if recount is not None and int(recount.version) == version and recount.state == RECOUNTING:
         return Compliance(state=RECOUNTING, members_compliant=None)
-    return Compliance(state=DONE, members_compliant=max(int(org.members_compliant or 0), 0))
+    spared = max(int(org.members_spared or 0), 0) if authenticator_policy.of(org).in_grace(clock.now()) else 0
+    return Compliance(state=DONE, members_compliant=max(int(org.members_compliant or 0), 0) + spared)
 
 
 def member_compliant(*, member: Member, org: Organization) -> bool | None:
@@ -157,7 +204,8 @@ def member_compliant(*, member: Member, org: Organization) -> bool | None:
     if version == 0:
         return True if of(org).state == DONE else None
     if int(member.compliance_version or 0) == version:
-        return int(member.compliant_keys or 0) > 0
+        spared = int(member.spared_keys or 0) > 0 and authenticator_policy.of(org).in_grace(clock.now())
+        return int(member.compliant_keys or 0) > 0 or spared
     return None
 
 
@@ -171,6 +219,7 @@ def restart_actions(org: Organization) -> tuple[list[Action], Condition]:
     return [
         Organization.compliance_version.set(version),
         Organization.members_compliant.set(0),
+        Organization.members_spared.set(0),
         Organization.compliance_recount.set(
             ComplianceRecount(version=version, state=RECOUNTING, started_at=clock.now(), handoffs=0)
         ),

@@ -38,6 +38,7 @@ class Standing:
     key_changes: int
     compliant_keys: int
     compliance_version: int
+    spared_keys: int = 0
 
 
 def standing_of(member: Member) -> Standing:
@@ -47,6 +48,7 @@ def standing_of(member: Member) -> Standing:
         key_changes=int(member.key_changes or 0),
         compliant_keys=int(member.compliant_keys or 0),
         compliance_version=int(member.compliance_version or 0),
+        spared_keys=int(member.spared_keys or 0),
     )
 
 

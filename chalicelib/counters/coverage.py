@@ -117,9 +117,11 @@ def remove_member(write: LabelledWrite, *, org_id: str, standing: Standing, comp
         actions.append(Organization.admins_total.add(-1))
         if standing.key_count > 0:
             actions.append(Organization.admins_with_key.add(-1))
-    compliant = compliance.removed(standing=standing, version=compliance_version)
-    if compliant:
-        actions.append(Organization.members_compliant.add(compliant))
+    figure = compliance.removed(standing=standing, version=compliance_version)
+    if figure.members_compliant_delta:
+        actions.append(Organization.members_compliant.add(figure.members_compliant_delta))
+    if figure.members_spared_delta:
+        actions.append(Organization.members_spared.add(figure.members_spared_delta))
     write.update(
         Item.ORG_COUNTERS,
         Organization(org_id),
@@ -136,7 +138,7 @@ def change_key_count(
     user_id: str,
     expected: Standing,
     delta: int,
-    compliant_delta: int,
+    compliant_delta: compliance.KeyFigures,
     compliance_version: int,
     condition: Condition | None = None,
     extra_actions: Sequence[Action] = (),
@@ -175,6 +177,8 @@ def change_key_count(
             )
     if figure.members_compliant_delta:
         org_actions.append(Organization.members_compliant.add(figure.members_compliant_delta))
+    if figure.members_spared_delta:
+        org_actions.append(Organization.members_spared.add(figure.members_spared_delta))
     write.update(
         Item.MEMBER,
         Member(org_id, user_id),

@@ -86,6 +86,34 @@ def keys_to_replace(*, caller: Caller) -> list[dict[str, Any]] | None:
     ]
 
 
+def keys_spared(*, caller: Caller) -> dict[str, Any] | None:
+    """For ``GET /me``: while the policy's grace period spares keys of the member's that fall short
+    of it, the period's end and each such key with the rules it falls short of; ``None``
+    otherwise. The keys are read only for a member the compliance figures show spared (or not yet
+    recounted), so that other members' requests stay one round trip."""
+    policy = authenticator_policy.of(caller.org)
+    now = clock.now()
+    if caller.is_backup or caller.member.key_count == 0 or not policy.in_grace(now):
+        return None
+    member = caller.member
+    counted = int(member.compliance_version or 0) == compliance.version_of(caller.org)
+    if counted and not int(member.spared_keys or 0):
+        return None
+    verdicts = [(key, authenticator_policy.verdict(policy, KeyFacts.of(key))) for key in list_keys(caller=caller)]
+    spared = [
+        {"id": key.key_id, "name": key.name, "shortfalls": judged.shortfalls}
+        for key, judged in verdicts
+        if judged.spared and judged.counts(now)
+    ]
+    if not spared:
+        return None
+    return {
+        "until": clock.iso(policy.grace_until),
+        "keeps_a_key": any(judged.compliant for _, judged in verdicts),
+        "keys": spared,
+    }
+
+
 def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
     """``PATCH /me/mfa/keys/{id}``: only the name of one's own key can change."""
     name = check_name(name)
@@ -181,7 +209,7 @@ def _remove_key_under(*, org: Organization, caller: Caller, user_id: str, key_id
     # complies with the policy; the transaction's conditions still decide whether it is deleted.
     stored = _stored_key(org_id=org_id, key_id=key_id)
     name = stored.name if stored is not None else None
-    compliant = -compliance.compliant_delta(org=org, keys=[stored]) if stored is not None else 0
+    compliant = -compliance.compliant_delta(org=org, keys=[stored]) if stored is not None else compliance.KeyFigures()
 
     def store(standing: conditions.Standing) -> list[Session]:
         with transaction() as write:
@@ -316,8 +344,10 @@ def disable_mfa(*, caller: Caller) -> None:
 
 def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]:
     """A key as the API shows it, with whether it counts under the organization's policy and, if
-    not, which of its rules it falls short of."""
-    shortfalls = authenticator_policy.shortfalls(policy, authenticator_policy.KeyFacts.of(key))
+    not, which of its rules it falls short of — and until when it counts all the same, where the
+    policy's grace period spares it."""
+    judged = authenticator_policy.verdict(policy, authenticator_policy.KeyFacts.of(key))
+    shortfalls = judged.shortfalls
     return {
         "id": key.key_id,
         "name": key.name,
@@ -334,6 +364,7 @@ def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]
         "policy_compliant": not shortfalls,
         # The rules (reason codes) the key falls short of, so that its holder knows what to replace.
         "policy_shortfalls": shortfalls,
+        "counts_until": clock.iso(judged.spared_until) if judged.counts(clock.now()) and judged.spared else None,
     }
 
 

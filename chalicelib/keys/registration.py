@@ -290,7 +290,7 @@ class _NewKey:
     token: str | None
     token_hash: str | None
     org_version: int
-    compliant: int
+    compliant: compliance.KeyFigures
 
 
 def _plan(*, caller: Caller, key: SecurityKey, facts: KeyFacts) -> _NewKey:

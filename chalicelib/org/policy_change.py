@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from chalicelib.base import audit, clock, pagination
@@ -31,6 +32,7 @@ class FailingKey:
     key_id: str
     name: str
     shortfalls: list[str]
+    counts_until: datetime | None = None  # the grace period spares it until then
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class Impact:
     affected: list[AffectedMember] = field(default_factory=list)
     affected_next: str | None = None
     includes_you: bool = False  # some key of the caller's would stop counting
+    # With a grace period: its end, and the members whose only counting keys it spares (they keep
+    # passing MFA until then).
+    grace_until: datetime | None = None
+    members_spared: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,15 +80,21 @@ def impact(
     keys = 0
     noncompliant = 0
     compliant_by_member: dict[str, bool] = defaultdict(bool)
+    spared_by_member: dict[str, bool] = defaultdict(bool)
     failing: dict[str, list[FailingKey]] = defaultdict(list)
     attributes = ["user_id", "key_id", "name", "created_at", "aaguid", "backup_eligible", "attested", "model_status"]
     for key in SecurityKey.query(org_id, attributes_to_get=attributes, consistent_read=True):
         keys += 1
-        short = authenticator_policy.shortfalls(policy, authenticator_policy.KeyFacts.of(key))
-        noncompliant += bool(short)
-        compliant_by_member[key.user_id] |= not short
-        if short:
-            failing[key.user_id].append(FailingKey(key_id=key.key_id, name=key.name, shortfalls=short))
+        judged = authenticator_policy.verdict(policy, authenticator_policy.KeyFacts.of(key))
+        noncompliant += not judged.compliant
+        compliant_by_member[key.user_id] |= judged.compliant
+        spared_by_member[key.user_id] |= judged.spared
+        if not judged.compliant:
+            failing[key.user_id].append(
+                FailingKey(
+                    key_id=key.key_id, name=key.name, shortfalls=judged.shortfalls, counts_until=judged.spared_until
+                )
+            )
     later = sorted(user_id for user_id in failing if after is None or user_id > after)
     page, more = later[:limit], len(later) > limit
     names = (
@@ -107,6 +119,8 @@ def impact(
         ],
         affected_next=pagination.encode(page[-1]) if more else None,
         includes_you=you in failing,
+        grace_until=policy.grace_until,
+        members_spared=sum(1 for user_id in failing if spared_by_member[user_id] and not compliant_by_member[user_id]),
     )
 
 
@@ -116,31 +130,37 @@ def change(
     """``PUT /org/mfa/policy``: replace the organization's policy, or (``dry_run``) only tell
     what it would leave non-compliant, naming the affected members after ``after``. The body's
     ``applies_to`` says whether the policy judges all keys or only keys registered from now on
-    (older keys are then judged by the policy they were registered under). The change and its
+    (older keys are then judged by the policy they were registered under); ``grace_period_hours``,
+    how long keys a change to all keys stops counting keep counting. The change and its
     audit event (before and after) are one transaction, conditional on the policy not having
     changed since it was read; it moves the organization to a new compliance version, whose
     recount the stream function runs (chalicelib/counters/compliance.py).
 
     Raises:
         InvalidPolicy: the document is not a policy.
+        InvalidGracePeriod: the grace period is not whole hours within the bounds.
+        GracePeriodNotApplicable: a grace period with a change that stops counting no key.
         ConcurrentChange: another admin changed the policy meanwhile.
     """
     if not isinstance(document, dict):
         raise InvalidPolicy("The policy must be a JSON object.")
-    if "grace_period_hours" in document:
-        raise InvalidPolicy(
-            "A grace period for members whose keys stop counting is not offered: "
-            "apply the policy to new registrations only instead."
-        )
     mode = authenticator_policy.applies_to(document.get("applies_to", AppliesTo.ALL_KEYS.value))
-    new = authenticator_policy.parse({name: value for name, value in document.items() if name != "applies_to"})
+    grace_hours = authenticator_policy.grace_hours(document.get("grace_period_hours", 0))
+    new = authenticator_policy.parse(
+        {name: value for name, value in document.items() if name not in ("applies_to", "grace_period_hours")}
+    )
     org = caller.org
     before = authenticator_policy.of(org)
     # The same rules again change nothing, unless applied to all keys where older keys were spared.
-    if new.as_dict() == before.as_dict() and (mode is AppliesTo.NEW_REGISTRATIONS or before.applies_from is None):
+    spares_older = before.applies_from is not None or before.grace_until is not None
+    if (
+        not grace_hours
+        and new.as_dict() == before.as_dict()
+        and (mode is AppliesTo.NEW_REGISTRATIONS or not spares_older)
+    ):
         new = before
     else:
-        new = authenticator_policy.successor(before=before, new=new, mode=mode, at=clock.now())
+        new = authenticator_policy.successor(before=before, new=new, mode=mode, at=clock.now(), grace_hours=grace_hours)
     counted = impact(org_id=org.org_id, policy=new, you=caller.member.user_id, after=after, limit=limit)
     if dry_run or new is before:
         return PolicyChange(policy=before if dry_run else new, impact=counted, saved=False)
@@ -172,6 +192,8 @@ def change(
                         "before": before.as_dict(),
                         "after": saved.as_dict(),
                         "applies_to": saved.applies_to.value,
+                        "grace_period_hours": grace_hours,
+                        "grace_until": clock.iso(saved.grace_until),
                         "keys_noncompliant": counted.keys_noncompliant,
                         "members_noncompliant": counted.members_noncompliant,
                     },
@@ -189,12 +211,22 @@ def describe_impact(counted: Impact) -> dict[str, object]:
         "members_with_keys": counted.members_with_keys,
         "members_noncompliant": counted.members_noncompliant,
         "members_affected": counted.members_affected,
+        "grace_until": clock.iso(counted.grace_until),
+        "members_spared": counted.members_spared,
         "affected": [
             {
                 "user_id": member.user_id,
                 "name": member.name,
                 "keeps_a_key": member.keeps_a_key,
-                "keys": [{"id": key.key_id, "name": key.name, "shortfalls": key.shortfalls} for key in member.keys],
+                "keys": [
+                    {
+                        "id": key.key_id,
+                        "name": key.name,
+                        "shortfalls": key.shortfalls,
+                        "counts_until": clock.iso(key.counts_until),
+                    }
+                    for key in member.keys
+                ],
             }
             for member in counted.affected
         ],

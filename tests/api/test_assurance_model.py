@@ -260,6 +260,10 @@ class AssuranceModel(RuleBasedStateMachine):
         self.grace_hours = 0
         self.enrollment = "open"
         self.denied: frozenset[str] = frozenset()
+        # A policy change's grace period: the keys it spares (they counted before the change, and
+        # fall short of it) count until it ends.
+        self.spared: set[str] = set()
+        self.spared_until: datetime | None = None
         self.policy_version = 0  # moved on by every policy change that changes the policy
         self.passes: list[str] = []
         self.backups: dict[str, str] = {}
@@ -285,8 +289,14 @@ class AssuranceModel(RuleBasedStateMachine):
         """The member holds a key the attacker never possessed."""
         return any(key.possessor == "member" for key in self.held(MEMBER))
 
+    def counts(self, key_id: str, model: str) -> bool:
+        """Whether a key counts under the policy now: its model is not denied, or the policy's
+        grace period spares it still."""
+        spared = key_id in self.spared and self.spared_until is not None and self.now < self.spared_until
+        return model not in self.denied or spared
+
     def accepted(self, key: Key) -> bool:
-        return not self.enforced or key.model not in self.denied
+        return not self.enforced or self.counts(key.key_id, key.model)
 
     def proof_counts(self, session: Session, key: Key) -> bool:
         """Whether the session's proof of ``key`` counts now: a key the organization accepts,
@@ -818,6 +828,8 @@ class AssuranceModel(RuleBasedStateMachine):
                 "deny model A",
                 "deny model B",
                 "deny no model",
+                "deny model A for an hour",
+                "deny model B for an hour",
                 "issue a pass",
                 "offboard carol",
                 "create backup credentials",
@@ -846,6 +858,8 @@ class AssuranceModel(RuleBasedStateMachine):
             )
             if outcome == (200, None):
                 self.enrollment = policy
+        elif setting.endswith("for an hour"):
+            self._deny_with_grace(session, setting)
         elif setting.startswith("deny"):
             denied = frozenset({"deny model A": "A", "deny model B": "B"}.get(setting, ""))
             outcome, _ = self.change(
@@ -858,9 +872,11 @@ class AssuranceModel(RuleBasedStateMachine):
                 admin=True,
             )
             if outcome == (200, None):
-                if denied != self.denied:
+                # The same rules again change nothing, unless they end a grace period's sparing.
+                if denied != self.denied or self.spared_until is not None:
                     self.policy_version += 1
                 self.denied = denied
+                self.spared, self.spared_until = set(), None
                 # What the stream function does next: count compliance under the new policy.
                 recount.continue_recount(org_id=ORG, deadline=RecountDeadline())
         elif setting == "issue a pass":
@@ -1003,15 +1019,41 @@ class AssuranceModel(RuleBasedStateMachine):
     @rule(by=st.sampled_from([timedelta(minutes=2), timedelta(minutes=16), timedelta(minutes=61)]))
     def time_passes(self, by: timedelta) -> None:
         """Past the step-up window (16 minutes), the grace period of an hour, or the idle timeout."""
+        if self.spared_until is not None and self.now < self.spared_until <= self.now + by:
+            self.changed = True  # the grace period ends: the figures leave the spared members out
         self.clock.now += by
         for session in self.all_sessions:
             self.settle(session)
 
     # --- the invariants ---------------------------------------------------------------------------
 
+    def _deny_with_grace(self, session: Session, setting: str) -> None:
+        """Deny a model, sparing for an hour the keys of it that count now: refused where the model
+        is denied already (the policy would stop counting no key)."""
+        denied = frozenset(setting.split()[2])
+        stricter = bool(denied - self.denied)
+        outcome, _ = self.change(
+            session,
+            "PUT",
+            "/org/mfa/policy",
+            {"denied_aaguids": [MODELS[m] for m in sorted(denied)], "grace_period_hours": 1},
+            {(200, None)} if stricter else {(409, "GracePeriodNotApplicable")},
+            what=setting,
+            admin=True,
+        )
+        if outcome != (200, None):
+            return
+        self.policy_version += 1
+        self.spared = {
+            key.key_id for key in self.keys.values() if key.model in denied and self.counts(key.key_id, key.model)
+        }
+        self.spared_until = self.now + timedelta(hours=1)
+        self.denied = denied
+        recount.continue_recount(org_id=ORG, deadline=RecountDeadline())
+
     def members_compliant(self) -> int:
         users = [ADMIN] + ([MEMBER] if self.member_exists else [])
-        return sum(1 for user in users if any(key.model not in self.denied for key in self.held(user)))
+        return sum(1 for user in users if any(self.counts(key.key_id, key.model) for key in self.held(user)))
 
     def key_counts(self) -> dict[str, int]:
         users = [ADMIN] + ([MEMBER] if self.member_exists else [])
@@ -1048,8 +1090,8 @@ class AssuranceModel(RuleBasedStateMachine):
             raise ModelMismatch(f"the tables hold members {sorted(members)}; the model {sorted(self.key_counts())}")
         status = enforcement.status(org=Organization.get(ORG, consistent_read=True))
         figures = (status.members_total, status.members_compliant, status.compliance_state)
-        policy_denies = {MODELS[m] for m in self.denied}
-        compliant = len({key.user_id for key in items if key.aaguid not in policy_denies})
+        model_of = {aaguid: model for model, aaguid in MODELS.items()}
+        compliant = len({key.user_id for key in items if self.counts(key.key_id, model_of.get(key.aaguid, ""))})
         if figures != (len(members), compliant, "done"):
             raise ModelMismatch(
                 f"GET /org/mfa's figures {figures}; recounted from the tables {(len(members), compliant, 'done')}"

@@ -229,6 +229,16 @@ def test_a_change_is_audited_with_before_and_after(api):
     assert api.call("GET", "/org/mfa/policy", token=admin.token).body["policy"]["user_verification"] == "required"
 
 
+def test_a_malformed_dry_run_is_refused_only_once_the_caller_is_known(api):
+    body = {"device_bound_only": True}
+    anonymous = api.call("PUT", "/org/mfa/policy?dry_run=maybe", body=body)
+    assert anonymous.status == 401, anonymous.body
+    admin = _admin(api)
+    refused = api.call("PUT", "/org/mfa/policy?dry_run=maybe", token=admin.token, body=body)
+    assert (refused.status, refused.code) == (400, "MalformedRequest")
+    assert Organization.get("acme", consistent_read=True).authenticator_policy is None
+
+
 def test_a_dry_run_counts_without_changing_anything(api):
     admin = _admin(api)
     bob = api.login(user="bob")
@@ -242,6 +252,7 @@ def test_a_dry_run_counts_without_changing_anything(api):
         "members_with_keys": 2,
         "members_noncompliant": 1,
         "members_affected": 1,
+        "members_spared": 0,
     }
     assert reply.body["policy"]["device_bound_only"] is False  # what is in force
     assert Organization.get("acme", consistent_read=True).authenticator_policy is None

@@ -163,7 +163,6 @@ def test_a_member_whose_keys_stopped_counting_is_told_which_rule_each_fails_and_
     [
         ({**DEVICE_BOUND, "applies_to": "tomorrow"}, "'applies_to'"),
         ({**DEVICE_BOUND, "applies_to": None}, "'applies_to'"),
-        ({**DEVICE_BOUND, "grace_period_hours": 24}, "grace period"),
     ],
 )
 def test_a_mode_keyward_does_not_offer_is_refused(api, body, message):
