@@ -215,8 +215,8 @@ class Console:
         expect(self.page.locator("#rollout-state")).to_contain_text("MFA is enforced since")
 
     def start_enforcing(self) -> None:
-        """Into the roll-out flow, and its *Enforce MFA…*: the checklist opens."""
-        self.open_section("Roll-out")
+        """From the overview into the roll-out flow, and its *Enforce MFA…*: the checklist opens."""
+        self.open_section("Overview")
         self.button("Roll out enforcement").click()
         expect(self.page.get_by_role("heading", name="Roll-out", level=2)).to_be_focused()
         self.button("Enforce MFA…").click()

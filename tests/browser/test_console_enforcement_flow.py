@@ -172,6 +172,7 @@ def test_a_refused_change_shows_the_stored_state_and_never_enforces_again(open_c
     expect(page.locator("#rollout-state")).to_have_text(
         "MFA is not enforced: members may sign in without a security key."
     )
+    ada.open_section("Backup credentials")
     expect(page.get_by_text("No backup credentials yet.")).to_be_visible()
     assert ada.get("/org/mfa")["enforced"] is False
     ada.check_accessibility()

@@ -95,10 +95,12 @@ def test_each_section_has_its_own_address_title_and_heading(open_console: OpenCo
     expect(page).to_have_url(re.compile(r"#/org/overview$"))
     ada.check_accessibility()
 
-    # Creating backup credentials from the roll-out's warning shows the secret where it belongs.
-    ada.open_section("Roll-out")
-    expect(page.get_by_role("switch", name=re.compile("Enforce MFA for everyone"))).to_be_visible()
+    # The overview's way into enforcing leads to the one flow, in Roll-out.
+    ada.open_section("Overview")
+    ada.button("Roll out enforcement").click()
     _current(page, "Roll-out")
+    expect(page).to_have_url(re.compile(r"#/org/rollout$"))
+    expect(ada.button("Enforce MFA…")).to_be_visible()
 
 
 def test_create_backup_credentials_is_a_few_tabs_from_the_top(open_console: OpenConsole):
