@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from tests.browser.conftest import OpenConsole
 from tests.browser.console import Console, unique_org
@@ -30,10 +30,14 @@ def _admin_and_keyless_member(open_console: OpenConsole, name: str) -> Console:
     return ada
 
 
-def _no_offer_to_enforce(page: Page) -> None:
-    expect(page.get_by_role("switch", name=re.compile("Enforce", re.IGNORECASE))).to_have_count(0)
-    expect(page.get_by_role("button", name=ENFORCE_OFFER)).to_have_count(0)
-    expect(page.get_by_role("group", name="When members without a security key must register one")).to_have_count(0)
+def _no_offer_to_enforce(ada: Console) -> None:
+    """Neither the overview nor Roll-out offers to enforce; Roll-out is left shown."""
+    page = ada.page
+    for section in ("Overview", "Roll-out"):
+        ada.open_section(section)
+        expect(page.get_by_role("switch", name=re.compile("Enforce", re.IGNORECASE))).to_have_count(0)
+        expect(page.get_by_role("button", name=ENFORCE_OFFER)).to_have_count(0)
+        expect(page.get_by_role("group", name="When members without a security key must register one")).to_have_count(0)
 
 
 def test_an_admin_enforces_with_a_grace_period_through_the_one_flow_and_is_never_offered_it_again(
@@ -82,12 +86,13 @@ def test_an_admin_enforces_with_a_grace_period_through_the_one_flow_and_is_never
         expect(state).to_contain_text("MFA is enforced since")
         expect(state).to_contain_text("(by you). Members without a security key have until")
         expect(state).to_contain_text("1 of 2 members has no security key yet.")
+    ada.open_section("Overview")
     expect(ada.button("Manage enforcement")).to_be_visible()
-    _no_offer_to_enforce(page)
+    _no_offer_to_enforce(ada)
     ada.screenshot("enforcement-flow-grace-period")
     page.reload()
     expect(flow).to_contain_text("Members without a security key have until")
-    _no_offer_to_enforce(page)
+    _no_offer_to_enforce(ada)
 
     # The grace period is changed, then ended early; the same enforcement throughout.
     change = page.get_by_role("spinbutton", name="Grace period (hours after enforcing)")
@@ -103,7 +108,7 @@ def test_an_admin_enforces_with_a_grace_period_through_the_one_flow_and_is_never
     expect(ada.button("End grace period now")).to_be_hidden()
     after = ada.get("/org/mfa")
     assert (after["enforced"], after["grace_period_hours"], after["enforced_at"]) == (True, 0, status["enforced_at"])
-    _no_offer_to_enforce(page)
+    _no_offer_to_enforce(ada)
     ada.check_accessibility()
 
 

@@ -29,6 +29,7 @@ def test_an_admin_gives_a_grace_period_and_the_member_sees_the_deadline(open_con
 
     ada.go_to("Organization settings")
     ada.enforce_mfa()
+    ada.open_section("Policy")
     policy = ada.page.get_by_role("region", name="Authenticator policy")
     # The browser's virtual keys attest nothing: requiring verified models disqualifies both.
     policy.get_by_role("combobox", name="Attestation").select_option(label=VERIFIED_MODELS)
