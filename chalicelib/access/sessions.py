@@ -495,7 +495,7 @@ def stored_sessions_of(*, org_id: str, user_id: str, limit: int | None = None) -
     return Session.by_org_shard.query(
         shard,
         Session.member_session.startswith(member_session_key(user_id, "")),
-        # A user ID containing "#" shares a prefix with others': their sessions are not this member's.
+        # Another member's user ID of the same digest prefix is as good as impossible; checked all the same.
         filter_condition=Session.user_id == user_id,
         limit=limit,
     )

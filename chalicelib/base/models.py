@@ -9,6 +9,7 @@ audit events are spread over several partitions of their day (see :class:`AuditE
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 from typing import Any
@@ -330,13 +331,18 @@ def org_shard_key(org_id: str, shard: int) -> str:
 
 def member_session_key(user_id: str, session_id: str) -> str:
     """The by-org-shard index's sort key: a member's sessions are together, oldest first
-    (session IDs begin with their creation time)."""
-    return f"{user_id}#{session_id}"
+    (session IDs begin with their creation time).
+
+    The member is named by a fixed-length digest of their user ID, not the ID itself: a sort key
+    holds at most 1,024 bytes, and a user ID of 255 characters may take 1,020 in UTF-8.
+    """
+    digest = base64.urlsafe_b64encode(hashlib.sha256(user_id.encode()).digest()[:16]).rstrip(b"=").decode()
+    return f"{digest}#{session_id}"
 
 
 class SessionsByOrgShard(GlobalSecondaryIndex["Session"]):
     """An organization's sessions, spread over :data:`SESSION_SHARDS` partitions by member:
-    ``<org>#<shard>`` → ``<user>#<session>``. A member's sessions are one query of their shard;
+    ``<org>#<shard>`` → ``<digest of the user ID>#<session>``. A member's sessions are one query of their shard;
     the organization's are one query per shard.
 
     Global, so eventually consistent: a session written a moment ago may be missing from a read.

@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib.background import session_migration
 from chalicelib.background.session_migration import OldSession, old_sessions_table
-from chalicelib.base.models import Session, org_shard_key, session_shard
+from chalicelib.base.models import Session, member_session_key, org_shard_key, session_shard
 from keyward.__main__ import main
 from keyward.exits import run
 from tests.support.sessions import org_sessions
@@ -64,7 +64,7 @@ def test_every_session_is_moved_and_its_token_works_as_before(api, old_table, ca
     assert set(stored) == set(moved)
     for session in stored.values():
         assert session.org_shard == org_shard_key(session.org_id, session_shard(session.user_id))
-        assert session.member_session == f"{session.user_id}#{session.session_id}"
+        assert session.member_session == member_session_key(session.user_id, session.session_id)
         assert session.sign_out_generation == 0
     for token in tokens:
         assert api.call("GET", "/me", token=token).status == 200

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chalicelib.access import sessions
-from chalicelib.base.models import SESSION_SHARDS, Session, org_shard_key, session_shard
+from chalicelib.base.models import SESSION_SHARDS, Session, member_session_key, org_shard_key, session_shard
 from tests.support.sessions import org_sessions
 
 
@@ -28,7 +28,7 @@ def test_an_organizations_sessions_spread_over_shards_and_a_members_share_one(ap
     assert len({session.session_id for session in stored}) == 6
     for session in stored:
         assert session.org_shard == org_shard_key("acme", session_shard(session.user_id))
-        assert session.member_session == f"{session.user_id}#{session.session_id}"
+        assert session.member_session == member_session_key(session.user_id, session.session_id)
         assert 0 <= session_shard(session.user_id) < SESSION_SHARDS
     assert {s.org_shard for s in stored if s.user_id == "bob"} == {org_shard_key("acme", session_shard("bob"))}
     assert {_sid(token) for token in bob_tokens} == {s.session_id for s in stored if s.user_id == "bob"}
