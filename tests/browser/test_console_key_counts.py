@@ -83,7 +83,7 @@ def test_the_compliance_figure_agrees_with_one_member_and_with_several(open_cons
     ada.sign_in_to_settings(org=org, user="ada", admin=True)
     ada.enable_mfa(key_name="Desk key")
     ada.go_to("Organization settings")
-    ada.open_section("Roll-out")
+    ada.open_section("Overview")
     meter = ada.page.get_by_role("meter", name="Members with a security key")
     expect(meter).to_have_attribute("aria-valuetext", "1 of 1 member has a security key")
 
@@ -92,10 +92,10 @@ def test_the_compliance_figure_agrees_with_one_member_and_with_several(open_cons
     cleo = open_console()
     cleo.sign_in_to_settings(org=org, user="cleo")
     # The current section's link brings the page up to date.
-    ada.open_section("Roll-out")
+    ada.open_section("Overview")
     expect(meter).to_have_attribute("aria-valuetext", "1 of 3 members has a security key")
 
     ben.enable_mfa(key_name="Ben's key")
-    ada.open_section("Roll-out")
+    ada.open_section("Overview")
     expect(meter).to_have_attribute("aria-valuetext", "2 of 3 members have a security key")
     expect(ada.page.locator("#compliance-text")).to_have_text("2 of 3 members have a security key")

@@ -47,7 +47,7 @@ def test_an_admin_sees_the_impact_of_a_policy_before_saving_it(open_console: Ope
     assert ada.get("/org/mfa/policy")["policy"]["attestation"] == "required"
     ada.open_section("Security keys")
     expect(ada.key_row("org-keys", "Desk key")).to_contain_text("not accepted: it does not prove its model")
-    ada.open_section("Roll-out")
+    ada.open_section("Overview")
     expect(ada.page.get_by_role("meter")).to_have_attribute("aria-valuetext", "0 of 1 member has a security key")
     ada.screenshot("authenticator-policy")
 

@@ -68,7 +68,9 @@ def backup_credentials(keyward: StackClient, org: str) -> tuple[str, str]:
 
 
 def audit_sources(db: StackTables, org: str, action: str) -> list[str | None]:
-    return [item.get("source_ip", {}).get("S") for item in db.query_org("audit", org) if item["action"]["S"] == action]
+    return [
+        item.get("source_ip", {}).get("S") for item in db.scan_org("audit-log", org) if item["action"]["S"] == action
+    ]
 
 
 def throttle(db: StackTables, key_id: str, source: str) -> dict[str, Any] | None:

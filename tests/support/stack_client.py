@@ -395,7 +395,7 @@ class StackTables:
 
     def audit(self, org_id: str) -> list[dict[str, Any]]:
         """The organization's audit events, oldest first, as plain dicts."""
-        items = sorted(self.query_org("audit", org_id), key=lambda item: item["event_key"]["S"])
+        items = sorted(self.scan_org("audit-log", org_id), key=lambda item: item["event_key"]["S"])
         return [
             {
                 "action": item["action"]["S"],
