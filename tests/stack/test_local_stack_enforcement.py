@@ -23,7 +23,7 @@ from tests.support.stack_client import Reply, StackClient, session_id_of
 # The stream is polled every 0.25 s; deleting a few dozen sessions takes well under a second.
 INVALIDATION_TIMEOUT_SECONDS = 5.0
 DELETE_ROUNDS = 5
-SESSIONS_TABLE = "keyward-sessions"
+SESSIONS_TABLE = "keyward-sessions-v2"
 # What a member who must register a key may still call (beside the public /auth/login).
 REGISTRATION_ALLOWED = {
     ("GET", "/me"),
@@ -46,9 +46,10 @@ def sessions_table(local_stack: LocalStack) -> Callable[[str], set[str]]:
 
     def session_ids(org_id: str) -> set[str]:
         found: set[str] = set()
-        for page in dynamodb.get_paginator("query").paginate(
+        # Sessions are keyed by their own ID: a strongly consistent scan for those naming the organization.
+        for page in dynamodb.get_paginator("scan").paginate(
             TableName=SESSIONS_TABLE,
-            KeyConditionExpression="org_id = :org",
+            FilterExpression="org_id = :org",
             ExpressionAttributeValues={":org": {"S": org_id}},
             ConsistentRead=True,
         ):
