@@ -318,10 +318,16 @@ class Challenge(Model):
 SESSION_SHARDS = 128
 
 
+def _member_digest(user_id: str) -> bytes:
+    """A digest of the user ID, stable across processes (unlike ``hash()``): the member's shard
+    and the sort key's name for them both come from it."""
+    return hashlib.sha256(user_id.encode()).digest()
+
+
 def session_shard(user_id: str) -> int:
-    """The shard of a member's sessions: stable across processes (unlike ``hash()``), so that
-    every session of one member is in one shard and a member's sessions are one query."""
-    return int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "big") % SESSION_SHARDS
+    """The shard of a member's sessions, so that every session of one member is in one shard and a
+    member's sessions are one query."""
+    return int.from_bytes(_member_digest(user_id)[:8], "big") % SESSION_SHARDS
 
 
 def org_shard_key(org_id: str, shard: int) -> str:
@@ -336,7 +342,7 @@ def member_session_key(user_id: str, session_id: str) -> str:
     The member is named by a fixed-length digest of their user ID, not the ID itself: a sort key
     holds at most 1,024 bytes, and a user ID of 255 characters may take 1,020 in UTF-8.
     """
-    digest = base64.urlsafe_b64encode(hashlib.sha256(user_id.encode()).digest()[:16]).rstrip(b"=").decode()
+    digest = base64.urlsafe_b64encode(_member_digest(user_id)[:16]).rstrip(b"=").decode()
     return f"{digest}#{session_id}"
 
 
