@@ -28,7 +28,7 @@ from chalicelib.base.errors import (
     SignCountRegression,
     UnknownCredential,
 )
-from chalicelib.base.models import SecurityKey, Session
+from chalicelib.base.models import CredentialClaim, SecurityKey, Session
 from chalicelib.base.storage import ConditionsFailed, Item, LabelledWrite, transaction
 from chalicelib.ceremony import authenticator_policy, challenges
 from chalicelib.ceremony.challenges import Ceremony
@@ -36,7 +36,9 @@ from chalicelib.ceremony.credentials import (
     CeremonyOptions,
     keys_of,
     known_credentials,
+    stored_key,
     user_handle_for,
+    with_use,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ log = logging.getLogger("keyward.mfa")
 
 
 KEY_LABEL = "key"
+CLAIM_LABEL = "claim"
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,15 @@ def parse_assertion(*, challenge_id: object, credential: object) -> Assertion:
 
 
 def assertion_reads(assertion: Assertion) -> AlsoReads:
-    """The challenge and the key an assertion names, to be read with the session."""
+    """The challenge and the key an assertion names, with the key's claim (which holds its use),
+    to be read with the session."""
     from chalicelib.ceremony import ceremonies
 
     key_id = ceremonies.key_id_for(assertion.response.credential_id)
     return lambda org_id, user_id: [
         challenges.read(assertion.challenge_id),
         AlsoRead(KEY_LABEL, SecurityKey, org_id, key_id),
+        AlsoRead(CLAIM_LABEL, CredentialClaim, key_id),
     ]
 
 
@@ -192,11 +197,16 @@ def checked_assertion(*, caller: Caller, assertion: Assertion, ceremony: Ceremon
     expected_challenge = challenges.check(
         challenge=challenges.read_with(caller.read, assertion.challenge_id), ceremony=ceremony, session=session
     )
-    key = caller.read[KEY_LABEL] if KEY_LABEL in caller.read else _stored_key(caller, response)
+    key = (
+        caller.read[KEY_LABEL]
+        if KEY_LABEL in caller.read
+        else stored_key(org_id=session.org_id, key_id=ceremonies.key_id_for(response.credential_id))
+    )
     if key is None:
         raise UnknownCredential("This security key is not registered to you.")
     if key.user_id != session.user_id or key.credential_id != response.credential_id:
         raise UnknownCredential("This security key is not registered to you.")
+    key = with_use(key, claim_of(caller, key))
     if response.user_handle is not None and response.user_handle != user_handle_for(
         org_id=session.org_id, user_id=session.user_id
     ):
@@ -235,30 +245,58 @@ def checked_assertion(*, caller: Caller, assertion: Assertion, ceremony: Ceremon
     return key
 
 
-def record_use(write: LabelledWrite, *, key: SecurityKey, response: AuthenticationResponse, used_at: datetime) -> None:
-    """Add the key's new signature counter and last use to ``write`` (``Item.KEY``), conditional
-    on the counter it was read with: of two checks with one assertion, at most one commits."""
+def record_use(
+    write: LabelledWrite,
+    *,
+    key: SecurityKey,
+    claim: CredentialClaim | None,
+    response: AuthenticationResponse,
+    used_at: datetime,
+) -> None:
+    """Add the key's new signature counter, last use and backup state to ``write`` (``Item.KEY``),
+    conditional on the counter it was read with: of two checks with one assertion, at most one
+    commits. They are written to the key's claim, whose partition is the key's own, not its
+    organization's (:class:`CredentialClaim`); only a key without a claim keeps them itself."""
+    if claim is None:
+        write.update(
+            Item.KEY,
+            SecurityKey(key.org_id, key.key_id),
+            actions=[
+                SecurityKey.sign_count.set(response.sign_count),
+                SecurityKey.last_used_at.set(used_at),
+                SecurityKey.backed_up.set(response.backed_up),
+            ],
+            condition=SecurityKey.key_id.exists() & (SecurityKey.sign_count == key.sign_count),
+        )
+        return
+    counter_as_read = (
+        CredentialClaim.sign_count == key.sign_count
+        if claim.sign_count is not None
+        else CredentialClaim.sign_count.does_not_exist()
+    )
     write.update(
         Item.KEY,
-        SecurityKey(key.org_id, key.key_id),
+        CredentialClaim(key.key_id),
         actions=[
-            SecurityKey.sign_count.set(response.sign_count),
-            SecurityKey.last_used_at.set(used_at),
-            SecurityKey.backed_up.set(response.backed_up),
+            CredentialClaim.sign_count.set(response.sign_count),
+            CredentialClaim.last_used_at.set(used_at),
+            CredentialClaim.backed_up.set(response.backed_up),
         ],
-        condition=SecurityKey.key_id.exists() & (SecurityKey.sign_count == key.sign_count),
+        # The claim goes with its key: one deleted meanwhile fails the check.
+        condition=CredentialClaim.key_id.exists() & (CredentialClaim.user_id == key.user_id) & counter_as_read,
     )
 
 
-def _stored_key(caller: Caller, response: AuthenticationResponse) -> SecurityKey | None:
-    from chalicelib.ceremony import ceremonies
-
-    try:
-        return SecurityKey.get(
-            caller.session.org_id, ceremonies.key_id_for(response.credential_id), consistent_read=True
-        )
-    except SecurityKey.DoesNotExist:
-        return None
+def claim_of(caller: Caller, key: SecurityKey) -> CredentialClaim | None:
+    """The claim of the key a check names, as read with the session (or read now, once: the
+    counter the check wrote must be the one it read)."""
+    if CLAIM_LABEL not in caller.read:
+        try:
+            claim: CredentialClaim | None = CredentialClaim.get(key.key_id, consistent_read=True)
+        except CredentialClaim.DoesNotExist:
+            claim = None
+        caller.read = {**caller.read, CLAIM_LABEL: claim}
+    return caller.read[CLAIM_LABEL]
 
 
 def record_check(
@@ -291,7 +329,7 @@ def record_check(
     try:
         with transaction() as write:
             challenges.use_up(write, challenge_id=assertion.challenge_id, ceremony=ceremony, session=session)
-            record_use(write, key=key, response=response, used_at=checked_at)
+            record_use(write, key=key, claim=claim_of(caller, key), response=response, used_at=checked_at)
             write.update(
                 Item.SESSION,
                 Session(session.session_id),

@@ -66,7 +66,9 @@ def list_keys() -> dict[str, Any]:
     caller = caller_of(me.current_request, action=Action.READ)
     policy = authenticator_policy.of(caller.org)
     return {
-        "keys": [management.describe(key, policy=policy) for key in management.list_keys(caller=caller)],
+        "keys": [
+            management.describe(key, policy=policy) for key in management.as_shown(management.list_keys(caller=caller))
+        ],
         # What a key registered now must be: a member whose keys stopped counting learns what to get.
         "accepted": authenticator_policy.describe_accepted(policy),
     }

@@ -212,7 +212,7 @@ def list_keys() -> dict[str, Any]:
                 **management.describe(key, policy=policy),
                 "user": {"id": key.user_id, "name": owners[key.user_id].name if key.user_id in owners else ""},
             }
-            for key in page.items
+            for key in management.as_shown(page.items)
         ],
         "next": page.next,
     }

@@ -257,6 +257,8 @@ class SecurityKey(Model):
     credential_id = BinaryAttribute(legacy_encoding=False)
     public_key = BinaryAttribute(legacy_encoding=False)
     algorithm = NumberAttribute()
+    # The counter, last use and backup state as of registration (or of the last check before
+    # they moved to the key's CredentialClaim, which holds them since: ceremony/credentials.py).
     sign_count = NumberAttribute(default=0)
     aaguid = UnicodeAttribute()
     attestation_format = UnicodeAttribute()
@@ -277,7 +279,13 @@ class SecurityKey(Model):
 
 
 class CredentialClaim(Model):
-    """Which key holds a credential ID: makes credential IDs unique across all organizations."""
+    """Which key holds a credential ID, making credential IDs unique across all organizations;
+    and the key's use, which every check of the key writes.
+
+    The use lives here, keyed by the key alone, rather than on the key, whose partition is its
+    organization's: an organization's MFA checks and step-ups then spread over as many partitions
+    as it has keys (docs/performance.md, the capacity model). Created and deleted with its key.
+    """
 
     class Meta(_KeywardMeta):
         table_name = _settings.tables.credentials
@@ -285,6 +293,11 @@ class CredentialClaim(Model):
     key_id = UnicodeAttribute(hash_key=True)
     org_id = UnicodeAttribute()
     user_id = UnicodeAttribute()
+    # The key's signature counter, last use and backup state as of its last check; absent until
+    # the first check since they moved here (the key item's own then still hold them).
+    sign_count = NumberAttribute(null=True)
+    last_used_at = UTCDateTimeAttribute(null=True)
+    backed_up = BooleanAttribute(null=True)
 
 
 class Challenge(Model):

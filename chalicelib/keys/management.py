@@ -32,7 +32,7 @@ from chalicelib.base.models import (
 from chalicelib.base.storage import ConditionsFailed, Item, LabelledWrite, transaction
 from chalicelib.ceremony import authenticator_policy
 from chalicelib.ceremony.authenticator_policy import AuthenticatorPolicy, KeyFacts
-from chalicelib.ceremony.credentials import keys_of
+from chalicelib.ceremony.credentials import keys_in_use, keys_of, stored_key
 from chalicelib.counters import compliance, conditions, coverage
 
 MAX_NAME_LENGTH = 64
@@ -121,10 +121,9 @@ def rename(*, caller: Caller, key_id: str, name: object) -> SecurityKey:
     key_id = check_key_id(key_id)
     # Read first, for the answer: a read failing after the commit would report 503 "nothing was
     # changed" for a rename made. The write's condition still decides ownership.
-    try:
-        key = SecurityKey.get(org_id, key_id, consistent_read=True)
-    except SecurityKey.DoesNotExist:
-        raise KeyNotFound("No such security key.") from None
+    key = stored_key(org_id=org_id, key_id=key_id)
+    if key is None:
+        raise KeyNotFound("No such security key.")
     try:
         with transaction() as write:
             write.update(
@@ -340,6 +339,12 @@ def disable_mfa(*, caller: Caller) -> None:
         raise ConcurrentChange("Your security keys changed meanwhile; try again.") from None
     end_sessions(overflow)
     caller.member.key_count = 0
+
+
+def as_shown(keys: list[SecurityKey]) -> list[SecurityKey]:
+    """Keys as a listing shows them, with their last use and backup state (which their claims
+    hold: one batch read for the lot)."""
+    return keys_in_use(keys)
 
 
 def describe(key: SecurityKey, *, policy: AuthenticatorPolicy) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from chalicelib.base.models import (
     Throttle,
 )
 from tests.support.authenticator import SoftwareAuthenticator, b64url, b64url_decode
+from tests.support.key_use import stored_keys
 from tests.support.keyward_client import KeywardClient, Reply
 from tests.support.keyward_client import Member as SignedIn
 
@@ -96,7 +97,7 @@ class Ceremony:
             return
         me = self.api.call("GET", "/me", token=self.member.token)
         assert me.status == 200 and me.body["session"]["state"] == "mfa_required", me.body
-        (key,) = SecurityKey.scan()
+        (key,) = stored_keys()
         assert key.sign_count == 0 and key.last_used_at is None
         assert Member.get("acme", "bob").key_count == 1
         reply = self.send(self.body())

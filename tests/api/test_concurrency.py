@@ -16,6 +16,7 @@ from chalicelib.base import errors
 from chalicelib.base.models import CredentialClaim, Member, SecurityKey
 from chalicelib.keys import org_keys, registration
 from tests.support.authenticator import SoftwareAuthenticator
+from tests.support.key_use import stored_keys
 from tests.support.keyward_client import enforce_in_table
 
 ROUNDS = 5
@@ -116,7 +117,7 @@ def test_one_assertion_activates_at_most_one_session(api, round_):
     assert all(isinstance(o, (mfa.MfaSuccess, errors.ChallengeNotFound, errors.InvalidToken)) for o in outcomes), (
         outcomes
     )
-    [key] = SecurityKey.scan(consistent_read=True)
+    [key] = stored_keys()
     assert key.sign_count == 1
 
 

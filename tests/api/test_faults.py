@@ -49,6 +49,7 @@ from chalicelib.base.models import (
 from devstack.stream import MAX_DELIVERY_ATTEMPTS, StreamPump
 from tests.support.audit_log import logged_events
 from tests.support.authenticator import SoftwareAuthenticator
+from tests.support.key_use import stored_key as key_in_use
 from tests.support.keyward_client import KeywardClient, Reply
 from tests.support.keyward_client import Member as Signed
 from tests.support.sessions import org_sessions
@@ -745,7 +746,7 @@ def test_put_org_mfa_answers_from_the_organization_read_with_its_session_and_rea
 def test_a_503_from_renaming_a_key_means_the_name_did_not_change(api, faults):
     bob = _member_with_key(api)
     key_id = api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"][0]["id"]
-    _fail_nth(faults, "GetItem", 1)  # the read-back after the transaction
+    _fail_nth(faults, "TransactGetItems", 2)  # the key's read (with its claim), after the session's
 
     reply = api.call("PATCH", f"/me/mfa/keys/{key_id}", token=bob.token, body={"name": "Renamed"})
     faults.clear()
@@ -918,7 +919,7 @@ def test_mfa_verify_reports_success_only_when_the_session_is_activated(api, faul
         if options.status != 200:
             continue
         with faults.suspended():
-            count_before = SecurityKey.get("acme", key_id, consistent_read=True).sign_count
+            count_before = key_in_use("acme", key_id).sign_count
         body = {
             "challenge_id": options.body["challenge_id"],
             "credential": authenticator.authenticate(options.body["publicKey"]),
@@ -952,7 +953,7 @@ def _assert_activated(api: KeywardClient, *, old: str, new: str, key_id: str, si
     assert new != old
     assert api.call("GET", "/me", token=old).code == "InvalidToken"
     assert api.call("GET", "/me", token=new).body["session"]["state"] == "active"
-    assert SecurityKey.get("acme", key_id, consistent_read=True).sign_count == sign_count
+    assert key_in_use("acme", key_id).sign_count == sign_count
     assert any(e.details["session_id"] == session.session_id for e in _events("acme", "mfa.succeeded"))
 
 
@@ -960,7 +961,7 @@ def _assert_untouched(api: KeywardClient, *, token: str, key_id: str, sign_count
     session = Session.get(_session_id(token), consistent_read=True)
     assert (session.state, session.token_hash, session.verified_key_id) == ("mfa_required", _token_hash(token), None)
     assert api.call("GET", "/me", token=token).body["session"]["state"] == "mfa_required"
-    assert SecurityKey.get("acme", key_id, consistent_read=True).sign_count == sign_count
+    assert key_in_use("acme", key_id).sign_count == sign_count
     assert not any(e.details["session_id"] == session.session_id for e in _events("acme", "mfa.succeeded"))
 
 

@@ -18,6 +18,7 @@ from chalicelib.base.errors import (
 from chalicelib.base.models import SecurityKey, Session
 from chalicelib.ceremony.credentials import user_handle_for
 from tests.support.authenticator import SoftwareAuthenticator
+from tests.support.key_use import set_sign_count, stored_key
 from tests.support.meanwhile import after_verification
 
 ORG = "acme"
@@ -98,14 +99,16 @@ def test_the_members_own_user_handle_passes(api):
 
 
 @pytest.mark.parametrize("counter_meanwhile", [0, 1_000])  # another use moved it; an edit set it back
-def test_a_key_whose_counter_changed_meanwhile_activates_nothing(api, monkeypatch, counter_meanwhile):
+@pytest.mark.parametrize("used_before", [True, False], ids=["used before", "first check"])
+def test_a_key_whose_counter_changed_meanwhile_activates_nothing(api, monkeypatch, counter_meanwhile, used_before):
     authenticator = _member_with_key(api, "bob")
     [key] = list(SecurityKey.scan())
-    key.update(actions=[SecurityKey.sign_count.set(5)])  # as after a few uses
+    if used_before:
+        set_sign_count(key.key_id, 5)  # as after a few uses
     authenticator.sign_count = 10
     member, caller, options = _pending(api, "bob")
     assertion = authenticator.authenticate(options["publicKey"])
-    after_verification(monkeypatch, lambda: key.update(actions=[SecurityKey.sign_count.set(counter_meanwhile)]))
+    after_verification(monkeypatch, lambda: set_sign_count(key.key_id, counter_meanwhile))
 
     with pytest.raises(SignCountRegression):
         mfa.verify(
@@ -113,7 +116,7 @@ def test_a_key_whose_counter_changed_meanwhile_activates_nothing(api, monkeypatc
         )
 
     assert _state(member) == "mfa_required"
-    assert SecurityKey.get(ORG, key.key_id, consistent_read=True).sign_count == counter_meanwhile
+    assert stored_key(ORG, key.key_id).sign_count == counter_meanwhile
 
 
 @pytest.mark.parametrize("token_hash_meanwhile", ["0" * 64, "f" * 64])  # below and above any real hash
@@ -133,7 +136,7 @@ def test_a_session_whose_token_changed_meanwhile_is_not_activated(api, monkeypat
     stored = Session.get(caller.session.session_id, consistent_read=True)
     assert (stored.state, stored.token_hash) == ("mfa_required", token_hash_meanwhile)
     # One transaction: the key's counter did not move either.
-    assert SecurityKey.get(ORG, key.key_id, consistent_read=True).sign_count == key.sign_count
+    assert stored_key(ORG, key.key_id).sign_count == key.sign_count
 
 
 def test_a_session_activated_meanwhile_is_not_activated_again(api, monkeypatch):

@@ -10,6 +10,7 @@ import pytest
 from chalicelib.base import clock
 from chalicelib.base.models import Challenge, SecurityKey, Session
 from tests.support.authenticator import SoftwareAuthenticator, b64url
+from tests.support.key_use import stored_keys
 
 
 @pytest.fixture
@@ -59,11 +60,15 @@ def test_a_verified_assertion_activates_the_session_with_a_new_token(api, algori
     assert api.call("GET", "/me/mfa/keys", token=reply.body["token"]).status == 200
     old = api.call("GET", "/me", token=pending.token)
     assert (old.status, old.code) == (401, "InvalidToken")
-    [key] = SecurityKey.scan(consistent_read=True)
+    [key] = stored_keys()
     assert key.sign_count == 1
     assert key.last_used_at is not None
     shown = api.call("GET", "/me/mfa/keys", token=reply.body["token"]).body["keys"][0]
     assert shown["last_used_at"] == clock.iso(key.last_used_at)
+    renamed = api.call("PATCH", f"/me/mfa/keys/{key.key_id}", token=reply.body["token"], body={"name": "Desk"})
+    assert renamed.body["key"]["last_used_at"] == clock.iso(key.last_used_at)
+    # The use is the key's own partition's to write, not its organization's.
+    assert SecurityKey.get("acme", key.key_id, consistent_read=True).last_used_at is None
     # The registering session's proof is the key too; the new login's is the key it passed with.
     assert {s.session_id: s.verified_key_id for s in _session()} == {
         bob.token.split(".")[3]: key.key_id,
@@ -127,7 +132,7 @@ def test_another_users_key_is_refused(api, bob_with_a_key):
     options["publicKey"]["allowCredentials"] = []  # a client that ignores the allow list
     reply = api.mfa_verify(pending, options["challenge_id"], carols_key.authenticate(options["publicKey"]))
     assert (reply.status, reply.code) == (401, "UnknownCredential")
-    assert all(k.last_used_at is None for k in SecurityKey.scan())
+    assert all(k.last_used_at is None for k in stored_keys())
 
 
 def test_a_user_handle_of_another_user_is_refused(api, bob_with_a_key):
@@ -173,7 +178,7 @@ def test_a_forged_signature_is_refused(api, bob_with_a_key):
     impostor = SoftwareAuthenticator(credential_id=bob_with_a_key.credential_id, sign_count=100)
     reply = api.mfa_verify(pending, options["challenge_id"], impostor.authenticate(options["publicKey"]))
     assert (reply.status, reply.code) == (401, "CeremonyFailed")
-    [key] = SecurityKey.scan(consistent_read=True)
+    [key] = stored_keys()
     assert (key.sign_count, key.last_used_at) == (5, None)
 
 
@@ -188,7 +193,7 @@ def test_a_sign_count_regression_is_refused_and_logged(api, bob_with_a_key, capl
 
     assert (reply.status, reply.code) == (401, "SignCountRegression")
     assert any("sign-count regression" in record.getMessage() for record in caplog.records)
-    [key] = SecurityKey.scan(consistent_read=True)
+    [key] = stored_keys()
     assert key.sign_count == 6
 
 

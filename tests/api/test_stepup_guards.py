@@ -15,6 +15,8 @@ import pytest
 from chalicelib.base import clock
 from chalicelib.base.models import Challenge, Organization, SecurityKey, Session
 from tests.support.authenticator import SoftwareAuthenticator
+from tests.support.key_use import set_sign_count, stored_keys
+from tests.support.key_use import stored_key as key_in_use
 from tests.support.keyward_client import KeywardClient, Member
 from tests.support.meanwhile import after_verification
 
@@ -83,7 +85,7 @@ def test_the_refusal_tells_a_key_holder_to_step_up_and_a_member_without_keys_to_
 def test_a_session_whose_token_changed_meanwhile_is_not_stepped_up(api, monkeypatch, token_hash_meanwhile):
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at
-    [stored_key] = list(SecurityKey.scan())
+    [stored_key] = stored_keys()
     after_verification(
         monkeypatch,
         lambda: Session(bob.token.split(".")[3]).update(actions=[Session.token_hash.set(token_hash_meanwhile)]),
@@ -95,7 +97,7 @@ def test_a_session_whose_token_changed_meanwhile_is_not_stepped_up(api, monkeypa
     after = _session(bob)
     assert (after.token_hash, after.key_checked_at) == (token_hash_meanwhile, checked_before)
     # One transaction: the key's counter did not move either.
-    assert SecurityKey.get(ORG, stored_key.key_id, consistent_read=True).sign_count == stored_key.sign_count
+    assert key_in_use(ORG, stored_key.key_id).sign_count == stored_key.sign_count
 
 
 @pytest.mark.parametrize("state_meanwhile", ["mfa_required", "registration_required"])
@@ -127,15 +129,13 @@ def test_a_key_used_meanwhile_steps_nothing_up(api, monkeypatch):
     bob, key = _key_holder(api)
     checked_before = _session(bob).key_checked_at
     [stored_key] = list(SecurityKey.scan())
-    after_verification(
-        monkeypatch, lambda: SecurityKey(ORG, stored_key.key_id).update(actions=[SecurityKey.sign_count.set(1_000)])
-    )
+    after_verification(monkeypatch, lambda: set_sign_count(stored_key.key_id, 1_000))
 
     reply = _step_up(api, bob, key)
 
     assert (reply.status, reply.code) == (401, "SignCountRegression")
     assert _session(bob).key_checked_at == checked_before
-    assert SecurityKey.get(ORG, stored_key.key_id, consistent_read=True).sign_count == 1_000
+    assert key_in_use(ORG, stored_key.key_id).sign_count == 1_000
 
 
 # --- a step-up proves a key only if the organization accepts it -----------------------------------

@@ -41,8 +41,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.base.models import CredentialClaim, Member, SecurityKey, Session
+from chalicelib.base.models import CredentialClaim, Member, Session
 from tests.support.authenticator import SoftwareAuthenticator, b64url, b64url_decode
+from tests.support.key_use import stored_keys
 from tests.support.keyward_client import KeywardClient, Reply, enforce_in_table
 
 EXAMPLES = int(os.environ.get("KEYWARD_HYPOTHESIS_EXAMPLES", "100"))  # per test
@@ -197,10 +198,7 @@ class Signer:
     def snapshot(self) -> tuple[Any, ...]:
         session = Session.get(self.token.split(".")[3], consistent_read=True)
         return (
-            sorted(
-                (k.org_id, k.key_id, k.sign_count, k.last_used_at, k.backed_up)
-                for k in SecurityKey.scan(consistent_read=True)
-            ),
+            sorted((k.org_id, k.key_id, k.sign_count, k.last_used_at, k.backed_up) for k in stored_keys()),
             sorted(claim.key_id for claim in CredentialClaim.scan(consistent_read=True)),
             Member.get(self.org, self.user, consistent_read=True).key_count,
             (session.state, session.token_hash, session.verified_key_id),

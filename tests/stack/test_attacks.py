@@ -268,7 +268,7 @@ def _tampered_ceremony_is_refused(
 
     refused(reply, 401, code)
     assert db.snapshot(org) == before
-    assert db.key(org, key_id).get("last_used_at") is None
+    assert db.last_used(org, key_id) is None
     assert new_events(db, org, logged) == [("mfa.failed", {"reason": code})]
     assert state_of(keyward, pending.token) == "mfa_required"
     honest_mfa_passes(keyward, pending.token, bob_key)
@@ -364,7 +364,11 @@ def test_another_users_credential_is_refused(keyward, db):
         refused(keyward.mfa_verify(pending.token, pending.challenge_id, assertion), 401, "UnknownCredential")
         assert db.snapshot(org, elsewhere) == before
         assert state_of(keyward, pending.token) == "mfa_required"
-    assert all("last_used_at" not in key for key in db.query_org("keys", org) if key["user_id"]["S"] == "bob")
+    assert all(
+        db.last_used(org, key["key_id"]["S"]) is None
+        for key in db.query_org("keys", org)
+        if key["user_id"]["S"] == "bob"
+    )
     honest_mfa_passes(keyward, pending.token, carol_key)
 
 

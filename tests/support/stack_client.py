@@ -377,9 +377,21 @@ class StackTables:
         return self.get("keys", org_id=org_id, key_id=key_id)
 
     def sign_count(self, org_id: str, key_id: str) -> int:
+        """The key's signature counter: on its credential claim once a check wrote it there."""
         item = self.key(org_id, key_id)
         assert item is not None, f"key {key_id} of {org_id} is not stored"
+        claim = self.get("credentials", key_id=key_id)
+        if claim is not None and "sign_count" in claim:
+            return int(claim["sign_count"]["N"])
         return int(item["sign_count"]["N"])
+
+    def last_used(self, org_id: str, key_id: str) -> str | None:
+        """When the key last passed a check, as stored (its claim, or the key as registered)."""
+        item = self.key(org_id, key_id)
+        assert item is not None, f"key {key_id} of {org_id} is not stored"
+        claim = self.get("credentials", key_id=key_id) or {}
+        used = claim.get("last_used_at") or item.get("last_used_at")
+        return used["S"] if used else None
 
     def challenge(self, challenge_id: str) -> dict[str, Any] | None:
         return self.get("challenges", challenge_id=challenge_id)
