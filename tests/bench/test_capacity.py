@@ -3,6 +3,7 @@ a storm drew from, and the scaling of a storm's writes to R sign-ins a second.""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -118,3 +119,35 @@ def test_the_report_says_why_the_old_codes_storm_did_not_run():
 
     assert "The old code's storm did not run: no /auth/reauth/verify" in lines
     assert lines[-1].startswith("PASS: new:")
+
+
+def test_the_returning_members_sign_ins_are_judged_alone_and_the_enrolments_get_their_cap():
+    returning = [
+        KeyLoad("sessions", f"s{i:08d}", "<id>", units=6, writes=3, sign_ins=(i,), operations=("login",))
+        for i in range(8)
+    ]
+    # The two enrolments write the organization's item: 4 units an enrolment.
+    enrolment = [KeyLoad("orgs", "storm", "<org>", units=8, writes=4, sign_ins=(8, 9), operations=("registration",))]
+    storm = Storm(
+        sign_ins=10,
+        mfa_sign_ins=8,
+        first_sign_ins=2,
+        step_ups=0,
+        loads=returning + enrolment,
+        returning_loads=returning,
+        enrolment_loads=enrolment,
+    )
+
+    lines = report(storm)
+
+    # The mixed storm, one in five an enrolment, puts 8,000 units a second on the organization.
+    assert lines[-3].startswith("FAIL: new: ") and "`orgs: <org>` 8,000" in lines[-3]
+    assert lines[-2] == (
+        "PASS: new, the returning members' sign-ins alone: no partition key above 1,000 write units/s "
+        "at 10,000 sign-ins/s"
+    )
+    assert lines[-1] == (
+        "Enrolments (a new member's first login and registration): at most 250 a second in one "
+        "organization; `orgs: <org>` takes 4.00 write units each."
+    )
+    assert Storm.from_json(json.loads(json.dumps(storm.to_json()))) == storm
