@@ -113,11 +113,27 @@ def set_count(*, org_id: str, shards: int, now: datetime, retention: timedelta) 
     Raises:
         Organization.DoesNotExist: there is no such organization.
     """
-    from chalicelib.base.models import Organization
+    from pynamodb.exceptions import UpdateError
 
-    org = Organization.get(org_id, consistent_read=True)
-    org.update(
-        actions=[Organization.audit_shards.set(changed(org=org, shards=shards, now=now, retention=retention))],
-        condition=Organization.org_id.exists(),
-    )
-    return effective_from(now)
+    from chalicelib.base.models import Organization
+    from chalicelib.base.storage import condition_failed
+
+    while True:
+        org = Organization.get(org_id, consistent_read=True)
+        # Written only if the counts are still those read: a count another operator set meanwhile
+        # placed events that readers must still find, so it is kept, not overwritten.
+        as_read = (
+            Organization.audit_shards == org.audit_shards.as_dict()
+            if org.audit_shards is not None
+            else Organization.audit_shards.does_not_exist()
+        )
+        try:
+            org.update(
+                actions=[Organization.audit_shards.set(changed(org=org, shards=shards, now=now, retention=retention))],
+                condition=Organization.org_id.exists() & as_read,
+            )
+        except UpdateError as error:
+            if not condition_failed(error):
+                raise
+            continue
+        return effective_from(now)

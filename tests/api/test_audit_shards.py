@@ -331,3 +331,27 @@ def test_repeated_failed_checks_spread_over_shards_are_counted_together_for_the_
     subject = "Repeated failed security key checks on your account"
     mailed = [m for m in sent_mail if any("bob@acme.example" in d for d in m.destinations) and subject in m.raw_data]
     assert len(mailed) == 2
+
+
+def test_a_count_another_operator_set_meanwhile_is_kept(api, monkeypatch):
+    """A count written between the command's read and its write (another operator's, in force
+    since an hour ago: it may have placed events) is not overwritten by what was read."""
+    api.login(user="bob")
+    now = clock.now()
+    theirs = (now - timedelta(hours=1)).strftime(HOUR)
+    read = Organization.get
+    reads = []
+
+    def read_then_another_operator_writes(*args, **kwargs):
+        org = read(*args, **kwargs)
+        reads.append(org)
+        if len(reads) == 1:
+            _shards("acme", {theirs: 32})
+        return org
+
+    monkeypatch.setattr(Organization, "get", read_then_another_operator_writes)
+
+    audit_shards.set_count(org_id="acme", shards=8, now=now, retention=timedelta(days=30))
+
+    counts = audit_shards.counts(read("acme", consistent_read=True))
+    assert counts == {theirs: 32, audit_shards.effective_from(now).strftime(HOUR): 8}
