@@ -43,9 +43,6 @@ SHARDED = {
 # that this test holds while they are; the test below checks that each is still written, so that
 # the list goes when its partition is re-keyed.
 KNOWN_ORGANIZATION_WIDE_WRITES = {
-    # The member's item (last login) is keyed (organization, member): the organization is the
-    # partition key. No local index, so DynamoDB can split the partition by member under heat.
-    ("members", ORG),
     # The security key's item (its signature counter and last use, at every MFA verify and
     # step-up) is keyed (organization, key), and the by-member local index keeps the
     # organization's keys one item collection, which DynamoDB cannot split.
