@@ -3,8 +3,9 @@
 Table names and the endpoint come from :mod:`chalicelib.base.config`. Keys are chosen so that every
 hot path is a key lookup or a query on one partition: an organization's members and security
 keys share the organization's ID as their partition key. What a sign-in storm writes is spread:
-sessions are keyed by their own ID and found by organization through a write-sharded index, and
-audit events are spread over several partitions of their day (see :class:`AuditEvent`).
+sessions are keyed by their own ID and found by organization through a write-sharded index,
+audit events are spread over several partitions of their day (see :class:`AuditEvent`), and a
+login records its time on the member's own item (:class:`MemberActivity`).
 """
 
 from __future__ import annotations
