@@ -21,7 +21,7 @@ from chalicelib.base.errors import (
     NonceMismatch,
     SecurityKeyRequired,
 )
-from chalicelib.base.models import Member, Organization
+from chalicelib.base.models import Member, MemberActivity, Organization, member_key
 from chalicelib.base.storage import ConditionsFailed
 
 if TYPE_CHECKING:
@@ -203,10 +203,11 @@ def verify_id_token(*, id_token: str, nonce: str | None = None, expired_grace_se
 
 
 def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining.Returning | None]:
-    """The organization and member an ID token names, read together (one round trip); created
-    when missing. A returning member's changes (the login time, profile claims that changed)
-    come back to be written with the login's session, so a returning member's login is one read
-    and one transaction, and writes no organization item.
+    """The organization and member an ID token names, read together with the member's activity
+    item (one round trip); created when missing. A returning member's changes (the login time,
+    on their activity item, and profile claims that changed) come back to be written with the
+    login's session, so a returning member's login is one read and one transaction, and writes
+    nothing keyed by the organization alone.
 
     Raises:
         UnknownOrganization, WrongIdentityProvider: see :mod:`chalicelib.access.tenancy`.
@@ -217,26 +218,37 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining
     from chalicelib.base.models import connection
 
     signed_in = clock.now()
-    with TransactGet(connection=connection()) as reads:
-        org_future = reads.get(Organization, identity.org_id)
-        member_future = reads.get(Member, identity.org_id, identity.user_id)
-    org = tenancy.organization_for_sign_in(org_id=identity.org_id, issuer=identity.issuer, found=found_in(org_future))
-    stored = found_in(member_future)
-    if stored is not None:
-        update = joining.returning(
-            member=stored, name=identity.name, email=identity.email, admin=identity.admin, signed_in=signed_in
+    for _ in range(2):
+        with TransactGet(connection=connection()) as reads:
+            org_future = reads.get(Organization, identity.org_id)
+            member_future = reads.get(Member, identity.org_id, identity.user_id)
+            activity_future = reads.get(MemberActivity, member_key(identity.org_id, identity.user_id))
+        org = tenancy.organization_for_sign_in(
+            org_id=identity.org_id, issuer=identity.issuer, found=found_in(org_future)
         )
-        return org, update.member, update
-    member = joining.sign_in_member(
-        org_id=identity.org_id,
-        user_id=identity.user_id,
-        name=identity.name,
-        email=identity.email,
-        admin=identity.admin,
-        signed_in=signed_in,
-        known_new=True,
-    )
-    return org, member, None
+        stored = found_in(member_future)
+        if stored is not None:
+            update = joining.returning(
+                member=stored,
+                activity=found_in(activity_future),
+                name=identity.name,
+                email=identity.email,
+                admin=identity.admin,
+                signed_in=signed_in,
+            )
+            return org, update.member, update
+        member = joining.join(
+            org_id=identity.org_id,
+            user_id=identity.user_id,
+            name=identity.name,
+            email=identity.email,
+            admin=identity.admin,
+            signed_in=signed_in,
+        )
+        if member is not None:
+            return org, member, None
+        # A simultaneous first login created the member: this one is a returning member's.
+    raise AssertionError("the member was created and deleted again during this login")
 
 
 def sign_in(*, id_token: str, client: audit.Client, nonce: str | None = None) -> SignIn:

@@ -1,5 +1,6 @@
 """Joining an organization: the first login creates a member (and counts them), later logins
-refresh what the IdP owns. Leaving is offboarding (chalicelib/org/offboarding.py).
+record their time on the member's activity item and refresh what the IdP owns. Leaving is
+offboarding (chalicelib/org/offboarding.py).
 
 A member is created and counted in one transaction, and deleted and uncounted in one; so the
 organization's counters (chalicelib/counters/coverage.py) never drift. Deleting the member item is what
@@ -12,113 +13,134 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from chalicelib.base.errors import ConcurrentChange
-from chalicelib.base.models import Member, Organization
-from chalicelib.base.storage import (
-    ConditionsFailed,
-    Item,
-    LabelledWrite,
-    condition_failed,
-    transaction,
-)
+from chalicelib.base.models import Member, MemberActivity, Organization, member_key
+from chalicelib.base.storage import ConditionsFailed, Item, LabelledWrite, transaction
 from chalicelib.counters import conditions, coverage
 
 
 @dataclass(frozen=True)
 class Returning:
-    """A returning member's login: the member as stored, brought up to date, and the update to
-    write with the login's session (no round trip of its own)."""
+    """A returning member's login: the member as stored, brought up to date, and what to write
+    with the login's session (no round trip of its own).
+
+    The login's time goes on the member's activity item, keyed per member, not on the member
+    item: that one shares its partition key with every member of the organization, and a
+    sign-in storm would write it at every login. The member item is written only when a
+    profile claim changed.
+    """
 
     member: Member
-    actions: list[Action]
+    # The member item's changes: the profile claims that differ from the stored ones.
+    profile: list[Action]
+    activity: MemberActivity
+    # Whether the activity item was found, naming this member as created: its own condition
+    # then stands for the member's. A member stored before activity items were has none yet.
+    recorded: bool
 
     def add_to(self, write: LabelledWrite) -> None:
-        write.update(
-            Item.MEMBER,
-            Member(self.member.org_id, self.member.user_id),
-            actions=self.actions,
-            condition=Member.user_id.exists(),
-        )
+        member = self.member
+        if self.recorded:
+            # Offboarding deletes the activity item with its member: a member offboarded (or
+            # offboarded and created again) since the login read them fails this condition, and
+            # no session starts, without the login touching the organization's partition.
+            write.save(Item.MEMBER_ACTIVITY, self.activity, condition=_recorded_for(member))
+        else:
+            # Once per member, the first login since activity items were introduced: the member
+            # item's condition protects it instead, and the activity item is created.
+            write.save(Item.MEMBER_ACTIVITY, self.activity)
+        if self.profile:
+            write.update(
+                Item.MEMBER,
+                Member(member.org_id, member.user_id),
+                actions=self.profile,
+                condition=_same_member(member),
+            )
+        elif not self.recorded:
+            write.condition_check(Item.MEMBER, Member, member.org_id, member.user_id, condition=_same_member(member))
 
 
-def returning(*, member: Member, name: str, email: str, admin: bool, signed_in: datetime) -> Returning:
-    """What a login of a stored member changes: the time, and the profile claims the IdP sent
-    that differ from the stored ones (a missing claim keeps what the member had). A changed
-    admin claim is written at once, with the admin counters (:func:`change_admin`)."""
-    actions: list[Action] = [Member.last_login_at.set(signed_in)]
+def returning(
+    *, member: Member, activity: MemberActivity | None, name: str, email: str, admin: bool, signed_in: datetime
+) -> Returning:
+    """What a login of a stored member changes: the time of their last sign-in (``activity``,
+    their activity item as read, if any), and the profile claims the IdP sent that differ from
+    the stored ones (a missing claim keeps what the member had). A changed admin claim is
+    written at once, with the admin counters (:func:`change_admin`)."""
+    profile: list[Action] = []
     if name and name != member.name:
-        actions.append(Member.name.set(name))
+        profile.append(Member.name.set(name))
         member.name = name
     if email and email != member.email:
-        actions.append(Member.email.set(email))
+        profile.append(Member.email.set(email))
         member.email = email
     if bool(member.admin) != admin:
         # Admins are counted: the flag changes in a transaction of its own, with the counters.
         change_admin(member=member, admin=admin)
-    member.last_login_at = signed_in
-    return Returning(member=member, actions=actions)
+    return Returning(
+        member=member,
+        profile=profile,
+        activity=activity_of(member, signed_in=signed_in),
+        recorded=activity is not None and activity.member_created_at == member.created_at,
+    )
 
 
-def sign_in_member(
-    *,
-    org_id: str,
-    user_id: str,
-    name: str,
-    email: str,
-    admin: bool,
-    signed_in: datetime,
-    known_new: bool = False,
-) -> Member:
-    """Refresh the member an ID token names, or create and count them on their first login
-    (``known_new``: a read just found no such member, so creating is tried first).
+def activity_of(member: Member, *, signed_in: datetime) -> MemberActivity:
+    """The member's activity item, as a sign-in at ``signed_in`` leaves it."""
+    return MemberActivity(
+        member_key(member.org_id, member.user_id),
+        member_created_at=member.created_at,
+        last_login_at=signed_in,
+    )
 
-    An IdP may leave out profile claims; a missing one keeps what the member had.
-    """
-    for attempt in range(2):
-        if not (known_new and attempt == 0):
-            member = Member(org_id, user_id)
-            try:
-                member.update(
-                    actions=[
-                        Member.name.set(name if name else (Member.name | "")),
-                        Member.email.set(email if email else (Member.email | "")),
-                        Member.last_login_at.set(signed_in),
-                    ],
-                    condition=Member.user_id.exists(),
-                )
-                if bool(member.admin) != admin:
-                    change_admin(member=member, admin=admin)
-                return member
-            except UpdateError as error:
-                if not condition_failed(error):
-                    raise
-        joining = Member(
-            org_id,
-            user_id,
-            name=name,
-            email=email,
-            admin=admin,
-            key_count=0,
-            coverage=coverage.coverage_key(org_id=org_id, bucket=coverage.Bucket.NONE),
-            admin_without_key=coverage.admin_without_key_for(org_id=org_id, admin=admin, key_count=0),
-            created_at=signed_in,
-            last_login_at=signed_in,
-        )
 
-        def create() -> None:
-            with transaction() as write:
-                write.save(Item.MEMBER, joining, condition=Member.user_id.does_not_exist())
-                coverage.add_member(write, org_id=org_id, admin=admin)
+def join(*, org_id: str, user_id: str, name: str, email: str, admin: bool, signed_in: datetime) -> Member | None:
+    """Create and count the member an ID token names, on their first login; with their activity
+    item. None when a simultaneous first login created them first: the login goes on as a
+    returning member's."""
+    joining = Member(
+        org_id,
+        user_id,
+        name=name,
+        email=email,
+        admin=admin,
+        key_count=0,
+        coverage=coverage.coverage_key(org_id=org_id, bucket=coverage.Bucket.NONE),
+        admin_without_key=coverage.admin_without_key_for(org_id=org_id, admin=admin, key_count=0),
+        created_at=signed_in,
+    )
 
-        try:
-            conditions.sent_again_on_conflict(create, org_id=org_id)
-            return joining
-        except ConditionsFailed:
-            continue  # a simultaneous first login created the member: refresh it instead
-    raise AssertionError("the member was created and deleted again during this login")
+    def create() -> None:
+        with transaction() as write:
+            write.save(Item.MEMBER, joining, condition=Member.user_id.does_not_exist())
+            # Unconditional: an activity item of an earlier member of this ID names another
+            # creation time, and is replaced.
+            write.save(Item.MEMBER_ACTIVITY, activity_of(joining, signed_in=signed_in))
+            coverage.add_member(write, org_id=org_id, admin=admin)
+
+    try:
+        conditions.sent_again_on_conflict(create, org_id=org_id)
+    except ConditionsFailed:
+        return None
+    return joining
+
+
+def _same_member(member: Member) -> Condition:
+    """The member item is still ``member``: not offboarded, nor created again under the same ID."""
+    if member.created_at is None:  # stored before members recorded their creation
+        return Member.user_id.exists() & Member.created_at.does_not_exist()
+    return Member.created_at == member.created_at
+
+
+def _recorded_for(member: Member) -> Condition:
+    """The activity item is still ``member``'s: not deleted with them, nor written for a member
+    of the same ID created since."""
+    if member.created_at is None:
+        return MemberActivity.member.exists() & MemberActivity.member_created_at.does_not_exist()
+    return MemberActivity.member_created_at == member.created_at
 
 
 def change_admin(*, member: Member, admin: bool) -> None:

@@ -145,7 +145,11 @@ def list_members() -> dict[str, Any]:
         )
     else:
         page = members.list_members(org_id=caller.org.org_id, limit=limit, after=after, search=search)
-    return {"members": [members.describe(member, org=caller.org) for member in page.items], "next": page.next}
+    seen = members.last_sign_ins(org_id=caller.org.org_id, members=page.items)
+    return {
+        "members": [members.describe(member, org=caller.org, last_sign_ins=seen) for member in page.items],
+        "next": page.next,
+    }
 
 
 @route(org, "/org/mfa/preview", methods=["GET"])
@@ -158,7 +162,8 @@ def preview_enforcement() -> dict[str, Any]:
         "members_with_key": found.counters.members_with_key,
         "members_without_key": found.counters.members_without_key,
         "members_without_key_first_page": [
-            members.describe(member, org=caller.org) for member in found.first_without_key.items
+            members.describe(member, org=caller.org, last_sign_ins=found.last_sign_ins)
+            for member in found.first_without_key.items
         ],
         "next": found.first_without_key.next,
         "members_compliant": found.compliance.members_compliant,
@@ -166,7 +171,8 @@ def preview_enforcement() -> dict[str, Any]:
         "admins_total": found.counters.admins_total,
         "admins_without_key": found.counters.admins_without_key,
         "admins_without_key_first_page": [
-            members.describe(member, org=caller.org) for member in found.first_admins_without_key
+            members.describe(member, org=caller.org, last_sign_ins=found.last_sign_ins)
+            for member in found.first_admins_without_key
         ],
         "sessions_ending_estimate": found.sessions_ending_estimate,
     }

@@ -22,6 +22,7 @@ class Tables:
 
     orgs: str
     members: str
+    member_activity: str
     keys: str
     credentials: str
     challenges: str
@@ -440,6 +441,7 @@ def load(env: Mapping[str, str]) -> Settings:
         tables=Tables(
             orgs=env.get("KEYWARD_ORGS_TABLE", prefix + "orgs"),
             members=env.get("KEYWARD_MEMBERS_TABLE", prefix + "members"),
+            member_activity=env.get("KEYWARD_MEMBER_ACTIVITY_TABLE", prefix + "member-activity"),
             keys=env.get("KEYWARD_KEYS_TABLE", prefix + "keys"),
             credentials=env.get("KEYWARD_CREDENTIALS_TABLE", prefix + "credentials"),
             challenges=env.get("KEYWARD_CHALLENGES_TABLE", prefix + "challenges"),

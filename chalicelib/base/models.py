@@ -3,8 +3,9 @@
 Table names and the endpoint come from :mod:`chalicelib.base.config`. Keys are chosen so that every
 hot path is a key lookup or a query on one partition: an organization's members and security
 keys share the organization's ID as their partition key. What a sign-in storm writes is spread:
-sessions are keyed by their own ID and found by organization through a write-sharded index, and
-audit events are spread over several partitions of their day (see :class:`AuditEvent`).
+sessions are keyed by their own ID and found by organization through a write-sharded index,
+audit events are spread over several partitions of their day (see :class:`AuditEvent`), and a
+login records its time on the member's own item (:class:`MemberActivity`).
 """
 
 from __future__ import annotations
@@ -202,6 +203,8 @@ class Member(Model):
     spared_keys = NumberAttribute(null=True)
     compliance_version = NumberAttribute(null=True)
     created_at = UTCDateTimeAttribute()
+    # The last sign-in of a member who has not signed in since it moved to MemberActivity; no
+    # longer written.
     last_login_at = UTCDateTimeAttribute(null=True)
     # The member's credentials as ceremonies list them (allowCredentials, excludeCredentials):
     # key ID -> {"id": base64url credential ID, "transports": [...]}, kept in the transactions
@@ -216,6 +219,38 @@ class Member(Model):
     # have ended, whether or not the eventually consistent index listed them for deletion.
     # Absent means 0.
     sign_out_generation = NumberAttribute(null=True)
+
+
+def member_key(org_id: str, user_id: str) -> str:
+    """One member across organizations, as a single key: ``<org>#<user>``. Organization IDs hold
+    no ``#`` (tenancy.valid_org_id), so the first ``#`` ends the organization's ID and a user ID
+    may hold any character, ``#`` included: two members never share a key."""
+    return f"{org_id}#{user_id}"
+
+
+class MemberActivity(Model):
+    """When a member last signed in, on an item of its own keyed per member.
+
+    Every login of a returning member records its time. On the member item, keyed (organization,
+    member), a sign-in storm of one organization wrote one partition key at every login, capping
+    the organization's sign-in rate at DynamoDB's 1,000 write units a second per key; keyed per
+    member, those writes spread over as many keys as there are members. The member item is
+    written by a login only when a profile claim changed.
+
+    The item is deleted with its member (offboarding), and names the member as created: a
+    login's write of it is conditional on that, so a login whose member was offboarded (or
+    offboarded and created again) meanwhile starts no session, without a condition on the member
+    item.
+    """
+
+    class Meta(_KeywardMeta):
+        table_name = _settings.tables.member_activity
+
+    # member_key(org_id, user_id)
+    member = UnicodeAttribute(hash_key=True)
+    # The member's created_at; absent for a member stored before members recorded it.
+    member_created_at = UTCDateTimeAttribute(null=True)
+    last_login_at = UTCDateTimeAttribute()
 
 
 class KeysByMember(LocalSecondaryIndex["SecurityKey"]):
@@ -770,6 +805,7 @@ class SigningKey(Model):
 ALL_MODELS: tuple[type[Model], ...] = (
     Organization,
     Member,
+    MemberActivity,
     SecurityKey,
     CredentialClaim,
     Challenge,

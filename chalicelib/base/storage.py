@@ -64,6 +64,8 @@ class Item(Enum):
     ORG = "org"
     ORG_COUNTERS = "org counters"
     MEMBER = "member"
+    # The member's last sign-in (MemberActivity).
+    MEMBER_ACTIVITY = "member activity"
     KEY = "key"
     CLAIM = "claim"
     SESSION = "session"

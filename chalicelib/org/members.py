@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from chalicelib.base import clock, pagination
 from chalicelib.base.errors import MalformedRequest
-from chalicelib.base.models import Member, Organization
+from chalicelib.base.models import Member, MemberActivity, Organization, member_key
 from chalicelib.counters import compliance, coverage
 from chalicelib.counters.coverage import Bucket
 
@@ -85,7 +88,32 @@ def list_admins_without_key(*, org_id: str, limit: int) -> list[Member]:
     ]
 
 
-def describe(member: Member, *, org: Organization) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LastSignIns:
+    """When members last signed in, from their activity items (:class:`MemberActivity`)."""
+
+    found: dict[str, MemberActivity]  # by member_key
+
+    def of(self, member: Member) -> datetime | None:
+        activity = self.found.get(member_key(member.org_id, member.user_id))
+        if activity is not None and activity.member_created_at == member.created_at:
+            return activity.last_login_at
+        # Not signed in since sign-ins were recorded apart: the time stored on the member, if any.
+        return member.last_login_at
+
+
+def last_sign_ins(*, org_id: str, members: Sequence[Member]) -> LastSignIns:
+    """The last sign-ins of ``members`` (a page): one batch read (BatchGetItem takes 100 keys),
+    none for an empty page."""
+    keys = sorted({member_key(org_id, member.user_id) for member in members})
+    if not keys:
+        return LastSignIns(found={})
+    return LastSignIns(
+        found={activity.member: activity for activity in MemberActivity.batch_get(keys, consistent_read=True)}
+    )
+
+
+def describe(member: Member, *, org: Organization, last_sign_ins: LastSignIns) -> dict[str, Any]:
     return {
         "id": member.user_id,
         "name": member.name,
@@ -94,5 +122,5 @@ def describe(member: Member, *, org: Organization) -> dict[str, Any]:
         "key_count": member.key_count,
         # Holds a key the organization's authenticator policy accepts; null while being recounted.
         "compliant": compliance.member_compliant(member=member, org=org),
-        "last_login_at": clock.iso(member.last_login_at),
+        "last_login_at": clock.iso(last_sign_ins.of(member)),
     }

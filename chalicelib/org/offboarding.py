@@ -12,8 +12,10 @@ from chalicelib.base.errors import CannotOffboardYourself, ConcurrentChange, Mem
 from chalicelib.base.models import (
     CredentialClaim,
     Member,
+    MemberActivity,
     Organization,
     SecurityKey,
+    member_key,
 )
 from chalicelib.base.storage import ConditionsFailed, Item, transaction
 from chalicelib.ceremony.credentials import keys_of
@@ -33,10 +35,11 @@ MAX_SESSIONS_DELETED = 2000
 def offboard(*, caller: Caller, user_id: str) -> int:
     """``DELETE /org/members/{user_id}``: remove a member and everything of theirs.
 
-    The member item, their security keys and credential claims go in one transaction with the
-    coverage counters and the audit event (which the audit log keeps); that ends every session
-    of theirs at once. Their session items are then deleted in bulk. If the IdP signs them in
-    again, they start over as a new member: no keys, no sessions, not counted twice.
+    The member item, their activity item (last sign-in), their security keys and credential
+    claims go in one transaction with the coverage counters and the audit event (which the
+    audit log keeps); that ends every session of theirs at once. Their session items are then
+    deleted in bulk. If the IdP signs them in again, they start over as a new member: no keys,
+    no sessions, not counted twice.
 
     Returns how many sessions were deleted.
 
@@ -67,6 +70,8 @@ def offboard(*, caller: Caller, user_id: str) -> int:
                 write, org_id=org_id, standing=standing, compliance_version=org_version[0]
             )
             write.delete(Item.MEMBER, member, condition=counted_as)
+            # With the member: a login that read them before this fails its condition on it.
+            write.delete(Item.MEMBER_ACTIVITY, MemberActivity(member_key(org_id, user_id)))
             for key in held:
                 write.delete(Item.KEY, key, condition=SecurityKey.key_id.exists())
                 write.delete(Item.CLAIM, CredentialClaim(key.key_id))

@@ -32,16 +32,20 @@ class EnforcementPreview:
     # not kept, so this is its member count: each member signed in within a session's lifetime
     # holds about one.
     sessions_ending_estimate: int
+    # When the members of both lists last signed in (one batch read for both).
+    last_sign_ins: members.LastSignIns
 
 
 def enforcement_preview(*, org: Organization) -> EnforcementPreview:
     counters = coverage.counters_of(org)
     first = members.list_members_by_coverage(org_id=org.org_id, bucket=Bucket.NONE, limit=FIRST_PAGE, after=None)
+    admins = members.list_admins_without_key(org_id=org.org_id, limit=FIRST_ADMINS)
     return EnforcementPreview(
         enforced=bool(org.mfa_enforced),
         counters=counters,
         first_without_key=first,
         compliance=compliance.of(org),
-        first_admins_without_key=members.list_admins_without_key(org_id=org.org_id, limit=FIRST_ADMINS),
+        first_admins_without_key=admins,
         sessions_ending_estimate=max(counters.members_total - 1, 0),
+        last_sign_ins=members.last_sign_ins(org_id=org.org_id, members=[*first.items, *admins]),
     )

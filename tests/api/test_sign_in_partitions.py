@@ -38,16 +38,6 @@ SHARDED = {
     "sessions by-org-shard": re.compile(rf"{ORG}#\d+"),
 }
 
-# Partitions that every sign-in of an organization writes today, and that it should not: each is
-# one organization-wide partition key, by table (and global index). These are known, and listed so
-# that this test holds while they are; the test below checks that each is still written, so that
-# the list goes when its partition is re-keyed.
-KNOWN_ORGANIZATION_WIDE_WRITES = {
-    # The member's item (last login) is keyed (organization, member): the organization is the
-    # partition key. No local index, so DynamoDB can split the partition by member under heat.
-    ("members", ORG),
-}
-
 
 @dataclasses.dataclass
 class Recorded:
@@ -174,27 +164,6 @@ def test_a_login_an_mfa_verify_and_a_step_up_write_nothing_an_organizations_logi
         assert not [write for write in request.writes if _table(write.table) == "orgs"], (
             f"{request.operation} wrote the organization item"
         )
-        organization_wide = {
-            _partition(charge)
-            for charge in request.charges
-            if _whose(charge, request.own) is None and _partition(charge) not in KNOWN_ORGANIZATION_WIDE_WRITES
-        }
+        organization_wide = {_partition(charge) for charge in request.charges if _whose(charge, request.own) is None}
         assert not organization_wide, f"{request.operation} wrote partitions shared by the organization's sign-ins"
     assert Organization.get(ORG, consistent_read=True).serialize() == organization
-
-
-def test_each_known_organization_wide_write_is_still_made(
-    api: KeywardClient, record: Recorder, bobs_key: SoftwareAuthenticator
-):
-    """When a partition is re-keyed, its entry in KNOWN_ORGANIZATION_WIDE_WRITES must go."""
-    _sign_in_with_mfa_and_step_up(api, record, bobs_key)
-
-    written = {
-        _partition(charge)
-        for request in record.requests
-        for charge in request.charges
-        if _whose(charge, request.own) is None
-    }
-    assert KNOWN_ORGANIZATION_WIDE_WRITES <= written, (
-        f"no longer written by any sign-in: {sorted(KNOWN_ORGANIZATION_WIDE_WRITES - written)}"
-    )
