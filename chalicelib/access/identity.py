@@ -15,6 +15,7 @@ from chalicelib.access import joining, sessions, tenancy
 from chalicelib.base import audit, clock, metrics
 from chalicelib.base.config import IdentityProvider
 from chalicelib.base.errors import (
+    ConcurrentChange,
     ConfigurationError,
     IdentityProviderUnavailable,
     InvalidIdToken,
@@ -248,7 +249,8 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining
         if member is not None:
             return org, member, None
         # A simultaneous first login created the member: this one is a returning member's.
-    raise AssertionError("the member was created and deleted again during this login")
+    # Created by another first login, then offboarded, both between this login's reads.
+    raise ConcurrentChange("Your membership changed during this sign-in; sign in again.")
 
 
 def sign_in(*, id_token: str, client: audit.Client, nonce: str | None = None) -> SignIn:

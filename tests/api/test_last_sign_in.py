@@ -174,3 +174,15 @@ def test_a_member_offboarded_and_created_again_during_their_login_keeps_only_the
     assert session.created_at >= member.created_at
     stored = _activity("bob")
     assert stored is not None and stored.member_created_at == member.created_at
+
+
+def test_a_first_login_that_never_finds_nor_creates_its_member_is_a_conflict_not_a_crash(api, monkeypatch):
+    """Each time this login tries to create the member, another first login has just done so, and
+    each time it reads again the member is gone (offboarded): it asks the person to sign in again."""
+    monkeypatch.setattr(joining, "join", lambda **_: None)
+
+    reply = api.login_reply(user="bob")
+
+    assert (reply.status, reply.code) == (409, "ConcurrentChange")
+    assert Member.count("acme", Member.user_id == "bob") == 0
+    assert not [s for s in Session.scan() if s.user_id == "bob"]
