@@ -10,7 +10,7 @@ from chalicelib.base.errors import (
 )
 from chalicelib.base.models import Member, SecurityKey
 from chalicelib.ceremony import authenticator_policy
-from chalicelib.ceremony.authenticator_policy import AuthenticatorPolicy
+from chalicelib.ceremony.authenticator_policy import AuthenticatorPolicy, KeyFacts
 from chalicelib.keys.management import check_key_id, remove_key
 
 
@@ -91,7 +91,9 @@ def _noncompliant_keys(
     while True:
         page = list_org_keys(org_id=org_id, limit=max(limit, 100), after=cursor, user_id=user_id)
         for key in page.items:
-            if not authenticator_policy.is_compliant(policy, key):
+            # Falls short of the policy: a key its grace period spares too, which the admin must
+            # see replaced before the period ends (it shows ``counts_until``).
+            if not authenticator_policy.verdict(policy, KeyFacts.of(key)).compliant:
                 found.append(key)
                 if len(found) == limit:
                     return pagination.Page(items=found, next=pagination.encode(key.key_id))

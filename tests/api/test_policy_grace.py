@@ -111,6 +111,9 @@ def test_a_key_a_stricter_policy_stops_counting_counts_until_the_grace_period_en
     }
     [key] = api.call("GET", "/me/mfa/keys", token=bob.token).body["keys"]
     assert (key["policy_compliant"], key["counts_until"]) == (False, due)
+    # The admin's list of the keys that fall short has it, with when it stops counting.
+    [short] = api.call("GET", "/org/mfa/keys?compliant=false", token=alice.token).body["keys"]
+    assert (short["id"], short["policy_compliant"], short["counts_until"]) == (key["id"], False, due)
     assert api.call("GET", "/me", token=alice.token).body["key_policy"]["keys_spared"] is None
     assert stream.drain()
     figures = api.call("GET", "/org/mfa", token=alice.token).body
