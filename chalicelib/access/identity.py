@@ -203,12 +203,13 @@ def verify_id_token(*, id_token: str, nonce: str | None = None, expired_grace_se
     )
 
 
-def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining.Returning | None]:
+def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining.Returning | None, bool]:
     """The organization and member an ID token names, read together with the member's activity
     item (one round trip); created when missing. A returning member's changes (the login time,
     on their activity item, and profile claims that changed) come back to be written with the
     login's session, so a returning member's login is one read and one transaction, and writes
-    nothing keyed by the organization alone.
+    nothing keyed by the organization alone. The last value says whether the login was counted
+    against the organization's login rate already (a first login is, with its member).
 
     Raises:
         UnknownOrganization, WrongIdentityProvider: see :mod:`chalicelib.access.tenancy`.
@@ -237,9 +238,9 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining
                 admin=identity.admin,
                 signed_in=signed_in,
             )
-            return org, update.member, update
+            return org, update.member, update, False
         member = joining.join(
-            org_id=identity.org_id,
+            org=org,
             user_id=identity.user_id,
             name=identity.name,
             email=identity.email,
@@ -247,7 +248,7 @@ def record_sign_in(*, identity: Identity) -> tuple[Organization, Member, joining
             signed_in=signed_in,
         )
         if member is not None:
-            return org, member, None
+            return org, member, None, True
         # A simultaneous first login created the member: this one is a returning member's.
     # Created by another first login, then offboarded, both between this login's reads.
     raise ConcurrentChange("Your membership changed during this sign-in; sign in again.")
@@ -269,7 +270,7 @@ def sign_in_as(*, identity: Identity, client: audit.Client, method: str = "idp",
     Raises:
         SecurityKeyRequired: ``key_required``, and the member holds no key.
     """
-    org, member, update = record_sign_in(identity=identity)
+    org, member, update, counted = record_sign_in(identity=identity)
     if key_required and member.key_count == 0:
         raise SecurityKeyRequired("You hold no security key: register one in the keyward console first.")
     login = audit.event(
@@ -284,7 +285,12 @@ def sign_in_as(*, identity: Identity, client: audit.Client, method: str = "idp",
     )
     try:
         issued = sessions.start(
-            org=org, member=member, client=client, audit_event=login, also=update.add_to if update is not None else None
+            org=org,
+            member=member,
+            client=client,
+            audit_event=login,
+            also=update.add_to if update is not None else None,
+            login_counted=counted,
         )
     except ConditionsFailed:
         # The member was offboarded between the read and the write: nothing was started.

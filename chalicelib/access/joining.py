@@ -16,6 +16,8 @@ from datetime import datetime
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
+from chalicelib.access import login_rate
+from chalicelib.base import metrics
 from chalicelib.base.errors import ConcurrentChange
 from chalicelib.base.models import Member, MemberActivity, Organization, member_key
 from chalicelib.base.storage import ConditionsFailed, Item, LabelledWrite, transaction
@@ -97,10 +99,17 @@ def activity_of(member: Member, *, signed_in: datetime) -> MemberActivity:
     )
 
 
-def join(*, org_id: str, user_id: str, name: str, email: str, admin: bool, signed_in: datetime) -> Member | None:
+def join(*, org: Organization, user_id: str, name: str, email: str, admin: bool, signed_in: datetime) -> Member | None:
     """Create and count the member an ID token names, on their first login; with their activity
-    item. None when a simultaneous first login created them first: the login goes on as a
-    returning member's."""
+    item, and with the login's count of the organization's login rate (:mod:`login_rate`), so
+    that a login the rate refuses creates no one. None when a simultaneous first login created
+    them first: the login goes on as a returning member's.
+
+    Raises:
+        OrganizationRateLimited: the organization started as many sessions this second as it may;
+            nothing was written.
+    """
+    org_id = org.org_id
     joining = Member(
         org_id,
         user_id,
@@ -120,10 +129,14 @@ def join(*, org_id: str, user_id: str, name: str, email: str, admin: bool, signe
             # creation time, and is replaced.
             write.save(Item.MEMBER_ACTIVITY, activity_of(joining, signed_in=signed_in))
             coverage.add_member(write, org_id=org_id, admin=admin)
+            login_rate.count_login(write, org=org, at=signed_in)
 
     try:
         conditions.sent_again_on_conflict(create, org_id=org_id)
-    except ConditionsFailed:
+    except ConditionsFailed as refused:
+        if Item.LOGIN_RATE in refused.labels:
+            metrics.count("LoginsRateLimited", org=org_id, limit=login_rate.limit_of(org))
+            raise login_rate.refusal(org) from None
         return None
     return joining
 

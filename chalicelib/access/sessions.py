@@ -148,10 +148,12 @@ def start(
     audit_event: AuditEvent,
     state: SessionState | None = None,
     also: Callable[[LabelledWrite], None] | None = None,
+    login_counted: bool = False,
 ) -> IssuedSession:
     """Create a session for a member who has just proved who they are; the login's audit event,
-    the count of the organization's logins this second, and whatever ``also`` adds, are written
-    with it in one transaction.
+    the count of the organization's logins this second (unless ``login_counted``: a first login
+    counted it with the member it created), and whatever ``also`` adds, are written with it in
+    one transaction.
 
     Raises:
         OrganizationRateLimited: the organization has started as many sessions this second as its
@@ -181,8 +183,8 @@ def start(
     token = _new_token(session)
     session.token_hash = _hash(token)
     audit.add_details(audit_event, session_id=session.session_id, state=session.state)
-    for attempt in range(_COUNTED_TRIES + 1):
-        counted = attempt < _COUNTED_TRIES
+    for attempt in range(1 if login_counted else _COUNTED_TRIES + 1):
+        counted = not login_counted and attempt < _COUNTED_TRIES
         try:
             with transaction() as write:
                 write.save(Item.SESSION, session, condition=Session.session_id.does_not_exist())
@@ -206,7 +208,7 @@ def start(
             if not counted or busy.labels != {Item.LOGIN_RATE}:
                 raise
             metrics.count("LoginRateContention", org=org.org_id)
-    if not counted:
+    if not counted and not login_counted:
         log.warning("login of %s started uncounted: its counter shards were contended", org.org_id)
     return IssuedSession(token=token, session=session)
 

@@ -19,7 +19,7 @@ from chalicelib.access import login_rate
 from chalicelib.base import clock
 from chalicelib.base.config import load, settings
 from chalicelib.base.errors import ConfigurationError
-from chalicelib.base.models import Organization, Throttle
+from chalicelib.base.models import Member, Organization, Throttle
 from tests.support.audit_log import logged_events
 from tests.support.sessions import org_sessions
 from tests.support.transaction_conflicts import cancelled_by_conflict, intercept, written_tables
@@ -103,6 +103,29 @@ def test_logins_beyond_the_rate_in_one_second_are_refused_and_write_nothing(api,
     # The next second admits again.
     second(1)
     assert api.login_reply(org="acme", user="dave").status == 200
+
+
+def test_a_first_login_beyond_the_rate_creates_no_member_and_counts_no_one(api, second):
+    _set_up(api, "acme", users=("bob",))
+    login_rate.set_limit(org_id="acme", rate=1)
+    org_before = Organization.get("acme", consistent_read=True).serialize()
+    members_before = int(Organization.get("acme", consistent_read=True).members_total)
+
+    moment = second(0)
+    assert api.login_reply(org="acme", user="bob").status == 200
+    refused = api.login_reply(org="acme", user="newcomer")
+
+    assert (refused.status, refused.code) == LIMITED
+    assert Member.count("acme", Member.user_id == "newcomer", consistent_read=True) == 0
+    assert Organization.get("acme", consistent_read=True).serialize() == org_before
+    assert _counters("acme", moment) == {f"logins#acme#{int(moment.timestamp())}#0": 1}
+
+    # The next second, the first login creates the member and counts its login once.
+    later = second(1)
+    assert api.login_reply(org="acme", user="newcomer").status == 200
+    assert Member.count("acme", Member.user_id == "newcomer", consistent_read=True) == 1
+    assert Organization.get("acme", consistent_read=True).members_total == members_before + 1
+    assert _counters("acme", later) == {f"logins#acme#{int(later.timestamp())}#0": 1}
 
 
 def test_the_deployments_default_applies_where_the_organization_sets_none(api, second, default_rate):
