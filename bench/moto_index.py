@@ -3,8 +3,8 @@
 moto answers a Query of a global index by sorting every item of the table (``Table.all_items``)
 and keeping those whose index key matches (``moto/dynamodb/models/table.py``, ``Table.query``).
 A page of one of the by-org-shard index's 128 shards therefore costs the whole table, and the
-invalidation bench, 128 shards' pages over N sessions, grows with N². On DynamoDB a page costs
-what its partition holds.
+invalidation bench, 128 shards' pages over N sessions, grows with N². On DynamoDB a page reads
+only its own partition.
 
 :func:`indexed_global_queries` keeps, for each table keyed by a hash key alone, its items filed
 by the value of each global index's (first) hash key attribute, and while it is active moto's
@@ -25,8 +25,8 @@ of all the table's items. The answers do not change:
 - Tables with a range key (whose ``items`` nest a dict per hash key), local indexes and the
   table's own key go to moto's query unchanged.
 
-Only ``python -m bench invalidation`` uses it; devstack, the tests and ``make run`` use moto as
-it is.
+Only ``python -m bench invalidation`` (and its test) uses it; devstack, the other tests and
+``make run`` use moto as it is.
 """
 
 from __future__ import annotations
