@@ -36,7 +36,6 @@ from chalicelib.ceremony.credentials import (
     CeremonyOptions,
     keys_of,
     known_credentials,
-    stored_key,
     user_handle_for,
     with_use,
 )
@@ -200,7 +199,7 @@ def checked_assertion(*, caller: Caller, assertion: Assertion, ceremony: Ceremon
     key = (
         caller.read[KEY_LABEL]
         if KEY_LABEL in caller.read
-        else stored_key(org_id=session.org_id, key_id=ceremonies.key_id_for(response.credential_id))
+        else _key_named(session.org_id, ceremonies.key_id_for(response.credential_id))
     )
     if key is None:
         raise UnknownCredential("This security key is not registered to you.")
@@ -285,6 +284,14 @@ def record_use(
         # The claim goes with its key: one deleted meanwhile fails the check.
         condition=CredentialClaim.key_id.exists() & (CredentialClaim.user_id == key.user_id) & counter_as_read,
     )
+
+
+def _key_named(org_id: str, key_id: str) -> SecurityKey | None:
+    """The key, where the request did not read it with its session (its claim: :func:`claim_of`)."""
+    try:
+        return SecurityKey.get(org_id, key_id, consistent_read=True)
+    except SecurityKey.DoesNotExist:
+        return None
 
 
 def claim_of(caller: Caller, key: SecurityKey) -> CredentialClaim | None:
